@@ -1,0 +1,248 @@
+//! Argument definitions.
+
+use super::CliError;
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+/// jobvisor: run jobs as in-process tasks or isolated worker processes,
+/// with everything they do relayed into a database.
+#[derive(Debug, Parser)]
+#[command(name = "jobvisor", version, propagate_version = true)]
+pub struct Cli {
+    /// Database: an sqlite:// URL or a file path [default: ./jobvisor.db,
+    /// or $STATE_DIRECTORY/jobvisor.db under systemd]
+    #[arg(long, global = true, env = "JOBVISOR_DATABASE")]
+    pub database: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub(crate) fn database(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(crate::default_database)
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the supervisor: claim and run executions until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Create or update the database schema.
+    Migrate,
+    /// Register and inspect handlers.
+    #[command(subcommand)]
+    Handler(HandlerCmd),
+    /// Enqueue one run of a handler.
+    Run(RunArgs),
+    /// Inspect, follow and cancel executions.
+    #[command(subcommand)]
+    Exec(ExecCmd),
+    /// Compare the two modes' cost against bare baselines.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// `serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Executions running at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// How often to look for runs enqueued by other processes.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// A node silent this long is dead; its running executions are rescued.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub node_lease: Duration,
+}
+
+/// `handler` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HandlerCmd {
+    /// Register an executable (any language) as a handler.
+    Add(HandlerAddArgs),
+    /// List handlers (registered and built in).
+    List(JsonFlag),
+    /// Show one handler.
+    Show(NameJson),
+    /// Remove a registered handler.
+    Remove {
+        /// Handler name.
+        name: String,
+    },
+}
+
+/// `--json` alone.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A name and `--json`.
+#[derive(Debug, Args)]
+pub struct NameJson {
+    /// Handler name.
+    pub name: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `handler add` options.
+#[derive(Debug, Args)]
+pub struct HandlerAddArgs {
+    /// Handler name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// The program to run (absolute, relative, or found on PATH).
+    #[arg(long)]
+    pub exec: String,
+    /// An argument for the program (repeat for more; never through a shell).
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Default timeout of its executions.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Time between the cancel message and SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub cancel_grace: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub kill_grace: Duration,
+    /// Longest output line kept, in bytes; longer lines are cut.
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(64..=1024 * 1024 * 1024))]
+    pub max_line: u64,
+    /// Fail an execution whose worker is silent this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
+    /// Set a variable in the child's environment (KEY=VALUE; repeat).
+    #[arg(long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Pass a variable of the supervisor's environment through (repeat).
+    #[arg(long)]
+    pub allow_env: Vec<String>,
+    /// Working directory of the child.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Replace a handler of the same name.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// `run` options.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Handler name.
+    pub handler: String,
+    /// JSON input.
+    #[arg(long, default_value = "null")]
+    pub payload: String,
+    /// inproc or process [default: the handler's].
+    #[arg(long)]
+    pub mode: Option<crate::model::Mode>,
+    /// Retries after a failed attempt.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Delay before the first retry (doubles, with jitter).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub backoff: Duration,
+    /// Wall-clock limit of each attempt.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    /// Wait for the outcome (exit 0 on success, 1 on failure or cancel).
+    #[arg(long)]
+    pub wait: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `exec` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ExecCmd {
+    /// List executions, newest first.
+    List(ExecListArgs),
+    /// Show one execution.
+    Show {
+        /// Execution id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an execution's log.
+    Logs {
+        /// Execution id.
+        id: String,
+        /// Keep printing new lines until the execution ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only lines at this level or above.
+        #[arg(long)]
+        level: Option<jobvisor_worker::Level>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel an execution (pending: at once; running: through its node).
+    Cancel {
+        /// Execution id.
+        id: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "requested by operator")]
+        reason: String,
+    },
+}
+
+/// `exec list` options.
+#[derive(Debug, Args)]
+pub struct ExecListArgs {
+    /// Only this status.
+    #[arg(long)]
+    pub status: Option<crate::model::Status>,
+    /// Only this handler.
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a human duration (`30s`, `5m`, `250ms`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 5m, 250ms)"))
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let db = cli.database();
+    match cli.command {
+        Command::Serve(a) => super::serve::serve(&db, a).await,
+        Command::Migrate => {
+            crate::store::open(&db).await?;
+            println!("database {db} is up to date");
+            Ok(())
+        }
+        Command::Handler(cmd) => super::handler::handler(&db, cmd).await,
+        Command::Run(a) => super::run::run(&db, a).await,
+        Command::Exec(cmd) => super::exec::exec(&db, cmd).await,
+        Command::Bench(a) => crate::bench::bench(a).await,
+    }
+}

@@ -1,0 +1,217 @@
+//! `jobvisor exec ...`: list, show, logs, cancel.
+
+use super::args::{ExecCmd, ExecListArgs};
+use super::{input, output, CliError};
+use crate::model::{Execution, LogEntry};
+use crate::store::{CancelRequest, ExecFilter};
+use std::time::Duration;
+use uuid::Uuid;
+
+fn parse_id(s: &str) -> Result<Uuid, CliError> {
+    Uuid::parse_str(s).map_err(|_| input(format!("invalid execution id {s:?} (expected a UUID)")))
+}
+
+pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
+    let store = crate::store::open(db).await?;
+    match cmd {
+        ExecCmd::List(a) => list(store.as_ref(), a).await,
+        ExecCmd::Show { id, json } => {
+            let id = parse_id(&id)?;
+            let e = store
+                .execution(id)
+                .await?
+                .ok_or_else(|| input(format!("no execution {id}")))?;
+            if json {
+                output::json(&e)
+            } else {
+                show(&e);
+                Ok(())
+            }
+        }
+        ExecCmd::Logs {
+            id,
+            follow,
+            level,
+            json,
+        } => {
+            let id = parse_id(&id)?;
+            if store.execution(id).await?.is_none() {
+                return Err(input(format!("no execution {id}")));
+            }
+            let mut after = 0;
+            loop {
+                let batch = store.logs(id, after, level, 5000).await?;
+                for l in &batch {
+                    print_log(l, json);
+                }
+                if let Some(l) = batch.last() {
+                    after = l.seq;
+                }
+                if batch.len() == 5000 {
+                    continue;
+                }
+                if !follow {
+                    return Ok(());
+                }
+                let done = store
+                    .execution(id)
+                    .await?
+                    .is_none_or(|e| e.status.is_terminal());
+                if done {
+                    // One last read: lines written just before the end.
+                    let rest = store.logs(id, after, level, usize::MAX >> 1).await?;
+                    rest.iter().for_each(|l| print_log(l, json));
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        ExecCmd::Cancel { id, reason } => {
+            let id = parse_id(&id)?;
+            match store
+                .request_cancel(id, &reason, crate::model::now_micros())
+                .await?
+            {
+                CancelRequest::NotFound => Err(input(format!("no execution {id}"))),
+                CancelRequest::AlreadyFinished(s) => {
+                    Err(input(format!("execution {id} already ended ({s})")))
+                }
+                CancelRequest::CancelledPending => {
+                    println!("execution {id} cancelled before it started");
+                    Ok(())
+                }
+                CancelRequest::Requested => {
+                    if !super::run::serving(store.as_ref()).await? {
+                        eprintln!("jobvisor: no supervisor is serving {db}; the cancel takes effect when one runs");
+                    }
+                    println!("cancel requested for execution {id}");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+async fn list(store: &dyn crate::store::Store, a: ExecListArgs) -> Result<(), CliError> {
+    let execs = store
+        .executions(&ExecFilter {
+            status: a.status,
+            handler: a.handler,
+            job: None,
+            limit: a.limit,
+        })
+        .await?;
+    if a.json {
+        return output::json(&execs);
+    }
+    let rows = execs
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.to_string(),
+                e.status.to_string(),
+                e.handler.clone(),
+                e.mode.to_string(),
+                format!("{}/{}", e.attempt, e.max_attempts),
+                e.started_at.clone().unwrap_or_else(|| "-".into()),
+                e.duration_ms
+                    .map(|d| crate::model::format_ms(d.round() as u64))
+                    .unwrap_or_else(|| "-".into()),
+                output::cut(e.error.as_deref().unwrap_or(""), 60),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "ID", "STATUS", "HANDLER", "MODE", "ATTEMPT", "STARTED", "TOOK", "ERROR",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
+fn show(e: &Execution) {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("id:          {}", e.id);
+    println!("job:         {}", e.job);
+    println!("handler:     {} ({})", e.handler, e.mode);
+    println!("status:      {}", e.status);
+    println!("attempt:     {} of {}", e.attempt, e.max_attempts);
+    if let Some(p) = e.previous_id {
+        println!("retries:     {p}");
+    }
+    if let Some(n) = e.next_id {
+        println!("retried as:  {n}");
+    }
+    println!("payload:     {}", e.payload);
+    println!("enqueued:    {}", e.enqueued_at);
+    println!("started:     {}", opt(&e.started_at));
+    println!("finished:    {}", opt(&e.finished_at));
+    if let Some(d) = e.duration_ms {
+        println!("took:        {d:.3} ms");
+    }
+    if let Some(n) = &e.node {
+        println!("node:        {n}");
+    }
+    if let Some(p) = e.pid {
+        println!("pid:         {p}");
+    }
+    if let Some(x) = e.exit_code {
+        println!("exit code:   {x}");
+    }
+    if let Some(s) = &e.signal {
+        println!("signal:      {s}");
+    }
+    let p = &e.progress;
+    if p.percent.is_some() || p.message.is_some() || p.done.is_some() {
+        let mut parts = Vec::new();
+        if let Some(x) = p.percent {
+            parts.push(format!("{x:.1}%"));
+        }
+        if let (Some(d), Some(t)) = (p.done, p.total) {
+            parts.push(format!("{d}/{t}"));
+        }
+        if let Some(m) = &p.message {
+            parts.push(m.clone());
+        }
+        println!("progress:    {}", parts.join(" "));
+    }
+    if let Some(o) = &e.output {
+        println!("output:      {o}");
+    }
+    if let Some(err) = &e.error {
+        println!("error:       {err}");
+    }
+    if e.timed_out {
+        println!("timed out:   yes");
+    }
+    if e.interrupted {
+        println!("interrupted: yes");
+    }
+    if let Some(c) = &e.cancel_requested_at {
+        println!(
+            "cancel:      requested {c} ({}), ended {}",
+            opt(&e.cancel_reason),
+            opt(&e.cancel_outcome)
+        );
+    }
+}
+
+fn print_log(l: &LogEntry, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(l).expect("serializes"));
+        return;
+    }
+    let fields = l
+        .fields
+        .as_ref()
+        .map(|f| format!(" {}", serde_json::Value::Object(f.clone())))
+        .unwrap_or_default();
+    println!(
+        "{} {:<5} [{}] {}{fields}",
+        l.ts,
+        l.level.as_str().to_uppercase(),
+        l.stream,
+        l.message
+    );
+}

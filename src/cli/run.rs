@@ -1,0 +1,148 @@
+//! `jobvisor run HANDLER`: enqueue, and with `--wait` follow to the end.
+
+use super::args::RunArgs;
+use super::{input, output, CliError};
+use crate::model::{now_micros, Execution, Status};
+use crate::store::Store;
+use crate::submit::{self, RunSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use jobvisor_worker::builtins;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// A node whose heartbeat is older than this is not counted as serving.
+const SERVING_WINDOW: Duration = Duration::from_secs(5);
+
+pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
+    let payload: serde_json::Value = serde_json::from_str(&a.payload)
+        .map_err(|e| input(format!("invalid --payload JSON: {e}")))?;
+    let store = crate::store::open(db).await?;
+    let spec = RunSpec {
+        mode: a.mode,
+        retries: a.retries,
+        backoff: a.backoff,
+        timeout: a.timeout,
+        priority: a.priority,
+        ..RunSpec::new(a.handler, payload)
+    };
+    let builtin = |name: &str| builtins::NAMES.contains(&name);
+    let exec = submit::prepare(store.as_ref(), &builtin, spec).await?;
+    submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?;
+    if !a.wait {
+        if a.json {
+            return output::json(&serde_json::json!({ "id": exec.id }));
+        }
+        println!("{}", exec.id);
+        return Ok(());
+    }
+    let e = wait(store.as_ref(), db, exec.id, a.json).await?;
+    if a.json {
+        output::json(&e)?;
+    } else {
+        print_outcome(&e);
+    }
+    if e.status == Status::Succeeded {
+        Ok(())
+    } else {
+        Err(CliError::JobFailed)
+    }
+}
+
+/// Whether any supervisor is serving the database now.
+pub(crate) async fn serving(store: &dyn Store) -> Result<bool, CliError> {
+    let since = now_micros() - SERVING_WINDOW.as_micros() as i64;
+    Ok(!store.live_nodes(since).await?.is_empty())
+}
+
+/// Follows an execution (and its retries) until the last attempt ends.
+async fn wait(store: &dyn Store, db: &str, id: Uuid, json: bool) -> Result<Execution, CliError> {
+    let bar = if std::io::stderr().is_terminal() && !json {
+        let b = ProgressBar::new(100);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed}] [{bar:30}] {pos:>3}% {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut current = id;
+    let mut warned = false;
+    let mut last_check: Option<Instant> = None;
+    loop {
+        let e = store
+            .execution(current)
+            .await?
+            .ok_or_else(|| input(format!("execution {current} vanished")))?;
+        if e.status == Status::Pending
+            && !warned
+            && last_check.is_none_or(|t| t.elapsed() >= SERVING_WINDOW)
+        {
+            last_check = Some(Instant::now());
+            if !serving(store).await? {
+                warned = true;
+                bar.suspend(|| {
+                    eprintln!(
+                        "jobvisor: no supervisor is serving {db}; execution {current} stays pending \
+                         until one runs (start one with `jobvisor serve`)"
+                    )
+                });
+            }
+        }
+        if let Some(p) = e.progress.percent {
+            bar.set_position(p.round() as u64);
+        }
+        bar.set_message(format!(
+            "{} {}{}",
+            e.status,
+            e.handler,
+            e.progress
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ));
+        if e.status.is_terminal() {
+            if let (Status::Failed, Some(next)) = (e.status, e.next_id) {
+                bar.suspend(|| {
+                    eprintln!(
+                        "attempt {} failed: {}; retrying as {next}",
+                        e.attempt,
+                        e.error.as_deref().unwrap_or("unknown error")
+                    )
+                });
+                current = next;
+                continue;
+            }
+            bar.finish_and_clear();
+            return Ok(e);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn print_outcome(e: &Execution) {
+    let took = e
+        .duration_ms
+        .map(|ms| format!(" in {}", crate::model::format_ms(ms.round() as u64)))
+        .unwrap_or_default();
+    println!("{} {}{took} (attempt {})", e.id, e.status, e.attempt);
+    if let Some(out) = &e.output {
+        if !out.is_null() {
+            println!("output: {out}");
+        }
+    }
+    if let Some(err) = &e.error {
+        println!("error: {err}");
+    }
+    if let Some(x) = e.exit_code {
+        println!("exit code: {x}");
+    }
+    if let Some(s) = &e.signal {
+        println!("signal: {s}");
+    }
+    let _ = output::cut;
+}

@@ -1,0 +1,100 @@
+//! jobvisor: a job supervisor that runs jobs as in-process tokio tasks
+//! (inproc) or as isolated child worker processes (process), and relays
+//! everything they do into SQLite or PostgreSQL.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), jobvisor::Error> {
+//! use jobvisor::{RunSpec, Supervisor};
+//! let sup = Supervisor::builder().database("jobs.db").build().await?;
+//! sup.enqueue(RunSpec::new("echo", serde_json::json!({"hello": "world"}))).await?;
+//! sup.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod cli;
+pub mod model;
+pub mod relay;
+pub mod runner;
+pub mod store;
+pub mod submit;
+pub mod supervisor;
+
+pub use jobvisor_worker::{Context, Handler, HandlerError, HandlerResult, Level, Registry};
+pub use model::{Execution, Mode, Status};
+pub use submit::RunSpec;
+pub use supervisor::{Config, Supervisor, SupervisorBuilder};
+
+use std::path::PathBuf;
+
+/// Errors of the library's operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// No handler of that name is registered or built in.
+    #[error("unknown handler {0:?} (`jobvisor handler list` shows the registered ones)")]
+    UnknownHandler(String),
+    /// Executables run only as child processes.
+    #[error("handler {0:?} runs an executable, which only runs in process mode")]
+    ExecNotInproc(String),
+    /// A request that cannot be carried out as given.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The database used when none is given: `$STATE_DIRECTORY/jobvisor.db`
+/// under systemd, else `./jobvisor.db`.
+pub fn default_database() -> String {
+    match std::env::var("STATE_DIRECTORY") {
+        Ok(dirs) if !dirs.is_empty() => {
+            let first = dirs.split(':').next().unwrap_or(".");
+            format!("{}/jobvisor.db", first.trim_end_matches('/'))
+        }
+        _ => "jobvisor.db".to_string(),
+    }
+}
+
+/// Where the `jobvisor-worker` program is: `$JOBVISOR_WORKER`, else beside
+/// the running executable (or one level up, for test binaries), else found
+/// on `PATH`.
+pub fn worker_program() -> PathBuf {
+    if let Some(p) = std::env::var_os("JOBVISOR_WORKER") {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let mut dir = exe.parent().map(PathBuf::from);
+        for _ in 0..2 {
+            let Some(d) = dir else { break };
+            let candidate = d.join("jobvisor-worker");
+            if candidate.is_file() {
+                return candidate;
+            }
+            dir = d.parent().map(PathBuf::from);
+        }
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("jobvisor-worker"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from("jobvisor-worker"))
+}
+
+/// An error with its causes, joined by `: ` (for one-line messages).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}

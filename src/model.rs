@@ -1,0 +1,380 @@
+//! Domain types shared by the store, the runners and the interfaces.
+
+use jobvisor_worker::protocol::Level;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// Microseconds since the Unix epoch: how every timestamp is stored.
+pub type Micros = i64;
+
+/// The current time in [`Micros`].
+pub fn now_micros() -> Micros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as Micros)
+        .unwrap_or(0)
+}
+
+/// Formats [`Micros`] as RFC 3339 (UTC, microseconds).
+pub fn format_micros(t: Micros) -> String {
+    let d = Duration::from_micros(t.max(0) as u64);
+    humantime::format_rfc3339_micros(UNIX_EPOCH + d).to_string()
+}
+
+/// Formats a duration in milliseconds the way humans write it (`1.5s`).
+pub fn format_ms(ms: u64) -> String {
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
+/// Where an execution runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A tokio task inside the supervisor ("goroutine-style").
+    Inproc,
+    /// A child worker process ("process-style").
+    Process,
+}
+
+impl Mode {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Inproc => "inproc",
+            Mode::Process => "process",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "inproc" => Ok(Mode::Inproc),
+            "process" => Ok(Mode::Process),
+            _ => Err(format!("unknown mode {s:?} (expected inproc or process)")),
+        }
+    }
+}
+
+/// An execution's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting to be claimed.
+    Pending,
+    /// Claimed by a node and running.
+    Running,
+    /// Ended well.
+    Succeeded,
+    /// Ended badly (a later attempt may follow).
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+}
+
+impl Status {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the execution is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(Status::Pending),
+            "running" => Ok(Status::Running),
+            "succeeded" => Ok(Status::Succeeded),
+            "failed" => Ok(Status::Failed),
+            "cancelled" => Ok(Status::Cancelled),
+            _ => Err(format!(
+                "unknown status {s:?} (expected pending, running, succeeded, failed or cancelled)"
+            )),
+        }
+    }
+}
+
+/// What a handler is: code the supervisor has, or a program to start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HandlerKind {
+    /// A Rust handler: one of the built-ins, or registered by a supervisor
+    /// embedding the library. Runs inproc, or in `jobvisor-worker` when it
+    /// is a built-in.
+    Rust,
+    /// An executable in any language, run as a child process.
+    Exec {
+        /// Absolute path of the program.
+        program: String,
+        /// Its arguments (never passed through a shell).
+        #[serde(default)]
+        args: Vec<String>,
+    },
+}
+
+/// How a process-mode handler is started and bounded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcessLimits {
+    /// Default wall-clock timeout of its executions.
+    pub timeout_ms: Option<u64>,
+    /// Time between the cancel message and SIGTERM.
+    pub cancel_grace_ms: u64,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace_ms: u64,
+    /// Bound on one output line; longer lines are cut.
+    pub max_line_bytes: usize,
+    /// Fail the execution when the worker is silent this long.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Variables set in the child's environment.
+    pub env: Vec<(String, String)>,
+    /// Variables passed through from the supervisor's environment.
+    pub allow_env: Vec<String>,
+    /// Working directory of the child.
+    pub cwd: Option<String>,
+}
+
+impl Default for ProcessLimits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: None,
+            cancel_grace_ms: 5_000,
+            kill_grace_ms: 5_000,
+            max_line_bytes: jobvisor_worker::protocol::DEFAULT_MAX_LINE_BYTES,
+            heartbeat_timeout_ms: None,
+            env: Vec::new(),
+            allow_env: Vec::new(),
+            cwd: None,
+        }
+    }
+}
+
+/// A registered handler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandlerSpec {
+    /// Unique name jobs refer to.
+    pub name: String,
+    /// What it is.
+    #[serde(flatten)]
+    pub kind: HandlerKind,
+    /// The mode its executions use unless a run says otherwise.
+    pub mode: Mode,
+    /// Process settings (used in process mode).
+    pub limits: ProcessLimits,
+}
+
+/// Retry policy of an execution chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all (1 = no retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles each attempt.
+    pub backoff_base_ms: u64,
+    /// Upper bound of the delay.
+    pub backoff_cap_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 300_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `next_attempt` (2 = first retry):
+    /// exponential, capped, with "equal jitter" (half fixed, half random) so
+    /// that a burst of failures does not retry in lockstep.
+    pub fn delay_before(&self, next_attempt: u32) -> Duration {
+        let exp = next_attempt.saturating_sub(2).min(40);
+        let full = self
+            .backoff_base_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.backoff_cap_ms);
+        let half = full / 2;
+        Duration::from_millis(half + fastrand::u64(0..=full - half))
+    }
+}
+
+/// A request to run a handler once.
+#[derive(Clone, Debug)]
+pub struct NewExecution {
+    /// Chosen by the caller (time-ordered UUIDv7).
+    pub id: Uuid,
+    /// The job it belongs to (for ad-hoc runs, the handler's name).
+    pub job: String,
+    /// The handler.
+    pub handler: String,
+    /// Inproc or process.
+    pub mode: Mode,
+    /// Input.
+    pub payload: Value,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Wall-clock budget.
+    pub timeout_ms: Option<u64>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Not before this time.
+    pub run_at: Micros,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The attempt this one retries.
+    pub previous_id: Option<Uuid>,
+}
+
+/// The latest progress of an execution.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgressState {
+    /// 0..=100.
+    pub percent: Option<f64>,
+    /// What the job is doing.
+    pub message: Option<String>,
+    /// Units done.
+    pub done: Option<i64>,
+    /// Units in all.
+    pub total: Option<i64>,
+}
+
+impl ProgressState {
+    /// Folds a newer report in: fields it carries replace older values.
+    pub fn merge(&mut self, p: &jobvisor_worker::Progress) {
+        if p.percent.is_some() {
+            self.percent = p.percent;
+        }
+        if p.message.is_some() {
+            self.message.clone_from(&p.message);
+        }
+        if let Some(d) = p.done {
+            self.done = Some(d.min(i64::MAX as u64) as i64);
+        }
+        if let Some(t) = p.total {
+            self.total = Some(t.min(i64::MAX as u64) as i64);
+        }
+    }
+}
+
+/// One execution (one attempt of a job).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Execution {
+    /// UUIDv7.
+    pub id: Uuid,
+    /// Job name.
+    pub job: String,
+    /// Handler name.
+    pub handler: String,
+    /// Mode.
+    pub mode: Mode,
+    /// State.
+    pub status: Status,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// The attempt this one retries.
+    pub previous_id: Option<Uuid>,
+    /// The attempt that retried this one.
+    pub next_id: Option<Uuid>,
+    /// Input.
+    pub payload: Value,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Wall-clock budget.
+    pub timeout_ms: Option<u64>,
+    /// When it was inserted.
+    pub enqueued_at: String,
+    /// Due time.
+    pub run_at: String,
+    /// When a node claimed it.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// The node that ran it.
+    pub node: Option<String>,
+    /// The child's pid (process mode).
+    pub pid: Option<i64>,
+    /// The child's exit code.
+    pub exit_code: Option<i64>,
+    /// The signal that ended the child (`SIGKILL`).
+    pub signal: Option<String>,
+    /// Latest progress.
+    pub progress: ProgressState,
+    /// Output on success.
+    pub output: Option<Value>,
+    /// Why it failed or how it was cancelled.
+    pub error: Option<String>,
+    /// Whether the timeout ended it.
+    pub timed_out: bool,
+    /// Whether its supervisor stopped under it.
+    pub interrupted: bool,
+    /// When a cancel was requested.
+    pub cancel_requested_at: Option<String>,
+    /// Why.
+    pub cancel_reason: Option<String>,
+    /// How the cancel ended it: `cooperative`, `sigterm`, `sigkill`,
+    /// `abort` (inproc), `before-start`.
+    pub cancel_outcome: Option<String>,
+    /// Duration in milliseconds, once finished.
+    pub duration_ms: Option<f64>,
+}
+
+/// One stored log line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogEntry {
+    /// Position within the execution, from 1.
+    pub seq: i64,
+    /// When the supervisor received it.
+    pub ts: String,
+    /// Severity.
+    pub level: Level,
+    /// `log` (structured), `stdout`, `stderr` or `supervisor`.
+    pub stream: String,
+    /// The text.
+    pub message: String,
+    /// Structured context.
+    pub fields: Option<Map<String, Value>>,
+}
+
+/// Log streams.
+pub mod stream {
+    /// A structured `log` message (either mode).
+    pub const LOG: &str = "log";
+    /// A plain line on the child's stdout.
+    pub const STDOUT: &str = "stdout";
+    /// A line on the child's stderr.
+    pub const STDERR: &str = "stderr";
+    /// A note the supervisor adds (escalations, leaks).
+    pub const SUPERVISOR: &str = "supervisor";
+}

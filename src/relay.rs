@@ -1,0 +1,183 @@
+//! The relay: the one writer that carries everything executions produce
+//! (logs, progress, pids, completions) into the store in batches.
+//!
+//! Senders wait when the channel is full, so a worker that logs faster than
+//! the database writes is slowed down (its pipe fills and it blocks) instead
+//! of lines being dropped or memory growing. A failed write is retried, never
+//! skipped.
+
+use crate::model::{now_micros, ProgressState};
+use crate::store::{Batch, Completion, Finished, LogRow, Store};
+use jobvisor_worker::Progress;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Messages queued until at most this many are written in one transaction.
+const MAX_BATCH: usize = 8192;
+
+/// What the relay carries.
+#[derive(Debug)]
+pub enum RelayMsg {
+    /// A log line.
+    Log(LogRow),
+    /// A progress report (coalesced to the latest values).
+    Progress(Uuid, Progress),
+    /// The pid of an execution's child.
+    Pid(Uuid, i64),
+    /// The end of an execution.
+    Complete(Completion),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle to the relay; cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    tx: mpsc::Sender<RelayMsg>,
+}
+
+impl Relay {
+    /// Starts the writer task. Finished executions are announced on
+    /// `finished` after their rows are committed.
+    pub fn start(
+        store: Arc<dyn Store>,
+        capacity: usize,
+        finished: broadcast::Sender<Finished>,
+    ) -> (Relay, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let task = tokio::spawn(write_loop(store, rx, finished));
+        (Relay { tx }, task)
+    }
+
+    /// Queues a message, waiting while the queue is full.
+    pub async fn send(&self, msg: RelayMsg) {
+        // The writer only stops once every Relay handle is dropped.
+        let _ = self.tx.send(msg).await;
+    }
+
+    /// Waits until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(RelayMsg::Flush(tx)).await;
+        let _ = rx.await;
+    }
+}
+
+async fn write_loop(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<RelayMsg>,
+    finished: broadcast::Sender<Finished>,
+) {
+    let mut progress: HashMap<Uuid, ProgressState> = HashMap::new();
+    let mut flushes = Vec::new();
+    let mut batch = Batch::default();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(msg) = next {
+            match msg {
+                RelayMsg::Log(l) => batch.logs.push(l),
+                RelayMsg::Progress(id, p) => progress.entry(id).or_default().merge(&p),
+                RelayMsg::Pid(id, pid) => batch.pids.push((id, pid)),
+                RelayMsg::Complete(c) => batch.completions.push(c),
+                RelayMsg::Flush(done) => flushes.push(done),
+            }
+            taken += 1;
+            next = if taken < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        batch.progress.extend(progress.drain());
+        let mut delay = Duration::from_millis(50);
+        let done = loop {
+            match store.apply(&batch).await {
+                Ok(done) => break done,
+                Err(e) => {
+                    tracing::error!(
+                        error = %crate::error_chain(&e),
+                        rows = batch.logs.len() + batch.completions.len(),
+                        "relay write failed; retrying (nothing is dropped)"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        batch = Batch::default();
+        for f in done {
+            let _ = finished.send(f);
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+    }
+}
+
+/// Where one execution's logs and progress go: numbers the lines (from 1)
+/// and forwards them to the relay.
+#[derive(Clone)]
+pub struct LogSink {
+    id: Uuid,
+    seq: Arc<std::sync::atomic::AtomicI64>,
+    relay: Relay,
+}
+
+impl LogSink {
+    /// A sink for execution `id`.
+    pub fn new(id: Uuid, relay: Relay) -> Self {
+        Self {
+            id,
+            seq: Arc::default(),
+            relay,
+        }
+    }
+
+    /// The relay behind this sink.
+    pub fn relay(&self) -> &Relay {
+        &self.relay
+    }
+
+    /// Lines logged so far.
+    pub fn count(&self) -> i64 {
+        self.seq.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Logs one line.
+    pub async fn log(
+        &self,
+        level: jobvisor_worker::Level,
+        stream: &'static str,
+        message: String,
+        fields: Option<serde_json::Map<String, serde_json::Value>>,
+    ) {
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.relay
+            .send(RelayMsg::Log(LogRow {
+                execution_id: self.id,
+                seq,
+                ts: now_micros(),
+                level: level.as_str(),
+                stream,
+                message,
+                fields: fields.map(|f| serde_json::Value::Object(f).to_string()),
+            }))
+            .await;
+    }
+
+    /// A note from the supervisor itself.
+    pub async fn note(&self, level: jobvisor_worker::Level, message: String) {
+        self.log(level, crate::model::stream::SUPERVISOR, message, None)
+            .await;
+    }
+
+    /// Reports progress.
+    pub async fn progress(&self, p: Progress) {
+        self.relay.send(RelayMsg::Progress(self.id, p)).await;
+    }
+}

@@ -1,0 +1,93 @@
+//! The runners: one per execution mode. Each execution is owned by one task
+//! that runs it to its end and returns a [`Completion`].
+
+pub mod inproc;
+pub mod os;
+pub mod process;
+
+use std::sync::OnceLock;
+use tokio_util::sync::CancellationToken;
+
+/// Why an execution is being stopped from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// An operator or API asked for it.
+    Cancel(String),
+    /// The supervisor is shutting down: record it interrupted (retried).
+    Shutdown,
+}
+
+/// The stop request of one execution: set once, seen by its runner.
+#[derive(Debug, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    reason: OnceLock<StopReason>,
+}
+
+impl Stop {
+    /// Asks the execution to stop; the first reason wins.
+    pub fn request(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Why the stop was requested, if it was.
+    pub fn reason(&self) -> Option<&StopReason> {
+        self.reason.get()
+    }
+
+    /// Completes when a stop is requested.
+    pub async fn requested(&self) {
+        self.token.cancelled().await
+    }
+}
+
+/// Why a runner ended an execution before it finished by itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Stop(StopReason),
+    Timeout(u64),
+    Heartbeat(u64),
+}
+
+impl Ending {
+    fn cancel_reason(&self) -> String {
+        match self {
+            Ending::Stop(StopReason::Cancel(r)) => r.clone(),
+            Ending::Stop(StopReason::Shutdown) => "supervisor shutting down".into(),
+            Ending::Timeout(ms) => format!("timed out after {}", crate::model::format_ms(*ms)),
+            Ending::Heartbeat(ms) => format!("no heartbeat for {}", crate::model::format_ms(*ms)),
+        }
+    }
+
+    /// Fills in a completion for an execution that this ending stopped,
+    /// when the job itself reported no outcome. `how` says which step ended
+    /// it (`cooperative`, `sigterm`, `sigkill`, `abort`).
+    fn apply(&self, c: &mut crate::store::Completion, how: &str) {
+        use crate::model::Status;
+        match self {
+            Ending::Stop(StopReason::Cancel(_)) => {
+                c.status = Status::Cancelled;
+                c.cancel_outcome = Some(how.to_string());
+                c.error = Some(format!("cancelled ({how})"));
+            }
+            Ending::Stop(StopReason::Shutdown) => {
+                c.status = Status::Failed;
+                c.interrupted = true;
+                c.retryable = true;
+                c.error = Some(format!("interrupted: supervisor shutting down ({how})"));
+            }
+            Ending::Timeout(_) => {
+                c.status = Status::Failed;
+                c.timed_out = true;
+                c.retryable = true;
+                c.error = Some(self.cancel_reason());
+            }
+            Ending::Heartbeat(_) => {
+                c.status = Status::Failed;
+                c.retryable = true;
+                c.error = Some(self.cancel_reason());
+            }
+        }
+    }
+}

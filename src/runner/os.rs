@@ -1,0 +1,110 @@
+//! Process control: spawning from a thread that never exits, signalling
+//! process groups, naming signals.
+//!
+//! PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not
+//! the process. tokio's blocking threads retire after 10 s idle, and a worker
+//! thread can be replaced after `block_in_place`; so every child is spawned
+//! from one dedicated thread that lives as long as the process, and the
+//! death signal means what it says: the supervisor is gone.
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::io;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Mutex, OnceLock};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+struct SpawnRequest {
+    command: Command,
+    runtime: tokio::runtime::Handle,
+    reply: oneshot::Sender<io::Result<Child>>,
+}
+
+fn spawner() -> &'static Mutex<std_mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<Mutex<std_mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = std_mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("jobvisor-spawner".into())
+            .spawn(move || {
+                for mut req in rx {
+                    // Registers the child's pipes and exit with the runtime
+                    // of the caller.
+                    let _guard = req.runtime.enter();
+                    let _ = req.reply.send(req.command.spawn());
+                }
+            })
+            .expect("cannot start the spawner thread");
+        Mutex::new(tx)
+    })
+}
+
+/// Prepares `command` to die with the supervisor: SIGKILL when the spawning
+/// thread (which lives as long as the process) dies, and a refusal to start
+/// if the supervisor died between fork and exec.
+pub fn die_with_supervisor(command: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec and calls only
+    // async-signal-safe functions (prctl, getppid).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            if nix::unistd::getppid().as_raw() != parent {
+                return Err(io::Error::other(
+                    "supervisor exited before the child started",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Spawns `command` from the long-lived spawner thread.
+pub async fn spawn(command: Command) -> io::Result<Child> {
+    let (reply, rx) = oneshot::channel();
+    let req = SpawnRequest {
+        command,
+        runtime: tokio::runtime::Handle::current(),
+        reply,
+    };
+    spawner()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(req)
+        .map_err(|_| io::Error::other("spawner thread is gone"))?;
+    rx.await
+        .map_err(|_| io::Error::other("spawner thread is gone"))?
+}
+
+/// Sends `signal` to process group `pgid`; whether any process got it.
+pub fn signal_group(pgid: i32, signal: Signal) -> bool {
+    pgid > 1 && killpg(Pid::from_raw(pgid), signal).is_ok()
+}
+
+/// The name of signal number `sig` (`SIGKILL`), or `signal N`.
+pub fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// Whether a process with this pid exists (on this host).
+pub fn pid_alive(pid: i64) -> bool {
+    if pid <= 0 || pid > i32::MAX as i64 {
+        return false;
+    }
+    match nix::sys::signal::kill(Pid::from_raw(pid as i32), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+/// This host's name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,123 @@
+//! Persistence behind one trait, so the SQLite (embedded) and PostgreSQL
+//! (multi-node) backends give one behaviour.
+
+mod sqlite;
+mod types;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+use crate::model::{Execution, HandlerSpec, LogEntry, Micros, NewExecution};
+use async_trait::async_trait;
+use jobvisor_worker::Level;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open database {url}")]
+    Open {
+        /// The URL or path given.
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate database")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+    /// A stored value could not be decoded.
+    #[error("corrupt stored value in {what}")]
+    Corrupt {
+        /// Which column.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The URL names no supported database.
+    #[error("unsupported database URL {0:?} (expected sqlite://PATH or a file path)")]
+    Unsupported(String),
+}
+
+/// The store every part of the supervisor talks to.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Brings the schema up to date.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Adds or replaces a handler.
+    async fn put_handler(&self, spec: &HandlerSpec, now: Micros) -> Result<(), StoreError>;
+    /// A handler by name.
+    async fn handler(&self, name: &str) -> Result<Option<HandlerSpec>, StoreError>;
+    /// All handlers, by name.
+    async fn handlers(&self) -> Result<Vec<HandlerSpec>, StoreError>;
+    /// Removes a handler; whether it existed.
+    async fn remove_handler(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Inserts pending executions (one transaction).
+    async fn enqueue(&self, execs: &[NewExecution], now: Micros) -> Result<(), StoreError>;
+    /// Claims up to `limit` due pending executions for `node`: best priority,
+    /// then earliest due.
+    async fn claim(
+        &self,
+        node: &str,
+        limit: usize,
+        now: Micros,
+    ) -> Result<Vec<Claimed>, StoreError>;
+    /// Writes a relay batch (logs, progress, pids, completions) in one
+    /// transaction; returns what finished, with any retry it scheduled.
+    async fn apply(&self, batch: &Batch) -> Result<Vec<Finished>, StoreError>;
+
+    /// One execution.
+    async fn execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError>;
+    /// Executions, newest first.
+    async fn executions(&self, filter: &ExecFilter) -> Result<Vec<Execution>, StoreError>;
+    /// Log lines of an execution after `after_seq`, in order, at `min_level`
+    /// or above.
+    async fn logs(
+        &self,
+        id: Uuid,
+        after_seq: i64,
+        min_level: Option<Level>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+    /// Records a cancel request: a pending execution is cancelled at once, a
+    /// running one is flagged for its node to stop.
+    async fn request_cancel(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: Micros,
+    ) -> Result<CancelRequest, StoreError>;
+    /// Running executions of `node` whose cancel was requested.
+    async fn cancel_requests(&self, node: &str) -> Result<Vec<(Uuid, String)>, StoreError>;
+
+    /// Registers a node (a running supervisor).
+    async fn register_node(&self, node: &NodeInfo) -> Result<(), StoreError>;
+    /// Renews a node's heartbeat.
+    async fn heartbeat_node(&self, node: &str, now: Micros) -> Result<(), StoreError>;
+    /// Marks a node stopped.
+    async fn stop_node(&self, node: &str, now: Micros) -> Result<(), StoreError>;
+    /// Nodes that heartbeat after `since` and have not stopped.
+    async fn live_nodes(&self, since: Micros) -> Result<Vec<NodeInfo>, StoreError>;
+    /// Running executions that belong to other nodes, with those nodes.
+    async fn foreign_running(&self, node: &str) -> Result<Vec<ForeignRunning>, StoreError>;
+}
+
+/// Opens the database at `url` (an `sqlite://` URL or a file path), creating
+/// it if needed, and migrates it.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") || !url.contains("://") {
+        Arc::new(SqliteStore::open(url).await?)
+    } else {
+        return Err(StoreError::Unsupported(url.to_string()));
+    };
+    store.migrate().await?;
+    Ok(store)
+}

@@ -1,0 +1,108 @@
+//! Turning a request to run a handler into a pending execution: resolves
+//! the handler, checks the mode, applies the handler's defaults.
+
+use crate::model::{now_micros, HandlerKind, Micros, Mode, NewExecution, RetryPolicy};
+use crate::store::Store;
+use crate::Error;
+use serde_json::Value;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A request to run a handler once (plus retries).
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// The handler's name.
+    pub handler: String,
+    /// Input.
+    pub payload: Value,
+    /// Inproc or process; the handler's default when `None`.
+    pub mode: Option<Mode>,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Delay before the first retry (doubles each attempt, with jitter).
+    pub backoff: Duration,
+    /// Upper bound of the retry delay.
+    pub backoff_cap: Duration,
+    /// Wall-clock budget; the handler's default when `None`.
+    pub timeout: Option<Duration>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Job name to record (the handler's name when `None`).
+    pub job: Option<String>,
+    /// Not before this time (now when `None`).
+    pub run_at: Option<Micros>,
+}
+
+impl RunSpec {
+    /// A run of `handler` with `payload` and every default.
+    pub fn new(handler: impl Into<String>, payload: Value) -> Self {
+        Self {
+            handler: handler.into(),
+            payload,
+            mode: None,
+            retries: 0,
+            backoff: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+            timeout: None,
+            priority: 0,
+            job: None,
+            run_at: None,
+        }
+    }
+
+    /// Sets the mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+}
+
+/// Resolves `spec` against the registered handlers (`store`) and the
+/// built-in or library handlers known here (`local`).
+pub async fn prepare(
+    store: &dyn Store,
+    local: &dyn Fn(&str) -> bool,
+    spec: RunSpec,
+) -> Result<NewExecution, Error> {
+    let registered = store.handler(&spec.handler).await?;
+    let (mode, default_timeout) = match &registered {
+        Some(h) => match (&h.kind, spec.mode) {
+            (HandlerKind::Exec { .. }, Some(Mode::Inproc)) => {
+                return Err(Error::ExecNotInproc(spec.handler))
+            }
+            (HandlerKind::Exec { .. }, _) => (Mode::Process, h.limits.timeout_ms),
+            (HandlerKind::Rust, m) => (m.unwrap_or(h.mode), h.limits.timeout_ms),
+        },
+        None if local(&spec.handler) => (spec.mode.unwrap_or(Mode::Inproc), None),
+        None => return Err(Error::UnknownHandler(spec.handler)),
+    };
+    if spec.timeout == Some(Duration::ZERO) {
+        return Err(Error::Invalid("a timeout must be longer than 0".into()));
+    }
+    Ok(NewExecution {
+        id: Uuid::now_v7(),
+        job: spec.job.unwrap_or_else(|| spec.handler.clone()),
+        handler: spec.handler,
+        mode,
+        payload: spec.payload,
+        retry: RetryPolicy {
+            max_attempts: spec.retries.saturating_add(1),
+            backoff_base_ms: spec.backoff.as_millis() as u64,
+            backoff_cap_ms: spec.backoff_cap.as_millis() as u64,
+        },
+        timeout_ms: spec
+            .timeout
+            .map(|t| t.as_millis() as u64)
+            .or(default_timeout),
+        priority: spec.priority,
+        run_at: spec.run_at.unwrap_or_else(now_micros),
+        attempt: 1,
+        previous_id: None,
+    })
+}
+
+/// Inserts prepared executions.
+pub async fn enqueue(store: &dyn Store, execs: &[NewExecution]) -> Result<(), Error> {
+    store.enqueue(execs, now_micros()).await?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Built-in handlers, present in both modes: the demo and test vocabulary
+//! (`noop`, `echo`, `sleep`, `progress`, `logs`, `fail`, `panic`).
+
+use crate::handler::{Context, HandlerError, HandlerResult, Registry};
+use crate::protocol::Level;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Names of the built-in handlers.
+pub const NAMES: [&str; 7] = ["noop", "echo", "sleep", "progress", "logs", "fail", "panic"];
+
+/// Adds every built-in handler to `registry`.
+pub fn register_all(registry: &mut Registry) {
+    registry
+        .register("noop", noop)
+        .register("echo", echo)
+        .register("sleep", sleep)
+        .register("progress", progress)
+        .register("logs", logs)
+        .register("fail", fail)
+        .register("panic", panic);
+}
+
+fn parse<T: for<'de> Deserialize<'de> + Default>(payload: Value) -> Result<T, HandlerError> {
+    if payload.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(payload).map_err(HandlerError::invalid_payload)
+}
+
+/// Does nothing and succeeds: the unit of overhead in benchmarks.
+pub async fn noop(_ctx: Context, _payload: Value) -> HandlerResult {
+    Ok(Value::Null)
+}
+
+/// Returns its payload as its output.
+pub async fn echo(_ctx: Context, payload: Value) -> HandlerResult {
+    Ok(payload)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SleepArgs {
+    /// Milliseconds to sleep (default 1000).
+    ms: Option<u64>,
+}
+
+/// Sleeps `{"ms": N}` milliseconds; stops early, cancelled, on a cancel.
+pub async fn sleep(ctx: Context, payload: Value) -> HandlerResult {
+    let args: SleepArgs = parse(payload)?;
+    let ms = args.ms.unwrap_or(1000);
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({ "slept_ms": ms })),
+        _ = ctx.cancelled() => Err(HandlerError::cancelled()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProgressArgs {
+    /// Number of steps (default 10).
+    steps: Option<u64>,
+    /// Pause after each step, in milliseconds (default 100).
+    delay_ms: Option<u64>,
+}
+
+/// Reports `{"steps": N}` steps of progress, `delay_ms` apart; honours cancel.
+pub async fn progress(ctx: Context, payload: Value) -> HandlerResult {
+    let args: ProgressArgs = parse(payload)?;
+    let steps = args.steps.unwrap_or(10);
+    let delay = Duration::from_millis(args.delay_ms.unwrap_or(100));
+    for i in 1..=steps {
+        ctx.step(i, steps, format!("step {i} of {steps}")).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = ctx.cancelled() => return Err(HandlerError::cancelled()),
+        }
+    }
+    Ok(json!({ "steps": steps }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogsArgs {
+    /// Number of lines (default 10).
+    count: Option<u64>,
+    /// A level, or `all` to cycle through the seven (default `info`).
+    level: Option<String>,
+    /// Text of each line; the line number is appended.
+    message: Option<String>,
+}
+
+/// Writes `{"count": N, "level": L}` log lines.
+pub async fn logs(ctx: Context, payload: Value) -> HandlerResult {
+    let args: LogsArgs = parse(payload)?;
+    let count = args.count.unwrap_or(10);
+    let level = args.level.unwrap_or_else(|| "info".into());
+    let fixed = if level == "all" {
+        None
+    } else {
+        Some(
+            level
+                .parse::<Level>()
+                .map_err(HandlerError::invalid_payload)?,
+        )
+    };
+    let text = args.message.unwrap_or_else(|| "line".into());
+    for i in 0..count {
+        let l = fixed.unwrap_or(Level::ALL[(i % 7) as usize]);
+        ctx.log(l, format!("{text} {i}")).await;
+    }
+    Ok(json!({ "lines": count }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FailArgs {
+    /// The error message (default "failed on purpose").
+    message: Option<String>,
+    /// Whether a retry may help (default true).
+    retry: Option<bool>,
+}
+
+/// Fails with `{"message": M, "retry": bool}`.
+pub async fn fail(_ctx: Context, payload: Value) -> HandlerResult {
+    let args: FailArgs = parse(payload)?;
+    let message = args.message.unwrap_or_else(|| "failed on purpose".into());
+    Err(if args.retry.unwrap_or(true) {
+        HandlerError::retryable(message)
+    } else {
+        HandlerError::permanent(message)
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PanicArgs {
+    message: Option<String>,
+}
+
+/// Panics with `{"message": M}`: for testing that a panic stays contained.
+pub async fn panic(_ctx: Context, payload: Value) -> HandlerResult {
+    let args: PanicArgs = parse(payload)?;
+    let message = args.message.unwrap_or_else(|| "panicked on purpose".into());
+    std::panic::panic_any(message)
+}

@@ -1,0 +1,176 @@
+//! The worker host: runs handlers from a [`Registry`] in a child process,
+//! speaking the protocol over stdin/stdout.
+
+use crate::handler::{panic_message, Context, ErrorKind, ExecutionInfo, Registry};
+use crate::protocol::{
+    Hello, ResultMessage, ResultStatus, RunRequest, SupervisorMessage, WorkerMessage,
+    PROTOCOL_VERSION,
+};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Environment variable through which the supervisor names its own pid, so a
+/// worker can tell that the parent it was meant for is already gone.
+pub const SUPERVISOR_PID_ENV: &str = "JOBVISOR_SUPERVISOR_PID";
+
+/// Arranges for this process to be killed when its parent dies, and exits at
+/// once if the supervisor that spawned it is already gone. A no-op outside a
+/// jobvisor execution.
+pub fn die_with_parent() {
+    #[cfg(target_os = "linux")]
+    {
+        if std::env::var_os("JOBVISOR_PROTOCOL").is_none() {
+            return;
+        }
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        if let Some(expected) = std::env::var(SUPERVISOR_PID_ENV)
+            .ok()
+            .and_then(|s| s.parse::<i32>().ok())
+        {
+            if nix::unistd::getppid().as_raw() != expected {
+                std::process::exit(70);
+            }
+        }
+    }
+}
+
+/// Runs the stdio protocol loop until stdin closes: announces itself as a
+/// pooled worker, runs each `run` it receives (one at a time), relays the
+/// handler's progress and logs, and ends each execution with a `result`.
+pub async fn serve_stdio(registry: Registry) -> std::io::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<WorkerMessage>(1024);
+    let writer = tokio::spawn(async move {
+        let mut out = BufWriter::new(tokio::io::stdout());
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(m) = next {
+                let mut line = m.to_line();
+                line.push('\n');
+                out.write_all(line.as_bytes()).await?;
+                next = rx.try_recv().ok();
+            }
+            // Flush whenever the queue runs dry so progress arrives live.
+            out.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+
+    let _ = tx
+        .send(WorkerMessage::Hello(Hello {
+            protocol: Some(PROTOCOL_VERSION),
+            pooled: true,
+            handlers: registry.names().map(str::to_string).collect(),
+        }))
+        .await;
+
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut current: Option<(CancellationToken, JoinHandle<()>)> = None;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => match serde_json::from_str::<SupervisorMessage>(&line) {
+                    Ok(SupervisorMessage::Run(req)) => {
+                        if current.is_some() {
+                            eprintln!("jobvisor-worker: ignoring a run while one is in progress");
+                        } else {
+                            let token = CancellationToken::new();
+                            let task = tokio::spawn(run_one(&registry, req, token.clone(), tx.clone()));
+                            current = Some((token, task));
+                        }
+                    }
+                    Ok(SupervisorMessage::Cancel { .. }) => {
+                        if let Some((token, _)) = &current {
+                            token.cancel();
+                        }
+                    }
+                    Err(e) => eprintln!("jobvisor-worker: ignoring an unreadable line: {e}"),
+                },
+                // Stdin closed (or broken): no more work, exit now.
+                Ok(None) | Err(_) => break,
+            },
+            _ = async { (&mut current.as_mut().expect("guarded").1).await }, if current.is_some() => {
+                current = None;
+            }
+        }
+    }
+    if let Some((token, task)) = current {
+        token.cancel();
+        task.abort();
+    }
+    drop(tx);
+    writer.await.unwrap_or(Ok(()))
+}
+
+fn run_one(
+    registry: &Registry,
+    req: RunRequest,
+    token: CancellationToken,
+    tx: mpsc::Sender<WorkerMessage>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let handler = registry.get(&req.handler);
+    async move {
+        let result = match handler {
+            None => ResultMessage {
+                status: ResultStatus::Failed,
+                output: None,
+                error: Some(format!(
+                    "this worker has no handler named {:?}",
+                    req.handler
+                )),
+                retry: Some(false),
+            },
+            Some(handler) => {
+                let info = ExecutionInfo {
+                    execution_id: req.execution_id,
+                    job: req.job,
+                    handler: req.handler,
+                    attempt: req.attempt,
+                };
+                let ctx = Context::new(info, token, tx.clone());
+                let outcome = AssertUnwindSafe(handler.call(ctx, req.payload))
+                    .catch_unwind()
+                    .await;
+                result_of(outcome)
+            }
+        };
+        let _ = tx.send(WorkerMessage::Result(result)).await;
+    }
+}
+
+/// Maps a handler's outcome (or its panic) to the protocol's `result`.
+pub fn result_of(
+    outcome: Result<crate::handler::HandlerResult, Box<dyn std::any::Any + Send>>,
+) -> ResultMessage {
+    match outcome {
+        Ok(Ok(output)) => ResultMessage {
+            status: ResultStatus::Succeeded,
+            output: Some(output),
+            error: None,
+            retry: None,
+        },
+        Ok(Err(e)) => match e.kind {
+            ErrorKind::Cancelled => ResultMessage {
+                status: ResultStatus::Cancelled,
+                output: None,
+                error: Some(e.message),
+                retry: None,
+            },
+            kind => ResultMessage {
+                status: ResultStatus::Failed,
+                output: None,
+                error: Some(e.message),
+                retry: Some(kind == ErrorKind::Retryable),
+            },
+        },
+        Err(payload) => ResultMessage {
+            status: ResultStatus::Failed,
+            output: None,
+            error: Some(format!("panicked: {}", panic_message(payload.as_ref()))),
+            retry: Some(true),
+        },
+    }
+}

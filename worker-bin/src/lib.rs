@@ -1,0 +1,14 @@
+//! jobvisor's worker side: the protocol's message types, the handler API
+//! shared by both execution modes, the built-in handlers, and the host that
+//! runs handlers in a child process.
+#![warn(missing_docs)]
+
+pub mod builtins;
+pub mod handler;
+pub mod host;
+pub mod protocol;
+
+pub use handler::{
+    BoxFuture, Context, ErrorKind, ExecutionInfo, Handler, HandlerError, HandlerResult, Registry,
+};
+pub use protocol::{Level, Progress};

@@ -1,0 +1,54 @@
+//! `jobvisor-worker`: a worker process hosting the built-in handlers.
+
+use jobvisor_worker::{host, Registry};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let registry = Registry::with_builtins();
+    match std::env::args().nth(1).as_deref() {
+        Some("--version" | "-V") => {
+            println!("jobvisor-worker {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some("--list") => {
+            for name in registry.names() {
+                println!("{name}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Some("--help" | "-h") => {
+            println!(
+                "jobvisor-worker: hosts jobvisor's built-in handlers over the worker protocol \
+                 (JSON lines on stdin/stdout). Started by the supervisor; --list names the handlers."
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("jobvisor-worker: unknown argument {other:?} (try --help)");
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+    host::die_with_parent();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jobvisor-worker: cannot start the runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = runtime.block_on(host::serve_stdio(registry));
+    // The blocked stdin reader thread would hold the runtime's shutdown.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jobvisor-worker: {e}");
+            ExitCode::from(74)
+        }
+    }
+}

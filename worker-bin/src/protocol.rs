@@ -1,0 +1,346 @@
+//! Protocol version 1: every message the supervisor and a worker exchange.
+//!
+//! Both sides use these types, so the supervisor's parser and the worker host
+//! share one definition of every message (see `shared/PROTOCOL.md`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default bound on one stdout/stderr line; longer lines are cut.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// A log level: the seven levels every job can log at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Finest detail.
+    Trace,
+    /// Diagnostics.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that the job survived.
+    Warn,
+    /// An operation failed.
+    Error,
+    /// The job cannot go on.
+    Fatal,
+    /// The job's code panicked.
+    Panic,
+}
+
+impl Level {
+    /// All levels, least severe first.
+    pub const ALL: [Level; 7] = [
+        Level::Trace,
+        Level::Debug,
+        Level::Info,
+        Level::Warn,
+        Level::Error,
+        Level::Fatal,
+        Level::Panic,
+    ];
+
+    /// The level's name on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Fatal => "fatal",
+            Level::Panic => "panic",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a string that names no level.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown log level {0:?} (expected one of trace, debug, info, warn, error, fatal, panic)")]
+pub struct UnknownLevel(pub String);
+
+impl FromStr for Level {
+    type Err = UnknownLevel;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownLevel(s.to_string()))
+    }
+}
+
+/// The first message a worker receives: what to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Protocol version of the supervisor.
+    pub protocol: u32,
+    /// The execution's UUID.
+    pub execution_id: String,
+    /// The job's name.
+    pub job: String,
+    /// The handler to run (a multi-handler worker dispatches on it).
+    pub handler: String,
+    /// 1 for the first attempt, 2 for the first retry, ...
+    pub attempt: u32,
+    /// The job's input.
+    #[serde(default)]
+    pub payload: Value,
+    /// Wall-clock budget, when the execution has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Supervisor -> worker messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SupervisorMessage {
+    /// Run one execution.
+    Run(RunRequest),
+    /// Stop the current execution cooperatively.
+    Cancel {
+        /// Why, for the worker's logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// A worker's announcement of what it can do.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version of the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+    /// Whether the worker can run several executions in sequence.
+    #[serde(default)]
+    pub pooled: bool,
+    /// Handlers this worker hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handlers: Vec<String>,
+}
+
+/// A progress report; any subset of the fields.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// 0..=100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// What the job is doing now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Units of work done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<u64>,
+    /// Units of work in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
+
+impl Progress {
+    /// The same report with `percent` clamped to 0..=100, or derived from
+    /// `done`/`total` when absent. Never fails: odd values are clamped.
+    pub fn normalized(mut self) -> Self {
+        self.percent = match self.percent {
+            Some(p) if p.is_nan() => None,
+            Some(p) => Some(p.clamp(0.0, 100.0)),
+            None => match (self.done, self.total) {
+                (Some(d), Some(t)) if t > 0 => {
+                    Some((d as f64 / t as f64 * 100.0).clamp(0.0, 100.0))
+                }
+                _ => None,
+            },
+        };
+        self
+    }
+}
+
+/// A structured log entry from a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogMessage {
+    /// Severity.
+    pub level: Level,
+    /// The text.
+    #[serde(default)]
+    pub message: String,
+    /// Structured context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Map<String, Value>>,
+}
+
+/// How an execution ended, as the worker reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultStatus {
+    /// The work was done.
+    Succeeded,
+    /// The work failed.
+    Failed,
+    /// The work stopped on a cancel request.
+    Cancelled,
+}
+
+/// The last message of an execution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultMessage {
+    /// The outcome.
+    pub status: ResultStatus,
+    /// The job's output, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// What went wrong, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `Some(false)`: a permanent failure, not to be retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<bool>,
+}
+
+/// Worker -> supervisor messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    /// Capabilities (first line only).
+    Hello(Hello),
+    /// Progress report.
+    Progress(Progress),
+    /// Log entry.
+    Log(LogMessage),
+    /// Liveness.
+    Heartbeat,
+    /// Final outcome.
+    Result(ResultMessage),
+}
+
+impl WorkerMessage {
+    /// The message as one protocol line, without the newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("protocol messages always serialize")
+    }
+}
+
+/// What the supervisor makes of one stdout line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParsedLine {
+    /// A known protocol message (progress already normalized, log level
+    /// mapped: an unknown level becomes `info` with the original kept in
+    /// `fields.level`).
+    Message(WorkerMessage),
+    /// A well-formed envelope of a type from a future version: stored as a
+    /// debug log, otherwise ignored.
+    Unknown(String),
+    /// Not a protocol message: stored as an `info` log of the stream.
+    Plain,
+}
+
+#[derive(Deserialize)]
+struct RawLog {
+    level: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    fields: Option<Value>,
+}
+
+/// Parses one worker stdout line. Never fails: anything that is not a
+/// well-formed known message is [`ParsedLine::Plain`].
+pub fn parse_worker_line(line: &str) -> ParsedLine {
+    let trimmed = line.trim();
+    if !trimmed.starts_with('{') {
+        return ParsedLine::Plain;
+    }
+    let Ok(mut map) = serde_json::from_str::<Map<String, Value>>(trimmed) else {
+        return ParsedLine::Plain;
+    };
+    let kind = match map.remove("type") {
+        Some(Value::String(s)) => s,
+        _ => return ParsedLine::Plain,
+    };
+    let body = Value::Object(map);
+    let parsed = match kind.as_str() {
+        "hello" => serde_json::from_value(body).map(WorkerMessage::Hello).ok(),
+        "progress" => serde_json::from_value::<Progress>(body)
+            .map(|p| WorkerMessage::Progress(p.normalized()))
+            .ok(),
+        "heartbeat" => Some(WorkerMessage::Heartbeat),
+        "result" => serde_json::from_value(body).map(WorkerMessage::Result).ok(),
+        "log" => serde_json::from_value::<RawLog>(body)
+            .ok()
+            .map(log_from_raw),
+        _ => return ParsedLine::Unknown(kind),
+    };
+    parsed.map_or(ParsedLine::Plain, ParsedLine::Message)
+}
+
+fn log_from_raw(raw: RawLog) -> WorkerMessage {
+    let mut fields = match raw.fields {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(other) => Some(Map::from_iter([("fields".to_string(), other)])),
+    };
+    let level = raw.level.parse().unwrap_or_else(|_| {
+        fields
+            .get_or_insert_with(Map::new)
+            .insert("level".to_string(), Value::String(raw.level.clone()));
+        Level::Info
+    });
+    WorkerMessage::Log(LogMessage {
+        level,
+        message: raw.message.unwrap_or_default(),
+        fields,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_percent_is_derived_and_clamped() {
+        let p = Progress {
+            done: Some(1),
+            total: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(p.normalized().percent, Some(25.0));
+        let p = Progress {
+            percent: Some(250.0),
+            ..Default::default()
+        };
+        assert_eq!(p.normalized().percent, Some(100.0));
+    }
+
+    #[test]
+    fn an_unknown_level_becomes_info_and_keeps_the_original() {
+        let ParsedLine::Message(WorkerMessage::Log(l)) =
+            parse_worker_line(r#"{"type":"log","level":"shout","message":"x"}"#)
+        else {
+            panic!("not a log")
+        };
+        assert_eq!(l.level, Level::Info);
+        assert_eq!(l.fields.unwrap()["level"], "shout");
+    }
+
+    #[test]
+    fn messages_round_trip_through_lines() {
+        let m = WorkerMessage::Result(ResultMessage {
+            status: ResultStatus::Failed,
+            output: None,
+            error: Some("boom".into()),
+            retry: Some(false),
+        });
+        assert_eq!(parse_worker_line(&m.to_line()), ParsedLine::Message(m));
+        let r = SupervisorMessage::Cancel { reason: None };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"type":"cancel"}"#);
+    }
+}
