@@ -31,6 +31,28 @@ const LOG_ROWS_PER_INSERT: usize = 1000;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    path: Option<std::path::PathBuf>,
+}
+
+/// Takes an exclusive advisory lock on directory `path`, polling so as not
+/// to block a runtime thread.
+async fn lock_dir(path: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, StoreError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let io = |e: std::io::Error| StoreError::Open {
+        url: path.display().to_string(),
+        source: sqlx::Error::Io(e),
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK | nix::errno::Errno::EINTR)) => {
+                file = f;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((_, e)) => return Err(io(e.into())),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -53,21 +75,45 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-16000")
             .pragma("temp_store", "memory");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(opts.clone())
-            .await
-            .map_err(open_err)?;
+        // Switching a new file to WAL needs a moment of exclusive access,
+        // which another process opening it at the same time may hold.
+        let mut tries = 0;
+        let writer = loop {
+            let attempt = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(opts.clone())
+                .await;
+            match attempt {
+                Ok(pool) => break pool,
+                Err(e) if is_busy(&e) && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 + fastrand::u64(0..80))).await;
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        };
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(opts.create_if_missing(false))
+            .connect_with(opts.clone().create_if_missing(false))
             .await
             .map_err(open_err)?;
-        Ok(Self { writer, reader })
+        let path = Some(opts.get_filename().to_path_buf())
+            .filter(|p| p.is_file())
+            .map(|p| std::path::absolute(&p).unwrap_or(p));
+        Ok(Self {
+            writer,
+            reader,
+            path,
+        })
     }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock.
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")))
 }
 
 fn corrupt(
@@ -183,6 +229,15 @@ async fn insert_executions(
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
+        // SQLite gives sqlx's migrator no lock across processes, and two
+        // processes migrating a new file at once trip over each other. An
+        // advisory flock on the database's directory serializes them. (Not
+        // on the file itself: closing any descriptor of the database file
+        // drops every POSIX lock this process's connections hold on it.)
+        let _lock = match self.path.as_ref().and_then(|p| p.parent()) {
+            Some(dir) => Some(lock_dir(dir).await?),
+            None => None,
+        };
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.writer)
             .await?;

@@ -1,0 +1,249 @@
+//! Helpers for the integration tests: a fresh database per test, the real
+//! `jobvisor` binary serving it, and polling with generous deadlines.
+#![allow(dead_code)]
+
+use jobvisor::model::Execution;
+use jobvisor::store::{ExecFilter, Store};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// Generous: a slow shared machine must never flake these tests.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn jobvisor_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_jobvisor"))
+}
+
+pub fn worker_bin() -> PathBuf {
+    let p = jobvisor_bin().with_file_name("jobvisor-worker");
+    assert!(
+        p.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+pub fn python() -> String {
+    if Path::new("/usr/bin/python3").is_file() {
+        return "/usr/bin/python3".into();
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed for the foreign-worker tests");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A temporary directory with a database path in it.
+pub struct Env {
+    pub dir: TempDir,
+    pub db: String,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("jobvisor.db").display().to_string();
+        Self { dir, db }
+    }
+
+    /// Runs `jobvisor --database DB ARGS...` to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(jobvisor_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(args)
+            .env("JOBVISOR_WORKER", worker_bin())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "jobvisor {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Enqueues a run and returns its id.
+    pub fn enqueue(&self, args: &[&str]) -> Uuid {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        Uuid::parse_str(self.ok(&all).trim()).unwrap()
+    }
+
+    /// Writes an executable script into the test directory.
+    pub fn script(&self, name: &str, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    }
+
+    /// Starts `jobvisor serve` on this database.
+    pub fn serve(&self, extra: &[&str]) -> Serve {
+        let log = self
+            .dir
+            .path()
+            .join(format!("serve-{}.log", Uuid::now_v7()));
+        let child = Command::new(jobvisor_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(["serve", "--poll-interval", "20ms"])
+            .args(extra)
+            .env("JOBVISOR_WORKER", worker_bin())
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Serve { child, log }
+    }
+
+    pub async fn store(&self) -> Arc<dyn Store> {
+        jobvisor::store::open(&self.db).await.unwrap()
+    }
+}
+
+/// A `jobvisor serve` child, stopped (SIGKILL) when dropped.
+pub struct Serve {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Serve {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit (up to the deadline).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "serve did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- serve log ({}) ---\n{}", self.log.display(), self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the execution is in a terminal state; returns it.
+pub async fn finished(store: &dyn Store, id: Uuid) -> Execution {
+    eventually(&format!("execution {id} to finish"), || async {
+        store
+            .execution(id)
+            .await
+            .unwrap()
+            .filter(|e| e.status.is_terminal())
+    })
+    .await
+}
+
+/// Waits until the execution is running with a pid; returns it.
+pub async fn running_with_pid(store: &dyn Store, id: Uuid) -> Execution {
+    eventually(&format!("execution {id} to run"), || async {
+        store
+            .execution(id)
+            .await
+            .unwrap()
+            .filter(|e| e.status == jobvisor::Status::Running && e.pid.is_some())
+    })
+    .await
+}
+
+/// All executions of a job, oldest first.
+pub async fn attempts(store: &dyn Store, job: &str) -> Vec<Execution> {
+    let mut v = store
+        .executions(&ExecFilter {
+            job: Some(job.to_string()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    v.reverse();
+    v
+}
+
+/// Pids of live processes (not zombies) in process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether a process with this pid exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}

@@ -1,0 +1,385 @@
+//! Process mode end to end: the real `jobvisor serve`, real child
+//! processes, real SQLite.
+
+mod common;
+
+use common::*;
+use jobvisor::Status;
+use jobvisor_worker::Level;
+use std::collections::HashSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_worker_speaking_the_protocol_lands_everything_in_the_database() {
+    let env = Env::new();
+    let script = env.script(
+        "worker.py",
+        r#"
+import json, os, sys
+def send(o):
+    print(json.dumps(o), flush=True)
+run = json.loads(sys.stdin.readline())
+send({"type": "progress", "percent": 10, "message": "starting"})
+for lvl in ["trace", "debug", "info", "warn", "error", "fatal", "panic"]:
+    send({"type": "log", "level": lvl, "message": "at " + lvl, "fields": {"lvl": lvl}})
+print("a plain stdout line", flush=True)
+print("a stderr line", file=sys.stderr, flush=True)
+send({"type": "heartbeat"})
+send({"type": "progress", "done": 3, "total": 4, "message": "nearly"})
+send({"type": "result", "status": "succeeded",
+      "output": {"echo": run["payload"], "id": os.environ["JOBVISOR_EXECUTION_ID"],
+                 "attempt": os.environ["JOBVISOR_ATTEMPT"], "run_id": run["execution_id"]}})
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "py",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+    ]);
+    let _serve = env.serve(&[]);
+    let id = env.enqueue(&["py", "--payload", r#"{"n":7}"#]);
+    let store = env.store().await;
+    let e = finished(store.as_ref(), id).await;
+
+    assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    let out = e.output.unwrap();
+    assert_eq!(out["echo"]["n"], 7);
+    assert_eq!(out["id"], id.to_string());
+    assert_eq!(out["run_id"], id.to_string());
+    assert_eq!(out["attempt"], "1");
+    assert_eq!(e.progress.percent, Some(75.0));
+    assert_eq!(e.progress.done, Some(3));
+    assert_eq!(e.progress.total, Some(4));
+    assert_eq!(e.progress.message.as_deref(), Some("nearly"));
+    assert_eq!(e.exit_code, Some(0));
+    assert!(e.pid.is_some());
+
+    let logs = store.logs(id, 0, None, 1000).await.unwrap();
+    let levels: HashSet<Level> = logs
+        .iter()
+        .filter(|l| l.stream == "log")
+        .map(|l| l.level)
+        .collect();
+    assert_eq!(levels, Level::ALL.into_iter().collect());
+    let warn = logs.iter().find(|l| l.message == "at warn").unwrap();
+    assert_eq!(warn.fields.as_ref().unwrap()["lvl"], "warn");
+    assert!(logs.iter().any(|l| l.stream == "stdout"
+        && l.message == "a plain stdout line"
+        && l.level == Level::Info));
+    assert!(logs
+        .iter()
+        .any(|l| l.stream == "stderr" && l.message == "a stderr line"));
+    // Numbered from 1 without gaps.
+    let seqs: Vec<i64> = logs.iter().map(|l| l.seq).collect();
+    assert_eq!(seqs, (1..=logs.len() as i64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_ignores_cancel_and_sigterm_is_sigkilled_after_the_graces() {
+    let env = Env::new();
+    let script = env.script(
+        "stubborn.py",
+        r#"
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "stubborn",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+        "--cancel-grace",
+        "300ms",
+        "--kill-grace",
+        "300ms",
+    ]);
+    let _serve = env.serve(&[]);
+    let id = env.enqueue(&["stubborn"]);
+    let store = env.store().await;
+    let e = running_with_pid(store.as_ref(), id).await;
+    eventually("the worker to be ready", || async {
+        let logs = store.logs(id, 0, None, 100).await.unwrap();
+        logs.iter().any(|l| l.message == "ready").then_some(())
+    })
+    .await;
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let done = finished(store.as_ref(), id).await;
+
+    assert_eq!(done.status, Status::Cancelled);
+    assert_eq!(done.cancel_outcome.as_deref(), Some("sigkill"));
+    assert_eq!(done.signal.as_deref(), Some("SIGKILL"));
+    assert_eq!(done.cancel_reason.as_deref(), Some("requested by operator"));
+    assert!(done.cancel_requested_at.is_some());
+    let notes: Vec<String> = store
+        .logs(id, 0, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.stream == "supervisor")
+        .map(|l| l.message)
+        .collect();
+    assert!(notes.iter().any(|m| m.contains("SIGTERM")), "{notes:?}");
+    assert!(notes.iter().any(|m| m.contains("SIGKILL")), "{notes:?}");
+    assert!(!alive(e.pid.unwrap() as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_honours_cancel_ends_cooperatively() {
+    let env = Env::new();
+    let _serve = env.serve(&[]);
+    let id = env.enqueue(&[
+        "sleep",
+        "--mode",
+        "process",
+        "--payload",
+        r#"{"ms":600000}"#,
+    ]);
+    let store = env.store().await;
+    running_with_pid(store.as_ref(), id).await;
+    env.ok(&[
+        "exec",
+        "cancel",
+        &id.to_string(),
+        "--reason",
+        "test says stop",
+    ]);
+    let done = finished(store.as_ref(), id).await;
+    assert_eq!(done.status, Status::Cancelled, "{done:?}");
+    assert_eq!(done.cancel_outcome.as_deref(), Some("cooperative"));
+    assert_eq!(done.cancel_reason.as_deref(), Some("test says stop"));
+    assert_eq!(done.signal, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_worker_with_a_grandchild_leaves_no_process_of_its_group() {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "spawner",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "trap '' TERM; sleep 600 & echo \"grandchild $!\"; wait",
+        "--cancel-grace",
+        "200ms",
+        "--kill-grace",
+        "200ms",
+    ]);
+    let _serve = env.serve(&[]);
+    let id = env.enqueue(&["spawner"]);
+    let store = env.store().await;
+    let e = running_with_pid(store.as_ref(), id).await;
+    let pgid = e.pid.unwrap() as i32;
+    let grandchild: i32 = eventually("the grandchild's pid", || async {
+        let logs = store.logs(id, 0, None, 100).await.unwrap();
+        logs.iter().find_map(|l| {
+            l.message
+                .strip_prefix("grandchild ")
+                .map(|p| p.parse().unwrap())
+        })
+    })
+    .await;
+    assert!(alive(grandchild));
+    assert!(group_members(pgid).len() >= 2);
+
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let done = finished(store.as_ref(), id).await;
+    assert_eq!(done.status, Status::Cancelled);
+    assert_eq!(done.cancel_outcome.as_deref(), Some("sigkill"));
+    eventually("the group to be gone", || async {
+        (group_members(pgid).is_empty() && !alive(grandchild)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_thousand_log_lines_from_one_child_are_all_stored_in_order() {
+    let env = Env::new();
+    env.ok(&[
+        "handler", "add", "count", "--exec", "seq", "--arg", "1", "--arg", "200000",
+    ]);
+    let _serve = env.serve(&[]);
+    let id = env.enqueue(&["count"]);
+    let store = env.store().await;
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    let logs = store.logs(id, 0, None, 1_000_000).await.unwrap();
+    assert_eq!(logs.len(), 200_000);
+    for (i, l) in logs.iter().enumerate() {
+        assert_eq!(l.seq, i as i64 + 1);
+        assert_eq!(l.message, (i + 1).to_string());
+        assert_eq!(l.stream, "stdout");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_output_is_contained_and_the_execution_completes() {
+    let env = Env::new();
+    let script = env.script(
+        "hostile.py",
+        r#"
+import sys
+out = sys.stdout.buffer
+out.write(b"x" * (10 * 1024 * 1024) + b"\n")
+out.write(b"bad utf8 \xff\xfe here\n")
+out.write(b'{"type":"log","level":\n')
+out.write(b'{"type":"from-the-future","x":1}\n')
+out.write(b'{"type":"progress","percent":250}\n')
+out.write(b'{"type":"log","level":"shout","message":"odd level"}\n')
+out.write(b'{"type":"result","status":"succeeded","output":{"ok":true}}\n')
+out.flush()
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "hostile",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+    ]);
+    let serve = env.serve(&[]);
+    let id = env.enqueue(&["hostile"]);
+    let store = env.store().await;
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    assert_eq!(e.output.unwrap()["ok"], true);
+    assert_eq!(e.progress.percent, Some(100.0));
+
+    let logs = store.logs(id, 0, None, 1000).await.unwrap();
+    let long = &logs[0];
+    assert_eq!(long.message.len(), 1024 * 1024, "cut at the 1 MiB default");
+    assert_eq!(long.fields.as_ref().unwrap()["truncated"], true);
+    assert!(logs
+        .iter()
+        .any(|l| l.message == "bad utf8 \u{FFFD}\u{FFFD} here"));
+    assert!(logs
+        .iter()
+        .any(|l| l.message == r#"{"type":"log","level":"# && l.level == Level::Info));
+    assert!(logs
+        .iter()
+        .any(|l| l.message.contains("from-the-future") && l.level == Level::Debug));
+    let odd = logs.iter().find(|l| l.message == "odd level").unwrap();
+    assert_eq!(odd.level, Level::Info);
+    assert_eq!(odd.fields.as_ref().unwrap()["level"], "shout");
+
+    // The supervisor is unaffected: it still runs work.
+    let next = env.enqueue(&["echo", "--mode", "process", "--payload", "[1]"]);
+    assert_eq!(
+        finished(store.as_ref(), next).await.status,
+        Status::Succeeded
+    );
+    assert!(alive(serve.pid()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_signals_decide_the_outcome_of_a_plain_program() {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "exit3",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "echo hi; exit 3",
+    ]);
+    env.ok(&[
+        "handler",
+        "add",
+        "segv",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "kill -SEGV $$",
+    ]);
+    env.ok(&[
+        "handler",
+        "add",
+        "fine",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "echo fine >&2",
+    ]);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let a = env.enqueue(&["exit3"]);
+    let b = env.enqueue(&["segv"]);
+    let c = env.enqueue(&["fine"]);
+
+    let a = finished(store.as_ref(), a).await;
+    assert_eq!((a.status, a.exit_code), (Status::Failed, Some(3)));
+    assert_eq!(a.error.as_deref(), Some("exited with code 3"));
+    let b = finished(store.as_ref(), b).await;
+    assert_eq!(b.status, Status::Failed);
+    assert_eq!(b.signal.as_deref(), Some("SIGSEGV"));
+    assert_eq!(b.error.as_deref(), Some("killed by SIGSEGV"));
+    let c = finished(store.as_ref(), c).await;
+    assert_eq!((c.status, c.exit_code), (Status::Succeeded, Some(0)));
+    let logs = store.logs(c.id, 0, None, 10).await.unwrap();
+    assert_eq!(logs[0].message, "fine");
+    assert_eq!(logs[0].stream, "stderr");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_past_its_timeout_fails_as_timed_out() {
+    let env = Env::new();
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&[
+        "sleep",
+        "--mode",
+        "process",
+        "--payload",
+        r#"{"ms":600000}"#,
+        "--timeout",
+        "500ms",
+    ]);
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.status, Status::Failed);
+    assert!(e.timed_out);
+    assert_eq!(e.error.as_deref(), Some("timed out after 500ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_closes_stdout_but_keeps_running_is_waited_for() {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "quiet",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "echo before; exec 1>&-; sleep 1; exit 4",
+    ]);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&["quiet"]);
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.exit_code, Some(4));
+    assert_eq!(e.error.as_deref(), Some("exited with code 4"));
+}
