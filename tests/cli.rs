@@ -1,0 +1,333 @@
+//! The command line: exit codes, one-line errors, JSON shapes, `run --wait`.
+
+mod common;
+
+use common::*;
+use jobvisor::Status;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn assert_bad_input(out: std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("jobvisor: "), "{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{stderr:?} should mention {needle:?}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_exit_code_2() {
+    let env = Env::new();
+    assert_bad_input(env.cli(&["run", "nosuch"]), "unknown handler \"nosuch\"");
+    assert_bad_input(
+        env.cli(&["run", "echo", "--payload", "{bad"]),
+        "invalid --payload JSON",
+    );
+    assert_bad_input(
+        env.cli(&["run", "echo", "--timeout", "5 parsecs"]),
+        "--timeout",
+    );
+    assert_bad_input(
+        env.cli(&["run", "echo", "--mode", "thread"]),
+        "unknown mode",
+    );
+    assert_bad_input(
+        env.cli(&["exec", "show", "not-a-uuid"]),
+        "invalid execution id",
+    );
+    assert_bad_input(
+        env.cli(&["exec", "show", "01a202f6-5eba-7090-aa43-30ce76ab0227"]),
+        "no execution",
+    );
+    assert_bad_input(env.cli(&["exec", "logs", "x", "--level", "loud"]), "loud");
+    assert_bad_input(
+        env.cli(&["handler", "add", "x", "--exec", "/nonexistent/prog"]),
+        "/nonexistent/prog",
+    );
+    assert_bad_input(
+        env.cli(&["handler", "add", "bad name", "--exec", "true"]),
+        "invalid handler name",
+    );
+    assert_bad_input(env.cli(&["handler", "remove", "nosuch"]), "unknown handler");
+    env.ok(&["handler", "add", "t", "--exec", "true"]);
+    assert_bad_input(
+        env.cli(&["handler", "add", "t", "--exec", "true"]),
+        "already exists",
+    );
+    assert_bad_input(
+        env.cli(&["run", "t", "--mode", "inproc"]),
+        "only runs in process mode",
+    );
+
+    // Unreadable databases.
+    let out = Command::new(jobvisor_bin())
+        .args(["--database", "/nonexistent/dir/x.db", "exec", "list"])
+        .output()
+        .unwrap();
+    assert_bad_input(out, "cannot open database");
+    let junk = env.dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
+    let out = Command::new(jobvisor_bin())
+        .args(["--database", junk.to_str().unwrap(), "exec", "list"])
+        .output()
+        .unwrap();
+    assert_bad_input(out, "not a database");
+}
+
+#[test]
+fn handlers_are_added_listed_shown_and_removed() {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "greet",
+        "--exec",
+        "echo",
+        "--arg",
+        "hello",
+        "--arg",
+        "-n",
+        "--timeout",
+        "30s",
+        "--env",
+        "A=1",
+    ]);
+    let list = env.ok(&["handler", "list"]);
+    assert!(list.contains("greet"), "{list}");
+    assert!(list.contains("noop"), "built-ins are listed: {list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["handler", "show", "greet", "--json"])).unwrap();
+    assert_eq!(json["kind"], "exec");
+    assert!(json["program"].as_str().unwrap().ends_with("/echo"));
+    assert_eq!(json["args"], serde_json::json!(["hello", "-n"]));
+    assert_eq!(json["limits"]["timeout_ms"], 30000);
+    let all: serde_json::Value =
+        serde_json::from_str(&env.ok(&["handler", "list", "--json"])).unwrap();
+    assert!(all.as_array().unwrap().len() >= 8);
+    env.ok(&["handler", "remove", "greet"]);
+    assert!(!env.ok(&["handler", "list"]).contains("greet"));
+}
+
+#[test]
+fn run_wait_says_so_when_no_supervisor_serves_the_database() {
+    let env = Env::new();
+    env.ok(&["migrate"]);
+    let mut child = Command::new(jobvisor_bin())
+        .args(["--database", &env.db, "run", "echo", "--wait"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.contains("no supervisor is serving"), "{line:?}");
+    assert!(line.contains("jobvisor serve"), "{line:?}");
+}
+
+#[test]
+fn a_pending_execution_is_cancelled_before_it_starts() {
+    let env = Env::new();
+    let id = env.enqueue(&["echo"]).to_string();
+    let out = env.ok(&["exec", "cancel", &id]);
+    assert!(out.contains("cancelled before it started"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["exec", "show", &id, "--json"])).unwrap();
+    assert_eq!(json["status"], "cancelled");
+    assert_eq!(json["cancel_outcome"], "before-start");
+    assert_bad_input(env.cli(&["exec", "cancel", &id]), "already ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_wait_exits_0_on_success_and_1_on_failure_and_follows_retries() {
+    let env = Env::new();
+    let serve = env.serve(&[]);
+    let out = env.cli(&["run", "echo", "--payload", r#"{"x":1}"#, "--wait"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded"));
+
+    let out = env.cli(&[
+        "run",
+        "fail",
+        "--retries",
+        "2",
+        "--backoff",
+        "10ms",
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let last: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(last["attempt"], 3);
+    assert_eq!(last["status"], "failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("retrying as").count(), 2, "{stderr}");
+    // Each attempt is its own row, linked to the one before.
+    let store = env.store().await;
+    let chain = attempts(store.as_ref(), "fail").await;
+    assert_eq!(chain.len(), 3);
+    for (i, e) in chain.iter().enumerate() {
+        assert_eq!(e.attempt as usize, i + 1);
+        assert_eq!(e.status, Status::Failed);
+        if i > 0 {
+            assert_eq!(e.previous_id, Some(chain[i - 1].id));
+            assert_eq!(chain[i - 1].next_id, Some(e.id));
+        }
+    }
+
+    // retry: false is honoured even with attempts left.
+    let out = env.cli(&[
+        "run",
+        "fail",
+        "--payload",
+        r#"{"retry":false,"message":"bad input"}"#,
+        "--retries",
+        "3",
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (e["attempt"].as_u64(), e["next_id"].is_null()),
+        (Some(1), true)
+    );
+    assert_eq!(e["error"], "bad input");
+
+    // A panicking inproc handler fails its execution, not the supervisor.
+    let out = env.cli(&[
+        "run",
+        "panic",
+        "--payload",
+        r#"{"message":"boom"}"#,
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["error"], "panicked: boom");
+    assert!(alive(serve.pid()));
+    assert_eq!(env.cli(&["run", "noop", "--wait"]).status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_show_and_logs_give_the_documented_json() {
+    let env = Env::new();
+    let _serve = env.serve(&[]);
+    for mode in ["inproc", "process"] {
+        let out = env.cli(&[
+            "run",
+            "progress",
+            "--mode",
+            mode,
+            "--payload",
+            r#"{"steps":4,"delay_ms":1}"#,
+            "--wait",
+            "--json",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = e["id"].as_str().unwrap().to_string();
+        let shown: serde_json::Value =
+            serde_json::from_str(&env.ok(&["exec", "show", &id, "--json"])).unwrap();
+        for key in [
+            "id",
+            "status",
+            "attempt",
+            "progress",
+            "output",
+            "error",
+            "exit_code",
+            "signal",
+            "pid",
+            "started_at",
+            "finished_at",
+        ] {
+            assert!(
+                shown.get(key).is_some(),
+                "{mode}: exec show --json lacks {key}: {shown}"
+            );
+        }
+        assert_eq!(shown["progress"]["percent"], 100.0);
+        assert_eq!(shown["progress"]["done"], 4);
+        assert_eq!(shown["progress"]["total"], 4);
+        assert_eq!(shown["progress"]["message"], "step 4 of 4");
+        assert_eq!(shown["mode"], mode);
+
+        let out = env.cli(&[
+            "run",
+            "logs",
+            "--mode",
+            mode,
+            "--payload",
+            r#"{"count":14,"level":"all"}"#,
+            "--wait",
+            "--json",
+        ]);
+        let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = e["id"].as_str().unwrap().to_string();
+        let logs = env.ok(&["exec", "logs", &id, "--json"]);
+        let lines: Vec<serde_json::Value> = logs
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|l: &serde_json::Value| l["stream"] == "log")
+            .collect();
+        assert_eq!(lines.len(), 14, "{mode}: {logs}");
+        for l in &lines {
+            for key in ["seq", "ts", "level", "stream", "message", "fields"] {
+                assert!(l.get(key).is_some(), "{mode}: log line lacks {key}: {l}");
+            }
+        }
+        let errors_up = env.ok(&["exec", "logs", &id, "--json", "--level", "error"]);
+        let levels: Vec<String> = errors_up
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["level"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            levels,
+            ["error", "fatal", "panic", "error", "fatal", "panic"],
+            "{mode}"
+        );
+        // Human output works too.
+        assert!(env.ok(&["exec", "logs", &id]).contains("WARN"));
+        assert!(env.ok(&["exec", "list"]).contains(&id));
+        assert!(env.ok(&["exec", "show", &id]).contains("succeeded"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_logs_follow_streams_until_the_execution_ends() {
+    let env = Env::new();
+    let _serve = env.serve(&[]);
+    let id = env.enqueue(&[
+        "progress",
+        "--mode",
+        "process",
+        "--payload",
+        r#"{"steps":5,"delay_ms":100}"#,
+    ]);
+    let out = env.ok(&["exec", "logs", &id.to_string(), "--follow"]);
+    let store = env.store().await;
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.status, Status::Succeeded);
+    // The worker's hello is its one log line; following ends with the run.
+    assert!(out.contains("worker hello"), "{out}");
+}

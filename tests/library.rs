@@ -1,0 +1,224 @@
+//! The library API in-process: inproc mode's cancel, abort, timeout and
+//! panic handling; retries; children that outlive the thread that spawned
+//! them.
+
+mod common;
+
+use common::*;
+use jobvisor::{HandlerError, Mode, RunSpec, Status, Supervisor};
+use serde_json::json;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+async fn start(
+    env: &Env,
+    build: impl FnOnce(jobvisor::SupervisorBuilder) -> jobvisor::SupervisorBuilder,
+) -> (Supervisor, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let builder = Supervisor::builder().database(&env.db).configure(|c| {
+        c.worker_program = Some(worker_bin());
+        c.poll_interval = Duration::from_millis(20);
+        c.inproc_grace = Duration::from_millis(300);
+    });
+    let sup = build(builder).build().await.unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let s = sup.clone();
+    let task = tokio::spawn(async move {
+        s.run(async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (sup, tx, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inproc_cancel_is_cooperative_and_a_handler_that_ignores_it_is_aborted_after_the_grace() {
+    let env = Env::new();
+    let (sup, stop, task) = start(&env, |b| {
+        b.register(
+            "deaf",
+            |_ctx: jobvisor::Context, _p: serde_json::Value| async move {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                Ok(json!(null))
+            },
+        )
+    })
+    .await;
+    let store = sup.store().clone();
+    let polite = sup
+        .enqueue(RunSpec::new("sleep", json!({"ms": 600000})))
+        .await
+        .unwrap();
+    let deaf = sup
+        .enqueue(RunSpec::new("deaf", json!(null)))
+        .await
+        .unwrap();
+    for id in [polite, deaf] {
+        eventually("running", || async {
+            let e = store.execution(id).await.unwrap()?;
+            (e.status == Status::Running).then_some(())
+        })
+        .await;
+        sup.cancel(id, "test").await.unwrap();
+    }
+    let p = finished(store.as_ref(), polite).await;
+    assert_eq!(
+        (p.status, p.cancel_outcome.as_deref()),
+        (Status::Cancelled, Some("cooperative"))
+    );
+    let d = finished(store.as_ref(), deaf).await;
+    assert_eq!(
+        (d.status, d.cancel_outcome.as_deref()),
+        (Status::Cancelled, Some("abort"))
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inproc_timeout_fails_the_execution_and_a_panic_stays_contained() {
+    let env = Env::new();
+    let (sup, stop, task) = start(&env, |b| b).await;
+    let store = sup.store().clone();
+    let mut spec = RunSpec::new("sleep", json!({"ms": 600000}));
+    spec.timeout = Some(Duration::from_millis(200));
+    let slow = sup.enqueue(spec).await.unwrap();
+    let boom = sup
+        .enqueue(RunSpec::new("panic", json!({"message": "kaboom"})))
+        .await
+        .unwrap();
+    let s = finished(store.as_ref(), slow).await;
+    assert_eq!(s.status, Status::Failed);
+    assert!(s.timed_out);
+    let b = finished(store.as_ref(), boom).await;
+    assert_eq!(b.error.as_deref(), Some("panicked: kaboom"));
+    let logs = store.logs(boom, 0, None, 10).await.unwrap();
+    assert!(logs.iter().any(|l| l.level == jobvisor::Level::Panic));
+    // Still serving.
+    let ok = sup.enqueue(RunSpec::new("echo", json!(1))).await.unwrap();
+    assert_eq!(finished(store.as_ref(), ok).await.output, Some(json!(1)));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_handler_runs_the_same_in_both_modes_and_retries_with_backoff() {
+    let env = Env::new();
+    let (sup, stop, task) = start(&env, |b| {
+        b.register(
+            "flaky",
+            |ctx: jobvisor::Context, _p: serde_json::Value| async move {
+                ctx.info(format!("attempt {}", ctx.execution().attempt))
+                    .await;
+                if ctx.execution().attempt < 3 {
+                    Err(HandlerError::retryable("not yet"))
+                } else {
+                    Ok(json!("third time lucky"))
+                }
+            },
+        )
+    })
+    .await;
+    let store = sup.store().clone();
+    let mut spec = RunSpec::new("flaky", json!(null));
+    spec.retries = 5;
+    spec.backoff = Duration::from_millis(20);
+    let first = sup.enqueue(spec).await.unwrap();
+    let mut id = first;
+    let mut seen = Vec::new();
+    loop {
+        let e = finished(store.as_ref(), id).await;
+        seen.push(e.status);
+        match e.next_id {
+            Some(n) => id = n,
+            None => break,
+        }
+    }
+    assert_eq!(seen, [Status::Failed, Status::Failed, Status::Succeeded]);
+
+    // The same built-in in either mode: same output, same progress.
+    for mode in [Mode::Inproc, Mode::Process] {
+        let id = sup
+            .enqueue(RunSpec::new("progress", json!({"steps": 3, "delay_ms": 1})).mode(mode))
+            .await
+            .unwrap();
+        let e = finished(store.as_ref(), id).await;
+        assert_eq!(e.status, Status::Succeeded, "{mode}: {e:?}");
+        assert_eq!(e.output, Some(json!({"steps": 3})), "{mode}");
+        assert_eq!(e.progress.percent, Some(100.0), "{mode}");
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[test]
+fn children_outlive_the_runtime_threads_that_asked_for_them() {
+    // Blocking threads that retire after 50 ms idle: a child spawned from
+    // one of them with a thread-bound death signal would be killed.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(Duration::from_millis(50))
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let env = Env::new();
+        let (sup, stop, task) = start(&env, |b| b).await;
+        let store = sup.store().clone();
+        // Ask for the spawn from inside a blocking thread.
+        let s = sup.clone();
+        let id = tokio::task::spawn_blocking(move || {
+            tokio::runtime::Handle::current().block_on(async move {
+                s.enqueue(RunSpec::new("sleep", json!({"ms": 1500})).mode(Mode::Process))
+                    .await
+                    .unwrap()
+            })
+        })
+        .await
+        .unwrap();
+        running_with_pid(store.as_ref(), id).await;
+        // Let every blocking thread retire, and churn some more.
+        for _ in 0..4 {
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(5)))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        let e = finished(store.as_ref(), id).await;
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        assert_eq!(e.signal, None);
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    });
+}
+
+#[test]
+fn a_child_spawned_from_a_retiring_blocking_thread_is_not_killed_with_it() {
+    use jobvisor::runner::os;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_keep_alive(Duration::from_millis(50))
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut child = tokio::task::spawn_blocking(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let mut cmd = tokio::process::Command::new("sleep");
+                cmd.arg("30").kill_on_drop(true);
+                os::die_with_supervisor(&mut cmd);
+                os::spawn(cmd).await.unwrap()
+            })
+        })
+        .await
+        .unwrap();
+        // The blocking thread that asked for the spawn retires after 50 ms.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child was killed when the requesting thread retired"
+        );
+        child.kill().await.unwrap();
+    });
+}

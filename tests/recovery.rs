@@ -1,0 +1,115 @@
+//! Crash recovery: a supervisor killed with SIGKILL loses no job and leaves
+//! no process behind.
+
+mod common;
+
+use common::*;
+use jobvisor::Status;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_killed_with_sigkill_takes_its_children_along_and_a_restart_retries_their_executions(
+) {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "grand",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "sleep 600 & echo \"grandchild $!\"; wait",
+    ]);
+    let mut serve = env.serve(&[]);
+    let store = env.store().await;
+    let sleeper = r#"{"ms":600000}"#;
+    let procs = [
+        env.enqueue(&[
+            "sleep",
+            "--mode",
+            "process",
+            "--payload",
+            sleeper,
+            "--retries",
+            "1",
+        ]),
+        env.enqueue(&[
+            "sleep",
+            "--mode",
+            "process",
+            "--payload",
+            sleeper,
+            "--retries",
+            "1",
+        ]),
+        env.enqueue(&["grand", "--retries", "1"]),
+    ];
+    let inproc = env.enqueue(&["sleep", "--payload", sleeper, "--retries", "1"]);
+    let mut pids = Vec::new();
+    for id in procs {
+        pids.push(running_with_pid(store.as_ref(), id).await.pid.unwrap() as i32);
+    }
+    let grandchild: i32 = eventually("the grandchild's pid", || async {
+        let logs = store.logs(procs[2], 0, None, 100).await.unwrap();
+        logs.iter().find_map(|l| {
+            l.message
+                .strip_prefix("grandchild ")
+                .map(|p| p.parse().unwrap())
+        })
+    })
+    .await;
+    eventually("the inproc execution to run", || async {
+        let e = store.execution(inproc).await.unwrap()?;
+        (e.status == Status::Running).then_some(())
+    })
+    .await;
+
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+
+    // The children die with their supervisor (death signal)...
+    eventually("the children to die with the supervisor", || async {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .await;
+
+    // ...and a restart closes the executions as interrupted and retries them,
+    // killing what was left in their process groups.
+    let mut serve2 = env.serve(&[]);
+    for id in procs.iter().chain([&inproc]) {
+        let e = finished(store.as_ref(), *id).await;
+        assert_eq!(e.status, Status::Failed, "{e:?}");
+        assert!(e.interrupted);
+        assert!(
+            e.error.as_deref().unwrap().starts_with("interrupted"),
+            "{e:?}"
+        );
+        let retry = e.next_id.expect("a retry was scheduled");
+        let r = store.execution(retry).await.unwrap().unwrap();
+        assert_eq!(r.attempt, 2);
+        assert_eq!(r.previous_id, Some(*id));
+        assert!(
+            matches!(r.status, Status::Pending | Status::Running),
+            "{r:?}"
+        );
+    }
+    eventually("the orphaned grandchild to be killed", || async {
+        (!alive(grandchild)).then_some(())
+    })
+    .await;
+    assert!(serve2.stop().success());
+    // After a clean stop nothing of any execution is left running.
+    for pgid in pids {
+        assert!(group_members(pgid).is_empty());
+    }
+    let running = store
+        .executions(&jobvisor::store::ExecFilter {
+            status: Some(Status::Running),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(running.is_empty(), "{running:?}");
+}

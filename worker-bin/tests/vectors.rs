@@ -1,0 +1,125 @@
+//! The protocol's test vectors (shared/protocol/vectors.jsonl): what the
+//! supervisor must make of each worker line.
+
+use jobvisor_worker::protocol::{parse_worker_line, ParsedLine, ResultStatus, WorkerMessage};
+use serde_json::Value;
+
+const VECTORS: &str = include_str!("protocol-vectors.jsonl");
+
+#[test]
+fn the_vendored_vectors_match_the_shared_contract_when_it_is_present() {
+    let shared = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/protocol/vectors.jsonl"
+    );
+    if let Ok(text) = std::fs::read_to_string(shared) {
+        assert_eq!(
+            text, VECTORS,
+            "worker-bin/tests/protocol-vectors.jsonl is out of date"
+        );
+    }
+}
+
+#[test]
+fn every_protocol_vector_parses_as_the_contract_says() {
+    let mut checked = 0;
+    for line in VECTORS.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let input = v["line"].as_str().unwrap();
+        let expect = &v["expect"];
+        let parsed = parse_worker_line(input);
+        let ctx = format!("line {input:?} parsed as {parsed:?}, expected {expect}");
+        match expect["kind"].as_str().unwrap() {
+            "plain" => {
+                assert_eq!(parsed, ParsedLine::Plain, "{ctx}");
+                // Stored as an info line of stdout with the text as written.
+                assert_eq!(expect["stored_as"]["level"], "info", "{ctx}");
+                assert_eq!(expect["stored_as"]["message"], input, "{ctx}");
+            }
+            "unknown" => {
+                assert!(matches!(parsed, ParsedLine::Unknown(_)), "{ctx}");
+                assert_eq!(expect["stored_as"]["level"], "debug", "{ctx}");
+            }
+            "heartbeat" => assert_eq!(
+                parsed,
+                ParsedLine::Message(WorkerMessage::Heartbeat),
+                "{ctx}"
+            ),
+            "progress" => {
+                let ParsedLine::Message(WorkerMessage::Progress(p)) = parsed else {
+                    panic!("{ctx}")
+                };
+                assert_eq!(
+                    p.percent,
+                    expect.get("percent").and_then(Value::as_f64),
+                    "{ctx}"
+                );
+                assert_eq!(
+                    p.message.as_deref(),
+                    expect.get("message").and_then(Value::as_str),
+                    "{ctx}"
+                );
+                assert_eq!(p.done, expect.get("done").and_then(Value::as_u64), "{ctx}");
+                assert_eq!(
+                    p.total,
+                    expect.get("total").and_then(Value::as_u64),
+                    "{ctx}"
+                );
+            }
+            "log" => {
+                let ParsedLine::Message(WorkerMessage::Log(l)) = parsed else {
+                    panic!("{ctx}")
+                };
+                assert_eq!(l.level.as_str(), expect["level"], "{ctx}");
+                assert_eq!(l.message, expect["message"], "{ctx}");
+                if let Some(f) = expect.get("fields") {
+                    assert_eq!(&Value::Object(l.fields.clone().unwrap()), f, "{ctx}");
+                }
+                if let Some(Value::Object(want)) = expect.get("fields_contain") {
+                    let got = l.fields.clone().unwrap();
+                    for (k, val) in want {
+                        assert_eq!(got.get(k), Some(val), "{ctx}");
+                    }
+                }
+            }
+            "result" => {
+                let ParsedLine::Message(WorkerMessage::Result(r)) = parsed else {
+                    panic!("{ctx}")
+                };
+                let status = match r.status {
+                    ResultStatus::Succeeded => "succeeded",
+                    ResultStatus::Failed => "failed",
+                    ResultStatus::Cancelled => "cancelled",
+                };
+                assert_eq!(status, expect["status"], "{ctx}");
+                assert_eq!(r.output.as_ref(), expect.get("output"), "{ctx}");
+                assert_eq!(
+                    r.error.as_deref(),
+                    expect.get("error").and_then(Value::as_str),
+                    "{ctx}"
+                );
+                assert_eq!(
+                    r.retry,
+                    expect.get("retry").and_then(Value::as_bool),
+                    "{ctx}"
+                );
+            }
+            "hello" => {
+                let ParsedLine::Message(WorkerMessage::Hello(h)) = parsed else {
+                    panic!("{ctx}")
+                };
+                assert_eq!(
+                    h.protocol.map(u64::from),
+                    expect["protocol"].as_u64(),
+                    "{ctx}"
+                );
+                assert_eq!(h.pooled, expect["pooled"].as_bool().unwrap(), "{ctx}");
+                let want: Vec<String> = serde_json::from_value(expect["handlers"].clone()).unwrap();
+                assert_eq!(h.handlers, want, "{ctx}");
+            }
+            other => panic!("unknown vector kind {other}"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 28, "every vector was checked");
+}
