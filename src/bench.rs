@@ -1,9 +1,494 @@
-//! `jobvisor bench`: placeholder replaced below.
+//! `jobvisor bench`: what each execution mode costs, measured through the
+//! real path (enqueue -> claim -> run -> complete, all in the database) and
+//! held against bare baselines measured in the same run.
+//!
+//! For each mode two phases run on a fresh supervisor:
+//! - throughput: `count` executions enqueued in batches while the
+//!   supervisor runs them; jobs/s from the first enqueue to the last
+//!   completion written.
+//! - latency: `latency_samples` executions one at a time on an idle
+//!   supervisor; enqueue->start and enqueue->finished-and-written.
+//!
+//! Baselines: `tokio::spawn` of the same handler with no database, and a
+//! bare spawn + run line + result line + wait of `jobvisor-worker`.
+
+use crate::cli::CliError;
+use crate::model::Mode;
+use crate::store::ExecFilter;
+use crate::{RunSpec, Supervisor};
 use clap::Args;
-/// Bench options.
+use jobvisor_worker::{Context, ExecutionInfo, Registry};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::broadcast::error::RecvError;
+
+/// `bench` options.
 #[derive(Debug, Args)]
-pub struct BenchArgs {}
-/// Runs the benchmark.
-pub async fn bench(_a: BenchArgs) -> Result<(), crate::cli::CliError> {
+pub struct BenchArgs {
+    /// Executions in the inproc throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub count: usize,
+    /// Executions in the process throughput phase (each one is a spawn).
+    #[arg(long, default_value_t = 2_000)]
+    pub process_count: usize,
+    /// Executions timed one at a time for latency.
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: usize,
+    /// Built-in handler to run.
+    #[arg(long, default_value = "noop")]
+    pub handler: String,
+    /// JSON payload for each execution.
+    #[arg(long, default_value = "null")]
+    pub payload: String,
+    /// Inproc executions at once.
+    #[arg(long, default_value_t = 512)]
+    pub concurrency: usize,
+    /// Child processes at once (process mode and its baseline).
+    #[arg(long, default_value_t = 4)]
+    pub process_concurrency: usize,
+    /// Modes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "inproc,process")]
+    pub modes: Vec<Mode>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One row of the result table.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// What was measured.
+    pub name: String,
+    /// Executions in the throughput phase.
+    pub executions: usize,
+    /// Throughput.
+    pub jobs_per_s: f64,
+    /// Enqueue (or spawn) to start, one at a time, p50, in ms.
+    pub start_p50_ms: f64,
+    /// ... p99.
+    pub start_p99_ms: f64,
+    /// Enqueue to completion written, one at a time, p50, in ms.
+    pub total_p50_ms: f64,
+    /// ... p99.
+    pub total_p99_ms: f64,
+    /// Enqueue to start under the throughput load, p50, in ms.
+    pub loaded_start_p50_ms: Option<f64>,
+    /// Peak resident memory of the supervising process during the row, MiB.
+    pub peak_rss_mib: f64,
+    /// jobs/s relative to the mode's bare baseline in the same run.
+    pub ratio_to_baseline: Option<f64>,
+}
+
+/// Runs the benchmark and prints the table (or JSON).
+pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliError> {
+    let payload: Value = serde_json::from_str(&a.payload)
+        .map_err(|e| crate::cli::input(format!("invalid --payload JSON: {e}")))?;
+    let registry = Registry::with_builtins();
+    if registry.get(&a.handler).is_none() {
+        return Err(crate::Error::UnknownHandler(a.handler).into());
+    }
+    if a.count == 0 || a.process_count == 0 || a.latency_samples == 0 {
+        return Err(crate::cli::input("counts must be at least 1"));
+    }
+    let worker = crate::worker_program();
+    let tmp = tempfile_dir()?;
+    let mut rows = Vec::new();
+    for mode in &a.modes {
+        match mode {
+            Mode::Inproc => {
+                reset_peak_rss();
+                let base = baseline_inproc(&registry, &a.handler, &payload, a.count).await;
+                rows.push(base.clone());
+                reset_peak_rss();
+                let db = database
+                    .clone()
+                    .unwrap_or_else(|| tmp.join("inproc.db").display().to_string());
+                let mut row = supervised(
+                    &db,
+                    Mode::Inproc,
+                    &a,
+                    a.count,
+                    a.concurrency,
+                    &payload,
+                    &worker,
+                )
+                .await?;
+                row.ratio_to_baseline = Some(row.jobs_per_s / base.jobs_per_s);
+                rows.push(row);
+            }
+            Mode::Process => {
+                reset_peak_rss();
+                let base = baseline_process(
+                    &worker,
+                    &a.handler,
+                    &payload,
+                    a.process_count,
+                    a.process_concurrency,
+                )
+                .await?;
+                rows.push(base.clone());
+                reset_peak_rss();
+                let db = database
+                    .clone()
+                    .unwrap_or_else(|| tmp.join("process.db").display().to_string());
+                let mut row = supervised(
+                    &db,
+                    Mode::Process,
+                    &a,
+                    a.process_count,
+                    a.process_concurrency,
+                    &payload,
+                    &worker,
+                )
+                .await?;
+                row.ratio_to_baseline = Some(row.jobs_per_s / base.jobs_per_s);
+                rows.push(row);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serializes")
+        );
+    } else {
+        print_table(&a, &rows);
+    }
     Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf, CliError> {
+    let dir =
+        std::env::temp_dir().join(format!("jobvisor-bench-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| crate::cli::input(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+fn print_table(a: &BenchArgs, rows: &[BenchRow]) {
+    println!(
+        "handler {} | inproc: {} executions, concurrency {} | process: {} executions, concurrency {} | latency: {} one at a time",
+        a.handler, a.count, a.concurrency, a.process_count, a.process_concurrency, a.latency_samples
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8}",
+        "mode", "jobs/s", "start p50", "start p99", "total p50", "total p99", "peak RSS", "ratio"
+    );
+    for r in rows {
+        println!(
+            "{:<28} {:>10.0} {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>6.1}MiB {:>8}",
+            r.name,
+            r.jobs_per_s,
+            r.start_p50_ms,
+            r.start_p99_ms,
+            r.total_p50_ms,
+            r.total_p99_ms,
+            r.peak_rss_mib,
+            r.ratio_to_baseline
+                .map(|x| format!("{:.0}%", x * 100.0))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("ratio: the mode's jobs/s over its bare baseline's, measured in this run.");
+}
+
+/// Nearest-rank percentile of `ms` (sorted in place).
+fn percentile(ms: &mut [f64], p: f64) -> f64 {
+    if ms.is_empty() {
+        return f64::NAN;
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * ms.len() as f64).ceil() as usize;
+    ms[rank.clamp(1, ms.len()) - 1]
+}
+
+/// Peak RSS resets (Linux: writing 5 to clear_refs).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn baseline_inproc(
+    registry: &Registry,
+    handler: &str,
+    payload: &Value,
+    n: usize,
+) -> BenchRow {
+    let h = registry.get(handler).expect("checked");
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let h = h.clone();
+        let payload = payload.clone();
+        let spawned = Instant::now();
+        tasks.push(tokio::spawn(async move {
+            let start = spawned.elapsed();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let ctx = Context::new(
+                ExecutionInfo {
+                    execution_id: i.to_string(),
+                    job: "bench".into(),
+                    handler: "bench".into(),
+                    attempt: 1,
+                },
+                tokio_util::sync::CancellationToken::new(),
+                tx,
+            );
+            let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            let _ = h.call(ctx, payload).await;
+            let _ = drain.await;
+            (start, spawned.elapsed())
+        }));
+    }
+    let mut starts = Vec::with_capacity(n);
+    let mut totals = Vec::with_capacity(n);
+    for t in tasks {
+        let (s, d) = t.await.expect("baseline task");
+        starts.push(ms(s));
+        totals.push(ms(d));
+    }
+    let elapsed = started.elapsed();
+    BenchRow {
+        name: "baseline: tokio::spawn".into(),
+        executions: n,
+        jobs_per_s: n as f64 / elapsed.as_secs_f64(),
+        start_p50_ms: percentile(&mut starts, 50.0),
+        start_p99_ms: percentile(&mut starts, 99.0),
+        total_p50_ms: percentile(&mut totals, 50.0),
+        total_p99_ms: percentile(&mut totals, 99.0),
+        loaded_start_p50_ms: None,
+        peak_rss_mib: peak_rss_mib(),
+        ratio_to_baseline: None,
+    }
+}
+
+/// One bare worker run: spawn, write the run line, read to the result, wait.
+async fn bare_worker_run(
+    worker: &PathBuf,
+    handler: &str,
+    payload: &Value,
+) -> std::io::Result<(Duration, Duration)> {
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new(worker)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let spawned = t0.elapsed();
+    let mut stdin = child.stdin.take().expect("piped");
+    let run = serde_json::json!({
+        "type": "run", "protocol": 1, "execution_id": "bench", "job": "bench",
+        "handler": handler, "attempt": 1, "payload": payload,
+    });
+    stdin.write_all(format!("{run}\n").as_bytes()).await?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.contains(r#""type":"result""#) {
+            break;
+        }
+    }
+    drop(stdin);
+    child.wait().await?;
+    Ok((spawned, t0.elapsed()))
+}
+
+async fn baseline_process(
+    worker: &PathBuf,
+    handler: &str,
+    payload: &Value,
+    n: usize,
+    concurrency: usize,
+) -> Result<BenchRow, CliError> {
+    // One probe first, so that a missing worker is a clear error.
+    bare_worker_run(worker, handler, payload)
+        .await
+        .map_err(|e| crate::cli::input(format!("cannot run {}: {e}", worker.display())))?;
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let next = next.clone();
+        let worker = worker.clone();
+        let handler = handler.to_string();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                samples.push(bare_worker_run(&worker, &handler, &payload).await?);
+            }
+            Ok::<_, std::io::Error>(samples)
+        }));
+    }
+    let mut starts = Vec::with_capacity(n);
+    let mut totals = Vec::with_capacity(n);
+    for t in tasks {
+        for (s, d) in t.await.expect("baseline task")? {
+            starts.push(ms(s));
+            totals.push(ms(d));
+        }
+    }
+    let elapsed = started.elapsed();
+    Ok(BenchRow {
+        name: "baseline: spawn+wait worker".into(),
+        executions: n,
+        jobs_per_s: n as f64 / elapsed.as_secs_f64(),
+        start_p50_ms: percentile(&mut starts, 50.0),
+        start_p99_ms: percentile(&mut starts, 99.0),
+        total_p50_ms: percentile(&mut totals, 50.0),
+        total_p99_ms: percentile(&mut totals, 99.0),
+        loaded_start_p50_ms: None,
+        peak_rss_mib: peak_rss_mib(),
+        ratio_to_baseline: None,
+    })
+}
+
+fn micros_of(t: &str) -> Option<f64> {
+    humantime::parse_rfc3339(t)
+        .ok()
+        .and_then(|s| s.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_micros() as f64)
+}
+
+async fn supervised(
+    db: &str,
+    mode: Mode,
+    a: &BenchArgs,
+    n: usize,
+    concurrency: usize,
+    payload: &Value,
+    worker: &PathBuf,
+) -> Result<BenchRow, CliError> {
+    let sup = Supervisor::builder()
+        .database(db)
+        .configure(|c| {
+            c.concurrency = concurrency;
+            c.worker_program = Some(worker.clone());
+        })
+        .build()
+        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = {
+        let sup = sup.clone();
+        tokio::spawn(async move {
+            sup.run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let spec = |job: &str| {
+        let mut s = RunSpec::new(a.handler.clone(), payload.clone()).mode(mode);
+        s.job = Some(job.to_string());
+        s
+    };
+
+    // Throughput: enqueue in batches while the supervisor runs them.
+    let tjob = format!("bench-{mode}-throughput-{tag}");
+    let mut done = sup.subscribe();
+    let started = Instant::now();
+    let mut remaining = n;
+    while remaining > 0 {
+        let k = remaining.min(1000);
+        sup.enqueue_many((0..k).map(|_| spec(&tjob)).collect())
+            .await?;
+        remaining -= k;
+    }
+    let mut finished = 0;
+    while finished < n {
+        match done.recv().await {
+            Ok(_) => finished += 1,
+            Err(RecvError::Lagged(k)) => finished += k as usize,
+            Err(RecvError::Closed) => break,
+        }
+    }
+    let elapsed = started.elapsed();
+    // The supervisor's own footprint, before the bench reads rows back.
+    let peak = peak_rss_mib();
+    let store = sup.store().clone();
+    let rows = store
+        .executions(&ExecFilter {
+            job: Some(tjob),
+            limit: n,
+            ..Default::default()
+        })
+        .await?;
+    let mut loaded: Vec<f64> = rows
+        .iter()
+        .filter_map(|e| {
+            Some((micros_of(e.started_at.as_deref()?)? - micros_of(&e.enqueued_at)?) / 1000.0)
+        })
+        .collect();
+    let failed = rows
+        .iter()
+        .filter(|e| e.status != crate::Status::Succeeded)
+        .count();
+    if failed > 0 {
+        return Err(crate::cli::input(format!("{failed} of {n} {mode} executions did not succeed; see `jobvisor exec list --database {db}`")));
+    }
+
+    // Latency: one at a time on an idle supervisor.
+    let ljob = format!("bench-{mode}-latency-{tag}");
+    let mut totals = Vec::with_capacity(a.latency_samples);
+    for _ in 0..a.latency_samples {
+        let mut done = sup.subscribe();
+        let t0 = Instant::now();
+        let id = sup.enqueue(spec(&ljob)).await?;
+        loop {
+            match done.recv().await {
+                Ok(f) if f.id == id => break,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Err(crate::cli::input("supervisor stopped")),
+            }
+        }
+        totals.push(ms(t0.elapsed()));
+    }
+    let lrows = store
+        .executions(&ExecFilter {
+            job: Some(ljob),
+            limit: a.latency_samples,
+            ..Default::default()
+        })
+        .await?;
+    let mut starts: Vec<f64> = lrows
+        .iter()
+        .filter_map(|e| {
+            Some((micros_of(e.started_at.as_deref()?)? - micros_of(&e.enqueued_at)?) / 1000.0)
+        })
+        .collect();
+    let _ = stop_tx.send(());
+    runner.await.expect("supervisor task")?;
+    Ok(BenchRow {
+        name: format!("{mode} (supervised, SQLite)"),
+        executions: n,
+        jobs_per_s: n as f64 / elapsed.as_secs_f64(),
+        start_p50_ms: percentile(&mut starts, 50.0),
+        start_p99_ms: percentile(&mut starts, 99.0),
+        total_p50_ms: percentile(&mut totals, 50.0),
+        total_p99_ms: percentile(&mut totals, 99.0),
+        loaded_start_p50_ms: Some(percentile(&mut loaded, 50.0)),
+        peak_rss_mib: peak,
+        ratio_to_baseline: None,
+    })
 }

@@ -1,10 +1,11 @@
 //! Turning a request to run a handler into a pending execution: resolves
 //! the handler, checks the mode, applies the handler's defaults.
 
-use crate::model::{now_micros, HandlerKind, Micros, Mode, NewExecution, RetryPolicy};
+use crate::model::{now_micros, HandlerKind, HandlerSpec, Micros, Mode, NewExecution, RetryPolicy};
 use crate::store::Store;
 use crate::Error;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -65,7 +66,34 @@ pub async fn prepare(
     spec: RunSpec,
 ) -> Result<NewExecution, Error> {
     let registered = store.handler(&spec.handler).await?;
-    let (mode, default_timeout) = match &registered {
+    resolve(registered.as_ref(), local, spec)
+}
+
+/// [`prepare`] for many specs, reading each distinct handler once.
+pub async fn prepare_many(
+    store: &dyn Store,
+    local: &dyn Fn(&str) -> bool,
+    specs: Vec<RunSpec>,
+) -> Result<Vec<NewExecution>, Error> {
+    let mut handlers: HashMap<String, Option<HandlerSpec>> = HashMap::new();
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        if !handlers.contains_key(&spec.handler) {
+            let h = store.handler(&spec.handler).await?;
+            handlers.insert(spec.handler.clone(), h);
+        }
+        let registered = handlers[&spec.handler].as_ref();
+        out.push(resolve(registered, local, spec)?);
+    }
+    Ok(out)
+}
+
+fn resolve(
+    registered: Option<&HandlerSpec>,
+    local: &dyn Fn(&str) -> bool,
+    spec: RunSpec,
+) -> Result<NewExecution, Error> {
+    let (mode, default_timeout) = match registered {
         Some(h) => match (&h.kind, spec.mode) {
             (HandlerKind::Exec { .. }, Some(Mode::Inproc)) => {
                 return Err(Error::ExecNotInproc(spec.handler))

@@ -188,10 +188,7 @@ impl Supervisor {
     /// Enqueues several runs in one transaction.
     pub async fn enqueue_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Uuid>, Error> {
         let local = |name: &str| self.inner.registry.get(name).is_some();
-        let mut execs = Vec::with_capacity(specs.len());
-        for spec in specs {
-            execs.push(submit::prepare(self.inner.store.as_ref(), &local, spec).await?);
-        }
+        let execs = submit::prepare_many(self.inner.store.as_ref(), &local, specs).await?;
         submit::enqueue(self.inner.store.as_ref(), &execs).await?;
         self.inner.wake.notify_one();
         Ok(execs.iter().map(|e| e.id).collect())
@@ -321,11 +318,13 @@ impl Supervisor {
                     program: program.into(),
                     args,
                     limits: h.limits,
+                    self_guarding: false,
                 },
                 HandlerKind::Rust => ProcessPlan {
                     program: inner.worker_program.clone(),
                     args: Vec::new(),
                     limits: h.limits,
+                    self_guarding: true,
                 },
             },
             None if jobvisor_worker::builtins::NAMES.contains(&claimed.handler.as_str()) => {
@@ -333,6 +332,7 @@ impl Supervisor {
                     program: inner.worker_program.clone(),
                     args: Vec::new(),
                     limits: ProcessLimits::default(),
+                    self_guarding: true,
                 }
             }
             None => return Err(format!("unknown handler {:?}", claimed.handler)),

@@ -243,6 +243,6 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Handler(cmd) => super::handler::handler(&db, cmd).await,
         Command::Run(a) => super::run::run(&db, a).await,
         Command::Exec(cmd) => super::exec::exec(&db, cmd).await,
-        Command::Bench(a) => crate::bench::bench(a).await,
+        Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
     }
 }

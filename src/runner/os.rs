@@ -4,8 +4,8 @@
 //! PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not
 //! the process. tokio's blocking threads retire after 10 s idle, and a worker
 //! thread can be replaced after `block_in_place`; so every child is spawned
-//! from one dedicated thread that lives as long as the process, and the
-//! death signal means what it says: the supervisor is gone.
+//! from dedicated threads that live as long as the process, and the death
+//! signal means what it says: the supervisor is gone.
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -21,21 +21,29 @@ struct SpawnRequest {
     reply: oneshot::Sender<io::Result<Child>>,
 }
 
+/// Spawning threads: a few, so that spawns (a fork+exec costs about a
+/// millisecond) run in parallel; none of them ever exits.
+const SPAWNER_THREADS: usize = 4;
+
 fn spawner() -> &'static Mutex<std_mpsc::Sender<SpawnRequest>> {
     static SPAWNER: OnceLock<Mutex<std_mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     SPAWNER.get_or_init(|| {
         let (tx, rx) = std_mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("jobvisor-spawner".into())
-            .spawn(move || {
-                for mut req in rx {
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        for i in 0..SPAWNER_THREADS {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("jobvisor-spawner-{i}"))
+                .spawn(move || loop {
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(mut req) = next else { return };
                     // Registers the child's pipes and exit with the runtime
                     // of the caller.
                     let _guard = req.runtime.enter();
                     let _ = req.reply.send(req.command.spawn());
-                }
-            })
-            .expect("cannot start the spawner thread");
+                })
+                .expect("cannot start a spawner thread");
+        }
         Mutex::new(tx)
     })
 }

@@ -47,6 +47,10 @@ pub struct ProcessPlan {
     pub args: Vec<String>,
     /// Bounds and environment.
     pub limits: ProcessLimits,
+    /// The program sets its own death signal and checks its parent at
+    /// start (`jobvisor-worker` does): it can then be started without a
+    /// `pre_exec` hook, on std's faster posix_spawn path.
+    pub self_guarding: bool,
 }
 
 struct ReaderState {
@@ -114,7 +118,9 @@ pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogS
     if let Some(dir) = &limits.cwd {
         cmd.current_dir(dir);
     }
-    os::die_with_supervisor(&mut cmd);
+    if !plan.self_guarding {
+        os::die_with_supervisor(&mut cmd);
+    }
 
     let mut child = match os::spawn(cmd).await {
         Ok(child) => child,

@@ -73,7 +73,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-16000")
+            .pragma("cache_size", "-4000")
             .pragma("temp_store", "memory");
         // Switching a new file to WAL needs a moment of exclusive access,
         // which another process opening it at the same time may hold.
@@ -191,6 +191,51 @@ fn node_from_row(row: &SqliteRow, prefix: &str) -> Result<Option<NodeInfo>, Stor
         heartbeat_at: row.try_get(col("heartbeat_at").as_str())?,
         stopped_at: row.try_get(col("stopped_at").as_str())?,
     }))
+}
+
+/// Inserts the next attempt of failed execution `c` after its backoff, and
+/// links the two.
+async fn schedule_retry(
+    conn: &mut sqlx::SqliteConnection,
+    c: &super::Completion,
+    attempt: u32,
+) -> Result<Uuid, StoreError> {
+    let row = sqlx::query(
+        "SELECT job, handler, mode, payload, max_attempts, backoff_base_ms, backoff_cap_ms, \
+                timeout_ms, priority FROM executions WHERE id = ?",
+    )
+    .bind(c.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let retry = RetryPolicy {
+        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+        backoff_base_ms: row.try_get::<i64, _>("backoff_base_ms")? as u64,
+        backoff_cap_ms: row.try_get::<i64, _>("backoff_cap_ms")? as u64,
+    };
+    let mode: String = row.try_get("mode")?;
+    let payload: String = row.try_get("payload")?;
+    let next = NewExecution {
+        id: Uuid::now_v7(),
+        job: row.try_get("job")?,
+        handler: row.try_get("handler")?,
+        mode: Mode::from_str(&mode).map_err(|e| corrupt("executions.mode")(e.into()))?,
+        payload: parse_json("executions.payload", Some(payload))?.unwrap_or(Value::Null),
+        retry,
+        timeout_ms: row
+            .try_get::<Option<i64>, _>("timeout_ms")?
+            .map(|t| t as u64),
+        priority: row.try_get::<i64, _>("priority")? as i32,
+        run_at: c.finished_at + retry.delay_before(attempt + 1).as_micros() as Micros,
+        attempt: attempt + 1,
+        previous_id: Some(c.id),
+    };
+    insert_executions(conn, std::slice::from_ref(&next), c.finished_at).await?;
+    sqlx::query("UPDATE executions SET next_id = ?2 WHERE id = ?1")
+        .bind(c.id)
+        .bind(next.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(next.id)
 }
 
 async fn insert_executions(
@@ -356,93 +401,86 @@ impl Store for SqliteStore {
             });
             qb.build().execute(&mut *tx).await?;
         }
-        for (id, p) in &batch.progress {
-            sqlx::query(
-                "UPDATE executions SET progress_percent = COALESCE(?2, progress_percent), \
-                 progress_message = COALESCE(?3, progress_message), \
-                 progress_done = COALESCE(?4, progress_done), \
-                 progress_total = COALESCE(?5, progress_total) WHERE id = ?1",
-            )
-            .bind(id)
-            .bind(p.percent)
-            .bind(p.message.as_deref())
-            .bind(p.done)
-            .bind(p.total)
-            .execute(&mut *tx)
-            .await?;
+        // Every statement is a round trip to SQLite's connection thread, so
+        // each kind of update is one statement per chunk of rows
+        // (UPDATE ... FROM (VALUES ...)), never one per execution.
+        for chunk in batch.progress.chunks(4000) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE executions SET \
+                 progress_percent = COALESCE(v.column2, progress_percent), \
+                 progress_message = COALESCE(v.column3, progress_message), \
+                 progress_done = COALESCE(v.column4, progress_done), \
+                 progress_total = COALESCE(v.column5, progress_total) FROM (",
+            );
+            qb.push_values(chunk, |mut b, (id, p)| {
+                b.push_bind(id)
+                    .push_bind(p.percent)
+                    .push_bind(p.message.as_deref())
+                    .push_bind(p.done)
+                    .push_bind(p.total);
+            });
+            qb.push(") AS v WHERE executions.id = v.column1");
+            qb.build().execute(&mut *tx).await?;
         }
-        for (id, pid) in &batch.pids {
-            sqlx::query("UPDATE executions SET pid = ?2 WHERE id = ?1")
-                .bind(id)
-                .bind(pid)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in batch.pids.chunks(10000) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("UPDATE executions SET pid = v.column2 FROM (");
+            qb.push_values(chunk, |mut b, (id, pid)| {
+                b.push_bind(id).push_bind(pid);
+            });
+            qb.push(") AS v WHERE executions.id = v.column1");
+            qb.build().execute(&mut *tx).await?;
         }
         let mut finished = Vec::with_capacity(batch.completions.len());
-        for c in &batch.completions {
+        for chunk in batch.completions.chunks(2000) {
             // Only a running execution can complete: a late or duplicate
             // completion (e.g. after a rescue) changes nothing.
-            let row = sqlx::query(
-                "UPDATE executions SET status = ?2, finished_at = ?3, output = ?4, error = ?5, \
-                 exit_code = ?6, signal = ?7, timed_out = ?8, interrupted = ?9, \
-                 cancel_outcome = ?10 \
-                 WHERE id = ?1 AND status = 'running' \
-                 RETURNING job, handler, mode, payload, attempt, max_attempts, backoff_base_ms, \
-                           backoff_cap_ms, timeout_ms, priority",
-            )
-            .bind(c.id)
-            .bind(c.status.as_str())
-            .bind(c.finished_at)
-            .bind(c.output.as_ref().map(Value::to_string))
-            .bind(c.error.as_deref())
-            .bind(c.exit_code)
-            .bind(c.signal.as_deref())
-            .bind(c.timed_out as i64)
-            .bind(c.interrupted as i64)
-            .bind(c.cancel_outcome.as_deref())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { continue };
-            let attempt = row.try_get::<i64, _>("attempt")? as u32;
-            let retry = RetryPolicy {
-                max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-                backoff_base_ms: row.try_get::<i64, _>("backoff_base_ms")? as u64,
-                backoff_cap_ms: row.try_get::<i64, _>("backoff_cap_ms")? as u64,
-            };
-            let mut retry_id = None;
-            if c.status == Status::Failed && c.retryable && attempt < retry.max_attempts {
-                let mode: String = row.try_get("mode")?;
-                let payload: String = row.try_get("payload")?;
-                let next = NewExecution {
-                    id: Uuid::now_v7(),
-                    job: row.try_get("job")?,
-                    handler: row.try_get("handler")?,
-                    mode: Mode::from_str(&mode)
-                        .map_err(|e| corrupt("executions.mode")(e.into()))?,
-                    payload: parse_json("executions.payload", Some(payload))?
-                        .unwrap_or(Value::Null),
-                    retry,
-                    timeout_ms: row
-                        .try_get::<Option<i64>, _>("timeout_ms")?
-                        .map(|t| t as u64),
-                    priority: row.try_get::<i64, _>("priority")? as i32,
-                    run_at: c.finished_at + retry.delay_before(attempt + 1).as_micros() as Micros,
-                    attempt: attempt + 1,
-                    previous_id: Some(c.id),
-                };
-                insert_executions(&mut tx, std::slice::from_ref(&next), c.finished_at).await?;
-                sqlx::query("UPDATE executions SET next_id = ?2 WHERE id = ?1")
-                    .bind(c.id)
-                    .bind(next.id)
-                    .execute(&mut *tx)
-                    .await?;
-                retry_id = Some(next.id);
-            }
-            finished.push(Finished {
-                id: c.id,
-                status: c.status,
-                retry: retry_id,
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE executions SET status = v.column2, finished_at = v.column3, \
+                 output = v.column4, error = v.column5, exit_code = v.column6, \
+                 signal = v.column7, timed_out = v.column8, interrupted = v.column9, \
+                 cancel_outcome = v.column10 FROM (",
+            );
+            qb.push_values(chunk, |mut b, c| {
+                b.push_bind(c.id)
+                    .push_bind(c.status.as_str())
+                    .push_bind(c.finished_at)
+                    .push_bind(c.output.as_ref().map(Value::to_string))
+                    .push_bind(c.error.as_deref())
+                    .push_bind(c.exit_code)
+                    .push_bind(c.signal.as_deref())
+                    .push_bind(c.timed_out as i64)
+                    .push_bind(c.interrupted as i64)
+                    .push_bind(c.cancel_outcome.as_deref());
             });
+            qb.push(
+                ") AS v WHERE executions.id = v.column1 AND executions.status = 'running' \
+                 RETURNING executions.id AS id, executions.attempt AS attempt, \
+                 executions.max_attempts AS max_attempts",
+            );
+            let rows = qb.build().fetch_all(&mut *tx).await?;
+            let mut applied = std::collections::HashMap::with_capacity(rows.len());
+            for row in rows {
+                let id: Uuid = row.try_get("id")?;
+                let attempt = row.try_get::<i64, _>("attempt")? as u32;
+                let max = row.try_get::<i64, _>("max_attempts")? as u32;
+                applied.insert(id, (attempt, max));
+            }
+            for c in chunk {
+                let Some(&(attempt, max)) = applied.get(&c.id) else {
+                    continue;
+                };
+                let retry = if c.status == Status::Failed && c.retryable && attempt < max {
+                    Some(schedule_retry(&mut tx, c, attempt).await?)
+                } else {
+                    None
+                };
+                finished.push(Finished {
+                    id: c.id,
+                    status: c.status,
+                    retry,
+                });
+            }
         }
         tx.commit().await?;
         Ok(finished)
