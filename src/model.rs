@@ -30,6 +30,15 @@ pub fn format_ms(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
+/// Formats a measured duration: sub-millisecond ones keep their fraction.
+pub fn format_elapsed_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{ms:.2}ms")
+    } else {
+        format_ms(ms.round() as u64)
+    }
+}
+
 /// Where an execution runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -225,6 +234,32 @@ impl RetryPolicy {
             .min(self.backoff_cap_ms);
         let half = full / 2;
         Duration::from_millis(half + fastrand::u64(0..=full - half))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_up_to_the_cap_with_bounded_jitter() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            backoff_base_ms: 100,
+            backoff_cap_ms: 1_000,
+        };
+        for _ in 0..200 {
+            for (attempt, full) in [(2, 100), (3, 200), (4, 400), (5, 800), (6, 1000), (9, 1000)] {
+                let d = p.delay_before(attempt).as_millis() as u64;
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d} ms not in [{}, {full}]",
+                    full / 2
+                );
+            }
+        }
+        // Huge attempt numbers neither overflow nor exceed the cap.
+        assert!(p.delay_before(u32::MAX).as_millis() <= 1_000);
     }
 }
 

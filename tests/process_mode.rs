@@ -383,3 +383,42 @@ async fn a_worker_that_closes_stdout_but_keeps_running_is_waited_for() {
     assert_eq!(e.exit_code, Some(4));
     assert_eq!(e.error.as_deref(), Some("exited with code 4"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_fails_after_its_heartbeat_timeout() {
+    let env = Env::new();
+    let script = env.script(
+        "beats.py",
+        r#"
+import json, time
+for _ in range(5):
+    print(json.dumps({"type": "heartbeat"}), flush=True)
+    time.sleep(0.1)
+time.sleep(600)
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "beats",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+        "--heartbeat-timeout",
+        "1s",
+        "--cancel-grace",
+        "200ms",
+        "--kill-grace",
+        "200ms",
+    ]);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&["beats"]);
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.status, Status::Failed);
+    assert_eq!(e.error.as_deref(), Some("no heartbeat for 1s"));
+    assert!(!e.timed_out);
+    // It beat for about half a second, then went silent for the timeout.
+    assert!(e.duration_ms.unwrap() >= 1400.0, "{e:?}");
+}

@@ -115,7 +115,7 @@ async fn list(store: &dyn crate::store::Store, a: ExecListArgs) -> Result<(), Cl
                 format!("{}/{}", e.attempt, e.max_attempts),
                 e.started_at.clone().unwrap_or_else(|| "-".into()),
                 e.duration_ms
-                    .map(|d| crate::model::format_ms(d.round() as u64))
+                    .map(crate::model::format_elapsed_ms)
                     .unwrap_or_else(|| "-".into()),
                 output::cut(e.error.as_deref().unwrap_or(""), 60),
             ]

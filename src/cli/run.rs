@@ -127,7 +127,7 @@ async fn wait(store: &dyn Store, db: &str, id: Uuid, json: bool) -> Result<Execu
 fn print_outcome(e: &Execution) {
     let took = e
         .duration_ms
-        .map(|ms| format!(" in {}", crate::model::format_ms(ms.round() as u64)))
+        .map(|ms| format!(" in {}", crate::model::format_elapsed_ms(ms)))
         .unwrap_or_default();
     println!("{} {}{took} (attempt {})", e.id, e.status, e.attempt);
     if let Some(out) = &e.output {
@@ -144,5 +144,4 @@ fn print_outcome(e: &Execution) {
     if let Some(s) = &e.signal {
         println!("signal: {s}");
     }
-    let _ = output::cut;
 }

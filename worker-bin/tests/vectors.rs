@@ -123,3 +123,16 @@ fn every_protocol_vector_parses_as_the_contract_says() {
     }
     assert_eq!(checked, 28, "every vector was checked");
 }
+
+#[test]
+fn the_protocol_doc_matches_the_shared_contract_when_it_is_present() {
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/PROTOCOL.md");
+    let ours = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    if let Ok(text) = std::fs::read_to_string(shared) {
+        assert_eq!(
+            text,
+            std::fs::read_to_string(ours).unwrap(),
+            "docs/PROTOCOL.md is out of date"
+        );
+    }
+}
