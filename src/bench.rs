@@ -329,7 +329,7 @@ async fn baseline_process(
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
         let next = next.clone();
-        let worker = worker.clone();
+        let worker = worker.to_path_buf();
         let handler = handler.to_string();
         let payload = payload.clone();
         tasks.push(tokio::spawn(async move {
@@ -377,13 +377,13 @@ async fn supervised(
     n: usize,
     concurrency: usize,
     payload: &Value,
-    worker: &PathBuf,
+    worker: &std::path::Path,
 ) -> Result<BenchRow, CliError> {
     let sup = Supervisor::builder()
         .database(db)
         .configure(|c| {
             c.concurrency = concurrency;
-            c.worker_program = Some(worker.clone());
+            c.worker_program = Some(worker.to_path_buf());
         })
         .build()
         .await?;
