@@ -76,6 +76,14 @@ async fn write_loop(
     let mut flushes = Vec::new();
     let mut batch = Batch::default();
     while let Some(first) = rx.recv().await {
+        // Every transaction costs several round trips to SQLite's thread: a
+        // short yield lets messages that are being produced right now (a
+        // pid, a first line, a burst of completions) join this batch.
+        if rx.len() < 64 {
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(msg) = next {

@@ -296,7 +296,7 @@ impl Supervisor {
                     ),
                 ),
             },
-            crate::model::Mode::Process => match self.plan(&claimed).await {
+            crate::model::Mode::Process => match self.plan(&claimed) {
                 Ok(plan) => process::run(&plan, &claimed, &stop, &sink).await,
                 Err(e) => failed(&claimed, e),
             },
@@ -305,12 +305,10 @@ impl Supervisor {
         inner.running.lock().expect("lock").remove(&claimed.id);
     }
 
-    async fn plan(&self, claimed: &Claimed) -> Result<ProcessPlan, String> {
+    fn plan(&self, claimed: &Claimed) -> Result<ProcessPlan, String> {
         let inner = &self.inner;
-        let spec = inner
-            .store
-            .handler(&claimed.handler)
-            .await
+        let spec = claimed
+            .handler_spec()
             .map_err(|e| format!("cannot read handler: {}", crate::error_chain(&e)))?;
         Ok(match spec {
             Some(h) => match h.kind {

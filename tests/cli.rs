@@ -316,18 +316,28 @@ async fn exec_show_and_logs_give_the_documented_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_logs_follow_streams_until_the_execution_ends() {
     let env = Env::new();
-    let _serve = env.serve(&[]);
-    let id = env.enqueue(&[
-        "progress",
-        "--mode",
-        "process",
-        "--payload",
-        r#"{"steps":5,"delay_ms":100}"#,
+    env.ok(&[
+        "handler",
+        "add",
+        "slow",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "for i in 1 2 3 4 5; do echo \"line $i\"; sleep 0.2; done",
     ]);
+    let _serve = env.serve(&[]);
+    let id = env.enqueue(&["slow"]);
     let out = env.ok(&["exec", "logs", &id.to_string(), "--follow"]);
+    // Following ends only once the execution has ended, with every line.
     let store = env.store().await;
-    let e = finished(store.as_ref(), id).await;
-    assert_eq!(e.status, Status::Succeeded);
-    // The worker's hello is its one log line; following ends with the run.
-    assert!(out.contains("worker hello"), "{out}");
+    let e = store.execution(id).await.unwrap().unwrap();
+    assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("[stdout] line"))
+        .collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[4].ends_with("line 5"), "{out}");
 }

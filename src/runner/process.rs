@@ -475,12 +475,11 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(
                         sink.log(l.level, stream::LOG, l.message, l.fields).await
                     }
                     WorkerMessage::Heartbeat => {}
+                    // Capabilities matter to pooling, not to this one-shot
+                    // run; not stored, so that every execution of a built-in
+                    // does not carry the same line.
                     WorkerMessage::Hello(h) => {
-                        let mut f = Map::new();
-                        f.insert("pooled".into(), Value::Bool(h.pooled));
-                        f.insert("handlers".into(), Value::from(h.handlers));
-                        sink.log(Level::Debug, stream::STDOUT, "worker hello".into(), Some(f))
-                            .await;
+                        tracing::trace!(pooled = h.pooled, handlers = ?h.handlers, "worker hello");
                     }
                     WorkerMessage::Result(res) => match result_tx.take() {
                         Some(tx) => {

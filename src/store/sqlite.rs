@@ -348,7 +348,8 @@ impl Store for SqliteStore {
              WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= ?1 \
                           ORDER BY priority DESC, run_at, id LIMIT ?3) \
              RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, \
-                       cancel_requested_at",
+                       cancel_requested_at, \
+                       (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec",
         )
         .bind(now)
         .bind(node)
@@ -374,6 +375,7 @@ impl Store for SqliteStore {
                 cancel_requested: row
                     .try_get::<Option<i64>, _>("cancel_requested_at")?
                     .is_some(),
+                handler_spec: row.try_get("spec")?,
             });
         }
         // RETURNING gives no order; run the best first.

@@ -27,6 +27,24 @@ pub struct Claimed {
     pub started_at: Micros,
     /// A cancel requested before the claim landed.
     pub cancel_requested: bool,
+    /// The registered handler's spec (JSON) as of the claim, if registered;
+    /// read with the claim so that starting a process costs no extra query.
+    pub handler_spec: Option<String>,
+}
+
+impl Claimed {
+    /// The registered handler, if any.
+    pub fn handler_spec(&self) -> Result<Option<crate::model::HandlerSpec>, super::StoreError> {
+        self.handler_spec
+            .as_deref()
+            .map(|s| {
+                serde_json::from_str(s).map_err(|e| super::StoreError::Corrupt {
+                    what: "handlers.spec",
+                    source: Box::new(e),
+                })
+            })
+            .transpose()
+    }
 }
 
 /// One log line on its way to the database.
