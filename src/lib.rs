@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod cli;
+mod dispatch;
 pub mod model;
 pub mod relay;
 pub mod runner;

@@ -12,18 +12,22 @@ use jobvisor_worker::Progress;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// Messages queued until at most this many are written in one transaction.
 const MAX_BATCH: usize = 8192;
 
+/// Bytes of log text queued at most: with lines of up to 1 MiB, a bound on
+/// the message count alone would not bound memory.
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
 /// What the relay carries.
 #[derive(Debug)]
 pub enum RelayMsg {
-    /// A log line.
-    Log(LogRow),
+    /// A log line, with the share of the byte budget it holds until written.
+    Log(LogRow, OwnedSemaphorePermit),
     /// A progress report (coalesced to the latest values).
     Progress(Uuid, Progress),
     /// The pid of an execution's child.
@@ -38,6 +42,7 @@ pub enum RelayMsg {
 #[derive(Clone)]
 pub struct Relay {
     tx: mpsc::Sender<RelayMsg>,
+    bytes: Arc<Semaphore>,
 }
 
 impl Relay {
@@ -50,13 +55,28 @@ impl Relay {
     ) -> (Relay, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity);
         let task = tokio::spawn(write_loop(store, rx, finished));
-        (Relay { tx }, task)
+        let bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
+        (Relay { tx, bytes }, task)
     }
 
     /// Queues a message, waiting while the queue is full.
     pub async fn send(&self, msg: RelayMsg) {
         // The writer only stops once every Relay handle is dropped.
         let _ = self.tx.send(msg).await;
+    }
+
+    /// Queues a log line, waiting while the queue is full or holds too many
+    /// bytes.
+    pub async fn send_log(&self, row: LogRow) {
+        let size = (row.message.len() + row.fields.as_ref().map_or(0, String::len) + 64)
+            .min(MAX_QUEUED_BYTES) as u32;
+        let permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(size)
+            .await
+            .expect("the byte budget is never closed");
+        self.send(RelayMsg::Log(row, permit)).await;
     }
 
     /// Waits until everything queued so far is written.
@@ -74,6 +94,7 @@ async fn write_loop(
 ) {
     let mut progress: HashMap<Uuid, ProgressState> = HashMap::new();
     let mut flushes = Vec::new();
+    let mut permits = Vec::new();
     let mut batch = Batch::default();
     while let Some(first) = rx.recv().await {
         // Every transaction costs several round trips to SQLite's thread: a
@@ -88,7 +109,10 @@ async fn write_loop(
         let mut taken = 0;
         while let Some(msg) = next {
             match msg {
-                RelayMsg::Log(l) => batch.logs.push(l),
+                RelayMsg::Log(l, permit) => {
+                    batch.logs.push(l);
+                    permits.push(permit);
+                }
                 RelayMsg::Progress(id, p) => progress.entry(id).or_default().merge(&p),
                 RelayMsg::Pid(id, pid) => batch.pids.push((id, pid)),
                 RelayMsg::Complete(c) => batch.completions.push(c),
@@ -118,6 +142,7 @@ async fn write_loop(
             }
         };
         batch = Batch::default();
+        permits.clear();
         for f in done {
             let _ = finished.send(f);
         }
@@ -166,7 +191,7 @@ impl LogSink {
     ) {
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         self.relay
-            .send(RelayMsg::Log(LogRow {
+            .send_log(LogRow {
                 execution_id: self.id,
                 seq,
                 ts: now_micros(),
@@ -174,7 +199,7 @@ impl LogSink {
                 stream,
                 message,
                 fields: fields.map(|f| serde_json::Value::Object(f).to_string()),
-            }))
+            })
             .await;
     }
 

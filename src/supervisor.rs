@@ -1,11 +1,10 @@
 //! The supervisor: owns the store, the relay and the dispatcher, and runs
 //! executions until told to stop.
 
-use crate::model::{now_micros, HandlerKind, Micros, ProcessLimits, Status};
-use crate::relay::{LogSink, Relay, RelayMsg};
-use crate::runner::process::ProcessPlan;
-use crate::runner::{inproc, os, process, Stop, StopReason};
-use crate::store::{self, CancelRequest, Claimed, Completion, Finished, NodeInfo, Store};
+use crate::model::{now_micros, Micros, Status};
+use crate::relay::{Relay, RelayMsg};
+use crate::runner::{os, Stop, StopReason};
+use crate::store::{self, CancelRequest, Completion, Finished, NodeInfo, Store};
 use crate::submit::{self, RunSpec};
 use crate::Error;
 use jobvisor_worker::{Handler, Registry};
@@ -15,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
-use tokio::task::JoinSet;
 use uuid::Uuid;
 
 /// Settings of a [`Supervisor`].
@@ -99,22 +97,31 @@ impl SupervisorBuilder {
     }
 }
 
-struct Inner {
-    store: Arc<dyn Store>,
-    registry: Registry,
-    config: Config,
-    node: NodeInfo,
-    relay: Relay,
-    finished: broadcast::Sender<Finished>,
-    wake: Notify,
-    running: Mutex<HashMap<Uuid, Arc<Stop>>>,
-    worker_program: PathBuf,
+impl Inner {
+    /// The running executions' stop handles. Never poisoned in practice
+    /// (held only for an insert, remove or lookup); if it were, the map is
+    /// still consistent, so keep going.
+    pub(crate) fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Stop>>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Registry,
+    pub(crate) config: Config,
+    pub(crate) node: NodeInfo,
+    pub(crate) relay: Relay,
+    pub(crate) finished: broadcast::Sender<Finished>,
+    pub(crate) wake: Notify,
+    pub(crate) running: Mutex<HashMap<Uuid, Arc<Stop>>>,
+    pub(crate) worker_program: PathBuf,
 }
 
 /// A running supervisor node. Cheap to clone.
 #[derive(Clone)]
 pub struct Supervisor {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Supervisor {
@@ -203,7 +210,7 @@ impl Supervisor {
             .request_cancel(id, reason, now_micros())
             .await?;
         if r == CancelRequest::Requested {
-            if let Some(stop) = self.inner.running.lock().expect("lock").get(&id) {
+            if let Some(stop) = self.inner.running().get(&id) {
                 stop.request(StopReason::Cancel(reason.to_string()));
             }
         }
@@ -225,118 +232,6 @@ impl Supervisor {
         result
     }
 
-    async fn dispatch(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let inner = &self.inner;
-        let mut tasks = JoinSet::new();
-        let mut poll = tokio::time::interval(inner.config.poll_interval);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        let mut backlog = true;
-        let mut claim_backoff = Duration::from_millis(100);
-        loop {
-            while tasks.try_join_next().is_some() {}
-            let free = inner.config.concurrency.saturating_sub(tasks.len());
-            if backlog && free > 0 {
-                let want = free.min(inner.config.claim_batch);
-                match inner.store.claim(&inner.node.id, want, now_micros()).await {
-                    Ok(claimed) => {
-                        backlog = claimed.len() == want;
-                        claim_backoff = Duration::from_millis(100);
-                        for c in claimed {
-                            tasks.spawn(self.clone().execute(c));
-                        }
-                        if backlog && tasks.len() < inner.config.concurrency {
-                            continue;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %crate::error_chain(&e), "claim failed; retrying");
-                        tokio::time::sleep(claim_backoff).await;
-                        claim_backoff = (claim_backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                }
-            }
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = inner.wake.notified() => backlog = true,
-                _ = poll.tick() => backlog = true,
-            }
-        }
-        // Shutting down: stop what runs, wait for every owner to finish.
-        for stop in inner.running.lock().expect("lock").values() {
-            stop.request(StopReason::Shutdown);
-        }
-        while tasks.join_next().await.is_some() {}
-        Ok(())
-    }
-
-    async fn execute(self, claimed: Claimed) {
-        let inner = &self.inner;
-        let stop = Arc::new(Stop::default());
-        inner
-            .running
-            .lock()
-            .expect("lock")
-            .insert(claimed.id, stop.clone());
-        if claimed.cancel_requested {
-            stop.request(StopReason::Cancel("requested before it started".into()));
-        }
-        let sink = LogSink::new(claimed.id, inner.relay.clone());
-        let completion = match claimed.mode {
-            crate::model::Mode::Inproc => match inner.registry.get(&claimed.handler) {
-                Some(h) => inproc::run(h, &claimed, &stop, &sink, inner.config.inproc_grace).await,
-                None => failed(
-                    &claimed,
-                    format!(
-                        "handler {:?} is not registered in this supervisor for inproc mode",
-                        claimed.handler
-                    ),
-                ),
-            },
-            crate::model::Mode::Process => match self.plan(&claimed) {
-                Ok(plan) => process::run(&plan, &claimed, &stop, &sink).await,
-                Err(e) => failed(&claimed, e),
-            },
-        };
-        inner.relay.send(RelayMsg::Complete(completion)).await;
-        inner.running.lock().expect("lock").remove(&claimed.id);
-    }
-
-    fn plan(&self, claimed: &Claimed) -> Result<ProcessPlan, String> {
-        let inner = &self.inner;
-        let spec = claimed
-            .handler_spec()
-            .map_err(|e| format!("cannot read handler: {}", crate::error_chain(&e)))?;
-        Ok(match spec {
-            Some(h) => match h.kind {
-                HandlerKind::Exec { program, args } => ProcessPlan {
-                    program: program.into(),
-                    args,
-                    limits: h.limits,
-                    self_guarding: false,
-                },
-                HandlerKind::Rust => ProcessPlan {
-                    program: inner.worker_program.clone(),
-                    args: Vec::new(),
-                    limits: h.limits,
-                    self_guarding: true,
-                },
-            },
-            None if jobvisor_worker::builtins::NAMES.contains(&claimed.handler.as_str()) => {
-                ProcessPlan {
-                    program: inner.worker_program.clone(),
-                    args: Vec::new(),
-                    limits: ProcessLimits::default(),
-                    self_guarding: true,
-                }
-            }
-            None => return Err(format!("unknown handler {:?}", claimed.handler)),
-        })
-    }
-
     /// Heartbeats, cancel polling and rescue of dead nodes' executions.
     async fn maintenance(self) {
         let inner = &self.inner;
@@ -351,7 +246,7 @@ impl Supervisor {
                 _ = cancel_tick.tick() => {
                     match inner.store.cancel_requests(&inner.node.id).await {
                         Ok(reqs) => {
-                            let running = inner.running.lock().expect("lock");
+                            let running = inner.running();
                             for (id, reason) in reqs {
                                 if let Some(stop) = running.get(&id) {
                                     if stop.reason().is_none() {
@@ -423,10 +318,4 @@ impl Supervisor {
         }
         Ok(())
     }
-}
-
-fn failed(claimed: &Claimed, error: String) -> Completion {
-    let mut c = Completion::new(claimed.id, Status::Failed, now_micros());
-    c.error = Some(error);
-    c
 }

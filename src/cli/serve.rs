@@ -6,6 +6,11 @@ use crate::supervisor::{Config, Supervisor};
 
 pub(crate) async fn serve(db: &str, a: ServeArgs) -> Result<(), CliError> {
     init_tracing();
+    // A panicking inproc handler is recorded on its execution; the service
+    // log gets one line, not a backtrace per panic.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(target: "jobvisor::panic", "{info}");
+    }));
     let config = Config {
         database: db.to_string(),
         concurrency: a.concurrency as usize,

@@ -1,0 +1,151 @@
+//! The dispatcher: claims due executions in batches up to the free
+//! concurrency, and gives each its own owner task, which runs it in its
+//! mode's runner and hands the completion to the relay.
+
+use crate::model::{now_micros, HandlerKind, ProcessLimits, Status};
+use crate::relay::{LogSink, RelayMsg};
+use crate::runner::process::ProcessPlan;
+use crate::runner::{inproc, process, Stop, StopReason};
+use crate::store::{Claimed, Completion};
+use crate::supervisor::Supervisor;
+use crate::Error;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+impl Supervisor {
+    pub(crate) async fn dispatch(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut tasks = JoinSet::new();
+        let mut poll = tokio::time::interval(inner.config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let mut backlog = true;
+        let mut claim_backoff = Duration::from_millis(100);
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let free = inner.config.concurrency.saturating_sub(tasks.len());
+            if backlog && free > 0 {
+                let want = free.min(inner.config.claim_batch);
+                match inner.store.claim(&inner.node.id, want, now_micros()).await {
+                    Ok(claimed) => {
+                        backlog = claimed.len() == want;
+                        claim_backoff = Duration::from_millis(100);
+                        for c in claimed {
+                            tasks.spawn(self.clone().execute_guarded(c));
+                        }
+                        if backlog && tasks.len() < inner.config.concurrency {
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %crate::error_chain(&e), "claim failed; retrying");
+                        tokio::time::sleep(claim_backoff).await;
+                        claim_backoff = (claim_backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = inner.wake.notified() => backlog = true,
+                _ = poll.tick() => backlog = true,
+            }
+        }
+        // Shutting down: stop what runs, wait for every owner to finish.
+        for stop in inner.running().values() {
+            stop.request(StopReason::Shutdown);
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Runs an execution; should its owner panic (a bug in the supervisor,
+    /// not in the job), the execution still ends, as failed.
+    async fn execute_guarded(self, claimed: Claimed) {
+        use futures_util::FutureExt;
+        let id = claimed.id;
+        let inner = self.inner.clone();
+        let outcome = std::panic::AssertUnwindSafe(self.execute(claimed))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = outcome {
+            let msg = jobvisor_worker::handler::panic_message(panic.as_ref());
+            tracing::error!(execution = %id, panic = %msg, "execution owner panicked");
+            inner.running().remove(&id);
+            let mut c = Completion::new(id, Status::Failed, now_micros());
+            c.error = Some(format!("supervisor error: {msg}"));
+            c.retryable = true;
+            inner.relay.send(RelayMsg::Complete(c)).await;
+        }
+    }
+
+    async fn execute(self, claimed: Claimed) {
+        let inner = &self.inner;
+        let stop = Arc::new(Stop::default());
+        inner.running().insert(claimed.id, stop.clone());
+        if claimed.cancel_requested {
+            stop.request(StopReason::Cancel("requested before it started".into()));
+        }
+        let sink = LogSink::new(claimed.id, inner.relay.clone());
+        let completion = match claimed.mode {
+            crate::model::Mode::Inproc => match inner.registry.get(&claimed.handler) {
+                Some(h) => inproc::run(h, &claimed, &stop, &sink, inner.config.inproc_grace).await,
+                None => failed(
+                    &claimed,
+                    format!(
+                        "handler {:?} is not registered in this supervisor for inproc mode",
+                        claimed.handler
+                    ),
+                ),
+            },
+            crate::model::Mode::Process => match self.plan(&claimed) {
+                Ok(plan) => process::run(&plan, &claimed, &stop, &sink).await,
+                Err(e) => failed(&claimed, e),
+            },
+        };
+        inner.relay.send(RelayMsg::Complete(completion)).await;
+        inner.running().remove(&claimed.id);
+    }
+
+    fn plan(&self, claimed: &Claimed) -> Result<ProcessPlan, String> {
+        let inner = &self.inner;
+        let spec = claimed
+            .handler_spec()
+            .map_err(|e| format!("cannot read handler: {}", crate::error_chain(&e)))?;
+        Ok(match spec {
+            Some(h) => match h.kind {
+                HandlerKind::Exec { program, args } => ProcessPlan {
+                    program: program.into(),
+                    args,
+                    limits: h.limits,
+                    self_guarding: false,
+                },
+                HandlerKind::Rust => ProcessPlan {
+                    program: inner.worker_program.clone(),
+                    args: Vec::new(),
+                    limits: h.limits,
+                    self_guarding: true,
+                },
+            },
+            None if jobvisor_worker::builtins::NAMES.contains(&claimed.handler.as_str()) => {
+                ProcessPlan {
+                    program: inner.worker_program.clone(),
+                    args: Vec::new(),
+                    limits: ProcessLimits::default(),
+                    self_guarding: true,
+                }
+            }
+            None => return Err(format!("unknown handler {:?}", claimed.handler)),
+        })
+    }
+}
+
+fn failed(claimed: &Claimed, error: String) -> Completion {
+    let mut c = Completion::new(claimed.id, Status::Failed, now_micros());
+    c.error = Some(error);
+    c
+}
