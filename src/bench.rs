@@ -59,7 +59,7 @@ pub struct BenchArgs {
 }
 
 /// One row of the result table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct BenchRow {
     /// What was measured.
     pub name: String,
@@ -97,58 +97,35 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
     let worker = crate::worker_program();
     let tmp = tempfile_dir()?;
     let mut rows = Vec::new();
-    for mode in &a.modes {
-        match mode {
-            Mode::Inproc => {
-                reset_peak_rss();
-                let base = baseline_inproc(&registry, &a.handler, &payload, a.count).await;
-                rows.push(base.clone());
-                reset_peak_rss();
-                let db = database
-                    .clone()
-                    .unwrap_or_else(|| tmp.join("inproc.db").display().to_string());
-                let mut row = supervised(
-                    &db,
-                    Mode::Inproc,
-                    &a,
-                    a.count,
-                    a.concurrency,
-                    &payload,
-                    &worker,
-                )
-                .await?;
-                row.ratio_to_baseline = Some(row.jobs_per_s / base.jobs_per_s);
-                rows.push(row);
-            }
-            Mode::Process => {
-                reset_peak_rss();
-                let base = baseline_process(
+    for &mode in &a.modes {
+        reset_peak_rss();
+        let (base, n, concurrency) = match mode {
+            Mode::Inproc => (
+                baseline_inproc(&registry, &a.handler, &payload, a.count).await,
+                a.count,
+                a.concurrency,
+            ),
+            Mode::Process => (
+                baseline_process(
                     &worker,
                     &a.handler,
                     &payload,
                     a.process_count,
                     a.process_concurrency,
                 )
-                .await?;
-                rows.push(base.clone());
-                reset_peak_rss();
-                let db = database
-                    .clone()
-                    .unwrap_or_else(|| tmp.join("process.db").display().to_string());
-                let mut row = supervised(
-                    &db,
-                    Mode::Process,
-                    &a,
-                    a.process_count,
-                    a.process_concurrency,
-                    &payload,
-                    &worker,
-                )
-                .await?;
-                row.ratio_to_baseline = Some(row.jobs_per_s / base.jobs_per_s);
-                rows.push(row);
-            }
-        }
+                .await?,
+                a.process_count,
+                a.process_concurrency,
+            ),
+        };
+        reset_peak_rss();
+        let db = database
+            .clone()
+            .unwrap_or_else(|| tmp.join(format!("{mode}.db")).display().to_string());
+        let mut row = supervised(&db, mode, &a, n, concurrency, &payload, &worker).await?;
+        row.ratio_to_baseline = Some(row.jobs_per_s / base.jobs_per_s);
+        rows.push(base);
+        rows.push(row);
     }
     let _ = std::fs::remove_dir_all(&tmp);
     if a.json {

@@ -107,11 +107,7 @@ while True:
     let id = env.enqueue(&["stubborn"]);
     let store = env.store().await;
     let e = running_with_pid(store.as_ref(), id).await;
-    eventually("the worker to be ready", || async {
-        let logs = store.logs(id, 0, None, 100).await.unwrap();
-        logs.iter().any(|l| l.message == "ready").then_some(())
-    })
-    .await;
+    log_line(store.as_ref(), id, |l| (l.message == "ready").then_some(())).await;
     env.ok(&["exec", "cancel", &id.to_string()]);
     let done = finished(store.as_ref(), id).await;
 
@@ -183,15 +179,7 @@ async fn cancelling_a_worker_with_a_grandchild_leaves_no_process_of_its_group() 
     let store = env.store().await;
     let e = running_with_pid(store.as_ref(), id).await;
     let pgid = e.pid.unwrap() as i32;
-    let grandchild: i32 = eventually("the grandchild's pid", || async {
-        let logs = store.logs(id, 0, None, 100).await.unwrap();
-        logs.iter().find_map(|l| {
-            l.message
-                .strip_prefix("grandchild ")
-                .map(|p| p.parse().unwrap())
-        })
-    })
-    .await;
+    let grandchild = grandchild_pid(store.as_ref(), id).await;
     assert!(alive(grandchild));
     assert!(group_members(pgid).len() >= 2);
 

@@ -50,15 +50,7 @@ async fn a_supervisor_killed_with_sigkill_takes_its_children_along_and_a_restart
     for id in procs {
         pids.push(running_with_pid(store.as_ref(), id).await.pid.unwrap() as i32);
     }
-    let grandchild: i32 = eventually("the grandchild's pid", || async {
-        let logs = store.logs(procs[2], 0, None, 100).await.unwrap();
-        logs.iter().find_map(|l| {
-            l.message
-                .strip_prefix("grandchild ")
-                .map(|p| p.parse().unwrap())
-        })
-    })
-    .await;
+    let grandchild = grandchild_pid(store.as_ref(), procs[2]).await;
     eventually("the inproc execution to run", || async {
         let e = store.execution(inproc).await.unwrap()?;
         (e.status == Status::Running).then_some(())

@@ -247,3 +247,27 @@ pub fn alive(pid: i32) -> bool {
         .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
         .is_some_and(|zombie| !zombie)
 }
+
+/// Waits for a log line of the execution that `pick` accepts; returns what
+/// it picked.
+pub async fn log_line<T>(
+    store: &dyn Store,
+    id: Uuid,
+    pick: impl Fn(&jobvisor::model::LogEntry) -> Option<T>,
+) -> T {
+    eventually(&format!("a log line of {id}"), || async {
+        let logs = store.logs(id, 0, None, 10_000).await.unwrap();
+        logs.iter().find_map(&pick)
+    })
+    .await
+}
+
+/// The pid a test worker announced with a `grandchild PID` line.
+pub async fn grandchild_pid(store: &dyn Store, id: Uuid) -> i32 {
+    log_line(store, id, |l| {
+        l.message
+            .strip_prefix("grandchild ")
+            .map(|p| p.parse().unwrap())
+    })
+    .await
+}
