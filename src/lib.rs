@@ -18,6 +18,7 @@ mod dispatch;
 pub mod model;
 pub mod relay;
 pub mod runner;
+pub mod schedule;
 pub mod store;
 pub mod submit;
 pub mod supervisor;
