@@ -15,10 +15,12 @@
 pub mod bench;
 pub mod cli;
 mod dispatch;
+pub mod job;
 pub mod model;
 pub mod relay;
 pub mod runner;
 pub mod schedule;
+pub mod scheduler;
 pub mod store;
 pub mod submit;
 pub mod supervisor;

@@ -288,6 +288,108 @@ pub struct NewExecution {
     pub attempt: u32,
     /// The attempt this one retries.
     pub previous_id: Option<Uuid>,
+    /// The queue it waits in.
+    pub queue: String,
+    /// The scheduled occurrence it runs (unique per job), if any.
+    pub occurrence: Option<Micros>,
+}
+
+/// The default queue.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// What a job does when an occurrence falls due while a run is active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Skip the new occurrence.
+    #[default]
+    Skip,
+    /// Queue it: it runs after the active one (one at a time).
+    Queue,
+    /// Run it in parallel.
+    Allow,
+}
+
+impl Overlap {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+            Overlap::Allow => "allow",
+        }
+    }
+}
+
+impl FromStr for Overlap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(Overlap::Skip),
+            "queue" => Ok(Overlap::Queue),
+            "allow" => Ok(Overlap::Allow),
+            _ => Err(format!(
+                "unknown overlap policy {s:?} (expected skip, queue or allow)"
+            )),
+        }
+    }
+}
+
+/// A job's definition: what runs, when, and under which policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Unique name.
+    pub name: String,
+    /// Handler to run.
+    pub handler: String,
+    /// Mode; the handler's default when `None`.
+    pub mode: Option<Mode>,
+    /// Input of every execution.
+    pub payload: Value,
+    /// When it runs.
+    pub schedule: crate::schedule::ScheduleSpec,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Queue its executions wait in.
+    pub queue: String,
+    /// Retries of each failed execution.
+    pub retries: u32,
+    /// First retry delay (doubles, with jitter).
+    pub backoff_ms: u64,
+    /// Wall-clock budget of each execution.
+    pub timeout_ms: Option<u64>,
+    /// When an occurrence meets an active run.
+    pub overlap: Overlap,
+    /// What happens to occurrences missed while no supervisor ran.
+    pub misfire: crate::schedule::Misfire,
+    /// Most executions of this job running at once.
+    pub max_parallel: Option<u32>,
+    /// After this many runs the job is complete.
+    pub max_runs: Option<u64>,
+    /// No occurrence before this time.
+    pub start_at: Option<Micros>,
+    /// No occurrence after this time.
+    pub end_at: Option<Micros>,
+    /// Paused jobs start nothing.
+    pub paused: bool,
+}
+
+/// A stored job: its definition and its scheduling state.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Job {
+    /// The definition.
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    /// Occurrences that produced an execution.
+    pub runs: u64,
+    /// Occurrences passed over (misfire, overlap skip).
+    pub missed: u64,
+    /// Next due occurrence.
+    pub next_run_at: Option<Micros>,
+    /// When the job ran out of occurrences (end, max runs, once done).
+    pub completed_at: Option<Micros>,
+    /// Consecutive short runs of a daemon (drives its restart backoff).
+    pub daemon_streak: u32,
 }
 
 /// The latest progress of an execution.
@@ -346,6 +448,11 @@ pub struct Execution {
     pub payload: Value,
     /// Higher runs first.
     pub priority: i32,
+    /// The queue it waits in.
+    pub queue: String,
+    /// The scheduled occurrence it runs, if any: the due time in
+    /// microseconds, or for a daemon its generation number.
+    pub occurrence: Option<i64>,
     /// Wall-clock budget.
     pub timeout_ms: Option<u64>,
     /// When it was inserted.

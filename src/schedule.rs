@@ -87,7 +87,9 @@ impl CronSchedule {
     /// Parses `expr` (5 fields, 6 with seconds first, 7 with a year, or
     /// `@yearly`/`@monthly`/`@weekly`/`@daily`/`@hourly`) in zone `tz`.
     pub fn parse(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
-        let tz: Tz = tz.parse().map_err(|_| ScheduleError::Zone(tz.to_string()))?;
+        let tz: Tz = tz
+            .parse()
+            .map_err(|_| ScheduleError::Zone(tz.to_string()))?;
         let trimmed = expr.trim();
         let fields: Vec<&str> = trimmed.split_whitespace().collect();
         let bad = |detail: String| ScheduleError::Cron {
@@ -122,7 +124,11 @@ impl CronSchedule {
                 probe[0] = "0";
                 probe[i] = f;
                 if cron::Schedule::from_str(&probe.join(" ")).is_err() {
-                    return bad(format!("field {} ({}) {f:?} is not valid", i + 1 - offset, FIELD_NAMES[i]));
+                    return bad(format!(
+                        "field {} ({}) {f:?} is not valid",
+                        i + 1 - offset,
+                        FIELD_NAMES[i]
+                    ));
                 }
             }
             bad(e.to_string())
@@ -173,7 +179,10 @@ impl CronSchedule {
     }
 
     fn offset_secs(&self, t: DateTime<Utc>) -> i32 {
-        self.tz.offset_from_utc_datetime(&t.naive_utc()).fix().local_minus_utc()
+        self.tz
+            .offset_from_utc_datetime(&t.naive_utc())
+            .fix()
+            .local_minus_utc()
     }
 
     /// The real instants at which local time `naive` fires.
@@ -213,8 +222,6 @@ impl CronSchedule {
     }
 }
 
-
-
 fn micros_to_utc(t: Micros) -> Option<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp_micros(t)
 }
@@ -242,7 +249,9 @@ impl Schedule {
     pub fn from_spec(spec: &ScheduleSpec) -> Result<Self, ScheduleError> {
         Ok(match spec {
             ScheduleSpec::Once { at } => Schedule::Once(*at),
-            ScheduleSpec::Cron { expr, tz } => Schedule::Cron(Box::new(CronSchedule::parse(expr, tz)?)),
+            ScheduleSpec::Cron { expr, tz } => {
+                Schedule::Cron(Box::new(CronSchedule::parse(expr, tz)?))
+            }
             ScheduleSpec::Interval { every_ms, anchor } => {
                 if *every_ms == 0 {
                     return Err(ScheduleError::ZeroInterval);
@@ -297,7 +306,9 @@ impl FromStr for Misfire {
         match s {
             "run-once" => Ok(Misfire::RunOnce),
             "skip" => Ok(Misfire::Skip),
-            _ => Err(format!("unknown misfire policy {s:?} (expected run-once or skip)")),
+            _ => Err(format!(
+                "unknown misfire policy {s:?} (expected run-once or skip)"
+            )),
         }
     }
 }
@@ -374,7 +385,9 @@ mod tests {
     }
 
     fn iso(m: Micros) -> String {
-        DateTime::<Utc>::from_timestamp_micros(m).unwrap().to_rfc3339()
+        DateTime::<Utc>::from_timestamp_micros(m)
+            .unwrap()
+            .to_rfc3339()
     }
 
     fn occurrences(c: &CronSchedule, from: Micros, n: usize) -> Vec<String> {
@@ -394,13 +407,21 @@ mod tests {
         // change (03:00 CEST = 01:00Z).
         assert_eq!(
             occurrences(&c, t("2026-03-27T12:00:00Z"), 3),
-            ["2026-03-28T01:30:00+00:00", "2026-03-29T01:00:00+00:00", "2026-03-30T00:30:00+00:00"]
+            [
+                "2026-03-28T01:30:00+00:00",
+                "2026-03-29T01:00:00+00:00",
+                "2026-03-30T00:30:00+00:00"
+            ]
         );
         // Fall back 2026-10-25: 02:30 happens twice; it fires once, at the
         // first (CEST).
         assert_eq!(
             occurrences(&c, t("2026-10-23T12:00:00Z"), 3),
-            ["2026-10-24T00:30:00+00:00", "2026-10-25T00:30:00+00:00", "2026-10-26T01:30:00+00:00"]
+            [
+                "2026-10-24T00:30:00+00:00",
+                "2026-10-25T00:30:00+00:00",
+                "2026-10-26T01:30:00+00:00"
+            ]
         );
     }
 
@@ -419,18 +440,33 @@ mod tests {
     #[test]
     fn cron_accepts_five_and_six_fields_and_macros_and_names_the_bad_field() {
         let c = CronSchedule::parse("*/15 * * * * *", "UTC").unwrap();
-        assert_eq!(c.next_after(t("2026-01-01T00:00:01Z")), Some(t("2026-01-01T00:00:15Z")));
+        assert_eq!(
+            c.next_after(t("2026-01-01T00:00:01Z")),
+            Some(t("2026-01-01T00:00:15Z"))
+        );
         let c = CronSchedule::parse("@hourly", "UTC").unwrap();
-        assert_eq!(c.next_after(t("2026-01-01T00:00:01Z")), Some(t("2026-01-01T01:00:00Z")));
+        assert_eq!(
+            c.next_after(t("2026-01-01T00:00:01Z")),
+            Some(t("2026-01-01T01:00:00Z"))
+        );
         let c = CronSchedule::parse("0 9 * * MON-FRI", "America/New_York").unwrap();
         // Saturday 2026-11-21 -> Monday 09:00 EST = 14:00Z.
-        assert_eq!(c.next_after(t("2026-11-21T12:00:00Z")), Some(t("2026-11-23T14:00:00Z")));
+        assert_eq!(
+            c.next_after(t("2026-11-21T12:00:00Z")),
+            Some(t("2026-11-23T14:00:00Z"))
+        );
 
-        let err = CronSchedule::parse("0 25 * * *", "UTC").unwrap_err().to_string();
+        let err = CronSchedule::parse("0 25 * * *", "UTC")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("field 2 (hour) \"25\""), "{err}");
-        let err = CronSchedule::parse("* * * *", "UTC").unwrap_err().to_string();
+        let err = CronSchedule::parse("* * * *", "UTC")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("got 4"), "{err}");
-        let err = CronSchedule::parse("@fortnightly", "UTC").unwrap_err().to_string();
+        let err = CronSchedule::parse("@fortnightly", "UTC")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown macro"), "{err}");
         assert_eq!(
             CronSchedule::parse("* * * * *", "Mars/Olympus").unwrap_err(),
@@ -441,7 +477,11 @@ mod tests {
     #[test]
     fn interval_occurrences_stay_on_their_grid_however_late_the_scheduler_is() {
         let anchor = t("2026-01-01T00:00:00Z");
-        let s = Schedule::from_spec(&ScheduleSpec::Interval { every_ms: 30_000, anchor }).unwrap();
+        let s = Schedule::from_spec(&ScheduleSpec::Interval {
+            every_ms: 30_000,
+            anchor,
+        })
+        .unwrap();
         let mut due = s.first_at_or_after(anchor).unwrap();
         assert_eq!(due, anchor);
         for i in 1..1000 {
@@ -450,9 +490,17 @@ mod tests {
             due = s.next_after(late).unwrap();
             assert_eq!((due - anchor) % 30_000_000, 0, "drifted off the grid");
         }
-        assert_eq!(due, anchor + 999 * 30_000_000, "no occurrence skipped, none added");
         assert_eq!(
-            Schedule::from_spec(&ScheduleSpec::Interval { every_ms: 0, anchor }).unwrap_err(),
+            due,
+            anchor + 999 * 30_000_000,
+            "no occurrence skipped, none added"
+        );
+        assert_eq!(
+            Schedule::from_spec(&ScheduleSpec::Interval {
+                every_ms: 0,
+                anchor
+            })
+            .unwrap_err(),
             ScheduleError::ZeroInterval
         );
     }
@@ -479,7 +527,10 @@ mod tests {
         assert_eq!((f.run, f.missed), (None, 4));
         assert_eq!(f.next, Some(t("2026-06-01T13:00:00Z")));
         // Intervals skip arithmetically, however many were missed.
-        let every = Schedule::Interval { every: 1_000_000, anchor: due };
+        let every = Schedule::Interval {
+            every: 1_000_000,
+            anchor: due,
+        };
         let f = fire(&every, due, now, Misfire::RunOnce);
         assert_eq!(f.run, Some(now));
         assert_eq!(f.missed, 3 * 3600 + 30);

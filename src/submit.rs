@@ -32,6 +32,8 @@ pub struct RunSpec {
     pub job: Option<String>,
     /// Not before this time (now when `None`).
     pub run_at: Option<Micros>,
+    /// Queue to wait in.
+    pub queue: String,
 }
 
 impl RunSpec {
@@ -48,6 +50,7 @@ impl RunSpec {
             priority: 0,
             job: None,
             run_at: None,
+            queue: crate::model::DEFAULT_QUEUE.to_string(),
         }
     }
 
@@ -126,6 +129,8 @@ fn resolve(
         run_at: spec.run_at.unwrap_or_else(now_micros),
         attempt: 1,
         previous_id: None,
+        queue: spec.queue,
+        occurrence: None,
     })
 }
 

@@ -27,6 +27,9 @@ pub struct Config {
     pub claim_batch: usize,
     /// How often to look for work enqueued by other processes.
     pub poll_interval: Duration,
+    /// Longest sleep of the scheduler between passes (it also wakes at the
+    /// next due time), so jobs added by other processes are seen.
+    pub schedule_poll_interval: Duration,
     /// How often to look for cancel requests made through the database.
     pub cancel_poll_interval: Duration,
     /// How often this node renews its heartbeat.
@@ -48,6 +51,7 @@ impl Default for Config {
             concurrency: 32,
             claim_batch: 512,
             poll_interval: Duration::from_millis(100),
+            schedule_poll_interval: Duration::from_millis(500),
             cancel_poll_interval: Duration::from_millis(200),
             heartbeat_interval: Duration::from_secs(1),
             node_lease: Duration::from_secs(10),
@@ -114,6 +118,7 @@ pub(crate) struct Inner {
     pub(crate) relay: Relay,
     pub(crate) finished: broadcast::Sender<Finished>,
     pub(crate) wake: Notify,
+    pub(crate) jobs_changed: Notify,
     pub(crate) running: Mutex<HashMap<Uuid, Arc<Stop>>>,
     pub(crate) worker_program: PathBuf,
 }
@@ -164,6 +169,7 @@ impl Supervisor {
                 relay,
                 finished,
                 wake: Notify::new(),
+                jobs_changed: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 worker_program,
             }),
@@ -222,14 +228,71 @@ impl Supervisor {
     /// writes everything out and deregisters the node.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let maintenance = tokio::spawn(self.clone().maintenance());
+        let scheduler = tokio::spawn(self.clone().schedule_loop());
         let result = self.dispatch(shutdown).await;
         maintenance.abort();
+        scheduler.abort();
         self.inner.relay.flush().await;
         self.inner
             .store
             .stop_node(&self.inner.node.id, now_micros())
             .await?;
         result
+    }
+
+    /// Runs scheduler passes: at the next due time, at least every poll
+    /// interval (jobs added by other processes), and at once when a job
+    /// changes in this process.
+    async fn schedule_loop(self) {
+        let inner = &self.inner;
+        let mut finished = self.subscribe();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let wait = match crate::scheduler::pass(inner.store.as_ref()).await {
+                Ok(outcome) => {
+                    backoff = Duration::from_millis(100);
+                    if outcome.inserted > 0 {
+                        inner.wake.notify_one();
+                    }
+                    if outcome.more {
+                        continue;
+                    }
+                    let cap = inner.config.schedule_poll_interval;
+                    match inner.store.next_due().await {
+                        Ok(Some(t)) => {
+                            let until = (t - now_micros()).max(0) as u64;
+                            Duration::from_micros(until).min(cap)
+                        }
+                        Ok(None) => cap,
+                        Err(e) => {
+                            tracing::warn!(error = %crate::error_chain(&e), "reading the next due time failed");
+                            cap
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %crate::error_chain(&e), "scheduler pass failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+            };
+            // A finished execution may be a daemon's: look again soon (at
+            // most every 50 ms, however many executions finish).
+            let woke_by_finish = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                _ = inner.jobs_changed.notified() => false,
+                r = finished.recv() => !matches!(r, Err(broadcast::error::RecvError::Closed)),
+            };
+            if woke_by_finish {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while finished.try_recv().is_ok() {}
+            }
+        }
+    }
+
+    /// Tells the scheduler that jobs changed (added, paused, resumed).
+    pub fn jobs_changed(&self) {
+        self.inner.jobs_changed.notify_one();
     }
 
     /// Heartbeats, cancel polling and rescue of dead nodes' executions.

@@ -42,8 +42,143 @@ pub enum Command {
     /// Inspect, follow and cancel executions.
     #[command(subcommand)]
     Exec(ExecCmd),
+    /// Define and manage scheduled jobs.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Inspect and limit queues.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Execution statistics per job.
+    Stats {
+        /// Only this job.
+        job: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare the two modes' cost against bare baselines.
     Bench(crate::bench::BenchArgs),
+}
+
+/// `job` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobCmd {
+    /// Define a job: a handler, a payload, a schedule and a policy.
+    Add(Box<JobAddArgs>),
+    /// List jobs with their next run time.
+    List(JsonFlag),
+    /// Show one job with its history summary.
+    Show(JobName),
+    /// Stop starting new occurrences (a daemon's execution is stopped).
+    Pause(JobName),
+    /// Start occurrences again.
+    Resume(JobName),
+    /// Delete a job (its executions stay as history).
+    Remove(JobName),
+    /// Run a job now, outside its schedule.
+    Trigger(JobName),
+}
+
+/// A job name and `--json`.
+#[derive(Debug, Args)]
+pub struct JobName {
+    /// Job name.
+    pub name: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `job add` options.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("when").args(["cron", "every", "at", "daemon"])))]
+pub struct JobAddArgs {
+    /// Job name (letters, digits, `-`, `_`, `.`, `:`).
+    pub name: String,
+    /// Handler to run.
+    #[arg(long)]
+    pub handler: String,
+    /// Cron expression: 5 fields, 6 with seconds first, or @hourly, @daily ...
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// IANA time zone of the cron expression.
+    #[arg(long, default_value = "UTC", requires = "cron")]
+    pub tz: String,
+    /// Run every DUR (e.g. 30s), starting now or at --start.
+    #[arg(long, value_parser = parse_duration)]
+    pub every: Option<Duration>,
+    /// Run once at TIME (RFC 3339, `now`, or `+DUR`) [default: once, now].
+    #[arg(long, value_parser = parse_time)]
+    pub at: Option<i64>,
+    /// Keep exactly one execution running; restart it when it ends.
+    #[arg(long)]
+    pub daemon: bool,
+    /// JSON input of every execution.
+    #[arg(long, default_value = "null")]
+    pub payload: String,
+    /// inproc or process [default: the handler's].
+    #[arg(long)]
+    pub mode: Option<crate::model::Mode>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    /// Queue its executions wait in.
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// Retries of a failed execution.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// First retry delay (doubles, with jitter); a daemon's restart delay.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub backoff: Duration,
+    /// Wall-clock limit of each execution.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// When an occurrence meets an active run: skip, queue or allow.
+    #[arg(long, default_value = "skip")]
+    pub overlap: crate::model::Overlap,
+    /// Occurrences missed while no supervisor ran: run-once or skip.
+    #[arg(long, default_value = "run-once")]
+    pub misfire: crate::schedule::Misfire,
+    /// Most executions of this job running at once.
+    #[arg(long)]
+    pub max_parallel: Option<u32>,
+    /// Complete the job after this many runs.
+    #[arg(long)]
+    pub max_runs: Option<u64>,
+    /// No occurrence before TIME.
+    #[arg(long, value_parser = parse_time)]
+    pub start: Option<i64>,
+    /// No occurrence after TIME.
+    #[arg(long, value_parser = parse_time)]
+    pub end: Option<i64>,
+    /// Add the job paused.
+    #[arg(long)]
+    pub paused: bool,
+}
+
+/// `queue` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// List queues with their limits and load.
+    List(JsonFlag),
+    /// Stop claiming from a queue (running executions go on).
+    Pause {
+        /// Queue name.
+        name: String,
+    },
+    /// Claim from a queue again.
+    Resume {
+        /// Queue name.
+        name: String,
+    },
+    /// Limit how many executions of a queue run at once (`none`: no limit).
+    SetLimit {
+        /// Queue name.
+        name: String,
+        /// A number, or `none`.
+        limit: String,
+    },
 }
 
 /// `serve` options.
@@ -157,6 +292,9 @@ pub struct RunArgs {
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub priority: i32,
+    /// Queue to wait in.
+    #[arg(long, default_value = "default")]
+    pub queue: String,
     /// Wait for the outcome (exit 0 on success, 1 on failure or cancel).
     #[arg(long)]
     pub wait: bool,
@@ -219,6 +357,25 @@ pub struct ExecListArgs {
     pub json: bool,
 }
 
+/// Parses a time: RFC 3339 (`2026-11-22T12:00:00Z`; without a zone, UTC),
+/// `now`, or `+DUR` from now.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let now = crate::model::now_micros();
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(rel) = s.strip_prefix('+') {
+        return parse_duration(rel).map(|d| now + d.as_micros() as i64);
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{e} (expected RFC 3339 like 2026-11-22T12:00:00Z, `now` or `+5m`)"))
+        .and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .map_err(|_| "times before 1970 are not supported".to_string())
+        })
+}
+
 /// Parses a human duration (`30s`, `5m`, `250ms`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 5m, 250ms)"))
@@ -243,6 +400,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Handler(cmd) => super::handler::handler(&db, cmd).await,
         Command::Run(a) => super::run::run(&db, a).await,
         Command::Exec(cmd) => super::exec::exec(&db, cmd).await,
+        Command::Job(cmd) => super::job::job(&db, cmd).await,
+        Command::Queue(cmd) => super::queue::queue(&db, cmd).await,
+        Command::Stats { job, json } => super::stats::stats(&db, job, json).await,
         Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
     }
 }

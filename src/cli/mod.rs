@@ -4,9 +4,12 @@
 mod args;
 mod exec;
 mod handler;
+mod job;
 mod output;
+mod queue;
 mod run;
 mod serve;
+mod stats;
 
 pub use args::Cli;
 

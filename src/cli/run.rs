@@ -24,6 +24,7 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         backoff: a.backoff,
         timeout: a.timeout,
         priority: a.priority,
+        queue: a.queue,
         ..RunSpec::new(a.handler, payload)
     };
     let builtin = |name: &str| builtins::NAMES.contains(&name);

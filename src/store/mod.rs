@@ -7,7 +7,7 @@ mod types;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
-use crate::model::{Execution, HandlerSpec, LogEntry, Micros, NewExecution};
+use crate::model::{Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution};
 use async_trait::async_trait;
 use jobvisor_worker::Level;
 use std::sync::Arc;
@@ -108,6 +108,55 @@ pub trait Store: Send + Sync + 'static {
     async fn live_nodes(&self, since: Micros) -> Result<Vec<NodeInfo>, StoreError>;
     /// Running executions that belong to other nodes, with those nodes.
     async fn foreign_running(&self, node: &str) -> Result<Vec<ForeignRunning>, StoreError>;
+
+    /// Adds a job; `false` if the name is taken (nothing written).
+    async fn insert_job(
+        &self,
+        spec: &JobSpec,
+        next_run_at: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError>;
+    /// A job by name.
+    async fn job(&self, name: &str) -> Result<Option<Job>, StoreError>;
+    /// All jobs, by name.
+    async fn jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Deletes a job (its executions stay, as history); whether it existed.
+    async fn remove_job(&self, name: &str) -> Result<bool, StoreError>;
+    /// Pauses or resumes a job; whether it exists.
+    async fn set_job_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        now: Micros,
+    ) -> Result<bool, StoreError>;
+    /// Unpaused, scheduled (not daemon) jobs due at `now`, earliest first.
+    async fn due_jobs(&self, now: Micros, limit: usize) -> Result<Vec<Job>, StoreError>;
+    /// The earliest `next_run_at` of unpaused jobs.
+    async fn next_due(&self) -> Result<Option<Micros>, StoreError>;
+    /// Which of `names` have a pending or running execution.
+    async fn active_jobs(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+    /// Pending and running executions of a job.
+    async fn active_executions(&self, job: &str) -> Result<Vec<Uuid>, StoreError>;
+    /// Unpaused, uncompleted daemon jobs with no active execution.
+    async fn idle_daemons(&self) -> Result<Vec<IdleDaemon>, StoreError>;
+    /// Applies a scheduler pass's steps in one transaction; returns how many
+    /// executions were inserted.
+    async fn advance_jobs(&self, steps: &[JobAdvance], now: Micros) -> Result<usize, StoreError>;
+
+    /// Queues: those configured and those executions name.
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
+    /// Changes a queue's limit (`Some(None)` removes it) or pause state.
+    async fn set_queue(
+        &self,
+        name: &str,
+        max_running: Option<Option<u32>>,
+        paused: Option<bool>,
+    ) -> Result<(), StoreError>;
+    /// Statistics per job (or of one job).
+    async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError>;
 }
 
 /// Opens the database at `url` (an `sqlite://` URL or a file path), creating

@@ -8,10 +8,12 @@ use super::{
     Batch, CancelRequest, Claimed, ExecFilter, Finished, ForeignRunning, NodeInfo, Store,
     StoreError,
 };
+use super::{IdleDaemon, JobAdvance, JobStats, QueueInfo};
 use crate::model::{
-    format_micros, Execution, HandlerSpec, LogEntry, Micros, Mode, NewExecution, ProgressState,
-    RetryPolicy, Status,
+    format_micros, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, Mode, NewExecution,
+    Overlap, ProgressState, RetryPolicy, Status,
 };
+use crate::schedule::{Misfire, ScheduleSpec};
 use async_trait::async_trait;
 use jobvisor_worker::Level;
 use serde_json::Value;
@@ -24,6 +26,50 @@ use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
+// Best first, within each queue's and each job's free slots. The
+// candidates are the best few pending rows (index order) of queues
+// and jobs that are neither paused nor full; the window functions
+// then hand out the free slots among them.
+const CLAIM_LIMITED: &str = "UPDATE executions SET status = 'running', started_at = ?1, node = ?2 WHERE id IN ( \
+       WITH busy_q AS (SELECT queue, COUNT(*) AS n FROM executions \
+               WHERE status = 'running' GROUP BY queue), \
+            busy_j AS (SELECT job, COUNT(*) AS n FROM executions \
+               WHERE status = 'running' GROUP BY job), \
+            caps_j AS (SELECT name, CASE WHEN overlap = 'queue' \
+                 THEN MIN(COALESCE(max_parallel, 1), 1) ELSE max_parallel END AS cap \
+               FROM jobs), \
+            blocked_q AS (SELECT q.name FROM queues q LEFT JOIN busy_q b ON b.queue = q.name \
+               WHERE q.paused = 1 OR COALESCE(b.n, 0) >= q.max_running), \
+            blocked_j AS (SELECT c.name FROM caps_j c JOIN busy_j b ON b.job = c.name \
+               WHERE b.n >= c.cap), \
+            cand AS (SELECT id, job, queue, priority, run_at FROM executions \
+             WHERE status = 'pending' AND run_at <= ?1 \
+               AND queue NOT IN (SELECT name FROM blocked_q) \
+               AND job NOT IN (SELECT name FROM blocked_j) \
+             ORDER BY priority DESC, run_at, id LIMIT ?4), \
+            ranked AS (SELECT c.id, c.priority, c.run_at, \
+        ROW_NUMBER() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS qn, \
+        ROW_NUMBER() OVER (PARTITION BY c.job ORDER BY c.priority DESC, c.run_at, c.id) AS jn, \
+        q.max_running - COALESCE(bq.n, 0) AS qfree, \
+        cj.cap - COALESCE(bj.n, 0) AS jfree \
+              FROM cand c LEFT JOIN queues q ON q.name = c.queue \
+        LEFT JOIN busy_q bq ON bq.queue = c.queue \
+        LEFT JOIN caps_j cj ON cj.name = c.job \
+        LEFT JOIN busy_j bj ON bj.job = c.job) \
+       SELECT id FROM ranked WHERE (qfree IS NULL OR qn <= qfree) AND (jfree IS NULL OR jn <= jfree) \
+       ORDER BY priority DESC, run_at, id LIMIT ?3) \
+     RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, \
+       cancel_requested_at, \
+       (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
+
+/// The claim when no limits exist: the best due rows, in index order.
+const CLAIM_SIMPLE: &str = "UPDATE executions SET status = 'running', started_at = ?1, node = ?2 \
+     WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= ?1 \
+                  ORDER BY priority DESC, run_at, id LIMIT MIN(?3, ?4)) \
+     RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, \
+               cancel_requested_at, \
+               (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
+
 /// Rows per multi-row INSERT: 7 binds each stays far below SQLite's limit.
 const LOG_ROWS_PER_INSERT: usize = 1000;
 
@@ -32,7 +78,14 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     path: Option<std::path::PathBuf>,
+    /// Whether any queue limit, paused queue or per-job cap exists, and when
+    /// that was last read: without any, claiming needs no window functions.
+    limits: std::sync::Mutex<(Option<std::time::Instant>, bool)>,
 }
+
+/// How long the "any limits?" answer is trusted: a new limit or a paused
+/// queue takes effect on claims within this time.
+const LIMITS_TTL: Duration = Duration::from_millis(250);
 
 /// Takes an exclusive advisory lock on directory `path`, polling so as not
 /// to block a runtime thread.
@@ -107,6 +160,7 @@ impl SqliteStore {
             writer,
             reader,
             path,
+            limits: std::sync::Mutex::new((None, true)),
         })
     }
 }
@@ -146,6 +200,8 @@ fn execution_from_row(row: &SqliteRow) -> Result<Execution, StoreError> {
         next_id: row.try_get("next_id")?,
         payload: parse_json("executions.payload", Some(payload))?.unwrap_or(Value::Null),
         priority: row.try_get::<i64, _>("priority")? as i32,
+        queue: row.try_get("queue")?,
+        occurrence: row.try_get("occurrence")?,
         timeout_ms: row
             .try_get::<Option<i64>, _>("timeout_ms")?
             .map(|t| t as u64),
@@ -193,6 +249,55 @@ fn node_from_row(row: &SqliteRow, prefix: &str) -> Result<Option<NodeInfo>, Stor
     }))
 }
 
+fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
+    let schedule: String = row.try_get("schedule")?;
+    let mode: Option<String> = row.try_get("mode")?;
+    let payload: String = row.try_get("payload")?;
+    let overlap: String = row.try_get("overlap")?;
+    let misfire: String = row.try_get("misfire")?;
+    let opt_u64 = |c: &str| -> Result<Option<u64>, StoreError> {
+        Ok(row.try_get::<Option<i64>, _>(c)?.map(|v| v.max(0) as u64))
+    };
+    Ok(Job {
+        spec: JobSpec {
+            name: row.try_get("name")?,
+            handler: row.try_get("handler")?,
+            mode: mode
+                .map(|m| Mode::from_str(&m).map_err(|e| corrupt("jobs.mode")(e.into())))
+                .transpose()?,
+            payload: parse_json("jobs.payload", Some(payload))?.unwrap_or(Value::Null),
+            schedule: serde_json::from_str(&schedule)
+                .map_err(|e| corrupt("jobs.schedule")(Box::new(e)))?,
+            priority: row.try_get::<i64, _>("priority")? as i32,
+            queue: row.try_get("queue")?,
+            retries: row.try_get::<i64, _>("retries")? as u32,
+            backoff_ms: row.try_get::<i64, _>("backoff_ms")? as u64,
+            timeout_ms: opt_u64("timeout_ms")?,
+            overlap: Overlap::from_str(&overlap).map_err(|e| corrupt("jobs.overlap")(e.into()))?,
+            misfire: Misfire::from_str(&misfire).map_err(|e| corrupt("jobs.misfire")(e.into()))?,
+            max_parallel: opt_u64("max_parallel")?.map(|v| v as u32),
+            max_runs: opt_u64("max_runs")?,
+            start_at: row.try_get("start_at")?,
+            end_at: row.try_get("end_at")?,
+            paused: row.try_get::<i64, _>("paused")? != 0,
+        },
+        runs: row.try_get::<i64, _>("runs")? as u64,
+        missed: row.try_get::<i64, _>("missed")? as u64,
+        next_run_at: row.try_get("next_run_at")?,
+        completed_at: row.try_get("completed_at")?,
+        daemon_streak: row.try_get::<i64, _>("daemon_streak")? as u32,
+    })
+}
+
+fn schedule_kind(spec: &ScheduleSpec) -> &'static str {
+    match spec {
+        ScheduleSpec::Once { .. } => "once",
+        ScheduleSpec::Cron { .. } => "cron",
+        ScheduleSpec::Interval { .. } => "interval",
+        ScheduleSpec::Daemon => "daemon",
+    }
+}
+
 /// Inserts the next attempt of failed execution `c` after its backoff, and
 /// links the two.
 async fn schedule_retry(
@@ -202,7 +307,7 @@ async fn schedule_retry(
 ) -> Result<Uuid, StoreError> {
     let row = sqlx::query(
         "SELECT job, handler, mode, payload, max_attempts, backoff_base_ms, backoff_cap_ms, \
-                timeout_ms, priority FROM executions WHERE id = ?",
+                timeout_ms, priority, queue FROM executions WHERE id = ?",
     )
     .bind(c.id)
     .fetch_one(&mut *conn)
@@ -228,6 +333,8 @@ async fn schedule_retry(
         run_at: c.finished_at + retry.delay_before(attempt + 1).as_micros() as Micros,
         attempt: attempt + 1,
         previous_id: Some(c.id),
+        queue: row.try_get("queue")?,
+        occurrence: None,
     };
     insert_executions(conn, std::slice::from_ref(&next), c.finished_at).await?;
     sqlx::query("UPDATE executions SET next_id = ?2 WHERE id = ?1")
@@ -245,9 +352,9 @@ async fn insert_executions(
 ) -> Result<(), StoreError> {
     for chunk in execs.chunks(500) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
+            "INSERT OR IGNORE INTO executions (id, job, handler, mode, payload, status, attempt, \
              max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
-             enqueued_at, run_at) ",
+             enqueued_at, run_at, queue, occurrence) ",
         );
         qb.push_values(chunk, |mut b, e| {
             b.push_bind(e.id)
@@ -264,7 +371,9 @@ async fn insert_executions(
                 .push_bind(e.timeout_ms.map(|t| t as i64))
                 .push_bind(e.priority as i64)
                 .push_bind(now)
-                .push_bind(e.run_at);
+                .push_bind(e.run_at)
+                .push_bind(&e.queue)
+                .push_bind(e.occurrence);
         });
         qb.build().execute(&mut *conn).await?;
     }
@@ -343,19 +452,32 @@ impl Store for SqliteStore {
         limit: usize,
         now: Micros,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE executions SET status = 'running', started_at = ?1, node = ?2 \
-             WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= ?1 \
-                          ORDER BY priority DESC, run_at, id LIMIT ?3) \
-             RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, \
-                       cancel_requested_at, \
-                       (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec",
-        )
-        .bind(now)
-        .bind(node)
-        .bind(limit as i64)
-        .fetch_all(&self.writer)
-        .await?;
+        let limited = {
+            let cached = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
+            match cached {
+                (Some(at), v) if at.elapsed() < LIMITS_TTL => v,
+                _ => {
+                    let v: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM queues WHERE paused = 1 OR max_running IS NOT NULL) \
+                             OR EXISTS (SELECT 1 FROM jobs WHERE max_parallel IS NOT NULL OR overlap = 'queue')",
+                    )
+                    .fetch_one(&self.reader)
+                    .await?;
+                    *self.limits.lock().unwrap_or_else(|e| e.into_inner()) =
+                        (Some(std::time::Instant::now()), v);
+                    v
+                }
+            }
+        };
+        let sql = if limited { CLAIM_LIMITED } else { CLAIM_SIMPLE };
+        let rows = sqlx::query(sql)
+            .bind(now)
+            .bind(node)
+            .bind(limit as i64)
+            .bind((limit * 4).max(256) as i64)
+            .fetch_all(&self.writer)
+            .await?;
+
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             let mode: String = row.try_get("mode")?;
@@ -684,5 +806,349 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn insert_job(
+        &self,
+        spec: &JobSpec,
+        next_run_at: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT OR IGNORE INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
+             queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
+             start_at, end_at, paused, next_run_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&spec.name)
+        .bind(&spec.handler)
+        .bind(spec.mode.map(Mode::as_str))
+        .bind(spec.payload.to_string())
+        .bind(schedule_kind(&spec.schedule))
+        .bind(serde_json::to_string(&spec.schedule).expect("schedules serialize"))
+        .bind(spec.priority as i64)
+        .bind(&spec.queue)
+        .bind(spec.retries as i64)
+        .bind(spec.backoff_ms as i64)
+        .bind(spec.timeout_ms.map(|v| v as i64))
+        .bind(spec.overlap.as_str())
+        .bind(match spec.misfire {
+            Misfire::RunOnce => "run-once",
+            Misfire::Skip => "skip",
+        })
+        .bind(spec.max_parallel.map(|v| v as i64))
+        .bind(spec.max_runs.map(|v| v.min(i64::MAX as u64) as i64))
+        .bind(spec.start_at)
+        .bind(spec.end_at)
+        .bind(spec.paused as i64)
+        .bind(next_run_at)
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn job(&self, name: &str) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM jobs ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn remove_job(&self, name: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM jobs WHERE name = ?")
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn set_job_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE jobs SET paused = ?2, updated_at = ?3 WHERE name = ?1")
+            .bind(name)
+            .bind(paused as i64)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn due_jobs(&self, now: Micros, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE paused = 0 AND next_run_at IS NOT NULL AND next_run_at <= ? \
+             ORDER BY next_run_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn next_due(&self) -> Result<Option<Micros>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_run_at) FROM jobs WHERE paused = 0 AND next_run_at IS NOT NULL",
+        )
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    async fn active_jobs(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in names.chunks(5000) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT DISTINCT job FROM executions WHERE status IN ('pending', 'running') AND job IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for n in chunk {
+                sep.push_bind(n);
+            }
+            qb.push(")");
+            let rows: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn active_executions(&self, job: &str) -> Result<Vec<Uuid>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM executions WHERE job = ? AND status IN ('pending', 'running')",
+        )
+        .bind(job)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn idle_daemons(&self) -> Result<Vec<IdleDaemon>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT j.*, \
+               (SELECT e.started_at FROM executions e WHERE e.job = j.name ORDER BY e.id DESC LIMIT 1) AS last_started, \
+               (SELECT e.finished_at FROM executions e WHERE e.job = j.name ORDER BY e.id DESC LIMIT 1) AS last_finished, \
+               (SELECT COUNT(*) FROM executions e WHERE e.job = j.name) AS total \
+             FROM jobs j WHERE j.kind = 'daemon' AND j.paused = 0 AND j.completed_at IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job = j.name \
+                               AND e.status IN ('pending', 'running'))",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let total: i64 = r.try_get("total")?;
+                Ok(IdleDaemon {
+                    job: job_from_row(r)?,
+                    last_run: (total > 0)
+                        .then(|| -> Result<_, StoreError> {
+                            Ok((r.try_get("last_started")?, r.try_get("last_finished")?))
+                        })
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn advance_jobs(&self, steps: &[JobAdvance], now: Micros) -> Result<usize, StoreError> {
+        if steps.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut inserted = 0;
+        for s in steps {
+            let mut ran = 0;
+            if let Some(run) = &s.run {
+                // Under the guard below the insert is ours alone; the
+                // occurrence key still makes any repeat a no-op.
+                let still = sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM jobs WHERE name = ?1 AND runs = ?2 AND next_run_at IS ?3",
+                )
+                .bind(&s.name)
+                .bind(s.expected_runs as i64)
+                .bind(s.expected_next)
+                .fetch_one(&mut *tx)
+                .await?;
+                if still == 0 {
+                    continue;
+                }
+                let before = inserted;
+                insert_executions(&mut tx, std::slice::from_ref(run), now).await?;
+                let exists: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE id = ?")
+                        .bind(run.id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                inserted = before + exists as usize;
+                ran = exists;
+            }
+            sqlx::query(
+                "UPDATE jobs SET next_run_at = ?4, runs = runs + ?5, missed = missed + ?6, \
+                   completed_at = CASE WHEN ?7 THEN COALESCE(completed_at, ?8) ELSE completed_at END, \
+                   daemon_streak = COALESCE(?9, daemon_streak), updated_at = ?8 \
+                 WHERE name = ?1 AND runs = ?2 AND next_run_at IS ?3",
+            )
+            .bind(&s.name)
+            .bind(s.expected_runs as i64)
+            .bind(s.expected_next)
+            .bind(s.next)
+            .bind(ran)
+            .bind(s.missed as i64)
+            .bind(s.complete)
+            .bind(now)
+            .bind(s.daemon_streak.map(|v| v as i64))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        let rows = sqlx::query(
+            "WITH names AS (SELECT name FROM queues UNION SELECT DISTINCT queue FROM executions \
+                            WHERE status IN ('pending', 'running') UNION SELECT 'default') \
+             SELECT n.name, q.max_running, COALESCE(q.paused, 0) AS paused, \
+               (SELECT COUNT(*) FROM executions e WHERE e.status = 'pending' AND e.queue = n.name) AS pending, \
+               (SELECT COUNT(*) FROM executions e WHERE e.status = 'running' AND e.queue = n.name) AS running \
+             FROM names n LEFT JOIN queues q ON q.name = n.name ORDER BY n.name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueueInfo {
+                    name: r.try_get("name")?,
+                    max_running: r
+                        .try_get::<Option<i64>, _>("max_running")?
+                        .map(|v| v as u32),
+                    paused: r.try_get::<i64, _>("paused")? != 0,
+                    pending: r.try_get::<i64, _>("pending")? as u64,
+                    running: r.try_get::<i64, _>("running")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_queue(
+        &self,
+        name: &str,
+        max_running: Option<Option<u32>>,
+        paused: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT OR IGNORE INTO queues (name) VALUES (?)")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(limit) = max_running {
+            sqlx::query("UPDATE queues SET max_running = ?2 WHERE name = ?1")
+                .bind(name)
+                .bind(limit.map(|v| v as i64))
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(p) = paused {
+            sqlx::query("UPDATE queues SET paused = ?2 WHERE name = ?1")
+                .bind(name)
+                .bind(p as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job, COUNT(*) AS total, \
+               SUM(status = 'succeeded') AS succeeded, SUM(status = 'failed') AS failed, \
+               SUM(status = 'cancelled') AS cancelled, \
+               CAST(MIN(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN finished_at - started_at END) AS REAL) AS min_us, \
+               AVG(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN finished_at - started_at END) AS avg_us, \
+               CAST(MAX(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN finished_at - started_at END) AS REAL) AS max_us, \
+               MAX(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success, \
+               MAX(CASE WHEN status = 'failed' THEN finished_at END) AS last_failure \
+             FROM executions WHERE (?1 IS NULL OR job = ?1) GROUP BY job ORDER BY job",
+        )
+        .bind(job)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let name: String = r.try_get("job")?;
+            let count = |c: &str| -> Result<u64, StoreError> {
+                Ok(r.try_get::<Option<i64>, _>(c)?.unwrap_or(0) as u64)
+            };
+            let (succeeded, failed, cancelled) =
+                (count("succeeded")?, count("failed")?, count("cancelled")?);
+            let ms = |c: &str| -> Result<Option<f64>, StoreError> {
+                Ok(r.try_get::<Option<f64>, _>(c)?.map(|us| us / 1000.0))
+            };
+            // p95 by rank over the durations of this job.
+            let n_done: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM executions WHERE job = ? AND finished_at IS NOT NULL AND started_at IS NOT NULL",
+            )
+            .bind(&name)
+            .fetch_one(&self.reader)
+            .await?;
+            let p95_ms = if n_done > 0 {
+                let rank = ((n_done as f64) * 0.95).ceil() as i64;
+                let us: i64 = sqlx::query_scalar(
+                    "SELECT finished_at - started_at AS d FROM executions WHERE job = ? \
+                     AND finished_at IS NOT NULL AND started_at IS NOT NULL ORDER BY d LIMIT 1 OFFSET ?",
+                )
+                .bind(&name)
+                .bind(rank.clamp(1, n_done) - 1)
+                .fetch_one(&self.reader)
+                .await?;
+                Some(us as f64 / 1000.0)
+            } else {
+                None
+            };
+            let last_failure: Option<Micros> = r.try_get("last_failure")?;
+            let last_error: Option<String> = match last_failure {
+                Some(_) => sqlx::query_scalar(
+                    "SELECT error FROM executions WHERE job = ? AND status = 'failed' ORDER BY finished_at DESC LIMIT 1",
+                )
+                .bind(&name)
+                .fetch_optional(&self.reader)
+                .await?
+                .flatten(),
+                None => None,
+            };
+            let finished = succeeded + failed + cancelled;
+            out.push(JobStats {
+                job: name,
+                total: count("total")?,
+                succeeded,
+                failed,
+                cancelled,
+                success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
+                min_ms: ms("min_us")?,
+                avg_ms: ms("avg_us")?,
+                p95_ms,
+                max_ms: ms("max_us")?,
+                last_success: r
+                    .try_get::<Option<Micros>, _>("last_success")?
+                    .map(format_micros),
+                last_failure: last_failure.map(format_micros),
+                last_error,
+            });
+        }
+        Ok(out)
     }
 }

@@ -199,3 +199,82 @@ pub struct ForeignRunning {
     /// Its node, if that node is registered.
     pub node: Option<NodeInfo>,
 }
+
+/// One job's step in a scheduler pass, applied only if the job is still as
+/// the pass read it (`expected_*`): several supervisors may run passes at
+/// once, and only one of them advances a job.
+#[derive(Clone, Debug)]
+pub struct JobAdvance {
+    /// Job name.
+    pub name: String,
+    /// `next_run_at` as read.
+    pub expected_next: Option<Micros>,
+    /// `runs` as read.
+    pub expected_runs: u64,
+    /// The new `next_run_at`.
+    pub next: Option<Micros>,
+    /// The execution to insert for this step (its occurrence key makes a
+    /// second insert of the same occurrence a no-op).
+    pub run: Option<crate::model::NewExecution>,
+    /// Occurrences passed over in this step.
+    pub missed: u64,
+    /// The job has no occurrences left.
+    pub complete: bool,
+    /// New consecutive-short-runs count of a daemon.
+    pub daemon_streak: Option<u32>,
+}
+
+/// A daemon job with no active execution, and how its last run went.
+#[derive(Clone, Debug)]
+pub struct IdleDaemon {
+    /// The job.
+    pub job: crate::model::Job,
+    /// Start and end of its last execution.
+    pub last_run: Option<(Option<Micros>, Option<Micros>)>,
+}
+
+/// A queue, its settings and load.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QueueInfo {
+    /// Name.
+    pub name: String,
+    /// Most executions running at once; `None`: no limit of its own.
+    pub max_running: Option<u32>,
+    /// Paused queues start nothing new.
+    pub paused: bool,
+    /// Executions waiting.
+    pub pending: u64,
+    /// Executions running.
+    pub running: u64,
+}
+
+/// Execution statistics of one job.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct JobStats {
+    /// Job name.
+    pub job: String,
+    /// Executions in all (every attempt).
+    pub total: u64,
+    /// Succeeded.
+    pub succeeded: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// succeeded / finished, 0..=1.
+    pub success_rate: Option<f64>,
+    /// Duration of finished executions, ms.
+    pub min_ms: Option<f64>,
+    /// Mean duration, ms.
+    pub avg_ms: Option<f64>,
+    /// 95th percentile duration, ms.
+    pub p95_ms: Option<f64>,
+    /// Longest duration, ms.
+    pub max_ms: Option<f64>,
+    /// When the last success ended.
+    pub last_success: Option<String>,
+    /// When the last failure ended.
+    pub last_failure: Option<String>,
+    /// Its error.
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,164 @@
+//! Job management: adding (validated, with its first due time), pausing,
+//! resuming, removing and triggering jobs.
+
+use crate::model::{now_micros, HandlerKind, JobSpec, Micros, Mode, NewExecution, RetryPolicy};
+use crate::schedule::{Schedule, ScheduleSpec};
+use crate::store::{CancelRequest, Store};
+use crate::Error;
+use uuid::Uuid;
+
+/// Checks a job definition and resolves its mode against the handler.
+/// Nothing is written.
+pub async fn validate(
+    store: &dyn Store,
+    local: &dyn Fn(&str) -> bool,
+    spec: &mut JobSpec,
+) -> Result<(), Error> {
+    if spec.name.is_empty()
+        || !spec
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        return Err(Error::Invalid(format!(
+            "invalid job name {:?}: use letters, digits, '-', '_', '.' and ':'",
+            spec.name
+        )));
+    }
+    Schedule::from_spec(&spec.schedule).map_err(|e| Error::Invalid(e.to_string()))?;
+    if let (Some(s), Some(e)) = (spec.start_at, spec.end_at) {
+        if e < s {
+            return Err(Error::Invalid(format!(
+                "the window ends ({}) before it starts ({})",
+                crate::model::format_micros(e),
+                crate::model::format_micros(s)
+            )));
+        }
+    }
+    if spec.max_runs == Some(0) {
+        return Err(Error::Invalid("--max-runs must be at least 1".into()));
+    }
+    if spec.max_parallel == Some(0) {
+        return Err(Error::Invalid("--max-parallel must be at least 1".into()));
+    }
+    if spec.timeout_ms == Some(0) {
+        return Err(Error::Invalid("a timeout must be longer than 0".into()));
+    }
+    if spec.queue.is_empty() {
+        return Err(Error::Invalid("a queue name cannot be empty".into()));
+    }
+    let mode = match store.handler(&spec.handler).await? {
+        Some(h) => match (&h.kind, spec.mode) {
+            (HandlerKind::Exec { .. }, Some(Mode::Inproc)) => {
+                return Err(Error::ExecNotInproc(spec.handler.clone()))
+            }
+            (HandlerKind::Exec { .. }, _) => Mode::Process,
+            (HandlerKind::Rust, m) => m.unwrap_or(h.mode),
+        },
+        None if local(&spec.handler) => spec.mode.unwrap_or(Mode::Inproc),
+        None => return Err(Error::UnknownHandler(spec.handler.clone())),
+    };
+    spec.mode = Some(mode);
+    Ok(())
+}
+
+/// Adds a job after validating it; returns its first due time.
+pub async fn add(
+    store: &dyn Store,
+    local: &dyn Fn(&str) -> bool,
+    mut spec: JobSpec,
+) -> Result<Option<Micros>, Error> {
+    validate(store, local, &mut spec).await?;
+    let now = now_micros();
+    let first =
+        crate::scheduler::first_due(&spec, now).map_err(|e| Error::Invalid(e.to_string()))?;
+    if first.is_none() && !matches!(spec.schedule, ScheduleSpec::Daemon) {
+        return Err(Error::Invalid(
+            "the schedule has no occurrence inside the job's window".into(),
+        ));
+    }
+    if !store.insert_job(&spec, first, now).await? {
+        return Err(Error::Invalid(format!(
+            "a job named {:?} already exists",
+            spec.name
+        )));
+    }
+    Ok(first)
+}
+
+/// Pauses a job; a daemon's running execution is cancelled (it is not
+/// restarted while paused).
+pub async fn pause(store: &dyn Store, name: &str) -> Result<(), Error> {
+    let job = store
+        .job(name)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("no job named {name:?}")))?;
+    store.set_job_paused(name, true, now_micros()).await?;
+    if matches!(job.spec.schedule, ScheduleSpec::Daemon) {
+        cancel_active(store, name, "daemon job paused").await?;
+    }
+    Ok(())
+}
+
+/// Resumes a paused job. A scheduled job whose occurrences passed while it
+/// was paused follows its misfire policy.
+pub async fn resume(store: &dyn Store, name: &str) -> Result<(), Error> {
+    if !store.set_job_paused(name, false, now_micros()).await? {
+        return Err(Error::Invalid(format!("no job named {name:?}")));
+    }
+    Ok(())
+}
+
+/// Removes a job; a daemon's execution is cancelled. Executions stay as
+/// history.
+pub async fn remove(store: &dyn Store, name: &str) -> Result<(), Error> {
+    let job = store
+        .job(name)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("no job named {name:?}")))?;
+    store.remove_job(name).await?;
+    if matches!(job.spec.schedule, ScheduleSpec::Daemon) {
+        cancel_active(store, name, "daemon job removed").await?;
+    }
+    Ok(())
+}
+
+async fn cancel_active(store: &dyn Store, name: &str, reason: &str) -> Result<(), Error> {
+    for id in store.active_executions(name).await? {
+        let r = store.request_cancel(id, reason, now_micros()).await?;
+        debug_assert!(r != CancelRequest::NotFound);
+    }
+    Ok(())
+}
+
+/// Runs a job now, outside its schedule; returns the execution's id.
+pub async fn trigger(store: &dyn Store, name: &str) -> Result<Uuid, Error> {
+    let job = store
+        .job(name)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("no job named {name:?}")))?;
+    let spec = job.spec;
+    let exec = NewExecution {
+        id: Uuid::now_v7(),
+        job: spec.name,
+        handler: spec.handler,
+        mode: spec.mode.unwrap_or(Mode::Inproc),
+        payload: spec.payload,
+        retry: RetryPolicy {
+            max_attempts: spec.retries.saturating_add(1),
+            backoff_base_ms: spec.backoff_ms,
+            backoff_cap_ms: RetryPolicy::default().backoff_cap_ms,
+        },
+        timeout_ms: spec.timeout_ms,
+        priority: spec.priority,
+        run_at: now_micros(),
+        attempt: 1,
+        previous_id: None,
+        queue: spec.queue,
+        occurrence: None,
+    };
+    store
+        .enqueue(std::slice::from_ref(&exec), now_micros())
+        .await?;
+    Ok(exec.id)
+}

@@ -1,0 +1,203 @@
+//! The scheduler: turns due occurrences of jobs into pending executions.
+//!
+//! Each pass reads the due jobs, decides per job (misfire, window, overlap,
+//! max runs) and applies all steps in one transaction. A step applies only
+//! if the job is still as the pass read it, and an occurrence's execution
+//! carries a unique (job, occurrence) key: any number of supervisors can run
+//! passes at once and each occurrence still yields at most one execution.
+
+use crate::model::{now_micros, Job, Micros, Mode, NewExecution, Overlap, RetryPolicy};
+use crate::schedule::{fire, Schedule, ScheduleSpec};
+use crate::store::{JobAdvance, Store, StoreError};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Due jobs handled per pass (more wait for the next pass, immediately).
+const PASS_LIMIT: usize = 5000;
+
+/// A daemon run shorter than this counts as a crash for the restart backoff;
+/// a longer one resets it.
+pub const DAEMON_HEALTHY: Duration = Duration::from_secs(30);
+
+/// Longest delay between daemon restarts.
+pub const DAEMON_MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The outcome of one pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassOutcome {
+    /// Executions inserted.
+    pub inserted: usize,
+    /// Whether more jobs were due than one pass takes.
+    pub more: bool,
+}
+
+/// What an occurrence of `job` runs as.
+fn execution_for(job: &Job, occurrence: Micros, run_at: Micros) -> NewExecution {
+    let spec = &job.spec;
+    // Resolved when the job was added.
+    let mode = spec.mode.unwrap_or(Mode::Inproc);
+    let daemon = matches!(spec.schedule, ScheduleSpec::Daemon);
+    NewExecution {
+        id: Uuid::now_v7(),
+        job: spec.name.clone(),
+        handler: spec.handler.clone(),
+        mode,
+        payload: spec.payload.clone(),
+        retry: RetryPolicy {
+            // A daemon's restarts are its retries.
+            max_attempts: if daemon {
+                1
+            } else {
+                spec.retries.saturating_add(1)
+            },
+            backoff_base_ms: spec.backoff_ms,
+            backoff_cap_ms: RetryPolicy::default().backoff_cap_ms,
+        },
+        timeout_ms: spec.timeout_ms,
+        priority: spec.priority,
+        run_at,
+        attempt: 1,
+        previous_id: None,
+        queue: spec.queue.clone(),
+        occurrence: Some(occurrence),
+    }
+}
+
+/// The first due time of a new job at `now`, or `None` if it has none.
+pub fn first_due(
+    spec: &crate::model::JobSpec,
+    now: Micros,
+) -> Result<Option<Micros>, crate::schedule::ScheduleError> {
+    let schedule = Schedule::from_spec(&spec.schedule)?;
+    let from = spec.start_at.map_or(now, |s| s.max(now));
+    let first = match &spec.schedule {
+        ScheduleSpec::Once { at } => Some(*at),
+        ScheduleSpec::Daemon => None,
+        _ => schedule.first_at_or_after(from),
+    };
+    Ok(first.filter(|t| spec.end_at.is_none_or(|end| *t <= end)))
+}
+
+/// Runs one pass over due scheduled jobs and idle daemons.
+pub async fn pass(store: &dyn Store) -> Result<PassOutcome, StoreError> {
+    let now = now_micros();
+    let due = store.due_jobs(now, PASS_LIMIT).await?;
+    let more = due.len() == PASS_LIMIT;
+    let skippers: Vec<String> = due
+        .iter()
+        .filter(|j| j.spec.overlap == Overlap::Skip)
+        .map(|j| j.spec.name.clone())
+        .collect();
+    let active = if skippers.is_empty() {
+        Default::default()
+    } else {
+        store.active_jobs(&skippers).await?
+    };
+    let mut steps = Vec::with_capacity(due.len());
+    for job in &due {
+        let Some(due_at) = job.next_run_at else {
+            continue;
+        };
+        let spec = &job.spec;
+        let schedule = match Schedule::from_spec(&spec.schedule) {
+            Ok(s) => s,
+            Err(e) => {
+                // Validated on insert; a row edited by hand stops here.
+                tracing::error!(job = %spec.name, error = %e, "job has an unusable schedule; completing it");
+                steps.push(JobAdvance {
+                    name: spec.name.clone(),
+                    expected_next: job.next_run_at,
+                    expected_runs: job.runs,
+                    next: None,
+                    run: None,
+                    missed: 0,
+                    complete: true,
+                    daemon_streak: None,
+                });
+                continue;
+            }
+        };
+        let f = fire(&schedule, due_at, now, spec.misfire);
+        let mut next = f.next;
+        let mut missed = f.missed;
+        let mut run = f.run;
+        if let Some(end) = spec.end_at {
+            next = next.filter(|t| *t <= end);
+            run = run.filter(|t| *t <= end);
+        }
+        if run.is_some() && spec.overlap == Overlap::Skip && active.contains(&spec.name) {
+            run = None;
+            missed += 1;
+        }
+        let runs_after = job.runs + u64::from(run.is_some());
+        if spec.max_runs.is_some_and(|max| job.runs >= max) {
+            run = None;
+        }
+        let exhausted = spec.max_runs.is_some_and(|max| runs_after >= max);
+        if exhausted {
+            next = None;
+        }
+        steps.push(JobAdvance {
+            name: spec.name.clone(),
+            expected_next: job.next_run_at,
+            expected_runs: job.runs,
+            next,
+            run: run.map(|occ| execution_for(job, occ, occ)),
+            missed,
+            complete: next.is_none(),
+            daemon_streak: None,
+        });
+    }
+
+    // Daemons: exactly one execution kept; restarted with a backoff that
+    // grows with consecutive short runs and resets after a healthy one.
+    for d in store.idle_daemons().await? {
+        let job = &d.job;
+        if job.spec.max_runs.is_some_and(|max| job.runs >= max) {
+            steps.push(JobAdvance {
+                name: job.spec.name.clone(),
+                expected_next: job.next_run_at,
+                expected_runs: job.runs,
+                next: None,
+                run: None,
+                missed: 0,
+                complete: true,
+                daemon_streak: None,
+            });
+            continue;
+        }
+        let (run_at, streak) = match d.last_run {
+            None => (now, 0),
+            Some((started, finished)) => {
+                let ran = match (started, finished) {
+                    (Some(s), Some(f)) => f - s,
+                    _ => 0,
+                };
+                let streak = if ran >= DAEMON_HEALTHY.as_micros() as i64 {
+                    0
+                } else {
+                    job.daemon_streak.saturating_add(1)
+                };
+                let base = job.spec.backoff_ms.max(1);
+                let delay_ms = base
+                    .saturating_mul(1u64 << streak.saturating_sub(1).min(30))
+                    .min(DAEMON_MAX_BACKOFF.as_millis() as u64);
+                let delay_ms = if streak == 0 { 0 } else { delay_ms };
+                (finished.unwrap_or(now) + delay_ms as i64 * 1000, streak)
+            }
+        };
+        let generation = job.runs as Micros + 1;
+        steps.push(JobAdvance {
+            name: job.spec.name.clone(),
+            expected_next: job.next_run_at,
+            expected_runs: job.runs,
+            next: None,
+            run: Some(execution_for(job, generation, run_at)),
+            missed: 0,
+            complete: false,
+            daemon_streak: Some(streak),
+        });
+    }
+    let inserted = store.advance_jobs(&steps, now).await?;
+    Ok(PassOutcome { inserted, more })
+}
