@@ -26,9 +26,31 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::broadcast::error::RecvError;
 
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// The two execution modes against bare baselines.
+    Modes,
+    /// The scheduler under many cron jobs.
+    Cron,
+}
+
 /// `bench` options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "modes")]
+    pub scenario: Scenario,
+    /// Cron scenario: jobs defined, each `* * * * *`.
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: usize,
+    /// Cron scenario: minute boundaries measured.
+    #[arg(long, default_value_t = 2)]
+    pub minutes: u32,
+    /// Cron scenario: hold the executions in a paused queue, so that the
+    /// CPU figure is the scheduler's alone (delays are due -> enqueued).
+    #[arg(long)]
+    pub hold: bool,
     /// Executions in the inproc throughput phase.
     #[arg(long, default_value_t = 20_000)]
     pub count: usize,
@@ -85,6 +107,9 @@ pub struct BenchRow {
 
 /// Runs the benchmark and prints the table (or JSON).
 pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliError> {
+    if a.scenario == Scenario::Cron {
+        return bench_cron(database, &a).await;
+    }
     let payload: Value = serde_json::from_str(&a.payload)
         .map_err(|e| crate::cli::input(format!("invalid --payload JSON: {e}")))?;
     let registry = Registry::with_builtins();
@@ -468,4 +493,217 @@ async fn supervised(
         peak_rss_mib: peak,
         ratio_to_baseline: None,
     })
+}
+
+/// Result of the cron scenario.
+#[derive(Debug, Serialize)]
+pub struct CronBench {
+    /// Jobs defined.
+    pub jobs: usize,
+    /// Minute boundaries measured.
+    pub minutes: u32,
+    /// Executions started for occurrences in the window.
+    pub executions: usize,
+    /// CPU seconds (user + system) of the whole supervisor per minute of wall
+    /// time: scheduling, claiming, running and recording the noop runs.
+    pub cpu_s_per_minute: f64,
+    /// The same supervisor's CPU per minute while no occurrence was due
+    /// (heartbeats and polls), measured just before.
+    pub idle_cpu_s_per_minute: f64,
+    /// Occurrence due time to execution start, p50, ms.
+    pub due_to_start_p50_ms: f64,
+    /// ... p99, ms.
+    pub due_to_start_p99_ms: f64,
+    /// ... max, ms.
+    pub due_to_start_max_ms: f64,
+    /// Peak resident memory of the supervisor, MiB.
+    pub peak_rss_mib: f64,
+}
+
+fn cpu_seconds() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);
+    usage.map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliError> {
+    use crate::model::{JobSpec, Overlap};
+    use crate::schedule::{Misfire, ScheduleSpec};
+    if a.jobs == 0 || a.minutes == 0 {
+        return Err(crate::cli::input("--jobs and --minutes must be at least 1"));
+    }
+    let tmp = tempfile_dir()?;
+    let db = database.unwrap_or_else(|| tmp.join("cron.db").display().to_string());
+    let sup = Supervisor::builder()
+        .database(&db)
+        .configure(|c| c.concurrency = a.concurrency)
+        .build()
+        .await?;
+    let store = sup.store().clone();
+    let local = |n: &str| jobvisor_worker::builtins::NAMES.contains(&n);
+    let queue = if a.hold {
+        "bench-held"
+    } else {
+        crate::model::DEFAULT_QUEUE
+    };
+    if a.hold {
+        store.set_queue(queue, None, Some(true)).await?;
+    }
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    eprintln!("defining {} cron jobs ...", a.jobs);
+    for i in 0..a.jobs {
+        let spec = JobSpec {
+            name: format!("cron-{tag}-{i}"),
+            handler: "noop".into(),
+            mode: Some(Mode::Inproc),
+            payload: Value::Null,
+            schedule: ScheduleSpec::Cron {
+                expr: "* * * * *".into(),
+                tz: "UTC".into(),
+            },
+            priority: 0,
+            queue: queue.into(),
+            retries: 0,
+            backoff_ms: 1000,
+            timeout_ms: None,
+            // Held executions stay pending: let every occurrence in.
+            overlap: if a.hold {
+                Overlap::Allow
+            } else {
+                Overlap::Skip
+            },
+            misfire: Misfire::RunOnce,
+            max_parallel: None,
+            max_runs: None,
+            start_at: None,
+            end_at: None,
+            paused: false,
+        };
+        crate::job::add(store.as_ref(), &local, spec).await?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = {
+        let sup = sup.clone();
+        tokio::spawn(async move {
+            sup.run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    // Measure from just before one minute boundary to just before the
+    // boundary `minutes` later: exactly `minutes` occurrences per job.
+    let minute = 60_000_000i64;
+    let now = crate::model::now_micros();
+    let mut first = (now / minute + 1) * minute;
+    if first - now < 5_000_000 {
+        first += minute;
+    }
+    let start = first - 2_000_000;
+    let end = start + a.minutes as i64 * minute;
+    eprintln!(
+        "measuring {} minute boundaries from {} ...",
+        a.minutes,
+        crate::model::format_micros(start)
+    );
+    // Idle cost first: the quiet stretch before the window.
+    let idle_from = crate::model::now_micros() + 2_000_000;
+    let idle_len = (start - idle_from - 1_000_000).clamp(0, 20_000_000);
+    let idle_cpu = if idle_len >= 5_000_000 {
+        tokio::time::sleep(Duration::from_micros(
+            (idle_from - crate::model::now_micros()).max(0) as u64,
+        ))
+        .await;
+        let c0 = cpu_seconds();
+        tokio::time::sleep(Duration::from_micros(idle_len as u64)).await;
+        (cpu_seconds() - c0) / (idle_len as f64 / 60e6)
+    } else {
+        f64::NAN
+    };
+    tokio::time::sleep(Duration::from_micros(
+        (start - crate::model::now_micros()).max(0) as u64,
+    ))
+    .await;
+    reset_peak_rss();
+    let cpu0 = cpu_seconds();
+    let wall0 = Instant::now();
+    tokio::time::sleep(Duration::from_micros(
+        (end - crate::model::now_micros()).max(0) as u64,
+    ))
+    .await;
+    let cpu = cpu_seconds() - cpu0;
+    let wall = wall0.elapsed();
+    let peak = peak_rss_mib();
+    let _ = stop_tx.send(());
+    runner.await.expect("supervisor task")?;
+    let rows = store
+        .executions(&ExecFilter {
+            limit: a.jobs * (a.minutes as usize + 2),
+            ..Default::default()
+        })
+        .await?;
+    let mut delays: Vec<f64> = rows
+        .iter()
+        .filter(|e| e.occurrence.is_some_and(|o| o >= start && o < end))
+        .filter_map(|e| {
+            let at = if a.hold {
+                Some(e.enqueued_at.as_str())
+            } else {
+                e.started_at.as_deref()
+            };
+            Some((micros_of(at?)? - e.occurrence? as f64) / 1000.0)
+        })
+        .collect();
+    let executions = delays.len();
+    let result = CronBench {
+        jobs: a.jobs,
+        minutes: a.minutes,
+        executions,
+        cpu_s_per_minute: cpu / (wall.as_secs_f64() / 60.0),
+        idle_cpu_s_per_minute: idle_cpu,
+        due_to_start_p50_ms: percentile(&mut delays, 50.0),
+        due_to_start_p99_ms: percentile(&mut delays, 99.0),
+        due_to_start_max_ms: percentile(&mut delays, 100.0),
+        peak_rss_mib: peak,
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).expect("serializes")
+        );
+    } else {
+        println!(
+            "{} cron jobs (* * * * *), {} minute boundaries: {} executions (expected {})",
+            result.jobs,
+            result.minutes,
+            result.executions,
+            result.jobs * result.minutes as usize
+        );
+        let (what, delay) = if a.hold {
+            (
+                "scheduling only: executions held in a paused queue",
+                "due -> enqueued",
+            )
+        } else {
+            ("scheduling + running the noop executions", "due -> start")
+        };
+        println!(
+            "supervisor CPU: {:.3} s per minute of wall time ({what})",
+            result.cpu_s_per_minute
+        );
+        println!(
+            "  of which idle (polls, heartbeats; measured before the window): {:.3} s per minute; the occurrences' own cost: {:.3} s",
+            result.idle_cpu_s_per_minute,
+            result.cpu_s_per_minute - result.idle_cpu_s_per_minute
+        );
+        println!(
+            "{delay}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            result.due_to_start_p50_ms, result.due_to_start_p99_ms, result.due_to_start_max_ms
+        );
+        println!("peak RSS: {:.1} MiB", result.peak_rss_mib);
+    }
+    Ok(())
 }

@@ -18,8 +18,15 @@ impl Supervisor {
     pub(crate) async fn dispatch(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let inner = &self.inner;
         let mut tasks = JoinSet::new();
-        let mut poll = tokio::time::interval(inner.config.poll_interval);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Polling finds work enqueued by other processes. When a poll finds
+        // due rows that cannot be claimed (a paused or full queue), polls
+        // slow down to at most one a second until something changes, so a
+        // held backlog is not scanned ten times a second.
+        let base_poll = inner.config.poll_interval;
+        let slowest_poll = base_poll.max(Duration::from_secs(1));
+        let mut poll_every = base_poll;
+        let mut next_poll = tokio::time::Instant::now() + poll_every;
+        let mut polled = false;
         tokio::pin!(shutdown);
         let mut backlog = true;
         let mut claim_backoff = Duration::from_millis(100);
@@ -30,6 +37,12 @@ impl Supervisor {
                 let want = free.min(inner.config.claim_batch);
                 match inner.store.claim(&inner.node.id, want, now_micros()).await {
                     Ok(claimed) => {
+                        if claimed.is_empty() && polled {
+                            poll_every = (poll_every * 2).min(slowest_poll);
+                        } else if !claimed.is_empty() {
+                            poll_every = base_poll;
+                        }
+                        polled = false;
                         backlog = claimed.len() == want;
                         claim_backoff = Duration::from_millis(100);
                         for c in claimed {
@@ -51,8 +64,17 @@ impl Supervisor {
                 biased;
                 _ = &mut shutdown => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = inner.wake.notified() => backlog = true,
-                _ = poll.tick() => backlog = true,
+                _ = inner.wake.notified() => {
+                    backlog = true;
+                    poll_every = base_poll;
+                }
+                // Look before claiming: a read is cheaper than the claim's
+                // write.
+                _ = tokio::time::sleep_until(next_poll) => {
+                    next_poll = tokio::time::Instant::now() + poll_every;
+                    backlog = inner.store.has_due(now_micros()).await.unwrap_or(true);
+                    polled = backlog;
+                }
             }
         }
         // Shutting down: stop what runs, wait for every owner to finish.

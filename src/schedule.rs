@@ -162,9 +162,11 @@ impl CronSchedule {
         for naive in self.schedule.after(&start).take(100_000) {
             let naive = naive.naive_utc();
             if let Some(bl) = best_local {
-                // Nothing later in local time can map before `best` once the
-                // largest possible offset change has passed.
-                if naive > bl + ChronoDuration::hours(3) {
+                // Without an offset change ahead, local order is real order:
+                // the first candidate is the answer. Otherwise nothing later
+                // in local time can map before `best` once the largest
+                // possible offset change has passed.
+                if off_now == off_later || naive > bl + ChronoDuration::hours(3) {
                     break;
                 }
             }

@@ -9,11 +9,13 @@
 use crate::model::{now_micros, Job, Micros, Mode, NewExecution, Overlap, RetryPolicy};
 use crate::schedule::{fire, Schedule, ScheduleSpec};
 use crate::store::{JobAdvance, Store, StoreError};
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Due jobs handled per pass (more wait for the next pass, immediately).
-const PASS_LIMIT: usize = 5000;
+/// Due jobs handled per pass: small enough that the dispatcher starts the
+/// first occurrences while the scheduler writes the next ones.
+const PASS_LIMIT: usize = 1000;
 
 /// A daemon run shorter than this counts as a crash for the restart backoff;
 /// a longer one resets it.
@@ -78,8 +80,45 @@ pub fn first_due(
     Ok(first.filter(|t| spec.end_at.is_none_or(|end| *t <= end)))
 }
 
-/// Runs one pass over due scheduled jobs and idle daemons.
+/// The scheduler's memory between passes: parsed schedules, so that a cron
+/// expression is parsed once, not at every occurrence.
+#[derive(Default)]
+pub struct Scheduler {
+    parsed: HashMap<String, (ScheduleSpec, Schedule)>,
+}
+
+impl Scheduler {
+    /// A scheduler with nothing parsed yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn schedule(&mut self, job: &Job) -> Result<&Schedule, crate::schedule::ScheduleError> {
+        let fresh = self
+            .parsed
+            .get(&job.spec.name)
+            .is_some_and(|(spec, _)| *spec == job.spec.schedule);
+        if !fresh {
+            let parsed = Schedule::from_spec(&job.spec.schedule)?;
+            self.parsed
+                .insert(job.spec.name.clone(), (job.spec.schedule.clone(), parsed));
+        }
+        Ok(&self.parsed[&job.spec.name].1)
+    }
+
+    /// Runs one pass; see [`pass`].
+    pub async fn pass(&mut self, store: &dyn Store) -> Result<PassOutcome, StoreError> {
+        pass_with(self, store).await
+    }
+}
+
+/// Runs one pass over due scheduled jobs and idle daemons, with no memory
+/// of earlier passes.
 pub async fn pass(store: &dyn Store) -> Result<PassOutcome, StoreError> {
+    pass_with(&mut Scheduler::new(), store).await
+}
+
+async fn pass_with(sched: &mut Scheduler, store: &dyn Store) -> Result<PassOutcome, StoreError> {
     let now = now_micros();
     let due = store.due_jobs(now, PASS_LIMIT).await?;
     let more = due.len() == PASS_LIMIT;
@@ -99,7 +138,7 @@ pub async fn pass(store: &dyn Store) -> Result<PassOutcome, StoreError> {
             continue;
         };
         let spec = &job.spec;
-        let schedule = match Schedule::from_spec(&spec.schedule) {
+        let schedule = match sched.schedule(job) {
             Ok(s) => s,
             Err(e) => {
                 // Validated on insert; a row edited by hand stops here.
@@ -117,7 +156,7 @@ pub async fn pass(store: &dyn Store) -> Result<PassOutcome, StoreError> {
                 continue;
             }
         };
-        let f = fire(&schedule, due_at, now, spec.misfire);
+        let f = fire(schedule, due_at, now, spec.misfire);
         let mut next = f.next;
         let mut missed = f.missed;
         let mut run = f.run;

@@ -50,9 +50,9 @@ impl Default for Config {
             database: crate::default_database(),
             concurrency: 32,
             claim_batch: 512,
-            poll_interval: Duration::from_millis(100),
-            schedule_poll_interval: Duration::from_millis(500),
-            cancel_poll_interval: Duration::from_millis(200),
+            poll_interval: Duration::from_millis(250),
+            schedule_poll_interval: Duration::from_secs(1),
+            cancel_poll_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(1),
             node_lease: Duration::from_secs(10),
             inproc_grace: Duration::from_secs(5),
@@ -246,9 +246,10 @@ impl Supervisor {
     async fn schedule_loop(self) {
         let inner = &self.inner;
         let mut finished = self.subscribe();
+        let mut scheduler = crate::scheduler::Scheduler::new();
         let mut backoff = Duration::from_millis(100);
         loop {
-            let wait = match crate::scheduler::pass(inner.store.as_ref()).await {
+            let wait = match scheduler.pass(inner.store.as_ref()).await {
                 Ok(outcome) => {
                     backoff = Duration::from_millis(100);
                     if outcome.inserted > 0 {

@@ -43,6 +43,7 @@ CREATE TABLE jobs (
     updated_at      INTEGER NOT NULL
 );
 CREATE INDEX jobs_due ON jobs (next_run_at) WHERE paused = 0 AND next_run_at IS NOT NULL;
+CREATE INDEX jobs_daemon ON jobs (name) WHERE kind = 'daemon';
 
 CREATE TABLE queues (
     name        TEXT PRIMARY KEY,

@@ -187,8 +187,9 @@ pub struct ServeArgs {
     /// Executions running at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
-    /// How often to look for runs enqueued by other processes.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    /// How often to look for runs enqueued by other processes (runs
+    /// enqueued through this process start at once).
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// A node silent this long is dead; its running executions are rescued.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]

@@ -70,6 +70,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         now: Micros,
     ) -> Result<Vec<Claimed>, StoreError>;
+    /// Whether any pending execution is due (a cheap read, for idle polls).
+    async fn has_due(&self, now: Micros) -> Result<bool, StoreError>;
     /// Writes a relay batch (logs, progress, pids, completions) in one
     /// transaction; returns what finished, with any retry it scheduled.
     async fn apply(&self, batch: &Batch) -> Result<Vec<Finished>, StoreError>;

@@ -135,6 +135,9 @@ impl SqliteStore {
             let attempt = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
+                // A ping before every acquire doubles the round trips to the
+                // connection thread; a broken local file shows on use anyway.
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(opts.clone())
                 .await;
@@ -149,6 +152,7 @@ impl SqliteStore {
         };
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(opts.clone().create_if_missing(false))
             .await
@@ -345,37 +349,65 @@ async fn schedule_retry(
     Ok(next.id)
 }
 
+/// The INSERT of `execs` (an existing (job, occurrence) is ignored).
+fn execution_insert<'a>(
+    execs: impl IntoIterator<Item = &'a NewExecution>,
+    now: Micros,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT OR IGNORE INTO executions (id, job, handler, mode, payload, status, attempt, \
+         max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
+         enqueued_at, run_at, queue, occurrence) ",
+    );
+    qb.push_values(execs, |mut b, e| {
+        b.push_bind(e.id)
+            .push_bind(&e.job)
+            .push_bind(&e.handler)
+            .push_bind(e.mode.as_str())
+            .push_bind(e.payload.to_string())
+            .push_bind("pending")
+            .push_bind(e.attempt as i64)
+            .push_bind(e.retry.max_attempts as i64)
+            .push_bind(e.retry.backoff_base_ms as i64)
+            .push_bind(e.retry.backoff_cap_ms as i64)
+            .push_bind(e.previous_id)
+            .push_bind(e.timeout_ms.map(|t| t as i64))
+            .push_bind(e.priority as i64)
+            .push_bind(now)
+            .push_bind(e.run_at)
+            .push_bind(&e.queue)
+            .push_bind(e.occurrence);
+    });
+    qb
+}
+
+/// Inserts executions, returning the ids actually inserted.
+async fn insert_executions_returning(
+    conn: &mut sqlx::SqliteConnection,
+    execs: &[&NewExecution],
+    now: Micros,
+) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+    let mut qb = execution_insert(execs.iter().copied(), now);
+    qb.push(" RETURNING id");
+    Ok(qb
+        .build_query_scalar()
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
 async fn insert_executions(
     conn: &mut sqlx::SqliteConnection,
     execs: &[NewExecution],
     now: Micros,
 ) -> Result<(), StoreError> {
-    for chunk in execs.chunks(500) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR IGNORE INTO executions (id, job, handler, mode, payload, status, attempt, \
-             max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
-             enqueued_at, run_at, queue, occurrence) ",
-        );
-        qb.push_values(chunk, |mut b, e| {
-            b.push_bind(e.id)
-                .push_bind(&e.job)
-                .push_bind(&e.handler)
-                .push_bind(e.mode.as_str())
-                .push_bind(e.payload.to_string())
-                .push_bind("pending")
-                .push_bind(e.attempt as i64)
-                .push_bind(e.retry.max_attempts as i64)
-                .push_bind(e.retry.backoff_base_ms as i64)
-                .push_bind(e.retry.backoff_cap_ms as i64)
-                .push_bind(e.previous_id)
-                .push_bind(e.timeout_ms.map(|t| t as i64))
-                .push_bind(e.priority as i64)
-                .push_bind(now)
-                .push_bind(e.run_at)
-                .push_bind(&e.queue)
-                .push_bind(e.occurrence);
-        });
-        qb.build().execute(&mut *conn).await?;
+    // 17 binds a row: 1500 rows stay below SQLite's bind limit.
+    for chunk in execs.chunks(1500) {
+        execution_insert(chunk, now)
+            .build()
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -503,6 +535,15 @@ impl Store for SqliteStore {
         // RETURNING gives no order; run the best first.
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)
+    }
+
+    async fn has_due(&self, now: Micros) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM executions WHERE status = 'pending' AND run_at <= ?)",
+        )
+        .bind(now)
+        .fetch_one(&self.reader)
+        .await?)
     }
 
     async fn apply(&self, batch: &Batch) -> Result<Vec<Finished>, StoreError> {
@@ -969,49 +1010,65 @@ impl Store for SqliteStore {
         }
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut inserted = 0;
-        for s in steps {
-            let mut ran = 0;
-            if let Some(run) = &s.run {
-                // Under the guard below the insert is ours alone; the
-                // occurrence key still makes any repeat a no-op.
-                let still = sqlx::query_scalar::<_, i64>(
-                    "SELECT COUNT(*) FROM jobs WHERE name = ?1 AND runs = ?2 AND next_run_at IS ?3",
-                )
-                .bind(&s.name)
-                .bind(s.expected_runs as i64)
-                .bind(s.expected_next)
-                .fetch_one(&mut *tx)
-                .await?;
-                if still == 0 {
-                    continue;
+        // Statements per chunk, not per job: 10,000 jobs due in the same
+        // second are a few statements.
+        for chunk in steps.chunks(3000) {
+            // 1. Advance the jobs that are still as the pass read them; the
+            //    rest were advanced by another supervisor meanwhile.
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE jobs SET next_run_at = v.column4, runs = runs + v.column5, \
+                   missed = missed + v.column6, \
+                   completed_at = CASE WHEN v.column7 THEN COALESCE(completed_at, ",
+            );
+            qb.push_bind(now)
+                .push(") ELSE completed_at END, daemon_streak = COALESCE(v.column8, daemon_streak), updated_at = ")
+                .push_bind(now)
+                .push(" FROM (");
+            qb.push_values(chunk, |mut b, s| {
+                b.push_bind(&s.name)
+                    .push_bind(s.expected_runs as i64)
+                    .push_bind(s.expected_next)
+                    .push_bind(s.next)
+                    .push_bind(i64::from(s.run.is_some()))
+                    .push_bind(s.missed as i64)
+                    .push_bind(s.complete)
+                    .push_bind(s.daemon_streak.map(|v| v as i64));
+            });
+            qb.push(
+                ") AS v WHERE jobs.name = v.column1 AND jobs.runs = v.column2 \
+                 AND jobs.next_run_at IS v.column3 RETURNING jobs.name",
+            );
+            let owned: std::collections::HashSet<String> = qb
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            // 2. Insert their executions; an occurrence already present (a
+            //    job removed and added again) is ignored and not counted.
+            let runs: Vec<&NewExecution> = chunk
+                .iter()
+                .filter(|s| owned.contains(&s.name))
+                .filter_map(|s| s.run.as_ref())
+                .collect();
+            let mut ignored = Vec::new();
+            for part in runs.chunks(1500) {
+                let ids = insert_executions_returning(&mut tx, part, now).await?;
+                inserted += ids.len();
+                if ids.len() < part.len() {
+                    ignored.extend(
+                        part.iter()
+                            .filter(|e| !ids.contains(&e.id))
+                            .map(|e| e.job.clone()),
+                    );
                 }
-                let before = inserted;
-                insert_executions(&mut tx, std::slice::from_ref(run), now).await?;
-                let exists: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE id = ?")
-                        .bind(run.id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                inserted = before + exists as usize;
-                ran = exists;
             }
-            sqlx::query(
-                "UPDATE jobs SET next_run_at = ?4, runs = runs + ?5, missed = missed + ?6, \
-                   completed_at = CASE WHEN ?7 THEN COALESCE(completed_at, ?8) ELSE completed_at END, \
-                   daemon_streak = COALESCE(?9, daemon_streak), updated_at = ?8 \
-                 WHERE name = ?1 AND runs = ?2 AND next_run_at IS ?3",
-            )
-            .bind(&s.name)
-            .bind(s.expected_runs as i64)
-            .bind(s.expected_next)
-            .bind(s.next)
-            .bind(ran)
-            .bind(s.missed as i64)
-            .bind(s.complete)
-            .bind(now)
-            .bind(s.daemon_streak.map(|v| v as i64))
-            .execute(&mut *tx)
-            .await?;
+            for job in ignored {
+                sqlx::query("UPDATE jobs SET runs = runs - 1 WHERE name = ?")
+                    .bind(job)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(inserted)
