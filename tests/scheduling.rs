@@ -349,3 +349,43 @@ async fn jobs_are_listed_shown_triggered_and_counted_in_stats() {
     env.ok(&["job", "remove", "flaky"]);
     assert!(!env.ok(&["job", "list"]).contains("flaky"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_queue_runs_every_occurrence_one_at_a_time() {
+    let env = Env::new();
+    let _serve = env.serve(&[]);
+    // Starts after the supervisor has seen it; each run outlasts two periods.
+    env.ok(&[
+        "job",
+        "add",
+        "q",
+        "--handler",
+        "sleep",
+        "--payload",
+        r#"{"ms":1100}"#,
+        "--every",
+        "500ms",
+        "--overlap",
+        "queue",
+        "--max-runs",
+        "5",
+        "--start",
+        "+2s",
+    ]);
+    let store = env.store().await;
+    let execs = eventually("five runs to finish", || async {
+        let e = attempts(store.as_ref(), "q").await;
+        (e.len() == 5 && e.iter().all(|e| e.status == Status::Succeeded)).then_some(e)
+    })
+    .await;
+    // Queued, not skipped: consecutive occurrences, run one after another.
+    assert_eq!(max_overlap(&intervals(&execs)), 1, "{execs:?}");
+    let mut occ: Vec<i64> = execs.iter().map(|e| e.occurrence.unwrap()).collect();
+    occ.sort();
+    for w in occ.windows(2) {
+        assert_eq!(w[1] - w[0], 500_000, "an occurrence was skipped: {occ:?}");
+    }
+    let job = store.job("q").await.unwrap().unwrap();
+    assert_eq!(job.runs, 5);
+    assert!(job.completed_at.is_some());
+}
