@@ -75,6 +75,9 @@ pub fn first_due(
     let first = match &spec.schedule {
         ScheduleSpec::Once { at } => Some(*at),
         ScheduleSpec::Daemon => None,
+        // An interval anchored "now" (when the command was parsed, a moment
+        // ago) starts with its anchor.
+        ScheduleSpec::Interval { anchor, .. } if *anchor >= from - 5_000_000 => Some(*anchor),
         _ => schedule.first_at_or_after(from),
     };
     Ok(first.filter(|t| spec.end_at.is_none_or(|end| *t <= end)))
@@ -239,4 +242,55 @@ async fn pass_with(sched: &mut Scheduler, store: &dyn Store) -> Result<PassOutco
     }
     let inserted = store.advance_jobs(&steps, now).await?;
     Ok(PassOutcome { inserted, more })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{JobSpec, Overlap, DEFAULT_QUEUE};
+    use crate::schedule::Misfire;
+
+    fn spec(schedule: ScheduleSpec) -> JobSpec {
+        JobSpec {
+            name: "j".into(),
+            handler: "noop".into(),
+            mode: None,
+            payload: serde_json::Value::Null,
+            schedule,
+            priority: 0,
+            queue: DEFAULT_QUEUE.into(),
+            retries: 0,
+            backoff_ms: 1000,
+            timeout_ms: None,
+            overlap: Overlap::Skip,
+            misfire: Misfire::RunOnce,
+            max_parallel: None,
+            max_runs: None,
+            start_at: None,
+            end_at: None,
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn an_interval_added_now_first_runs_now_and_a_window_bounds_the_first_run() {
+        let now = 1_800_000_000_000_000;
+        let every = spec(ScheduleSpec::Interval {
+            every_ms: 30_000,
+            anchor: now - 3_000,
+        });
+        assert_eq!(first_due(&every, now).unwrap(), Some(now - 3_000));
+        let mut cron = spec(ScheduleSpec::Cron {
+            expr: "0 * * * *".into(),
+            tz: "UTC".into(),
+        });
+        let hour = 3_600_000_000;
+        cron.start_at = Some(now + 2 * hour);
+        assert_eq!(
+            first_due(&cron, now).unwrap(),
+            Some((now / hour + 2) * hour)
+        );
+        cron.end_at = Some(now + hour);
+        assert_eq!(first_due(&cron, now).unwrap(), None);
+    }
 }
