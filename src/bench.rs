@@ -447,7 +447,7 @@ async fn supervised(
         .filter(|e| e.status != crate::Status::Succeeded)
         .count();
     if failed > 0 {
-        return Err(crate::cli::input(format!("{failed} of {n} {mode} executions did not succeed; see `jobvisor exec list --database {db}`")));
+        return Err(crate::cli::input(format!("{failed} of {n} {mode} executions did not succeed; see `jobvisor exec list --database {}`", crate::store::redact(db))));
     }
 
     // Latency: one at a time on an idle supervisor.

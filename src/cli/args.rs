@@ -395,7 +395,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Serve(a) => super::serve::serve(&db, a).await,
         Command::Migrate => {
             crate::store::open(&db).await?;
-            println!("database {db} is up to date");
+            println!("database {} is up to date", crate::store::redact(&db));
             Ok(())
         }
         Command::Handler(cmd) => super::handler::handler(&db, cmd).await,

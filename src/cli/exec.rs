@@ -82,7 +82,10 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
                 }
                 CancelRequest::Requested => {
                     if !super::run::serving(store.as_ref()).await? {
-                        eprintln!("jobvisor: no supervisor is serving {db}; the cancel takes effect when one runs");
+                        eprintln!(
+                            "jobvisor: no supervisor is serving {}; the cancel takes effect when one runs",
+                            crate::store::redact(db)
+                        );
                     }
                     println!("cancel requested for execution {id}");
                     Ok(())

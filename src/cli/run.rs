@@ -87,8 +87,9 @@ async fn wait(store: &dyn Store, db: &str, id: Uuid, json: bool) -> Result<Execu
                 warned = true;
                 bar.suspend(|| {
                     eprintln!(
-                        "jobvisor: no supervisor is serving {db}; execution {current} stays pending \
-                         until one runs (start one with `jobvisor serve`)"
+                        "jobvisor: no supervisor is serving {}; execution {current} stays pending \
+                         until one runs (start one with `jobvisor serve`)",
+                        crate::store::redact(db)
                     )
                 });
             }

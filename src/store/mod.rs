@@ -1,9 +1,12 @@
 //! Persistence behind one trait, so the SQLite (embedded) and PostgreSQL
 //! (multi-node) backends give one behaviour.
 
+mod postgres;
+mod rows;
 mod sqlite;
 mod types;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -41,7 +44,9 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The URL names no supported database.
-    #[error("unsupported database URL {0:?} (expected sqlite://PATH or a file path)")]
+    #[error(
+        "unsupported database URL {0:?} (expected sqlite://PATH, a file path, or postgres://...)"
+    )]
     Unsupported(String),
 }
 
@@ -161,14 +166,41 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError>;
 }
 
-/// Opens the database at `url` (an `sqlite://` URL or a file path), creating
-/// it if needed, and migrates it.
+/// Opens the database at `url` (`postgres://...`, an `sqlite://` URL or a
+/// file path), creating an SQLite file if needed, and migrates it.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    let store: Arc<dyn Store> = if url.starts_with("sqlite:") || !url.contains("://") {
-        Arc::new(SqliteStore::open(url).await?)
-    } else {
-        return Err(StoreError::Unsupported(url.to_string()));
-    };
+    let store: Arc<dyn Store> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(PgStore::open(url).await?)
+        } else if url.starts_with("sqlite:") || !url.contains("://") {
+            Arc::new(SqliteStore::open(url).await?)
+        } else {
+            return Err(StoreError::Unsupported(url.to_string()));
+        };
     store.migrate().await?;
     Ok(store)
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            super::redact("postgres://jv:s3cret@db.internal:5432/jobs"),
+            "postgres://jv:***@db.internal:5432/jobs"
+        );
+        assert_eq!(super::redact("postgres://db/jobs"), "postgres://db/jobs");
+        assert_eq!(super::redact("jobvisor.db"), "jobvisor.db");
+    }
 }

@@ -13,7 +13,7 @@ use crate::model::{
     format_micros, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, Mode, NewExecution,
     Overlap, ProgressState, RetryPolicy, Status,
 };
-use crate::schedule::{Misfire, ScheduleSpec};
+use crate::schedule::Misfire;
 use async_trait::async_trait;
 use jobvisor_worker::Level;
 use serde_json::Value;
@@ -174,133 +174,8 @@ fn is_busy(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")))
 }
 
-fn corrupt(
-    what: &'static str,
-) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> StoreError {
-    move |source| StoreError::Corrupt { what, source }
-}
-
-fn parse_json(what: &'static str, text: Option<String>) -> Result<Option<Value>, StoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(what)(Box::new(e))))
-        .transpose()
-}
-
-fn execution_from_row(row: &SqliteRow) -> Result<Execution, StoreError> {
-    let mode: String = row.try_get("mode")?;
-    let status: String = row.try_get("status")?;
-    let enqueued_at: Micros = row.try_get("enqueued_at")?;
-    let started_at: Option<Micros> = row.try_get("started_at")?;
-    let finished_at: Option<Micros> = row.try_get("finished_at")?;
-    let payload: String = row.try_get("payload")?;
-    Ok(Execution {
-        id: row.try_get("id")?,
-        job: row.try_get("job")?,
-        handler: row.try_get("handler")?,
-        mode: Mode::from_str(&mode).map_err(|e| corrupt("executions.mode")(e.into()))?,
-        status: Status::from_str(&status).map_err(|e| corrupt("executions.status")(e.into()))?,
-        attempt: row.try_get::<i64, _>("attempt")? as u32,
-        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-        previous_id: row.try_get("previous_id")?,
-        next_id: row.try_get("next_id")?,
-        payload: parse_json("executions.payload", Some(payload))?.unwrap_or(Value::Null),
-        priority: row.try_get::<i64, _>("priority")? as i32,
-        queue: row.try_get("queue")?,
-        occurrence: row.try_get("occurrence")?,
-        timeout_ms: row
-            .try_get::<Option<i64>, _>("timeout_ms")?
-            .map(|t| t as u64),
-        enqueued_at: format_micros(enqueued_at),
-        run_at: format_micros(row.try_get("run_at")?),
-        started_at: started_at.map(format_micros),
-        finished_at: finished_at.map(format_micros),
-        node: row.try_get("node")?,
-        pid: row.try_get("pid")?,
-        exit_code: row.try_get("exit_code")?,
-        signal: row.try_get("signal")?,
-        progress: ProgressState {
-            percent: row.try_get("progress_percent")?,
-            message: row.try_get("progress_message")?,
-            done: row.try_get("progress_done")?,
-            total: row.try_get("progress_total")?,
-        },
-        output: parse_json("executions.output", row.try_get("output")?)?,
-        error: row.try_get("error")?,
-        timed_out: row.try_get::<i64, _>("timed_out")? != 0,
-        interrupted: row.try_get::<i64, _>("interrupted")? != 0,
-        cancel_requested_at: row
-            .try_get::<Option<Micros>, _>("cancel_requested_at")?
-            .map(format_micros),
-        cancel_reason: row.try_get("cancel_reason")?,
-        cancel_outcome: row.try_get("cancel_outcome")?,
-        duration_ms: match (started_at, finished_at) {
-            (Some(s), Some(f)) => Some((f - s) as f64 / 1000.0),
-            _ => None,
-        },
-    })
-}
-
-fn node_from_row(row: &SqliteRow, prefix: &str) -> Result<Option<NodeInfo>, StoreError> {
-    let col = |c: &str| format!("{prefix}{c}");
-    let id: Option<String> = row.try_get(col("id").as_str())?;
-    let Some(id) = id else { return Ok(None) };
-    Ok(Some(NodeInfo {
-        id,
-        hostname: row.try_get(col("hostname").as_str())?,
-        pid: row.try_get(col("pid").as_str())?,
-        started_at: row.try_get(col("started_at").as_str())?,
-        heartbeat_at: row.try_get(col("heartbeat_at").as_str())?,
-        stopped_at: row.try_get(col("stopped_at").as_str())?,
-    }))
-}
-
-fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
-    let schedule: String = row.try_get("schedule")?;
-    let mode: Option<String> = row.try_get("mode")?;
-    let payload: String = row.try_get("payload")?;
-    let overlap: String = row.try_get("overlap")?;
-    let misfire: String = row.try_get("misfire")?;
-    let opt_u64 = |c: &str| -> Result<Option<u64>, StoreError> {
-        Ok(row.try_get::<Option<i64>, _>(c)?.map(|v| v.max(0) as u64))
-    };
-    Ok(Job {
-        spec: JobSpec {
-            name: row.try_get("name")?,
-            handler: row.try_get("handler")?,
-            mode: mode
-                .map(|m| Mode::from_str(&m).map_err(|e| corrupt("jobs.mode")(e.into())))
-                .transpose()?,
-            payload: parse_json("jobs.payload", Some(payload))?.unwrap_or(Value::Null),
-            schedule: serde_json::from_str(&schedule)
-                .map_err(|e| corrupt("jobs.schedule")(Box::new(e)))?,
-            priority: row.try_get::<i64, _>("priority")? as i32,
-            queue: row.try_get("queue")?,
-            retries: row.try_get::<i64, _>("retries")? as u32,
-            backoff_ms: row.try_get::<i64, _>("backoff_ms")? as u64,
-            timeout_ms: opt_u64("timeout_ms")?,
-            overlap: Overlap::from_str(&overlap).map_err(|e| corrupt("jobs.overlap")(e.into()))?,
-            misfire: Misfire::from_str(&misfire).map_err(|e| corrupt("jobs.misfire")(e.into()))?,
-            max_parallel: opt_u64("max_parallel")?.map(|v| v as u32),
-            max_runs: opt_u64("max_runs")?,
-            start_at: row.try_get("start_at")?,
-            end_at: row.try_get("end_at")?,
-            paused: row.try_get::<i64, _>("paused")? != 0,
-        },
-        runs: row.try_get::<i64, _>("runs")? as u64,
-        missed: row.try_get::<i64, _>("missed")? as u64,
-        next_run_at: row.try_get("next_run_at")?,
-        completed_at: row.try_get("completed_at")?,
-        daemon_streak: row.try_get::<i64, _>("daemon_streak")? as u32,
-    })
-}
-
-fn schedule_kind(spec: &ScheduleSpec) -> &'static str {
-    match spec {
-        ScheduleSpec::Once { .. } => "once",
-        ScheduleSpec::Cron { .. } => "cron",
-        ScheduleSpec::Interval { .. } => "interval",
-        ScheduleSpec::Daemon => "daemon",
-    }
-}
+use super::rows::{corrupt, parse_json, schedule_kind};
+super::rows::decoders!(SqliteRow);
 
 /// Inserts the next attempt of failed execution `c` after its backoff, and
 /// links the two.
@@ -1132,11 +1007,12 @@ impl Store for SqliteStore {
     async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError> {
         let rows = sqlx::query(
             "SELECT job, COUNT(*) AS total, \
-               SUM(status = 'succeeded') AS succeeded, SUM(status = 'failed') AS failed, \
-               SUM(status = 'cancelled') AS cancelled, \
-               CAST(MIN(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN finished_at - started_at END) AS REAL) AS min_us, \
-               AVG(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN finished_at - started_at END) AS avg_us, \
-               CAST(MAX(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN finished_at - started_at END) AS REAL) AS max_us, \
+               SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS succeeded, \
+               SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed, \
+               SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled, \
+               CAST(MIN(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN finished_at - started_at END) AS DOUBLE PRECISION) AS min_us, \
+               CAST(AVG(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN finished_at - started_at END) AS DOUBLE PRECISION) AS avg_us, \
+               CAST(MAX(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN finished_at - started_at END) AS DOUBLE PRECISION) AS max_us, \
                MAX(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success, \
                MAX(CASE WHEN status = 'failed' THEN finished_at END) AS last_failure \
              FROM executions WHERE (?1 IS NULL OR job = ?1) GROUP BY job ORDER BY job",

@@ -1,0 +1,513 @@
+//! One store contract, two backends: every test body here runs against
+//! SQLite and against a real PostgreSQL (a fresh database per test).
+//!
+//! PostgreSQL comes from `JOBVISOR_TEST_POSTGRES` (an admin URL) or the
+//! libpq variables (`PGHOST`, `PGUSER`, ...) that `pg_virtualenv` sets;
+//! `scripts/test` provides one. Without a server the PostgreSQL half says so
+//! loudly, and under CI (`CI=true`) it fails.
+
+use jobvisor::model::{
+    now_micros, JobSpec, Mode, NewExecution, Overlap, ProgressState, RetryPolicy, Status,
+    DEFAULT_QUEUE,
+};
+use jobvisor::schedule::{Misfire, ScheduleSpec};
+use jobvisor::store::{
+    Batch, CancelRequest, Completion, ExecFilter, JobAdvance, LogRow, NodeInfo, Store,
+};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
+use uuid::Uuid;
+
+fn pg_admin_url() -> Option<String> {
+    if let Ok(u) = std::env::var("JOBVISOR_TEST_POSTGRES") {
+        return Some(u);
+    }
+    let host = std::env::var("PGHOST").ok()?;
+    let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
+    let pass = std::env::var("PGPASSWORD").unwrap_or_default();
+    let port = std::env::var("PGPORT").unwrap_or_else(|_| "5432".into());
+    let db = std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into());
+    Some(format!("postgres://{user}:{pass}@{host}:{port}/{db}"))
+}
+
+async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    jobvisor::store::open(&dir.path().join("t.db").display().to_string())
+        .await
+        .unwrap()
+}
+
+/// A store on a fresh PostgreSQL database, or `None` (said loudly) when no
+/// server is configured outside CI.
+async fn pg_store() -> Option<Arc<dyn Store>> {
+    let Some(admin) = pg_admin_url() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "PostgreSQL is required in CI and none was found: run the tests through \
+                 scripts/test, which starts one with pg_virtualenv"
+            );
+        }
+        eprintln!(
+            "!!! PostgreSQL half SKIPPED: no server (set PGHOST or JOBVISOR_TEST_POSTGRES, \
+             or run scripts/test)"
+        );
+        return None;
+    };
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("cannot connect to the test PostgreSQL server");
+    let name = format!("jv_test_{}", Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(
+        jobvisor::store::open(&format!("{base}/{name}"))
+            .await
+            .unwrap(),
+    )
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$name(super::sqlite_store(&dir).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = super::pg_store().await {
+                        super::$name(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    claims_take_the_best_first_and_never_the_same_row_twice,
+    completions_are_fenced_and_failures_schedule_linked_retries,
+    logs_progress_and_pids_land_together,
+    queue_limits_and_paused_queues_bound_claims,
+    cancel_requests_end_pending_rows_and_flag_running_ones,
+    job_advances_apply_once_however_many_passes_try,
+    handlers_nodes_queues_and_stats_round_trip,
+);
+
+fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
+    NewExecution {
+        id: Uuid::now_v7(),
+        job: handler.into(),
+        handler: handler.into(),
+        mode: Mode::Inproc,
+        payload: json!({"p": priority}),
+        retry: RetryPolicy::default(),
+        timeout_ms: None,
+        priority,
+        run_at: now_micros() - 1,
+        attempt: 1,
+        previous_id: None,
+        queue: queue.into(),
+        occurrence: None,
+    }
+}
+
+async fn claims_take_the_best_first_and_never_the_same_row_twice(store: Arc<dyn Store>) {
+    let mut execs: Vec<_> = (0..10)
+        .map(|i| exec("noop", i % 3, DEFAULT_QUEUE))
+        .collect();
+    let mut future = exec("noop", 9, DEFAULT_QUEUE);
+    future.run_at = now_micros() + 3_600_000_000;
+    execs.push(future);
+    store.enqueue(&execs, now_micros()).await.unwrap();
+    let first = store.claim("n1", 3, now_micros()).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(
+        first.iter().all(|c| c.payload["p"] == 2),
+        "highest priority first"
+    );
+    let rest = store.claim("n1", 100, now_micros()).await.unwrap();
+    assert_eq!(rest.len(), 7, "the future row is not due");
+    assert!(store
+        .claim("n1", 100, now_micros())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Four claimers at once over 400 rows: each row goes to exactly one.
+    let many: Vec<_> = (0..400).map(|_| exec("noop", 0, DEFAULT_QUEUE)).collect();
+    store.enqueue(&many, now_micros()).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let c = store
+                    .claim(&format!("n{n}"), 16, now_micros())
+                    .await
+                    .unwrap();
+                if c.is_empty() {
+                    return got;
+                }
+                got.extend(c.into_iter().map(|c| c.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: HashSet<Uuid> = all.iter().copied().collect();
+    assert_eq!(all.len(), 400);
+    assert_eq!(distinct.len(), 400);
+}
+
+async fn completions_are_fenced_and_failures_schedule_linked_retries(store: Arc<dyn Store>) {
+    let mut e = exec("fail", 0, DEFAULT_QUEUE);
+    e.retry = RetryPolicy {
+        max_attempts: 2,
+        backoff_base_ms: 10,
+        backoff_cap_ms: 10,
+    };
+    store
+        .enqueue(std::slice::from_ref(&e), now_micros())
+        .await
+        .unwrap();
+    let c = store.claim("n1", 1, now_micros()).await.unwrap();
+    assert_eq!(c[0].id, e.id);
+    let mut done = Completion::new(e.id, Status::Failed, now_micros());
+    done.retryable = true;
+    done.error = Some("boom".into());
+    let f = store
+        .apply(&Batch {
+            completions: vec![done.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let retry = f[0].retry.expect("a retry");
+    // A second (stale) completion of the same attempt changes nothing.
+    let again = store
+        .apply(&Batch {
+            completions: vec![Completion::new(e.id, Status::Succeeded, now_micros())],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    let first = store.execution(e.id).await.unwrap().unwrap();
+    assert_eq!(first.status, Status::Failed);
+    assert_eq!(first.next_id, Some(retry));
+    let second = store.execution(retry).await.unwrap().unwrap();
+    assert_eq!((second.attempt, second.previous_id), (2, Some(e.id)));
+    assert_eq!(second.status, Status::Pending);
+    // The last attempt fails for good.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let c = store.claim("n1", 1, now_micros()).await.unwrap();
+    assert_eq!(c[0].id, retry);
+    let mut done = Completion::new(retry, Status::Failed, now_micros());
+    done.retryable = true;
+    let f = store
+        .apply(&Batch {
+            completions: vec![done],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(f[0].retry, None);
+}
+
+async fn logs_progress_and_pids_land_together(store: Arc<dyn Store>) {
+    let e = exec("logs", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(std::slice::from_ref(&e), now_micros())
+        .await
+        .unwrap();
+    store.claim("n1", 1, now_micros()).await.unwrap();
+    let logs: Vec<LogRow> = (1..=2500)
+        .map(|i| LogRow {
+            execution_id: e.id,
+            seq: i,
+            ts: now_micros(),
+            level: if i % 2 == 0 { "warn" } else { "info" },
+            stream: "log",
+            message: format!("line {i}"),
+            fields: (i == 1).then(|| r#"{"k":1}"#.to_string()),
+        })
+        .collect();
+    store
+        .apply(&Batch {
+            logs,
+            progress: vec![(
+                e.id,
+                ProgressState {
+                    percent: Some(40.0),
+                    message: Some("half".into()),
+                    done: Some(2),
+                    total: Some(5),
+                },
+            )],
+            pids: vec![(e.id, 4242)],
+            completions: vec![],
+        })
+        .await
+        .unwrap();
+    // A later report carrying only a message keeps the other values.
+    store
+        .apply(&Batch {
+            progress: vec![(
+                e.id,
+                ProgressState {
+                    message: Some("later".into()),
+                    ..Default::default()
+                },
+            )],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got = store.execution(e.id).await.unwrap().unwrap();
+    assert_eq!(got.pid, Some(4242));
+    assert_eq!(got.progress.percent, Some(40.0));
+    assert_eq!(got.progress.message.as_deref(), Some("later"));
+    assert_eq!((got.progress.done, got.progress.total), (Some(2), Some(5)));
+    let all = store.logs(e.id, 0, None, 10_000).await.unwrap();
+    assert_eq!(all.len(), 2500);
+    assert!(all.iter().enumerate().all(|(i, l)| l.seq == i as i64 + 1));
+    assert_eq!(all[0].fields.as_ref().unwrap()["k"], 1);
+    let warn = store
+        .logs(e.id, 100, Some(jobvisor::Level::Warn), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(warn.len(), 1200);
+    assert_eq!(warn[0].seq, 102);
+}
+
+async fn queue_limits_and_paused_queues_bound_claims(store: Arc<dyn Store>) {
+    store.set_queue("q", Some(Some(2)), None).await.unwrap();
+    store.set_queue("held", None, Some(true)).await.unwrap();
+    let q: Vec<_> = (0..5).map(|_| exec("noop", 0, "q")).collect();
+    let held = exec("noop", 5, "held");
+    let free = exec("noop", 0, DEFAULT_QUEUE);
+    store.enqueue(&q, now_micros()).await.unwrap();
+    store
+        .enqueue(&[held.clone(), free.clone()], now_micros())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let c = store.claim("n1", 100, now_micros()).await.unwrap();
+    let ids: HashSet<Uuid> = c.iter().map(|c| c.id).collect();
+    assert_eq!(c.len(), 3, "two of q and the free one: {c:?}");
+    assert!(ids.contains(&free.id) && !ids.contains(&held.id));
+    assert!(store
+        .claim("n1", 100, now_micros())
+        .await
+        .unwrap()
+        .is_empty());
+    let queues = store.queues().await.unwrap();
+    let qi = queues.iter().find(|x| x.name == "q").unwrap();
+    assert_eq!((qi.max_running, qi.running, qi.pending), (Some(2), 2, 3));
+    assert!(queues.iter().find(|x| x.name == "held").unwrap().paused);
+    store.set_queue("held", None, Some(false)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let c = store.claim("n1", 100, now_micros()).await.unwrap();
+    assert_eq!(c.iter().map(|c| c.id).collect::<Vec<_>>(), vec![held.id]);
+}
+
+async fn cancel_requests_end_pending_rows_and_flag_running_ones(store: Arc<dyn Store>) {
+    let a = exec("sleep", 1, DEFAULT_QUEUE);
+    let b = exec("sleep", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(&[a.clone(), b.clone()], now_micros())
+        .await
+        .unwrap();
+    store.claim("n1", 1, now_micros()).await.unwrap();
+    let now = now_micros();
+    assert_eq!(
+        store.request_cancel(a.id, "stop", now).await.unwrap(),
+        CancelRequest::Requested
+    );
+    assert_eq!(
+        store.request_cancel(b.id, "stop", now).await.unwrap(),
+        CancelRequest::CancelledPending
+    );
+    assert_eq!(
+        store
+            .request_cancel(Uuid::now_v7(), "stop", now)
+            .await
+            .unwrap(),
+        CancelRequest::NotFound
+    );
+    assert_eq!(
+        store.request_cancel(b.id, "again", now).await.unwrap(),
+        CancelRequest::AlreadyFinished(Status::Cancelled)
+    );
+    assert_eq!(
+        store.cancel_requests("n1").await.unwrap(),
+        vec![(a.id, "stop".to_string())]
+    );
+    assert!(store.cancel_requests("n2").await.unwrap().is_empty());
+}
+
+async fn job_advances_apply_once_however_many_passes_try(store: Arc<dyn Store>) {
+    let spec = JobSpec {
+        name: "tick".into(),
+        handler: "noop".into(),
+        mode: Some(Mode::Inproc),
+        payload: json!(null),
+        schedule: ScheduleSpec::Interval {
+            every_ms: 1000,
+            anchor: 0,
+        },
+        priority: 0,
+        queue: DEFAULT_QUEUE.into(),
+        retries: 0,
+        backoff_ms: 1000,
+        timeout_ms: None,
+        overlap: Overlap::Allow,
+        misfire: Misfire::RunOnce,
+        max_parallel: None,
+        max_runs: None,
+        start_at: None,
+        end_at: None,
+        paused: false,
+    };
+    let due = now_micros() - 1000;
+    assert!(store
+        .insert_job(&spec, Some(due), now_micros())
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .insert_job(&spec, Some(due), now_micros())
+            .await
+            .unwrap(),
+        "duplicate"
+    );
+    let jobs = store.due_jobs(now_micros(), 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let step = |occ: i64| {
+        let mut e = exec("noop", 0, DEFAULT_QUEUE);
+        e.job = "tick".into();
+        e.occurrence = Some(occ);
+        JobAdvance {
+            name: "tick".into(),
+            expected_next: Some(due),
+            expected_runs: 0,
+            next: Some(due + 1_000_000),
+            run: Some(e),
+            missed: 0,
+            complete: false,
+            daemon_streak: None,
+        }
+    };
+    // Two passes that read the same state: only the first applies.
+    assert_eq!(
+        store
+            .advance_jobs(&[step(due)], now_micros())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .advance_jobs(&[step(due)], now_micros())
+            .await
+            .unwrap(),
+        0
+    );
+    let job = store.job("tick").await.unwrap().unwrap();
+    assert_eq!((job.runs, job.next_run_at), (1, Some(due + 1_000_000)));
+    let execs = store
+        .executions(&ExecFilter {
+            job: Some("tick".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(execs.len(), 1);
+    assert_eq!(execs[0].occurrence, Some(due));
+    assert_eq!(store.next_due().await.unwrap(), Some(due + 1_000_000));
+    assert!(store
+        .set_job_paused("tick", true, now_micros())
+        .await
+        .unwrap());
+    assert!(store.due_jobs(i64::MAX, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .active_jobs(&["tick".into(), "other".into()])
+            .await
+            .unwrap(),
+        HashSet::from(["tick".to_string()])
+    );
+    assert!(store.remove_job("tick").await.unwrap());
+    assert!(store.job("tick").await.unwrap().is_none());
+}
+
+async fn handlers_nodes_queues_and_stats_round_trip(store: Arc<dyn Store>) {
+    use jobvisor::model::{HandlerKind, HandlerSpec, ProcessLimits};
+    let h = HandlerSpec {
+        name: "py".into(),
+        kind: HandlerKind::Exec {
+            program: "/usr/bin/python3".into(),
+            args: vec!["-u".into()],
+        },
+        mode: Mode::Process,
+        limits: ProcessLimits::default(),
+    };
+    store.put_handler(&h, now_micros()).await.unwrap();
+    assert_eq!(store.handler("py").await.unwrap(), Some(h.clone()));
+    assert_eq!(store.handlers().await.unwrap(), vec![h]);
+    assert!(store.remove_handler("py").await.unwrap());
+    assert!(!store.remove_handler("py").await.unwrap());
+
+    let now = now_micros();
+    let node = NodeInfo {
+        id: "node-a".into(),
+        hostname: "h".into(),
+        pid: 1,
+        started_at: now,
+        heartbeat_at: now,
+        stopped_at: None,
+    };
+    store.register_node(&node).await.unwrap();
+    store.heartbeat_node("node-a", now + 5).await.unwrap();
+    assert_eq!(
+        store.live_nodes(now).await.unwrap()[0].heartbeat_at,
+        now + 5
+    );
+    let e = exec("noop", 0, DEFAULT_QUEUE);
+    store.enqueue(std::slice::from_ref(&e), now).await.unwrap();
+    store.claim("node-a", 1, now_micros()).await.unwrap();
+    let foreign = store.foreign_running("node-b").await.unwrap();
+    assert_eq!(foreign.len(), 1);
+    assert_eq!(foreign[0].node.as_ref().unwrap().id, "node-a");
+    store.stop_node("node-a", now + 10).await.unwrap();
+    assert!(store.live_nodes(now).await.unwrap().is_empty());
+    let mut c = Completion::new(e.id, Status::Succeeded, now_micros());
+    c.output = Some(json!({"ok": true}));
+    store
+        .apply(&Batch {
+            completions: vec![c],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stats = store.stats(Some("noop")).await.unwrap();
+    assert_eq!((stats[0].total, stats[0].succeeded), (1, 1));
+    assert_eq!(stats[0].success_rate, Some(1.0));
+    assert!(stats[0].p95_ms.is_some() && stats[0].avg_ms.is_some());
+    assert!(!store.has_due(now_micros()).await.unwrap());
+}
