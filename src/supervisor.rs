@@ -119,6 +119,7 @@ pub(crate) struct Inner {
     pub(crate) finished: broadcast::Sender<Finished>,
     pub(crate) wake: Notify,
     pub(crate) jobs_changed: Notify,
+    pub(crate) cancel_check: Notify,
     pub(crate) running: Mutex<HashMap<Uuid, Arc<Stop>>>,
     pub(crate) worker_program: PathBuf,
 }
@@ -170,6 +171,7 @@ impl Supervisor {
                 finished,
                 wake: Notify::new(),
                 jobs_changed: Notify::new(),
+                cancel_check: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 worker_program,
             }),
@@ -227,11 +229,33 @@ impl Supervisor {
     /// (recorded as interrupted, so it is retried if attempts remain),
     /// writes everything out and deregisters the node.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let listener = match self.inner.store.listen().await {
+            Ok(Some(mut notices)) => {
+                let inner = self.inner.clone();
+                Some(tokio::spawn(async move {
+                    while let Some(n) = notices.recv().await {
+                        match n {
+                            crate::store::Notice::Work => inner.wake.notify_one(),
+                            crate::store::Notice::Cancel => inner.cancel_check.notify_one(),
+                            crate::store::Notice::Jobs => inner.jobs_changed.notify_one(),
+                        }
+                    }
+                }))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot LISTEN; polling only");
+                None
+            }
+        };
         let maintenance = tokio::spawn(self.clone().maintenance());
         let scheduler = tokio::spawn(self.clone().schedule_loop());
         let result = self.dispatch(shutdown).await;
         maintenance.abort();
         scheduler.abort();
+        if let Some(l) = listener {
+            l.abort();
+        }
         self.inner.relay.flush().await;
         self.inner
             .store
@@ -307,7 +331,12 @@ impl Supervisor {
         }
         loop {
             tokio::select! {
-                _ = cancel_tick.tick() => {
+                _ = async {
+                    tokio::select! {
+                        _ = cancel_tick.tick() => {}
+                        _ = inner.cancel_check.notified() => {}
+                    }
+                } => {
                     match inner.store.cancel_requests(&inner.node.id).await {
                         Ok(reqs) => {
                             let running = inner.running();

@@ -50,9 +50,28 @@ pub enum StoreError {
     Unsupported(String),
 }
 
+/// What another node tells this one (PostgreSQL LISTEN/NOTIFY).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Executions were enqueued or became claimable.
+    Work,
+    /// A cancel was requested for a running execution.
+    Cancel,
+    /// Jobs were added or changed.
+    Jobs,
+}
+
 /// The store every part of the supervisor talks to.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Wake-ups from other nodes, where the backend has them (PostgreSQL);
+    /// `None` means: poll (SQLite). Lost notices are found by polling too.
+    async fn listen(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<Notice>>, StoreError> {
+        Ok(None)
+    }
+
     /// Brings the schema up to date.
     async fn migrate(&self) -> Result<(), StoreError>;
 

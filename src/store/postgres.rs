@@ -83,6 +83,11 @@ pub struct PgStore {
 const LIMITS_TTL: Duration = Duration::from_millis(250);
 
 impl PgStore {
+    async fn jobs_changed(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        notify(&mut conn, "jobs").await
+    }
+
     /// Connects to `url` (`postgres://...`).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
@@ -215,8 +220,53 @@ async fn insert_executions(
     Ok(())
 }
 
+/// The channel on which nodes wake each other up.
+const CHANNEL: &str = "jobvisor";
+
+/// Tells every listening node that something happened (delivered on commit).
+async fn notify(conn: &mut PgConnection, what: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(what)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PgStore {
+    async fn listen(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<super::Notice>>, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                // The listener reconnects by itself; what is missed meanwhile
+                // is found by the nodes' polling.
+                match listener.recv().await {
+                    Ok(n) => {
+                        let notice = match n.payload() {
+                            "work" => super::Notice::Work,
+                            "cancel" => super::Notice::Cancel,
+                            "jobs" => super::Notice::Jobs,
+                            _ => continue,
+                        };
+                        if tx.send(notice).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         // sqlx's PostgreSQL migrator takes an advisory lock: concurrent
         // nodes migrate one at a time.
@@ -270,6 +320,7 @@ impl Store for PgStore {
     async fn enqueue(&self, execs: &[NewExecution], now: Micros) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         insert_executions(&mut tx, execs, now).await?;
+        notify(&mut tx, "work").await?;
         tx.commit().await?;
         Ok(())
     }
@@ -536,7 +587,7 @@ impl Store for PgStore {
     ) -> Result<CancelRequest, StoreError> {
         let mut tx = self.pool.begin().await?;
         let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM executions WHERE id = $1")
+            sqlx::query_scalar("SELECT status FROM executions WHERE id = $1 FOR UPDATE")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -569,6 +620,7 @@ impl Store for PgStore {
                 .bind(reason)
                 .execute(&mut *tx)
                 .await?;
+                notify(&mut tx, "cancel").await?;
                 CancelRequest::Requested
             }
             done => CancelRequest::AlreadyFinished(done),
@@ -695,6 +747,7 @@ impl Store for PgStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        self.jobs_changed().await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -718,6 +771,7 @@ impl Store for PgStore {
             .bind(name)
             .execute(&self.pool)
             .await?;
+        self.jobs_changed().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -733,6 +787,7 @@ impl Store for PgStore {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        self.jobs_changed().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -878,6 +933,9 @@ impl Store for PgStore {
                     .await?;
             }
         }
+        if inserted > 0 {
+            notify(&mut tx, "work").await?;
+        }
         tx.commit().await?;
         Ok(inserted)
     }
@@ -933,6 +991,7 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        notify(&mut tx, "work").await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,0 +1,185 @@
+//! Several `jobvisor serve` processes on one PostgreSQL database behave as
+//! one supervisor. PostgreSQL only: needs a server (see tests/store.rs);
+//! without one these say so loudly, and under CI they fail.
+
+mod common;
+
+use common::*;
+use jobvisor::Status;
+use std::collections::HashSet;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A URL of a fresh database on the test server, or `None` (said loudly).
+async fn pg_database() -> Option<String> {
+    let admin = match std::env::var("JOBVISOR_TEST_POSTGRES") {
+        Ok(u) => u,
+        Err(_) => match std::env::var("PGHOST") {
+            Ok(host) => format!(
+                "postgres://{}:{}@{host}:{}/{}",
+                std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()),
+                std::env::var("PGPASSWORD").unwrap_or_default(),
+                std::env::var("PGPORT").unwrap_or_else(|_| "5432".into()),
+                std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into()),
+            ),
+            Err(_) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "PostgreSQL is required in CI and none was found: run scripts/test"
+                );
+                eprintln!("!!! multi-node tests SKIPPED: no PostgreSQL server (run scripts/test)");
+                return None;
+            }
+        },
+    };
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let name = format!("jv_nodes_{}", Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(format!("{base}/{name}"))
+}
+
+fn pg_env(url: &str) -> Env {
+    let mut env = Env::new();
+    env.db = url.to_string();
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_run_every_execution_exactly_once() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let env = pg_env(&url);
+    env.ok(&["migrate"]);
+    // A side effect outside the database: each run appends its id.
+    let log = env.dir.path().join("ran.txt");
+    env.ok(&[
+        "handler",
+        "add",
+        "mark",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        &format!("echo \"$JOBVISOR_EXECUTION_ID\" >> {}", log.display()),
+    ]);
+    let nodes: Vec<Serve> = (0..3).map(|_| env.serve(&["--concurrency", "8"])).collect();
+    let store = env.store().await;
+    let mut ids = Vec::new();
+    let sup = jobvisor::Supervisor::builder()
+        .database(&url)
+        .build()
+        .await
+        .unwrap();
+    for chunk in 0..3 {
+        let specs = (0..500)
+            .map(|_| jobvisor::RunSpec::new("mark", serde_json::Value::Null))
+            .collect();
+        ids.extend(sup.enqueue_many(specs).await.unwrap());
+        let _ = chunk;
+    }
+    let inproc: Vec<_> = (0..20)
+        .map(|_| {
+            (0..1000)
+                .map(|_| jobvisor::RunSpec::new("noop", serde_json::Value::Null))
+                .collect()
+        })
+        .collect::<Vec<Vec<_>>>();
+    let mut noop_ids = Vec::new();
+    for specs in inproc {
+        noop_ids.extend(sup.enqueue_many(specs).await.unwrap());
+    }
+    for id in ids.iter().chain(&noop_ids) {
+        let e = finished(store.as_ref(), *id).await;
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    }
+    let ran = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = ran.lines().collect();
+    let distinct: HashSet<&str> = lines.iter().copied().collect();
+    assert_eq!(
+        lines.len(),
+        ids.len(),
+        "every process execution ran exactly once"
+    );
+    assert_eq!(distinct.len(), ids.len());
+    let by_node: HashSet<String> = store
+        .executions(&jobvisor::store::ExecFilter {
+            limit: 30_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.node)
+        .collect();
+    assert!(by_node.len() >= 3, "all three nodes took part: {by_node:?}");
+    drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_issued_anywhere_reaches_the_node_running_the_execution() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let env = pg_env(&url);
+    env.ok(&["migrate"]);
+    let _a = env.serve(&[]);
+    let _b = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&[
+        "sleep",
+        "--mode",
+        "process",
+        "--payload",
+        r#"{"ms":600000}"#,
+    ]);
+    running_with_pid(store.as_ref(), id).await;
+    let asked = std::time::Instant::now();
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.status, Status::Cancelled);
+    assert_eq!(e.cancel_outcome.as_deref(), Some("cooperative"));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_cron_on_three_nodes_runs_each_occurrence_once() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let env = pg_env(&url);
+    env.ok(&["migrate"]);
+    let _nodes: Vec<Serve> = (0..3).map(|_| env.serve(&[])).collect();
+    env.ok(&[
+        "job",
+        "add",
+        "tick",
+        "--handler",
+        "noop",
+        "--cron",
+        "* * * * * *",
+        "--overlap",
+        "allow",
+    ]);
+    let store = env.store().await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let execs = attempts(store.as_ref(), "tick").await;
+    let mut occ: Vec<i64> = execs.iter().map(|e| e.occurrence.unwrap()).collect();
+    occ.sort();
+    let distinct: HashSet<i64> = occ.iter().copied().collect();
+    assert_eq!(distinct.len(), occ.len(), "{occ:?}");
+    assert!(occ.len() >= 6, "{occ:?}");
+    for w in occ.windows(2) {
+        assert_eq!(w[1] - w[0], 1_000_000, "{occ:?}");
+    }
+}
