@@ -482,7 +482,14 @@ async fn supervised(
     let _ = stop_tx.send(());
     runner.await.expect("supervisor task")?;
     Ok(BenchRow {
-        name: format!("{mode} (supervised, SQLite)"),
+        name: format!(
+            "{mode} (supervised, {})",
+            if db.starts_with("postgres") {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            }
+        ),
         executions: n,
         jobs_per_s: n as f64 / elapsed.as_secs_f64(),
         start_p50_ms: percentile(&mut starts, 50.0),

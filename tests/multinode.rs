@@ -183,3 +183,82 @@ async fn a_one_second_cron_on_three_nodes_runs_each_occurrence_once() {
         assert_eq!(w[1] - w[0], 1_000_000, "{occ:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_rescued_and_a_stale_node_cannot_complete_what_was_rescued() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let env = pg_env(&url);
+    env.ok(&["migrate"]);
+    let lease = ["--node-lease", "3s"];
+    let store = env.store().await;
+
+    // A runs an execution, then is frozen (SIGSTOP) past its lease.
+    let a = env.serve(&lease);
+    let frozen = env.enqueue(&[
+        "sleep",
+        "--mode",
+        "process",
+        "--payload",
+        r#"{"ms":2500}"#,
+        "--retries",
+        "1",
+    ]);
+    let e = running_with_pid(store.as_ref(), frozen).await;
+    let node_a = e.node.clone().unwrap();
+    a.signal(nix::sys::signal::Signal::SIGSTOP);
+    let b = env.serve(&lease);
+    let stopped_at = std::time::Instant::now();
+    let rescued = finished(store.as_ref(), frozen).await;
+    assert!(rescued.interrupted, "{rescued:?}");
+    assert!(stopped_at.elapsed() < Duration::from_secs(30));
+    let retry = rescued.next_id.expect("retried");
+    let r = finished(store.as_ref(), retry).await;
+    assert_eq!(r.status, Status::Succeeded);
+    assert_ne!(r.node.as_deref(), Some(node_a.as_str()));
+    // A wakes up; its child finished long ago. Its late completion is
+    // rejected: the rescued attempt stays interrupted.
+    a.signal(nix::sys::signal::Signal::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = store.execution(frozen).await.unwrap().unwrap();
+    assert_eq!(after.status, Status::Failed);
+    assert!(after.interrupted);
+    assert!(after.output.is_none());
+
+    // B is killed outright while running; A (alive again) rescues its work.
+    let killed = env.enqueue(&[
+        "sleep",
+        "--mode",
+        "process",
+        "--payload",
+        r#"{"ms":600000}"#,
+        "--retries",
+        "1",
+    ]);
+    let e = eventually("an execution running on B", || async {
+        let e = store.execution(killed).await.unwrap()?;
+        (e.status == Status::Running && e.pid.is_some()).then_some(e)
+    })
+    .await;
+    let mut b = b;
+    if e.node.as_deref() == Some(node_a.as_str()) {
+        // It landed on A: the roles swap, the property is the same.
+        drop(a);
+    } else {
+        b.child.kill().unwrap();
+        b.child.wait().unwrap();
+    }
+    let killed_at = std::time::Instant::now();
+    let gone = finished(store.as_ref(), killed).await;
+    assert!(gone.interrupted, "{gone:?}");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(30),
+        "rescued in {:?}",
+        killed_at.elapsed()
+    );
+    assert!(
+        !alive(e.pid.unwrap() as i32),
+        "the killed node's child died with it"
+    );
+}

@@ -206,7 +206,33 @@ async fn completions_are_fenced_and_failures_schedule_linked_retries(store: Arc<
         .await
         .unwrap();
     assert!(again.is_empty());
+    // So do late lines and progress of the ended attempt.
+    store
+        .apply(&Batch {
+            logs: vec![LogRow {
+                execution_id: e.id,
+                seq: 99,
+                ts: now_micros(),
+                level: "info",
+                stream: "stdout",
+                message: "late".into(),
+                fields: None,
+            }],
+            progress: vec![(
+                e.id,
+                ProgressState {
+                    percent: Some(99.0),
+                    ..Default::default()
+                },
+            )],
+            pids: vec![(e.id, 7)],
+            completions: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(store.logs(e.id, 0, None, 10).await.unwrap().is_empty());
     let first = store.execution(e.id).await.unwrap().unwrap();
+    assert_eq!((first.progress.percent, first.pid), (None, None));
     assert_eq!(first.status, Status::Failed);
     assert_eq!(first.next_id, Some(retry));
     let second = store.execution(retry).await.unwrap().unwrap();

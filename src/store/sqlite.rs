@@ -427,8 +427,12 @@ impl Store for SqliteStore {
         }
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in batch.logs.chunks(LOG_ROWS_PER_INSERT) {
+            // Fenced: lines of an execution that is no longer running (its
+            // node was presumed dead and it was rescued) are not stored.
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR IGNORE INTO logs (execution_id, seq, ts, level, stream, message, fields) ",
+                "INSERT OR IGNORE INTO logs (execution_id, seq, ts, level, stream, message, fields) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7 \
+                 FROM (",
             );
             qb.push_values(chunk, |mut b, l| {
                 b.push_bind(l.execution_id)
@@ -439,6 +443,10 @@ impl Store for SqliteStore {
                     .push_bind(&l.message)
                     .push_bind(l.fields.as_deref());
             });
+            qb.push(
+                ") AS v WHERE EXISTS (SELECT 1 FROM executions e \
+                 WHERE e.id = v.column1 AND e.status = 'running')",
+            );
             qb.build().execute(&mut *tx).await?;
         }
         // Every statement is a round trip to SQLite's connection thread, so
@@ -459,7 +467,7 @@ impl Store for SqliteStore {
                     .push_bind(p.done)
                     .push_bind(p.total);
             });
-            qb.push(") AS v WHERE executions.id = v.column1");
+            qb.push(") AS v WHERE executions.id = v.column1 AND executions.status = 'running'");
             qb.build().execute(&mut *tx).await?;
         }
         for chunk in batch.pids.chunks(10000) {
@@ -468,7 +476,7 @@ impl Store for SqliteStore {
             qb.push_values(chunk, |mut b, (id, pid)| {
                 b.push_bind(id).push_bind(pid);
             });
-            qb.push(") AS v WHERE executions.id = v.column1");
+            qb.push(") AS v WHERE executions.id = v.column1 AND executions.status = 'running'");
             qb.build().execute(&mut *tx).await?;
         }
         let mut finished = Vec::with_capacity(batch.completions.len());
