@@ -66,9 +66,13 @@ pub struct BenchArgs {
     /// JSON payload for each execution.
     #[arg(long, default_value = "null")]
     pub payload: String,
-    /// Inproc executions at once.
+    /// Inproc executions at once (per node).
     #[arg(long, default_value_t = 512)]
     pub concurrency: usize,
+    /// Supervisors sharing the database in the supervised runs (in this
+    /// process, each with its own connections and node id).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub nodes: u32,
     /// Child processes at once (process mode and its baseline).
     #[arg(long, default_value_t = 4)]
     pub process_concurrency: usize,
@@ -381,24 +385,49 @@ async fn supervised(
     payload: &Value,
     worker: &std::path::Path,
 ) -> Result<BenchRow, CliError> {
-    let sup = Supervisor::builder()
-        .database(db)
-        .configure(|c| {
-            c.concurrency = concurrency;
-            c.worker_program = Some(worker.to_path_buf());
-        })
-        .build()
-        .await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = {
-        let sup = sup.clone();
-        tokio::spawn(async move {
-            sup.run(async {
-                let _ = stop_rx.await;
+    enum Done {
+        One(uuid::Uuid),
+        Many(u64),
+    }
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    let mut nodes = Vec::new();
+    for _ in 0..a.nodes {
+        let sup = Supervisor::builder()
+            .database(db)
+            .configure(|c| {
+                c.concurrency = concurrency;
+                c.worker_program = Some(worker.to_path_buf());
             })
-            .await
-        })
-    };
+            .build()
+            .await?;
+        // Every node's completions, merged.
+        let mut rx = sup.subscribe();
+        let tx = done_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let d = match rx.recv().await {
+                    Ok(f) => Done::One(f.id),
+                    Err(RecvError::Lagged(k)) => Done::Many(k),
+                    Err(RecvError::Closed) => return,
+                };
+                if tx.send(d).is_err() {
+                    return;
+                }
+            }
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let runner = {
+            let sup = sup.clone();
+            tokio::spawn(async move {
+                sup.run(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            })
+        };
+        nodes.push((sup, stop_tx, runner));
+    }
+    let sup = nodes[0].0.clone();
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let spec = |job: &str| {
         let mut s = RunSpec::new(a.handler.clone(), payload.clone()).mode(mode);
@@ -408,7 +437,6 @@ async fn supervised(
 
     // Throughput: enqueue in batches while the supervisor runs them.
     let tjob = format!("bench-{mode}-throughput-{tag}");
-    let mut done = sup.subscribe();
     let started = Instant::now();
     let mut remaining = n;
     while remaining > 0 {
@@ -419,10 +447,10 @@ async fn supervised(
     }
     let mut finished = 0;
     while finished < n {
-        match done.recv().await {
-            Ok(_) => finished += 1,
-            Err(RecvError::Lagged(k)) => finished += k as usize,
-            Err(RecvError::Closed) => break,
+        match done_rx.recv().await {
+            Some(Done::One(_)) => finished += 1,
+            Some(Done::Many(k)) => finished += k as usize,
+            None => break,
         }
     }
     let elapsed = started.elapsed();
@@ -453,15 +481,15 @@ async fn supervised(
     // Latency: one at a time on an idle supervisor.
     let ljob = format!("bench-{mode}-latency-{tag}");
     let mut totals = Vec::with_capacity(a.latency_samples);
+    while done_rx.try_recv().is_ok() {}
     for _ in 0..a.latency_samples {
-        let mut done = sup.subscribe();
         let t0 = Instant::now();
         let id = sup.enqueue(spec(&ljob)).await?;
         loop {
-            match done.recv().await {
-                Ok(f) if f.id == id => break,
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return Err(crate::cli::input("supervisor stopped")),
+            match done_rx.recv().await {
+                Some(Done::One(f)) if f == id => break,
+                Some(_) => {}
+                None => return Err(crate::cli::input("supervisor stopped")),
             }
         }
         totals.push(ms(t0.elapsed()));
@@ -479,8 +507,10 @@ async fn supervised(
             Some((micros_of(e.started_at.as_deref()?)? - micros_of(&e.enqueued_at)?) / 1000.0)
         })
         .collect();
-    let _ = stop_tx.send(());
-    runner.await.expect("supervisor task")?;
+    for (_, stop_tx, runner) in nodes {
+        let _ = stop_tx.send(());
+        runner.await.expect("supervisor task")?;
+    }
     Ok(BenchRow {
         name: format!(
             "{mode} (supervised, {})",
