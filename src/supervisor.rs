@@ -42,6 +42,10 @@ pub struct Config {
     pub worker_program: Option<PathBuf>,
     /// Relay queue length (back-pressure beyond it).
     pub relay_capacity: usize,
+    /// The host name this node registers under (default: the machine's).
+    /// Nodes on the same host also judge each other by pid; on different
+    /// hosts only by heartbeat.
+    pub hostname: Option<String>,
 }
 
 impl Default for Config {
@@ -58,6 +62,7 @@ impl Default for Config {
             inproc_grace: Duration::from_secs(5),
             worker_program: None,
             relay_capacity: 16 * 1024,
+            hostname: None,
         }
     }
 }
@@ -146,9 +151,10 @@ impl Supervisor {
         config: Config,
     ) -> Result<Supervisor, Error> {
         let now = now_micros();
+        let hostname = config.hostname.clone().unwrap_or_else(os::hostname);
         let node = NodeInfo {
-            id: format!("{}-{}", os::hostname(), Uuid::now_v7().simple()),
-            hostname: os::hostname(),
+            id: format!("{hostname}-{}", Uuid::now_v7().simple()),
+            hostname,
             pid: std::process::id() as i64,
             started_at: now,
             heartbeat_at: now,
