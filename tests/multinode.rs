@@ -361,3 +361,83 @@ async fn three_supervisors_record_twenty_thousand_side_effects_exactly_once() {
         task.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let env = pg_env(&url);
+    env.ok(&["migrate"]);
+    let log = env.dir.path().join("ran.txt");
+    env.ok(&[
+        "handler",
+        "add",
+        "mark",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        &format!(
+            "sleep 0.05; echo \"$JOBVISOR_EXECUTION_ID\" >> {}",
+            log.display()
+        ),
+    ]);
+    let lease = ["--node-lease", "3s", "--concurrency", "6"];
+    let mut nodes: Vec<Serve> = (0..3).map(|_| env.serve(&lease)).collect();
+    let sup = jobvisor::Supervisor::builder()
+        .database(&url)
+        .build()
+        .await
+        .unwrap();
+    let mut spec = jobvisor::RunSpec::new("mark", serde_json::Value::Null);
+    spec.retries = 3;
+    spec.backoff = Duration::from_millis(50);
+    let roots = sup.enqueue_many(vec![spec; 1500]).await.unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    eventually("half of the work done", || async {
+        (count("SELECT COUNT(*) FROM executions WHERE status = 'succeeded'").await >= 600)
+            .then_some(())
+    })
+    .await;
+    // Kill one node that is running something.
+    let victim = nodes.remove(0);
+    let mut victim = victim;
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    eventually("everything to end", || async {
+        (count("SELECT COUNT(*) FROM executions WHERE status IN ('pending', 'running')").await == 0)
+            .then_some(())
+    })
+    .await;
+    // Every root ends in exactly one succeeded attempt.
+    let store = env.store().await;
+    for root in &roots {
+        let mut e = store.execution(*root).await.unwrap().unwrap();
+        while let Some(next) = e.next_id {
+            assert!(e.interrupted || e.status == Status::Failed, "{e:?}");
+            e = store.execution(next).await.unwrap().unwrap();
+        }
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    }
+    // Each attempt's side effect at most once; every success recorded.
+    let ran = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = ran.lines().collect();
+    let distinct: HashSet<&str> = lines.iter().copied().collect();
+    assert_eq!(distinct.len(), lines.len(), "an attempt ran twice");
+    let succeeded = count("SELECT COUNT(*) FROM executions WHERE status = 'succeeded'").await;
+    assert_eq!(succeeded, 1500);
+    let interrupted = count("SELECT COUNT(*) FROM executions WHERE interrupted = 1").await;
+    assert!(interrupted >= 1, "the killed node had work in flight");
+    assert!(lines.len() as i64 >= succeeded);
+}
