@@ -65,6 +65,21 @@ fn execution_for(job: &Job, occurrence: Micros, run_at: Micros) -> NewExecution 
     }
 }
 
+/// A step for `job` as this pass read it: the job completes when no next
+/// occurrence is left.
+fn step(job: &Job, next: Option<Micros>, run: Option<NewExecution>, missed: u64) -> JobAdvance {
+    JobAdvance {
+        name: job.spec.name.clone(),
+        expected_next: job.next_run_at,
+        expected_runs: job.runs,
+        next,
+        run,
+        missed,
+        complete: next.is_none(),
+        daemon_streak: None,
+    }
+}
+
 /// The first due time of a new job at `now`, or `None` if it has none.
 pub fn first_due(
     spec: &crate::model::JobSpec,
@@ -146,16 +161,7 @@ async fn pass_with(sched: &mut Scheduler, store: &dyn Store) -> Result<PassOutco
             Err(e) => {
                 // Validated on insert; a row edited by hand stops here.
                 tracing::error!(job = %spec.name, error = %e, "job has an unusable schedule; completing it");
-                steps.push(JobAdvance {
-                    name: spec.name.clone(),
-                    expected_next: job.next_run_at,
-                    expected_runs: job.runs,
-                    next: None,
-                    run: None,
-                    missed: 0,
-                    complete: true,
-                    daemon_streak: None,
-                });
+                steps.push(step(job, None, None, 0));
                 continue;
             }
         };
@@ -179,16 +185,12 @@ async fn pass_with(sched: &mut Scheduler, store: &dyn Store) -> Result<PassOutco
         if exhausted {
             next = None;
         }
-        steps.push(JobAdvance {
-            name: spec.name.clone(),
-            expected_next: job.next_run_at,
-            expected_runs: job.runs,
+        steps.push(step(
+            job,
             next,
-            run: run.map(|occ| execution_for(job, occ, occ)),
+            run.map(|occ| execution_for(job, occ, occ)),
             missed,
-            complete: next.is_none(),
-            daemon_streak: None,
-        });
+        ));
     }
 
     // Daemons: exactly one execution kept; restarted with a backoff that
@@ -196,16 +198,7 @@ async fn pass_with(sched: &mut Scheduler, store: &dyn Store) -> Result<PassOutco
     for d in store.idle_daemons().await? {
         let job = &d.job;
         if job.spec.max_runs.is_some_and(|max| job.runs >= max) {
-            steps.push(JobAdvance {
-                name: job.spec.name.clone(),
-                expected_next: job.next_run_at,
-                expected_runs: job.runs,
-                next: None,
-                run: None,
-                missed: 0,
-                complete: true,
-                daemon_streak: None,
-            });
+            steps.push(step(job, None, None, 0));
             continue;
         }
         let (run_at, streak) = match d.last_run {
@@ -230,14 +223,9 @@ async fn pass_with(sched: &mut Scheduler, store: &dyn Store) -> Result<PassOutco
         };
         let generation = job.runs as Micros + 1;
         steps.push(JobAdvance {
-            name: job.spec.name.clone(),
-            expected_next: job.next_run_at,
-            expected_runs: job.runs,
-            next: None,
-            run: Some(execution_for(job, generation, run_at)),
-            missed: 0,
             complete: false,
             daemon_streak: Some(streak),
+            ..step(job, None, Some(execution_for(job, generation, run_at)), 0)
         });
     }
     let inserted = store.advance_jobs(&steps, now).await?;

@@ -160,28 +160,9 @@ async fn a_one_second_cron_on_three_nodes_runs_each_occurrence_once() {
     let env = pg_env(&url);
     env.ok(&["migrate"]);
     let _nodes: Vec<Serve> = (0..3).map(|_| env.serve(&[])).collect();
-    env.ok(&[
-        "job",
-        "add",
-        "tick",
-        "--handler",
-        "noop",
-        "--cron",
-        "* * * * * *",
-        "--overlap",
-        "allow",
-    ]);
-    let store = env.store().await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let execs = attempts(store.as_ref(), "tick").await;
-    let mut occ: Vec<i64> = execs.iter().map(|e| e.occurrence.unwrap()).collect();
-    occ.sort();
-    let distinct: HashSet<i64> = occ.iter().copied().collect();
-    assert_eq!(distinct.len(), occ.len(), "{occ:?}");
-    assert!(occ.len() >= 17, "{occ:?}");
-    for w in occ.windows(2) {
-        assert_eq!(w[1] - w[0], 1_000_000, "{occ:?}");
-    }
+    let execs = run_one_second_cron(&env, 20).await;
+    let nodes: HashSet<String> = execs.iter().filter_map(|e| e.node.clone()).collect();
+    assert!(nodes.len() >= 2, "the nodes shared the work: {nodes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

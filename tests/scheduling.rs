@@ -193,34 +193,7 @@ async fn two_supervisors_on_one_sqlite_file_run_each_cron_occurrence_exactly_onc
     env.ok(&["migrate"]);
     let _a = env.serve(&[]);
     let _b = env.serve(&[]);
-    env.ok(&[
-        "job",
-        "add",
-        "tick",
-        "--handler",
-        "noop",
-        "--cron",
-        "* * * * * *",
-        "--overlap",
-        "allow",
-    ]);
-    let store = env.store().await;
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let execs = attempts(store.as_ref(), "tick").await;
-    let occurrences: Vec<i64> = execs.iter().map(|e| e.occurrence.unwrap()).collect();
-    let distinct: HashSet<i64> = occurrences.iter().copied().collect();
-    assert_eq!(
-        distinct.len(),
-        occurrences.len(),
-        "an occurrence ran twice: {occurrences:?}"
-    );
-    assert!(occurrences.len() >= 8, "{occurrences:?}");
-    // One per second, none missing.
-    let mut sorted = occurrences.clone();
-    sorted.sort();
-    for w in sorted.windows(2) {
-        assert_eq!(w[1] - w[0], 1_000_000, "{sorted:?}");
-    }
+    let execs = run_one_second_cron(&env, 10).await;
     let nodes: HashSet<String> = execs.iter().filter_map(|e| e.node.clone()).collect();
     assert_eq!(nodes.len(), 2, "both supervisors took part: {nodes:?}");
 }

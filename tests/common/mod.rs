@@ -271,3 +271,36 @@ pub async fn grandchild_pid(store: &dyn Store, id: Uuid) -> i32 {
     })
     .await
 }
+
+/// Runs a 1-second cron job on the supervisors already serving `env` for
+/// `secs` seconds, and checks that each occurrence ran exactly once, none
+/// missing. Returns the executions.
+pub async fn run_one_second_cron(env: &Env, secs: u64) -> Vec<Execution> {
+    env.ok(&[
+        "job",
+        "add",
+        "tick",
+        "--handler",
+        "noop",
+        "--cron",
+        "* * * * * *",
+        "--overlap",
+        "allow",
+    ]);
+    let store = env.store().await;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let execs = attempts(store.as_ref(), "tick").await;
+    let mut occ: Vec<i64> = execs.iter().map(|e| e.occurrence.unwrap()).collect();
+    occ.sort();
+    let distinct: std::collections::HashSet<i64> = occ.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        occ.len(),
+        "an occurrence ran twice: {occ:?}"
+    );
+    assert!(occ.len() as u64 >= secs.saturating_sub(3), "{occ:?}");
+    for w in occ.windows(2) {
+        assert_eq!(w[1] - w[0], 1_000_000, "an occurrence is missing: {occ:?}");
+    }
+    execs
+}
