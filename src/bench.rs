@@ -518,11 +518,16 @@ async fn supervised(
     }
     Ok(BenchRow {
         name: format!(
-            "{mode} (supervised, {})",
+            "{mode} (supervised, {}{})",
             if db.starts_with("postgres") {
                 "PostgreSQL"
             } else {
                 "SQLite"
+            },
+            if a.nodes > 1 {
+                format!(", {} nodes", a.nodes)
+            } else {
+                String::new()
             }
         ),
         executions: n,
