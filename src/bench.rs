@@ -278,11 +278,20 @@ async fn baseline_inproc(
         starts.push(ms(s));
         totals.push(ms(d));
     }
-    let elapsed = started.elapsed();
+    baseline_row("baseline: tokio::spawn", started.elapsed(), starts, totals)
+}
+
+/// A baseline's row from its per-run start and total times (ms).
+fn baseline_row(
+    name: &str,
+    elapsed: Duration,
+    mut starts: Vec<f64>,
+    mut totals: Vec<f64>,
+) -> BenchRow {
     BenchRow {
-        name: "baseline: tokio::spawn".into(),
-        executions: n,
-        jobs_per_s: n as f64 / elapsed.as_secs_f64(),
+        name: name.into(),
+        executions: totals.len(),
+        jobs_per_s: totals.len() as f64 / elapsed.as_secs_f64(),
         start_p50_ms: percentile(&mut starts, 50.0),
         start_p99_ms: percentile(&mut starts, 99.0),
         total_p50_ms: percentile(&mut totals, 50.0),
@@ -359,19 +368,12 @@ async fn baseline_process(
             totals.push(ms(d));
         }
     }
-    let elapsed = started.elapsed();
-    Ok(BenchRow {
-        name: "baseline: spawn+wait worker".into(),
-        executions: n,
-        jobs_per_s: n as f64 / elapsed.as_secs_f64(),
-        start_p50_ms: percentile(&mut starts, 50.0),
-        start_p99_ms: percentile(&mut starts, 99.0),
-        total_p50_ms: percentile(&mut totals, 50.0),
-        total_p99_ms: percentile(&mut totals, 99.0),
-        loaded_start_p50_ms: None,
-        peak_rss_mib: peak_rss_mib(),
-        ratio_to_baseline: None,
-    })
+    Ok(baseline_row(
+        "baseline: spawn+wait worker",
+        started.elapsed(),
+        starts,
+        totals,
+    ))
 }
 
 fn micros_of(t: &str) -> Option<f64> {

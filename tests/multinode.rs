@@ -8,39 +8,31 @@ use common::*;
 use jobvisor::Status;
 use std::collections::HashSet;
 use std::time::Duration;
-use uuid::Uuid;
 
-/// A URL of a fresh database on the test server, or `None` (said loudly).
-async fn pg_database() -> Option<String> {
-    let admin = match std::env::var("JOBVISOR_TEST_POSTGRES") {
-        Ok(u) => u,
-        Err(_) => match std::env::var("PGHOST") {
-            Ok(host) => format!(
-                "postgres://{}:{}@{host}:{}/{}",
-                std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()),
-                std::env::var("PGPASSWORD").unwrap_or_default(),
-                std::env::var("PGPORT").unwrap_or_else(|_| "5432".into()),
-                std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into()),
-            ),
-            Err(_) => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "PostgreSQL is required in CI and none was found: run scripts/test"
-                );
-                eprintln!("!!! multi-node tests SKIPPED: no PostgreSQL server (run scripts/test)");
-                return None;
-            }
-        },
-    };
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    let name = format!("jv_nodes_{}", Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Some(format!("{base}/{name}"))
+/// Registers handler `mark`, whose side effect outside the database is a
+/// line with its execution id in a file; returns the file.
+fn add_mark_handler(env: &Env, before: &str) -> std::path::PathBuf {
+    let log = env.dir.path().join("ran.txt");
+    let script = format!(
+        "{before}echo \"$JOBVISOR_EXECUTION_ID\" >> {}",
+        log.display()
+    );
+    env.ok(&[
+        "handler", "add", "mark", "--exec", "/bin/sh", "--arg", "-c", "--arg", &script,
+    ]);
+    log
+}
+
+/// The ids `mark` recorded; each attempt at most once.
+fn marks(log: &std::path::Path) -> Vec<String> {
+    let lines: Vec<String> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let distinct: HashSet<&String> = lines.iter().collect();
+    assert_eq!(distinct.len(), lines.len(), "an attempt ran twice");
+    lines
 }
 
 fn pg_env(url: &str) -> Env {
@@ -57,18 +49,7 @@ async fn three_nodes_run_every_execution_exactly_once() {
     let env = pg_env(&url);
     env.ok(&["migrate"]);
     // A side effect outside the database: each run appends its id.
-    let log = env.dir.path().join("ran.txt");
-    env.ok(&[
-        "handler",
-        "add",
-        "mark",
-        "--exec",
-        "/bin/sh",
-        "--arg",
-        "-c",
-        "--arg",
-        &format!("echo \"$JOBVISOR_EXECUTION_ID\" >> {}", log.display()),
-    ]);
+    let log = add_mark_handler(&env, "");
     let nodes: Vec<Serve> = (0..3).map(|_| env.serve(&["--concurrency", "8"])).collect();
     let store = env.store().await;
     let mut ids = Vec::new();
@@ -77,12 +58,11 @@ async fn three_nodes_run_every_execution_exactly_once() {
         .build()
         .await
         .unwrap();
-    for chunk in 0..3 {
+    for _ in 0..3 {
         let specs = (0..500)
             .map(|_| jobvisor::RunSpec::new("mark", serde_json::Value::Null))
             .collect();
         ids.extend(sup.enqueue_many(specs).await.unwrap());
-        let _ = chunk;
     }
     let inproc: Vec<_> = (0..20)
         .map(|_| {
@@ -99,15 +79,12 @@ async fn three_nodes_run_every_execution_exactly_once() {
         let e = finished(store.as_ref(), *id).await;
         assert_eq!(e.status, Status::Succeeded, "{e:?}");
     }
-    let ran = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<&str> = ran.lines().collect();
-    let distinct: HashSet<&str> = lines.iter().copied().collect();
+    let lines = marks(&log);
     assert_eq!(
         lines.len(),
         ids.len(),
         "every process execution ran exactly once"
     );
-    assert_eq!(distinct.len(), ids.len());
     let by_node: HashSet<String> = store
         .executions(&jobvisor::store::ExecFilter {
             limit: 30_000,
@@ -350,21 +327,7 @@ async fn a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice() {
     };
     let env = pg_env(&url);
     env.ok(&["migrate"]);
-    let log = env.dir.path().join("ran.txt");
-    env.ok(&[
-        "handler",
-        "add",
-        "mark",
-        "--exec",
-        "/bin/sh",
-        "--arg",
-        "-c",
-        "--arg",
-        &format!(
-            "sleep 0.05; echo \"$JOBVISOR_EXECUTION_ID\" >> {}",
-            log.display()
-        ),
-    ]);
+    let log = add_mark_handler(&env, "sleep 0.05; ");
     let lease = ["--node-lease", "3s", "--concurrency", "6"];
     let mut nodes: Vec<Serve> = (0..3).map(|_| env.serve(&lease)).collect();
     let sup = jobvisor::Supervisor::builder()
@@ -412,10 +375,7 @@ async fn a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice() {
         assert_eq!(e.status, Status::Succeeded, "{e:?}");
     }
     // Each attempt's side effect at most once; every success recorded.
-    let ran = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<&str> = ran.lines().collect();
-    let distinct: HashSet<&str> = lines.iter().copied().collect();
-    assert_eq!(distinct.len(), lines.len(), "an attempt ran twice");
+    let lines = marks(&log);
     let succeeded = count("SELECT COUNT(*) FROM executions WHERE status = 'succeeded'").await;
     assert_eq!(succeeded, 1500);
     let interrupted = count("SELECT COUNT(*) FROM executions WHERE interrupted = 1").await;

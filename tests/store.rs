@@ -6,6 +6,8 @@
 //! `scripts/test` provides one. Without a server the PostgreSQL half says so
 //! loudly, and under CI (`CI=true`) it fails.
 
+mod common;
+
 use jobvisor::model::{
     now_micros, JobSpec, Mode, NewExecution, Overlap, ProgressState, RetryPolicy, Status,
     DEFAULT_QUEUE,
@@ -19,18 +21,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use uuid::Uuid;
 
-fn pg_admin_url() -> Option<String> {
-    if let Ok(u) = std::env::var("JOBVISOR_TEST_POSTGRES") {
-        return Some(u);
-    }
-    let host = std::env::var("PGHOST").ok()?;
-    let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
-    let pass = std::env::var("PGPASSWORD").unwrap_or_default();
-    let port = std::env::var("PGPORT").unwrap_or_else(|_| "5432".into());
-    let db = std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into());
-    Some(format!("postgres://{user}:{pass}@{host}:{port}/{db}"))
-}
-
 async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     jobvisor::store::open(&dir.path().join("t.db").display().to_string())
         .await
@@ -40,34 +30,8 @@ async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
 /// A store on a fresh PostgreSQL database, or `None` (said loudly) when no
 /// server is configured outside CI.
 async fn pg_store() -> Option<Arc<dyn Store>> {
-    let Some(admin) = pg_admin_url() else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "PostgreSQL is required in CI and none was found: run the tests through \
-                 scripts/test, which starts one with pg_virtualenv"
-            );
-        }
-        eprintln!(
-            "!!! PostgreSQL half SKIPPED: no server (set PGHOST or JOBVISOR_TEST_POSTGRES, \
-             or run scripts/test)"
-        );
-        return None;
-    };
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("cannot connect to the test PostgreSQL server");
-    let name = format!("jv_test_{}", Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Some(
-        jobvisor::store::open(&format!("{base}/{name}"))
-            .await
-            .unwrap(),
-    )
+    let url = common::pg_database().await?;
+    Some(jobvisor::store::open(&url).await.unwrap())
 }
 
 macro_rules! both {
