@@ -137,9 +137,8 @@ async fn a_one_second_cron_on_three_nodes_runs_each_occurrence_once() {
     let env = pg_env(&url);
     env.ok(&["migrate"]);
     let _nodes: Vec<Serve> = (0..3).map(|_| env.serve(&[])).collect();
-    let execs = run_one_second_cron(&env, 20).await;
-    let nodes: HashSet<String> = execs.iter().filter_map(|e| e.node.clone()).collect();
-    assert!(nodes.len() >= 2, "the nodes shared the work: {nodes:?}");
+    // Which node ran each occurrence is a race: only "once" is promised.
+    run_one_second_cron(&env, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use jobvisor::model::Execution;
 use jobvisor::Status;
-use std::collections::HashSet;
 use std::time::Duration;
 
 fn micros(t: &str) -> i64 {
@@ -193,9 +192,8 @@ async fn two_supervisors_on_one_sqlite_file_run_each_cron_occurrence_exactly_onc
     env.ok(&["migrate"]);
     let _a = env.serve(&[]);
     let _b = env.serve(&[]);
-    let execs = run_one_second_cron(&env, 10).await;
-    let nodes: HashSet<String> = execs.iter().filter_map(|e| e.node.clone()).collect();
-    assert_eq!(nodes.len(), 2, "both supervisors took part: {nodes:?}");
+    // Which node ran each occurrence is a race: only "once" is promised.
+    run_one_second_cron(&env, 10).await;
 }
 
 #[test]
