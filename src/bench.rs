@@ -376,6 +376,15 @@ async fn baseline_process(
     ))
 }
 
+/// Enqueue -> start of each started execution, in ms.
+fn start_delays_ms(rows: &[crate::Execution]) -> Vec<f64> {
+    rows.iter()
+        .filter_map(|e| {
+            Some((micros_of(e.started_at.as_deref()?)? - micros_of(&e.enqueued_at)?) / 1000.0)
+        })
+        .collect()
+}
+
 fn micros_of(t: &str) -> Option<f64> {
     humantime::parse_rfc3339(t)
         .ok()
@@ -471,18 +480,17 @@ async fn supervised(
             ..Default::default()
         })
         .await?;
-    let mut loaded: Vec<f64> = rows
-        .iter()
-        .filter_map(|e| {
-            Some((micros_of(e.started_at.as_deref()?)? - micros_of(&e.enqueued_at)?) / 1000.0)
-        })
-        .collect();
+    let mut loaded = start_delays_ms(&rows);
     let failed = rows
         .iter()
         .filter(|e| e.status != crate::Status::Succeeded)
         .count();
     if failed > 0 {
-        return Err(crate::cli::input(format!("{failed} of {n} {mode} executions did not succeed; see `jobvisor exec list --database {}`", crate::store::redact(db))));
+        return Err(crate::cli::input(format!(
+            "{failed} of {n} {mode} executions did not succeed; \
+             see `jobvisor exec list --database {}`",
+            crate::store::redact(db)
+        )));
     }
 
     // Latency: one at a time on an idle supervisor.
@@ -508,12 +516,7 @@ async fn supervised(
             ..Default::default()
         })
         .await?;
-    let mut starts: Vec<f64> = lrows
-        .iter()
-        .filter_map(|e| {
-            Some((micros_of(e.started_at.as_deref()?)? - micros_of(&e.enqueued_at)?) / 1000.0)
-        })
-        .collect();
+    let mut starts = start_delays_ms(&lrows);
     for (_, stop_tx, runner) in nodes {
         let _ = stop_tx.send(());
         runner.await.expect("supervisor task")?;
