@@ -10,6 +10,7 @@ use crate::store::{Claimed, Completion};
 use crate::supervisor::Supervisor;
 use crate::Error;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -125,6 +126,9 @@ impl Supervisor {
                 ),
             },
             crate::model::Mode::Process => match self.plan(&claimed) {
+                Ok(plan) if plan.limits.pool_size > 0 => {
+                    inner.pools.run(&plan, &claimed, &stop, &sink).await
+                }
                 Ok(plan) => process::run(&plan, &claimed, &stop, &sink).await,
                 Err(e) => failed(&claimed, e),
             },
@@ -138,29 +142,26 @@ impl Supervisor {
         let spec = claimed
             .handler_spec()
             .map_err(|e| format!("cannot read handler: {}", crate::error_chain(&e)))?;
+        let cgroup = inner.config.cgroups;
+        let plan = |program: PathBuf, args, limits, self_guarding| ProcessPlan {
+            handler: claimed.handler.clone(),
+            program,
+            args,
+            limits,
+            self_guarding,
+            cgroup,
+        };
         Ok(match spec {
             Some(h) => match h.kind {
-                HandlerKind::Exec { program, args } => ProcessPlan {
-                    program: program.into(),
-                    args,
-                    limits: h.limits,
-                    self_guarding: false,
-                },
-                HandlerKind::Rust => ProcessPlan {
-                    program: inner.worker_program.clone(),
-                    args: Vec::new(),
-                    limits: h.limits,
-                    self_guarding: true,
-                },
+                HandlerKind::Exec { program, args } => plan(program.into(), args, h.limits, false),
+                HandlerKind::Rust => plan(inner.worker_program.clone(), Vec::new(), h.limits, true),
             },
-            None if jobvisor_worker::builtins::NAMES.contains(&claimed.handler.as_str()) => {
-                ProcessPlan {
-                    program: inner.worker_program.clone(),
-                    args: Vec::new(),
-                    limits: ProcessLimits::default(),
-                    self_guarding: true,
-                }
-            }
+            None if jobvisor_worker::builtins::NAMES.contains(&claimed.handler.as_str()) => plan(
+                inner.worker_program.clone(),
+                Vec::new(),
+                ProcessLimits::default(),
+                true,
+            ),
             None => return Err(format!("unknown handler {:?}", claimed.handler)),
         })
     }

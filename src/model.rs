@@ -30,6 +30,53 @@ pub fn format_ms(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
+/// Formats a byte count with a binary unit (`64 MiB`).
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if n >= size && n % (size / 1024).max(1) == 0 {
+            let v = n as f64 / size as f64;
+            return if v.fract() == 0.0 {
+                format!("{v:.0} {unit}")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{n} B")
+}
+
+/// Parses a byte count: `1048576`, `512K`, `64M`, `64MiB`, `1.5G`, `2GB`
+/// (binary units throughout).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number with an optional unit (K, M, G, T)")
+    })?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
+    };
+    let bytes = v * mult as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("invalid size {s:?}"));
+    }
+    Ok(bytes as u64)
+}
+
 /// Formats a measured duration: sub-millisecond ones keep their fraction.
 pub fn format_elapsed_ms(ms: f64) -> String {
     if ms < 1.0 {
@@ -170,7 +217,51 @@ pub struct ProcessLimits {
     pub allow_env: Vec<String>,
     /// Working directory of the child.
     pub cwd: Option<String>,
+    /// Memory limit in bytes: cgroup v2 `memory.max` where a delegated
+    /// hierarchy with the memory controller is available, otherwise an
+    /// address-space rlimit (said so at start-up and in `handler add`).
+    pub memory_max: Option<u64>,
+    /// Process (task) limit: cgroup v2 `pids.max`, otherwise RLIMIT_NPROC
+    /// (counted per user, not per execution).
+    pub pids_max: Option<u64>,
+    /// CPU bandwidth in cores (0.5 = half a core): cgroup v2 `cpu.max`;
+    /// not enforceable without it (said so, never pretended).
+    pub cpu_max: Option<f64>,
+    /// CPU time limit in seconds (RLIMIT_CPU: SIGXCPU, then SIGKILL a second
+    /// later).
+    pub cpu_time_s: Option<u64>,
+    /// Address-space limit in bytes (RLIMIT_AS).
+    pub address_space: Option<u64>,
+    /// Data-segment limit in bytes (RLIMIT_DATA).
+    pub data_size: Option<u64>,
+    /// Open-file limit (RLIMIT_NOFILE).
+    pub open_files: Option<u64>,
+    /// Process limit of the user (RLIMIT_NPROC).
+    pub processes: Option<u64>,
+    /// Allow core dumps (off by default).
+    pub core_dumps: bool,
+    /// Run as this user (name or uid); needs a root supervisor.
+    pub run_as_user: Option<String>,
+    /// Run with this group (name or gid) [default: the user's].
+    pub run_as_group: Option<String>,
+    /// Set `no_new_privs`: setuid binaries and file capabilities cannot
+    /// raise the child's privileges.
+    pub no_new_privs: bool,
+    /// Most log bytes kept per execution; lines beyond it are counted and
+    /// the count recorded, not stored.
+    pub max_log_bytes: u64,
+    /// Worker processes kept per handler for reuse (0: one process per
+    /// execution). Used when the worker announces `pooled: true`.
+    pub pool_size: u32,
+    /// Recycle a pooled worker after this many executions.
+    pub max_runs_per_worker: Option<u64>,
+    /// Recycle a pooled worker after the execution that left its resident
+    /// memory above this many bytes.
+    pub max_rss_per_worker: Option<u64>,
 }
+
+/// Log bytes kept per execution unless the handler says otherwise.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for ProcessLimits {
     fn default() -> Self {
@@ -183,6 +274,22 @@ impl Default for ProcessLimits {
             env: Vec::new(),
             allow_env: Vec::new(),
             cwd: None,
+            memory_max: None,
+            pids_max: None,
+            cpu_max: None,
+            cpu_time_s: None,
+            address_space: None,
+            data_size: None,
+            open_files: None,
+            processes: None,
+            core_dumps: false,
+            run_as_user: None,
+            run_as_group: None,
+            no_new_privs: false,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            pool_size: 0,
+            max_runs_per_worker: None,
+            max_rss_per_worker: None,
         }
     }
 }

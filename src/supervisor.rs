@@ -46,6 +46,10 @@ pub struct Config {
     /// Nodes on the same host also judge each other by pid; on different
     /// hosts only by heartbeat.
     pub hostname: Option<String>,
+    /// Give each process-mode execution its own cgroup where cgroup v2 is
+    /// delegated to the supervisor (limits and whole-tree kill); off means
+    /// rlimits and the process group only.
+    pub cgroups: bool,
 }
 
 impl Default for Config {
@@ -63,6 +67,7 @@ impl Default for Config {
             worker_program: None,
             relay_capacity: 16 * 1024,
             hostname: None,
+            cgroups: true,
         }
     }
 }
@@ -127,6 +132,7 @@ pub(crate) struct Inner {
     pub(crate) cancel_check: Notify,
     pub(crate) running: Mutex<HashMap<Uuid, Arc<Stop>>>,
     pub(crate) worker_program: PathBuf,
+    pub(crate) pools: crate::runner::pool::Pools,
 }
 
 /// A running supervisor node. Cheap to clone.
@@ -161,6 +167,12 @@ impl Supervisor {
             stopped_at: None,
         };
         store.register_node(&node).await?;
+        // Children inherit this; handlers that allow core dumps raise it.
+        crate::runner::isolate::core_dumps_off();
+        if config.cgroups {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| tracing::info!("{}", crate::runner::cgroup::detect().describe()));
+        }
         let (finished, _) = broadcast::channel(4096);
         let (relay, _task) = Relay::start(store.clone(), config.relay_capacity, finished.clone());
         let worker_program = config
@@ -180,6 +192,7 @@ impl Supervisor {
                 cancel_check: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 worker_program,
+                pools: Default::default(),
             }),
         };
         sup.rescue().await?;
@@ -257,6 +270,7 @@ impl Supervisor {
         let maintenance = tokio::spawn(self.clone().maintenance());
         let scheduler = tokio::spawn(self.clone().schedule_loop());
         let result = self.dispatch(shutdown).await;
+        self.inner.pools.sweep(true).await;
         maintenance.abort();
         scheduler.abort();
         if let Some(l) = listener {
@@ -332,7 +346,13 @@ impl Supervisor {
         let mut cancel_tick = tokio::time::interval(inner.config.cancel_poll_interval);
         let mut heartbeat_tick = tokio::time::interval(inner.config.heartbeat_interval);
         let mut rescue_tick = tokio::time::interval(inner.config.node_lease / 4);
-        for t in [&mut cancel_tick, &mut heartbeat_tick, &mut rescue_tick] {
+        let mut pool_tick = tokio::time::interval(crate::runner::pool::IDLE_TIMEOUT / 4);
+        for t in [
+            &mut cancel_tick,
+            &mut heartbeat_tick,
+            &mut rescue_tick,
+            &mut pool_tick,
+        ] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -362,6 +382,7 @@ impl Supervisor {
                         tracing::warn!(error = %crate::error_chain(&e), "node heartbeat failed");
                     }
                 }
+                _ = pool_tick.tick() => inner.pools.sweep(false).await,
                 _ = rescue_tick.tick() => {
                     if let Err(e) = self.rescue().await {
                         tracing::warn!(error = %crate::error_chain(&e), "rescue sweep failed");

@@ -236,8 +236,16 @@ pub struct HandlerAddArgs {
     /// Handler name (letters, digits, `-`, `_`, `.`).
     pub name: String,
     /// The program to run (absolute, relative, or found on PATH).
+    #[arg(long, required_unless_present = "builtin", conflicts_with = "builtin")]
+    pub exec: Option<String>,
+    /// Not a program: a Rust handler of the worker program (a built-in such
+    /// as `noop`); sets how its process-mode executions are run.
     #[arg(long)]
-    pub exec: String,
+    pub builtin: bool,
+    /// Mode of its executions unless a run says otherwise [default: process
+    /// for programs, inproc for built-ins].
+    #[arg(long)]
+    pub mode: Option<crate::model::Mode>,
     /// An argument for the program (repeat for more; never through a shell).
     #[arg(long = "arg", allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -265,6 +273,55 @@ pub struct HandlerAddArgs {
     /// Working directory of the child.
     #[arg(long)]
     pub cwd: Option<String>,
+    /// Memory limit (e.g. 512M): cgroup memory.max, else an address-space
+    /// rlimit.
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Most processes and threads: cgroup pids.max, else RLIMIT_NPROC.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pids: Option<u64>,
+    /// CPU bandwidth in cores (e.g. 0.5): cgroup cpu.max only.
+    #[arg(long, value_parser = parse_cores)]
+    pub cpus: Option<f64>,
+    /// CPU time limit (RLIMIT_CPU, whole seconds; e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub cpu_time: Option<Duration>,
+    /// Address-space limit (RLIMIT_AS, e.g. 1G).
+    #[arg(long, value_parser = parse_size)]
+    pub address_space: Option<u64>,
+    /// Data-segment limit (RLIMIT_DATA, e.g. 1G).
+    #[arg(long, value_parser = parse_size)]
+    pub data_size: Option<u64>,
+    /// Open-file limit (RLIMIT_NOFILE).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(3..))]
+    pub open_files: Option<u64>,
+    /// Process limit of the user it runs as (RLIMIT_NPROC).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub processes: Option<u64>,
+    /// Allow core dumps (off by default).
+    #[arg(long)]
+    pub core_dumps: bool,
+    /// Run as USER or USER:GROUP (names or ids; the supervisor must be root).
+    #[arg(long)]
+    pub run_as: Option<String>,
+    /// Set no_new_privs: setuid programs cannot raise its privileges.
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Most log bytes stored per execution; beyond it lines are counted, not
+    /// stored.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub max_log: u64,
+    /// Keep this many worker processes for reuse (workers that announce
+    /// `pooled: true`); 0 starts one process per execution.
+    #[arg(long, default_value_t = 0)]
+    pub pool_size: u32,
+    /// Recycle a pooled worker after this many executions.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_runs_per_worker: Option<u64>,
+    /// Recycle a pooled worker whose resident memory exceeds this after an
+    /// execution (e.g. 256M).
+    #[arg(long, value_parser = parse_size)]
+    pub max_rss_per_worker: Option<u64>,
     /// Replace a handler of the same name.
     #[arg(long)]
     pub replace: bool,
@@ -380,6 +437,20 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 /// Parses a human duration (`30s`, `5m`, `250ms`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 5m, 250ms)"))
+}
+
+/// Parses a byte size such as `64M` or `1GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    crate::model::parse_bytes(s)
+}
+
+fn parse_cores(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.01 && v <= 4096.0 => Ok(v),
+        _ => Err(format!(
+            "invalid CPU count {s:?}: expected cores such as 0.5 or 2"
+        )),
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

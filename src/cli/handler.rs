@@ -3,6 +3,7 @@
 use super::args::{HandlerAddArgs, HandlerCmd};
 use super::{input, output, CliError};
 use crate::model::{now_micros, HandlerKind, HandlerSpec, Mode, ProcessLimits};
+use crate::runner::isolate;
 use jobvisor_worker::builtins;
 use std::path::{Path, PathBuf};
 
@@ -18,8 +19,14 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
                 )));
             }
             store.put_handler(&spec, now_micros()).await?;
-            if let HandlerKind::Exec { program, .. } = &spec.kind {
-                println!("handler {} registered: {program}", spec.name);
+            match &spec.kind {
+                HandlerKind::Exec { program, .. } => {
+                    println!("handler {} registered: {program}", spec.name)
+                }
+                HandlerKind::Rust => println!("handler {} registered (built-in)", spec.name),
+            }
+            for note in enforcement_notes(&spec) {
+                eprintln!("jobvisor: note: {note}");
             }
             Ok(())
         }
@@ -102,7 +109,19 @@ fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<HandlerSpec, CliEr
             "invalid handler name {name:?}: use letters, digits, '-', '_' and '.'"
         )));
     }
-    let program = resolve_program(&a.exec)?;
+    let kind = match &a.exec {
+        Some(exec) => HandlerKind::Exec {
+            program: resolve_program(exec)?.display().to_string(),
+            args: a.args.clone(),
+        },
+        None if builtins::NAMES.contains(&name.as_str()) => HandlerKind::Rust,
+        None => {
+            return Err(input(format!(
+                "{name:?} is not a built-in handler (built-ins: {})",
+                builtins::NAMES.join(", ")
+            )))
+        }
+    };
     if let Some(dir) = &a.cwd {
         if !Path::new(dir).is_dir() {
             return Err(input(format!("working directory {dir:?} does not exist")));
@@ -112,13 +131,43 @@ fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<HandlerSpec, CliEr
     if a.timeout.is_some_and(|t| t.is_zero()) {
         return Err(input("--timeout must be longer than 0"));
     }
+    if a.cpu_time.is_some_and(|t| t.as_secs() == 0) {
+        return Err(input("--cpu-time must be at least 1s"));
+    }
+    for key in a.allow_env.iter().chain(a.env.iter().map(|(k, _)| k)) {
+        if isolate::reserved_env(key) {
+            return Err(input(format!(
+                "environment variable {key} is reserved for the supervisor and never passed to a child"
+            )));
+        }
+    }
+    let (run_as_user, run_as_group) = match a.run_as.as_deref() {
+        None => (None, None),
+        Some(s) => match s.split_once(':') {
+            Some((u, g)) if !u.is_empty() && !g.is_empty() => {
+                (Some(u.to_string()), Some(g.to_string()))
+            }
+            Some(_) => {
+                return Err(input(format!(
+                    "invalid --run-as {s:?}: expected USER or USER:GROUP"
+                )))
+            }
+            None if !s.is_empty() => (Some(s.to_string()), None),
+            None => return Err(input("--run-as needs a user")),
+        },
+    };
+    isolate::resolve_identity(run_as_user.as_deref(), run_as_group.as_deref()).map_err(input)?;
+    let mode = a.mode.unwrap_or(match kind {
+        HandlerKind::Exec { .. } => Mode::Process,
+        HandlerKind::Rust => Mode::Inproc,
+    });
+    if mode == Mode::Inproc && matches!(kind, HandlerKind::Exec { .. }) {
+        return Err(input("a program handler runs in process mode only"));
+    }
     Ok(HandlerSpec {
         name,
-        kind: HandlerKind::Exec {
-            program: program.display().to_string(),
-            args: a.args.clone(),
-        },
-        mode: Mode::Process,
+        kind,
+        mode,
         limits: ProcessLimits {
             timeout_ms: a.timeout.map(ms),
             cancel_grace_ms: ms(a.cancel_grace),
@@ -128,8 +177,34 @@ fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<HandlerSpec, CliEr
             env: a.env.clone(),
             allow_env: a.allow_env.clone(),
             cwd: a.cwd.clone(),
+            memory_max: a.memory,
+            pids_max: a.pids,
+            cpu_max: a.cpus,
+            cpu_time_s: a.cpu_time.map(|d| d.as_secs()),
+            address_space: a.address_space,
+            data_size: a.data_size,
+            open_files: a.open_files,
+            processes: a.processes,
+            core_dumps: a.core_dumps,
+            run_as_user,
+            run_as_group,
+            no_new_privs: a.no_new_privs,
+            max_log_bytes: a.max_log,
+            pool_size: a.pool_size,
+            max_runs_per_worker: a.max_runs_per_worker,
+            max_rss_per_worker: a.max_rss_per_worker,
         },
     })
+}
+
+/// How this host would enforce the handler's limits, when that differs
+/// from what the flag names (no cgroup v2 controller): said at once.
+fn enforcement_notes(spec: &HandlerSpec) -> Vec<String> {
+    let l = &spec.limits;
+    if l.memory_max.is_none() && l.pids_max.is_none() && l.cpu_max.is_none() {
+        return Vec::new();
+    }
+    isolate::enforcement(l, crate::runner::cgroup::probe()).notes
 }
 
 /// Resolves a program to an absolute path now, so that what runs later does

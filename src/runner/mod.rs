@@ -1,8 +1,11 @@
 //! The runners: one per execution mode. Each execution is owned by one task
 //! that runs it to its end and returns a [`Completion`].
 
+pub mod cgroup;
 pub mod inproc;
+pub mod isolate;
 pub mod os;
+pub mod pool;
 pub mod process;
 
 use std::sync::OnceLock;

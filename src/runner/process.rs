@@ -1,16 +1,23 @@
 //! Process mode: the execution runs in a child process that speaks the
 //! worker protocol (or nothing at all) over stdin/stdout.
 //!
-//! The owning task spawns the child in its own process group, feeds it the
-//! `run` line, and waits for its exit while two reader tasks drain stdout and
-//! stderr line by line into the relay (they block when the relay is full:
-//! back-pressure, never loss). A stop escalates: `cancel` message, then
-//! SIGTERM to the group after the cancel grace, then SIGKILL to the group
+//! A [`Worker`] is one child: spawned in its own process group (and its own
+//! cgroup where cgroup v2 is usable), with a writer task feeding its stdin
+//! and two reader tasks draining stdout and stderr line by line into the
+//! relay of the execution it is running (they block when the relay is full:
+//! back-pressure, never loss). The owning task sends the `run` line and
+//! waits for the result or the child's exit. A stop escalates: `cancel`
+//! message, then SIGTERM to the group after the cancel grace, then SIGKILL
 //! after the kill grace. When the child has exited, whatever is left of its
-//! group is killed, so no process of the execution outlives it.
+//! group and cgroup is killed, so no process of the execution outlives it.
+//!
+//! One-shot workers run one execution each. Handlers with a `pool_size`
+//! keep workers that announced `pooled: true` for the next execution (see
+//! [`super::pool`]).
 
+use super::isolate::{self, Setup, DEFAULT_PATH};
 use super::{os, Ending, Stop};
-use crate::model::{now_micros, stream, ProcessLimits, Status};
+use crate::model::{format_bytes, now_micros, stream, ProcessLimits, Status};
 use crate::relay::{LogSink, RelayMsg};
 use crate::store::{Claimed, Completion};
 use jobvisor_worker::protocol::{
@@ -20,27 +27,29 @@ use jobvisor_worker::protocol::{
 use jobvisor_worker::Level;
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
-
-/// The PATH a child gets when its handler does not pass one through.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How long output pipes may stay open, with nothing read, after the child
 /// exited and its group was killed: longer means a process outside the group
 /// holds them (a leak).
-const LEAK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const LEAK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What to start for one execution.
 #[derive(Clone, Debug)]
 pub struct ProcessPlan {
+    /// The handler's name (for its log lines).
+    pub handler: String,
     /// The program (absolute path).
     pub program: PathBuf,
     /// Its arguments.
@@ -51,26 +60,248 @@ pub struct ProcessPlan {
     /// start (`jobvisor-worker` does): it can then be started without a
     /// `pre_exec` hook, on std's faster posix_spawn path.
     pub self_guarding: bool,
+    /// Start it in its own cgroup where cgroup v2 is usable.
+    pub cgroup: bool,
 }
 
+impl ProcessPlan {
+    /// Workers of plans with the same key are interchangeable.
+    pub fn pool_key(&self) -> String {
+        serde_json::json!([
+            self.handler,
+            self.program,
+            self.args,
+            self.limits,
+            self.self_guarding,
+            self.cgroup
+        ])
+        .to_string()
+    }
+}
+
+#[derive(Default)]
 struct ReaderState {
     /// The reader is waiting on the pipe (not on the relay).
     in_pipe: AtomicBool,
     /// Lines read so far.
     lines: AtomicU64,
+    /// The pipe reached its end.
+    closed: AtomicBool,
 }
 
-impl ReaderState {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            in_pipe: AtomicBool::new(false),
-            lines: AtomicU64::new(0),
+/// Where a worker's output goes while it runs one execution.
+struct Route {
+    sink: LogSink,
+    result_tx: Mutex<Option<oneshot::Sender<ResultMessage>>>,
+    last_seen: AtomicI64,
+    /// Log bytes this execution may still store.
+    budget: AtomicI64,
+    dropped_lines: AtomicU64,
+    dropped_bytes: AtomicU64,
+}
+
+impl Route {
+    fn admit(&self, bytes: usize) -> bool {
+        if self.budget.fetch_sub(bytes as i64, Ordering::Relaxed) >= bytes as i64 {
+            return true;
+        }
+        self.dropped_lines.fetch_add(1, Ordering::Relaxed);
+        self.dropped_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        false
+    }
+
+    async fn log(
+        &self,
+        level: Level,
+        stream: &'static str,
+        text: String,
+        fields: Option<Map<String, Value>>,
+    ) {
+        if self.admit(text.len()) {
+            self.sink.log(level, stream, text, fields).await;
+        }
+    }
+}
+
+/// State shared by a worker's owner and its reader tasks.
+#[derive(Default)]
+struct Shared {
+    route: Mutex<Option<Arc<Route>>>,
+    /// The worker announced `pooled: true`.
+    pooled: AtomicBool,
+    out: ReaderState,
+    err: ReaderState,
+}
+
+impl Shared {
+    fn route(&self) -> Option<Arc<Route>> {
+        self.route.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One child process able to run executions.
+pub(crate) struct Worker {
+    child: Child,
+    pid: i32,
+    stdin_tx: Option<mpsc::UnboundedSender<String>>,
+    stdin_task: JoinHandle<()>,
+    out_task: JoinHandle<()>,
+    err_task: JoinHandle<()>,
+    out_inode: u64,
+    err_inode: u64,
+    shared: Arc<Shared>,
+    setup: Setup,
+    /// Executions it has run.
+    pub runs: u64,
+    /// When it last finished one.
+    pub idle_since: Instant,
+}
+
+/// A spawn that failed, as the execution's completion.
+fn spawn_failed(claimed: &Claimed, plan: &ProcessPlan, e: &std::io::Error) -> Completion {
+    let mut c = Completion::new(claimed.id, Status::Failed, now_micros());
+    c.error = Some(format!("cannot start {}: {e}", plan.program.display()));
+    // Resource exhaustion may pass; a missing program will not.
+    c.retryable = matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EAGAIN | nix::libc::ENOMEM | nix::libc::EMFILE | nix::libc::ENFILE)
+    );
+    c
+}
+
+impl Worker {
+    /// Starts a worker for `plan`; `claimed` is the execution a one-shot
+    /// worker is for (its id goes into the environment), `None` for a
+    /// pooled one.
+    pub(crate) async fn spawn(
+        plan: &ProcessPlan,
+        claimed: Option<&Claimed>,
+    ) -> Result<Worker, std::io::Error> {
+        let limits = &plan.limits;
+        let mut setup = Setup::plan(
+            limits,
+            isolate::Options {
+                cgroup: plan.cgroup,
+                death_signal: !plan.self_guarding,
+            },
+            if claimed.is_some() { "exec" } else { "worker" },
+        )
+        .map_err(std::io::Error::other)?;
+        isolate::warn_once(&plan.handler, &setup.notes);
+        let mut cmd = tokio::process::Command::new(&plan.program);
+        cmd.args(&plan.args).env_clear().env("PATH", DEFAULT_PATH);
+        for key in &limits.allow_env {
+            if isolate::reserved_env(key) {
+                continue;
+            }
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
+        for (k, v) in &limits.env {
+            if !isolate::reserved_env(k) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("JOBVISOR_PROTOCOL", PROTOCOL_VERSION.to_string())
+            .env("JOBVISOR_HANDLER", &plan.handler)
+            .env(
+                jobvisor_worker::host::SUPERVISOR_PID_ENV,
+                std::process::id().to_string(),
+            );
+        if let Some(c) = claimed {
+            cmd.env("JOBVISOR_EXECUTION_ID", c.id.to_string())
+                .env("JOBVISOR_JOB", &c.job)
+                .env("JOBVISOR_ATTEMPT", c.attempt.to_string());
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &limits.cwd {
+            cmd.current_dir(dir);
+        }
+        setup.apply(&mut cmd);
+        let mut child = os::spawn(cmd).await?;
+        setup.spawned();
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+
+        // Stdin: run lines and cancels, from a writer task so that a child
+        // that never reads cannot block us.
+        let (stdin_tx, mut stdin_rx) = mpsc::unbounded_channel::<String>();
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stdin_task = tokio::spawn(async move {
+            while let Some(line) = stdin_rx.recv().await {
+                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let shared = Arc::new(Shared::default());
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let inode = |fd: std::os::fd::BorrowedFd<'_>| {
+            nix::sys::stat::fstat(fd).map(|s| s.st_ino).unwrap_or(0)
+        };
+        let (out_inode, err_inode) = (inode(stdout.as_fd()), inode(stderr.as_fd()));
+        let max_line = limits.max_line_bytes;
+        let out_task = tokio::spawn(read_stdout(
+            BufReader::with_capacity(64 * 1024, stdout),
+            shared.clone(),
+            max_line,
+            pid,
+        ));
+        let err_task = tokio::spawn(read_stderr(
+            BufReader::with_capacity(64 * 1024, stderr),
+            shared.clone(),
+            max_line,
+            pid,
+        ));
+        Ok(Worker {
+            child,
+            pid,
+            stdin_tx: Some(stdin_tx),
+            stdin_task,
+            out_task,
+            err_task,
+            out_inode,
+            err_inode,
+            shared,
+            setup,
+            runs: 0,
+            idle_since: Instant::now(),
         })
+    }
+
+    /// Its pid (and process group id).
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether it can take another execution: it announced pooling and has
+    /// neither exited nor closed its output.
+    pub(crate) fn reusable(&mut self) -> bool {
+        self.shared.pooled.load(Ordering::Relaxed)
+            && !self.shared.out.closed.load(Ordering::Relaxed)
+            && matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Closes stdin (the protocol's "no more work, exit now"), waits up to
+    /// `grace` for the exit, then kills what is left.
+    pub(crate) async fn retire(mut self, grace: Duration) {
+        self.stdin_tx = None;
+        let _ = tokio::time::timeout(grace, self.child.wait()).await;
+        os::signal_group(self.pid, Signal::SIGKILL);
+        let _ = self.child.wait().await;
+        self.stdin_task.abort();
+        // The cgroup (if any) is killed and removed with the setup.
     }
 }
 
 /// Escalation progress of a stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
     Running,
     Asked,
@@ -88,103 +319,71 @@ impl Step {
     }
 }
 
-/// Runs one execution as a child process, to its end.
-pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogSink) -> Completion {
-    let limits = &plan.limits;
-    let mut cmd = tokio::process::Command::new(&plan.program);
-    cmd.args(&plan.args).env_clear().env("PATH", DEFAULT_PATH);
-    for key in &limits.allow_env {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
-    for (k, v) in &limits.env {
-        cmd.env(k, v);
-    }
-    cmd.env("JOBVISOR_PROTOCOL", PROTOCOL_VERSION.to_string())
-        .env("JOBVISOR_EXECUTION_ID", claimed.id.to_string())
-        .env("JOBVISOR_JOB", &claimed.job)
-        .env("JOBVISOR_HANDLER", &claimed.handler)
-        .env("JOBVISOR_ATTEMPT", claimed.attempt.to_string())
-        .env(
-            jobvisor_worker::host::SUPERVISOR_PID_ENV,
-            std::process::id().to_string(),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(dir) = &limits.cwd {
-        cmd.current_dir(dir);
-    }
-    if !plan.self_guarding {
-        os::die_with_supervisor(&mut cmd);
-    }
+/// How an execution on a worker ended.
+pub(crate) enum Ended {
+    /// The worker answered and can run another execution.
+    Answered(Completion, Worker),
+    /// The worker is gone (or was never reusable); its processes are dead.
+    Done(Completion),
+}
 
-    let mut child = match os::spawn(cmd).await {
-        Ok(child) => child,
-        Err(e) => {
-            let mut c = Completion::new(claimed.id, Status::Failed, now_micros());
-            c.error = Some(format!("cannot start {}: {e}", plan.program.display()));
-            // Resource exhaustion may pass; a missing program will not.
-            c.retryable = matches!(
-                e.raw_os_error(),
-                Some(nix::libc::EAGAIN | nix::libc::ENOMEM | nix::libc::EMFILE | nix::libc::ENFILE)
-            );
-            return c;
-        }
+/// Runs one execution as a one-shot child process, to its end.
+pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogSink) -> Completion {
+    let worker = match Worker::spawn(plan, Some(claimed)).await {
+        Ok(w) => w,
+        Err(e) => return spawn_failed(claimed, plan, &e),
     };
-    let pid = child.id().map(|p| p as i32).unwrap_or(0);
-    // Kills what is left of the group however this task ends.
-    let _group = GroupGuard(pid);
+    match run_on(worker, false, &plan.limits, claimed, stop, sink).await {
+        Ended::Answered(c, _) | Ended::Done(c) => c,
+    }
+}
+
+/// Spawns a worker for a pooled handler, or the failed completion.
+pub(crate) async fn spawn_pooled(
+    plan: &ProcessPlan,
+    claimed: &Claimed,
+) -> Result<Worker, Completion> {
+    Worker::spawn(plan, None)
+        .await
+        .map_err(|e| spawn_failed(claimed, plan, &e))
+}
+
+/// Runs `claimed` on `w`. With `keep`, a worker that announced pooling and
+/// answered without being signalled is handed back for the next execution.
+pub(crate) async fn run_on(
+    mut w: Worker,
+    keep: bool,
+    limits: &ProcessLimits,
+    claimed: &Claimed,
+    stop: &Stop,
+    sink: &LogSink,
+) -> Ended {
+    let pid = w.pid;
     sink.relay()
         .send(RelayMsg::Pid(claimed.id, pid as i64))
         .await;
-
-    // Stdin: the run line, then any cancel; a writer task so that a child
-    // that never reads cannot block us.
-    let (stdin_tx, mut stdin_rx) = mpsc::unbounded_channel::<String>();
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let stdin_task = tokio::spawn(async move {
-        while let Some(line) = stdin_rx.recv().await {
-            if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
-                break;
-            }
-        }
-    });
-    let run = SupervisorMessage::Run(RunRequest {
-        protocol: PROTOCOL_VERSION,
-        execution_id: claimed.id.to_string(),
-        job: claimed.job.clone(),
-        handler: claimed.handler.clone(),
-        attempt: claimed.attempt,
-        payload: claimed.payload.clone(),
-        timeout_ms: claimed.timeout_ms,
-    });
-    let mut stdin_tx = Some(stdin_tx);
-    send_line(&stdin_tx, &run);
-
-    let last_seen = Arc::new(AtomicI64::new(now_micros()));
     let (result_tx, mut result_rx) = oneshot::channel::<ResultMessage>();
-    let out_state = ReaderState::new();
-    let err_state = ReaderState::new();
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let mut out_task = tokio::spawn(read_stdout(
-        BufReader::with_capacity(64 * 1024, stdout),
-        sink.clone(),
-        limits.max_line_bytes,
-        result_tx,
-        last_seen.clone(),
-        out_state.clone(),
-    ));
-    let mut err_task = tokio::spawn(read_stderr(
-        BufReader::with_capacity(64 * 1024, stderr),
-        sink.clone(),
-        limits.max_line_bytes,
-        err_state.clone(),
-    ));
+    let route = Arc::new(Route {
+        sink: sink.clone(),
+        result_tx: Mutex::new(Some(result_tx)),
+        last_seen: AtomicI64::new(now_micros()),
+        budget: AtomicI64::new(limits.max_log_bytes.min(i64::MAX as u64) as i64),
+        dropped_lines: AtomicU64::new(0),
+        dropped_bytes: AtomicU64::new(0),
+    });
+    *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = Some(route.clone());
+    send_line(
+        &w.stdin_tx,
+        &SupervisorMessage::Run(RunRequest {
+            protocol: PROTOCOL_VERSION,
+            execution_id: claimed.id.to_string(),
+            job: claimed.job.clone(),
+            handler: claimed.handler.clone(),
+            attempt: claimed.attempt,
+            payload: claimed.payload.clone(),
+            timeout_ms: claimed.timeout_ms,
+        }),
+    );
 
     let cancel_grace = Duration::from_millis(limits.cancel_grace_ms);
     let kill_grace = Duration::from_millis(limits.kill_grace_ms);
@@ -196,6 +395,10 @@ pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogS
     let mut heartbeat_tick = tokio::time::interval(Duration::from_millis(
         heartbeat.map(|ms| (ms / 4).clamp(10, 1000)).unwrap_or(1000),
     ));
+    // The CPU time a process has used cannot be read once it is reaped;
+    // sample it, to tell a CPU-limit SIGKILL from others.
+    let mut cpu_tick = tokio::time::interval(Duration::from_millis(200));
+    let mut cpu_used_ms = 0u64;
     let mut ending: Option<Ending> = None;
     let mut result: Option<ResultMessage> = None;
     let mut result_open = true;
@@ -204,14 +407,22 @@ pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogS
 
     let status: Option<ExitStatus> = loop {
         tokio::select! {
-            status = child.wait() => break status.ok(),
+            status = w.child.wait() => break status.ok(),
             r = &mut result_rx, if result_open => {
                 result_open = false;
                 if let Ok(r) = r {
                     result = Some(r);
-                    // A one-shot worker is done: close its stdin, and stop it
-                    // if it lingers past the grace.
-                    stdin_tx = None;
+                    if keep && step <= Step::Asked && w.shared.pooled.load(Ordering::Relaxed) {
+                        *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        w.runs += 1;
+                        w.idle_since = Instant::now();
+                        let c = outcome(claimed, None, result, ending.as_ref(), step);
+                        let c = finish_record(c, &route, None, w.setup.address_space, limits, cpu_used_ms, step, sink).await;
+                        return Ended::Answered(c, w);
+                    }
+                    // A one-shot worker is done: close its stdin, and stop
+                    // it if it lingers past the grace.
+                    w.stdin_tx = None;
                     if step == Step::Running {
                         step = Step::Asked;
                         next_step_at = Some(Instant::now() + cancel_grace);
@@ -220,17 +431,22 @@ pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogS
             }
             _ = stop.requested(), if ending.is_none() => {
                 let e = Ending::Stop(stop.reason().cloned().unwrap_or(super::StopReason::Shutdown));
-                begin_stop(e, &mut ending, &mut step, &mut next_step_at, &stdin_tx, cancel_grace);
+                begin_stop(&w.stdin_tx, e, &mut ending, &mut step, &mut next_step_at, cancel_grace);
             }
             _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && ending.is_none() && result.is_none() => {
                 let e = Ending::Timeout(claimed.timeout_ms.unwrap_or(0));
-                begin_stop(e, &mut ending, &mut step, &mut next_step_at, &stdin_tx, cancel_grace);
+                begin_stop(&w.stdin_tx, e, &mut ending, &mut step, &mut next_step_at, cancel_grace);
             }
             _ = heartbeat_tick.tick(), if heartbeat.is_some() && ending.is_none() && result.is_none() => {
                 let ms = heartbeat.unwrap_or(0);
-                let silent_us = now_micros() - last_seen.load(Ordering::Relaxed);
+                let silent_us = now_micros() - route.last_seen.load(Ordering::Relaxed);
                 if silent_us > ms as i64 * 1000 {
-                    begin_stop(Ending::Heartbeat(ms), &mut ending, &mut step, &mut next_step_at, &stdin_tx, cancel_grace);
+                    begin_stop(&w.stdin_tx, Ending::Heartbeat(ms), &mut ending, &mut step, &mut next_step_at, cancel_grace);
+                }
+            }
+            _ = cpu_tick.tick(), if limits.cpu_time_s.is_some() => {
+                if let Some(ms) = isolate::cpu_time_ms(pid) {
+                    cpu_used_ms = ms;
                 }
             }
             _ = sleep_until(next_step_at.unwrap_or(far)), if next_step_at.is_some() => {
@@ -243,6 +459,9 @@ pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogS
                     }
                     Step::Termed => {
                         os::signal_group(pid, Signal::SIGKILL);
+                        if let Some(g) = &w.setup.cgroup {
+                            g.kill();
+                        }
                         step = Step::Killed;
                         next_step_at = None;
                         sink.note(Level::Warn, format!("sent SIGKILL to process group {pid}")).await;
@@ -252,40 +471,8 @@ pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogS
             }
         }
     };
-    // Whatever else of the group is alive (grandchildren) dies with it.
-    os::signal_group(pid, Signal::SIGKILL);
-    drop(stdin_tx);
-
-    // Drain the output. A reader that waits on a pipe which stays silent
-    // after the group is gone is held open by an escapee.
-    let mut out_done = false;
-    let mut err_done = false;
-    let mut seen = (u64::MAX, u64::MAX);
-    let mut quiet_since = Instant::now();
-    while !(out_done && err_done) {
-        tokio::select! {
-            _ = &mut out_task, if !out_done => out_done = true,
-            _ = &mut err_task, if !err_done => err_done = true,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                let now = (out_state.lines.load(Ordering::Relaxed), err_state.lines.load(Ordering::Relaxed));
-                let waiting = (!out_done && out_state.in_pipe.load(Ordering::Relaxed))
-                    || (!err_done && err_state.in_pipe.load(Ordering::Relaxed));
-                if now != seen || !waiting {
-                    seen = now;
-                    quiet_since = Instant::now();
-                } else if quiet_since.elapsed() >= LEAK_TIMEOUT {
-                    out_task.abort();
-                    err_task.abort();
-                    sink.note(Level::Warn, format!(
-                        "leak: output pipes still open {} after the worker exited; another process holds them",
-                        crate::model::format_ms(LEAK_TIMEOUT.as_millis() as u64)
-                    )).await;
-                    break;
-                }
-            }
-        }
-    }
-    stdin_task.abort();
+    let events = w.setup.cgroup.as_ref().map(|g| g.events());
+    reap(&mut w, sink).await;
     if result.is_none() {
         result = result_rx.try_recv().ok();
     }
@@ -298,15 +485,195 @@ pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogS
             c.retryable = true;
         }
     }
+    let c = finish_record(
+        c,
+        &route,
+        events,
+        w.setup.address_space,
+        limits,
+        cpu_used_ms,
+        step,
+        sink,
+    )
+    .await;
+    Ended::Done(c)
+}
+
+/// After the worker exited: kills what is left of its group and cgroup,
+/// then drains its output. A pipe that stays open and silent after the
+/// group is gone is held by an escapee, which is found and killed.
+async fn reap(w: &mut Worker, sink: &LogSink) {
+    let pid = w.pid;
+    os::signal_group(pid, Signal::SIGKILL);
+    w.stdin_tx = None;
+    if let Some(g) = &w.setup.cgroup {
+        let escapees: Vec<i32> = g
+            .pids()
+            .into_iter()
+            .filter(|p| {
+                nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(*p)))
+                    .is_ok_and(|pg| pg.as_raw() != pid)
+            })
+            .collect();
+        g.kill();
+        if !escapees.is_empty() {
+            sink.note(
+                Level::Warn,
+                format!(
+                    "killed {} process(es) that had left the process group (pids {}), through the execution's cgroup",
+                    escapees.len(),
+                    join_pids(&escapees)
+                ),
+            )
+            .await;
+        }
+    }
+
+    let mut out_done = false;
+    let mut err_done = false;
+    let mut seen = (u64::MAX, u64::MAX);
+    let mut quiet_since = Instant::now();
+    let shared = w.shared.clone();
+    while !(out_done && err_done) {
+        tokio::select! {
+            _ = &mut w.out_task, if !out_done => out_done = true,
+            _ = &mut w.err_task, if !err_done => err_done = true,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                let now = (shared.out.lines.load(Ordering::Relaxed), shared.err.lines.load(Ordering::Relaxed));
+                let waiting = (!out_done && shared.out.in_pipe.load(Ordering::Relaxed))
+                    || (!err_done && shared.err.in_pipe.load(Ordering::Relaxed));
+                if now != seen || !waiting {
+                    seen = now;
+                    quiet_since = Instant::now();
+                } else if quiet_since.elapsed() >= LEAK_TIMEOUT {
+                    let inodes = [w.out_inode, w.err_inode];
+                    let holders = tokio::task::spawn_blocking(move || {
+                        let mut h: Vec<i32> = inodes.iter().filter(|i| **i != 0).flat_map(|i| isolate::pipe_holders(*i)).collect();
+                        h.sort_unstable();
+                        h.dedup();
+                        h
+                    }).await.unwrap_or_default();
+                    for p in &holders {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), Signal::SIGKILL);
+                    }
+                    let what = if holders.is_empty() {
+                        "their holder could not be found".to_string()
+                    } else {
+                        format!("killed the process(es) holding them (pids {})", join_pids(&holders))
+                    };
+                    sink.note(Level::Warn, format!(
+                        "leak: output pipes still open {} after the worker exited; {what}",
+                        crate::model::format_ms(LEAK_TIMEOUT.as_millis() as u64)
+                    )).await;
+                    w.out_task.abort();
+                    w.err_task.abort();
+                    break;
+                }
+            }
+        }
+    }
+    w.stdin_task.abort();
+}
+
+fn send_line(stdin: &Option<mpsc::UnboundedSender<String>>, msg: &SupervisorMessage) {
+    if let Some(tx) = stdin {
+        let mut line = serde_json::to_string(msg).expect("protocol messages serialize");
+        line.push('\n');
+        let _ = tx.send(line);
+    }
+}
+
+fn join_pids(pids: &[i32]) -> String {
+    pids.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Adds what the limits explain to the completion, and a note for output
+/// beyond the log budget.
+async fn finish_record(
+    mut c: Completion,
+    route: &Route,
+    events: Option<super::cgroup::Events>,
+    address_space: Option<u64>,
+    limits: &ProcessLimits,
+    cpu_used_ms: u64,
+    step: Step,
+    sink: &LogSink,
+) -> Completion {
+    let dropped = route.dropped_lines.load(Ordering::Relaxed);
+    if dropped > 0 {
+        sink.note(
+            Level::Warn,
+            format!(
+                "output limit {} reached: {dropped} line(s), {}, not stored",
+                format_bytes(limits.max_log_bytes),
+                format_bytes(route.dropped_bytes.load(Ordering::Relaxed))
+            ),
+        )
+        .await;
+    }
+    if c.status == Status::Succeeded || c.timed_out || c.cancel_outcome.is_some() || c.interrupted {
+        return c;
+    }
+    let events = events.unwrap_or_default();
+    let ours = step == Step::Killed;
+    let cause = match c.signal.as_deref() {
+        Some("SIGXCPU") => limits.cpu_time_s.map(|s| format!("CPU time limit {s} s")),
+        Some("SIGKILL") if !ours && events.oom_kills > 0 => limits
+            .memory_max
+            .map(|m| format!("memory limit {}", format_bytes(m))),
+        Some("SIGKILL") if !ours => limits
+            .cpu_time_s
+            .filter(|s| cpu_used_ms + 400 >= s * 1000)
+            .map(|s| format!("CPU time limit {s} s")),
+        _ => None,
+    };
+    let mut context = Vec::new();
+    if events.oom_kills > 0 && cause.is_none() {
+        if let Some(m) = limits.memory_max {
+            context.push(format!(
+                "memory limit {} killed {} process(es)",
+                format_bytes(m),
+                events.oom_kills
+            ));
+        }
+    }
+    if events.pids_refused > 0 {
+        if let Some(p) = limits.pids_max {
+            context.push(format!(
+                "pids limit {p} refused {} fork(s)",
+                events.pids_refused
+            ));
+        }
+    }
+    if cause.is_none() {
+        if let Some(a) = address_space {
+            context.push(format!(
+                "address-space limit {} was in force",
+                format_bytes(a)
+            ));
+        }
+    }
+    let base = c.error.take().unwrap_or_else(|| "failed".into());
+    let mut error = match cause {
+        Some(cause) => format!("{base}: {cause}"),
+        None => base,
+    };
+    if !context.is_empty() {
+        error = format!("{error} ({})", context.join("; "));
+    }
+    c.error = Some(error);
     c
 }
 
 fn begin_stop(
+    stdin: &Option<mpsc::UnboundedSender<String>>,
     e: Ending,
     ending: &mut Option<Ending>,
     step: &mut Step,
     next_step_at: &mut Option<Instant>,
-    stdin: &Option<mpsc::UnboundedSender<String>>,
     cancel_grace: Duration,
 ) {
     send_line(
@@ -319,14 +686,6 @@ fn begin_stop(
     if *step == Step::Running {
         *step = Step::Asked;
         *next_step_at = Some(Instant::now() + cancel_grace);
-    }
-}
-
-fn send_line(stdin: &Option<mpsc::UnboundedSender<String>>, msg: &SupervisorMessage) {
-    if let Some(tx) = stdin {
-        let mut line = serde_json::to_string(msg).expect("protocol messages serialize");
-        line.push('\n');
-        let _ = tx.send(line);
     }
 }
 
@@ -384,12 +743,13 @@ fn outcome(
     c
 }
 
-/// Kills the whole process group when dropped.
-struct GroupGuard(i32);
-
-impl Drop for GroupGuard {
+impl Drop for Worker {
+    /// Kills the whole process group (the cgroup goes with the setup).
     fn drop(&mut self) {
-        os::signal_group(self.0, Signal::SIGKILL);
+        os::signal_group(self.pid, Signal::SIGKILL);
+        self.stdin_task.abort();
+        self.out_task.abort();
+        self.err_task.abort();
     }
 }
 
@@ -436,92 +796,118 @@ fn truncated_fields(max: usize) -> Map<String, Value> {
     ])
 }
 
-async fn read_stdout<R: AsyncBufRead + Unpin>(
-    mut r: R,
-    sink: LogSink,
+/// Output of a pooled worker between executions has no execution to go
+/// to; it goes to the supervisor's own log.
+fn unrouted(pid: i32, stream: &str, text: &str) {
+    tracing::warn!(worker = pid, stream, "output between executions: {text}");
+}
+
+async fn next_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
     max: usize,
-    result_tx: oneshot::Sender<ResultMessage>,
-    last_seen: Arc<AtomicI64>,
-    state: Arc<ReaderState>,
-) {
-    let mut result_tx = Some(result_tx);
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        state.in_pipe.store(true, Ordering::Relaxed);
-        let line = read_line(&mut r, &mut buf, max).await;
-        state.in_pipe.store(false, Ordering::Relaxed);
-        let truncated = match line {
-            Ok(Some(t)) => t,
-            Ok(None) | Err(_) => break,
-        };
-        state.lines.fetch_add(1, Ordering::Relaxed);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if truncated {
-            sink.log(
-                Level::Info,
-                stream::STDOUT,
-                text,
-                Some(truncated_fields(max)),
-            )
-            .await;
-            continue;
+    state: &ReaderState,
+) -> Option<bool> {
+    state.in_pipe.store(true, Ordering::Relaxed);
+    let line = read_line(r, buf, max).await;
+    state.in_pipe.store(false, Ordering::Relaxed);
+    match line {
+        Ok(Some(t)) => {
+            state.lines.fetch_add(1, Ordering::Relaxed);
+            Some(t)
         }
-        match parse_worker_line(&text) {
-            ParsedLine::Message(msg) => {
-                last_seen.store(now_micros(), Ordering::Relaxed);
-                match msg {
-                    WorkerMessage::Progress(p) => sink.progress(p).await,
-                    WorkerMessage::Log(l) => {
-                        sink.log(l.level, stream::LOG, l.message, l.fields).await
-                    }
-                    WorkerMessage::Heartbeat => {}
-                    // Capabilities matter to pooling, not to this one-shot
-                    // run; not stored, so that every execution of a built-in
-                    // does not carry the same line.
-                    WorkerMessage::Hello(h) => {
-                        tracing::trace!(pooled = h.pooled, handlers = ?h.handlers, "worker hello");
-                    }
-                    WorkerMessage::Result(res) => match result_tx.take() {
-                        Some(tx) => {
-                            let _ = tx.send(res);
-                        }
-                        None => {
-                            let mut f = Map::new();
-                            f.insert("ignored".into(), "a result after the final result".into());
-                            sink.log(Level::Info, stream::STDOUT, text, Some(f)).await;
-                        }
-                    },
-                }
-            }
-            ParsedLine::Unknown(kind) => {
-                let mut f = Map::new();
-                f.insert("unknown_type".into(), Value::String(kind));
-                sink.log(Level::Debug, stream::STDOUT, text, Some(f)).await;
-            }
-            ParsedLine::Plain => sink.log(Level::Info, stream::STDOUT, text, None).await,
+        Ok(None) | Err(_) => {
+            state.closed.store(true, Ordering::Relaxed);
+            None
         }
     }
 }
 
-async fn read_stderr<R: AsyncBufRead + Unpin>(
-    mut r: R,
-    sink: LogSink,
-    max: usize,
-    state: Arc<ReaderState>,
-) {
+async fn read_stdout<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max: usize, pid: i32) {
     let mut buf = Vec::with_capacity(1024);
-    loop {
-        state.in_pipe.store(true, Ordering::Relaxed);
-        let line = read_line(&mut r, &mut buf, max).await;
-        state.in_pipe.store(false, Ordering::Relaxed);
-        let truncated = match line {
-            Ok(Some(t)) => t,
-            Ok(None) | Err(_) => break,
-        };
-        state.lines.fetch_add(1, Ordering::Relaxed);
+    let mut first = true;
+    while let Some(truncated) = next_line(&mut r, &mut buf, max, &shared.out).await {
         let text = String::from_utf8_lossy(&buf).into_owned();
-        let fields = truncated.then(|| truncated_fields(max));
-        sink.log(Level::Info, stream::STDERR, text, fields).await;
+        let parsed = if truncated {
+            None
+        } else {
+            Some(parse_worker_line(&text))
+        };
+        if let Some(ParsedLine::Message(WorkerMessage::Hello(h))) = &parsed {
+            if first {
+                shared.pooled.store(h.pooled, Ordering::Relaxed);
+            }
+            first = false;
+            tracing::trace!(pooled = h.pooled, handlers = ?h.handlers, "worker hello");
+            continue;
+        }
+        first = false;
+        let Some(route) = shared.route() else {
+            unrouted(pid, stream::STDOUT, &text);
+            continue;
+        };
+        match parsed {
+            None => {
+                route
+                    .log(
+                        Level::Info,
+                        stream::STDOUT,
+                        text,
+                        Some(truncated_fields(max)),
+                    )
+                    .await
+            }
+            Some(ParsedLine::Message(msg)) => {
+                route.last_seen.store(now_micros(), Ordering::Relaxed);
+                match msg {
+                    WorkerMessage::Progress(p) => route.sink.progress(p).await,
+                    WorkerMessage::Log(l) => {
+                        route.log(l.level, stream::LOG, l.message, l.fields).await
+                    }
+                    WorkerMessage::Heartbeat | WorkerMessage::Hello(_) => {}
+                    WorkerMessage::Result(res) => {
+                        let tx = route
+                            .result_tx
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take();
+                        match tx {
+                            Some(tx) => {
+                                let _ = tx.send(res);
+                            }
+                            None => {
+                                let mut f = Map::new();
+                                f.insert(
+                                    "ignored".into(),
+                                    "a result after the final result".into(),
+                                );
+                                route.log(Level::Info, stream::STDOUT, text, Some(f)).await;
+                            }
+                        }
+                    }
+                }
+            }
+            Some(ParsedLine::Unknown(kind)) => {
+                let mut f = Map::new();
+                f.insert("unknown_type".into(), Value::String(kind));
+                route.log(Level::Debug, stream::STDOUT, text, Some(f)).await;
+            }
+            Some(ParsedLine::Plain) => route.log(Level::Info, stream::STDOUT, text, None).await,
+        }
+    }
+}
+
+async fn read_stderr<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max: usize, pid: i32) {
+    let mut buf = Vec::with_capacity(1024);
+    while let Some(truncated) = next_line(&mut r, &mut buf, max, &shared.err).await {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        match shared.route() {
+            Some(route) => {
+                let fields = truncated.then(|| truncated_fields(max));
+                route.log(Level::Info, stream::STDERR, text, fields).await
+            }
+            None => unrouted(pid, stream::STDERR, &text),
+        }
     }
 }
 

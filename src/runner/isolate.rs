@@ -1,0 +1,401 @@
+//! What a process-mode child is started with: environment, identity,
+//! rlimits, cgroup, death signal, and which of them need a `pre_exec` hook.
+//!
+//! std spawns with `posix_spawn` (vfork-like, cost independent of the
+//! supervisor's size) unless a `pre_exec` hook, uid or gid is set; then it
+//! forks, and the fork copies the supervisor's page tables. So the hook is
+//! added only for options that need it: `jobvisor-worker` guards itself
+//! (death signal, parent check), core dumps are turned off by inheritance
+//! (the supervisor lowers its own soft limit once), and everything else an
+//! operator asks for (rlimits, run_as, no_new_privs, cgroup placement) goes
+//! into one hook. `jobvisor bench spawn` measures each option's cost.
+
+use super::cgroup::{self, Group};
+use crate::model::{format_bytes, ProcessLimits};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::unistd::{Gid, Uid};
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use tokio::process::Command;
+
+/// The PATH a child gets when its handler does not pass one through.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Environment names a handler may neither set nor pass through: the
+/// supervisor's own settings and secrets (database URL, API token).
+pub fn reserved_env(name: &str) -> bool {
+    name.starts_with("JOBVISOR_") || name == "DATABASE_URL"
+}
+
+/// A resolved `run_as`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Group id (supplementary groups are dropped).
+    pub gid: u32,
+}
+
+/// Resolves `run_as_user`/`run_as_group` for this supervisor. `None` when
+/// the child keeps the supervisor's identity. Refuses unknown names, and
+/// any change of identity when the supervisor is not root.
+pub fn resolve_identity(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<Option<Identity>, String> {
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let euid = Uid::effective();
+    let egid = Gid::effective();
+    let (uid, user_gid, uname) = match user {
+        Some(u) => {
+            let found = match u.parse::<u32>() {
+                Ok(n) => nix::unistd::User::from_uid(Uid::from_raw(n)),
+                Err(_) => nix::unistd::User::from_name(u),
+            }
+            .map_err(|e| format!("cannot look up user {u:?}: {e}"))?;
+            match found {
+                Some(p) => (p.uid, p.gid, p.name),
+                // A bare uid need not have a passwd entry.
+                None if u.parse::<u32>().is_ok() => {
+                    let n = Uid::from_raw(u.parse().unwrap_or(0));
+                    (n, egid, u.to_string())
+                }
+                None => return Err(format!("unknown user {u:?}")),
+            }
+        }
+        None => (euid, egid, euid.to_string()),
+    };
+    let gid = match group {
+        Some(g) => {
+            let found = match g.parse::<u32>() {
+                Ok(n) => Some(Gid::from_raw(n)),
+                Err(_) => nix::unistd::Group::from_name(g)
+                    .map_err(|e| format!("cannot look up group {g:?}: {e}"))?
+                    .map(|gr| gr.gid),
+            };
+            found.ok_or_else(|| format!("unknown group {g:?}"))?
+        }
+        None => user_gid,
+    };
+    if !euid.is_root() {
+        if uid == euid && gid == egid {
+            return Ok(None);
+        }
+        return Err(format!(
+            "cannot run as {uname}: the supervisor runs as uid {euid}, and only root may change identity"
+        ));
+    }
+    Ok(Some(Identity {
+        uid: uid.as_raw(),
+        gid: gid.as_raw(),
+    }))
+}
+
+/// One rlimit to set in the child.
+#[derive(Clone, Copy, Debug)]
+struct Rlimit {
+    resource: Resource,
+    soft: u64,
+    hard: u64,
+}
+
+/// What the child setup will do, decided before the spawn.
+#[derive(Debug, Default)]
+pub struct Setup {
+    rlimits: Vec<Rlimit>,
+    identity: Option<Identity>,
+    no_new_privs: bool,
+    death_signal: bool,
+    cgroup_fd: Option<OwnedFd>,
+    /// How each requested limit is enforced here, for the record.
+    pub notes: Vec<String>,
+    /// The cgroup the child starts in.
+    pub cgroup: Option<Group>,
+    /// The address-space limit actually set (memory fallback included).
+    pub address_space: Option<u64>,
+}
+
+/// Which options to apply; the bench turns them on one at a time.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Put the child in its own cgroup when cgroup v2 is usable.
+    pub cgroup: bool,
+    /// Set the death signal from the parent side (not needed by programs
+    /// that guard themselves).
+    pub death_signal: bool,
+}
+
+impl Setup {
+    /// Plans the setup of a child for `limits`. `tag` names its cgroup.
+    pub fn plan(limits: &ProcessLimits, opts: Options, tag: &str) -> Result<Setup, String> {
+        let mut s = Setup {
+            identity: resolve_identity(
+                limits.run_as_user.as_deref(),
+                limits.run_as_group.as_deref(),
+            )?,
+            no_new_privs: limits.no_new_privs,
+            death_signal: opts.death_signal,
+            ..Setup::default()
+        };
+        let hierarchy = if opts.cgroup {
+            cgroup::detect().hierarchy()
+        } else {
+            None
+        };
+        let controllers = hierarchy.map(|h| h.controllers).unwrap_or_default();
+        let e = enforcement(limits, controllers);
+        s.notes = e.notes;
+        let cg = e.cgroup;
+        let address_space = e.address_space;
+        let processes = e.processes;
+        if let Some(n) = limits.cpu_time_s {
+            // SIGXCPU at the soft limit; SIGKILL a second later for a
+            // process that ignores it.
+            s.rlimit(Resource::RLIMIT_CPU, n, n.saturating_add(1));
+        }
+        if let Some(n) = address_space {
+            s.rlimit(Resource::RLIMIT_AS, n, n);
+        }
+        s.address_space = address_space;
+        if let Some(n) = limits.data_size {
+            s.rlimit(Resource::RLIMIT_DATA, n, n);
+        }
+        if let Some(n) = limits.open_files {
+            s.rlimit(Resource::RLIMIT_NOFILE, n, n);
+        }
+        if let Some(n) = processes {
+            s.rlimit(Resource::RLIMIT_NPROC, n, n);
+        }
+        if limits.core_dumps {
+            // The supervisor keeps its own soft limit at 0 (inherited);
+            // this handler gets the hard limit back.
+            if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_CORE) {
+                s.rlimit(Resource::RLIMIT_CORE, hard, hard);
+            }
+        }
+        if let Some(h) = hierarchy {
+            let g = Group::create(h, tag, &cg)
+                .map_err(|e| format!("cannot create a cgroup in {}: {e}", h.base.display()))?;
+            s.cgroup_fd = Some(
+                g.procs_fd()
+                    .map_err(|e| format!("cannot open {}/cgroup.procs: {e}", g.dir().display()))?,
+            );
+            s.cgroup = Some(g);
+        }
+        Ok(s)
+    }
+
+    fn rlimit(&mut self, resource: Resource, soft: u64, hard: u64) {
+        self.rlimits.push(Rlimit {
+            resource,
+            soft,
+            hard,
+        });
+    }
+
+    /// Whether the spawn needs the `pre_exec` hook (and so a fork).
+    pub fn needs_hook(&self) -> bool {
+        self.death_signal
+            || !self.rlimits.is_empty()
+            || self.identity.is_some()
+            || self.no_new_privs
+            || self.cgroup_fd.is_some()
+    }
+
+    /// Installs the child-side hook on `cmd`, if one is needed. The order
+    /// matters: join the cgroup and set rlimits while still privileged, then
+    /// drop supplementary groups, gid and uid, then `no_new_privs`, then
+    /// arm the death signal (a uid change clears it).
+    pub fn apply(&self, cmd: &mut Command) {
+        if !self.needs_hook() {
+            return;
+        }
+        let rlimits = self.rlimits.clone();
+        let identity = self.identity;
+        let no_new_privs = self.no_new_privs;
+        let death_signal = self.death_signal;
+        let cgroup_fd = self.cgroup_fd.as_ref().map(cgroup::raw);
+        let parent = std::process::id() as i32;
+        // SAFETY: the closure runs between fork and exec and calls only
+        // async-signal-safe system calls (write, setrlimit, setgroups,
+        // setgid, setuid, prctl, getppid); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(fd) = cgroup_fd {
+                    cgroup::join_from_child(fd)?;
+                }
+                for r in &rlimits {
+                    setrlimit(r.resource, r.soft, r.hard).map_err(io::Error::from)?;
+                }
+                if let Some(id) = identity {
+                    nix::unistd::setgroups(&[]).map_err(io::Error::from)?;
+                    nix::unistd::setgid(Gid::from_raw(id.gid)).map_err(io::Error::from)?;
+                    nix::unistd::setuid(Uid::from_raw(id.uid)).map_err(io::Error::from)?;
+                }
+                if no_new_privs {
+                    nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
+                }
+                if death_signal {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                        .map_err(io::Error::from)?;
+                    if nix::unistd::getppid().as_raw() != parent {
+                        return Err(io::Error::other(
+                            "supervisor exited before the child started",
+                        ));
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Closes the parent's copy of the cgroup descriptor (after the spawn).
+    pub fn spawned(&mut self) {
+        self.cgroup_fd = None;
+    }
+}
+
+/// How `limits` are enforced with these controllers.
+pub struct Enforcement {
+    /// What goes into the cgroup.
+    pub cgroup: cgroup::Limits,
+    /// The address-space rlimit (explicit, or the memory fallback).
+    pub address_space: Option<u64>,
+    /// RLIMIT_NPROC (explicit, or the pids fallback).
+    pub processes: Option<u64>,
+    /// Each limit enforced other than its name says, or not at all.
+    pub notes: Vec<String>,
+}
+
+/// Decides how each limit is enforced given the cgroup controllers.
+pub fn enforcement(limits: &ProcessLimits, controllers: cgroup::Controllers) -> Enforcement {
+    let mut e = Enforcement {
+        cgroup: cgroup::Limits::default(),
+        address_space: limits.address_space,
+        processes: limits.processes,
+        notes: Vec::new(),
+    };
+    if let Some(max) = limits.memory_max {
+        if controllers.memory {
+            e.cgroup.memory_max = Some(max);
+        } else {
+            e.address_space = Some(e.address_space.map_or(max, |a| a.min(max)));
+            e.notes.push(format!(
+                "memory limit {} enforced as an address-space rlimit (no cgroup v2 memory controller here)",
+                format_bytes(max)
+            ));
+        }
+    }
+    if let Some(max) = limits.pids_max {
+        if controllers.pids {
+            e.cgroup.pids_max = Some(max);
+        } else {
+            e.processes = Some(e.processes.map_or(max, |p| p.min(max)));
+            e.notes.push(format!(
+                "pids limit {max} enforced as RLIMIT_NPROC, which counts all processes of the user \
+                 and does not bind root (no cgroup v2 pids controller here)"
+            ));
+        }
+    }
+    if let Some(cores) = limits.cpu_max {
+        if controllers.cpu {
+            e.cgroup.cpu_max = Some(cores);
+        } else {
+            e.notes.push(format!(
+                "cpu limit {cores} cores NOT enforced: no cgroup v2 cpu controller here"
+            ));
+        }
+    }
+    e
+}
+
+/// Logs each fallback note once per handler and process.
+pub fn warn_once(handler: &str, notes: &[String]) {
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    if notes.is_empty() {
+        return;
+    }
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashSet::new);
+    for n in notes {
+        if seen.insert(format!("{handler}\0{n}")) {
+            tracing::warn!(handler, "{n}");
+        }
+    }
+}
+
+/// Turns core dumps off for the supervisor and, by inheritance, every
+/// child (handlers that allow them raise the soft limit back). Called once
+/// at start-up.
+pub fn core_dumps_off() {
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_CORE) {
+        let _ = setrlimit(Resource::RLIMIT_CORE, 0, hard);
+    }
+}
+
+/// Resident memory of `pid` in bytes (from /proc), if it can be read.
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// CPU time (user + system) of `pid` so far, in milliseconds.
+pub fn cpu_time_ms(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name (which may hold spaces).
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 1000 / clock_ticks())
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map(|v| v as u64)
+        .unwrap_or(4096)
+}
+
+fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map(|v| v as u64)
+        .filter(|v| *v > 0)
+        .unwrap_or(100)
+}
+
+/// Pids of processes (other than this one) holding the pipe whose inode is
+/// `inode`: after the worker and its group are gone, these are escapees.
+pub fn pipe_holders(inode: u64) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let target = format!("pipe:[{inode}]");
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
