@@ -68,10 +68,11 @@ impl Pools {
             _ = stop.requested() => {
                 let mut c = Completion::new(claimed.id, Status::Failed, now_micros());
                 Ending::Stop(stop.reason().cloned().unwrap_or(StopReason::Shutdown))
-                    .apply(&mut c, "before it started");
+                    .apply(&mut c, "before-start");
                 return c;
             }
         };
+        let attempt = process::Attempt::new(sink, &plan.limits);
         let worker = loop {
             let next = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match next {
@@ -82,14 +83,14 @@ impl Pools {
                     // Died while idle: dropping it kills what is left.
                     tracing::info!(handler = %plan.handler, worker = w.pid(), "pooled worker died while idle; replacing it");
                 }
-                None => match process::spawn_pooled(plan, claimed).await {
+                None => match process::spawn_pooled(plan, claimed, &attempt).await {
                     Ok(w) => break w,
                     Err(c) => return c,
                 },
             }
         };
         let limits = &plan.limits;
-        match process::run_on(worker, true, limits, claimed, stop, sink).await {
+        match process::run_on(worker, attempt, true, limits, claimed, stop, sink).await {
             Ended::Done(c) => c,
             Ended::Answered(c, w) => {
                 let recycle = if limits.max_runs_per_worker.is_some_and(|max| w.runs >= max) {

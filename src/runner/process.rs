@@ -27,6 +27,7 @@ use jobvisor_worker::protocol::{
 use jobvisor_worker::Level;
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -100,6 +101,29 @@ struct Route {
     dropped_bytes: AtomicU64,
 }
 
+/// One execution's side of a worker: where its output goes, and its
+/// result.
+pub(crate) struct Attempt {
+    route: Arc<Route>,
+    result_rx: oneshot::Receiver<ResultMessage>,
+}
+
+impl Attempt {
+    /// Output routing for one execution logging into `sink`.
+    pub(crate) fn new(sink: &LogSink, limits: &ProcessLimits) -> Attempt {
+        let (result_tx, result_rx) = oneshot::channel();
+        let route = Arc::new(Route {
+            sink: sink.clone(),
+            result_tx: Mutex::new(Some(result_tx)),
+            last_seen: AtomicI64::new(now_micros()),
+            budget: AtomicI64::new(limits.max_log_bytes.min(i64::MAX as u64) as i64),
+            dropped_lines: AtomicU64::new(0),
+            dropped_bytes: AtomicU64::new(0),
+        });
+        Attempt { route, result_rx }
+    }
+}
+
 impl Route {
     fn admit(&self, bytes: usize) -> bool {
         if self.budget.fetch_sub(bytes as i64, Ordering::Relaxed) >= bytes as i64 {
@@ -115,11 +139,14 @@ impl Route {
         &self,
         level: Level,
         stream: &'static str,
-        text: String,
+        text: impl Into<Cow<'_, str>>,
         fields: Option<Map<String, Value>>,
     ) {
+        let text = text.into();
         if self.admit(text.len()) {
-            self.sink.log(level, stream, text, fields).await;
+            self.sink
+                .log(level, stream, text.into_owned(), fields)
+                .await;
         }
     }
 }
@@ -174,9 +201,12 @@ impl Worker {
     /// Starts a worker for `plan`; `claimed` is the execution a one-shot
     /// worker is for (its id goes into the environment), `None` for a
     /// pooled one.
+    /// Output goes to `attempt` from the first line on (a child may write
+    /// before it reads its `run`).
     pub(crate) async fn spawn(
         plan: &ProcessPlan,
         claimed: Option<&Claimed>,
+        attempt: &Attempt,
     ) -> Result<Worker, std::io::Error> {
         let limits = &plan.limits;
         let mut setup = Setup::plan(
@@ -239,7 +269,10 @@ impl Worker {
                 }
             }
         });
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            route: Mutex::new(Some(attempt.route.clone())),
+            ..Shared::default()
+        });
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let inode = |fd: std::os::fd::BorrowedFd<'_>| {
@@ -329,11 +362,12 @@ pub(crate) enum Ended {
 
 /// Runs one execution as a one-shot child process, to its end.
 pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogSink) -> Completion {
-    let worker = match Worker::spawn(plan, Some(claimed)).await {
+    let attempt = Attempt::new(sink, &plan.limits);
+    let worker = match Worker::spawn(plan, Some(claimed), &attempt).await {
         Ok(w) => w,
         Err(e) => return spawn_failed(claimed, plan, &e),
     };
-    match run_on(worker, false, &plan.limits, claimed, stop, sink).await {
+    match run_on(worker, attempt, false, &plan.limits, claimed, stop, sink).await {
         Ended::Answered(c, _) | Ended::Done(c) => c,
     }
 }
@@ -342,8 +376,9 @@ pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogS
 pub(crate) async fn spawn_pooled(
     plan: &ProcessPlan,
     claimed: &Claimed,
+    attempt: &Attempt,
 ) -> Result<Worker, Completion> {
-    Worker::spawn(plan, None)
+    Worker::spawn(plan, None, attempt)
         .await
         .map_err(|e| spawn_failed(claimed, plan, &e))
 }
@@ -352,6 +387,7 @@ pub(crate) async fn spawn_pooled(
 /// answered without being signalled is handed back for the next execution.
 pub(crate) async fn run_on(
     mut w: Worker,
+    attempt: Attempt,
     keep: bool,
     limits: &ProcessLimits,
     claimed: &Claimed,
@@ -362,15 +398,10 @@ pub(crate) async fn run_on(
     sink.relay()
         .send(RelayMsg::Pid(claimed.id, pid as i64))
         .await;
-    let (result_tx, mut result_rx) = oneshot::channel::<ResultMessage>();
-    let route = Arc::new(Route {
-        sink: sink.clone(),
-        result_tx: Mutex::new(Some(result_tx)),
-        last_seen: AtomicI64::new(now_micros()),
-        budget: AtomicI64::new(limits.max_log_bytes.min(i64::MAX as u64) as i64),
-        dropped_lines: AtomicU64::new(0),
-        dropped_bytes: AtomicU64::new(0),
-    });
+    let Attempt {
+        route,
+        mut result_rx,
+    } = attempt;
     *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = Some(route.clone());
     send_line(
         &w.stdin_tx,
@@ -827,7 +858,7 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max
     let mut buf = Vec::with_capacity(1024);
     let mut first = true;
     while let Some(truncated) = next_line(&mut r, &mut buf, max, &shared.out).await {
-        let text = String::from_utf8_lossy(&buf).into_owned();
+        let text = String::from_utf8_lossy(&buf);
         let parsed = if truncated {
             None
         } else {
@@ -900,7 +931,7 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max
 async fn read_stderr<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max: usize, pid: i32) {
     let mut buf = Vec::with_capacity(1024);
     while let Some(truncated) = next_line(&mut r, &mut buf, max, &shared.err).await {
-        let text = String::from_utf8_lossy(&buf).into_owned();
+        let text = String::from_utf8_lossy(&buf);
         match shared.route() {
             Some(route) => {
                 let fields = truncated.then(|| truncated_fields(max));

@@ -94,6 +94,22 @@ impl Env {
 
     /// Starts `jobvisor serve` on this database.
     pub fn serve(&self, extra: &[&str]) -> Serve {
+        self.serve_env(extra, &[])
+    }
+
+    /// Registers a `/bin/sh -c SCRIPT` handler with these `handler add`
+    /// flags (inline, so that a handler running as another user needs no
+    /// access to the test directory).
+    pub fn sh_handler(&self, name: &str, script: &str, flags: &[&str]) {
+        let mut args = vec![
+            "handler", "add", name, "--exec", "/bin/sh", "--arg", "-c", "--arg", script,
+        ];
+        args.extend_from_slice(flags);
+        self.ok(&args);
+    }
+
+    /// Starts `jobvisor serve` with extra environment variables.
+    pub fn serve_env(&self, extra: &[&str], vars: &[(&str, &str)]) -> Serve {
         let log = self
             .dir
             .path()
@@ -105,6 +121,7 @@ impl Env {
             .args(extra)
             .env("JOBVISOR_WORKER", worker_bin())
             .env("RUST_BACKTRACE", "0")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -238,6 +255,43 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         }
     }
     out
+}
+
+/// Live processes (not zombies) started for execution `id`: every process
+/// of a one-shot execution inherits `JOBVISOR_EXECUTION_ID` (escapees that
+/// left its process group too).
+pub fn execution_processes(id: Uuid) -> Vec<i32> {
+    let needle = format!("JOBVISOR_EXECUTION_ID={id}");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Asserts that no process of execution `id` is alive once it finished:
+/// killed processes get a moment (not the long deadline) to be gone.
+pub async fn assert_no_survivors(id: Uuid) {
+    let start = Instant::now();
+    loop {
+        let left = execution_processes(id);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "processes of {id} outlived it: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Whether a process with this pid exists and is not a zombie.
