@@ -195,7 +195,7 @@ fn children_outlive_the_runtime_threads_that_asked_for_them() {
 
 #[test]
 fn a_child_spawned_from_a_retiring_blocking_thread_is_not_killed_with_it() {
-    use jobvisor::runner::os;
+    use jobvisor::runner::{isolate, os};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_keep_alive(Duration::from_millis(50))
@@ -207,7 +207,18 @@ fn a_child_spawned_from_a_retiring_blocking_thread_is_not_killed_with_it() {
             tokio::runtime::Handle::current().block_on(async {
                 let mut cmd = tokio::process::Command::new("sleep");
                 cmd.arg("30").kill_on_drop(true);
-                os::die_with_supervisor(&mut cmd);
+                // The death signal, set between fork and exec as for any
+                // program that does not guard itself.
+                let setup = isolate::Setup::plan(
+                    &jobvisor::model::ProcessLimits::default(),
+                    isolate::Options {
+                        cgroup: false,
+                        death_signal: true,
+                    },
+                    "test",
+                )
+                .unwrap();
+                setup.apply(&mut cmd);
                 os::spawn(cmd).await.unwrap()
             })
         })

@@ -6,6 +6,7 @@ use crate::supervisor::{Config, Supervisor};
 
 pub(crate) async fn serve(db: &str, a: ServeArgs) -> Result<(), CliError> {
     init_tracing();
+    crate::runner::os::harden_service();
     // A panicking inproc handler is recorded on its execution; the service
     // log gets one line, not a backtrace per panic.
     std::panic::set_hook(Box::new(|info| {

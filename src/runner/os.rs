@@ -48,26 +48,6 @@ fn spawner() -> &'static Mutex<std_mpsc::Sender<SpawnRequest>> {
     })
 }
 
-/// Prepares `command` to die with the supervisor: SIGKILL when the spawning
-/// thread (which lives as long as the process) dies, and a refusal to start
-/// if the supervisor died between fork and exec.
-pub fn die_with_supervisor(command: &mut Command) {
-    let parent = std::process::id() as i32;
-    // SAFETY: the closure runs between fork and exec and calls only
-    // async-signal-safe functions (prctl, getppid).
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-            if nix::unistd::getppid().as_raw() != parent {
-                return Err(io::Error::other(
-                    "supervisor exited before the child started",
-                ));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Spawns `command` from the long-lived spawner thread.
 pub async fn spawn(command: Command) -> io::Result<Child> {
     let (reply, rx) = oneshot::channel();
@@ -115,4 +95,33 @@ pub fn hostname() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Hardening for the service process (not for an embedding application,
+/// whose descriptors and dump settings are its own):
+/// - descriptors inherited from whoever started us (beyond 0-2) are marked
+///   close-on-exec, so no child inherits them: a leaked pipe end would
+///   hold a child's pipes open, or hand it something it must not have;
+/// - the process is made non-dumpable, so a child running as the same
+///   (non-root) user cannot read the supervisor's environment or memory
+///   through /proc.
+pub fn harden_service() {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let fds: Vec<i32> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .filter(|fd| *fd > 2)
+            .collect();
+        for fd in fds {
+            // SAFETY: only flips a flag on descriptors this process holds;
+            // one that closed since the listing yields EBADF, ignored.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            if let Ok(flags) = fcntl(borrowed, FcntlArg::F_GETFD) {
+                let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+                let _ = fcntl(borrowed, FcntlArg::F_SETFD(flags));
+            }
+        }
+    }
+    let _ = nix::sys::prctl::set_dumpable(false);
 }

@@ -200,14 +200,18 @@ where
 
 /// Waits until the execution is in a terminal state; returns it.
 pub async fn finished(store: &dyn Store, id: Uuid) -> Execution {
-    eventually(&format!("execution {id} to finish"), || async {
-        store
-            .execution(id)
-            .await
-            .unwrap()
-            .filter(|e| e.status.is_terminal())
-    })
-    .await
+    let start = Instant::now();
+    loop {
+        let e = store.execution(id).await.unwrap();
+        if let Some(e) = e.as_ref().filter(|e| e.status.is_terminal()) {
+            return e.clone();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for execution {id} to finish: {e:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the execution is running with a pid; returns it.

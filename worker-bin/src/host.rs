@@ -74,13 +74,15 @@ pub async fn serve_stdio(registry: Registry) -> std::io::Result<()> {
             line = lines.next_line() => match line {
                 Ok(Some(line)) => match serde_json::from_str::<SupervisorMessage>(&line) {
                     Ok(SupervisorMessage::Run(req)) => {
-                        if current.is_some() {
-                            eprintln!("jobvisor-worker: ignoring a run while one is in progress");
-                        } else {
-                            let token = CancellationToken::new();
-                            let task = tokio::spawn(run_one(&registry, req, token.clone(), tx.clone()));
-                            current = Some((token, task));
+                        // The supervisor sends a run only after the previous
+                        // result, which that task sent as its last act: it is
+                        // finishing, so wait for it rather than racing it.
+                        if let Some((_, task)) = current.take() {
+                            let _ = task.await;
                         }
+                        let token = CancellationToken::new();
+                        let task = tokio::spawn(run_one(&registry, req, token.clone(), tx.clone()));
+                        current = Some((token, task));
                     }
                     Ok(SupervisorMessage::Cancel { .. }) => {
                         if let Some((token, _)) = &current {

@@ -1,0 +1,285 @@
+//! Pooled process mode end to end: real `jobvisor serve`, real pooled
+//! workers (the built-in `jobvisor-worker` and a Python one).
+
+mod common;
+
+use common::*;
+use jobvisor::model::Execution;
+use jobvisor::Status;
+use std::collections::{BTreeMap, HashSet};
+use uuid::Uuid;
+
+async fn run_all(env: &Env, args: &[&str], n: usize) -> Vec<Execution> {
+    let ids: Vec<Uuid> = (0..n).map(|_| env.enqueue(args)).collect();
+    let store = env.store().await;
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(finished(store.as_ref(), id).await);
+    }
+    out
+}
+
+fn pids(execs: &[Execution]) -> HashSet<i64> {
+    execs.iter().map(|e| e.pid.unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_handlers_run_on_a_pool_of_reused_workers() {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "echo",
+        "--builtin",
+        "--mode",
+        "process",
+        "--pool-size",
+        "2",
+    ]);
+    let shown = env.ok(&["handler", "show", "echo", "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["limits"]["pool_size"], 2);
+    let mut serve = env.serve(&[]);
+    let execs = run_all(&env, &["echo", "--payload", "[42]"], 60).await;
+    for e in &execs {
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        assert_eq!(e.mode, jobvisor::Mode::Process);
+        assert_eq!(e.output, Some(serde_json::json!([42])));
+    }
+    let workers = pids(&execs);
+    assert!(workers.len() <= 2, "at most pool_size workers: {workers:?}");
+    // The workers are retired with the supervisor.
+    assert!(serve.stop().success());
+    for p in workers {
+        assert!(
+            !alive(p as i32),
+            "pooled worker {p} outlived the supervisor"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_worker_is_recycled_after_max_runs() {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "noop",
+        "--builtin",
+        "--mode",
+        "process",
+        "--pool-size",
+        "1",
+        "--max-runs-per-worker",
+        "5",
+    ]);
+    let _serve = env.serve(&[]);
+    let execs = run_all(&env, &["noop"], 20).await;
+    let mut per_pid: BTreeMap<i64, usize> = BTreeMap::new();
+    for e in &execs {
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        *per_pid.entry(e.pid.unwrap()).or_default() += 1;
+    }
+    assert_eq!(per_pid.len(), 4, "{per_pid:?}");
+    assert!(per_pid.values().all(|n| *n == 5), "{per_pid:?}");
+    let store = env.store().await;
+    // Each worker's fifth execution carries the recycling note.
+    let mut notes = 0;
+    for e in &execs {
+        let logs = store.logs(e.id, 0, None, 100).await.unwrap();
+        notes += logs
+            .iter()
+            .filter(|l| {
+                l.message.starts_with("recycling pooled worker")
+                    && l.message.ends_with("after 5 executions")
+            })
+            .count();
+    }
+    assert_eq!(notes, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_worker_is_recycled_after_the_run_that_crossed_max_rss() {
+    let env = Env::new();
+    let script = env.script(
+        "leaky.py",
+        r#"
+import json, os, sys
+def send(o):
+    print(json.dumps(o), flush=True)
+send({"type": "hello", "protocol": 1, "pooled": True})
+keep = []
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("type") != "run":
+        continue
+    keep.append(b"x" * (m["payload"]["mb"] << 20))
+    send({"type": "result", "status": "succeeded", "output": {"pid": os.getpid()}})
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "leaky",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+        "--pool-size",
+        "1",
+        "--max-rss-per-worker",
+        "64M",
+    ]);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let id = env.enqueue(&["leaky", "--payload", r#"{"mb": 24}"#]);
+        let e = finished(store.as_ref(), id).await;
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        let logs = store.logs(id, 0, None, 100).await.unwrap();
+        let recycled = logs.iter().any(|l| {
+            l.message.starts_with("recycling pooled worker")
+                && l.message.contains("resident memory")
+        });
+        seen.push((e.pid.unwrap(), recycled));
+    }
+    // 24 MiB a run: the second or third run crosses 64 MiB; the next run
+    // starts on a fresh worker, which then grows again.
+    let first_recycle = seen.iter().position(|(_, r)| *r).expect("a recycle");
+    assert!((1..=2).contains(&first_recycle), "{seen:?}");
+    for w in seen.windows(2) {
+        let ((pid_a, recycled), (pid_b, _)) = (w[0], w[1]);
+        assert_eq!(
+            pid_a != pid_b,
+            recycled,
+            "a new worker exactly after a recycle: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_while_idle_is_replaced_without_failing_anything() {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "noop",
+        "--builtin",
+        "--mode",
+        "process",
+        "--pool-size",
+        "1",
+    ]);
+    let _serve = env.serve(&[]);
+    let first = run_all(&env, &["noop"], 1).await;
+    let pid = first[0].pid.unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eprintln!("killed idle worker {pid}");
+    eventually("the idle worker to die", || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    let after = run_all(&env, &["noop"], 10).await;
+    for e in &after {
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        assert_ne!(e.pid, Some(pid as i64));
+    }
+    assert_eq!(pids(&after).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooperative_cancel_keeps_the_worker_and_a_killed_one_is_replaced() {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "sleep",
+        "--builtin",
+        "--mode",
+        "process",
+        "--pool-size",
+        "1",
+    ]);
+    // A pooled worker that ignores cancel and SIGTERM.
+    let script = env.script(
+        "stubborn.py",
+        r#"
+import json, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print(json.dumps({"type": "hello", "protocol": 1, "pooled": True}), flush=True)
+for line in sys.stdin:
+    if json.loads(line).get("type") == "run":
+        time.sleep(1000)
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "stubborn",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+        "--pool-size",
+        "1",
+        "--cancel-grace",
+        "200ms",
+        "--kill-grace",
+        "200ms",
+    ]);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+
+    let id = env.enqueue(&["sleep", "--payload", r#"{"ms": 60000}"#]);
+    let running = running_with_pid(store.as_ref(), id).await;
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.status, Status::Cancelled);
+    assert_eq!(e.cancel_outcome.as_deref(), Some("cooperative"));
+    let next = run_all(&env, &["sleep", "--payload", r#"{"ms": 1}"#], 1).await;
+    assert_eq!(next[0].status, Status::Succeeded);
+    assert_eq!(
+        next[0].pid, running.pid,
+        "a worker that honoured the cancel is reused"
+    );
+
+    let id = env.enqueue(&["stubborn"]);
+    let running = running_with_pid(store.as_ref(), id).await;
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.cancel_outcome.as_deref(), Some("sigkill"));
+    assert!(!alive(running.pid.unwrap() as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_pooling_runs_once_per_process_even_with_a_pool() {
+    let env = Env::new();
+    let script = env.script(
+        "once.py",
+        r#"
+import json, sys
+json.loads(sys.stdin.readline())
+print(json.dumps({"type": "result", "status": "succeeded"}), flush=True)
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "once",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+        "--pool-size",
+        "2",
+    ]);
+    let _serve = env.serve(&[]);
+    let execs = run_all(&env, &["once"], 6).await;
+    assert!(execs.iter().all(|e| e.status == Status::Succeeded));
+    assert_eq!(pids(&execs).len(), 6, "no hello, no reuse");
+}
