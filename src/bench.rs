@@ -15,6 +15,8 @@
 use crate::cli::CliError;
 use crate::model::Mode;
 use crate::store::ExecFilter;
+
+mod spawn;
 use crate::{RunSpec, Supervisor};
 use clap::Args;
 use jobvisor_worker::{Context, ExecutionInfo, Registry};
@@ -36,6 +38,38 @@ pub enum Scenario {
     /// How long a node killed with SIGKILL leaves its executions before
     /// another node rescues them (default lease settings).
     Rescue,
+    /// What each process isolation option costs per spawn.
+    Spawn,
+}
+
+/// A way of running executions that `bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMode {
+    /// inproc: a tokio task.
+    Inproc,
+    /// process: one `jobvisor-worker` process per execution.
+    Process,
+    /// process on a pool of reused `jobvisor-worker` processes.
+    Pooled,
+}
+
+impl BenchMode {
+    fn mode(self) -> Mode {
+        match self {
+            BenchMode::Inproc => Mode::Inproc,
+            BenchMode::Process | BenchMode::Pooled => Mode::Process,
+        }
+    }
+}
+
+impl std::fmt::Display for BenchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BenchMode::Inproc => "inproc",
+            BenchMode::Process => "process",
+            BenchMode::Pooled => "pooled",
+        })
+    }
 }
 
 /// `bench` options.
@@ -80,8 +114,18 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4)]
     pub process_concurrency: usize,
     /// Modes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "inproc,process")]
-    pub modes: Vec<Mode>,
+    #[arg(long, value_delimiter = ',', default_value = "inproc,process,pooled")]
+    pub modes: Vec<BenchMode>,
+    /// Worker processes of the pooled mode (and its baseline).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub pool_size: u32,
+    /// Spawn scenario: spawns timed per isolation option.
+    #[arg(long, default_value_t = 300)]
+    pub spawns: usize,
+    /// Spawn scenario: also time each option with this much memory resident
+    /// in the spawning process (fork copies its page tables).
+    #[arg(long, default_value = "1G", value_parser = crate::model::parse_bytes)]
+    pub ballast: u64,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -117,6 +161,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
     match a.scenario {
         Scenario::Cron => return bench_cron(database, &a).await,
         Scenario::Rescue => return bench_rescue(database, &a).await,
+        Scenario::Spawn => return spawn::bench_spawn(&a).await,
         Scenario::Modes => {}
     }
     let payload: Value = serde_json::from_str(&a.payload)
@@ -134,12 +179,12 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
     for &mode in &a.modes {
         reset_peak_rss();
         let (base, n, concurrency) = match mode {
-            Mode::Inproc => (
+            BenchMode::Inproc => (
                 baseline_inproc(&registry, &a.handler, &payload, a.count).await,
                 a.count,
                 a.concurrency,
             ),
-            Mode::Process => (
+            BenchMode::Process => (
                 baseline_process(
                     &worker,
                     &a.handler,
@@ -150,6 +195,12 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
                 .await?,
                 a.process_count,
                 a.process_concurrency,
+            ),
+            BenchMode::Pooled => (
+                baseline_pooled(&worker, &a.handler, &payload, a.count, a.pool_size as usize)
+                    .await?,
+                a.count,
+                a.concurrency,
             ),
         };
         reset_peak_rss();
@@ -162,6 +213,14 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         rows.push(row);
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    let supervised_rate = |m: BenchMode| {
+        rows.iter()
+            .find(|r| r.name.starts_with(&format!("{m} (supervised")))
+            .map(|r| r.jobs_per_s)
+    };
+    let pooled_vs_inproc = supervised_rate(BenchMode::Inproc)
+        .zip(supervised_rate(BenchMode::Pooled))
+        .map(|(i, p)| i / p);
     if a.json {
         println!(
             "{}",
@@ -169,6 +228,9 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         );
     } else {
         print_table(&a, &rows);
+        if let Some(x) = pooled_vs_inproc {
+            println!("inproc / pooled jobs/s, supervised, this run: {x:.2}x");
+        }
     }
     Ok(())
 }
@@ -183,8 +245,8 @@ fn tempfile_dir() -> Result<PathBuf, CliError> {
 
 fn print_table(a: &BenchArgs, rows: &[BenchRow]) {
     println!(
-        "handler {} | inproc: {} executions, concurrency {} | process: {} executions, concurrency {} | latency: {} one at a time",
-        a.handler, a.count, a.concurrency, a.process_count, a.process_concurrency, a.latency_samples
+        "handler {} | inproc and pooled: {} executions, concurrency {}, pool of {} | process: {} executions, concurrency {} | latency: {} one at a time",
+        a.handler, a.count, a.concurrency, a.pool_size, a.process_count, a.process_concurrency, a.latency_samples
     );
     println!(
         "{:<28} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8}",
@@ -376,6 +438,74 @@ async fn baseline_process(
     ))
 }
 
+/// Pooled baseline: `workers` long-lived `jobvisor-worker` processes, each
+/// sent run lines one after another, reading to each result (no database,
+/// no supervisor).
+async fn baseline_pooled(
+    worker: &PathBuf,
+    handler: &str,
+    payload: &Value,
+    n: usize,
+    workers: usize,
+) -> Result<BenchRow, CliError> {
+    let cannot =
+        |e: std::io::Error| crate::cli::input(format!("cannot run {}: {e}", worker.display()));
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let mut child = tokio::process::Command::new(worker)
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(cannot)?;
+        let next = next.clone();
+        let run = serde_json::json!({
+            "type": "run", "protocol": 1, "execution_id": "bench", "job": "bench",
+            "handler": handler, "attempt": 1, "payload": payload,
+        });
+        let run = format!("{run}\n");
+        tasks.push(tokio::spawn(async move {
+            let mut stdin = child.stdin.take().expect("piped");
+            let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+            let mut samples = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let t0 = Instant::now();
+                stdin.write_all(run.as_bytes()).await?;
+                let start = t0.elapsed();
+                loop {
+                    match lines.next_line().await? {
+                        Some(l) if l.contains(r#""type":"result""#) => break,
+                        Some(_) => {}
+                        None => return Err(std::io::Error::other("the worker exited")),
+                    }
+                }
+                samples.push((start, t0.elapsed()));
+            }
+            drop(stdin);
+            child.wait().await?;
+            Ok::<_, std::io::Error>(samples)
+        }));
+    }
+    let mut starts = Vec::with_capacity(n);
+    let mut totals = Vec::with_capacity(n);
+    for t in tasks {
+        for (s, d) in t.await.expect("baseline task").map_err(cannot)? {
+            starts.push(ms(s));
+            totals.push(ms(d));
+        }
+    }
+    Ok(baseline_row(
+        "baseline: pooled workers, pipes",
+        started.elapsed(),
+        starts,
+        totals,
+    ))
+}
+
 /// Enqueue -> start of each started execution, in ms.
 fn start_delays_ms(rows: &[crate::Execution]) -> Vec<f64> {
     rows.iter()
@@ -394,7 +524,7 @@ fn micros_of(t: &str) -> Option<f64> {
 
 async fn supervised(
     db: &str,
-    mode: Mode,
+    bench_mode: BenchMode,
     a: &BenchArgs,
     n: usize,
     concurrency: usize,
@@ -444,6 +574,22 @@ async fn supervised(
         nodes.push((sup, stop_tx, runner));
     }
     let sup = nodes[0].0.clone();
+    let mode = bench_mode.mode();
+    if bench_mode == BenchMode::Pooled {
+        // The built-in, run on a pool of reused worker processes.
+        let spec = crate::model::HandlerSpec {
+            name: a.handler.clone(),
+            kind: crate::model::HandlerKind::Rust,
+            mode,
+            limits: crate::model::ProcessLimits {
+                pool_size: a.pool_size,
+                ..Default::default()
+            },
+        };
+        sup.store()
+            .put_handler(&spec, crate::model::now_micros())
+            .await?;
+    }
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let spec = |job: &str| {
         let mut s = RunSpec::new(a.handler.clone(), payload.clone()).mode(mode);
@@ -523,7 +669,7 @@ async fn supervised(
     }
     Ok(BenchRow {
         name: format!(
-            "{mode} (supervised, {}{})",
+            "{bench_mode} (supervised, {}{})",
             if db.starts_with("postgres") {
                 "PostgreSQL"
             } else {

@@ -143,7 +143,9 @@ impl Supervisor {
             .handler_spec()
             .map_err(|e| format!("cannot read handler: {}", crate::error_chain(&e)))?;
         let cgroup = inner.config.cgroups;
+        let shim = inner.shim.clone();
         let plan = |program: PathBuf, args, limits, self_guarding| ProcessPlan {
+            shim: shim.clone(),
             handler: claimed.handler.clone(),
             program,
             args,

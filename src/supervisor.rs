@@ -133,6 +133,8 @@ pub(crate) struct Inner {
     pub(crate) running: Mutex<HashMap<Uuid, Arc<Stop>>>,
     pub(crate) worker_program: PathBuf,
     pub(crate) pools: crate::runner::pool::Pools,
+    /// The exec shim, when the worker program is installed.
+    pub(crate) shim: Option<PathBuf>,
 }
 
 /// A running supervisor node. Cheap to clone.
@@ -191,6 +193,7 @@ impl Supervisor {
                 jobs_changed: Notify::new(),
                 cancel_check: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                shim: worker_program.is_file().then(|| worker_program.clone()),
                 worker_program,
                 pools: Default::default(),
             }),

@@ -508,3 +508,66 @@ fn no_cgroup_here(test: &str) {
         "{test} needs a writable cgroup v2 hierarchy under CI"
     );
 }
+
+/// What a child reports about its own setup.
+const SELF_REPORT: &str = "id -u; id -g; id -G; grep NoNewPrivs /proc/self/status; \
+    ulimit -n; ulimit -t; grep -c '^0::.*/exec-' /proc/self/cgroup; echo \"ppid $PPID\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exec_shim_and_the_pre_exec_hook_apply_the_same_settings() {
+    let env = Env::new();
+    let root = nix::unistd::Uid::effective().is_root();
+    let mut flags = vec!["--open-files", "100", "--cpu-time", "50s", "--no-new-privs"];
+    if root {
+        flags.extend_from_slice(&["--run-as", "nobody"]);
+    }
+    env.sh_handler("report", SELF_REPORT, &flags);
+    let mut reports = Vec::new();
+    for way in ["hook", "shim"] {
+        let mut serve = env.serve_env(&[], &[("JOBVISOR_CHILD_SETUP", way)]);
+        let id = env.enqueue(&["report"]);
+        let (e, logs) = contained(&env, &serve, id).await;
+        assert_eq!(e.status, Status::Succeeded, "{way}: {e:?} {logs:?}");
+        let lines: Vec<String> = logs.iter().map(|l| l.message.clone()).collect();
+        // The shim replaced itself with the program: its parent is the
+        // supervisor.
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(format!("ppid {}", serve.pid()).as_str()),
+            "{way}: {lines:?}"
+        );
+        serve.stop();
+        reports.push(lines[..lines.len() - 1].to_vec());
+    }
+    assert_eq!(reports[0], reports[1], "hook vs shim");
+    let r = &reports[0];
+    if root {
+        assert_eq!(r[0], "65534");
+    }
+    assert!(r[3].ends_with('1'), "no_new_privs: {}", r[3]);
+    assert_eq!(r[4], "100");
+    assert_eq!(r[5], "50");
+    let in_cgroup = jobvisor::runner::cgroup::detect().hierarchy().is_some();
+    assert_eq!(r[6], if in_cgroup { "1" } else { "0" });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_started_through_the_shim_dies_with_the_supervisor() {
+    let env = Env::new();
+    env.sh_handler(
+        "long",
+        "echo \"grandchild $$\"; exec sleep 1000",
+        &["--open-files", "64"],
+    );
+    let mut serve = env.serve_env(&[], &[("JOBVISOR_CHILD_SETUP", "shim")]);
+    let id = env.enqueue(&["long"]);
+    let store = env.store().await;
+    let child = grandchild_pid(store.as_ref(), id).await;
+    assert!(alive(child));
+    serve.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = serve.child.wait();
+    eventually("the child to die with its supervisor", || async {
+        (!alive(child)).then_some(())
+    })
+    .await;
+}

@@ -214,6 +214,7 @@ fn a_child_spawned_from_a_retiring_blocking_thread_is_not_killed_with_it() {
                     isolate::Options {
                         cgroup: false,
                         death_signal: true,
+                        shim: None,
                     },
                     "test",
                 )

@@ -200,7 +200,7 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum HandlerCmd {
     /// Register an executable (any language) as a handler.
-    Add(HandlerAddArgs),
+    Add(Box<HandlerAddArgs>),
     /// List handlers (registered and built in).
     List(JsonFlag),
     /// Show one handler.
@@ -446,7 +446,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 fn parse_cores(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.01 && v <= 4096.0 => Ok(v),
+        Ok(v) if (0.01..=4096.0).contains(&v) => Ok(v),
         _ => Err(format!(
             "invalid CPU count {s:?}: expected cores such as 0.5 or 2"
         )),

@@ -12,11 +12,13 @@
 
 use super::cgroup::{self, Group};
 use crate::model::{format_bytes, ProcessLimits};
+use jobvisor_worker::shim::{ShimSpec, SHIM_ENV};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::unistd::{Gid, Uid};
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tokio::process::Command;
 
@@ -117,16 +119,22 @@ pub struct Setup {
     pub cgroup: Option<Group>,
     /// The address-space limit actually set (memory fallback included).
     pub address_space: Option<u64>,
+    /// Apply the settings through the exec shim (this program, run with
+    /// `--exec-shim`) instead of a `pre_exec` hook.
+    shim: Option<PathBuf>,
 }
 
 /// Which options to apply; the bench turns them on one at a time.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Put the child in its own cgroup when cgroup v2 is usable.
     pub cgroup: bool,
     /// Set the death signal from the parent side (not needed by programs
     /// that guard themselves).
     pub death_signal: bool,
+    /// `jobvisor-worker`, to apply settings through its exec shim rather
+    /// than a `pre_exec` hook (which makes std fork the supervisor).
+    pub shim: Option<PathBuf>,
 }
 
 impl Setup {
@@ -180,11 +188,16 @@ impl Setup {
         if let Some(h) = hierarchy {
             let g = Group::create(h, tag, &cg)
                 .map_err(|e| format!("cannot create a cgroup in {}: {e}", h.base.display()))?;
-            s.cgroup_fd = Some(
-                g.procs_fd()
-                    .map_err(|e| format!("cannot open {}/cgroup.procs: {e}", g.dir().display()))?,
-            );
+            if opts.shim.is_none() {
+                s.cgroup_fd =
+                    Some(g.procs_fd().map_err(|e| {
+                        format!("cannot open {}/cgroup.procs: {e}", g.dir().display())
+                    })?);
+            }
             s.cgroup = Some(g);
+        }
+        if s.needs_hook() {
+            s.shim = opts.shim;
         }
         Ok(s)
     }
@@ -203,7 +216,29 @@ impl Setup {
             || !self.rlimits.is_empty()
             || self.identity.is_some()
             || self.no_new_privs
-            || self.cgroup_fd.is_some()
+            || self.cgroup.is_some()
+    }
+
+    /// Whether the settings go through the exec shim.
+    pub fn via_shim(&self) -> bool {
+        self.shim.is_some()
+    }
+
+    /// The command that starts `program`: itself, or the exec shim in
+    /// front of it. Set its environment, then call [`Setup::apply`].
+    pub fn command(&self, program: &Path, args: &[String]) -> Command {
+        match &self.shim {
+            Some(shim) => {
+                let mut cmd = Command::new(shim);
+                cmd.arg("--exec-shim").arg("--").arg(program).args(args);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+        }
     }
 
     /// Installs the child-side hook on `cmd`, if one is needed. The order
@@ -212,6 +247,24 @@ impl Setup {
     /// arm the death signal (a uid change clears it).
     pub fn apply(&self, cmd: &mut Command) {
         if !self.needs_hook() {
+            return;
+        }
+        if self.shim.is_some() {
+            let spec = ShimSpec {
+                cgroup_procs: self
+                    .cgroup
+                    .as_ref()
+                    .map(|g| g.dir().join("cgroup.procs").display().to_string()),
+                rlimits: self
+                    .rlimits
+                    .iter()
+                    .map(|r| (r.resource as i32, r.soft, r.hard))
+                    .collect(),
+                identity: self.identity.map(|id| (id.uid, id.gid)),
+                no_new_privs: self.no_new_privs,
+                parent: self.death_signal.then(|| std::process::id() as i32),
+            };
+            cmd.env(SHIM_ENV, serde_json::to_string(&spec).expect("serializes"));
             return;
         }
         let rlimits = self.rlimits.clone();
@@ -311,6 +364,23 @@ pub fn enforcement(limits: &ProcessLimits, controllers: cgroup::Controllers) -> 
         }
     }
     e
+}
+
+/// Above this resident size, settings go through the exec shim: a fork
+/// costs about 45 µs per MiB resident on the machines measured (`jobvisor
+/// bench --scenario spawn`), the shim a constant ~1 ms more than a fork of
+/// a small process; they cross near 20 MiB.
+pub const SHIM_ABOVE_RSS: u64 = 24 << 20;
+
+/// Whether to apply child settings through the exec shim now:
+/// `JOBVISOR_CHILD_SETUP=shim` or `hook` forces a way; by default the shim
+/// is used once the supervisor is larger than [`SHIM_ABOVE_RSS`].
+pub fn prefer_shim() -> bool {
+    match std::env::var("JOBVISOR_CHILD_SETUP").as_deref() {
+        Ok("shim") => true,
+        Ok("hook") => false,
+        _ => rss_bytes(std::process::id() as i32).is_some_and(|rss| rss > SHIM_ABOVE_RSS),
+    }
 }
 
 /// Logs each fallback note once per handler and process.

@@ -122,7 +122,7 @@ impl Pools {
                         });
                     }
                     None => {
-                        pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+                        pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(*w);
                         drop(permit);
                     }
                 }

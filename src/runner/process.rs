@@ -63,6 +63,9 @@ pub struct ProcessPlan {
     pub self_guarding: bool,
     /// Start it in its own cgroup where cgroup v2 is usable.
     pub cgroup: bool,
+    /// The exec shim (`jobvisor-worker`) that applies isolation settings,
+    /// if it is installed; otherwise a `pre_exec` hook does.
+    pub shim: Option<PathBuf>,
 }
 
 impl ProcessPlan {
@@ -214,13 +217,14 @@ impl Worker {
             isolate::Options {
                 cgroup: plan.cgroup,
                 death_signal: !plan.self_guarding,
+                shim: plan.shim.clone().filter(|_| isolate::prefer_shim()),
             },
             if claimed.is_some() { "exec" } else { "worker" },
         )
         .map_err(std::io::Error::other)?;
         isolate::warn_once(&plan.handler, &setup.notes);
-        let mut cmd = tokio::process::Command::new(&plan.program);
-        cmd.args(&plan.args).env_clear().env("PATH", DEFAULT_PATH);
+        let mut cmd = setup.command(&plan.program, &plan.args);
+        cmd.env_clear().env("PATH", DEFAULT_PATH);
         for key in &limits.allow_env {
             if isolate::reserved_env(key) {
                 continue;
@@ -355,7 +359,7 @@ impl Step {
 /// How an execution on a worker ended.
 pub(crate) enum Ended {
     /// The worker answered and can run another execution.
-    Answered(Completion, Worker),
+    Answered(Completion, Box<Worker>),
     /// The worker is gone (or was never reusable); its processes are dead.
     Done(Completion),
 }
@@ -448,8 +452,8 @@ pub(crate) async fn run_on(
                         w.runs += 1;
                         w.idle_since = Instant::now();
                         let c = outcome(claimed, None, result, ending.as_ref(), step);
-                        let c = finish_record(c, &route, None, w.setup.address_space, limits, cpu_used_ms, step, sink).await;
-                        return Ended::Answered(c, w);
+                        let c = finish_record(c, &route, Facts { events: None, address_space: w.setup.address_space, cpu_used_ms, step }, limits, sink).await;
+                        return Ended::Answered(c, Box::new(w));
                     }
                     // A one-shot worker is done: close its stdin, and stop
                     // it if it lingers past the grace.
@@ -516,17 +520,13 @@ pub(crate) async fn run_on(
             c.retryable = true;
         }
     }
-    let c = finish_record(
-        c,
-        &route,
+    let facts = Facts {
         events,
-        w.setup.address_space,
-        limits,
+        address_space: w.setup.address_space,
         cpu_used_ms,
         step,
-        sink,
-    )
-    .await;
+    };
+    let c = finish_record(c, &route, facts, limits, sink).await;
     Ended::Done(c)
 }
 
@@ -621,18 +621,33 @@ fn join_pids(pids: &[i32]) -> String {
         .join(", ")
 }
 
+/// What is known about how the child ended, beyond its exit status.
+struct Facts {
+    /// Its cgroup's limit events (when it had one).
+    events: Option<super::cgroup::Events>,
+    /// The address-space rlimit it ran under.
+    address_space: Option<u64>,
+    /// The CPU time it had used at the last sample.
+    cpu_used_ms: u64,
+    /// How far a stop had escalated.
+    step: Step,
+}
+
 /// Adds what the limits explain to the completion, and a note for output
 /// beyond the log budget.
 async fn finish_record(
     mut c: Completion,
     route: &Route,
-    events: Option<super::cgroup::Events>,
-    address_space: Option<u64>,
+    facts: Facts,
     limits: &ProcessLimits,
-    cpu_used_ms: u64,
-    step: Step,
     sink: &LogSink,
 ) -> Completion {
+    let Facts {
+        events,
+        address_space,
+        cpu_used_ms,
+        step,
+    } = facts;
     let dropped = route.dropped_lines.load(Ordering::Relaxed);
     if dropped > 0 {
         sink.note(

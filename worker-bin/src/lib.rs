@@ -7,6 +7,7 @@ pub mod builtins;
 pub mod handler;
 pub mod host;
 pub mod protocol;
+pub mod shim;
 
 pub use handler::{
     BoxFuture, Context, ErrorKind, ExecutionInfo, Handler, HandlerError, HandlerResult, Registry,

@@ -1,9 +1,15 @@
 //! `jobvisor-worker`: a worker process hosting the built-in handlers.
 
-use jobvisor_worker::{host, Registry};
+use jobvisor_worker::{host, shim, Registry};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The exec shim runs before anything else: it must stay cheap.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new("--exec-shim")) {
+        let rest: Vec<_> = args.skip_while(|a| a == "--").collect();
+        shim::exec_shim(&rest);
+    }
     let registry = Registry::with_builtins();
     match std::env::args().nth(1).as_deref() {
         Some("--version" | "-V") => {
