@@ -44,7 +44,7 @@ pub fn die_with_parent() {
 pub async fn serve_stdio(registry: Registry) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::channel::<WorkerMessage>(1024);
     let writer = tokio::spawn(async move {
-        let mut out = BufWriter::new(tokio::io::stdout());
+        let mut out = BufWriter::new(stdout_writer());
         while let Some(first) = rx.recv().await {
             let mut next = Some(first);
             while let Some(m) = next {
@@ -67,7 +67,7 @@ pub async fn serve_stdio(registry: Registry) -> std::io::Result<()> {
         }))
         .await;
 
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = BufReader::new(stdin_reader()).lines();
     let mut current: Option<(CancellationToken, JoinHandle<()>)> = None;
     loop {
         tokio::select! {
@@ -105,6 +105,30 @@ pub async fn serve_stdio(registry: Registry) -> std::io::Result<()> {
     }
     drop(tx);
     writer.await.unwrap_or(Ok(()))
+}
+
+/// Stdin as an async reader. A pipe (as the supervisor gives) is read
+/// directly by the runtime; tokio's own `stdin()` reads on a blocking
+/// thread, two thread hand-offs per line, which dominated a pooled run.
+fn stdin_reader() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+    use std::os::fd::AsFd;
+    if let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() {
+        if let Ok(r) = tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(fd)) {
+            return Box::new(r);
+        }
+    }
+    Box::new(tokio::io::stdin())
+}
+
+/// Stdout as an async writer; like [`stdin_reader`].
+fn stdout_writer() -> Box<dyn tokio::io::AsyncWrite + Unpin + Send> {
+    use std::os::fd::AsFd;
+    if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
+        if let Ok(w) = tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(fd)) {
+            return Box::new(w);
+        }
+    }
+    Box::new(tokio::io::stdout())
 }
 
 fn run_one(
