@@ -27,6 +27,7 @@ pub(crate) async fn serve(db: &str, a: ServeArgs) -> Result<(), CliError> {
         "serving"
     );
     sup.run(shutdown_signal()).await?;
+    crate::runner::cgroup::release();
     tracing::info!("stopped");
     Ok(())
 }

@@ -119,6 +119,14 @@ pub fn detect() -> &'static Availability {
     })
 }
 
+/// Removes this process's cgroup directory (at exit, once no execution
+/// runs; executions' groups are gone by then).
+pub fn release() {
+    if let Some(h) = detect().hierarchy() {
+        let _ = fs::remove_dir(&h.base);
+    }
+}
+
 fn try_detect() -> Result<Hierarchy, String> {
     if std::env::var_os("JOBVISOR_NO_CGROUP").is_some() {
         return Err("turned off by JOBVISOR_NO_CGROUP".into());
