@@ -16,7 +16,11 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 impl Supervisor {
-    pub(crate) async fn dispatch(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    pub(crate) async fn dispatch(
+        &self,
+        shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
         let inner = &self.inner;
         let mut tasks = JoinSet::new();
         // Polling finds work enqueued by other processes. When a poll finds
@@ -32,6 +36,7 @@ impl Supervisor {
         let mut backlog = true;
         let mut claim_backoff = Duration::from_millis(100);
         loop {
+            crate::supervisor::beat(&inner.dispatcher_beat);
             while tasks.try_join_next().is_some() {}
             let free = inner.config.concurrency.saturating_sub(tasks.len());
             if backlog && free > 0 {
@@ -78,7 +83,28 @@ impl Supervisor {
                 }
             }
         }
-        // Shutting down: stop what runs, wait for every owner to finish.
+        // Draining: claim nothing more; let what runs finish, up to the
+        // drain timeout (or until `force`); then stop the rest, recorded as
+        // interrupted so that they run again.
+        let drain = inner.config.drain_timeout;
+        if !tasks.is_empty() && !drain.is_zero() {
+            tracing::info!(running = tasks.len(), timeout = %humantime::format_duration(drain), "draining");
+            let deadline = tokio::time::sleep(drain);
+            tokio::pin!(deadline, force);
+            loop {
+                tokio::select! {
+                    joined = tasks.join_next() => if joined.is_none() { break },
+                    _ = &mut deadline => {
+                        tracing::info!(running = tasks.len(), "drain timeout: stopping the rest");
+                        break;
+                    }
+                    _ = &mut force => {
+                        tracing::info!(running = tasks.len(), "second signal: stopping the rest now");
+                        break;
+                    }
+                }
+            }
+        }
         for stop in inner.running().values() {
             stop.request(StopReason::Shutdown);
         }

@@ -21,6 +21,7 @@ pub mod relay;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+pub mod service;
 pub mod store;
 pub mod submit;
 pub mod supervisor;

@@ -50,6 +50,10 @@ pub struct Config {
     /// delegated to the supervisor (limits and whole-tree kill); off means
     /// rlimits and the process group only.
     pub cgroups: bool,
+    /// At shutdown, how long running executions may finish before they are
+    /// stopped (and recorded as interrupted, to run again). Zero stops them
+    /// at once.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             relay_capacity: 16 * 1024,
             hostname: None,
             cgroups: true,
+            drain_timeout: Duration::ZERO,
         }
     }
 }
@@ -135,6 +140,12 @@ pub(crate) struct Inner {
     pub(crate) pools: crate::runner::pool::Pools,
     /// The exec shim, when the worker program is installed.
     pub(crate) shim: Option<PathBuf>,
+    /// When the scheduler loop last went round (µs).
+    pub(crate) scheduler_beat: std::sync::atomic::AtomicI64,
+    /// When the dispatcher loop last went round (µs).
+    pub(crate) dispatcher_beat: std::sync::atomic::AtomicI64,
+    /// Set once `run` is listening and dispatching.
+    pub(crate) ready: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running supervisor node. Cheap to clone.
@@ -196,6 +207,9 @@ impl Supervisor {
                 shim: worker_program.is_file().then(|| worker_program.clone()),
                 worker_program,
                 pools: Default::default(),
+                ready: tokio::sync::watch::channel(false).0,
+                scheduler_beat: now.into(),
+                dispatcher_beat: now.into(),
             }),
         };
         sup.rescue().await?;
@@ -247,10 +261,22 @@ impl Supervisor {
         Ok(r)
     }
 
-    /// Runs until `shutdown` completes; then stops every running execution
-    /// (recorded as interrupted, so it is retried if attempts remain),
-    /// writes everything out and deregisters the node.
+    /// Runs until `shutdown` completes; then lets running executions finish
+    /// for up to [`Config::drain_timeout`], stops the rest (recorded as
+    /// interrupted, so they run again), writes everything out and
+    /// deregisters the node.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// Like [`Supervisor::run`], with a drain: after `shutdown`, running
+    /// executions get up to [`Config::drain_timeout`] to finish; `force`
+    /// (a second signal) cuts the wait short.
+    pub async fn run_until(
+        &self,
+        shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
         let listener = match self.inner.store.listen().await {
             Ok(Some(mut notices)) => {
                 let inner = self.inner.clone();
@@ -272,7 +298,8 @@ impl Supervisor {
         };
         let maintenance = tokio::spawn(self.clone().maintenance());
         let scheduler = tokio::spawn(self.clone().schedule_loop());
-        let result = self.dispatch(shutdown).await;
+        self.inner.ready.send_replace(true);
+        let result = self.dispatch(shutdown, force).await;
         self.inner.pools.sweep(true).await;
         maintenance.abort();
         scheduler.abort();
@@ -296,6 +323,7 @@ impl Supervisor {
         let mut scheduler = crate::scheduler::Scheduler::new();
         let mut backoff = Duration::from_millis(100);
         loop {
+            beat(&inner.scheduler_beat);
             let wait = match scheduler.pass(inner.store.as_ref()).await {
                 Ok(outcome) => {
                     backoff = Duration::from_millis(100);
@@ -336,6 +364,32 @@ impl Supervisor {
                 while finished.try_recv().is_ok() {}
             }
         }
+    }
+
+    /// How long ago the scheduler and the dispatcher last went round their
+    /// loops. Both go round at least every second or so while healthy;
+    /// what feeds a watchdog should check them.
+    pub fn liveness(&self) -> (Duration, Duration) {
+        let age = |a: &std::sync::atomic::AtomicI64| {
+            let t = a.load(std::sync::atomic::Ordering::Relaxed);
+            Duration::from_micros((now_micros() - t).max(0) as u64)
+        };
+        (
+            age(&self.inner.scheduler_beat),
+            age(&self.inner.dispatcher_beat),
+        )
+    }
+
+    /// Completes once [`Supervisor::run`] is listening for notices and
+    /// dispatching (migrations and recovery were done by the builder).
+    pub async fn ready(&self) {
+        let mut rx = self.inner.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Executions running on this node now.
+    pub fn running_count(&self) -> usize {
+        self.inner.running().len()
     }
 
     /// Tells the scheduler that jobs changed (added, paused, resumed).
@@ -441,4 +495,9 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// Records that a loop went round.
+pub(crate) fn beat(at: &std::sync::atomic::AtomicI64) {
+    at.store(now_micros(), std::sync::atomic::Ordering::Relaxed);
 }

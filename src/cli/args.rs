@@ -184,16 +184,30 @@ pub enum QueueCmd {
 /// `serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Executions running at once.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub concurrency: u32,
+    /// Configuration file (TOML) [default: /etc/jobvisor/jobvisor.toml when
+    /// it exists]. Flags given here override it.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Executions running at once [default: 32].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: Option<u32>,
     /// How often to look for runs enqueued by other processes (runs
-    /// enqueued through this process start at once).
-    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
-    pub poll_interval: Duration,
-    /// A node silent this long is dead; its running executions are rescued.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub node_lease: Duration,
+    /// enqueued through this process start at once) [default: 250ms].
+    #[arg(long, value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+    /// A node silent this long is dead; its running executions are rescued
+    /// [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub node_lease: Option<Duration>,
+    /// At SIGTERM/SIGINT, how long running executions may finish before
+    /// they are stopped and recorded as interrupted (a second signal cuts
+    /// it short) [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+    /// Log format of the service itself [default: auto: journald under
+    /// systemd, text otherwise].
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::service::logging::LogFormat>,
 }
 
 /// `handler` subcommands.

@@ -192,7 +192,8 @@ async fn schedule_retry(
     .fetch_one(&mut *conn)
     .await?;
     let retry = RetryPolicy {
-        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+        max_attempts: (row.try_get::<i64, _>("max_attempts")? as u32)
+            .max(attempt + u32::from(c.interrupted)),
         backoff_base_ms: row.try_get::<i64, _>("backoff_base_ms")? as u64,
         backoff_cap_ms: row.try_get::<i64, _>("backoff_cap_ms")? as u64,
     };
@@ -209,7 +210,11 @@ async fn schedule_retry(
             .try_get::<Option<i64>, _>("timeout_ms")?
             .map(|t| t as u64),
         priority: row.try_get::<i64, _>("priority")? as i32,
-        run_at: c.finished_at + retry.delay_before(attempt + 1).as_micros() as Micros,
+        run_at: if c.interrupted {
+            c.finished_at
+        } else {
+            c.finished_at + retry.delay_before(attempt + 1).as_micros() as Micros
+        },
         attempt: attempt + 1,
         previous_id: Some(c.id),
         queue: row.try_get("queue")?,
@@ -518,7 +523,11 @@ impl Store for SqliteStore {
                 let Some(&(attempt, max)) = applied.get(&c.id) else {
                     continue;
                 };
-                let retry = if c.status == Status::Failed && c.retryable && attempt < max {
+                // An interruption (shutdown, dead node) is not the job's
+                // failure: it is always run again, on an attempt of its own.
+                let again =
+                    c.status == Status::Failed && (c.interrupted || (c.retryable && attempt < max));
+                let retry = if again {
                     Some(schedule_retry(&mut tx, c, attempt).await?)
                 } else {
                     None

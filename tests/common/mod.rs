@@ -83,6 +83,11 @@ impl Env {
         Uuid::parse_str(self.ok(&all).trim()).unwrap()
     }
 
+    /// A path in the test directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     /// Writes an executable script into the test directory.
     pub fn script(&self, name: &str, body: &str) -> String {
         use std::os::unix::fs::PermissionsExt;
