@@ -11,7 +11,7 @@ use uuid::Uuid;
 /// Nothing is written.
 pub async fn validate(
     store: &dyn Store,
-    local: &dyn Fn(&str) -> bool,
+    local: &(dyn Fn(&str) -> bool + Sync),
     spec: &mut JobSpec,
 ) -> Result<(), Error> {
     if spec.name.is_empty()
@@ -65,7 +65,7 @@ pub async fn validate(
 /// Adds a job after validating it; returns its first due time.
 pub async fn add(
     store: &dyn Store,
-    local: &dyn Fn(&str) -> bool,
+    local: &(dyn Fn(&str) -> bool + Sync),
     mut spec: JobSpec,
 ) -> Result<Option<Micros>, Error> {
     validate(store, local, &mut spec).await?;

@@ -477,7 +477,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let db = cli.database();
     match cli.command {
-        Command::Serve(a) => super::serve::serve(&db, a).await,
+        Command::Serve(a) => super::serve::serve(cli.database.clone(), a).await,
         Command::Migrate => {
             crate::store::open(&db).await?;
             println!("database {} is up to date", crate::store::redact(&db));

@@ -99,7 +99,7 @@ fn builtin(name: &str) -> HandlerSpec {
     }
 }
 
-fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<HandlerSpec, CliError> {
+pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<HandlerSpec, CliError> {
     if name.is_empty()
         || !name
             .chars()

@@ -192,7 +192,7 @@ fn view(job: &Job) -> serde_json::Value {
     v
 }
 
-fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
+pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
     let payload: serde_json::Value = serde_json::from_str(&a.payload)
         .map_err(|e| input(format!("invalid --payload JSON: {e}")))?;
     let schedule = if let Some(expr) = a.cron {

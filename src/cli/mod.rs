@@ -2,6 +2,7 @@
 //! subcommand. `main.rs` only calls [`main`].
 
 mod args;
+pub(crate) mod config;
 mod exec;
 mod handler;
 mod job;
@@ -30,6 +31,15 @@ impl CliError {
         match self {
             CliError::Input(_) => 2,
             CliError::JobFailed => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Input(msg) => f.write_str(msg),
+            CliError::JobFailed => f.write_str("the job failed"),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `jobvisor serve`: the supervisor as a long-running service.
 
 use super::args::ServeArgs;
-use super::CliError;
+use super::{config, CliError};
 use crate::service::logging::{self, LogFormat};
 use crate::service::notify::Notifier;
 use crate::supervisor::{Config, Supervisor};
@@ -10,8 +10,17 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-pub(crate) async fn serve(db: &str, a: ServeArgs) -> Result<(), CliError> {
-    logging::init(a.log_format.unwrap_or(LogFormat::Auto));
+pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), CliError> {
+    let path = config::locate(a.config.as_deref());
+    let file = match &path {
+        Some(p) => Some(config::load(p).map_err(super::input)?),
+        None => None,
+    };
+    let s = file
+        .as_ref()
+        .map(|f| f.settings.clone())
+        .unwrap_or_default();
+    logging::init(a.log_format.or(s.log_format).unwrap_or(LogFormat::Auto));
     crate::runner::os::harden_service();
     // A panicking inproc handler is recorded on its execution; the service
     // log gets one line, not a backtrace per panic.
@@ -21,18 +30,34 @@ pub(crate) async fn serve(db: &str, a: ServeArgs) -> Result<(), CliError> {
     let notifier = Arc::new(
         Notifier::from_env().map_err(|e| super::input(format!("invalid NOTIFY_SOCKET: {e}")))?,
     );
+    // Flags (and JOBVISOR_DATABASE) override the file.
+    let db = database
+        .or(s.database.clone())
+        .unwrap_or_else(crate::default_database);
+    let db = db.as_str();
     let config = Config {
         database: db.to_string(),
-        concurrency: a.concurrency.unwrap_or(32) as usize,
-        poll_interval: a.poll_interval.unwrap_or(Duration::from_millis(250)),
-        node_lease: a.node_lease.unwrap_or(Duration::from_secs(10)),
-        drain_timeout: a.drain_timeout.unwrap_or(Duration::from_secs(30)),
+        concurrency: a.concurrency.or(s.concurrency).unwrap_or(32) as usize,
+        poll_interval: a
+            .poll_interval
+            .or(s.poll_interval)
+            .unwrap_or(Duration::from_millis(250)),
+        node_lease: a
+            .node_lease
+            .or(s.node_lease)
+            .unwrap_or(Duration::from_secs(10)),
+        drain_timeout: a
+            .drain_timeout
+            .or(s.drain_timeout)
+            .unwrap_or(Duration::from_secs(30)),
         ..Config::default()
     };
     let concurrency = config.concurrency;
     // Signals are set up before anything else, so that none is missed.
     let signals =
         Signals::new().map_err(|e| super::input(format!("cannot handle signals: {e}")))?;
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| super::input(format!("cannot handle SIGHUP: {e}")))?;
     let sup = Supervisor::builder().config(config).build().await?;
     tracing::info!(
         database = %crate::store::redact(db),
@@ -40,6 +65,23 @@ pub(crate) async fn serve(db: &str, a: ServeArgs) -> Result<(), CliError> {
         concurrency,
         "serving"
     );
+    if let Some(f) = &file {
+        let n = config::sync(sup.store().as_ref(), f)
+            .await
+            .map_err(super::input)?;
+        tracing::info!(config = %f.path.display(), changes = n, "config applied");
+        sup.jobs_changed();
+    }
+    let running = Arc::new(std::sync::Mutex::new(file));
+    let pruner = tokio::spawn(retention(sup.clone(), running.clone()));
+    if let Some(path) = path.clone() {
+        let (sup, running) = (sup.clone(), running.clone());
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                reload(&sup, &path, &running).await;
+            }
+        });
+    }
 
     let (stopping_tx, stopping) = watch::channel(false);
     let reporter = tokio::spawn(report(sup.clone(), notifier.clone(), stopping.clone()));
@@ -77,12 +119,98 @@ pub(crate) async fn serve(db: &str, a: ServeArgs) -> Result<(), CliError> {
     };
     sup.run_until(shutdown, force).await?;
     reporter.abort();
+    pruner.abort();
     crate::runner::cgroup::release();
     tracing::info!("stopped");
     Ok(())
 }
 
-/// SIGTERM and SIGINT (shutdown, then force) and SIGHUP (reload).
+/// SIGHUP: reads the file again; a valid one is synced and becomes the
+/// running config, an invalid one is rejected whole.
+async fn reload(
+    sup: &Supervisor,
+    path: &std::path::Path,
+    running: &std::sync::Mutex<Option<config::ServiceFile>>,
+) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+    let file = match config::load(path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("config rejected: {e}; the running config stays in force");
+            return;
+        }
+    };
+    match config::sync(sup.store().as_ref(), &file).await {
+        Ok(n) => {
+            sup.jobs_changed();
+            let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = running.as_ref() {
+                if old.settings != file.settings {
+                    tracing::warn!("config: service settings (database, listen, token, concurrency, intervals, log format) take effect at the next start");
+                }
+            }
+            *running = Some(file);
+            tracing::info!(changes = n, "config reloaded");
+        }
+        Err(e) => tracing::error!("config not applied: {e}; the running config stays in force"),
+    }
+}
+
+/// Prunes finished executions (and their logs) older than the configured
+/// retention, global or per job, in small batches; at start, then every
+/// `retention.every`.
+async fn retention(sup: Supervisor, running: Arc<std::sync::Mutex<Option<config::ServiceFile>>>) {
+    const BATCH: usize = 500;
+    loop {
+        let (global, per_job, every) = {
+            let r = running.lock().unwrap_or_else(|e| e.into_inner());
+            match r.as_ref() {
+                Some(f) => (f.retention, f.job_retention.clone(), f.retention_every),
+                None => (None, Default::default(), Duration::from_secs(60)),
+            }
+        };
+        let now = crate::model::now_micros();
+        let micros = |d: Duration| d.as_micros().min(i64::MAX as u128) as i64;
+        let except: Vec<String> = per_job.keys().cloned().collect();
+        let mut passes: Vec<(Option<String>, i64)> = per_job
+            .iter()
+            .map(|(job, keep)| (Some(job.clone()), now - micros(*keep)))
+            .collect();
+        if let Some(keep) = global {
+            passes.push((None, now - micros(keep)));
+        }
+        let (mut execs, mut logs) = (0u64, 0u64);
+        for (job, before) in passes {
+            loop {
+                match sup
+                    .store()
+                    .prune(before, job.as_deref(), &except, BATCH)
+                    .await
+                {
+                    Ok((e, l)) => {
+                        execs += e;
+                        logs += l;
+                        if (e as usize) < BATCH {
+                            break;
+                        }
+                        // Let other writers in between batches.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %crate::error_chain(&e), "retention: pruning failed");
+                        break;
+                    }
+                }
+            }
+        }
+        if execs > 0 {
+            tracing::info!(executions = execs, log_lines = logs, "retention: pruned");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// SIGTERM and SIGINT (shutdown, then force).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,

@@ -183,6 +183,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Statistics per job (or of one job).
     async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError>;
+    /// Deletes up to `limit` finished executions (and their log lines)
+    /// that finished before `before`: of job `job` if given, otherwise of
+    /// any job but those in `except`. Returns (executions, log lines).
+    async fn prune(
+        &self,
+        before: Micros,
+        job: Option<&str>,
+        except: &[String],
+        limit: usize,
+    ) -> Result<(u64, u64), StoreError>;
+    /// Names of `kind` (`handler`, `job`) the configuration file declared.
+    async fn declared(&self, kind: &str) -> Result<Vec<String>, StoreError>;
+    /// Replaces the declared names of `kind`.
+    async fn set_declared(&self, kind: &str, names: &[String]) -> Result<(), StoreError>;
 }
 
 /// Opens the database at `url` (`postgres://...`, an `sqlite://` URL or a

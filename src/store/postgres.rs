@@ -1012,6 +1012,83 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn prune(
+        &self,
+        before: Micros,
+        job: Option<&str>,
+        except: &[String],
+        limit: usize,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT id FROM executions WHERE status IN ('succeeded', 'failed', 'cancelled') \
+             AND finished_at < ",
+        );
+        qb.push_bind(before);
+        match job {
+            Some(j) => {
+                qb.push(" AND job = ").push_bind(j.to_string());
+            }
+            None if !except.is_empty() => {
+                qb.push(" AND job NOT IN (");
+                let mut list = qb.separated(", ");
+                for j in except {
+                    list.push_bind(j.clone());
+                }
+                qb.push(")");
+            }
+            None => {}
+        }
+        qb.push(" LIMIT ").push_bind(limit.max(1) as i64);
+        let ids: Vec<Uuid> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+        if ids.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut deleted = [0u64; 2];
+        for (i, table) in ["logs", "executions"].iter().enumerate() {
+            let column = if *table == "logs" {
+                "execution_id"
+            } else {
+                "id"
+            };
+            let mut qb: QueryBuilder<Postgres> =
+                QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+            let mut list = qb.separated(", ");
+            for id in &ids {
+                list.push_bind(*id);
+            }
+            qb.push(")");
+            deleted[i] = qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok((deleted[1], deleted[0]))
+    }
+
+    async fn declared(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query_scalar("SELECT name FROM declared WHERE kind = $1 ORDER BY name")
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    async fn set_declared(&self, kind: &str, names: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM declared WHERE kind = $1")
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+        for name in names {
+            sqlx::query("INSERT INTO declared (kind, name) VALUES ($1, $2)")
+                .bind(kind)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError> {
         let rows = sqlx::query(
             "SELECT job, COUNT(*) AS total, \

@@ -1,0 +1,462 @@
+//! The service's configuration file (TOML): settings, queue limits,
+//! retention, and declarative `[[handler]]` and `[[job]]` tables.
+//!
+//! A `[[handler]]` or `[[job]]` table takes exactly the options of
+//! `jobvisor handler add` / `jobvisor job add`, spelled with underscores
+//! (`cancel_grace = "2s"`, `max_runs_per_worker = 100`, `env = { K = "v" }`,
+//! `payload = { any = "TOML" }`). Each table is turned into those command
+//! lines and parsed by the same code, so the file and the CLI accept and
+//! reject the same things. The whole file is checked before anything is
+//! applied: one bad table rejects the file, with its line and the reason.
+
+use super::args::{HandlerAddArgs, JobAddArgs};
+use crate::model::{HandlerKind, HandlerSpec, JobSpec, Mode};
+use crate::schedule::ScheduleSpec;
+use crate::service::logging::LogFormat;
+use crate::store::Store;
+use jobvisor_worker::builtins;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::{Spanned, Table, Value};
+
+/// Where `serve` looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/jobvisor/jobvisor.toml";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    database: Option<String>,
+    listen: Option<String>,
+    token: Option<String>,
+    concurrency: Option<u32>,
+    poll_interval: Option<String>,
+    node_lease: Option<String>,
+    drain_timeout: Option<String>,
+    log_format: Option<LogFormat>,
+    #[serde(default)]
+    queues: BTreeMap<String, RawQueue>,
+    retention: Option<RawRetention>,
+    #[serde(default, rename = "handler")]
+    handlers: Vec<Spanned<Table>>,
+    #[serde(default, rename = "job")]
+    jobs: Vec<Spanned<Table>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    limit: Option<u32>,
+    paused: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    executions: Option<String>,
+    every: Option<String>,
+}
+
+/// Service settings from the file (flags override them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    /// Database URL or path.
+    pub database: Option<String>,
+    /// HTTP listen address.
+    pub listen: Option<String>,
+    /// Bearer token of the HTTP API.
+    pub token: Option<String>,
+    /// Executions at once.
+    pub concurrency: Option<u32>,
+    /// Poll interval.
+    pub poll_interval: Option<Duration>,
+    /// Node lease.
+    pub node_lease: Option<Duration>,
+    /// Drain timeout.
+    pub drain_timeout: Option<Duration>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+}
+
+/// A declared queue's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueDecl {
+    /// Name.
+    pub name: String,
+    /// Most running at once (`None`: no limit of its own).
+    pub limit: Option<u32>,
+    /// Paused (`None`: left as it is).
+    pub paused: Option<bool>,
+}
+
+/// A declared job.
+#[derive(Clone, Debug)]
+pub struct JobDecl {
+    /// Its definition.
+    pub spec: JobSpec,
+    /// Whether the file fixes its schedule's start (`start`/`at`); if not,
+    /// an unchanged job keeps the anchor it has.
+    pub fixed_start: bool,
+    /// Line of its table.
+    pub line: usize,
+}
+
+/// A checked configuration file.
+#[derive(Clone, Debug)]
+pub struct ServiceFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Settings.
+    pub settings: Settings,
+    /// Queue limits.
+    pub queues: Vec<QueueDecl>,
+    /// Executions finished longer ago than this are pruned.
+    pub retention: Option<Duration>,
+    /// How often retention runs (default a minute).
+    pub retention_every: Duration,
+    /// Per-job retention.
+    pub job_retention: HashMap<String, Duration>,
+    /// Declared handlers.
+    pub handlers: Vec<HandlerSpec>,
+    /// Declared jobs.
+    pub jobs: Vec<JobDecl>,
+}
+
+/// The file to read: `--config`, else the default path if it exists.
+pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
+    match flag {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn duration(what: &str, s: &Option<String>) -> Result<Option<Duration>, String> {
+    s.as_deref()
+        .map(|v| super::args::parse_duration(v).map_err(|e| format!("{what}: {e}")))
+        .transpose()
+}
+
+/// Reads and checks a configuration file. The error is one line:
+/// `PATH:LINE: reason` where a line is known.
+pub fn load(path: &Path) -> Result<ServiceFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(path, &text)
+}
+
+/// Checks a configuration file's text.
+pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, String> {
+    let at = |line: usize, msg: String| format!("{}:{line}: {msg}", path.display());
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+        at(line, e.message().trim().to_string())
+    })?;
+    let settings = Settings {
+        database: raw.database,
+        listen: raw.listen,
+        token: raw.token,
+        concurrency: raw.concurrency,
+        poll_interval: duration("poll_interval", &raw.poll_interval).map_err(|e| at(1, e))?,
+        node_lease: duration("node_lease", &raw.node_lease).map_err(|e| at(1, e))?,
+        drain_timeout: duration("drain_timeout", &raw.drain_timeout).map_err(|e| at(1, e))?,
+        log_format: raw.log_format,
+    };
+    if settings.concurrency == Some(0) {
+        return Err(at(1, "concurrency must be at least 1".into()));
+    }
+    if let Some(l) = &settings.listen {
+        l.parse::<std::net::SocketAddr>()
+            .map_err(|e| at(1, format!("listen {l:?}: {e}")))?;
+    }
+    let raw_retention = raw.retention.unwrap_or_default();
+    let retention =
+        duration("retention.executions", &raw_retention.executions).map_err(|e| at(1, e))?;
+    let retention_every = duration("retention.every", &raw_retention.every)
+        .map_err(|e| at(1, e))?
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_secs(1));
+    let queues = raw
+        .queues
+        .into_iter()
+        .map(|(name, q)| QueueDecl {
+            name,
+            limit: q.limit,
+            paused: q.paused,
+        })
+        .collect();
+
+    let mut handlers = Vec::new();
+    for t in &raw.handlers {
+        let line = line_of(text, t.span().start);
+        let spec = handler(t.get_ref()).map_err(|e| at(line, e))?;
+        if handlers.iter().any(|h: &HandlerSpec| h.name == spec.name) {
+            return Err(at(
+                line,
+                format!("handler {:?} is declared twice", spec.name),
+            ));
+        }
+        handlers.push(spec);
+    }
+    let mut jobs: Vec<JobDecl> = Vec::new();
+    let mut job_retention = HashMap::new();
+    for t in &raw.jobs {
+        let line = line_of(text, t.span().start);
+        let mut table = t.get_ref().clone();
+        let keep = table.remove("retention");
+        let fixed_start = table.contains_key("start") || table.contains_key("at");
+        let spec = job(&table, &handlers).map_err(|e| at(line, e))?;
+        if jobs.iter().any(|j| j.spec.name == spec.name) {
+            return Err(at(line, format!("job {:?} is declared twice", spec.name)));
+        }
+        if let Some(v) = keep {
+            let s = v
+                .as_str()
+                .ok_or_else(|| at(line, "retention must be a duration such as \"7d\"".into()))?;
+            let d =
+                super::args::parse_duration(s).map_err(|e| at(line, format!("retention: {e}")))?;
+            job_retention.insert(spec.name.clone(), d);
+        }
+        jobs.push(JobDecl {
+            spec,
+            fixed_start,
+            line,
+        });
+    }
+    Ok(ServiceFile {
+        path: path.to_path_buf(),
+        settings,
+        queues,
+        retention,
+        retention_every,
+        job_retention,
+        handlers,
+        jobs,
+    })
+}
+
+/// A TOML table as the command line of `COMMAND NAME --key value ...`.
+fn command_line(command: &str, t: &Table) -> Result<Vec<String>, String> {
+    let name = match t.get("name") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err("name must be a string".into()),
+        None => return Err("a name is required".into()),
+    };
+    let mut args = vec![command.to_string(), name.clone()];
+    let scalar = |k: &str, v: &Value| -> Result<String, String> {
+        Ok(match v {
+            Value::String(s) => s.clone(),
+            Value::Integer(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Datetime(d) => d.to_string(),
+            Value::Boolean(b) => b.to_string(),
+            _ => return Err(format!("{k} must be a single value")),
+        })
+    };
+    for (k, v) in t {
+        if k == "name" {
+            continue;
+        }
+        let flag = match k.as_str() {
+            "args" => "--arg".to_string(),
+            _ => format!("--{}", k.replace('_', "-")),
+        };
+        match (k.as_str(), v) {
+            ("payload", v) => {
+                let json = serde_json::to_string(v).map_err(|e| format!("payload: {e}"))?;
+                args.extend([flag, json]);
+            }
+            ("env", Value::Table(vars)) => {
+                for (name, value) in vars {
+                    args.extend([flag.clone(), format!("{name}={}", scalar(k, value)?)]);
+                }
+            }
+            (_, Value::Boolean(true)) => args.push(flag),
+            (_, Value::Boolean(false)) => {}
+            (_, Value::Array(items)) => {
+                for item in items {
+                    args.extend([flag.clone(), scalar(k, item)?]);
+                }
+            }
+            (_, Value::Table(_)) => return Err(format!("{k} cannot be a table")),
+            (_, v) => args.extend([flag, scalar(k, v)?]),
+        }
+    }
+    Ok(args)
+}
+
+fn clap_message(e: clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid").trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+#[derive(clap::Parser)]
+#[command(no_binary_name = false)]
+struct HandlerLine {
+    #[command(flatten)]
+    a: HandlerAddArgs,
+}
+
+#[derive(clap::Parser)]
+#[command(no_binary_name = false)]
+struct JobLine {
+    #[command(flatten)]
+    a: JobAddArgs,
+}
+
+fn handler(t: &Table) -> Result<HandlerSpec, String> {
+    use clap::Parser;
+    let line = command_line("handler", t)?;
+    let name = line[1].clone();
+    let parsed = HandlerLine::try_parse_from(&line)
+        .map_err(|e| format!("handler {name:?}: {}", clap_message(e)))?;
+    super::handler::spec_from_args(name.clone(), &parsed.a)
+        .map_err(|e| format!("handler {name:?}: {e}"))
+}
+
+fn job(t: &Table, declared: &[HandlerSpec]) -> Result<JobSpec, String> {
+    use clap::Parser;
+    let line = command_line("job", t)?;
+    let name = line[1].clone();
+    let parsed =
+        JobLine::try_parse_from(&line).map_err(|e| format!("job {name:?}: {}", clap_message(e)))?;
+    let spec = super::job::spec_from_args(parsed.a).map_err(|e| format!("job {name:?}: {e}"))?;
+    if let Some(h) = declared.iter().find(|h| h.name == spec.handler) {
+        if matches!(h.kind, HandlerKind::Exec { .. }) && spec.mode == Some(Mode::Inproc) {
+            return Err(format!(
+                "job {name:?}: handler {:?} is a program and runs in process mode only",
+                h.name
+            ));
+        }
+    }
+    crate::scheduler::first_due(&spec, crate::model::now_micros())
+        .map_err(|e| format!("job {name:?}: {e}"))?;
+    Ok(spec)
+}
+
+/// Brings the database in line with the file: declared handlers and jobs
+/// are added or changed, those an earlier file declared and this one does
+/// not are removed, queue settings applied. One log line per change.
+/// Returns the number of changes.
+pub async fn sync(store: &dyn Store, file: &ServiceFile) -> Result<usize, String> {
+    let err = |e: crate::store::StoreError| format!("database: {}", crate::error_chain(&e));
+    let mut changes = 0;
+    // Check every job against the handlers it will find before writing.
+    let known: Vec<String> = store
+        .handlers()
+        .await
+        .map_err(err)?
+        .into_iter()
+        .map(|h| h.name)
+        .chain(file.handlers.iter().map(|h| h.name.clone()))
+        .collect();
+    for j in &file.jobs {
+        let h = &j.spec.handler;
+        if !known.contains(h) && !builtins::NAMES.contains(&h.as_str()) {
+            return Err(format!(
+                "{}:{}: job {:?}: unknown handler {h:?}",
+                file.path.display(),
+                j.line,
+                j.spec.name
+            ));
+        }
+    }
+
+    let now = crate::model::now_micros();
+    for spec in &file.handlers {
+        let old = store.handler(&spec.name).await.map_err(err)?;
+        if old.as_ref() != Some(spec) {
+            store.put_handler(spec, now).await.map_err(err)?;
+            let what = if old.is_some() { "changed" } else { "added" };
+            tracing::info!(handler = %spec.name, "config: handler {what}");
+            changes += 1;
+        }
+    }
+    let builtin = |n: &str| builtins::NAMES.contains(&n);
+    for decl in &file.jobs {
+        let mut spec = decl.spec.clone();
+        let old = store.job(&spec.name).await.map_err(err)?;
+        if let Some(old) = &old {
+            if !decl.fixed_start {
+                keep_anchor(&mut spec, &old.spec);
+            }
+            let mut resolved = spec.clone();
+            crate::job::validate(store, &builtin, &mut resolved)
+                .await
+                .map_err(|e| format!("job {:?}: {e}", spec.name))?;
+            if resolved == old.spec {
+                continue;
+            }
+            crate::job::remove(store, &spec.name)
+                .await
+                .map_err(|e| format!("job {:?}: {e}", spec.name))?;
+        }
+        crate::job::add(store, &builtin, spec.clone())
+            .await
+            .map_err(|e| format!("job {:?}: {e}", spec.name))?;
+        let what = if old.is_some() { "changed" } else { "added" };
+        tracing::info!(job = %spec.name, "config: job {what}");
+        changes += 1;
+    }
+    let jobs: Vec<String> = file.jobs.iter().map(|j| j.spec.name.clone()).collect();
+    for name in store.declared("job").await.map_err(err)? {
+        if !jobs.contains(&name) && store.job(&name).await.map_err(err)?.is_some() {
+            crate::job::remove(store, &name)
+                .await
+                .map_err(|e| format!("job {name:?}: {e}"))?;
+            tracing::info!(job = %name, "config: job removed");
+            changes += 1;
+        }
+    }
+    store.set_declared("job", &jobs).await.map_err(err)?;
+    let handlers: Vec<String> = file.handlers.iter().map(|h| h.name.clone()).collect();
+    for name in store.declared("handler").await.map_err(err)? {
+        if !handlers.contains(&name) && store.remove_handler(&name).await.map_err(err)? {
+            tracing::info!(handler = %name, "config: handler removed");
+            changes += 1;
+        }
+    }
+    store
+        .set_declared("handler", &handlers)
+        .await
+        .map_err(err)?;
+    let queues = store.queues().await.map_err(err)?;
+    for q in &file.queues {
+        let current = queues.iter().find(|c| c.name == q.name);
+        let limit_changed = current.is_none_or(|c| c.max_running != q.limit);
+        let paused_changed = q
+            .paused
+            .is_some_and(|p| current.is_none_or(|c| c.paused != p));
+        if limit_changed || paused_changed {
+            store
+                .set_queue(&q.name, Some(q.limit), q.paused)
+                .await
+                .map_err(err)?;
+            tracing::info!(queue = %q.name, limit = ?q.limit, paused = ?q.paused, "config: queue set");
+            changes += 1;
+        }
+    }
+    Ok(changes)
+}
+
+/// A declared job without an explicit start keeps the anchor (interval) or
+/// time (once) it was first given, so that reading the file again is not a
+/// change.
+fn keep_anchor(new: &mut JobSpec, old: &JobSpec) {
+    match (&mut new.schedule, &old.schedule) {
+        (
+            ScheduleSpec::Interval { every_ms, anchor },
+            ScheduleSpec::Interval {
+                every_ms: e,
+                anchor: a,
+            },
+        ) if every_ms == e => *anchor = *a,
+        (ScheduleSpec::Once { at }, ScheduleSpec::Once { at: a }) => *at = *a,
+        _ => {}
+    }
+}
