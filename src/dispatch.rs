@@ -140,6 +140,8 @@ impl Supervisor {
             stop.request(StopReason::Cancel("requested before it started".into()));
         }
         let sink = LogSink::new(claimed.id, inner.relay.clone());
+        let _ = inner.started.send(claimed.id);
+        let began = std::time::Instant::now();
         let completion = match claimed.mode {
             crate::model::Mode::Inproc => match inner.registry.get(&claimed.handler) {
                 Some(h) => inproc::run(h, &claimed, &stop, &sink, inner.config.inproc_grace).await,
@@ -159,6 +161,11 @@ impl Supervisor {
                 Err(e) => failed(&claimed, e),
             },
         };
+        inner
+            .durations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(&claimed.handler, completion.status, began.elapsed());
         inner.relay.send(RelayMsg::Complete(completion)).await;
         inner.running().remove(&claimed.id);
     }

@@ -15,7 +15,9 @@
 pub mod bench;
 pub mod cli;
 mod dispatch;
+pub mod http;
 pub mod job;
+pub mod metrics;
 pub mod model;
 pub mod relay;
 pub mod runner;

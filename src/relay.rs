@@ -79,6 +79,11 @@ impl Relay {
         self.send(RelayMsg::Log(row, permit)).await;
     }
 
+    /// Messages waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Waits until everything queued so far is written.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

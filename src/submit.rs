@@ -65,7 +65,7 @@ impl RunSpec {
 /// built-in or library handlers known here (`local`).
 pub async fn prepare(
     store: &dyn Store,
-    local: &dyn Fn(&str) -> bool,
+    local: &(dyn Fn(&str) -> bool + Sync),
     spec: RunSpec,
 ) -> Result<NewExecution, Error> {
     let registered = store.handler(&spec.handler).await?;
@@ -75,7 +75,7 @@ pub async fn prepare(
 /// [`prepare`] for many specs, reading each distinct handler once.
 pub async fn prepare_many(
     store: &dyn Store,
-    local: &dyn Fn(&str) -> bool,
+    local: &(dyn Fn(&str) -> bool + Sync),
     specs: Vec<RunSpec>,
 ) -> Result<Vec<NewExecution>, Error> {
     let mut handlers: HashMap<String, Option<HandlerSpec>> = HashMap::new();
@@ -93,7 +93,7 @@ pub async fn prepare_many(
 
 fn resolve(
     registered: Option<&HandlerSpec>,
-    local: &dyn Fn(&str) -> bool,
+    local: &(dyn Fn(&str) -> bool + Sync),
     spec: RunSpec,
 ) -> Result<NewExecution, Error> {
     let (mode, default_timeout) = match registered {

@@ -146,6 +146,10 @@ pub(crate) struct Inner {
     pub(crate) dispatcher_beat: std::sync::atomic::AtomicI64,
     /// Set once `run` is listening and dispatching.
     pub(crate) ready: tokio::sync::watch::Sender<bool>,
+    /// Executions this node starts.
+    pub(crate) started: broadcast::Sender<Uuid>,
+    /// Durations of executions finished on this node.
+    pub(crate) durations: Mutex<crate::metrics::Durations>,
 }
 
 /// A running supervisor node. Cheap to clone.
@@ -208,6 +212,8 @@ impl Supervisor {
                 worker_program,
                 pools: Default::default(),
                 ready: tokio::sync::watch::channel(false).0,
+                started: broadcast::channel(4096).0,
+                durations: Mutex::default(),
                 scheduler_beat: now.into(),
                 dispatcher_beat: now.into(),
             }),
@@ -385,6 +391,32 @@ impl Supervisor {
     pub async fn ready(&self) {
         let mut rx = self.inner.ready.subscribe();
         let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Makes the dispatcher look for due work now (after a trigger or a
+    /// queue change made through this process).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Executions this node starts, as they start.
+    pub fn subscribe_started(&self) -> broadcast::Receiver<Uuid> {
+        self.inner.started.subscribe()
+    }
+
+    /// Durations of the executions this node finished, per handler and
+    /// outcome.
+    pub fn durations(&self) -> crate::metrics::Durations {
+        self.inner
+            .durations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Messages waiting in the relay (its lag behind the executions).
+    pub fn relay_queued(&self) -> usize {
+        self.inner.relay.queued()
     }
 
     /// Executions running on this node now.

@@ -204,6 +204,10 @@ pub struct ServeArgs {
     /// it short) [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// HTTP API address, or `off` [default: 127.0.0.1:7180]. Any address
+    /// but loopback needs a token (config `token` or JOBVISOR_API_TOKEN).
+    #[arg(long)]
+    pub listen: Option<String>,
     /// Log format of the service itself [default: auto: journald under
     /// systemd, text otherwise].
     #[arg(long, value_enum)]

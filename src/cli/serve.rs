@@ -10,6 +10,9 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+/// Where the HTTP API listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7180";
+
 pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), CliError> {
     let path = config::locate(a.config.as_deref());
     let file = match &path {
@@ -53,6 +56,29 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         ..Config::default()
     };
     let concurrency = config.concurrency;
+    // The HTTP listener is bound before READY=1, and a bad address or a
+    // missing token stops the start.
+    let listen = a
+        .listen
+        .clone()
+        .or(s.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let token = std::env::var("JOBVISOR_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or(s.token.clone());
+    let listener = if listen == "off" {
+        None
+    } else {
+        let addr: std::net::SocketAddr = listen
+            .parse()
+            .map_err(|e| super::input(format!("invalid --listen {listen:?}: {e}")))?;
+        crate::http::check_listen(addr, token.as_deref()).map_err(super::input)?;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| super::input(format!("cannot listen on {addr}: {e}")))?;
+        Some(l)
+    };
     // Signals are set up before anything else, so that none is missed.
     let signals =
         Signals::new().map_err(|e| super::input(format!("cannot handle signals: {e}")))?;
@@ -84,6 +110,20 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
     }
 
     let (stopping_tx, stopping) = watch::channel(false);
+    let http = listener.map(|l| {
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr = %addr, auth = token.is_some(), "HTTP API listening");
+        let app = crate::http::router(sup.clone(), token.clone());
+        let mut stop = stopping.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::http::serve(l, app, shutdown).await {
+                tracing::error!(error = %e, "HTTP API stopped");
+            }
+        })
+    });
     let reporter = tokio::spawn(report(sup.clone(), notifier.clone(), stopping.clone()));
     // Migrations, recovery and the node's registration were done by the
     // builder; `ready` completes once `run` listens and dispatches.
@@ -120,6 +160,10 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
     sup.run_until(shutdown, force).await?;
     reporter.abort();
     pruner.abort();
+    if let Some(h) = http {
+        // Open event streams would hold a graceful stop forever.
+        h.abort();
+    }
     crate::runner::cgroup::release();
     tracing::info!("stopped");
     Ok(())

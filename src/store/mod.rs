@@ -193,6 +193,8 @@ pub trait Store: Send + Sync + 'static {
         except: &[String],
         limit: usize,
     ) -> Result<(u64, u64), StoreError>;
+    /// Executions per (handler, status).
+    async fn counts(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
     /// Names of `kind` (`handler`, `job`) the configuration file declared.
     async fn declared(&self, kind: &str) -> Result<Vec<String>, StoreError>;
     /// Replaces the declared names of `kind`.

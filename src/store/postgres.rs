@@ -1064,6 +1064,18 @@ impl Store for PgStore {
         Ok((deleted[1], deleted[0]))
     }
 
+    async fn counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT handler, status, COUNT(*) FROM executions GROUP BY handler, status ORDER BY handler, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(h, s, n)| (h, s, n.max(0) as u64))
+            .collect())
+    }
+
     async fn declared(&self, kind: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query_scalar("SELECT name FROM declared WHERE kind = $1 ORDER BY name")
             .bind(kind)

@@ -123,6 +123,11 @@ impl Env {
             .arg("--database")
             .arg(&self.db)
             .args(["serve", "--poll-interval", "20ms"])
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env("JOBVISOR_WORKER", worker_bin())
             .env("RUST_BACKTRACE", "0")
@@ -159,6 +164,24 @@ impl Serve {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The HTTP API's address, from the service log.
+    pub fn http_addr(&self) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if let Some(addr) = log
+                .lines()
+                .find(|l| l.contains("HTTP API listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                return strip_ansi(addr);
+            }
+            assert!(start.elapsed() < DEADLINE, "no HTTP address in:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then waits for the exit (up to the deadline).
     pub fn stop(&mut self) -> std::process::ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
@@ -185,6 +208,24 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Removes terminal colour codes.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Polls `f` until it returns `Some`, or panics after the deadline.

@@ -1,0 +1,731 @@
+//! The HTTP API served by `jobvisor serve`: REST/JSON over the same store
+//! and supervisor the CLI uses, Server-Sent Events for live output,
+//! `/healthz`, `/metrics` and `/openapi.json`.
+//!
+//! Listens on 127.0.0.1 by default. Any other address needs a bearer
+//! token, compared in constant time. Request bodies are bounded. Every
+//! error is JSON, `{"error":{"code":..,"message":..}}`, with a stable code;
+//! database errors are logged and answered as `internal` without detail.
+
+use crate::model::{now_micros, Mode, Status};
+use crate::store::{ExecFilter, StoreError};
+use crate::supervisor::Supervisor;
+use crate::{Error, RunSpec};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
+use jobvisor_worker::Level;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Every route: method, path, summary. The router and `/openapi.json` are
+/// both built from this table; a test checks they agree.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/healthz",
+        "Health: the database answers and the scheduler and dispatcher loops go round",
+    ),
+    ("GET", "/metrics", "Metrics in the Prometheus text format"),
+    ("GET", "/openapi.json", "This document"),
+    (
+        "GET",
+        "/v1/handlers",
+        "List handlers (registered and built in)",
+    ),
+    ("GET", "/v1/handlers/{name}", "Show a handler"),
+    ("GET", "/v1/jobs", "List jobs"),
+    ("GET", "/v1/jobs/{name}", "Show a job"),
+    (
+        "POST",
+        "/v1/jobs/{name}/trigger",
+        "Run a job now, outside its schedule",
+    ),
+    ("POST", "/v1/jobs/{name}/pause", "Pause a job"),
+    ("POST", "/v1/jobs/{name}/resume", "Resume a job"),
+    (
+        "GET",
+        "/v1/executions",
+        "List executions (?status=&job=&handler=&limit=)",
+    ),
+    (
+        "POST",
+        "/v1/executions",
+        "Enqueue a run: {handler, payload, mode, queue, priority, retries, timeout_ms}",
+    ),
+    ("GET", "/v1/executions/{id}", "Show an execution"),
+    (
+        "POST",
+        "/v1/executions/{id}/cancel",
+        "Cancel an execution: {reason}",
+    ),
+    (
+        "GET",
+        "/v1/executions/{id}/logs",
+        "Log lines (?after_seq=&level=&limit=)",
+    ),
+    (
+        "GET",
+        "/v1/executions/{id}/stream",
+        "Server-Sent Events: progress and log lines as they come, then end",
+    ),
+    (
+        "GET",
+        "/v1/events",
+        "Server-Sent Events: executions starting and finishing on this node",
+    ),
+    ("GET", "/v1/queues", "List queues"),
+    ("POST", "/v1/queues/{name}/pause", "Pause a queue"),
+    ("POST", "/v1/queues/{name}/resume", "Resume a queue"),
+    ("GET", "/v1/stats", "Execution statistics per job"),
+];
+
+/// An API error: HTTP status, stable code, human message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    fn invalid(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", msg)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %crate::error_chain(&e), "API request failed in the database");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (see the service log)",
+        )
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Store(s) => s.into(),
+            Error::UnknownHandler(h) => ApiError::not_found(format!("unknown handler {h:?}")),
+            other => ApiError::invalid(other.to_string()),
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+struct Api {
+    sup: Supervisor,
+    token: Option<String>,
+}
+
+/// Compares in time that depends only on the lengths.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8;
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
+    }
+    diff == 0 && a.len() == b.len()
+}
+
+async fn authorize(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &api.token {
+        if req.uri().path() != "/healthz" {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+                let mut r = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid bearer token is required",
+                )
+                .into_response();
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Makes every error JSON, including axum's own rejections (bad path
+/// parameter, body too large, wrong method).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let r = next.run(req).await;
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let code = match status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            s if s.is_server_error() => "internal",
+            _ => "invalid",
+        };
+        let message = status.canonical_reason().unwrap_or("error").to_string();
+        return ApiError::new(status, code, message).into_response();
+    }
+    r
+}
+
+/// The router over `sup`. `token`: required as a bearer token if set.
+pub fn router(sup: Supervisor, token: Option<String>) -> Router {
+    let api = Arc::new(Api { sup, token });
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/handlers", get(handlers))
+        .route("/v1/handlers/{name}", get(handler))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{name}", get(job))
+        .route("/v1/jobs/{name}/trigger", post(trigger))
+        .route("/v1/jobs/{name}/pause", post(pause_job))
+        .route("/v1/jobs/{name}/resume", post(resume_job))
+        .route("/v1/executions", get(executions).post(enqueue))
+        .route("/v1/executions/{id}", get(execution))
+        .route("/v1/executions/{id}/cancel", post(cancel))
+        .route("/v1/executions/{id}/logs", get(logs))
+        .route("/v1/executions/{id}/stream", get(stream_execution))
+        .route("/v1/events", get(events))
+        .route("/v1/queues", get(queues))
+        .route("/v1/queues/{name}/pause", post(pause_queue))
+        .route("/v1/queues/{name}/resume", post(resume_queue))
+        .route("/v1/stats", get(stats))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// Checks the listen address against the token rule.
+pub fn check_listen(addr: SocketAddr, token: Option<&str>) -> Result<(), String> {
+    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
+        return Err(format!(
+            "listening on {addr} (not loopback) needs a bearer token: set `token` in the config file or JOBVISOR_API_TOKEN"
+        ));
+    }
+    Ok(())
+}
+
+/// Binds `addr` and serves until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn ok(v: impl serde::Serialize) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+fn uuid(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::invalid(format!("invalid execution id {id:?}")))
+}
+
+fn body<T: serde::de::DeserializeOwned + Default>(b: &Bytes) -> Result<T, ApiError> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(b).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+async fn healthz(State(api): State<Arc<Api>>) -> Response {
+    let (scheduler, dispatcher) = api.sup.liveness();
+    let db = api.sup.store().queues().await.is_ok();
+    let loops = scheduler < Duration::from_secs(30) && dispatcher < Duration::from_secs(30);
+    let status = if db && loops {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ok" } else { "unhealthy" },
+        "database": db,
+        "scheduler_silent_ms": scheduler.as_millis() as u64,
+        "dispatcher_silent_ms": dispatcher.as_millis() as u64,
+        "node": api.sup.node_id(),
+    });
+    if status == StatusCode::OK {
+        (status, Json(body)).into_response()
+    } else {
+        let mut r = ApiError::new(status, "unhealthy", body.to_string()).into_response();
+        *r.status_mut() = status;
+        r
+    }
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> ApiResult {
+    let store = api.sup.store();
+    let snapshot = crate::metrics::Snapshot {
+        executions: store.counts().await?,
+        queues: store
+            .queues()
+            .await?
+            .into_iter()
+            .map(|q| (q.name, q.pending, q.running))
+            .collect(),
+        running: api.sup.running_count(),
+        relay_queued: api.sup.relay_queued(),
+        durations: api.sup.durations(),
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&snapshot),
+    )
+        .into_response())
+}
+
+/// The OpenAPI 3.1 document of [`ROUTES`].
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary) in ROUTES {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK"},
+                "default": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if *method == "POST" {
+            op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method.to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "jobvisor", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {
+                "type": "object",
+                "properties": {"error": {"type": "object", "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"}}}}
+            }}
+        },
+        "security": [{"bearer": []}]
+    })
+}
+
+async fn openapi() -> ApiResult {
+    ok(openapi_document())
+}
+
+async fn handlers(State(api): State<Arc<Api>>) -> ApiResult {
+    let mut all = api.sup.store().handlers().await?;
+    for name in jobvisor_worker::builtins::NAMES {
+        if !all.iter().any(|h| h.name == name) {
+            all.push(builtin(name));
+        }
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    ok(all)
+}
+
+fn builtin(name: &str) -> crate::model::HandlerSpec {
+    crate::model::HandlerSpec {
+        name: name.to_string(),
+        kind: crate::model::HandlerKind::Rust,
+        mode: Mode::Inproc,
+        limits: Default::default(),
+    }
+}
+
+async fn handler(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    match api.sup.store().handler(&name).await? {
+        Some(h) => ok(h),
+        None if jobvisor_worker::builtins::NAMES.contains(&name.as_str()) => ok(builtin(&name)),
+        None => Err(ApiError::not_found(format!("no handler named {name:?}"))),
+    }
+}
+
+async fn jobs(State(api): State<Arc<Api>>) -> ApiResult {
+    ok(api.sup.store().jobs().await?)
+}
+
+async fn job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    match api.sup.store().job(&name).await? {
+        Some(j) => ok(j),
+        None => Err(ApiError::not_found(format!("no job named {name:?}"))),
+    }
+}
+
+async fn job_exists(api: &Api, name: &str) -> Result<(), ApiError> {
+    match api.sup.store().job(name).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!("no job named {name:?}"))),
+    }
+}
+
+async fn trigger(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    job_exists(&api, &name).await?;
+    let id = crate::job::trigger(api.sup.store().as_ref(), &name).await?;
+    api.sup.wake();
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
+}
+
+async fn pause_job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    job_exists(&api, &name).await?;
+    crate::job::pause(api.sup.store().as_ref(), &name).await?;
+    api.sup.jobs_changed();
+    ok(json!({"job": name, "paused": true}))
+}
+
+async fn resume_job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    job_exists(&api, &name).await?;
+    crate::job::resume(api.sup.store().as_ref(), &name).await?;
+    api.sup.jobs_changed();
+    ok(json!({"job": name, "paused": false}))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    job: Option<String>,
+    handler: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn executions(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<Status>()
+                .map_err(|_| ApiError::invalid(format!("unknown status {s:?}")))
+        })
+        .transpose()?;
+    let filter = ExecFilter {
+        status,
+        job: q.job,
+        handler: q.handler,
+        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    ok(api.sup.store().executions(&filter).await?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueueBody {
+    handler: String,
+    #[serde(default)]
+    payload: Value,
+    mode: Option<Mode>,
+    queue: Option<String>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    retries: u32,
+    timeout_ms: Option<u64>,
+}
+
+async fn enqueue(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
+    let b: EnqueueBody = body(&b)?;
+    if b.handler.is_empty() {
+        return Err(ApiError::invalid("handler is required"));
+    }
+    let mut spec = RunSpec::new(b.handler, b.payload);
+    spec.mode = b.mode;
+    if let Some(q) = b.queue {
+        spec.queue = q;
+    }
+    spec.priority = b.priority;
+    spec.retries = b.retries;
+    spec.timeout = b.timeout_ms.map(Duration::from_millis);
+    let id = api.sup.enqueue(spec).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
+}
+
+async fn execution(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult {
+    let id = uuid(&id)?;
+    match api.sup.store().execution(id).await? {
+        Some(e) => ok(e),
+        None => Err(ApiError::not_found(format!("no execution {id}"))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+}
+
+async fn cancel(State(api): State<Arc<Api>>, Path(id): Path<String>, b: Bytes) -> ApiResult {
+    let id = uuid(&id)?;
+    let b: CancelBody = body(&b)?;
+    let reason = b
+        .reason
+        .unwrap_or_else(|| "requested through the API".into());
+    use crate::store::CancelRequest;
+    match api.sup.cancel(id, &reason).await? {
+        CancelRequest::NotFound => Err(ApiError::not_found(format!("no execution {id}"))),
+        CancelRequest::AlreadyFinished(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "finished",
+            format!("execution {id} has already finished ({status})"),
+        )),
+        CancelRequest::CancelledPending => ok(json!({"id": id, "cancel": "cancelled"})),
+        CancelRequest::Requested => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "cancel": "requested"})),
+        )
+            .into_response()),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    after_seq: Option<i64>,
+    level: Option<String>,
+    limit: Option<usize>,
+}
+
+fn level(q: &Option<String>) -> Result<Option<Level>, ApiError> {
+    q.as_deref()
+        .map(|l| {
+            l.parse::<Level>()
+                .map_err(|_| ApiError::invalid(format!("unknown level {l:?}")))
+        })
+        .transpose()
+}
+
+async fn logs(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult {
+    let id = uuid(&id)?;
+    let min = level(&q.level)?;
+    if api.sup.store().execution(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no execution {id}")));
+    }
+    let lines = api
+        .sup
+        .store()
+        .logs(
+            id,
+            q.after_seq.unwrap_or(0),
+            min,
+            q.limit.unwrap_or(1000).clamp(1, 100_000),
+        )
+        .await?;
+    ok(lines)
+}
+
+/// How often a stream looks for new lines and progress.
+const STREAM_POLL: Duration = Duration::from_millis(100);
+
+async fn stream_execution(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = uuid(&id)?;
+    let min = level(&q.level)?;
+    if api.sup.store().execution(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no execution {id}")));
+    }
+    // State: (after_seq, last progress, finished, pending events).
+    struct S {
+        api: Arc<Api>,
+        after: i64,
+        progress: Option<Value>,
+        done: bool,
+        queue: std::collections::VecDeque<Event>,
+    }
+    let s = S {
+        api,
+        after: q.after_seq.unwrap_or(0),
+        progress: None,
+        done: false,
+        queue: Default::default(),
+    };
+    let events = stream::unfold(s, move |mut s| async move {
+        loop {
+            if let Some(e) = s.queue.pop_front() {
+                return Some((Ok(e), s));
+            }
+            if s.done {
+                return None;
+            }
+            let store = s.api.sup.store().clone();
+            // Read the state first: lines written before it finished are
+            // then all in the read that follows.
+            let exec = store.execution(id).await.ok().flatten();
+            if let Ok(lines) = store.logs(id, s.after, min, 1000).await {
+                let full = lines.len() == 1000;
+                for l in lines {
+                    s.after = l.seq;
+                    let data = serde_json::to_string(&l).unwrap_or_default();
+                    s.queue.push_back(
+                        Event::default()
+                            .event("log")
+                            .id(l.seq.to_string())
+                            .data(data),
+                    );
+                }
+                if full {
+                    continue;
+                }
+            }
+            if let Some(e) = exec {
+                let p = serde_json::to_value(&e.progress).unwrap_or(Value::Null);
+                if s.progress.as_ref() != Some(&p) && p != json!({}) {
+                    s.queue
+                        .push_back(Event::default().event("progress").data(p.to_string()));
+                    s.progress = Some(p);
+                }
+                if e.status.is_terminal() {
+                    let data = serde_json::to_string(&e).unwrap_or_default();
+                    s.queue.push_back(Event::default().event("end").data(data));
+                    s.done = true;
+                }
+            } else {
+                s.done = true;
+            }
+            if s.queue.is_empty() {
+                tokio::time::sleep(STREAM_POLL).await;
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+async fn events(State(api): State<Arc<Api>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let started = api.sup.subscribe_started();
+    let finished = api.sup.subscribe();
+    let s = stream::unfold(
+        (started, finished),
+        |(mut started, mut finished)| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            let event = tokio::select! {
+                r = started.recv() => match r {
+                    Ok(id) => Event::default().event("state").data(
+                        json!({"id": id, "status": "running", "at_us": now_micros()}).to_string()),
+                    Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                    Err(RecvError::Closed) => return None,
+                },
+                r = finished.recv() => match r {
+                    Ok(f) => Event::default().event("state").data(
+                        json!({"id": f.id, "status": f.status, "retry": f.retry, "at_us": now_micros()}).to_string()),
+                    Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            Some((Ok(event), (started, finished)))
+        },
+    );
+    Sse::new(s).keep_alive(KeepAlive::default())
+}
+
+async fn queues(State(api): State<Arc<Api>>) -> ApiResult {
+    ok(api.sup.store().queues().await?)
+}
+
+async fn set_queue_paused(api: &Api, name: &str, paused: bool) -> ApiResult {
+    if name.is_empty() {
+        return Err(ApiError::invalid("a queue name cannot be empty"));
+    }
+    api.sup.store().set_queue(name, None, Some(paused)).await?;
+    api.sup.wake();
+    ok(json!({"queue": name, "paused": paused}))
+}
+
+async fn pause_queue(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    set_queue_paused(&api, &name, true).await
+}
+
+async fn resume_queue(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    set_queue_paused(&api, &name, false).await
+}
+
+async fn stats(State(api): State<Arc<Api>>) -> ApiResult {
+    ok(api.sup.store().stats(None).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_equal_only_when_equal() {
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secret", b"secreT"));
+        assert!(!same(b"secret", b"secret2"));
+        assert!(!same(b"", b"x"));
+        assert!(!same(b"x", b""));
+    }
+
+    #[test]
+    fn only_loopback_may_listen_without_a_token() {
+        assert!(check_listen("127.0.0.1:8080".parse().unwrap(), None).is_ok());
+        assert!(check_listen("[::1]:8080".parse().unwrap(), None).is_ok());
+        assert!(check_listen("0.0.0.0:8080".parse().unwrap(), None).is_err());
+        assert!(check_listen("0.0.0.0:8080".parse().unwrap(), Some("")).is_err());
+        assert!(check_listen("0.0.0.0:8080".parse().unwrap(), Some("t")).is_ok());
+    }
+}

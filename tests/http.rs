@@ -1,0 +1,511 @@
+//! The HTTP API of `jobvisor serve`, over real TCP: every route's happy
+//! path and its 4xx, the token rule, Server-Sent Events, Prometheus text,
+//! and the OpenAPI document against the routes.
+
+mod common;
+
+use common::*;
+use jobvisor::Status;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The stable error code of an error reply.
+    fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap().to_string()
+    }
+}
+
+fn request(addr: &str, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    // A peer may answer (413) and close before a large body is sent.
+    let _ = s.write_all(body.as_bytes());
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Reply {
+        status,
+        headers: head.to_string(),
+        body,
+    }
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+fn get(addr: &str, path: &str) -> Reply {
+    request(addr, "GET", path, None, None)
+}
+
+fn post(addr: &str, path: &str, body: &str) -> Reply {
+    request(addr, "POST", path, Some(body), None)
+}
+
+/// Reads Server-Sent Events until `until` says stop; (event, data) pairs.
+fn sse(addr: &str, path: &str, until: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    // Headers.
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut events = Vec::new();
+    let (mut event, mut data) = (String::from("message"), String::new());
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "events so far: {events:?}");
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            return events;
+        }
+        // Chunk-size lines of the chunked encoding carry no event.
+        let l = line.trim_end_matches(['\r', '\n']);
+        if let Some(v) = l
+            .strip_prefix("event: ")
+            .or_else(|| l.strip_prefix("event:"))
+        {
+            event = v.to_string();
+        } else if let Some(v) = l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")) {
+            data = v.to_string();
+        } else if l.is_empty() && !data.is_empty() {
+            let stop = until(&event, &data);
+            events.push((
+                std::mem::replace(&mut event, "message".into()),
+                std::mem::take(&mut data),
+            ));
+            if stop {
+                return events;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_its_happy_path_and_its_errors() {
+    let env = Env::new();
+    env.ok(&[
+        "job",
+        "add",
+        "nightly",
+        "--handler",
+        "noop",
+        "--every",
+        "1h",
+    ]);
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let store = env.store().await;
+
+    let r = get(&addr, "/healthz");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "ok");
+
+    // Handlers.
+    let r = get(&addr, "/v1/handlers");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["name"] == "noop"));
+    assert_eq!(get(&addr, "/v1/handlers/echo").json()["name"], "echo");
+    let r = get(&addr, "/v1/handlers/nope");
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+
+    // Jobs.
+    let r = get(&addr, "/v1/jobs");
+    assert_eq!(r.json().as_array().unwrap().len(), 1);
+    assert_eq!(get(&addr, "/v1/jobs/nightly").json()["name"], "nightly");
+    assert_eq!(get(&addr, "/v1/jobs/missing").status, 404);
+    let r = post(&addr, "/v1/jobs/nightly/trigger", "");
+    assert_eq!(r.status, 202, "{}", r.body);
+    let triggered = r.json()["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        finished(store.as_ref(), triggered).await.status,
+        Status::Succeeded
+    );
+    assert_eq!(post(&addr, "/v1/jobs/missing/trigger", "").status, 404);
+    assert_eq!(
+        post(&addr, "/v1/jobs/nightly/pause", "").json()["paused"],
+        true
+    );
+    assert!(store.job("nightly").await.unwrap().unwrap().spec.paused);
+    assert_eq!(
+        post(&addr, "/v1/jobs/nightly/resume", "").json()["paused"],
+        false
+    );
+    assert_eq!(post(&addr, "/v1/jobs/missing/pause", "").status, 404);
+
+    // Executions.
+    let r = post(
+        &addr,
+        "/v1/executions",
+        r#"{"handler":"echo","payload":[1,2],"mode":"process"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id: uuid::Uuid = r.json()["id"].as_str().unwrap().parse().unwrap();
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.output, Some(json!([1, 2])));
+    let r = get(&addr, &format!("/v1/executions/{id}"));
+    assert_eq!(r.json()["status"], "succeeded");
+    let r = get(&addr, "/v1/executions?status=succeeded&limit=10");
+    assert!(r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["id"] == id.to_string()));
+    let r = get(&addr, "/v1/executions?status=bogus");
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid"));
+    let r = get(&addr, "/v1/executions?surprise=1");
+    assert_eq!(r.status, 400);
+    let r = post(&addr, "/v1/executions", "{not json");
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid"));
+    let r = post(&addr, "/v1/executions", r#"{"handler":"nope"}"#);
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+    let big = format!(
+        r#"{{"handler":"echo","payload":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    let r = post(&addr, "/v1/executions", &big);
+    assert_eq!((r.status, r.code().as_str()), (413, "too_large"));
+    let r = get(&addr, "/v1/executions/not-a-uuid");
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid"));
+    let r = get(&addr, &format!("/v1/executions/{}", uuid::Uuid::now_v7()));
+    assert_eq!(r.status, 404);
+
+    // Logs.
+    let logged = env.enqueue(&["logs", "--payload", r#"{"count":6,"level":"all"}"#]);
+    finished(store.as_ref(), logged).await;
+    let all = get(&addr, &format!("/v1/executions/{logged}/logs")).json();
+    let n = all.as_array().unwrap().len();
+    assert!(n >= 6, "{all}");
+    let after = get(&addr, &format!("/v1/executions/{logged}/logs?after_seq=2")).json();
+    assert_eq!(after.as_array().unwrap().len(), n - 2);
+    assert_eq!(after[0]["seq"], 3);
+    let errors = get(&addr, &format!("/v1/executions/{logged}/logs?level=error")).json();
+    assert!(errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| ["error", "fatal", "panic"].contains(&l["level"].as_str().unwrap())));
+    assert_eq!(
+        get(&addr, &format!("/v1/executions/{logged}/logs?level=loud")).status,
+        400
+    );
+
+    // Cancel.
+    let sleeping = env.enqueue(&["sleep", "--mode", "process", "--payload", r#"{"ms":60000}"#]);
+    running_with_pid(store.as_ref(), sleeping).await;
+    let r = post(
+        &addr,
+        &format!("/v1/executions/{sleeping}/cancel"),
+        r#"{"reason":"from a test"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let e = finished(store.as_ref(), sleeping).await;
+    assert_eq!(e.status, Status::Cancelled);
+    assert_eq!(e.cancel_reason.as_deref(), Some("from a test"));
+    let r = post(&addr, &format!("/v1/executions/{sleeping}/cancel"), "");
+    assert_eq!((r.status, r.code().as_str()), (409, "finished"));
+    assert_eq!(
+        post(
+            &addr,
+            &format!("/v1/executions/{}/cancel", uuid::Uuid::now_v7()),
+            ""
+        )
+        .status,
+        404
+    );
+
+    // Queues and stats.
+    assert_eq!(
+        post(&addr, "/v1/queues/batch/pause", "").json()["paused"],
+        true
+    );
+    let qs = get(&addr, "/v1/queues").json();
+    assert!(qs
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["name"] == "batch" && q["paused"] == true));
+    assert_eq!(
+        post(&addr, "/v1/queues/batch/resume", "").json()["paused"],
+        false
+    );
+    let stats = get(&addr, "/v1/stats");
+    assert_eq!(stats.status, 200);
+    assert!(stats
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["job"] == "nightly"));
+
+    // Unknown routes and methods are JSON errors too.
+    let r = get(&addr, "/v2/nothing");
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+    let r = request(&addr, "DELETE", "/v1/jobs", None, None);
+    assert_eq!((r.status, r.code().as_str()), (405, "method_not_allowed"));
+    // No SQL in any error.
+    assert!(!r.body.to_lowercase().contains("select"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text() {
+    let env = Env::new();
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let store = env.store().await;
+    for _ in 0..3 {
+        let id = env.enqueue(&["noop"]);
+        finished(store.as_ref(), id).await;
+    }
+    let r = get(&addr, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .headers
+        .to_lowercase()
+        .contains("content-type: text/plain; version=0.0.4"));
+    let mut samples = std::collections::HashMap::new();
+    for line in r.body.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            let kind = line.split_whitespace().nth(3);
+            if line.starts_with("# TYPE ") {
+                assert!(
+                    matches!(kind, Some("gauge" | "counter" | "histogram")),
+                    "{line}"
+                );
+            }
+            continue;
+        }
+        // name{labels} value
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        samples.insert(series.to_string(), value);
+    }
+    assert_eq!(
+        samples["jobvisor_executions{handler=\"noop\",status=\"succeeded\"}"],
+        3.0
+    );
+    assert_eq!(
+        samples["jobvisor_execution_duration_seconds_count{handler=\"noop\",status=\"succeeded\"}"],
+        3.0
+    );
+    assert!(samples.contains_key("jobvisor_queue_pending{queue=\"default\"}"));
+    assert!(samples.contains_key("jobvisor_running"));
+    assert!(samples.contains_key("jobvisor_relay_queued"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let env = Env::new();
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let doc = get(&addr, "/openapi.json").json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut table: Vec<(String, String)> = jobvisor::http::ROUTES
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    table.sort();
+    assert_eq!(documented, table);
+    // Every documented route is routed: none answers "no such route" or
+    // "method not allowed".
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{name}", "x")
+            .replace("{id}", &uuid::Uuid::now_v7().to_string());
+        if concrete.ends_with("/stream") || concrete == "/v1/events" {
+            continue; // streams; covered below
+        }
+        let r = request(&addr, method, &concrete, Some(""), None);
+        let body = r.body.clone();
+        assert_ne!(r.status, 405, "{method} {path}: {body}");
+        assert!(
+            !body.contains("no such route"),
+            "{method} {path} is documented but not routed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_loopback_listener_needs_a_token() {
+    let env = Env::new();
+    let out = env.cli(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a bearer token"));
+
+    let serve = env.serve_env(
+        &["--listen", "0.0.0.0:0"],
+        &[("JOBVISOR_API_TOKEN", "s3cret-token")],
+    );
+    let port = serve.http_addr().rsplit(':').next().unwrap().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let r = get(&addr, "/v1/jobs");
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthorized"));
+    assert!(r.headers.contains("www-authenticate: Bearer"));
+    let r = request(&addr, "GET", "/v1/jobs", None, Some("wrong"));
+    assert_eq!(r.status, 401);
+    let r = request(&addr, "GET", "/v1/jobs", None, Some("s3cret-token"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Health checks need no token.
+    assert_eq!(get(&addr, "/healthz").status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_stream_delivers_lines_written_after_it_opened_in_order() {
+    let env = Env::new();
+    env.sh_handler(
+        "talker",
+        "sleep 0.5; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo \"line $i\"; sleep 0.02; done; \
+         echo '{\"type\":\"progress\",\"percent\":100}'",
+        &[],
+    );
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let id = env.enqueue(&["talker"]);
+    let events = sse(&addr, &format!("/v1/executions/{id}/stream"), |event, _| {
+        event == "end"
+    });
+    let lines: Vec<String> = events
+        .iter()
+        .filter(|(e, _)| e == "log")
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (1..=20).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected);
+    assert!(events
+        .iter()
+        .any(|(e, d)| e == "progress" && d.contains("100")));
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "end");
+    assert_eq!(
+        serde_json::from_str::<Value>(data).unwrap()["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        get(
+            &addr,
+            &format!("/v1/executions/{}/stream", uuid::Uuid::now_v7())
+        )
+        .status,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_reports_executions_starting_and_finishing() {
+    let env = Env::new();
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let addr2 = addr.clone();
+    let enqueuer = std::thread::spawn({
+        let db = env.path("jobvisor.db");
+        move || {
+            // Give the stream a moment to subscribe.
+            std::thread::sleep(Duration::from_millis(300));
+            let out = std::process::Command::new(jobvisor_bin())
+                .args(["--database", db.to_str().unwrap(), "run", "noop"])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        }
+    });
+    let events = sse(&addr2, "/v1/events", |_, data| {
+        data.contains("\"succeeded\"")
+    });
+    let id = enqueuer.join().unwrap();
+    let states: Vec<Value> = events
+        .iter()
+        .filter(|(e, _)| e == "state")
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .filter(|v: &Value| v["id"] == id)
+        .collect();
+    assert_eq!(states.len(), 2, "{events:?}");
+    assert_eq!(states[0]["status"], "running");
+    assert_eq!(states[1]["status"], "succeeded");
+}
