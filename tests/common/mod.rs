@@ -128,6 +128,13 @@ impl Env {
             } else {
                 &["--listen", "127.0.0.1:0"][..]
             })
+            // Tests that stop a busy supervisor do not wait out the
+            // 30 s default drain.
+            .args(if extra.contains(&"--drain-timeout") {
+                &[][..]
+            } else {
+                &["--drain-timeout", "2s"][..]
+            })
             .args(extra)
             .env("JOBVISOR_WORKER", worker_bin())
             .env("RUST_BACKTRACE", "0")
