@@ -55,6 +55,11 @@ fn job_names(env: &Env) -> Vec<String> {
 async fn declared_handlers_and_jobs_sync_at_start_and_on_sighup() {
     let env = Env::new();
     let path = config(&env, BASE);
+    let checked = env.ok(&["check-config", &path]);
+    assert!(
+        checked.contains("valid (1 handlers, 2 jobs, 1 queues)"),
+        "{checked}"
+    );
     // A job added by hand is never touched by the file.
     env.ok(&["job", "add", "manual", "--handler", "noop", "--every", "1h"]);
     let serve = env.serve(&["--config", &path]);
@@ -135,6 +140,13 @@ async fn an_invalid_file_stops_serve_with_one_line() {
         ("surprise = 1\n", "unknown field"),
     ] {
         let path = config(&env, body);
+        // `check-config` finds the file's own errors without a database.
+        if !expect.contains("unknown handler") {
+            let out = env.cli(&["check-config", &path]);
+            assert_eq!(out.status.code(), Some(2), "{body}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(expect), "{body}: {err}");
+        }
         let out = env.cli(&["serve", "--config", &path]);
         assert_eq!(out.status.code(), Some(2), "{body}");
         let err = String::from_utf8_lossy(&out.stderr);

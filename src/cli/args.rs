@@ -58,6 +58,12 @@ pub enum Command {
     },
     /// Compare the two modes' cost against bare baselines.
     Bench(crate::bench::BenchArgs),
+    /// Check a config file without applying it (exit 0 if valid, 2 with
+    /// the line and reason if not), e.g. before `systemctl reload`.
+    CheckConfig {
+        /// The file [default: /etc/jobvisor/jobvisor.toml].
+        path: Option<std::path::PathBuf>,
+    },
 }
 
 /// `job` subcommands.
@@ -494,5 +500,17 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Queue(cmd) => super::queue::queue(&db, cmd).await,
         Command::Stats { job, json } => super::stats::stats(&db, job, json).await,
         Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
+        Command::CheckConfig { path } => {
+            let path = path.unwrap_or_else(|| super::config::DEFAULT_PATH.into());
+            let f = super::config::load(&path).map_err(super::input)?;
+            println!(
+                "{}: valid ({} handlers, {} jobs, {} queues)",
+                path.display(),
+                f.handlers.len(),
+                f.jobs.len(),
+                f.queues.len()
+            );
+            Ok(())
+        }
     }
 }
