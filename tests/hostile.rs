@@ -586,3 +586,34 @@ async fn a_child_started_through_the_shim_dies_with_the_supervisor() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_workers_join_their_cgroup_themselves() {
+    let env = Env::new();
+    let cgroup = cgroups_here("built_in_workers_join_their_cgroup_themselves");
+    env.ok(&[
+        "handler",
+        "add",
+        "echo",
+        "--builtin",
+        "--mode",
+        "process",
+        "--pool-size",
+        "1",
+    ]);
+    let serve = env.serve(&[]);
+    let store = env.store().await;
+    // One-shot: its own execution cgroup.
+    let id = env.enqueue(&["sleep", "--mode", "process", "--payload", r#"{"ms":60000}"#]);
+    let e = running_with_pid(store.as_ref(), id).await;
+    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", e.pid.unwrap())).unwrap();
+    assert_eq!(membership.contains("/exec-"), cgroup, "{membership}");
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    finished(store.as_ref(), id).await;
+    // Pooled: one cgroup per worker.
+    let id = env.enqueue(&["echo", "--payload", "1"]);
+    let e = finished(store.as_ref(), id).await;
+    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", e.pid.unwrap())).unwrap();
+    assert_eq!(membership.contains("/worker-"), cgroup, "{membership}");
+    assert!(alive(serve.pid()));
+}

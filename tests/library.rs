@@ -215,6 +215,7 @@ fn a_child_spawned_from_a_retiring_blocking_thread_is_not_killed_with_it() {
                         cgroup: false,
                         death_signal: true,
                         shim: None,
+                        self_join: false,
                     },
                     "test",
                 )

@@ -156,6 +156,7 @@ async fn time_variant(
                 cgroup: v.cgroup,
                 death_signal: v.death_signal,
                 shim: shim.map(|p| p.to_path_buf()),
+                self_join: false,
             },
             "bench",
         )?;

@@ -403,7 +403,8 @@ impl Group {
         }
     }
 
-    fn populated(&self) -> bool {
+    /// Whether any process is in the group.
+    pub fn populated(&self) -> bool {
         fs::read_to_string(self.dir.join("cgroup.events"))
             .map(|t| t.lines().any(|l| l.trim() == "populated 1"))
             .unwrap_or(false)
@@ -424,7 +425,9 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.kill();
+        if self.populated() {
+            self.kill();
+        }
         // Killed members leave within microseconds; one stuck in the
         // kernel is waited for off the async threads.
         if fs::remove_dir(&self.dir).is_err() {
@@ -439,6 +442,11 @@ impl Drop for Group {
         }
     }
 }
+
+/// The environment variable through which a program that guards itself
+/// (`jobvisor-worker`) is told the `cgroup.procs` to join at start, so that
+/// it can be started with `posix_spawn` instead of a `pre_exec` hook.
+pub const JOIN_ENV: &str = jobvisor_worker::host::CGROUP_ENV;
 
 /// Writes "0" (this process) to an inherited `cgroup.procs` descriptor.
 /// Async-signal-safe: meant for the child between fork and exec.

@@ -122,6 +122,8 @@ pub struct Setup {
     /// Apply the settings through the exec shim (this program, run with
     /// `--exec-shim`) instead of a `pre_exec` hook.
     shim: Option<PathBuf>,
+    /// The child joins its cgroup itself.
+    self_join: bool,
 }
 
 /// Which options to apply; the bench turns them on one at a time.
@@ -135,6 +137,9 @@ pub struct Options {
     /// `jobvisor-worker`, to apply settings through its exec shim rather
     /// than a `pre_exec` hook (which makes std fork the supervisor).
     pub shim: Option<PathBuf>,
+    /// The program joins its cgroup itself at start (`jobvisor-worker`
+    /// does, from `JOBVISOR_CGROUP`): no hook is needed for it.
+    pub self_join: bool,
 }
 
 impl Setup {
@@ -147,6 +152,7 @@ impl Setup {
             )?,
             no_new_privs: limits.no_new_privs,
             death_signal: opts.death_signal,
+            self_join: opts.self_join,
             ..Setup::default()
         };
         let hierarchy = if opts.cgroup {
@@ -216,7 +222,7 @@ impl Setup {
             || !self.rlimits.is_empty()
             || self.identity.is_some()
             || self.no_new_privs
-            || self.cgroup.is_some()
+            || (self.cgroup.is_some() && !self.self_join)
     }
 
     /// Whether the settings go through the exec shim.
@@ -246,6 +252,9 @@ impl Setup {
     /// drop supplementary groups, gid and uid, then `no_new_privs`, then
     /// arm the death signal (a uid change clears it).
     pub fn apply(&self, cmd: &mut Command) {
+        if let (Some(g), true) = (&self.cgroup, self.self_join) {
+            cmd.env(cgroup::JOIN_ENV, g.dir().join("cgroup.procs"));
+        }
         if !self.needs_hook() {
             return;
         }

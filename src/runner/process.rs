@@ -218,6 +218,7 @@ impl Worker {
                 cgroup: plan.cgroup,
                 death_signal: !plan.self_guarding,
                 shim: plan.shim.clone().filter(|_| isolate::prefer_shim()),
+                self_join: plan.self_guarding,
             },
             if claimed.is_some() { "exec" } else { "worker" },
         )
@@ -537,7 +538,7 @@ async fn reap(w: &mut Worker, sink: &LogSink) {
     let pid = w.pid;
     os::signal_group(pid, Signal::SIGKILL);
     w.stdin_tx = None;
-    if let Some(g) = &w.setup.cgroup {
+    if let Some(g) = w.setup.cgroup.as_ref().filter(|g| g.populated()) {
         let escapees: Vec<i32> = g
             .pids()
             .into_iter()

@@ -17,14 +17,28 @@ use tokio_util::sync::CancellationToken;
 /// worker can tell that the parent it was meant for is already gone.
 pub const SUPERVISOR_PID_ENV: &str = "JOBVISOR_SUPERVISOR_PID";
 
+/// Environment variable naming the `cgroup.procs` file this worker joins
+/// at start (its execution's cgroup).
+pub const CGROUP_ENV: &str = "JOBVISOR_CGROUP";
+
 /// Arranges for this process to be killed when its parent dies, and exits at
-/// once if the supervisor that spawned it is already gone. A no-op outside a
-/// jobvisor execution.
+/// once if the supervisor that spawned it is already gone; joins the
+/// execution's cgroup when told one. A no-op outside a jobvisor execution.
 pub fn die_with_parent() {
     #[cfg(target_os = "linux")]
     {
         if std::env::var_os("JOBVISOR_PROTOCOL").is_none() {
             return;
+        }
+        if let Some(procs) = std::env::var_os(CGROUP_ENV) {
+            // Outside its cgroup a worker would escape its limits: fail.
+            if let Err(e) = std::fs::write(&procs, "0") {
+                eprintln!(
+                    "jobvisor-worker: cannot join {}: {e}",
+                    std::path::Path::new(&procs).display()
+                );
+                std::process::exit(71);
+            }
         }
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
         if let Some(expected) = std::env::var(SUPERVISOR_PID_ENV)
