@@ -204,3 +204,23 @@ async fn retention_prunes_old_executions_and_their_logs() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_a_config_file_is_logged_and_harmless() {
+    let env = Env::new();
+    let serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&["noop"]);
+    finished(store.as_ref(), id).await;
+    serve.signal(nix::sys::signal::Signal::SIGHUP);
+    eventually("the SIGHUP log line", || async {
+        serve
+            .log()
+            .contains("no config file to reload")
+            .then_some(())
+    })
+    .await;
+    assert!(alive(serve.pid()));
+    let id = env.enqueue(&["noop"]);
+    assert_eq!(finished(store.as_ref(), id).await.status, Status::Succeeded);
+}

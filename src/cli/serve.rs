@@ -100,11 +100,17 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
     }
     let running = Arc::new(std::sync::Mutex::new(file));
     let pruner = tokio::spawn(retention(sup.clone(), running.clone()));
-    if let Some(path) = path.clone() {
-        let (sup, running) = (sup.clone(), running.clone());
+    {
+        let (sup, running, path) = (sup.clone(), running.clone(), path.clone());
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                reload(&sup, &path, &running).await;
+                match &path {
+                    Some(path) => reload(&sup, path, &running).await,
+                    None => tracing::warn!(
+                        "SIGHUP: no config file to reload (none at {} and no --config)",
+                        config::DEFAULT_PATH
+                    ),
+                }
             }
         });
     }
