@@ -206,8 +206,15 @@ async fn json_errors(req: Request, next: Next) -> Response {
             s if s.is_server_error() => "internal",
             _ => "invalid",
         };
-        let message = status.canonical_reason().unwrap_or("error").to_string();
-        return ApiError::new(status, code, message).into_response();
+        // axum's rejections explain themselves in a short text body (no
+        // SQL can be in it: store errors never take this path).
+        let reason = status.canonical_reason().unwrap_or("error").to_string();
+        let text = axum::body::to_bytes(r.into_body(), 4096)
+            .await
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .filter(|t| !t.is_empty());
+        return ApiError::new(status, code, text.unwrap_or(reason)).into_response();
     }
     r
 }

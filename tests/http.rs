@@ -219,6 +219,8 @@ async fn every_route_answers_its_happy_path_and_its_errors() {
     assert_eq!((r.status, r.code().as_str()), (400, "invalid"));
     let r = get(&addr, "/v1/executions?surprise=1");
     assert_eq!(r.status, 400);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("surprise"), "{msg}");
     let r = post(&addr, "/v1/executions", "{not json");
     assert_eq!((r.status, r.code().as_str()), (400, "invalid"));
     let r = post(&addr, "/v1/executions", r#"{"handler":"nope"}"#);
