@@ -452,6 +452,12 @@ impl Supervisor {
                         _ = inner.cancel_check.notified() => {}
                     }
                 } => {
+                    // Cancels of pending executions are applied by whoever
+                    // asks; only running ones need this node. Idle, there
+                    // is nothing to look for.
+                    if inner.running().is_empty() {
+                        continue;
+                    }
                     match inner.store.cancel_requests(&inner.node.id).await {
                         Ok(reqs) => {
                             let running = inner.running();
