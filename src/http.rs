@@ -143,6 +143,7 @@ impl From<Error> for ApiError {
         match e {
             Error::Store(s) => s.into(),
             Error::UnknownHandler(h) => ApiError::not_found(format!("unknown handler {h:?}")),
+            e @ Error::UnknownJob(_) => ApiError::not_found(e.to_string()),
             other => ApiError::invalid(other.to_string()),
         }
     }
@@ -415,33 +416,23 @@ async fn jobs(State(api): State<Arc<Api>>) -> ApiResult {
 async fn job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
     match api.sup.store().job(&name).await? {
         Some(j) => ok(j),
-        None => Err(ApiError::not_found(format!("no job named {name:?}"))),
-    }
-}
-
-async fn job_exists(api: &Api, name: &str) -> Result<(), ApiError> {
-    match api.sup.store().job(name).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::not_found(format!("no job named {name:?}"))),
+        None => Err(Error::UnknownJob(name).into()),
     }
 }
 
 async fn trigger(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
-    job_exists(&api, &name).await?;
     let id = crate::job::trigger(api.sup.store().as_ref(), &name).await?;
     api.sup.wake();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
 
 async fn pause_job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
-    job_exists(&api, &name).await?;
     crate::job::pause(api.sup.store().as_ref(), &name).await?;
     api.sup.jobs_changed();
     ok(json!({"job": name, "paused": true}))
 }
 
 async fn resume_job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
-    job_exists(&api, &name).await?;
     crate::job::resume(api.sup.store().as_ref(), &name).await?;
     api.sup.jobs_changed();
     ok(json!({"job": name, "paused": false}))

@@ -92,7 +92,7 @@ pub async fn pause(store: &dyn Store, name: &str) -> Result<(), Error> {
     let job = store
         .job(name)
         .await?
-        .ok_or_else(|| Error::Invalid(format!("no job named {name:?}")))?;
+        .ok_or_else(|| Error::UnknownJob(name.to_string()))?;
     store.set_job_paused(name, true, now_micros()).await?;
     if matches!(job.spec.schedule, ScheduleSpec::Daemon) {
         cancel_active(store, name, "daemon job paused").await?;
@@ -104,7 +104,7 @@ pub async fn pause(store: &dyn Store, name: &str) -> Result<(), Error> {
 /// was paused follows its misfire policy.
 pub async fn resume(store: &dyn Store, name: &str) -> Result<(), Error> {
     if !store.set_job_paused(name, false, now_micros()).await? {
-        return Err(Error::Invalid(format!("no job named {name:?}")));
+        return Err(Error::UnknownJob(name.to_string()));
     }
     Ok(())
 }
@@ -115,7 +115,7 @@ pub async fn remove(store: &dyn Store, name: &str) -> Result<(), Error> {
     let job = store
         .job(name)
         .await?
-        .ok_or_else(|| Error::Invalid(format!("no job named {name:?}")))?;
+        .ok_or_else(|| Error::UnknownJob(name.to_string()))?;
     store.remove_job(name).await?;
     if matches!(job.spec.schedule, ScheduleSpec::Daemon) {
         cancel_active(store, name, "daemon job removed").await?;
@@ -136,7 +136,7 @@ pub async fn trigger(store: &dyn Store, name: &str) -> Result<Uuid, Error> {
     let job = store
         .job(name)
         .await?
-        .ok_or_else(|| Error::Invalid(format!("no job named {name:?}")))?;
+        .ok_or_else(|| Error::UnknownJob(name.to_string()))?;
     let spec = job.spec;
     let exec = NewExecution {
         id: Uuid::now_v7(),

@@ -44,6 +44,9 @@ pub enum Error {
     /// No handler of that name is registered or built in.
     #[error("unknown handler {0:?} (`jobvisor handler list` shows the registered ones)")]
     UnknownHandler(String),
+    /// No job of that name exists.
+    #[error("no job named {0:?}")]
+    UnknownJob(String),
     /// Executables run only as child processes.
     #[error("handler {0:?} runs an executable, which only runs in process mode")]
     ExecNotInproc(String),
