@@ -382,29 +382,12 @@ async fn openapi() -> ApiResult {
 }
 
 async fn handlers(State(api): State<Arc<Api>>) -> ApiResult {
-    let mut all = api.sup.store().handlers().await?;
-    for name in jobvisor_worker::builtins::NAMES {
-        if !all.iter().any(|h| h.name == name) {
-            all.push(builtin(name));
-        }
-    }
-    all.sort_by(|a, b| a.name.cmp(&b.name));
-    ok(all)
-}
-
-fn builtin(name: &str) -> crate::model::HandlerSpec {
-    crate::model::HandlerSpec {
-        name: name.to_string(),
-        kind: crate::model::HandlerKind::Rust,
-        mode: Mode::Inproc,
-        limits: Default::default(),
-    }
+    ok(crate::store::all_handlers(api.sup.store().as_ref()).await?)
 }
 
 async fn handler(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
-    match api.sup.store().handler(&name).await? {
+    match crate::store::handler_or_builtin(api.sup.store().as_ref(), &name).await? {
         Some(h) => ok(h),
-        None if jobvisor_worker::builtins::NAMES.contains(&name.as_str()) => ok(builtin(&name)),
         None => Err(ApiError::not_found(format!("no handler named {name:?}"))),
     }
 }

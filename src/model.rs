@@ -308,6 +308,19 @@ pub struct HandlerSpec {
     pub limits: ProcessLimits,
 }
 
+impl HandlerSpec {
+    /// The spec of built-in handler `name` when none is registered under
+    /// its name: Rust, inproc by default, default process settings.
+    pub fn builtin(name: &str) -> HandlerSpec {
+        HandlerSpec {
+            name: name.to_string(),
+            kind: HandlerKind::Rust,
+            mode: Mode::Inproc,
+            limits: ProcessLimits::default(),
+        }
+    }
+}
+
 /// Retry policy of an execution chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {

@@ -31,13 +31,7 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
             Ok(())
         }
         HandlerCmd::List(j) => {
-            let mut all = store.handlers().await?;
-            for name in builtins::NAMES {
-                if !all.iter().any(|h| h.name == name) {
-                    all.push(builtin(name));
-                }
-            }
-            all.sort_by(|a, b| a.name.cmp(&b.name));
+            let all = crate::store::all_handlers(store.as_ref()).await?;
             if j.json {
                 output::json(&all)
             } else {
@@ -64,9 +58,8 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
             }
         }
         HandlerCmd::Show(n) => {
-            let spec = match store.handler(&n.name).await? {
+            let spec = match crate::store::handler_or_builtin(store.as_ref(), &n.name).await? {
                 Some(s) => s,
-                None if builtins::NAMES.contains(&n.name.as_str()) => builtin(&n.name),
                 None => return Err(crate::Error::UnknownHandler(n.name).into()),
             };
             if n.json {
@@ -87,15 +80,6 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
                 Err(crate::Error::UnknownHandler(name).into())
             }
         }
-    }
-}
-
-fn builtin(name: &str) -> HandlerSpec {
-    HandlerSpec {
-        name: name.to_string(),
-        kind: HandlerKind::Rust,
-        mode: Mode::Inproc,
-        limits: ProcessLimits::default(),
     }
 }
 

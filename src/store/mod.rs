@@ -201,6 +201,33 @@ pub trait Store: Send + Sync + 'static {
     async fn set_declared(&self, kind: &str, names: &[String]) -> Result<(), StoreError>;
 }
 
+/// Every handler by name: the registered ones, and the built-ins that no
+/// registered handler overrides.
+pub async fn all_handlers(store: &dyn Store) -> Result<Vec<HandlerSpec>, StoreError> {
+    let mut all = store.handlers().await?;
+    for name in jobvisor_worker::builtins::NAMES {
+        if !all.iter().any(|h| h.name == name) {
+            all.push(HandlerSpec::builtin(name));
+        }
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
+}
+
+/// The handler registered as `name`, or the built-in of that name.
+pub async fn handler_or_builtin(
+    store: &dyn Store,
+    name: &str,
+) -> Result<Option<HandlerSpec>, StoreError> {
+    Ok(match store.handler(name).await? {
+        Some(h) => Some(h),
+        None if jobvisor_worker::builtins::NAMES.contains(&name) => {
+            Some(HandlerSpec::builtin(name))
+        }
+        None => None,
+    })
+}
+
 /// Opens the database at `url` (`postgres://...`, an `sqlite://` URL or a
 /// file path), creating an SQLite file if needed, and migrates it.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
