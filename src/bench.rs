@@ -422,6 +422,19 @@ async fn baseline_process(
             Ok::<_, std::io::Error>(samples)
         }));
     }
+    Ok(collect_row("baseline: spawn+wait worker", started, tasks, n).await?)
+}
+
+/// A baseline task: the (start, total) time of each run it made.
+type SampleTask = tokio::task::JoinHandle<std::io::Result<Vec<(Duration, Duration)>>>;
+
+/// The row of a baseline from its tasks' samples.
+async fn collect_row(
+    name: &str,
+    started: Instant,
+    tasks: Vec<SampleTask>,
+    n: usize,
+) -> std::io::Result<BenchRow> {
     let mut starts = Vec::with_capacity(n);
     let mut totals = Vec::with_capacity(n);
     for t in tasks {
@@ -430,12 +443,7 @@ async fn baseline_process(
             totals.push(ms(d));
         }
     }
-    Ok(baseline_row(
-        "baseline: spawn+wait worker",
-        started.elapsed(),
-        starts,
-        totals,
-    ))
+    Ok(baseline_row(name, started.elapsed(), starts, totals))
 }
 
 /// Pooled baseline: `workers` long-lived `jobvisor-worker` processes, each
@@ -490,20 +498,9 @@ async fn baseline_pooled(
             Ok::<_, std::io::Error>(samples)
         }));
     }
-    let mut starts = Vec::with_capacity(n);
-    let mut totals = Vec::with_capacity(n);
-    for t in tasks {
-        for (s, d) in t.await.expect("baseline task").map_err(cannot)? {
-            starts.push(ms(s));
-            totals.push(ms(d));
-        }
-    }
-    Ok(baseline_row(
-        "baseline: pooled workers, pipes",
-        started.elapsed(),
-        starts,
-        totals,
-    ))
+    collect_row("baseline: pooled workers, pipes", started, tasks, n)
+        .await
+        .map_err(cannot)
 }
 
 /// Enqueue -> start of each started execution, in ms.
