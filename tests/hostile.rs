@@ -591,16 +591,7 @@ async fn a_child_started_through_the_shim_dies_with_the_supervisor() {
 async fn built_in_workers_join_their_cgroup_themselves() {
     let env = Env::new();
     let cgroup = cgroups_here("built_in_workers_join_their_cgroup_themselves");
-    env.ok(&[
-        "handler",
-        "add",
-        "echo",
-        "--builtin",
-        "--mode",
-        "process",
-        "--pool-size",
-        "1",
-    ]);
+    env.pooled_builtin("echo", "1", &[]);
     let serve = env.serve(&[]);
     let store = env.store().await;
     // One-shot: its own execution cgroup.

@@ -26,16 +26,7 @@ fn pids(execs: &[Execution]) -> HashSet<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn built_in_handlers_run_on_a_pool_of_reused_workers() {
     let env = Env::new();
-    env.ok(&[
-        "handler",
-        "add",
-        "echo",
-        "--builtin",
-        "--mode",
-        "process",
-        "--pool-size",
-        "2",
-    ]);
+    env.pooled_builtin("echo", "2", &[]);
     let shown = env.ok(&["handler", "show", "echo", "--json"]);
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["limits"]["pool_size"], 2);
@@ -61,18 +52,7 @@ async fn built_in_handlers_run_on_a_pool_of_reused_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_worker_is_recycled_after_max_runs() {
     let env = Env::new();
-    env.ok(&[
-        "handler",
-        "add",
-        "noop",
-        "--builtin",
-        "--mode",
-        "process",
-        "--pool-size",
-        "1",
-        "--max-runs-per-worker",
-        "5",
-    ]);
+    env.pooled_builtin("noop", "1", &["--max-runs-per-worker", "5"]);
     let _serve = env.serve(&[]);
     let execs = run_all(&env, &["noop"], 20).await;
     let mut per_pid: BTreeMap<i64, usize> = BTreeMap::new();
@@ -161,16 +141,7 @@ for line in sys.stdin:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_dies_while_idle_is_replaced_without_failing_anything() {
     let env = Env::new();
-    env.ok(&[
-        "handler",
-        "add",
-        "noop",
-        "--builtin",
-        "--mode",
-        "process",
-        "--pool-size",
-        "1",
-    ]);
+    env.pooled_builtin("noop", "1", &[]);
     let _serve = env.serve(&[]);
     let first = run_all(&env, &["noop"], 1).await;
     let pid = first[0].pid.unwrap() as i32;
@@ -195,16 +166,7 @@ async fn a_worker_that_dies_while_idle_is_replaced_without_failing_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooperative_cancel_keeps_the_worker_and_a_killed_one_is_replaced() {
     let env = Env::new();
-    env.ok(&[
-        "handler",
-        "add",
-        "sleep",
-        "--builtin",
-        "--mode",
-        "process",
-        "--pool-size",
-        "1",
-    ]);
+    env.pooled_builtin("sleep", "1", &[]);
     // A pooled worker that ignores cancel and SIGTERM.
     let script = env.script(
         "stubborn.py",

@@ -113,6 +113,23 @@ impl Env {
         self.ok(&args);
     }
 
+    /// Runs built-in handler `name` in process mode on a pool of `size`
+    /// workers, with extra `handler add` flags.
+    pub fn pooled_builtin(&self, name: &str, size: &str, flags: &[&str]) {
+        let mut args = vec![
+            "handler",
+            "add",
+            name,
+            "--builtin",
+            "--mode",
+            "process",
+            "--pool-size",
+            size,
+        ];
+        args.extend_from_slice(flags);
+        self.ok(&args);
+    }
+
     /// Starts `jobvisor serve` with extra environment variables.
     pub fn serve_env(&self, extra: &[&str], vars: &[(&str, &str)]) -> Serve {
         let log = self
