@@ -68,16 +68,12 @@ impl Availability {
             ),
             Availability::Available(h) => {
                 let c = h.controllers;
-                let on: Vec<&str> = [("memory", c.memory), ("pids", c.pids), ("cpu", c.cpu)]
-                    .iter()
-                    .filter(|(_, on)| *on)
-                    .map(|(n, _)| *n)
-                    .collect();
-                let off: Vec<&str> = [("memory", c.memory), ("pids", c.pids), ("cpu", c.cpu)]
-                    .iter()
-                    .filter(|(_, on)| !*on)
-                    .map(|(n, _)| *n)
-                    .collect();
+                let (on, off): (Vec<_>, Vec<_>) =
+                    [("memory", c.memory), ("pids", c.pids), ("cpu", c.cpu)]
+                        .into_iter()
+                        .partition(|(_, on)| *on);
+                let names = |v: Vec<(&'static str, bool)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+                let (on, off) = (names(on), names(off));
                 let mut s = format!(
                     "cgroup v2 in {}: one cgroup per execution, killed as a whole{}",
                     h.base.display(),
