@@ -3,19 +3,24 @@
 //! Pure arithmetic on instants (microseconds since the epoch): no clock is
 //! read here, so every rule is tested with chosen "now"s.
 //!
-//! Cron expressions are read in the job's IANA time zone with these rules
-//! at daylight-saving changes (those of Vixie cron):
-//! - a local time that does not exist (spring forward) fires once, at the
-//!   first instant after the gap;
-//! - a local time that occurs twice (fall back) fires once, at its first
-//!   occurrence, unless the expression's hour field is `*`: then both real
-//!   hours fire, as "every hour" means.
+//! Cron expressions (crontab(5), see [`cron`]) are read in the job's IANA
+//! time zone with cron(8)'s rules at daylight-saving changes:
+//! - a job with `*` at the start of its minute or hour field follows real
+//!   time: a local time that occurs twice (fall back) fires twice, and one
+//!   that does not exist (spring forward) does not fire;
+//! - any other job runs at a fixed time: a skipped local time fires once,
+//!   at the first instant after the gap, and a repeated one fires once, at
+//!   its first occurrence.
+
+pub mod cron;
 
 use crate::model::Micros;
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
+
+pub use self::cron::{CronError, CronExpr};
 use std::time::Duration;
 
 /// Why a schedule cannot be used.
@@ -68,82 +73,21 @@ pub enum ScheduleSpec {
 /// A parsed cron expression with its zone.
 #[derive(Clone, Debug)]
 pub struct CronSchedule {
-    schedule: cron::Schedule,
+    expr: CronExpr,
     tz: Tz,
-    hour_is_wildcard: bool,
 }
 
-const FIELD_NAMES: [&str; 7] = [
-    "seconds",
-    "minute",
-    "hour",
-    "day of month",
-    "month",
-    "day of week",
-    "year",
-];
-
 impl CronSchedule {
-    /// Parses `expr` (5 fields, 6 with seconds first, 7 with a year, or
-    /// `@yearly`/`@monthly`/`@weekly`/`@daily`/`@hourly`) in zone `tz`.
+    /// Parses `expr` (see [`cron`] for the grammar) in zone `tz`.
     pub fn parse(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
         let tz: Tz = tz
             .parse()
             .map_err(|_| ScheduleError::Zone(tz.to_string()))?;
-        let trimmed = expr.trim();
-        let fields: Vec<&str> = trimmed.split_whitespace().collect();
-        let bad = |detail: String| ScheduleError::Cron {
+        let parsed = CronExpr::parse(expr).map_err(|e| ScheduleError::Cron {
             expr: expr.to_string(),
-            detail,
-        };
-        let normalized = if trimmed.starts_with('@') {
-            trimmed.to_string()
-        } else {
-            match fields.len() {
-                5 => format!("0 {trimmed}"),
-                6 | 7 => trimmed.to_string(),
-                n => {
-                    return Err(bad(format!(
-                        "expected 5 fields (minute hour day-of-month month day-of-week), \
-                         6 with seconds first, or 7 with a year; got {n}"
-                    )))
-                }
-            }
-        };
-        let schedule = cron::Schedule::from_str(&normalized).map_err(|e| {
-            if trimmed.starts_with('@') {
-                return bad(format!(
-                    "unknown macro (expected @yearly, @monthly, @weekly, @daily or @hourly): {e}"
-                ));
-            }
-            // Find the field at fault: each field alone, the others `*`.
-            let all: Vec<&str> = normalized.split_whitespace().collect();
-            let offset = if fields.len() == 5 { 1 } else { 0 };
-            for (i, f) in all.iter().enumerate().skip(offset) {
-                let mut probe: Vec<&str> = vec!["*"; all.len()];
-                probe[0] = "0";
-                probe[i] = f;
-                if cron::Schedule::from_str(&probe.join(" ")).is_err() {
-                    return bad(format!(
-                        "field {} ({}) {f:?} is not valid",
-                        i + 1 - offset,
-                        FIELD_NAMES[i]
-                    ));
-                }
-            }
-            bad(e.to_string())
+            detail: e.to_string(),
         })?;
-        let hour_is_wildcard = if trimmed.starts_with('@') {
-            trimmed == "@hourly"
-        } else {
-            let hour = normalized.split_whitespace().nth(2).unwrap_or("*");
-            hour == "*" || hour.starts_with("*/1") && hour.len() == 3
-        };
-        Ok(Self {
-            schedule,
-            tz,
-            hour_is_wildcard,
-        })
+        Ok(Self { expr: parsed, tz })
     }
 
     /// The first occurrence strictly after `after`.
@@ -156,11 +100,11 @@ impl CronSchedule {
         let off_later = self.offset_secs(after_utc + ChronoDuration::hours(26));
         let back = ChronoDuration::seconds((off_now - off_later).max(0) as i64);
         let local_after = after_utc.with_timezone(&self.tz).naive_local();
-        let start = Utc.from_utc_datetime(&(local_after - back - ChronoDuration::seconds(1)));
+        let mut cursor = local_after - back - ChronoDuration::seconds(1);
         let mut best: Option<DateTime<Utc>> = None;
         let mut best_local: Option<NaiveDateTime> = None;
-        for naive in self.schedule.after(&start).take(100_000) {
-            let naive = naive.naive_utc();
+        while let Some(naive) = self.expr.next_after(cursor) {
+            cursor = naive;
             if let Some(bl) = best_local {
                 // Without an offset change ahead, local order is real order:
                 // the first candidate is the answer. Otherwise nothing later
@@ -187,18 +131,24 @@ impl CronSchedule {
             .local_minus_utc()
     }
 
-    /// The real instants at which local time `naive` fires.
+    /// The real instants at which local time `naive` fires (cron(8)): a
+    /// job with `*` in its minute or hour field follows real time, so a
+    /// local time that occurs twice fires twice and one skipped by a
+    /// spring-forward change does not fire; a fixed-time job fires once,
+    /// at the first of two, or at the change for a skipped one.
     fn instants(&self, naive: NaiveDateTime) -> Vec<DateTime<Utc>> {
         use chrono::LocalResult;
+        let real_time = self.expr.follows_real_time();
         match self.tz.from_local_datetime(&naive) {
             LocalResult::Single(t) => vec![t.with_timezone(&Utc)],
             LocalResult::Ambiguous(a, b) => {
-                if self.hour_is_wildcard {
+                if real_time {
                     vec![a.with_timezone(&Utc), b.with_timezone(&Utc)]
                 } else {
                     vec![a.with_timezone(&Utc)]
                 }
             }
+            LocalResult::None if real_time => Vec::new(),
             LocalResult::None => {
                 // In a gap: fire at the moment of the change, the first
                 // instant whose local time is at or past `naive`. Search a

@@ -83,6 +83,40 @@ pub enum JobCmd {
     Remove(JobName),
     /// Run a job now, outside its schedule.
     Trigger(JobName),
+    /// Show a schedule's next occurrences without adding a job, in UTC and
+    /// in its zone.
+    Preview(JobPreviewArgs),
+}
+
+/// `job preview` options: the schedule options of `job add`, and where to
+/// start.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("when").args(["cron", "every", "at"]).required(true)))]
+pub struct JobPreviewArgs {
+    /// Cron expression, as in `job add`.
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// IANA time zone of the cron expression.
+    #[arg(long, default_value = "UTC", requires = "cron")]
+    pub tz: String,
+    /// Every DUR, on a grid from --start [default: --from].
+    #[arg(long, value_parser = parse_duration)]
+    pub every: Option<Duration>,
+    /// Where the --every grid starts (RFC 3339, `now`, or `+DUR`).
+    #[arg(long, value_parser = parse_time, requires = "every")]
+    pub start: Option<i64>,
+    /// One occurrence at TIME.
+    #[arg(long, value_parser = parse_time)]
+    pub at: Option<i64>,
+    /// Show occurrences strictly after TIME (RFC 3339 or `now`).
+    #[arg(long, value_parser = parse_time, default_value = "now")]
+    pub from: i64,
+    /// How many occurrences to show.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: u32,
+    /// A JSON array of RFC 3339 UTC times.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A job name and `--json`.
@@ -104,7 +138,9 @@ pub struct JobAddArgs {
     /// Handler to run.
     #[arg(long)]
     pub handler: String,
-    /// Cron expression: 5 fields, 6 with seconds first, or @hourly, @daily ...
+    /// Cron expression as in crontab(5) (weekdays 0-7, Sunday 0 and 7; the
+    /// day fields OR-ed when both are restricted), 6 fields with seconds
+    /// first, or @hourly, @daily ... (`job preview` shows what it does).
     #[arg(long)]
     pub cron: Option<String>,
     /// IANA time zone of the cron expression.

@@ -1,24 +1,37 @@
 //! `jobvisor job ...`
 
-use super::args::{JobAddArgs, JobCmd};
+use super::args::{JobAddArgs, JobCmd, JobPreviewArgs};
 use super::{input, output, CliError};
 use crate::model::{format_micros, now_micros, Job, JobSpec};
-use crate::schedule::ScheduleSpec;
+use crate::schedule::{Schedule, ScheduleSpec};
 use crate::store::ExecFilter;
+use chrono_tz::Tz;
 use jobvisor_worker::builtins;
+use std::io::IsTerminal;
+use std::time::Duration;
 
 pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
+    if let JobCmd::Preview(p) = cmd {
+        // Needs no database: it only computes.
+        return preview(p);
+    }
     let store = crate::store::open(db).await?;
     let store = store.as_ref();
     match cmd {
         JobCmd::Add(a) => {
             let spec = spec_from_args(*a)?;
             let name = spec.name.clone();
+            let schedule = spec.schedule.clone();
             let builtin = |n: &str| builtins::NAMES.contains(&n);
             let first = crate::job::add(store, &builtin, spec).await?;
             match first {
                 Some(t) => println!("job {name} added; first run {}", format_micros(t)),
                 None => println!("job {name} added (daemon)"),
+            }
+            if let (Some(t), true) = (first, std::io::stdout().is_terminal()) {
+                // Show what the schedule means before the first surprise.
+                let times = occurrences(&Schedule::from_spec(&schedule)?, t - 1, 3);
+                print_occurrences(&times, zone_of(&schedule));
             }
             Ok(())
         }
@@ -152,6 +165,7 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             println!("job {} removed", n.name);
             Ok(())
         }
+        JobCmd::Preview(_) => unreachable!("handled before the store is opened"),
         JobCmd::Trigger(n) => {
             let id = crate::job::trigger(store, &n.name).await?;
             if n.json {
@@ -192,28 +206,117 @@ fn view(job: &Job) -> serde_json::Value {
     v
 }
 
-pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
-    let payload: serde_json::Value = serde_json::from_str(&a.payload)
-        .map_err(|e| input(format!("invalid --payload JSON: {e}")))?;
-    let schedule = if let Some(expr) = a.cron {
+/// The schedule options shared by `job add` and `job preview`.
+struct When {
+    cron: Option<String>,
+    tz: String,
+    every: Option<Duration>,
+    start: Option<i64>,
+    at: Option<i64>,
+    daemon: bool,
+}
+
+/// Validates schedule options into a spec; `now` anchors what has no time
+/// of its own.
+fn schedule_spec(w: When, now: i64) -> Result<ScheduleSpec, CliError> {
+    Ok(if let Some(expr) = w.cron {
         // Parse now so that the error names the field.
-        crate::schedule::CronSchedule::parse(&expr, &a.tz).map_err(|e| input(e.to_string()))?;
-        ScheduleSpec::Cron { expr, tz: a.tz }
-    } else if let Some(every) = a.every {
+        crate::schedule::CronSchedule::parse(&expr, &w.tz).map_err(|e| input(e.to_string()))?;
+        ScheduleSpec::Cron { expr, tz: w.tz }
+    } else if let Some(every) = w.every {
         if every.is_zero() {
             return Err(input("--every must be longer than 0"));
         }
         ScheduleSpec::Interval {
             every_ms: every.as_millis().max(1) as u64,
-            anchor: a.start.unwrap_or_else(now_micros),
+            anchor: w.start.unwrap_or(now),
         }
-    } else if a.daemon {
+    } else if w.daemon {
         ScheduleSpec::Daemon
     } else {
         ScheduleSpec::Once {
-            at: a.at.or(a.start).unwrap_or_else(now_micros),
+            at: w.at.or(w.start).unwrap_or(now),
         }
-    };
+    })
+}
+
+fn preview(p: JobPreviewArgs) -> Result<(), CliError> {
+    let spec = schedule_spec(
+        When {
+            cron: p.cron,
+            tz: p.tz,
+            every: p.every,
+            start: p.start,
+            at: p.at,
+            daemon: false,
+        },
+        p.from,
+    )?;
+    let times = occurrences(&Schedule::from_spec(&spec)?, p.from, p.count as usize);
+    if p.json {
+        let utc: Vec<String> = times.iter().map(|t| rfc3339(*t)).collect();
+        return output::json(&utc);
+    }
+    if times.is_empty() {
+        println!("no occurrence after {}", rfc3339(p.from));
+        return Ok(());
+    }
+    print_occurrences(&times, zone_of(&spec));
+    Ok(())
+}
+
+/// Up to `n` occurrences strictly after `from`.
+fn occurrences(schedule: &Schedule, from: i64, n: usize) -> Vec<i64> {
+    std::iter::successors(schedule.next_after(from), |t| schedule.next_after(*t))
+        .take(n)
+        .collect()
+}
+
+fn zone_of(spec: &ScheduleSpec) -> Tz {
+    match spec {
+        ScheduleSpec::Cron { tz, .. } => tz.parse().unwrap_or(Tz::UTC),
+        _ => Tz::UTC,
+    }
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(t)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// A table of occurrences in UTC and in `tz`, as `systemd-analyze
+/// calendar` shows them.
+fn print_occurrences(times: &[i64], tz: Tz) {
+    let rows = times
+        .iter()
+        .filter_map(|t| chrono::DateTime::<chrono::Utc>::from_timestamp_micros(*t))
+        .map(|utc| {
+            vec![
+                utc.format("%a %Y-%m-%d %H:%M:%S UTC").to_string(),
+                utc.with_timezone(&tz)
+                    .format("%a %Y-%m-%d %H:%M:%S %Z")
+                    .to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["UTC", &format!("LOCAL ({tz})")], rows);
+}
+
+pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
+    let payload: serde_json::Value = serde_json::from_str(&a.payload)
+        .map_err(|e| input(format!("invalid --payload JSON: {e}")))?;
+    let schedule = schedule_spec(
+        When {
+            cron: a.cron,
+            tz: a.tz,
+            every: a.every,
+            start: a.start,
+            at: a.at,
+            daemon: a.daemon,
+        },
+        now_micros(),
+    )?;
     Ok(JobSpec {
         name: a.name,
         handler: a.handler,
