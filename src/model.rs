@@ -258,6 +258,9 @@ pub struct ProcessLimits {
     /// Recycle a pooled worker after the execution that left its resident
     /// memory above this many bytes.
     pub max_rss_per_worker: Option<u64>,
+    /// The level plain stderr lines are stored at: a script's `disk full`
+    /// on stderr is a warning, not chatter.
+    pub stderr_level: jobvisor_worker::Level,
 }
 
 /// Log bytes kept per execution unless the handler says otherwise.
@@ -290,6 +293,7 @@ impl Default for ProcessLimits {
             pool_size: 0,
             max_runs_per_worker: None,
             max_rss_per_worker: None,
+            stderr_level: jobvisor_worker::Level::Warn,
         }
     }
 }

@@ -410,3 +410,144 @@ time.sleep(600)
     // It beat for about half a second, then went silent for the timeout.
     assert!(e.duration_ms.unwrap() >= 1400.0, "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_program_past_its_timeout_gets_sigterm_at_once_not_after_the_cancel_grace() {
+    let env = Env::new();
+    // Default graces (5 s each): only a program that said hello waits out
+    // the cancel grace.
+    env.sh_handler("plain", "echo started; sleep 30", &["--timeout", "2s"]);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&["plain"]);
+    let done = finished(store.as_ref(), id).await;
+    assert_eq!(done.status, Status::Failed, "{done:?}");
+    assert!(done.timed_out);
+    assert_eq!(done.signal.as_deref(), Some("SIGTERM"));
+    let ran_ms = done.duration_ms.unwrap();
+    assert!(
+        (1900.0..4500.0).contains(&ran_ms),
+        "ran {ran_ms} ms: SIGTERM must follow the 2 s timeout at once"
+    );
+
+    // A cancel, likewise.
+    let id = env.enqueue(&["plain"]);
+    running_with_pid(store.as_ref(), id).await;
+    let asked = std::time::Instant::now();
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let done = finished(store.as_ref(), id).await;
+    assert_eq!(done.status, Status::Cancelled);
+    assert_eq!(done.cancel_outcome.as_deref(), Some("sigterm"));
+    assert!(
+        asked.elapsed() < std::time::Duration::from_millis(4500),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_said_hello_keeps_the_cooperative_step_before_sigterm() {
+    let env = Env::new();
+    let script = env.script(
+        "polite.py",
+        r#"
+import json, sys, time
+print(json.dumps({"type": "hello", "protocol": 1}), flush=True)
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg["type"] == "cancel":
+        print("got cancel", flush=True)
+        time.sleep(60)
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "polite",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+        "--cancel-grace",
+        "1500ms",
+    ]);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&["polite"]);
+    running_with_pid(store.as_ref(), id).await;
+    let asked = std::time::Instant::now();
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let done = finished(store.as_ref(), id).await;
+    assert_eq!(done.status, Status::Cancelled);
+    assert_eq!(done.cancel_outcome.as_deref(), Some("sigterm"));
+    assert!(
+        asked.elapsed() >= std::time::Duration::from_millis(1500),
+        "SIGTERM came before the cancel grace: {:?}",
+        asked.elapsed()
+    );
+    let logs = store.logs(id, 0, None, 100).await.unwrap();
+    assert!(logs.iter().any(|l| l.message == "got cancel"), "{logs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_lines_are_stored_at_the_handlers_stderr_level() {
+    let env = Env::new();
+    env.sh_handler("df", "echo checking; echo 'disk full' >&2", &[]);
+    env.sh_handler(
+        "chatty",
+        "echo 'progress 1' >&2",
+        &["--stderr-level", "debug"],
+    );
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let a = env.enqueue(&["df"]);
+    let b = env.enqueue(&["chatty"]);
+    finished(store.as_ref(), a).await;
+    finished(store.as_ref(), b).await;
+    let warn = env.ok(&["exec", "logs", &a.to_string(), "--level", "warn"]);
+    assert!(warn.contains("disk full"), "{warn}");
+    assert!(!warn.contains("checking"), "{warn}");
+    let logs = store.logs(b, 0, None, 10).await.unwrap();
+    assert_eq!(logs[0].level, Level::Debug);
+    assert_eq!(logs[0].stream, "stderr");
+    let out = env.cli(&[
+        "handler",
+        "add",
+        "x",
+        "--exec",
+        "/bin/true",
+        "--stderr-level",
+        "loud",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_wait_prints_the_last_ten_log_lines_under_a_failure() {
+    let env = Env::new();
+    env.sh_handler(
+        "noisy",
+        "for i in $(seq 1 25); do echo \"line $i\"; done; sleep 0.5; echo 'disk full' >&2; exit 4",
+        &[],
+    );
+    let _serve = env.serve(&[]);
+    let out = env.cli(&["run", "noisy", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("error: exited with code 4"), "{stdout}");
+    let tail: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("last 10 log lines:"))
+        .skip(1)
+        .collect();
+    assert_eq!(tail.len(), 10, "{stdout}");
+    assert!(tail[0].ends_with("line 17"), "{stdout}");
+    assert!(tail[8].ends_with("line 25"), "{stdout}");
+    assert!(
+        tail[9].contains("stderr") && tail[9].contains("warn") && tail[9].ends_with("disk full"),
+        "{stdout}"
+    );
+    // A success prints no log.
+    let ok = env.ok(&["run", "echo", "--wait"]);
+    assert!(!ok.contains("log lines"), "{ok}");
+}

@@ -282,6 +282,20 @@ async fn logs_progress_and_pids_land_together(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(warn.len(), 1200);
     assert_eq!(warn[0].seq, 102);
+    let tail = store.last_logs(e.id, 10).await.unwrap();
+    let seqs: Vec<i64> = tail.iter().map(|l| l.seq).collect();
+    assert_eq!(
+        seqs,
+        (2491..=2500).collect::<Vec<_>>(),
+        "the last ten, oldest first"
+    );
+    assert_eq!(tail[9].message, "line 2500");
+    assert_eq!(tail[9].level, jobvisor::Level::Warn);
+    assert!(store
+        .last_logs(Uuid::now_v7(), 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn queue_limits_and_paused_queues_bound_claims(store: Arc<dyn Store>) {

@@ -382,6 +382,10 @@ pub struct HandlerAddArgs {
     /// execution (e.g. 256M).
     #[arg(long, value_parser = parse_size)]
     pub max_rss_per_worker: Option<u64>,
+    /// The level plain stderr lines are stored at (trace, debug, info,
+    /// warn, error, fatal, panic).
+    #[arg(long, default_value = "warn")]
+    pub stderr_level: jobvisor_worker::Level,
     /// Replace a handler of the same name.
     #[arg(long)]
     pub replace: bool,

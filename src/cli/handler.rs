@@ -177,6 +177,7 @@ pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<Handler
             pool_size: a.pool_size,
             max_runs_per_worker: a.max_runs_per_worker,
             max_rss_per_worker: a.max_rss_per_worker,
+            stderr_level: a.stderr_level,
         },
     })
 }

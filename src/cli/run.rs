@@ -42,6 +42,9 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         output::json(&e)?;
     } else {
         print_outcome(&e);
+        if e.status != Status::Succeeded {
+            print_last_logs(store.as_ref(), &e).await?;
+        }
     }
     if e.status == Status::Succeeded {
         Ok(())
@@ -124,6 +127,22 @@ async fn wait(store: &dyn Store, db: &str, id: Uuid, json: bool) -> Result<Execu
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Log lines shown under a failure: enough to see why without `exec logs`.
+const LAST_LOG_LINES: usize = 10;
+
+/// The execution's last log lines, oldest first.
+async fn print_last_logs(store: &dyn Store, e: &Execution) -> Result<(), CliError> {
+    let lines = store.last_logs(e.id, LAST_LOG_LINES).await?;
+    if lines.is_empty() {
+        return Ok(());
+    }
+    println!("last {} log lines:", lines.len());
+    for l in lines {
+        println!("  {} {:<5} {}", l.stream, l.level, l.message);
+    }
+    Ok(())
 }
 
 fn print_outcome(e: &Execution) {

@@ -160,6 +160,10 @@ struct Shared {
     route: Mutex<Option<Arc<Route>>>,
     /// The worker announced `pooled: true`.
     pooled: AtomicBool,
+    /// The worker said `hello`: it speaks the protocol and may stop
+    /// cooperatively. A plain program cannot read `cancel`, so it gets
+    /// SIGTERM at once.
+    hello: AtomicBool,
     out: ReaderState,
     err: ReaderState,
 }
@@ -295,6 +299,7 @@ impl Worker {
             BufReader::with_capacity(64 * 1024, stderr),
             shared.clone(),
             max_line,
+            limits.stderr_level,
             pid,
         ));
         Ok(Worker {
@@ -467,17 +472,17 @@ pub(crate) async fn run_on(
             }
             _ = stop.requested(), if ending.is_none() => {
                 let e = Ending::Stop(stop.reason().cloned().unwrap_or(super::StopReason::Shutdown));
-                begin_stop(&w.stdin_tx, e, &mut ending, &mut step, &mut next_step_at, cancel_grace);
+                begin_stop(&w, e, &mut ending, &mut step, &mut next_step_at, cancel_grace);
             }
             _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && ending.is_none() && result.is_none() => {
                 let e = Ending::Timeout(claimed.timeout_ms.unwrap_or(0));
-                begin_stop(&w.stdin_tx, e, &mut ending, &mut step, &mut next_step_at, cancel_grace);
+                begin_stop(&w, e, &mut ending, &mut step, &mut next_step_at, cancel_grace);
             }
             _ = heartbeat_tick.tick(), if heartbeat.is_some() && ending.is_none() && result.is_none() => {
                 let ms = heartbeat.unwrap_or(0);
                 let silent_us = now_micros() - route.last_seen.load(Ordering::Relaxed);
                 if silent_us > ms as i64 * 1000 {
-                    begin_stop(&w.stdin_tx, Ending::Heartbeat(ms), &mut ending, &mut step, &mut next_step_at, cancel_grace);
+                    begin_stop(&w, Ending::Heartbeat(ms), &mut ending, &mut step, &mut next_step_at, cancel_grace);
                 }
             }
             _ = cpu_tick.tick(), if limits.cpu_time_s.is_some() => {
@@ -715,8 +720,10 @@ async fn finish_record(
     c
 }
 
+/// Starts stopping `w`: the `cancel` message, then SIGTERM after the
+/// cancel grace, or at once for a program that never said `hello`.
 fn begin_stop(
-    stdin: &Option<mpsc::UnboundedSender<String>>,
+    w: &Worker,
     e: Ending,
     ending: &mut Option<Ending>,
     step: &mut Step,
@@ -724,7 +731,7 @@ fn begin_stop(
     cancel_grace: Duration,
 ) {
     send_line(
-        stdin,
+        &w.stdin_tx,
         &SupervisorMessage::Cancel {
             reason: Some(e.cancel_reason()),
         },
@@ -732,7 +739,12 @@ fn begin_stop(
     *ending = Some(e);
     if *step == Step::Running {
         *step = Step::Asked;
-        *next_step_at = Some(Instant::now() + cancel_grace);
+        let grace = if w.shared.hello.load(Ordering::Relaxed) {
+            cancel_grace
+        } else {
+            Duration::ZERO
+        };
+        *next_step_at = Some(Instant::now() + grace);
     }
 }
 
@@ -883,6 +895,7 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max
         if let Some(ParsedLine::Message(WorkerMessage::Hello(h))) = &parsed {
             if first {
                 shared.pooled.store(h.pooled, Ordering::Relaxed);
+                shared.hello.store(true, Ordering::Relaxed);
             }
             first = false;
             tracing::trace!(pooled = h.pooled, handlers = ?h.handlers, "worker hello");
@@ -944,14 +957,20 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max
     }
 }
 
-async fn read_stderr<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max: usize, pid: i32) {
+async fn read_stderr<R: AsyncBufRead + Unpin>(
+    mut r: R,
+    shared: Arc<Shared>,
+    max: usize,
+    level: Level,
+    pid: i32,
+) {
     let mut buf = Vec::with_capacity(1024);
     while let Some(truncated) = next_line(&mut r, &mut buf, max, &shared.err).await {
         let text = String::from_utf8_lossy(&buf);
         match shared.route() {
             Some(route) => {
                 let fields = truncated.then(|| truncated_fields(max));
-                route.log(Level::Info, stream::STDERR, text, fields).await
+                route.log(level, stream::STDERR, text, fields).await
             }
             None => unrouted(pid, stream::STDERR, &text),
         }

@@ -113,6 +113,8 @@ pub trait Store: Send + Sync + 'static {
         min_level: Option<Level>,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError>;
+    /// An execution's last `n` log lines, oldest first.
+    async fn last_logs(&self, id: Uuid, n: usize) -> Result<Vec<LogEntry>, StoreError>;
     /// Records a cancel request: a pending execution is cancelled at once, a
     /// running one is flagged for its node to stop.
     async fn request_cancel(

@@ -107,7 +107,7 @@ impl PgStore {
     }
 }
 
-use super::rows::{corrupt, parse_json, schedule_kind};
+use super::rows::{corrupt, parse_json, schedule_kind, LAST_LOGS_SQL};
 super::rows::decoders!(PgRow);
 
 /// Inserts the next attempt of failed execution `c` after its backoff, and
@@ -572,27 +572,16 @@ impl Store for PgStore {
         }
         qb.push(" ORDER BY seq LIMIT ").push_bind(limit as i64);
         let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let level: String = row.try_get("level")?;
-                let fields = parse_json("logs.fields", row.try_get("fields")?)?;
-                Ok(LogEntry {
-                    seq: row.try_get("seq")?,
-                    ts: format_micros(row.try_get("ts")?),
-                    level: level.parse().map_err(
-                        |e: jobvisor_worker::protocol::UnknownLevel| {
-                            corrupt("logs.level")(Box::new(e))
-                        },
-                    )?,
-                    stream: row.try_get("stream")?,
-                    message: row.try_get("message")?,
-                    fields: match fields {
-                        Some(Value::Object(m)) => Some(m),
-                        _ => None,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(log_from_row).collect()
+    }
+
+    async fn last_logs(&self, id: Uuid, n: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let rows = sqlx::query(LAST_LOGS_SQL)
+            .bind(id)
+            .bind(n as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(log_from_row).collect()
     }
 
     async fn request_cancel(

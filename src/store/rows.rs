@@ -19,6 +19,12 @@ pub(super) fn parse_json(
         .transpose()
 }
 
+/// An execution's last `$2` log lines, oldest first (both backends take
+/// `$N` placeholders).
+pub(super) const LAST_LOGS_SQL: &str = "SELECT seq, ts, level, stream, message, fields FROM \
+     (SELECT seq, ts, level, stream, message, fields FROM logs \
+      WHERE execution_id = $1 ORDER BY seq DESC LIMIT $2) AS tail ORDER BY seq";
+
 pub(super) fn schedule_kind(spec: &ScheduleSpec) -> &'static str {
     match spec {
         ScheduleSpec::Once { .. } => "once",
@@ -140,6 +146,26 @@ macro_rules! decoders {
                 next_run_at: row.try_get("next_run_at")?,
                 completed_at: row.try_get("completed_at")?,
                 daemon_streak: row.try_get::<i64, _>("daemon_streak")? as u32,
+            })
+        }
+
+        fn log_from_row(row: &$row) -> Result<LogEntry, StoreError> {
+            let level: String = row.try_get("level")?;
+            let fields = parse_json("logs.fields", row.try_get("fields")?)?;
+            Ok(LogEntry {
+                seq: row.try_get("seq")?,
+                ts: format_micros(row.try_get("ts")?),
+                level: level
+                    .parse()
+                    .map_err(|e: jobvisor_worker::protocol::UnknownLevel| {
+                        corrupt("logs.level")(Box::new(e))
+                    })?,
+                stream: row.try_get("stream")?,
+                message: row.try_get("message")?,
+                fields: match fields {
+                    Some(Value::Object(m)) => Some(m),
+                    _ => None,
+                },
             })
         }
     };
