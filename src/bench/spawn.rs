@@ -9,7 +9,7 @@
 use super::{percentile, BenchArgs};
 use crate::cli::CliError;
 use crate::model::{format_bytes, ProcessLimits};
-use crate::runner::{cgroup, isolate, os};
+use crate::runner::{cgroup, guardian, isolate, os};
 use serde::Serialize;
 use std::process::Stdio;
 use std::time::Instant;
@@ -41,6 +41,8 @@ struct Variant {
     group: bool,
     death_signal: bool,
     cgroup: bool,
+    /// Registered with the guardian from spawn to reap, as executions are.
+    guardian: bool,
     limits: ProcessLimits,
     skip: Option<String>,
 }
@@ -69,6 +71,7 @@ fn variants() -> Vec<Variant> {
         group,
         death_signal,
         cgroup,
+        guardian: false,
         limits,
         skip,
     };
@@ -125,18 +128,25 @@ fn variants() -> Vec<Variant> {
             base(),
             cgroup_skip.clone(),
         ),
-        v(
-            "all of the above",
-            true,
-            true,
-            cgroup_skip.is_none(),
-            ProcessLimits {
-                no_new_privs: true,
-                run_as_user: root.then(|| "nobody".into()),
-                ..rlimits()
-            },
-            None,
-        ),
+        Variant {
+            guardian: true,
+            ..v("+ guardian watch", true, false, false, base(), None)
+        },
+        Variant {
+            guardian: true,
+            ..v(
+                "all of the above",
+                true,
+                true,
+                cgroup_skip.is_none(),
+                ProcessLimits {
+                    no_new_privs: true,
+                    run_as_user: root.then(|| "nobody".into()),
+                    ..rlimits()
+                },
+                None,
+            )
+        },
     ]
 }
 
@@ -173,7 +183,12 @@ async fn time_variant(
         setup.apply(&mut cmd);
         let mut child = os::spawn(cmd).await.map_err(|e| e.to_string())?;
         setup.spawned();
+        let watch = v.guardian.then(|| {
+            let pid = child.id().unwrap_or(0) as i32;
+            guardian::Watch::new(pid, setup.cgroup.as_ref().map(|g| g.dir()))
+        });
         let status = child.wait().await.map_err(|e| e.to_string())?;
+        drop(watch);
         if !status.success() {
             return Err(format!("/bin/true ended with {status}"));
         }

@@ -85,10 +85,14 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
     let mut hup = signal(SignalKind::hangup())
         .map_err(|e| super::input(format!("cannot handle SIGHUP: {e}")))?;
     let sup = Supervisor::builder().config(config).build().await?;
+    // Started now rather than at the first process-mode execution, so that
+    // a missing guardian is said at start.
+    let guardian = crate::runner::guardian::pid();
     tracing::info!(
         database = %crate::store::redact(db),
         node = sup.node_id(),
         concurrency,
+        guardian = ?guardian,
         "serving"
     );
     if let Some(f) = &file {

@@ -2,6 +2,7 @@
 //! that runs it to its end and returns a [`Completion`].
 
 pub mod cgroup;
+pub mod guardian;
 pub mod inproc;
 pub mod isolate;
 pub mod os;

@@ -16,7 +16,7 @@
 //! [`super::pool`]).
 
 use super::isolate::{self, Setup, DEFAULT_PATH};
-use super::{os, Ending, Stop};
+use super::{guardian, os, Ending, Stop};
 use crate::model::{format_bytes, now_micros, stream, ProcessLimits, Status};
 use crate::relay::{LogSink, RelayMsg};
 use crate::store::{Claimed, Completion};
@@ -186,6 +186,9 @@ pub(crate) struct Worker {
     err_inode: u64,
     shared: Arc<Shared>,
     setup: Setup,
+    /// Its group and cgroup stay live for the guardian until it is dropped
+    /// (after `Drop` killed the group).
+    _watch: guardian::Watch,
     /// Executions it has run.
     pub runs: u64,
     /// When it last finished one.
@@ -266,6 +269,7 @@ impl Worker {
         let mut child = os::spawn(cmd).await?;
         setup.spawned();
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let watch = guardian::Watch::new(pid, setup.cgroup.as_ref().map(|g| g.dir()));
 
         // Stdin: run lines and cancels, from a writer task so that a child
         // that never reads cannot block us.
@@ -313,6 +317,7 @@ impl Worker {
             err_inode,
             shared,
             setup,
+            _watch: watch,
             runs: 0,
             idle_since: Instant::now(),
         })

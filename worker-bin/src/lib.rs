@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod builtins;
+pub mod guardian;
 pub mod handler;
 pub mod host;
 pub mod protocol;

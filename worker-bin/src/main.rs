@@ -1,6 +1,6 @@
 //! `jobvisor-worker`: a worker process hosting the built-in handlers.
 
-use jobvisor_worker::{host, shim, Registry};
+use jobvisor_worker::{guardian, host, shim, Registry};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -9,6 +9,9 @@ fn main() -> ExitCode {
     if args.next().as_deref() == Some(std::ffi::OsStr::new("--exec-shim")) {
         let rest: Vec<_> = args.skip_while(|a| a == "--").collect();
         shim::exec_shim(&rest);
+    }
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(guardian::GUARDIAN_ARG)) {
+        guardian::run();
     }
     let registry = Registry::with_builtins();
     match std::env::args().nth(1).as_deref() {
