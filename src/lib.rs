@@ -15,6 +15,8 @@
 pub mod bench;
 pub mod cli;
 mod dispatch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod job;
 pub mod metrics;

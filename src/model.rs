@@ -51,6 +51,34 @@ pub fn format_bytes(n: u64) -> String {
     format!("{n} B")
 }
 
+/// Parses a human duration (`30s`, `5m`, `250ms`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 5m, 250ms)"))
+}
+
+/// Parses a point in time: RFC 3339, `now`, or `+DUR` from `now`.
+pub fn parse_time(s: &str, now: Micros) -> Result<Micros, String> {
+    const EXPECTED: &str = "expected RFC 3339 like 2026-11-22T12:00:00Z, `now` or `+5m`";
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(rel) = s.strip_prefix('+') {
+        let d = parse_duration(rel)?;
+        return i64::try_from(d.as_micros())
+            .ok()
+            .and_then(|us| now.checked_add(us))
+            .filter(|t| *t < MAX_TIME)
+            .ok_or_else(|| format!("+{rel} is too far in the future"));
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{e} ({EXPECTED})"))?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .map_err(|_| "times before 1970 are not supported".to_string())
+}
+
+/// Times from here on cannot be written as RFC 3339 (year 10000).
+const MAX_TIME: Micros = 253_402_300_800_000_000;
+
 /// Parses a byte count: `1048576`, `512K`, `64M`, `64MiB`, `1.5G`, `2GB`
 /// (binary units throughout).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {

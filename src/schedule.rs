@@ -124,6 +124,32 @@ impl CronSchedule {
         best.map(|b| b.timestamp_micros())
     }
 
+    /// Whether the schedule fires at instant `t`, stated without searching:
+    /// `t`'s local time matches (for a fixed-time job, only the first of a
+    /// repeated local time), or `t` is the end of a gap that swallowed a
+    /// matching local time of a fixed-time job. Property tests hold
+    /// [`Self::next_after`] to it.
+    pub fn fires_at(&self, t: Micros) -> bool {
+        use chrono::LocalResult;
+        let Some(utc) = micros_to_utc(t) else {
+            return false;
+        };
+        let local = utc.with_timezone(&self.tz).naive_local();
+        let real_time = self.expr.follows_real_time();
+        if self.expr.matches(local) {
+            return match self.tz.from_local_datetime(&local) {
+                LocalResult::Ambiguous(first, _) if !real_time => first.with_timezone(&Utc) == utc,
+                _ => true,
+            };
+        }
+        let before = (utc - ChronoDuration::seconds(1))
+            .with_timezone(&self.tz)
+            .naive_local();
+        !real_time
+            && local - before > ChronoDuration::seconds(1)
+            && self.expr.next_after(before).is_some_and(|n| n < local)
+    }
+
     fn offset_secs(&self, t: DateTime<Utc>) -> i32 {
         self.tz
             .offset_from_utc_datetime(&t.naive_utc())
@@ -227,8 +253,9 @@ impl Schedule {
                 if after < *anchor {
                     Some(*anchor)
                 } else {
+                    // None past the end of time (an absurd interval).
                     let k = (after - anchor) / every + 1;
-                    Some(anchor + k * every)
+                    k.checked_mul(*every).and_then(|d| anchor.checked_add(d))
                 }
             }
             Schedule::Daemon => None,
@@ -293,11 +320,12 @@ pub fn fire(schedule: &Schedule, due: Micros, now: Micros, misfire: Misfire) -> 
     // can be).
     if let (Schedule::Interval { every, anchor }, Some(n)) = (schedule, next) {
         if n <= now {
+            // `n <= now` bounds every term by `now`.
             let k = (now - anchor) / every;
             let last = anchor + k * every;
             count += ((last - due) / every) as u64;
             latest = last;
-            next = Some(last + every);
+            next = last.checked_add(*every);
         }
     } else {
         let mut steps = 0;

@@ -482,25 +482,12 @@ pub struct ExecListArgs {
 /// Parses a time: RFC 3339 (`2026-11-22T12:00:00Z`; without a zone, UTC),
 /// `now`, or `+DUR` from now.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    let now = crate::model::now_micros();
-    if s == "now" {
-        return Ok(now);
-    }
-    if let Some(rel) = s.strip_prefix('+') {
-        return parse_duration(rel).map(|d| now + d.as_micros() as i64);
-    }
-    humantime::parse_rfc3339_weak(s)
-        .map_err(|e| format!("{e} (expected RFC 3339 like 2026-11-22T12:00:00Z, `now` or `+5m`)"))
-        .and_then(|t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() as i64)
-                .map_err(|_| "times before 1970 are not supported".to_string())
-        })
+    crate::model::parse_time(s, crate::model::now_micros())
 }
 
 /// Parses a human duration (`30s`, `5m`, `250ms`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 5m, 250ms)"))
+    crate::model::parse_duration(s)
 }
 
 /// Parses a byte size such as `64M` or `1GiB`.

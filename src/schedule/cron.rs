@@ -450,6 +450,18 @@ impl CronExpr {
         self.dow.last & (1 << wd) != 0 && d.day() + 7 > days_in_month(d.year(), d.month())
     }
 
+    /// Whether local time `t` (to the second) is one the expression
+    /// selects.
+    pub fn matches(&self, t: NaiveDateTime) -> bool {
+        t.nanosecond() == 0
+            && self.seconds & (1 << t.second()) != 0
+            && self.minutes & (1 << t.minute()) != 0
+            && self.hours & (1 << t.hour()) != 0
+            && self.months & (1 << t.month()) != 0
+            && self.years.as_ref().is_none_or(|y| y.contains(&t.year()))
+            && self.day_matches(t.date())
+    }
+
     /// The first local time strictly after `after` that the expression
     /// selects, within 400 years.
     pub fn next_after(&self, after: NaiveDateTime) -> Option<NaiveDateTime> {
