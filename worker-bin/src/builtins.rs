@@ -1,5 +1,6 @@
 //! Built-in handlers, present in both modes: the demo and test vocabulary
-//! (`noop`, `echo`, `sleep`, `progress`, `logs`, `fail`, `panic`).
+//! (`noop`, `echo`, `sleep`, `progress`, `logs`, `append`, `fail`,
+//! `panic`).
 
 use crate::handler::{Context, HandlerError, HandlerResult, Registry};
 use crate::protocol::Level;
@@ -8,7 +9,9 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Names of the built-in handlers.
-pub const NAMES: [&str; 7] = ["noop", "echo", "sleep", "progress", "logs", "fail", "panic"];
+pub const NAMES: [&str; 8] = [
+    "noop", "echo", "sleep", "progress", "logs", "append", "fail", "panic",
+];
 
 /// Adds every built-in handler to `registry`.
 pub fn register_all(registry: &mut Registry) {
@@ -18,6 +21,7 @@ pub fn register_all(registry: &mut Registry) {
         .register("sleep", sleep)
         .register("progress", progress)
         .register("logs", logs)
+        .register("append", append)
         .register("fail", fail)
         .register("panic", panic);
 }
@@ -111,6 +115,49 @@ pub async fn logs(ctx: Context, payload: Value) -> HandlerResult {
         ctx.log(l, format!("{text} {i}")).await;
     }
     Ok(json!({ "lines": count }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AppendArgs {
+    /// The file to append to (required).
+    path: Option<String>,
+    /// Numbered log lines to write first (default 0).
+    lines: Option<u64>,
+    /// Milliseconds to sleep after the log lines, before the append.
+    ms: Option<u64>,
+}
+
+/// A side effect outside the database, for counting how often work really
+/// ran: logs `{"lines": N}` numbered lines, sleeps `{"ms": M}`, then
+/// appends one line, `EXECUTION_ID ATTEMPT JOB`, to the file `{"path": P}`
+/// (one `write` in append mode: lines from concurrent runs never mix).
+pub async fn append(ctx: Context, payload: Value) -> HandlerResult {
+    use std::io::Write;
+    let args: AppendArgs = parse(payload)?;
+    let path = args
+        .path
+        .ok_or_else(|| HandlerError::invalid_payload("\"path\" is required"))?;
+    let lines = args.lines.unwrap_or(0);
+    for i in 1..=lines {
+        ctx.log(Level::Info, format!("append line {i} of {lines}"))
+            .await;
+    }
+    if let Some(ms) = args.ms {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            _ = ctx.cancelled() => return Err(HandlerError::cancelled()),
+        }
+    }
+    let e = ctx.execution();
+    let line = format!("{} {} {}\n", e.execution_id, e.attempt, e.job);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|err| HandlerError::retryable(format!("cannot append to {path}: {err}")))?;
+    Ok(json!({ "appended": path, "lines": lines }))
 }
 
 #[derive(Deserialize, Default)]
