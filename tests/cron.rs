@@ -10,20 +10,7 @@ use common::*;
 use cron_cases::{CASES, TODAY};
 
 fn preview(env: &Env, expr: &str, tz: &str, from: &str, count: usize) -> Vec<String> {
-    let out = env.ok(&[
-        "job",
-        "preview",
-        "--cron",
-        expr,
-        "--tz",
-        tz,
-        "--from",
-        from,
-        "--count",
-        &count.to_string(),
-        "--json",
-    ]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{expr}: {e}: {out}"))
+    cron_cases::preview(env, expr, tz, from, count).unwrap_or_else(|e| panic!("{expr}: {e}"))
 }
 
 #[test]

@@ -105,35 +105,6 @@ fn random_from(rng: &mut fastrand::Rng) -> String {
         .to_string()
 }
 
-/// What jobvisor says: the occurrences, or the error's first words.
-fn jobvisor(
-    env: &Env,
-    expr: &str,
-    tz: &str,
-    from: &str,
-    count: usize,
-) -> Result<Vec<String>, String> {
-    let out = env.cli(&[
-        "job",
-        "preview",
-        "--cron",
-        expr,
-        "--tz",
-        tz,
-        "--from",
-        from,
-        "--count",
-        &count.to_string(),
-        "--json",
-    ]);
-    if out.status.success() {
-        Ok(serde_json::from_slice(&out.stdout).unwrap())
-    } else {
-        assert_eq!(out.status.code(), Some(2), "{expr}: {out:?}");
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
 struct Reference {
     child: std::process::Child,
     out: BufReader<std::process::ChildStdout>,
@@ -204,7 +175,7 @@ fn random_crontab_lines_fire_when_cronsim_says_they_do() {
         let expr = expression(&mut rng);
         let tz = ZONES[rng.usize(0..ZONES.len())];
         let from = random_from(&mut rng);
-        let ours = jobvisor(&env, &expr, tz, &from, 5);
+        let ours = cron_cases::preview(&env, &expr, tz, &from, 5);
         let theirs = reference.next(&expr, tz, &from, 5);
         match (&ours, &theirs) {
             (Ok(a), Ok(b)) if a == b => compared += 1,

@@ -431,18 +431,25 @@ async fn a_plain_program_past_its_timeout_gets_sigterm_at_once_not_after_the_can
     );
 
     // A cancel, likewise.
-    let id = env.enqueue(&["plain"]);
-    running_with_pid(store.as_ref(), id).await;
-    let asked = std::time::Instant::now();
-    env.ok(&["exec", "cancel", &id.to_string()]);
-    let done = finished(store.as_ref(), id).await;
+    let (done, took) = run_and_cancel(&env, store.as_ref(), "plain").await;
     assert_eq!(done.status, Status::Cancelled);
     assert_eq!(done.cancel_outcome.as_deref(), Some("sigterm"));
-    assert!(
-        asked.elapsed() < std::time::Duration::from_millis(4500),
-        "{:?}",
-        asked.elapsed()
-    );
+    assert!(took < std::time::Duration::from_millis(4500), "{took:?}");
+}
+
+/// Runs `handler`, cancels it once it runs; its end and how long the cancel
+/// took.
+async fn run_and_cancel(
+    env: &Env,
+    store: &dyn jobvisor::store::Store,
+    handler: &str,
+) -> (jobvisor::model::Execution, std::time::Duration) {
+    let id = env.enqueue(&[handler]);
+    running_with_pid(store, id).await;
+    let asked = std::time::Instant::now();
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let done = finished(store, id).await;
+    (done, asked.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,19 +480,14 @@ for line in sys.stdin:
     ]);
     let _serve = env.serve(&[]);
     let store = env.store().await;
-    let id = env.enqueue(&["polite"]);
-    running_with_pid(store.as_ref(), id).await;
-    let asked = std::time::Instant::now();
-    env.ok(&["exec", "cancel", &id.to_string()]);
-    let done = finished(store.as_ref(), id).await;
+    let (done, took) = run_and_cancel(&env, store.as_ref(), "polite").await;
     assert_eq!(done.status, Status::Cancelled);
     assert_eq!(done.cancel_outcome.as_deref(), Some("sigterm"));
     assert!(
-        asked.elapsed() >= std::time::Duration::from_millis(1500),
-        "SIGTERM came before the cancel grace: {:?}",
-        asked.elapsed()
+        took >= std::time::Duration::from_millis(1500),
+        "SIGTERM came before the cancel grace: {took:?}"
     );
-    let logs = store.logs(id, 0, None, 100).await.unwrap();
+    let logs = store.logs(done.id, 0, None, 100).await.unwrap();
     assert!(logs.iter().any(|l| l.message == "got cancel"), "{logs:?}");
 }
 

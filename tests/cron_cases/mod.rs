@@ -506,3 +506,33 @@ pub const CASES: &[(&str, &str, &str, &[&str])] = &[
         ],
     ),
 ];
+
+/// `jobvisor job preview --cron EXPR --tz TZ --from FROM --count N --json`
+/// on the real binary: the occurrences, or (exit 2) the one-line error.
+pub fn preview(
+    env: &crate::common::Env,
+    expr: &str,
+    tz: &str,
+    from: &str,
+    count: usize,
+) -> Result<Vec<String>, String> {
+    let out = env.cli(&[
+        "job",
+        "preview",
+        "--cron",
+        expr,
+        "--tz",
+        tz,
+        "--from",
+        from,
+        "--count",
+        &count.to_string(),
+        "--json",
+    ]);
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{expr}: {out:?}");
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
