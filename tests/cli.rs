@@ -63,19 +63,44 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
         "only runs in process mode",
     );
 
-    // Unreadable databases.
-    let out = Command::new(jobvisor_bin())
-        .args(["--database", "/nonexistent/dir/x.db", "exec", "list"])
-        .output()
-        .unwrap();
-    assert_bad_input(out, "cannot open database");
+    // Databases that are missing or unreadable are runtime failures: exit 3.
+    assert_runtime_failure(
+        cli_at("/nonexistent/dir/x.db", &["exec", "list"]),
+        "no database at /nonexistent/dir/x.db",
+    );
+    assert_runtime_failure(
+        cli_at("/nonexistent/dir/x.db", &["run", "echo"]),
+        "cannot open database",
+    );
     let junk = env.dir.path().join("junk.db");
     std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
-    let out = Command::new(jobvisor_bin())
-        .args(["--database", junk.to_str().unwrap(), "exec", "list"])
+    assert_runtime_failure(
+        cli_at(junk.to_str().unwrap(), &["exec", "list"]),
+        "not a database",
+    );
+}
+
+/// `jobvisor --database DB ARGS...`, for databases other than a test's own.
+fn cli_at(db: &str, args: &[&str]) -> std::process::Output {
+    Command::new(jobvisor_bin())
+        .arg("--database")
+        .arg(db)
+        .args(args)
+        .stdin(Stdio::null())
         .output()
-        .unwrap();
-    assert_bad_input(out, "not a database");
+        .unwrap()
+}
+
+fn assert_runtime_failure(out: std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("jobvisor: "), "{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{stderr:?} should mention {needle:?}"
+    );
+    assert!(!stderr.contains("panicked"));
 }
 
 #[test]
@@ -340,4 +365,77 @@ async fn exec_logs_follow_streams_until_the_execution_ends() {
         .collect();
     assert_eq!(lines.len(), 5, "{out}");
     assert!(lines[4].ends_with("line 5"), "{out}");
+}
+
+#[test]
+fn exit_codes_are_0_ok_1_job_failed_2_bad_input_3_runtime_failure() {
+    let env = Env::new();
+    // 3: a command that only reads never creates a database.
+    for args in [
+        vec!["job", "list"],
+        vec!["exec", "list"],
+        vec!["exec", "show", "0195b6e4-0000-7000-8000-000000000000"],
+        vec!["stats"],
+        vec!["handler", "list"],
+        vec!["queue", "list"],
+    ] {
+        let out = env.cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+        assert!(stderr.contains("no database at"), "{stderr}");
+        assert!(
+            !env.path("jobvisor.db").exists(),
+            "{args:?} created a database"
+        );
+    }
+    // 2: bad input, database or not.
+    assert_bad_input(
+        env.cli(&[
+            "job",
+            "add",
+            "x",
+            "--handler",
+            "noop",
+            "--cron",
+            "0 9 * * 8",
+        ]),
+        "day of week",
+    );
+    assert_bad_input(
+        cli_at("mysql://db/x", &["exec", "list"]),
+        "unsupported database URL",
+    );
+    // 0: once a database exists, reading it succeeds.
+    env.ok(&["job", "add", "x", "--handler", "noop", "--every", "1h"]);
+    assert!(env.ok(&["job", "list"]).contains("every 1h"));
+    // 1: the job failed.
+    let _serve = env.serve(&[]);
+    assert_eq!(env.cli(&["run", "fail", "--wait"]).status.code(), Some(1));
+    // --help says all of this.
+    let help = env.ok(&["--help"]);
+    assert!(help.contains("3 runtime failure"), "{help}");
+}
+
+#[test]
+fn an_unreachable_postgresql_fails_within_five_seconds_naming_the_cause() {
+    // Nothing listens: refused at once.
+    let start = std::time::Instant::now();
+    let out = cli_at("postgres://u:p@127.0.0.1:1/db", &["exec", "list"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(":p@"),
+        "the password leaked"
+    );
+    assert_runtime_failure(out, "Connection refused");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    // Something accepts the connection and never answers: 5 s, then said.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://u:p@{}/db", silent.local_addr().unwrap());
+    let start = std::time::Instant::now();
+    assert_runtime_failure(cli_at(&url, &["run", "noop"]), "no answer within 5 s");
+    let took = start.elapsed();
+    assert!(
+        (std::time::Duration::from_secs(4)..std::time::Duration::from_secs(15)).contains(&took),
+        "{took:?}"
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// jobvisor: run jobs as in-process tasks or isolated worker processes,
 /// with everything they do relayed into a database.
 #[derive(Debug, Parser)]
-#[command(name = "jobvisor", version, propagate_version = true)]
+#[command(name = "jobvisor", version, propagate_version = true, after_help = super::EXIT_CODES)]
 pub struct Cli {
     /// Database: an sqlite:// URL or a file path [default: ./jobvisor.db,
     /// or $STATE_DIRECTORY/jobvisor.db under systemd]

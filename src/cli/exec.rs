@@ -12,7 +12,8 @@ fn parse_id(s: &str) -> Result<Uuid, CliError> {
 }
 
 pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
-    let store = crate::store::open(db).await?;
+    // Each of these needs executions: never create an empty database.
+    let store = crate::store::open_existing(db).await?;
     match cmd {
         ExecCmd::List(a) => list(store.as_ref(), a).await,
         ExecCmd::Show { id, json } => {

@@ -8,7 +8,12 @@ use jobvisor_worker::builtins;
 use std::path::{Path, PathBuf};
 
 pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
-    let store = crate::store::open(db).await?;
+    // Only `add` may create the database; the rest read or change handlers.
+    let store = if matches!(cmd, HandlerCmd::Add(_)) {
+        crate::store::open(db).await?
+    } else {
+        crate::store::open_existing(db).await?
+    };
     match cmd {
         HandlerCmd::Add(a) => {
             let spec = spec_from_args(a.name.clone(), &a)?;

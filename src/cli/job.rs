@@ -15,7 +15,12 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
         // Needs no database: it only computes.
         return preview(p);
     }
-    let store = crate::store::open(db).await?;
+    // Only `add` may create the database; the rest need jobs.
+    let store = if matches!(cmd, JobCmd::Add(_)) {
+        crate::store::open(db).await?
+    } else {
+        crate::store::open_existing(db).await?
+    };
     let store = store.as_ref();
     match cmd {
         JobCmd::Add(a) => {

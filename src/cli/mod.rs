@@ -24,13 +24,22 @@ pub enum CliError {
     Input(String),
     /// The job failed or was cancelled (`run --wait`): exit 1.
     JobFailed,
+    /// The command was right but could not be carried out (the database is
+    /// missing or unreachable, I/O failed): exit 3, one line on stderr.
+    Runtime(String),
 }
+
+/// The exit codes, as `--help` and the README state them.
+pub const EXIT_CODES: &str =
+    "Exit codes: 0 success; 1 the job failed or was cancelled (run --wait); \
+    2 bad usage or bad input; 3 runtime failure (database missing or unreachable, I/O).";
 
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Input(_) => 2,
             CliError::JobFailed => 1,
+            CliError::Input(_) => 2,
+            CliError::Runtime(_) => 3,
         }
     }
 }
@@ -38,7 +47,7 @@ impl CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliError::Input(msg) => f.write_str(msg),
+            CliError::Input(msg) | CliError::Runtime(msg) => f.write_str(msg),
             CliError::JobFailed => f.write_str("the job failed"),
         }
     }
@@ -46,8 +55,35 @@ impl std::fmt::Display for CliError {
 
 impl<E: std::error::Error + 'static> From<E> for CliError {
     fn from(e: E) -> Self {
-        CliError::Input(crate::error_chain(&e))
+        let text = crate::error_chain(&e);
+        if is_runtime(&e) {
+            CliError::Runtime(text)
+        } else {
+            CliError::Input(text)
+        }
     }
+}
+
+/// Whether `e` is a failure of the environment (database, I/O) rather than
+/// of what the user asked for.
+fn is_runtime(e: &(dyn std::error::Error + 'static)) -> bool {
+    use crate::store::StoreError;
+    let store = match e.downcast_ref::<crate::Error>() {
+        Some(crate::Error::Store(s)) => Some(s),
+        Some(_) => return false,
+        None => e.downcast_ref::<StoreError>(),
+    };
+    if let Some(s) = store {
+        return !matches!(s, StoreError::Unsupported(_));
+    }
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.is::<sqlx::Error>() || c.is::<std::io::Error>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Shorthand for a bad-input error.
@@ -80,14 +116,14 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("jobvisor: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(3);
         }
     };
     let result = runtime.block_on(args::dispatch(cli));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let CliError::Input(msg) = &e {
+            if let CliError::Input(msg) | CliError::Runtime(msg) = &e {
                 eprintln!("jobvisor: {msg}");
             }
             ExitCode::from(e.exit_code())

@@ -4,7 +4,11 @@ use super::args::QueueCmd;
 use super::{input, output, CliError};
 
 pub(crate) async fn queue(db: &str, cmd: QueueCmd) -> Result<(), CliError> {
-    let store = crate::store::open(db).await?;
+    let store = if matches!(cmd, QueueCmd::List(_)) {
+        crate::store::open_existing(db).await?
+    } else {
+        crate::store::open(db).await?
+    };
     match cmd {
         QueueCmd::List(j) => {
             let queues = store.queues().await?;

@@ -3,7 +3,7 @@
 use super::{input, output, CliError};
 
 pub(crate) async fn stats(db: &str, job: Option<String>, json: bool) -> Result<(), CliError> {
-    let store = crate::store::open(db).await?;
+    let store = crate::store::open_existing(db).await?;
     let stats = store.stats(job.as_deref()).await?;
     if let (Some(j), true) = (&job, stats.is_empty()) {
         if store.job(j).await?.is_none() {

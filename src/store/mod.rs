@@ -43,6 +43,10 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A command that only reads found no database where it was pointed
+    /// (it never creates one).
+    #[error("no database at {0} (`jobvisor serve` or `jobvisor migrate` creates one; --database or JOBVISOR_DATABASE names another)")]
+    Missing(String),
     /// The URL names no supported database.
     #[error(
         "unsupported database URL {0:?} (expected sqlite://PATH, a file path, or postgres://...)"
@@ -243,6 +247,29 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         };
     store.migrate().await?;
     Ok(store)
+}
+
+/// Opens an existing database, for commands that only read: an SQLite
+/// file that does not exist is [`StoreError::Missing`], never created.
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = sqlite_path(url) {
+        if !path.is_empty() && path != ":memory:" && !std::path::Path::new(path).exists() {
+            return Err(StoreError::Missing(path.to_string()));
+        }
+    }
+    open(url).await
+}
+
+/// The file an SQLite URL or path names (`None` for other databases).
+fn sqlite_path(url: &str) -> Option<&str> {
+    if url.starts_with("sqlite:") {
+        let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+        Some(rest.split('?').next().unwrap_or(rest))
+    } else if !url.contains("://") {
+        Some(url)
+    } else {
+        None
+    }
 }
 
 /// `url` without its password, for messages and logs.

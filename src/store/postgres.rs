@@ -17,7 +17,7 @@ use crate::schedule::Misfire;
 use async_trait::async_trait;
 use jobvisor_worker::Level;
 use serde_json::Value;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 use std::str::FromStr;
 use std::time::Duration;
@@ -59,6 +59,9 @@ const CLAIM_LIMITED: &str = "UPDATE executions SET status = 'running', started_a
        cancel_requested_at, \
        (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
 
+/// How long opening the database may wait for the server's answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The claim when no limits exist: the best due rows, in index order.
 const CLAIM_SIMPLE: &str = "UPDATE executions SET status = 'running', started_at = $1, node = $2 \
      WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= $1 \
@@ -90,16 +93,38 @@ impl PgStore {
 
     /// Connects to `url` (`postgres://...`).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            url: super::redact(url),
+            source,
+        };
+        let opts = PgConnectOptions::from_str(url).map_err(open_err)?;
+        // One connection first, bounded: its error names the cause (refused,
+        // authentication, no such database), where a pool only says that it
+        // timed out, after a minute.
+        match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            <PgConnection as sqlx::Connection>::connect_with(&opts),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(open_err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                ))))
+            }
+            Ok(Err(e)) => return Err(open_err(e)),
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(60))
             .test_before_acquire(false)
-            .connect(url)
+            .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
-                url: super::redact(url),
-                source,
-            })?;
+            .map_err(open_err)?;
         Ok(Self {
             pool,
             limits: std::sync::Mutex::new((None, true)),
