@@ -138,15 +138,15 @@ async fn an_invalid_file_stops_serve_with_one_line() {
             "unknown handler",
         ),
         ("surprise = 1\n", "unknown field"),
+        ("listen = \"0.0.0.0:0\"\n", "needs a bearer token"),
     ] {
         let path = config(&env, body);
-        // `check-config` finds the file's own errors without a database.
-        if !expect.contains("unknown handler") {
-            let out = env.cli(&["check-config", &path]);
-            assert_eq!(out.status.code(), Some(2), "{body}");
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains(expect), "{body}: {err}");
-        }
+        // `check-config` refuses exactly what `serve` refuses, with the
+        // same reason, whether or not a database exists yet.
+        let out = env.cli(&["check-config", &path]);
+        assert_eq!(out.status.code(), Some(2), "{body}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{body}: {err}");
         let out = env.cli(&["serve", "--config", &path]);
         assert_eq!(out.status.code(), Some(2), "{body}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -156,6 +156,13 @@ async fn an_invalid_file_stops_serve_with_one_line() {
             "{body}: {err}"
         );
     }
+    // A handler registered in the database counts, for both.
+    env.ok(&["handler", "add", "nope", "--exec", "/bin/true"]);
+    let path = config(
+        &env,
+        "listen = \"off\"\n[[job]]\nname = \"j\"\nhandler = \"nope\"\nevery = \"1m\"\n",
+    );
+    assert!(env.ok(&["check-config", &path]).contains("valid"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

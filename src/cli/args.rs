@@ -530,6 +530,17 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::CheckConfig { path } => {
             let path = path.unwrap_or_else(|| super::config::DEFAULT_PATH.into());
             let f = super::config::load(&path).map_err(super::input)?;
+            // The database `serve` would use, for the handlers registered
+            // there; none yet is fine (serve would create it).
+            let db = cli.database.or(f.settings.database.clone()).unwrap_or(db);
+            let store = match crate::store::open_existing(&db).await {
+                Ok(s) => Some(s),
+                Err(crate::store::StoreError::Missing(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            super::config::validate(&f, store.as_deref())
+                .await
+                .map_err(super::input)?;
             println!(
                 "{}: valid ({} handlers, {} jobs, {} queues)",
                 path.display(),

@@ -17,6 +17,7 @@ use crate::store::Store;
 use jobvisor_worker::builtins;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::{Spanned, Table, Value};
@@ -169,7 +170,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, String> {
     if settings.concurrency == Some(0) {
         return Err(at(1, "concurrency must be at least 1".into()));
     }
-    if let Some(l) = &settings.listen {
+    if let Some(l) = settings.listen.as_deref().filter(|l| *l != "off") {
         l.parse::<std::net::SocketAddr>()
             .map_err(|e| at(1, format!("listen {l:?}: {e}")))?;
     }
@@ -343,18 +344,49 @@ fn job(t: &Table, declared: &[HandlerSpec]) -> Result<JobSpec, String> {
 /// are added or changed, those an earlier file declared and this one does
 /// not are removed, queue settings applied. One log line per change.
 /// Returns the number of changes.
-pub async fn sync(store: &dyn Store, file: &ServiceFile) -> Result<usize, String> {
-    let err = |e: crate::store::StoreError| format!("database: {}", crate::error_chain(&e));
-    let mut changes = 0;
-    // Check every job against the handlers it will find before writing.
-    let known: Vec<String> = store
-        .handlers()
-        .await
-        .map_err(err)?
-        .into_iter()
-        .map(|h| h.name)
-        .chain(file.handlers.iter().map(|h| h.name.clone()))
-        .collect();
+/// The bearer token: `JOBVISOR_API_TOKEN`, else the file's `token`.
+pub fn api_token(file_token: Option<&str>) -> Option<String> {
+    std::env::var("JOBVISOR_API_TOKEN")
+        .ok()
+        .or(file_token.map(str::to_string))
+        .filter(|t| !t.is_empty())
+}
+
+/// Where the HTTP API is to listen (`None`: `off`), refused when it is not
+/// loopback and there is no token.
+pub fn listen_addr(listen: &str, token: Option<&str>) -> Result<Option<SocketAddr>, String> {
+    if listen == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("invalid listen address {listen:?}: {e}"))?;
+    crate::http::check_listen(addr, token)?;
+    Ok(Some(addr))
+}
+
+/// Everything `serve` refuses in a file beyond its own syntax, checked
+/// the same way by `check-config`: a listen address off loopback without
+/// a token, and a job whose handler is neither declared in the file, nor
+/// built in, nor registered in `store` (when there is a database).
+pub async fn validate(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(), String> {
+    let listen = file.settings.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let token = api_token(file.settings.token.as_deref());
+    listen_addr(listen, token.as_deref()).map_err(|e| format!("{}: {e}", file.path.display()))?;
+    check_handlers(file, store).await
+}
+
+/// Every job's handler is declared in the file, built in, or registered in
+/// `store`.
+async fn check_handlers(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(), String> {
+    let mut known: Vec<String> = file.handlers.iter().map(|h| h.name.clone()).collect();
+    if let Some(store) = store {
+        let registered = store
+            .handlers()
+            .await
+            .map_err(|e| format!("database: {}", crate::error_chain(&e)))?;
+        known.extend(registered.into_iter().map(|h| h.name));
+    }
     for j in &file.jobs {
         let h = &j.spec.handler;
         if !known.contains(h) && !builtins::NAMES.contains(&h.as_str()) {
@@ -366,6 +398,17 @@ pub async fn sync(store: &dyn Store, file: &ServiceFile) -> Result<usize, String
             ));
         }
     }
+    Ok(())
+}
+
+/// Where the HTTP API listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7180";
+
+pub async fn sync(store: &dyn Store, file: &ServiceFile) -> Result<usize, String> {
+    let err = |e: crate::store::StoreError| format!("database: {}", crate::error_chain(&e));
+    let mut changes = 0;
+    // Check every job against the handlers it will find before writing.
+    check_handlers(file, Some(store)).await?;
 
     let now = crate::model::now_micros();
     for spec in &file.handlers {

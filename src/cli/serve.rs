@@ -10,8 +10,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-/// Where the HTTP API listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7180";
+use super::config::DEFAULT_LISTEN;
 
 pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), CliError> {
     let path = config::locate(a.config.as_deref());
@@ -63,22 +62,8 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         .clone()
         .or(s.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let token = std::env::var("JOBVISOR_API_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .or(s.token.clone());
-    let listener = if listen == "off" {
-        None
-    } else {
-        let addr: std::net::SocketAddr = listen
-            .parse()
-            .map_err(|e| super::input(format!("invalid --listen {listen:?}: {e}")))?;
-        crate::http::check_listen(addr, token.as_deref()).map_err(super::input)?;
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| super::input(format!("cannot listen on {addr}: {e}")))?;
-        Some(l)
-    };
+    let token = config::api_token(s.token.as_deref());
+    let addr = config::listen_addr(&listen, token.as_deref()).map_err(super::input)?;
     // Signals are set up before anything else, so that none is missed.
     let signals =
         Signals::new().map_err(|e| super::input(format!("cannot handle signals: {e}")))?;
@@ -102,6 +87,16 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         tracing::info!(config = %f.path.display(), changes = n, "config applied");
         sup.jobs_changed();
     }
+    // Bound only once the file is known good, so that a bad file is said
+    // as itself, not as a port that another process holds.
+    let listener = match addr {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| super::input(format!("cannot listen on {addr}: {e}")))?,
+        ),
+    };
     let running = Arc::new(std::sync::Mutex::new(file));
     let pruner = tokio::spawn(retention(sup.clone(), running.clone()));
     {
