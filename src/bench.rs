@@ -158,6 +158,9 @@ pub struct BenchRow {
 
 /// Runs the benchmark and prints the table (or JSON).
 pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliError> {
+    // As `serve` does: children inherit the limit instead of each getting
+    // it through a hook, so the spawn path measured is the service's.
+    crate::runner::isolate::core_dumps_off();
     match a.scenario {
         Scenario::Cron => return bench_cron(database, &a).await,
         Scenario::Rescue => return bench_rescue(database, &a).await,

@@ -184,8 +184,6 @@ impl Supervisor {
             stopped_at: None,
         };
         store.register_node(&node).await?;
-        // Children inherit this; handlers that allow core dumps raise it.
-        crate::runner::isolate::core_dumps_off();
         if config.cgroups {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| tracing::info!("{}", crate::runner::cgroup::detect().describe()));

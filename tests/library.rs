@@ -235,3 +235,34 @@ fn a_child_spawned_from_a_retiring_blocking_thread_is_not_killed_with_it() {
         child.kill().await.unwrap();
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedding_leaves_the_applications_core_limit_alone_and_children_still_dump_no_core() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let env = Env::new();
+    let (_, hard) = getrlimit(Resource::RLIMIT_CORE).unwrap();
+    let soft = hard.min(1 << 20);
+    assert!(
+        soft > 0,
+        "the hard core limit is 0 here: nothing to leave alone"
+    );
+    setrlimit(Resource::RLIMIT_CORE, soft, hard).unwrap();
+    env.sh_handler("corelimit", "ulimit -c", &[]);
+    let (sup, stop, task) = start(&env, |b| b).await;
+    let id = sup
+        .enqueue(RunSpec::new("corelimit", json!(null)))
+        .await
+        .unwrap();
+    let store = sup.store().clone();
+    let done = finished(store.as_ref(), id).await;
+    assert_eq!(done.status, Status::Succeeded, "{done:?}");
+    let logs = store.logs(id, 0, None, 10).await.unwrap();
+    assert_eq!(logs[0].message, "0", "the child's core limit");
+    assert_eq!(
+        getrlimit(Resource::RLIMIT_CORE).unwrap(),
+        (soft, hard),
+        "the application's own limit changed"
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
+}

@@ -24,6 +24,7 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         .unwrap_or_default();
     logging::init(a.log_format.or(s.log_format).unwrap_or(LogFormat::Auto));
     crate::runner::os::harden_service();
+    crate::runner::isolate::core_dumps_off();
     // A panicking inproc handler is recorded on its execution; the service
     // log gets one line, not a backtrace per panic.
     std::panic::set_hook(Box::new(|info| {

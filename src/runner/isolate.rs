@@ -184,11 +184,15 @@ impl Setup {
         if let Some(n) = processes {
             s.rlimit(Resource::RLIMIT_NPROC, n, n);
         }
-        if limits.core_dumps {
-            // The supervisor keeps its own soft limit at 0 (inherited);
-            // this handler gets the hard limit back.
-            if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_CORE) {
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_CORE) {
+            if limits.core_dumps {
+                // `serve` keeps its own soft limit at 0 (inherited); this
+                // handler gets the hard limit back.
                 s.rlimit(Resource::RLIMIT_CORE, hard, hard);
+            } else if soft != 0 {
+                // An embedding application's own limit is its business:
+                // the child alone gets 0.
+                s.rlimit(Resource::RLIMIT_CORE, 0, hard);
             }
         }
         if let Some(h) = hierarchy {
@@ -407,9 +411,11 @@ pub fn warn_once(handler: &str, notes: &[String]) {
     }
 }
 
-/// Turns core dumps off for the supervisor and, by inheritance, every
-/// child (handlers that allow them raise the soft limit back). Called once
-/// at start-up.
+/// Turns core dumps off for the service process and, by inheritance,
+/// every child (handlers that allow them raise the soft limit back), so
+/// that no child needs a setting of its own for it. Called by `serve`
+/// only: an embedding application keeps its own limit, and its children
+/// get 0 one by one.
 pub fn core_dumps_off() {
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_CORE) {
         let _ = setrlimit(Resource::RLIMIT_CORE, 0, hard);
