@@ -77,6 +77,18 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The settings `jobvisor serve` starts from: the library's defaults,
+    /// with a drain at shutdown (a service stopped by systemd lets running
+    /// work finish; a library caller decides for itself).
+    pub fn service() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(30),
+            ..Self::default()
+        }
+    }
+}
+
 /// Builds a [`Supervisor`].
 pub struct SupervisorBuilder {
     config: Config,

@@ -439,3 +439,18 @@ fn an_unreachable_postgresql_fails_within_five_seconds_naming_the_cause() {
         "{took:?}"
     );
 }
+
+#[test]
+fn serve_help_shows_the_defaults_of_config_service() {
+    let env = Env::new();
+    let help = env.ok(&["serve", "--help"]);
+    let c = jobvisor::supervisor::Config::service();
+    for want in [
+        format!("[default: {}]", c.concurrency),
+        format!("[default: {}]", humantime::format_duration(c.poll_interval)),
+        format!("[default: {}]", humantime::format_duration(c.node_lease)),
+        format!("[default: {}]", humantime::format_duration(c.drain_timeout)),
+    ] {
+        assert!(help.contains(&want), "{want} missing from:\n{help}");
+    }
+}

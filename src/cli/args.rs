@@ -230,21 +230,32 @@ pub struct ServeArgs {
     /// it exists]. Flags given here override it.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
-    /// Executions running at once [default: 32].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Executions running at once.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000),
+          help = with_default("Executions running at once", service().concurrency))]
     pub concurrency: Option<u32>,
-    /// How often to look for runs enqueued by other processes (runs
-    /// enqueued through this process start at once) [default: 250ms].
-    #[arg(long, value_parser = parse_duration)]
+    /// How often to look for runs enqueued by other processes.
+    #[arg(long, value_parser = parse_duration,
+          help = with_default(
+              "How often to look for runs enqueued by other processes (runs enqueued \
+               through this process start at once)",
+              humantime::format_duration(service().poll_interval),
+          ))]
     pub poll_interval: Option<Duration>,
-    /// A node silent this long is dead; its running executions are rescued
-    /// [default: 10s].
-    #[arg(long, value_parser = parse_duration)]
+    /// A node silent this long is dead.
+    #[arg(long, value_parser = parse_duration,
+          help = with_default(
+              "A node silent this long is dead; its running executions are rescued",
+              humantime::format_duration(service().node_lease),
+          ))]
     pub node_lease: Option<Duration>,
-    /// At SIGTERM/SIGINT, how long running executions may finish before
-    /// they are stopped and recorded as interrupted (a second signal cuts
-    /// it short) [default: 30s].
-    #[arg(long, value_parser = parse_duration)]
+    /// How long running executions may finish at shutdown.
+    #[arg(long, value_parser = parse_duration,
+          help = with_default(
+              "At SIGTERM/SIGINT, how long running executions may finish before they are \
+               stopped and recorded as interrupted (a second signal cuts it short)",
+              humantime::format_duration(service().drain_timeout),
+          ))]
     pub drain_timeout: Option<Duration>,
     /// HTTP API address, or `off` [default: 127.0.0.1:7180]. Any address
     /// but loopback needs a token (config `token` or JOBVISOR_API_TOKEN).
@@ -509,6 +520,16 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
+}
+
+/// `serve`'s defaults, shown in its help: one source, `Config::service()`.
+fn service() -> crate::supervisor::Config {
+    crate::supervisor::Config::service()
+}
+
+/// A help line ending in its default, as clap shows them.
+fn with_default(text: &str, value: impl std::fmt::Display) -> String {
+    format!("{text} [default: {value}]")
 }
 
 pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {

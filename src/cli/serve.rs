@@ -38,22 +38,24 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         .or(s.database.clone())
         .unwrap_or_else(crate::default_database);
     let db = db.as_str();
+    // Flags, then the file, then `Config::service()`.
+    let d = Config::service();
     let config = Config {
         database: db.to_string(),
-        concurrency: a.concurrency.or(s.concurrency).unwrap_or(32) as usize,
+        concurrency: a
+            .concurrency
+            .or(s.concurrency)
+            .map_or(d.concurrency, |n| n as usize),
         poll_interval: a
             .poll_interval
             .or(s.poll_interval)
-            .unwrap_or(Duration::from_millis(250)),
-        node_lease: a
-            .node_lease
-            .or(s.node_lease)
-            .unwrap_or(Duration::from_secs(10)),
+            .unwrap_or(d.poll_interval),
+        node_lease: a.node_lease.or(s.node_lease).unwrap_or(d.node_lease),
         drain_timeout: a
             .drain_timeout
             .or(s.drain_timeout)
-            .unwrap_or(Duration::from_secs(30)),
-        ..Config::default()
+            .unwrap_or(d.drain_timeout),
+        ..d
     };
     let concurrency = config.concurrency;
     // The HTTP listener is bound before READY=1, and a bad address or a
