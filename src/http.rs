@@ -428,20 +428,17 @@ async fn job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult
 }
 
 async fn trigger(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
-    let id = crate::job::trigger(api.sup.store().as_ref(), &name).await?;
-    api.sup.wake();
+    let id = api.sup.trigger_job(&name).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
 
 async fn pause_job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
-    crate::job::pause(api.sup.store().as_ref(), &name).await?;
-    api.sup.jobs_changed();
+    api.sup.pause_job(&name).await?;
     ok(json!({"job": name, "paused": true}))
 }
 
 async fn resume_job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
-    crate::job::resume(api.sup.store().as_ref(), &name).await?;
-    api.sup.jobs_changed();
+    api.sup.resume_job(&name).await?;
     ok(json!({"job": name, "paused": false}))
 }
 
@@ -692,11 +689,7 @@ async fn queues(State(api): State<Arc<Api>>) -> ApiResult {
 }
 
 async fn set_queue_paused(api: &Api, name: &str, paused: bool) -> ApiResult {
-    if name.is_empty() {
-        return Err(ApiError::invalid("a queue name cannot be empty"));
-    }
-    api.sup.store().set_queue(name, None, Some(paused)).await?;
-    api.sup.wake();
+    api.sup.set_queue(name, None, Some(paused)).await?;
     ok(json!({"queue": name, "paused": paused}))
 }
 

@@ -403,10 +403,46 @@ impl Supervisor {
         let _ = rx.wait_for(|r| *r).await;
     }
 
-    /// Makes the dispatcher look for due work now (after a trigger or a
-    /// queue change made through this process).
-    pub fn wake(&self) {
+    /// Makes the dispatcher look for due work now.
+    pub(crate) fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// Runs job `name` now, outside its schedule; the new execution's id.
+    pub async fn trigger_job(&self, name: &str) -> Result<Uuid, Error> {
+        let id = crate::job::trigger(self.store().as_ref(), name).await?;
+        self.wake();
+        Ok(id)
+    }
+
+    /// Pauses job `name` (a daemon's running execution is stopped).
+    pub async fn pause_job(&self, name: &str) -> Result<(), Error> {
+        crate::job::pause(self.store().as_ref(), name).await?;
+        self.jobs_changed();
+        Ok(())
+    }
+
+    /// Resumes job `name`.
+    pub async fn resume_job(&self, name: &str) -> Result<(), Error> {
+        crate::job::resume(self.store().as_ref(), name).await?;
+        self.jobs_changed();
+        Ok(())
+    }
+
+    /// Changes queue `name`: its limit (`Some(None)` removes it) and
+    /// whether it is paused; the dispatcher looks again at once.
+    pub async fn set_queue(
+        &self,
+        name: &str,
+        limit: Option<Option<u32>>,
+        paused: Option<bool>,
+    ) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::Invalid("a queue name cannot be empty".into()));
+        }
+        self.store().set_queue(name, limit, paused).await?;
+        self.wake();
+        Ok(())
     }
 
     /// Executions this node starts, as they start.
@@ -435,7 +471,7 @@ impl Supervisor {
     }
 
     /// Tells the scheduler that jobs changed (added, paused, resumed).
-    pub fn jobs_changed(&self) {
+    pub(crate) fn jobs_changed(&self) {
         self.inner.jobs_changed.notify_one();
     }
 

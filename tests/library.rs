@@ -266,3 +266,42 @@ async fn embedding_leaves_the_applications_core_limit_alone_and_children_still_d
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggering_a_job_or_resuming_a_queue_wakes_the_dispatcher_by_itself() {
+    let env = Env::new();
+    env.ok(&["job", "add", "later", "--handler", "noop", "--at", "+1h"]);
+    // Polling would take a minute: only the methods' own notice is quick.
+    let (sup, stop, task) = start(&env, |b| {
+        b.configure(|c| {
+            c.poll_interval = Duration::from_secs(60);
+            c.schedule_poll_interval = Duration::from_secs(60);
+        })
+    })
+    .await;
+    let store = sup.store().clone();
+    let quick = Duration::from_secs(10);
+    let id = sup.trigger_job("later").await.unwrap();
+    let t0 = std::time::Instant::now();
+    assert_eq!(finished(store.as_ref(), id).await.status, Status::Succeeded);
+    assert!(t0.elapsed() < quick, "{:?}", t0.elapsed());
+
+    sup.set_queue("held", None, Some(true)).await.unwrap();
+    let mut spec = RunSpec::new("noop", json!(null));
+    spec.queue = "held".into();
+    let id = sup.enqueue(spec).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e = store.execution(id).await.unwrap().unwrap();
+    assert_eq!(e.status, Status::Pending, "a paused queue holds it");
+    sup.set_queue("held", None, Some(false)).await.unwrap();
+    let t0 = std::time::Instant::now();
+    assert_eq!(finished(store.as_ref(), id).await.status, Status::Succeeded);
+    assert!(t0.elapsed() < quick, "{:?}", t0.elapsed());
+    assert!(sup.set_queue("", None, Some(true)).await.is_err());
+    assert!(matches!(
+        sup.pause_job("nosuch").await,
+        Err(jobvisor::Error::UnknownJob(_))
+    ));
+    let _ = stop.send(());
+    task.await.unwrap();
+}

@@ -86,6 +86,12 @@ pub struct PgStore {
 const LIMITS_TTL: Duration = Duration::from_millis(250);
 
 impl PgStore {
+    /// Forgets the cached "any limits?" answer, after this store changed
+    /// queues or jobs.
+    fn limits_changed(&self) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = (None, true);
+    }
+
     async fn jobs_changed(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         notify(&mut conn, "jobs").await
@@ -778,6 +784,8 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         self.jobs_changed().await?;
+        // A job may bring a per-job cap: claims must look at once.
+        self.limits_changed();
         Ok(r.rows_affected() == 1)
     }
 
@@ -1023,6 +1031,8 @@ impl Store for PgStore {
         }
         notify(&mut tx, "work").await?;
         tx.commit().await?;
+        // This store's own change counts at once, not after the cache's TTL.
+        self.limits_changed();
         Ok(())
     }
 

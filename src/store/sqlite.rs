@@ -109,6 +109,12 @@ async fn lock_dir(path: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::F
 }
 
 impl SqliteStore {
+    /// Forgets the cached "any limits?" answer, after this store changed
+    /// queues or jobs.
+    fn limits_changed(&self) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = (None, true);
+    }
+
     /// Opens (creating if needed) the database at `url`: `sqlite://PATH`,
     /// `sqlite::memory:` is refused (each pool would get its own), or a path.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -768,6 +774,8 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        // A job may bring a per-job cap: claims must look at once.
+        self.limits_changed();
         Ok(r.rows_affected() == 1)
     }
 
@@ -1007,6 +1015,8 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
+        // This store's own change counts at once, not after the cache's TTL.
+        self.limits_changed();
         Ok(())
     }
 
