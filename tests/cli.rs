@@ -7,9 +7,10 @@ use jobvisor::Status;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-fn assert_bad_input(out: std::process::Output, needle: &str) {
+/// A failure with exit `code` and one line on stderr that names `needle`.
+fn assert_fails(out: std::process::Output, code: i32, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
     assert!(stderr.starts_with("jobvisor: "), "{stderr}");
     assert!(
@@ -17,6 +18,10 @@ fn assert_bad_input(out: std::process::Output, needle: &str) {
         "{stderr:?} should mention {needle:?}"
     );
     assert!(!stderr.contains("panicked"));
+}
+
+fn assert_bad_input(out: std::process::Output, needle: &str) {
+    assert_fails(out, 2, needle);
 }
 
 #[test]
@@ -92,15 +97,7 @@ fn cli_at(db: &str, args: &[&str]) -> std::process::Output {
 }
 
 fn assert_runtime_failure(out: std::process::Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(stderr.starts_with("jobvisor: "), "{stderr}");
-    assert!(
-        stderr.contains(needle),
-        "{stderr:?} should mention {needle:?}"
-    );
-    assert!(!stderr.contains("panicked"));
+    assert_fails(out, 3, needle);
 }
 
 #[test]
