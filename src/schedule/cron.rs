@@ -268,14 +268,14 @@ fn number(text: &str, kind: Kind, lo: u32, hi: u32) -> Result<u32, String> {
     }
 }
 
-fn mask<T: From<u8> + std::ops::BitOrAssign + std::ops::Shl<u32, Output = T>>(set: &FieldSet) -> T {
-    let mut m = T::from(0u8);
-    for (i, on) in set.values.iter().enumerate() {
-        if *on {
-            m |= T::from(1u8) << i as u32;
-        }
-    }
-    m
+/// The values of a field of at most 64 values (all but the year) as a bit
+/// mask; each field's range fits the narrower type it is stored in.
+fn mask(set: &FieldSet) -> u64 {
+    set.values
+        .iter()
+        .enumerate()
+        .filter(|(_, on)| **on)
+        .fold(0, |m, (i, _)| m | 1 << i)
 }
 
 impl CronExpr {
@@ -341,15 +341,15 @@ impl CronExpr {
             match kind {
                 Kind::Second => out.seconds = mask(&set),
                 Kind::Minute => out.minutes = mask(&set),
-                Kind::Hour => out.hours = mask(&set),
-                Kind::Month => out.months = mask(&set),
+                Kind::Hour => out.hours = mask(&set) as u32,
+                Kind::Month => out.months = mask(&set) as u16,
                 Kind::Dom => {
                     out.dom = set.dom.clone();
-                    out.dom.days = mask(&set);
+                    out.dom.days = mask(&set) as u32;
                 }
                 Kind::Dow => {
                     out.dow = set.dow.clone();
-                    let bits: u16 = mask(&set);
+                    let bits = mask(&set);
                     // 7 is Sunday too.
                     out.dow.days = (bits & 0x7f) as u8 | ((bits >> 7) & 1) as u8;
                 }
