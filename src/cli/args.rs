@@ -257,9 +257,12 @@ pub struct ServeArgs {
               humantime::format_duration(service().drain_timeout),
           ))]
     pub drain_timeout: Option<Duration>,
-    /// HTTP API address, or `off` [default: 127.0.0.1:7180]. Any address
-    /// but loopback needs a token (config `token` or JOBVISOR_API_TOKEN).
-    #[arg(long)]
+    /// HTTP API address, or `off`.
+    #[arg(long, help = format!(
+        "HTTP API address, or `off` [default: {}]. Any address but loopback needs a token \
+         (config `token` or JOBVISOR_API_TOKEN)",
+        super::config::DEFAULT_LISTEN
+    ))]
     pub listen: Option<String>,
     /// Log format of the service itself [default: auto: journald under
     /// systemd, text otherwise].

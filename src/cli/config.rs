@@ -346,10 +346,11 @@ fn job(t: &Table, declared: &[HandlerSpec]) -> Result<JobSpec, String> {
 /// Returns the number of changes.
 /// The bearer token: `JOBVISOR_API_TOKEN`, else the file's `token`.
 pub fn api_token(file_token: Option<&str>) -> Option<String> {
+    // An empty variable counts as unset, as before: the file's token stays.
     std::env::var("JOBVISOR_API_TOKEN")
         .ok()
-        .or(file_token.map(str::to_string))
         .filter(|t| !t.is_empty())
+        .or(file_token.map(str::to_string))
 }
 
 /// Where the HTTP API is to listen (`None`: `off`), refused when it is not
