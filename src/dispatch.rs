@@ -2,7 +2,7 @@
 //! concurrency, and gives each its own owner task, which runs it in its
 //! mode's runner and hands the completion to the relay.
 
-use crate::model::{now_micros, HandlerKind, ProcessLimits, Status};
+use crate::model::{now_micros, HandlerKind, ProcessLimits};
 use crate::relay::{LogSink, RelayMsg};
 use crate::runner::process::ProcessPlan;
 use crate::runner::{inproc, process, Stop, StopReason};
@@ -125,9 +125,7 @@ impl Supervisor {
             let msg = jobvisor_worker::handler::panic_message(panic.as_ref());
             tracing::error!(execution = %id, panic = %msg, "execution owner panicked");
             inner.running().remove(&id);
-            let mut c = Completion::new(id, Status::Failed, now_micros());
-            c.error = Some(format!("supervisor error: {msg}"));
-            c.retryable = true;
+            let c = Completion::failed(id, true, format!("supervisor error: {msg}"));
             inner.relay.send(RelayMsg::Complete(c)).await;
         }
     }
@@ -165,7 +163,11 @@ impl Supervisor {
             .durations
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .observe(&claimed.handler, completion.status, began.elapsed());
+            .observe(
+                &claimed.handler,
+                completion.outcome.status(),
+                began.elapsed(),
+            );
         inner.relay.send(RelayMsg::Complete(completion)).await;
         inner.running().remove(&claimed.id);
     }
@@ -203,7 +205,5 @@ impl Supervisor {
 }
 
 fn failed(claimed: &Claimed, error: String) -> Completion {
-    let mut c = Completion::new(claimed.id, Status::Failed, now_micros());
-    c.error = Some(error);
-    c
+    Completion::failed(claimed.id, false, error)
 }

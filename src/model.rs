@@ -374,6 +374,105 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How an execution ended: one value, where a set of flags could contradict
+/// itself. [`Outcome::columns`] maps it to the stored columns, and
+/// [`Outcome::retry`] decides whether another attempt follows; both are the
+/// only places that do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ended well.
+    Succeeded,
+    /// It failed; a `retryable` failure runs again while attempts remain.
+    Failed {
+        /// Whether another attempt may follow.
+        retryable: bool,
+    },
+    /// Its timeout ended it: a failure that may be retried.
+    TimedOut,
+    /// A cancel ended it. `how` names the step that did (`cooperative`,
+    /// `sigterm`, `sigkill`, `abort`, `before-start`); `None` when the worker
+    /// cancelled itself unasked.
+    Cancelled {
+        /// The step that ended it.
+        how: Option<&'static str>,
+    },
+    /// The supervisor stopped under it (shutdown, a dead node). Not the
+    /// job's failure: it always runs again, on an attempt of its own.
+    Interrupted,
+}
+
+/// An outcome as the execution row stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutcomeColumns {
+    /// `status`.
+    pub status: Status,
+    /// `timed_out`.
+    pub timed_out: bool,
+    /// `interrupted`.
+    pub interrupted: bool,
+    /// `cancel_outcome`.
+    pub cancel_outcome: Option<&'static str>,
+}
+
+/// The next attempt of a failed execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Its attempt number.
+    pub attempt: u32,
+    /// Attempts in all, counting it (an interruption adds one).
+    pub max_attempts: u32,
+    /// When it is due.
+    pub run_at: Micros,
+}
+
+impl Outcome {
+    /// The final status.
+    pub fn status(&self) -> Status {
+        self.columns().status
+    }
+
+    /// The stored columns.
+    pub fn columns(&self) -> OutcomeColumns {
+        let (status, timed_out, interrupted, cancel_outcome) = match self {
+            Outcome::Succeeded => (Status::Succeeded, false, false, None),
+            Outcome::Failed { .. } => (Status::Failed, false, false, None),
+            Outcome::TimedOut => (Status::Failed, true, false, None),
+            Outcome::Cancelled { how } => (Status::Cancelled, false, false, *how),
+            Outcome::Interrupted => (Status::Failed, false, true, None),
+        };
+        OutcomeColumns {
+            status,
+            timed_out,
+            interrupted,
+            cancel_outcome,
+        }
+    }
+
+    /// Whether attempt `attempt`, which ended so at `finished_at` under
+    /// `policy`, runs again, and when.
+    pub fn retry(&self, policy: &RetryPolicy, attempt: u32, finished_at: Micros) -> Option<Retry> {
+        let next = attempt.saturating_add(1);
+        match self {
+            Outcome::Interrupted => Some(Retry {
+                attempt: next,
+                max_attempts: policy.max_attempts.max(next),
+                run_at: finished_at,
+            }),
+            Outcome::Failed { retryable: true } | Outcome::TimedOut
+                if attempt < policy.max_attempts =>
+            {
+                Some(Retry {
+                    attempt: next,
+                    max_attempts: policy.max_attempts,
+                    run_at: finished_at
+                        .saturating_add(policy.delay_before(next).as_micros() as Micros),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl RetryPolicy {
     /// The delay before attempt `next_attempt` (2 = first retry):
     /// exponential, capped, with "equal jitter" (half fixed, half random) so
@@ -392,6 +491,49 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_map_to_columns_and_retries_in_one_place() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 1_000,
+        };
+        let failed = Outcome::Failed { retryable: true };
+        // Retryable failures and timeouts run again while attempts remain.
+        for o in [&failed, &Outcome::TimedOut] {
+            let r = o.retry(&p, 2, 10_000_000).unwrap();
+            assert_eq!((r.attempt, r.max_attempts), (3, 3));
+            assert!((10_500_000..=11_000_000).contains(&r.run_at), "{r:?}");
+            assert_eq!(o.retry(&p, 3, 0), None);
+        }
+        // An interruption always does, at once, on an attempt of its own.
+        let r = Outcome::Interrupted.retry(&p, 3, 5).unwrap();
+        assert_eq!((r.attempt, r.max_attempts, r.run_at), (4, 4, 5));
+        for o in [
+            Outcome::Succeeded,
+            Outcome::Failed { retryable: false },
+            Outcome::Cancelled {
+                how: Some("sigterm"),
+            },
+        ] {
+            assert_eq!(o.retry(&p, 1, 0), None, "{o:?}");
+        }
+        let cols = |o: Outcome| {
+            let c = o.columns();
+            (c.status, c.timed_out, c.interrupted, c.cancel_outcome)
+        };
+        assert_eq!(cols(Outcome::TimedOut), (Status::Failed, true, false, None));
+        assert_eq!(
+            cols(Outcome::Interrupted),
+            (Status::Failed, false, true, None)
+        );
+        assert_eq!(
+            cols(Outcome::Cancelled { how: Some("abort") }),
+            (Status::Cancelled, false, false, Some("abort"))
+        );
+        assert_eq!(cols(failed), (Status::Failed, false, false, None));
+    }
 
     #[test]
     fn retry_delays_double_up_to_the_cap_with_bounded_jitter() {

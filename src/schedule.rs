@@ -70,6 +70,18 @@ pub enum ScheduleSpec {
     Daemon,
 }
 
+impl ScheduleSpec {
+    /// The name stored in `jobs.kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ScheduleSpec::Once { .. } => "once",
+            ScheduleSpec::Cron { .. } => "cron",
+            ScheduleSpec::Interval { .. } => "interval",
+            ScheduleSpec::Daemon => "daemon",
+        }
+    }
+}
+
 /// A parsed cron expression with its zone.
 #[derive(Clone, Debug)]
 pub struct CronSchedule {
@@ -277,6 +289,16 @@ pub enum Misfire {
     RunOnce,
     /// Run none of them.
     Skip,
+}
+
+impl Misfire {
+    /// The name stored and accepted on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::RunOnce => "run-once",
+            Misfire::Skip => "skip",
+        }
+    }
 }
 
 impl FromStr for Misfire {

@@ -1,7 +1,8 @@
 //! The supervisor: owns the store, the relay and the dispatcher, and runs
 //! executions until told to stop.
 
-use crate::model::{now_micros, Micros, Status};
+use crate::model::Outcome;
+use crate::model::{now_micros, Micros};
 use crate::relay::{Relay, RelayMsg};
 use crate::runner::{os, Stop, StopReason};
 use crate::store::{self, CancelRequest, Completion, Finished, NodeInfo, Store};
@@ -562,9 +563,7 @@ impl Supervisor {
                 // this takes whatever they left in their group.
                 os::signal_group(pid as i32, nix::sys::signal::Signal::SIGKILL);
             }
-            let mut c = Completion::new(r.id, Status::Failed, now);
-            c.interrupted = true;
-            c.retryable = true;
+            let mut c = Completion::new(r.id, Outcome::Interrupted, now);
             c.error = Some(format!(
                 "interrupted: node {} stopped while it ran",
                 r.node.as_ref().map_or("(unknown)", |n| n.id.as_str())

@@ -9,7 +9,7 @@
 mod common;
 
 use jobvisor::model::{
-    now_micros, JobSpec, Mode, NewExecution, Overlap, ProgressState, RetryPolicy, Status,
+    now_micros, JobSpec, Mode, NewExecution, Outcome, Overlap, ProgressState, RetryPolicy, Status,
     DEFAULT_QUEUE,
 };
 use jobvisor::schedule::{Misfire, ScheduleSpec};
@@ -66,6 +66,7 @@ both!(
     cancel_requests_end_pending_rows_and_flag_running_ones,
     job_advances_apply_once_however_many_passes_try,
     handlers_nodes_queues_and_stats_round_trip,
+    history_daemons_declarations_and_notices,
 );
 
 fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
@@ -150,8 +151,7 @@ async fn completions_are_fenced_and_failures_schedule_linked_retries(store: Arc<
         .unwrap();
     let c = store.claim("n1", 1, now_micros()).await.unwrap();
     assert_eq!(c[0].id, e.id);
-    let mut done = Completion::new(e.id, Status::Failed, now_micros());
-    done.retryable = true;
+    let mut done = Completion::new(e.id, Outcome::Failed { retryable: true }, now_micros());
     done.error = Some("boom".into());
     let f = store
         .apply(&Batch {
@@ -164,7 +164,7 @@ async fn completions_are_fenced_and_failures_schedule_linked_retries(store: Arc<
     // A second (stale) completion of the same attempt changes nothing.
     let again = store
         .apply(&Batch {
-            completions: vec![Completion::new(e.id, Status::Succeeded, now_micros())],
+            completions: vec![Completion::new(e.id, Outcome::Succeeded, now_micros())],
             ..Default::default()
         })
         .await
@@ -206,8 +206,7 @@ async fn completions_are_fenced_and_failures_schedule_linked_retries(store: Arc<
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let c = store.claim("n1", 1, now_micros()).await.unwrap();
     assert_eq!(c[0].id, retry);
-    let mut done = Completion::new(retry, Status::Failed, now_micros());
-    done.retryable = true;
+    let done = Completion::new(retry, Outcome::Failed { retryable: true }, now_micros());
     let f = store
         .apply(&Batch {
             completions: vec![done],
@@ -500,7 +499,7 @@ async fn handlers_nodes_queues_and_stats_round_trip(store: Arc<dyn Store>) {
     assert_eq!(foreign[0].node.as_ref().unwrap().id, "node-a");
     store.stop_node("node-a", now + 10).await.unwrap();
     assert!(store.live_nodes(now).await.unwrap().is_empty());
-    let mut c = Completion::new(e.id, Status::Succeeded, now_micros());
+    let mut c = Completion::new(e.id, Outcome::Succeeded, now_micros());
     c.output = Some(json!({"ok": true}));
     store
         .apply(&Batch {
@@ -514,4 +513,134 @@ async fn handlers_nodes_queues_and_stats_round_trip(store: Arc<dyn Store>) {
     assert_eq!(stats[0].success_rate, Some(1.0));
     assert!(stats[0].p95_ms.is_some() && stats[0].avg_ms.is_some());
     assert!(!store.has_due(now_micros()).await.unwrap());
+}
+
+/// Completes `e` (claimed) as `outcome`, `ms` after it started.
+async fn finish_after(store: &Arc<dyn Store>, id: Uuid, started: i64, ms: i64, outcome: Outcome) {
+    let mut c = Completion::new(id, outcome, started + ms * 1000);
+    c.error = Some(format!("after {ms} ms"));
+    let batch = Batch {
+        completions: vec![c],
+        ..Default::default()
+    };
+    store.apply(&batch).await.unwrap();
+}
+
+async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
+    // Migrating again is a no-op; the notices are PostgreSQL's only.
+    store.migrate().await.unwrap();
+    let mut notices = store.listen().await.unwrap();
+
+    // 20 runs of 1..=20 ms: p95 by nearest rank is the 19th (ceil(0.95 * 20)).
+    let mut ids = Vec::new();
+    for ms in 1..=20 {
+        let e = exec("timed", 0, DEFAULT_QUEUE);
+        store
+            .enqueue(std::slice::from_ref(&e), now_micros())
+            .await
+            .unwrap();
+        let started = now_micros();
+        let claimed = store.claim("n1", 1, started).await.unwrap();
+        assert_eq!(claimed[0].id, e.id);
+        let outcome = if ms == 20 {
+            Outcome::Failed { retryable: false }
+        } else {
+            Outcome::Succeeded
+        };
+        finish_after(&store, e.id, started, ms, outcome).await;
+        ids.push(e.id);
+    }
+    let stats = store.stats(None).await.unwrap();
+    let timed = stats.iter().find(|s| s.job == "timed").unwrap();
+    assert_eq!((timed.total, timed.succeeded, timed.failed), (20, 19, 1));
+    assert_eq!(
+        (timed.min_ms, timed.p95_ms, timed.max_ms),
+        (Some(1.0), Some(19.0), Some(20.0))
+    );
+    assert_eq!(timed.avg_ms, Some(10.5));
+    assert_eq!(timed.last_error.as_deref(), Some("after 20 ms"));
+    assert_eq!(timed.success_rate, Some(0.95));
+    assert_eq!(
+        store.counts().await.unwrap(),
+        vec![
+            ("timed".to_string(), "failed".to_string(), 1),
+            ("timed".to_string(), "succeeded".to_string(), 19)
+        ]
+    );
+
+    // A pending one is active; pruning takes only finished ones, up to the
+    // limit, and never of a job in `except`.
+    let pending = exec("timed", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(std::slice::from_ref(&pending), now_micros())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.active_executions("timed").await.unwrap(),
+        vec![pending.id]
+    );
+    let later = now_micros() + 60_000_000;
+    assert_eq!(
+        store
+            .prune(later, None, &["timed".into()], 100)
+            .await
+            .unwrap(),
+        (0, 0)
+    );
+    assert_eq!(
+        store.prune(later, Some("timed"), &[], 5).await.unwrap().0,
+        5
+    );
+    assert_eq!(store.prune(later, None, &[], 100).await.unwrap().0, 15);
+    assert!(store.execution(ids[19]).await.unwrap().is_none());
+    assert!(store.execution(pending.id).await.unwrap().is_some());
+
+    // A daemon with no execution is idle, and never ran.
+    let daemon = JobSpec {
+        name: "keeper".into(),
+        handler: "noop".into(),
+        mode: None,
+        payload: json!({"k": 1}),
+        schedule: ScheduleSpec::Daemon,
+        priority: 0,
+        queue: DEFAULT_QUEUE.into(),
+        retries: 0,
+        backoff_ms: 1000,
+        timeout_ms: None,
+        overlap: Overlap::Skip,
+        misfire: Misfire::Skip,
+        max_parallel: None,
+        max_runs: None,
+        start_at: None,
+        end_at: None,
+        paused: false,
+    };
+    assert!(store.insert_job(&daemon, None, now_micros()).await.unwrap());
+    let jobs = store.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].spec, daemon);
+    let idle = store.idle_daemons().await.unwrap();
+    assert_eq!((idle.len(), idle[0].last_run), (1, None));
+
+    // Declarations are replaced whole, per kind.
+    let names: Vec<String> = (0..3).map(|i| format!("h{i}")).collect();
+    store.set_declared("handler", &names).await.unwrap();
+    store.set_declared("job", &["keeper".into()]).await.unwrap();
+    store.set_declared("handler", &names[1..]).await.unwrap();
+    assert_eq!(store.declared("handler").await.unwrap(), names[1..]);
+    assert_eq!(
+        store.declared("job").await.unwrap(),
+        vec!["keeper".to_string()]
+    );
+
+    // Other nodes hear of new work (the listener is this store's own).
+    if let Some(rx) = notices.as_mut() {
+        while rx.try_recv().is_ok() {}
+        store
+            .enqueue(&[exec("timed", 0, DEFAULT_QUEUE)], now_micros())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await;
+        assert_eq!(got.unwrap(), Some(jobvisor::store::Notice::Work));
+    }
 }

@@ -5,7 +5,8 @@
 //! grace period is dropped (aborted) at its next await point.
 
 use super::{Ending, Stop};
-use crate::model::{now_micros, stream, Status};
+use crate::model::Outcome;
+use crate::model::{now_micros, stream};
 use crate::relay::LogSink;
 use crate::store::{Claimed, Completion};
 use futures_util::FutureExt;
@@ -70,7 +71,7 @@ pub async fn run(
         forward(sink, msg).await;
     }
 
-    let mut c = Completion::new(claimed.id, Status::Succeeded, now_micros());
+    let mut c = Completion::new(claimed.id, Outcome::Succeeded, now_micros());
     match outcome {
         None => {
             let ending = ending.expect("abort only follows an ending");
@@ -88,8 +89,7 @@ pub async fn run(
             let msg = panic_message(panic.as_ref());
             sink.note(Level::Panic, format!("handler panicked: {msg}"))
                 .await;
-            c.status = Status::Failed;
-            c.retryable = true;
+            c.outcome = Outcome::Failed { retryable: true };
             c.error = Some(format!("panicked: {msg}"));
         }
         Some(Ok(result)) => match (&ending, result) {
@@ -101,12 +101,13 @@ pub async fn run(
                 e.apply(&mut c, "cooperative")
             }
             (None, Err(err)) if err.kind == ErrorKind::Cancelled => {
-                c.status = Status::Cancelled;
+                c.outcome = Outcome::Cancelled { how: None };
                 c.error = Some(err.message);
             }
             (_, Err(err)) => {
-                c.status = Status::Failed;
-                c.retryable = err.kind == ErrorKind::Retryable;
+                c.outcome = Outcome::Failed {
+                    retryable: err.kind == ErrorKind::Retryable,
+                };
                 c.error = Some(err.message);
             }
         },

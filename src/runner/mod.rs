@@ -67,31 +67,22 @@ impl Ending {
     /// Fills in a completion for an execution that this ending stopped,
     /// when the job itself reported no outcome. `how` says which step ended
     /// it (`cooperative`, `sigterm`, `sigkill`, `abort`).
-    fn apply(&self, c: &mut crate::store::Completion, how: &str) {
-        use crate::model::Status;
-        match self {
-            Ending::Stop(StopReason::Cancel(_)) => {
-                c.status = Status::Cancelled;
-                c.cancel_outcome = Some(how.to_string());
-                c.error = Some(format!("cancelled ({how})"));
-            }
-            Ending::Stop(StopReason::Shutdown) => {
-                c.status = Status::Failed;
-                c.interrupted = true;
-                c.retryable = true;
-                c.error = Some(format!("interrupted: supervisor shutting down ({how})"));
-            }
-            Ending::Timeout(_) => {
-                c.status = Status::Failed;
-                c.timed_out = true;
-                c.retryable = true;
-                c.error = Some(self.cancel_reason());
-            }
-            Ending::Heartbeat(_) => {
-                c.status = Status::Failed;
-                c.retryable = true;
-                c.error = Some(self.cancel_reason());
-            }
-        }
+    fn apply(&self, c: &mut crate::store::Completion, how: &'static str) {
+        use crate::model::Outcome;
+        (c.outcome, c.error) = match self {
+            Ending::Stop(StopReason::Cancel(_)) => (
+                Outcome::Cancelled { how: Some(how) },
+                Some(format!("cancelled ({how})")),
+            ),
+            Ending::Stop(StopReason::Shutdown) => (
+                Outcome::Interrupted,
+                Some(format!("interrupted: supervisor shutting down ({how})")),
+            ),
+            Ending::Timeout(_) => (Outcome::TimedOut, Some(self.cancel_reason())),
+            Ending::Heartbeat(_) => (
+                Outcome::Failed { retryable: true },
+                Some(self.cancel_reason()),
+            ),
+        };
     }
 }

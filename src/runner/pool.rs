@@ -14,7 +14,8 @@
 use super::isolate;
 use super::process::{self, Ended, ProcessPlan, Worker};
 use super::{Ending, Stop, StopReason};
-use crate::model::{format_bytes, now_micros, Status};
+use crate::model::Outcome;
+use crate::model::{format_bytes, now_micros};
 use crate::relay::LogSink;
 use crate::store::{Claimed, Completion};
 use jobvisor_worker::Level;
@@ -66,7 +67,7 @@ impl Pools {
         let permit = tokio::select! {
             p = pool.slots.clone().acquire_owned() => p.expect("pool semaphores are never closed"),
             _ = stop.requested() => {
-                let mut c = Completion::new(claimed.id, Status::Failed, now_micros());
+                let mut c = Completion::new(claimed.id, Outcome::Succeeded, now_micros());
                 Ending::Stop(stop.reason().cloned().unwrap_or(StopReason::Shutdown))
                     .apply(&mut c, "before-start");
                 return c;

@@ -17,7 +17,8 @@
 
 use super::isolate::{self, Setup, DEFAULT_PATH};
 use super::{guardian, os, Ending, Stop};
-use crate::model::{format_bytes, now_micros, stream, ProcessLimits, Status};
+use crate::model::Outcome;
+use crate::model::{format_bytes, now_micros, stream, ProcessLimits};
 use crate::relay::{LogSink, RelayMsg};
 use crate::store::{Claimed, Completion};
 use jobvisor_worker::protocol::{
@@ -197,14 +198,13 @@ pub(crate) struct Worker {
 
 /// A spawn that failed, as the execution's completion.
 fn spawn_failed(claimed: &Claimed, plan: &ProcessPlan, e: &std::io::Error) -> Completion {
-    let mut c = Completion::new(claimed.id, Status::Failed, now_micros());
-    c.error = Some(format!("cannot start {}: {e}", plan.program.display()));
     // Resource exhaustion may pass; a missing program will not.
-    c.retryable = matches!(
+    let retryable = matches!(
         e.raw_os_error(),
         Some(nix::libc::EAGAIN | nix::libc::ENOMEM | nix::libc::EMFILE | nix::libc::ENFILE)
     );
-    c
+    let error = format!("cannot start {}: {e}", plan.program.display());
+    Completion::failed(claimed.id, retryable, error)
 }
 
 impl Worker {
@@ -523,12 +523,10 @@ pub(crate) async fn run_on(
         result = result_rx.try_recv().ok();
     }
     let mut c = outcome(claimed, status, result, ending.as_ref(), step);
-    if let (Some(Ending::Stop(super::StopReason::Shutdown)), false) = (&ending, c.interrupted) {
+    if let Some(Ending::Stop(super::StopReason::Shutdown)) = &ending {
         // Whatever the worker said, the supervisor stopped under it.
-        if c.status != Status::Succeeded {
-            c.status = Status::Failed;
-            c.interrupted = true;
-            c.retryable = true;
+        if c.outcome != Outcome::Succeeded {
+            c.outcome = Outcome::Interrupted;
         }
     }
     let facts = Facts {
@@ -671,7 +669,11 @@ async fn finish_record(
         )
         .await;
     }
-    if c.status == Status::Succeeded || c.timed_out || c.cancel_outcome.is_some() || c.interrupted {
+    if let Outcome::Succeeded
+    | Outcome::TimedOut
+    | Outcome::Interrupted
+    | Outcome::Cancelled { how: Some(_) } = c.outcome
+    {
         return c;
     }
     let events = events.unwrap_or_default();
@@ -762,46 +764,39 @@ fn outcome(
     ending: Option<&Ending>,
     step: Step,
 ) -> Completion {
-    let mut c = Completion::new(claimed.id, Status::Failed, now_micros());
+    let mut c = Completion::new(claimed.id, Outcome::Succeeded, now_micros());
     c.exit_code = status.and_then(|s| s.code());
     c.signal = status.and_then(|s| s.signal()).map(os::signal_name);
     // A result counts unless a timeout or heartbeat failure had already
     // begun stopping the worker.
     let stopped_by_limit = matches!(ending, Some(Ending::Timeout(_) | Ending::Heartbeat(_)));
+    let failed = |c: &mut Completion, error: String| {
+        c.outcome = Outcome::Failed { retryable: true };
+        c.error = Some(error);
+    };
     match (result, ending) {
         (Some(r), e) if !stopped_by_limit => match r.status {
-            ResultStatus::Succeeded => {
-                c.status = Status::Succeeded;
-                c.output = r.output;
-            }
+            ResultStatus::Succeeded => c.output = r.output,
             ResultStatus::Failed => {
-                c.status = Status::Failed;
+                c.outcome = Outcome::Failed {
+                    retryable: r.retry.unwrap_or(true),
+                };
                 c.error = Some(r.error.unwrap_or_else(|| "failed".into()));
-                c.retryable = r.retry.unwrap_or(true);
             }
             ResultStatus::Cancelled => match e {
                 Some(e) => e.apply(&mut c, "cooperative"),
                 None => {
-                    c.status = Status::Cancelled;
+                    c.outcome = Outcome::Cancelled { how: None };
                     c.error = r.error.or_else(|| Some("cancelled by the worker".into()));
                 }
             },
         },
         (_, Some(e)) => e.apply(&mut c, step.how()),
-        (_, None) => match (c.exit_code, &c.signal) {
-            (Some(0), _) => c.status = Status::Succeeded,
-            (Some(code), _) => {
-                c.error = Some(format!("exited with code {code}"));
-                c.retryable = true;
-            }
-            (None, Some(sig)) => {
-                c.error = Some(format!("killed by {sig}"));
-                c.retryable = true;
-            }
-            (None, None) => {
-                c.error = Some("lost track of the child process".into());
-                c.retryable = true;
-            }
+        (_, None) => match (c.exit_code, c.signal.clone()) {
+            (Some(0), _) => {}
+            (Some(code), _) => failed(&mut c, format!("exited with code {code}")),
+            (None, Some(sig)) => failed(&mut c, format!("killed by {sig}")),
+            (None, None) => failed(&mut c, "lost track of the child process".into()),
         },
     }
     c

@@ -1,13 +1,12 @@
-//! Persistence behind one trait, so the SQLite (embedded) and PostgreSQL
-//! (multi-node) backends give one behaviour.
+//! Persistence behind one trait, implemented once ([`SqlStore`]) over the
+//! SQLite (embedded) and PostgreSQL (multi-node) [`Dialect`]s.
 
-mod postgres;
-mod rows;
-mod sqlite;
+mod dialect;
+mod sql;
 mod types;
 
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use dialect::{Dialect, Lite, Pg};
+pub use sql::SqlStore;
 pub use types::*;
 
 use crate::model::{Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution};
@@ -37,8 +36,8 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt stored value in {what}")]
     Corrupt {
-        /// Which column.
-        what: &'static str,
+        /// Which column (`table.column`).
+        what: String,
         /// Why.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -239,9 +238,9 @@ pub async fn handler_or_builtin(
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let store: Arc<dyn Store> =
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Arc::new(PgStore::open(url).await?)
+            Arc::new(SqlStore::new(Pg::open(url).await?))
         } else if url.starts_with("sqlite:") || !url.contains("://") {
-            Arc::new(SqliteStore::open(url).await?)
+            Arc::new(SqlStore::new(Lite::open(url).await?))
         } else {
             return Err(StoreError::Unsupported(url.to_string()));
         };

@@ -1,6 +1,6 @@
 //! Values passed to and from the [`super::Store`].
 
-use crate::model::{Micros, Mode, ProgressState, Status};
+use crate::model::{Micros, Mode, Outcome, ProgressState, Status};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -39,7 +39,7 @@ impl Claimed {
             .as_deref()
             .map(|s| {
                 serde_json::from_str(s).map_err(|e| super::StoreError::Corrupt {
-                    what: "handlers.spec",
+                    what: "handlers.spec".into(),
                     source: Box::new(e),
                 })
             })
@@ -71,44 +71,43 @@ pub struct LogRow {
 pub struct Completion {
     /// Execution id.
     pub id: Uuid,
-    /// Final status (never pending or running).
-    pub status: Status,
+    /// How it ended.
+    pub outcome: Outcome,
     /// When it ended.
     pub finished_at: Micros,
     /// Output (JSON) on success.
     pub output: Option<Value>,
     /// Error text.
     pub error: Option<String>,
-    /// Whether a retry may follow (for failures).
-    pub retryable: bool,
-    /// Child's exit code.
+    /// The child's exit code.
     pub exit_code: Option<i32>,
-    /// Name of the signal that ended the child.
+    /// The name of the signal that ended the child.
     pub signal: Option<String>,
-    /// The timeout ended it.
-    pub timed_out: bool,
-    /// The supervisor stopped under it.
-    pub interrupted: bool,
-    /// How a cancel ended it.
-    pub cancel_outcome: Option<String>,
 }
 
 impl Completion {
-    /// A completion with only the essentials set.
-    pub fn new(id: Uuid, status: Status, finished_at: Micros) -> Self {
+    /// A completion with nothing but its outcome.
+    pub fn new(id: Uuid, outcome: Outcome, finished_at: Micros) -> Self {
         Self {
             id,
-            status,
+            outcome,
             finished_at,
             output: None,
             error: None,
-            retryable: false,
             exit_code: None,
             signal: None,
-            timed_out: false,
-            interrupted: false,
-            cancel_outcome: None,
         }
+    }
+
+    /// A failure with its error text.
+    pub fn failed(id: Uuid, retryable: bool, error: impl Into<String>) -> Self {
+        let mut c = Self::new(
+            id,
+            Outcome::Failed { retryable },
+            crate::model::now_micros(),
+        );
+        c.error = Some(error.into());
+        c
     }
 }
 

@@ -1,0 +1,1214 @@
+//! The store, written once: every statement is the same text on SQLite and
+//! PostgreSQL (integers are 64-bit, flags 0/1, ids UUIDs, JSON as text), and
+//! the few words that differ come from the [`Dialect`].
+
+use super::dialect::{Col, Conn, DbRow, Dialect, Sql};
+use super::{
+    Batch, CancelRequest, Claimed, ExecFilter, Finished, ForeignRunning, IdleDaemon, JobAdvance,
+    JobStats, NodeInfo, Notice, QueueInfo, Store, StoreError,
+};
+use crate::model::{
+    format_micros, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution,
+    ProgressState, RetryPolicy, Status,
+};
+use crate::schedule::ScheduleSpec;
+use async_trait::async_trait;
+use jobvisor_worker::Level;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+use uuid::Uuid;
+
+/// Bind values per statement stay below the smaller of the two backends'
+/// limits (SQLite's 32,766; PostgreSQL's 65,535).
+const MAX_BINDS: usize = 30_000;
+
+/// Rows per multi-row statement for rows of `binds` values each.
+const fn rows_per_statement(binds: usize) -> usize {
+    MAX_BINDS / binds
+}
+
+/// How long the "any limits?" answer is trusted: a limit set or a queue
+/// paused by another process takes effect on claims within this time.
+const LIMITS_TTL: Duration = Duration::from_millis(250);
+
+/// Whether any queue limit, paused queue or per-job cap exists: without
+/// any, claiming needs no window functions.
+const ANY_LIMITS: &str =
+    "SELECT EXISTS (SELECT 1 FROM queues WHERE paused = 1 OR max_running IS NOT NULL) \
+     OR EXISTS (SELECT 1 FROM jobs WHERE max_parallel IS NOT NULL OR overlap = 'queue')";
+
+const CLAIM_RETURNING: &str =
+    " RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, \
+     cancel_requested_at, (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
+
+/// Best first, within each queue's and each job's free slots. The
+/// candidates are the best few pending rows (index order) of queues and
+/// jobs that are neither paused nor full; the window functions then hand
+/// out the free slots among them. ($1 now, $2 node, $3 limit, $4 window.)
+fn claim_limited<D: Dialect>() -> String {
+    format!(
+        "UPDATE executions SET status = 'running', started_at = $1, node = $2 WHERE id IN ( \
+       WITH busy_q AS (SELECT queue, COUNT(*) AS n FROM executions \
+               WHERE status = 'running' GROUP BY queue), \
+            busy_j AS (SELECT job, COUNT(*) AS n FROM executions \
+               WHERE status = 'running' GROUP BY job), \
+            caps_j AS (SELECT name, CASE WHEN overlap = 'queue' \
+                 THEN {least}(COALESCE(max_parallel, 1), 1) ELSE max_parallel END AS cap \
+               FROM jobs), \
+            blocked_q AS (SELECT q.name FROM queues q LEFT JOIN busy_q b ON b.queue = q.name \
+               WHERE q.paused = 1 OR COALESCE(b.n, 0) >= q.max_running), \
+            blocked_j AS (SELECT c.name FROM caps_j c JOIN busy_j b ON b.job = c.name \
+               WHERE b.n >= c.cap), \
+            cand AS (SELECT id, job, queue, priority, run_at FROM executions \
+             WHERE status = 'pending' AND run_at <= $1 \
+               AND queue NOT IN (SELECT name FROM blocked_q) \
+               AND job NOT IN (SELECT name FROM blocked_j) \
+             ORDER BY priority DESC, run_at, id LIMIT $4), \
+            ranked AS (SELECT c.id, c.priority, c.run_at, \
+        ROW_NUMBER() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS qn, \
+        ROW_NUMBER() OVER (PARTITION BY c.job ORDER BY c.priority DESC, c.run_at, c.id) AS jn, \
+        q.max_running - COALESCE(bq.n, 0) AS qfree, \
+        cj.cap - COALESCE(bj.n, 0) AS jfree \
+              FROM cand c LEFT JOIN queues q ON q.name = c.queue \
+        LEFT JOIN busy_q bq ON bq.queue = c.queue \
+        LEFT JOIN caps_j cj ON cj.name = c.job \
+        LEFT JOIN busy_j bj ON bj.job = c.job) \
+       SELECT id FROM ranked WHERE (qfree IS NULL OR qn <= qfree) AND (jfree IS NULL OR jn <= jfree) \
+       ORDER BY priority DESC, run_at, id LIMIT $3){CLAIM_RETURNING}",
+        least = D::LEAST
+    )
+}
+
+/// The claim when no limits exist: the best due rows, in index order.
+fn claim_simple<D: Dialect>() -> String {
+    format!(
+        "UPDATE executions SET status = 'running', started_at = $1, node = $2 \
+         WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= $1 \
+                      ORDER BY priority DESC, run_at, id LIMIT {}($3, $4){}){CLAIM_RETURNING}",
+        D::LEAST,
+        D::SKIP_LOCKED
+    )
+}
+
+/// An execution's last `$2` log lines, oldest first.
+const LAST_LOGS: &str = "SELECT seq, ts, level, stream, message, fields FROM \
+     (SELECT seq, ts, level, stream, message, fields FROM logs \
+      WHERE execution_id = $1 ORDER BY seq DESC LIMIT $2) AS tail ORDER BY seq";
+
+/// The one store, over either backend.
+pub struct SqlStore<D: Dialect> {
+    db: D,
+    /// The cached "any limits?" answer, and when it was read.
+    limits: Mutex<(Option<Instant>, bool)>,
+    claim_limited: String,
+    claim_simple: String,
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// A store over an opened backend.
+    pub fn new(db: D) -> Self {
+        Self {
+            db,
+            limits: Mutex::new((None, true)),
+            claim_limited: claim_limited::<D>(),
+            claim_simple: claim_simple::<D>(),
+        }
+    }
+
+    /// Decodes every row with `f`.
+    fn decode<T>(
+        rows: &[DbRow<D>],
+        table: &'static str,
+        f: impl Fn(&R<'_, D>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        rows.iter().map(|row| f(&r::<D>(row, table))).collect()
+    }
+
+    async fn read_all(&self, q: Sql<'_, D>) -> Result<Vec<DbRow<D>>, StoreError> {
+        q.fetch_all(&mut *self.db.reader().acquire().await?).await
+    }
+
+    async fn read_one(&self, q: Sql<'_, D>) -> Result<Option<DbRow<D>>, StoreError> {
+        q.fetch_optional(&mut *self.db.reader().acquire().await?)
+            .await
+    }
+
+    /// The first column of the first row.
+    async fn read_scalar<T: Col>(&self, q: Sql<'_, D>) -> Result<T, StoreError> {
+        let row = self.read_one(q).await?;
+        Ok(D::get(row.as_ref().ok_or(sqlx::Error::RowNotFound)?, 0)?)
+    }
+
+    async fn write(&self, q: Sql<'_, D>) -> Result<u64, StoreError> {
+        q.execute(&mut *self.db.writer().acquire().await?).await
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, D::Db>, StoreError> {
+        Ok(self.db.writer().begin_with(D::BEGIN).await?)
+    }
+
+    /// Forgets the cached "any limits?" answer, after this store changed
+    /// queues or jobs: its own change counts at once, not after the TTL.
+    fn limits_changed(&self) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = (None, true);
+    }
+
+    async fn any_limits(&self) -> Result<bool, StoreError> {
+        let cached = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(at), v) = cached {
+            if at.elapsed() < LIMITS_TTL {
+                return Ok(v);
+            }
+        }
+        let v: bool = self.read_scalar(Sql::new(ANY_LIMITS)).await?;
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = (Some(Instant::now()), v);
+        Ok(v)
+    }
+
+    /// A job was added, changed or removed: other nodes' schedulers look.
+    async fn jobs_changed(&self) -> Result<(), StoreError> {
+        self.limits_changed();
+        Ok(D::notify(&mut *self.db.writer().acquire().await?, "jobs").await?)
+    }
+}
+
+/// A row, decoded by column name, with errors that name the column.
+struct R<'a, D: Dialect> {
+    row: &'a DbRow<D>,
+    table: &'static str,
+}
+
+fn r<'a, D: Dialect>(row: &'a DbRow<D>, table: &'static str) -> R<'a, D> {
+    R { row, table }
+}
+
+/// A stored value that does not decode.
+fn corrupt(
+    table: &str,
+    column: &str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::Corrupt {
+        what: format!("{table}.{column}"),
+        source: source.into(),
+    }
+}
+
+impl<D: Dialect> R<'_, D> {
+    fn get<T: Col>(&self, column: &str) -> Result<T, StoreError> {
+        Ok(D::get(self.row, column)?)
+    }
+
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        self.get(column)
+    }
+
+    fn opt_u64(&self, column: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.get::<Option<i64>>(column)?.map(|v| v.max(0) as u64))
+    }
+
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        Ok(self.int(column)? != 0)
+    }
+
+    fn parse<T: FromStr>(&self, column: &str) -> Result<T, StoreError>
+    where
+        T::Err: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let text: String = self.get(column)?;
+        text.parse().map_err(|e| corrupt(self.table, column, e))
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, column: &str) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self.get(column)?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(self.table, column, e)))
+            .transpose()
+    }
+
+    fn execution(&self) -> Result<Execution, StoreError> {
+        let started_at: Option<Micros> = self.get("started_at")?;
+        let finished_at: Option<Micros> = self.get("finished_at")?;
+        Ok(Execution {
+            id: self.get("id")?,
+            job: self.get("job")?,
+            handler: self.get("handler")?,
+            mode: self.parse("mode")?,
+            status: self.parse("status")?,
+            attempt: self.int("attempt")? as u32,
+            max_attempts: self.int("max_attempts")? as u32,
+            previous_id: self.get("previous_id")?,
+            next_id: self.get("next_id")?,
+            payload: self.json("payload")?.unwrap_or(Value::Null),
+            priority: self.int("priority")? as i32,
+            queue: self.get("queue")?,
+            occurrence: self.get("occurrence")?,
+            timeout_ms: self.opt_u64("timeout_ms")?,
+            enqueued_at: format_micros(self.get("enqueued_at")?),
+            run_at: format_micros(self.get("run_at")?),
+            started_at: started_at.map(format_micros),
+            finished_at: finished_at.map(format_micros),
+            node: self.get("node")?,
+            pid: self.get("pid")?,
+            exit_code: self.get("exit_code")?,
+            signal: self.get("signal")?,
+            progress: ProgressState {
+                percent: self.get("progress_percent")?,
+                message: self.get("progress_message")?,
+                done: self.get("progress_done")?,
+                total: self.get("progress_total")?,
+            },
+            output: self.json("output")?,
+            error: self.get("error")?,
+            timed_out: self.flag("timed_out")?,
+            interrupted: self.flag("interrupted")?,
+            cancel_requested_at: self
+                .get::<Option<Micros>>("cancel_requested_at")?
+                .map(format_micros),
+            cancel_reason: self.get("cancel_reason")?,
+            cancel_outcome: self.get("cancel_outcome")?,
+            duration_ms: match (started_at, finished_at) {
+                (Some(s), Some(f)) => Some((f - s) as f64 / 1000.0),
+                _ => None,
+            },
+        })
+    }
+
+    /// The node in columns `{prefix}id`, ... (none if `{prefix}id` is null).
+    fn node(&self, prefix: &str) -> Result<Option<NodeInfo>, StoreError> {
+        let col = |c: &str| format!("{prefix}{c}");
+        let Some(id) = self.get::<Option<String>>(&col("id"))? else {
+            return Ok(None);
+        };
+        Ok(Some(NodeInfo {
+            id,
+            hostname: self.get(&col("hostname"))?,
+            pid: self.get(&col("pid"))?,
+            started_at: self.get(&col("started_at"))?,
+            heartbeat_at: self.get(&col("heartbeat_at"))?,
+            stopped_at: self.get(&col("stopped_at"))?,
+        }))
+    }
+
+    fn job(&self) -> Result<Job, StoreError> {
+        let mode: Option<String> = self.get("mode")?;
+        Ok(Job {
+            spec: JobSpec {
+                name: self.get("name")?,
+                handler: self.get("handler")?,
+                mode: mode
+                    .map(|m| m.parse().map_err(|e| corrupt(self.table, "mode", e)))
+                    .transpose()?,
+                payload: self.json("payload")?.unwrap_or(Value::Null),
+                schedule: self
+                    .json::<ScheduleSpec>("schedule")?
+                    .ok_or_else(|| corrupt(self.table, "schedule", "null"))?,
+                priority: self.int("priority")? as i32,
+                queue: self.get("queue")?,
+                retries: self.int("retries")? as u32,
+                backoff_ms: self.int("backoff_ms")? as u64,
+                timeout_ms: self.opt_u64("timeout_ms")?,
+                overlap: self.parse("overlap")?,
+                misfire: self.parse("misfire")?,
+                max_parallel: self.opt_u64("max_parallel")?.map(|v| v as u32),
+                max_runs: self.opt_u64("max_runs")?,
+                start_at: self.get("start_at")?,
+                end_at: self.get("end_at")?,
+                paused: self.flag("paused")?,
+            },
+            runs: self.int("runs")? as u64,
+            missed: self.int("missed")? as u64,
+            next_run_at: self.get("next_run_at")?,
+            completed_at: self.get("completed_at")?,
+            daemon_streak: self.int("daemon_streak")? as u32,
+        })
+    }
+
+    fn log(&self) -> Result<LogEntry, StoreError> {
+        Ok(LogEntry {
+            seq: self.get("seq")?,
+            ts: format_micros(self.get("ts")?),
+            level: self.parse("level")?,
+            stream: self.get("stream")?,
+            message: self.get("message")?,
+            fields: match self.json("fields")? {
+                Some(Value::Object(m)) => Some(m),
+                _ => None,
+            },
+        })
+    }
+}
+
+/// The INSERT of `execs`; an existing (job, occurrence) is passed over.
+fn execution_insert<'a, D: Dialect>(
+    execs: impl IntoIterator<Item = &'a NewExecution>,
+    now: Micros,
+) -> Sql<'a, D> {
+    let mut q = Sql::new(
+        "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
+         max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
+         enqueued_at, run_at, queue, occurrence) ",
+    );
+    q.values(execs, |t, e| {
+        t.bind(e.id)
+            .bind(e.job.as_str())
+            .bind(e.handler.as_str())
+            .bind(e.mode.as_str())
+            .bind(e.payload.to_string())
+            .bind("pending")
+            .bind(e.attempt as i64)
+            .bind(e.retry.max_attempts as i64)
+            .bind(e.retry.backoff_base_ms as i64)
+            .bind(e.retry.backoff_cap_ms as i64)
+            .bind(e.previous_id)
+            .bind(e.timeout_ms.map(|t| t as i64))
+            .bind(e.priority as i64)
+            .bind(now)
+            .bind(e.run_at)
+            .bind(e.queue.as_str())
+            .bind(e.occurrence);
+    });
+    q.push(" ON CONFLICT DO NOTHING");
+    q
+}
+
+const EXECUTION_BINDS: usize = 17;
+
+/// Inserts executions; returns the ids actually inserted.
+async fn insert_executions<D: Dialect>(
+    conn: &mut Conn<D>,
+    execs: &[&NewExecution],
+    now: Micros,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut inserted = HashSet::with_capacity(execs.len());
+    for chunk in execs.chunks(rows_per_statement(EXECUTION_BINDS)) {
+        let mut q = execution_insert::<D>(chunk.iter().copied(), now);
+        q.push(" RETURNING id");
+        for row in q.fetch_all(conn).await? {
+            inserted.insert(D::get(&row, 0)?);
+        }
+    }
+    Ok(inserted)
+}
+
+#[async_trait]
+impl<D: Dialect> Store for SqlStore<D> {
+    async fn listen(&self) -> Result<Option<UnboundedReceiver<Notice>>, StoreError> {
+        Ok(self.db.listen().await?)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.db.migrate().await
+    }
+
+    async fn put_handler(&self, spec: &HandlerSpec, now: Micros) -> Result<(), StoreError> {
+        let json = serde_json::to_string(spec).expect("handler specs serialize");
+        self.write(
+            Sql::new(
+                "INSERT INTO handlers (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
+            )
+            .bind(spec.name.as_str())
+            .bind(json)
+            .bind(now),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn handler(&self, name: &str) -> Result<Option<HandlerSpec>, StoreError> {
+        let row = self
+            .read_one(Sql::new("SELECT spec FROM handlers WHERE name = $1").bind(name))
+            .await?;
+        Ok(match row {
+            Some(row) => r::<D>(&row, "handlers").json("spec")?,
+            None => None,
+        })
+    }
+
+    async fn handlers(&self) -> Result<Vec<HandlerSpec>, StoreError> {
+        let rows = self
+            .read_all(Sql::new("SELECT spec FROM handlers ORDER BY name"))
+            .await?;
+        Self::decode(&rows, "handlers", |r| {
+            r.json("spec")?
+                .ok_or_else(|| corrupt("handlers", "spec", "null"))
+        })
+    }
+
+    async fn remove_handler(&self, name: &str) -> Result<bool, StoreError> {
+        let q = Sql::new("DELETE FROM handlers WHERE name = $1").bind(name);
+        Ok(self.write(q).await? > 0)
+    }
+
+    async fn enqueue(&self, execs: &[NewExecution], now: Micros) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        insert_executions::<D>(&mut tx, &execs.iter().collect::<Vec<_>>(), now).await?;
+        D::notify(&mut tx, "work").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        node: &str,
+        limit: usize,
+        now: Micros,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let limited = self.any_limits().await?;
+        let sql = if limited {
+            &self.claim_limited
+        } else {
+            &self.claim_simple
+        };
+        let q = Sql::<D>::new(sql.clone())
+            .bind(now)
+            .bind(node)
+            .bind(limit as i64)
+            .bind((limit * 4).max(256) as i64);
+        let rows = match D::CLAIM_LOCK.filter(|_| limited) {
+            Some(lock) => {
+                let mut tx = self.begin().await?;
+                Sql::<D>::new(lock).execute(&mut tx).await?;
+                let rows = q.fetch_all(&mut tx).await?;
+                tx.commit().await?;
+                rows
+            }
+            None => q.fetch_all(&mut *self.db.writer().acquire().await?).await?,
+        };
+        let mut claimed = Self::decode(&rows, "executions", |r| {
+            Ok(Claimed {
+                id: r.get("id")?,
+                job: r.get("job")?,
+                handler: r.get("handler")?,
+                mode: r.parse("mode")?,
+                payload: r.json("payload")?.unwrap_or(Value::Null),
+                attempt: r.int("attempt")? as u32,
+                timeout_ms: r.opt_u64("timeout_ms")?,
+                enqueued_at: r.get("enqueued_at")?,
+                started_at: now,
+                cancel_requested: r.get::<Option<i64>>("cancel_requested_at")?.is_some(),
+                handler_spec: r.get("spec")?,
+            })
+        })?;
+        // RETURNING gives no order; run the best first.
+        claimed.sort_by_key(|c| c.id);
+        Ok(claimed)
+    }
+
+    async fn has_due(&self, now: Micros) -> Result<bool, StoreError> {
+        self.read_scalar(
+            Sql::new(
+                "SELECT EXISTS (SELECT 1 FROM executions WHERE status = 'pending' AND run_at <= $1)",
+            )
+            .bind(now),
+        )
+        .await
+    }
+
+    async fn apply(&self, batch: &Batch) -> Result<Vec<Finished>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        // Each kind of write is one statement per chunk of rows, never one
+        // per execution: every statement is a round trip.
+        for chunk in batch.logs.chunks(rows_per_statement(7)) {
+            // Fenced: lines of an execution that is no longer running (its
+            // node was presumed dead and it was rescued) are not stored.
+            let mut q = Sql::<D>::new(
+                "INSERT INTO logs (execution_id, seq, ts, level, stream, message, fields) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7 \
+                 FROM (",
+            );
+            q.values(chunk, |t, l| {
+                t.bind(l.execution_id)
+                    .bind(l.seq)
+                    .bind(l.ts)
+                    .bind(l.level)
+                    .bind(l.stream)
+                    .bind(l.message.as_str())
+                    .bind(l.fields.as_deref());
+            });
+            q.push(
+                ") AS v WHERE EXISTS (SELECT 1 FROM executions e \
+                 WHERE e.id = v.column1 AND e.status = 'running') ON CONFLICT DO NOTHING",
+            );
+            q.execute(&mut tx).await?;
+        }
+        for chunk in batch.progress.chunks(rows_per_statement(5)) {
+            let mut q = Sql::<D>::new(
+                "UPDATE executions SET \
+                 progress_percent = COALESCE(v.column2, progress_percent), \
+                 progress_message = COALESCE(v.column3, progress_message), \
+                 progress_done = COALESCE(v.column4, progress_done), \
+                 progress_total = COALESCE(v.column5, progress_total) FROM (",
+            );
+            q.values(chunk, |t, (id, p)| {
+                t.bind(*id)
+                    .bind(p.percent)
+                    .bind(p.message.as_deref())
+                    .bind(p.done)
+                    .bind(p.total);
+            });
+            q.push(") AS v WHERE executions.id = v.column1 AND executions.status = 'running'");
+            q.execute(&mut tx).await?;
+        }
+        for chunk in batch.pids.chunks(rows_per_statement(2)) {
+            let mut q = Sql::<D>::new("UPDATE executions SET pid = v.column2 FROM (");
+            q.values(chunk, |t, (id, pid)| {
+                t.bind(*id).bind(*pid);
+            });
+            q.push(") AS v WHERE executions.id = v.column1 AND executions.status = 'running'");
+            q.execute(&mut tx).await?;
+        }
+        let mut finished = Vec::with_capacity(batch.completions.len());
+        for chunk in batch.completions.chunks(rows_per_statement(10)) {
+            // Only a running execution can complete: a late or duplicate
+            // completion (e.g. after a rescue) changes nothing.
+            let mut q = Sql::<D>::new(
+                "UPDATE executions SET status = v.column2, finished_at = v.column3, \
+                 output = v.column4, error = v.column5, exit_code = v.column6, \
+                 signal = v.column7, timed_out = v.column8, interrupted = v.column9, \
+                 cancel_outcome = v.column10 FROM (",
+            );
+            q.values(chunk, |t, c| {
+                let cols = c.outcome.columns();
+                t.bind(c.id)
+                    .bind(cols.status.as_str())
+                    .bind(c.finished_at)
+                    .bind(c.output.as_ref().map(Value::to_string))
+                    .bind(c.error.as_deref())
+                    .bind(c.exit_code)
+                    .bind(c.signal.as_deref())
+                    .bind(cols.timed_out as i64)
+                    .bind(cols.interrupted as i64)
+                    .bind(cols.cancel_outcome);
+            });
+            q.push(
+                ") AS v WHERE executions.id = v.column1 AND executions.status = 'running' \
+                 RETURNING executions.id AS id, executions.attempt AS attempt, \
+                 executions.max_attempts AS max_attempts, \
+                 executions.backoff_base_ms AS base, executions.backoff_cap_ms AS cap",
+            );
+            let rows = q.fetch_all(&mut tx).await?;
+            let applied: HashMap<Uuid, (u32, RetryPolicy)> =
+                Self::decode(&rows, "executions", |r| {
+                    let policy = RetryPolicy {
+                        max_attempts: r.int("max_attempts")? as u32,
+                        backoff_base_ms: r.int("base")? as u64,
+                        backoff_cap_ms: r.int("cap")? as u64,
+                    };
+                    Ok((r.get("id")?, (r.int("attempt")? as u32, policy)))
+                })?
+                .into_iter()
+                .collect();
+            for c in chunk {
+                let Some((attempt, policy)) = applied.get(&c.id) else {
+                    continue;
+                };
+                let retry = match c.outcome.retry(policy, *attempt, c.finished_at) {
+                    Some(next) => {
+                        Some(schedule_retry::<D>(&mut tx, c.id, next, c.finished_at).await?)
+                    }
+                    None => None,
+                };
+                finished.push(Finished {
+                    id: c.id,
+                    status: c.outcome.status(),
+                    retry,
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(finished)
+    }
+
+    async fn execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError> {
+        let row = self
+            .read_one(Sql::new("SELECT * FROM executions WHERE id = $1").bind(id))
+            .await?;
+        row.map(|row| r::<D>(&row, "executions").execution())
+            .transpose()
+    }
+
+    async fn executions(&self, filter: &ExecFilter) -> Result<Vec<Execution>, StoreError> {
+        let mut q = Sql::new("SELECT * FROM executions WHERE 1 = 1");
+        if let Some(s) = filter.status {
+            q.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(h) = &filter.handler {
+            q.push(" AND handler = ").push_bind(h.as_str());
+        }
+        if let Some(j) = &filter.job {
+            q.push(" AND job = ").push_bind(j.as_str());
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(filter.limit.max(1) as i64);
+        Self::decode(&self.read_all(q).await?, "executions", |r| r.execution())
+    }
+
+    async fn logs(
+        &self,
+        id: Uuid,
+        after_seq: i64,
+        min_level: Option<Level>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let mut q = Sql::new(
+            "SELECT seq, ts, level, stream, message, fields FROM logs \
+             WHERE execution_id = $1 AND seq > $2",
+        )
+        .bind(id)
+        .bind(after_seq);
+        if let Some(min) = min_level {
+            q.push(" AND level IN (")
+                .push_list(
+                    Level::ALL
+                        .into_iter()
+                        .filter(|l| *l >= min)
+                        .map(Level::as_str),
+                )
+                .push(")");
+        }
+        q.push(" ORDER BY seq LIMIT ").push_bind(limit as i64);
+        Self::decode(&self.read_all(q).await?, "logs", |r| r.log())
+    }
+
+    async fn last_logs(&self, id: Uuid, n: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let q = Sql::new(LAST_LOGS).bind(id).bind(n as i64);
+        Self::decode(&self.read_all(q).await?, "logs", |r| r.log())
+    }
+
+    async fn request_cancel(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: Micros,
+    ) -> Result<CancelRequest, StoreError> {
+        let mut tx = self.begin().await?;
+        let q = Sql::<D>::new(format!(
+            "SELECT status FROM executions WHERE id = $1{}",
+            D::FOR_UPDATE
+        ));
+        let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
+            return Ok(CancelRequest::NotFound);
+        };
+        let outcome = match r::<D>(&row, "executions").parse("status")? {
+            Status::Pending => {
+                Sql::<D>::new(
+                    "UPDATE executions SET status = 'cancelled', finished_at = $2, \
+                     cancel_requested_at = $2, cancel_reason = $3, cancel_outcome = 'before-start', \
+                     error = 'cancelled before it started' WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(reason)
+                .execute(&mut tx)
+                .await?;
+                CancelRequest::CancelledPending
+            }
+            Status::Running => {
+                Sql::<D>::new(
+                    "UPDATE executions SET cancel_requested_at = COALESCE(cancel_requested_at, $2), \
+                     cancel_reason = COALESCE(cancel_reason, $3) WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(reason)
+                .execute(&mut tx)
+                .await?;
+                D::notify(&mut tx, "cancel").await?;
+                CancelRequest::Requested
+            }
+            done => CancelRequest::AlreadyFinished(done),
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn cancel_requests(&self, node: &str) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let q = Sql::new(
+            "SELECT id, COALESCE(cancel_reason, '') AS reason FROM executions \
+             WHERE status = 'running' AND node = $1 AND cancel_requested_at IS NOT NULL",
+        )
+        .bind(node);
+        Self::decode(&self.read_all(q).await?, "executions", |r| {
+            Ok((r.get("id")?, r.get("reason")?))
+        })
+    }
+
+    async fn register_node(&self, node: &NodeInfo) -> Result<(), StoreError> {
+        self.write(
+            Sql::new(
+                "INSERT INTO nodes (id, hostname, pid, started_at, heartbeat_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(node.id.as_str())
+            .bind(node.hostname.as_str())
+            .bind(node.pid)
+            .bind(node.started_at)
+            .bind(node.heartbeat_at),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn heartbeat_node(&self, node: &str, now: Micros) -> Result<(), StoreError> {
+        let q = Sql::new("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1");
+        self.write(q.bind(node).bind(now)).await?;
+        Ok(())
+    }
+
+    async fn stop_node(&self, node: &str, now: Micros) -> Result<(), StoreError> {
+        let q = Sql::new("UPDATE nodes SET stopped_at = $2 WHERE id = $1");
+        self.write(q.bind(node).bind(now)).await?;
+        Ok(())
+    }
+
+    async fn live_nodes(&self, since: Micros) -> Result<Vec<NodeInfo>, StoreError> {
+        let q = Sql::new(
+            "SELECT * FROM nodes WHERE heartbeat_at >= $1 AND stopped_at IS NULL ORDER BY started_at",
+        )
+        .bind(since);
+        let nodes = Self::decode(&self.read_all(q).await?, "nodes", |r| r.node(""))?;
+        Ok(nodes.into_iter().flatten().collect())
+    }
+
+    async fn foreign_running(&self, node: &str) -> Result<Vec<ForeignRunning>, StoreError> {
+        let q = Sql::new(
+            "SELECT e.id, e.pid AS exec_pid, n.id AS n_id, n.hostname AS n_hostname, \
+                    n.pid AS n_pid, n.started_at AS n_started_at, \
+                    n.heartbeat_at AS n_heartbeat_at, n.stopped_at AS n_stopped_at \
+             FROM executions e LEFT JOIN nodes n ON n.id = e.node \
+             WHERE e.status = 'running' AND (e.node IS NULL OR e.node != $1)",
+        )
+        .bind(node);
+        Self::decode(&self.read_all(q).await?, "executions", |r| {
+            Ok(ForeignRunning {
+                id: r.get("id")?,
+                pid: r.get("exec_pid")?,
+                node: r.node("n_")?,
+            })
+        })
+    }
+
+    async fn insert_job(
+        &self,
+        spec: &JobSpec,
+        next_run_at: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let q = Sql::new(
+            "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
+             queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
+             start_at, end_at, paused, next_run_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                     $18, $19, $20, $20) ON CONFLICT DO NOTHING",
+        )
+        .bind(spec.name.as_str())
+        .bind(spec.handler.as_str())
+        .bind(spec.mode.map(|m| m.as_str()))
+        .bind(spec.payload.to_string())
+        .bind(spec.schedule.kind())
+        .bind(serde_json::to_string(&spec.schedule).expect("schedules serialize"))
+        .bind(spec.priority as i64)
+        .bind(spec.queue.as_str())
+        .bind(spec.retries as i64)
+        .bind(spec.backoff_ms as i64)
+        .bind(spec.timeout_ms.map(|v| v as i64))
+        .bind(spec.overlap.as_str())
+        .bind(spec.misfire.as_str())
+        .bind(spec.max_parallel.map(|v| v as i64))
+        .bind(spec.max_runs.map(|v| v.min(i64::MAX as u64) as i64))
+        .bind(spec.start_at)
+        .bind(spec.end_at)
+        .bind(spec.paused as i64)
+        .bind(next_run_at)
+        .bind(now);
+        let inserted = self.write(q).await? == 1;
+        // A job may bring a per-job cap: claims look at once.
+        self.jobs_changed().await?;
+        Ok(inserted)
+    }
+
+    async fn job(&self, name: &str) -> Result<Option<Job>, StoreError> {
+        let q = Sql::new("SELECT * FROM jobs WHERE name = $1").bind(name);
+        let row = self.read_one(q).await?;
+        row.map(|row| r::<D>(&row, "jobs").job()).transpose()
+    }
+
+    async fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let rows = self
+            .read_all(Sql::new("SELECT * FROM jobs ORDER BY name"))
+            .await?;
+        Self::decode(&rows, "jobs", |r| r.job())
+    }
+
+    async fn remove_job(&self, name: &str) -> Result<bool, StoreError> {
+        let q = Sql::new("DELETE FROM jobs WHERE name = $1").bind(name);
+        let removed = self.write(q).await? > 0;
+        self.jobs_changed().await?;
+        Ok(removed)
+    }
+
+    async fn set_job_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let q = Sql::new("UPDATE jobs SET paused = $2, updated_at = $3 WHERE name = $1");
+        let found = self
+            .write(q.bind(name).bind(paused as i64).bind(now))
+            .await?
+            > 0;
+        self.jobs_changed().await?;
+        Ok(found)
+    }
+
+    async fn due_jobs(&self, now: Micros, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let q = Sql::new(
+            "SELECT * FROM jobs WHERE paused = 0 AND next_run_at IS NOT NULL AND next_run_at <= $1 \
+             ORDER BY next_run_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit as i64);
+        Self::decode(&self.read_all(q).await?, "jobs", |r| r.job())
+    }
+
+    async fn next_due(&self) -> Result<Option<Micros>, StoreError> {
+        self.read_scalar(Sql::new(
+            "SELECT MIN(next_run_at) FROM jobs WHERE paused = 0 AND next_run_at IS NOT NULL",
+        ))
+        .await
+    }
+
+    async fn active_jobs(&self, names: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut out = HashSet::new();
+        for chunk in names.chunks(rows_per_statement(1)) {
+            let mut q = Sql::new(
+                "SELECT DISTINCT job FROM executions WHERE status IN ('pending', 'running') \
+                 AND job IN (",
+            );
+            q.push_list(chunk.iter().map(String::as_str)).push(")");
+            for row in self.read_all(q).await? {
+                out.insert(D::get(&row, 0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn active_executions(&self, job: &str) -> Result<Vec<Uuid>, StoreError> {
+        let q = Sql::new(
+            "SELECT id FROM executions WHERE job = $1 AND status IN ('pending', 'running')",
+        )
+        .bind(job);
+        Self::decode(&self.read_all(q).await?, "executions", |r| r.get("id"))
+    }
+
+    async fn idle_daemons(&self) -> Result<Vec<IdleDaemon>, StoreError> {
+        let rows = self.read_all(Sql::new(
+            "SELECT j.*, \
+               (SELECT e.started_at FROM executions e WHERE e.job = j.name ORDER BY e.id DESC LIMIT 1) AS last_started, \
+               (SELECT e.finished_at FROM executions e WHERE e.job = j.name ORDER BY e.id DESC LIMIT 1) AS last_finished, \
+               (SELECT COUNT(*) FROM executions e WHERE e.job = j.name) AS total \
+             FROM jobs j WHERE j.kind = 'daemon' AND j.paused = 0 AND j.completed_at IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job = j.name \
+                               AND e.status IN ('pending', 'running'))",
+        ))
+        .await?;
+        Self::decode(&rows, "jobs", |r| {
+            Ok(IdleDaemon {
+                job: r.job()?,
+                last_run: match r.int("total")? {
+                    0 => None,
+                    _ => Some((r.get("last_started")?, r.get("last_finished")?)),
+                },
+            })
+        })
+    }
+
+    async fn advance_jobs(&self, steps: &[JobAdvance], now: Micros) -> Result<usize, StoreError> {
+        if steps.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut inserted = 0;
+        // Statements per chunk, not per job: 10,000 jobs due in the same
+        // second are a few statements.
+        for chunk in steps.chunks(rows_per_statement(EXECUTION_BINDS)) {
+            // 1. Advance the jobs that are still as the pass read them; the
+            //    rest were advanced by another supervisor meanwhile.
+            let mut q = Sql::<D>::new(
+                "UPDATE jobs SET next_run_at = v.column4, runs = runs + v.column5, \
+                   missed = missed + v.column6, \
+                   completed_at = CASE WHEN v.column7 THEN COALESCE(completed_at, ",
+            );
+            q.push_bind(now)
+                .push(") ELSE completed_at END, daemon_streak = COALESCE(v.column8, daemon_streak), updated_at = ")
+                .push_bind(now)
+                .push(" FROM (");
+            q.values(chunk, |t, s| {
+                t.bind(s.name.as_str())
+                    .bind(s.expected_runs as i64)
+                    .bind(s.expected_next)
+                    .bind(s.next)
+                    .bind(i64::from(s.run.is_some()))
+                    .bind(s.missed as i64)
+                    .bind(s.complete)
+                    .bind(s.daemon_streak.map(|v| v as i64));
+            });
+            q.push(
+                ") AS v WHERE jobs.name = v.column1 AND jobs.runs = v.column2 \
+                 AND jobs.next_run_at IS NOT DISTINCT FROM v.column3 RETURNING jobs.name",
+            );
+            let mut owned = HashSet::new();
+            for row in q.fetch_all(&mut tx).await? {
+                owned.insert(D::get::<String>(&row, 0)?);
+            }
+            // 2. Insert their executions; an occurrence already present (a
+            //    job removed and added again) is passed over and not counted.
+            let runs: Vec<&NewExecution> = chunk
+                .iter()
+                .filter(|s| owned.contains(&s.name))
+                .filter_map(|s| s.run.as_ref())
+                .collect();
+            let ids = insert_executions::<D>(&mut tx, &runs, now).await?;
+            inserted += ids.len();
+            for e in runs.iter().filter(|e| !ids.contains(&e.id)) {
+                Sql::<D>::new("UPDATE jobs SET runs = runs - 1 WHERE name = $1")
+                    .bind(e.job.as_str())
+                    .execute(&mut tx)
+                    .await?;
+            }
+        }
+        if inserted > 0 {
+            D::notify(&mut tx, "work").await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        let rows = self.read_all(Sql::new(
+            "WITH names AS (SELECT name FROM queues UNION SELECT DISTINCT queue FROM executions \
+                            WHERE status IN ('pending', 'running') UNION SELECT 'default') \
+             SELECT n.name, q.max_running, COALESCE(q.paused, 0) AS paused, \
+               (SELECT COUNT(*) FROM executions e WHERE e.status = 'pending' AND e.queue = n.name) AS pending, \
+               (SELECT COUNT(*) FROM executions e WHERE e.status = 'running' AND e.queue = n.name) AS running \
+             FROM names n LEFT JOIN queues q ON q.name = n.name ORDER BY n.name",
+        ))
+        .await?;
+        Self::decode(&rows, "queues", |r| {
+            Ok(QueueInfo {
+                name: r.get("name")?,
+                max_running: r.opt_u64("max_running")?.map(|v| v as u32),
+                paused: r.flag("paused")?,
+                pending: r.int("pending")? as u64,
+                running: r.int("running")? as u64,
+            })
+        })
+    }
+
+    async fn set_queue(
+        &self,
+        name: &str,
+        max_running: Option<Option<u32>>,
+        paused: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        Sql::<D>::new("INSERT INTO queues (name) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .execute(&mut tx)
+            .await?;
+        if let Some(limit) = max_running {
+            Sql::<D>::new("UPDATE queues SET max_running = $2 WHERE name = $1")
+                .bind(name)
+                .bind(limit.map(i64::from))
+                .execute(&mut tx)
+                .await?;
+        }
+        if let Some(p) = paused {
+            Sql::<D>::new("UPDATE queues SET paused = $2 WHERE name = $1")
+                .bind(name)
+                .bind(p as i64)
+                .execute(&mut tx)
+                .await?;
+        }
+        D::notify(&mut tx, "work").await?;
+        tx.commit().await?;
+        self.limits_changed();
+        Ok(())
+    }
+
+    async fn prune(
+        &self,
+        before: Micros,
+        job: Option<&str>,
+        except: &[String],
+        limit: usize,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.begin().await?;
+        let mut q = Sql::<D>::new(
+            "SELECT id FROM executions WHERE status IN ('succeeded', 'failed', 'cancelled') \
+             AND finished_at < $1",
+        )
+        .bind(before);
+        match job {
+            Some(j) => {
+                q.push(" AND job = ").push_bind(j);
+            }
+            None if !except.is_empty() => {
+                q.push(" AND job NOT IN (")
+                    .push_list(except.iter().map(String::as_str))
+                    .push(")");
+            }
+            None => {}
+        }
+        q.push(" LIMIT ")
+            .push_bind(limit.clamp(1, MAX_BINDS) as i64);
+        let mut ids = Vec::new();
+        for row in q.fetch_all(&mut tx).await? {
+            ids.push(D::get::<Uuid>(&row, 0)?);
+        }
+        if ids.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut deleted = [0u64; 2];
+        for (i, (table, column)) in [("logs", "execution_id"), ("executions", "id")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut q = Sql::<D>::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+            q.push_list(ids.iter().copied()).push(")");
+            deleted[i] = q.execute(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok((deleted[1], deleted[0]))
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows = self
+            .read_all(Sql::new(
+                "SELECT handler, status, COUNT(*) AS n FROM executions \
+             GROUP BY handler, status ORDER BY handler, status",
+            ))
+            .await?;
+        Self::decode(&rows, "executions", |r| {
+            Ok((
+                r.get("handler")?,
+                r.get("status")?,
+                r.int("n")?.max(0) as u64,
+            ))
+        })
+    }
+
+    async fn declared(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let q = Sql::new("SELECT name FROM declared WHERE kind = $1 ORDER BY name").bind(kind);
+        Self::decode(&self.read_all(q).await?, "declared", |r| r.get("name"))
+    }
+
+    async fn set_declared(&self, kind: &str, names: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        Sql::<D>::new("DELETE FROM declared WHERE kind = $1")
+            .bind(kind)
+            .execute(&mut tx)
+            .await?;
+        for chunk in names.chunks(rows_per_statement(2)) {
+            let mut q = Sql::<D>::new("INSERT INTO declared (kind, name) ");
+            q.values(chunk, |t, name| {
+                t.bind(kind).bind(name.as_str());
+            });
+            q.execute(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError> {
+        // p95 by nearest rank: the ceil(0.95 n)-th shortest duration.
+        let q = Sql::new(
+            "WITH d AS (SELECT job, finished_at - started_at AS us, \
+               ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_at - started_at) AS rn, \
+               COUNT(*) OVER (PARTITION BY job) AS n FROM executions \
+               WHERE finished_at IS NOT NULL AND started_at IS NOT NULL \
+                 AND (CAST($1 AS TEXT) IS NULL OR job = $1)) \
+             SELECT e.job, COUNT(*) AS total, \
+               SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS succeeded, \
+               SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed, \
+               SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled, \
+               (SELECT CAST(MIN(us) AS DOUBLE PRECISION) FROM d WHERE d.job = e.job) AS min_us, \
+               (SELECT CAST(AVG(us) AS DOUBLE PRECISION) FROM d WHERE d.job = e.job) AS avg_us, \
+               (SELECT CAST(MAX(us) AS DOUBLE PRECISION) FROM d WHERE d.job = e.job) AS max_us, \
+               (SELECT CAST(us AS DOUBLE PRECISION) FROM d WHERE d.job = e.job \
+                  AND d.rn = (d.n * 95 + 99) / 100) AS p95_us, \
+               MAX(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success, \
+               MAX(CASE WHEN status = 'failed' THEN finished_at END) AS last_failure, \
+               (SELECT f.error FROM executions f WHERE f.job = e.job AND f.status = 'failed' \
+                  ORDER BY f.finished_at DESC LIMIT 1) AS last_error \
+             FROM executions e WHERE (CAST($1 AS TEXT) IS NULL OR e.job = $1) \
+             GROUP BY e.job ORDER BY e.job",
+        )
+        .bind(job);
+        Self::decode(&self.read_all(q).await?, "executions", |r| {
+            let count = |c: &str| Ok::<_, StoreError>(r.get::<Option<i64>>(c)?.unwrap_or(0) as u64);
+            let ms = |c: &str| Ok::<_, StoreError>(r.get::<Option<f64>>(c)?.map(|us| us / 1000.0));
+            let time =
+                |c: &str| Ok::<_, StoreError>(r.get::<Option<Micros>>(c)?.map(format_micros));
+            let (succeeded, failed, cancelled) =
+                (count("succeeded")?, count("failed")?, count("cancelled")?);
+            let finished = succeeded + failed + cancelled;
+            Ok(JobStats {
+                job: r.get("job")?,
+                total: count("total")?,
+                succeeded,
+                failed,
+                cancelled,
+                success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
+                min_ms: ms("min_us")?,
+                avg_ms: ms("avg_us")?,
+                p95_ms: ms("p95_us")?,
+                max_ms: ms("max_us")?,
+                last_success: time("last_success")?,
+                last_failure: time("last_failure")?,
+                last_error: r.get("last_error")?,
+            })
+        })
+    }
+}
+
+/// Inserts the next attempt of failed execution `id`, a copy of it that
+/// `next` says how to run, and links the two.
+async fn schedule_retry<D: Dialect>(
+    conn: &mut Conn<D>,
+    id: Uuid,
+    next: crate::model::Retry,
+    now: Micros,
+) -> Result<Uuid, StoreError> {
+    let new_id = Uuid::now_v7();
+    Sql::<D>::new(
+        "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
+         max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
+         enqueued_at, run_at, queue) \
+         SELECT $1, job, handler, mode, payload, 'pending', $2, $3, backoff_base_ms, \
+         backoff_cap_ms, id, timeout_ms, priority, $4, $5, queue FROM executions WHERE id = $6",
+    )
+    .bind(new_id)
+    .bind(next.attempt as i64)
+    .bind(next.max_attempts as i64)
+    .bind(now)
+    .bind(next.run_at)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Sql::<D>::new("UPDATE executions SET next_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(new_id)
+        .execute(conn)
+        .await?;
+    Ok(new_id)
+}
