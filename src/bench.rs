@@ -13,12 +13,12 @@
 //! bare spawn + run line + result line + wait of `jobvisor-worker`.
 
 use crate::cli::CliError;
-use crate::model::Mode;
-use crate::store::ExecFilter;
+use jobvisor::model::Mode;
+use jobvisor::store::ExecFilter;
 
 mod spawn;
-use crate::{RunSpec, Supervisor};
 use clap::Args;
+use jobvisor::{RunSpec, Supervisor};
 use jobvisor_worker::{Context, ExecutionInfo, Registry};
 use serde::Serialize;
 use serde_json::Value;
@@ -124,7 +124,7 @@ pub struct BenchArgs {
     pub spawns: usize,
     /// Spawn scenario: also time each option with this much memory resident
     /// in the spawning process (fork copies its page tables).
-    #[arg(long, default_value = "1G", value_parser = crate::model::parse_bytes)]
+    #[arg(long, default_value = "1G", value_parser = jobvisor::model::parse_bytes)]
     pub ballast: u64,
     /// Machine-readable output.
     #[arg(long)]
@@ -160,7 +160,7 @@ pub struct BenchRow {
 pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliError> {
     // As `serve` does: children inherit the limit instead of each getting
     // it through a hook, so the spawn path measured is the service's.
-    crate::runner::isolate::core_dumps_off();
+    jobvisor::runner::isolate::core_dumps_off();
     match a.scenario {
         Scenario::Cron => return bench_cron(database, &a).await,
         Scenario::Rescue => return bench_rescue(database, &a).await,
@@ -171,12 +171,12 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         .map_err(|e| crate::cli::input(format!("invalid --payload JSON: {e}")))?;
     let registry = Registry::with_builtins();
     if registry.get(&a.handler).is_none() {
-        return Err(crate::Error::UnknownHandler(a.handler).into());
+        return Err(jobvisor::Error::UnknownHandler(a.handler).into());
     }
     if a.count == 0 || a.process_count == 0 || a.latency_samples == 0 {
         return Err(crate::cli::input("counts must be at least 1"));
     }
-    let worker = crate::worker_program();
+    let worker = jobvisor::worker_program();
     let tmp = tempfile_dir()?;
     let mut rows = Vec::new();
     for &mode in &a.modes {
@@ -507,7 +507,7 @@ async fn baseline_pooled(
 }
 
 /// Enqueue -> start of each started execution, in ms.
-fn start_delays_ms(rows: &[crate::Execution]) -> Vec<f64> {
+fn start_delays_ms(rows: &[jobvisor::Execution]) -> Vec<f64> {
     rows.iter()
         .filter_map(|e| {
             Some((micros_of(e.started_at.as_deref()?)? - micros_of(&e.enqueued_at)?) / 1000.0)
@@ -577,17 +577,17 @@ async fn supervised(
     let mode = bench_mode.mode();
     if bench_mode == BenchMode::Pooled {
         // The built-in, run on a pool of reused worker processes.
-        let spec = crate::model::HandlerSpec {
+        let spec = jobvisor::model::HandlerSpec {
             name: a.handler.clone(),
-            kind: crate::model::HandlerKind::Rust,
+            kind: jobvisor::model::HandlerKind::Rust,
             mode,
-            limits: crate::model::ProcessLimits {
+            limits: jobvisor::model::ProcessLimits {
                 pool_size: a.pool_size,
                 ..Default::default()
             },
         };
         sup.store()
-            .put_handler(&spec, crate::model::now_micros())
+            .put_handler(&spec, jobvisor::model::now_micros())
             .await?;
     }
     let tag = uuid::Uuid::now_v7().simple().to_string();
@@ -629,13 +629,13 @@ async fn supervised(
     let mut loaded = start_delays_ms(&rows);
     let failed = rows
         .iter()
-        .filter(|e| e.status != crate::Status::Succeeded)
+        .filter(|e| e.status != jobvisor::Status::Succeeded)
         .count();
     if failed > 0 {
         return Err(crate::cli::input(format!(
             "{failed} of {n} {mode} executions did not succeed; \
              see `jobvisor exec list --database {}`",
-            crate::store::redact(db)
+            jobvisor::store::redact(db)
         )));
     }
 
@@ -727,8 +727,8 @@ fn cpu_seconds() -> f64 {
 }
 
 async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliError> {
-    use crate::model::{JobSpec, Overlap};
-    use crate::schedule::{Misfire, ScheduleSpec};
+    use jobvisor::model::{JobSpec, Overlap};
+    use jobvisor::schedule::{Misfire, ScheduleSpec};
     if a.jobs == 0 || a.minutes == 0 {
         return Err(crate::cli::input("--jobs and --minutes must be at least 1"));
     }
@@ -744,7 +744,7 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
     let queue = if a.hold {
         "bench-held"
     } else {
-        crate::model::DEFAULT_QUEUE
+        jobvisor::model::DEFAULT_QUEUE
     };
     if a.hold {
         store.set_queue(queue, None, Some(true)).await?;
@@ -779,7 +779,7 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
             end_at: None,
             paused: false,
         };
-        crate::job::add(store.as_ref(), &local, spec).await?;
+        jobvisor::job::add(store.as_ref(), &local, spec).await?;
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let runner = {
@@ -794,7 +794,7 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
     // Measure from just before one minute boundary to just before the
     // boundary `minutes` later: exactly `minutes` occurrences per job.
     let minute = 60_000_000i64;
-    let now = crate::model::now_micros();
+    let now = jobvisor::model::now_micros();
     let mut first = (now / minute + 1) * minute;
     if first - now < 5_000_000 {
         first += minute;
@@ -804,14 +804,14 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
     eprintln!(
         "measuring {} minute boundaries from {} ...",
         a.minutes,
-        crate::model::format_micros(start)
+        jobvisor::model::format_micros(start)
     );
     // Idle cost first: the quiet stretch before the window.
-    let idle_from = crate::model::now_micros() + 2_000_000;
+    let idle_from = jobvisor::model::now_micros() + 2_000_000;
     let idle_len = (start - idle_from - 1_000_000).clamp(0, 20_000_000);
     let idle_cpu = if idle_len >= 5_000_000 {
         tokio::time::sleep(Duration::from_micros(
-            (idle_from - crate::model::now_micros()).max(0) as u64,
+            (idle_from - jobvisor::model::now_micros()).max(0) as u64,
         ))
         .await;
         let c0 = cpu_seconds();
@@ -821,14 +821,14 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
         f64::NAN
     };
     tokio::time::sleep(Duration::from_micros(
-        (start - crate::model::now_micros()).max(0) as u64,
+        (start - jobvisor::model::now_micros()).max(0) as u64,
     ))
     .await;
     reset_peak_rss();
     let cpu0 = cpu_seconds();
     let wall0 = Instant::now();
     tokio::time::sleep(Duration::from_micros(
-        (end - crate::model::now_micros()).max(0) as u64,
+        (end - jobvisor::model::now_micros()).max(0) as u64,
     ))
     .await;
     let cpu = cpu_seconds() - cpu0;
@@ -920,7 +920,7 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
     let db = database.unwrap_or_else(|| tmp.join("rescue.db").display().to_string());
     let exe = std::env::current_exe()
         .map_err(|e| crate::cli::input(format!("cannot find this program: {e}")))?;
-    let store = crate::store::open(&db).await?;
+    let store = jobvisor::store::open(&db).await?;
     let local = |n: &str| jobvisor_worker::builtins::NAMES.contains(&n);
     let mut results = Vec::new();
     for (case, hostname) in [
@@ -938,17 +938,17 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| crate::cli::input(format!("cannot start serve: {e}")))?;
-        let exec = crate::submit::prepare(
+        let exec = jobvisor::submit::prepare(
             store.as_ref(),
             &local,
             RunSpec::new("sleep", serde_json::json!({"ms": 600_000})).mode(Mode::Process),
         )
         .await?;
-        crate::submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?;
+        jobvisor::submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let e = store.execution(exec.id).await?;
-            if e.is_some_and(|e| e.status == crate::Status::Running) {
+            if e.is_some_and(|e| e.status == jobvisor::Status::Running) {
                 break;
             }
             if Instant::now() > deadline {
@@ -990,14 +990,14 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
         // Cancel the retry so the next case starts clean.
         for e in store
             .executions(&ExecFilter {
-                status: Some(crate::Status::Pending),
+                status: Some(jobvisor::Status::Pending),
                 limit: 100,
                 ..Default::default()
             })
             .await?
         {
             store
-                .request_cancel(e.id, "bench done", crate::model::now_micros())
+                .request_cancel(e.id, "bench done", jobvisor::model::now_micros())
                 .await?;
         }
         let _ = stop_tx.send(());
@@ -1014,11 +1014,11 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
             serde_json::to_string_pretty(&results).expect("serializes")
         );
     } else {
-        let d = crate::supervisor::Config::default();
+        let d = jobvisor::supervisor::Config::default();
         println!(
             "rescue after SIGKILL of a node (defaults: lease {}, heartbeat {}):",
-            crate::model::format_ms(d.node_lease.as_millis() as u64),
-            crate::model::format_ms(d.heartbeat_interval.as_millis() as u64)
+            jobvisor::model::format_ms(d.node_lease.as_millis() as u64),
+            jobvisor::model::format_ms(d.heartbeat_interval.as_millis() as u64)
         );
         for r in &results {
             println!("  {:<52} {:>6.2} s", r.case, r.rescue_s);

@@ -14,7 +14,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("protocol_line", protocol_line),
     ("schedule", schedule),
     ("duration_size", duration_size),
-    ("config", config),
     ("http_body", http_body),
 ];
 
@@ -88,12 +87,6 @@ pub fn duration_size(data: &[u8]) {
     let _ = crate::model::parse_duration(&text);
     let _ = crate::model::parse_bytes(&text);
     let _ = crate::model::parse_time(&text, crate::model::now_micros());
-}
-
-/// The TOML config file: valid or one error, never a panic.
-pub fn config(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let _ = crate::cli::config::parse(std::path::Path::new("fuzz.toml"), &text);
 }
 
 /// The HTTP API's JSON bodies and query strings.

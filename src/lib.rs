@@ -12,8 +12,6 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod bench;
-pub mod cli;
 mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,5 +1,9 @@
-//! The `jobvisor` command; all behaviour lives in the library.
+//! The `jobvisor` command: the command line and the bench are this
+//! binary's own modules; everything they run is the library's.
+
+mod bench;
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    jobvisor::cli::main()
+    cli::main()
 }

@@ -8,8 +8,8 @@
 
 use super::{percentile, BenchArgs};
 use crate::cli::CliError;
-use crate::model::{format_bytes, ProcessLimits};
-use crate::runner::{cgroup, guardian, isolate, os};
+use jobvisor::model::{format_bytes, ProcessLimits};
+use jobvisor::runner::{cgroup, guardian, isolate, os};
 use serde::Serialize;
 use std::process::Stdio;
 use std::time::Instant;
@@ -216,7 +216,7 @@ pub(super) async fn bench_spawn(a: &BenchArgs) -> Result<(), CliError> {
     if a.spawns == 0 {
         return Err(crate::cli::input("--spawns must be at least 1"));
     }
-    let worker = crate::worker_program();
+    let worker = jobvisor::worker_program();
     if !worker.is_file() {
         return Err(crate::cli::input(format!(
             "{} is missing: build it with `cargo build --release`",

@@ -23,7 +23,7 @@ impl Cli {
     pub(crate) fn database(&self) -> String {
         self.database
             .clone()
-            .unwrap_or_else(crate::default_database)
+            .unwrap_or_else(jobvisor::default_database)
     }
 }
 
@@ -160,7 +160,7 @@ pub struct JobAddArgs {
     pub payload: String,
     /// inproc or process [default: the handler's].
     #[arg(long)]
-    pub mode: Option<crate::model::Mode>,
+    pub mode: Option<jobvisor::model::Mode>,
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub priority: i32,
@@ -178,10 +178,10 @@ pub struct JobAddArgs {
     pub timeout: Option<Duration>,
     /// When an occurrence meets an active run: skip, queue or allow.
     #[arg(long, default_value = "skip")]
-    pub overlap: crate::model::Overlap,
+    pub overlap: jobvisor::model::Overlap,
     /// Occurrences missed while no supervisor ran: run-once or skip.
     #[arg(long, default_value = "run-once")]
-    pub misfire: crate::schedule::Misfire,
+    pub misfire: jobvisor::schedule::Misfire,
     /// Most executions of this job running at once.
     #[arg(long)]
     pub max_parallel: Option<u32>,
@@ -267,7 +267,7 @@ pub struct ServeArgs {
     /// Log format of the service itself [default: auto: journald under
     /// systemd, text otherwise].
     #[arg(long, value_enum)]
-    pub log_format: Option<crate::service::logging::LogFormat>,
+    pub log_format: Option<jobvisor::service::logging::LogFormat>,
 }
 
 /// `handler` subcommands.
@@ -319,7 +319,7 @@ pub struct HandlerAddArgs {
     /// Mode of its executions unless a run says otherwise [default: process
     /// for programs, inproc for built-ins].
     #[arg(long)]
-    pub mode: Option<crate::model::Mode>,
+    pub mode: Option<jobvisor::model::Mode>,
     /// An argument for the program (repeat for more; never through a shell).
     #[arg(long = "arg", allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -415,7 +415,7 @@ pub struct RunArgs {
     pub payload: String,
     /// inproc or process [default: the handler's].
     #[arg(long)]
-    pub mode: Option<crate::model::Mode>,
+    pub mode: Option<jobvisor::model::Mode>,
     /// Retries after a failed attempt.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
@@ -481,7 +481,7 @@ pub enum ExecCmd {
 pub struct ExecListArgs {
     /// Only this status.
     #[arg(long)]
-    pub status: Option<crate::model::Status>,
+    pub status: Option<jobvisor::model::Status>,
     /// Only this handler.
     #[arg(long)]
     pub handler: Option<String>,
@@ -496,17 +496,17 @@ pub struct ExecListArgs {
 /// Parses a time: RFC 3339 (`2026-11-22T12:00:00Z`; without a zone, UTC),
 /// `now`, or `+DUR` from now.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    crate::model::parse_time(s, crate::model::now_micros())
+    jobvisor::model::parse_time(s, jobvisor::model::now_micros())
 }
 
 /// Parses a human duration (`30s`, `5m`, `250ms`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::model::parse_duration(s)
+    jobvisor::model::parse_duration(s)
 }
 
 /// Parses a byte size such as `64M` or `1GiB`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    crate::model::parse_bytes(s)
+    jobvisor::model::parse_bytes(s)
 }
 
 fn parse_cores(s: &str) -> Result<f64, String> {
@@ -526,8 +526,8 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 /// `serve`'s defaults, shown in its help: one source, `Config::service()`.
-fn service() -> crate::supervisor::Config {
-    crate::supervisor::Config::service()
+fn service() -> jobvisor::supervisor::Config {
+    jobvisor::supervisor::Config::service()
 }
 
 /// A help line ending in its default, as clap shows them.
@@ -540,8 +540,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(a) => super::serve::serve(cli.database.clone(), a).await,
         Command::Migrate => {
-            crate::store::open(&db).await?;
-            println!("database {} is up to date", crate::store::redact(&db));
+            jobvisor::store::open(&db).await?;
+            println!("database {} is up to date", jobvisor::store::redact(&db));
             Ok(())
         }
         Command::Handler(cmd) => super::handler::handler(&db, cmd).await,
@@ -557,9 +557,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
             // The database `serve` would use, for the handlers registered
             // there; none yet is fine (serve would create it).
             let db = cli.database.or(f.settings.database.clone()).unwrap_or(db);
-            let store = match crate::store::open_existing(&db).await {
+            let store = match jobvisor::store::open_existing(&db).await {
                 Ok(s) => Some(s),
-                Err(crate::store::StoreError::Missing(_)) => None,
+                Err(jobvisor::store::StoreError::Missing(_)) => None,
                 Err(e) => return Err(e.into()),
             };
             super::config::validate(&f, store.as_deref())
@@ -568,9 +568,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
             println!(
                 "{}: valid ({} handlers, {} jobs, {} queues)",
                 path.display(),
-                f.handlers.len(),
-                f.jobs.len(),
-                f.queues.len()
+                f.declared.handlers.len(),
+                f.declared.jobs.len(),
+                f.declared.queues.len()
             );
             Ok(())
         }

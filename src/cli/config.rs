@@ -10,11 +10,10 @@
 //! applied: one bad table rejects the file, with its line and the reason.
 
 use super::args::{HandlerAddArgs, JobAddArgs};
-use crate::model::{HandlerKind, HandlerSpec, JobSpec, Mode};
-use crate::schedule::ScheduleSpec;
-use crate::service::logging::LogFormat;
-use crate::store::Store;
-use jobvisor_worker::builtins;
+use jobvisor::model::{HandlerKind, HandlerSpec, JobSpec, Mode};
+use jobvisor::service::declare::{check_handlers, Declarations, JobDecl, QueueDecl, SyncError};
+use jobvisor::service::logging::LogFormat;
+use jobvisor::store::Store;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -80,29 +79,6 @@ pub struct Settings {
     pub log_format: Option<LogFormat>,
 }
 
-/// A declared queue's settings.
-#[derive(Clone, Debug, PartialEq)]
-pub struct QueueDecl {
-    /// Name.
-    pub name: String,
-    /// Most running at once (`None`: no limit of its own).
-    pub limit: Option<u32>,
-    /// Paused (`None`: left as it is).
-    pub paused: Option<bool>,
-}
-
-/// A declared job.
-#[derive(Clone, Debug)]
-pub struct JobDecl {
-    /// Its definition.
-    pub spec: JobSpec,
-    /// Whether the file fixes its schedule's start (`start`/`at`); if not,
-    /// an unchanged job keeps the anchor it has.
-    pub fixed_start: bool,
-    /// Line of its table.
-    pub line: usize,
-}
-
 /// A checked configuration file.
 #[derive(Clone, Debug)]
 pub struct ServiceFile {
@@ -110,18 +86,8 @@ pub struct ServiceFile {
     pub path: PathBuf,
     /// Settings.
     pub settings: Settings,
-    /// Queue limits.
-    pub queues: Vec<QueueDecl>,
-    /// Executions finished longer ago than this are pruned.
-    pub retention: Option<Duration>,
-    /// How often retention runs (default a minute).
-    pub retention_every: Duration,
-    /// Per-job retention.
-    pub job_retention: HashMap<String, Duration>,
-    /// Declared handlers.
-    pub handlers: Vec<HandlerSpec>,
-    /// Declared jobs.
-    pub jobs: Vec<JobDecl>,
+    /// What it declares.
+    pub declared: Declarations,
 }
 
 /// The file to read: `--config`, else the default path if it exists.
@@ -231,12 +197,14 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, String> {
     Ok(ServiceFile {
         path: path.to_path_buf(),
         settings,
-        queues,
-        retention,
-        retention_every,
-        job_retention,
-        handlers,
-        jobs,
+        declared: Declarations {
+            queues,
+            retention,
+            retention_every,
+            job_retention,
+            handlers,
+            jobs,
+        },
     })
 }
 
@@ -335,15 +303,11 @@ fn job(t: &Table, declared: &[HandlerSpec]) -> Result<JobSpec, String> {
             ));
         }
     }
-    crate::scheduler::first_due(&spec, crate::model::now_micros())
+    jobvisor::scheduler::first_due(&spec, jobvisor::model::now_micros())
         .map_err(|e| format!("job {name:?}: {e}"))?;
     Ok(spec)
 }
 
-/// Brings the database in line with the file: declared handlers and jobs
-/// are added or changed, those an earlier file declared and this one does
-/// not are removed, queue settings applied. One log line per change.
-/// Returns the number of changes.
 /// The bearer token: `JOBVISOR_API_TOKEN`, else the file's `token`.
 pub fn api_token(file_token: Option<&str>) -> Option<String> {
     // An empty variable counts as unset, as before: the file's token stays.
@@ -362,7 +326,7 @@ pub fn listen_addr(listen: &str, token: Option<&str>) -> Result<Option<SocketAdd
     let addr: SocketAddr = listen
         .parse()
         .map_err(|e| format!("invalid listen address {listen:?}: {e}"))?;
-    crate::http::check_listen(addr, token)?;
+    jobvisor::http::check_listen(addr, token)?;
     Ok(Some(addr))
 }
 
@@ -374,133 +338,49 @@ pub async fn validate(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(
     let listen = file.settings.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let token = api_token(file.settings.token.as_deref());
     listen_addr(listen, token.as_deref()).map_err(|e| format!("{}: {e}", file.path.display()))?;
-    check_handlers(file, store).await
-}
-
-/// Every job's handler is declared in the file, built in, or registered in
-/// `store`.
-async fn check_handlers(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(), String> {
-    let mut known: Vec<String> = file.handlers.iter().map(|h| h.name.clone()).collect();
-    if let Some(store) = store {
-        let registered = store
-            .handlers()
-            .await
-            .map_err(|e| format!("database: {}", crate::error_chain(&e)))?;
-        known.extend(registered.into_iter().map(|h| h.name));
-    }
-    for j in &file.jobs {
-        let h = &j.spec.handler;
-        if !known.contains(h) && !builtins::NAMES.contains(&h.as_str()) {
-            return Err(format!(
-                "{}:{}: job {:?}: unknown handler {h:?}",
-                file.path.display(),
-                j.line,
-                j.spec.name
-            ));
-        }
-    }
-    Ok(())
+    check_handlers(&file.declared, store)
+        .await
+        .map_err(|e| sync_error(file, &e))
 }
 
 /// Where the HTTP API listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7180";
 
-pub async fn sync(store: &dyn Store, file: &ServiceFile) -> Result<usize, String> {
-    let err = |e: crate::store::StoreError| format!("database: {}", crate::error_chain(&e));
-    let mut changes = 0;
-    // Check every job against the handlers it will find before writing.
-    check_handlers(file, Some(store)).await?;
-
-    let now = crate::model::now_micros();
-    for spec in &file.handlers {
-        let old = store.handler(&spec.name).await.map_err(err)?;
-        if old.as_ref() != Some(spec) {
-            store.put_handler(spec, now).await.map_err(err)?;
-            let what = if old.is_some() { "changed" } else { "added" };
-            tracing::info!(handler = %spec.name, "config: handler {what}");
-            changes += 1;
-        }
+/// A refused declaration as one line, `PATH:LINE: reason` where the line
+/// is known.
+pub fn sync_error(file: &ServiceFile, e: &SyncError) -> String {
+    match e {
+        SyncError::UnknownHandler { line, .. } => format!("{}:{line}: {e}", file.path.display()),
+        _ => jobvisor::error_chain(e),
     }
-    let builtin = |n: &str| builtins::NAMES.contains(&n);
-    for decl in &file.jobs {
-        let mut spec = decl.spec.clone();
-        let old = store.job(&spec.name).await.map_err(err)?;
-        if let Some(old) = &old {
-            if !decl.fixed_start {
-                keep_anchor(&mut spec, &old.spec);
-            }
-            let mut resolved = spec.clone();
-            crate::job::validate(store, &builtin, &mut resolved)
-                .await
-                .map_err(|e| format!("job {:?}: {e}", spec.name))?;
-            if resolved == old.spec {
-                continue;
-            }
-            crate::job::remove(store, &spec.name)
-                .await
-                .map_err(|e| format!("job {:?}: {e}", spec.name))?;
-        }
-        crate::job::add(store, &builtin, spec.clone())
-            .await
-            .map_err(|e| format!("job {:?}: {e}", spec.name))?;
-        let what = if old.is_some() { "changed" } else { "added" };
-        tracing::info!(job = %spec.name, "config: job {what}");
-        changes += 1;
-    }
-    let jobs: Vec<String> = file.jobs.iter().map(|j| j.spec.name.clone()).collect();
-    for name in store.declared("job").await.map_err(err)? {
-        if !jobs.contains(&name) && store.job(&name).await.map_err(err)?.is_some() {
-            crate::job::remove(store, &name)
-                .await
-                .map_err(|e| format!("job {name:?}: {e}"))?;
-            tracing::info!(job = %name, "config: job removed");
-            changes += 1;
-        }
-    }
-    store.set_declared("job", &jobs).await.map_err(err)?;
-    let handlers: Vec<String> = file.handlers.iter().map(|h| h.name.clone()).collect();
-    for name in store.declared("handler").await.map_err(err)? {
-        if !handlers.contains(&name) && store.remove_handler(&name).await.map_err(err)? {
-            tracing::info!(handler = %name, "config: handler removed");
-            changes += 1;
-        }
-    }
-    store
-        .set_declared("handler", &handlers)
-        .await
-        .map_err(err)?;
-    let queues = store.queues().await.map_err(err)?;
-    for q in &file.queues {
-        let current = queues.iter().find(|c| c.name == q.name);
-        let limit_changed = current.is_none_or(|c| c.max_running != q.limit);
-        let paused_changed = q
-            .paused
-            .is_some_and(|p| current.is_none_or(|c| c.paused != p));
-        if limit_changed || paused_changed {
-            store
-                .set_queue(&q.name, Some(q.limit), q.paused)
-                .await
-                .map_err(err)?;
-            tracing::info!(queue = %q.name, limit = ?q.limit, paused = ?q.paused, "config: queue set");
-            changes += 1;
-        }
-    }
-    Ok(changes)
 }
 
-/// A declared job without an explicit start keeps the anchor (interval) or
-/// time (once) it was first given, so that reading the file again is not a
-/// change.
-fn keep_anchor(new: &mut JobSpec, old: &JobSpec) {
-    match (&mut new.schedule, &old.schedule) {
-        (
-            ScheduleSpec::Interval { every_ms, anchor },
-            ScheduleSpec::Interval {
-                every_ms: e,
-                anchor: a,
-            },
-        ) if every_ms == e => *anchor = *a,
-        (ScheduleSpec::Once { at }, ScheduleSpec::Once { at: a }) => *at = *a,
-        _ => {}
+#[cfg(test)]
+mod tests {
+    /// The committed corpus of the `config` fuzz target (fuzz/), on stable
+    /// Rust: every input parses or is refused with one line, never a panic.
+    #[test]
+    fn every_config_fuzz_input_parses_or_is_refused_in_one_line() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/config");
+        let inputs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(
+            inputs.len() >= 5,
+            "a seed corpus of {} inputs",
+            inputs.len()
+        );
+        for input in inputs {
+            let text = String::from_utf8_lossy(&std::fs::read(&input).unwrap()).into_owned();
+            let parsed =
+                std::panic::catch_unwind(|| super::parse(std::path::Path::new("fuzz.toml"), &text));
+            match parsed {
+                Err(_) => panic!("config parsing panics on {}", input.display()),
+                Ok(Err(e)) => assert!(!e.contains('\n'), "{}: {e:?}", input.display()),
+                Ok(Ok(_)) => {}
+            }
+        }
     }
 }

@@ -2,8 +2,8 @@
 
 use super::args::{ExecCmd, ExecListArgs};
 use super::{input, output, CliError};
-use crate::model::{Execution, LogEntry};
-use crate::store::{CancelRequest, ExecFilter};
+use jobvisor::model::{Execution, LogEntry};
+use jobvisor::store::{CancelRequest, ExecFilter};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -13,7 +13,7 @@ fn parse_id(s: &str) -> Result<Uuid, CliError> {
 
 pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
     // Each of these needs executions: never create an empty database.
-    let store = crate::store::open_existing(db).await?;
+    let store = jobvisor::store::open_existing(db).await?;
     match cmd {
         ExecCmd::List(a) => list(store.as_ref(), a).await,
         ExecCmd::Show { id, json } => {
@@ -70,7 +70,7 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
         ExecCmd::Cancel { id, reason } => {
             let id = parse_id(&id)?;
             match store
-                .request_cancel(id, &reason, crate::model::now_micros())
+                .request_cancel(id, &reason, jobvisor::model::now_micros())
                 .await?
             {
                 CancelRequest::NotFound => Err(input(format!("no execution {id}"))),
@@ -85,7 +85,7 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
                     if !super::run::serving(store.as_ref()).await? {
                         eprintln!(
                             "jobvisor: no supervisor is serving {}; the cancel takes effect when one runs",
-                            crate::store::redact(db)
+                            jobvisor::store::redact(db)
                         );
                     }
                     println!("cancel requested for execution {id}");
@@ -96,7 +96,7 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
     }
 }
 
-async fn list(store: &dyn crate::store::Store, a: ExecListArgs) -> Result<(), CliError> {
+async fn list(store: &dyn jobvisor::store::Store, a: ExecListArgs) -> Result<(), CliError> {
     let execs = store
         .executions(&ExecFilter {
             status: a.status,
@@ -119,7 +119,7 @@ async fn list(store: &dyn crate::store::Store, a: ExecListArgs) -> Result<(), Cl
                 format!("{}/{}", e.attempt, e.max_attempts),
                 e.started_at.clone().unwrap_or_else(|| "-".into()),
                 e.duration_ms
-                    .map(crate::model::format_elapsed_ms)
+                    .map(jobvisor::model::format_elapsed_ms)
                     .unwrap_or_else(|| "-".into()),
                 output::cut(e.error.as_deref().unwrap_or(""), 60),
             ]

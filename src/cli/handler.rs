@@ -2,17 +2,17 @@
 
 use super::args::{HandlerAddArgs, HandlerCmd};
 use super::{input, output, CliError};
-use crate::model::{now_micros, HandlerKind, HandlerSpec, Mode, ProcessLimits};
-use crate::runner::isolate;
+use jobvisor::model::{now_micros, HandlerKind, HandlerSpec, Mode, ProcessLimits};
+use jobvisor::runner::isolate;
 use jobvisor_worker::builtins;
 use std::path::{Path, PathBuf};
 
 pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
     // Only `add` may create the database; the rest read or change handlers.
     let store = if matches!(cmd, HandlerCmd::Add(_)) {
-        crate::store::open(db).await?
+        jobvisor::store::open(db).await?
     } else {
-        crate::store::open_existing(db).await?
+        jobvisor::store::open_existing(db).await?
     };
     match cmd {
         HandlerCmd::Add(a) => {
@@ -36,7 +36,7 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
             Ok(())
         }
         HandlerCmd::List(j) => {
-            let all = crate::store::all_handlers(store.as_ref()).await?;
+            let all = jobvisor::store::all_handlers(store.as_ref()).await?;
             if j.json {
                 output::json(&all)
             } else {
@@ -63,9 +63,9 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
             }
         }
         HandlerCmd::Show(n) => {
-            let spec = match crate::store::handler_or_builtin(store.as_ref(), &n.name).await? {
+            let spec = match jobvisor::store::handler_or_builtin(store.as_ref(), &n.name).await? {
                 Some(s) => s,
-                None => return Err(crate::Error::UnknownHandler(n.name).into()),
+                None => return Err(jobvisor::Error::UnknownHandler(n.name).into()),
             };
             if n.json {
                 output::json(&spec)
@@ -82,7 +82,7 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
                 println!("handler {name} removed");
                 Ok(())
             } else {
-                Err(crate::Error::UnknownHandler(name).into())
+                Err(jobvisor::Error::UnknownHandler(name).into())
             }
         }
     }
@@ -194,7 +194,7 @@ fn enforcement_notes(spec: &HandlerSpec) -> Vec<String> {
     if l.memory_max.is_none() && l.pids_max.is_none() && l.cpu_max.is_none() {
         return Vec::new();
     }
-    isolate::enforcement(l, crate::runner::cgroup::probe()).notes
+    isolate::enforcement(l, jobvisor::runner::cgroup::probe()).notes
 }
 
 /// Resolves a program to an absolute path now, so that what runs later does

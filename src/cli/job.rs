@@ -2,10 +2,10 @@
 
 use super::args::{JobAddArgs, JobCmd, JobPreviewArgs};
 use super::{input, output, CliError};
-use crate::model::{format_micros, now_micros, Job, JobSpec};
-use crate::schedule::{Schedule, ScheduleSpec};
-use crate::store::ExecFilter;
 use chrono_tz::Tz;
+use jobvisor::model::{format_micros, now_micros, Job, JobSpec};
+use jobvisor::schedule::{Schedule, ScheduleSpec};
+use jobvisor::store::ExecFilter;
 use jobvisor_worker::builtins;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -17,9 +17,9 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
     }
     // Only `add` may create the database; the rest need jobs.
     let store = if matches!(cmd, JobCmd::Add(_)) {
-        crate::store::open(db).await?
+        jobvisor::store::open(db).await?
     } else {
-        crate::store::open_existing(db).await?
+        jobvisor::store::open_existing(db).await?
     };
     let store = store.as_ref();
     match cmd {
@@ -28,7 +28,7 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             let name = spec.name.clone();
             let schedule = spec.schedule.clone();
             let builtin = |n: &str| builtins::NAMES.contains(&n);
-            let first = crate::job::add(store, &builtin, spec).await?;
+            let first = jobvisor::job::add(store, &builtin, spec).await?;
             match first {
                 Some(t) => println!("job {name} added; first run {}", format_micros(t)),
                 None => println!("job {name} added (daemon)"),
@@ -105,16 +105,16 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
                 "policy:      overlap {}, misfire {}, priority {}, queue {}, retries {}, backoff {}",
                 s.overlap.as_str(),
                 match s.misfire {
-                    crate::schedule::Misfire::RunOnce => "run-once",
-                    crate::schedule::Misfire::Skip => "skip",
+                    jobvisor::schedule::Misfire::RunOnce => "run-once",
+                    jobvisor::schedule::Misfire::Skip => "skip",
                 },
                 s.priority,
                 s.queue,
                 s.retries,
-                crate::model::format_ms(s.backoff_ms)
+                jobvisor::model::format_ms(s.backoff_ms)
             );
             if let Some(t) = s.timeout_ms {
-                println!("timeout:     {}", crate::model::format_ms(t));
+                println!("timeout:     {}", jobvisor::model::format_ms(t));
             }
             if let Some(m) = s.max_parallel {
                 println!("max parallel: {m}");
@@ -156,23 +156,23 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             Ok(())
         }
         JobCmd::Pause(n) => {
-            crate::job::pause(store, &n.name).await?;
+            jobvisor::job::pause(store, &n.name).await?;
             println!("job {} paused", n.name);
             Ok(())
         }
         JobCmd::Resume(n) => {
-            crate::job::resume(store, &n.name).await?;
+            jobvisor::job::resume(store, &n.name).await?;
             println!("job {} resumed", n.name);
             Ok(())
         }
         JobCmd::Remove(n) => {
-            crate::job::remove(store, &n.name).await?;
+            jobvisor::job::remove(store, &n.name).await?;
             println!("job {} removed", n.name);
             Ok(())
         }
         JobCmd::Preview(_) => unreachable!("handled before the store is opened"),
         JobCmd::Trigger(n) => {
-            let id = crate::job::trigger(store, &n.name).await?;
+            let id = jobvisor::job::trigger(store, &n.name).await?;
             if n.json {
                 return output::json(&serde_json::json!({ "id": id }));
             }
@@ -197,7 +197,7 @@ fn describe(s: &ScheduleSpec) -> String {
         ScheduleSpec::Once { at } => format!("once at {}", format_micros(*at)),
         ScheduleSpec::Cron { expr, tz } => format!("cron {expr} ({tz})"),
         ScheduleSpec::Interval { every_ms, .. } => {
-            format!("every {}", crate::model::format_ms(*every_ms))
+            format!("every {}", jobvisor::model::format_ms(*every_ms))
         }
         ScheduleSpec::Daemon => "daemon".into(),
     }
@@ -226,7 +226,7 @@ struct When {
 fn schedule_spec(w: When, now: i64) -> Result<ScheduleSpec, CliError> {
     Ok(if let Some(expr) = w.cron {
         // Parse now so that the error names the field.
-        crate::schedule::CronSchedule::parse(&expr, &w.tz).map_err(|e| input(e.to_string()))?;
+        jobvisor::schedule::CronSchedule::parse(&expr, &w.tz).map_err(|e| input(e.to_string()))?;
         ScheduleSpec::Cron { expr, tz: w.tz }
     } else if let Some(every) = w.every {
         if every.is_zero() {

@@ -55,7 +55,7 @@ impl std::fmt::Display for CliError {
 
 impl<E: std::error::Error + 'static> From<E> for CliError {
     fn from(e: E) -> Self {
-        let text = crate::error_chain(&e);
+        let text = jobvisor::error_chain(&e);
         if is_runtime(&e) {
             CliError::Runtime(text)
         } else {
@@ -67,9 +67,9 @@ impl<E: std::error::Error + 'static> From<E> for CliError {
 /// Whether `e` is a failure of the environment (database, I/O) rather than
 /// of what the user asked for.
 fn is_runtime(e: &(dyn std::error::Error + 'static)) -> bool {
-    use crate::store::StoreError;
-    let store = match e.downcast_ref::<crate::Error>() {
-        Some(crate::Error::Store(s)) => Some(s),
+    use jobvisor::store::StoreError;
+    let store = match e.downcast_ref::<jobvisor::Error>() {
+        Some(jobvisor::Error::Store(s)) => Some(s),
         Some(_) => return false,
         None => e.downcast_ref::<StoreError>(),
     };

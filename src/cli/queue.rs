@@ -5,9 +5,9 @@ use super::{input, output, CliError};
 
 pub(crate) async fn queue(db: &str, cmd: QueueCmd) -> Result<(), CliError> {
     let store = if matches!(cmd, QueueCmd::List(_)) {
-        crate::store::open_existing(db).await?
+        jobvisor::store::open_existing(db).await?
     } else {
-        crate::store::open(db).await?
+        jobvisor::store::open(db).await?
     };
     match cmd {
         QueueCmd::List(j) => {

@@ -2,10 +2,10 @@
 
 use super::args::RunArgs;
 use super::{input, output, CliError};
-use crate::model::{now_micros, Execution, Status};
-use crate::store::Store;
-use crate::submit::{self, RunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
+use jobvisor::model::{now_micros, Execution, Status};
+use jobvisor::store::Store;
+use jobvisor::submit::{self, RunSpec};
 use jobvisor_worker::builtins;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ const SERVING_WINDOW: Duration = Duration::from_secs(5);
 pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
     let payload: serde_json::Value = serde_json::from_str(&a.payload)
         .map_err(|e| input(format!("invalid --payload JSON: {e}")))?;
-    let store = crate::store::open(db).await?;
+    let store = jobvisor::store::open(db).await?;
     let spec = RunSpec {
         mode: a.mode,
         retries: a.retries,
@@ -92,7 +92,7 @@ async fn wait(store: &dyn Store, db: &str, id: Uuid, json: bool) -> Result<Execu
                     eprintln!(
                         "jobvisor: no supervisor is serving {}; execution {current} stays pending \
                          until one runs (start one with `jobvisor serve`)",
-                        crate::store::redact(db)
+                        jobvisor::store::redact(db)
                     )
                 });
             }
@@ -148,7 +148,7 @@ async fn print_last_logs(store: &dyn Store, e: &Execution) -> Result<(), CliErro
 fn print_outcome(e: &Execution) {
     let took = e
         .duration_ms
-        .map(|ms| format!(" in {}", crate::model::format_elapsed_ms(ms)))
+        .map(|ms| format!(" in {}", jobvisor::model::format_elapsed_ms(ms)))
         .unwrap_or_default();
     println!("{} {}{took} (attempt {})", e.id, e.status, e.attempt);
     if let Some(out) = &e.output {

@@ -2,13 +2,10 @@
 
 use super::args::ServeArgs;
 use super::{config, CliError};
-use crate::service::logging::{self, LogFormat};
-use crate::service::notify::Notifier;
-use crate::supervisor::{Config, Supervisor};
-use std::sync::Arc;
-use std::time::Duration;
+use jobvisor::service::logging::{self, LogFormat};
+use jobvisor::service::{Reloader, Service, ServiceError};
+use jobvisor::supervisor::{Config, Supervisor};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
 
 use super::config::DEFAULT_LISTEN;
 
@@ -23,20 +20,17 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         .map(|f| f.settings.clone())
         .unwrap_or_default();
     logging::init(a.log_format.or(s.log_format).unwrap_or(LogFormat::Auto));
-    crate::runner::os::harden_service();
-    crate::runner::isolate::core_dumps_off();
+    jobvisor::runner::os::harden_service();
+    jobvisor::runner::isolate::core_dumps_off();
     // A panicking inproc handler is recorded on its execution; the service
     // log gets one line, not a backtrace per panic.
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(target: "jobvisor::panic", "{info}");
     }));
-    let notifier = Arc::new(
-        Notifier::from_env().map_err(|e| super::input(format!("invalid NOTIFY_SOCKET: {e}")))?,
-    );
     // Flags (and JOBVISOR_DATABASE) override the file.
     let db = database
         .or(s.database.clone())
-        .unwrap_or_else(crate::default_database);
+        .unwrap_or_else(jobvisor::default_database);
     let db = db.as_str();
     // Flags, then the file, then `Config::service()`.
     let d = Config::service();
@@ -75,39 +69,32 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
     let sup = Supervisor::builder().config(config).build().await?;
     // Started now rather than at the first process-mode execution, so that
     // a missing guardian is said at start.
-    let guardian = crate::runner::guardian::pid();
+    let guardian = jobvisor::runner::guardian::pid();
     tracing::info!(
-        database = %crate::store::redact(db),
+        database = %jobvisor::store::redact(db),
         node = sup.node_id(),
         concurrency,
         guardian = ?guardian,
         "serving"
     );
-    if let Some(f) = &file {
-        let n = config::sync(sup.store().as_ref(), f)
-            .await
-            .map_err(super::input)?;
-        tracing::info!(config = %f.path.display(), changes = n, "config applied");
-        sup.jobs_changed();
-    }
-    // Bound only once the file is known good, so that a bad file is said
-    // as itself, not as a port that another process holds.
-    let listener = match addr {
-        None => None,
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| super::input(format!("cannot listen on {addr}: {e}")))?,
-        ),
+    let declared = file.as_ref().map(|f| f.declared.clone());
+    let service = match Service::start(sup, declared, addr, token).await {
+        Ok(service) => service,
+        Err(ServiceError::Declarations(e)) => {
+            let f = file.as_ref().expect("only a file declares");
+            return Err(super::input(config::sync_error(f, &e)));
+        }
+        Err(e @ (ServiceError::Listen { .. } | ServiceError::Notify(_))) => {
+            return Err(super::input(jobvisor::error_chain(&e)))
+        }
     };
-    let running = Arc::new(std::sync::Mutex::new(file));
-    let pruner = tokio::spawn(retention(sup.clone(), running.clone()));
     {
-        let (sup, running, path) = (sup.clone(), running.clone(), path.clone());
+        let reloader = service.reloader();
+        let running = std::sync::Mutex::new(file);
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 match &path {
-                    Some(path) => reload(&sup, path, &running).await,
+                    Some(path) => reload(&reloader, path, &running).await,
                     None => tracing::warn!(
                         "SIGHUP: no config file to reload (none at {} and no --config)",
                         config::DEFAULT_PATH
@@ -116,46 +103,10 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
             }
         });
     }
-
-    let (stopping_tx, stopping) = watch::channel(false);
-    let http = listener.map(|l| {
-        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(addr = %addr, auth = token.is_some(), "HTTP API listening");
-        let app = crate::http::router(sup.clone(), token.clone());
-        let mut stop = stopping.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = crate::http::serve(l, app, shutdown).await {
-                tracing::error!(error = %e, "HTTP API stopped");
-            }
-        })
-    });
-    let reporter = tokio::spawn(report(sup.clone(), notifier.clone(), stopping.clone()));
-    // Migrations, recovery and the node's registration were done by the
-    // builder; `ready` completes once `run` listens and dispatches.
-    {
-        let (sup, notifier) = (sup.clone(), notifier.clone());
-        tokio::spawn(async move {
-            sup.ready().await;
-            notifier.notify("READY=1");
-            tracing::info!("ready");
-        });
-    }
-    let shutdown = {
-        let mut signals = signals;
-        let notifier = notifier.clone();
-        async move {
-            signals.first().await;
-            notifier.notify("STOPPING=1");
-            let _ = stopping_tx.send(true);
-            signals
-        }
-    };
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let shutdown = async move {
-        let signals = shutdown.await;
+        let mut signals = signals;
+        signals.first().await;
         let _ = first_tx.send(signals);
     };
     let force = async move {
@@ -165,22 +116,15 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
             std::future::pending::<()>().await;
         }
     };
-    sup.run_until(shutdown, force).await?;
-    reporter.abort();
-    pruner.abort();
-    if let Some(h) = http {
-        // Open event streams would hold a graceful stop forever.
-        h.abort();
-    }
-    crate::runner::cgroup::release();
+    service.run_until(shutdown, force).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// SIGHUP: reads the file again; a valid one is synced and becomes the
+/// SIGHUP: reads the file again; a valid one is applied and becomes the
 /// running config, an invalid one is rejected whole.
 async fn reload(
-    sup: &Supervisor,
+    reloader: &Reloader,
     path: &std::path::Path,
     running: &std::sync::Mutex<Option<config::ServiceFile>>,
 ) {
@@ -192,9 +136,8 @@ async fn reload(
             return;
         }
     };
-    match config::sync(sup.store().as_ref(), &file).await {
+    match reloader.apply(file.declared.clone()).await {
         Ok(n) => {
-            sup.jobs_changed();
             let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(old) = running.as_ref() {
                 if old.settings != file.settings {
@@ -204,61 +147,10 @@ async fn reload(
             *running = Some(file);
             tracing::info!(changes = n, "config reloaded");
         }
-        Err(e) => tracing::error!("config not applied: {e}; the running config stays in force"),
-    }
-}
-
-/// Prunes finished executions (and their logs) older than the configured
-/// retention, global or per job, in small batches; at start, then every
-/// `retention.every`.
-async fn retention(sup: Supervisor, running: Arc<std::sync::Mutex<Option<config::ServiceFile>>>) {
-    const BATCH: usize = 500;
-    loop {
-        let (global, per_job, every) = {
-            let r = running.lock().unwrap_or_else(|e| e.into_inner());
-            match r.as_ref() {
-                Some(f) => (f.retention, f.job_retention.clone(), f.retention_every),
-                None => (None, Default::default(), Duration::from_secs(60)),
-            }
-        };
-        let now = crate::model::now_micros();
-        let micros = |d: Duration| d.as_micros().min(i64::MAX as u128) as i64;
-        let except: Vec<String> = per_job.keys().cloned().collect();
-        let mut passes: Vec<(Option<String>, i64)> = per_job
-            .iter()
-            .map(|(job, keep)| (Some(job.clone()), now - micros(*keep)))
-            .collect();
-        if let Some(keep) = global {
-            passes.push((None, now - micros(keep)));
-        }
-        let (mut execs, mut logs) = (0u64, 0u64);
-        for (job, before) in passes {
-            loop {
-                match sup
-                    .store()
-                    .prune(before, job.as_deref(), &except, BATCH)
-                    .await
-                {
-                    Ok((e, l)) => {
-                        execs += e;
-                        logs += l;
-                        if (e as usize) < BATCH {
-                            break;
-                        }
-                        // Let other writers in between batches.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %crate::error_chain(&e), "retention: pruning failed");
-                        break;
-                    }
-                }
-            }
-        }
-        if execs > 0 {
-            tracing::info!(executions = execs, log_lines = logs, "retention: pruned");
-        }
-        tokio::time::sleep(every).await;
+        Err(e) => tracing::error!(
+            "config not applied: {}; the running config stays in force",
+            config::sync_error(&file, &e)
+        ),
     }
 }
 
@@ -291,52 +183,5 @@ impl Signals {
     async fn second(&mut self) {
         let s = self.next().await;
         tracing::info!("{s} again: stopping running executions now");
-    }
-}
-
-/// Tells the service manager how things stand: `STATUS=` every few
-/// seconds, and `WATCHDOG=1` at half the watchdog interval, but only while
-/// the scheduler and the dispatcher are going round their loops, so that a
-/// wedged supervisor is restarted.
-async fn report(sup: Supervisor, notifier: Arc<Notifier>, mut stopping: watch::Receiver<bool>) {
-    if !notifier.enabled() {
-        return;
-    }
-    sup.ready().await;
-    let watchdog = notifier.watchdog();
-    let tick_every = watchdog
-        .map(|w| (w / 2).min(Duration::from_secs(5)))
-        .unwrap_or(Duration::from_secs(5));
-    let mut tick = tokio::time::interval(tick_every);
-    let mut last_status = String::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stopping.changed() => {}
-        }
-        if *stopping.borrow() {
-            return;
-        }
-        if let Some(w) = watchdog {
-            let (scheduler, dispatcher) = sup.liveness();
-            if scheduler < w && dispatcher < w {
-                notifier.notify("WATCHDOG=1");
-            } else {
-                tracing::error!(
-                    scheduler_silent = ?scheduler,
-                    dispatcher_silent = ?dispatcher,
-                    "not pinging the watchdog: a loop of the supervisor is stuck"
-                );
-            }
-        }
-        let pending: u64 = match sup.store().queues().await {
-            Ok(q) => q.iter().map(|q| q.pending).sum(),
-            Err(_) => continue,
-        };
-        let status = format!("STATUS=running {}, pending {pending}", sup.running_count());
-        if status != last_status {
-            notifier.notify(&status);
-            last_status = status;
-        }
     }
 }

@@ -3,7 +3,7 @@
 use super::{input, output, CliError};
 
 pub(crate) async fn stats(db: &str, job: Option<String>, json: bool) -> Result<(), CliError> {
-    let store = crate::store::open_existing(db).await?;
+    let store = jobvisor::store::open_existing(db).await?;
     let stats = store.stats(job.as_deref()).await?;
     if let (Some(j), true) = (&job, stats.is_empty()) {
         if store.job(j).await?.is_none() {
@@ -13,7 +13,7 @@ pub(crate) async fn stats(db: &str, job: Option<String>, json: bool) -> Result<(
     if json {
         return output::json(&stats);
     }
-    let ms = |v: Option<f64>| v.map_or("-".into(), crate::model::format_elapsed_ms);
+    let ms = |v: Option<f64>| v.map_or("-".into(), jobvisor::model::format_elapsed_ms);
     let rows = stats
         .iter()
         .map(|s| {

@@ -1,5 +1,273 @@
-//! Running as a service: systemd readiness and watchdog, the service's own
-//! log formats.
+//! The service that `jobvisor serve` runs, as library code, so that an
+//! application embedding jobvisor runs the same one: declarations applied
+//! at start and on reload, retention, the HTTP API, systemd readiness,
+//! status and watchdog, and the supervisor's drain.
+//!
+//! What stays with the command line is what is the command line's: its
+//! flags and config file syntax, which signals mean what, and process-wide
+//! hardening.
 
+pub mod declare;
 pub mod logging;
 pub mod notify;
+
+use crate::supervisor::Supervisor;
+use declare::{Declarations, SyncError};
+use notify::Notifier;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The declarations were refused.
+    #[error(transparent)]
+    Declarations(#[from] SyncError),
+    /// The HTTP API's address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `NOTIFY_SOCKET` names no usable socket.
+    #[error("invalid NOTIFY_SOCKET")]
+    Notify(#[source] std::io::Error),
+}
+
+/// A supervisor and what runs around it; [`Service::run_until`] runs it.
+pub struct Service {
+    sup: Supervisor,
+    declared: Arc<Mutex<Declarations>>,
+    http: Option<(tokio::net::TcpListener, Option<String>)>,
+    notifier: Arc<Notifier>,
+}
+
+/// Applies new declarations to a running [`Service`] (a reload).
+#[derive(Clone)]
+pub struct Reloader {
+    sup: Supervisor,
+    declared: Arc<Mutex<Declarations>>,
+}
+
+impl Reloader {
+    /// Brings the database in line with `d`, which then governs retention.
+    /// Refused declarations change nothing. Returns the number of changes.
+    pub async fn apply(&self, d: Declarations) -> Result<usize, SyncError> {
+        let n = declare::sync(self.sup.store().as_ref(), &d).await?;
+        self.sup.jobs_changed();
+        *self.declared.lock().unwrap_or_else(|e| e.into_inner()) = d;
+        Ok(n)
+    }
+}
+
+impl Service {
+    /// Applies `declared` (if any; without, the database is left as it is)
+    /// to the supervisor's database, then binds the HTTP API on `listen`
+    /// (if any) with bearer `token` (if any): bound only once the
+    /// declarations are known good, so that a bad one is said as itself,
+    /// not as a port that another process holds.
+    pub async fn start(
+        sup: Supervisor,
+        declared: Option<Declarations>,
+        listen: Option<SocketAddr>,
+        token: Option<String>,
+    ) -> Result<Service, ServiceError> {
+        let notifier = Arc::new(Notifier::from_env().map_err(ServiceError::Notify)?);
+        let reloader = Reloader {
+            sup: sup.clone(),
+            declared: Arc::new(Mutex::new(Declarations::default())),
+        };
+        if let Some(d) = declared {
+            let n = reloader.apply(d).await?;
+            tracing::info!(changes = n, "config applied");
+        }
+        let http = match listen {
+            None => None,
+            Some(addr) => Some((
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServiceError::Listen { addr, source })?,
+                token,
+            )),
+        };
+        Ok(Service {
+            sup,
+            declared: reloader.declared,
+            http,
+            notifier,
+        })
+    }
+
+    /// A handle that applies new declarations while the service runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            sup: self.sup.clone(),
+            declared: self.declared.clone(),
+        }
+    }
+
+    /// Where the HTTP API listens, if it does.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Runs until `shutdown` completes, then drains as
+    /// [`Supervisor::run_until`] does (`force` cuts the drain short).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        force: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), crate::Error> {
+        let Service {
+            sup,
+            declared,
+            http,
+            notifier,
+        } = self;
+        let (stopping_tx, stopping) = watch::channel(false);
+        let http = http.map(|(listener, token)| {
+            let addr = listener.local_addr().map(|a| a.to_string());
+            tracing::info!(addr = %addr.unwrap_or_default(), auth = token.is_some(), "HTTP API listening");
+            let app = crate::http::router(sup.clone(), token);
+            let mut stop = stopping.clone();
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::http::serve(listener, app, shutdown).await {
+                    tracing::error!(error = %e, "HTTP API stopped");
+                }
+            })
+        });
+        let pruner = tokio::spawn(retention(sup.clone(), declared));
+        let reporter = tokio::spawn(report(sup.clone(), notifier.clone(), stopping));
+        // Migrations, recovery and the node's registration were done when
+        // the supervisor was built; `ready` completes once it dispatches.
+        let ready = {
+            let (sup, notifier) = (sup.clone(), notifier.clone());
+            tokio::spawn(async move {
+                sup.ready().await;
+                notifier.notify("READY=1");
+                tracing::info!("ready");
+            })
+        };
+        let shutdown = async move {
+            shutdown.await;
+            notifier.notify("STOPPING=1");
+            let _ = stopping_tx.send(true);
+        };
+        let result = sup.run_until(shutdown, force).await;
+        ready.abort();
+        reporter.abort();
+        pruner.abort();
+        if let Some(h) = http {
+            // Open event streams would hold a graceful stop forever.
+            h.abort();
+        }
+        crate::runner::cgroup::release();
+        result
+    }
+}
+
+/// Prunes finished executions (and their logs) older than the declared
+/// retention, global or per job, in small batches; at start, then every
+/// `retention_every`.
+async fn retention(sup: Supervisor, declared: Arc<Mutex<Declarations>>) {
+    const BATCH: usize = 500;
+    loop {
+        let (global, per_job, every) = {
+            let d = declared.lock().unwrap_or_else(|e| e.into_inner());
+            (d.retention, d.job_retention.clone(), d.retention_every)
+        };
+        let now = crate::model::now_micros();
+        let micros = |d: Duration| d.as_micros().min(i64::MAX as u128) as i64;
+        let except: Vec<String> = per_job.keys().cloned().collect();
+        let mut passes: Vec<(Option<String>, i64)> = per_job
+            .iter()
+            .map(|(job, keep)| (Some(job.clone()), now - micros(*keep)))
+            .collect();
+        if let Some(keep) = global {
+            passes.push((None, now - micros(keep)));
+        }
+        let (mut execs, mut logs) = (0u64, 0u64);
+        for (job, before) in passes {
+            loop {
+                let pruned = sup
+                    .store()
+                    .prune(before, job.as_deref(), &except, BATCH)
+                    .await;
+                match pruned {
+                    Ok((e, l)) => {
+                        execs += e;
+                        logs += l;
+                        if (e as usize) < BATCH {
+                            break;
+                        }
+                        // Let other writers in between batches.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %crate::error_chain(&e), "retention: pruning failed");
+                        break;
+                    }
+                }
+            }
+        }
+        if execs > 0 {
+            tracing::info!(executions = execs, log_lines = logs, "retention: pruned");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Tells the service manager how things stand: `STATUS=` every few
+/// seconds, and `WATCHDOG=1` at half the watchdog interval, but only while
+/// the scheduler and the dispatcher are going round their loops, so that a
+/// wedged supervisor is restarted.
+async fn report(sup: Supervisor, notifier: Arc<Notifier>, mut stopping: watch::Receiver<bool>) {
+    if !notifier.enabled() {
+        return;
+    }
+    sup.ready().await;
+    let watchdog = notifier.watchdog();
+    let tick_every = watchdog
+        .map(|w| (w / 2).min(Duration::from_secs(5)))
+        .unwrap_or(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(tick_every);
+    let mut last_status = String::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopping.changed() => {}
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        if let Some(w) = watchdog {
+            let (scheduler, dispatcher) = sup.liveness();
+            if scheduler < w && dispatcher < w {
+                notifier.notify("WATCHDOG=1");
+            } else {
+                tracing::error!(
+                    scheduler_silent = ?scheduler,
+                    dispatcher_silent = ?dispatcher,
+                    "not pinging the watchdog: a loop of the supervisor is stuck"
+                );
+            }
+        }
+        let pending: u64 = match sup.store().queues().await {
+            Ok(q) => q.iter().map(|q| q.pending).sum(),
+            Err(_) => continue,
+        };
+        let status = format!("STATUS=running {}, pending {pending}", sup.running_count());
+        if status != last_status {
+            notifier.notify(&status);
+            last_status = status;
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! What a service declares (a configuration file's handlers, jobs, queues
+//! and retention) and how it is brought into the database: added, changed,
+//! or removed when an earlier declaration had it and this one does not.
+
+use crate::model::{HandlerSpec, JobSpec};
+use crate::schedule::ScheduleSpec;
+use crate::store::{Store, StoreError};
+use jobvisor_worker::builtins;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A declared queue's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueDecl {
+    /// The queue.
+    pub name: String,
+    /// Most running at once (`None`: no limit of its own).
+    pub limit: Option<u32>,
+    /// `None` leaves the pause state as it is.
+    pub paused: Option<bool>,
+}
+
+/// A declared job.
+#[derive(Clone, Debug)]
+pub struct JobDecl {
+    /// Its definition.
+    pub spec: JobSpec,
+    /// Whether the declaration fixes its schedule's start (`start`/`at`);
+    /// if not, an unchanged job keeps the anchor it has, so that applying
+    /// the same declaration again is not a change.
+    pub fixed_start: bool,
+    /// Where it was declared (a file's line), for messages.
+    pub line: usize,
+}
+
+/// Everything a service declares.
+#[derive(Clone, Debug)]
+pub struct Declarations {
+    /// Queue settings.
+    pub queues: Vec<QueueDecl>,
+    /// Executions finished longer ago than this are pruned.
+    pub retention: Option<Duration>,
+    /// How often retention runs.
+    pub retention_every: Duration,
+    /// Retention of particular jobs, instead of `retention`.
+    pub job_retention: HashMap<String, Duration>,
+    /// Declared handlers.
+    pub handlers: Vec<HandlerSpec>,
+    /// Declared jobs.
+    pub jobs: Vec<JobDecl>,
+}
+
+impl Default for Declarations {
+    fn default() -> Self {
+        Self {
+            queues: Vec::new(),
+            retention: None,
+            retention_every: Duration::from_secs(60),
+            job_retention: HashMap::new(),
+            handlers: Vec::new(),
+            jobs: Vec::new(),
+        }
+    }
+}
+
+/// Why declarations could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A job names a handler that is neither declared, built in, nor
+    /// registered.
+    #[error("job {job:?}: unknown handler {handler:?}")]
+    UnknownHandler {
+        /// The job.
+        job: String,
+        /// The handler it names.
+        handler: String,
+        /// Where the job was declared.
+        line: usize,
+    },
+    /// A job was refused.
+    #[error("job {job:?}: {source}")]
+    Job {
+        /// The job.
+        job: String,
+        /// Why.
+        source: crate::Error,
+    },
+    /// The database failed.
+    #[error("database")]
+    Store(#[from] StoreError),
+}
+
+/// Checks that every job's handler is declared, built in, or registered in
+/// `store` (when there is one).
+pub async fn check_handlers(d: &Declarations, store: Option<&dyn Store>) -> Result<(), SyncError> {
+    let mut known: Vec<String> = d.handlers.iter().map(|h| h.name.clone()).collect();
+    if let Some(store) = store {
+        known.extend(store.handlers().await?.into_iter().map(|h| h.name));
+    }
+    for j in &d.jobs {
+        let h = &j.spec.handler;
+        if !known.contains(h) && !builtins::NAMES.contains(&h.as_str()) {
+            return Err(SyncError::UnknownHandler {
+                job: j.spec.name.clone(),
+                handler: h.clone(),
+                line: j.line,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Brings the database in line with `d`: declared handlers and jobs are
+/// added or changed, those an earlier declaration had and this one does
+/// not are removed, queue settings applied. One log line per change.
+/// Returns the number of changes.
+pub async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, SyncError> {
+    let mut changes = 0;
+    // Check every job against the handlers it will find before writing.
+    check_handlers(d, Some(store)).await?;
+    let job_err = |job: &str| {
+        let job = job.to_string();
+        move |source| SyncError::Job { job, source }
+    };
+    let now = crate::model::now_micros();
+    for spec in &d.handlers {
+        let old = store.handler(&spec.name).await?;
+        if old.as_ref() != Some(spec) {
+            store.put_handler(spec, now).await?;
+            let what = if old.is_some() { "changed" } else { "added" };
+            tracing::info!(handler = %spec.name, "config: handler {what}");
+            changes += 1;
+        }
+    }
+    let builtin = |n: &str| builtins::NAMES.contains(&n);
+    for decl in &d.jobs {
+        let mut spec = decl.spec.clone();
+        let old = store.job(&spec.name).await?;
+        if let Some(old) = &old {
+            if !decl.fixed_start {
+                keep_anchor(&mut spec, &old.spec);
+            }
+            let mut resolved = spec.clone();
+            crate::job::validate(store, &builtin, &mut resolved)
+                .await
+                .map_err(job_err(&spec.name))?;
+            if resolved == old.spec {
+                continue;
+            }
+            crate::job::remove(store, &spec.name)
+                .await
+                .map_err(job_err(&spec.name))?;
+        }
+        crate::job::add(store, &builtin, spec.clone())
+            .await
+            .map_err(job_err(&spec.name))?;
+        let what = if old.is_some() { "changed" } else { "added" };
+        tracing::info!(job = %spec.name, "config: job {what}");
+        changes += 1;
+    }
+    let jobs: Vec<String> = d.jobs.iter().map(|j| j.spec.name.clone()).collect();
+    for name in store.declared("job").await? {
+        if !jobs.contains(&name) && store.job(&name).await?.is_some() {
+            crate::job::remove(store, &name)
+                .await
+                .map_err(job_err(&name))?;
+            tracing::info!(job = %name, "config: job removed");
+            changes += 1;
+        }
+    }
+    store.set_declared("job", &jobs).await?;
+    let handlers: Vec<String> = d.handlers.iter().map(|h| h.name.clone()).collect();
+    for name in store.declared("handler").await? {
+        if !handlers.contains(&name) && store.remove_handler(&name).await? {
+            tracing::info!(handler = %name, "config: handler removed");
+            changes += 1;
+        }
+    }
+    store.set_declared("handler", &handlers).await?;
+    let queues = store.queues().await?;
+    for q in &d.queues {
+        let current = queues.iter().find(|c| c.name == q.name);
+        let limit_changed = current.is_none_or(|c| c.max_running != q.limit);
+        let paused_changed = q
+            .paused
+            .is_some_and(|p| current.is_none_or(|c| c.paused != p));
+        if limit_changed || paused_changed {
+            store.set_queue(&q.name, Some(q.limit), q.paused).await?;
+            tracing::info!(queue = %q.name, limit = ?q.limit, paused = ?q.paused, "config: queue set");
+            changes += 1;
+        }
+    }
+    Ok(changes)
+}
+
+/// A declared job without an explicit start keeps the anchor (interval) or
+/// time (once) it was first given.
+fn keep_anchor(new: &mut JobSpec, old: &JobSpec) {
+    match (&mut new.schedule, &old.schedule) {
+        (
+            ScheduleSpec::Interval { every_ms, anchor },
+            ScheduleSpec::Interval {
+                every_ms: e,
+                anchor: a,
+            },
+        ) if every_ms == e => *anchor = *a,
+        (ScheduleSpec::Once { at }, ScheduleSpec::Once { at: a }) => *at = *a,
+        _ => {}
+    }
+}
