@@ -383,9 +383,13 @@ impl Dialect for Pg {
     queries!(PgConnection, PgRow);
 }
 
-/// A statement and its bind values, for either backend. Placeholders are
-/// `$N` on both (sqlx's SQLite driver numbers `$N` as PostgreSQL does), so
-/// literal ones and [`Sql::push_bind`] mix.
+/// A statement and its bind values, for either backend. A statement is
+/// written one of two ways, never both: with literal `$N` placeholders
+/// bound in order by [`Sql::bind`] (sqlx's SQLite driver numbers `$N` as
+/// PostgreSQL does), or built with [`Sql::push_bind`] alone, which writes
+/// each backend's own placeholder. The built kind is for statements with
+/// many binds: SQLite finds a named placeholder by a linear search, so
+/// thousands of `$N` would cost quadratic time, where `?` costs nothing.
 pub(super) struct Sql<'q, D: Dialect> {
     text: std::borrow::Cow<'static, str>,
     args: Args<'q, D>,
@@ -421,8 +425,8 @@ impl<'q, D: Dialect> Sql<'q, D> {
     /// Writes a placeholder and binds its value.
     pub fn push_bind(&mut self, value: impl Bind<'q>) -> &mut Self {
         self.add(value);
-        let n = self.args.len();
-        self.push(&format!("${n}"))
+        let _ = self.args.format_placeholder(self.text.to_mut());
+        self
     }
 
     /// Writes `VALUES (...), (...)`, one tuple an item, each filled by `row`.

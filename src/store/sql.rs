@@ -659,11 +659,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError> {
         let mut q = Sql::new(
-            "SELECT seq, ts, level, stream, message, fields FROM logs \
-             WHERE execution_id = $1 AND seq > $2",
-        )
-        .bind(id)
-        .bind(after_seq);
+            "SELECT seq, ts, level, stream, message, fields FROM logs WHERE execution_id = ",
+        );
+        q.push_bind(id).push(" AND seq > ").push_bind(after_seq);
         if let Some(min) = min_level {
             q.push(" AND level IN (")
                 .push_list(
@@ -1055,9 +1053,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut tx = self.begin().await?;
         let mut q = Sql::<D>::new(
             "SELECT id FROM executions WHERE status IN ('succeeded', 'failed', 'cancelled') \
-             AND finished_at < $1",
-        )
-        .bind(before);
+             AND finished_at < ",
+        );
+        q.push_bind(before);
         match job {
             Some(j) => {
                 q.push(" AND job = ").push_bind(j);
