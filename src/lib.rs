@@ -12,7 +12,6 @@
 //! ```
 #![warn(missing_docs)]
 
-mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
@@ -53,6 +52,15 @@ pub enum Error {
     /// A request that cannot be carried out as given.
     #[error("{0}")]
     Invalid(String),
+    /// An actor of the supervisor panicked (a bug in jobvisor); the
+    /// supervisor stopped, its running executions interrupted.
+    #[error("the supervisor's {actor:?} panicked: {message}; the supervisor stopped")]
+    Panicked {
+        /// Which.
+        actor: supervisor::Actor,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// The database used when none is given: `$STATE_DIRECTORY/jobvisor.db`

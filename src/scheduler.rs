@@ -101,12 +101,12 @@ pub fn first_due(
 /// The scheduler's memory between passes: parsed schedules, so that a cron
 /// expression is parsed once, not at every occurrence.
 #[derive(Default)]
-pub struct Scheduler {
+pub struct Planner {
     parsed: HashMap<String, (ScheduleSpec, Schedule)>,
 }
 
-impl Scheduler {
-    /// A scheduler with nothing parsed yet.
+impl Planner {
+    /// A planner with nothing parsed yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -133,10 +133,10 @@ impl Scheduler {
 /// Runs one pass over due scheduled jobs and idle daemons, with no memory
 /// of earlier passes.
 pub async fn pass(store: &dyn Store) -> Result<PassOutcome, StoreError> {
-    pass_with(&mut Scheduler::new(), store).await
+    pass_with(&mut Planner::new(), store).await
 }
 
-async fn pass_with(sched: &mut Scheduler, store: &dyn Store) -> Result<PassOutcome, StoreError> {
+async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome, StoreError> {
     let now = now_micros();
     let due = store.due_jobs(now, PASS_LIMIT).await?;
     let more = due.len() == PASS_LIMIT;

@@ -1,20 +1,31 @@
-//! The supervisor: owns the store, the relay and the dispatcher, and runs
-//! executions until told to stop.
+//! The supervisor: a handle on three actors that each own their state and
+//! talk through messages: the [`dispatcher`] (claims and runs executions),
+//! the [`scheduler`] (turns due jobs into executions) and [`maintenance`]
+//! (heartbeats, cancels from the database, rescue, notices). `run_until`
+//! starts them, joins them, and stops the supervisor cleanly should one of
+//! them panic.
 
-use crate::model::Outcome;
-use crate::model::{now_micros, Micros};
+mod dispatcher;
+mod maintenance;
+mod scheduler;
+
+use crate::model::{now_micros, Outcome};
 use crate::relay::{Relay, RelayMsg};
-use crate::runner::{os, Stop, StopReason};
+use crate::runner::os;
+use crate::runner::pool::Pools;
 use crate::store::{self, CancelRequest, Completion, Finished, NodeInfo, Store};
 use crate::submit::{self, RunSpec};
 use crate::Error;
+use dispatcher::{Dispatcher, ToDispatcher};
 use jobvisor_worker::{Handler, Registry};
-use std::collections::HashMap;
+use maintenance::{Maintenance, ToMaintenance};
+use scheduler::{Scheduler, ToScheduler};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 /// Settings of a [`Supervisor`].
@@ -129,47 +140,93 @@ impl SupervisorBuilder {
     }
 }
 
-impl Inner {
-    /// The running executions' stop handles. Never poisoned in practice
-    /// (held only for an insert, remove or lookup); if it were, the map is
-    /// still consistent, so keep going.
-    pub(crate) fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Stop>>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+/// How the loops are doing, for a watchdog and for metrics: written by the
+/// actors, read by anyone.
+pub(crate) struct Beats {
+    /// When the scheduler last went round its loop (µs).
+    scheduler: AtomicI64,
+    /// When the dispatcher last went round its loop (µs).
+    dispatcher: AtomicI64,
+    /// Executions running on this node.
+    running: AtomicUsize,
+}
+
+impl Beats {
+    fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    fn set_running(&self, n: usize) {
+        self.running.store(n, Ordering::Relaxed);
     }
 }
 
-pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) registry: Registry,
-    pub(crate) config: Config,
-    pub(crate) node: NodeInfo,
-    pub(crate) relay: Relay,
-    pub(crate) finished: broadcast::Sender<Finished>,
-    pub(crate) wake: Notify,
-    pub(crate) jobs_changed: Notify,
-    pub(crate) cancel_check: Notify,
-    pub(crate) running: Mutex<HashMap<Uuid, Arc<Stop>>>,
-    pub(crate) worker_program: PathBuf,
-    pub(crate) pools: crate::runner::pool::Pools,
+/// What an execution's owner task needs to run it.
+pub(crate) struct Exec {
+    relay: Relay,
+    registry: Registry,
+    pools: Arc<Pools>,
+    worker_program: PathBuf,
     /// The exec shim, when the worker program is installed.
-    pub(crate) shim: Option<PathBuf>,
-    /// When the scheduler loop last went round (µs).
-    pub(crate) scheduler_beat: std::sync::atomic::AtomicI64,
-    /// When the dispatcher loop last went round (µs).
-    pub(crate) dispatcher_beat: std::sync::atomic::AtomicI64,
-    /// Set once `run` is listening and dispatching.
-    pub(crate) ready: tokio::sync::watch::Sender<bool>,
-    /// Executions this node starts.
-    pub(crate) started: broadcast::Sender<Uuid>,
-    /// Durations of executions finished on this node.
-    pub(crate) durations: Mutex<crate::metrics::Durations>,
+    shim: Option<PathBuf>,
+    cgroups: bool,
+    inproc_grace: Duration,
+    started: broadcast::Sender<Uuid>,
+    durations: Mutex<crate::metrics::Durations>,
 }
 
-/// A running supervisor node. Cheap to clone.
+/// Sends `msg` without waiting. A full mailbox means the actor has work
+/// queued and will look anyway (wakes are idempotent; a cancel is also in
+/// the database, which maintenance polls).
+fn tell<T: std::fmt::Debug>(to: &mpsc::Sender<T>, msg: T) {
+    if let Err(mpsc::error::TrySendError::Full(msg)) = to.try_send(msg) {
+        tracing::debug!(?msg, "mailbox full; dropped");
+    }
+}
+
+/// The actors, built with the supervisor and started by `run_until`.
+struct Actors {
+    dispatcher: Dispatcher,
+    scheduler: Scheduler,
+    maintenance: Maintenance,
+}
+
+/// An actor of the supervisor, for [`Supervisor::inject_panic`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// Claims and runs executions.
+    Dispatcher,
+    /// Turns due jobs into executions.
+    Scheduler,
+    /// Heartbeats, cancels, rescue.
+    Maintenance,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    config: Config,
+    node: NodeInfo,
+    exec: Arc<Exec>,
+    finished: broadcast::Sender<Finished>,
+    beats: Arc<Beats>,
+    /// Set once `run` is listening and dispatching.
+    ready: tokio::sync::watch::Sender<bool>,
+    dispatcher: mpsc::Sender<ToDispatcher>,
+    scheduler: mpsc::Sender<ToScheduler>,
+    maintenance: mpsc::Sender<ToMaintenance>,
+    /// Taken by the one `run_until`.
+    actors: Mutex<Option<Actors>>,
+}
+
+/// A supervisor node. Cheap to clone: clones are handles on one node.
 #[derive(Clone)]
 pub struct Supervisor {
-    pub(crate) inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
+
+/// Mailbox size of each actor.
+const MAILBOX: usize = 1024;
 
 impl Supervisor {
     /// A builder with the built-in handlers registered.
@@ -203,49 +260,98 @@ impl Supervisor {
         }
         let (finished, _) = broadcast::channel(4096);
         let (relay, _task) = Relay::start(store.clone(), config.relay_capacity, finished.clone());
+        maintenance::rescue(store.as_ref(), &node, config.node_lease, &relay).await?;
         let worker_program = config
             .worker_program
             .clone()
             .unwrap_or_else(crate::worker_program);
-        let sup = Supervisor {
-            inner: Arc::new(Inner {
+        let pools = Arc::new(Pools::default());
+        let exec = Arc::new(Exec {
+            relay: relay.clone(),
+            registry,
+            pools: pools.clone(),
+            shim: worker_program.is_file().then(|| worker_program.clone()),
+            worker_program,
+            cgroups: config.cgroups,
+            inproc_grace: config.inproc_grace,
+            started: broadcast::channel(4096).0,
+            durations: Mutex::default(),
+        });
+        let beats = Arc::new(Beats {
+            scheduler: now.into(),
+            dispatcher: now.into(),
+            running: 0.into(),
+        });
+        let (to_dispatcher, dispatcher_inbox) = mpsc::channel(MAILBOX);
+        let (to_scheduler, scheduler_inbox) = mpsc::channel(MAILBOX);
+        let (to_maintenance, maintenance_inbox) = mpsc::channel(MAILBOX);
+        let actors = Actors {
+            dispatcher: Dispatcher {
+                store: store.clone(),
+                node: node.id.clone(),
+                concurrency: config.concurrency,
+                claim_batch: config.claim_batch,
+                poll_interval: config.poll_interval,
+                drain_timeout: config.drain_timeout,
+                inbox: dispatcher_inbox,
+                beats: beats.clone(),
+                exec: exec.clone(),
+                running: Default::default(),
+                tasks: Default::default(),
+            },
+            scheduler: Scheduler {
+                store: store.clone(),
+                inbox: scheduler_inbox,
+                finished: finished.subscribe(),
+                dispatcher: to_dispatcher.clone(),
+                poll_cap: config.schedule_poll_interval,
+                beats: beats.clone(),
+                planner: Default::default(),
+            },
+            maintenance: Maintenance {
+                store: store.clone(),
+                node: node.clone(),
+                relay,
+                pools,
+                beats: beats.clone(),
+                inbox: maintenance_inbox,
+                dispatcher: to_dispatcher.clone(),
+                scheduler: to_scheduler.clone(),
+                cancel_poll: config.cancel_poll_interval,
+                heartbeat: config.heartbeat_interval,
+                lease: config.node_lease,
+            },
+        };
+        Ok(Supervisor {
+            shared: Arc::new(Shared {
                 store,
-                registry,
                 config,
                 node,
-                relay,
+                exec,
                 finished,
-                wake: Notify::new(),
-                jobs_changed: Notify::new(),
-                cancel_check: Notify::new(),
-                running: Mutex::new(HashMap::new()),
-                shim: worker_program.is_file().then(|| worker_program.clone()),
-                worker_program,
-                pools: Default::default(),
+                beats,
                 ready: tokio::sync::watch::channel(false).0,
-                started: broadcast::channel(4096).0,
-                durations: Mutex::default(),
-                scheduler_beat: now.into(),
-                dispatcher_beat: now.into(),
+                dispatcher: to_dispatcher,
+                scheduler: to_scheduler,
+                maintenance: to_maintenance,
+                actors: Mutex::new(Some(actors)),
             }),
-        };
-        sup.rescue().await?;
-        Ok(sup)
+        })
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+        &self.shared.store
     }
 
     /// This node's id.
     pub fn node_id(&self) -> &str {
-        &self.inner.node.id
+        &self.shared.node.id
     }
 
     /// Announces every execution that ends (after its row is written).
     pub fn subscribe(&self) -> broadcast::Receiver<Finished> {
-        self.inner.finished.subscribe()
+        self.shared.finished.subscribe()
     }
 
     /// Enqueues one run; returns the execution's id.
@@ -255,10 +361,10 @@ impl Supervisor {
 
     /// Enqueues several runs in one transaction.
     pub async fn enqueue_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Uuid>, Error> {
-        let local = |name: &str| self.inner.registry.get(name).is_some();
-        let execs = submit::prepare_many(self.inner.store.as_ref(), &local, specs).await?;
-        submit::enqueue(self.inner.store.as_ref(), &execs).await?;
-        self.inner.wake.notify_one();
+        let local = |name: &str| self.shared.exec.registry.get(name).is_some();
+        let execs = submit::prepare_many(self.store().as_ref(), &local, specs).await?;
+        submit::enqueue(self.store().as_ref(), &execs).await?;
+        self.wake();
         Ok(execs.iter().map(|e| e.id).collect())
     }
 
@@ -266,14 +372,12 @@ impl Supervisor {
     /// one on another node when that node polls.
     pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<CancelRequest, Error> {
         let r = self
-            .inner
-            .store
+            .store()
             .request_cancel(id, reason, now_micros())
             .await?;
         if r == CancelRequest::Requested {
-            if let Some(stop) = self.inner.running().get(&id) {
-                stop.request(StopReason::Cancel(reason.to_string()));
-            }
+            let reason = reason.to_string();
+            tell(&self.shared.dispatcher, ToDispatcher::Cancel { id, reason });
         }
         Ok(r)
     }
@@ -289,97 +393,126 @@ impl Supervisor {
     /// Like [`Supervisor::run`], with a drain: after `shutdown`, running
     /// executions get up to [`Config::drain_timeout`] to finish; `force`
     /// (a second signal) cuts the wait short.
+    ///
+    /// Should an actor panic, the supervisor stops as at `shutdown` (what
+    /// runs is interrupted, to run again) and returns
+    /// [`Error::Panicked`]. A supervisor runs once.
     pub async fn run_until(
         &self,
         shutdown: impl Future<Output = ()>,
         force: impl Future<Output = ()>,
     ) -> Result<(), Error> {
-        let listener = match self.inner.store.listen().await {
-            Ok(Some(mut notices)) => {
-                let inner = self.inner.clone();
-                Some(tokio::spawn(async move {
-                    while let Some(n) = notices.recv().await {
-                        match n {
-                            crate::store::Notice::Work => inner.wake.notify_one(),
-                            crate::store::Notice::Cancel => inner.cancel_check.notify_one(),
-                            crate::store::Notice::Jobs => inner.jobs_changed.notify_one(),
-                        }
-                    }
-                }))
-            }
-            Ok(None) => None,
+        use futures_util::FutureExt;
+        let actors = self
+            .shared
+            .actors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(Actors {
+            dispatcher,
+            scheduler,
+            maintenance,
+        }) = actors
+        else {
+            return Err(Error::Invalid("this supervisor has already run".into()));
+        };
+        let notices = match self.store().listen().await {
+            Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "cannot LISTEN; polling only");
                 None
             }
         };
-        let maintenance = tokio::spawn(self.clone().maintenance());
-        let scheduler = tokio::spawn(self.clone().schedule_loop());
-        self.inner.ready.send_replace(true);
-        let result = self.dispatch(shutdown, force).await;
-        self.inner.pools.sweep(true).await;
-        maintenance.abort();
-        scheduler.abort();
-        if let Some(l) = listener {
-            l.abort();
+        let mut scheduler = tokio::spawn(scheduler.run());
+        let mut maintenance = tokio::spawn(maintenance.run(notices));
+        self.shared.ready.send_replace(true);
+        // The dispatcher runs in this task (`shutdown` and `force` need not
+        // be 'static); it stops at `shutdown` or when another actor ends,
+        // which only a panic makes it do.
+        let failure: Mutex<Option<Error>> = Mutex::new(None);
+        let fail = |actor: Actor, panic: Box<dyn std::any::Any + Send>| {
+            let message = jobvisor_worker::handler::panic_message(panic.as_ref());
+            tracing::error!(?actor, panic = %message, "an actor of the supervisor panicked; stopping");
+            failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(Error::Panicked { actor, message });
+        };
+        let joined = |r: Result<(), tokio::task::JoinError>| r.map_err(|e| e.try_into_panic().ok());
+        let ended: Mutex<Option<Actor>> = Mutex::new(None);
+        let stop = async {
+            let (actor, r) = tokio::select! {
+                _ = shutdown => return,
+                r = &mut scheduler => (Actor::Scheduler, r),
+                r = &mut maintenance => (Actor::Maintenance, r),
+            };
+            *ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(actor);
+            if let Err(Some(p)) = joined(r) {
+                fail(actor, p);
+            }
+        };
+        let dispatched = std::panic::AssertUnwindSafe(dispatcher.run(stop, force))
+            .catch_unwind()
+            .await;
+        if let Err(p) = dispatched {
+            fail(Actor::Dispatcher, p);
+            // Its executions went with it: close them, to run again.
+            self.shared.beats.set_running(0);
+            self.interrupt_own().await;
         }
-        self.inner.relay.flush().await;
-        self.inner
-            .store
-            .stop_node(&self.inner.node.id, now_micros())
+        tell(&self.shared.scheduler, ToScheduler::Stop);
+        tell(&self.shared.maintenance, ToMaintenance::Stop);
+        let ended = ended.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (actor, handle) in [
+            (Actor::Scheduler, scheduler),
+            (Actor::Maintenance, maintenance),
+        ] {
+            if ended != Some(actor) {
+                if let Err(Some(p)) = joined(handle.await) {
+                    fail(actor, p);
+                }
+            }
+        }
+        self.shared.exec.pools.sweep(true).await;
+        self.shared.exec.relay.flush().await;
+        self.store()
+            .stop_node(&self.shared.node.id, now_micros())
             .await?;
-        result
+        match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
-    /// Runs scheduler passes: at the next due time, at least every poll
-    /// interval (jobs added by other processes), and at once when a job
-    /// changes in this process.
-    async fn schedule_loop(self) {
-        let inner = &self.inner;
-        let mut finished = self.subscribe();
-        let mut scheduler = crate::scheduler::Scheduler::new();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            beat(&inner.scheduler_beat);
-            let wait = match scheduler.pass(inner.store.as_ref()).await {
-                Ok(outcome) => {
-                    backoff = Duration::from_millis(100);
-                    if outcome.inserted > 0 {
-                        inner.wake.notify_one();
-                    }
-                    if outcome.more {
-                        continue;
-                    }
-                    let cap = inner.config.schedule_poll_interval;
-                    match inner.store.next_due().await {
-                        Ok(Some(t)) => {
-                            let until = (t - now_micros()).max(0) as u64;
-                            Duration::from_micros(until).min(cap)
-                        }
-                        Ok(None) => cap,
-                        Err(e) => {
-                            tracing::warn!(error = %crate::error_chain(&e), "reading the next due time failed");
-                            cap
-                        }
-                    }
+    /// Closes this node's running executions as interrupted.
+    async fn interrupt_own(&self) {
+        let node = &self.shared.node.id;
+        match self.store().foreign_running("").await {
+            Ok(rows) => {
+                for r in rows
+                    .into_iter()
+                    .filter(|r| r.node.as_ref().is_some_and(|n| &n.id == node))
+                {
+                    let mut c = Completion::new(r.id, Outcome::Interrupted, now_micros());
+                    c.error = Some("interrupted: the supervisor's dispatcher failed".into());
+                    self.shared.exec.relay.send(RelayMsg::Complete(c)).await;
                 }
-                Err(e) => {
-                    tracing::error!(error = %crate::error_chain(&e), "scheduler pass failed; retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    backoff
-                }
-            };
-            // A finished execution may be a daemon's: look again soon (at
-            // most every 50 ms, however many executions finish).
-            let woke_by_finish = tokio::select! {
-                _ = tokio::time::sleep(wait) => false,
-                _ = inner.jobs_changed.notified() => false,
-                r = finished.recv() => !matches!(r, Err(broadcast::error::RecvError::Closed)),
-            };
-            if woke_by_finish {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                while finished.try_recv().is_ok() {}
             }
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "cannot close this node's executions")
+            }
+        }
+    }
+
+    /// Makes `actor` panic, to test that a failing actor stops the
+    /// supervisor cleanly.
+    #[doc(hidden)]
+    pub fn inject_panic(&self, actor: Actor) {
+        match actor {
+            Actor::Dispatcher => tell(&self.shared.dispatcher, ToDispatcher::Panic),
+            Actor::Scheduler => tell(&self.shared.scheduler, ToScheduler::Panic),
+            Actor::Maintenance => tell(&self.shared.maintenance, ToMaintenance::Panic),
         }
     }
 
@@ -387,26 +520,28 @@ impl Supervisor {
     /// loops. Both go round at least every second or so while healthy;
     /// what feeds a watchdog should check them.
     pub fn liveness(&self) -> (Duration, Duration) {
-        let age = |a: &std::sync::atomic::AtomicI64| {
-            let t = a.load(std::sync::atomic::Ordering::Relaxed);
-            Duration::from_micros((now_micros() - t).max(0) as u64)
+        let age = |a: &AtomicI64| {
+            Duration::from_micros((now_micros() - a.load(Ordering::Relaxed)).max(0) as u64)
         };
-        (
-            age(&self.inner.scheduler_beat),
-            age(&self.inner.dispatcher_beat),
-        )
+        let beats = &self.shared.beats;
+        (age(&beats.scheduler), age(&beats.dispatcher))
     }
 
     /// Completes once [`Supervisor::run`] is listening for notices and
     /// dispatching (migrations and recovery were done by the builder).
     pub async fn ready(&self) {
-        let mut rx = self.inner.ready.subscribe();
+        let mut rx = self.shared.ready.subscribe();
         let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Makes the dispatcher look for due work now.
-    pub(crate) fn wake(&self) {
-        self.inner.wake.notify_one();
+    fn wake(&self) {
+        tell(&self.shared.dispatcher, ToDispatcher::Wake);
+    }
+
+    /// Tells the scheduler that jobs changed (added, paused, resumed).
+    pub(crate) fn jobs_changed(&self) {
+        tell(&self.shared.scheduler, ToScheduler::JobsChanged);
     }
 
     /// Runs job `name` now, outside its schedule; the new execution's id.
@@ -448,139 +583,28 @@ impl Supervisor {
 
     /// Executions this node starts, as they start.
     pub fn subscribe_started(&self) -> broadcast::Receiver<Uuid> {
-        self.inner.started.subscribe()
+        self.shared.exec.started.subscribe()
     }
 
     /// Durations of the executions this node finished, per handler and
     /// outcome.
     pub fn durations(&self) -> crate::metrics::Durations {
-        self.inner
-            .durations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let d = self.shared.exec.durations.lock();
+        d.unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Messages waiting in the relay (its lag behind the executions).
     pub fn relay_queued(&self) -> usize {
-        self.inner.relay.queued()
+        self.shared.exec.relay.queued()
     }
 
     /// Executions running on this node now.
     pub fn running_count(&self) -> usize {
-        self.inner.running().len()
+        self.shared.beats.running()
     }
 
-    /// Tells the scheduler that jobs changed (added, paused, resumed).
-    pub(crate) fn jobs_changed(&self) {
-        self.inner.jobs_changed.notify_one();
+    /// The settings it runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
     }
-
-    /// Heartbeats, cancel polling and rescue of dead nodes' executions.
-    async fn maintenance(self) {
-        let inner = &self.inner;
-        let mut cancel_tick = tokio::time::interval(inner.config.cancel_poll_interval);
-        let mut heartbeat_tick = tokio::time::interval(inner.config.heartbeat_interval);
-        let mut rescue_tick = tokio::time::interval(inner.config.node_lease / 4);
-        let mut pool_tick = tokio::time::interval(crate::runner::pool::IDLE_TIMEOUT / 4);
-        for t in [
-            &mut cancel_tick,
-            &mut heartbeat_tick,
-            &mut rescue_tick,
-            &mut pool_tick,
-        ] {
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        }
-        loop {
-            tokio::select! {
-                _ = async {
-                    tokio::select! {
-                        _ = cancel_tick.tick() => {}
-                        _ = inner.cancel_check.notified() => {}
-                    }
-                } => {
-                    // Cancels of pending executions are applied by whoever
-                    // asks; only running ones need this node. Idle, there
-                    // is nothing to look for.
-                    if inner.running().is_empty() {
-                        continue;
-                    }
-                    match inner.store.cancel_requests(&inner.node.id).await {
-                        Ok(reqs) => {
-                            let running = inner.running();
-                            for (id, reason) in reqs {
-                                if let Some(stop) = running.get(&id) {
-                                    if stop.reason().is_none() {
-                                        stop.request(StopReason::Cancel(reason));
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cancel poll failed"),
-                    }
-                }
-                _ = heartbeat_tick.tick() => {
-                    if let Err(e) = inner.store.heartbeat_node(&inner.node.id, now_micros()).await {
-                        tracing::warn!(error = %crate::error_chain(&e), "node heartbeat failed");
-                    }
-                }
-                _ = pool_tick.tick() => inner.pools.sweep(false).await,
-                _ = rescue_tick.tick() => {
-                    if let Err(e) = self.rescue().await {
-                        tracing::warn!(error = %crate::error_chain(&e), "rescue sweep failed");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Closes running executions of dead nodes as interrupted (retried if
-    /// attempts remain). A node is dead when it stopped, when its process
-    /// is gone (same host), or when its heartbeat is older than the lease.
-    async fn rescue(&self) -> Result<(), Error> {
-        let inner = &self.inner;
-        let now = now_micros();
-        let lease: Micros = inner.config.node_lease.as_micros() as Micros;
-        let mut rescued = 0;
-        for r in inner.store.foreign_running(&inner.node.id).await? {
-            let same_host = r
-                .node
-                .as_ref()
-                .is_some_and(|n| n.hostname == inner.node.hostname);
-            let dead = match &r.node {
-                None => true,
-                Some(n) => {
-                    n.stopped_at.is_some()
-                        || (same_host && !os::pid_alive(n.pid))
-                        || n.heartbeat_at < now - lease
-                }
-            };
-            if !dead {
-                continue;
-            }
-            if let (true, Some(pid)) = (same_host, r.pid) {
-                // The children died with their supervisor (death signal);
-                // this takes whatever they left in their group.
-                os::signal_group(pid as i32, nix::sys::signal::Signal::SIGKILL);
-            }
-            let mut c = Completion::new(r.id, Outcome::Interrupted, now);
-            c.error = Some(format!(
-                "interrupted: node {} stopped while it ran",
-                r.node.as_ref().map_or("(unknown)", |n| n.id.as_str())
-            ));
-            inner.relay.send(RelayMsg::Complete(c)).await;
-            rescued += 1;
-        }
-        if rescued > 0 {
-            inner.relay.flush().await;
-            tracing::warn!(rescued, "closed executions of stopped nodes as interrupted");
-            inner.wake.notify_one();
-        }
-        Ok(())
-    }
-}
-
-/// Records that a loop went round.
-pub(crate) fn beat(at: &std::sync::atomic::AtomicI64) {
-    at.store(now_micros(), std::sync::atomic::Ordering::Relaxed);
 }

@@ -305,3 +305,67 @@ async fn triggering_a_job_or_resuming_a_queue_wakes_the_dispatcher_by_itself() {
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+/// A panic in any actor of the supervisor (a bug in jobvisor, injected
+/// here) is reported by `run` as an error naming the actor, and the
+/// supervisor stops cleanly: what ran is closed as interrupted (it runs
+/// again), nothing is left running, and the node is marked stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_actor_stops_the_supervisor_cleanly_and_is_reported() {
+    use jobvisor::supervisor::Actor;
+    for actor in [Actor::Scheduler, Actor::Maintenance, Actor::Dispatcher] {
+        let env = Env::new();
+        let sup = Supervisor::builder()
+            .database(&env.db)
+            .configure(|c| {
+                c.worker_program = Some(worker_bin());
+                c.poll_interval = Duration::from_millis(20);
+            })
+            .build()
+            .await
+            .unwrap();
+        let store = sup.store().clone();
+        let id = sup
+            .enqueue(RunSpec::new("sleep", json!({"ms": 600000})).mode(Mode::Inproc))
+            .await
+            .unwrap();
+        let run = tokio::spawn({
+            let sup = sup.clone();
+            async move { sup.run(std::future::pending()).await }
+        });
+        eventually("running", || async {
+            let e = store.execution(id).await.unwrap()?;
+            (e.status == Status::Running).then_some(())
+        })
+        .await;
+        sup.inject_panic(actor);
+        let result = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .unwrap_or_else(|_| panic!("{actor:?}: the supervisor did not stop"))
+            .unwrap();
+        match result {
+            Err(jobvisor::Error::Panicked { actor: a, message }) => {
+                assert_eq!(a, actor);
+                assert!(message.contains("fault injected"), "{message}");
+            }
+            other => panic!("{actor:?}: {other:?}"),
+        }
+        let e = finished(store.as_ref(), id).await;
+        assert!(
+            e.status == Status::Failed && e.interrupted,
+            "{actor:?}: {e:?}"
+        );
+        let retry = e.next_id.expect("an interrupted execution runs again");
+        assert_eq!(
+            store.execution(retry).await.unwrap().unwrap().status,
+            Status::Pending
+        );
+        assert_eq!(sup.running_count(), 0, "{actor:?}");
+        assert!(store.live_nodes(0).await.unwrap().is_empty(), "{actor:?}");
+        // A supervisor runs once.
+        assert!(matches!(
+            sup.run(async {}).await,
+            Err(jobvisor::Error::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,281 @@
+//! The dispatcher: claims due executions in batches up to the free
+//! concurrency and gives each its own owner task, which runs it in its
+//! mode's runner and hands the completion to the relay. It owns the
+//! running executions' stop handles; cancels reach them as messages.
+
+use super::{Beats, Exec};
+use crate::model::{now_micros, HandlerKind, ProcessLimits};
+use crate::relay::{LogSink, RelayMsg};
+use crate::runner::process::ProcessPlan;
+use crate::runner::{inproc, process, Stop, StopReason};
+use crate::store::{Claimed, Completion, Store};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// What the dispatcher is told.
+#[derive(Debug)]
+pub(crate) enum ToDispatcher {
+    /// Work may be due: claim now rather than at the next poll.
+    Wake,
+    /// Stop a running execution (first reason wins).
+    Cancel {
+        /// The execution.
+        id: Uuid,
+        /// Why.
+        reason: String,
+    },
+    /// Fault injection for tests: panic.
+    Panic,
+}
+
+pub(crate) struct Dispatcher {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) node: String,
+    pub(super) concurrency: usize,
+    pub(super) claim_batch: usize,
+    pub(super) poll_interval: Duration,
+    pub(super) drain_timeout: Duration,
+    pub(super) inbox: mpsc::Receiver<ToDispatcher>,
+    pub(super) beats: Arc<Beats>,
+    pub(super) exec: Arc<Exec>,
+    pub(super) running: HashMap<Uuid, Arc<Stop>>,
+    pub(super) tasks: JoinSet<Uuid>,
+}
+
+impl Dispatcher {
+    /// Claims and runs until `shutdown`, then drains: lets what runs
+    /// finish, up to the drain timeout (or until `force`), and stops the
+    /// rest, recorded as interrupted so that they run again.
+    pub(super) async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
+    ) {
+        // Polling finds work enqueued by other processes. When a poll finds
+        // due rows that cannot be claimed (a paused or full queue), polls
+        // slow down to at most one a second until something changes, so a
+        // held backlog is not scanned ten times a second.
+        let base_poll = self.poll_interval;
+        let slowest_poll = base_poll.max(Duration::from_secs(1));
+        let mut poll_every = base_poll;
+        let mut next_poll = tokio::time::Instant::now() + poll_every;
+        let mut polled = false;
+        tokio::pin!(shutdown);
+        let mut backlog = true;
+        let mut claim_backoff = Duration::from_millis(100);
+        loop {
+            self.beats
+                .dispatcher
+                .store(now_micros(), std::sync::atomic::Ordering::Relaxed);
+            while let Some(done) = self.tasks.try_join_next() {
+                self.ended(done);
+            }
+            let free = self.concurrency.saturating_sub(self.tasks.len());
+            if backlog && free > 0 {
+                let want = free.min(self.claim_batch);
+                match self.store.claim(&self.node, want, now_micros()).await {
+                    Ok(claimed) => {
+                        if claimed.is_empty() && polled {
+                            poll_every = (poll_every * 2).min(slowest_poll);
+                        } else if !claimed.is_empty() {
+                            poll_every = base_poll;
+                        }
+                        polled = false;
+                        backlog = claimed.len() == want;
+                        claim_backoff = Duration::from_millis(100);
+                        for c in claimed {
+                            self.start(c);
+                        }
+                        if backlog && self.tasks.len() < self.concurrency {
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %crate::error_chain(&e), "claim failed; retrying");
+                        tokio::time::sleep(claim_backoff).await;
+                        claim_backoff = (claim_backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.ended(done),
+                Some(msg) = self.inbox.recv() => {
+                    if let ToDispatcher::Wake = msg {
+                        backlog = true;
+                        poll_every = base_poll;
+                    }
+                    self.handle(msg);
+                }
+                // Look before claiming: a read is cheaper than the claim's
+                // write.
+                _ = tokio::time::sleep_until(next_poll) => {
+                    next_poll = tokio::time::Instant::now() + poll_every;
+                    backlog = self.store.has_due(now_micros()).await.unwrap_or(true);
+                    polled = backlog;
+                }
+            }
+        }
+        let drain = self.drain_timeout;
+        if !self.tasks.is_empty() && !drain.is_zero() {
+            tracing::info!(running = self.tasks.len(), timeout = %humantime::format_duration(drain), "draining");
+            let deadline = tokio::time::sleep(drain);
+            tokio::pin!(deadline, force);
+            loop {
+                tokio::select! {
+                    joined = self.tasks.join_next() => match joined {
+                        Some(done) => self.ended(done),
+                        None => break,
+                    },
+                    Some(msg) = self.inbox.recv() => self.handle(msg),
+                    _ = &mut deadline => {
+                        tracing::info!(running = self.tasks.len(), "drain timeout: stopping the rest");
+                        break;
+                    }
+                    _ = &mut force => {
+                        tracing::info!(running = self.tasks.len(), "second signal: stopping the rest now");
+                        break;
+                    }
+                }
+            }
+        }
+        for stop in self.running.values() {
+            stop.request(StopReason::Shutdown);
+        }
+        while let Some(done) = self.tasks.join_next().await {
+            self.ended(done);
+        }
+    }
+
+    fn handle(&mut self, msg: ToDispatcher) {
+        match msg {
+            ToDispatcher::Wake => {}
+            ToDispatcher::Cancel { id, reason } => {
+                if let Some(stop) = self.running.get(&id) {
+                    stop.request(StopReason::Cancel(reason));
+                }
+            }
+            ToDispatcher::Panic => panic!("fault injected into the dispatcher"),
+        }
+    }
+
+    fn start(&mut self, claimed: Claimed) {
+        let stop = Arc::new(Stop::default());
+        if claimed.cancel_requested {
+            stop.request(StopReason::Cancel("requested before it started".into()));
+        }
+        self.running.insert(claimed.id, stop.clone());
+        self.beats.set_running(self.running.len());
+        self.tasks
+            .spawn(execute_guarded(self.exec.clone(), claimed, stop));
+    }
+
+    /// An owner task ended (its completion is with the relay).
+    fn ended(&mut self, done: Result<Uuid, tokio::task::JoinError>) {
+        match done {
+            Ok(id) => {
+                self.running.remove(&id);
+            }
+            // Owners catch their own panics; an abort leaves nothing to do
+            // but forget what no longer runs.
+            Err(e) => tracing::error!(error = %e, "execution owner ended abnormally"),
+        }
+        self.running
+            .retain(|_, stop| std::sync::Arc::strong_count(stop) > 1);
+        self.beats.set_running(self.running.len());
+    }
+}
+
+/// Runs an execution; should its owner panic (a bug in the supervisor,
+/// not in the job), the execution still ends, as failed. Returns its id.
+async fn execute_guarded(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) -> Uuid {
+    use futures_util::FutureExt;
+    let id = claimed.id;
+    let relay = exec.relay.clone();
+    let outcome = std::panic::AssertUnwindSafe(execute(exec, claimed, stop))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = outcome {
+        let msg = jobvisor_worker::handler::panic_message(panic.as_ref());
+        tracing::error!(execution = %id, panic = %msg, "execution owner panicked");
+        let c = Completion::failed(id, true, format!("supervisor error: {msg}"));
+        relay.send(RelayMsg::Complete(c)).await;
+    }
+    id
+}
+
+async fn execute(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) {
+    let sink = LogSink::new(claimed.id, exec.relay.clone());
+    let _ = exec.started.send(claimed.id);
+    let began = std::time::Instant::now();
+    let completion = match claimed.mode {
+        crate::model::Mode::Inproc => match exec.registry.get(&claimed.handler) {
+            Some(h) => inproc::run(h, &claimed, &stop, &sink, exec.inproc_grace).await,
+            None => failed(
+                &claimed,
+                format!(
+                    "handler {:?} is not registered in this supervisor for inproc mode",
+                    claimed.handler
+                ),
+            ),
+        },
+        crate::model::Mode::Process => match exec.plan(&claimed) {
+            Ok(plan) if plan.limits.pool_size > 0 => {
+                exec.pools.run(&plan, &claimed, &stop, &sink).await
+            }
+            Ok(plan) => process::run(&plan, &claimed, &stop, &sink).await,
+            Err(e) => failed(&claimed, e),
+        },
+    };
+    exec.durations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .observe(
+            &claimed.handler,
+            completion.outcome.status(),
+            began.elapsed(),
+        );
+    exec.relay.send(RelayMsg::Complete(completion)).await;
+}
+
+impl Exec {
+    fn plan(&self, claimed: &Claimed) -> Result<ProcessPlan, String> {
+        let spec = claimed
+            .handler_spec()
+            .map_err(|e| format!("cannot read handler: {}", crate::error_chain(&e)))?;
+        let plan = |program: PathBuf, args, limits, self_guarding| ProcessPlan {
+            shim: self.shim.clone(),
+            handler: claimed.handler.clone(),
+            program,
+            args,
+            limits,
+            self_guarding,
+            cgroup: self.cgroups,
+        };
+        Ok(match spec {
+            Some(h) => match h.kind {
+                HandlerKind::Exec { program, args } => plan(program.into(), args, h.limits, false),
+                HandlerKind::Rust => plan(self.worker_program.clone(), Vec::new(), h.limits, true),
+            },
+            None if jobvisor_worker::builtins::NAMES.contains(&claimed.handler.as_str()) => plan(
+                self.worker_program.clone(),
+                Vec::new(),
+                ProcessLimits::default(),
+                true,
+            ),
+            None => return Err(format!("unknown handler {:?}", claimed.handler)),
+        })
+    }
+}
+
+fn failed(claimed: &Claimed, error: String) -> Completion {
+    Completion::failed(claimed.id, false, error)
+}

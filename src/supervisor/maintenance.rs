@@ -1,0 +1,156 @@
+//! The maintenance actor: heartbeats, cancel requests made through the
+//! database, rescue of dead nodes' executions, idle pooled workers, and the
+//! notices of other nodes (PostgreSQL LISTEN), passed on to whom they
+//! concern.
+
+use super::dispatcher::ToDispatcher;
+use super::scheduler::ToScheduler;
+use super::{tell, Beats};
+use crate::model::{now_micros, Micros, Outcome};
+use crate::relay::{Relay, RelayMsg};
+use crate::runner::os;
+use crate::runner::pool::Pools;
+use crate::store::{Completion, NodeInfo, Notice, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What maintenance is told.
+#[derive(Debug)]
+pub(crate) enum ToMaintenance {
+    /// The supervisor is stopping.
+    Stop,
+    /// Fault injection for tests: panic.
+    Panic,
+}
+
+pub(crate) struct Maintenance {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) node: NodeInfo,
+    pub(super) relay: Relay,
+    pub(super) pools: Arc<Pools>,
+    pub(super) beats: Arc<Beats>,
+    pub(super) inbox: mpsc::Receiver<ToMaintenance>,
+    pub(super) dispatcher: mpsc::Sender<ToDispatcher>,
+    pub(super) scheduler: mpsc::Sender<ToScheduler>,
+    pub(super) cancel_poll: Duration,
+    pub(super) heartbeat: Duration,
+    pub(super) lease: Duration,
+}
+
+/// The next notice, or never when there is no listener (SQLite) or it
+/// ended.
+async fn next_notice(notices: &mut Option<mpsc::UnboundedReceiver<Notice>>) -> Option<Notice> {
+    match notices {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Maintenance {
+    pub(super) async fn run(mut self, mut notices: Option<mpsc::UnboundedReceiver<Notice>>) {
+        let mut cancel_tick = tokio::time::interval(self.cancel_poll);
+        let mut heartbeat_tick = tokio::time::interval(self.heartbeat);
+        let mut rescue_tick = tokio::time::interval(self.lease / 4);
+        let mut pool_tick = tokio::time::interval(crate::runner::pool::IDLE_TIMEOUT / 4);
+        for t in [
+            &mut cancel_tick,
+            &mut heartbeat_tick,
+            &mut rescue_tick,
+            &mut pool_tick,
+        ] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                msg = self.inbox.recv() => match msg {
+                    Some(ToMaintenance::Panic) => panic!("fault injected into maintenance"),
+                    Some(ToMaintenance::Stop) | None => return,
+                },
+                notice = next_notice(&mut notices) => match notice {
+                    Some(Notice::Work) => tell(&self.dispatcher, ToDispatcher::Wake),
+                    Some(Notice::Jobs) => tell(&self.scheduler, ToScheduler::JobsChanged),
+                    Some(Notice::Cancel) => self.check_cancels().await,
+                    None => notices = None,
+                },
+                _ = cancel_tick.tick() => self.check_cancels().await,
+                _ = heartbeat_tick.tick() => {
+                    if let Err(e) = self.store.heartbeat_node(&self.node.id, now_micros()).await {
+                        tracing::warn!(error = %crate::error_chain(&e), "node heartbeat failed");
+                    }
+                }
+                _ = pool_tick.tick() => self.pools.sweep(false).await,
+                _ = rescue_tick.tick() => {
+                    match rescue(self.store.as_ref(), &self.node, self.lease, &self.relay).await {
+                        Ok(0) => {}
+                        Ok(_) => tell(&self.dispatcher, ToDispatcher::Wake),
+                        Err(e) => tracing::warn!(error = %crate::error_chain(&e), "rescue sweep failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passes cancels requested through the database on to the dispatcher.
+    /// Cancels of pending executions are applied by whoever asks; only
+    /// running ones need this node, so idle there is nothing to look for.
+    async fn check_cancels(&self) {
+        if self.beats.running() == 0 {
+            return;
+        }
+        match self.store.cancel_requests(&self.node.id).await {
+            Ok(reqs) => {
+                for (id, reason) in reqs {
+                    tell(&self.dispatcher, ToDispatcher::Cancel { id, reason });
+                }
+            }
+            Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cancel poll failed"),
+        }
+    }
+}
+
+/// Closes running executions of dead nodes as interrupted (retried if
+/// attempts remain); returns how many. A node is dead when it stopped, when
+/// its process is gone (same host), or when its heartbeat is older than the
+/// lease.
+pub(super) async fn rescue(
+    store: &dyn Store,
+    node: &NodeInfo,
+    lease: Duration,
+    relay: &Relay,
+) -> Result<usize, StoreError> {
+    let now = now_micros();
+    let lease = lease.as_micros() as Micros;
+    let mut rescued = 0;
+    for r in store.foreign_running(&node.id).await? {
+        let same_host = r.node.as_ref().is_some_and(|n| n.hostname == node.hostname);
+        let dead = match &r.node {
+            None => true,
+            Some(n) => {
+                n.stopped_at.is_some()
+                    || (same_host && !os::pid_alive(n.pid))
+                    || n.heartbeat_at < now - lease
+            }
+        };
+        if !dead {
+            continue;
+        }
+        if let (true, Some(pid)) = (same_host, r.pid) {
+            // The children died with their supervisor (death signal);
+            // this takes whatever they left in their group.
+            os::signal_group(pid as i32, nix::sys::signal::Signal::SIGKILL);
+        }
+        let mut c = Completion::new(r.id, Outcome::Interrupted, now);
+        c.error = Some(format!(
+            "interrupted: node {} stopped while it ran",
+            r.node.as_ref().map_or("(unknown)", |n| n.id.as_str())
+        ));
+        relay.send(RelayMsg::Complete(c)).await;
+        rescued += 1;
+    }
+    if rescued > 0 {
+        relay.flush().await;
+        tracing::warn!(rescued, "closed executions of stopped nodes as interrupted");
+    }
+    Ok(rescued)
+}
