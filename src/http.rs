@@ -251,12 +251,15 @@ pub fn router(sup: Supervisor, token: Option<String>) -> Router {
         .with_state(api)
 }
 
+/// The API on an address other machines reach, without a token.
+#[derive(Debug, thiserror::Error)]
+#[error("listening on {0} (not loopback) needs a bearer token: set `token` in the config file or JOBVISOR_API_TOKEN")]
+pub struct NeedsToken(pub SocketAddr);
+
 /// Checks the listen address against the token rule.
-pub fn check_listen(addr: SocketAddr, token: Option<&str>) -> Result<(), String> {
+pub fn check_listen(addr: SocketAddr, token: Option<&str>) -> Result<(), NeedsToken> {
     if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
-        return Err(format!(
-            "listening on {addr} (not loopback) needs a bearer token: set `token` in the config file or JOBVISOR_API_TOKEN"
-        ));
+        return Err(NeedsToken(addr));
     }
     Ok(())
 }

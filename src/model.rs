@@ -51,14 +51,56 @@ pub fn format_bytes(n: u64) -> String {
     format!("{n} B")
 }
 
+/// A value from outside (a flag, a config entry, a stored column) that
+/// does not parse. (The humantime errors are in the text, not sources, so
+/// that a chain of causes does not say them twice.)
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    /// A name outside its set.
+    #[error("unknown {what} {text:?} (expected {expected})")]
+    Unknown {
+        /// What it names (`mode`, `status`, ...).
+        what: &'static str,
+        /// The text given.
+        text: String,
+        /// The names there are.
+        expected: &'static str,
+    },
+    /// Not a duration.
+    #[error("{0} (expected e.g. 30s, 5m, 250ms)")]
+    Duration(humantime::DurationError),
+    /// Not a point in time.
+    #[error("{0} (expected RFC 3339 like 2026-11-22T12:00:00Z, `now` or `+5m`)")]
+    Time(humantime::TimestampError),
+    /// `+DUR` beyond what RFC 3339 can write.
+    #[error("+{0} is too far in the future")]
+    TooFar(String),
+    /// A time before the epoch.
+    #[error("times before 1970 are not supported")]
+    BeforeEpoch,
+    /// Not a number with a unit.
+    #[error("invalid size {0:?}: expected a number with an optional unit (K, M, G, T)")]
+    SizeNumber(String),
+    /// An unknown size unit.
+    #[error("invalid size {text:?}: unknown unit {unit:?}")]
+    SizeUnit {
+        /// The text given.
+        text: String,
+        /// Its unit.
+        unit: String,
+    },
+    /// A size below one byte or beyond 2^64.
+    #[error("invalid size {0:?}")]
+    SizeRange(String),
+}
+
 /// Parses a human duration (`30s`, `5m`, `250ms`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 5m, 250ms)"))
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
+    humantime::parse_duration(s).map_err(ValueError::Duration)
 }
 
 /// Parses a point in time: RFC 3339, `now`, or `+DUR` from `now`.
-pub fn parse_time(s: &str, now: Micros) -> Result<Micros, String> {
-    const EXPECTED: &str = "expected RFC 3339 like 2026-11-22T12:00:00Z, `now` or `+5m`";
+pub fn parse_time(s: &str, now: Micros) -> Result<Micros, ValueError> {
     if s == "now" {
         return Ok(now);
     }
@@ -68,12 +110,12 @@ pub fn parse_time(s: &str, now: Micros) -> Result<Micros, String> {
             .ok()
             .and_then(|us| now.checked_add(us))
             .filter(|t| *t < MAX_TIME)
-            .ok_or_else(|| format!("+{rel} is too far in the future"));
+            .ok_or_else(|| ValueError::TooFar(rel.to_string()));
     }
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{e} ({EXPECTED})"))?;
+    let t = humantime::parse_rfc3339_weak(s).map_err(ValueError::Time)?;
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
-        .map_err(|_| "times before 1970 are not supported".to_string())
+        .map_err(|_| ValueError::BeforeEpoch)
 }
 
 /// Times from here on cannot be written as RFC 3339 (year 10000).
@@ -81,28 +123,51 @@ const MAX_TIME: Micros = 253_402_300_800_000_000;
 
 /// Parses a byte count: `1048576`, `512K`, `64M`, `64MiB`, `1.5G`, `2GB`
 /// (binary units throughout).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, ValueError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| {
-        format!("invalid size {s:?}: expected a number with an optional unit (K, M, G, T)")
-    })?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| ValueError::SizeNumber(s.to_string()))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
+        other => {
+            return Err(ValueError::SizeUnit {
+                text: s.to_string(),
+                unit: other.to_string(),
+            })
+        }
     };
     let bytes = v * mult as f64;
     if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
-        return Err(format!("invalid size {s:?}"));
+        return Err(ValueError::SizeRange(s.to_string()));
     }
     Ok(bytes as u64)
+}
+
+/// Parses one of a fixed set of names.
+pub(crate) fn parse_name<T: Copy>(
+    what: &'static str,
+    expected: &'static str,
+    names: &[(&str, T)],
+    text: &str,
+) -> Result<T, ValueError> {
+    names
+        .iter()
+        .find(|(n, _)| *n == text)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| ValueError::Unknown {
+            what,
+            text: text.to_string(),
+            expected,
+        })
 }
 
 /// Formats a measured duration: sub-millisecond ones keep their fraction.
@@ -141,13 +206,10 @@ impl fmt::Display for Mode {
 }
 
 impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "inproc" => Ok(Mode::Inproc),
-            "process" => Ok(Mode::Process),
-            _ => Err(format!("unknown mode {s:?} (expected inproc or process)")),
-        }
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let names = [("inproc", Mode::Inproc), ("process", Mode::Process)];
+        parse_name("mode", "inproc or process", &names, s)
     }
 }
 
@@ -192,18 +254,18 @@ impl fmt::Display for Status {
 }
 
 impl FromStr for Status {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "pending" => Ok(Status::Pending),
-            "running" => Ok(Status::Running),
-            "succeeded" => Ok(Status::Succeeded),
-            "failed" => Ok(Status::Failed),
-            "cancelled" => Ok(Status::Cancelled),
-            _ => Err(format!(
-                "unknown status {s:?} (expected pending, running, succeeded, failed or cancelled)"
-            )),
-        }
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let all = [
+            Status::Pending,
+            Status::Running,
+            Status::Succeeded,
+            Status::Failed,
+            Status::Cancelled,
+        ];
+        let names = all.map(|st| (st.as_str(), st));
+        let expected = "pending, running, succeeded, failed or cancelled";
+        parse_name("status", expected, &names, s)
     }
 }
 
@@ -616,16 +678,10 @@ impl Overlap {
 }
 
 impl FromStr for Overlap {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "skip" => Ok(Overlap::Skip),
-            "queue" => Ok(Overlap::Queue),
-            "allow" => Ok(Overlap::Allow),
-            _ => Err(format!(
-                "unknown overlap policy {s:?} (expected skip, queue or allow)"
-            )),
-        }
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let names = [Overlap::Skip, Overlap::Queue, Overlap::Allow].map(|o| (o.as_str(), o));
+        parse_name("overlap policy", "skip, queue or allow", &names, s)
     }
 }
 

@@ -302,15 +302,10 @@ impl Misfire {
 }
 
 impl FromStr for Misfire {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "run-once" => Ok(Misfire::RunOnce),
-            "skip" => Ok(Misfire::Skip),
-            _ => Err(format!(
-                "unknown misfire policy {s:?} (expected run-once or skip)"
-            )),
-        }
+    type Err = crate::model::ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let names = [Misfire::RunOnce, Misfire::Skip].map(|m| (m.as_str(), m));
+        crate::model::parse_name("misfire policy", "run-once or skip", &names, s)
     }
 }
 

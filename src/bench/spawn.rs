@@ -169,7 +169,8 @@ async fn time_variant(
                 self_join: false,
             },
             "bench",
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         hook = setup.needs_hook();
         let mut cmd = setup.command(std::path::Path::new("/bin/true"), &[]);
         cmd.env_clear()

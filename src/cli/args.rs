@@ -493,19 +493,21 @@ pub struct ExecListArgs {
     pub json: bool,
 }
 
+use jobvisor::model::ValueError;
+
 /// Parses a time: RFC 3339 (`2026-11-22T12:00:00Z`; without a zone, UTC),
 /// `now`, or `+DUR` from now.
-pub fn parse_time(s: &str) -> Result<i64, String> {
+pub fn parse_time(s: &str) -> Result<i64, ValueError> {
     jobvisor::model::parse_time(s, jobvisor::model::now_micros())
 }
 
 /// Parses a human duration (`30s`, `5m`, `250ms`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     jobvisor::model::parse_duration(s)
 }
 
 /// Parses a byte size such as `64M` or `1GiB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
     jobvisor::model::parse_bytes(s)
 }
 
@@ -553,7 +555,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
         Command::CheckConfig { path } => {
             let path = path.unwrap_or_else(|| super::config::DEFAULT_PATH.into());
-            let f = super::config::load(&path).map_err(super::input)?;
+            let f = super::config::load(&path).map_err(|e| super::input(e.to_string()))?;
             // The database `serve` would use, for the handlers registered
             // there; none yet is fine (serve would create it).
             let db = cli.database.or(f.settings.database.clone()).unwrap_or(db);
@@ -562,9 +564,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 Err(jobvisor::store::StoreError::Missing(_)) => None,
                 Err(e) => return Err(e.into()),
             };
-            super::config::validate(&f, store.as_deref())
-                .await
-                .map_err(super::input)?;
+            // A database failure is exit 3, a refused file exit 2.
+            super::config::validate(&f, store.as_deref()).await?;
             println!(
                 "{}: valid ({} handlers, {} jobs, {} queues)",
                 path.display(),

@@ -90,6 +90,70 @@ pub struct ServiceFile {
     pub declared: Declarations,
 }
 
+/// A configuration file refused: where, and why, in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// It could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Refused at a line (line 1 for settings of the whole file).
+    #[error("{}:{line}: {reason}", path.display())]
+    At {
+        /// The file.
+        path: PathBuf,
+        /// Its line.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
+    /// Its `listen` cannot be served.
+    #[error("{}: {source}", path.display())]
+    Listen {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ListenError,
+    },
+    /// Its declarations cannot be applied.
+    #[error(transparent)]
+    Declarations(SyncError),
+}
+
+impl ConfigError {
+    /// A refused declaration of `file`, with its line where it has one.
+    pub fn declarations(file: &ServiceFile, e: SyncError) -> Self {
+        match e {
+            SyncError::UnknownHandler { line, .. } => ConfigError::At {
+                path: file.path.clone(),
+                line,
+                reason: e.to_string(),
+            },
+            e => ConfigError::Declarations(e),
+        }
+    }
+}
+
+/// Why the HTTP API cannot listen where it is told to.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Not an address.
+    #[error("invalid listen address {listen:?}: {source}")]
+    Invalid {
+        /// What was given.
+        listen: String,
+        /// Why.
+        source: std::net::AddrParseError,
+    },
+    /// Not loopback, and no token.
+    #[error(transparent)]
+    NeedsToken(#[from] jobvisor::http::NeedsToken),
+}
+
 /// The file to read: `--config`, else the default path if it exists.
 pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
     match flag {
@@ -110,15 +174,21 @@ fn duration(what: &str, s: &Option<String>) -> Result<Option<Duration>, String> 
 
 /// Reads and checks a configuration file. The error is one line:
 /// `PATH:LINE: reason` where a line is known.
-pub fn load(path: &Path) -> Result<ServiceFile, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn load(path: &Path) -> Result<ServiceFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(path, &text)
 }
 
 /// Checks a configuration file's text.
-pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, String> {
-    let at = |line: usize, msg: String| format!("{}:{line}: {msg}", path.display());
+pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
+    let at = |line: usize, reason: String| ConfigError::At {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
         at(line, e.message().trim().to_string())
@@ -319,13 +389,14 @@ pub fn api_token(file_token: Option<&str>) -> Option<String> {
 
 /// Where the HTTP API is to listen (`None`: `off`), refused when it is not
 /// loopback and there is no token.
-pub fn listen_addr(listen: &str, token: Option<&str>) -> Result<Option<SocketAddr>, String> {
+pub fn listen_addr(listen: &str, token: Option<&str>) -> Result<Option<SocketAddr>, ListenError> {
     if listen == "off" {
         return Ok(None);
     }
-    let addr: SocketAddr = listen
-        .parse()
-        .map_err(|e| format!("invalid listen address {listen:?}: {e}"))?;
+    let addr: SocketAddr = listen.parse().map_err(|source| ListenError::Invalid {
+        listen: listen.to_string(),
+        source,
+    })?;
     jobvisor::http::check_listen(addr, token)?;
     Ok(Some(addr))
 }
@@ -334,26 +405,20 @@ pub fn listen_addr(listen: &str, token: Option<&str>) -> Result<Option<SocketAdd
 /// the same way by `check-config`: a listen address off loopback without
 /// a token, and a job whose handler is neither declared in the file, nor
 /// built in, nor registered in `store` (when there is a database).
-pub async fn validate(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(), String> {
+pub async fn validate(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(), ConfigError> {
     let listen = file.settings.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let token = api_token(file.settings.token.as_deref());
-    listen_addr(listen, token.as_deref()).map_err(|e| format!("{}: {e}", file.path.display()))?;
+    listen_addr(listen, token.as_deref()).map_err(|source| ConfigError::Listen {
+        path: file.path.clone(),
+        source,
+    })?;
     check_handlers(&file.declared, store)
         .await
-        .map_err(|e| sync_error(file, &e))
+        .map_err(|e| ConfigError::declarations(file, e))
 }
 
 /// Where the HTTP API listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7180";
-
-/// A refused declaration as one line, `PATH:LINE: reason` where the line
-/// is known.
-pub fn sync_error(file: &ServiceFile, e: &SyncError) -> String {
-    match e {
-        SyncError::UnknownHandler { line, .. } => format!("{}:{line}: {e}", file.path.display()),
-        _ => jobvisor::error_chain(e),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -378,7 +443,7 @@ mod tests {
                 std::panic::catch_unwind(|| super::parse(std::path::Path::new("fuzz.toml"), &text));
             match parsed {
                 Err(_) => panic!("config parsing panics on {}", input.display()),
-                Ok(Err(e)) => assert!(!e.contains('\n'), "{}: {e:?}", input.display()),
+                Ok(Err(e)) => assert!(!e.to_string().contains('\n'), "{}: {e}", input.display()),
                 Ok(Ok(_)) => {}
             }
         }

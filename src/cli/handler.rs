@@ -145,7 +145,8 @@ pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<Handler
             None => return Err(input("--run-as needs a user")),
         },
     };
-    isolate::resolve_identity(run_as_user.as_deref(), run_as_group.as_deref()).map_err(input)?;
+    isolate::resolve_identity(run_as_user.as_deref(), run_as_group.as_deref())
+        .map_err(|e| input(e.to_string()))?;
     let mode = a.mode.unwrap_or(match kind {
         HandlerKind::Exec { .. } => Mode::Process,
         HandlerKind::Rust => Mode::Inproc,

@@ -12,7 +12,7 @@ use super::config::DEFAULT_LISTEN;
 pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), CliError> {
     let path = config::locate(a.config.as_deref());
     let file = match &path {
-        Some(p) => Some(config::load(p).map_err(super::input)?),
+        Some(p) => Some(config::load(p).map_err(|e| super::input(e.to_string()))?),
         None => None,
     };
     let s = file
@@ -60,7 +60,8 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         .or(s.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let token = config::api_token(s.token.as_deref());
-    let addr = config::listen_addr(&listen, token.as_deref()).map_err(super::input)?;
+    let addr =
+        config::listen_addr(&listen, token.as_deref()).map_err(|e| super::input(e.to_string()))?;
     // Signals are set up before anything else, so that none is missed.
     let signals =
         Signals::new().map_err(|e| super::input(format!("cannot handle signals: {e}")))?;
@@ -82,7 +83,8 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         Ok(service) => service,
         Err(ServiceError::Declarations(e)) => {
             let f = file.as_ref().expect("only a file declares");
-            return Err(super::input(config::sync_error(f, &e)));
+            let e = config::ConfigError::declarations(f, e);
+            return Err(super::input(jobvisor::error_chain(&e)));
         }
         Err(e @ (ServiceError::Listen { .. } | ServiceError::Notify(_))) => {
             return Err(super::input(jobvisor::error_chain(&e)))
@@ -149,7 +151,7 @@ async fn reload(
         }
         Err(e) => tracing::error!(
             "config not applied: {}; the running config stays in force",
-            config::sync_error(&file, &e)
+            jobvisor::error_chain(&config::ConfigError::declarations(&file, e))
         ),
     }
 }

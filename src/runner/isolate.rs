@@ -40,13 +40,54 @@ pub struct Identity {
     pub gid: u32,
 }
 
+/// Why a child's isolation cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The user database could not be read.
+    #[error("cannot look up {what} {name:?}: {source}")]
+    Lookup {
+        /// `user` or `group`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// Why.
+        source: nix::Error,
+    },
+    /// No such user or group.
+    #[error("unknown {what} {name:?}")]
+    Unknown {
+        /// `user` or `group`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// A change of identity by a supervisor that is not root.
+    #[error("cannot run as {user}: the supervisor runs as uid {euid}, and only root may change identity")]
+    NotRoot {
+        /// Who the child was to run as.
+        user: String,
+        /// Who the supervisor is.
+        euid: u32,
+    },
+    /// The execution's cgroup could not be made ready.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Cgroup {
+        /// What failed.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// Resolves `run_as_user`/`run_as_group` for this supervisor. `None` when
 /// the child keeps the supervisor's identity. Refuses unknown names, and
 /// any change of identity when the supervisor is not root.
 pub fn resolve_identity(
     user: Option<&str>,
     group: Option<&str>,
-) -> Result<Option<Identity>, String> {
+) -> Result<Option<Identity>, PlanError> {
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
@@ -58,7 +99,11 @@ pub fn resolve_identity(
                 Ok(n) => nix::unistd::User::from_uid(Uid::from_raw(n)),
                 Err(_) => nix::unistd::User::from_name(u),
             }
-            .map_err(|e| format!("cannot look up user {u:?}: {e}"))?;
+            .map_err(|source| PlanError::Lookup {
+                what: "user",
+                name: u.to_string(),
+                source,
+            })?;
             match found {
                 Some(p) => (p.uid, p.gid, p.name),
                 // A bare uid need not have a passwd entry.
@@ -66,7 +111,12 @@ pub fn resolve_identity(
                     let n = Uid::from_raw(u.parse().unwrap_or(0));
                     (n, egid, u.to_string())
                 }
-                None => return Err(format!("unknown user {u:?}")),
+                None => {
+                    return Err(PlanError::Unknown {
+                        what: "user",
+                        name: u.to_string(),
+                    })
+                }
             }
         }
         None => (euid, egid, euid.to_string()),
@@ -76,10 +126,17 @@ pub fn resolve_identity(
             let found = match g.parse::<u32>() {
                 Ok(n) => Some(Gid::from_raw(n)),
                 Err(_) => nix::unistd::Group::from_name(g)
-                    .map_err(|e| format!("cannot look up group {g:?}: {e}"))?
+                    .map_err(|source| PlanError::Lookup {
+                        what: "group",
+                        name: g.to_string(),
+                        source,
+                    })?
                     .map(|gr| gr.gid),
             };
-            found.ok_or_else(|| format!("unknown group {g:?}"))?
+            found.ok_or_else(|| PlanError::Unknown {
+                what: "group",
+                name: g.to_string(),
+            })?
         }
         None => user_gid,
     };
@@ -87,9 +144,10 @@ pub fn resolve_identity(
         if uid == euid && gid == egid {
             return Ok(None);
         }
-        return Err(format!(
-            "cannot run as {uname}: the supervisor runs as uid {euid}, and only root may change identity"
-        ));
+        return Err(PlanError::NotRoot {
+            user: uname,
+            euid: euid.as_raw(),
+        });
     }
     Ok(Some(Identity {
         uid: uid.as_raw(),
@@ -144,7 +202,7 @@ pub struct Options {
 
 impl Setup {
     /// Plans the setup of a child for `limits`. `tag` names its cgroup.
-    pub fn plan(limits: &ProcessLimits, opts: Options, tag: &str) -> Result<Setup, String> {
+    pub fn plan(limits: &ProcessLimits, opts: Options, tag: &str) -> Result<Setup, PlanError> {
         let mut s = Setup {
             identity: resolve_identity(
                 limits.run_as_user.as_deref(),
@@ -196,13 +254,18 @@ impl Setup {
             }
         }
         if let Some(h) = hierarchy {
-            let g = Group::create(h, tag, &cg)
-                .map_err(|e| format!("cannot create a cgroup in {}: {e}", h.base.display()))?;
+            let g = Group::create(h, tag, &cg).map_err(|source| PlanError::Cgroup {
+                what: "create a cgroup in",
+                path: h.base.clone(),
+                source,
+            })?;
             if opts.shim.is_none() {
-                s.cgroup_fd =
-                    Some(g.procs_fd().map_err(|e| {
-                        format!("cannot open {}/cgroup.procs: {e}", g.dir().display())
-                    })?);
+                let fd = g.procs_fd().map_err(|source| PlanError::Cgroup {
+                    what: "open",
+                    path: g.dir().join("cgroup.procs"),
+                    source,
+                })?;
+                s.cgroup_fd = Some(fd);
             }
             s.cgroup = Some(g);
         }

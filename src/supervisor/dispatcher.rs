@@ -232,7 +232,7 @@ async fn execute(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) {
                 exec.pools.run(&plan, &claimed, &stop, &sink).await
             }
             Ok(plan) => process::run(&plan, &claimed, &stop, &sink).await,
-            Err(e) => failed(&claimed, e),
+            Err(e) => failed(&claimed, crate::error_chain(&e)),
         },
     };
     exec.durations
@@ -246,11 +246,18 @@ async fn execute(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) {
     exec.relay.send(RelayMsg::Complete(completion)).await;
 }
 
+/// Why an execution cannot be planned (its completion's error).
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    #[error("cannot read handler")]
+    Handler(#[from] crate::store::StoreError),
+    #[error("unknown handler {0:?}")]
+    Unknown(String),
+}
+
 impl Exec {
-    fn plan(&self, claimed: &Claimed) -> Result<ProcessPlan, String> {
-        let spec = claimed
-            .handler_spec()
-            .map_err(|e| format!("cannot read handler: {}", crate::error_chain(&e)))?;
+    fn plan(&self, claimed: &Claimed) -> Result<ProcessPlan, PlanError> {
+        let spec = claimed.handler_spec()?;
         let plan = |program: PathBuf, args, limits, self_guarding| ProcessPlan {
             shim: self.shim.clone(),
             handler: claimed.handler.clone(),
@@ -271,7 +278,7 @@ impl Exec {
                 ProcessLimits::default(),
                 true,
             ),
-            None => return Err(format!("unknown handler {:?}", claimed.handler)),
+            None => return Err(PlanError::Unknown(claimed.handler.clone())),
         })
     }
 }
