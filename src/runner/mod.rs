@@ -2,6 +2,7 @@
 //! that runs it to its end and returns a [`Completion`].
 
 pub mod cgroup;
+mod escalation;
 pub mod guardian;
 pub mod inproc;
 pub mod isolate;
@@ -64,25 +65,28 @@ impl Ending {
         }
     }
 
-    /// Fills in a completion for an execution that this ending stopped,
-    /// when the job itself reported no outcome. `how` says which step ended
-    /// it (`cooperative`, `sigterm`, `sigkill`, `abort`).
-    fn apply(&self, c: &mut crate::store::Completion, how: &'static str) {
+    /// The outcome and error of an execution that this ending stopped,
+    /// when the job itself reported none. `how` says which step ended it
+    /// (`cooperative`, `sigterm`, `sigkill`, `abort`).
+    fn outcome(&self, how: &'static str) -> (crate::model::Outcome, String) {
         use crate::model::Outcome;
-        (c.outcome, c.error) = match self {
+        match self {
             Ending::Stop(StopReason::Cancel(_)) => (
                 Outcome::Cancelled { how: Some(how) },
-                Some(format!("cancelled ({how})")),
+                format!("cancelled ({how})"),
             ),
             Ending::Stop(StopReason::Shutdown) => (
                 Outcome::Interrupted,
-                Some(format!("interrupted: supervisor shutting down ({how})")),
+                format!("interrupted: supervisor shutting down ({how})"),
             ),
-            Ending::Timeout(_) => (Outcome::TimedOut, Some(self.cancel_reason())),
-            Ending::Heartbeat(_) => (
-                Outcome::Failed { retryable: true },
-                Some(self.cancel_reason()),
-            ),
-        };
+            Ending::Timeout(_) => (Outcome::TimedOut, self.cancel_reason()),
+            Ending::Heartbeat(_) => (Outcome::Failed { retryable: true }, self.cancel_reason()),
+        }
+    }
+
+    /// Fills in a completion for an execution that this ending stopped.
+    fn apply(&self, c: &mut crate::store::Completion, how: &'static str) {
+        let (outcome, error) = self.outcome(how);
+        (c.outcome, c.error) = (outcome, Some(error));
     }
 }

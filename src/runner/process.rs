@@ -15,6 +15,7 @@
 //! keep workers that announced `pooled: true` for the next execution (see
 //! [`super::pool`]).
 
+use super::escalation::{self, Action, Escalation, Event, Step};
 use super::isolate::{self, Setup, DEFAULT_PATH};
 use super::{guardian, os, Ending, Stop};
 use crate::model::Outcome;
@@ -22,15 +23,14 @@ use crate::model::{format_bytes, now_micros, stream, ProcessLimits};
 use crate::relay::{LogSink, RelayMsg};
 use crate::store::{Claimed, Completion};
 use jobvisor_worker::protocol::{
-    parse_worker_line, ParsedLine, ResultMessage, ResultStatus, RunRequest, SupervisorMessage,
-    WorkerMessage, PROTOCOL_VERSION,
+    parse_worker_line, ParsedLine, ResultMessage, RunRequest, SupervisorMessage, WorkerMessage,
+    PROTOCOL_VERSION,
 };
 use jobvisor_worker::Level;
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::os::fd::AsFd;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -348,25 +348,6 @@ impl Worker {
     }
 }
 
-/// Escalation progress of a stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Step {
-    Running,
-    Asked,
-    Termed,
-    Killed,
-}
-
-impl Step {
-    fn how(self) -> &'static str {
-        match self {
-            Step::Running | Step::Asked => "cooperative",
-            Step::Termed => "sigterm",
-            Step::Killed => "sigkill",
-        }
-    }
-}
-
 /// How an execution on a worker ended.
 pub(crate) enum Ended {
     /// The worker answered and can run another execution.
@@ -431,8 +412,10 @@ pub(crate) async fn run_on(
         }),
     );
 
-    let cancel_grace = Duration::from_millis(limits.cancel_grace_ms);
-    let kill_grace = Duration::from_millis(limits.kill_grace_ms);
+    let mut m = Escalation::new(
+        Duration::from_millis(limits.cancel_grace_ms),
+        Duration::from_millis(limits.kill_grace_ms),
+    );
     let far = Instant::now() + Duration::from_secs(86400 * 365);
     let deadline = claimed
         .timeout_ms
@@ -445,75 +428,82 @@ pub(crate) async fn run_on(
     // sample it, to tell a CPU-limit SIGKILL from others.
     let mut cpu_tick = tokio::time::interval(Duration::from_millis(200));
     let mut cpu_used_ms = 0u64;
-    let mut ending: Option<Ending> = None;
     let mut result: Option<ResultMessage> = None;
     let mut result_open = true;
-    let mut step = Step::Running;
-    let mut next_step_at: Option<Instant> = None;
+    let mut due: Option<Instant> = None;
 
+    // Read when a stop begins: the hello may arrive at any time before.
+    let hello = || w.shared.hello.load(Ordering::Relaxed);
     let status: Option<ExitStatus> = loop {
-        tokio::select! {
+        let event = tokio::select! {
             status = w.child.wait() => break status.ok(),
             r = &mut result_rx, if result_open => {
                 result_open = false;
-                if let Ok(r) = r {
-                    result = Some(r);
-                    if keep && step <= Step::Asked && w.shared.pooled.load(Ordering::Relaxed) {
-                        *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                        w.runs += 1;
-                        w.idle_since = Instant::now();
-                        let c = outcome(claimed, None, result, ending.as_ref(), step);
-                        let c = finish_record(c, &route, Facts { events: None, address_space: w.setup.address_space, cpu_used_ms, step }, limits, sink).await;
-                        return Ended::Answered(c, Box::new(w));
-                    }
-                    // A one-shot worker is done: close its stdin, and stop
-                    // it if it lingers past the grace.
-                    w.stdin_tx = None;
-                    if step == Step::Running {
-                        step = Step::Asked;
-                        next_step_at = Some(Instant::now() + cancel_grace);
-                    }
-                }
+                let Ok(r) = r else { continue };
+                result = Some(r);
+                Event::Result { keepable: keep && w.shared.pooled.load(Ordering::Relaxed) }
             }
-            _ = stop.requested(), if ending.is_none() => {
-                let e = Ending::Stop(stop.reason().cloned().unwrap_or(super::StopReason::Shutdown));
-                begin_stop(&w, e, &mut ending, &mut step, &mut next_step_at, cancel_grace);
+            _ = stop.requested(), if m.stoppable() => {
+                let reason = stop.reason().cloned().unwrap_or(super::StopReason::Shutdown);
+                Event::Stop { ending: Ending::Stop(reason), hello: hello() }
             }
-            _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && ending.is_none() && result.is_none() => {
-                let e = Ending::Timeout(claimed.timeout_ms.unwrap_or(0));
-                begin_stop(&w, e, &mut ending, &mut step, &mut next_step_at, cancel_grace);
+            _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && m.limits_apply() => {
+                Event::Stop { ending: Ending::Timeout(claimed.timeout_ms.unwrap_or(0)), hello: hello() }
             }
-            _ = heartbeat_tick.tick(), if heartbeat.is_some() && ending.is_none() && result.is_none() => {
+            _ = heartbeat_tick.tick(), if heartbeat.is_some() && m.limits_apply() => {
                 let ms = heartbeat.unwrap_or(0);
                 let silent_us = now_micros() - route.last_seen.load(Ordering::Relaxed);
-                if silent_us > ms as i64 * 1000 {
-                    begin_stop(&w, Ending::Heartbeat(ms), &mut ending, &mut step, &mut next_step_at, cancel_grace);
+                if silent_us <= ms as i64 * 1000 {
+                    continue;
                 }
+                Event::Stop { ending: Ending::Heartbeat(ms), hello: hello() }
             }
             _ = cpu_tick.tick(), if limits.cpu_time_s.is_some() => {
                 if let Some(ms) = isolate::cpu_time_ms(pid) {
                     cpu_used_ms = ms;
                 }
+                continue;
             }
-            _ = sleep_until(next_step_at.unwrap_or(far)), if next_step_at.is_some() => {
-                match step {
-                    Step::Running | Step::Asked => {
-                        os::signal_group(pid, Signal::SIGTERM);
-                        step = Step::Termed;
-                        next_step_at = Some(Instant::now() + kill_grace);
-                        sink.note(Level::Warn, format!("sent SIGTERM to process group {pid}")).await;
-                    }
-                    Step::Termed => {
-                        os::signal_group(pid, Signal::SIGKILL);
-                        if let Some(g) = &w.setup.cgroup {
-                            g.kill();
-                        }
-                        step = Step::Killed;
-                        next_step_at = None;
-                        sink.note(Level::Warn, format!("sent SIGKILL to process group {pid}")).await;
-                    }
-                    Step::Killed => next_step_at = None,
+            _ = sleep_until(due.unwrap_or(far)), if due.is_some() => Event::Due,
+        };
+        for action in m.on(event) {
+            match action {
+                Action::AskCancel(reason) => send_line(
+                    &w.stdin_tx,
+                    &SupervisorMessage::Cancel {
+                        reason: Some(reason),
+                    },
+                ),
+                Action::CloseStdin => w.stdin_tx = None,
+                Action::Keep => {
+                    *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    w.runs += 1;
+                    w.idle_since = Instant::now();
+                    let c = completion(claimed, m.outcome(None, result));
+                    let facts = Facts {
+                        events: None,
+                        address_space: w.setup.address_space,
+                        cpu_used_ms,
+                        step: m.step(),
+                    };
+                    let c = finish_record(c, &route, facts, limits, sink).await;
+                    return Ended::Answered(c, Box::new(w));
                 }
+                Action::Term => {
+                    os::signal_group(pid, Signal::SIGTERM);
+                    sink.note(Level::Warn, format!("sent SIGTERM to process group {pid}"))
+                        .await;
+                }
+                Action::Kill => {
+                    os::signal_group(pid, Signal::SIGKILL);
+                    if let Some(g) = &w.setup.cgroup {
+                        g.kill();
+                    }
+                    sink.note(Level::Warn, format!("sent SIGKILL to process group {pid}"))
+                        .await;
+                }
+                Action::Arm(after) => due = Some(Instant::now() + after),
+                Action::Disarm => due = None,
             }
         }
     };
@@ -522,21 +512,22 @@ pub(crate) async fn run_on(
     if result.is_none() {
         result = result_rx.try_recv().ok();
     }
-    let mut c = outcome(claimed, status, result, ending.as_ref(), step);
-    if let Some(Ending::Stop(super::StopReason::Shutdown)) = &ending {
-        // Whatever the worker said, the supervisor stopped under it.
-        if c.outcome != Outcome::Succeeded {
-            c.outcome = Outcome::Interrupted;
-        }
-    }
+    let c = completion(claimed, m.outcome(status, result));
     let facts = Facts {
         events,
         address_space: w.setup.address_space,
         cpu_used_ms,
-        step,
+        step: m.step(),
     };
     let c = finish_record(c, &route, facts, limits, sink).await;
     Ended::Done(c)
+}
+
+/// The completion of `claimed` that ended so.
+fn completion(claimed: &Claimed, e: escalation::Ended) -> Completion {
+    let mut c = Completion::new(claimed.id, e.outcome, now_micros());
+    (c.error, c.output, c.exit_code, c.signal) = (e.error, e.output, e.exit_code, e.signal);
+    c
 }
 
 /// After the worker exited: kills what is left of its group and cgroup,
@@ -724,81 +715,6 @@ async fn finish_record(
         error = format!("{error} ({})", context.join("; "));
     }
     c.error = Some(error);
-    c
-}
-
-/// Starts stopping `w`: the `cancel` message, then SIGTERM after the
-/// cancel grace, or at once for a program that never said `hello`.
-fn begin_stop(
-    w: &Worker,
-    e: Ending,
-    ending: &mut Option<Ending>,
-    step: &mut Step,
-    next_step_at: &mut Option<Instant>,
-    cancel_grace: Duration,
-) {
-    send_line(
-        &w.stdin_tx,
-        &SupervisorMessage::Cancel {
-            reason: Some(e.cancel_reason()),
-        },
-    );
-    *ending = Some(e);
-    if *step == Step::Running {
-        *step = Step::Asked;
-        let grace = if w.shared.hello.load(Ordering::Relaxed) {
-            cancel_grace
-        } else {
-            Duration::ZERO
-        };
-        *next_step_at = Some(Instant::now() + grace);
-    }
-}
-
-/// Maps how the child ended to the execution's outcome (PROTOCOL.md's
-/// outcome table). Exit code and signal are always recorded.
-fn outcome(
-    claimed: &Claimed,
-    status: Option<ExitStatus>,
-    result: Option<ResultMessage>,
-    ending: Option<&Ending>,
-    step: Step,
-) -> Completion {
-    let mut c = Completion::new(claimed.id, Outcome::Succeeded, now_micros());
-    c.exit_code = status.and_then(|s| s.code());
-    c.signal = status.and_then(|s| s.signal()).map(os::signal_name);
-    // A result counts unless a timeout or heartbeat failure had already
-    // begun stopping the worker.
-    let stopped_by_limit = matches!(ending, Some(Ending::Timeout(_) | Ending::Heartbeat(_)));
-    let failed = |c: &mut Completion, error: String| {
-        c.outcome = Outcome::Failed { retryable: true };
-        c.error = Some(error);
-    };
-    match (result, ending) {
-        (Some(r), e) if !stopped_by_limit => match r.status {
-            ResultStatus::Succeeded => c.output = r.output,
-            ResultStatus::Failed => {
-                c.outcome = Outcome::Failed {
-                    retryable: r.retry.unwrap_or(true),
-                };
-                c.error = Some(r.error.unwrap_or_else(|| "failed".into()));
-            }
-            ResultStatus::Cancelled => match e {
-                Some(e) => e.apply(&mut c, "cooperative"),
-                None => {
-                    c.outcome = Outcome::Cancelled { how: None };
-                    c.error = r.error.or_else(|| Some("cancelled by the worker".into()));
-                }
-            },
-        },
-        (_, Some(e)) => e.apply(&mut c, step.how()),
-        (_, None) => match (c.exit_code, c.signal.clone()) {
-            (Some(0), _) => {}
-            (Some(code), _) => failed(&mut c, format!("exited with code {code}")),
-            (None, Some(sig)) => failed(&mut c, format!("killed by {sig}")),
-            (None, None) => failed(&mut c, "lost track of the child process".into()),
-        },
-    }
     c
 }
 
