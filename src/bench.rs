@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -509,17 +509,8 @@ async fn baseline_pooled(
 /// Enqueue -> start of each started execution, in ms.
 fn start_delays_ms(rows: &[jobvisor::Execution]) -> Vec<f64> {
     rows.iter()
-        .filter_map(|e| {
-            Some((micros_of(e.started_at.as_deref()?)? - micros_of(&e.enqueued_at)?) / 1000.0)
-        })
+        .filter_map(|e| Some((e.started_at?.micros() - e.enqueued_at.micros()) as f64 / 1000.0))
         .collect()
-}
-
-fn micros_of(t: &str) -> Option<f64> {
-    humantime::parse_rfc3339(t)
-        .ok()
-        .and_then(|s| s.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map(|d| d.as_micros() as f64)
 }
 
 async fn supervised(
@@ -847,11 +838,11 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
         .filter(|e| e.occurrence.is_some_and(|o| o >= start && o < end))
         .filter_map(|e| {
             let at = if a.hold {
-                Some(e.enqueued_at.as_str())
+                Some(e.enqueued_at)
             } else {
-                e.started_at.as_deref()
+                e.started_at
             };
-            Some((micros_of(at?)? - e.occurrence? as f64) / 1000.0)
+            Some((at?.micros() - e.occurrence?) as f64 / 1000.0)
         })
         .collect();
     let executions = delays.len();

@@ -25,6 +25,30 @@ pub fn format_micros(t: Micros) -> String {
     humantime::format_rfc3339_micros(UNIX_EPOCH + d).to_string()
 }
 
+/// A point in time: kept as [`Micros`], written as RFC 3339 (UTC,
+/// microseconds) only at the edge (JSON, the terminal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub Micros);
+
+impl Timestamp {
+    /// Microseconds since the epoch.
+    pub fn micros(self) -> Micros {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_micros(self.0))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Formats a duration in milliseconds the way humans write it (`1.5s`).
 pub fn format_ms(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
@@ -555,6 +579,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn timestamps_stay_micros_and_are_written_as_rfc3339_at_the_edge() {
+        let t = Timestamp(1_764_000_000_123_456);
+        assert_eq!(t.to_string(), "2025-11-24T16:00:00.123456Z");
+        assert_eq!(serde_json::to_value(t).unwrap(), "2025-11-24T16:00:00.123456Z");
+        assert!(Timestamp(1) < t);
+    }
+
+    #[test]
     fn outcomes_map_to_columns_and_retries_in_one_place() {
         let p = RetryPolicy {
             max_attempts: 3,
@@ -806,13 +838,13 @@ pub struct Execution {
     /// Wall-clock budget.
     pub timeout_ms: Option<u64>,
     /// When it was inserted.
-    pub enqueued_at: String,
+    pub enqueued_at: Timestamp,
     /// Due time.
-    pub run_at: String,
+    pub run_at: Timestamp,
     /// When a node claimed it.
-    pub started_at: Option<String>,
+    pub started_at: Option<Timestamp>,
     /// When it ended.
-    pub finished_at: Option<String>,
+    pub finished_at: Option<Timestamp>,
     /// The node that ran it.
     pub node: Option<String>,
     /// The child's pid (process mode).
@@ -832,7 +864,7 @@ pub struct Execution {
     /// Whether its supervisor stopped under it.
     pub interrupted: bool,
     /// When a cancel was requested.
-    pub cancel_requested_at: Option<String>,
+    pub cancel_requested_at: Option<Timestamp>,
     /// Why.
     pub cancel_reason: Option<String>,
     /// How the cancel ended it: `cooperative`, `sigterm`, `sigkill`,
@@ -848,7 +880,7 @@ pub struct LogEntry {
     /// Position within the execution, from 1.
     pub seq: i64,
     /// When the supervisor received it.
-    pub ts: String,
+    pub ts: Timestamp,
     /// Severity.
     pub level: Level,
     /// `log` (structured), `stdout`, `stderr` or `supervisor`.

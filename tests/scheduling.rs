@@ -4,16 +4,12 @@
 mod common;
 
 use common::*;
-use jobvisor::model::Execution;
+use jobvisor::model::{Execution, Timestamp};
 use jobvisor::Status;
 use std::time::Duration;
 
-fn micros(t: &str) -> i64 {
-    humantime::parse_rfc3339(t)
-        .unwrap()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
+fn micros(t: Timestamp) -> i64 {
+    t.micros()
 }
 
 /// [start, end) of each started execution; a running one ends "now".
@@ -22,8 +18,8 @@ fn intervals(execs: &[Execution]) -> Vec<(i64, i64)> {
     execs
         .iter()
         .filter_map(|e| {
-            let s = micros(e.started_at.as_deref()?);
-            let f = e.finished_at.as_deref().map_or(now, micros);
+            let s = micros(e.started_at?);
+            let f = e.finished_at.map_or(now, micros);
             Some((s, f))
         })
         .collect()
@@ -98,10 +94,7 @@ async fn a_daemon_is_restarted_with_growing_delays_and_stops_for_good_when_pause
     // Gaps between one run's end and the next start double: 150, 300, 600 ms.
     let gaps: Vec<i64> = runs
         .windows(2)
-        .map(|w| {
-            micros(w[1].started_at.as_deref().unwrap())
-                - micros(w[0].finished_at.as_deref().unwrap())
-        })
+        .map(|w| micros(w[1].started_at.unwrap()) - micros(w[0].finished_at.unwrap()))
         .collect();
     for w in gaps.windows(2).take(3) {
         assert!(
@@ -143,7 +136,7 @@ async fn with_concurrency_one_a_high_priority_execution_starts_before_older_low_
     for id in low {
         let l = finished(store.as_ref(), id).await;
         assert!(
-            micros(high.started_at.as_deref().unwrap()) < micros(l.started_at.as_deref().unwrap()),
+            micros(high.started_at.unwrap()) < micros(l.started_at.unwrap()),
             "high {high:?} should start before low {l:?}"
         );
     }

@@ -117,7 +117,7 @@ async fn list(store: &dyn jobvisor::store::Store, a: ExecListArgs) -> Result<(),
                 e.handler.clone(),
                 e.mode.to_string(),
                 format!("{}/{}", e.attempt, e.max_attempts),
-                e.started_at.clone().unwrap_or_else(|| "-".into()),
+                e.started_at.map_or_else(|| "-".into(), |t| t.to_string()),
                 e.duration_ms
                     .map(jobvisor::model::format_elapsed_ms)
                     .unwrap_or_else(|| "-".into()),
@@ -135,7 +135,9 @@ async fn list(store: &dyn jobvisor::store::Store, a: ExecListArgs) -> Result<(),
 }
 
 fn show(e: &Execution) {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    fn opt(v: &Option<impl std::fmt::Display>) -> String {
+        v.as_ref().map_or_else(|| "-".into(), |v| v.to_string())
+    }
     println!("id:          {}", e.id);
     println!("job:         {}", e.job);
     println!("handler:     {} ({})", e.handler, e.mode);

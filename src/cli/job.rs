@@ -150,7 +150,7 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
                     "  {} {} {}",
                     e.id,
                     e.status,
-                    e.started_at.as_deref().unwrap_or("-")
+                    e.started_at.map_or_else(|| "-".into(), |t| t.to_string())
                 );
             }
             Ok(())

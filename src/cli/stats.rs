@@ -29,7 +29,7 @@ pub(crate) async fn stats(db: &str, job: Option<String>, json: bool) -> Result<(
                 ms(s.avg_ms),
                 ms(s.p95_ms),
                 ms(s.max_ms),
-                s.last_success.clone().unwrap_or_else(|| "-".into()),
+                s.last_success.map_or_else(|| "-".into(), |t| t.to_string()),
                 match (&s.last_failure, &s.last_error) {
                     (Some(t), e) => format!("{t} {}", output::cut(e.as_deref().unwrap_or(""), 40)),
                     _ => "-".into(),

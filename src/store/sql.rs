@@ -8,8 +8,8 @@ use super::{
     JobStats, NodeInfo, Notice, QueueInfo, Store, StoreError,
 };
 use crate::model::{
-    format_micros, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution,
-    ProgressState, RetryPolicy, Status,
+    Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution, ProgressState,
+    RetryPolicy, Status, Timestamp,
 };
 use crate::schedule::ScheduleSpec;
 use async_trait::async_trait;
@@ -247,10 +247,10 @@ impl<D: Dialect> R<'_, D> {
             queue: self.get("queue")?,
             occurrence: self.get("occurrence")?,
             timeout_ms: self.opt_u64("timeout_ms")?,
-            enqueued_at: format_micros(self.get("enqueued_at")?),
-            run_at: format_micros(self.get("run_at")?),
-            started_at: started_at.map(format_micros),
-            finished_at: finished_at.map(format_micros),
+            enqueued_at: Timestamp(self.get("enqueued_at")?),
+            run_at: Timestamp(self.get("run_at")?),
+            started_at: started_at.map(Timestamp),
+            finished_at: finished_at.map(Timestamp),
             node: self.get("node")?,
             pid: self.get("pid")?,
             exit_code: self.get("exit_code")?,
@@ -267,7 +267,7 @@ impl<D: Dialect> R<'_, D> {
             interrupted: self.flag("interrupted")?,
             cancel_requested_at: self
                 .get::<Option<Micros>>("cancel_requested_at")?
-                .map(format_micros),
+                .map(Timestamp),
             cancel_reason: self.get("cancel_reason")?,
             cancel_outcome: self.get("cancel_outcome")?,
             duration_ms: match (started_at, finished_at) {
@@ -330,7 +330,7 @@ impl<D: Dialect> R<'_, D> {
     fn log(&self) -> Result<LogEntry, StoreError> {
         Ok(LogEntry {
             seq: self.get("seq")?,
-            ts: format_micros(self.get("ts")?),
+            ts: Timestamp(self.get("ts")?),
             level: self.parse("level")?,
             stream: self.get("stream")?,
             message: self.get("message")?,
@@ -1155,8 +1155,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         Self::decode(&self.read_all(q).await?, "executions", |r| {
             let count = |c: &str| Ok::<_, StoreError>(r.get::<Option<i64>>(c)?.unwrap_or(0) as u64);
             let ms = |c: &str| Ok::<_, StoreError>(r.get::<Option<f64>>(c)?.map(|us| us / 1000.0));
-            let time =
-                |c: &str| Ok::<_, StoreError>(r.get::<Option<Micros>>(c)?.map(format_micros));
+            let time = |c: &str| Ok::<_, StoreError>(r.get::<Option<Micros>>(c)?.map(Timestamp));
             let (succeeded, failed, cancelled) =
                 (count("succeeded")?, count("failed")?, count("cancelled")?);
             let finished = succeeded + failed + cancelled;

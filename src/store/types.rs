@@ -271,9 +271,9 @@ pub struct JobStats {
     /// Longest duration, ms.
     pub max_ms: Option<f64>,
     /// When the last success ended.
-    pub last_success: Option<String>,
+    pub last_success: Option<crate::model::Timestamp>,
     /// When the last failure ended.
-    pub last_failure: Option<String>,
+    pub last_failure: Option<crate::model::Timestamp>,
     /// Its error.
     pub last_error: Option<String>,
 }
