@@ -582,7 +582,10 @@ mod tests {
     fn timestamps_stay_micros_and_are_written_as_rfc3339_at_the_edge() {
         let t = Timestamp(1_764_000_000_123_456);
         assert_eq!(t.to_string(), "2025-11-24T16:00:00.123456Z");
-        assert_eq!(serde_json::to_value(t).unwrap(), "2025-11-24T16:00:00.123456Z");
+        assert_eq!(
+            serde_json::to_value(t).unwrap(),
+            "2025-11-24T16:00:00.123456Z"
+        );
         assert!(Timestamp(1) < t);
     }
 

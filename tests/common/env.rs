@@ -1,0 +1,133 @@
+//! A test's own directory and database, and the CLI run against them.
+
+use super::*;
+
+/// A temporary directory with a database path in it.
+pub struct Env {
+    pub dir: TempDir,
+    pub db: String,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("jobvisor.db").display().to_string();
+        Self { dir, db }
+    }
+
+    /// Runs `jobvisor --database DB ARGS...` to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(jobvisor_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(args)
+            .env("JOBVISOR_WORKER", worker_bin())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "jobvisor {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Enqueues a run and returns its id.
+    pub fn enqueue(&self, args: &[&str]) -> Uuid {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        Uuid::parse_str(self.ok(&all).trim()).unwrap()
+    }
+
+    /// A path in the test directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes an executable script into the test directory.
+    pub fn script(&self, name: &str, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    }
+
+    /// Starts `jobvisor serve` on this database.
+    pub fn serve(&self, extra: &[&str]) -> Serve {
+        self.serve_env(extra, &[])
+    }
+
+    /// Registers a `/bin/sh -c SCRIPT` handler with these `handler add`
+    /// flags (inline, so that a handler running as another user needs no
+    /// access to the test directory).
+    pub fn sh_handler(&self, name: &str, script: &str, flags: &[&str]) {
+        let mut args = vec![
+            "handler", "add", name, "--exec", "/bin/sh", "--arg", "-c", "--arg", script,
+        ];
+        args.extend_from_slice(flags);
+        self.ok(&args);
+    }
+
+    /// Runs built-in handler `name` in process mode on a pool of `size`
+    /// workers, with extra `handler add` flags.
+    pub fn pooled_builtin(&self, name: &str, size: &str, flags: &[&str]) {
+        let mut args = vec![
+            "handler",
+            "add",
+            name,
+            "--builtin",
+            "--mode",
+            "process",
+            "--pool-size",
+            size,
+        ];
+        args.extend_from_slice(flags);
+        self.ok(&args);
+    }
+
+    /// Starts `jobvisor serve` with extra environment variables.
+    pub fn serve_env(&self, extra: &[&str], vars: &[(&str, &str)]) -> Serve {
+        let log = self
+            .dir
+            .path()
+            .join(format!("serve-{}.log", Uuid::now_v7()));
+        let child = Command::new(jobvisor_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(["serve", "--poll-interval", "20ms"])
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
+            // Tests that stop a busy supervisor do not wait out the
+            // 30 s default drain.
+            .args(if extra.contains(&"--drain-timeout") {
+                &[][..]
+            } else {
+                &["--drain-timeout", "2s"][..]
+            })
+            .args(extra)
+            .env("JOBVISOR_WORKER", worker_bin())
+            .env("RUST_BACKTRACE", "0")
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Serve { child, log }
+    }
+
+    pub async fn store(&self) -> Arc<dyn Store> {
+        jobvisor::store::open(&self.db).await.unwrap()
+    }
+}
