@@ -14,12 +14,13 @@ pub const BUCKETS: [f64; 12] = [
 
 /// One histogram: cumulative bucket counts, sum and count.
 #[derive(Clone, Debug, Default)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct Histogram {
     /// Observations at or below each bound of [`BUCKETS`].
     pub buckets: [u64; BUCKETS.len()],
     /// Sum of observations, seconds.
     pub sum: f64,
-    /// Observations.
     pub count: u64,
 }
 

@@ -656,18 +656,17 @@ mod tests {
 
 /// A request to run a handler once.
 #[derive(Clone, Debug)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct NewExecution {
     /// Chosen by the caller (time-ordered UUIDv7).
     pub id: Uuid,
     /// The job it belongs to (for ad-hoc runs, the handler's name).
     pub job: String,
-    /// The handler.
     pub handler: String,
     /// Inproc or process.
     pub mode: Mode,
-    /// Input.
     pub payload: Value,
-    /// Retries.
     pub retry: RetryPolicy,
     /// Wall-clock budget.
     pub timeout_ms: Option<u64>,
@@ -810,16 +809,13 @@ impl ProgressState {
 
 /// One execution (one attempt of a job).
 #[derive(Clone, Debug, PartialEq, Serialize)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct Execution {
-    /// UUIDv7.
     pub id: Uuid,
-    /// Job name.
     pub job: String,
-    /// Handler name.
     pub handler: String,
-    /// Mode.
     pub mode: Mode,
-    /// State.
     pub status: Status,
     /// 1-based attempt number.
     pub attempt: u32,
@@ -829,7 +825,6 @@ pub struct Execution {
     pub previous_id: Option<Uuid>,
     /// The attempt that retried this one.
     pub next_id: Option<Uuid>,
-    /// Input.
     pub payload: Value,
     /// Higher runs first.
     pub priority: i32,
@@ -842,7 +837,6 @@ pub struct Execution {
     pub timeout_ms: Option<u64>,
     /// When it was inserted.
     pub enqueued_at: Timestamp,
-    /// Due time.
     pub run_at: Timestamp,
     /// When a node claimed it.
     pub started_at: Option<Timestamp>,
@@ -856,7 +850,6 @@ pub struct Execution {
     pub exit_code: Option<i64>,
     /// The signal that ended the child (`SIGKILL`).
     pub signal: Option<String>,
-    /// Latest progress.
     pub progress: ProgressState,
     /// Output on success.
     pub output: Option<Value>,
@@ -879,16 +872,16 @@ pub struct Execution {
 
 /// One stored log line.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct LogEntry {
     /// Position within the execution, from 1.
     pub seq: i64,
     /// When the supervisor received it.
     pub ts: Timestamp,
-    /// Severity.
     pub level: Level,
     /// `log` (structured), `stdout`, `stderr` or `supervisor`.
     pub stream: String,
-    /// The text.
     pub message: String,
     /// Structured context.
     pub fields: Option<Map<String, Value>>,

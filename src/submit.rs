@@ -11,10 +11,11 @@ use uuid::Uuid;
 
 /// A request to run a handler once (plus retries).
 #[derive(Clone, Debug)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct RunSpec {
     /// The handler's name.
     pub handler: String,
-    /// Input.
     pub payload: Value,
     /// Inproc or process; the handler's default when `None`.
     pub mode: Option<Mode>,

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 /// A declared queue's settings.
 #[derive(Clone, Debug, PartialEq)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct QueueDecl {
-    /// The queue.
     pub name: String,
     /// Most running at once (`None`: no limit of its own).
     pub limit: Option<u32>,
@@ -22,8 +23,9 @@ pub struct QueueDecl {
 
 /// A declared job.
 #[derive(Clone, Debug)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct JobDecl {
-    /// Its definition.
     pub spec: JobSpec,
     /// Whether the declaration fixes its schedule's start (`start`/`at`);
     /// if not, an unchanged job keeps the anchor it has, so that applying

@@ -6,16 +6,13 @@ use uuid::Uuid;
 
 /// An execution a node has just claimed: what its runner needs.
 #[derive(Clone, Debug)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct Claimed {
-    /// Execution id.
     pub id: Uuid,
-    /// Job name.
     pub job: String,
-    /// Handler name.
     pub handler: String,
-    /// Mode.
     pub mode: Mode,
-    /// Input.
     pub payload: Value,
     /// 1-based attempt.
     pub attempt: u32,
@@ -49,18 +46,15 @@ impl Claimed {
 
 /// One log line on its way to the database.
 #[derive(Clone, Debug)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct LogRow {
-    /// Execution id.
     pub execution_id: Uuid,
     /// Position within the execution, from 1.
     pub seq: i64,
-    /// Receive time.
     pub ts: Micros,
-    /// Level name.
     pub level: &'static str,
-    /// Stream name.
     pub stream: &'static str,
-    /// Text.
     pub message: String,
     /// JSON object, if any.
     pub fields: Option<String>,
@@ -68,8 +62,9 @@ pub struct LogRow {
 
 /// The end of an execution, as its runner saw it.
 #[derive(Clone, Debug)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct Completion {
-    /// Execution id.
     pub id: Uuid,
     /// How it ended.
     pub outcome: Outcome,
@@ -113,14 +108,13 @@ impl Completion {
 
 /// A relay batch: written in one transaction, logs first.
 #[derive(Debug, Default)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct Batch {
-    /// Log lines.
     pub logs: Vec<LogRow>,
     /// Latest progress per execution.
     pub progress: Vec<(Uuid, ProgressState)>,
-    /// Child pids.
     pub pids: Vec<(Uuid, i64)>,
-    /// Ends of executions.
     pub completions: Vec<Completion>,
 }
 
@@ -136,10 +130,10 @@ impl Batch {
 
 /// An execution that ended, as written.
 #[derive(Clone, Debug, PartialEq)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct Finished {
-    /// Execution id.
     pub id: Uuid,
-    /// Final status.
     pub status: Status,
     /// The retry scheduled for it, if any.
     pub retry: Option<Uuid>,
@@ -173,16 +167,14 @@ pub enum CancelRequest {
 
 /// A supervisor process, as registered in the database.
 #[derive(Clone, Debug, PartialEq)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct NodeInfo {
     /// Unique per start.
     pub id: String,
-    /// Host it runs on.
     pub hostname: String,
-    /// Its pid.
     pub pid: i64,
-    /// Start time.
     pub started_at: Micros,
-    /// Last heartbeat.
     pub heartbeat_at: Micros,
     /// When it stopped cleanly.
     pub stopped_at: Option<Micros>,
@@ -190,8 +182,9 @@ pub struct NodeInfo {
 
 /// A running execution of another node, for rescue.
 #[derive(Clone, Debug)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct ForeignRunning {
-    /// Execution id.
     pub id: Uuid,
     /// The child's pid (process group), if any.
     pub pid: Option<i64>,
@@ -203,8 +196,9 @@ pub struct ForeignRunning {
 /// the pass read it (`expected_*`): several supervisors may run passes at
 /// once, and only one of them advances a job.
 #[derive(Clone, Debug)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct JobAdvance {
-    /// Job name.
     pub name: String,
     /// `next_run_at` as read.
     pub expected_next: Option<Micros>,
@@ -225,8 +219,9 @@ pub struct JobAdvance {
 
 /// A daemon job with no active execution, and how its last run went.
 #[derive(Clone, Debug)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct IdleDaemon {
-    /// The job.
     pub job: crate::model::Job,
     /// Start and end of its last execution.
     pub last_run: Option<(Option<Micros>, Option<Micros>)>,
@@ -234,31 +229,28 @@ pub struct IdleDaemon {
 
 /// A queue, its settings and load.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct QueueInfo {
-    /// Name.
     pub name: String,
     /// Most executions running at once; `None`: no limit of its own.
     pub max_running: Option<u32>,
     /// Paused queues start nothing new.
     pub paused: bool,
-    /// Executions waiting.
     pub pending: u64,
-    /// Executions running.
     pub running: u64,
 }
 
 /// Execution statistics of one job.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
 pub struct JobStats {
-    /// Job name.
     pub job: String,
     /// Executions in all (every attempt).
     pub total: u64,
-    /// Succeeded.
     pub succeeded: u64,
-    /// Failed.
     pub failed: u64,
-    /// Cancelled.
     pub cancelled: u64,
     /// succeeded / finished, 0..=1.
     pub success_rate: Option<f64>,
@@ -274,6 +266,5 @@ pub struct JobStats {
     pub last_success: Option<crate::model::Timestamp>,
     /// When the last failure ended.
     pub last_failure: Option<crate::model::Timestamp>,
-    /// Its error.
     pub last_error: Option<String>,
 }
