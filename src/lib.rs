@@ -12,10 +12,11 @@
 //! ```
 #![warn(missing_docs)]
 
+mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http;
 pub mod job;
+mod maintenance;
 pub mod metrics;
 pub mod model;
 pub mod relay;
@@ -29,6 +30,7 @@ pub mod supervisor;
 
 pub use jobvisor_worker::{Context, Handler, HandlerError, HandlerResult, Level, Registry};
 pub use model::{Execution, Mode, Status};
+pub use service::http;
 pub use submit::RunSpec;
 pub use supervisor::{Config, Supervisor, SupervisorBuilder};
 

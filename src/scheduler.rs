@@ -1,4 +1,6 @@
 //! The scheduler: turns due occurrences of jobs into pending executions.
+//! The actor ([`Scheduler`]) runs passes; a [`Planner`] holds what a pass
+//! keeps between passes.
 //!
 //! Each pass reads the due jobs, decides per job (misfire, window, overlap,
 //! max runs) and applies all steps in one transaction. A step applies only
@@ -6,11 +8,15 @@
 //! carries a unique (job, occurrence) key: any number of supervisors can run
 //! passes at once and each occurrence still yields at most one execution.
 
+use crate::dispatch::ToDispatcher;
 use crate::model::{now_micros, Job, Micros, Mode, NewExecution, Overlap, RetryPolicy};
 use crate::schedule::{fire, Schedule, ScheduleSpec};
-use crate::store::{JobAdvance, Store, StoreError};
+use crate::store::{Finished, JobAdvance, Store, StoreError};
+use crate::supervisor::{tell, Beats};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 /// Due jobs handled per pass: small enough that the dispatcher starts the
@@ -280,5 +286,83 @@ mod tests {
         );
         cron.end_at = Some(now + hour);
         assert_eq!(first_due(&cron, now).unwrap(), None);
+    }
+}
+
+/// What the scheduler is told.
+#[derive(Debug)]
+pub(crate) enum ToScheduler {
+    /// A job was added, changed or removed.
+    JobsChanged,
+    /// The supervisor is stopping.
+    Stop,
+    /// Fault injection for tests: panic.
+    Panic,
+}
+
+pub(crate) struct Scheduler {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) inbox: mpsc::Receiver<ToScheduler>,
+    pub(crate) finished: broadcast::Receiver<Finished>,
+    pub(crate) dispatcher: mpsc::Sender<ToDispatcher>,
+    pub(crate) poll_cap: Duration,
+    pub(crate) beats: Arc<Beats>,
+    pub(crate) planner: Planner,
+}
+
+impl Scheduler {
+    pub(crate) async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            self.beats
+                .scheduler
+                .store(now_micros(), std::sync::atomic::Ordering::Relaxed);
+            let wait = match self.planner.pass(self.store.as_ref()).await {
+                Ok(outcome) => {
+                    backoff = Duration::from_millis(100);
+                    if outcome.inserted > 0 {
+                        tell(&self.dispatcher, ToDispatcher::Wake);
+                    }
+                    if outcome.more {
+                        continue;
+                    }
+                    self.until_next_due().await
+                }
+                Err(e) => {
+                    tracing::error!(error = %crate::error_chain(&e), "scheduler pass failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+            };
+            // A finished execution may be a daemon's: look again soon (at
+            // most every 50 ms, however many executions finish).
+            let woke_by_finish = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                msg = self.inbox.recv() => match msg {
+                    Some(ToScheduler::JobsChanged) => false,
+                    Some(ToScheduler::Panic) => panic!("fault injected into the scheduler"),
+                    Some(ToScheduler::Stop) | None => return,
+                },
+                r = self.finished.recv() => !matches!(r, Err(broadcast::error::RecvError::Closed)),
+            };
+            if woke_by_finish {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while self.finished.try_recv().is_ok() {}
+            }
+        }
+    }
+
+    /// How long until the earliest due job, at most the poll cap.
+    async fn until_next_due(&self) -> Duration {
+        match self.store.next_due().await {
+            Ok(Some(t)) => {
+                Duration::from_micros((t - now_micros()).max(0) as u64).min(self.poll_cap)
+            }
+            Ok(None) => self.poll_cap,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "reading the next due time failed");
+                self.poll_cap
+            }
+        }
     }
 }

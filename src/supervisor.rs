@@ -1,25 +1,22 @@
 //! The supervisor: a handle on three actors that each own their state and
-//! talk through messages: the [`dispatcher`] (claims and runs executions),
-//! the [`scheduler`] (turns due jobs into executions) and [`maintenance`]
-//! (heartbeats, cancels from the database, rescue, notices). `run_until`
+//! talk through messages: the dispatcher (`dispatch.rs`: claims and runs
+//! executions), the scheduler (`scheduler.rs`: turns due jobs into
+//! executions) and maintenance (`maintenance.rs`: heartbeats, cancels from
+//! the database, rescue, notices). `run_until`
 //! starts them, joins them, and stops the supervisor cleanly should one of
 //! them panic.
 
-mod dispatcher;
-mod maintenance;
-mod scheduler;
-
+use crate::dispatch::{Dispatcher, ToDispatcher};
+use crate::maintenance::{self, Maintenance, ToMaintenance};
 use crate::model::{now_micros, Outcome};
 use crate::relay::{Relay, RelayMsg};
 use crate::runner::os;
 use crate::runner::pool::Pools;
+use crate::scheduler::{Scheduler, ToScheduler};
 use crate::store::{self, CancelRequest, Completion, Finished, NodeInfo, Store};
 use crate::submit::{self, RunSpec};
 use crate::Error;
-use dispatcher::{Dispatcher, ToDispatcher};
 use jobvisor_worker::{Handler, Registry};
-use maintenance::{Maintenance, ToMaintenance};
-use scheduler::{Scheduler, ToScheduler};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -144,41 +141,41 @@ impl SupervisorBuilder {
 /// actors, read by anyone.
 pub(crate) struct Beats {
     /// When the scheduler last went round its loop (µs).
-    scheduler: AtomicI64,
+    pub(crate) scheduler: AtomicI64,
     /// When the dispatcher last went round its loop (µs).
-    dispatcher: AtomicI64,
+    pub(crate) dispatcher: AtomicI64,
     /// Executions running on this node.
     running: AtomicUsize,
 }
 
 impl Beats {
-    fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.running.load(Ordering::Relaxed)
     }
 
-    fn set_running(&self, n: usize) {
+    pub(crate) fn set_running(&self, n: usize) {
         self.running.store(n, Ordering::Relaxed);
     }
 }
 
 /// What an execution's owner task needs to run it.
 pub(crate) struct Exec {
-    relay: Relay,
-    registry: Registry,
-    pools: Arc<Pools>,
-    worker_program: PathBuf,
+    pub(crate) relay: Relay,
+    pub(crate) registry: Registry,
+    pub(crate) pools: Arc<Pools>,
+    pub(crate) worker_program: PathBuf,
     /// The exec shim, when the worker program is installed.
-    shim: Option<PathBuf>,
-    cgroups: bool,
-    inproc_grace: Duration,
-    started: broadcast::Sender<Uuid>,
-    durations: Mutex<crate::metrics::Durations>,
+    pub(crate) shim: Option<PathBuf>,
+    pub(crate) cgroups: bool,
+    pub(crate) inproc_grace: Duration,
+    pub(crate) started: broadcast::Sender<Uuid>,
+    pub(crate) durations: Mutex<crate::metrics::Durations>,
 }
 
 /// Sends `msg` without waiting. A full mailbox means the actor has work
 /// queued and will look anyway (wakes are idempotent; a cancel is also in
 /// the database, which maintenance polls).
-fn tell<T: std::fmt::Debug>(to: &mpsc::Sender<T>, msg: T) {
+pub(crate) fn tell<T: std::fmt::Debug>(to: &mpsc::Sender<T>, msg: T) {
     if let Err(mpsc::error::TrySendError::Full(msg)) = to.try_send(msg) {
         tracing::debug!(?msg, "mailbox full; dropped");
     }

@@ -8,6 +8,7 @@
 //! hardening.
 
 pub mod declare;
+pub mod http;
 pub mod logging;
 pub mod notify;
 

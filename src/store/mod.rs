@@ -2,11 +2,15 @@
 //! SQLite (embedded) and PostgreSQL (multi-node) [`Dialect`]s.
 
 mod dialect;
+mod postgres;
 mod sql;
+mod sqlite;
 mod types;
 
-pub use dialect::{Dialect, Lite, Pg};
+pub use dialect::Dialect;
+pub use postgres::Pg;
 pub use sql::SqlStore;
+pub use sqlite::Lite;
 pub use types::*;
 
 use crate::model::{Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution};
@@ -231,6 +235,13 @@ pub async fn handler_or_builtin(
         }
         None => None,
     })
+}
+
+pub(super) fn open_error(url: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |source| StoreError::Open {
+        url: redact(url),
+        source,
+    }
 }
 
 /// Opens the database at `url` (`postgres://...`, an `sqlite://` URL or a

@@ -3,14 +3,14 @@
 //! notices of other nodes (PostgreSQL LISTEN), passed on to whom they
 //! concern.
 
-use super::dispatcher::ToDispatcher;
-use super::scheduler::ToScheduler;
-use super::{tell, Beats};
+use crate::dispatch::ToDispatcher;
 use crate::model::{now_micros, Micros, Outcome};
 use crate::relay::{Relay, RelayMsg};
 use crate::runner::os;
 use crate::runner::pool::Pools;
+use crate::scheduler::ToScheduler;
 use crate::store::{Completion, NodeInfo, Notice, Store, StoreError};
+use crate::supervisor::{tell, Beats};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,17 +25,17 @@ pub(crate) enum ToMaintenance {
 }
 
 pub(crate) struct Maintenance {
-    pub(super) store: Arc<dyn Store>,
-    pub(super) node: NodeInfo,
-    pub(super) relay: Relay,
-    pub(super) pools: Arc<Pools>,
-    pub(super) beats: Arc<Beats>,
-    pub(super) inbox: mpsc::Receiver<ToMaintenance>,
-    pub(super) dispatcher: mpsc::Sender<ToDispatcher>,
-    pub(super) scheduler: mpsc::Sender<ToScheduler>,
-    pub(super) cancel_poll: Duration,
-    pub(super) heartbeat: Duration,
-    pub(super) lease: Duration,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) node: NodeInfo,
+    pub(crate) relay: Relay,
+    pub(crate) pools: Arc<Pools>,
+    pub(crate) beats: Arc<Beats>,
+    pub(crate) inbox: mpsc::Receiver<ToMaintenance>,
+    pub(crate) dispatcher: mpsc::Sender<ToDispatcher>,
+    pub(crate) scheduler: mpsc::Sender<ToScheduler>,
+    pub(crate) cancel_poll: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) lease: Duration,
 }
 
 /// The next notice, or never when there is no listener (SQLite) or it
@@ -48,7 +48,7 @@ async fn next_notice(notices: &mut Option<mpsc::UnboundedReceiver<Notice>>) -> O
 }
 
 impl Maintenance {
-    pub(super) async fn run(mut self, mut notices: Option<mpsc::UnboundedReceiver<Notice>>) {
+    pub(crate) async fn run(mut self, mut notices: Option<mpsc::UnboundedReceiver<Notice>>) {
         let mut cancel_tick = tokio::time::interval(self.cancel_poll);
         let mut heartbeat_tick = tokio::time::interval(self.heartbeat);
         let mut rescue_tick = tokio::time::interval(self.lease / 4);
@@ -113,7 +113,7 @@ impl Maintenance {
 /// attempts remain); returns how many. A node is dead when it stopped, when
 /// its process is gone (same host), or when its heartbeat is older than the
 /// lease.
-pub(super) async fn rescue(
+pub(crate) async fn rescue(
     store: &dyn Store,
     node: &NodeInfo,
     lease: Duration,

@@ -3,12 +3,12 @@
 //! mode's runner and hands the completion to the relay. It owns the
 //! running executions' stop handles; cancels reach them as messages.
 
-use super::{Beats, Exec};
 use crate::model::{now_micros, HandlerKind, ProcessLimits};
 use crate::relay::{LogSink, RelayMsg};
 use crate::runner::process::ProcessPlan;
 use crate::runner::{inproc, process, Stop, StopReason};
 use crate::store::{Claimed, Completion, Store};
+use crate::supervisor::{Beats, Exec};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,24 +35,24 @@ pub(crate) enum ToDispatcher {
 }
 
 pub(crate) struct Dispatcher {
-    pub(super) store: Arc<dyn Store>,
-    pub(super) node: String,
-    pub(super) concurrency: usize,
-    pub(super) claim_batch: usize,
-    pub(super) poll_interval: Duration,
-    pub(super) drain_timeout: Duration,
-    pub(super) inbox: mpsc::Receiver<ToDispatcher>,
-    pub(super) beats: Arc<Beats>,
-    pub(super) exec: Arc<Exec>,
-    pub(super) running: HashMap<Uuid, Arc<Stop>>,
-    pub(super) tasks: JoinSet<Uuid>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) node: String,
+    pub(crate) concurrency: usize,
+    pub(crate) claim_batch: usize,
+    pub(crate) poll_interval: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) inbox: mpsc::Receiver<ToDispatcher>,
+    pub(crate) beats: Arc<Beats>,
+    pub(crate) exec: Arc<Exec>,
+    pub(crate) running: HashMap<Uuid, Arc<Stop>>,
+    pub(crate) tasks: JoinSet<Uuid>,
 }
 
 impl Dispatcher {
     /// Claims and runs until `shutdown`, then drains: lets what runs
     /// finish, up to the drain timeout (or until `force`), and stops the
     /// rest, recorded as interrupted so that they run again.
-    pub(super) async fn run(
+    pub(crate) async fn run(
         mut self,
         shutdown: impl Future<Output = ()>,
         force: impl Future<Output = ()>,

@@ -1,0 +1,122 @@
+//! The PostgreSQL dialect: several supervisors on several machines share
+//! one database.
+
+use super::dialect::{queries, Args, Bind, Col, Dialect, Idx};
+use super::{open_error, Notice, StoreError};
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
+use sqlx::{Arguments, Pool, Postgres, Row};
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, sqlx::Error>;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Several supervisors on several machines share one database.
+pub struct Pg {
+    pool: Pool<Postgres>,
+}
+
+/// How long opening the database may wait for the server's answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The channel on which nodes wake each other up.
+const CHANNEL: &str = "jobvisor";
+
+impl Pg {
+    /// Connects to `postgres://...`.
+    pub async fn open(url: &str) -> std::result::Result<Self, StoreError> {
+        let opts = PgConnectOptions::from_str(url).map_err(open_error(url))?;
+        // One connection first, bounded: its error names the cause (refused,
+        // authentication, no such database), where a pool only says that it
+        // timed out, after a minute.
+        let probe = <PgConnection as sqlx::Connection>::connect_with(&opts);
+        match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+            Err(_) => {
+                return Err(open_error(url)(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                ))))
+            }
+            Ok(Err(e)) => return Err(open_error(url)(e)),
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(60))
+            .test_before_acquire(false)
+            .connect_with(opts)
+            .await
+            .map_err(open_error(url))?;
+        Ok(Self { pool })
+    }
+}
+
+impl Dialect for Pg {
+    type Db = Postgres;
+    const LEAST: &'static str = "LEAST";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const BEGIN: &'static str = "BEGIN";
+    const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7305150916)");
+
+    fn reader(&self) -> &Pool<Postgres> {
+        &self.pool
+    }
+
+    fn writer(&self) -> &Pool<Postgres> {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> std::result::Result<(), StoreError> {
+        // sqlx's PostgreSQL migrator takes an advisory lock: concurrent
+        // nodes migrate one at a time.
+        Ok(sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?)
+    }
+
+    async fn listen(&self) -> Result<Option<UnboundedReceiver<Notice>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                // The listener reconnects by itself; what is missed meanwhile
+                // is found by the nodes' polling.
+                match listener.recv().await {
+                    Ok(n) => {
+                        let notice = match n.payload() {
+                            "work" => Notice::Work,
+                            "cancel" => Notice::Cancel,
+                            "jobs" => Notice::Jobs,
+                            _ => continue,
+                        };
+                        if tx.send(notice).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
+    async fn notify(conn: &mut PgConnection, what: &'static str) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(what)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    queries!(PgConnection, PgRow);
+}

@@ -1,0 +1,137 @@
+//! The SQLite dialect: the embedded default.
+
+use super::dialect::{queries, Args, Bind, Col, Dialect, Idx};
+use super::{open_error, StoreError};
+use sqlx::error::BoxDynError;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Arguments, Pool, Row, Sqlite};
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, sqlx::Error>;
+
+/// The embedded default: one writer connection (SQLite has one writer
+/// anyway, and queueing in the pool is cheaper than busy-waiting on the file
+/// lock) and a few readers, all in WAL mode.
+pub struct Lite {
+    writer: Pool<Sqlite>,
+    reader: Pool<Sqlite>,
+    path: Option<std::path::PathBuf>,
+}
+
+impl Lite {
+    /// Opens (creating if needed) `sqlite://PATH` or a path.
+    /// `sqlite::memory:` would give each pool a database of its own.
+    pub async fn open(url: &str) -> std::result::Result<Self, StoreError> {
+        let base = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url).map_err(open_error(url))?
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        };
+        let opts = base
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-4000")
+            .pragma("temp_store", "memory");
+        let pool = |n| {
+            SqlitePoolOptions::new()
+                .max_connections(n)
+                .min_connections(1.min(n))
+                // A ping before every acquire doubles the round trips to the
+                // connection thread; a broken local file shows on use anyway.
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(60))
+        };
+        // Switching a new file to WAL needs a moment of exclusive access,
+        // which another process opening it at the same time may hold.
+        let mut tries = 0;
+        let writer = loop {
+            match pool(1).connect_with(opts.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if is_busy(&e) && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 + fastrand::u64(0..80))).await;
+                }
+                Err(e) => return Err(open_error(url)(e)),
+            }
+        };
+        let reader = pool(4)
+            .min_connections(0)
+            .connect_with(opts.clone().create_if_missing(false))
+            .await
+            .map_err(open_error(url))?;
+        let path = Some(opts.get_filename().to_path_buf())
+            .filter(|p| p.is_file())
+            .map(|p| std::path::absolute(&p).unwrap_or(p));
+        Ok(Self {
+            writer,
+            reader,
+            path,
+        })
+    }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock.
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")))
+}
+
+/// Takes an exclusive advisory lock on directory `path`, polling so as not
+/// to block a runtime thread.
+async fn lock_dir(
+    path: &std::path::Path,
+) -> std::result::Result<nix::fcntl::Flock<std::fs::File>, StoreError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let io = |e: std::io::Error| open_error(&path.display().to_string())(sqlx::Error::Io(e));
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK | nix::errno::Errno::EINTR)) => {
+                file = f;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((_, e)) => return Err(io(e.into())),
+        }
+    }
+}
+
+impl Dialect for Lite {
+    type Db = Sqlite;
+    const LEAST: &'static str = "MIN";
+    const SKIP_LOCKED: &'static str = "";
+    const FOR_UPDATE: &'static str = "";
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const CLAIM_LOCK: Option<&'static str> = None;
+
+    fn reader(&self) -> &Pool<Sqlite> {
+        &self.reader
+    }
+
+    fn writer(&self) -> &Pool<Sqlite> {
+        &self.writer
+    }
+
+    async fn migrate(&self) -> std::result::Result<(), StoreError> {
+        // SQLite gives sqlx's migrator no lock across processes, and two
+        // processes migrating a new file at once trip over each other. An
+        // advisory flock on the database's directory serializes them. (Not
+        // on the file itself: closing any descriptor of the database file
+        // drops every POSIX lock this process's connections hold on it.)
+        let _lock = match self.path.as_ref().and_then(|p| p.parent()) {
+            Some(dir) => Some(lock_dir(dir).await?),
+            None => None,
+        };
+        Ok(sqlx::migrate!("./migrations/sqlite")
+            .run(&self.writer)
+            .await?)
+    }
+
+    queries!(SqliteConnection, SqliteRow);
+}
