@@ -484,14 +484,16 @@ impl Supervisor {
 
     /// Closes this node's running executions as interrupted.
     async fn interrupt_own(&self) {
-        let node = &self.shared.node.id;
-        match self.store().foreign_running("").await {
+        let filter = store::ExecFilter {
+            status: Some(crate::Status::Running),
+            node: Some(self.shared.node.id.clone()),
+            limit: i64::MAX as usize,
+            ..Default::default()
+        };
+        match self.store().executions(&filter).await {
             Ok(rows) => {
-                for r in rows
-                    .into_iter()
-                    .filter(|r| r.node.as_ref().is_some_and(|n| &n.id == node))
-                {
-                    let mut c = Completion::new(r.id, Outcome::Interrupted, now_micros());
+                for e in rows {
+                    let mut c = Completion::new(e.id, Outcome::Interrupted, now_micros());
                     c.error = Some("interrupted: the supervisor's dispatcher failed".into());
                     self.shared.exec.relay.send(RelayMsg::Complete(c)).await;
                 }

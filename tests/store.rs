@@ -494,6 +494,13 @@ async fn handlers_nodes_queues_and_stats_round_trip(store: Arc<dyn Store>) {
     let e = exec("noop", 0, DEFAULT_QUEUE);
     store.enqueue(std::slice::from_ref(&e), now).await.unwrap();
     store.claim("node-a", 1, now_micros()).await.unwrap();
+    let on = |node: &str| ExecFilter {
+        node: Some(node.into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.executions(&on("node-a")).await.unwrap()[0].id, e.id);
+    assert!(store.executions(&on("node-b")).await.unwrap().is_empty());
     let foreign = store.foreign_running("node-b").await.unwrap();
     assert_eq!(foreign.len(), 1);
     assert_eq!(foreign[0].node.as_ref().unwrap().id, "node-a");

@@ -3,7 +3,7 @@
 //! to the library, so this target compiles the binary's modules in.
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../src/bench.rs"]
+#[path = "../../src/bench/mod.rs"]
 mod bench;
 #[allow(dead_code, unused_imports)]
 #[path = "../../src/cli/mod.rs"]

@@ -101,8 +101,8 @@ async fn list(store: &dyn jobvisor::store::Store, a: ExecListArgs) -> Result<(),
         .executions(&ExecFilter {
             status: a.status,
             handler: a.handler,
-            job: None,
             limit: a.limit,
+            ..Default::default()
         })
         .await?;
     if a.json {

@@ -468,6 +468,7 @@ async fn executions(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> 
         job: q.job,
         handler: q.handler,
         limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+        node: None,
     };
     ok(api.sup.store().executions(&filter).await?)
 }

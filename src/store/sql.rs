@@ -646,6 +646,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         if let Some(j) = &filter.job {
             q.push(" AND job = ").push_bind(j.as_str());
         }
+        if let Some(n) = &filter.node {
+            q.push(" AND node = ").push_bind(n.as_str());
+        }
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(filter.limit.max(1) as i64);
         Self::decode(&self.read_all(q).await?, "executions", |r| r.execution())

@@ -148,6 +148,8 @@ pub struct ExecFilter {
     pub handler: Option<String>,
     /// Only this job.
     pub job: Option<String>,
+    /// Only those this node claimed.
+    pub node: Option<String>,
     /// At most this many (newest first).
     pub limit: usize,
 }
