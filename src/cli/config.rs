@@ -215,7 +215,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
         duration("retention.executions", &raw_retention.executions).map_err(|e| at(1, e))?;
     let retention_every = duration("retention.every", &raw_retention.every)
         .map_err(|e| at(1, e))?
-        .unwrap_or(Duration::from_secs(60))
+        .unwrap_or(Declarations::default().retention_every)
         .max(Duration::from_secs(1));
     let queues = raw
         .queues
