@@ -184,12 +184,13 @@ impl Dispatcher {
             Ok(id) => {
                 self.running.remove(&id);
             }
-            // Owners catch their own panics; an abort leaves nothing to do
-            // but forget what no longer runs.
-            Err(e) => tracing::error!(error = %e, "execution owner ended abnormally"),
+            // Owners catch their own panics, so only an abort ends one this
+            // way, without its id: forget the stop handles no owner holds.
+            Err(e) => {
+                tracing::error!(error = %e, "execution owner ended abnormally");
+                self.running.retain(|_, stop| Arc::strong_count(stop) > 1);
+            }
         }
-        self.running
-            .retain(|_, stop| std::sync::Arc::strong_count(stop) > 1);
         self.beats.set_running(self.running.len());
     }
 }

@@ -151,13 +151,13 @@ pub(super) use queries;
 /// many binds: SQLite finds a named placeholder by a linear search, so
 /// thousands of `$N` would cost quadratic time, where `?` costs nothing.
 pub(super) struct Sql<'q, D: Dialect> {
-    text: std::borrow::Cow<'static, str>,
+    text: std::borrow::Cow<'q, str>,
     args: Args<'q, D>,
     error: Option<BoxDynError>,
 }
 
 impl<'q, D: Dialect> Sql<'q, D> {
-    pub fn new(text: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+    pub fn new(text: impl Into<std::borrow::Cow<'q, str>>) -> Self {
         Self {
             text: text.into(),
             args: Default::default(),

@@ -464,7 +464,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         } else {
             &self.claim_simple
         };
-        let q = Sql::<D>::new(sql.clone())
+        let q = Sql::<D>::new(sql.as_str())
             .bind(now)
             .bind(node)
             .bind(limit as i64)
