@@ -109,11 +109,12 @@ impl Dispatcher {
                 _ = &mut shutdown => break,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.ended(done),
                 Some(msg) = self.inbox.recv() => {
-                    if let ToDispatcher::Wake = msg {
+                    // Everything queued at once, so that a burst of wakes
+                    // is one claim, not one claim each.
+                    if self.handle_all(msg) {
                         backlog = true;
                         poll_every = base_poll;
                     }
-                    self.handle(msg);
                 }
                 // Look before claiming: a read is cheaper than the claim's
                 // write.
@@ -135,7 +136,9 @@ impl Dispatcher {
                         Some(done) => self.ended(done),
                         None => break,
                     },
-                    Some(msg) = self.inbox.recv() => self.handle(msg),
+                    Some(msg) = self.inbox.recv() => {
+                        self.handle_all(msg);
+                    }
                     _ = &mut deadline => {
                         tracing::info!(running = self.tasks.len(), "drain timeout: stopping the rest");
                         break;
@@ -155,16 +158,23 @@ impl Dispatcher {
         }
     }
 
-    fn handle(&mut self, msg: ToDispatcher) {
-        match msg {
-            ToDispatcher::Wake => {}
-            ToDispatcher::Cancel { id, reason } => {
-                if let Some(stop) = self.running.get(&id) {
-                    stop.request(StopReason::Cancel(reason));
+    /// Handles `first` and whatever else is queued; whether any was a wake.
+    fn handle_all(&mut self, first: ToDispatcher) -> bool {
+        let mut woken = false;
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                ToDispatcher::Wake => woken = true,
+                ToDispatcher::Cancel { id, reason } => {
+                    if let Some(stop) = self.running.get(&id) {
+                        stop.request(StopReason::Cancel(reason));
+                    }
                 }
+                ToDispatcher::Panic => panic!("fault injected into the dispatcher"),
             }
-            ToDispatcher::Panic => panic!("fault injected into the dispatcher"),
+            next = self.inbox.try_recv().ok();
         }
+        woken
     }
 
     fn start(&mut self, claimed: Claimed) {

@@ -338,11 +338,19 @@ impl Scheduler {
             // most every 50 ms, however many executions finish).
             let woke_by_finish = tokio::select! {
                 _ = tokio::time::sleep(wait) => false,
-                msg = self.inbox.recv() => match msg {
-                    Some(ToScheduler::JobsChanged) => false,
-                    Some(ToScheduler::Panic) => panic!("fault injected into the scheduler"),
-                    Some(ToScheduler::Stop) | None => return,
-                },
+                msg = self.inbox.recv() => {
+                    // Any number of changes queued at once are one pass.
+                    let mut next = Some(msg);
+                    while let Some(msg) = next {
+                        match msg {
+                            Some(ToScheduler::JobsChanged) => {}
+                            Some(ToScheduler::Panic) => panic!("fault injected into the scheduler"),
+                            Some(ToScheduler::Stop) | None => return,
+                        }
+                        next = self.inbox.try_recv().ok().map(Some);
+                    }
+                    false
+                }
                 r = self.finished.recv() => !matches!(r, Err(broadcast::error::RecvError::Closed)),
             };
             if woke_by_finish {

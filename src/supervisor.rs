@@ -458,8 +458,10 @@ impl Supervisor {
             self.shared.beats.set_running(0);
             self.interrupt_own().await;
         }
-        tell(&self.shared.scheduler, ToScheduler::Stop);
-        tell(&self.shared.maintenance, ToMaintenance::Stop);
+        // Waits for room: a stop, unlike a wake, must arrive. (An actor that
+        // ended has dropped its mailbox, and the send returns at once.)
+        let _ = self.shared.scheduler.send(ToScheduler::Stop).await;
+        let _ = self.shared.maintenance.send(ToMaintenance::Stop).await;
         let ended = ended.into_inner().unwrap_or_else(|e| e.into_inner());
         for (actor, handle) in [
             (Actor::Scheduler, scheduler),

@@ -369,3 +369,27 @@ async fn a_panicking_actor_stops_the_supervisor_cleanly_and_is_reported() {
         ));
     }
 }
+
+/// Wakes are coalesced: a burst of changes (here 3,000 queue changes, more
+/// than an actor's mailbox holds) neither floods the dispatcher nor holds
+/// up its work or its stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_changes_is_coalesced_and_the_stop_still_arrives() {
+    let env = Env::new();
+    let (sup, stop, task) = start(&env, |b| b).await;
+    for i in 0..3000 {
+        sup.set_queue("burst", Some(Some(1 + i % 3)), None)
+            .await
+            .unwrap();
+    }
+    let mut spec = RunSpec::new("noop", json!(null));
+    spec.queue = "burst".into();
+    let id = sup.enqueue(spec).await.unwrap();
+    let e = finished(sup.store().as_ref(), id).await;
+    assert_eq!(e.status, Status::Succeeded);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the supervisor stops")
+        .unwrap();
+}
