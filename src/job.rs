@@ -156,6 +156,7 @@ pub async fn trigger(store: &dyn Store, name: &str) -> Result<Uuid, Error> {
         previous_id: None,
         queue: spec.queue,
         occurrence: None,
+        unique: None,
     };
     store
         .enqueue(std::slice::from_ref(&exec), now_micros())

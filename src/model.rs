@@ -682,6 +682,28 @@ pub struct NewExecution {
     pub queue: String,
     /// The scheduled occurrence it runs (unique per job), if any.
     pub occurrence: Option<Micros>,
+    /// Its unique key, if it has one.
+    pub unique: Option<UniqueKey>,
+}
+
+/// A unique key: while an execution holding it is pending or running (and
+/// for `hold_ms` after it ends, if set), another enqueue with the same key
+/// creates nothing and gets the holder instead. Its retries keep the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UniqueKey {
+    /// The key.
+    pub key: String,
+    /// How long after the holder ends the key still counts (a throttle).
+    pub hold_ms: Option<u64>,
+}
+
+/// What an enqueue made of one execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    /// The execution inserted, or for a duplicate the one holding its key.
+    pub id: Uuid,
+    /// Whether its unique key was held, so that nothing was inserted.
+    pub duplicate: bool,
 }
 
 /// The default queue.
@@ -830,6 +852,8 @@ pub struct Execution {
     pub priority: i32,
     /// The queue it waits in.
     pub queue: String,
+    /// Its unique key, if it has one.
+    pub unique_key: Option<String>,
     /// The scheduled occurrence it runs, if any: the due time in
     /// microseconds, or for a daemon its generation number.
     pub occurrence: Option<i64>,

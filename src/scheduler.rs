@@ -68,6 +68,7 @@ fn execution_for(job: &Job, occurrence: Micros, run_at: Micros) -> NewExecution 
         previous_id: None,
         queue: spec.queue.clone(),
         occurrence: Some(occurrence),
+        unique: None,
     }
 }
 

@@ -35,6 +35,9 @@ pub struct RunSpec {
     pub run_at: Option<Micros>,
     /// Queue to wait in.
     pub queue: String,
+    /// At most one pending or running execution with this key (and, with a
+    /// hold, none within that time of the last one's end).
+    pub unique: Option<crate::model::UniqueKey>,
 }
 
 impl RunSpec {
@@ -52,7 +55,28 @@ impl RunSpec {
             job: None,
             run_at: None,
             queue: crate::model::DEFAULT_QUEUE.to_string(),
+            unique: None,
         }
+    }
+
+    /// Gives the run a unique key: while an execution with it is pending or
+    /// running, enqueueing another creates nothing and returns that one.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        let hold_ms = self.unique.take().and_then(|u| u.hold_ms);
+        self.unique = Some(crate::model::UniqueKey {
+            key: key.into(),
+            hold_ms,
+        });
+        self
+    }
+
+    /// With [`RunSpec::unique_key`]: the key still counts for `hold` after
+    /// its execution ends (a throttle).
+    pub fn unique_for(mut self, hold: Duration) -> Self {
+        if let Some(u) = &mut self.unique {
+            u.hold_ms = Some(hold.as_millis().min(u64::MAX as u128) as u64);
+        }
+        self
     }
 
     /// Sets the mode.
@@ -132,11 +156,15 @@ fn resolve(
         previous_id: None,
         queue: spec.queue,
         occurrence: None,
+        unique: spec.unique,
     })
 }
 
-/// Inserts prepared executions.
-pub async fn enqueue(store: &dyn Store, execs: &[NewExecution]) -> Result<(), Error> {
-    store.enqueue(execs, now_micros()).await?;
-    Ok(())
+/// Inserts prepared executions; a duplicate of a held unique key is not
+/// inserted, and its entry names the holder.
+pub async fn enqueue(
+    store: &dyn Store,
+    execs: &[NewExecution],
+) -> Result<Vec<crate::model::Enqueued>, Error> {
+    Ok(store.enqueue(execs, now_micros()).await?)
 }

@@ -8,7 +8,7 @@
 
 use crate::dispatch::{Dispatcher, ToDispatcher};
 use crate::maintenance::{self, Maintenance, ToMaintenance};
-use crate::model::{now_micros, Outcome};
+use crate::model::{now_micros, Enqueued, Outcome};
 use crate::relay::{Relay, RelayMsg};
 use crate::runner::os;
 use crate::runner::pool::Pools;
@@ -356,13 +356,25 @@ impl Supervisor {
         Ok(self.enqueue_many(vec![spec]).await?[0])
     }
 
-    /// Enqueues several runs in one transaction.
+    /// Enqueues several runs in one transaction. For a run whose unique key
+    /// is held, nothing is inserted and the id is the holder's.
     pub async fn enqueue_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Uuid>, Error> {
+        Ok(self
+            .submit_many(specs)
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .collect())
+    }
+
+    /// Like [`Supervisor::enqueue_many`], saying of each run whether it was
+    /// a duplicate of a held unique key.
+    pub async fn submit_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Enqueued>, Error> {
         let local = |name: &str| self.shared.exec.registry.get(name).is_some();
         let execs = submit::prepare_many(self.store().as_ref(), &local, specs).await?;
-        submit::enqueue(self.store().as_ref(), &execs).await?;
+        let out = submit::enqueue(self.store().as_ref(), &execs).await?;
         self.wake();
-        Ok(execs.iter().map(|e| e.id).collect())
+        Ok(out)
     }
 
     /// Requests a cancel; a running execution on this node is told at once,

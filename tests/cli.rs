@@ -451,3 +451,40 @@ fn serve_help_shows_the_defaults_of_config_service() {
         assert!(help.contains(&want), "{want} missing from:\n{help}");
     }
 }
+
+/// `run --unique-key`: a duplicate creates nothing, prints the holder's id,
+/// says `duplicate of ID` on stderr and exits 0; `--json` says so too; a
+/// different key, or `--unique-for` without a key, behave as documented.
+#[test]
+fn a_duplicate_unique_key_prints_the_holder_and_exits_0() {
+    let env = Env::new();
+    let first = env.enqueue(&["noop", "--unique-key", "nightly-report"]);
+    let out = env.cli(&["run", "noop", "--unique-key", "nightly-report"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        first.to_string()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("duplicate of {first}")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["run", "noop", "--unique-key", "nightly-report", "--json"]))
+            .unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"id": first.to_string(), "duplicate": true})
+    );
+    let other = env.enqueue(&["noop", "--unique-key", "weekly-report"]);
+    assert_ne!(other, first);
+    let out = env.cli(&["run", "noop", "--unique-for", "1h"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--unique-for needs --unique-key"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["exec", "list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+}

@@ -215,6 +215,23 @@ async fn every_route_answers_its_happy_path_and_its_errors() {
         .unwrap()
         .iter()
         .any(|e| e["id"] == id.to_string()));
+    // A unique key: the first is created, a duplicate names it (200).
+    let body = r#"{"handler":"sleep","payload":{"ms":60000},"unique_key":"one-at-a-time","unique_for":"10m"}"#;
+    let first = post(&addr, "/v1/executions", body);
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.json()["duplicate"], false);
+    let dup = post(&addr, "/v1/executions", body);
+    assert_eq!(
+        (dup.status, dup.json()["duplicate"].clone()),
+        (200, json!(true))
+    );
+    assert_eq!(dup.json()["id"], first.json()["id"]);
+    let r = post(
+        &addr,
+        "/v1/executions",
+        r#"{"handler":"noop","unique_for":"1m"}"#,
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid"));
     let r = get(&addr, "/v1/executions?status=bogus");
     assert_eq!((r.status, r.code().as_str()), (400, "invalid"));
     let r = get(&addr, "/v1/executions?surprise=1");

@@ -10,7 +10,7 @@ mod common;
 
 use jobvisor::model::{
     now_micros, JobSpec, Mode, NewExecution, Outcome, Overlap, ProgressState, RetryPolicy, Status,
-    DEFAULT_QUEUE,
+    UniqueKey, DEFAULT_QUEUE,
 };
 use jobvisor::schedule::{Misfire, ScheduleSpec};
 use jobvisor::store::{
@@ -67,6 +67,7 @@ both!(
     job_advances_apply_once_however_many_passes_try,
     handlers_nodes_queues_and_stats_round_trip,
     history_daemons_declarations_and_notices,
+    a_unique_key_has_one_holder_until_it_ends_and_through_its_hold,
 );
 
 fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
@@ -84,6 +85,7 @@ fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
         previous_id: None,
         queue: queue.into(),
         occurrence: None,
+        unique: None,
     }
 }
 
@@ -650,4 +652,171 @@ async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
         let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await;
         assert_eq!(got.unwrap(), Some(jobvisor::store::Notice::Work));
     }
+}
+
+fn keyed(key: &str, hold_ms: Option<u64>) -> NewExecution {
+    let mut e = exec("uniq", 0, DEFAULT_QUEUE);
+    e.unique = Some(UniqueKey {
+        key: key.into(),
+        hold_ms,
+    });
+    e
+}
+
+/// Claims `id` (the only due execution) and ends it as `outcome`.
+async fn run_to_end(
+    store: &Arc<dyn Store>,
+    id: Uuid,
+    outcome: Outcome,
+) -> Vec<jobvisor::store::Finished> {
+    let claimed = store.claim("n1", 10, now_micros()).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id]);
+    let batch = Batch {
+        completions: vec![Completion::new(id, outcome, now_micros())],
+        ..Default::default()
+    };
+    store.apply(&batch).await.unwrap()
+}
+
+async fn a_unique_key_has_one_holder_until_it_ends_and_through_its_hold(store: Arc<dyn Store>) {
+    // 50 enqueues of one key at once: exactly one execution, and every
+    // enqueue names it.
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .enqueue(&[keyed("k", None)], now_micros())
+                    .await
+                    .unwrap()[0]
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    let holder = got
+        .iter()
+        .find(|e| !e.duplicate)
+        .expect("one enqueue inserts")
+        .id;
+    assert_eq!(got.iter().filter(|e| !e.duplicate).count(), 1, "{got:?}");
+    assert!(got.iter().all(|e| e.id == holder), "{got:?}");
+    let all = ExecFilter {
+        job: Some("uniq".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.executions(&all).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .execution(holder)
+            .await
+            .unwrap()
+            .unwrap()
+            .unique_key
+            .as_deref(),
+        Some("k")
+    );
+    // In one batch, the second of a key is a duplicate of the first.
+    let (a, b) = (keyed("pair", None), keyed("pair", None));
+    let out = store.enqueue(&[a.clone(), b], now_micros()).await.unwrap();
+    assert_eq!(
+        out.iter().map(|e| (e.id, e.duplicate)).collect::<Vec<_>>(),
+        vec![(a.id, false), (a.id, true)]
+    );
+    store
+        .request_cancel(a.id, "not this test's", now_micros())
+        .await
+        .unwrap();
+
+    // Running still holds it; the end frees it.
+    run_to_end(&store, holder, Outcome::Succeeded).await;
+    let next = keyed("k", None);
+    let out = store
+        .enqueue(std::slice::from_ref(&next), now_micros())
+        .await
+        .unwrap();
+    assert_eq!(
+        (out[0].id, out[0].duplicate),
+        (next.id, false),
+        "freed at the end"
+    );
+
+    // A cancel before it started frees it too.
+    store
+        .request_cancel(next.id, "changed my mind", now_micros())
+        .await
+        .unwrap();
+    let again = keyed("k", None);
+    assert!(
+        !store
+            .enqueue(std::slice::from_ref(&again), now_micros())
+            .await
+            .unwrap()[0]
+            .duplicate
+    );
+
+    // A retry keeps the key: the holder is now the retry.
+    let mut flaky = keyed("k2", None);
+    flaky.retry.max_attempts = 2;
+    flaky.retry.backoff_base_ms = 0;
+    store
+        .enqueue(std::slice::from_ref(&flaky), now_micros())
+        .await
+        .unwrap();
+    store
+        .request_cancel(again.id, "out of the way", now_micros())
+        .await
+        .unwrap();
+    let finished = run_to_end(&store, flaky.id, Outcome::Failed { retryable: true }).await;
+    let retry = finished[0].retry.expect("a retry");
+    let dup = store
+        .enqueue(&[keyed("k2", None)], now_micros())
+        .await
+        .unwrap()[0];
+    assert_eq!((dup.id, dup.duplicate), (retry, true));
+    assert_eq!(
+        store
+            .execution(retry)
+            .await
+            .unwrap()
+            .unwrap()
+            .unique_key
+            .as_deref(),
+        Some("k2")
+    );
+    store
+        .request_cancel(retry, "done with it", now_micros())
+        .await
+        .unwrap();
+
+    // With a hold, the key counts after the end, until the hold is over.
+    let held = keyed("t", Some(60_000));
+    store
+        .enqueue(std::slice::from_ref(&held), now_micros())
+        .await
+        .unwrap();
+    run_to_end(&store, held.id, Outcome::Succeeded).await;
+    let dup = store
+        .enqueue(&[keyed("t", Some(60_000))], now_micros())
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (dup.id, dup.duplicate),
+        (held.id, true),
+        "held for a minute"
+    );
+    let later = now_micros() + 61_000_000;
+    let after = keyed("t", Some(60_000));
+    let out = store
+        .enqueue(std::slice::from_ref(&after), later)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (out.id, out.duplicate),
+        (after.id, false),
+        "free after the hold"
+    );
 }

@@ -432,6 +432,14 @@ pub struct RunArgs {
     #[arg(long, default_value = "default")]
     pub queue: String,
     /// Wait for the outcome (exit 0 on success, 1 on failure or cancel).
+    /// At most one pending or running execution with this key: a duplicate
+    /// creates nothing, prints the existing execution's id and exits 0.
+    #[arg(long, value_name = "KEY")]
+    pub unique_key: Option<String>,
+    /// With --unique-key: an execution with the key that finished within
+    /// this time also makes a duplicate (a throttle).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "unique_key")]
+    pub unique_for: Option<Duration>,
     #[arg(long)]
     pub wait: bool,
     /// Machine-readable output.

@@ -18,6 +18,12 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
     let payload: serde_json::Value = serde_json::from_str(&a.payload)
         .map_err(|e| input(format!("invalid --payload JSON: {e}")))?;
     let store = jobvisor::store::open(db).await?;
+    let unique = a.unique_key.map(|key| jobvisor::model::UniqueKey {
+        key,
+        hold_ms: a
+            .unique_for
+            .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+    });
     let spec = RunSpec {
         mode: a.mode,
         retries: a.retries,
@@ -25,19 +31,23 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         timeout: a.timeout,
         priority: a.priority,
         queue: a.queue,
+        unique,
         ..RunSpec::new(a.handler, payload)
     };
     let builtin = |name: &str| builtins::NAMES.contains(&name);
     let exec = submit::prepare(store.as_ref(), &builtin, spec).await?;
-    submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?;
+    let enqueued = submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?[0];
+    if enqueued.duplicate {
+        eprintln!("duplicate of {}", enqueued.id);
+    }
     if !a.wait {
         if a.json {
-            return output::json(&serde_json::json!({ "id": exec.id }));
+            return output::json(&enqueued);
         }
-        println!("{}", exec.id);
+        println!("{}", enqueued.id);
         return Ok(());
     }
-    let e = wait(store.as_ref(), db, exec.id, a.json).await?;
+    let e = wait(store.as_ref(), db, enqueued.id, a.json).await?;
     if a.json {
         output::json(&e)?;
     } else {

@@ -65,7 +65,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "POST",
         "/v1/executions",
-        "Enqueue a run: {handler, payload, mode, queue, priority, retries, timeout_ms}",
+        "Enqueue a run: {handler, payload, mode, queue, priority, retries, timeout_ms, unique_key, unique_for}; 201 {id, duplicate: false}, or 200 {id, duplicate: true} naming the holder of a held unique key",
     ),
     ("GET", "/v1/executions/{id}", "Show an execution"),
     (
@@ -486,6 +486,9 @@ struct EnqueueBody {
     #[serde(default)]
     retries: u32,
     timeout_ms: Option<u64>,
+    unique_key: Option<String>,
+    /// A duration (`10m`): the key still counts that long after its holder ends.
+    unique_for: Option<String>,
 }
 
 async fn enqueue(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
@@ -501,8 +504,24 @@ async fn enqueue(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
     spec.priority = b.priority;
     spec.retries = b.retries;
     spec.timeout = b.timeout_ms.map(Duration::from_millis);
-    let id = api.sup.enqueue(spec).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
+    if let Some(key) = b.unique_key {
+        spec = spec.unique_key(key);
+    }
+    if let Some(hold) = b.unique_for {
+        if spec.unique.is_none() {
+            return Err(ApiError::invalid("unique_for needs unique_key"));
+        }
+        let hold = crate::model::parse_duration(&hold)
+            .map_err(|e| ApiError::invalid(format!("unique_for: {e}")))?;
+        spec = spec.unique_for(hold);
+    }
+    let e = api.sup.submit_many(vec![spec]).await?[0];
+    let status = if e.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(e)).into_response())
 }
 
 async fn execution(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult {

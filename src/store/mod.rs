@@ -13,7 +13,9 @@ pub use sql::SqlStore;
 pub use sqlite::Lite;
 pub use types::*;
 
-use crate::model::{Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution};
+use crate::model::{
+    Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution,
+};
 use async_trait::async_trait;
 use jobvisor_worker::Level;
 use std::sync::Arc;
@@ -91,8 +93,13 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a handler; whether it existed.
     async fn remove_handler(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// Inserts pending executions (one transaction).
-    async fn enqueue(&self, execs: &[NewExecution], now: Micros) -> Result<(), StoreError>;
+    /// Inserts pending executions (one transaction). One with a unique key
+    /// that is held is not inserted: its entry names the holder.
+    async fn enqueue(
+        &self,
+        execs: &[NewExecution],
+        now: Micros,
+    ) -> Result<Vec<Enqueued>, StoreError>;
     /// Claims up to `limit` due pending executions for `node`: best priority,
     /// then earliest due.
     async fn claim(

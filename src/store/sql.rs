@@ -8,7 +8,7 @@ use super::{
     JobStats, NodeInfo, Notice, QueueInfo, Store, StoreError,
 };
 use crate::model::{
-    Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution, ProgressState,
+    Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution, ProgressState,
     RetryPolicy, Status, Timestamp,
 };
 use crate::schedule::ScheduleSpec;
@@ -245,6 +245,7 @@ impl<D: Dialect> R<'_, D> {
             payload: self.json("payload")?.unwrap_or(Value::Null),
             priority: self.int("priority")? as i32,
             queue: self.get("queue")?,
+            unique_key: self.get("unique_key")?,
             occurrence: self.get("occurrence")?,
             timeout_ms: self.opt_u64("timeout_ms")?,
             enqueued_at: Timestamp(self.get("enqueued_at")?),
@@ -350,7 +351,7 @@ fn execution_insert<'a, D: Dialect>(
     let mut q = Sql::new(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
-         enqueued_at, run_at, queue, occurrence) ",
+         enqueued_at, run_at, queue, occurrence, unique_key, unique_for_ms) ",
     );
     q.values(execs, |t, e| {
         t.bind(e.id)
@@ -369,13 +370,20 @@ fn execution_insert<'a, D: Dialect>(
             .bind(now)
             .bind(e.run_at)
             .bind(e.queue.as_str())
-            .bind(e.occurrence);
+            .bind(e.occurrence)
+            .bind(e.unique.as_ref().map(|u| u.key.as_str()))
+            .bind(
+                e.unique
+                    .as_ref()
+                    .and_then(|u| u.hold_ms)
+                    .map(|ms| ms as i64),
+            );
     });
     q.push(" ON CONFLICT DO NOTHING");
     q
 }
 
-const EXECUTION_BINDS: usize = 17;
+const EXECUTION_BINDS: usize = 19;
 
 /// Inserts executions; returns the ids actually inserted.
 async fn insert_executions<D: Dialect>(
@@ -444,12 +452,38 @@ impl<D: Dialect> Store for SqlStore<D> {
         Ok(self.write(q).await? > 0)
     }
 
-    async fn enqueue(&self, execs: &[NewExecution], now: Micros) -> Result<(), StoreError> {
+    async fn enqueue(
+        &self,
+        execs: &[NewExecution],
+        now: Micros,
+    ) -> Result<Vec<Enqueued>, StoreError> {
         let mut tx = self.begin().await?;
-        insert_executions::<D>(&mut tx, &execs.iter().collect::<Vec<_>>(), now).await?;
+        let mut out: Vec<Enqueued> = execs
+            .iter()
+            .map(|e| Enqueued {
+                id: e.id,
+                duplicate: false,
+            })
+            .collect();
+        let mut insert = Vec::with_capacity(execs.len());
+        for (e, entry) in execs.iter().zip(&mut out) {
+            match &e.unique {
+                None => insert.push(e),
+                Some(u) => match take_key::<D>(&mut tx, &u.key, e.id, now).await? {
+                    None => insert.push(e),
+                    Some(holder) => {
+                        *entry = Enqueued {
+                            id: holder,
+                            duplicate: true,
+                        }
+                    }
+                },
+            }
+        }
+        insert_executions::<D>(&mut tx, &insert, now).await?;
         D::notify(&mut tx, "work").await?;
         tx.commit().await?;
-        Ok(())
+        Ok(out)
     }
 
     async fn claim(
@@ -592,22 +626,27 @@ impl<D: Dialect> Store for SqlStore<D> {
                 ") AS v WHERE executions.id = v.column1 AND executions.status = 'running' \
                  RETURNING executions.id AS id, executions.attempt AS attempt, \
                  executions.max_attempts AS max_attempts, \
-                 executions.backoff_base_ms AS base, executions.backoff_cap_ms AS cap",
+                 executions.backoff_base_ms AS base, executions.backoff_cap_ms AS cap, \
+                 executions.unique_key AS unique_key, executions.unique_for_ms AS hold",
             );
             let rows = q.fetch_all(&mut tx).await?;
-            let applied: HashMap<Uuid, (u32, RetryPolicy)> =
-                Self::decode(&rows, "executions", |r| {
-                    let policy = RetryPolicy {
-                        max_attempts: r.int("max_attempts")? as u32,
-                        backoff_base_ms: r.int("base")? as u64,
-                        backoff_cap_ms: r.int("cap")? as u64,
-                    };
-                    Ok((r.get("id")?, (r.int("attempt")? as u32, policy)))
-                })?
-                .into_iter()
-                .collect();
+            type Applied = (u32, RetryPolicy, Option<String>, Option<i64>);
+            let applied: HashMap<Uuid, Applied> = Self::decode(&rows, "executions", |r| {
+                let policy = RetryPolicy {
+                    max_attempts: r.int("max_attempts")? as u32,
+                    backoff_base_ms: r.int("base")? as u64,
+                    backoff_cap_ms: r.int("cap")? as u64,
+                };
+                let key = (r.get("unique_key")?, r.get("hold")?);
+                Ok((
+                    r.get("id")?,
+                    (r.int("attempt")? as u32, policy, key.0, key.1),
+                ))
+            })?
+            .into_iter()
+            .collect();
             for c in chunk {
-                let Some((attempt, policy)) = applied.get(&c.id) else {
+                let Some((attempt, policy, key, hold)) = applied.get(&c.id) else {
                     continue;
                 };
                 let retry = match c.outcome.retry(policy, *attempt, c.finished_at) {
@@ -616,6 +655,10 @@ impl<D: Dialect> Store for SqlStore<D> {
                     }
                     None => None,
                 };
+                if let Some(key) = key {
+                    let next = key_next(retry, *hold, c.finished_at);
+                    release_key::<D>(&mut tx, key, c.id, next).await?;
+                }
                 finished.push(Finished {
                     id: c.id,
                     status: c.outcome.status(),
@@ -692,14 +735,19 @@ impl<D: Dialect> Store for SqlStore<D> {
     ) -> Result<CancelRequest, StoreError> {
         let mut tx = self.begin().await?;
         let q = Sql::<D>::new(format!(
-            "SELECT status FROM executions WHERE id = $1{}",
+            "SELECT status, unique_key, unique_for_ms FROM executions WHERE id = $1{}",
             D::FOR_UPDATE
         ));
         let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
             return Ok(CancelRequest::NotFound);
         };
-        let outcome = match r::<D>(&row, "executions").parse("status")? {
+        let row = r::<D>(&row, "executions");
+        let outcome = match row.parse("status")? {
             Status::Pending => {
+                if let Some(key) = row.get::<Option<String>>("unique_key")? {
+                    let next = key_next(None, row.get("unique_for_ms")?, now);
+                    release_key::<D>(&mut tx, &key, id, next).await?;
+                }
                 Sql::<D>::new(
                     "UPDATE executions SET status = 'cancelled', finished_at = $2, \
                      cancel_requested_at = $2, cancel_reason = $3, cancel_outcome = 'before-start', \
@@ -1193,9 +1241,10 @@ async fn schedule_retry<D: Dialect>(
     Sql::<D>::new(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
-         enqueued_at, run_at, queue) \
+         enqueued_at, run_at, queue, unique_key, unique_for_ms) \
          SELECT $1, job, handler, mode, payload, 'pending', $2, $3, backoff_base_ms, \
-         backoff_cap_ms, id, timeout_ms, priority, $4, $5, queue FROM executions WHERE id = $6",
+         backoff_cap_ms, id, timeout_ms, priority, $4, $5, queue, unique_key, unique_for_ms \
+         FROM executions WHERE id = $6",
     )
     .bind(new_id)
     .bind(next.attempt as i64)
@@ -1211,4 +1260,90 @@ async fn schedule_retry<D: Dialect>(
         .execute(conn)
         .await?;
     Ok(new_id)
+}
+
+/// Takes unique key `key` for execution `id`: `None` if it is now `id`'s,
+/// or the execution that holds it. The key's row is the lock (its primary
+/// key), so two enqueues on any nodes never both take it: the second waits
+/// for the first's transaction and then finds the key held.
+async fn take_key<D: Dialect>(
+    conn: &mut Conn<D>,
+    key: &str,
+    id: Uuid,
+    now: Micros,
+) -> Result<Option<Uuid>, StoreError> {
+    // The upsert locks the key's row even when it changes nothing, so the
+    // holder read next cannot have let go of it meanwhile; the loop is for
+    // a key freed between the two all the same.
+    loop {
+        let taken = Sql::<D>::new(
+            "INSERT INTO unique_keys (key, execution_id, held_until) VALUES ($1, $2, NULL) \
+             ON CONFLICT (key) DO UPDATE SET execution_id = excluded.execution_id, \
+             held_until = NULL \
+             WHERE unique_keys.held_until IS NOT NULL AND unique_keys.held_until <= $3 \
+             RETURNING execution_id",
+        )
+        .bind(key)
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let holder = Sql::<D>::new("SELECT execution_id FROM unique_keys WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = holder {
+            return Ok(Some(D::get(&row, 0)?));
+        }
+    }
+}
+
+/// What becomes of an ended execution's unique key.
+#[derive(Clone, Copy, Debug)]
+enum KeyNext {
+    /// It passes to the execution's retry.
+    Retry(Uuid),
+    /// It still counts until then (a throttle).
+    Hold(Micros),
+    /// It is free.
+    Free,
+}
+
+/// Hands on or gives up the unique key `key` that execution `id` held.
+async fn release_key<D: Dialect>(
+    conn: &mut Conn<D>,
+    key: &str,
+    id: Uuid,
+    next: KeyNext,
+) -> Result<(), StoreError> {
+    let q = Sql::<D>::new(match next {
+        KeyNext::Retry(_) => {
+            "UPDATE unique_keys SET execution_id = $3 WHERE key = $1 AND execution_id = $2"
+        }
+        KeyNext::Hold(_) => {
+            "UPDATE unique_keys SET held_until = $3 WHERE key = $1 AND execution_id = $2"
+        }
+        KeyNext::Free => "DELETE FROM unique_keys WHERE key = $1 AND execution_id = $2",
+    })
+    .bind(key)
+    .bind(id);
+    let q = match next {
+        KeyNext::Retry(retry) => q.bind(retry),
+        KeyNext::Hold(until) => q.bind(until),
+        KeyNext::Free => q,
+    };
+    q.execute(conn).await?;
+    Ok(())
+}
+
+/// Where an execution's key goes when it ended at `at` (its retry, if any).
+fn key_next(retry: Option<Uuid>, hold_ms: Option<i64>, at: Micros) -> KeyNext {
+    match (retry, hold_ms) {
+        (Some(r), _) => KeyNext::Retry(r),
+        (None, Some(ms)) => KeyNext::Hold(at.saturating_add(ms.saturating_mul(1000))),
+        (None, None) => KeyNext::Free,
+    }
 }

@@ -1,0 +1,12 @@
+-- Unique keys: at most one active execution per key, and with a hold
+-- (--unique-for) none within that time of the last one's end either.
+-- The key's row is the lock: its primary key makes a second holder
+-- impossible, on one node or many, without a read-then-insert.
+ALTER TABLE executions ADD COLUMN unique_key TEXT;
+ALTER TABLE executions ADD COLUMN unique_for_ms INTEGER;
+
+CREATE TABLE unique_keys (
+    key          TEXT PRIMARY KEY,
+    execution_id BLOB NOT NULL,   -- the execution that holds it
+    held_until   INTEGER          -- NULL while it is active; then until when it still counts
+);
