@@ -381,3 +381,48 @@ async fn a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice() {
     assert!(interrupted >= 1, "the killed node had work in flight");
     assert!(lines.len() as i64 >= succeeded);
 }
+
+/// 50 enqueues of one unique key at once, spread over the HTTP APIs of
+/// three nodes, create exactly one execution: one answer is 201, the other
+/// 49 are 200 and name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_enqueues_of_one_key_through_three_nodes_make_one_execution() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let env = pg_env(&url);
+    env.ok(&["migrate"]);
+    let nodes: Vec<Serve> = (0..3).map(|_| env.serve(&[])).collect();
+    let addrs: Vec<String> = nodes.iter().map(Serve::http_addr).collect();
+    let body = r#"{"handler":"sleep","payload":{"ms":600000},"unique_key":"only-one"}"#;
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let addr = addrs[i % 3].clone();
+            std::thread::spawn(move || post(&addr, "/v1/executions", body))
+        })
+        .collect();
+    let replies: Vec<Reply> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let created: Vec<&Reply> = replies.iter().filter(|r| r.status == 201).collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let id = created[0].json()["id"].clone();
+    for r in &replies {
+        assert!(r.status == 201 || r.status == 200, "{}", r.body);
+        assert_eq!(r.json()["id"], id);
+        assert_eq!(r.json()["duplicate"], r.status == 200);
+    }
+    let store = env.store().await;
+    let all = store
+        .executions(&jobvisor::store::ExecFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].unique_key.as_deref(), Some("only-one"));
+}

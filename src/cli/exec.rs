@@ -150,6 +150,9 @@ fn show(e: &Execution) {
         println!("retried as:  {n}");
     }
     println!("payload:     {}", e.payload);
+    if let Some(k) = &e.unique_key {
+        println!("unique key:  {k}");
+    }
     println!("enqueued:    {}", e.enqueued_at);
     println!("started:     {}", opt(&e.started_at));
     println!("finished:    {}", opt(&e.finished_at));

@@ -6,6 +6,7 @@
 
 mod bins;
 mod env;
+mod http;
 mod pg;
 mod procs;
 mod serve;
@@ -13,6 +14,7 @@ mod wait;
 
 pub use bins::*;
 pub use env::*;
+pub use http::*;
 pub use pg::*;
 pub use procs::*;
 pub use serve::*;
