@@ -241,6 +241,9 @@ impl FromStr for Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Held back until another execution ends (the successor of a running
+    /// holder of its unique key); then pending.
+    Waiting,
     /// Waiting to be claimed.
     Pending,
     /// Claimed by a node and running.
@@ -257,6 +260,7 @@ impl Status {
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Waiting => "waiting",
             Status::Pending => "pending",
             Status::Running => "running",
             Status::Succeeded => "succeeded",
@@ -281,6 +285,7 @@ impl FromStr for Status {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, ValueError> {
         let all = [
+            Status::Waiting,
             Status::Pending,
             Status::Running,
             Status::Succeeded,
@@ -288,7 +293,7 @@ impl FromStr for Status {
             Status::Cancelled,
         ];
         let names = all.map(|st| (st.as_str(), st));
-        let expected = "pending, running, succeeded, failed or cancelled";
+        let expected = "waiting, pending, running, succeeded, failed or cancelled";
         parse_name("status", expected, &names, s)
     }
 }
@@ -695,6 +700,10 @@ pub struct UniqueKey {
     pub key: String,
     /// How long after the holder ends the key still counts (a throttle).
     pub hold_ms: Option<u64>,
+    /// A duplicate replaces instead: the payload and due time of a holder
+    /// that has not started, or else of the one execution that waits to
+    /// follow the running holder (made if there is none).
+    pub replace: bool,
 }
 
 /// What an enqueue made of one execution.
@@ -704,6 +713,11 @@ pub struct Enqueued {
     pub id: Uuid,
     /// Whether its unique key was held, so that nothing was inserted.
     pub duplicate: bool,
+    /// Whether, as a duplicate, it replaced the payload and due time of
+    /// execution `id` (`replace`). Written only when it did, so that a
+    /// duplicate reads `{"id": ..., "duplicate": true}` as pinned.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
 }
 
 /// The default queue.

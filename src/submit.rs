@@ -62,11 +62,26 @@ impl RunSpec {
     /// Gives the run a unique key: while an execution with it is pending or
     /// running, enqueueing another creates nothing and returns that one.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
-        let hold_ms = self.unique.take().and_then(|u| u.hold_ms);
+        let (hold_ms, replace) = self
+            .unique
+            .take()
+            .map_or((None, false), |u| (u.hold_ms, u.replace));
         self.unique = Some(crate::model::UniqueKey {
             key: key.into(),
             hold_ms,
+            replace,
         });
+        self
+    }
+
+    /// With [`RunSpec::unique_key`]: a duplicate replaces the payload and
+    /// due time of the holder that has not started, or of the one execution
+    /// that waits to follow a running holder (made if there is none), so a
+    /// key has at most one running and one pending execution.
+    pub fn replace(mut self) -> Self {
+        if let Some(u) = &mut self.unique {
+            u.replace = true;
+        }
         self
     }
 

@@ -488,3 +488,38 @@ fn a_duplicate_unique_key_prints_the_holder_and_exits_0() {
         serde_json::from_str(&env.ok(&["exec", "list", "--json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 }
+
+/// `run --unique-key KEY --replace` on an execution that has not started
+/// replaces its payload (debounce) and names it; `--replace` needs a key.
+#[test]
+fn replace_debounces_a_pending_execution() {
+    let env = Env::new();
+    let first = env.enqueue(&["echo", "--payload", "1", "--unique-key", "k", "--replace"]);
+    let out = env.cli(&[
+        "run",
+        "echo",
+        "--payload",
+        "2",
+        "--unique-key",
+        "k",
+        "--replace",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"id": first.to_string(), "duplicate": true, "replaced": true})
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("replaced the payload of {first}")
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["exec", "show", &first.to_string(), "--json"])).unwrap();
+    assert_eq!(shown["payload"], 2);
+    assert_eq!(
+        env.cli(&["run", "echo", "--replace"]).status.code(),
+        Some(2)
+    );
+}

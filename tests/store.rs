@@ -68,6 +68,7 @@ both!(
     handlers_nodes_queues_and_stats_round_trip,
     history_daemons_declarations_and_notices,
     a_unique_key_has_one_holder_until_it_ends_and_through_its_hold,
+    a_replacing_key_debounces_and_keeps_one_running_and_one_pending,
 );
 
 fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
@@ -659,6 +660,7 @@ fn keyed(key: &str, hold_ms: Option<u64>) -> NewExecution {
     e.unique = Some(UniqueKey {
         key: key.into(),
         hold_ms,
+        replace: false,
     });
     e
 }
@@ -818,5 +820,119 @@ async fn a_unique_key_has_one_holder_until_it_ends_and_through_its_hold(store: A
         (out.id, out.duplicate),
         (after.id, false),
         "free after the hold"
+    );
+}
+
+async fn a_replacing_key_debounces_and_keeps_one_running_and_one_pending(store: Arc<dyn Store>) {
+    let replacing = |n: i64| {
+        let mut e = keyed("r", None);
+        e.unique.as_mut().unwrap().replace = true;
+        e.payload = json!({ "n": n });
+        e
+    };
+    let payload = |id| {
+        let store = store.clone();
+        async move { store.execution(id).await.unwrap().unwrap().payload["n"].clone() }
+    };
+    // Not started: a replace changes the holder's payload and due time.
+    let first = replacing(1);
+    store
+        .enqueue(std::slice::from_ref(&first), now_micros())
+        .await
+        .unwrap();
+    let mut second = replacing(2);
+    second.run_at = first.run_at + 5;
+    let out = store
+        .enqueue(std::slice::from_ref(&second), now_micros())
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (out.id, out.duplicate, out.replaced),
+        (first.id, true, true)
+    );
+    assert_eq!(payload(first.id).await, json!(2));
+    let e = store.execution(first.id).await.unwrap().unwrap();
+    assert_eq!(e.run_at.micros(), first.run_at + 5);
+
+    // Running: the next one waits to follow it, and replaces itself.
+    let claimed = store.claim("n1", 10, now_micros()).await.unwrap();
+    assert_eq!(claimed[0].id, first.id);
+    let third = replacing(3);
+    let out = store
+        .enqueue(std::slice::from_ref(&third), now_micros())
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (out.id, out.duplicate, out.replaced),
+        (third.id, false, false)
+    );
+    assert_eq!(
+        store.execution(third.id).await.unwrap().unwrap().status,
+        Status::Waiting
+    );
+    let out = store.enqueue(&[replacing(4)], now_micros()).await.unwrap()[0];
+    assert_eq!(
+        (out.id, out.duplicate, out.replaced),
+        (third.id, true, true)
+    );
+    assert_eq!(payload(third.id).await, json!(4));
+    assert!(
+        store
+            .claim("n1", 10, now_micros())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a follower waits"
+    );
+    // A plain duplicate names the running holder.
+    let dup = store
+        .enqueue(&[keyed("r", None)], now_micros())
+        .await
+        .unwrap()[0];
+    assert_eq!((dup.id, dup.duplicate), (first.id, true));
+
+    // The holder's end hands the key to the follower, which becomes due.
+    let batch = Batch {
+        completions: vec![Completion::new(first.id, Outcome::Succeeded, now_micros())],
+        ..Default::default()
+    };
+    store.apply(&batch).await.unwrap();
+    assert_eq!(
+        store.execution(third.id).await.unwrap().unwrap().status,
+        Status::Pending
+    );
+    let dup = store
+        .enqueue(&[keyed("r", None)], now_micros())
+        .await
+        .unwrap()[0];
+    assert_eq!((dup.id, dup.duplicate), (third.id, true));
+    let claimed = store.claim("n1", 10, now_micros()).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![third.id]
+    );
+
+    // A cancelled follower is forgotten: the next replace makes a new one.
+    let follower = replacing(5);
+    store
+        .enqueue(std::slice::from_ref(&follower), now_micros())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .request_cancel(follower.id, "no", now_micros())
+            .await
+            .unwrap(),
+        CancelRequest::CancelledPending
+    );
+    let again = replacing(6);
+    let out = store
+        .enqueue(std::slice::from_ref(&again), now_micros())
+        .await
+        .unwrap()[0];
+    assert_eq!((out.id, out.duplicate), (again.id, false));
+    assert_eq!(
+        store.execution(again.id).await.unwrap().unwrap().status,
+        Status::Waiting
     );
 }

@@ -8,5 +8,6 @@ ALTER TABLE executions ADD COLUMN unique_for_ms BIGINT;
 CREATE TABLE unique_keys (
     key          TEXT PRIMARY KEY,
     execution_id UUID NOT NULL,   -- the execution that holds it
-    held_until   BIGINT           -- NULL while it is active; then until when it still counts
+    held_until   BIGINT,          -- NULL while it is active; then until when it still counts
+    next_id      UUID             -- the execution waiting to follow it (--replace)
 );

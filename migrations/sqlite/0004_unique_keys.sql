@@ -8,5 +8,6 @@ ALTER TABLE executions ADD COLUMN unique_for_ms INTEGER;
 CREATE TABLE unique_keys (
     key          TEXT PRIMARY KEY,
     execution_id BLOB NOT NULL,   -- the execution that holds it
-    held_until   INTEGER          -- NULL while it is active; then until when it still counts
+    held_until   INTEGER,         -- NULL while it is active; then until when it still counts
+    next_id      BLOB             -- the execution waiting to follow it (--replace)
 );

@@ -440,6 +440,11 @@ pub struct RunArgs {
     /// this time also makes a duplicate (a throttle).
     #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "unique_key")]
     pub unique_for: Option<Duration>,
+    /// With --unique-key: a duplicate replaces the payload and due time of
+    /// the execution that has not started (debounce), or, while one runs,
+    /// of the one that waits to follow it (made if there is none).
+    #[arg(long, requires = "unique_key")]
+    pub replace: bool,
     #[arg(long)]
     pub wait: bool,
     /// Machine-readable output.

@@ -23,6 +23,7 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         hold_ms: a
             .unique_for
             .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+        replace: a.replace,
     });
     let spec = RunSpec {
         mode: a.mode,
@@ -37,7 +38,9 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
     let builtin = |name: &str| builtins::NAMES.contains(&name);
     let exec = submit::prepare(store.as_ref(), &builtin, spec).await?;
     let enqueued = submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?[0];
-    if enqueued.duplicate {
+    if enqueued.replaced {
+        eprintln!("replaced the payload of {}", enqueued.id);
+    } else if enqueued.duplicate {
         eprintln!("duplicate of {}", enqueued.id);
     }
     if !a.wait {

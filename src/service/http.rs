@@ -65,7 +65,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "POST",
         "/v1/executions",
-        "Enqueue a run: {handler, payload, mode, queue, priority, retries, timeout_ms, unique_key, unique_for}; 201 {id, duplicate: false}, or 200 {id, duplicate: true} naming the holder of a held unique key",
+        "Enqueue a run: {handler, payload, mode, queue, priority, retries, timeout_ms, unique_key, unique_for, replace}; 201 {id, duplicate: false}, or 200 {id, duplicate: true} naming the execution a held unique key went to, with replaced: true when replace changed it",
     ),
     ("GET", "/v1/executions/{id}", "Show an execution"),
     (
@@ -489,6 +489,8 @@ struct EnqueueBody {
     unique_key: Option<String>,
     /// A duration (`10m`): the key still counts that long after its holder ends.
     unique_for: Option<String>,
+    #[serde(default)]
+    replace: bool,
 }
 
 async fn enqueue(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
@@ -506,6 +508,12 @@ async fn enqueue(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
     spec.timeout = b.timeout_ms.map(Duration::from_millis);
     if let Some(key) = b.unique_key {
         spec = spec.unique_key(key);
+    }
+    if b.replace {
+        if spec.unique.is_none() {
+            return Err(ApiError::invalid("replace needs unique_key"));
+        }
+        spec = spec.replace();
     }
     if let Some(hold) = b.unique_for {
         if spec.unique.is_none() {

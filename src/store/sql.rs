@@ -463,24 +463,51 @@ impl<D: Dialect> Store for SqlStore<D> {
             .map(|e| Enqueued {
                 id: e.id,
                 duplicate: false,
+                replaced: false,
             })
             .collect();
         let mut insert = Vec::with_capacity(execs.len());
+        let mut successors = Vec::new();
         for (e, entry) in execs.iter().zip(&mut out) {
-            match &e.unique {
-                None => insert.push(e),
-                Some(u) => match take_key::<D>(&mut tx, &u.key, e.id, now).await? {
-                    None => insert.push(e),
-                    Some(holder) => {
-                        *entry = Enqueued {
-                            id: holder,
-                            duplicate: true,
-                        }
+            let Some(u) = &e.unique else {
+                insert.push(e);
+                continue;
+            };
+            let Some(holder) = take_key::<D>(&mut tx, &u.key, e.id, now).await? else {
+                insert.push(e);
+                continue;
+            };
+            *entry = Enqueued {
+                id: holder,
+                duplicate: true,
+                replaced: false,
+            };
+            if u.replace {
+                match replace::<D>(&mut tx, &u.key, holder, e).await? {
+                    Replaced::Execution(id) => {
+                        entry.id = id;
+                        entry.replaced = true;
                     }
-                },
+                    Replaced::Follow => {
+                        *entry = Enqueued {
+                            id: e.id,
+                            duplicate: false,
+                            replaced: false,
+                        };
+                        insert.push(e);
+                        successors.push(e.id);
+                    }
+                    Replaced::Nothing => {}
+                }
             }
         }
         insert_executions::<D>(&mut tx, &insert, now).await?;
+        for id in successors {
+            Sql::<D>::new("UPDATE executions SET status = 'waiting' WHERE id = $1")
+                .bind(id)
+                .execute(&mut tx)
+                .await?;
+        }
         D::notify(&mut tx, "work").await?;
         tx.commit().await?;
         Ok(out)
@@ -743,10 +770,20 @@ impl<D: Dialect> Store for SqlStore<D> {
         };
         let row = r::<D>(&row, "executions");
         let outcome = match row.parse("status")? {
-            Status::Pending => {
+            status @ (Status::Pending | Status::Waiting) => {
                 if let Some(key) = row.get::<Option<String>>("unique_key")? {
-                    let next = key_next(None, row.get("unique_for_ms")?, now);
-                    release_key::<D>(&mut tx, &key, id, next).await?;
+                    if status == Status::Waiting {
+                        Sql::<D>::new(
+                            "UPDATE unique_keys SET next_id = NULL WHERE key = $1 AND next_id = $2",
+                        )
+                        .bind(key.as_str())
+                        .bind(id)
+                        .execute(&mut tx)
+                        .await?;
+                    } else {
+                        let next = key_next(None, row.get("unique_for_ms")?, now);
+                        release_key::<D>(&mut tx, &key, id, next).await?;
+                    }
                 }
                 Sql::<D>::new(
                     "UPDATE executions SET status = 'cancelled', finished_at = $2, \
@@ -1312,13 +1349,36 @@ enum KeyNext {
     Free,
 }
 
-/// Hands on or gives up the unique key `key` that execution `id` held.
+/// Hands on or gives up the unique key `key` that execution `id` held. An
+/// execution waiting to follow it takes the key over and becomes pending
+/// (unless `id` is retried: the retry holds on).
 async fn release_key<D: Dialect>(
     conn: &mut Conn<D>,
     key: &str,
     id: Uuid,
     next: KeyNext,
 ) -> Result<(), StoreError> {
+    if !matches!(next, KeyNext::Retry(_)) {
+        let promoted = Sql::<D>::new(
+            "UPDATE unique_keys SET execution_id = next_id, next_id = NULL, held_until = NULL \
+             WHERE key = $1 AND execution_id = $2 AND next_id IS NOT NULL RETURNING execution_id",
+        )
+        .bind(key)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = promoted {
+            let successor: Uuid = D::get(&row, 0)?;
+            Sql::<D>::new(
+                "UPDATE executions SET status = 'pending' WHERE id = $1 AND status = 'waiting'",
+            )
+            .bind(successor)
+            .execute(&mut *conn)
+            .await?;
+            D::notify(conn, "work").await?;
+            return Ok(());
+        }
+    }
     let q = Sql::<D>::new(match next {
         KeyNext::Retry(_) => {
             "UPDATE unique_keys SET execution_id = $3 WHERE key = $1 AND execution_id = $2"
@@ -1345,5 +1405,60 @@ fn key_next(retry: Option<Uuid>, hold_ms: Option<i64>, at: Micros) -> KeyNext {
         (Some(r), _) => KeyNext::Retry(r),
         (None, Some(ms)) => KeyNext::Hold(at.saturating_add(ms.saturating_mul(1000))),
         (None, None) => KeyNext::Free,
+    }
+}
+
+/// What a replacing duplicate did.
+enum Replaced {
+    /// It replaced the payload and due time of this execution.
+    Execution(Uuid),
+    /// It is to be inserted, waiting to follow the running holder.
+    Follow,
+    /// Nothing: the holder ended and its key is on hold.
+    Nothing,
+}
+
+/// A duplicate of `key` with `replace`: the holder's payload and due time
+/// if it has not started; else those of the execution waiting to follow
+/// it; else `e` is to wait to follow it.
+async fn replace<D: Dialect>(
+    conn: &mut Conn<D>,
+    key: &str,
+    holder: Uuid,
+    e: &NewExecution,
+) -> Result<Replaced, StoreError> {
+    let update = |status: &'static str, id: Uuid| {
+        Sql::<D>::new(format!(
+            "UPDATE executions SET payload = $2, run_at = $3 WHERE id = $1 AND status = '{status}'"
+        ))
+        .bind(id)
+        .bind(e.payload.to_string())
+        .bind(e.run_at)
+    };
+    if update("pending", holder).execute(&mut *conn).await? == 1 {
+        return Ok(Replaced::Execution(holder));
+    }
+    let row = Sql::<D>::new("SELECT next_id, held_until FROM unique_keys WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let next: Option<Uuid> = D::get(&row, 0)?;
+    let held_until: Option<Micros> = D::get(&row, 1)?;
+    match next {
+        Some(follower) => {
+            update("waiting", follower).execute(&mut *conn).await?;
+            Ok(Replaced::Execution(follower))
+        }
+        // Ended, and on hold: nothing to replace and nothing to follow.
+        None if held_until.is_some() => Ok(Replaced::Nothing),
+        None => {
+            Sql::<D>::new("UPDATE unique_keys SET next_id = $2 WHERE key = $1")
+                .bind(key)
+                .bind(e.id)
+                .execute(conn)
+                .await?;
+            Ok(Replaced::Follow)
+        }
     }
 }
