@@ -202,7 +202,6 @@ pub enum Actor {
 
 struct Shared {
     store: Arc<dyn Store>,
-    config: Config,
     node: NodeInfo,
     exec: Arc<Exec>,
     finished: broadcast::Sender<Finished>,
@@ -322,7 +321,6 @@ impl Supervisor {
         Ok(Supervisor {
             shared: Arc::new(Shared {
                 store,
-                config,
                 node,
                 exec,
                 finished,
@@ -614,10 +612,5 @@ impl Supervisor {
     /// Executions running on this node now.
     pub fn running_count(&self) -> usize {
         self.shared.beats.running()
-    }
-
-    /// The settings it runs with.
-    pub fn config(&self) -> &Config {
-        &self.shared.config
     }
 }

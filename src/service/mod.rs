@@ -112,11 +112,6 @@ impl Service {
         }
     }
 
-    /// Where the HTTP API listens, if it does.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
-    }
-
     /// Runs until `shutdown` completes, then drains as
     /// [`Supervisor::run_until`] does (`force` cuts the drain short).
     pub async fn run_until(

@@ -664,11 +664,9 @@ impl<D: Dialect> Store for SqlStore<D> {
                     backoff_base_ms: r.int("base")? as u64,
                     backoff_cap_ms: r.int("cap")? as u64,
                 };
-                let key = (r.get("unique_key")?, r.get("hold")?);
-                Ok((
-                    r.get("id")?,
-                    (r.int("attempt")? as u32, policy, key.0, key.1),
-                ))
+                let attempt = r.int("attempt")? as u32;
+                let entry = (attempt, policy, r.get("unique_key")?, r.get("hold")?);
+                Ok((r.get("id")?, entry))
             })?
             .into_iter()
             .collect();
