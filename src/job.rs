@@ -1,7 +1,7 @@
 //! Job management: adding (validated, with its first due time), pausing,
 //! resuming, removing and triggering jobs.
 
-use crate::model::{now_micros, HandlerKind, JobSpec, Micros, Mode, NewExecution, RetryPolicy};
+use crate::model::{now_micros, HandlerKind, JobSpec, Micros, Mode};
 use crate::schedule::{Schedule, ScheduleSpec};
 use crate::store::{CancelRequest, Store};
 use crate::Error;
@@ -137,27 +137,7 @@ pub async fn trigger(store: &dyn Store, name: &str) -> Result<Uuid, Error> {
         .job(name)
         .await?
         .ok_or_else(|| Error::UnknownJob(name.to_string()))?;
-    let spec = job.spec;
-    let exec = NewExecution {
-        id: Uuid::now_v7(),
-        job: spec.name,
-        handler: spec.handler,
-        mode: spec.mode.unwrap_or(Mode::Inproc),
-        payload: spec.payload,
-        retry: RetryPolicy {
-            max_attempts: spec.retries.saturating_add(1),
-            backoff_base_ms: spec.backoff_ms,
-            backoff_cap_ms: RetryPolicy::default().backoff_cap_ms,
-        },
-        timeout_ms: spec.timeout_ms,
-        priority: spec.priority,
-        run_at: now_micros(),
-        attempt: 1,
-        previous_id: None,
-        queue: spec.queue,
-        occurrence: None,
-        unique: None,
-    };
+    let exec = crate::scheduler::execution_for(&job, None, now_micros());
     store
         .enqueue(std::slice::from_ref(&exec), now_micros())
         .await?;

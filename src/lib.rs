@@ -27,6 +27,7 @@ pub mod service;
 pub mod store;
 pub mod submit;
 pub mod supervisor;
+pub mod workflow;
 
 pub use jobvisor_worker::{Context, Handler, HandlerError, HandlerResult, Level, Registry};
 pub use model::{Execution, Mode, Status};

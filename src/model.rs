@@ -238,11 +238,11 @@ impl FromStr for Mode {
 }
 
 /// An execution's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
-    /// Held back until another execution ends (the successor of a running
-    /// holder of its unique key); then pending.
+    /// Held back until other executions end (its parents, or the running
+    /// holder of its unique key that it follows); then pending.
     Waiting,
     /// Waiting to be claimed.
     Pending,
@@ -689,6 +689,100 @@ pub struct NewExecution {
     pub occurrence: Option<Micros>,
     /// Its unique key, if it has one.
     pub unique: Option<UniqueKey>,
+    /// Executions it runs after (it waits until they have all ended).
+    pub after: Vec<Uuid>,
+    /// What its parents' ends must be for it to run.
+    pub after_policy: AfterPolicy,
+    /// The workflow and step it is, if it is a workflow's step.
+    pub step: Option<(Uuid, String)>,
+}
+
+/// When an execution with parents runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterPolicy {
+    /// Only if every parent succeeded; if one fails for good or is
+    /// cancelled, it is cancelled (`upstream ID failed`), and so are its
+    /// own dependents of this policy.
+    #[default]
+    Success,
+    /// Once every parent has ended, however.
+    Finished,
+}
+
+impl AfterPolicy {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AfterPolicy::Success => "success",
+            AfterPolicy::Finished => "finished",
+        }
+    }
+}
+
+impl fmt::Display for AfterPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AfterPolicy {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let names = [AfterPolicy::Success, AfterPolicy::Finished].map(|p| (p.as_str(), p));
+        parse_name("after policy", "success or finished", &names, s)
+    }
+}
+
+/// A job chained to another: when an execution of the other ends as `on`
+/// says, one execution of `job` is enqueued with it as its parent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    /// The job to enqueue.
+    pub job: String,
+    /// Which ends trigger it.
+    pub on: ChainOn,
+}
+
+/// Which ends of an execution trigger a chained job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainOn {
+    /// It succeeded.
+    #[default]
+    Success,
+    /// It failed for good (its last attempt failed or timed out).
+    Failure,
+    /// Any end: succeeded, failed, or cancelled.
+    Always,
+}
+
+impl ChainOn {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainOn::Success => "success",
+            ChainOn::Failure => "failure",
+            ChainOn::Always => "always",
+        }
+    }
+
+    /// Whether an execution that ended with `status` triggers it.
+    pub fn matches(self, status: Status) -> bool {
+        match self {
+            ChainOn::Success => status == Status::Succeeded,
+            ChainOn::Failure => status == Status::Failed,
+            ChainOn::Always => status.is_terminal(),
+        }
+    }
+}
+
+impl FromStr for ChainOn {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let names = [ChainOn::Success, ChainOn::Failure, ChainOn::Always].map(|o| (o.as_str(), o));
+        parse_name("chain condition", "success, failure or always", &names, s)
+    }
 }
 
 /// A unique key: while an execution holding it is pending or running (and
@@ -792,6 +886,9 @@ pub struct JobSpec {
     pub end_at: Option<Micros>,
     /// Paused jobs start nothing.
     pub paused: bool,
+    /// Jobs enqueued when one of its executions ends (`--then`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<Chain>,
 }
 
 /// A stored job: its definition and its scheduling state.
@@ -868,6 +965,14 @@ pub struct Execution {
     pub queue: String,
     /// Its unique key, if it has one.
     pub unique_key: Option<String>,
+    /// With parents: what their ends must be for it to run.
+    pub after_policy: Option<AfterPolicy>,
+    /// Parents that have not ended yet (while `waiting`).
+    pub waiting_on: u64,
+    /// The workflow it is a step of.
+    pub workflow_id: Option<Uuid>,
+    /// Its step's name in that workflow.
+    pub step: Option<String>,
     /// The scheduled occurrence it runs, if any: the due time in
     /// microseconds, or for a daemon its generation number.
     pub occurrence: Option<i64>,

@@ -39,8 +39,9 @@ pub struct PassOutcome {
     pub more: bool,
 }
 
-/// What an occurrence of `job` runs as.
-fn execution_for(job: &Job, occurrence: Micros, run_at: Micros) -> NewExecution {
+/// What an occurrence of `job` runs as (`None`: a run that is no
+/// scheduled occurrence, such as a chained one).
+pub(crate) fn execution_for(job: &Job, occurrence: Option<Micros>, run_at: Micros) -> NewExecution {
     let spec = &job.spec;
     // Resolved when the job was added.
     let mode = spec.mode.unwrap_or(Mode::Inproc);
@@ -67,8 +68,11 @@ fn execution_for(job: &Job, occurrence: Micros, run_at: Micros) -> NewExecution 
         attempt: 1,
         previous_id: None,
         queue: spec.queue.clone(),
-        occurrence: Some(occurrence),
+        occurrence,
         unique: None,
+        after: Vec::new(),
+        after_policy: Default::default(),
+        step: None,
     }
 }
 
@@ -195,7 +199,7 @@ async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome
         steps.push(step(
             job,
             next,
-            run.map(|occ| execution_for(job, occ, occ)),
+            run.map(|occ| execution_for(job, Some(occ), occ)),
             missed,
         ));
     }
@@ -232,7 +236,12 @@ async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome
         steps.push(JobAdvance {
             complete: false,
             daemon_streak: Some(streak),
-            ..step(job, None, Some(execution_for(job, generation, run_at)), 0)
+            ..step(
+                job,
+                None,
+                Some(execution_for(job, Some(generation), run_at)),
+                0,
+            )
         });
     }
     let inserted = store.advance_jobs(&steps, now).await?;
@@ -264,6 +273,7 @@ mod tests {
             start_at: None,
             end_at: None,
             paused: false,
+            then: Vec::new(),
         }
     }
 

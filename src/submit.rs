@@ -38,6 +38,10 @@ pub struct RunSpec {
     /// At most one pending or running execution with this key (and, with a
     /// hold, none within that time of the last one's end).
     pub unique: Option<crate::model::UniqueKey>,
+    /// Executions to run after: it waits until they have all ended.
+    pub after: Vec<Uuid>,
+    /// What its parents' ends must be for it to run.
+    pub after_policy: crate::model::AfterPolicy,
 }
 
 impl RunSpec {
@@ -56,7 +60,26 @@ impl RunSpec {
             run_at: None,
             queue: crate::model::DEFAULT_QUEUE.to_string(),
             unique: None,
+            after: Vec::new(),
+            after_policy: Default::default(),
         }
+    }
+
+    /// Runs it after execution `parent` has ended (repeatable: after all of
+    /// them); by default only if they all succeed (see
+    /// [`RunSpec::after_policy`]). Its handler receives their outputs as
+    /// `inputs`.
+    pub fn after(mut self, parent: Uuid) -> Self {
+        if !self.after.contains(&parent) {
+            self.after.push(parent);
+        }
+        self
+    }
+
+    /// What its parents' ends must be for it to run.
+    pub fn after_policy(mut self, policy: crate::model::AfterPolicy) -> Self {
+        self.after_policy = policy;
+        self
     }
 
     /// Gives the run a unique key: while an execution with it is pending or
@@ -172,6 +195,9 @@ fn resolve(
         queue: spec.queue,
         occurrence: None,
         unique: spec.unique,
+        after: spec.after,
+        after_policy: spec.after_policy,
+        step: None,
     })
 }
 

@@ -8,7 +8,7 @@
 
 use crate::dispatch::{Dispatcher, ToDispatcher};
 use crate::maintenance::{self, Maintenance, ToMaintenance};
-use crate::model::{now_micros, Enqueued, Outcome};
+use crate::model::{now_micros, Enqueued, Outcome, Status};
 use crate::relay::{Relay, RelayMsg};
 use crate::runner::os;
 use crate::runner::pool::Pools;
@@ -373,6 +373,44 @@ impl Supervisor {
         let out = submit::enqueue(self.store().as_ref(), &execs).await?;
         self.wake();
         Ok(out)
+    }
+
+    /// Inserts a workflow: every step's execution in one transaction, each
+    /// waiting for the steps it runs after. Nothing is written if a step
+    /// names an unknown handler or step, or the steps form a cycle.
+    pub async fn workflow(
+        &self,
+        spec: &crate::workflow::WorkflowSpec,
+    ) -> Result<crate::workflow::Submitted, Error> {
+        let local = |name: &str| self.shared.exec.registry.get(name).is_some();
+        let out = crate::workflow::submit(self.store().as_ref(), &local, spec).await?;
+        self.wake();
+        Ok(out)
+    }
+
+    /// Cancels every step of workflow `id` that has not ended (running
+    /// ones on this node are told at once); `None`: no such workflow.
+    pub async fn cancel_workflow(
+        &self,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<Option<crate::store::WorkflowCancel>, Error> {
+        let store = self.store();
+        let Some(done) = store.cancel_workflow(id, reason, now_micros()).await? else {
+            return Ok(None);
+        };
+        if done.requested > 0 {
+            if let Some((_, _, steps)) = store.workflow(id).await? {
+                for e in steps.iter().filter(|e| e.status == Status::Running) {
+                    let reason = reason.to_string();
+                    tell(
+                        &self.shared.dispatcher,
+                        ToDispatcher::Cancel { id: e.id, reason },
+                    );
+                }
+            }
+        }
+        Ok(Some(done))
     }
 
     /// Requests a cancel; a running execution on this node is told at once,

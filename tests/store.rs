@@ -9,8 +9,8 @@
 mod common;
 
 use jobvisor::model::{
-    now_micros, JobSpec, Mode, NewExecution, Outcome, Overlap, ProgressState, RetryPolicy, Status,
-    UniqueKey, DEFAULT_QUEUE,
+    now_micros, AfterPolicy, Chain, ChainOn, JobSpec, Mode, NewExecution, Outcome, Overlap,
+    ProgressState, RetryPolicy, Status, UniqueKey, DEFAULT_QUEUE,
 };
 use jobvisor::schedule::{Misfire, ScheduleSpec};
 use jobvisor::store::{
@@ -69,6 +69,14 @@ both!(
     history_daemons_declarations_and_notices,
     a_unique_key_has_one_holder_until_it_ends_and_through_its_hold,
     a_replacing_key_debounces_and_keeps_one_running_and_one_pending,
+    dependents_wait_for_every_parent_and_receive_their_outputs,
+    a_failed_parent_cancels_success_dependents_through_the_graph,
+    a_retried_parent_counts_when_its_last_attempt_ends,
+    parents_already_ended_or_missing_decide_at_enqueue,
+    concurrent_parent_ends_make_the_child_ready_exactly_once,
+    workflows_insert_at_once_and_cancel_every_step_not_ended,
+    retention_keeps_parents_of_children_yet_to_run,
+    a_chained_job_runs_after_the_execution_that_ended,
 );
 
 fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
@@ -87,6 +95,9 @@ fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
         queue: queue.into(),
         occurrence: None,
         unique: None,
+        after: Vec::new(),
+        after_policy: Default::default(),
+        step: None,
     }
 }
 
@@ -388,6 +399,7 @@ async fn job_advances_apply_once_however_many_passes_try(store: Arc<dyn Store>) 
         start_at: None,
         end_at: None,
         paused: false,
+        then: Vec::new(),
     };
     let due = now_micros() - 1000;
     assert!(store
@@ -624,6 +636,7 @@ async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
         start_at: None,
         end_at: None,
         paused: false,
+        then: Vec::new(),
     };
     assert!(store.insert_job(&daemon, None, now_micros()).await.unwrap());
     let jobs = store.jobs().await.unwrap();
@@ -935,4 +948,505 @@ async fn a_replacing_key_debounces_and_keeps_one_running_and_one_pending(store: 
         store.execution(again.id).await.unwrap().unwrap().status,
         Status::Waiting
     );
+}
+
+/// An execution of `handler` after `parents`.
+fn after(handler: &str, parents: &[Uuid], policy: AfterPolicy) -> NewExecution {
+    let mut e = exec(handler, 0, DEFAULT_QUEUE);
+    e.after = parents.to_vec();
+    e.after_policy = policy;
+    e
+}
+
+/// Claims exactly `ids` (the due executions) and returns the claims.
+async fn claim_exactly(store: &Arc<dyn Store>, ids: &[Uuid]) -> Vec<jobvisor::store::Claimed> {
+    let claimed = store.claim("n1", 1000, now_micros()).await.unwrap();
+    let mut got: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
+    let mut want = ids.to_vec();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "claimed");
+    claimed
+}
+
+/// Ends running executions: `(id, outcome, output)`.
+async fn end(
+    store: &Arc<dyn Store>,
+    ends: Vec<(Uuid, Outcome, Option<serde_json::Value>)>,
+) -> Vec<jobvisor::store::Finished> {
+    let completions = ends
+        .into_iter()
+        .map(|(id, outcome, output)| {
+            let mut c = Completion::new(id, outcome, now_micros());
+            c.output = output;
+            c
+        })
+        .collect();
+    let batch = Batch {
+        completions,
+        ..Default::default()
+    };
+    store.apply(&batch).await.unwrap()
+}
+
+async fn status(store: &Arc<dyn Store>, id: Uuid) -> jobvisor::model::Execution {
+    store.execution(id).await.unwrap().unwrap()
+}
+
+async fn dependents_wait_for_every_parent_and_receive_their_outputs(store: Arc<dyn Store>) {
+    let (a, b) = (exec("a", 0, DEFAULT_QUEUE), exec("b", 0, DEFAULT_QUEUE));
+    let c = after("c", &[a.id, b.id], AfterPolicy::Success);
+    let d = after("d", &[c.id], AfterPolicy::Finished);
+    let all = [a.clone(), b.clone(), c.clone(), d.clone()];
+    store.enqueue(&all, now_micros()).await.unwrap();
+    assert_eq!(status(&store, c.id).await.status, Status::Waiting);
+    assert_eq!(status(&store, c.id).await.waiting_on, 2);
+    assert_eq!(status(&store, d.id).await.status, Status::Waiting);
+    let links = store.links(c.id).await.unwrap();
+    let mut parents = vec![a.id, b.id];
+    parents.sort();
+    assert_eq!(links.parents, parents);
+    assert_eq!(links.children, vec![d.id]);
+
+    // Only the parents are claimable; one ending is not enough.
+    claim_exactly(&store, &[a.id, b.id]).await;
+    end(
+        &store,
+        vec![(a.id, Outcome::Succeeded, Some(json!({"rows": 3})))],
+    )
+    .await;
+    let e = status(&store, c.id).await;
+    assert_eq!((e.status, e.waiting_on), (Status::Waiting, 1));
+    assert!(!store.has_due(now_micros()).await.unwrap());
+    end(&store, vec![(b.id, Outcome::Succeeded, None)]).await;
+    assert_eq!(status(&store, c.id).await.status, Status::Pending);
+
+    // The child's claim carries its parents' ends, in id order.
+    let claimed = claim_exactly(&store, &[c.id]).await;
+    let inputs = &claimed[0].inputs;
+    assert_eq!(inputs.len(), 2);
+    assert_eq!(inputs[0].id, a.id.to_string());
+    assert_eq!(inputs[0].handler, "a");
+    assert_eq!(inputs[0].status, "succeeded");
+    assert_eq!(inputs[0].output, json!({"rows": 3}));
+    assert_eq!(inputs[1].id, b.id.to_string());
+    assert_eq!(inputs[1].output, serde_json::Value::Null);
+    // A child of policy `finished` runs after a failure too.
+    end(
+        &store,
+        vec![(c.id, Outcome::Failed { retryable: false }, None)],
+    )
+    .await;
+    let claimed = claim_exactly(&store, &[d.id]).await;
+    assert_eq!(claimed[0].inputs[0].status, "failed");
+    // A run with no parents gets no inputs.
+    store
+        .enqueue(&[exec("solo", 0, DEFAULT_QUEUE)], now_micros())
+        .await
+        .unwrap();
+    let solo = store.claim("n1", 10, now_micros()).await.unwrap();
+    assert!(solo[0].inputs.is_empty());
+}
+
+async fn a_failed_parent_cancels_success_dependents_through_the_graph(store: Arc<dyn Store>) {
+    // a -> c (success) -> d (success)
+    //        \-> f (finished)
+    // a -> g (finished)
+    let a = exec("a", 0, DEFAULT_QUEUE);
+    let c = after("c", &[a.id], AfterPolicy::Success);
+    let d = after("d", &[c.id], AfterPolicy::Success);
+    let f = after("f", &[c.id], AfterPolicy::Finished);
+    let g = after("g", &[a.id], AfterPolicy::Finished);
+    let all = [a.clone(), c.clone(), d.clone(), f.clone(), g.clone()];
+    store.enqueue(&all, now_micros()).await.unwrap();
+    claim_exactly(&store, &[a.id]).await;
+    end(
+        &store,
+        vec![(a.id, Outcome::Failed { retryable: false }, None)],
+    )
+    .await;
+
+    let c_now = status(&store, c.id).await;
+    assert_eq!(c_now.status, Status::Cancelled);
+    assert_eq!(c_now.error, Some(format!("upstream {} failed", a.id)));
+    assert_eq!(c_now.cancel_outcome.as_deref(), Some("before-start"));
+    let d_now = status(&store, d.id).await;
+    assert_eq!(d_now.status, Status::Cancelled);
+    assert_eq!(d_now.error, Some(format!("upstream {} failed", c.id)));
+    // Those that run however their parents ended do.
+    assert_eq!(status(&store, f.id).await.status, Status::Pending);
+    assert_eq!(status(&store, g.id).await.status, Status::Pending);
+    let claimed = claim_exactly(&store, &[f.id, g.id]).await;
+    let f_inputs = &claimed.iter().find(|x| x.id == f.id).unwrap().inputs;
+    assert_eq!(f_inputs[0].status, "cancelled");
+
+    // A cancel by an operator propagates alike.
+    let p = exec("p", 0, DEFAULT_QUEUE);
+    let q = after("q", &[p.id], AfterPolicy::Success);
+    let r = after("r", &[q.id], AfterPolicy::Success);
+    store
+        .enqueue(&[p.clone(), q.clone(), r.clone()], now_micros())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .request_cancel(p.id, "no", now_micros())
+            .await
+            .unwrap(),
+        CancelRequest::CancelledPending
+    );
+    assert_eq!(status(&store, q.id).await.status, Status::Cancelled);
+    assert_eq!(status(&store, r.id).await.status, Status::Cancelled);
+    // A waiting dependent can be cancelled itself, and its own children follow.
+    let x = exec("x", 0, DEFAULT_QUEUE);
+    let y = after("y", &[x.id], AfterPolicy::Success);
+    let z = after("z", &[y.id], AfterPolicy::Success);
+    store
+        .enqueue(&[x.clone(), y.clone(), z.clone()], now_micros())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .request_cancel(y.id, "no", now_micros())
+            .await
+            .unwrap(),
+        CancelRequest::CancelledPending
+    );
+    assert_eq!(status(&store, z.id).await.status, Status::Cancelled);
+    assert_eq!(status(&store, x.id).await.status, Status::Pending);
+    // Nothing is left waiting.
+    let waiting = store
+        .executions(&ExecFilter {
+            status: Some(Status::Waiting),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(waiting.is_empty(), "{waiting:?}");
+}
+
+async fn a_retried_parent_counts_when_its_last_attempt_ends(store: Arc<dyn Store>) {
+    let mut a = exec("a", 0, DEFAULT_QUEUE);
+    a.retry = RetryPolicy {
+        max_attempts: 2,
+        backoff_base_ms: 1,
+        backoff_cap_ms: 1,
+    };
+    let c = after("c", &[a.id], AfterPolicy::Success);
+    store
+        .enqueue(&[a.clone(), c.clone()], now_micros())
+        .await
+        .unwrap();
+    claim_exactly(&store, &[a.id]).await;
+    let done = end(
+        &store,
+        vec![(a.id, Outcome::Failed { retryable: true }, None)],
+    )
+    .await;
+    let retry = done[0].retry.expect("retried");
+    // The failed attempt is not the end: c waits on the retry now.
+    assert_eq!(status(&store, c.id).await.status, Status::Waiting);
+    assert_eq!(store.links(c.id).await.unwrap().parents, vec![retry]);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    claim_exactly(&store, &[retry]).await;
+    end(&store, vec![(retry, Outcome::Succeeded, Some(json!(2)))]).await;
+    let claimed = claim_exactly(&store, &[c.id]).await;
+    assert_eq!(claimed[0].inputs[0].id, retry.to_string());
+    assert_eq!(claimed[0].inputs[0].output, json!(2));
+
+    // A retried dependent keeps its parents (and its inputs).
+    let mut c2 = after("c2", &[retry], AfterPolicy::Success);
+    c2.retry = a.retry;
+    store
+        .enqueue(std::slice::from_ref(&c2), now_micros())
+        .await
+        .unwrap();
+    claim_exactly(&store, &[c2.id]).await;
+    let done = end(
+        &store,
+        vec![(c2.id, Outcome::Failed { retryable: true }, None)],
+    )
+    .await;
+    let again = done[0].retry.expect("retried");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // c's own claim above is still running; only the retry is due.
+    let claimed = claim_exactly(&store, &[again]).await;
+    assert_eq!(claimed[0].inputs[0].id, retry.to_string());
+}
+
+async fn parents_already_ended_or_missing_decide_at_enqueue(store: Arc<dyn Store>) {
+    let (ok, bad) = (exec("ok", 0, DEFAULT_QUEUE), exec("bad", 0, DEFAULT_QUEUE));
+    store
+        .enqueue(&[ok.clone(), bad.clone()], now_micros())
+        .await
+        .unwrap();
+    claim_exactly(&store, &[ok.id, bad.id]).await;
+    end(
+        &store,
+        vec![
+            (ok.id, Outcome::Succeeded, None),
+            (bad.id, Outcome::Failed { retryable: false }, None),
+        ],
+    )
+    .await;
+    let runs = after("runs", &[ok.id], AfterPolicy::Success);
+    let cancelled = after("cancelled", &[ok.id, bad.id], AfterPolicy::Success);
+    let anyway = after("anyway", &[bad.id], AfterPolicy::Finished);
+    let batch = [runs.clone(), cancelled.clone(), anyway.clone()];
+    store.enqueue(&batch, now_micros()).await.unwrap();
+    assert_eq!(status(&store, runs.id).await.status, Status::Pending);
+    let e = status(&store, cancelled.id).await;
+    assert_eq!(e.status, Status::Cancelled);
+    assert_eq!(e.error, Some(format!("upstream {} failed", bad.id)));
+    assert_eq!(status(&store, anyway.id).await.status, Status::Pending);
+
+    // An unknown parent writes nothing, not even the rest of the batch.
+    let fine = exec("fine", 0, DEFAULT_QUEUE);
+    let ghost = Uuid::now_v7();
+    let orphan = after("orphan", &[ghost], AfterPolicy::Success);
+    let err = store
+        .enqueue(&[fine.clone(), orphan.clone()], now_micros())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, jobvisor::store::StoreError::NoParent(id) if id == ghost),
+        "{err}"
+    );
+    assert!(store.execution(fine.id).await.unwrap().is_none());
+    // A parent later in the batch is refused too (it is not known yet).
+    let first = after("first", &[fine.id], AfterPolicy::Success);
+    let err = store
+        .enqueue(&[first, fine.clone()], now_micros())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, jobvisor::store::StoreError::NoParent(_)),
+        "{err}"
+    );
+    assert!(store.execution(fine.id).await.unwrap().is_none());
+}
+
+async fn concurrent_parent_ends_make_the_child_ready_exactly_once(store: Arc<dyn Store>) {
+    // 40 parents ended by 40 concurrent transactions (as by many nodes),
+    // with two children sharing them: each child is counted down to
+    // pending once, never stranded, never double-counted.
+    let parents: Vec<NewExecution> = (0..40).map(|_| exec("p", 0, DEFAULT_QUEUE)).collect();
+    let ids: Vec<Uuid> = parents.iter().map(|p| p.id).collect();
+    let c1 = after("c1", &ids, AfterPolicy::Success);
+    let c2 = after("c2", &ids, AfterPolicy::Finished);
+    let mut all = parents.clone();
+    all.extend([c1.clone(), c2.clone()]);
+    store.enqueue(&all, now_micros()).await.unwrap();
+    claim_exactly(&store, &ids).await;
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let batch = Batch {
+                        completions: vec![Completion::new(id, Outcome::Succeeded, now_micros())],
+                        ..Default::default()
+                    };
+                    // A PostgreSQL deadlock or serialization failure is
+                    // retried, as the relay does.
+                    if store.apply(&batch).await.is_ok() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for c in [&c1, &c2] {
+        let e = status(&store, c.id).await;
+        assert_eq!(
+            (e.status, e.waiting_on),
+            (Status::Pending, 0),
+            "{}",
+            c.handler
+        );
+    }
+    let claimed = claim_exactly(&store, &[c1.id, c2.id]).await;
+    assert!(claimed.iter().all(|c| c.inputs.len() == 40));
+}
+
+async fn workflows_insert_at_once_and_cancel_every_step_not_ended(store: Arc<dyn Store>) {
+    let wf = jobvisor::store::NewWorkflow {
+        id: Uuid::now_v7(),
+        name: "etl".into(),
+        spec: json!({"name": "etl", "step": [{"name": "e", "handler": "e"}]}),
+    };
+    let mut e = exec("e", 0, DEFAULT_QUEUE);
+    e.step = Some((wf.id, "e".into()));
+    let mut t = after("t", &[e.id], AfterPolicy::Success);
+    t.step = Some((wf.id, "t".into()));
+    let mut l = after("l", &[t.id], AfterPolicy::Finished);
+    l.step = Some((wf.id, "l".into()));
+    let steps = [e.clone(), t.clone(), l.clone()];
+    store
+        .enqueue_workflow(&wf, &steps, now_micros())
+        .await
+        .unwrap();
+    // Outside the workflow, something runs after its last step.
+    let outside = after("outside", &[l.id], AfterPolicy::Success);
+    store
+        .enqueue(std::slice::from_ref(&outside), now_micros())
+        .await
+        .unwrap();
+
+    let (info, spec, execs) = store.workflow(wf.id).await.unwrap().unwrap();
+    assert_eq!(info.name, "etl");
+    assert_eq!(spec, wf.spec);
+    assert_eq!(execs.len(), 3);
+    assert_eq!(info.steps.get(&Status::Pending), Some(&1));
+    assert_eq!(info.steps.get(&Status::Waiting), Some(&2));
+    assert!(execs.iter().all(|x| x.workflow_id == Some(wf.id)));
+    let listed = store.workflows(10).await.unwrap();
+    assert_eq!(listed, vec![info]);
+
+    claim_exactly(&store, &[e.id]).await;
+    let done = store
+        .cancel_workflow(wf.id, "stop", now_micros())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((done.cancelled, done.requested), (2, 1));
+    // The running step is flagged for its node; the others are over.
+    assert!(status(&store, e.id).await.cancel_requested_at.is_some());
+    for id in [t.id, l.id, outside.id] {
+        assert_eq!(status(&store, id).await.status, Status::Cancelled);
+    }
+    // Its end, cancelled, retries nothing and strands nothing.
+    let ended = end(
+        &store,
+        vec![(e.id, Outcome::Failed { retryable: true }, None)],
+    )
+    .await;
+    assert_eq!(ended[0].retry, None);
+    let (info, _, _) = store.workflow(wf.id).await.unwrap().unwrap();
+    assert!(info.cancelled_at.is_some());
+    assert_eq!(info.steps.get(&Status::Cancelled), Some(&2));
+    assert_eq!(info.steps.get(&Status::Failed), Some(&1));
+    assert!(store
+        .cancel_workflow(Uuid::now_v7(), "x", now_micros())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.workflow(Uuid::now_v7()).await.unwrap().is_none());
+}
+
+async fn retention_keeps_parents_of_children_yet_to_run(store: Arc<dyn Store>) {
+    let (a, b) = (exec("a", 0, DEFAULT_QUEUE), exec("b", 0, DEFAULT_QUEUE));
+    let c = after("c", &[a.id, b.id], AfterPolicy::Success);
+    store
+        .enqueue(&[a.clone(), b.clone(), c.clone()], now_micros())
+        .await
+        .unwrap();
+    claim_exactly(&store, &[a.id, b.id]).await;
+    end(&store, vec![(a.id, Outcome::Succeeded, Some(json!("out")))]).await;
+    // a ended; c waits on b, and will read a's output: a stays.
+    let later = now_micros() + 1_000_000;
+    assert_eq!(store.prune(later, None, &[], 1000).await.unwrap().0, 0);
+    end(&store, vec![(b.id, Outcome::Succeeded, None)]).await;
+    // c pending: still kept.
+    assert_eq!(store.prune(later, None, &[], 1000).await.unwrap().0, 0);
+    let claimed = claim_exactly(&store, &[c.id]).await;
+    assert_eq!(claimed[0].inputs[0].output, json!("out"));
+    end(&store, vec![(c.id, Outcome::Succeeded, None)]).await;
+    // All ended: everything goes, edges too.
+    assert_eq!(store.prune(later, None, &[], 1000).await.unwrap().0, 3);
+    assert_eq!(store.links(c.id).await.unwrap(), Default::default());
+
+    // Expired unique keys go; held ones stay.
+    let k = keyed("expired", Some(1));
+    store
+        .enqueue(std::slice::from_ref(&k), now_micros())
+        .await
+        .unwrap();
+    run_to_end(&store, k.id, Outcome::Succeeded).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.prune(0, None, &[], 1000).await.unwrap();
+    // The key is free again (its row gone): a new enqueue takes it.
+    let again = keyed("expired", None);
+    let got = store
+        .enqueue(std::slice::from_ref(&again), now_micros())
+        .await
+        .unwrap();
+    assert!(!got[0].duplicate);
+}
+
+async fn a_chained_job_runs_after_the_execution_that_ended(store: Arc<dyn Store>) {
+    let now = now_micros();
+    let job = |name: &str, then: Vec<Chain>| JobSpec {
+        name: name.into(),
+        handler: name.into(),
+        mode: Some(Mode::Inproc),
+        payload: json!({"job": name}),
+        schedule: ScheduleSpec::Once {
+            at: now + 3_600_000_000,
+        },
+        priority: 0,
+        queue: DEFAULT_QUEUE.into(),
+        retries: 0,
+        backoff_ms: 1000,
+        timeout_ms: None,
+        overlap: Overlap::Allow,
+        misfire: Misfire::RunOnce,
+        max_parallel: None,
+        max_runs: None,
+        start_at: None,
+        end_at: None,
+        paused: false,
+        then,
+    };
+    let chain = |job: &str, on: ChainOn| Chain {
+        job: job.into(),
+        on,
+    };
+    for spec in [
+        job("on-ok", vec![]),
+        job("on-fail", vec![]),
+        job("always", vec![]),
+        job(
+            "main",
+            vec![
+                chain("on-ok", ChainOn::Success),
+                chain("on-fail", ChainOn::Failure),
+                chain("always", ChainOn::Always),
+                chain("gone", ChainOn::Always),
+            ],
+        ),
+    ] {
+        assert!(store.insert_job(&spec, None, now).await.unwrap());
+    }
+    assert_eq!(store.job("main").await.unwrap().unwrap().spec.then.len(), 4);
+    let mut m = exec("main", 0, DEFAULT_QUEUE);
+    m.job = "main".into();
+    store
+        .enqueue(std::slice::from_ref(&m), now_micros())
+        .await
+        .unwrap();
+    claim_exactly(&store, &[m.id]).await;
+    end(
+        &store,
+        vec![(m.id, Outcome::Succeeded, Some(json!("made")))],
+    )
+    .await;
+    // on-ok and always (gone no longer exists), each after m.
+    let children = store.links(m.id).await.unwrap().children;
+    assert_eq!(children.len(), 2);
+    let claimed = store.claim("n1", 10, now_micros()).await.unwrap();
+    let mut jobs: Vec<&str> = claimed.iter().map(|c| c.job.as_str()).collect();
+    jobs.sort();
+    assert_eq!(jobs, ["always", "on-ok"]);
+    for c in &claimed {
+        assert_eq!(c.payload, json!({"job": c.job}));
+        assert_eq!(c.inputs.len(), 1);
+        assert_eq!(c.inputs[0].id, m.id.to_string());
+        assert_eq!(c.inputs[0].output, json!("made"));
+    }
 }

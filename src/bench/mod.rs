@@ -326,6 +326,7 @@ async fn baseline_inproc(
                     job: "bench".into(),
                     handler: "bench".into(),
                     attempt: 1,
+                    inputs: Vec::new(),
                 },
                 tokio_util::sync::CancellationToken::new(),
                 tx,
@@ -769,6 +770,7 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
             start_at: None,
             end_at: None,
             paused: false,
+            then: Vec::new(),
         };
         jobvisor::job::add(store.as_ref(), &local, spec).await?;
     }

@@ -56,6 +56,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a DAG of steps (a workflow file) and follow it.
+    #[command(subcommand)]
+    Workflow(WorkflowCmd),
     /// Compare the two modes' cost against bare baselines.
     Bench(crate::bench::BenchArgs),
     /// Check a config file without applying it (exit 0 if valid, 2 with
@@ -63,6 +66,46 @@ pub enum Command {
     CheckConfig {
         /// The file [default: /etc/jobvisor/jobvisor.toml].
         path: Option<std::path::PathBuf>,
+    },
+}
+
+/// `workflow` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCmd {
+    /// Insert a workflow (TOML or JSON: `name`, `[[step]]`s with `name`,
+    /// `handler`, `payload`, `mode`, `retries`, `timeout`, `after`,
+    /// `after_policy`) in one transaction; print its id.
+    Run {
+        /// The workflow file, or `-` for stdin.
+        file: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a workflow's steps in dependency order and its overall status.
+    Show {
+        /// Workflow id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List workflows, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel every step that has not ended.
+    Cancel {
+        /// Workflow id.
+        id: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "requested by operator")]
+        reason: String,
     },
 }
 
@@ -197,6 +240,15 @@ pub struct JobAddArgs {
     /// Add the job paused.
     #[arg(long)]
     pub paused: bool,
+    /// When an execution of this job ends (see --then-on), enqueue one
+    /// execution of JOB with it as its parent (repeat for more).
+    #[arg(long, value_name = "JOB")]
+    pub then: Vec<String>,
+    /// Which ends enqueue the --then jobs: success, failure (failed for
+    /// good or timed out) or always. Give it once for all, or once per
+    /// --then in the same order.
+    #[arg(long, value_name = "WHEN", requires = "then")]
+    pub then_on: Vec<jobvisor::model::ChainOn>,
 }
 
 /// `queue` subcommands.
@@ -431,7 +483,6 @@ pub struct RunArgs {
     /// Queue to wait in.
     #[arg(long, default_value = "default")]
     pub queue: String,
-    /// Wait for the outcome (exit 0 on success, 1 on failure or cancel).
     /// At most one pending or running execution with this key: a duplicate
     /// creates nothing, prints the existing execution's id and exits 0.
     #[arg(long, value_name = "KEY")]
@@ -443,8 +494,23 @@ pub struct RunArgs {
     /// With --unique-key: a duplicate replaces the payload and due time of
     /// the execution that has not started (debounce), or, while one runs,
     /// of the one that waits to follow it (made if there is none).
-    #[arg(long, requires = "unique_key")]
+    #[arg(long, requires = "unique_key", conflicts_with = "after")]
     pub replace: bool,
+    /// Run after execution ID has ended (repeat: after all of them); it
+    /// waits in status `waiting` and receives their outputs as `inputs`.
+    #[arg(long, value_name = "ID")]
+    pub after: Vec<String>,
+    /// With --after: `success` runs it only if every parent succeeded (else
+    /// it is cancelled, and so are its own dependents); `finished` runs it
+    /// however they ended.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "success",
+        requires = "after"
+    )]
+    pub after_policy: jobvisor::model::AfterPolicy,
+    /// Wait for the outcome (exit 0 on success, 1 on failure or cancel).
     #[arg(long)]
     pub wait: bool,
     /// Machine-readable output.
@@ -565,6 +631,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Job(cmd) => super::job::job(&db, cmd).await,
         Command::Queue(cmd) => super::queue::queue(&db, cmd).await,
         Command::Stats { job, json } => super::stats::stats(&db, job, json).await,
+        Command::Workflow(cmd) => super::workflow::workflow(&db, cmd).await,
         Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
         Command::CheckConfig { path } => {
             let path = path.unwrap_or_else(|| super::config::DEFAULT_PATH.into());

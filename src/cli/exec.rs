@@ -7,7 +7,7 @@ use jobvisor::store::{CancelRequest, ExecFilter};
 use std::time::Duration;
 use uuid::Uuid;
 
-fn parse_id(s: &str) -> Result<Uuid, CliError> {
+pub(crate) fn parse_id(s: &str) -> Result<Uuid, CliError> {
     Uuid::parse_str(s).map_err(|_| input(format!("invalid execution id {s:?} (expected a UUID)")))
 }
 
@@ -22,10 +22,14 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
                 .execution(id)
                 .await?
                 .ok_or_else(|| input(format!("no execution {id}")))?;
+            let links = store.links(id).await?;
             if json {
-                output::json(&e)
+                let mut v = serde_json::to_value(&e).expect("executions serialize");
+                v["parents"] = serde_json::to_value(&links.parents).expect("ids serialize");
+                v["children"] = serde_json::to_value(&links.children).expect("ids serialize");
+                output::json(&v)
             } else {
-                show(&e);
+                show(&e, &links);
                 Ok(())
             }
         }
@@ -134,7 +138,7 @@ async fn list(store: &dyn jobvisor::store::Store, a: ExecListArgs) -> Result<(),
     Ok(())
 }
 
-fn show(e: &Execution) {
+fn show(e: &Execution, links: &jobvisor::store::Links) {
     fn opt(v: &Option<impl std::fmt::Display>) -> String {
         v.as_ref().map_or_else(|| "-".into(), |v| v.to_string())
     }
@@ -152,6 +156,22 @@ fn show(e: &Execution) {
     println!("payload:     {}", e.payload);
     if let Some(k) = &e.unique_key {
         println!("unique key:  {k}");
+    }
+    if let (Some(w), Some(step)) = (e.workflow_id, &e.step) {
+        println!("workflow:    {w} (step {step})");
+    }
+    for p in &links.parents {
+        println!("parent:      {p}");
+    }
+    if let Some(policy) = e.after_policy {
+        let waiting = match e.waiting_on {
+            0 => String::new(),
+            n => format!("; {n} not ended yet"),
+        };
+        println!("runs after:  its parents, on {policy}{waiting}");
+    }
+    for c in &links.children {
+        println!("child:       {c}");
     }
     println!("enqueued:    {}", e.enqueued_at);
     println!("started:     {}", opt(&e.started_at));

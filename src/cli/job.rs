@@ -3,7 +3,7 @@
 use super::args::{JobAddArgs, JobCmd, JobPreviewArgs};
 use super::{input, output, CliError};
 use chrono_tz::Tz;
-use jobvisor::model::{format_micros, now_micros, Job, JobSpec};
+use jobvisor::model::{format_micros, now_micros, Chain, ChainOn, Job, JobSpec};
 use jobvisor::schedule::{Schedule, ScheduleSpec};
 use jobvisor::store::ExecFilter;
 use jobvisor_worker::builtins;
@@ -25,6 +25,14 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
     match cmd {
         JobCmd::Add(a) => {
             let spec = spec_from_args(*a)?;
+            for c in &spec.then {
+                if store.job(&c.job).await?.is_none() {
+                    return Err(input(format!(
+                        "--then {:?}: no job of that name (add it first)",
+                        c.job
+                    )));
+                }
+            }
             let name = spec.name.clone();
             let schedule = spec.schedule.clone();
             let builtin = |n: &str| builtins::NAMES.contains(&n);
@@ -94,6 +102,9 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             );
             println!("schedule:    {}", describe(&s.schedule));
             println!("state:       {}", state(&job));
+            for c in &s.then {
+                println!("then:        {} (on {})", c.job, c.on.as_str());
+            }
             println!(
                 "next run:    {}",
                 job.next_run_at
@@ -322,6 +333,7 @@ pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
         },
         now_micros(),
     )?;
+    let then = chains(&a.name, a.then, &a.then_on)?;
     Ok(JobSpec {
         name: a.name,
         handler: a.handler,
@@ -340,5 +352,29 @@ pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
         start_at: a.start,
         end_at: a.end,
         paused: a.paused,
+        then,
     })
+}
+
+/// `--then JOB` and `--then-on WHEN` as chains: one WHEN for all, or one
+/// per JOB.
+fn chains(name: &str, then: Vec<String>, on: &[ChainOn]) -> Result<Vec<Chain>, CliError> {
+    if on.len() > 1 && on.len() != then.len() {
+        return Err(input(format!(
+            "--then-on is given {} times for {} --then jobs (give it once for all, or once per --then)",
+            on.len(),
+            then.len()
+        )));
+    }
+    let mut out: Vec<Chain> = Vec::with_capacity(then.len());
+    for (i, job) in then.into_iter().enumerate() {
+        if job == name {
+            return Err(input(format!("job {name:?} cannot chain to itself")));
+        }
+        let on = on.get(i).or(on.first()).copied().unwrap_or_default();
+        if !out.iter().any(|c| c.job == job && c.on == on) {
+            out.push(Chain { job, on });
+        }
+    }
+    Ok(out)
 }

@@ -11,6 +11,7 @@ mod queue;
 mod run;
 mod serve;
 mod stats;
+mod workflow;
 
 pub use args::Cli;
 
@@ -74,7 +75,7 @@ fn is_runtime(e: &(dyn std::error::Error + 'static)) -> bool {
         None => e.downcast_ref::<StoreError>(),
     };
     if let Some(s) = store {
-        return !matches!(s, StoreError::Unsupported(_));
+        return !matches!(s, StoreError::Unsupported(_) | StoreError::NoParent(_));
     }
     let mut cur = Some(e);
     while let Some(c) = cur {

@@ -25,7 +25,12 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
             .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
         replace: a.replace,
     });
-    let spec = RunSpec {
+    let after = a
+        .after
+        .iter()
+        .map(|id| super::exec::parse_id(id).map_err(|e| input(format!("--after: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut spec = RunSpec {
         mode: a.mode,
         retries: a.retries,
         backoff: a.backoff,
@@ -33,8 +38,12 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         priority: a.priority,
         queue: a.queue,
         unique,
+        after_policy: a.after_policy,
         ..RunSpec::new(a.handler, payload)
     };
+    for id in after {
+        spec = spec.after(id);
+    }
     let builtin = |name: &str| builtins::NAMES.contains(&name);
     let exec = submit::prepare(store.as_ref(), &builtin, spec).await?;
     let enqueued = submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?[0];

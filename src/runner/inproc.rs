@@ -36,6 +36,7 @@ pub async fn run(
             job: claimed.job.clone(),
             handler: claimed.handler.clone(),
             attempt: claimed.attempt,
+            inputs: claimed.inputs.clone(),
         },
         token.clone(),
         tx,

@@ -409,6 +409,7 @@ pub(crate) async fn run_on(
             attempt: claimed.attempt,
             payload: claimed.payload.clone(),
             timeout_ms: claimed.timeout_ms,
+            inputs: claimed.inputs.clone(),
         }),
     );
 

@@ -65,9 +65,13 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "POST",
         "/v1/executions",
-        "Enqueue a run: {handler, payload, mode, queue, priority, retries, timeout_ms, unique_key, unique_for, replace}; 201 {id, duplicate: false}, or 200 {id, duplicate: true} naming the execution a held unique key went to, with replaced: true when replace changed it",
+        "Enqueue a run: {handler, payload, mode, queue, priority, retries, timeout_ms, unique_key, unique_for, replace, after, after_policy}; 201 {id, duplicate: false}, or 200 {id, duplicate: true} naming the execution a held unique key went to, with replaced: true when replace changed it",
     ),
-    ("GET", "/v1/executions/{id}", "Show an execution"),
+    (
+        "GET",
+        "/v1/executions/{id}",
+        "Show an execution, with its parents and children",
+    ),
     (
         "POST",
         "/v1/executions/{id}/cancel",
@@ -92,6 +96,26 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/queues/{name}/pause", "Pause a queue"),
     ("POST", "/v1/queues/{name}/resume", "Resume a queue"),
     ("GET", "/v1/stats", "Execution statistics per job"),
+    (
+        "GET",
+        "/v1/workflows",
+        "List workflows, newest first (?limit=)",
+    ),
+    (
+        "POST",
+        "/v1/workflows",
+        "Run a workflow: {name, step: [{name, handler, payload, mode, retries, backoff, timeout, priority, queue, after, after_policy}]}; 201 {id, steps}",
+    ),
+    (
+        "GET",
+        "/v1/workflows/{id}",
+        "Show a workflow: its steps in dependency order and its overall status",
+    ),
+    (
+        "POST",
+        "/v1/workflows/{id}/cancel",
+        "Cancel every step of a workflow that has not ended: {reason}",
+    ),
 ];
 
 /// An API error: HTTP status, stable code, human message.
@@ -129,6 +153,9 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::NoParent(_) = e {
+            return ApiError::invalid(e.to_string());
+        }
         tracing::error!(error = %crate::error_chain(&e), "API request failed in the database");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -244,6 +271,9 @@ pub fn router(sup: Supervisor, token: Option<String>) -> Router {
         .route("/v1/queues/{name}/pause", post(pause_queue))
         .route("/v1/queues/{name}/resume", post(resume_queue))
         .route("/v1/stats", get(stats))
+        .route("/v1/workflows", get(workflows).post(run_workflow))
+        .route("/v1/workflows/{id}", get(workflow))
+        .route("/v1/workflows/{id}/cancel", post(cancel_workflow))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .layer(axum::middleware::from_fn(json_errors))
@@ -281,6 +311,10 @@ fn ok(v: impl serde::Serialize) -> ApiResult {
 
 fn uuid(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::invalid(format!("invalid execution id {id:?}")))
+}
+
+fn workflow_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::invalid(format!("invalid workflow id {id:?}")))
 }
 
 fn body<T: serde::de::DeserializeOwned + Default>(b: &Bytes) -> Result<T, ApiError> {
@@ -491,6 +525,10 @@ struct EnqueueBody {
     unique_for: Option<String>,
     #[serde(default)]
     replace: bool,
+    /// Executions to run after.
+    #[serde(default)]
+    after: Vec<String>,
+    after_policy: Option<crate::model::AfterPolicy>,
 }
 
 async fn enqueue(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
@@ -523,6 +561,19 @@ async fn enqueue(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
             .map_err(|e| ApiError::invalid(format!("unique_for: {e}")))?;
         spec = spec.unique_for(hold);
     }
+    if b.replace && !b.after.is_empty() {
+        return Err(ApiError::invalid("replace cannot be combined with after"));
+    }
+    for id in &b.after {
+        spec =
+            spec.after(uuid(id).map_err(|e| ApiError::invalid(format!("after: {}", e.message)))?);
+    }
+    if let Some(policy) = b.after_policy {
+        if b.after.is_empty() {
+            return Err(ApiError::invalid("after_policy needs after"));
+        }
+        spec = spec.after_policy(policy);
+    }
     let e = api.sup.submit_many(vec![spec]).await?[0];
     let status = if e.duplicate {
         StatusCode::OK
@@ -534,10 +585,15 @@ async fn enqueue(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
 
 async fn execution(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult {
     let id = uuid(&id)?;
-    match api.sup.store().execution(id).await? {
-        Some(e) => ok(e),
-        None => Err(ApiError::not_found(format!("no execution {id}"))),
-    }
+    let store = api.sup.store();
+    let Some(e) = store.execution(id).await? else {
+        return Err(ApiError::not_found(format!("no execution {id}")));
+    };
+    let links = store.links(id).await?;
+    let mut v = serde_json::to_value(e).expect("executions serialize");
+    v["parents"] = json!(links.parents);
+    v["children"] = json!(links.children);
+    ok(v)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -730,6 +786,53 @@ async fn pause_queue(State(api): State<Arc<Api>>, Path(name): Path<String>) -> A
 
 async fn resume_queue(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
     set_queue_paused(&api, &name, false).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkflowsQuery {
+    limit: Option<usize>,
+}
+
+async fn workflows(State(api): State<Arc<Api>>, Query(q): Query<WorkflowsQuery>) -> ApiResult {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let all = api.sup.store().workflows(limit).await?;
+    ok(all
+        .into_iter()
+        .map(crate::workflow::Summary::from)
+        .collect::<Vec<_>>())
+}
+
+async fn run_workflow(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
+    let spec: crate::workflow::WorkflowSpec = body(&b)?;
+    let done = api.sup.workflow(&spec).await?;
+    Ok((StatusCode::CREATED, Json(done)).into_response())
+}
+
+async fn workflow(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult {
+    let id = workflow_id(&id)?;
+    match api.sup.store().workflow(id).await? {
+        Some((info, spec, execs)) => ok(crate::workflow::View::new(info, &spec, execs)),
+        None => Err(ApiError::not_found(format!("no workflow {id}"))),
+    }
+}
+
+async fn cancel_workflow(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> ApiResult {
+    let id = workflow_id(&id)?;
+    let b: CancelBody = body(&b)?;
+    let reason = b
+        .reason
+        .unwrap_or_else(|| "requested through the API".into());
+    match api.sup.cancel_workflow(id, &reason).await? {
+        Some(done) => {
+            ok(json!({"id": id, "cancelled": done.cancelled, "requested": done.requested}))
+        }
+        None => Err(ApiError::not_found(format!("no workflow {id}"))),
+    }
 }
 
 async fn stats(State(api): State<Arc<Api>>) -> ApiResult {

@@ -52,6 +52,10 @@ pub enum StoreError {
     /// (it never creates one).
     #[error("no database at {0} (`jobvisor serve` or `jobvisor migrate` creates one; --database or JOBVISOR_DATABASE names another)")]
     Missing(String),
+    /// An execution to run after does not exist (or, within one enqueue,
+    /// comes after its dependent).
+    #[error("no execution {0} to run after")]
+    NoParent(Uuid),
     /// The URL names no supported database.
     #[error(
         "unsupported database URL {0:?} (expected sqlite://PATH, a file path, or postgres://...)"
@@ -93,13 +97,41 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a handler; whether it existed.
     async fn remove_handler(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// Inserts pending executions (one transaction). One with a unique key
-    /// that is held is not inserted: its entry names the holder.
+    /// Inserts executions (one transaction). One with a unique key that is
+    /// held is not inserted: its entry names the holder. One with parents
+    /// (`after`, which must come before it if they are in `execs`) waits
+    /// until they end, or is cancelled at once if one has already ended
+    /// in a way its policy does not allow.
     async fn enqueue(
         &self,
         execs: &[NewExecution],
         now: Micros,
     ) -> Result<Vec<Enqueued>, StoreError>;
+    /// Inserts a workflow and its steps' executions (one transaction).
+    async fn enqueue_workflow(
+        &self,
+        workflow: &NewWorkflow,
+        execs: &[NewExecution],
+        now: Micros,
+    ) -> Result<Vec<Enqueued>, StoreError>;
+    /// Workflows, newest first.
+    async fn workflows(&self, limit: usize) -> Result<Vec<WorkflowInfo>, StoreError>;
+    /// A workflow, its steps as submitted, and the last attempt of each.
+    async fn workflow(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(WorkflowInfo, serde_json::Value, Vec<Execution>)>, StoreError>;
+    /// Cancels every step of a workflow that has not ended: those not
+    /// started at once, running ones by their nodes. `None`: no such
+    /// workflow.
+    async fn cancel_workflow(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: Micros,
+    ) -> Result<Option<WorkflowCancel>, StoreError>;
+    /// What an execution runs after, and what runs after it.
+    async fn links(&self, id: Uuid) -> Result<Links, StoreError>;
     /// Claims up to `limit` due pending executions for `node`: best priority,
     /// then earliest due.
     async fn claim(

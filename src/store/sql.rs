@@ -5,17 +5,18 @@
 use super::dialect::{Col, Conn, DbRow, Dialect, Sql};
 use super::{
     Batch, CancelRequest, Claimed, ExecFilter, Finished, ForeignRunning, IdleDaemon, JobAdvance,
-    JobStats, NodeInfo, Notice, QueueInfo, Store, StoreError,
+    JobStats, Links, NewWorkflow, NodeInfo, Notice, QueueInfo, Store, StoreError, WorkflowCancel,
+    WorkflowInfo,
 };
 use crate::model::{
-    Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, NewExecution, ProgressState,
-    RetryPolicy, Status, Timestamp,
+    AfterPolicy, Chain, Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros,
+    NewExecution, ProgressState, RetryPolicy, Status, Timestamp,
 };
 use crate::schedule::ScheduleSpec;
 use async_trait::async_trait;
 use jobvisor_worker::Level;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -43,7 +44,8 @@ const ANY_LIMITS: &str =
 
 const CLAIM_RETURNING: &str =
     " RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, \
-     cancel_requested_at, (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
+     cancel_requested_at, after_policy, \
+     (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
 
 /// Best first, within each queue's and each job's free slots. The
 /// candidates are the best few pending rows (index order) of queues and
@@ -169,6 +171,36 @@ impl<D: Dialect> SqlStore<D> {
         Ok(v)
     }
 
+    /// The ends and outputs of the parents of each of `ids`, in the order
+    /// of the parents' ids.
+    async fn inputs(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Vec<jobvisor_worker::Input>>, StoreError> {
+        let mut out: HashMap<Uuid, Vec<jobvisor_worker::Input>> = HashMap::new();
+        for chunk in ids.chunks(rows_per_statement(1)) {
+            let mut q = Sql::new(
+                "SELECT d.child_id AS child, e.id, e.handler, e.status, e.output \
+                 FROM dependencies d JOIN executions e ON e.id = d.parent_id \
+                 WHERE d.child_id IN (",
+            );
+            q.push_list(chunk.iter().copied())
+                .push(") ORDER BY d.child_id, e.id");
+            for row in self.read_all(q).await? {
+                let row = r::<D>(&row, "executions");
+                out.entry(row.get("child")?)
+                    .or_default()
+                    .push(jobvisor_worker::Input {
+                        id: row.get::<Uuid>("id")?.to_string(),
+                        handler: row.get("handler")?,
+                        status: row.get("status")?,
+                        output: row.json("output")?.unwrap_or(Value::Null),
+                    });
+            }
+        }
+        Ok(out)
+    }
+
     /// A job was added, changed or removed: other nodes' schedulers look.
     async fn jobs_changed(&self) -> Result<(), StoreError> {
         self.limits_changed();
@@ -223,6 +255,15 @@ impl<D: Dialect> R<'_, D> {
         text.parse().map_err(|e| corrupt(self.table, column, e))
     }
 
+    fn opt_parse<T: FromStr>(&self, column: &str) -> Result<Option<T>, StoreError>
+    where
+        T::Err: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let text: Option<String> = self.get(column)?;
+        text.map(|t| t.parse().map_err(|e| corrupt(self.table, column, e)))
+            .transpose()
+    }
+
     fn json<T: serde::de::DeserializeOwned>(&self, column: &str) -> Result<Option<T>, StoreError> {
         let text: Option<String> = self.get(column)?;
         text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(self.table, column, e)))
@@ -246,6 +287,10 @@ impl<D: Dialect> R<'_, D> {
             priority: self.int("priority")? as i32,
             queue: self.get("queue")?,
             unique_key: self.get("unique_key")?,
+            after_policy: self.opt_parse("after_policy")?,
+            waiting_on: self.int("waiting_on")?.max(0) as u64,
+            workflow_id: self.get("workflow_id")?,
+            step: self.get("step")?,
             occurrence: self.get("occurrence")?,
             timeout_ms: self.opt_u64("timeout_ms")?,
             enqueued_at: Timestamp(self.get("enqueued_at")?),
@@ -295,14 +340,11 @@ impl<D: Dialect> R<'_, D> {
     }
 
     fn job(&self) -> Result<Job, StoreError> {
-        let mode: Option<String> = self.get("mode")?;
         Ok(Job {
             spec: JobSpec {
                 name: self.get("name")?,
                 handler: self.get("handler")?,
-                mode: mode
-                    .map(|m| m.parse().map_err(|e| corrupt(self.table, "mode", e)))
-                    .transpose()?,
+                mode: self.opt_parse("mode")?,
                 payload: self.json("payload")?.unwrap_or(Value::Null),
                 schedule: self
                     .json::<ScheduleSpec>("schedule")?
@@ -319,6 +361,7 @@ impl<D: Dialect> R<'_, D> {
                 start_at: self.get("start_at")?,
                 end_at: self.get("end_at")?,
                 paused: self.flag("paused")?,
+                then: self.json("chain")?.unwrap_or_default(),
             },
             runs: self.int("runs")? as u64,
             missed: self.int("missed")? as u64,
@@ -343,23 +386,35 @@ impl<D: Dialect> R<'_, D> {
     }
 }
 
-/// The INSERT of `execs`; an existing (job, occurrence) is passed over.
+/// How an execution is inserted: its status, and the parents it waits on.
+type Start = (Status, i64);
+
+/// Pending, waiting on nothing.
+fn pending(_: &NewExecution) -> Start {
+    (Status::Pending, 0)
+}
+
+/// The INSERT of `execs`, each as `start` says; an existing (job,
+/// occurrence) is passed over.
 fn execution_insert<'a, D: Dialect>(
     execs: impl IntoIterator<Item = &'a NewExecution>,
     now: Micros,
+    start: &impl Fn(&NewExecution) -> Start,
 ) -> Sql<'a, D> {
     let mut q = Sql::new(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
-         enqueued_at, run_at, queue, occurrence, unique_key, unique_for_ms) ",
+         enqueued_at, run_at, queue, occurrence, unique_key, unique_for_ms, waiting_on, \
+         after_policy, workflow_id, step) ",
     );
     q.values(execs, |t, e| {
+        let (status, waiting_on) = start(e);
         t.bind(e.id)
             .bind(e.job.as_str())
             .bind(e.handler.as_str())
             .bind(e.mode.as_str())
             .bind(e.payload.to_string())
-            .bind("pending")
+            .bind(status.as_str())
             .bind(e.attempt as i64)
             .bind(e.retry.max_attempts as i64)
             .bind(e.retry.backoff_base_ms as i64)
@@ -377,29 +432,327 @@ fn execution_insert<'a, D: Dialect>(
                     .as_ref()
                     .and_then(|u| u.hold_ms)
                     .map(|ms| ms as i64),
-            );
+            )
+            .bind(waiting_on)
+            .bind((!e.after.is_empty()).then(|| e.after_policy.as_str()))
+            .bind(e.step.as_ref().map(|(w, _)| *w))
+            .bind(e.step.as_ref().map(|(_, s)| s.as_str()));
     });
     q.push(" ON CONFLICT DO NOTHING");
     q
 }
 
-const EXECUTION_BINDS: usize = 19;
+const EXECUTION_BINDS: usize = 23;
 
-/// Inserts executions; returns the ids actually inserted.
+/// Inserts executions, each as `start` says; returns the ids actually
+/// inserted.
 async fn insert_executions<D: Dialect>(
     conn: &mut Conn<D>,
     execs: &[&NewExecution],
     now: Micros,
+    start: impl Fn(&NewExecution) -> Start,
 ) -> Result<HashSet<Uuid>, StoreError> {
     let mut inserted = HashSet::with_capacity(execs.len());
     for chunk in execs.chunks(rows_per_statement(EXECUTION_BINDS)) {
-        let mut q = execution_insert::<D>(chunk.iter().copied(), now);
+        let mut q = execution_insert::<D>(chunk.iter().copied(), now, &start);
         q.push(" RETURNING id");
         for row in q.fetch_all(conn).await? {
             inserted.insert(D::get(&row, 0)?);
         }
     }
     Ok(inserted)
+}
+
+/// Records that each `(child, parent)` runs after the other.
+async fn insert_edges<D: Dialect>(
+    conn: &mut Conn<D>,
+    edges: &[(Uuid, Uuid)],
+) -> Result<(), StoreError> {
+    for chunk in edges.chunks(rows_per_statement(2)) {
+        let mut q = Sql::<D>::new("INSERT INTO dependencies (child_id, parent_id) ");
+        q.values(chunk, |t, (child, parent)| {
+            t.bind(*child).bind(*parent);
+        });
+        q.push(" ON CONFLICT DO NOTHING");
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Where parent `id` stands for a dependent being enqueued: the attempt
+/// that counts (following its retries) and its status, read under a row
+/// lock so that its end cannot be recorded before the dependent's edge is
+/// there to see. `None`: no such execution.
+async fn parent_state<D: Dialect>(
+    conn: &mut Conn<D>,
+    mut id: Uuid,
+) -> Result<Option<(Uuid, Status)>, StoreError> {
+    loop {
+        let q = Sql::<D>::new(format!(
+            "SELECT status, next_id FROM executions WHERE id = $1{}",
+            D::FOR_UPDATE
+        ));
+        let Some(row) = q.bind(id).fetch_optional(&mut *conn).await? else {
+            return Ok(None);
+        };
+        let row = r::<D>(&row, "executions");
+        let status: Status = row.parse("status")?;
+        match row.get::<Option<Uuid>>("next_id")? {
+            Some(next) if status.is_terminal() => id = next,
+            _ => return Ok(Some((id, status))),
+        }
+    }
+}
+
+/// Enqueues `execs` within transaction `tx` (see [`Store::enqueue`]).
+async fn enqueue_in<D: Dialect>(
+    tx: &mut Conn<D>,
+    execs: &[NewExecution],
+    now: Micros,
+) -> Result<Vec<Enqueued>, StoreError> {
+    let mut out: Vec<Enqueued> = execs
+        .iter()
+        .map(|e| Enqueued {
+            id: e.id,
+            duplicate: false,
+            replaced: false,
+        })
+        .collect();
+    let mut insert = Vec::with_capacity(execs.len());
+    let mut successors = HashSet::new();
+    for (e, entry) in execs.iter().zip(&mut out) {
+        let Some(u) = &e.unique else {
+            insert.push(e);
+            continue;
+        };
+        let Some(holder) = take_key::<D>(tx, &u.key, e.id, now).await? else {
+            insert.push(e);
+            continue;
+        };
+        *entry = Enqueued {
+            id: holder,
+            duplicate: true,
+            replaced: false,
+        };
+        if u.replace {
+            match replace::<D>(tx, &u.key, holder, e).await? {
+                Replaced::Execution(id) => {
+                    entry.id = id;
+                    entry.replaced = true;
+                }
+                Replaced::Follow => {
+                    *entry = Enqueued {
+                        id: e.id,
+                        duplicate: false,
+                        replaced: false,
+                    };
+                    insert.push(e);
+                    successors.insert(e.id);
+                }
+                Replaced::Nothing => {}
+            }
+        }
+    }
+    // Parents: in this batch (as inserted, or the holder a duplicate
+    // named), or already stored.
+    let named: HashMap<Uuid, Uuid> = execs.iter().zip(&out).map(|(e, o)| (e.id, o.id)).collect();
+    let inserting: HashSet<Uuid> = insert.iter().map(|e| e.id).collect();
+    let mut starts: HashMap<Uuid, Start> = HashMap::new();
+    let mut edges = Vec::new();
+    let mut upstream = Vec::new();
+    for e in &insert {
+        if successors.contains(&e.id) {
+            starts.insert(e.id, (Status::Waiting, 0));
+            continue;
+        }
+        if e.after.is_empty() {
+            starts.insert(e.id, (Status::Pending, 0));
+            continue;
+        }
+        let mut parents = BTreeSet::new();
+        let (mut waiting, mut failed) = (0, None);
+        for p in &e.after {
+            let p = named.get(p).copied().unwrap_or(*p);
+            let (p, status) = match starts.get(&p) {
+                Some((status, _)) => (p, *status),
+                // Later in the batch (or itself): not known yet.
+                None if inserting.contains(&p) => return Err(StoreError::NoParent(p)),
+                None => parent_state::<D>(tx, p)
+                    .await?
+                    .ok_or(StoreError::NoParent(p))?,
+            };
+            if !parents.insert(p) {
+                continue;
+            }
+            if !status.is_terminal() {
+                waiting += 1;
+            } else if status != Status::Succeeded && failed.is_none() {
+                failed = Some(p);
+            }
+        }
+        edges.extend(parents.iter().map(|p| (e.id, *p)));
+        let start = match failed {
+            Some(p) if e.after_policy == AfterPolicy::Success => {
+                upstream.push((e.id, format!("upstream {p} failed")));
+                (Status::Cancelled, 0)
+            }
+            _ if waiting > 0 => (Status::Waiting, waiting),
+            _ => (Status::Pending, 0),
+        };
+        starts.insert(e.id, start);
+    }
+    insert_executions::<D>(tx, &insert, now, |e| match starts.get(&e.id) {
+        // Cancelled ones go in waiting, to be cancelled as any other.
+        Some((Status::Cancelled, _)) => (Status::Waiting, 0),
+        Some(start) => *start,
+        None => (Status::Pending, 0),
+    })
+    .await?;
+    insert_edges::<D>(tx, &edges).await?;
+    cancel_unstarted::<D>(tx, &upstream, None, now).await?;
+    D::notify(tx, "work").await?;
+    Ok(out)
+}
+
+/// Cancels executions that have not started (pending or waiting), each
+/// with its error, and with `reason` (or else that error) as the cancel's
+/// reason; returns those it cancelled. Their unique keys are handed on or
+/// given up. Their dependents are left to [`settle`].
+async fn cancel_unstarted<D: Dialect>(
+    conn: &mut Conn<D>,
+    items: &[(Uuid, String)],
+    reason: Option<&str>,
+    now: Micros,
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut cancelled = Vec::with_capacity(items.len());
+    for chunk in items.chunks(rows_per_statement(2)) {
+        let mut q = Sql::<D>::new("UPDATE executions SET status = 'cancelled', finished_at = ");
+        q.push_bind(now)
+            .push(", cancel_requested_at = COALESCE(cancel_requested_at, ")
+            .push_bind(now)
+            .push("), cancel_reason = COALESCE(")
+            .push_bind(reason)
+            .push(", v.column2), cancel_outcome = 'before-start', error = v.column2 FROM (");
+        q.values(chunk, |t, (id, error)| {
+            t.bind(*id).bind(error.as_str());
+        });
+        q.push(
+            ") AS v WHERE executions.id = v.column1 AND executions.status IN ('pending', 'waiting') \
+             RETURNING executions.id AS id, executions.unique_key AS unique_key, \
+             executions.unique_for_ms AS hold",
+        );
+        for row in q.fetch_all(&mut *conn).await? {
+            let row = r::<D>(&row, "executions");
+            let id: Uuid = row.get("id")?;
+            if let Some(key) = row.get::<Option<String>>("unique_key")? {
+                // A follower gives up its place; a holder hands the key on.
+                Sql::<D>::new(
+                    "UPDATE unique_keys SET next_id = NULL WHERE key = $1 AND next_id = $2",
+                )
+                .bind(key.as_str())
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+                let next = key_next(None, row.get("hold")?, now);
+                release_key::<D>(conn, &key, id, next).await?;
+            }
+            cancelled.push(id);
+        }
+    }
+    Ok(cancelled)
+}
+
+/// Executions ended for good (`ended`, with their statuses): each waiting
+/// child counts them off and becomes pending when none is left, or, if
+/// its policy asks for success and one did not succeed, is cancelled with
+/// `upstream ID failed`, which ends it in turn for its own children. Runs
+/// in the transaction that records the ends, so a child becomes ready
+/// exactly once, whichever node ended its last parent.
+async fn settle<D: Dialect>(
+    conn: &mut Conn<D>,
+    mut ended: Vec<(Uuid, Status)>,
+    now: Micros,
+) -> Result<(), StoreError> {
+    let mut woke = false;
+    while !ended.is_empty() {
+        let status_of: HashMap<Uuid, Status> = ended.iter().copied().collect();
+        // child -> (parents ended now, the first that did not succeed, policy)
+        let mut children: BTreeMap<Uuid, (i64, Option<Uuid>, AfterPolicy)> = BTreeMap::new();
+        for chunk in ended.chunks(rows_per_statement(1)) {
+            let mut q = Sql::<D>::new(
+                "SELECT d.child_id AS child, d.parent_id AS parent, e.after_policy AS policy \
+                 FROM dependencies d JOIN executions e ON e.id = d.child_id \
+                 WHERE e.status = 'waiting' AND d.parent_id IN (",
+            );
+            q.push_list(chunk.iter().map(|(id, _)| *id)).push(")");
+            for row in q.fetch_all(&mut *conn).await? {
+                let row = r::<D>(&row, "dependencies");
+                let parent: Uuid = row.get("parent")?;
+                let policy = row.opt_parse("policy")?.unwrap_or_default();
+                let entry = children
+                    .entry(row.get("child")?)
+                    .or_insert((0, None, policy));
+                entry.0 += 1;
+                if status_of.get(&parent) != Some(&Status::Succeeded) && entry.1.is_none() {
+                    entry.1 = Some(parent);
+                }
+            }
+        }
+        if children.is_empty() {
+            break;
+        }
+        // Lock the children in one order, so that two nodes settling
+        // shared children never deadlock.
+        if !D::FOR_UPDATE.is_empty() {
+            for chunk in children
+                .keys()
+                .copied()
+                .collect::<Vec<_>>()
+                .chunks(rows_per_statement(1))
+            {
+                let mut q = Sql::<D>::new("SELECT id FROM executions WHERE id IN (");
+                q.push_list(chunk.iter().copied())
+                    .push(") ORDER BY id")
+                    .push(D::FOR_UPDATE);
+                q.fetch_all(&mut *conn).await?;
+            }
+        }
+        let (mut cancel, mut count) = (Vec::new(), Vec::new());
+        for (child, (n, failed, policy)) in children {
+            match failed {
+                Some(p) if policy == AfterPolicy::Success => {
+                    cancel.push((child, format!("upstream {p} failed")))
+                }
+                _ => count.push((child, n)),
+            }
+        }
+        for chunk in count.chunks(rows_per_statement(2)) {
+            let mut q = Sql::<D>::new(
+                "UPDATE executions SET waiting_on = waiting_on - v.column2, \
+                 status = CASE WHEN waiting_on - v.column2 <= 0 THEN 'pending' ELSE status END \
+                 FROM (",
+            );
+            q.values(chunk, |t, (id, n)| {
+                t.bind(*id).bind(*n);
+            });
+            q.push(
+                ") AS v WHERE executions.id = v.column1 AND executions.status = 'waiting' \
+                 RETURNING executions.status AS status",
+            );
+            for row in q.fetch_all(&mut *conn).await? {
+                woke |= D::get::<String>(&row, 0)? == "pending";
+            }
+        }
+        ended = cancel_unstarted::<D>(conn, &cancel, None, now)
+            .await?
+            .into_iter()
+            .map(|id| (id, Status::Cancelled))
+            .collect();
+    }
+    if woke {
+        D::notify(conn, "work").await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -458,59 +811,162 @@ impl<D: Dialect> Store for SqlStore<D> {
         now: Micros,
     ) -> Result<Vec<Enqueued>, StoreError> {
         let mut tx = self.begin().await?;
-        let mut out: Vec<Enqueued> = execs
-            .iter()
-            .map(|e| Enqueued {
-                id: e.id,
-                duplicate: false,
-                replaced: false,
-            })
-            .collect();
-        let mut insert = Vec::with_capacity(execs.len());
-        let mut successors = Vec::new();
-        for (e, entry) in execs.iter().zip(&mut out) {
-            let Some(u) = &e.unique else {
-                insert.push(e);
-                continue;
-            };
-            let Some(holder) = take_key::<D>(&mut tx, &u.key, e.id, now).await? else {
-                insert.push(e);
-                continue;
-            };
-            *entry = Enqueued {
-                id: holder,
-                duplicate: true,
-                replaced: false,
-            };
-            if u.replace {
-                match replace::<D>(&mut tx, &u.key, holder, e).await? {
-                    Replaced::Execution(id) => {
-                        entry.id = id;
-                        entry.replaced = true;
-                    }
-                    Replaced::Follow => {
-                        *entry = Enqueued {
-                            id: e.id,
-                            duplicate: false,
-                            replaced: false,
-                        };
-                        insert.push(e);
-                        successors.push(e.id);
-                    }
-                    Replaced::Nothing => {}
-                }
-            }
-        }
-        insert_executions::<D>(&mut tx, &insert, now).await?;
-        for id in successors {
-            Sql::<D>::new("UPDATE executions SET status = 'waiting' WHERE id = $1")
-                .bind(id)
-                .execute(&mut tx)
-                .await?;
-        }
-        D::notify(&mut tx, "work").await?;
+        let out = enqueue_in::<D>(&mut tx, execs, now).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn enqueue_workflow(
+        &self,
+        workflow: &NewWorkflow,
+        execs: &[NewExecution],
+        now: Micros,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let mut tx = self.begin().await?;
+        Sql::<D>::new("INSERT INTO workflows (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(workflow.id)
+            .bind(workflow.name.as_str())
+            .bind(workflow.spec.to_string())
+            .bind(now)
+            .execute(&mut tx)
+            .await?;
+        let out = enqueue_in::<D>(&mut tx, execs, now).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn workflows(&self, limit: usize) -> Result<Vec<WorkflowInfo>, StoreError> {
+        let q = Sql::new(
+            "SELECT w.id, w.name, w.created_at, w.cancelled_at, e.status, COUNT(e.id) AS n \
+             FROM workflows w LEFT JOIN executions e ON e.workflow_id = w.id AND e.next_id IS NULL \
+             WHERE w.id IN (SELECT id FROM workflows ORDER BY id DESC LIMIT $1) \
+             GROUP BY w.id, w.name, w.created_at, w.cancelled_at, e.status ORDER BY w.id DESC",
+        )
+        .bind(limit.max(1) as i64);
+        let rows = self.read_all(q).await?;
+        let mut out: Vec<WorkflowInfo> = Vec::new();
+        for row in &rows {
+            let row = r::<D>(row, "workflows");
+            let id: Uuid = row.get("id")?;
+            if out.last().is_none_or(|w| w.id != id) {
+                out.push(WorkflowInfo {
+                    id,
+                    name: row.get("name")?,
+                    created_at: Timestamp(row.get("created_at")?),
+                    cancelled_at: row.get::<Option<Micros>>("cancelled_at")?.map(Timestamp),
+                    steps: BTreeMap::new(),
+                });
+            }
+            if let Some(status) = row.opt_parse::<Status>("status")? {
+                let n = row.int("n")?.max(0) as u64;
+                out.last_mut()
+                    .expect("pushed above")
+                    .steps
+                    .insert(status, n);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn workflow(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(WorkflowInfo, Value, Vec<Execution>)>, StoreError> {
+        let q = Sql::new("SELECT * FROM workflows WHERE id = $1").bind(id);
+        let Some(row) = self.read_one(q).await? else {
+            return Ok(None);
+        };
+        let row = r::<D>(&row, "workflows");
+        let spec: Value = row.json("spec")?.unwrap_or(Value::Null);
+        let mut info = WorkflowInfo {
+            id,
+            name: row.get("name")?,
+            created_at: Timestamp(row.get("created_at")?),
+            cancelled_at: row.get::<Option<Micros>>("cancelled_at")?.map(Timestamp),
+            steps: BTreeMap::new(),
+        };
+        let q = Sql::new(
+            "SELECT * FROM executions WHERE workflow_id = $1 AND next_id IS NULL ORDER BY id",
+        )
+        .bind(id);
+        let execs = Self::decode(&self.read_all(q).await?, "executions", |r| r.execution())?;
+        for e in &execs {
+            *info.steps.entry(e.status).or_default() += 1;
+        }
+        Ok(Some((info, spec, execs)))
+    }
+
+    async fn cancel_workflow(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: Micros,
+    ) -> Result<Option<WorkflowCancel>, StoreError> {
+        let mut tx = self.begin().await?;
+        let found = Sql::<D>::new(
+            "UPDATE workflows SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut tx)
+        .await?;
+        if found == 0 {
+            return Ok(None);
+        }
+        let q = Sql::<D>::new(
+            "SELECT id FROM executions WHERE workflow_id = $1 AND status IN ('pending', 'waiting') \
+             ORDER BY id",
+        )
+        .bind(id);
+        let mut unstarted = Vec::new();
+        for row in q.fetch_all(&mut tx).await? {
+            unstarted.push((
+                D::get::<Uuid>(&row, 0)?,
+                "cancelled before it started".to_string(),
+            ));
+        }
+        let cancelled = cancel_unstarted::<D>(&mut tx, &unstarted, Some(reason), now).await?;
+        let requested = Sql::<D>::new(
+            "UPDATE executions SET cancel_requested_at = COALESCE(cancel_requested_at, $2), \
+             cancel_reason = COALESCE(cancel_reason, $3) \
+             WHERE workflow_id = $1 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut tx)
+        .await?;
+        if requested > 0 {
+            D::notify(&mut tx, "cancel").await?;
+        }
+        // Executions outside the workflow may run after its steps.
+        let ended = cancelled
+            .iter()
+            .map(|id| (*id, Status::Cancelled))
+            .collect();
+        settle::<D>(&mut tx, ended, now).await?;
+        tx.commit().await?;
+        Ok(Some(WorkflowCancel {
+            cancelled: cancelled.len() as u64,
+            requested,
+        }))
+    }
+
+    async fn links(&self, id: Uuid) -> Result<Links, StoreError> {
+        let ids = |sql: &'static str| async move {
+            let rows = self.read_all(Sql::new(sql).bind(id)).await?;
+            Self::decode(&rows, "dependencies", |r| r.get::<Uuid>("id"))
+        };
+        Ok(Links {
+            parents: ids(
+                "SELECT parent_id AS id FROM dependencies WHERE child_id = $1 ORDER BY parent_id",
+            )
+            .await?,
+            children: ids(
+                "SELECT child_id AS id FROM dependencies WHERE parent_id = $1 ORDER BY child_id",
+            )
+            .await?,
+        })
     }
 
     async fn claim(
@@ -553,8 +1009,21 @@ impl<D: Dialect> Store for SqlStore<D> {
                 started_at: now,
                 cancel_requested: r.get::<Option<i64>>("cancel_requested_at")?.is_some(),
                 handler_spec: r.get("spec")?,
+                inputs: Vec::new(),
             })
         })?;
+        let with_parents: Vec<Uuid> = rows
+            .iter()
+            .zip(&claimed)
+            .filter(|(row, _)| matches!(D::get::<Option<String>>(row, "after_policy"), Ok(Some(_))))
+            .map(|(_, c)| c.id)
+            .collect();
+        if !with_parents.is_empty() {
+            let mut inputs = self.inputs(&with_parents).await?;
+            for c in &mut claimed {
+                c.inputs = inputs.remove(&c.id).unwrap_or_default();
+            }
+        }
         // RETURNING gives no order; run the best first.
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)
@@ -627,6 +1096,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             q.execute(&mut tx).await?;
         }
         let mut finished = Vec::with_capacity(batch.completions.len());
+        let (mut ended, mut chained) = (Vec::new(), Vec::new());
         for chunk in batch.completions.chunks(rows_per_statement(10)) {
             // Only a running execution can complete: a late or duplicate
             // completion (e.g. after a rescue) changes nothing.
@@ -654,43 +1124,70 @@ impl<D: Dialect> Store for SqlStore<D> {
                  RETURNING executions.id AS id, executions.attempt AS attempt, \
                  executions.max_attempts AS max_attempts, \
                  executions.backoff_base_ms AS base, executions.backoff_cap_ms AS cap, \
-                 executions.unique_key AS unique_key, executions.unique_for_ms AS hold",
+                 executions.unique_key AS unique_key, executions.unique_for_ms AS hold, \
+                 executions.cancel_requested_at AS cancel_at, \
+                 executions.after_policy AS after_policy, \
+                 (SELECT j.chain FROM jobs j WHERE j.name = executions.job) AS chain",
             );
             let rows = q.fetch_all(&mut tx).await?;
-            type Applied = (u32, RetryPolicy, Option<String>, Option<i64>);
             let applied: HashMap<Uuid, Applied> = Self::decode(&rows, "executions", |r| {
-                let policy = RetryPolicy {
-                    max_attempts: r.int("max_attempts")? as u32,
-                    backoff_base_ms: r.int("base")? as u64,
-                    backoff_cap_ms: r.int("cap")? as u64,
+                let applied = Applied {
+                    attempt: r.int("attempt")? as u32,
+                    policy: RetryPolicy {
+                        max_attempts: r.int("max_attempts")? as u32,
+                        backoff_base_ms: r.int("base")? as u64,
+                        backoff_cap_ms: r.int("cap")? as u64,
+                    },
+                    key: r.get("unique_key")?,
+                    hold: r.get("hold")?,
+                    cancel_requested: r.get::<Option<Micros>>("cancel_at")?.is_some(),
+                    has_parents: r.get::<Option<String>>("after_policy")?.is_some(),
+                    chain: r.json("chain")?.unwrap_or_default(),
                 };
-                let attempt = r.int("attempt")? as u32;
-                let entry = (attempt, policy, r.get("unique_key")?, r.get("hold")?);
-                Ok((r.get("id")?, entry))
+                Ok((r.get("id")?, applied))
             })?
             .into_iter()
             .collect();
             for c in chunk {
-                let Some((attempt, policy, key, hold)) = applied.get(&c.id) else {
+                let Some(a) = applied.get(&c.id) else {
                     continue;
                 };
-                let retry = match c.outcome.retry(policy, *attempt, c.finished_at) {
+                // An execution asked to stop is not tried again.
+                let next = match a.cancel_requested {
+                    true => None,
+                    false => c.outcome.retry(&a.policy, a.attempt, c.finished_at),
+                };
+                let retry = match next {
                     Some(next) => {
-                        Some(schedule_retry::<D>(&mut tx, c.id, next, c.finished_at).await?)
+                        let id = schedule_retry::<D>(&mut tx, c.id, next, c.finished_at).await?;
+                        hand_on_edges::<D>(&mut tx, c.id, id, a.has_parents).await?;
+                        Some(id)
                     }
                     None => None,
                 };
-                if let Some(key) = key {
-                    let next = key_next(retry, *hold, c.finished_at);
+                if let Some(key) = &a.key {
+                    let next = key_next(retry, a.hold, c.finished_at);
                     release_key::<D>(&mut tx, key, c.id, next).await?;
+                }
+                let status = c.outcome.status();
+                if retry.is_none() {
+                    ended.push((c.id, status));
+                    chained.extend(
+                        a.chain
+                            .iter()
+                            .filter(|ch| ch.on.matches(status))
+                            .map(|ch| (c.id, ch.job.clone(), c.finished_at)),
+                    );
                 }
                 finished.push(Finished {
                     id: c.id,
-                    status: c.outcome.status(),
+                    status,
                     retry,
                 });
             }
         }
+        settle::<D>(&mut tx, ended, crate::model::now_micros()).await?;
+        enqueue_chained::<D>(&mut tx, &chained).await?;
         tx.commit().await?;
         Ok(finished)
     }
@@ -760,39 +1257,21 @@ impl<D: Dialect> Store for SqlStore<D> {
     ) -> Result<CancelRequest, StoreError> {
         let mut tx = self.begin().await?;
         let q = Sql::<D>::new(format!(
-            "SELECT status, unique_key, unique_for_ms FROM executions WHERE id = $1{}",
+            "SELECT status FROM executions WHERE id = $1{}",
             D::FOR_UPDATE
         ));
         let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
             return Ok(CancelRequest::NotFound);
         };
-        let row = r::<D>(&row, "executions");
-        let outcome = match row.parse("status")? {
-            status @ (Status::Pending | Status::Waiting) => {
-                if let Some(key) = row.get::<Option<String>>("unique_key")? {
-                    if status == Status::Waiting {
-                        Sql::<D>::new(
-                            "UPDATE unique_keys SET next_id = NULL WHERE key = $1 AND next_id = $2",
-                        )
-                        .bind(key.as_str())
-                        .bind(id)
-                        .execute(&mut tx)
-                        .await?;
-                    } else {
-                        let next = key_next(None, row.get("unique_for_ms")?, now);
-                        release_key::<D>(&mut tx, &key, id, next).await?;
-                    }
-                }
-                Sql::<D>::new(
-                    "UPDATE executions SET status = 'cancelled', finished_at = $2, \
-                     cancel_requested_at = $2, cancel_reason = $3, cancel_outcome = 'before-start', \
-                     error = 'cancelled before it started' WHERE id = $1",
-                )
-                .bind(id)
-                .bind(now)
-                .bind(reason)
-                .execute(&mut tx)
-                .await?;
+        let outcome = match r::<D>(&row, "executions").parse("status")? {
+            Status::Pending | Status::Waiting => {
+                let item = [(id, "cancelled before it started".to_string())];
+                let ended = cancel_unstarted::<D>(&mut tx, &item, Some(reason), now).await?;
+                let ended = ended
+                    .into_iter()
+                    .map(|id| (id, Status::Cancelled))
+                    .collect();
+                settle::<D>(&mut tx, ended, now).await?;
                 CancelRequest::CancelledPending
             }
             Status::Running => {
@@ -889,9 +1368,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         let q = Sql::new(
             "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
              queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
-             start_at, end_at, paused, next_run_at, created_at, updated_at) \
+             start_at, end_at, paused, next_run_at, created_at, updated_at, chain) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                     $18, $19, $20, $20) ON CONFLICT DO NOTHING",
+                     $18, $19, $20, $20, $21) ON CONFLICT DO NOTHING",
         )
         .bind(spec.name.as_str())
         .bind(spec.handler.as_str())
@@ -912,7 +1391,11 @@ impl<D: Dialect> Store for SqlStore<D> {
         .bind(spec.end_at)
         .bind(spec.paused as i64)
         .bind(next_run_at)
-        .bind(now);
+        .bind(now)
+        .bind(
+            (!spec.then.is_empty())
+                .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
+        );
         let inserted = self.write(q).await? == 1;
         // A job may bring a per-job cap: claims look at once.
         self.jobs_changed().await?;
@@ -1061,7 +1544,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                 .filter(|s| owned.contains(&s.name))
                 .filter_map(|s| s.run.as_ref())
                 .collect();
-            let ids = insert_executions::<D>(&mut tx, &runs, now).await?;
+            let ids = insert_executions::<D>(&mut tx, &runs, now, pending).await?;
             inserted += ids.len();
             for e in runs.iter().filter(|e| !ids.contains(&e.id)) {
                 Sql::<D>::new("UPDATE jobs SET runs = runs - 1 WHERE name = $1")
@@ -1137,8 +1620,16 @@ impl<D: Dialect> Store for SqlStore<D> {
         limit: usize,
     ) -> Result<(u64, u64), StoreError> {
         let mut tx = self.begin().await?;
+        // Expired unique keys go whatever the job.
+        Sql::<D>::new("DELETE FROM unique_keys WHERE held_until IS NOT NULL AND held_until < $1")
+            .bind(crate::model::now_micros())
+            .execute(&mut tx)
+            .await?;
+        // Never a parent whose child has yet to run: it reads its output.
         let mut q = Sql::<D>::new(
             "SELECT id FROM executions WHERE status IN ('succeeded', 'failed', 'cancelled') \
+             AND NOT EXISTS (SELECT 1 FROM dependencies d JOIN executions c ON c.id = d.child_id \
+               WHERE d.parent_id = executions.id AND c.status IN ('waiting', 'pending', 'running')) \
              AND finished_at < ",
         );
         q.push_bind(before);
@@ -1160,7 +1651,13 @@ impl<D: Dialect> Store for SqlStore<D> {
             ids.push(D::get::<Uuid>(&row, 0)?);
         }
         if ids.is_empty() {
+            tx.commit().await?;
             return Ok((0, 0));
+        }
+        for column in ["child_id", "parent_id"] {
+            let mut q = Sql::<D>::new(format!("DELETE FROM dependencies WHERE {column} IN ("));
+            q.push_list(ids.iter().copied()).push(")");
+            q.execute(&mut tx).await?;
         }
         let mut deleted = [0u64; 2];
         for (i, (table, column)) in [("logs", "execution_id"), ("executions", "id")]
@@ -1171,6 +1668,14 @@ impl<D: Dialect> Store for SqlStore<D> {
             q.push_list(ids.iter().copied()).push(")");
             deleted[i] = q.execute(&mut tx).await?;
         }
+        // A workflow goes with its last step.
+        Sql::<D>::new(
+            "DELETE FROM workflows WHERE created_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM executions e WHERE e.workflow_id = workflows.id)",
+        )
+        .bind(before)
+        .execute(&mut tx)
+        .await?;
         tx.commit().await?;
         Ok((deleted[1], deleted[0]))
     }
@@ -1264,6 +1769,83 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 }
 
+/// A completion as the database took it.
+struct Applied {
+    attempt: u32,
+    policy: RetryPolicy,
+    key: Option<String>,
+    hold: Option<i64>,
+    cancel_requested: bool,
+    has_parents: bool,
+    chain: Vec<Chain>,
+}
+
+/// Execution `id` is retried as `retry`: the retry runs after the same
+/// parents, and what ran after `id` now runs after the retry (a parent is
+/// finished when its last attempt ends).
+async fn hand_on_edges<D: Dialect>(
+    conn: &mut Conn<D>,
+    id: Uuid,
+    retry: Uuid,
+    has_parents: bool,
+) -> Result<(), StoreError> {
+    if has_parents {
+        Sql::<D>::new(
+            "INSERT INTO dependencies (child_id, parent_id) \
+             SELECT $2, parent_id FROM dependencies WHERE child_id = $1",
+        )
+        .bind(id)
+        .bind(retry)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Sql::<D>::new("UPDATE dependencies SET parent_id = $2 WHERE parent_id = $1")
+        .bind(id)
+        .bind(retry)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Enqueues the jobs chained to executions that ended: `(parent, job,
+/// when)`, each a run of `job` after `parent`. A job removed since is
+/// passed over.
+async fn enqueue_chained<D: Dialect>(
+    conn: &mut Conn<D>,
+    chained: &[(Uuid, String, Micros)],
+) -> Result<(), StoreError> {
+    if chained.is_empty() {
+        return Ok(());
+    }
+    let mut jobs: HashMap<&str, Option<Job>> = HashMap::new();
+    let mut runs = Vec::with_capacity(chained.len());
+    for (parent, name, at) in chained {
+        if !jobs.contains_key(name.as_str()) {
+            let row = Sql::<D>::new("SELECT * FROM jobs WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+            let job = row.map(|row| r::<D>(&row, "jobs").job()).transpose()?;
+            jobs.insert(name, job);
+        }
+        let Some(job) = &jobs[name.as_str()] else {
+            tracing::warn!(job = %name, %parent, "chained job no longer exists; not enqueued");
+            continue;
+        };
+        let mut run = crate::scheduler::execution_for(job, None, *at);
+        run.after = vec![*parent];
+        run.after_policy = AfterPolicy::Finished;
+        runs.push(run);
+    }
+    let refs: Vec<&NewExecution> = runs.iter().collect();
+    let now = crate::model::now_micros();
+    insert_executions::<D>(conn, &refs, now, pending).await?;
+    let edges: Vec<(Uuid, Uuid)> = runs.iter().map(|r| (r.id, r.after[0])).collect();
+    insert_edges::<D>(conn, &edges).await?;
+    D::notify(conn, "work").await?;
+    Ok(())
+}
+
 /// Inserts the next attempt of failed execution `id`, a copy of it that
 /// `next` says how to run, and links the two.
 async fn schedule_retry<D: Dialect>(
@@ -1276,9 +1858,11 @@ async fn schedule_retry<D: Dialect>(
     Sql::<D>::new(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
-         enqueued_at, run_at, queue, unique_key, unique_for_ms) \
+         enqueued_at, run_at, queue, unique_key, unique_for_ms, after_policy, workflow_id, \
+         step) \
          SELECT $1, job, handler, mode, payload, 'pending', $2, $3, backoff_base_ms, \
-         backoff_cap_ms, id, timeout_ms, priority, $4, $5, queue, unique_key, unique_for_ms \
+         backoff_cap_ms, id, timeout_ms, priority, $4, $5, queue, unique_key, unique_for_ms, \
+         after_policy, workflow_id, step \
          FROM executions WHERE id = $6",
     )
     .bind(new_id)

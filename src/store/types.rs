@@ -27,6 +27,8 @@ pub struct Claimed {
     /// The registered handler's spec (JSON) as of the claim, if registered;
     /// read with the claim so that starting a process costs no extra query.
     pub handler_spec: Option<String>,
+    /// Its parents' ends and outputs (the protocol's `inputs`).
+    pub inputs: Vec<jobvisor_worker::Input>,
 }
 
 impl Claimed {
@@ -137,6 +139,51 @@ pub struct Finished {
     pub status: Status,
     /// The retry scheduled for it, if any.
     pub retry: Option<Uuid>,
+}
+
+/// An execution's place in a graph: what it ran after, and what runs
+/// after it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Links {
+    /// The executions it runs after (the last attempt of each).
+    pub parents: Vec<Uuid>,
+    /// The executions that run after it.
+    pub children: Vec<Uuid>,
+}
+
+/// A workflow to insert with its steps' executions.
+#[derive(Clone, Debug)]
+pub struct NewWorkflow {
+    /// Its id (time-ordered UUIDv7).
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Its steps as submitted (JSON), kept to show it as it was defined.
+    pub spec: Value,
+}
+
+/// A stored workflow and where its steps stand.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct WorkflowInfo {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// When it was submitted.
+    pub created_at: crate::model::Timestamp,
+    /// When it was cancelled, if it was.
+    pub cancelled_at: Option<crate::model::Timestamp>,
+    /// How many steps stand in each status (the last attempt of each).
+    pub steps: std::collections::BTreeMap<Status, u64>,
+}
+
+/// What cancelling a workflow did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkflowCancel {
+    /// Steps that had not started, now cancelled.
+    pub cancelled: u64,
+    /// Running steps whose nodes were asked to stop them.
+    pub requested: u64,
 }
 
 /// Which executions to list.

@@ -83,6 +83,8 @@ pub struct ExecutionInfo {
     pub handler: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// Its parents' ends and outputs, if it ran after others.
+    pub inputs: Vec<crate::protocol::Input>,
 }
 
 struct ContextInner {
@@ -121,6 +123,13 @@ impl Context {
     /// The execution this context serves.
     pub fn execution(&self) -> &ExecutionInfo {
         &self.inner.info
+    }
+
+    /// The ends and outputs of the executions this one ran after (its
+    /// parents: `--after`, a workflow's `after`, a job's `--then`), in the
+    /// order of their ids; empty if it has none.
+    pub fn inputs(&self) -> &[crate::protocol::Input] {
+        &self.inner.info.inputs
     }
 
     async fn send(&self, message: WorkerMessage) {

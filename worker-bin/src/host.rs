@@ -169,6 +169,7 @@ fn run_one(
                     job: req.job,
                     handler: req.handler,
                     attempt: req.attempt,
+                    inputs: req.inputs,
                 };
                 let ctx = Context::new(info, token, tx.clone());
                 let outcome = AssertUnwindSafe(handler.call(ctx, req.payload))

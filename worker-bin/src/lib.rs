@@ -13,4 +13,4 @@ pub mod shim;
 pub use handler::{
     BoxFuture, Context, ErrorKind, ExecutionInfo, Handler, HandlerError, HandlerResult, Registry,
 };
-pub use protocol::{Level, Progress};
+pub use protocol::{Input, Level, Progress};

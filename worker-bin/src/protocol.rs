@@ -100,6 +100,24 @@ pub struct RunRequest {
     /// Wall-clock budget, when the execution has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The executions it ran after (its parents), with how they ended.
+    /// Absent when it has none; a worker may ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<Input>,
+}
+
+/// A parent's end, as its dependent receives it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Input {
+    /// The parent execution's UUID (its last attempt).
+    pub id: String,
+    /// The parent's handler.
+    pub handler: String,
+    /// How it ended: `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// Its output (`null` if it gave none).
+    #[serde(default)]
+    pub output: Value,
 }
 
 /// Supervisor -> worker messages.

@@ -1,0 +1,503 @@
+//! Workflows: a graph of steps, each an execution that runs after the
+//! steps it names, inserted in one transaction.
+//!
+//! A file (TOML or JSON) names the workflow and its `[[step]]`s:
+//!
+//! ```toml
+//! name = "nightly"
+//!
+//! [[step]]
+//! name = "extract"
+//! handler = "extract"
+//!
+//! [[step]]
+//! name = "load"
+//! handler = "load"
+//! after = ["extract"]
+//! retries = 2
+//! ```
+
+use crate::model::{AfterPolicy, Mode, Status};
+use crate::store::{NewWorkflow, Store, WorkflowInfo};
+use crate::submit::{self, RunSpec};
+use crate::Error;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use uuid::Uuid;
+
+/// A workflow definition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSpec {
+    /// What it is called (need not be unique).
+    pub name: String,
+    /// Its steps.
+    #[serde(rename = "step", alias = "steps", default)]
+    pub steps: Vec<StepSpec>,
+}
+
+/// One step: a run of a handler after other steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unique within the workflow.
+    pub name: String,
+    /// The handler to run.
+    pub handler: String,
+    /// Its input.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub payload: Value,
+    /// inproc or process; the handler's default if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Retries after a failed attempt.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Delay before the first retry (`"1s"`, doubling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
+    /// Wall-clock limit of each attempt (`"30s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Higher runs first.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub priority: i32,
+    /// The queue to wait in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The steps it runs after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// What their ends must be for it to run.
+    #[serde(default, skip_serializing_if = "is_default_policy")]
+    pub after_policy: AfterPolicy,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero_i32(v: &i32) -> bool {
+    *v == 0
+}
+
+fn is_default_policy(p: &AfterPolicy) -> bool {
+    *p == AfterPolicy::default()
+}
+
+impl WorkflowSpec {
+    /// Parses a workflow file: JSON if it starts with `{`, TOML otherwise.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let spec: WorkflowSpec = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text)
+                .map_err(|e| invalid(format!("invalid workflow JSON: {e}")))?
+        } else {
+            toml::from_str(text).map_err(|e| {
+                let msg = e.message().trim().to_string();
+                match e.span() {
+                    Some(span) => {
+                        let line = text[..span.start.min(text.len())].lines().count().max(1);
+                        invalid(format!("invalid workflow TOML at line {line}: {msg}"))
+                    }
+                    None => invalid(format!("invalid workflow TOML: {msg}")),
+                }
+            })?
+        };
+        spec.order()?;
+        Ok(spec)
+    }
+
+    /// The steps in dependency order (each after those it names; among the
+    /// ready ones, in the order given), or why there is none: no steps, a
+    /// duplicate name, an unknown step, or a cycle.
+    pub fn order(&self) -> Result<Vec<&StepSpec>, Error> {
+        if self.name.trim().is_empty() {
+            return Err(invalid("a workflow needs a name"));
+        }
+        if self.steps.is_empty() {
+            return Err(invalid(format!("workflow {:?} has no steps", self.name)));
+        }
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.steps.len());
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.name.is_empty() {
+                return Err(invalid(format!("step {} has an empty name", i + 1)));
+            }
+            if index.insert(s.name.as_str(), i).is_some() {
+                return Err(invalid(format!("duplicate step name {:?}", s.name)));
+            }
+        }
+        // Kahn's algorithm over step indices.
+        let mut missing = vec![0usize; self.steps.len()];
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
+        for (i, s) in self.steps.iter().enumerate() {
+            let parents: BTreeSet<usize> = s
+                .after
+                .iter()
+                .map(|p| {
+                    index.get(p.as_str()).copied().ok_or_else(|| {
+                        invalid(format!("step {:?} runs after unknown step {p:?}", s.name))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            missing[i] = parents.len();
+            for p in parents {
+                children[p].push(i);
+            }
+        }
+        let mut ready: BTreeSet<usize> =
+            (0..self.steps.len()).filter(|&i| missing[i] == 0).collect();
+        let mut order = Vec::with_capacity(self.steps.len());
+        while let Some(i) = ready.pop_first() {
+            order.push(&self.steps[i]);
+            for &c in &children[i] {
+                missing[c] -= 1;
+                if missing[c] == 0 {
+                    ready.insert(c);
+                }
+            }
+        }
+        if order.len() < self.steps.len() {
+            return Err(invalid(format!(
+                "steps form a cycle: {}",
+                self.cycle(&index, &missing).join(" -> ")
+            )));
+        }
+        Ok(order)
+    }
+
+    /// One cycle among the steps Kahn's algorithm could not order, as
+    /// names, the first repeated at the end.
+    fn cycle(&self, index: &HashMap<&str, usize>, missing: &[usize]) -> Vec<String> {
+        // Every unordered step has an unordered parent: walk parents until
+        // a step repeats.
+        let start = missing.iter().position(|&m| m > 0).unwrap_or(0);
+        let mut seen: HashMap<usize, usize> = HashMap::new();
+        let mut path = Vec::new();
+        let mut at = start;
+        while !seen.contains_key(&at) {
+            seen.insert(at, path.len());
+            path.push(at);
+            at = self.steps[at]
+                .after
+                .iter()
+                .filter_map(|p| index.get(p.as_str()).copied())
+                .find(|&p| missing[p] > 0)
+                .unwrap_or(at);
+        }
+        let mut cycle: Vec<String> = path[seen[&at]..]
+            .iter()
+            .rev()
+            .map(|&i| self.steps[i].name.clone())
+            .collect();
+        cycle.push(cycle[0].clone());
+        cycle
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
+
+/// A workflow just inserted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Submitted {
+    /// Its id.
+    pub id: Uuid,
+    /// Each step's execution, in dependency order.
+    pub steps: Vec<(String, Uuid)>,
+}
+
+/// Inserts `spec` (checked, its handlers resolved against `store` and
+/// `local`) and all its steps' executions in one transaction. Nothing is
+/// written if a step names an unknown handler or step, or the steps form
+/// a cycle.
+pub async fn submit(
+    store: &dyn Store,
+    local: &(dyn Fn(&str) -> bool + Sync),
+    spec: &WorkflowSpec,
+) -> Result<Submitted, Error> {
+    let order = spec.order()?;
+    let id = Uuid::now_v7();
+    let mut runs = Vec::with_capacity(order.len());
+    for s in &order {
+        let duration = |what: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(crate::model::parse_duration)
+                .transpose()
+                .map_err(|e| invalid(format!("step {:?}: {what}: {e}", s.name)))
+        };
+        let mut run = RunSpec {
+            mode: s.mode,
+            retries: s.retries,
+            timeout: duration("timeout", &s.timeout)?,
+            priority: s.priority,
+            after_policy: s.after_policy,
+            ..RunSpec::new(s.handler.clone(), s.payload.clone())
+        };
+        if let Some(b) = duration("backoff", &s.backoff)? {
+            run.backoff = b;
+        }
+        if let Some(q) = &s.queue {
+            run.queue = q.clone();
+        }
+        runs.push(run);
+    }
+    let mut execs = submit::prepare_many(store, local, runs)
+        .await
+        .map_err(|e| match e {
+            Error::UnknownHandler(h) => invalid(format!(
+                "unknown handler {h:?} (`jobvisor handler list` shows the registered ones)"
+            )),
+            other => other,
+        })?;
+    let ids: HashMap<&str, Uuid> = order
+        .iter()
+        .zip(&execs)
+        .map(|(s, e)| (s.name.as_str(), e.id))
+        .collect();
+    for (s, e) in order.iter().zip(&mut execs) {
+        e.after = s.after.iter().map(|p| ids[p.as_str()]).collect();
+        e.step = Some((id, s.name.clone()));
+    }
+    let stored = WorkflowSpec {
+        name: spec.name.clone(),
+        steps: order.iter().map(|s| (*s).clone()).collect(),
+    };
+    let workflow = NewWorkflow {
+        id,
+        name: spec.name.clone(),
+        spec: serde_json::to_value(&stored).expect("workflow specs serialize"),
+    };
+    store
+        .enqueue_workflow(&workflow, &execs, crate::model::now_micros())
+        .await?;
+    Ok(Submitted {
+        id,
+        steps: order
+            .iter()
+            .zip(&execs)
+            .map(|(s, e)| (s.name.clone(), e.id))
+            .collect(),
+    })
+}
+
+/// A workflow's overall status, from its steps' (last attempts').
+///
+/// `pending` until a step starts; `running` while any has not ended (or
+/// `cancelling`, once cancelled, until its running steps stop); then
+/// `failed` if a step failed, else `cancelled` if one was cancelled, else
+/// `succeeded`.
+pub fn overall(info: &WorkflowInfo) -> &'static str {
+    let n = |s: Status| info.steps.get(&s).copied().unwrap_or(0);
+    let active = n(Status::Waiting) + n(Status::Pending) + n(Status::Running);
+    let ended = n(Status::Succeeded) + n(Status::Failed) + n(Status::Cancelled);
+    if active > 0 {
+        if info.cancelled_at.is_some() {
+            "cancelling"
+        } else if n(Status::Running) > 0 || ended > 0 {
+            "running"
+        } else {
+            "pending"
+        }
+    } else if n(Status::Failed) > 0 {
+        "failed"
+    } else if n(Status::Cancelled) > 0 {
+        "cancelled"
+    } else {
+        "succeeded"
+    }
+}
+
+/// A workflow in a list: where its steps stand, and its overall status.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    /// As stored.
+    #[serde(flatten)]
+    pub info: WorkflowInfo,
+    /// See [`overall`].
+    pub status: &'static str,
+}
+
+impl From<WorkflowInfo> for Summary {
+    fn from(info: WorkflowInfo) -> Self {
+        let status = overall(&info);
+        Self { info, status }
+    }
+}
+
+/// A workflow shown in full: its steps in dependency order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct View {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// See [`overall`].
+    pub status: &'static str,
+    /// When it was submitted.
+    pub created_at: crate::model::Timestamp,
+    /// When it was cancelled, if it was.
+    pub cancelled_at: Option<crate::model::Timestamp>,
+    /// Its steps, each after those it runs after.
+    pub steps: Vec<StepView>,
+}
+
+/// One step of a [`View`]: its definition and its last attempt.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepView {
+    /// The step's name.
+    pub name: String,
+    /// Its handler.
+    pub handler: String,
+    /// The steps it runs after.
+    pub after: Vec<String>,
+    /// What their ends must be for it to run.
+    pub after_policy: AfterPolicy,
+    /// Its execution (the last attempt); `None` once retention removed it.
+    pub execution: Option<Uuid>,
+    /// The execution's status.
+    pub status: Option<Status>,
+    /// Which attempt.
+    pub attempt: Option<u32>,
+    /// When it started.
+    pub started_at: Option<crate::model::Timestamp>,
+    /// When it ended.
+    pub finished_at: Option<crate::model::Timestamp>,
+    /// Why it failed or was cancelled.
+    pub error: Option<String>,
+    /// Its output.
+    pub output: Option<Value>,
+}
+
+impl View {
+    /// Joins a stored workflow's definition with its steps' executions.
+    pub fn new(info: WorkflowInfo, spec: &Value, execs: Vec<crate::model::Execution>) -> Self {
+        let steps: Vec<StepSpec> = spec
+            .get("step")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let mut by_step: HashMap<String, crate::model::Execution> = execs
+            .into_iter()
+            .filter_map(|e| e.step.clone().map(|s| (s, e)))
+            .collect();
+        Self {
+            id: info.id,
+            name: info.name.clone(),
+            status: overall(&info),
+            created_at: info.created_at,
+            cancelled_at: info.cancelled_at,
+            steps: steps
+                .into_iter()
+                .map(|s| {
+                    let e = by_step.remove(&s.name);
+                    StepView {
+                        handler: s.handler,
+                        after: s.after,
+                        after_policy: s.after_policy,
+                        execution: e.as_ref().map(|e| e.id),
+                        status: e.as_ref().map(|e| e.status),
+                        attempt: e.as_ref().map(|e| e.attempt),
+                        started_at: e.as_ref().and_then(|e| e.started_at),
+                        finished_at: e.as_ref().and_then(|e| e.finished_at),
+                        error: e.as_ref().and_then(|e| e.error.clone()),
+                        output: e.and_then(|e| e.output),
+                        name: s.name,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(steps: &[(&str, &[&str])]) -> WorkflowSpec {
+        WorkflowSpec {
+            name: "w".into(),
+            steps: steps
+                .iter()
+                .map(|(name, after)| StepSpec {
+                    name: name.to_string(),
+                    handler: "noop".into(),
+                    payload: Value::Null,
+                    mode: None,
+                    retries: 0,
+                    backoff: None,
+                    timeout: None,
+                    priority: 0,
+                    queue: None,
+                    after: after.iter().map(|s| s.to_string()).collect(),
+                    after_policy: AfterPolicy::Success,
+                })
+                .collect(),
+        }
+    }
+
+    fn names(spec: &WorkflowSpec) -> Vec<&str> {
+        spec.order()
+            .unwrap()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn steps_are_ordered_after_their_parents_and_otherwise_as_given() {
+        let s = spec(&[("load", &["a", "b"]), ("b", &[]), ("a", &["b"]), ("z", &[])]);
+        assert_eq!(names(&s), ["b", "z", "a", "load"]);
+    }
+
+    #[test]
+    fn a_cycle_is_refused_and_named() {
+        let s = spec(&[("a", &["c"]), ("b", &["a"]), ("c", &["b"]), ("d", &[])]);
+        let e = s.order().unwrap_err().to_string();
+        assert!(e.starts_with("steps form a cycle: "), "{e}");
+        // The cycle, in the direction the steps run, closed.
+        let cycle: Vec<&str> = e["steps form a cycle: ".len()..].split(" -> ").collect();
+        assert_eq!(cycle.len(), 4, "{e}");
+        assert_eq!(cycle.first(), cycle.last(), "{e}");
+        for step in ["a", "b", "c"] {
+            assert!(cycle.contains(&step), "{e}");
+        }
+        let s = spec(&[("a", &["a"])]);
+        assert_eq!(
+            s.order().unwrap_err().to_string(),
+            "steps form a cycle: a -> a"
+        );
+    }
+
+    #[test]
+    fn unknown_and_duplicate_steps_are_refused() {
+        let e = spec(&[("a", &["nope"])]).order().unwrap_err().to_string();
+        assert_eq!(e, r#"step "a" runs after unknown step "nope""#);
+        let e = spec(&[("a", &[]), ("a", &[])])
+            .order()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, r#"duplicate step name "a""#);
+        let e = spec(&[]).order().unwrap_err().to_string();
+        assert_eq!(e, r#"workflow "w" has no steps"#);
+    }
+
+    #[test]
+    fn toml_and_json_files_read_alike() {
+        let toml = "name = \"etl\"\n[[step]]\nname = \"e\"\nhandler = \"noop\"\n\
+                    [[step]]\nname = \"l\"\nhandler = \"noop\"\nafter = [\"e\"]\n\
+                    after_policy = \"finished\"\ntimeout = \"30s\"\nretries = 2\n";
+        let json = r#"{"name": "etl", "step": [{"name": "e", "handler": "noop"},
+            {"name": "l", "handler": "noop", "after": ["e"], "after_policy": "finished",
+             "timeout": "30s", "retries": 2}]}"#;
+        let a = WorkflowSpec::parse(toml).unwrap();
+        assert_eq!(a, WorkflowSpec::parse(json).unwrap());
+        assert_eq!(a.steps[1].after_policy, AfterPolicy::Finished);
+        let e = WorkflowSpec::parse("name = \"x\"\n[[step]]\nname = \"a\"\nhandlr = \"noop\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("invalid workflow TOML at line 4: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
