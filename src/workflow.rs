@@ -97,7 +97,8 @@ impl WorkflowSpec {
                 let msg = e.message().trim().to_string();
                 match e.span() {
                     Some(span) => {
-                        let line = text[..span.start.min(text.len())].lines().count().max(1);
+                        let before = &text.as_bytes()[..span.start.min(text.len())];
+                        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
                         invalid(format!("invalid workflow TOML at line {line}: {msg}"))
                     }
                     None => invalid(format!("invalid workflow TOML: {msg}")),
@@ -448,7 +449,7 @@ mod tests {
     #[test]
     fn steps_are_ordered_after_their_parents_and_otherwise_as_given() {
         let s = spec(&[("load", &["a", "b"]), ("b", &[]), ("a", &["b"]), ("z", &[])]);
-        assert_eq!(names(&s), ["b", "z", "a", "load"]);
+        assert_eq!(names(&s), ["b", "a", "load", "z"]);
     }
 
     #[test]

@@ -329,9 +329,7 @@ fn command_line(command: &str, t: &Table) -> Result<Vec<String>, String> {
 }
 
 fn clap_message(e: clap::Error) -> String {
-    let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid").trim();
-    first.strip_prefix("error: ").unwrap_or(first).to_string()
+    super::one_line(&e)
 }
 
 #[derive(clap::Parser)]

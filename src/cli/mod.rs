@@ -87,6 +87,23 @@ fn is_runtime(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A clap error in one line: its first line without the `error: ` prefix,
+/// and, where that line only introduces a list (`...not provided:`), the
+/// list's items.
+pub(crate) fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid usage");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    if !first.ends_with(':') {
+        return first.to_string();
+    }
+    let items: Vec<&str> = lines
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .collect();
+    format!("{first} {}", items.join(", "))
+}
+
 /// Shorthand for a bad-input error.
 pub(crate) fn input(msg: impl Into<String>) -> CliError {
     CliError::Input(msg.into())
@@ -102,11 +119,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line: clap's first line, without its "error: " prefix.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid usage");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("jobvisor: {first} (see --help)");
+            eprintln!("jobvisor: {} (see --help)", one_line(&e));
             return ExitCode::from(2);
         }
     };
