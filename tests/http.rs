@@ -450,3 +450,117 @@ async fn the_event_stream_reports_executions_starting_and_finishing() {
     assert_eq!(states[0]["status"], "running");
     assert_eq!(states[1]["status"], "succeeded");
 }
+
+/// The workflow routes and `after` on POST /v1/executions: happy paths and
+/// their errors, over a real serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_and_dependencies_over_http() {
+    let env = Env::new();
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let store = env.store().await;
+
+    let body = r#"{"name": "api", "step": [
+        {"name": "a", "handler": "echo", "payload": {"x": 1}},
+        {"name": "b", "handler": "echo", "after": ["a"], "retries": 1, "timeout": "30s"}
+    ]}"#;
+    let r = post(&addr, "/v1/workflows", body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let steps = r.json()["steps"].clone();
+    assert_eq!(steps[0][0], "a");
+    let b: uuid::Uuid = steps[1][1].as_str().unwrap().parse().unwrap();
+    assert_eq!(finished(store.as_ref(), b).await.status, Status::Succeeded);
+    let shown = eventually("the workflow to succeed", || async {
+        let v = get(&addr, &format!("/v1/workflows/{id}")).json();
+        (v["status"] == "succeeded").then_some(v)
+    })
+    .await;
+    assert_eq!(shown["steps"][1]["after"], json!(["a"]));
+    assert_eq!(shown["steps"][0]["output"], json!({"x": 1}));
+    let list = get(&addr, "/v1/workflows?limit=5").json();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["steps"]["succeeded"], 2);
+    // The execution shows its links.
+    let e = get(&addr, &format!("/v1/executions/{b}")).json();
+    assert_eq!(e["parents"].as_array().unwrap().len(), 1);
+    assert_eq!(e["workflow_id"], id.as_str());
+    assert_eq!(e["step"], "b");
+
+    // Refused whole: 400 and nothing written.
+    for bad in [
+        r#"{"name": "c", "step": [{"name": "a", "handler": "noop", "after": ["a"]}]}"#,
+        r#"{"name": "u", "step": [{"name": "a", "handler": "nope"}]}"#,
+        r#"{"name": "d", "step": [{"name": "a", "handler": "noop"}, {"name": "a", "handler": "noop"}]}"#,
+        r#"{"name": "x", "step": [{"name": "a", "handler": "noop", "after": ["zz"]}]}"#,
+        r#"{"step": []}"#,
+        r#"{"name": "f", "steps": [{"name": "a", "handler": "noop", "colour": 1}]}"#,
+    ] {
+        let r = post(&addr, "/v1/workflows", bad);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid"),
+            "{bad}: {}",
+            r.body
+        );
+    }
+    assert_eq!(
+        get(&addr, "/v1/workflows").json().as_array().unwrap().len(),
+        1
+    );
+    let ghost = uuid::Uuid::now_v7();
+    assert_eq!(get(&addr, &format!("/v1/workflows/{ghost}")).status, 404);
+    assert_eq!(
+        post(&addr, &format!("/v1/workflows/{ghost}/cancel"), "").status,
+        404
+    );
+    assert_eq!(get(&addr, "/v1/workflows/nope").status, 400);
+
+    // Cancel: a sleeping step stops, its dependent is cancelled.
+    let r = post(
+        &addr,
+        "/v1/workflows",
+        r#"{"name": "slow", "step": [{"name": "s", "handler": "sleep", "payload": {"ms": 60000}},
+            {"name": "t", "handler": "noop", "after": ["s"]}]}"#,
+    );
+    let slow = r.json()["id"].as_str().unwrap().to_string();
+    let s: uuid::Uuid = r.json()["steps"][0][1].as_str().unwrap().parse().unwrap();
+    running(store.as_ref(), s).await;
+    let r = post(
+        &addr,
+        &format!("/v1/workflows/{slow}/cancel"),
+        r#"{"reason": "api"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.json()["cancelled"].clone(), r.json()["requested"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(finished(store.as_ref(), s).await.status, Status::Cancelled);
+
+    // after / after_policy on POST /v1/executions.
+    let parent = post(&addr, "/v1/executions", r#"{"handler":"fail"}"#).json()["id"].clone();
+    let body = json!({"handler": "noop", "after": [parent], "after_policy": "finished"});
+    let r = post(&addr, "/v1/executions", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.body);
+    let child: uuid::Uuid = r.json()["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        finished(store.as_ref(), child).await.status,
+        Status::Succeeded
+    );
+    for bad in [
+        json!({"handler": "noop", "after": [ghost]}),
+        json!({"handler": "noop", "after": ["nope"]}),
+        json!({"handler": "noop", "after_policy": "finished"}),
+        json!({"handler": "noop", "after": [parent], "after_policy": "sometimes"}),
+        json!({"handler": "noop", "after": [parent], "unique_key": "k", "replace": true}),
+    ] {
+        let r = post(&addr, "/v1/executions", &bad.to_string());
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid"),
+            "{bad}: {}",
+            r.body
+        );
+    }
+}

@@ -393,3 +393,65 @@ async fn a_burst_of_changes_is_coalesced_and_the_stop_still_arrives() {
         .expect("the supervisor stops")
         .unwrap();
 }
+
+/// `RunSpec::after` and `Supervisor::workflow` from Rust: a library
+/// handler reads its parents' outputs through `Context::inputs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_handler_reads_its_parents_outputs_through_context_inputs() {
+    let env = Env::new();
+    let (sup, stop, task) = start(&env, |b| {
+        b.register(
+            "sum",
+            |ctx: jobvisor::Context, _p: serde_json::Value| async move {
+                let total: i64 = ctx
+                    .inputs()
+                    .iter()
+                    .map(|i| i.output["n"].as_i64().unwrap_or(0))
+                    .sum();
+                Ok(json!({"total": total, "parents": ctx.inputs().len()}))
+            },
+        )
+    })
+    .await;
+    let store = sup.store().clone();
+    let a = sup
+        .enqueue(RunSpec::new("echo", json!({"n": 2})))
+        .await
+        .unwrap();
+    let b = sup
+        .enqueue(RunSpec::new("echo", json!({"n": 5})))
+        .await
+        .unwrap();
+    let sum = sup
+        .enqueue(RunSpec::new("sum", json!(null)).after(a).after(b))
+        .await
+        .unwrap();
+    let e = finished(store.as_ref(), sum).await;
+    assert_eq!(e.output, Some(json!({"total": 7, "parents": 2})));
+
+    let spec = jobvisor::workflow::WorkflowSpec::parse(
+        r#"{"name": "lib", "step": [
+            {"name": "one", "handler": "echo", "payload": {"n": 1}},
+            {"name": "two", "handler": "echo", "mode": "process", "payload": {"n": 10}},
+            {"name": "sum", "handler": "sum", "after": ["one", "two"]}
+        ]}"#,
+    )
+    .unwrap();
+    let done = sup.workflow(&spec).await.unwrap();
+    assert_eq!(done.steps.len(), 3);
+    let (_, last) = done.steps.last().unwrap();
+    let e = finished(store.as_ref(), *last).await;
+    assert_eq!(e.output, Some(json!({"total": 11, "parents": 2})));
+    // An unknown handler writes nothing.
+    let bad = jobvisor::workflow::WorkflowSpec::parse(
+        r#"{"name": "bad", "step": [{"name": "x", "handler": "missing"}]}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        sup.workflow(&bad).await,
+        Err(jobvisor::Error::Invalid(_))
+    ));
+    assert_eq!(store.workflows(10).await.unwrap().len(), 1);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}

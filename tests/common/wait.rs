@@ -34,6 +34,18 @@ pub async fn finished(store: &dyn Store, id: Uuid) -> Execution {
     }
 }
 
+/// Waits until the execution is running; returns it.
+pub async fn running(store: &dyn Store, id: Uuid) -> Execution {
+    eventually(&format!("execution {id} to run"), || async {
+        store
+            .execution(id)
+            .await
+            .unwrap()
+            .filter(|e| e.status == jobvisor::Status::Running)
+    })
+    .await
+}
+
 /// Waits until the execution is running with a pid; returns it.
 pub async fn running_with_pid(store: &dyn Store, id: Uuid) -> Execution {
     eventually(&format!("execution {id} to run"), || async {
