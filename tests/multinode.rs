@@ -426,3 +426,101 @@ async fn fifty_enqueues_of_one_key_through_three_nodes_make_one_execution() {
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0].unique_key.as_deref(), Some("only-one"));
 }
+
+/// A workflow (1 -> 60 -> 1 -> 20 -> 1 steps) on three nodes, one of them
+/// killed while it runs steps: every step ends in exactly one succeeded
+/// attempt, each attempt's side effect happens at most once, and no step
+/// starts before all of its parents have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_survives_a_node_killed_mid_run_with_no_step_lost_or_run_twice() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let env = pg_env(&url);
+    env.ok(&["migrate"]);
+    let log = add_mark_handler(&env, "sleep 0.1; ");
+    let step = |name: String, after: Vec<String>| {
+        serde_json::json!({"name": name, "handler": "mark", "retries": 3, "backoff": "50ms",
+                           "after": after})
+    };
+    let middle: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
+    let leaves: Vec<String> = (0..20).map(|i| format!("l{i}")).collect();
+    let mut steps = vec![step("root".into(), vec![])];
+    steps.extend(middle.iter().map(|m| step(m.clone(), vec!["root".into()])));
+    steps.push(step("join".into(), middle.clone()));
+    steps.extend(leaves.iter().map(|l| step(l.clone(), vec!["join".into()])));
+    steps.push(step("end".into(), leaves.clone()));
+    let file = env.path("dag.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"name": "dag", "step": steps}).to_string(),
+    )
+    .unwrap();
+
+    let lease = ["--node-lease", "3s", "--concurrency", "4"];
+    let mut nodes: Vec<Serve> = (0..3).map(|_| env.serve(&lease)).collect();
+    let id = env.ok(&["workflow", "run", &file.display().to_string()]);
+    let id = uuid::Uuid::parse_str(id.trim()).unwrap();
+    let store = env.store().await;
+    // Once a dozen middle steps are done, kill a node that is running one.
+    let victim_pid = eventually("a node running a middle step", || async {
+        let (info, _, execs) = store.workflow(id).await.unwrap()?;
+        if info.steps.get(&Status::Succeeded).copied().unwrap_or(0) < 12 {
+            return None;
+        }
+        let node = execs
+            .iter()
+            .find(|e| e.status == Status::Running && e.step.as_deref() != Some("root"))?
+            .node
+            .clone()?;
+        let live = store.live_nodes(0).await.unwrap();
+        live.into_iter()
+            .find(|n| n.id == node)
+            .map(|n| n.pid as i32)
+    })
+    .await;
+    let at = nodes.iter().position(|n| n.pid() == victim_pid).unwrap();
+    let mut victim = nodes.remove(at);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+
+    let (info, _, execs) = eventually("the workflow to end", || async {
+        let w = store.workflow(id).await.unwrap()?;
+        (jobvisor::workflow::overall(&w.0) != "running").then_some(w)
+    })
+    .await;
+    assert_eq!(jobvisor::workflow::overall(&info), "succeeded", "{info:?}");
+    assert_eq!(execs.len(), 83);
+    // Each step: earlier attempts interrupted or failed, the last succeeded,
+    // and it started after every parent's last attempt ended.
+    let mut interrupted = 0;
+    let mut attempts = 0;
+    for e in &execs {
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        let mut a = e.clone();
+        while let Some(prev) = a.previous_id {
+            a = store.execution(prev).await.unwrap().unwrap();
+            assert!(a.interrupted || a.status == Status::Failed, "{a:?}");
+            interrupted += a.interrupted as usize;
+            attempts += 1;
+        }
+        attempts += 1;
+        for p in store.links(e.id).await.unwrap().parents {
+            let p = store.execution(p).await.unwrap().unwrap();
+            assert_eq!(p.status, Status::Succeeded);
+            assert!(
+                p.finished_at.unwrap() <= e.started_at.unwrap(),
+                "{e:?} before {p:?}"
+            );
+        }
+    }
+    assert!(interrupted >= 1, "the killed node had a step in flight");
+    // Each attempt's side effect at most once (marks() checks), and no more
+    // attempts than recorded.
+    let lines = marks(&log);
+    assert!(
+        lines.len() >= execs.len() && lines.len() <= attempts,
+        "{} marks, {attempts} attempts",
+        lines.len()
+    );
+}
