@@ -47,14 +47,16 @@ pub struct Relay {
 
 impl Relay {
     /// Starts the writer task. Finished executions are announced on
-    /// `finished` after their rows are committed.
+    /// `finished` after their rows are committed; `released` is called
+    /// when a write made other executions ready (dependents, chained jobs).
     pub fn start(
         store: Arc<dyn Store>,
         capacity: usize,
         finished: broadcast::Sender<Finished>,
+        released: Arc<dyn Fn() + Send + Sync>,
     ) -> (Relay, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity);
-        let task = tokio::spawn(write_loop(store, rx, finished));
+        let task = tokio::spawn(write_loop(store, rx, finished, released));
         let bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
         (Relay { tx, bytes }, task)
     }
@@ -96,6 +98,7 @@ async fn write_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<RelayMsg>,
     finished: broadcast::Sender<Finished>,
+    released: Arc<dyn Fn() + Send + Sync>,
 ) {
     let mut progress: HashMap<Uuid, ProgressState> = HashMap::new();
     let mut flushes = Vec::new();
@@ -148,6 +151,9 @@ async fn write_loop(
         };
         batch = Batch::default();
         permits.clear();
+        if done.iter().any(|f| f.released) {
+            released();
+        }
         for f in done {
             let _ = finished.send(f);
         }

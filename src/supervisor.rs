@@ -255,7 +255,16 @@ impl Supervisor {
             SAID.call_once(|| tracing::info!("{}", crate::runner::cgroup::detect().describe()));
         }
         let (finished, _) = broadcast::channel(4096);
-        let (relay, _task) = Relay::start(store.clone(), config.relay_capacity, finished.clone());
+        let (to_dispatcher, dispatcher_inbox) = mpsc::channel(MAILBOX);
+        // A completion that readied dependents wakes this node's claims.
+        let wake = to_dispatcher.clone();
+        let released = Arc::new(move || tell(&wake, ToDispatcher::Wake));
+        let (relay, _task) = Relay::start(
+            store.clone(),
+            config.relay_capacity,
+            finished.clone(),
+            released,
+        );
         maintenance::rescue(store.as_ref(), &node, config.node_lease, &relay).await?;
         let worker_program = config
             .worker_program
@@ -278,7 +287,6 @@ impl Supervisor {
             dispatcher: now.into(),
             running: 0.into(),
         });
-        let (to_dispatcher, dispatcher_inbox) = mpsc::channel(MAILBOX);
         let (to_scheduler, scheduler_inbox) = mpsc::channel(MAILBOX);
         let (to_maintenance, maintenance_inbox) = mpsc::channel(MAILBOX);
         let actors = Actors {
@@ -399,6 +407,7 @@ impl Supervisor {
         let Some(done) = store.cancel_workflow(id, reason, now_micros()).await? else {
             return Ok(None);
         };
+        self.wake();
         if done.requested > 0 {
             if let Some((_, _, steps)) = store.workflow(id).await? {
                 for e in steps.iter().filter(|e| e.status == Status::Running) {
@@ -420,9 +429,14 @@ impl Supervisor {
             .store()
             .request_cancel(id, reason, now_micros())
             .await?;
-        if r == CancelRequest::Requested {
-            let reason = reason.to_string();
-            tell(&self.shared.dispatcher, ToDispatcher::Cancel { id, reason });
+        match r {
+            CancelRequest::Requested => {
+                let reason = reason.to_string();
+                tell(&self.shared.dispatcher, ToDispatcher::Cancel { id, reason });
+            }
+            // Dependents that run however it ended may be ready now.
+            CancelRequest::CancelledPending => self.wake(),
+            _ => {}
         }
         Ok(r)
     }

@@ -518,3 +518,41 @@ async fn cancelling_a_workflow_stops_its_running_steps_and_cancels_the_rest() {
         "{out}"
     );
 }
+
+/// `bench --scenario workflow` runs end to end (small sizes) and reports
+/// every figure.
+#[test]
+fn the_workflow_bench_reports_its_figures() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "bench",
+        "--scenario",
+        "workflow",
+        "--fanout",
+        "300",
+        "--chain",
+        "40",
+        "--keys",
+        "200",
+        "--json",
+    ]);
+    let r = json_of(&out);
+    assert_eq!(r["database"], "sqlite");
+    for field in [
+        "fanout_insert_s",
+        "fanout_total_s",
+        "fanout_plain_s",
+        "chain_s",
+        "chain_plain_s",
+        "chain_by_client_s",
+        "plain_enqueue_per_s",
+        "hot_key_enqueue_per_s",
+        "distinct_keys_enqueue_per_s",
+    ] {
+        assert!(r[field].as_f64().unwrap() > 0.0, "{field}: {r}");
+    }
+    // The fan-in started after its last parent ended.
+    assert!(r["fanin_start_ms"].as_f64().unwrap() >= 0.0, "{r}");
+    let bad = env.cli(&["bench", "--scenario", "workflow", "--chain", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

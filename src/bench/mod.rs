@@ -17,6 +17,7 @@ use jobvisor::model::Mode;
 use jobvisor::store::ExecFilter;
 
 mod spawn;
+mod workflow;
 use clap::Args;
 use jobvisor::{RunSpec, Supervisor};
 use jobvisor_worker::{Context, ExecutionInfo, Registry};
@@ -40,6 +41,9 @@ pub enum Scenario {
     Rescue,
     /// What each process isolation option costs per spawn.
     Spawn,
+    /// Dependencies and unique keys: fan-out/fan-in, a chain, and unique
+    /// enqueues, each against the same work without them.
+    Workflow,
 }
 
 /// A way of running executions that `bench` measures.
@@ -126,6 +130,15 @@ pub struct BenchArgs {
     /// in the spawning process (fork copies its page tables).
     #[arg(long, default_value = "1G", value_parser = jobvisor::model::parse_bytes)]
     pub ballast: u64,
+    /// Workflow scenario: steps between the fan-out and the fan-in.
+    #[arg(long, default_value_t = 10_000)]
+    pub fanout: usize,
+    /// Workflow scenario: links in the chain.
+    #[arg(long, default_value_t = 1_000)]
+    pub chain: usize,
+    /// Workflow scenario: enqueues per unique-key case.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: usize,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -165,6 +178,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Cron => return bench_cron(database, &a).await,
         Scenario::Rescue => return bench_rescue(database, &a).await,
         Scenario::Spawn => return spawn::bench_spawn(&a).await,
+        Scenario::Workflow => return workflow::bench_workflow(database, &a).await,
         Scenario::Modes => {}
     }
     let payload: Value = serde_json::from_str(&a.payload)

@@ -667,12 +667,13 @@ async fn cancel_unstarted<D: Dialect>(
 /// its policy asks for success and one did not succeed, is cancelled with
 /// `upstream ID failed`, which ends it in turn for its own children. Runs
 /// in the transaction that records the ends, so a child becomes ready
-/// exactly once, whichever node ended its last parent.
+/// exactly once, whichever node ended its last parent. Returns whether any
+/// became ready.
 async fn settle<D: Dialect>(
     conn: &mut Conn<D>,
     mut ended: Vec<(Uuid, Status)>,
     now: Micros,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut woke = false;
     while !ended.is_empty() {
         let status_of: HashMap<Uuid, Status> = ended.iter().copied().collect();
@@ -752,7 +753,7 @@ async fn settle<D: Dialect>(
     if woke {
         D::notify(conn, "work").await?;
     }
-    Ok(())
+    Ok(woke)
 }
 
 #[async_trait]
@@ -1096,7 +1097,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             q.execute(&mut tx).await?;
         }
         let mut finished = Vec::with_capacity(batch.completions.len());
-        let (mut ended, mut chained) = (Vec::new(), Vec::new());
+        let (mut ended, mut chained, mut promoted) = (Vec::new(), Vec::new(), false);
         for chunk in batch.completions.chunks(rows_per_statement(10)) {
             // Only a running execution can complete: a late or duplicate
             // completion (e.g. after a rescue) changes nothing.
@@ -1167,7 +1168,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                 };
                 if let Some(key) = &a.key {
                     let next = key_next(retry, a.hold, c.finished_at);
-                    release_key::<D>(&mut tx, key, c.id, next).await?;
+                    promoted |= release_key::<D>(&mut tx, key, c.id, next).await?;
                 }
                 let status = c.outcome.status();
                 if retry.is_none() {
@@ -1183,11 +1184,18 @@ impl<D: Dialect> Store for SqlStore<D> {
                     id: c.id,
                     status,
                     retry,
+                    released: false,
                 });
             }
         }
-        settle::<D>(&mut tx, ended, crate::model::now_micros()).await?;
-        enqueue_chained::<D>(&mut tx, &chained).await?;
+        let mut released = settle::<D>(&mut tx, ended, crate::model::now_micros()).await?;
+        released |= enqueue_chained::<D>(&mut tx, &chained).await?;
+        released |= promoted;
+        if released {
+            for f in &mut finished {
+                f.released = true;
+            }
+        }
         tx.commit().await?;
         Ok(finished)
     }
@@ -1809,13 +1817,13 @@ async fn hand_on_edges<D: Dialect>(
 
 /// Enqueues the jobs chained to executions that ended: `(parent, job,
 /// when)`, each a run of `job` after `parent`. A job removed since is
-/// passed over.
+/// passed over. Returns whether any was enqueued.
 async fn enqueue_chained<D: Dialect>(
     conn: &mut Conn<D>,
     chained: &[(Uuid, String, Micros)],
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     if chained.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut jobs: HashMap<&str, Option<Job>> = HashMap::new();
     let mut runs = Vec::with_capacity(chained.len());
@@ -1843,7 +1851,7 @@ async fn enqueue_chained<D: Dialect>(
     let edges: Vec<(Uuid, Uuid)> = runs.iter().map(|r| (r.id, r.after[0])).collect();
     insert_edges::<D>(conn, &edges).await?;
     D::notify(conn, "work").await?;
-    Ok(())
+    Ok(!runs.is_empty())
 }
 
 /// Inserts the next attempt of failed execution `id`, a copy of it that
@@ -1933,13 +1941,13 @@ enum KeyNext {
 
 /// Hands on or gives up the unique key `key` that execution `id` held. An
 /// execution waiting to follow it takes the key over and becomes pending
-/// (unless `id` is retried: the retry holds on).
+/// (unless `id` is retried: the retry holds on); returns whether one did.
 async fn release_key<D: Dialect>(
     conn: &mut Conn<D>,
     key: &str,
     id: Uuid,
     next: KeyNext,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     if !matches!(next, KeyNext::Retry(_)) {
         let promoted = Sql::<D>::new(
             "UPDATE unique_keys SET execution_id = next_id, next_id = NULL, held_until = NULL \
@@ -1958,7 +1966,7 @@ async fn release_key<D: Dialect>(
             .execute(&mut *conn)
             .await?;
             D::notify(conn, "work").await?;
-            return Ok(());
+            return Ok(true);
         }
     }
     let q = Sql::<D>::new(match next {
@@ -1978,7 +1986,7 @@ async fn release_key<D: Dialect>(
         KeyNext::Free => q,
     };
     q.execute(conn).await?;
-    Ok(())
+    Ok(false)
 }
 
 /// Where an execution's key goes when it ended at `at` (its retry, if any).

@@ -139,6 +139,9 @@ pub struct Finished {
     pub status: Status,
     /// The retry scheduled for it, if any.
     pub retry: Option<Uuid>,
+    /// Whether the transaction that recorded it made other executions
+    /// ready to run now: dependents, chained jobs, a unique key's follower.
+    pub released: bool,
 }
 
 /// An execution's place in a graph: what it ran after, and what runs
