@@ -1,6 +1,7 @@
 """A chaos run against a real deployment: three `jobvisor serve` nodes on
 one PostgreSQL database, a stream of process, pooled and inproc
-executions with side effects, a one-second cron and a daemon; faults at
+executions with side effects, diamond workflows (a -> b, c -> d), a
+one-second cron and a daemon; faults at
 random (SIGKILL and restart of a node, SIGSTOP/SIGCONT, SIGKILL of a
 worker, a node cut from the database for 15 s); then the invariants.
 
@@ -206,6 +207,7 @@ class Chaos:
         self.relays = [Relay(host, port) for _ in range(args.nodes)]
         self.node_urls = [f"postgres://{cred}@127.0.0.1:{r.port}/{self.db}" for r in self.relays]
         self.enqueued = []
+        self.workflows = []
         self.faults = collections.Counter()
         self.violations = []
         self.pending_checks = []
@@ -213,9 +215,9 @@ class Chaos:
         self.stop_load = threading.Event()
         self.daemon_samples = 0
 
-    def cli(self, *args, check=True):
+    def cli(self, *args, check=True, stdin=None):
         out = subprocess.run([self.bin, "--database", self.url, *args],
-                             capture_output=True, text=True,
+                             capture_output=True, text=True, input=stdin,
                              env={**os.environ, "NO_COLOR": "1"})
         if check and out.returncode != 0:
             raise RuntimeError(f"jobvisor {' '.join(args)}: {out.stderr.strip()}")
@@ -246,10 +248,36 @@ class Chaos:
         self.nodes = [Node(i + 1, self.args.bin_dir, self.node_urls[i], self.workdir)
                       for i in range(self.args.nodes)]
 
+    def workflow(self, payload):
+        # A diamond (a -> b, c -> d) across the modes, every step retried.
+        def step(name, handler, after, extra=None):
+            s = {"name": name, "handler": handler, "retries": 20, "backoff": "100ms",
+                 "after": after}
+            if handler == "append":
+                s["payload"] = json.loads(payload)
+            s.update(extra or {})
+            return s
+        wf = {"name": "chaos-diamond", "step": [
+            step("a", "effect-sh", []),
+            step("b", "append", ["a"]),
+            step("c", "append", ["a"], {"mode": "inproc"}),
+            step("d", "effect-sh", ["b", "c"]),
+        ]}
+        out = self.cli("workflow", "run", "-", stdin=json.dumps(wf))
+        with self.lock:
+            self.workflows.append(out.strip())
+
     def load(self):
         kinds = [("effect-sh", []), ("append", []), ("append", ["--mode", "inproc"])]
         payload = json.dumps({"path": self.effects, "lines": 4, "ms": 200})
+        rounds = 0
         while not self.stop_load.is_set():
+            rounds += 1
+            if rounds % 10 == 0:
+                try:
+                    self.workflow(payload)
+                except RuntimeError as e:
+                    log(f"workflow submit failed (retried later): {e}")
             handler, extra = self.rng.choice(kinds)
             args = ["run", handler, "--retries", "20", "--backoff", "100ms", *extra]
             if handler == "append":
@@ -412,6 +440,28 @@ class Chaos:
                 self.violation(f"execution {first} ended {cur[1]}, not in a final state")
             elif cur[1] != "succeeded":
                 self.violation(f"execution {first} ended {cur[1]} after {hops + 1} attempts")
+        # Workflows: every step's last attempt succeeded, and no attempt of a
+        # step started before each of its parents' last attempt ended.
+        steps = psql(self.url, """
+            SELECT e.workflow_id::text, e.step, e.status, count(*) OVER (PARTITION BY e.workflow_id)
+            FROM executions e WHERE e.workflow_id IS NOT NULL AND e.next_id IS NULL""")
+        per_wf = collections.defaultdict(dict)
+        for wf, step, status, _ in steps:
+            per_wf[wf][step] = status
+        for wf in self.workflows:
+            got = per_wf.get(wf, {})
+            if sorted(got) != ["a", "b", "c", "d"]:
+                self.violation(f"workflow {wf} has steps {sorted(got)}, not a, b, c, d")
+            for step, status in got.items():
+                if status != "succeeded":
+                    self.violation(f"workflow {wf} step {step} ended {status}")
+        early = psql(self.url, """
+            SELECT c.id, p.id FROM dependencies d
+            JOIN executions c ON c.id = d.child_id JOIN executions p ON p.id = d.parent_id
+            WHERE c.started_at IS NOT NULL AND (p.finished_at IS NULL OR c.started_at < p.finished_at)""")
+        for child, parent in early:
+            self.violation(f"execution {child} started before its parent {parent} ended")
+        self.workflow_steps = len(steps)
         # Side effects: at most one per attempt.
         effects = collections.Counter()
         if os.path.exists(self.effects):
@@ -450,7 +500,8 @@ class Chaos:
 
     def summary(self):
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
-        log(f"summary: {len(self.enqueued)} executions enqueued, {self.attempts} attempts in all, "
+        log(f"summary: {len(self.enqueued)} executions enqueued, {len(self.workflows)} workflows "
+            f"({self.workflow_steps} steps), {self.attempts} attempts in all, "
             f"{self.occurrences} cron occurrences, {self.effects_count} side effects, "
             f"{self.checked_logs} succeeded executions' logs checked, {self.daemon_samples} daemon samples")
         log(f"faults injected: {sum(self.faults.values())} ({faults})")
