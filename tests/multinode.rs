@@ -524,3 +524,82 @@ async fn a_workflow_survives_a_node_killed_mid_run_with_no_step_lost_or_run_twic
         lines.len()
     );
 }
+
+/// A workflow cancelled through one node's HTTP API stops its steps running
+/// on every node and cancels the rest; nothing pending or running is left,
+/// and no step is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_cancel_through_one_node_stops_its_steps_on_every_node() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let env = pg_env(&url);
+    env.ok(&["migrate"]);
+    let nodes: Vec<Serve> = (0..3).map(|_| env.serve(&["--concurrency", "2"])).collect();
+    let mut steps: Vec<serde_json::Value> = (0..6)
+        .map(|i| {
+            serde_json::json!({"name": format!("s{i}"), "handler": "sleep", "retries": 5,
+                "mode": if i % 2 == 0 { "process" } else { "inproc" },
+                "payload": {"ms": 600000}})
+        })
+        .collect();
+    let names: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    steps.push(serde_json::json!({"name": "after", "handler": "noop", "after": names}));
+    steps.push(
+        serde_json::json!({"name": "anyway", "handler": "noop", "after": ["after"],
+        "after_policy": "finished"}),
+    );
+    let body = serde_json::json!({"name": "spread", "step": steps}).to_string();
+    let r = post(&nodes[1].http_addr(), "/v1/workflows", &body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id: uuid::Uuid = r.json()["id"].as_str().unwrap().parse().unwrap();
+    let store = env.store().await;
+    // Six sleeps on three nodes of two slots each: one per slot.
+    let running_on = eventually("all six sleeps running", || async {
+        let (_, _, execs) = store.workflow(id).await.unwrap()?;
+        let running: Vec<_> = execs
+            .iter()
+            .filter(|e| e.status == Status::Running)
+            .collect();
+        (running.len() == 6).then(|| {
+            running
+                .iter()
+                .filter_map(|e| e.node.clone())
+                .collect::<HashSet<_>>()
+        })
+    })
+    .await;
+    assert_eq!(running_on.len(), 3, "every node runs some");
+    let asked = std::time::Instant::now();
+    let r = post(
+        &nodes[0].http_addr(),
+        &format!("/v1/workflows/{id}/cancel"),
+        r#"{"reason": "stop everything"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["requested"], 6);
+    assert_eq!(r.json()["cancelled"], 2);
+    let (info, _, execs) = eventually("every step to end", || async {
+        let w = store.workflow(id).await.unwrap()?;
+        w.2.iter().all(|e| e.status.is_terminal()).then_some(w)
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(jobvisor::workflow::overall(&info), "cancelled");
+    for e in &execs {
+        assert_eq!(e.status, Status::Cancelled, "{e:?}");
+        assert_eq!(e.attempt, 1, "no step was retried: {e:?}");
+    }
+    let all = store
+        .executions(&jobvisor::store::ExecFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(all.iter().all(|e| e.status.is_terminal()), "{all:?}");
+}
