@@ -6,6 +6,9 @@
 -- exactly one completion, on whichever node, makes the child pending.
 ALTER TABLE executions ADD COLUMN after_policy TEXT;              -- NULL: no parents
 ALTER TABLE executions ADD COLUMN waiting_on BIGINT NOT NULL DEFAULT 0;
+-- Whether executions run after it (set under its row lock by the enqueue that
+-- adds the edge), so that recording its end looks for children only if so.
+ALTER TABLE executions ADD COLUMN has_children BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE executions ADD COLUMN workflow_id UUID;
 ALTER TABLE executions ADD COLUMN step TEXT;                      -- its step's name in the workflow
 CREATE INDEX executions_workflow ON executions (workflow_id) WHERE workflow_id IS NOT NULL;

@@ -386,12 +386,35 @@ impl<D: Dialect> R<'_, D> {
     }
 }
 
-/// How an execution is inserted: its status, and the parents it waits on.
-type Start = (Status, i64);
+/// How an execution is inserted.
+#[derive(Clone, Copy)]
+struct Start {
+    status: Status,
+    /// Parents it waits on.
+    waiting_on: i64,
+    /// Whether executions in the same enqueue run after it.
+    has_children: bool,
+}
+
+impl Start {
+    const PENDING: Start = Start {
+        status: Status::Pending,
+        waiting_on: 0,
+        has_children: false,
+    };
+
+    fn new(status: Status, waiting_on: i64) -> Self {
+        Start {
+            status,
+            waiting_on,
+            has_children: false,
+        }
+    }
+}
 
 /// Pending, waiting on nothing.
 fn pending(_: &NewExecution) -> Start {
-    (Status::Pending, 0)
+    Start::PENDING
 }
 
 /// The INSERT of `execs`, each as `start` says; an existing (job,
@@ -405,10 +428,14 @@ fn execution_insert<'a, D: Dialect>(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
          enqueued_at, run_at, queue, occurrence, unique_key, unique_for_ms, waiting_on, \
-         after_policy, workflow_id, step) ",
+         after_policy, workflow_id, step, has_children) ",
     );
     q.values(execs, |t, e| {
-        let (status, waiting_on) = start(e);
+        let Start {
+            status,
+            waiting_on,
+            has_children,
+        } = start(e);
         t.bind(e.id)
             .bind(e.job.as_str())
             .bind(e.handler.as_str())
@@ -436,13 +463,14 @@ fn execution_insert<'a, D: Dialect>(
             .bind(waiting_on)
             .bind((!e.after.is_empty()).then(|| e.after_policy.as_str()))
             .bind(e.step.as_ref().map(|(w, _)| *w))
-            .bind(e.step.as_ref().map(|(_, s)| s.as_str()));
+            .bind(e.step.as_ref().map(|(_, s)| s.as_str()))
+            .bind(has_children as i64);
     });
     q.push(" ON CONFLICT DO NOTHING");
     q
 }
 
-const EXECUTION_BINDS: usize = 23;
+const EXECUTION_BINDS: usize = 24;
 
 /// Inserts executions, each as `start` says; returns the ids actually
 /// inserted.
@@ -482,7 +510,10 @@ async fn insert_edges<D: Dialect>(
 /// Where parent `id` stands for a dependent being enqueued: the attempt
 /// that counts (following its retries) and its status, read under a row
 /// lock so that its end cannot be recorded before the dependent's edge is
-/// there to see. `None`: no such execution.
+/// there to see. One that has not ended is marked as having children,
+/// under the same lock: the completion that ends it reads the mark from
+/// the row it updates, so it looks for children whenever one was added.
+/// `None`: no such execution.
 async fn parent_state<D: Dialect>(
     conn: &mut Conn<D>,
     mut id: Uuid,
@@ -499,7 +530,15 @@ async fn parent_state<D: Dialect>(
         let status: Status = row.parse("status")?;
         match row.get::<Option<Uuid>>("next_id")? {
             Some(next) if status.is_terminal() => id = next,
-            _ => return Ok(Some((id, status))),
+            _ => {
+                if !status.is_terminal() {
+                    Sql::<D>::new("UPDATE executions SET has_children = 1 WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                return Ok(Some((id, status)));
+            }
         }
     }
 }
@@ -562,19 +601,22 @@ async fn enqueue_in<D: Dialect>(
     let mut upstream = Vec::new();
     for e in &insert {
         if successors.contains(&e.id) {
-            starts.insert(e.id, (Status::Waiting, 0));
+            starts.insert(e.id, Start::new(Status::Waiting, 0));
             continue;
         }
         if e.after.is_empty() {
-            starts.insert(e.id, (Status::Pending, 0));
+            starts.insert(e.id, Start::PENDING);
             continue;
         }
         let mut parents = BTreeSet::new();
         let (mut waiting, mut failed) = (0, None);
         for p in &e.after {
             let p = named.get(p).copied().unwrap_or(*p);
-            let (p, status) = match starts.get(&p) {
-                Some((status, _)) => (p, *status),
+            let (p, status) = match starts.get_mut(&p) {
+                Some(parent) => {
+                    parent.has_children = true;
+                    (p, parent.status)
+                }
                 // Later in the batch (or itself): not known yet.
                 None if inserting.contains(&p) => return Err(StoreError::NoParent(p)),
                 None => parent_state::<D>(tx, p)
@@ -594,18 +636,21 @@ async fn enqueue_in<D: Dialect>(
         let start = match failed {
             Some(p) if e.after_policy == AfterPolicy::Success => {
                 upstream.push((e.id, format!("upstream {p} failed")));
-                (Status::Cancelled, 0)
+                Start::new(Status::Cancelled, 0)
             }
-            _ if waiting > 0 => (Status::Waiting, waiting),
-            _ => (Status::Pending, 0),
+            _ if waiting > 0 => Start::new(Status::Waiting, waiting),
+            _ => Start::PENDING,
         };
         starts.insert(e.id, start);
     }
     insert_executions::<D>(tx, &insert, now, |e| match starts.get(&e.id) {
         // Cancelled ones go in waiting, to be cancelled as any other.
-        Some((Status::Cancelled, _)) => (Status::Waiting, 0),
+        Some(s) if s.status == Status::Cancelled => Start {
+            status: Status::Waiting,
+            ..*s
+        },
         Some(start) => *start,
-        None => (Status::Pending, 0),
+        None => Start::PENDING,
     })
     .await?;
     insert_edges::<D>(tx, &edges).await?;
@@ -1128,6 +1173,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                  executions.unique_key AS unique_key, executions.unique_for_ms AS hold, \
                  executions.cancel_requested_at AS cancel_at, \
                  executions.after_policy AS after_policy, \
+                 executions.has_children AS has_children, \
                  (SELECT j.chain FROM jobs j WHERE j.name = executions.job) AS chain",
             );
             let rows = q.fetch_all(&mut tx).await?;
@@ -1143,6 +1189,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                     hold: r.get("hold")?,
                     cancel_requested: r.get::<Option<Micros>>("cancel_at")?.is_some(),
                     has_parents: r.get::<Option<String>>("after_policy")?.is_some(),
+                    has_children: r.flag("has_children")?,
                     chain: r.json("chain")?.unwrap_or_default(),
                 };
                 Ok((r.get("id")?, applied))
@@ -1172,7 +1219,9 @@ impl<D: Dialect> Store for SqlStore<D> {
                 }
                 let status = c.outcome.status();
                 if retry.is_none() {
-                    ended.push((c.id, status));
+                    if a.has_children {
+                        ended.push((c.id, status));
+                    }
                     chained.extend(
                         a.chain
                             .iter()
@@ -1785,6 +1834,7 @@ struct Applied {
     hold: Option<i64>,
     cancel_requested: bool,
     has_parents: bool,
+    has_children: bool,
     chain: Vec<Chain>,
 }
 
@@ -1867,10 +1917,10 @@ async fn schedule_retry<D: Dialect>(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
          enqueued_at, run_at, queue, unique_key, unique_for_ms, after_policy, workflow_id, \
-         step) \
+         step, has_children) \
          SELECT $1, job, handler, mode, payload, 'pending', $2, $3, backoff_base_ms, \
          backoff_cap_ms, id, timeout_ms, priority, $4, $5, queue, unique_key, unique_for_ms, \
-         after_policy, workflow_id, step \
+         after_policy, workflow_id, step, has_children \
          FROM executions WHERE id = $6",
     )
     .bind(new_id)
