@@ -724,13 +724,18 @@ async fn settle<D: Dialect>(
         let status_of: HashMap<Uuid, Status> = ended.iter().copied().collect();
         // child -> (parents ended now, the first that did not succeed, policy)
         let mut children: BTreeMap<Uuid, (i64, Option<Uuid>, AfterPolicy)> = BTreeMap::new();
+        // Read and, on PostgreSQL, lock the waiting children in id order,
+        // so that two nodes settling shared children never deadlock; after
+        // a wait for a lock, a child no longer waiting drops out.
         for chunk in ended.chunks(rows_per_statement(1)) {
             let mut q = Sql::<D>::new(
                 "SELECT d.child_id AS child, d.parent_id AS parent, e.after_policy AS policy \
                  FROM dependencies d JOIN executions e ON e.id = d.child_id \
                  WHERE e.status = 'waiting' AND d.parent_id IN (",
             );
-            q.push_list(chunk.iter().map(|(id, _)| *id)).push(")");
+            q.push_list(chunk.iter().map(|(id, _)| *id))
+                .push(") ORDER BY e.id")
+                .push(D::FOR_UPDATE);
             for row in q.fetch_all(&mut *conn).await? {
                 let row = r::<D>(&row, "dependencies");
                 let parent: Uuid = row.get("parent")?;
@@ -746,22 +751,6 @@ async fn settle<D: Dialect>(
         }
         if children.is_empty() {
             break;
-        }
-        // Lock the children in one order, so that two nodes settling
-        // shared children never deadlock.
-        if !D::FOR_UPDATE.is_empty() {
-            for chunk in children
-                .keys()
-                .copied()
-                .collect::<Vec<_>>()
-                .chunks(rows_per_statement(1))
-            {
-                let mut q = Sql::<D>::new("SELECT id FROM executions WHERE id IN (");
-                q.push_list(chunk.iter().copied())
-                    .push(") ORDER BY id")
-                    .push(D::FOR_UPDATE);
-                q.fetch_all(&mut *conn).await?;
-            }
         }
         let (mut cancel, mut count) = (Vec::new(), Vec::new());
         for (child, (n, failed, policy)) in children {
