@@ -231,3 +231,48 @@ async fn sighup_without_a_config_file_is_logged_and_harmless() {
     let id = env.enqueue(&["noop"]);
     assert_eq!(finished(store.as_ref(), id).await.status, Status::Succeeded);
 }
+
+/// A declared job's chain (`then`, `then_on`) is applied like the rest: its
+/// execution's end enqueues the chained job, with it as the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_chain_runs_the_job_it_names() {
+    let env = Env::new();
+    let path = config(
+        &env,
+        r#"
+[[job]]
+name = "main"
+handler = "echo"
+payload = { made = 1 }
+then = ["follow"]
+then_on = ["success"]
+
+[[job]]
+name = "follow"
+handler = "noop"
+at = "2030-01-01T00:00:00Z"
+paused = true
+"#,
+    );
+    env.ok(&["check-config", &path]);
+    let _serve = env.serve(&["--config", &path]);
+    let store = env.store().await;
+    let follow = eventually("the chained run to end", || async {
+        attempts(store.as_ref(), "follow")
+            .await
+            .into_iter()
+            .find(|e| e.status.is_terminal())
+    })
+    .await;
+    assert_eq!(follow.status, Status::Succeeded);
+    let main = attempts(store.as_ref(), "main").await;
+    assert_eq!(
+        store.links(follow.id).await.unwrap().parents,
+        vec![main[0].id]
+    );
+    let shown = env.ok(&["job", "show", "main"]);
+    assert!(
+        shown.contains("then:        follow (on success)"),
+        "{shown}"
+    );
+}
