@@ -12,6 +12,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bulk;
 mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -123,6 +123,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     humantime::parse_duration(s).map_err(ValueError::Duration)
 }
 
+/// Parses a point in the past: a duration before `now` (`1h`), or a time
+/// as [`parse_time`] reads it.
+pub fn parse_since(s: &str, now: Micros) -> Result<Micros, ValueError> {
+    match parse_duration(s) {
+        Ok(d) => Ok(now.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))),
+        Err(_) => parse_time(s, now),
+    }
+}
+
 /// Parses a point in time: RFC 3339, `now`, or `+DUR` from `now`.
 pub fn parse_time(s: &str, now: Micros) -> Result<Micros, ValueError> {
     if s == "now" {

@@ -422,6 +422,53 @@ impl Supervisor {
         Ok(Some(done))
     }
 
+    /// Runs a failed or cancelled execution again: a new attempt of the
+    /// same root, due now (see [`crate::store::RetryRequest`]).
+    pub async fn retry(&self, id: Uuid) -> Result<crate::store::RetryRequest, Error> {
+        let r = self.store().retry(id, now_micros()).await?;
+        self.wake();
+        Ok(r)
+    }
+
+    /// Cancels every execution `filter` matches that has not ended.
+    pub async fn cancel_matching(
+        &self,
+        filter: &crate::store::ExecFilter,
+        reason: &str,
+    ) -> Result<crate::bulk::Bulk, Error> {
+        let done = crate::bulk::cancel(self.store().as_ref(), filter, reason, now_micros()).await?;
+        if done.requested.unwrap_or(0) > 0 {
+            // Those running here stop at once, not at the next cancel poll.
+            let running = crate::store::ExecFilter {
+                statuses: vec![Status::Running],
+                node: Some(self.shared.node.id.clone()),
+                limit: 100_000,
+                ..filter.clone()
+            };
+            for e in self.store().executions(&running).await? {
+                if e.cancel_requested_at.is_some() {
+                    let reason = reason.to_string();
+                    tell(
+                        &self.shared.dispatcher,
+                        ToDispatcher::Cancel { id: e.id, reason },
+                    );
+                }
+            }
+        }
+        self.wake();
+        Ok(done)
+    }
+
+    /// Retries every execution `filter` matches that can be.
+    pub async fn retry_matching(
+        &self,
+        filter: &crate::store::ExecFilter,
+    ) -> Result<crate::bulk::Bulk, Error> {
+        let done = crate::bulk::retry(self.store().as_ref(), filter, now_micros()).await?;
+        self.wake();
+        Ok(done)
+    }
+
     /// Requests a cancel; a running execution on this node is told at once,
     /// one on another node when that node polls.
     pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<CancelRequest, Error> {
@@ -549,7 +596,7 @@ impl Supervisor {
     /// Closes this node's running executions as interrupted.
     async fn interrupt_own(&self) {
         let filter = store::ExecFilter {
-            status: Some(crate::Status::Running),
+            statuses: vec![crate::Status::Running],
             node: Some(self.shared.node.id.clone()),
             limit: i64::MAX as usize,
             ..Default::default()

@@ -523,3 +523,119 @@ fn replace_debounces_a_pending_execution() {
         Some(2)
     );
 }
+
+/// `exec list` filters and pages; `exec retry ID`; bulk `exec cancel` and
+/// `exec retry` by filters, with `--dry-run`; the refusals exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_are_found_by_filters_and_acted_on_in_bulk() {
+    let env = Env::new();
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        failed.push(env.enqueue(&["fail", "--queue", "batch"]));
+    }
+    for _ in 0..4 {
+        env.enqueue(&["noop"]);
+    }
+    let serve = env.serve(&[]);
+    let store = env.store().await;
+    for id in &failed {
+        finished(store.as_ref(), *id).await;
+    }
+    let list = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["exec", "list", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&env.ok(&all)).unwrap()
+    };
+    assert_eq!(list(&["--queue", "batch"]).len(), 3);
+    assert_eq!(list(&["--status", "failed", "--handler", "fail"]).len(), 3);
+    assert_eq!(
+        list(&["--status", "failed", "--status", "succeeded"]).len(),
+        7
+    );
+    assert_eq!(list(&["--job", "noop", "--since", "1h"]).len(), 4);
+    assert!(list(&["--until", "2000-01-01T00:00:00Z"]).is_empty());
+    // Pages: newest first, the next page after the last id.
+    let first = list(&["--limit", "4"]);
+    let last = first[3]["id"].as_str().unwrap();
+    let second = list(&["--limit", "4", "--before", last]);
+    assert_eq!(second.len(), 3);
+    assert!(second[0]["id"].as_str().unwrap() < last);
+    // --jsonl: one object per line.
+    let lines = env.ok(&["exec", "list", "--jsonl", "--queue", "batch"]);
+    assert_eq!(lines.lines().count(), 3);
+    for l in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["queue"], "batch");
+    }
+    let table = env.ok(&["exec", "list", "--queue", "batch"]);
+    assert!(table.lines().next().unwrap().contains("QUEUE"), "{table}");
+
+    // Retry one: a new attempt of the same root, printed.
+    let out = env.ok(&["exec", "retry", &failed[0].to_string()]);
+    let again = uuid::Uuid::parse_str(out.trim()).unwrap();
+    let e = finished(store.as_ref(), again).await;
+    assert_eq!((e.attempt, e.previous_id), (2, Some(failed[0])));
+    for (args, needle) in [
+        (
+            vec!["exec", "retry", &*failed[0].to_string()],
+            "was retried already",
+        ),
+        (vec!["exec", "retry"], "at least one filter"),
+        (vec!["exec", "cancel"], "at least one filter"),
+        (
+            vec!["exec", "retry", &*failed[1].to_string(), "--queue", "batch"],
+            "not both",
+        ),
+    ] {
+        let out = env.cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let ok = list(&["--status", "succeeded", "--limit", "1"]);
+    let out = env.cli(&["exec", "retry", ok[0]["id"].as_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to retry"));
+
+    // Bulk retry, dry run first: nothing changes.
+    let dry = env.ok(&[
+        "exec",
+        "retry",
+        "--status",
+        "failed",
+        "--queue",
+        "batch",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.contains("executions match (dry run: nothing changed)"),
+        "{dry}"
+    );
+    assert_eq!(list(&["--queue", "batch"]).len(), 4);
+    let out = env.ok(&["exec", "retry", "--status", "failed", "--queue", "batch"]);
+    // Four failed attempts match; the first root's was retried already.
+    assert!(out.contains("matched 4 executions: 3 retried"), "{out}");
+    eventually("the bulk retries to end", || async {
+        let all = list(&["--queue", "batch"]);
+        (all.len() == 7 && all.iter().all(|e| e["status"] == "failed")).then_some(())
+    })
+    .await;
+
+    // Bulk cancel by queue, with a sleeper running and two pending behind it.
+    drop(serve);
+    let sleeping = env.enqueue(&["sleep", "--payload", r#"{"ms":60000}"#, "--queue", "hold"]);
+    let _serve = env.serve(&["--concurrency", "1"]);
+    running(store.as_ref(), sleeping).await;
+    env.enqueue(&["noop", "--queue", "hold"]);
+    env.enqueue(&["noop", "--queue", "hold"]);
+    let out = env.ok(&["exec", "cancel", "--queue", "hold", "--reason", "clearing"]);
+    assert!(
+        out.contains(
+            "matched 3 executions: 2 cancelled before they started, 1 running asked to stop"
+        ),
+        "{out}"
+    );
+    let e = finished(store.as_ref(), sleeping).await;
+    assert_eq!(e.status, Status::Cancelled);
+    assert_eq!(e.cancel_reason.as_deref(), Some("clearing"));
+}

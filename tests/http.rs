@@ -564,3 +564,97 @@ async fn workflows_and_dependencies_over_http() {
         );
     }
 }
+
+/// `GET /v1/executions` filters, `POST /v1/executions/{id}/retry`, and the
+/// bulk `POST /v1/executions/cancel` and `/retry` with a JSON filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_are_filtered_retried_and_acted_on_in_bulk_over_http() {
+    let env = Env::new();
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let store = env.store().await;
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let r = post(
+            &addr,
+            "/v1/executions",
+            r#"{"handler":"fail","queue":"q1"}"#,
+        );
+        let id: uuid::Uuid = r.json()["id"].as_str().unwrap().parse().unwrap();
+        failed.push(id);
+    }
+    for id in &failed {
+        finished(store.as_ref(), *id).await;
+    }
+    let r = get(
+        &addr,
+        "/v1/executions?status=failed,succeeded&queue=q1&since=1h&limit=2",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    let last = r.json()[1]["id"].as_str().unwrap().to_string();
+    let r = get(&addr, &format!("/v1/executions?queue=q1&before={last}"));
+    assert_eq!(r.json().as_array().unwrap().len(), 1);
+    for bad in ["?status=nope", "?since=soon", "?before=x", "?colour=red"] {
+        let r = get(&addr, &format!("/v1/executions{bad}"));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+
+    let r = post(&addr, &format!("/v1/executions/{}/retry", failed[0]), "");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let again: uuid::Uuid = r.json()["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(finished(store.as_ref(), again).await.attempt, 2);
+    let r = post(&addr, &format!("/v1/executions/{}/retry", failed[0]), "");
+    assert_eq!((r.status, r.code().as_str()), (409, "not_retryable"));
+    let r = post(
+        &addr,
+        &format!("/v1/executions/{}/retry", uuid::Uuid::now_v7()),
+        "",
+    );
+    assert_eq!(r.status, 404);
+
+    let r = post(
+        &addr,
+        "/v1/executions/retry",
+        r#"{"status": ["failed"], "queue": "q1"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"matched": 4, "retried": 3}));
+    for bad in [
+        r#"{}"#,
+        "",
+        r#"{"reason": "x", "job": "j"}"#,
+        r#"{"status": 3}"#,
+    ] {
+        let r = post(&addr, "/v1/executions/retry", bad);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid"),
+            "{bad}: {}",
+            r.body
+        );
+    }
+    let sleeper = post(
+        &addr,
+        "/v1/executions",
+        r#"{"handler":"sleep","payload":{"ms":60000},"queue":"q2"}"#,
+    );
+    let sleeper: uuid::Uuid = sleeper.json()["id"].as_str().unwrap().parse().unwrap();
+    running(store.as_ref(), sleeper).await;
+    let r = post(
+        &addr,
+        "/v1/executions/cancel",
+        r#"{"queue": "q2", "reason": "api bulk"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"matched": 1, "cancelled": 0, "requested": 1})
+    );
+    let e = finished(store.as_ref(), sleeper).await;
+    assert_eq!(
+        (e.status, e.cancel_reason.as_deref()),
+        (Status::Cancelled, Some("api bulk"))
+    );
+    assert_eq!(post(&addr, "/v1/executions/cancel", "{}").status, 400);
+}

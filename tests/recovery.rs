@@ -97,7 +97,7 @@ async fn a_supervisor_killed_with_sigkill_takes_its_children_along_and_a_restart
     }
     let running = store
         .executions(&jobvisor::store::ExecFilter {
-            status: Some(Status::Running),
+            statuses: vec![Status::Running],
             limit: 100,
             ..Default::default()
         })

@@ -77,6 +77,8 @@ both!(
     workflows_insert_at_once_and_cancel_every_step_not_ended,
     retention_keeps_parents_of_children_yet_to_run,
     a_chained_job_runs_after_the_execution_that_ended,
+    filters_narrow_and_keyset_pages_are_stable_under_inserts,
+    retries_and_bulk_cancels_act_only_where_they_may,
 );
 
 fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
@@ -1117,7 +1119,7 @@ async fn a_failed_parent_cancels_success_dependents_through_the_graph(store: Arc
     // Nothing is left waiting.
     let waiting = store
         .executions(&ExecFilter {
-            status: Some(Status::Waiting),
+            statuses: vec![Status::Waiting],
             limit: 100,
             ..Default::default()
         })
@@ -1449,4 +1451,191 @@ async fn a_chained_job_runs_after_the_execution_that_ended(store: Arc<dyn Store>
         assert_eq!(c.inputs[0].id, m.id.to_string());
         assert_eq!(c.inputs[0].output, json!("made"));
     }
+}
+
+async fn filters_narrow_and_keyset_pages_are_stable_under_inserts(store: Arc<dyn Store>) {
+    let mut all = Vec::new();
+    for i in 0..30 {
+        let mut e = exec(if i % 2 == 0 { "even" } else { "odd" }, 0, DEFAULT_QUEUE);
+        if i % 3 == 0 {
+            e.queue = "slow".into();
+        }
+        if i == 7 {
+            e.unique = Some(UniqueKey {
+                key: "k7".into(),
+                hold_ms: None,
+                replace: false,
+            });
+        }
+        all.push(e);
+    }
+    store.enqueue(&all, now_micros()).await.unwrap();
+    let list = |f: ExecFilter| {
+        let store = store.clone();
+        async move { store.executions(&f).await.unwrap() }
+    };
+    let base = ExecFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let evens = list(ExecFilter {
+        handler: Some("even".into()),
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(evens.len(), 15);
+    let slow_odd = list(ExecFilter {
+        handler: Some("odd".into()),
+        queue: Some("slow".into()),
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(slow_odd.len(), 5);
+    let keyed = list(ExecFilter {
+        unique_key: Some("k7".into()),
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(
+        keyed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![all[7].id]
+    );
+    assert!(list(ExecFilter {
+        since: Some(now_micros() + 60_000_000),
+        ..base.clone()
+    })
+    .await
+    .is_empty());
+    assert_eq!(
+        list(ExecFilter {
+            until: Some(now_micros() + 60_000_000),
+            ..base.clone()
+        })
+        .await
+        .len(),
+        30
+    );
+    // Two statuses at once.
+    claim_exactly(&store, &all.iter().map(|e| e.id).collect::<Vec<_>>()).await;
+    end(&store, vec![(all[0].id, Outcome::Succeeded, None)]).await;
+    end(
+        &store,
+        vec![(all[1].id, Outcome::Failed { retryable: false }, None)],
+    )
+    .await;
+    let ended = list(ExecFilter {
+        statuses: vec![Status::Succeeded, Status::Failed],
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(ended.len(), 2);
+    // Pages of 7, newest first; rows inserted meanwhile (newer) do not
+    // shift the pages that follow.
+    let mut seen = Vec::new();
+    let mut page = ExecFilter {
+        limit: 7,
+        ..Default::default()
+    };
+    loop {
+        let got = store.executions(&page).await.unwrap();
+        if seen.is_empty() {
+            store
+                .enqueue(&[exec("late", 0, DEFAULT_QUEUE)], now_micros())
+                .await
+                .unwrap();
+        }
+        seen.extend(got.iter().map(|e| e.id));
+        match got.last() {
+            Some(e) if got.len() == 7 => page.before = Some(e.id),
+            _ => break,
+        }
+    }
+    let mut want: Vec<Uuid> = all.iter().map(|e| e.id).collect();
+    want.sort();
+    want.reverse();
+    assert_eq!(seen, want);
+}
+
+async fn retries_and_bulk_cancels_act_only_where_they_may(store: Arc<dyn Store>) {
+    use jobvisor::store::RetryRequest;
+    let (ok, bad, run, wait) = (
+        exec("ok", 0, DEFAULT_QUEUE),
+        exec("bad", 0, DEFAULT_QUEUE),
+        exec("run", 0, DEFAULT_QUEUE),
+        exec("wait", 0, DEFAULT_QUEUE),
+    );
+    store
+        .enqueue(&[ok.clone(), bad.clone(), run.clone()], now_micros())
+        .await
+        .unwrap();
+    claim_exactly(&store, &[ok.id, bad.id, run.id]).await;
+    end(
+        &store,
+        vec![
+            (ok.id, Outcome::Succeeded, None),
+            (bad.id, Outcome::Failed { retryable: false }, Some(json!(1))),
+        ],
+    )
+    .await;
+    let now = now_micros();
+    assert_eq!(
+        store.retry(ok.id, now).await.unwrap(),
+        RetryRequest::Succeeded
+    );
+    assert_eq!(
+        store.retry(run.id, now).await.unwrap(),
+        RetryRequest::NotEnded(Status::Running)
+    );
+    assert_eq!(
+        store.retry(Uuid::now_v7(), now).await.unwrap(),
+        RetryRequest::NotFound
+    );
+    let RetryRequest::Retried(again) = store.retry(bad.id, now).await.unwrap() else {
+        panic!("a failed execution is retried")
+    };
+    assert_eq!(
+        store.retry(bad.id, now).await.unwrap(),
+        RetryRequest::AlreadyRetried(again)
+    );
+    let e = status(&store, again).await;
+    assert_eq!(
+        (e.status, e.attempt, e.previous_id),
+        (Status::Pending, 2, Some(bad.id))
+    );
+    assert!(e.max_attempts >= 2);
+    assert_eq!(status(&store, bad.id).await.next_id, Some(again));
+
+    // Bulk cancel by handler: the pending retry is cancelled, the running
+    // one flagged, the ended ones left alone; a waiting dependent settles.
+    let mut dependent = after("wait", &[run.id], AfterPolicy::Success);
+    dependent.id = wait.id;
+    store
+        .enqueue(std::slice::from_ref(&dependent), now_micros())
+        .await
+        .unwrap();
+    let ids = [again, run.id, ok.id];
+    let done = store
+        .cancel_many(&ids[..2], "bulk", now_micros())
+        .await
+        .unwrap();
+    assert_eq!((done.cancelled, done.requested), (1, 1));
+    assert_eq!(status(&store, again).await.status, Status::Cancelled);
+    assert!(status(&store, run.id).await.cancel_requested_at.is_some());
+    end(
+        &store,
+        vec![(
+            run.id,
+            Outcome::Cancelled {
+                how: Some("cooperative"),
+            },
+            None,
+        )],
+    )
+    .await;
+    assert_eq!(status(&store, wait.id).await.status, Status::Cancelled);
+    // A cancelled execution can be retried too.
+    assert!(matches!(
+        store.retry(again, now_micros()).await.unwrap(),
+        RetryRequest::Retried(_)
+    ));
 }

@@ -997,7 +997,7 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
         // Cancel the retry so the next case starts clean.
         for e in store
             .executions(&ExecFilter {
-                status: Some(jobvisor::Status::Pending),
+                statuses: vec![jobvisor::Status::Pending],
                 limit: 100,
                 ..Default::default()
             })

@@ -545,31 +545,94 @@ pub enum ExecCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Cancel an execution (pending: at once; running: through its node).
-    Cancel {
-        /// Execution id.
-        id: String,
-        /// Why (recorded).
-        #[arg(long, default_value = "requested by operator")]
-        reason: String,
-    },
+    /// Cancel an execution (pending: at once; running: through its node),
+    /// or every execution the filters match (at least one filter).
+    Cancel(ActArgs),
+    /// Run a failed, cancelled or interrupted execution again (a new
+    /// attempt, due now), or every one the filters match.
+    Retry(ActArgs),
+}
+
+/// Which executions: every filter given must match.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only this job.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Only this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only this handler.
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// Only this status (repeat for any of several).
+    #[arg(long)]
+    pub status: Vec<jobvisor::model::Status>,
+    /// Only those with this unique key.
+    #[arg(long, value_name = "KEY")]
+    pub unique_key: Option<String>,
+    /// Only those this node ran.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only those enqueued since: a duration ago (`1h`) or a time (RFC 3339).
+    #[arg(long, value_name = "DUR|TIME", value_parser = parse_since)]
+    pub since: Option<i64>,
+    /// Only those enqueued before TIME (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<i64>,
+}
+
+impl FilterArgs {
+    /// As the store's filter.
+    pub fn filter(&self) -> jobvisor::store::ExecFilter {
+        jobvisor::store::ExecFilter {
+            statuses: self.status.clone(),
+            job: self.job.clone(),
+            queue: self.queue.clone(),
+            handler: self.handler.clone(),
+            node: self.node.clone(),
+            unique_key: self.unique_key.clone(),
+            since: self.since,
+            until: self.until,
+            before: None,
+            limit: 0,
+        }
+    }
 }
 
 /// `exec list` options.
 #[derive(Debug, Args)]
 pub struct ExecListArgs {
-    /// Only this status.
-    #[arg(long)]
-    pub status: Option<jobvisor::model::Status>,
-    /// Only this handler.
-    #[arg(long)]
-    pub handler: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Only those older than execution ID (the last of the previous page).
+    #[arg(long, value_name = "ID")]
+    pub before: Option<String>,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
-    /// Machine-readable output.
-    #[arg(long)]
+    /// A JSON array.
+    #[arg(long, conflicts_with = "jsonl")]
     pub json: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub jsonl: bool,
+}
+
+/// `exec cancel` and `exec retry`: one execution, or those the filters
+/// match.
+#[derive(Debug, Args)]
+pub struct ActArgs {
+    /// Execution id (or give filters instead).
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// List what the filters match; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Why (recorded; cancel only).
+    #[arg(long, default_value = "requested by operator")]
+    pub reason: String,
 }
 
 use jobvisor::model::ValueError;
@@ -578,6 +641,11 @@ use jobvisor::model::ValueError;
 /// `now`, or `+DUR` from now.
 pub fn parse_time(s: &str) -> Result<i64, ValueError> {
     jobvisor::model::parse_time(s, jobvisor::model::now_micros())
+}
+
+/// Parses a point in the past: a duration ago (`1h`) or a time.
+pub fn parse_since(s: &str) -> Result<i64, ValueError> {
+    jobvisor::model::parse_since(s, jobvisor::model::now_micros())
 }
 
 /// Parses a human duration (`30s`, `5m`, `250ms`).

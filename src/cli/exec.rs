@@ -1,9 +1,9 @@
 //! `jobvisor exec ...`: list, show, logs, cancel.
 
-use super::args::{ExecCmd, ExecListArgs};
+use super::args::{ActArgs, ExecCmd, ExecListArgs};
 use super::{input, output, CliError};
 use jobvisor::model::{Execution, LogEntry};
-use jobvisor::store::{CancelRequest, ExecFilter};
+use jobvisor::store::{CancelRequest, ExecFilter, RetryRequest, Store};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -71,54 +71,138 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        ExecCmd::Cancel { id, reason } => {
-            let id = parse_id(&id)?;
-            match store
-                .request_cancel(id, &reason, jobvisor::model::now_micros())
-                .await?
-            {
-                CancelRequest::NotFound => Err(input(format!("no execution {id}"))),
-                CancelRequest::AlreadyFinished(s) => {
-                    Err(input(format!("execution {id} already ended ({s})")))
-                }
-                CancelRequest::CancelledPending => {
-                    println!("execution {id} cancelled before it started");
-                    Ok(())
-                }
-                CancelRequest::Requested => {
-                    if !super::run::serving(store.as_ref()).await? {
-                        eprintln!(
-                            "jobvisor: no supervisor is serving {}; the cancel takes effect when one runs",
-                            jobvisor::store::redact(db)
-                        );
-                    }
-                    println!("cancel requested for execution {id}");
-                    Ok(())
-                }
+        ExecCmd::Cancel(a) => cancel(store.as_ref(), db, a).await,
+        ExecCmd::Retry(a) => retry(store.as_ref(), a).await,
+    }
+}
+
+/// The one execution `a` names, or `None` for the executions its filters
+/// match; refused when it gives both or neither.
+fn target(a: &ActArgs) -> Result<Option<Uuid>, CliError> {
+    let filter = a.filter.filter();
+    match (&a.id, filter.narrows()) {
+        (Some(_), true) => Err(input("give an execution id or filters, not both")),
+        (Some(id), false) => Ok(Some(parse_id(id)?)),
+        (None, true) => Ok(None),
+        (None, false) => Err(input(
+            "give an execution id, or at least one filter (--job, --queue, --handler, \
+             --status, --unique-key, --node, --since, --until)",
+        )),
+    }
+}
+
+async fn cancel(store: &dyn Store, db: &str, a: ActArgs) -> Result<(), CliError> {
+    let now = jobvisor::model::now_micros();
+    let Some(id) = target(&a)? else {
+        let filter = a.filter.filter();
+        if a.dry_run {
+            return dry_run(store, &filter).await;
+        }
+        let done = jobvisor::bulk::cancel(store, &filter, &a.reason, now).await?;
+        println!(
+            "matched {} executions: {} cancelled before they started, {} running asked to stop",
+            done.matched,
+            done.cancelled.unwrap_or(0),
+            done.requested.unwrap_or(0)
+        );
+        return Ok(());
+    };
+    match store.request_cancel(id, &a.reason, now).await? {
+        CancelRequest::NotFound => Err(input(format!("no execution {id}"))),
+        CancelRequest::AlreadyFinished(s) => {
+            Err(input(format!("execution {id} already ended ({s})")))
+        }
+        CancelRequest::CancelledPending => {
+            println!("execution {id} cancelled before it started");
+            Ok(())
+        }
+        CancelRequest::Requested => {
+            if !super::run::serving(store).await? {
+                eprintln!(
+                    "jobvisor: no supervisor is serving {}; the cancel takes effect when one runs",
+                    jobvisor::store::redact(db)
+                );
             }
+            println!("cancel requested for execution {id}");
+            Ok(())
         }
     }
 }
 
-async fn list(store: &dyn jobvisor::store::Store, a: ExecListArgs) -> Result<(), CliError> {
-    let execs = store
-        .executions(&ExecFilter {
-            status: a.status,
-            handler: a.handler,
-            limit: a.limit,
-            ..Default::default()
-        })
-        .await?;
+/// Lists what `filter` matches, changing nothing.
+async fn dry_run(store: &dyn Store, filter: &ExecFilter) -> Result<(), CliError> {
+    let found = jobvisor::bulk::matching(store, filter).await?;
+    print_list(&found);
+    println!(
+        "{} executions match (dry run: nothing changed)",
+        found.len()
+    );
+    Ok(())
+}
+
+async fn retry(store: &dyn Store, a: ActArgs) -> Result<(), CliError> {
+    let now = jobvisor::model::now_micros();
+    let Some(id) = target(&a)? else {
+        let filter = a.filter.filter();
+        if a.dry_run {
+            return dry_run(store, &filter).await;
+        }
+        let done = jobvisor::bulk::retry(store, &filter, now).await?;
+        let retried = done.retried.unwrap_or(0);
+        println!(
+            "matched {} executions: {retried} retried, {} passed over (not failed or cancelled, retried already, or their key held)",
+            done.matched,
+            done.matched - retried
+        );
+        return Ok(());
+    };
+    let r = store.retry(id, now).await?;
+    match r.refusal(id) {
+        Some(why) => Err(input(why)),
+        None => {
+            if let RetryRequest::Retried(new) = r {
+                println!("{new}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn list(store: &dyn Store, a: ExecListArgs) -> Result<(), CliError> {
+    let mut filter = a.filter.filter();
+    filter.limit = a.limit;
+    filter.before = a
+        .before
+        .as_deref()
+        .map(|b| parse_id(b).map_err(|e| input(format!("--before: {e}"))))
+        .transpose()?;
+    let execs = store.executions(&filter).await?;
     if a.json {
         return output::json(&execs);
     }
+    if a.jsonl {
+        for e in &execs {
+            println!(
+                "{}",
+                serde_json::to_string(e).expect("executions serialize")
+            );
+        }
+        return Ok(());
+    }
+    print_list(&execs);
+    Ok(())
+}
+
+fn print_list(execs: &[Execution]) {
     let rows = execs
         .iter()
         .map(|e| {
             vec![
                 e.id.to_string(),
                 e.status.to_string(),
+                e.job.clone(),
                 e.handler.clone(),
+                e.queue.clone(),
                 e.mode.to_string(),
                 format!("{}/{}", e.attempt, e.max_attempts),
                 e.started_at.map_or_else(|| "-".into(), |t| t.to_string()),
@@ -131,11 +215,11 @@ async fn list(store: &dyn jobvisor::store::Store, a: ExecListArgs) -> Result<(),
         .collect();
     output::table(
         &[
-            "ID", "STATUS", "HANDLER", "MODE", "ATTEMPT", "STARTED", "TOOK", "ERROR",
+            "ID", "STATUS", "JOB", "HANDLER", "QUEUE", "MODE", "ATTEMPT", "STARTED", "TOOK",
+            "ERROR",
         ],
         rows,
     );
-    Ok(())
 }
 
 fn show(e: &Execution, links: &jobvisor::store::Links) {

@@ -60,7 +60,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "GET",
         "/v1/executions",
-        "List executions (?status=&job=&handler=&limit=)",
+        "List executions, newest first (?status=a,b&job=&handler=&queue=&node=&unique_key=&since=DUR|TIME&until=TIME&before=ID&limit=); pass the last id as before= for the next page",
     ),
     (
         "POST",
@@ -76,6 +76,21 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "POST",
         "/v1/executions/{id}/cancel",
         "Cancel an execution: {reason}",
+    ),
+    (
+        "POST",
+        "/v1/executions/{id}/retry",
+        "Run a failed, cancelled or interrupted execution again: 201 {id} of the new attempt; 409 if it is running, succeeded or was retried already",
+    ),
+    (
+        "POST",
+        "/v1/executions/cancel",
+        "Cancel every execution a filter matches: {status, job, handler, queue, node, unique_key, since, until, reason}, at least one filter; {matched, cancelled, requested}",
+    ),
+    (
+        "POST",
+        "/v1/executions/retry",
+        "Retry every execution a filter matches: {status, job, handler, queue, node, unique_key, since, until}, at least one filter; {matched, retried}",
     ),
     (
         "GET",
@@ -264,6 +279,9 @@ pub fn router(sup: Supervisor, token: Option<String>) -> Router {
         .route("/v1/executions", get(executions).post(enqueue))
         .route("/v1/executions/{id}", get(execution))
         .route("/v1/executions/{id}/cancel", post(cancel))
+        .route("/v1/executions/{id}/retry", post(retry))
+        .route("/v1/executions/cancel", post(cancel_matching))
+        .route("/v1/executions/retry", post(retry_matching))
         .route("/v1/executions/{id}/logs", get(logs))
         .route("/v1/executions/{id}/stream", get(stream_execution))
         .route("/v1/events", get(events))
@@ -479,32 +497,65 @@ async fn resume_job(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Ap
     ok(json!({"job": name, "paused": false}))
 }
 
+/// The filters of `exec list`, as query parameters (`status` may list
+/// several, comma-separated; `since` is a duration before now or a time).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
     job: Option<String>,
     handler: Option<String>,
+    queue: Option<String>,
+    node: Option<String>,
+    unique_key: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<String>,
     limit: Option<usize>,
 }
 
-async fn executions(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> ApiResult {
-    let status = q
-        .status
-        .as_deref()
-        .map(|s| {
-            s.parse::<Status>()
-                .map_err(|_| ApiError::invalid(format!("unknown status {s:?}")))
+impl ListQuery {
+    fn filter(self) -> Result<ExecFilter, ApiError> {
+        let now = crate::model::now_micros();
+        let statuses = match self.status.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<Status>()
+                        .map_err(|_| ApiError::invalid(format!("unknown status {s:?}")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let time = |what: &str, v: Option<String>, since: bool| {
+            v.map(|v| {
+                let t = if since {
+                    crate::model::parse_since(&v, now)
+                } else {
+                    crate::model::parse_time(&v, now)
+                };
+                t.map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+            })
+            .transpose()
+        };
+        Ok(ExecFilter {
+            statuses,
+            job: self.job,
+            handler: self.handler,
+            queue: self.queue,
+            node: self.node,
+            unique_key: self.unique_key,
+            since: time("since", self.since, true)?,
+            until: time("until", self.until, false)?,
+            before: self.before.as_deref().map(uuid).transpose()?,
+            limit: self.limit.unwrap_or(100).clamp(1, 10_000),
         })
-        .transpose()?;
-    let filter = ExecFilter {
-        status,
-        job: q.job,
-        handler: q.handler,
-        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
-        node: None,
-    };
-    ok(api.sup.store().executions(&filter).await?)
+    }
+}
+
+async fn executions(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> ApiResult {
+    ok(api.sup.store().executions(&q.filter()?).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -623,6 +674,97 @@ async fn cancel(State(api): State<Arc<Api>>, Path(id): Path<String>, b: Bytes) -
         )
             .into_response()),
     }
+}
+
+async fn retry(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult {
+    use crate::store::RetryRequest;
+    let id = uuid(&id)?;
+    let r = api.sup.retry(id).await?;
+    match (&r, r.refusal(id)) {
+        (RetryRequest::Retried(new), _) => {
+            Ok((StatusCode::CREATED, Json(json!({"id": new, "retries": id}))).into_response())
+        }
+        (RetryRequest::NotFound, Some(why)) => Err(ApiError::not_found(why)),
+        (_, why) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            why.unwrap_or_default(),
+        )),
+    }
+}
+
+/// The body of a bulk action: `exec list`'s filters (as JSON; `status` a
+/// status or a list, `since` a duration before now or a time), and a
+/// reason for cancels.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkBody {
+    #[serde(default)]
+    status: Option<Value>,
+    job: Option<String>,
+    handler: Option<String>,
+    queue: Option<String>,
+    node: Option<String>,
+    unique_key: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    reason: Option<String>,
+}
+
+impl BulkBody {
+    fn filter(self) -> Result<(ExecFilter, Option<String>), ApiError> {
+        let status = match self.status {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Array(list)) => Some(
+                list.iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        ApiError::invalid("status: expected a status or a list of them")
+                    })?
+                    .join(","),
+            ),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "status: expected a status or a list of them",
+                ))
+            }
+        };
+        let q = ListQuery {
+            status,
+            job: self.job,
+            handler: self.handler,
+            queue: self.queue,
+            node: self.node,
+            unique_key: self.unique_key,
+            since: self.since,
+            until: self.until,
+            before: None,
+            limit: None,
+        };
+        let filter = q.filter()?;
+        if !filter.narrows() {
+            return Err(ApiError::invalid(
+                "give at least one filter (status, job, handler, queue, node, unique_key, since, until)",
+            ));
+        }
+        Ok((filter, self.reason))
+    }
+}
+
+async fn cancel_matching(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
+    let (filter, reason) = body::<BulkBody>(&b)?.filter()?;
+    let reason = reason.unwrap_or_else(|| "requested through the API".into());
+    ok(api.sup.cancel_matching(&filter, &reason).await?)
+}
+
+async fn retry_matching(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
+    let (filter, reason) = body::<BulkBody>(&b)?.filter()?;
+    if reason.is_some() {
+        return Err(ApiError::invalid("reason is for cancels"));
+    }
+    ok(api.sup.retry_matching(&filter).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]

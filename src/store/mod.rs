@@ -130,6 +130,17 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now: Micros,
     ) -> Result<Option<WorkflowCancel>, StoreError>;
+    /// Cancels executions `ids` that have not ended: those not started at
+    /// once (their dependents settled), running ones by their nodes.
+    async fn cancel_many(
+        &self,
+        ids: &[Uuid],
+        reason: &str,
+        now: Micros,
+    ) -> Result<WorkflowCancel, StoreError>;
+    /// Runs a failed or cancelled execution (the last attempt of its chain)
+    /// again: a new attempt of the same root, due now, linked to it.
+    async fn retry(&self, id: Uuid, now: Micros) -> Result<RetryRequest, StoreError>;
     /// What an execution runs after, and what runs after it.
     async fn links(&self, id: Uuid) -> Result<Links, StoreError>;
     /// Claims up to `limit` due pending executions for `node`: best priority,

@@ -5,8 +5,8 @@
 use super::dialect::{Col, Conn, DbRow, Dialect, Sql};
 use super::{
     Batch, CancelRequest, Claimed, ExecFilter, Finished, ForeignRunning, IdleDaemon, JobAdvance,
-    JobStats, Links, NewWorkflow, NodeInfo, Notice, QueueInfo, Store, StoreError, WorkflowCancel,
-    WorkflowInfo,
+    JobStats, Links, NewWorkflow, NodeInfo, Notice, QueueInfo, RetryRequest, Store, StoreError,
+    WorkflowCancel, WorkflowInfo,
 };
 use crate::model::{
     AfterPolicy, Chain, Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros,
@@ -386,6 +386,39 @@ impl<D: Dialect> R<'_, D> {
     }
 }
 
+/// Appends `filter`'s conditions (` AND ...`) to a query over
+/// `executions`.
+fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
+    if !filter.statuses.is_empty() {
+        q.push(" AND status IN (")
+            .push_list(filter.statuses.iter().map(|s| s.as_str()))
+            .push(")");
+    }
+    for (column, value) in [
+        ("handler", &filter.handler),
+        ("job", &filter.job),
+        ("queue", &filter.queue),
+        ("node", &filter.node),
+        ("unique_key", &filter.unique_key),
+    ] {
+        if let Some(v) = value {
+            q.push(" AND ")
+                .push(column)
+                .push(" = ")
+                .push_bind(v.as_str());
+        }
+    }
+    if let Some(t) = filter.since {
+        q.push(" AND enqueued_at >= ").push_bind(t);
+    }
+    if let Some(t) = filter.until {
+        q.push(" AND enqueued_at < ").push_bind(t);
+    }
+    if let Some(id) = filter.before {
+        q.push(" AND id < ").push_bind(id);
+    }
+}
+
 /// How an execution is inserted.
 #[derive(Clone, Copy)]
 struct Start {
@@ -707,6 +740,47 @@ async fn cancel_unstarted<D: Dialect>(
     Ok(cancelled)
 }
 
+/// Cancels `ids` that have not ended: pending and waiting ones at once
+/// (their dependents settled), running ones flagged for their nodes.
+async fn cancel_ids<D: Dialect>(
+    conn: &mut Conn<D>,
+    ids: &[Uuid],
+    reason: &str,
+    now: Micros,
+) -> Result<WorkflowCancel, StoreError> {
+    let unstarted: Vec<(Uuid, String)> = ids
+        .iter()
+        .map(|id| (*id, "cancelled before it started".to_string()))
+        .collect();
+    let cancelled = cancel_unstarted::<D>(conn, &unstarted, Some(reason), now).await?;
+    let mut requested = 0;
+    for chunk in ids.chunks(rows_per_statement(1)) {
+        let mut q = Sql::<D>::new(
+            "UPDATE executions SET cancel_requested_at = COALESCE(cancel_requested_at, ",
+        );
+        q.push_bind(now)
+            .push("), cancel_reason = COALESCE(cancel_reason, ")
+            .push_bind(reason)
+            .push(") WHERE status = 'running' AND id IN (")
+            .push_list(chunk.iter().copied())
+            .push(")");
+        requested += q.execute(&mut *conn).await?;
+    }
+    if requested > 0 {
+        D::notify(conn, "cancel").await?;
+    }
+    // Executions outside those may run after them.
+    let ended = cancelled
+        .iter()
+        .map(|id| (*id, Status::Cancelled))
+        .collect();
+    settle::<D>(conn, ended, now).await?;
+    Ok(WorkflowCancel {
+        cancelled: cancelled.len() as u64,
+        requested,
+    })
+}
+
 /// Executions ended for good (`ended`, with their statuses): each waiting
 /// child counts them off and becomes pending when none is left, or, if
 /// its policy asks for success and one did not succeed, is cancelled with
@@ -948,43 +1022,92 @@ impl<D: Dialect> Store for SqlStore<D> {
         if found == 0 {
             return Ok(None);
         }
+        let mut ids = Vec::new();
         let q = Sql::<D>::new(
-            "SELECT id FROM executions WHERE workflow_id = $1 AND status IN ('pending', 'waiting') \
-             ORDER BY id",
-        )
-        .bind(id);
-        let mut unstarted = Vec::new();
-        for row in q.fetch_all(&mut tx).await? {
-            unstarted.push((
-                D::get::<Uuid>(&row, 0)?,
-                "cancelled before it started".to_string(),
-            ));
+            "SELECT id FROM executions WHERE workflow_id = $1 \
+             AND status IN ('pending', 'waiting', 'running') ORDER BY id",
+        );
+        for row in q.bind(id).fetch_all(&mut tx).await? {
+            ids.push(D::get::<Uuid>(&row, 0)?);
         }
-        let cancelled = cancel_unstarted::<D>(&mut tx, &unstarted, Some(reason), now).await?;
-        let requested = Sql::<D>::new(
-            "UPDATE executions SET cancel_requested_at = COALESCE(cancel_requested_at, $2), \
-             cancel_reason = COALESCE(cancel_reason, $3) \
-             WHERE workflow_id = $1 AND status = 'running'",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(reason)
-        .execute(&mut tx)
-        .await?;
-        if requested > 0 {
-            D::notify(&mut tx, "cancel").await?;
-        }
-        // Executions outside the workflow may run after its steps.
-        let ended = cancelled
-            .iter()
-            .map(|id| (*id, Status::Cancelled))
-            .collect();
-        settle::<D>(&mut tx, ended, now).await?;
+        let done = cancel_ids::<D>(&mut tx, &ids, reason, now).await?;
         tx.commit().await?;
-        Ok(Some(WorkflowCancel {
-            cancelled: cancelled.len() as u64,
-            requested,
-        }))
+        Ok(Some(done))
+    }
+
+    async fn cancel_many(
+        &self,
+        ids: &[Uuid],
+        reason: &str,
+        now: Micros,
+    ) -> Result<WorkflowCancel, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = cancel_ids::<D>(&mut tx, ids, reason, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn retry(&self, id: Uuid, now: Micros) -> Result<RetryRequest, StoreError> {
+        let mut tx = self.begin().await?;
+        let q = Sql::<D>::new(format!(
+            "SELECT status, next_id, attempt, max_attempts, unique_key, after_policy \
+             FROM executions WHERE id = $1{}",
+            D::FOR_UPDATE
+        ));
+        let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
+            return Ok(RetryRequest::NotFound);
+        };
+        let row = r::<D>(&row, "executions");
+        let status: Status = row.parse("status")?;
+        if let Some(next) = row.get::<Option<Uuid>>("next_id")? {
+            return Ok(RetryRequest::AlreadyRetried(next));
+        }
+        match status {
+            Status::Failed | Status::Cancelled => {}
+            Status::Succeeded => return Ok(RetryRequest::Succeeded),
+            other => return Ok(RetryRequest::NotEnded(other)),
+        }
+        let attempt = row.int("attempt")? as u32 + 1;
+        let next = crate::model::Retry {
+            attempt,
+            max_attempts: (row.int("max_attempts")? as u32).max(attempt),
+            run_at: now,
+        };
+        let new_id = Uuid::now_v7();
+        if let Some(key) = row.get::<Option<String>>("unique_key")? {
+            match take_key::<D>(&mut tx, &key, new_id, now).await? {
+                None => {}
+                // Held (--unique-for) since this very attempt ended: the
+                // retry takes it over.
+                Some(holder) if holder == id => {
+                    Sql::<D>::new(
+                        "UPDATE unique_keys SET execution_id = $2, held_until = NULL \
+                         WHERE key = $1 AND execution_id = $3",
+                    )
+                    .bind(key.as_str())
+                    .bind(new_id)
+                    .bind(id)
+                    .execute(&mut tx)
+                    .await?;
+                }
+                Some(holder) => return Ok(RetryRequest::KeyHeld(holder)),
+            }
+        }
+        schedule_retry::<D>(&mut tx, id, next, now, new_id).await?;
+        if row.get::<Option<String>>("after_policy")?.is_some() {
+            // It reads its parents' outputs again.
+            Sql::<D>::new(
+                "INSERT INTO dependencies (child_id, parent_id) \
+                 SELECT $2, parent_id FROM dependencies WHERE child_id = $1",
+            )
+            .bind(id)
+            .bind(new_id)
+            .execute(&mut tx)
+            .await?;
+        }
+        D::notify(&mut tx, "work").await?;
+        tx.commit().await?;
+        Ok(RetryRequest::Retried(new_id))
     }
 
     async fn links(&self, id: Uuid) -> Result<Links, StoreError> {
@@ -1196,7 +1319,8 @@ impl<D: Dialect> Store for SqlStore<D> {
                 };
                 let retry = match next {
                     Some(next) => {
-                        let id = schedule_retry::<D>(&mut tx, c.id, next, c.finished_at).await?;
+                        let id = Uuid::now_v7();
+                        schedule_retry::<D>(&mut tx, c.id, next, c.finished_at, id).await?;
                         hand_on_edges::<D>(&mut tx, c.id, id, a.has_parents).await?;
                         Some(id)
                     }
@@ -1248,18 +1372,7 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn executions(&self, filter: &ExecFilter) -> Result<Vec<Execution>, StoreError> {
         let mut q = Sql::new("SELECT * FROM executions WHERE 1 = 1");
-        if let Some(s) = filter.status {
-            q.push(" AND status = ").push_bind(s.as_str());
-        }
-        if let Some(h) = &filter.handler {
-            q.push(" AND handler = ").push_bind(h.as_str());
-        }
-        if let Some(j) = &filter.job {
-            q.push(" AND job = ").push_bind(j.as_str());
-        }
-        if let Some(n) = &filter.node {
-            q.push(" AND node = ").push_bind(n.as_str());
-        }
+        push_filter(&mut q, filter);
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(filter.limit.max(1) as i64);
         Self::decode(&self.read_all(q).await?, "executions", |r| r.execution())
@@ -1900,8 +2013,8 @@ async fn schedule_retry<D: Dialect>(
     id: Uuid,
     next: crate::model::Retry,
     now: Micros,
+    new_id: Uuid,
 ) -> Result<Uuid, StoreError> {
-    let new_id = Uuid::now_v7();
     Sql::<D>::new(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \

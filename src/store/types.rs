@@ -189,19 +189,100 @@ pub struct WorkflowCancel {
     pub requested: u64,
 }
 
-/// Which executions to list.
-#[derive(Clone, Debug, Default)]
+/// Which executions to list or act on: every filter given must match.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExecFilter {
-    /// Only this status.
-    pub status: Option<Status>,
+    /// Only these statuses (any of them); all when empty.
+    #[serde(deserialize_with = "one_or_many")]
+    pub statuses: Vec<Status>,
     /// Only this handler.
     pub handler: Option<String>,
     /// Only this job.
     pub job: Option<String>,
+    /// Only this queue.
+    pub queue: Option<String>,
     /// Only those this node claimed.
     pub node: Option<String>,
+    /// Only those with this unique key.
+    pub unique_key: Option<String>,
+    /// Only those enqueued at or after this time.
+    pub since: Option<Micros>,
+    /// Only those enqueued before this time.
+    pub until: Option<Micros>,
+    /// Only those older than this one (keyset pagination: pass the last id
+    /// of a page to get the next).
+    pub before: Option<Uuid>,
     /// At most this many (newest first).
     pub limit: usize,
+}
+
+/// A status or a list of them (`"failed"` or `["failed", "cancelled"]`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Status>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Status),
+        Many(Vec<Status>),
+    }
+    Ok(match serde::Deserialize::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+impl ExecFilter {
+    /// Whether it narrows anything down (a bulk action needs that).
+    pub fn narrows(&self) -> bool {
+        !self.statuses.is_empty()
+            || self.handler.is_some()
+            || self.job.is_some()
+            || self.queue.is_some()
+            || self.node.is_some()
+            || self.unique_key.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
+            || self.before.is_some()
+    }
+}
+
+/// What a retry request found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RetryRequest {
+    /// No such execution.
+    NotFound,
+    /// Retried: the new attempt.
+    Retried(Uuid),
+    /// It has not ended, or ended well: nothing to retry.
+    NotEnded(Status),
+    /// It ended well.
+    Succeeded,
+    /// It was retried already, by this attempt.
+    AlreadyRetried(Uuid),
+    /// Its unique key is held by this execution.
+    KeyHeld(Uuid),
+}
+
+impl RetryRequest {
+    /// Why a retry of `id` was refused, in one line (`None`: it was not).
+    pub fn refusal(&self, id: Uuid) -> Option<String> {
+        Some(match self {
+            RetryRequest::Retried(_) => return None,
+            RetryRequest::NotFound => format!("no execution {id}"),
+            RetryRequest::NotEnded(s) => format!(
+                "execution {id} is {s}: only a failed, cancelled or interrupted execution can be retried"
+            ),
+            RetryRequest::Succeeded => {
+                format!("execution {id} succeeded: there is nothing to retry")
+            }
+            RetryRequest::AlreadyRetried(next) => {
+                format!("execution {id} was retried already, as {next} (retry that one)")
+            }
+            RetryRequest::KeyHeld(holder) => {
+                format!("execution {id}'s unique key is held by execution {holder}")
+            }
+        })
+    }
 }
 
 /// What a cancel request found.
