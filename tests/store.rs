@@ -1529,6 +1529,21 @@ async fn filters_narrow_and_keyset_pages_are_stable_under_inserts(store: Arc<dyn
     })
     .await;
     assert_eq!(ended.len(), 2);
+    // Active statuses alone, and a status with a narrower filter.
+    let running = list(ExecFilter {
+        statuses: vec![Status::Running],
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(running.len(), 28);
+    assert!(running.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let even_running = list(ExecFilter {
+        statuses: vec![Status::Running, Status::Pending],
+        handler: Some("even".into()),
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(even_running.len(), 14);
     // Pages of 7, newest first; rows inserted meanwhile (newer) do not
     // shift the pages that follow.
     let mut seen = Vec::new();

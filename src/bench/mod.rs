@@ -16,6 +16,7 @@ use crate::cli::CliError;
 use jobvisor::model::Mode;
 use jobvisor::store::ExecFilter;
 
+mod list;
 mod spawn;
 mod workflow;
 use clap::Args;
@@ -44,6 +45,8 @@ pub enum Scenario {
     /// Dependencies and unique keys: fan-out/fan-in, a chain, and unique
     /// enqueues, each against the same work without them.
     Workflow,
+    /// `exec list` by each of its filters in a large history.
+    List,
 }
 
 /// A way of running executions that `bench` measures.
@@ -139,6 +142,9 @@ pub struct BenchArgs {
     /// Workflow scenario: enqueues per unique-key case.
     #[arg(long, default_value_t = 10_000)]
     pub keys: usize,
+    /// List scenario: executions in the history searched.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub executions: usize,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -179,6 +185,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Rescue => return bench_rescue(database, &a).await,
         Scenario::Spawn => return spawn::bench_spawn(&a).await,
         Scenario::Workflow => return workflow::bench_workflow(database, &a).await,
+        Scenario::List => return list::bench_list(database, &a).await,
         Scenario::Modes => {}
     }
     let payload: Value = serde_json::from_str(&a.payload)

@@ -390,9 +390,38 @@ impl<D: Dialect> R<'_, D> {
 /// `executions`.
 fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
     if !filter.statuses.is_empty() {
-        q.push(" AND status IN (")
-            .push_list(filter.statuses.iter().map(|s| s.as_str()))
-            .push(")");
+        // Statuses are written as literals, which lets the planners use the
+        // partial index of each (`WHERE status = 'failed'`); they are our
+        // own names, never user text. A status matches many rows: with a
+        // filter on a column that is more selective, `status || ''` keeps
+        // SQLite's planner (which has no statistics) on that column's index.
+        let narrower = filter.job.is_some()
+            || filter.queue.is_some()
+            || filter.handler.is_some()
+            || filter.unique_key.is_some();
+        let column = if narrower { "status || ''" } else { "status" };
+        let names: Vec<String> = filter
+            .statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        let condition = match names.as_slice() {
+            [one] => format!("{column} = {one}"),
+            many => format!("{column} IN ({})", many.join(", ")),
+        };
+        let active = filter
+            .statuses
+            .iter()
+            .all(|s| matches!(s, Status::Pending | Status::Running | Status::Waiting));
+        if active && !narrower {
+            // Few rows are active, in partial indexes that are not in id
+            // order: collect them there instead of walking the history.
+            q.push(" AND id IN (SELECT id FROM executions WHERE ")
+                .push(&condition)
+                .push(")");
+        } else {
+            q.push(" AND ").push(&condition);
+        }
     }
     for (column, value) in [
         ("handler", &filter.handler),
