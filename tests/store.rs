@@ -1536,7 +1536,10 @@ async fn filters_narrow_and_keyset_pages_are_stable_under_inserts(store: Arc<dyn
     })
     .await;
     assert_eq!(running.len(), 28);
-    assert!(running.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert!(
+        running.windows(2).all(|w| w[0].id > w[1].id),
+        "newest first"
+    );
     let even_running = list(ExecFilter {
         statuses: vec![Status::Running, Status::Pending],
         handler: Some("even".into()),

@@ -100,8 +100,8 @@ async fn cancel(store: &dyn Store, db: &str, a: ActArgs) -> Result<(), CliError>
         }
         let done = jobvisor::bulk::cancel(store, &filter, &a.reason, now).await?;
         println!(
-            "matched {} executions: {} cancelled before they started, {} running asked to stop",
-            done.matched,
+            "matched {}: {} cancelled before they started, {} running asked to stop",
+            executions(done.matched),
             done.cancelled.unwrap_or(0),
             done.requested.unwrap_or(0)
         );
@@ -129,6 +129,14 @@ async fn cancel(store: &dyn Store, db: &str, a: ActArgs) -> Result<(), CliError>
     }
 }
 
+/// "1 execution", "2 executions".
+fn executions(n: u64) -> String {
+    match n {
+        1 => "1 execution".into(),
+        n => format!("{n} executions"),
+    }
+}
+
 /// Lists what `filter` matches, changing nothing.
 async fn dry_run(store: &dyn Store, filter: &ExecFilter) -> Result<(), CliError> {
     let found = jobvisor::bulk::matching(store, filter).await?;
@@ -150,8 +158,8 @@ async fn retry(store: &dyn Store, a: ActArgs) -> Result<(), CliError> {
         let done = jobvisor::bulk::retry(store, &filter, now).await?;
         let retried = done.retried.unwrap_or(0);
         println!(
-            "matched {} executions: {retried} retried, {} passed over (not failed or cancelled, retried already, or their key held)",
-            done.matched,
+            "matched {}: {retried} retried, {} passed over (not failed or cancelled, retried already, or their key held)",
+            executions(done.matched),
             done.matched - retried
         );
         return Ok(());
