@@ -639,3 +639,40 @@ async fn executions_are_found_by_filters_and_acted_on_in_bulk() {
     assert_eq!(e.status, Status::Cancelled);
     assert_eq!(e.cancel_reason.as_deref(), Some("clearing"));
 }
+
+/// `handler remove` refuses while jobs use the handler, naming them;
+/// `--force` removes it and pauses them. A built-in of the same name takes
+/// over, so removing that override needs no force.
+#[test]
+fn a_handler_in_use_is_not_removed_without_force() {
+    let env = Env::new();
+    env.ok(&["handler", "add", "tool", "--exec", "/bin/true"]);
+    for job in ["nightly", "hourly"] {
+        env.ok(&["job", "add", job, "--handler", "tool", "--every", "1h"]);
+    }
+    let out = env.cli(&["handler", "remove", "tool"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("used by jobs hourly, nightly"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1);
+    assert!(env.ok(&["handler", "list"]).contains("tool"));
+    let out = env.ok(&["handler", "remove", "tool", "--force"]);
+    assert!(
+        out.contains("paused the jobs that used it: hourly, nightly"),
+        "{out}"
+    );
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.ok(&["job", "list", "--json"])).unwrap();
+    assert!(
+        jobs.as_array().unwrap().iter().all(|j| j["paused"] == true),
+        "{jobs}"
+    );
+    // An override of a built-in: the built-in takes over.
+    env.ok(&["handler", "add", "echo", "--exec", "/bin/cat"]);
+    env.ok(&["job", "add", "echoes", "--handler", "echo", "--every", "1h"]);
+    env.ok(&["handler", "remove", "echo"]);
+    assert_eq!(
+        env.cli(&["handler", "remove", "nope"]).status.code(),
+        Some(2)
+    );
+}

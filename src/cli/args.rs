@@ -331,10 +331,13 @@ pub enum HandlerCmd {
     List(JsonFlag),
     /// Show one handler.
     Show(NameJson),
-    /// Remove a registered handler.
+    /// Remove a registered handler (refused while jobs use it).
     Remove {
         /// Handler name.
         name: String,
+        /// Remove it even though jobs use it, and pause those jobs.
+        #[arg(long)]
+        force: bool,
     },
 }
 

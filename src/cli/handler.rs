@@ -77,13 +77,42 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
                 Ok(())
             }
         }
-        HandlerCmd::Remove { name } => {
-            if store.remove_handler(&name).await? {
-                println!("handler {name} removed");
-                Ok(())
-            } else {
-                Err(jobvisor::Error::UnknownHandler(name).into())
+        HandlerCmd::Remove { name, force } => {
+            if store.handler(&name).await?.is_none() {
+                return Err(jobvisor::Error::UnknownHandler(name).into());
             }
+            // Jobs that would be left without it (a built-in of the same
+            // name takes over, so those are fine).
+            let users: Vec<String> = if builtins::NAMES.contains(&name.as_str()) {
+                Vec::new()
+            } else {
+                store
+                    .jobs()
+                    .await?
+                    .into_iter()
+                    .filter(|j| j.spec.handler == name)
+                    .map(|j| j.spec.name)
+                    .collect()
+            };
+            if !users.is_empty() && !force {
+                return Err(input(format!(
+                    "handler {name} is used by job{} {} (change or remove {}, or --force, \
+                     which pauses {})",
+                    if users.len() == 1 { "" } else { "s" },
+                    users.join(", "),
+                    if users.len() == 1 { "it" } else { "them" },
+                    if users.len() == 1 { "it" } else { "them" },
+                )));
+            }
+            store.remove_handler(&name).await?;
+            for job in &users {
+                jobvisor::job::pause(store.as_ref(), job).await?;
+            }
+            println!("handler {name} removed");
+            if !users.is_empty() {
+                println!("paused the jobs that used it: {}", users.join(", "));
+            }
+            Ok(())
         }
     }
 }
