@@ -79,6 +79,7 @@ both!(
     a_chained_job_runs_after_the_execution_that_ended,
     filters_narrow_and_keyset_pages_are_stable_under_inserts,
     retries_and_bulk_cancels_act_only_where_they_may,
+    stats_count_runs_apart_from_attempts,
 );
 
 fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
@@ -533,7 +534,10 @@ async fn handlers_nodes_queues_and_stats_round_trip(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let stats = store.stats(Some("noop")).await.unwrap();
-    assert_eq!((stats[0].total, stats[0].succeeded), (1, 1));
+    assert_eq!(
+        (stats[0].runs, stats[0].attempts, stats[0].succeeded),
+        (1, 1, 1)
+    );
     assert_eq!(stats[0].success_rate, Some(1.0));
     assert!(stats[0].p95_ms.is_some() && stats[0].avg_ms.is_some());
     assert!(!store.has_due(now_micros()).await.unwrap());
@@ -576,7 +580,11 @@ async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
     }
     let stats = store.stats(None).await.unwrap();
     let timed = stats.iter().find(|s| s.job == "timed").unwrap();
-    assert_eq!((timed.total, timed.succeeded, timed.failed), (20, 19, 1));
+    assert_eq!(
+        (timed.runs, timed.attempts, timed.succeeded, timed.failed),
+        (20, 20, 19, 1)
+    );
+
     assert_eq!(
         (timed.min_ms, timed.p95_ms, timed.max_ms),
         (Some(1.0), Some(19.0), Some(20.0))
@@ -1656,4 +1664,43 @@ async fn retries_and_bulk_cancels_act_only_where_they_may(store: Arc<dyn Store>)
         store.retry(again, now_micros()).await.unwrap(),
         RetryRequest::Retried(_)
     ));
+}
+
+async fn stats_count_runs_apart_from_attempts(store: Arc<dyn Store>) {
+    // Runs are counted apart from attempts: two runs of three attempts
+    // each (two failures, then the last attempt ends) are two runs, one
+    // succeeded and one failed: 50 %, not 1 in 6.
+    for last in [Outcome::Succeeded, Outcome::Failed { retryable: true }] {
+        let mut e = exec("flaky", 0, DEFAULT_QUEUE);
+        e.retry = RetryPolicy {
+            max_attempts: 3,
+            backoff_base_ms: 1,
+            backoff_cap_ms: 1,
+        };
+        store
+            .enqueue(std::slice::from_ref(&e), now_micros())
+            .await
+            .unwrap();
+        let mut id = e.id;
+        for attempt in 1..=3 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let claimed = store.claim("n1", 1, now_micros()).await.unwrap();
+            assert_eq!(claimed[0].id, id);
+            let outcome = if attempt < 3 {
+                Outcome::Failed { retryable: true }
+            } else {
+                last.clone()
+            };
+            let done = end(&store, vec![(id, outcome, None)]).await;
+            if let Some(next) = done[0].retry {
+                id = next;
+            }
+        }
+    }
+    let flaky = store.stats(Some("flaky")).await.unwrap().remove(0);
+    assert_eq!(
+        (flaky.runs, flaky.attempts, flaky.succeeded, flaky.failed),
+        (2, 6, 1, 1)
+    );
+    assert_eq!(flaky.success_rate, Some(0.5));
 }

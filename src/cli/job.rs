@@ -143,8 +143,8 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             println!("runs:        {} (missed {})", job.runs, job.missed);
             if let Some(st) = stats {
                 println!(
-                    "history:     {} executions: {} succeeded, {} failed, {} cancelled",
-                    st.total, st.succeeded, st.failed, st.cancelled
+                    "history:     {} runs ({} attempts): {} succeeded, {} failed, {} cancelled",
+                    st.runs, st.attempts, st.succeeded, st.failed, st.cancelled
                 );
                 if let (Some(avg), Some(p95)) = (st.avg_ms, st.p95_ms) {
                     println!("duration:    avg {avg:.1} ms, p95 {p95:.1} ms");

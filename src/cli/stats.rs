@@ -19,7 +19,8 @@ pub(crate) async fn stats(db: &str, job: Option<String>, json: bool) -> Result<(
         .map(|s| {
             vec![
                 s.job.clone(),
-                s.total.to_string(),
+                s.runs.to_string(),
+                s.attempts.to_string(),
                 s.succeeded.to_string(),
                 s.failed.to_string(),
                 s.cancelled.to_string(),
@@ -40,7 +41,8 @@ pub(crate) async fn stats(db: &str, job: Option<String>, json: bool) -> Result<(
     output::table(
         &[
             "JOB",
-            "TOTAL",
+            "RUNS",
+            "ATTEMPTS",
             "OK",
             "FAILED",
             "CANCELLED",

@@ -1914,10 +1914,11 @@ impl<D: Dialect> Store for SqlStore<D> {
                COUNT(*) OVER (PARTITION BY job) AS n FROM executions \
                WHERE finished_at IS NOT NULL AND started_at IS NOT NULL \
                  AND (CAST($1 AS TEXT) IS NULL OR job = $1)) \
-             SELECT e.job, COUNT(*) AS total, \
-               SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS succeeded, \
-               SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed, \
-               SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled, \
+             SELECT e.job, COUNT(*) AS attempts, \
+               SUM(CASE WHEN previous_id IS NULL THEN 1 ELSE 0 END) AS runs, \
+               SUM(CASE WHEN next_id IS NULL AND status = 'succeeded' THEN 1 ELSE 0 END) AS succeeded, \
+               SUM(CASE WHEN next_id IS NULL AND status = 'failed' THEN 1 ELSE 0 END) AS failed, \
+               SUM(CASE WHEN next_id IS NULL AND status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled, \
                (SELECT CAST(MIN(us) AS DOUBLE PRECISION) FROM d WHERE d.job = e.job) AS min_us, \
                (SELECT CAST(AVG(us) AS DOUBLE PRECISION) FROM d WHERE d.job = e.job) AS avg_us, \
                (SELECT CAST(MAX(us) AS DOUBLE PRECISION) FROM d WHERE d.job = e.job) AS max_us, \
@@ -1940,7 +1941,8 @@ impl<D: Dialect> Store for SqlStore<D> {
             let finished = succeeded + failed + cancelled;
             Ok(JobStats {
                 job: r.get("job")?,
-                total: count("total")?,
+                runs: count("runs")?,
+                attempts: count("attempts")?,
                 succeeded,
                 failed,
                 cancelled,

@@ -380,14 +380,19 @@ pub struct QueueInfo {
 #[allow(missing_docs)]
 pub struct JobStats {
     pub job: String,
-    /// Executions in all (every attempt).
-    pub total: u64,
+    /// Runs: first attempts, each with its retries.
+    pub runs: u64,
+    /// Attempts in all (every execution row).
+    pub attempts: u64,
+    /// Runs whose last attempt succeeded.
     pub succeeded: u64,
+    /// Runs that failed for good (their last attempt failed).
     pub failed: u64,
+    /// Runs whose last attempt was cancelled.
     pub cancelled: u64,
-    /// succeeded / finished, 0..=1.
+    /// Of the runs that ended, the share that succeeded, 0..=1.
     pub success_rate: Option<f64>,
-    /// Duration of finished executions, ms.
+    /// Duration of finished attempts, ms.
     pub min_ms: Option<f64>,
     /// Mean duration, ms.
     pub avg_ms: Option<f64>,
