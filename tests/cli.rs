@@ -676,3 +676,20 @@ fn a_handler_in_use_is_not_removed_without_force() {
         Some(2)
     );
 }
+
+/// `job list` counts every run in a job's history, triggered ones too
+/// (`run_count`; `runs` counts scheduled occurrences).
+#[test]
+fn job_list_counts_triggered_runs() {
+    let env = Env::new();
+    env.ok(&["job", "add", "report", "--handler", "noop", "--at", "+1d"]);
+    env.ok(&["job", "trigger", "report"]);
+    env.ok(&["job", "trigger", "report"]);
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.ok(&["job", "list", "--json"])).unwrap();
+    assert_eq!(jobs[0]["run_count"], 2, "{jobs}");
+    assert_eq!(jobs[0]["runs"], 0, "{jobs}");
+    let table = env.ok(&["job", "list"]);
+    let row = table.lines().find(|l| l.starts_with("report")).unwrap();
+    assert!(row.trim_end().ends_with(" 2"), "{table}");
+}

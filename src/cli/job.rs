@@ -50,8 +50,25 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
         }
         JobCmd::List(j) => {
             let jobs = store.jobs().await?;
+            // Runs in the history (scheduled, triggered and chained alike);
+            // the job's own `runs` counts scheduled occurrences only.
+            let history: std::collections::HashMap<String, u64> = store
+                .stats(None)
+                .await?
+                .into_iter()
+                .map(|s| (s.job, s.runs))
+                .collect();
+            let run_count = |job: &Job| history.get(&job.spec.name).copied().unwrap_or(0);
             if j.json {
-                return output::json(&jobs.iter().map(view).collect::<Vec<_>>());
+                let all: Vec<serde_json::Value> = jobs
+                    .iter()
+                    .map(|job| {
+                        let mut v = view(job);
+                        v["run_count"] = run_count(job).into();
+                        v
+                    })
+                    .collect();
+                return output::json(&all);
             }
             let rows = jobs
                 .iter()
@@ -64,7 +81,7 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
                         job.next_run_at
                             .map(format_micros)
                             .unwrap_or_else(|| "-".into()),
-                        job.runs.to_string(),
+                        run_count(job).to_string(),
                     ]
                 })
                 .collect();
