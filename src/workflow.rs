@@ -74,6 +74,26 @@ pub struct StepSpec {
     pub after_policy: AfterPolicy,
 }
 
+impl StepSpec {
+    /// A step running `handler` with every default: no payload, the
+    /// handler's mode, no retries, after nothing.
+    pub fn new(name: impl Into<String>, handler: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            handler: handler.into(),
+            payload: Value::Null,
+            mode: None,
+            retries: 0,
+            backoff: None,
+            timeout: None,
+            priority: 0,
+            queue: None,
+            after: Vec::new(),
+            after_policy: AfterPolicy::default(),
+        }
+    }
+}
+
 fn is_zero(v: &u32) -> bool {
     *v == 0
 }
@@ -422,17 +442,8 @@ mod tests {
             steps: steps
                 .iter()
                 .map(|(name, after)| StepSpec {
-                    name: name.to_string(),
-                    handler: "noop".into(),
-                    payload: Value::Null,
-                    mode: None,
-                    retries: 0,
-                    backoff: None,
-                    timeout: None,
-                    priority: 0,
-                    queue: None,
                     after: after.iter().map(|s| s.to_string()).collect(),
-                    after_policy: AfterPolicy::Success,
+                    ..StepSpec::new(*name, "noop")
                 })
                 .collect(),
         }

@@ -259,6 +259,24 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
     Ok(())
 }
 
+/// Runs `sup` on a task until the returned sender fires (or drops).
+fn run_in_background(
+    sup: &Supervisor,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), jobvisor::Error>>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sup = sup.clone();
+    let runner = tokio::spawn(async move {
+        sup.run(async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    (stop_tx, runner)
+}
+
 fn tempfile_dir() -> Result<PathBuf, CliError> {
     let dir =
         std::env::temp_dir().join(format!("jobvisor-bench-{}", uuid::Uuid::now_v7().simple()));
@@ -574,16 +592,7 @@ async fn supervised(
                 }
             }
         });
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let runner = {
-            let sup = sup.clone();
-            tokio::spawn(async move {
-                sup.run(async {
-                    let _ = stop_rx.await;
-                })
-                .await
-            })
-        };
+        let (stop_tx, runner) = run_in_background(&sup);
         nodes.push((sup, stop_tx, runner));
     }
     let sup = nodes[0].0.clone();
@@ -795,16 +804,7 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
         };
         jobvisor::job::add(store.as_ref(), &local, spec).await?;
     }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = {
-        let sup = sup.clone();
-        tokio::spawn(async move {
-            sup.run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
+    let (stop_tx, runner) = run_in_background(&sup);
     // Measure from just before one minute boundary to just before the
     // boundary `minutes` later: exactly `minutes` occurrences per job.
     let minute = 60_000_000i64;
@@ -977,16 +977,7 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
             .configure(|c| c.hostname = hostname.map(str::to_string))
             .build()
             .await?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let runner = {
-            let sup = sup.clone();
-            tokio::spawn(async move {
-                sup.run(async {
-                    let _ = stop_rx.await;
-                })
-                .await
-            })
-        };
+        let (stop_tx, runner) = run_in_background(&sup);
         let _ = node_a.kill();
         let t0 = Instant::now();
         let _ = node_a.wait();

@@ -68,17 +68,8 @@ const POLL: Duration = Duration::from_millis(2);
 
 fn step(name: String, after: Vec<String>) -> StepSpec {
     StepSpec {
-        name,
-        handler: "noop".into(),
-        payload: Value::Null,
-        mode: None,
-        retries: 0,
-        backoff: None,
-        timeout: None,
-        priority: 0,
-        queue: None,
         after,
-        after_policy: Default::default(),
+        ..StepSpec::new(name, "noop")
     }
 }
 
@@ -132,15 +123,8 @@ async fn start(
         .configure(|c| c.concurrency = a.concurrency)
         .build()
         .await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let s = sup.clone();
-    tokio::spawn(async move {
-        let _ = s
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await;
-    });
+    // Stops when the sender is dropped or fires.
+    let (stop_tx, _runner) = super::run_in_background(&sup);
     Ok((sup, stop_tx))
 }
 

@@ -655,55 +655,59 @@ async fn enqueue_in<D: Dialect>(
         }
     }
     // Parents: in this batch (as inserted, or the holder a duplicate
-    // named), or already stored.
-    let named: HashMap<Uuid, Uuid> = execs.iter().zip(&out).map(|(e, o)| (e.id, o.id)).collect();
-    let inserting: HashSet<Uuid> = insert.iter().map(|e| e.id).collect();
+    // named), or already stored. A batch without any (the common case)
+    // skips the bookkeeping.
     let mut starts: HashMap<Uuid, Start> = HashMap::new();
     let mut edges = Vec::new();
     let mut upstream = Vec::new();
-    for e in &insert {
-        if successors.contains(&e.id) {
-            starts.insert(e.id, Start::new(Status::Waiting, 0));
-            continue;
-        }
-        if e.after.is_empty() {
-            starts.insert(e.id, Start::PENDING);
-            continue;
-        }
-        let mut parents = BTreeSet::new();
-        let (mut waiting, mut failed) = (0, None);
-        for p in &e.after {
-            let p = named.get(p).copied().unwrap_or(*p);
-            let (p, status) = match starts.get_mut(&p) {
-                Some(parent) => {
-                    parent.has_children = true;
-                    (p, parent.status)
-                }
-                // Later in the batch (or itself): not known yet.
-                None if inserting.contains(&p) => return Err(StoreError::NoParent(p)),
-                None => parent_state::<D>(tx, p)
-                    .await?
-                    .ok_or(StoreError::NoParent(p))?,
-            };
-            if !parents.insert(p) {
+    if insert.iter().any(|e| !e.after.is_empty()) {
+        let named: HashMap<Uuid, Uuid> =
+            execs.iter().zip(&out).map(|(e, o)| (e.id, o.id)).collect();
+        let inserting: HashSet<Uuid> = insert.iter().map(|e| e.id).collect();
+        for e in &insert {
+            if successors.contains(&e.id) {
+                starts.insert(e.id, Start::new(Status::Waiting, 0));
                 continue;
             }
-            if !status.is_terminal() {
-                waiting += 1;
-            } else if status != Status::Succeeded && failed.is_none() {
-                failed = Some(p);
+            if e.after.is_empty() {
+                starts.insert(e.id, Start::PENDING);
+                continue;
             }
+            let mut parents = BTreeSet::new();
+            let (mut waiting, mut failed) = (0, None);
+            for p in &e.after {
+                let p = named.get(p).copied().unwrap_or(*p);
+                let (p, status) = match starts.get_mut(&p) {
+                    Some(parent) => {
+                        parent.has_children = true;
+                        (p, parent.status)
+                    }
+                    // Later in the batch (or itself): not known yet.
+                    None if inserting.contains(&p) => return Err(StoreError::NoParent(p)),
+                    None => parent_state::<D>(tx, p)
+                        .await?
+                        .ok_or(StoreError::NoParent(p))?,
+                };
+                if !parents.insert(p) {
+                    continue;
+                }
+                if !status.is_terminal() {
+                    waiting += 1;
+                } else if status != Status::Succeeded && failed.is_none() {
+                    failed = Some(p);
+                }
+            }
+            edges.extend(parents.iter().map(|p| (e.id, *p)));
+            let start = match failed {
+                Some(p) if e.after_policy == AfterPolicy::Success => {
+                    upstream.push((e.id, format!("upstream {p} failed")));
+                    Start::new(Status::Cancelled, 0)
+                }
+                _ if waiting > 0 => Start::new(Status::Waiting, waiting),
+                _ => Start::PENDING,
+            };
+            starts.insert(e.id, start);
         }
-        edges.extend(parents.iter().map(|p| (e.id, *p)));
-        let start = match failed {
-            Some(p) if e.after_policy == AfterPolicy::Success => {
-                upstream.push((e.id, format!("upstream {p} failed")));
-                Start::new(Status::Cancelled, 0)
-            }
-            _ if waiting > 0 => Start::new(Status::Waiting, waiting),
-            _ => Start::PENDING,
-        };
-        starts.insert(e.id, start);
     }
     insert_executions::<D>(tx, &insert, now, |e| match starts.get(&e.id) {
         // Cancelled ones go in waiting, to be cancelled as any other.
@@ -712,6 +716,7 @@ async fn enqueue_in<D: Dialect>(
             ..*s
         },
         Some(start) => *start,
+        None if successors.contains(&e.id) => Start::new(Status::Waiting, 0),
         None => Start::PENDING,
     })
     .await?;
