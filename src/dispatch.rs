@@ -3,7 +3,7 @@
 //! mode's runner and hands the completion to the relay. It owns the
 //! running executions' stop handles; cancels reach them as messages.
 
-use crate::model::{now_micros, HandlerKind, ProcessLimits};
+use crate::model::{now_micros, HandlerKind, Outcome, ProcessLimits, MAX_SNOOZES};
 use crate::relay::{LogSink, RelayMsg};
 use crate::runner::process::ProcessPlan;
 use crate::runner::{inproc, process, Stop, StopReason};
@@ -69,6 +69,9 @@ impl Dispatcher {
         tokio::pin!(shutdown);
         let mut backlog = true;
         let mut claim_backoff = Duration::from_millis(100);
+        // When a rate that held executions back has its next start: a
+        // claim then, rather than polls until it comes.
+        let mut token_at: Option<tokio::time::Instant> = None;
         loop {
             self.beats
                 .dispatcher
@@ -80,7 +83,8 @@ impl Dispatcher {
             if backlog && free > 0 {
                 let want = free.min(self.claim_batch);
                 match self.store.claim(&self.node, want, now_micros()).await {
-                    Ok(claimed) => {
+                    Ok(claims) => {
+                        let claimed = claims.executions;
                         if claimed.is_empty() && polled {
                             poll_every = (poll_every * 2).min(slowest_poll);
                         } else if !claimed.is_empty() {
@@ -89,6 +93,10 @@ impl Dispatcher {
                         polled = false;
                         backlog = claimed.len() == want;
                         claim_backoff = Duration::from_millis(100);
+                        token_at = claims.next_token_at.map(|at| {
+                            let wait = at.saturating_sub(now_micros()).max(0) as u64;
+                            tokio::time::Instant::now() + Duration::from_micros(wait)
+                        });
                         for c in claimed {
                             self.start(c);
                         }
@@ -115,6 +123,10 @@ impl Dispatcher {
                         backlog = true;
                         poll_every = base_poll;
                     }
+                }
+                _ = sleep_until_some(token_at) => {
+                    token_at = None;
+                    backlog = true;
                 }
                 // Look before claiming: a read is cheaper than the claim's
                 // write.
@@ -205,6 +217,14 @@ impl Dispatcher {
     }
 }
 
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs an execution; should its owner panic (a bug in the supervisor,
 /// not in the job), the execution still ends, as failed. Returns its id.
 async fn execute_guarded(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) -> Uuid {
@@ -227,7 +247,7 @@ async fn execute(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) {
     let sink = LogSink::new(claimed.id, exec.relay.clone());
     let _ = exec.started.send(claimed.id);
     let began = std::time::Instant::now();
-    let completion = match claimed.mode {
+    let mut completion = match claimed.mode {
         crate::model::Mode::Inproc => match exec.registry.get(&claimed.handler) {
             Some(h) => inproc::run(h, &claimed, &stop, &sink, exec.inproc_grace).await,
             None => failed(
@@ -246,6 +266,12 @@ async fn execute(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) {
             Err(e) => failed(&claimed, crate::error_chain(&e)),
         },
     };
+    if matches!(completion.outcome, Outcome::Snoozed { .. }) && claimed.snoozes >= MAX_SNOOZES {
+        completion.outcome = Outcome::Failed { retryable: false };
+        completion.error = Some(format!(
+            "snoozed {MAX_SNOOZES} times already: giving up (the limit per execution chain)"
+        ));
+    }
     exec.durations
         .lock()
         .unwrap_or_else(|e| e.into_inner())

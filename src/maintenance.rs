@@ -68,7 +68,7 @@ impl Maintenance {
                     Some(ToMaintenance::Stop) | None => return,
                 },
                 notice = next_notice(&mut notices) => match notice {
-                    Some(Notice::Work) => tell(&self.dispatcher, ToDispatcher::Wake),
+                    Some(Notice::Work | Notice::Limits) => tell(&self.dispatcher, ToDispatcher::Wake),
                     Some(Notice::Jobs) => tell(&self.scheduler, ToScheduler::JobsChanged),
                     Some(Notice::Cancel) => self.check_cancels().await,
                     None => notices = None,

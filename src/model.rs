@@ -102,6 +102,14 @@ pub enum ValueError {
     /// A time before the epoch.
     #[error("times before 1970 are not supported")]
     BeforeEpoch,
+    /// Not a rate (`N/DUR`).
+    #[error("invalid rate {text:?}: {why} (expected N/DUR, e.g. 5/1s or 100/1m)")]
+    Rate {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// Not a number with a unit.
     #[error("invalid size {0:?}: expected a number with an optional unit (K, M, G, T)")]
     SizeNumber(String),
@@ -263,6 +271,9 @@ pub enum Status {
     Failed,
     /// Stopped on request.
     Cancelled,
+    /// Ended by its handler's request to run again later (`snooze`): a new
+    /// attempt follows at the time it asked for, without using a retry.
+    Snoozed,
 }
 
 impl Status {
@@ -275,12 +286,16 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::Snoozed => "snoozed",
         }
     }
 
     /// Whether the execution is over.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+        matches!(
+            self,
+            Status::Succeeded | Status::Failed | Status::Cancelled | Status::Snoozed
+        )
     }
 }
 
@@ -300,9 +315,10 @@ impl FromStr for Status {
             Status::Succeeded,
             Status::Failed,
             Status::Cancelled,
+            Status::Snoozed,
         ];
         let names = all.map(|st| (st.as_str(), st));
-        let expected = "waiting, pending, running, succeeded, failed or cancelled";
+        let expected = "waiting, pending, running, succeeded, failed, cancelled or snoozed";
         parse_name("status", expected, &names, s)
     }
 }
@@ -499,7 +515,19 @@ pub enum Outcome {
     /// The supervisor stopped under it (shutdown, a dead node). Not the
     /// job's failure: it always runs again, on an attempt of its own.
     Interrupted,
+    /// Its handler asked to run again after `delay_ms`: the next execution
+    /// of the chain keeps the attempt number and `max_attempts`.
+    Snoozed {
+        /// How long from the end until the next execution is due.
+        delay_ms: u64,
+    },
 }
+
+/// Snoozes one execution chain may take; the next one fails it.
+pub const MAX_SNOOZES: u32 = 1_000;
+
+/// The longest snooze: a longer delay is cut to it.
+pub const MAX_SNOOZE_MS: u64 = 366 * 24 * 3600 * 1000;
 
 /// An outcome as the execution row stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -523,6 +551,8 @@ pub struct Retry {
     pub max_attempts: u32,
     /// When it is due.
     pub run_at: Micros,
+    /// Whether a snooze asked for it (counted against [`MAX_SNOOZES`]).
+    pub snooze: bool,
 }
 
 impl Outcome {
@@ -539,6 +569,7 @@ impl Outcome {
             Outcome::TimedOut => (Status::Failed, true, false, None),
             Outcome::Cancelled { how } => (Status::Cancelled, false, false, *how),
             Outcome::Interrupted => (Status::Failed, false, true, None),
+            Outcome::Snoozed { .. } => (Status::Snoozed, false, false, None),
         };
         OutcomeColumns {
             status,
@@ -557,6 +588,13 @@ impl Outcome {
                 attempt: next,
                 max_attempts: policy.max_attempts.max(next),
                 run_at: finished_at,
+                snooze: false,
+            }),
+            Outcome::Snoozed { delay_ms } => Some(Retry {
+                attempt,
+                max_attempts: policy.max_attempts,
+                run_at: finished_at.saturating_add((*delay_ms).min(MAX_SNOOZE_MS) as Micros * 1000),
+                snooze: true,
             }),
             Outcome::Failed { retryable: true } | Outcome::TimedOut
                 if attempt < policy.max_attempts =>
@@ -566,6 +604,7 @@ impl Outcome {
                     max_attempts: policy.max_attempts,
                     run_at: finished_at
                         .saturating_add(policy.delay_before(next).as_micros() as Micros),
+                    snooze: false,
                 })
             }
             _ => None,
@@ -644,6 +683,32 @@ mod tests {
             (Status::Cancelled, false, false, Some("abort"))
         );
         assert_eq!(cols(failed), (Status::Failed, false, false, None));
+        // A snooze runs again after its delay, even on the last attempt,
+        // keeping the attempt number and the attempts allowed.
+        let snooze = Outcome::Snoozed { delay_ms: 1_500 };
+        let r = snooze.retry(&p, 3, 10_000_000).unwrap();
+        assert_eq!((r.attempt, r.max_attempts, r.run_at), (3, 3, 11_500_000));
+        assert_eq!(cols(snooze), (Status::Snoozed, false, false, None));
+        assert!(Status::Snoozed.is_terminal());
+    }
+
+    #[test]
+    fn rates_read_as_count_per_duration_and_refuse_what_could_never_start() {
+        let r: Rate = "5/1s".parse().unwrap();
+        assert_eq!((r.n, r.per_ms), (5, 1_000));
+        assert_eq!(r.to_string(), "5/1s");
+        let r: Rate = "100/1m".parse().unwrap();
+        assert_eq!(
+            (r.n, r.per_ms, r.to_string()),
+            (100, 60_000, "100/1m".into())
+        );
+        assert_eq!("1000/500ms".parse::<Rate>().unwrap().per_ms, 500);
+        for bad in [
+            "0/1s", "5/0s", "5", "/1s", "-1/1s", "x/1s", "5/abc", "5/1s/2", "5/500us", "",
+        ] {
+            let e = bad.parse::<Rate>().unwrap_err().to_string();
+            assert!(e.starts_with("invalid rate"), "{bad:?}: {e}");
+        }
     }
 
     #[test]
@@ -668,6 +733,64 @@ mod tests {
     }
 }
 
+/// A queue's rate limit: at most `n` executions start in any window of
+/// `per_ms` (a sliding window, across all nodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Starts allowed per window (at least 1).
+    pub n: u32,
+    /// The window, in milliseconds (at least 1).
+    pub per_ms: u64,
+}
+
+impl FromStr for Rate {
+    type Err = ValueError;
+    /// `N/DUR`, e.g. `5/1s` or `100/1m`.
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let bad = |why: &'static str| ValueError::Rate {
+            text: s.to_string(),
+            why,
+        };
+        let (n, per) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| bad("the count is not a whole number"))?;
+        if n == 0 {
+            return Err(bad("the count must be at least 1"));
+        }
+        let per = humantime::parse_duration(per.trim())
+            .map_err(|_| bad("the window is not a duration"))?;
+        let per_ms = u64::try_from(per.as_millis()).map_err(|_| bad("the window is too long"))?;
+        if per_ms == 0 || per.subsec_nanos() % 1_000_000 != 0 {
+            return Err(bad(
+                "the window must be a whole number of milliseconds, at least 1ms",
+            ));
+        }
+        Ok(Rate { n, per_ms })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per = humantime::format_duration(Duration::from_millis(self.per_ms));
+        write!(f, "{}/{per}", self.n)
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A request to run a handler once.
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
@@ -675,8 +798,8 @@ mod tests {
 pub struct NewExecution {
     /// Chosen by the caller (time-ordered UUIDv7).
     pub id: Uuid,
-    /// The job it belongs to (for ad-hoc runs, the handler's name).
-    pub job: String,
+    /// The job it belongs to; `None` for an ad-hoc run.
+    pub job: Option<String>,
     pub handler: String,
     /// Inproc or process.
     pub mode: Mode,
@@ -698,6 +821,9 @@ pub struct NewExecution {
     pub occurrence: Option<Micros>,
     /// Its unique key, if it has one.
     pub unique: Option<UniqueKey>,
+    /// Its concurrency key: the queue's key limit caps how many executions
+    /// with the same key run at once.
+    pub concurrency_key: Option<String>,
     /// Executions it runs after (it waits until they have all ended).
     pub after: Vec<Uuid>,
     /// What its parents' ends must be for it to run.
@@ -898,6 +1024,10 @@ pub struct JobSpec {
     /// Jobs enqueued when one of its executions ends (`--then`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub then: Vec<Chain>,
+    /// The concurrency key of its executions (the queue's key limit caps
+    /// how many with one key run at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 /// A stored job: its definition and its scheduling state.
@@ -955,7 +1085,8 @@ impl ProgressState {
 #[allow(missing_docs)]
 pub struct Execution {
     pub id: Uuid,
-    pub job: String,
+    /// The job it belongs to; `None` for an ad-hoc run.
+    pub job: Option<String>,
     pub handler: String,
     pub mode: Mode,
     pub status: Status,
@@ -974,6 +1105,10 @@ pub struct Execution {
     pub queue: String,
     /// Its unique key, if it has one.
     pub unique_key: Option<String>,
+    /// Its concurrency key, if it has one.
+    pub concurrency_key: Option<String>,
+    /// Snoozes in its chain before it.
+    pub snoozes: u32,
     /// With parents: what their ends must be for it to run.
     pub after_policy: Option<AfterPolicy>,
     /// Parents that have not ended yet (while `waiting`).

@@ -48,7 +48,7 @@ pub(crate) fn execution_for(job: &Job, occurrence: Option<Micros>, run_at: Micro
     let daemon = matches!(spec.schedule, ScheduleSpec::Daemon);
     NewExecution {
         id: Uuid::now_v7(),
-        job: spec.name.clone(),
+        job: Some(spec.name.clone()),
         handler: spec.handler.clone(),
         mode,
         payload: spec.payload.clone(),
@@ -70,6 +70,7 @@ pub(crate) fn execution_for(job: &Job, occurrence: Option<Micros>, run_at: Micro
         queue: spec.queue.clone(),
         occurrence,
         unique: None,
+        concurrency_key: spec.concurrency_key.clone(),
         after: Vec::new(),
         after_policy: Default::default(),
         step: None,
@@ -274,6 +275,7 @@ mod tests {
             end_at: None,
             paused: false,
             then: Vec::new(),
+            concurrency_key: None,
         }
     }
 

@@ -29,7 +29,7 @@ pub struct RunSpec {
     pub timeout: Option<Duration>,
     /// Higher runs first.
     pub priority: i32,
-    /// Job name to record (the handler's name when `None`).
+    /// The job it runs for (`None`: an ad-hoc run, of no job).
     pub job: Option<String>,
     /// Not before this time (now when `None`).
     pub run_at: Option<Micros>,
@@ -38,6 +38,9 @@ pub struct RunSpec {
     /// At most one pending or running execution with this key (and, with a
     /// hold, none within that time of the last one's end).
     pub unique: Option<crate::model::UniqueKey>,
+    /// Its concurrency key: the queue's key limit caps how many executions
+    /// with one key run at once.
+    pub concurrency_key: Option<String>,
     /// Executions to run after: it waits until they have all ended.
     pub after: Vec<Uuid>,
     /// What its parents' ends must be for it to run.
@@ -60,9 +63,18 @@ impl RunSpec {
             run_at: None,
             queue: crate::model::DEFAULT_QUEUE.to_string(),
             unique: None,
+            concurrency_key: None,
             after: Vec::new(),
             after_policy: Default::default(),
         }
+    }
+
+    /// Gives the run a concurrency key: in a queue with a key limit (`queue
+    /// set-key-limit`), at most that many executions with one key run at
+    /// once, across all nodes; other keys are not held back.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
     }
 
     /// Runs it after execution `parent` has ended (repeatable: after all of
@@ -170,12 +182,18 @@ fn resolve(
         None if local(&spec.handler) => (spec.mode.unwrap_or(Mode::Inproc), None),
         None => return Err(Error::UnknownHandler(spec.handler)),
     };
+    if spec.concurrency_key.as_deref() == Some("") {
+        return Err(Error::Invalid("a concurrency key cannot be empty".into()));
+    }
+    if spec.job.as_deref() == Some("") {
+        return Err(Error::Invalid("a job name cannot be empty".into()));
+    }
     if spec.timeout == Some(Duration::ZERO) {
         return Err(Error::Invalid("a timeout must be longer than 0".into()));
     }
     Ok(NewExecution {
         id: Uuid::now_v7(),
-        job: spec.job.unwrap_or_else(|| spec.handler.clone()),
+        job: spec.job,
         handler: spec.handler,
         mode,
         payload: spec.payload,
@@ -195,6 +213,7 @@ fn resolve(
         queue: spec.queue,
         occurrence: None,
         unique: spec.unique,
+        concurrency_key: spec.concurrency_key,
         after: spec.after,
         after_policy: spec.after_policy,
         step: None,

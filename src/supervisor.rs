@@ -13,7 +13,7 @@ use crate::relay::{Relay, RelayMsg};
 use crate::runner::os;
 use crate::runner::pool::Pools;
 use crate::scheduler::{Scheduler, ToScheduler};
-use crate::store::{self, CancelRequest, Completion, Finished, NodeInfo, Store};
+use crate::store::{self, CancelRequest, Completion, Finished, NodeInfo, QueueChange, Store};
 use crate::submit::{self, RunSpec};
 use crate::Error;
 use jobvisor_worker::{Handler, Registry};
@@ -675,18 +675,21 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Changes queue `name`: its limit (`Some(None)` removes it) and
-    /// whether it is paused; the dispatcher looks again at once.
-    pub async fn set_queue(
-        &self,
-        name: &str,
-        limit: Option<Option<u32>>,
-        paused: Option<bool>,
-    ) -> Result<(), Error> {
+    /// Changes queue `name`: its limits (`Some(None)` removes one) and
+    /// whether it is paused; every node's next claim applies them, this
+    /// node's dispatcher at once.
+    pub async fn set_queue(&self, name: &str, change: &QueueChange) -> Result<(), Error> {
         if name.is_empty() {
             return Err(Error::Invalid("a queue name cannot be empty".into()));
         }
-        self.store().set_queue(name, limit, paused).await?;
+        for (what, limit) in [("limit", change.limit), ("key limit", change.key_limit)] {
+            if limit == Some(Some(0)) {
+                return Err(Error::Invalid(format!(
+                    "a queue's {what} must be at least 1"
+                )));
+            }
+        }
+        self.store().set_queue(name, change).await?;
         self.wake();
         Ok(())
     }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use jobvisor::store::QueueChange;
 use jobvisor::{HandlerError, Mode, RunSpec, Status, Supervisor};
 use serde_json::json;
 use std::time::Duration;
@@ -286,18 +287,43 @@ async fn triggering_a_job_or_resuming_a_queue_wakes_the_dispatcher_by_itself() {
     assert_eq!(finished(store.as_ref(), id).await.status, Status::Succeeded);
     assert!(t0.elapsed() < quick, "{:?}", t0.elapsed());
 
-    sup.set_queue("held", None, Some(true)).await.unwrap();
+    sup.set_queue(
+        "held",
+        &QueueChange {
+            paused: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let mut spec = RunSpec::new("noop", json!(null));
     spec.queue = "held".into();
     let id = sup.enqueue(spec).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let e = store.execution(id).await.unwrap().unwrap();
     assert_eq!(e.status, Status::Pending, "a paused queue holds it");
-    sup.set_queue("held", None, Some(false)).await.unwrap();
+    sup.set_queue(
+        "held",
+        &QueueChange {
+            paused: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let t0 = std::time::Instant::now();
     assert_eq!(finished(store.as_ref(), id).await.status, Status::Succeeded);
     assert!(t0.elapsed() < quick, "{:?}", t0.elapsed());
-    assert!(sup.set_queue("", None, Some(true)).await.is_err());
+    assert!(sup
+        .set_queue(
+            "",
+            &QueueChange {
+                paused: Some(true),
+                ..Default::default()
+            }
+        )
+        .await
+        .is_err());
     assert!(matches!(
         sup.pause_job("nosuch").await,
         Err(jobvisor::Error::UnknownJob(_))
@@ -378,9 +404,15 @@ async fn a_burst_of_changes_is_coalesced_and_the_stop_still_arrives() {
     let env = Env::new();
     let (sup, stop, task) = start(&env, |b| b).await;
     for i in 0..3000 {
-        sup.set_queue("burst", Some(Some(1 + i % 3)), None)
-            .await
-            .unwrap();
+        sup.set_queue(
+            "burst",
+            &QueueChange {
+                limit: Some(Some(1 + i % 3)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     }
     let mut spec = RunSpec::new("noop", json!(null));
     spec.queue = "burst".into();

@@ -14,7 +14,7 @@ use jobvisor::model::{
 };
 use jobvisor::schedule::{Misfire, ScheduleSpec};
 use jobvisor::store::{
-    Batch, CancelRequest, Completion, ExecFilter, JobAdvance, LogRow, NodeInfo, Store,
+    Batch, CancelRequest, Completion, ExecFilter, JobAdvance, LogRow, NodeInfo, QueueChange, Store,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -80,12 +80,15 @@ both!(
     filters_narrow_and_keyset_pages_are_stable_under_inserts,
     retries_and_bulk_cancels_act_only_where_they_may,
     stats_count_runs_apart_from_attempts,
+    key_limits_hold_each_key_and_let_other_keys_by,
+    rates_hold_starts_per_window_and_say_when_the_next_is_due,
+    a_snooze_runs_again_later_without_using_a_retry,
 );
 
 fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
     NewExecution {
         id: Uuid::now_v7(),
-        job: handler.into(),
+        job: Some(handler.into()),
         handler: handler.into(),
         mode: Mode::Inproc,
         payload: json!({"p": priority}),
@@ -98,9 +101,24 @@ fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
         queue: queue.into(),
         occurrence: None,
         unique: None,
+        concurrency_key: None,
         after: Vec::new(),
         after_policy: Default::default(),
         step: None,
+    }
+}
+
+fn limit(n: u32) -> QueueChange {
+    QueueChange {
+        limit: Some(Some(n)),
+        ..Default::default()
+    }
+}
+
+fn paused(p: bool) -> QueueChange {
+    QueueChange {
+        paused: Some(p),
+        ..Default::default()
     }
 }
 
@@ -112,18 +130,23 @@ async fn claims_take_the_best_first_and_never_the_same_row_twice(store: Arc<dyn 
     future.run_at = now_micros() + 3_600_000_000;
     execs.push(future);
     store.enqueue(&execs, now_micros()).await.unwrap();
-    let first = store.claim("n1", 3, now_micros()).await.unwrap();
+    let first = store.claim("n1", 3, now_micros()).await.unwrap().executions;
     assert_eq!(first.len(), 3);
     assert!(
         first.iter().all(|c| c.payload["p"] == 2),
         "highest priority first"
     );
-    let rest = store.claim("n1", 100, now_micros()).await.unwrap();
+    let rest = store
+        .claim("n1", 100, now_micros())
+        .await
+        .unwrap()
+        .executions;
     assert_eq!(rest.len(), 7, "the future row is not due");
     assert!(store
         .claim("n1", 100, now_micros())
         .await
         .unwrap()
+        .executions
         .is_empty());
 
     // Four claimers at once over 400 rows: each row goes to exactly one.
@@ -138,7 +161,8 @@ async fn claims_take_the_best_first_and_never_the_same_row_twice(store: Arc<dyn 
                 let c = store
                     .claim(&format!("n{n}"), 16, now_micros())
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .executions;
                 if c.is_empty() {
                     return got;
                 }
@@ -166,7 +190,7 @@ async fn completions_are_fenced_and_failures_schedule_linked_retries(store: Arc<
         .enqueue(std::slice::from_ref(&e), now_micros())
         .await
         .unwrap();
-    let c = store.claim("n1", 1, now_micros()).await.unwrap();
+    let c = store.claim("n1", 1, now_micros()).await.unwrap().executions;
     assert_eq!(c[0].id, e.id);
     let mut done = Completion::new(e.id, Outcome::Failed { retryable: true }, now_micros());
     done.error = Some("boom".into());
@@ -221,7 +245,7 @@ async fn completions_are_fenced_and_failures_schedule_linked_retries(store: Arc<
     assert_eq!(second.status, Status::Pending);
     // The last attempt fails for good.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let c = store.claim("n1", 1, now_micros()).await.unwrap();
+    let c = store.claim("n1", 1, now_micros()).await.unwrap().executions;
     assert_eq!(c[0].id, retry);
     let done = Completion::new(retry, Outcome::Failed { retryable: true }, now_micros());
     let f = store
@@ -315,8 +339,8 @@ async fn logs_progress_and_pids_land_together(store: Arc<dyn Store>) {
 }
 
 async fn queue_limits_and_paused_queues_bound_claims(store: Arc<dyn Store>) {
-    store.set_queue("q", Some(Some(2)), None).await.unwrap();
-    store.set_queue("held", None, Some(true)).await.unwrap();
+    store.set_queue("q", &limit(2)).await.unwrap();
+    store.set_queue("held", &paused(true)).await.unwrap();
     let q: Vec<_> = (0..5).map(|_| exec("noop", 0, "q")).collect();
     let held = exec("noop", 5, "held");
     let free = exec("noop", 0, DEFAULT_QUEUE);
@@ -326,7 +350,11 @@ async fn queue_limits_and_paused_queues_bound_claims(store: Arc<dyn Store>) {
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let c = store.claim("n1", 100, now_micros()).await.unwrap();
+    let c = store
+        .claim("n1", 100, now_micros())
+        .await
+        .unwrap()
+        .executions;
     let ids: HashSet<Uuid> = c.iter().map(|c| c.id).collect();
     assert_eq!(c.len(), 3, "two of q and the free one: {c:?}");
     assert!(ids.contains(&free.id) && !ids.contains(&held.id));
@@ -334,14 +362,19 @@ async fn queue_limits_and_paused_queues_bound_claims(store: Arc<dyn Store>) {
         .claim("n1", 100, now_micros())
         .await
         .unwrap()
+        .executions
         .is_empty());
     let queues = store.queues().await.unwrap();
     let qi = queues.iter().find(|x| x.name == "q").unwrap();
     assert_eq!((qi.max_running, qi.running, qi.pending), (Some(2), 2, 3));
     assert!(queues.iter().find(|x| x.name == "held").unwrap().paused);
-    store.set_queue("held", None, Some(false)).await.unwrap();
+    store.set_queue("held", &paused(false)).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let c = store.claim("n1", 100, now_micros()).await.unwrap();
+    let c = store
+        .claim("n1", 100, now_micros())
+        .await
+        .unwrap()
+        .executions;
     assert_eq!(c.iter().map(|c| c.id).collect::<Vec<_>>(), vec![held.id]);
 }
 
@@ -403,6 +436,7 @@ async fn job_advances_apply_once_however_many_passes_try(store: Arc<dyn Store>) 
         end_at: None,
         paused: false,
         then: Vec::new(),
+        concurrency_key: None,
     };
     let due = now_micros() - 1000;
     assert!(store
@@ -420,7 +454,7 @@ async fn job_advances_apply_once_however_many_passes_try(store: Arc<dyn Store>) 
     assert_eq!(jobs.len(), 1);
     let step = |occ: i64| {
         let mut e = exec("noop", 0, DEFAULT_QUEUE);
-        e.job = "tick".into();
+        e.job = Some("tick".into());
         e.occurrence = Some(occ);
         JobAdvance {
             name: "tick".into(),
@@ -568,7 +602,7 @@ async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
             .await
             .unwrap();
         let started = now_micros();
-        let claimed = store.claim("n1", 1, started).await.unwrap();
+        let claimed = store.claim("n1", 1, started).await.unwrap().executions;
         assert_eq!(claimed[0].id, e.id);
         let outcome = if ms == 20 {
             Outcome::Failed { retryable: false }
@@ -647,6 +681,7 @@ async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
         end_at: None,
         paused: false,
         then: Vec::new(),
+        concurrency_key: None,
     };
     assert!(store.insert_job(&daemon, None, now_micros()).await.unwrap());
     let jobs = store.jobs().await.unwrap();
@@ -694,7 +729,11 @@ async fn run_to_end(
     id: Uuid,
     outcome: Outcome,
 ) -> Vec<jobvisor::store::Finished> {
-    let claimed = store.claim("n1", 10, now_micros()).await.unwrap();
+    let claimed = store
+        .claim("n1", 10, now_micros())
+        .await
+        .unwrap()
+        .executions;
     assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id]);
     let batch = Batch {
         completions: vec![Completion::new(id, outcome, now_micros())],
@@ -878,7 +917,11 @@ async fn a_replacing_key_debounces_and_keeps_one_running_and_one_pending(store: 
     assert_eq!(e.run_at.micros(), first.run_at + 5);
 
     // Running: the next one waits to follow it, and replaces itself.
-    let claimed = store.claim("n1", 10, now_micros()).await.unwrap();
+    let claimed = store
+        .claim("n1", 10, now_micros())
+        .await
+        .unwrap()
+        .executions;
     assert_eq!(claimed[0].id, first.id);
     let third = replacing(3);
     let out = store
@@ -904,6 +947,7 @@ async fn a_replacing_key_debounces_and_keeps_one_running_and_one_pending(store: 
             .claim("n1", 10, now_micros())
             .await
             .unwrap()
+            .executions
             .is_empty(),
         "a follower waits"
     );
@@ -929,7 +973,11 @@ async fn a_replacing_key_debounces_and_keeps_one_running_and_one_pending(store: 
         .await
         .unwrap()[0];
     assert_eq!((dup.id, dup.duplicate), (third.id, true));
-    let claimed = store.claim("n1", 10, now_micros()).await.unwrap();
+    let claimed = store
+        .claim("n1", 10, now_micros())
+        .await
+        .unwrap()
+        .executions;
     assert_eq!(
         claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
         vec![third.id]
@@ -970,7 +1018,11 @@ fn after(handler: &str, parents: &[Uuid], policy: AfterPolicy) -> NewExecution {
 
 /// Claims exactly `ids` (the due executions) and returns the claims.
 async fn claim_exactly(store: &Arc<dyn Store>, ids: &[Uuid]) -> Vec<jobvisor::store::Claimed> {
-    let claimed = store.claim("n1", 1000, now_micros()).await.unwrap();
+    let claimed = store
+        .claim("n1", 1000, now_micros())
+        .await
+        .unwrap()
+        .executions;
     let mut got: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
     let mut want = ids.to_vec();
     got.sort();
@@ -1054,7 +1106,11 @@ async fn dependents_wait_for_every_parent_and_receive_their_outputs(store: Arc<d
         .enqueue(&[exec("solo", 0, DEFAULT_QUEUE)], now_micros())
         .await
         .unwrap();
-    let solo = store.claim("n1", 10, now_micros()).await.unwrap();
+    let solo = store
+        .claim("n1", 10, now_micros())
+        .await
+        .unwrap()
+        .executions;
     assert!(solo[0].inputs.is_empty());
 }
 
@@ -1412,6 +1468,7 @@ async fn a_chained_job_runs_after_the_execution_that_ended(store: Arc<dyn Store>
         end_at: None,
         paused: false,
         then,
+        concurrency_key: None,
     };
     let chain = |job: &str, on: ChainOn| Chain {
         job: job.into(),
@@ -1435,7 +1492,7 @@ async fn a_chained_job_runs_after_the_execution_that_ended(store: Arc<dyn Store>
     }
     assert_eq!(store.job("main").await.unwrap().unwrap().spec.then.len(), 4);
     let mut m = exec("main", 0, DEFAULT_QUEUE);
-    m.job = "main".into();
+    m.job = Some("main".into());
     store
         .enqueue(std::slice::from_ref(&m), now_micros())
         .await
@@ -1449,7 +1506,11 @@ async fn a_chained_job_runs_after_the_execution_that_ended(store: Arc<dyn Store>
     // on-ok and always (gone no longer exists), each after m.
     let children = store.links(m.id).await.unwrap().children;
     assert_eq!(children.len(), 2);
-    let claimed = store.claim("n1", 10, now_micros()).await.unwrap();
+    let claimed = store
+        .claim("n1", 10, now_micros())
+        .await
+        .unwrap()
+        .executions;
     let mut jobs: Vec<&str> = claimed.iter().map(|c| c.job.as_str()).collect();
     jobs.sort();
     assert_eq!(jobs, ["always", "on-ok"]);
@@ -1684,7 +1745,7 @@ async fn stats_count_runs_apart_from_attempts(store: Arc<dyn Store>) {
         let mut id = e.id;
         for attempt in 1..=3 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            let claimed = store.claim("n1", 1, now_micros()).await.unwrap();
+            let claimed = store.claim("n1", 1, now_micros()).await.unwrap().executions;
             assert_eq!(claimed[0].id, id);
             let outcome = if attempt < 3 {
                 Outcome::Failed { retryable: true }
@@ -1703,4 +1764,170 @@ async fn stats_count_runs_apart_from_attempts(store: Arc<dyn Store>) {
         (2, 6, 1, 1)
     );
     assert_eq!(flaky.success_rate, Some(0.5));
+}
+
+fn with_key(queue: &str, key: Option<&str>) -> NewExecution {
+    NewExecution {
+        concurrency_key: key.map(str::to_string),
+        ..exec("noop", 0, queue)
+    }
+}
+
+async fn key_limits_hold_each_key_and_let_other_keys_by(store: Arc<dyn Store>) {
+    let keyed = QueueChange {
+        key_limit: Some(Some(1)),
+        ..Default::default()
+    };
+    store.set_queue("k", &keyed).await.unwrap();
+    // Three of key a first (best), then two of b, two without a key, and
+    // one of key a in another queue, which has no key limit.
+    let mut rows: Vec<NewExecution> = (0..3).map(|_| with_key("k", Some("a"))).collect();
+    rows.extend((0..2).map(|_| with_key("k", Some("b"))));
+    rows.extend((0..2).map(|_| with_key("k", None)));
+    rows.push(with_key(DEFAULT_QUEUE, Some("a")));
+    store.enqueue(&rows, now_micros()).await.unwrap();
+    let ids = |c: &[jobvisor::store::Claimed]| c.iter().map(|c| c.id).collect::<HashSet<_>>();
+    let first = store.claim("n1", 100, now_micros()).await.unwrap();
+    let want: HashSet<Uuid> = [rows[0].id, rows[3].id, rows[5].id, rows[6].id, rows[7].id].into();
+    assert_eq!(ids(&first.executions), want, "one per key, all without one");
+    assert_eq!(first.next_token_at, None, "no rate, no token time");
+    let again = store.claim("n1", 100, now_micros()).await.unwrap();
+    assert!(again.executions.is_empty(), "a and b are full: {again:?}");
+    // a's end frees a's slot only.
+    end(&store, vec![(rows[0].id, Outcome::Succeeded, None)]).await;
+    let next = store.claim("n1", 100, now_micros()).await.unwrap();
+    assert_eq!(ids(&next.executions), [rows[1].id].into());
+    // Found by its key.
+    let by_key = store
+        .executions(&ExecFilter {
+            concurrency_key: Some("a".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_key.len(), 4);
+    assert_eq!(by_key[0].concurrency_key.as_deref(), Some("a"));
+    let q = store.queues().await.unwrap();
+    let k = q.iter().find(|q| q.name == "k").unwrap();
+    assert_eq!((k.key_limit, k.running, k.pending), (Some(1), 4, 2));
+    // Lifting the limit lets the rest run at the next claim.
+    let lifted = QueueChange {
+        key_limit: Some(None),
+        ..Default::default()
+    };
+    store.set_queue("k", &lifted).await.unwrap();
+    let rest = store.claim("n1", 100, now_micros()).await.unwrap();
+    assert_eq!(ids(&rest.executions), [rows[2].id, rows[4].id].into());
+}
+
+async fn rates_hold_starts_per_window_and_say_when_the_next_is_due(store: Arc<dyn Store>) {
+    let rate = |r: &str| QueueChange {
+        rate: Some(Some(r.parse().unwrap())),
+        ..Default::default()
+    };
+    store.set_queue("r", &rate("3/1m")).await.unwrap();
+    let rows: Vec<NewExecution> = (0..5).map(|_| exec("noop", 0, "r")).collect();
+    let other: Vec<NewExecution> = (0..4).map(|_| exec("noop", 0, DEFAULT_QUEUE)).collect();
+    store.enqueue(&rows, now_micros()).await.unwrap();
+    store.enqueue(&other, now_micros()).await.unwrap();
+    let t0 = now_micros();
+    let first = store.claim("n1", 100, t0).await.unwrap();
+    let in_r = |c: &jobvisor::store::Claims| {
+        c.executions
+            .iter()
+            .filter(|c| rows.iter().any(|r| r.id == c.id))
+            .count()
+    };
+    assert_eq!(in_r(&first), 3, "three of r: {first:?}");
+    assert_eq!(
+        first.executions.len(),
+        7,
+        "and every row of an unrated queue"
+    );
+    // The window is full until its oldest start leaves it, a minute on.
+    assert_eq!(first.next_token_at, Some(t0 + 60_000_000));
+    let q = store.queues().await.unwrap();
+    let r = q.iter().find(|q| q.name == "r").unwrap();
+    assert_eq!(r.rate.map(|r| r.to_string()), Some("3/1m".into()));
+    assert_eq!((r.tokens, r.pending), (Some(0), 2));
+    let early = store.claim("n1", 100, t0 + 59_999_999).await.unwrap();
+    assert!(early.executions.is_empty());
+    assert_eq!(early.next_token_at, Some(t0 + 60_000_000));
+    let later = store.claim("n1", 100, t0 + 60_000_000).await.unwrap();
+    assert_eq!(in_r(&later), 2);
+    // A lower rate counts the starts already made in its window.
+    store.set_queue("r", &rate("1/2m")).await.unwrap();
+    store.enqueue(&[exec("noop", 0, "r")], t0).await.unwrap();
+    let none = store.claim("n1", 100, t0 + 61_000_000).await.unwrap();
+    assert!(none.executions.is_empty());
+    assert_eq!(none.next_token_at, Some(t0 + 60_000_000 + 120_000_000));
+    let lifted = QueueChange {
+        rate: Some(None),
+        ..Default::default()
+    };
+    store.set_queue("r", &lifted).await.unwrap();
+    let free = store.claim("n1", 100, t0 + 61_000_000).await.unwrap();
+    assert_eq!((free.executions.len(), free.next_token_at), (1, None));
+    let q = store.queues().await.unwrap();
+    let r = q.iter().find(|q| q.name == "r").unwrap();
+    assert_eq!((r.rate, r.tokens), (None, None));
+}
+
+async fn a_snooze_runs_again_later_without_using_a_retry(store: Arc<dyn Store>) {
+    let e = exec("noop", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(std::slice::from_ref(&e), now_micros())
+        .await
+        .unwrap();
+    let claimed = store.claim("n1", 1, now_micros()).await.unwrap().executions;
+    assert_eq!((claimed[0].id, claimed[0].snoozes), (e.id, 0));
+    let before = now_micros();
+    let done = end(
+        &store,
+        vec![(e.id, Outcome::Snoozed { delay_ms: 60_000 }, None)],
+    )
+    .await;
+    let next = done[0].retry.expect("a snooze is followed");
+    assert_eq!(done[0].status, Status::Snoozed);
+    let (old, new) = (status(&store, e.id).await, status(&store, next).await);
+    assert_eq!((old.status, old.next_id), (Status::Snoozed, Some(next)));
+    assert_eq!(
+        (
+            new.status,
+            new.attempt,
+            new.max_attempts,
+            new.snoozes,
+            new.previous_id
+        ),
+        (Status::Pending, 1, 1, 1, Some(e.id)),
+        "the same attempt, no retry used"
+    );
+    assert!(
+        new.run_at.micros() >= before + 60_000_000,
+        "{:?}",
+        new.run_at
+    );
+    assert!(store
+        .claim("n1", 1, now_micros())
+        .await
+        .unwrap()
+        .executions
+        .is_empty());
+    let claimed = store
+        .claim("n1", 1, now_micros() + 61_000_000)
+        .await
+        .unwrap()
+        .executions;
+    assert_eq!((claimed[0].id, claimed[0].snoozes), (next, 1));
+    // Its retries are still all there: a retryable failure on attempt 1
+    // of 1 ends it for good.
+    let done = end(
+        &store,
+        vec![(next, Outcome::Failed { retryable: true }, None)],
+    )
+    .await;
+    assert_eq!((done[0].status, done[0].retry), (Status::Failed, None));
+    let stats = store.stats(Some("noop")).await.unwrap().remove(0);
+    assert_eq!((stats.runs, stats.attempts, stats.failed), (1, 2, 1));
 }

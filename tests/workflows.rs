@@ -453,7 +453,7 @@ async fn a_job_chain_enqueues_the_jobs_its_ends_name() {
     assert_eq!(nightly.len(), 1);
     assert_eq!(nightly[0].status, Status::Failed);
     for e in &chained {
-        assert_eq!(e.status, Status::Succeeded, "{}", e.job);
+        assert_eq!(e.status, Status::Succeeded, "{:?}", e.job);
         let out = e.output.as_ref().unwrap();
         assert_eq!(out["ids"], json!([nightly[0].id]));
         assert_eq!(out["statuses"], json!(["failed"]));

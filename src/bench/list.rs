@@ -216,7 +216,10 @@ async fn fill(store: &dyn Store, n: usize) -> Result<(), CliError> {
             .collect();
         let execs = jobvisor::submit::prepare_many(store, &local, specs).await?;
         jobvisor::submit::enqueue(store, &execs).await?;
-        let claimed = store.claim("bench-list", take, now_micros()).await?;
+        let claimed = store
+            .claim("bench-list", take, now_micros())
+            .await?
+            .executions;
         let completions = claimed
             .iter()
             .enumerate()

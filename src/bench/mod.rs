@@ -769,7 +769,11 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
         jobvisor::model::DEFAULT_QUEUE
     };
     if a.hold {
-        store.set_queue(queue, None, Some(true)).await?;
+        let pause = jobvisor::store::QueueChange {
+            paused: Some(true),
+            ..Default::default()
+        };
+        store.set_queue(queue, &pause).await?;
     }
     let tag = uuid::Uuid::now_v7().simple().to_string();
     eprintln!("defining {} cron jobs ...", a.jobs);
@@ -801,6 +805,7 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
             end_at: None,
             paused: false,
             then: Vec::new(),
+            concurrency_key: None,
         };
         jobvisor::job::add(store.as_ref(), &local, spec).await?;
     }

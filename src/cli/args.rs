@@ -228,6 +228,10 @@ pub struct JobAddArgs {
     /// Most executions of this job running at once.
     #[arg(long)]
     pub max_parallel: Option<u32>,
+    /// The concurrency key of its executions: in a queue with a key limit
+    /// (`queue set-key-limit`), at most that many with one key run at once.
+    #[arg(long, value_name = "KEY")]
+    pub concurrency_key: Option<String>,
     /// Complete the job after this many runs.
     #[arg(long)]
     pub max_runs: Option<u64>,
@@ -272,6 +276,22 @@ pub enum QueueCmd {
         name: String,
         /// A number, or `none`.
         limit: String,
+    },
+    /// Limit how many executions with one concurrency key run at once in a
+    /// queue, across all nodes (`none`: no key limit).
+    SetKeyLimit {
+        /// Queue name.
+        name: String,
+        /// A number, or `none`.
+        limit: String,
+    },
+    /// Limit how many executions of a queue start in any window of DUR,
+    /// across all nodes (`none`: no rate limit).
+    SetRate {
+        /// Queue name.
+        name: String,
+        /// N/DUR (e.g. 5/1s, 100/1m), or `none`.
+        rate: String,
     },
 }
 
@@ -499,6 +519,10 @@ pub struct RunArgs {
     /// of the one that waits to follow it (made if there is none).
     #[arg(long, requires = "unique_key", conflicts_with = "after")]
     pub replace: bool,
+    /// Its concurrency key: in a queue with a key limit (`queue
+    /// set-key-limit`), at most that many with one key run at once.
+    #[arg(long, value_name = "KEY")]
+    pub concurrency_key: Option<String>,
     /// Run after execution ID has ended (repeat: after all of them); it
     /// waits in status `waiting` and receives their outputs as `inputs`.
     #[arg(long, value_name = "ID")]
@@ -574,6 +598,9 @@ pub struct FilterArgs {
     /// Only those with this unique key.
     #[arg(long, value_name = "KEY")]
     pub unique_key: Option<String>,
+    /// Only those with this concurrency key.
+    #[arg(long, value_name = "KEY")]
+    pub concurrency_key: Option<String>,
     /// Only those this node ran.
     #[arg(long)]
     pub node: Option<String>,
@@ -595,6 +622,7 @@ impl FilterArgs {
             handler: self.handler.clone(),
             node: self.node.clone(),
             unique_key: self.unique_key.clone(),
+            concurrency_key: self.concurrency_key.clone(),
             since: self.since,
             until: self.until,
             before: None,

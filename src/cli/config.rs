@@ -36,7 +36,7 @@ struct RawFile {
     drain_timeout: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default)]
-    queues: BTreeMap<String, RawQueue>,
+    queues: BTreeMap<String, Spanned<RawQueue>>,
     retention: Option<RawRetention>,
     #[serde(default, rename = "handler")]
     handlers: Vec<Spanned<Table>>,
@@ -48,6 +48,8 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawQueue {
     limit: Option<u32>,
+    key_limit: Option<u32>,
+    rate: Option<String>,
     paused: Option<bool>,
 }
 
@@ -217,15 +219,29 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
         .map_err(|e| at(1, e))?
         .unwrap_or(Declarations::default().retention_every)
         .max(Duration::from_secs(1));
-    let queues = raw
-        .queues
-        .into_iter()
-        .map(|(name, q)| QueueDecl {
+    let mut queues = Vec::with_capacity(raw.queues.len());
+    for (name, q) in raw.queues {
+        let line = line_of(text, q.span().start);
+        let q = q.into_inner();
+        for (what, v) in [("limit", q.limit), ("key_limit", q.key_limit)] {
+            if v == Some(0) {
+                return Err(at(line, format!("queues.{name}.{what} must be at least 1")));
+            }
+        }
+        let rate = q
+            .rate
+            .as_deref()
+            .map(|r| r.parse::<jobvisor::model::Rate>())
+            .transpose()
+            .map_err(|e| at(line, format!("queues.{name}.rate: {e}")))?;
+        queues.push(QueueDecl {
             name,
             limit: q.limit,
+            key_limit: q.key_limit,
+            rate,
             paused: q.paused,
-        })
-        .collect();
+        });
+    }
 
     let mut handlers = Vec::new();
     for t in &raw.handlers {

@@ -208,7 +208,7 @@ fn print_list(execs: &[Execution]) {
             vec![
                 e.id.to_string(),
                 e.status.to_string(),
-                e.job.clone(),
+                e.job.clone().unwrap_or_default(),
                 e.handler.clone(),
                 e.queue.clone(),
                 e.mode.to_string(),
@@ -235,7 +235,10 @@ fn show(e: &Execution, links: &jobvisor::store::Links) {
         v.as_ref().map_or_else(|| "-".into(), |v| v.to_string())
     }
     println!("id:          {}", e.id);
-    println!("job:         {}", e.job);
+    println!(
+        "job:         {}",
+        e.job.as_deref().unwrap_or("- (ad-hoc run)")
+    );
     println!("handler:     {} ({})", e.handler, e.mode);
     println!("status:      {}", e.status);
     println!("attempt:     {} of {}", e.attempt, e.max_attempts);
@@ -248,6 +251,12 @@ fn show(e: &Execution, links: &jobvisor::store::Links) {
     println!("payload:     {}", e.payload);
     if let Some(k) = &e.unique_key {
         println!("unique key:  {k}");
+    }
+    if let Some(k) = &e.concurrency_key {
+        println!("concurrency: key {k}");
+    }
+    if e.snoozes > 0 {
+        println!("snoozes:     {} before it in its chain", e.snoozes);
     }
     if let (Some(w), Some(step)) = (e.workflow_id, &e.step) {
         println!("workflow:    {w} (step {step})");

@@ -370,6 +370,7 @@ pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
         end_at: a.end,
         paused: a.paused,
         then,
+        concurrency_key: a.concurrency_key,
     })
 }
 

@@ -38,6 +38,7 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         priority: a.priority,
         queue: a.queue,
         unique,
+        concurrency_key: a.concurrency_key,
         after_policy: a.after_policy,
         ..RunSpec::new(a.handler, payload)
     };

@@ -18,7 +18,11 @@ pub(crate) async fn stats(db: &str, job: Option<String>, json: bool) -> Result<(
         .iter()
         .map(|s| {
             vec![
-                s.job.clone(),
+                if s.job.is_empty() {
+                    "(ad-hoc)".into()
+                } else {
+                    s.job.clone()
+                },
                 s.runs.to_string(),
                 s.attempts.to_string(),
                 s.succeeded.to_string(),

@@ -7,7 +7,7 @@
 
 use super::{Ending, StopReason};
 use crate::model::Outcome;
-use jobvisor_worker::protocol::{ResultMessage, ResultStatus};
+use jobvisor_worker::protocol::{Final, ResultStatus};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -162,11 +162,7 @@ impl Escalation {
     /// The outcome, once the child is gone: from its exit status (`None`
     /// if it could not be had), its result, and how far a stop went. Also
     /// the error text, and the exit code and signal name to record.
-    pub(crate) fn outcome(
-        &self,
-        status: Option<ExitStatus>,
-        result: Option<ResultMessage>,
-    ) -> Ended {
+    pub(crate) fn outcome(&self, status: Option<ExitStatus>, result: Option<Final>) -> Ended {
         let exit_code = status.and_then(|s| s.code());
         let signal = status.and_then(|s| s.signal()).map(super::os::signal_name);
         let ending = self.ending.as_ref();
@@ -175,7 +171,20 @@ impl Escalation {
         let stopped_by_limit = matches!(ending, Some(Ending::Timeout(_) | Ending::Heartbeat(_)));
         let failed = |error: String| (Outcome::Failed { retryable: true }, Some(error), None);
         let (mut outcome, error, output) = match (result, ending) {
-            (Some(r), e) if !stopped_by_limit => match r.status {
+            // A snooze while a stop is under way is not honoured: the stop
+            // decides, as if the worker had said nothing.
+            (Some(Final::Snooze(s)), None) => (
+                Outcome::Snoozed {
+                    delay_ms: s.delay_ms,
+                },
+                Some(snoozed(s.delay_ms, s.reason)),
+                None,
+            ),
+            (Some(Final::Snooze(_)), Some(e)) => {
+                let (o, error) = e.outcome(self.step.how());
+                (o, Some(error), None)
+            }
+            (Some(Final::Result(r)), e) if !stopped_by_limit => match r.status {
                 ResultStatus::Succeeded => (Outcome::Succeeded, None, r.output),
                 ResultStatus::Failed => (
                     Outcome::Failed {
@@ -208,7 +217,9 @@ impl Escalation {
             },
         };
         // Whatever the worker said, the supervisor stopped under it.
-        if ending == Some(&Ending::Stop(StopReason::Shutdown)) && outcome != Outcome::Succeeded {
+        if ending == Some(&Ending::Stop(StopReason::Shutdown))
+            && !matches!(outcome, Outcome::Succeeded | Outcome::Snoozed { .. })
+        {
             outcome = Outcome::Interrupted;
         }
         Ended {
@@ -218,6 +229,15 @@ impl Escalation {
             exit_code,
             signal,
         }
+    }
+}
+
+/// The error text of a snoozed execution: for how long, and why.
+pub(crate) fn snoozed(delay_ms: u64, reason: Option<String>) -> String {
+    let d = crate::model::format_ms(delay_ms);
+    match reason.filter(|r| !r.is_empty()) {
+        Some(r) => format!("snoozed for {d}: {r}"),
+        None => format!("snoozed for {d}"),
     }
 }
 
@@ -247,13 +267,28 @@ mod tests {
         Some(ExitStatus::from_raw(sig))
     }
 
-    fn result(line: &str) -> Option<ResultMessage> {
-        match jobvisor_worker::protocol::parse_worker_line(line) {
-            jobvisor_worker::protocol::ParsedLine::Message(
-                jobvisor_worker::protocol::WorkerMessage::Result(r),
-            ) => Some(r),
-            other => panic!("not a result: {other:?}"),
+    fn result(line: &str) -> Option<Final> {
+        use jobvisor_worker::protocol::{parse_worker_line, ParsedLine, WorkerMessage};
+        match parse_worker_line(line) {
+            ParsedLine::Message(WorkerMessage::Result(r)) => Some(Final::Result(r)),
+            ParsedLine::Message(WorkerMessage::Snooze(z)) => Some(Final::Snooze(z)),
+            other => panic!("not a final message: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_snooze_ends_it_as_snoozed_unless_a_stop_is_under_way() {
+        let m = Escalation::new(CANCEL, KILL);
+        let e = m.outcome(
+            exited(0),
+            result(r#"{"type":"snooze","delay_ms":1500,"reason":"busy"}"#),
+        );
+        assert_eq!(e.outcome, Outcome::Snoozed { delay_ms: 1500 });
+        assert_eq!(e.error.as_deref(), Some("snoozed for 1s 500ms: busy"));
+        let mut m = Escalation::new(CANCEL, KILL);
+        m.on(cancel("stop", true));
+        let e = m.outcome(exited(0), result(r#"{"type":"snooze","delay_ms":10}"#));
+        assert!(matches!(e.outcome, Outcome::Cancelled { .. }), "{e:?}");
     }
 
     fn cancel(reason: &str, hello: bool) -> Event {

@@ -10,7 +10,7 @@ use crate::model::{now_micros, stream};
 use crate::relay::LogSink;
 use crate::store::{Claimed, Completion};
 use futures_util::FutureExt;
-use jobvisor_worker::handler::{panic_message, ErrorKind, ExecutionInfo};
+use jobvisor_worker::handler::{panic_message, ErrorKind, ExecutionInfo, HandlerError};
 use jobvisor_worker::protocol::WorkerMessage;
 use jobvisor_worker::{Context, Handler, Level};
 use std::panic::AssertUnwindSafe;
@@ -101,6 +101,21 @@ pub async fn run(
             (Some(e), Err(err)) if err.kind == ErrorKind::Cancelled => {
                 e.apply(&mut c, "cooperative")
             }
+            (
+                ending,
+                Err(HandlerError {
+                    kind: ErrorKind::Snooze(delay),
+                    message,
+                }),
+            ) => match ending {
+                // A snooze while a stop is under way is not honoured.
+                Some(e) => e.apply(&mut c, "cooperative"),
+                None => {
+                    let delay_ms = delay.as_millis().min(u64::MAX as u128) as u64;
+                    c.outcome = Outcome::Snoozed { delay_ms };
+                    c.error = Some(super::escalation::snoozed(delay_ms, Some(message)));
+                }
+            },
             (None, Err(err)) if err.kind == ErrorKind::Cancelled => {
                 c.outcome = Outcome::Cancelled { how: None };
                 c.error = Some(err.message);
@@ -123,6 +138,9 @@ async fn forward(sink: &LogSink, msg: WorkerMessage) {
         WorkerMessage::Log(l) => sink.log(l.level, stream::LOG, l.message, l.fields).await,
         // Liveness is implicit in-process; hello and result are not sent by a
         // Context.
-        WorkerMessage::Heartbeat | WorkerMessage::Hello(_) | WorkerMessage::Result(_) => {}
+        WorkerMessage::Heartbeat
+        | WorkerMessage::Hello(_)
+        | WorkerMessage::Result(_)
+        | WorkerMessage::Snooze(_) => {}
     }
 }

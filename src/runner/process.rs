@@ -23,7 +23,7 @@ use crate::model::{format_bytes, now_micros, stream, ProcessLimits};
 use crate::relay::{LogSink, RelayMsg};
 use crate::store::{Claimed, Completion};
 use jobvisor_worker::protocol::{
-    parse_worker_line, ParsedLine, ResultMessage, RunRequest, SupervisorMessage, WorkerMessage,
+    parse_worker_line, Final, ParsedLine, RunRequest, SupervisorMessage, WorkerMessage,
     PROTOCOL_VERSION,
 };
 use jobvisor_worker::Level;
@@ -97,7 +97,7 @@ struct ReaderState {
 /// Where a worker's output goes while it runs one execution.
 struct Route {
     sink: LogSink,
-    result_tx: Mutex<Option<oneshot::Sender<ResultMessage>>>,
+    result_tx: Mutex<Option<oneshot::Sender<Final>>>,
     last_seen: AtomicI64,
     /// Log bytes this execution may still store.
     budget: AtomicI64,
@@ -105,11 +105,34 @@ struct Route {
     dropped_bytes: AtomicU64,
 }
 
+impl Route {
+    /// The worker's final message (`result` or `snooze`) for this
+    /// execution; one after it is kept as a log line, and ignored.
+    async fn end(&self, last: Final, text: &str) {
+        let tx = self
+            .result_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(last);
+            }
+            None => {
+                let mut f = Map::new();
+                f.insert("ignored".into(), "a result after the final result".into());
+                self.log(Level::Info, stream::STDOUT, text.to_string(), Some(f))
+                    .await;
+            }
+        }
+    }
+}
+
 /// One execution's side of a worker: where its output goes, and its
 /// result.
 pub(crate) struct Attempt {
     route: Arc<Route>,
-    result_rx: oneshot::Receiver<ResultMessage>,
+    result_rx: oneshot::Receiver<Final>,
 }
 
 impl Attempt {
@@ -429,7 +452,7 @@ pub(crate) async fn run_on(
     // sample it, to tell a CPU-limit SIGKILL from others.
     let mut cpu_tick = tokio::time::interval(Duration::from_millis(200));
     let mut cpu_used_ms = 0u64;
-    let mut result: Option<ResultMessage> = None;
+    let mut result: Option<Final> = None;
     let mut result_open = true;
     let mut due: Option<Instant> = None;
 
@@ -842,26 +865,8 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max
                         route.log(l.level, stream::LOG, l.message, l.fields).await
                     }
                     WorkerMessage::Heartbeat | WorkerMessage::Hello(_) => {}
-                    WorkerMessage::Result(res) => {
-                        let tx = route
-                            .result_tx
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take();
-                        match tx {
-                            Some(tx) => {
-                                let _ = tx.send(res);
-                            }
-                            None => {
-                                let mut f = Map::new();
-                                f.insert(
-                                    "ignored".into(),
-                                    "a result after the final result".into(),
-                                );
-                                route.log(Level::Info, stream::STDOUT, text, Some(f)).await;
-                            }
-                        }
-                    }
+                    WorkerMessage::Result(r) => route.end(Final::Result(r), &text).await,
+                    WorkerMessage::Snooze(z) => route.end(Final::Snooze(z), &text).await,
                 }
             }
             Some(ParsedLine::Unknown(kind)) => {

@@ -17,6 +17,10 @@ pub struct QueueDecl {
     pub name: String,
     /// Most running at once (`None`: no limit of its own).
     pub limit: Option<u32>,
+    /// Most running per concurrency key (`None`: no key limit).
+    pub key_limit: Option<u32>,
+    /// Its rate limit (`None`: none).
+    pub rate: Option<crate::model::Rate>,
     /// `None` leaves the pause state as it is.
     pub paused: Option<bool>,
 }
@@ -182,13 +186,21 @@ pub async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, SyncErro
     let queues = store.queues().await?;
     for q in &d.queues {
         let current = queues.iter().find(|c| c.name == q.name);
-        let limit_changed = current.is_none_or(|c| c.max_running != q.limit);
+        let limits_changed = current
+            .is_none_or(|c| (c.max_running, c.key_limit, c.rate) != (q.limit, q.key_limit, q.rate));
         let paused_changed = q
             .paused
             .is_some_and(|p| current.is_none_or(|c| c.paused != p));
-        if limit_changed || paused_changed {
-            store.set_queue(&q.name, Some(q.limit), q.paused).await?;
-            tracing::info!(queue = %q.name, limit = ?q.limit, paused = ?q.paused, "config: queue set");
+        if limits_changed || paused_changed {
+            let change = crate::store::QueueChange {
+                limit: Some(q.limit),
+                key_limit: Some(q.key_limit),
+                rate: Some(q.rate),
+                paused: q.paused,
+            };
+            store.set_queue(&q.name, &change).await?;
+            tracing::info!(queue = %q.name, limit = ?q.limit, key_limit = ?q.key_limit,
+                rate = ?q.rate.map(|r| r.to_string()), paused = ?q.paused, "config: queue set");
             changes += 1;
         }
     }

@@ -8,7 +8,7 @@
 //! database errors are logged and answered as `internal` without detail.
 
 use crate::model::{now_micros, Mode, Status};
-use crate::store::{ExecFilter, StoreError};
+use crate::store::{ExecFilter, QueueChange, StoreError};
 use crate::supervisor::Supervisor;
 use crate::{Error, RunSpec};
 use axum::body::Bytes;
@@ -17,7 +17,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use jobvisor_worker::Level;
@@ -85,12 +85,12 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "POST",
         "/v1/executions/cancel",
-        "Cancel every execution a filter matches: {status, job, handler, queue, node, unique_key, since, until, reason}, at least one filter; {matched, cancelled, requested}",
+        "Cancel every execution a filter matches: {status, job, handler, queue, node, unique_key, concurrency_key, since, until, reason}, at least one filter; {matched, cancelled, requested}",
     ),
     (
         "POST",
         "/v1/executions/retry",
-        "Retry every execution a filter matches: {status, job, handler, queue, node, unique_key, since, until}, at least one filter; {matched, retried}",
+        "Retry every execution a filter matches: {status, job, handler, queue, node, unique_key, concurrency_key, since, until}, at least one filter; {matched, retried}",
     ),
     (
         "GET",
@@ -107,7 +107,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/events",
         "Server-Sent Events: executions starting and finishing on this node",
     ),
-    ("GET", "/v1/queues", "List queues"),
+    (
+        "GET",
+        "/v1/queues",
+        "List queues: limit, key_limit, rate, tokens (starts the rate allows now), paused, pending, running",
+    ),
+    (
+        "PUT",
+        "/v1/queues/{name}",
+        "Set a queue's limits: {limit, key_limit, rate: \"N/DUR\", paused}; a field left out stays, null removes it; the queue as now set",
+    ),
     ("POST", "/v1/queues/{name}/pause", "Pause a queue"),
     ("POST", "/v1/queues/{name}/resume", "Resume a queue"),
     ("GET", "/v1/stats", "Execution statistics per job"),
@@ -286,6 +295,7 @@ pub fn router(sup: Supervisor, token: Option<String>) -> Router {
         .route("/v1/executions/{id}/stream", get(stream_execution))
         .route("/v1/events", get(events))
         .route("/v1/queues", get(queues))
+        .route("/v1/queues/{name}", put(put_queue))
         .route("/v1/queues/{name}/pause", post(pause_queue))
         .route("/v1/queues/{name}/resume", post(resume_queue))
         .route("/v1/stats", get(stats))
@@ -434,7 +444,7 @@ pub fn openapi_document() -> Value {
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
-        if *method == "POST" {
+        if *method == "POST" || *method == "PUT" {
             op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
@@ -508,6 +518,7 @@ struct ListQuery {
     queue: Option<String>,
     node: Option<String>,
     unique_key: Option<String>,
+    concurrency_key: Option<String>,
     since: Option<String>,
     until: Option<String>,
     before: Option<String>,
@@ -546,6 +557,7 @@ impl ListQuery {
             queue: self.queue,
             node: self.node,
             unique_key: self.unique_key,
+            concurrency_key: self.concurrency_key,
             since: time("since", self.since, true)?,
             until: time("until", self.until, false)?,
             before: self.before.as_deref().map(uuid).transpose()?,
@@ -576,6 +588,7 @@ struct EnqueueBody {
     unique_for: Option<String>,
     #[serde(default)]
     replace: bool,
+    concurrency_key: Option<String>,
     /// Executions to run after.
     #[serde(default)]
     after: Vec<String>,
@@ -595,6 +608,7 @@ async fn enqueue(State(api): State<Arc<Api>>, b: Bytes) -> ApiResult {
     spec.priority = b.priority;
     spec.retries = b.retries;
     spec.timeout = b.timeout_ms.map(Duration::from_millis);
+    spec.concurrency_key = b.concurrency_key;
     if let Some(key) = b.unique_key {
         spec = spec.unique_key(key);
     }
@@ -706,6 +720,7 @@ struct BulkBody {
     queue: Option<String>,
     node: Option<String>,
     unique_key: Option<String>,
+    concurrency_key: Option<String>,
     since: Option<String>,
     until: Option<String>,
     reason: Option<String>,
@@ -738,6 +753,7 @@ impl BulkBody {
             queue: self.queue,
             node: self.node,
             unique_key: self.unique_key,
+            concurrency_key: self.concurrency_key,
             since: self.since,
             until: self.until,
             before: None,
@@ -746,7 +762,7 @@ impl BulkBody {
         let filter = q.filter()?;
         if !filter.narrows() {
             return Err(ApiError::invalid(
-                "give at least one filter (status, job, handler, queue, node, unique_key, since, until)",
+                "give at least one filter (status, job, handler, queue, node, unique_key, concurrency_key, since, until)",
             ));
         }
         Ok((filter, self.reason))
@@ -918,8 +934,57 @@ async fn queues(State(api): State<Arc<Api>>) -> ApiResult {
 }
 
 async fn set_queue_paused(api: &Api, name: &str, paused: bool) -> ApiResult {
-    api.sup.set_queue(name, None, Some(paused)).await?;
+    let change = QueueChange {
+        paused: Some(paused),
+        ..Default::default()
+    };
+    api.sup.set_queue(name, &change).await?;
     ok(json!({"queue": name, "paused": paused}))
+}
+
+/// A field that may be absent (leave it), `null` (remove it) or a value.
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
+/// `PUT /v1/queues/{name}`: each field given is set, `null` removes a limit,
+/// and a field left out stays as it is.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueBody {
+    #[serde(default, deserialize_with = "present")]
+    limit: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    key_limit: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    rate: Option<Option<String>>,
+    paused: Option<bool>,
+}
+
+async fn put_queue(State(api): State<Arc<Api>>, Path(name): Path<String>, b: Bytes) -> ApiResult {
+    let b: QueueBody = body(&b)?;
+    let rate = match b.rate {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(r)) => Some(Some(
+            r.parse::<crate::model::Rate>()
+                .map_err(|e| ApiError::invalid(format!("rate: {e}")))?,
+        )),
+    };
+    let change = QueueChange {
+        limit: b.limit,
+        key_limit: b.key_limit,
+        rate,
+        paused: b.paused,
+    };
+    api.sup.set_queue(&name, &change).await?;
+    let queues = api.sup.store().queues().await?;
+    match queues.into_iter().find(|q| q.name == name) {
+        Some(q) => ok(q),
+        None => Err(ApiError::not_found(format!("no queue named {name:?}"))),
+    }
 }
 
 async fn pause_queue(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {

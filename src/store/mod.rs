@@ -72,6 +72,9 @@ pub enum Notice {
     Cancel,
     /// Jobs were added or changed.
     Jobs,
+    /// A queue's limits changed (the store forgets its cached view of
+    /// limits and passes it on as `Work`).
+    Limits,
 }
 
 /// The store every part of the supervisor talks to.
@@ -145,12 +148,7 @@ pub trait Store: Send + Sync + 'static {
     async fn links(&self, id: Uuid) -> Result<Links, StoreError>;
     /// Claims up to `limit` due pending executions for `node`: best priority,
     /// then earliest due.
-    async fn claim(
-        &self,
-        node: &str,
-        limit: usize,
-        now: Micros,
-    ) -> Result<Vec<Claimed>, StoreError>;
+    async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError>;
     /// Whether any pending execution is due (a cheap read, for idle polls).
     async fn has_due(&self, now: Micros) -> Result<bool, StoreError>;
     /// Writes a relay batch (logs, progress, pids, completions) in one
@@ -233,13 +231,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Queues: those configured and those executions name.
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
-    /// Changes a queue's limit (`Some(None)` removes it) or pause state.
-    async fn set_queue(
-        &self,
-        name: &str,
-        max_running: Option<Option<u32>>,
-        paused: Option<bool>,
-    ) -> Result<(), StoreError>;
+    /// Changes a queue's limits (`Some(None)` removes one) or pause state;
+    /// every node's next claim applies them.
+    async fn set_queue(&self, name: &str, change: &QueueChange) -> Result<(), StoreError>;
     /// Statistics per job (or of one job).
     async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError>;
     /// Deletes up to `limit` finished executions (and their log lines)

@@ -93,6 +93,7 @@ impl Dialect for Pg {
                             "work" => Notice::Work,
                             "cancel" => Notice::Cancel,
                             "jobs" => Notice::Jobs,
+                            "limits" => Notice::Limits,
                             _ => continue,
                         };
                         if tx.send(notice).is_err() {

@@ -4,9 +4,9 @@
 
 use super::dialect::{Col, Conn, DbRow, Dialect, Sql};
 use super::{
-    Batch, CancelRequest, Claimed, ExecFilter, Finished, ForeignRunning, IdleDaemon, JobAdvance,
-    JobStats, Links, NewWorkflow, NodeInfo, Notice, QueueInfo, RetryRequest, Store, StoreError,
-    WorkflowCancel, WorkflowInfo,
+    Batch, CancelRequest, Claimed, Claims, ExecFilter, Finished, ForeignRunning, IdleDaemon,
+    JobAdvance, JobStats, Links, NewWorkflow, NodeInfo, Notice, QueueChange, QueueInfo,
+    RetryRequest, Store, StoreError, WorkflowCancel, WorkflowInfo,
 };
 use crate::model::{
     AfterPolicy, Chain, Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros,
@@ -18,7 +18,7 @@ use jobvisor_worker::Level;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
@@ -36,21 +36,33 @@ const fn rows_per_statement(binds: usize) -> usize {
 /// paused by another process takes effect on claims within this time.
 const LIMITS_TTL: Duration = Duration::from_millis(250);
 
-/// Whether any queue limit, paused queue or per-job cap exists: without
-/// any, claiming needs no window functions.
-const ANY_LIMITS: &str =
-    "SELECT EXISTS (SELECT 1 FROM queues WHERE paused = 1 OR max_running IS NOT NULL) \
-     OR EXISTS (SELECT 1 FROM jobs WHERE max_parallel IS NOT NULL OR overlap = 'queue')";
+/// Whether any queue limit, paused queue or per-job cap exists (without
+/// any, claiming needs no window functions), and whether any queue has a
+/// rate (its claims then write their starts).
+const ANY_LIMITS: &str = "SELECT \
+     EXISTS (SELECT 1 FROM queues WHERE paused = 1 OR max_running IS NOT NULL \
+             OR key_limit IS NOT NULL OR rate_n IS NOT NULL) \
+     OR EXISTS (SELECT 1 FROM jobs WHERE max_parallel IS NOT NULL OR overlap = 'queue'), \
+     EXISTS (SELECT 1 FROM queues WHERE rate_n IS NOT NULL)";
 
 const CLAIM_RETURNING: &str =
     " RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, \
-     cancel_requested_at, after_policy, \
+     cancel_requested_at, after_policy, queue, snoozes, \
      (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
 
-/// Best first, within each queue's and each job's free slots. The
-/// candidates are the best few pending rows (index order) of queues and
-/// jobs that are neither paused nor full; the window functions then hand
-/// out the free slots among them. ($1 now, $2 node, $3 limit, $4 window.)
+/// Starts each rate-limited queue has left in its window now (`$1`): its
+/// rate less the starts that its claims recorded within the window.
+const RATE_FREE: &str = "SELECT q.name, q.rate_n - CAST(COALESCE((SELECT SUM(s.n) \
+     FROM queue_starts s WHERE s.queue = q.name AND s.at > $1 - q.rate_ms * 1000), 0) AS BIGINT) \
+     AS rfree FROM queues q WHERE q.rate_n IS NOT NULL";
+
+/// Best first, within the free slots of each queue, each job and each
+/// concurrency key, and within each queue's rate. The candidates are the
+/// best few pending rows (index order) of queues, jobs and keys that are
+/// neither paused nor full; window functions then hand out the free slots
+/// among them: first per job and per key, then per queue among the rows
+/// that passed (so that a row held back by its key does not take a queue
+/// slot). ($1 now, $2 node, $3 limit, $4 window.)
 fn claim_limited<D: Dialect>() -> String {
     format!(
         "UPDATE executions SET status = 'running', started_at = $1, node = $2 WHERE id IN ( \
@@ -58,32 +70,61 @@ fn claim_limited<D: Dialect>() -> String {
                WHERE status = 'running' GROUP BY queue), \
             busy_j AS (SELECT job, COUNT(*) AS n FROM executions \
                WHERE status = 'running' GROUP BY job), \
+            busy_k AS (SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM executions \
+               WHERE status = 'running' AND concurrency_key IS NOT NULL \
+               GROUP BY queue, concurrency_key), \
             caps_j AS (SELECT name, CASE WHEN overlap = 'queue' \
                  THEN {least}(COALESCE(max_parallel, 1), 1) ELSE max_parallel END AS cap \
                FROM jobs), \
+            rated_q AS ({RATE_FREE}), \
             blocked_q AS (SELECT q.name FROM queues q LEFT JOIN busy_q b ON b.queue = q.name \
-               WHERE q.paused = 1 OR COALESCE(b.n, 0) >= q.max_running), \
+               LEFT JOIN rated_q r ON r.name = q.name \
+               WHERE q.paused = 1 OR COALESCE(b.n, 0) >= q.max_running OR r.rfree <= 0), \
             blocked_j AS (SELECT c.name FROM caps_j c JOIN busy_j b ON b.job = c.name \
                WHERE b.n >= c.cap), \
-            cand AS (SELECT id, job, queue, priority, run_at FROM executions \
-             WHERE status = 'pending' AND run_at <= $1 \
+            blocked_k AS (SELECT b.queue, b.ckey FROM busy_k b JOIN queues q ON q.name = b.queue \
+               WHERE b.n >= q.key_limit), \
+            cand AS (SELECT id, job, queue, concurrency_key AS ckey, priority, run_at \
+             FROM executions e WHERE status = 'pending' AND run_at <= $1 \
                AND queue NOT IN (SELECT name FROM blocked_q) \
                AND job NOT IN (SELECT name FROM blocked_j) \
+               AND NOT EXISTS (SELECT 1 FROM blocked_k k \
+                               WHERE k.queue = e.queue AND k.ckey = e.concurrency_key) \
              ORDER BY priority DESC, run_at, id LIMIT $4), \
-            ranked AS (SELECT c.id, c.priority, c.run_at, \
-        ROW_NUMBER() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS qn, \
+            ranked AS (SELECT c.id, c.queue, c.priority, c.run_at, \
         ROW_NUMBER() OVER (PARTITION BY c.job ORDER BY c.priority DESC, c.run_at, c.id) AS jn, \
-        q.max_running - COALESCE(bq.n, 0) AS qfree, \
-        cj.cap - COALESCE(bj.n, 0) AS jfree \
+        ROW_NUMBER() OVER (PARTITION BY c.queue, c.ckey ORDER BY c.priority DESC, c.run_at, c.id) AS kn, \
+        cj.cap - COALESCE(bj.n, 0) AS jfree, \
+        CASE WHEN c.ckey IS NULL THEN NULL ELSE q.key_limit - COALESCE(bk.n, 0) END AS kfree \
               FROM cand c LEFT JOIN queues q ON q.name = c.queue \
-        LEFT JOIN busy_q bq ON bq.queue = c.queue \
         LEFT JOIN caps_j cj ON cj.name = c.job \
-        LEFT JOIN busy_j bj ON bj.job = c.job) \
-       SELECT id FROM ranked WHERE (qfree IS NULL OR qn <= qfree) AND (jfree IS NULL OR jn <= jfree) \
+        LEFT JOIN busy_j bj ON bj.job = c.job \
+        LEFT JOIN busy_k bk ON bk.queue = c.queue AND bk.ckey = c.ckey), \
+            passing AS (SELECT r.id, r.priority, r.run_at, \
+        ROW_NUMBER() OVER (PARTITION BY r.queue ORDER BY r.priority DESC, r.run_at, r.id) AS qn, \
+        q.max_running - COALESCE(bq.n, 0) AS qfree, rq.rfree \
+              FROM ranked r LEFT JOIN queues q ON q.name = r.queue \
+        LEFT JOIN busy_q bq ON bq.queue = r.queue \
+        LEFT JOIN rated_q rq ON rq.name = r.queue \
+              WHERE (r.jfree IS NULL OR r.jn <= r.jfree) AND (r.kfree IS NULL OR r.kn <= r.kfree)) \
+       SELECT id FROM passing WHERE (qfree IS NULL OR qn <= qfree) AND (rfree IS NULL OR qn <= rfree) \
        ORDER BY priority DESC, run_at, id LIMIT $3){CLAIM_RETURNING}",
         least = D::LEAST
     )
 }
+
+/// When the next start is allowed in a rate-limited queue whose window is
+/// full at `$1`: when the oldest start in that window leaves it.
+const NEXT_TOKEN: &str = "SELECT MIN(s.at + q.rate_ms * 1000) FROM queue_starts s \
+     JOIN queues q ON q.name = s.queue WHERE q.rate_n IS NOT NULL \
+       AND s.at > $1 - q.rate_ms * 1000 \
+       AND q.rate_n <= (SELECT SUM(w.n) FROM queue_starts w \
+                        WHERE w.queue = q.name AND w.at > $1 - q.rate_ms * 1000)";
+
+/// Forgets the starts that no window counts any more (and those of queues
+/// that lost their rate).
+const PRUNE_STARTS: &str = "DELETE FROM queue_starts WHERE at <= $1 - 1000 * COALESCE( \
+     (SELECT q.rate_ms FROM queues q WHERE q.name = queue_starts.queue AND q.rate_n IS NOT NULL), 0)";
 
 /// The claim when no limits exist: the best due rows, in index order.
 fn claim_simple<D: Dialect>() -> String {
@@ -104,8 +145,9 @@ const LAST_LOGS: &str = "SELECT seq, ts, level, stream, message, fields FROM \
 /// The one store, over either backend.
 pub struct SqlStore<D: Dialect> {
     db: D,
-    /// The cached "any limits?" answer, and when it was read.
-    limits: Mutex<(Option<Instant>, bool)>,
+    /// The cached "any limits?" answer, and when it was read; shared with
+    /// the listener, which forgets it when another node changes a limit.
+    limits: Arc<Mutex<CachedLimits>>,
     claim_limited: String,
     claim_simple: String,
 }
@@ -115,7 +157,7 @@ impl<D: Dialect> SqlStore<D> {
     pub fn new(db: D) -> Self {
         Self {
             db,
-            limits: Mutex::new((None, true)),
+            limits: Arc::default(),
             claim_limited: claim_limited::<D>(),
             claim_simple: claim_simple::<D>(),
         }
@@ -156,19 +198,29 @@ impl<D: Dialect> SqlStore<D> {
     /// Forgets the cached "any limits?" answer, after this store changed
     /// queues or jobs: its own change counts at once, not after the TTL.
     fn limits_changed(&self) {
-        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = (None, true);
+        forget(&self.limits);
     }
 
-    async fn any_limits(&self) -> Result<bool, StoreError> {
+    async fn any_limits(&self) -> Result<Limits, StoreError> {
         let cached = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(at), v) = cached {
+        if let Some(at) = cached.read_at {
             if at.elapsed() < LIMITS_TTL {
-                return Ok(v);
+                return Ok(cached.limits);
             }
         }
-        let v: bool = self.read_scalar(Sql::new(ANY_LIMITS)).await?;
-        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = (Some(Instant::now()), v);
-        Ok(v)
+        let row = self
+            .read_one(Sql::new(ANY_LIMITS))
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        let limits = Limits {
+            any: D::get(&row, 0)?,
+            rated: D::get(&row, 1)?,
+        };
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = CachedLimits {
+            read_at: Some(Instant::now()),
+            limits,
+        };
+        Ok(limits)
     }
 
     /// The ends and outputs of the parents of each of `ids`, in the order
@@ -206,6 +258,38 @@ impl<D: Dialect> SqlStore<D> {
         self.limits_changed();
         Ok(D::notify(&mut *self.db.writer().acquire().await?, "jobs").await?)
     }
+}
+
+/// What kinds of limits exist, so that claims pay only for those.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// Any queue limit, paused queue, key limit, rate or per-job cap.
+    any: bool,
+    /// Any queue rate.
+    rated: bool,
+}
+
+/// [`Limits`] as last read (never read: assume every kind).
+#[derive(Clone, Copy, Debug)]
+struct CachedLimits {
+    read_at: Option<Instant>,
+    limits: Limits,
+}
+
+impl Default for CachedLimits {
+    fn default() -> Self {
+        Self {
+            read_at: None,
+            limits: Limits {
+                any: true,
+                rated: true,
+            },
+        }
+    }
+}
+
+fn forget(limits: &Mutex<CachedLimits>) {
+    *limits.lock().unwrap_or_else(|e| e.into_inner()) = CachedLimits::default();
 }
 
 /// A row, decoded by column name, with errors that name the column.
@@ -275,7 +359,7 @@ impl<D: Dialect> R<'_, D> {
         let finished_at: Option<Micros> = self.get("finished_at")?;
         Ok(Execution {
             id: self.get("id")?,
-            job: self.get("job")?,
+            job: Some(self.get::<String>("job")?).filter(|j| !j.is_empty()),
             handler: self.get("handler")?,
             mode: self.parse("mode")?,
             status: self.parse("status")?,
@@ -287,6 +371,8 @@ impl<D: Dialect> R<'_, D> {
             priority: self.int("priority")? as i32,
             queue: self.get("queue")?,
             unique_key: self.get("unique_key")?,
+            concurrency_key: self.get("concurrency_key")?,
+            snoozes: self.int("snoozes")?.max(0) as u32,
             after_policy: self.opt_parse("after_policy")?,
             waiting_on: self.int("waiting_on")?.max(0) as u64,
             workflow_id: self.get("workflow_id")?,
@@ -362,6 +448,7 @@ impl<D: Dialect> R<'_, D> {
                 end_at: self.get("end_at")?,
                 paused: self.flag("paused")?,
                 then: self.json("chain")?.unwrap_or_default(),
+                concurrency_key: self.get("concurrency_key")?,
             },
             runs: self.int("runs")? as u64,
             missed: self.int("missed")? as u64,
@@ -398,7 +485,8 @@ fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
         let narrower = filter.job.is_some()
             || filter.queue.is_some()
             || filter.handler.is_some()
-            || filter.unique_key.is_some();
+            || filter.unique_key.is_some()
+            || filter.concurrency_key.is_some();
         let column = if narrower { "status || ''" } else { "status" };
         let names: Vec<String> = filter
             .statuses
@@ -429,6 +517,7 @@ fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
         ("queue", &filter.queue),
         ("node", &filter.node),
         ("unique_key", &filter.unique_key),
+        ("concurrency_key", &filter.concurrency_key),
     ] {
         if let Some(v) = value {
             q.push(" AND ")
@@ -490,7 +579,7 @@ fn execution_insert<'a, D: Dialect>(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
          enqueued_at, run_at, queue, occurrence, unique_key, unique_for_ms, waiting_on, \
-         after_policy, workflow_id, step, has_children) ",
+         after_policy, workflow_id, step, has_children, concurrency_key) ",
     );
     q.values(execs, |t, e| {
         let Start {
@@ -499,7 +588,7 @@ fn execution_insert<'a, D: Dialect>(
             has_children,
         } = start(e);
         t.bind(e.id)
-            .bind(e.job.as_str())
+            .bind(e.job.as_deref().unwrap_or(""))
             .bind(e.handler.as_str())
             .bind(e.mode.as_str())
             .bind(e.payload.to_string())
@@ -526,13 +615,14 @@ fn execution_insert<'a, D: Dialect>(
             .bind((!e.after.is_empty()).then(|| e.after_policy.as_str()))
             .bind(e.step.as_ref().map(|(w, _)| *w))
             .bind(e.step.as_ref().map(|(_, s)| s.as_str()))
-            .bind(has_children as i64);
+            .bind(has_children as i64)
+            .bind(e.concurrency_key.as_deref());
     });
     q.push(" ON CONFLICT DO NOTHING");
     q
 }
 
-const EXECUTION_BINDS: usize = 24;
+const EXECUTION_BINDS: usize = 25;
 
 /// Inserts executions, each as `start` says; returns the ids actually
 /// inserted.
@@ -901,7 +991,32 @@ async fn settle<D: Dialect>(
 #[async_trait]
 impl<D: Dialect> Store for SqlStore<D> {
     async fn listen(&self) -> Result<Option<UnboundedReceiver<Notice>>, StoreError> {
-        Ok(self.db.listen().await?)
+        let Some(mut notices) = self.db.listen().await? else {
+            return Ok(None);
+        };
+        // Another node changed a limit: the next claim here reads limits
+        // anew instead of trusting the cache for up to its TTL.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let limits = self.limits.clone();
+        tokio::spawn(async move {
+            while let Some(n) = notices.recv().await {
+                let n = match n {
+                    Notice::Limits => {
+                        forget(&limits);
+                        Notice::Work
+                    }
+                    Notice::Jobs => {
+                        forget(&limits);
+                        Notice::Jobs
+                    }
+                    n => n,
+                };
+                if tx.send(n).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Some(rx))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -1106,6 +1221,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             attempt,
             max_attempts: (row.int("max_attempts")? as u32).max(attempt),
             run_at: now,
+            snooze: false,
         };
         let new_id = Uuid::now_v7();
         if let Some(key) = row.get::<Option<String>>("unique_key")? {
@@ -1161,14 +1277,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         })
     }
 
-    async fn claim(
-        &self,
-        node: &str,
-        limit: usize,
-        now: Micros,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        let limited = self.any_limits().await?;
-        let sql = if limited {
+    async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError> {
+        let limits = self.any_limits().await?;
+        let sql = if limits.any {
             &self.claim_limited
         } else {
             &self.claim_simple
@@ -1178,15 +1289,52 @@ impl<D: Dialect> Store for SqlStore<D> {
             .bind(node)
             .bind(limit as i64)
             .bind((limit * 4).max(256) as i64);
-        let rows = match D::CLAIM_LOCK.filter(|_| limited) {
-            Some(lock) => {
-                let mut tx = self.begin().await?;
+        let mut next_token_at = None;
+        let rows = if limits.any {
+            // Limited claims count what runs and what started: on
+            // PostgreSQL they take turns (the dialect's lock), so two nodes
+            // never both fill the last slot. A rated queue's starts are
+            // recorded in the claim's transaction.
+            let mut tx = self.begin().await?;
+            if let Some(lock) = D::CLAIM_LOCK {
                 Sql::<D>::new(lock).execute(&mut tx).await?;
-                let rows = q.fetch_all(&mut tx).await?;
-                tx.commit().await?;
-                rows
             }
-            None => q.fetch_all(&mut *self.db.writer().acquire().await?).await?,
+            let rows = q.fetch_all(&mut tx).await?;
+            if limits.rated {
+                let mut started: BTreeMap<String, i64> = BTreeMap::new();
+                for row in &rows {
+                    *started.entry(D::get(row, "queue")?).or_default() += 1;
+                }
+                if !started.is_empty() {
+                    let mut q = Sql::<D>::new(
+                        "INSERT INTO queue_starts (queue, at, n) \
+                         SELECT v.column1, v.column2, v.column3 FROM (",
+                    );
+                    q.values(&started, |t, (queue, n)| {
+                        t.bind(queue.as_str()).bind(now).bind(*n);
+                    });
+                    q.push(") AS v WHERE v.column1 IN (SELECT name FROM queues WHERE rate_n IS NOT NULL)");
+                    q.execute(&mut tx).await?;
+                    Sql::<D>::new(PRUNE_STARTS)
+                        .bind(now)
+                        .execute(&mut tx)
+                        .await?;
+                }
+                if rows.len() < limit {
+                    let next = Sql::<D>::new(NEXT_TOKEN)
+                        .bind(now)
+                        .fetch_all(&mut tx)
+                        .await?;
+                    next_token_at = match next.first() {
+                        Some(row) => D::get::<Option<i64>>(row, 0)?,
+                        None => None,
+                    };
+                }
+            }
+            tx.commit().await?;
+            rows
+        } else {
+            q.fetch_all(&mut *self.db.writer().acquire().await?).await?
         };
         let mut claimed = Self::decode(&rows, "executions", |r| {
             Ok(Claimed {
@@ -1202,6 +1350,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                 cancel_requested: r.get::<Option<i64>>("cancel_requested_at")?.is_some(),
                 handler_spec: r.get("spec")?,
                 inputs: Vec::new(),
+                snoozes: r.int("snoozes")? as u32,
             })
         })?;
         let with_parents: Vec<Uuid> = rows
@@ -1218,7 +1367,10 @@ impl<D: Dialect> Store for SqlStore<D> {
         }
         // RETURNING gives no order; run the best first.
         claimed.sort_by_key(|c| c.id);
-        Ok(claimed)
+        Ok(Claims {
+            executions: claimed,
+            next_token_at,
+        })
     }
 
     async fn has_due(&self, now: Micros) -> Result<bool, StoreError> {
@@ -1561,9 +1713,10 @@ impl<D: Dialect> Store for SqlStore<D> {
         let q = Sql::new(
             "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
              queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
-             start_at, end_at, paused, next_run_at, created_at, updated_at, chain) \
+             start_at, end_at, paused, next_run_at, created_at, updated_at, chain, \
+             concurrency_key) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                     $18, $19, $20, $20, $21) ON CONFLICT DO NOTHING",
+                     $18, $19, $20, $20, $21, $22) ON CONFLICT DO NOTHING",
         )
         .bind(spec.name.as_str())
         .bind(spec.handler.as_str())
@@ -1588,7 +1741,8 @@ impl<D: Dialect> Store for SqlStore<D> {
         .bind(
             (!spec.then.is_empty())
                 .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
-        );
+        )
+        .bind(spec.concurrency_key.as_deref());
         let inserted = self.write(q).await? == 1;
         // A job may bring a per-job cap: claims look at once.
         self.jobs_changed().await?;
@@ -1741,7 +1895,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             inserted += ids.len();
             for e in runs.iter().filter(|e| !ids.contains(&e.id)) {
                 Sql::<D>::new("UPDATE jobs SET runs = runs - 1 WHERE name = $1")
-                    .bind(e.job.as_str())
+                    .bind(e.job.as_deref().unwrap_or(""))
                     .execute(&mut tx)
                     .await?;
             }
@@ -1754,52 +1908,81 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
-        let rows = self.read_all(Sql::new(
-            "WITH names AS (SELECT name FROM queues UNION SELECT DISTINCT queue FROM executions \
-                            WHERE status IN ('pending', 'running') UNION SELECT 'default') \
-             SELECT n.name, q.max_running, COALESCE(q.paused, 0) AS paused, \
-               (SELECT COUNT(*) FROM executions e WHERE e.status = 'pending' AND e.queue = n.name) AS pending, \
-               (SELECT COUNT(*) FROM executions e WHERE e.status = 'running' AND e.queue = n.name) AS running \
-             FROM names n LEFT JOIN queues q ON q.name = n.name ORDER BY n.name",
-        ))
-        .await?;
+        let rows = self
+            .read_all(
+                Sql::new(format!(
+                    "WITH names AS (SELECT name FROM queues UNION SELECT DISTINCT queue FROM executions \
+                                    WHERE status IN ('pending', 'running') UNION SELECT 'default'), \
+                          rated AS ({RATE_FREE}) \
+                     SELECT n.name, q.max_running, COALESCE(q.paused, 0) AS paused, q.key_limit, \
+                       q.rate_n, q.rate_ms, r.rfree, \
+                       (SELECT COUNT(*) FROM executions e WHERE e.status = 'pending' AND e.queue = n.name) AS pending, \
+                       (SELECT COUNT(*) FROM executions e WHERE e.status = 'running' AND e.queue = n.name) AS running \
+                     FROM names n LEFT JOIN queues q ON q.name = n.name \
+                     LEFT JOIN rated r ON r.name = n.name ORDER BY n.name"
+                ))
+                .bind(crate::model::now_micros()),
+            )
+            .await?;
         Self::decode(&rows, "queues", |r| {
+            let rate = match (r.opt_u64("rate_n")?, r.opt_u64("rate_ms")?) {
+                (Some(n), Some(per_ms)) => Some(crate::model::Rate {
+                    n: n as u32,
+                    per_ms,
+                }),
+                _ => None,
+            };
             Ok(QueueInfo {
                 name: r.get("name")?,
                 max_running: r.opt_u64("max_running")?.map(|v| v as u32),
                 paused: r.flag("paused")?,
                 pending: r.int("pending")? as u64,
                 running: r.int("running")? as u64,
+                key_limit: r.opt_u64("key_limit")?.map(|v| v as u32),
+                tokens: rate.and(r.get::<Option<i64>>("rfree")?.map(|t| t.max(0) as u64)),
+                rate,
             })
         })
     }
 
-    async fn set_queue(
-        &self,
-        name: &str,
-        max_running: Option<Option<u32>>,
-        paused: Option<bool>,
-    ) -> Result<(), StoreError> {
+    async fn set_queue(&self, name: &str, change: &QueueChange) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         Sql::<D>::new("INSERT INTO queues (name) VALUES ($1) ON CONFLICT DO NOTHING")
             .bind(name)
             .execute(&mut tx)
             .await?;
-        if let Some(limit) = max_running {
+        if let Some(limit) = change.limit {
             Sql::<D>::new("UPDATE queues SET max_running = $2 WHERE name = $1")
                 .bind(name)
                 .bind(limit.map(i64::from))
                 .execute(&mut tx)
                 .await?;
         }
-        if let Some(p) = paused {
+        if let Some(limit) = change.key_limit {
+            Sql::<D>::new("UPDATE queues SET key_limit = $2 WHERE name = $1")
+                .bind(name)
+                .bind(limit.map(i64::from))
+                .execute(&mut tx)
+                .await?;
+        }
+        if let Some(rate) = change.rate {
+            // Starts recorded under an earlier rate still count in the
+            // window of the new one: they did happen.
+            Sql::<D>::new("UPDATE queues SET rate_n = $2, rate_ms = $3 WHERE name = $1")
+                .bind(name)
+                .bind(rate.map(|r| i64::from(r.n)))
+                .bind(rate.map(|r| r.per_ms.min(i64::MAX as u64) as i64))
+                .execute(&mut tx)
+                .await?;
+        }
+        if let Some(p) = change.paused {
             Sql::<D>::new("UPDATE queues SET paused = $2 WHERE name = $1")
                 .bind(name)
                 .bind(p as i64)
                 .execute(&mut tx)
                 .await?;
         }
-        D::notify(&mut tx, "work").await?;
+        D::notify(&mut tx, "limits").await?;
         tx.commit().await?;
         self.limits_changed();
         Ok(())
@@ -2055,10 +2238,10 @@ async fn schedule_retry<D: Dialect>(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
          enqueued_at, run_at, queue, unique_key, unique_for_ms, after_policy, workflow_id, \
-         step, has_children) \
+         step, has_children, concurrency_key, snoozes) \
          SELECT $1, job, handler, mode, payload, 'pending', $2, $3, backoff_base_ms, \
          backoff_cap_ms, id, timeout_ms, priority, $4, $5, queue, unique_key, unique_for_ms, \
-         after_policy, workflow_id, step, has_children \
+         after_policy, workflow_id, step, has_children, concurrency_key, snoozes + $7 \
          FROM executions WHERE id = $6",
     )
     .bind(new_id)
@@ -2067,6 +2250,7 @@ async fn schedule_retry<D: Dialect>(
     .bind(now)
     .bind(next.run_at)
     .bind(id)
+    .bind(next.snooze as i64)
     .execute(conn)
     .await?;
     Sql::<D>::new("UPDATE executions SET next_id = $2 WHERE id = $1")

@@ -29,6 +29,19 @@ pub struct Claimed {
     pub handler_spec: Option<String>,
     /// Its parents' ends and outputs (the protocol's `inputs`).
     pub inputs: Vec<jobvisor_worker::Input>,
+    /// Snoozes in its chain before it (a snooze past
+    /// [`crate::model::MAX_SNOOZES`] fails it).
+    pub snoozes: u32,
+}
+
+/// What a claim took, and when a rate lets it take more.
+#[derive(Clone, Debug, Default)]
+pub struct Claims {
+    /// The claimed executions, best first.
+    pub executions: Vec<Claimed>,
+    /// When a queue whose rate held executions back has its next start,
+    /// if one did: the dispatcher claims again then instead of polling.
+    pub next_token_at: Option<Micros>,
 }
 
 impl Claimed {
@@ -206,6 +219,8 @@ pub struct ExecFilter {
     pub node: Option<String>,
     /// Only those with this unique key.
     pub unique_key: Option<String>,
+    /// Only those with this concurrency key.
+    pub concurrency_key: Option<String>,
     /// Only those enqueued at or after this time.
     pub since: Option<Micros>,
     /// Only those enqueued before this time.
@@ -372,6 +387,26 @@ pub struct QueueInfo {
     pub paused: bool,
     pub pending: u64,
     pub running: u64,
+    /// Most running executions per concurrency key.
+    pub key_limit: Option<u32>,
+    /// Its rate limit.
+    pub rate: Option<crate::model::Rate>,
+    /// Starts its rate allows now (`None`: no rate).
+    pub tokens: Option<u64>,
+}
+
+/// What to change of a queue; `None` leaves a setting as it is, and
+/// `Some(None)` removes a limit.
+#[derive(Clone, Debug, Default, PartialEq)]
+// Fields named for what they hold carry no doc of their own.
+#[allow(missing_docs)]
+pub struct QueueChange {
+    /// Most executions running at once.
+    pub limit: Option<Option<u32>>,
+    /// Most running executions per concurrency key.
+    pub key_limit: Option<Option<u32>>,
+    pub rate: Option<Option<crate::model::Rate>>,
+    pub paused: Option<bool>,
 }
 
 /// Execution statistics of one job.

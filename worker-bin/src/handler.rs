@@ -38,6 +38,9 @@ pub enum ErrorKind {
     Permanent,
     /// The handler stopped because it was asked to.
     Cancelled,
+    /// Not a failure: run again after this long, without using a retry
+    /// (the protocol's `snooze`).
+    Snooze(std::time::Duration),
 }
 
 impl HandlerError {
@@ -62,6 +65,24 @@ impl HandlerError {
         Self {
             message: "cancelled".into(),
             kind: ErrorKind::Cancelled,
+        }
+    }
+
+    /// Not a failure: ends this execution as `snoozed` and runs it again
+    /// after `delay`, keeping its attempt number and attempts allowed (at
+    /// most 1,000 snoozes per execution chain; the next one fails it).
+    pub fn snooze(delay: std::time::Duration) -> Self {
+        Self {
+            message: String::new(),
+            kind: ErrorKind::Snooze(delay),
+        }
+    }
+
+    /// [`HandlerError::snooze`] with a reason, stored on the execution.
+    pub fn snooze_because(delay: std::time::Duration, reason: impl Into<String>) -> Self {
+        Self {
+            message: reason.into(),
+            kind: ErrorKind::Snooze(delay),
         }
     }
 

@@ -3,8 +3,8 @@
 
 use crate::handler::{panic_message, Context, ErrorKind, ExecutionInfo, Registry};
 use crate::protocol::{
-    Hello, ResultMessage, ResultStatus, RunRequest, SupervisorMessage, WorkerMessage,
-    PROTOCOL_VERSION,
+    Hello, ResultMessage, ResultStatus, RunRequest, SnoozeMessage, SupervisorMessage,
+    WorkerMessage, PROTOCOL_VERSION,
 };
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -154,7 +154,7 @@ fn run_one(
     let handler = registry.get(&req.handler);
     async move {
         let result = match handler {
-            None => ResultMessage {
+            None => WorkerMessage::Result(ResultMessage {
                 status: ResultStatus::Failed,
                 output: None,
                 error: Some(format!(
@@ -162,7 +162,7 @@ fn run_one(
                     req.handler
                 )),
                 retry: Some(false),
-            },
+            }),
             Some(handler) => {
                 let info = ExecutionInfo {
                     execution_id: req.execution_id,
@@ -175,18 +175,27 @@ fn run_one(
                 let outcome = AssertUnwindSafe(handler.call(ctx, req.payload))
                     .catch_unwind()
                     .await;
-                result_of(outcome)
+                final_of(outcome)
             }
         };
-        let _ = tx.send(WorkerMessage::Result(result)).await;
+        let _ = tx.send(result).await;
     }
 }
 
-/// Maps a handler's outcome (or its panic) to the protocol's `result`.
-pub fn result_of(
+/// Maps a handler's outcome (or its panic) to the protocol's final
+/// message: a `result`, or a `snooze`.
+pub fn final_of(
     outcome: Result<crate::handler::HandlerResult, Box<dyn std::any::Any + Send>>,
-) -> ResultMessage {
-    match outcome {
+) -> WorkerMessage {
+    if let Ok(Err(e)) = &outcome {
+        if let ErrorKind::Snooze(delay) = e.kind {
+            return WorkerMessage::Snooze(SnoozeMessage {
+                delay_ms: delay.as_millis().min(u64::MAX as u128) as u64,
+                reason: Some(e.message.clone()).filter(|r| !r.is_empty()),
+            });
+        }
+    }
+    WorkerMessage::Result(match outcome {
         Ok(Ok(output)) => ResultMessage {
             status: ResultStatus::Succeeded,
             output: Some(output),
@@ -213,5 +222,5 @@ pub fn result_of(
             error: Some(format!("panicked: {}", panic_message(payload.as_ref()))),
             retry: Some(true),
         },
-    }
+    })
 }

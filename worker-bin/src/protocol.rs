@@ -224,6 +224,27 @@ pub struct ResultMessage {
     pub retry: Option<bool>,
 }
 
+/// A handler's request to run again later, without using a retry: the
+/// execution ends as `snoozed`, and a new one of its chain is due after
+/// `delay_ms`, with the same attempt number and attempts allowed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnoozeMessage {
+    /// How long from now until it runs again.
+    pub delay_ms: u64,
+    /// Why, stored on the snoozed execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The message that ends an execution: its result or a snooze.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Final {
+    /// `result`.
+    Result(ResultMessage),
+    /// `snooze`.
+    Snooze(SnoozeMessage),
+}
+
 /// Worker -> supervisor messages.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -238,6 +259,8 @@ pub enum WorkerMessage {
     Heartbeat,
     /// Final outcome.
     Result(ResultMessage),
+    /// Run again later (final, like a result).
+    Snooze(SnoozeMessage),
 }
 
 impl WorkerMessage {
@@ -292,6 +315,7 @@ pub fn parse_worker_line(line: &str) -> ParsedLine {
             .ok(),
         "heartbeat" => Some(WorkerMessage::Heartbeat),
         "result" => serde_json::from_value(body).map(WorkerMessage::Result).ok(),
+        "snooze" => serde_json::from_value(body).map(WorkerMessage::Snooze).ok(),
         "log" => serde_json::from_value::<RawLog>(body)
             .ok()
             .map(log_from_raw),

@@ -6,6 +6,9 @@ use serde_json::Value;
 
 const VECTORS: &str = include_str!("protocol-vectors.jsonl");
 
+/// What jobvisor adds to the shared contract (`snooze`), in the same form.
+const OUR_VECTORS: &str = include_str!("snooze-vectors.jsonl");
+
 #[test]
 fn the_vendored_vectors_match_the_shared_contract_when_it_is_present() {
     let shared = concat!(
@@ -23,7 +26,11 @@ fn the_vendored_vectors_match_the_shared_contract_when_it_is_present() {
 #[test]
 fn every_protocol_vector_parses_as_the_contract_says() {
     let mut checked = 0;
-    for line in VECTORS.lines().filter(|l| !l.trim().is_empty()) {
+    for line in VECTORS
+        .lines()
+        .chain(OUR_VECTORS.lines())
+        .filter(|l| !l.trim().is_empty())
+    {
         let v: Value = serde_json::from_str(line).unwrap();
         let input = v["line"].as_str().unwrap();
         let expect = &v["expect"];
@@ -104,6 +111,17 @@ fn every_protocol_vector_parses_as_the_contract_says() {
                     "{ctx}"
                 );
             }
+            "snooze" => {
+                let ParsedLine::Message(WorkerMessage::Snooze(z)) = parsed else {
+                    panic!("{ctx}")
+                };
+                assert_eq!(Some(z.delay_ms), expect["delay_ms"].as_u64(), "{ctx}");
+                assert_eq!(
+                    z.reason.as_deref(),
+                    expect.get("reason").and_then(Value::as_str),
+                    "{ctx}"
+                );
+            }
             "hello" => {
                 let ParsedLine::Message(WorkerMessage::Hello(h)) = parsed else {
                     panic!("{ctx}")
@@ -121,7 +139,7 @@ fn every_protocol_vector_parses_as_the_contract_says() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 28, "every vector was checked");
+    assert_eq!(checked, 28 + 7, "every vector was checked");
 }
 
 /// docs/PROTOCOL.md is the shared contract plus what jobvisor adds to it
