@@ -79,11 +79,53 @@ pub async fn add(
     }
     if !store.insert_job(&spec, first, now).await? {
         return Err(Error::Invalid(format!(
-            "a job named {:?} already exists",
+            "a job named {:?} already exists (--replace changes it in place)",
             spec.name
         )));
     }
     Ok(first)
+}
+
+/// Changes job `spec.name` in place to `spec` (validated): its history
+/// (executions, run and miss counts) stays with it; its next due time is
+/// computed anew, from `spec`'s anchor (see [`keep_anchor`]). Running and
+/// pending executions keep the definition they were made with. Returns the
+/// next due time.
+pub async fn replace(
+    store: &dyn Store,
+    local: &(dyn Fn(&str) -> bool + Sync),
+    mut spec: JobSpec,
+) -> Result<Option<Micros>, Error> {
+    validate(store, local, &mut spec).await?;
+    let now = now_micros();
+    let next =
+        crate::scheduler::first_due(&spec, now).map_err(|e| Error::Invalid(e.to_string()))?;
+    if next.is_none() && !matches!(spec.schedule, ScheduleSpec::Daemon) {
+        return Err(Error::Invalid(
+            "the schedule has no occurrence inside the job's window".into(),
+        ));
+    }
+    if !store.replace_job(&spec, next, now).await? {
+        return Err(Error::UnknownJob(spec.name));
+    }
+    Ok(next)
+}
+
+/// A job changed without an explicit start keeps the anchor of its
+/// interval (when the period stays) or the time it runs once, so that its
+/// grid does not move.
+pub fn keep_anchor(new: &mut JobSpec, old: &JobSpec) {
+    match (&mut new.schedule, &old.schedule) {
+        (
+            ScheduleSpec::Interval { every_ms, anchor },
+            ScheduleSpec::Interval {
+                every_ms: e,
+                anchor: a,
+            },
+        ) if every_ms == e => *anchor = *a,
+        (ScheduleSpec::Once { at }, ScheduleSpec::Once { at: a }) => *at = *a,
+        _ => {}
+    }
 }
 
 /// Pauses a job; a daemon's running execution is cancelled (it is not

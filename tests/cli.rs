@@ -194,7 +194,7 @@ async fn run_wait_exits_0_on_success_and_1_on_failure_and_follows_retries() {
     assert_eq!(stderr.matches("retrying as").count(), 2, "{stderr}");
     // Each attempt is its own row, linked to the one before.
     let store = env.store().await;
-    let chain = attempts(store.as_ref(), "fail").await;
+    let chain = runs_of(store.as_ref(), "fail").await;
     assert_eq!(chain.len(), 3);
     for (i, e) in chain.iter().enumerate() {
         assert_eq!(e.attempt as usize, i + 1);
@@ -552,7 +552,11 @@ async fn executions_are_found_by_filters_and_acted_on_in_bulk() {
         list(&["--status", "failed", "--status", "succeeded"]).len(),
         7
     );
-    assert_eq!(list(&["--job", "noop", "--since", "1h"]).len(), 4);
+    let noops = list(&["--handler", "noop", "--since", "1h"]);
+    assert_eq!(noops.len(), 4);
+    // Ad-hoc runs belong to no job, even one named like their handler.
+    assert!(noops.iter().all(|e| e["job"].is_null()), "{noops:?}");
+    assert!(list(&["--job", "noop"]).is_empty());
     assert!(list(&["--until", "2000-01-01T00:00:00Z"]).is_empty());
     // Pages: newest first, the next page after the last id.
     let first = list(&["--limit", "4"]);

@@ -178,6 +178,12 @@ pub struct JobName {
 pub struct JobAddArgs {
     /// Job name (letters, digits, `-`, `_`, `.`, `:`).
     pub name: String,
+    /// Change the job of this name in place: its history and counts stay
+    /// with it, and without --start/--at so does its anchor (the interval's
+    /// grid when the period stays, or the time of a one-off); a paused job
+    /// stays paused.
+    #[arg(long)]
+    pub replace: bool,
     /// Handler to run.
     #[arg(long)]
     pub handler: String,

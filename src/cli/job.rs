@@ -24,7 +24,8 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
     let store = store.as_ref();
     match cmd {
         JobCmd::Add(a) => {
-            let spec = spec_from_args(*a)?;
+            let (replace, explicit_start) = (a.replace, a.start.is_some() || a.at.is_some());
+            let mut spec = spec_from_args(*a)?;
             for c in &spec.then {
                 if store.job(&c.job).await?.is_none() {
                     return Err(input(format!(
@@ -36,11 +37,30 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             let name = spec.name.clone();
             let schedule = spec.schedule.clone();
             let builtin = |n: &str| builtins::NAMES.contains(&n);
-            let first = jobvisor::job::add(store, &builtin, spec).await?;
-            match first {
-                Some(t) => println!("job {name} added; first run {}", format_micros(t)),
-                None => println!("job {name} added (daemon)"),
-            }
+            let first = if replace {
+                let Some(old) = store.job(&name).await? else {
+                    return Err(input(format!(
+                        "no job named {name:?} to replace (add it without --replace)"
+                    )));
+                };
+                if !explicit_start {
+                    jobvisor::job::keep_anchor(&mut spec, &old.spec);
+                }
+                spec.paused |= old.spec.paused;
+                let next = jobvisor::job::replace(store, &builtin, spec).await?;
+                match next {
+                    Some(t) => println!("job {name} replaced; next run {}", format_micros(t)),
+                    None => println!("job {name} replaced (daemon)"),
+                }
+                next
+            } else {
+                let first = jobvisor::job::add(store, &builtin, spec).await?;
+                match first {
+                    Some(t) => println!("job {name} added; first run {}", format_micros(t)),
+                    None => println!("job {name} added (daemon)"),
+                }
+                first
+            };
             if let (Some(t), true) = (first, std::io::stdout().is_terminal()) {
                 // Show what the schedule means before the first surprise.
                 let times = occurrences(&Schedule::from_spec(&schedule)?, t - 1, 3);

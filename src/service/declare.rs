@@ -3,7 +3,6 @@
 //! or removed when an earlier declaration had it and this one does not.
 
 use crate::model::{HandlerSpec, JobSpec};
-use crate::schedule::ScheduleSpec;
 use crate::store::{Store, StoreError};
 use jobvisor_worker::builtins;
 use std::collections::HashMap;
@@ -144,7 +143,7 @@ pub async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, SyncErro
         let old = store.job(&spec.name).await?;
         if let Some(old) = &old {
             if !decl.fixed_start {
-                keep_anchor(&mut spec, &old.spec);
+                crate::job::keep_anchor(&mut spec, &old.spec);
             }
             let mut resolved = spec.clone();
             crate::job::validate(store, &builtin, &mut resolved)
@@ -153,13 +152,15 @@ pub async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, SyncErro
             if resolved == old.spec {
                 continue;
             }
-            crate::job::remove(store, &spec.name)
+            // Changed in place: its history and counts stay with it.
+            crate::job::replace(store, &builtin, spec.clone())
+                .await
+                .map_err(job_err(&spec.name))?;
+        } else {
+            crate::job::add(store, &builtin, spec.clone())
                 .await
                 .map_err(job_err(&spec.name))?;
         }
-        crate::job::add(store, &builtin, spec.clone())
-            .await
-            .map_err(job_err(&spec.name))?;
         let what = if old.is_some() { "changed" } else { "added" };
         tracing::info!(job = %spec.name, "config: job {what}");
         changes += 1;
@@ -205,20 +206,4 @@ pub async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, SyncErro
         }
     }
     Ok(changes)
-}
-
-/// A declared job without an explicit start keeps the anchor (interval) or
-/// time (once) it was first given.
-fn keep_anchor(new: &mut JobSpec, old: &JobSpec) {
-    match (&mut new.schedule, &old.schedule) {
-        (
-            ScheduleSpec::Interval { every_ms, anchor },
-            ScheduleSpec::Interval {
-                every_ms: e,
-                anchor: a,
-            },
-        ) if every_ms == e => *anchor = *a,
-        (ScheduleSpec::Once { at }, ScheduleSpec::Once { at: a }) => *at = *a,
-        _ => {}
-    }
 }

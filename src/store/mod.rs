@@ -192,6 +192,14 @@ pub trait Store: Send + Sync + 'static {
     /// Running executions that belong to other nodes, with those nodes.
     async fn foreign_running(&self, node: &str) -> Result<Vec<ForeignRunning>, StoreError>;
 
+    /// Changes job `spec.name` to `spec`, keeping its counts and history;
+    /// false if there is no such job.
+    async fn replace_job(
+        &self,
+        spec: &JobSpec,
+        next_run_at: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError>;
     /// Adds a job; `false` if the name is taken (nothing written).
     async fn insert_job(
         &self,

@@ -201,6 +201,12 @@ impl<D: Dialect> SqlStore<D> {
         forget(&self.limits);
     }
 
+    /// Whether limits may exist, from the cache alone (no query).
+    fn limits_may_exist(&self) -> bool {
+        let cached = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        cached.limits.any
+    }
+
     async fn any_limits(&self) -> Result<Limits, StoreError> {
         let cached = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = cached.read_at {
@@ -1284,11 +1290,14 @@ impl<D: Dialect> Store for SqlStore<D> {
         } else {
             &self.claim_simple
         };
-        let q = Sql::<D>::new(sql.as_str())
-            .bind(now)
-            .bind(node)
-            .bind(limit as i64)
-            .bind((limit * 4).max(256) as i64);
+        let claim = |now: Micros| {
+            Sql::<D>::new(sql.as_str())
+                .bind(now)
+                .bind(node)
+                .bind(limit as i64)
+                .bind((limit * 4).max(256) as i64)
+        };
+        let mut now = now;
         let mut next_token_at = None;
         let rows = if limits.any {
             // Limited claims count what runs and what started: on
@@ -1299,7 +1308,10 @@ impl<D: Dialect> Store for SqlStore<D> {
             if let Some(lock) = D::CLAIM_LOCK {
                 Sql::<D>::new(lock).execute(&mut tx).await?;
             }
-            let rows = q.fetch_all(&mut tx).await?;
+            // Its turn may have come after ends that it now sees: its
+            // starts are stamped from then, not from before the wait.
+            now = now.max(crate::model::now_micros());
+            let rows = claim(now).fetch_all(&mut tx).await?;
             if limits.rated {
                 let mut started: BTreeMap<String, i64> = BTreeMap::new();
                 for row in &rows {
@@ -1334,7 +1346,9 @@ impl<D: Dialect> Store for SqlStore<D> {
             tx.commit().await?;
             rows
         } else {
-            q.fetch_all(&mut *self.db.writer().acquire().await?).await?
+            claim(now)
+                .fetch_all(&mut *self.db.writer().acquire().await?)
+                .await?
         };
         let mut claimed = Self::decode(&rows, "executions", |r| {
             Ok(Claimed {
@@ -1539,6 +1553,10 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut released = settle::<D>(&mut tx, ended, crate::model::now_micros()).await?;
         released |= enqueue_chained::<D>(&mut tx, &chained).await?;
         released |= promoted;
+        // Under a limit, an end frees a slot that held executions wait for:
+        // this node claims again now rather than at its next poll (which
+        // slows down while due rows are held).
+        released |= !finished.is_empty() && self.limits_may_exist();
         if released {
             for f in &mut finished {
                 f.released = true;
@@ -1747,6 +1765,51 @@ impl<D: Dialect> Store for SqlStore<D> {
         // A job may bring a per-job cap: claims look at once.
         self.jobs_changed().await?;
         Ok(inserted)
+    }
+
+    async fn replace_job(
+        &self,
+        spec: &JobSpec,
+        next_run_at: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        // The scheduler's passes are fenced on next_run_at: one that read
+        // the old definition and would write after this no longer applies.
+        let q = Sql::new(
+            "UPDATE jobs SET handler = $2, mode = $3, payload = $4, kind = $5, schedule = $6, \
+             priority = $7, queue = $8, retries = $9, backoff_ms = $10, timeout_ms = $11, \
+             overlap = $12, misfire = $13, max_parallel = $14, max_runs = $15, start_at = $16, \
+             end_at = $17, paused = $18, next_run_at = $19, updated_at = $20, chain = $21, \
+             concurrency_key = $22, completed_at = NULL, daemon_streak = 0 WHERE name = $1",
+        )
+        .bind(spec.name.as_str())
+        .bind(spec.handler.as_str())
+        .bind(spec.mode.map(|m| m.as_str()))
+        .bind(spec.payload.to_string())
+        .bind(spec.schedule.kind())
+        .bind(serde_json::to_string(&spec.schedule).expect("schedules serialize"))
+        .bind(spec.priority as i64)
+        .bind(spec.queue.as_str())
+        .bind(spec.retries as i64)
+        .bind(spec.backoff_ms as i64)
+        .bind(spec.timeout_ms.map(|v| v as i64))
+        .bind(spec.overlap.as_str())
+        .bind(spec.misfire.as_str())
+        .bind(spec.max_parallel.map(|v| v as i64))
+        .bind(spec.max_runs.map(|v| v.min(i64::MAX as u64) as i64))
+        .bind(spec.start_at)
+        .bind(spec.end_at)
+        .bind(spec.paused as i64)
+        .bind(next_run_at)
+        .bind(now)
+        .bind(
+            (!spec.then.is_empty())
+                .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
+        )
+        .bind(spec.concurrency_key.as_deref());
+        let changed = self.write(q).await? == 1;
+        self.jobs_changed().await?;
+        Ok(changed)
     }
 
     async fn job(&self, name: &str) -> Result<Option<Job>, StoreError> {

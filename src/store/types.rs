@@ -153,7 +153,8 @@ pub struct Finished {
     /// The retry scheduled for it, if any.
     pub retry: Option<Uuid>,
     /// Whether the transaction that recorded it made other executions
-    /// ready to run now: dependents, chained jobs, a unique key's follower.
+    /// ready to run now: dependents, chained jobs, a unique key's follower,
+    /// or a slot under a queue, job or key limit.
     pub released: bool,
 }
 

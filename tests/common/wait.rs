@@ -72,6 +72,21 @@ pub async fn attempts(store: &dyn Store, job: &str) -> Vec<Execution> {
     v
 }
 
+/// All executions of a handler (ad-hoc runs belong to no job), oldest
+/// first.
+pub async fn runs_of(store: &dyn Store, handler: &str) -> Vec<Execution> {
+    let mut v = store
+        .executions(&ExecFilter {
+            handler: Some(handler.to_string()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    v.reverse();
+    v
+}
+
 /// Waits for a log line of the execution that `pick` accepts; returns what
 /// it picked.
 pub async fn log_line<T>(
