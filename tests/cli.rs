@@ -697,3 +697,209 @@ fn job_list_counts_triggered_runs() {
     let row = table.lines().find(|l| l.starts_with("report")).unwrap();
     assert!(row.trim_end().ends_with(" 2"), "{table}");
 }
+
+/// `queue set-key-limit` and `queue set-rate` set what `queue list` shows;
+/// bad values are one line and exit 2, with nothing written.
+#[test]
+fn queue_key_limits_and_rates_are_set_listed_and_bad_ones_refused() {
+    let env = Env::new();
+    let show = |name: &str| -> serde_json::Value {
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(&env.ok(&["queue", "list", "--json"])).unwrap();
+        all.into_iter().find(|q| q["name"] == name).unwrap()
+    };
+    env.ok(&["queue", "set-key-limit", "mail", "2"]);
+    let said = env.ok(&["queue", "set-rate", "mail", "100/1m"]);
+    assert!(said.contains("at most 100 started in any 1m"), "{said}");
+    let q = show("mail");
+    assert_eq!(
+        (&q["key_limit"], &q["rate"], &q["tokens"], &q["max_running"]),
+        (
+            &2.into(),
+            &"100/1m".into(),
+            &100.into(),
+            &serde_json::Value::Null
+        )
+    );
+    let table = env.ok(&["queue", "list"]);
+    let header = table.lines().next().unwrap();
+    for col in ["LIMIT", "KEY LIMIT", "RATE", "TOKENS", "RUNNING", "PENDING"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("mail") && l.contains("100/1m")),
+        "{table}"
+    );
+    for bad in ["0/1s", "5/0s", "5", "-1/1s", "x/1s", "5/soon", "1.5/1s"] {
+        assert_bad_input(env.cli(&["queue", "set-rate", "mail", bad]), "invalid rate");
+    }
+    for bad in ["0", "-1", "two", "1.5"] {
+        assert_bad_input(
+            env.cli(&["queue", "set-key-limit", "mail", bad]),
+            "invalid limit",
+        );
+        assert_bad_input(
+            env.cli(&["queue", "set-limit", "mail", bad]),
+            "invalid limit",
+        );
+    }
+    let q = show("mail");
+    assert_eq!((&q["key_limit"], &q["rate"]), (&2.into(), &"100/1m".into()));
+    env.ok(&["queue", "set-rate", "mail", "none"]);
+    env.ok(&["queue", "set-key-limit", "mail", "none"]);
+    let q = show("mail");
+    assert!(q["key_limit"].is_null() && q["rate"].is_null() && q["tokens"].is_null());
+    // A run and a job carry a concurrency key; exec list finds it.
+    let id = env.enqueue(&["noop", "--queue", "mail", "--concurrency-key", "customer-7"]);
+    let found: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&[
+        "exec",
+        "list",
+        "--concurrency-key",
+        "customer-7",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], id.to_string());
+    assert_eq!(found[0]["concurrency_key"], "customer-7");
+    env.ok(&[
+        "job",
+        "add",
+        "digest",
+        "--handler",
+        "noop",
+        "--every",
+        "1h",
+        "--concurrency-key",
+        "c1",
+    ]);
+    let job: serde_json::Value =
+        serde_json::from_str(&env.ok(&["job", "show", "digest", "--json"])).unwrap();
+    assert_eq!(job["concurrency_key"], "c1");
+}
+
+/// An ad-hoc run belongs to no job: a job added later under the handler's
+/// name starts with no history.
+#[test]
+fn an_ad_hoc_run_is_no_jobs_history() {
+    let env = Env::new();
+    let adhoc = env.enqueue(&["echo"]);
+    env.ok(&[
+        "job",
+        "add",
+        "echo",
+        "--handler",
+        "echo",
+        "--every",
+        "1h",
+        "--paused",
+    ]);
+    let listed = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["exec", "list", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&env.ok(&all)).unwrap()
+    };
+    assert!(listed(&["--job", "echo"]).is_empty());
+    let all = listed(&[]);
+    assert_eq!(all[0]["id"], adhoc.to_string());
+    assert!(all[0]["job"].is_null());
+    let show: serde_json::Value =
+        serde_json::from_str(&env.ok(&["job", "show", "echo", "--json"])).unwrap();
+    assert!(show["recent"].as_array().unwrap().is_empty(), "{show}");
+    let jobs: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["job", "list", "--json"])).unwrap();
+    assert_eq!(jobs[0]["run_count"], 0);
+    // A trigger is the job's.
+    let run = env.ok(&["job", "trigger", "echo"]);
+    let mine = listed(&["--job", "echo"]);
+    assert_eq!(mine.len(), 1, "{run}");
+    // The table's JOB column is empty for the ad-hoc run.
+    let table = env.ok(&["exec", "list"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&adhoc.to_string()))
+        .unwrap();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[2], "echo", "JOB empty, then HANDLER: {line}");
+    assert_eq!(
+        env.ok(&["exec", "show", &adhoc.to_string()])
+            .lines()
+            .find(|l| l.starts_with("job:"))
+            .unwrap(),
+        "job:         - (ad-hoc run)"
+    );
+}
+
+/// `job add --replace` changes a job in place: its history, counts and
+/// anchor stay; without the flag a taken name is refused.
+#[test]
+fn job_add_replace_changes_a_job_in_place() {
+    let env = Env::new();
+    env.ok(&[
+        "job",
+        "add",
+        "tick",
+        "--handler",
+        "noop",
+        "--every",
+        "1h",
+        "--start",
+        "2030-01-01T00:30:00Z",
+        "--paused",
+    ]);
+    env.ok(&["job", "trigger", "tick"]);
+    let before: serde_json::Value =
+        serde_json::from_str(&env.ok(&["job", "show", "tick", "--json"])).unwrap();
+    assert_bad_input(
+        env.cli(&["job", "add", "tick", "--handler", "echo", "--every", "1h"]),
+        "already exists",
+    );
+    let said = env.ok(&[
+        "job",
+        "add",
+        "tick",
+        "--handler",
+        "echo",
+        "--every",
+        "1h",
+        "--payload",
+        r#"{"v":2}"#,
+        "--replace",
+    ]);
+    assert!(
+        said.starts_with("job tick replaced; next run 2030-01-01T00:30:00"),
+        "{said}"
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&env.ok(&["job", "show", "tick", "--json"])).unwrap();
+    assert_eq!(after["handler"], "echo");
+    assert_eq!(after["payload"], serde_json::json!({"v": 2}));
+    assert_eq!(after["schedule"], before["schedule"], "the anchor stays");
+    assert_eq!(after["state"], "paused", "a paused job stays paused");
+    assert_eq!(
+        after["recent"].as_array().unwrap().len(),
+        1,
+        "its history stays"
+    );
+    assert_eq!(after["recent"], before["recent"]);
+    // An explicit start moves the anchor.
+    let said = env.ok(&[
+        "job",
+        "add",
+        "tick",
+        "--handler",
+        "echo",
+        "--every",
+        "1h",
+        "--start",
+        "2031-01-01T00:00:00Z",
+        "--replace",
+    ]);
+    assert!(said.contains("next run 2031-01-01T00:00:00"), "{said}");
+    assert_bad_input(
+        env.cli(&["job", "add", "nosuch", "--handler", "echo", "--replace"]),
+        "no job named \"nosuch\" to replace",
+    );
+}

@@ -18,6 +18,8 @@ concurrency = 8
 
 [queues.slow]
 limit = 2
+key_limit = 3
+rate = "5/1s"
 
 [[handler]]
 name = "hello"
@@ -71,8 +73,14 @@ async fn declared_handlers_and_jobs_sync_at_start_and_on_sighup() {
     let h: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(h["limits"]["open_files"], 256);
     assert_eq!(h["limits"]["timeout_ms"], 30_000);
-    let queues = env.ok(&["queue", "list", "--json"]);
-    assert!(queues.contains("\"slow\""), "{queues}");
+    let queues: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["queue", "list", "--json"])).unwrap();
+    let slow = queues.iter().find(|q| q["name"] == "slow").unwrap();
+    assert_eq!(
+        (&slow["max_running"], &slow["key_limit"], &slow["rate"]),
+        (&2.into(), &3.into(), &"5/1s".into()),
+        "{slow}"
+    );
     // The declared cron job runs.
     let store = env.store().await;
     eventually("a run of the declared cron job", || async {
@@ -139,6 +147,15 @@ async fn an_invalid_file_stops_serve_with_one_line() {
         ),
         ("surprise = 1\n", "unknown field"),
         ("listen = \"0.0.0.0:0\"\n", "needs a bearer token"),
+        (
+            "\n[queues.q]\nrate = \"0/1s\"\n",
+            "jobvisor.toml:2: queues.q.rate: invalid rate",
+        ),
+        (
+            "[queues.q]\nkey_limit = 0\n",
+            "jobvisor.toml:1: queues.q.key_limit must be at least 1",
+        ),
+        ("[queues.q]\nkey_limit = -2\n", "jobvisor.toml:2:"),
     ] {
         let path = config(&env, body);
         // `check-config` refuses exactly what `serve` refuses, with the

@@ -234,6 +234,46 @@ async fn every_route_answers_its_happy_path_and_its_errors() {
         post(&addr, "/v1/queues/batch/resume", "").json()["paused"],
         false
     );
+    // PUT sets what it names: a field left out stays, null removes it.
+    let put = |body: &str| request(&addr, "PUT", "/v1/queues/batch", Some(body), None);
+    let q = put(r#"{"limit": 4, "key_limit": 2, "rate": "10/1s"}"#);
+    assert_eq!(q.status, 200, "{}", q.body);
+    let q = q.json();
+    assert_eq!(
+        (&q["max_running"], &q["key_limit"], &q["rate"], &q["tokens"]),
+        (&4.into(), &2.into(), &"10/1s".into(), &10.into())
+    );
+    let q = put(r#"{"rate": null}"#).json();
+    assert_eq!((&q["max_running"], &q["key_limit"]), (&4.into(), &2.into()));
+    assert!(q["rate"].is_null() && q["tokens"].is_null());
+    for bad in [
+        r#"{"rate": "0/1s"}"#,
+        r#"{"rate": "5/0s"}"#,
+        r#"{"limit": -1}"#,
+        r#"{"key_limit": "two"}"#,
+        r#"{"limit": 0}"#,
+        r#"{"speed": 1}"#,
+        "not json",
+    ] {
+        let r = put(bad);
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid".to_string()),
+            "{bad}: {}",
+            r.body
+        );
+    }
+    let q = put("{}").json();
+    assert_eq!((&q["max_running"], &q["key_limit"]), (&4.into(), &2.into()));
+    let e = post(
+        &addr,
+        "/v1/executions",
+        r#"{"handler": "noop", "queue": "batch", "concurrency_key": "tenant-1"}"#,
+    );
+    assert_eq!(e.status, 201, "{}", e.body);
+    let listed = get(&addr, "/v1/executions?concurrency_key=tenant-1").json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["concurrency_key"], "tenant-1");
     let stats = get(&addr, "/v1/stats");
     assert_eq!(stats.status, 200);
     assert!(stats

@@ -487,3 +487,87 @@ async fn a_rust_handler_reads_its_parents_outputs_through_context_inputs() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// The executions of the chain that starts at `id`, in order, once its
+/// last one has ended.
+async fn chain_of(store: &dyn jobvisor::store::Store, id: uuid::Uuid) -> Vec<jobvisor::Execution> {
+    let mut out = vec![finished(store, id).await];
+    while let Some(next) = out.last().unwrap().next_id {
+        out.push(finished(store, next).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_snoozes_without_using_its_retries_up_to_the_limit() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let env = Env::new();
+    let (sup, stop, task) = start(&env, |b| {
+        b.register(
+            "later",
+            |_ctx: jobvisor::Context, _p: serde_json::Value| async move {
+                match CALLS.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(HandlerError::snooze(Duration::from_millis(200))),
+                    1 | 2 => Err(HandlerError::snooze_because(
+                        Duration::from_millis(50),
+                        "rate limited upstream",
+                    )),
+                    _ => Ok(json!("done")),
+                }
+            },
+        )
+        .register(
+            "never",
+            |_ctx: jobvisor::Context, _p: serde_json::Value| async move {
+                Err(HandlerError::snooze(Duration::ZERO))
+            },
+        )
+    })
+    .await;
+    let store = sup.store().clone();
+    let id = sup
+        .enqueue(RunSpec::new("later", json!(null)))
+        .await
+        .unwrap();
+    let chain = chain_of(store.as_ref(), id).await;
+    let statuses: Vec<Status> = chain.iter().map(|e| e.status).collect();
+    use Status::{Snoozed, Succeeded};
+    assert_eq!(statuses, [Snoozed, Snoozed, Snoozed, Succeeded]);
+    for (i, e) in chain.iter().enumerate() {
+        assert_eq!(
+            (e.attempt, e.max_attempts, e.snoozes),
+            (1, 1, i as u32),
+            "{e:?}"
+        );
+    }
+    assert_eq!(chain[0].error.as_deref(), Some("snoozed for 200ms"));
+    assert_eq!(
+        chain[1].error.as_deref(),
+        Some("snoozed for 50ms: rate limited upstream")
+    );
+    // Not before its delay.
+    let gap = chain[1].run_at.micros() - chain[0].finished_at.unwrap().micros();
+    assert!(gap >= 200_000, "due {gap} us after the snooze");
+    assert!(chain[1].started_at.unwrap() >= chain[1].run_at);
+
+    // A chain that always snoozes fails for good at the 1,001st.
+    let id = sup
+        .enqueue(RunSpec::new("never", json!(null)))
+        .await
+        .unwrap();
+    let chain = chain_of(store.as_ref(), id).await;
+    assert_eq!(chain.len(), 1_001);
+    assert!(chain[..1_000].iter().all(|e| e.status == Status::Snoozed));
+    let last = chain.last().unwrap();
+    assert_eq!((last.status, last.snoozes), (Status::Failed, 1_000));
+    assert!(
+        last.error
+            .as_deref()
+            .unwrap()
+            .contains("snoozed 1000 times already"),
+        "{last:?}"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}

@@ -553,3 +553,57 @@ async fn run_wait_prints_the_last_ten_log_lines_under_a_failure() {
     let ok = env.ok(&["run", "echo", "--wait"]);
     assert!(!ok.contains("log lines"), "{ok}");
 }
+
+/// A worker in any language snoozes with one protocol line: the execution
+/// ends as snoozed, and the next of its chain runs after the delay with its
+/// retries untouched. A snooze after a cancel is not honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_snoozes_with_a_protocol_line_and_runs_again_later() {
+    let env = Env::new();
+    let marker = env.path("snoozed-once");
+    let script = format!(
+        r#"if [ -e {m} ]; then echo second; exit 0; fi
+touch {m}
+echo '{{"type":"log","level":"info","message":"upstream busy"}}'
+echo '{{"type":"snooze","delay_ms":300,"reason":"upstream busy"}}'
+echo 'after the snooze: kept as a log line'"#,
+        m = marker.display()
+    );
+    env.sh_handler("polite", &script, &[]);
+    env.sh_handler(
+        "stubborn",
+        r#"echo '{"type":"hello","protocol":1}'; read run; read cancel; echo '{"type":"snooze","delay_ms":10}'"#,
+        &["--cancel-grace", "5s"],
+    );
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&["polite", "--retries", "0"]);
+    let first = finished(store.as_ref(), id).await;
+    assert_eq!(first.status, Status::Snoozed, "{first:?}");
+    assert_eq!(
+        first.error.as_deref(),
+        Some("snoozed for 300ms: upstream busy")
+    );
+    let next = finished(store.as_ref(), first.next_id.unwrap()).await;
+    assert_eq!(
+        (next.status, next.attempt, next.max_attempts, next.snoozes),
+        (Status::Succeeded, 1, 1, 1)
+    );
+    assert!(next.started_at.unwrap().micros() >= first.finished_at.unwrap().micros() + 300_000);
+    let logs = store.logs(id, 0, None, 100).await.unwrap();
+    assert!(logs.iter().any(|l| l.message == "upstream busy"));
+    assert!(
+        logs.iter().any(|l| l.message.contains("after the snooze")),
+        "{logs:?}"
+    );
+    let shown = env.ok(&["exec", "list", "--status", "snoozed", "--json"]);
+    assert!(shown.contains(&id.to_string()), "{shown}");
+
+    // Told to cancel, it answers with a snooze: the stop decides.
+    let id = env.enqueue(&["stubborn"]);
+    running(store.as_ref(), id).await;
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!((e.status, e.next_id), (Status::Cancelled, None), "{e:?}");
+    assert_eq!(e.cancel_outcome.as_deref(), Some("cooperative"));
+}

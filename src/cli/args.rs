@@ -281,6 +281,7 @@ pub enum QueueCmd {
         /// Queue name.
         name: String,
         /// A number, or `none`.
+        #[arg(allow_hyphen_values = true)]
         limit: String,
     },
     /// Limit how many executions with one concurrency key run at once in a
@@ -289,6 +290,7 @@ pub enum QueueCmd {
         /// Queue name.
         name: String,
         /// A number, or `none`.
+        #[arg(allow_hyphen_values = true)]
         limit: String,
     },
     /// Limit how many executions of a queue start in any window of DUR,
@@ -297,6 +299,7 @@ pub enum QueueCmd {
         /// Queue name.
         name: String,
         /// N/DUR (e.g. 5/1s, 100/1m), or `none`.
+        #[arg(allow_hyphen_values = true)]
         rate: String,
     },
 }

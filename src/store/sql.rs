@@ -1519,6 +1519,9 @@ impl<D: Dialect> Store for SqlStore<D> {
                 };
                 let retry = match next {
                     Some(next) => {
+                        // Due at once (an interruption, a snooze of 0):
+                        // this node claims it now, not at its next poll.
+                        promoted |= next.run_at <= c.finished_at;
                         let id = Uuid::now_v7();
                         schedule_retry::<D>(&mut tx, c.id, next, c.finished_at, id).await?;
                         hand_on_edges::<D>(&mut tx, c.id, id, a.has_parents).await?;
