@@ -87,6 +87,10 @@ pub fn duration_size(data: &[u8]) {
     let _ = crate::model::parse_duration(&text);
     let _ = crate::model::parse_bytes(&text);
     let _ = crate::model::parse_time(&text, crate::model::now_micros());
+    // A rate that parses is written back as text that parses to it.
+    if let Ok(rate) = text.parse::<crate::model::Rate>() {
+        assert_eq!(rate.to_string().parse::<crate::model::Rate>(), Ok(rate));
+    }
 }
 
 /// The HTTP API's JSON bodies and query strings.

@@ -733,6 +733,9 @@ mod tests {
     }
 }
 
+/// The longest rate window.
+pub const MAX_RATE_WINDOW_MS: u64 = 366 * 24 * 3600 * 1000;
+
 /// A queue's rate limit: at most `n` executions start in any window of
 /// `per_ms` (a sliding window, across all nodes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -83,6 +83,7 @@ both!(
     key_limits_hold_each_key_and_let_other_keys_by,
     rates_hold_starts_per_window_and_say_when_the_next_is_due,
     a_snooze_runs_again_later_without_using_a_retry,
+    every_kind_of_limit_holds_at_once,
 );
 
 fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
@@ -1831,8 +1832,9 @@ async fn rates_hold_starts_per_window_and_say_when_the_next_is_due(store: Arc<dy
     let other: Vec<NewExecution> = (0..4).map(|_| exec("noop", 0, DEFAULT_QUEUE)).collect();
     store.enqueue(&rows, now_micros()).await.unwrap();
     store.enqueue(&other, now_micros()).await.unwrap();
-    let t0 = now_micros();
-    let first = store.claim("n1", 100, t0).await.unwrap();
+    let first = store.claim("n1", 100, now_micros()).await.unwrap();
+    // Stamped when its turn came.
+    let t0 = first.executions[0].started_at;
     let in_r = |c: &jobvisor::store::Claims| {
         c.executions
             .iter()
@@ -1930,4 +1932,73 @@ async fn a_snooze_runs_again_later_without_using_a_retry(store: Arc<dyn Store>) 
     assert_eq!((done[0].status, done[0].retry), (Status::Failed, None));
     let stats = store.stats(Some("noop")).await.unwrap().remove(0);
     assert_eq!((stats.runs, stats.attempts, stats.failed), (1, 2, 1));
+}
+
+async fn every_kind_of_limit_holds_at_once(store: Arc<dyn Store>) {
+    let now = now_micros();
+    let capped = JobSpec {
+        name: "capped".into(),
+        handler: "noop".into(),
+        mode: Some(Mode::Inproc),
+        payload: json!(null),
+        schedule: ScheduleSpec::Once {
+            at: now + 3_600_000_000,
+        },
+        priority: 0,
+        queue: "all".into(),
+        retries: 0,
+        backoff_ms: 1000,
+        timeout_ms: None,
+        overlap: Overlap::Allow,
+        misfire: Misfire::RunOnce,
+        max_parallel: Some(1),
+        max_runs: None,
+        start_at: None,
+        end_at: None,
+        paused: false,
+        then: Vec::new(),
+        concurrency_key: None,
+    };
+    assert!(store.insert_job(&capped, None, now).await.unwrap());
+    let all = QueueChange {
+        limit: Some(Some(3)),
+        key_limit: Some(Some(1)),
+        rate: Some(Some("4/1m".parse().unwrap())),
+        paused: None,
+    };
+    store.set_queue("all", &all).await.unwrap();
+    let row = |priority: i32, job: Option<&str>, key: Option<&str>| NewExecution {
+        job: job.map(str::to_string),
+        concurrency_key: key.map(str::to_string),
+        ..exec("noop", priority, "all")
+    };
+    let rows = [
+        row(9, Some("capped"), None),
+        row(8, Some("capped"), None),
+        row(7, None, Some("a")),
+        row(6, None, Some("a")),
+        row(5, None, None),
+        row(4, None, None),
+    ];
+    store.enqueue(&rows, now).await.unwrap();
+    let ids =
+        |c: &jobvisor::store::Claims| c.executions.iter().map(|c| c.id).collect::<HashSet<_>>();
+    // The job's cap and the key's limit pass over 8 and 6; the queue's
+    // limit stops at three.
+    let first = store.claim("n1", 100, now_micros()).await.unwrap();
+    assert_eq!(ids(&first), [rows[0].id, rows[2].id, rows[4].id].into());
+    let ends = |c: &jobvisor::store::Claims| {
+        c.executions
+            .iter()
+            .map(|c| (c.id, Outcome::Succeeded, None))
+            .collect::<Vec<_>>()
+    };
+    end(&store, ends(&first)).await;
+    // The rate has one start left of four.
+    let second = store.claim("n1", 100, now_micros()).await.unwrap();
+    assert_eq!(ids(&second), [rows[1].id].into());
+    end(&store, ends(&second)).await;
+    let third = store.claim("n1", 100, now_micros()).await.unwrap();
+    assert!(third.executions.is_empty());
+    assert!(third.next_token_at.is_some());
 }

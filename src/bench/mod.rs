@@ -16,6 +16,7 @@ use crate::cli::CliError;
 use jobvisor::model::Mode;
 use jobvisor::store::ExecFilter;
 
+mod flow;
 mod list;
 mod spawn;
 mod workflow;
@@ -47,6 +48,9 @@ pub enum Scenario {
     Workflow,
     /// `exec list` by each of its filters in a large history.
     List,
+    /// Claim throughput under queue, rate and key limits against none, and
+    /// how closely a rate is held.
+    Flow,
 }
 
 /// A way of running executions that `bench` measures.
@@ -145,6 +149,12 @@ pub struct BenchArgs {
     /// List scenario: executions in the history searched.
     #[arg(long, default_value_t = 1_000_000)]
     pub executions: usize,
+    /// Flow scenario: the rate held (N/DUR).
+    #[arg(long, default_value = "1000/1s")]
+    pub rate: String,
+    /// Flow scenario: seconds the rate is held and measured.
+    #[arg(long, default_value_t = 30)]
+    pub rate_seconds: usize,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -186,6 +196,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Spawn => return spawn::bench_spawn(&a).await,
         Scenario::Workflow => return workflow::bench_workflow(database, &a).await,
         Scenario::List => return list::bench_list(database, &a).await,
+        Scenario::Flow => return flow::bench_flow(database, &a).await,
         Scenario::Modes => {}
     }
     let payload: Value = serde_json::from_str(&a.payload)

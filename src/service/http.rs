@@ -362,6 +362,13 @@ pub fn parse_inputs(data: &[u8]) {
         std::hint::black_box(e.handler.is_empty());
     }
     let _ = body::<CancelBody>(&b);
+    if let Ok(QueueBody {
+        rate: Some(Some(r)),
+        ..
+    }) = body::<QueueBody>(&b)
+    {
+        let _ = r.parse::<crate::model::Rate>();
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -36,13 +36,14 @@ const fn rows_per_statement(binds: usize) -> usize {
 /// paused by another process takes effect on claims within this time.
 const LIMITS_TTL: Duration = Duration::from_millis(250);
 
-/// Whether any queue limit, paused queue or per-job cap exists (without
-/// any, claiming needs no window functions), and whether any queue has a
-/// rate (its claims then write their starts).
+/// Which kinds of limits exist: whether any queue is paused or limited,
+/// any job capped, any queue has a key limit, any a rate. Without any,
+/// claiming needs no window functions; otherwise the claim has only the
+/// parts for the kinds that exist.
 const ANY_LIMITS: &str = "SELECT \
-     EXISTS (SELECT 1 FROM queues WHERE paused = 1 OR max_running IS NOT NULL \
-             OR key_limit IS NOT NULL OR rate_n IS NOT NULL) \
-     OR EXISTS (SELECT 1 FROM jobs WHERE max_parallel IS NOT NULL OR overlap = 'queue'), \
+     EXISTS (SELECT 1 FROM queues WHERE paused = 1 OR max_running IS NOT NULL), \
+     EXISTS (SELECT 1 FROM jobs WHERE max_parallel IS NOT NULL OR overlap = 'queue'), \
+     EXISTS (SELECT 1 FROM queues WHERE key_limit IS NOT NULL), \
      EXISTS (SELECT 1 FROM queues WHERE rate_n IS NOT NULL)";
 
 const CLAIM_RETURNING: &str =
@@ -56,60 +57,163 @@ const RATE_FREE: &str = "SELECT q.name, q.rate_n - CAST(COALESCE((SELECT SUM(s.n
      FROM queue_starts s WHERE s.queue = q.name AND s.at > $1 - q.rate_ms * 1000), 0) AS BIGINT) \
      AS rfree FROM queues q WHERE q.rate_n IS NOT NULL";
 
-/// Best first, within the free slots of each queue, each job and each
-/// concurrency key, and within each queue's rate. The candidates are the
-/// best few pending rows (index order) of queues, jobs and keys that are
-/// neither paused nor full; window functions then hand out the free slots
-/// among them: first per job and per key, then per queue among the rows
-/// that passed (so that a row held back by its key does not take a queue
-/// slot). ($1 now, $2 node, $3 limit, $4 window.)
-fn claim_limited<D: Dialect>() -> String {
+/// The kinds of limits a limited claim applies besides queue limits and
+/// pauses (which it always applies).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Kinds {
+    /// Per-job caps (`--max-parallel`, `--overlap queue`).
+    jobs: bool,
+    /// Per-key limits.
+    keys: bool,
+    /// Rates.
+    rates: bool,
+}
+
+impl Kinds {
+    /// Every combination, in [`Kinds::index`] order.
+    const ALL: [Kinds; 8] = {
+        let mut all = [Kinds {
+            jobs: false,
+            keys: false,
+            rates: false,
+        }; 8];
+        let mut i = 0;
+        while i < 8 {
+            all[i] = Kinds {
+                jobs: i & 1 != 0,
+                keys: i & 2 != 0,
+                rates: i & 4 != 0,
+            };
+            i += 1;
+        }
+        all
+    };
+
+    fn index(self) -> usize {
+        usize::from(self.jobs) | usize::from(self.keys) << 1 | usize::from(self.rates) << 2
+    }
+}
+
+/// Best first, within the free slots of each queue, and of each job, each
+/// concurrency key and each queue's rate where those kinds of limits
+/// exist (`k`; each kind costs the claim, so only those are in it). The
+/// candidates are the best few pending rows (index order) of queues, jobs
+/// and keys that are neither paused nor full; window functions then hand
+/// out the free slots among them: first per job and per key, then per
+/// queue among the rows that passed (so that a row held back by its key
+/// does not take a queue slot). ($1 now, $2 node, $3 limit, $4 window.)
+fn claim_limited<D: Dialect>(k: Kinds) -> String {
+    const ORDER: &str = "ORDER BY c.priority DESC, c.run_at, c.id";
+    let mut with = vec!["busy_q AS (SELECT queue, COUNT(*) AS n FROM executions \
+         WHERE status = 'running' GROUP BY queue)"
+        .to_string()];
+    let mut blocked_q = "blocked_q AS (SELECT q.name FROM queues q \
+         LEFT JOIN busy_q b ON b.queue = q.name"
+        .to_string();
+    let mut blocked_when = "q.paused = 1 OR COALESCE(b.n, 0) >= q.max_running".to_string();
+    let mut cand_when = "status = 'pending' AND run_at <= $1 \
+         AND queue NOT IN (SELECT name FROM blocked_q)"
+        .to_string();
+    if k.rates {
+        with.push(format!("rated_q AS ({RATE_FREE})"));
+        blocked_q.push_str(" LEFT JOIN rated_q r ON r.name = q.name");
+        blocked_when.push_str(" OR r.rfree <= 0");
+    }
+    with.push(format!("{blocked_q} WHERE {blocked_when})"));
+    if k.jobs {
+        with.push(
+            "busy_j AS (SELECT job, COUNT(*) AS n FROM executions \
+             WHERE status = 'running' GROUP BY job)"
+                .into(),
+        );
+        with.push(format!(
+            "caps_j AS (SELECT name, CASE WHEN overlap = 'queue' \
+             THEN {}(COALESCE(max_parallel, 1), 1) ELSE max_parallel END AS cap FROM jobs)",
+            D::LEAST
+        ));
+        with.push(
+            "blocked_j AS (SELECT c.name FROM caps_j c JOIN busy_j b ON b.job = c.name \
+             WHERE b.n >= c.cap)"
+                .into(),
+        );
+        cand_when.push_str(" AND job NOT IN (SELECT name FROM blocked_j)");
+    }
+    if k.keys {
+        with.push(
+            "busy_k AS (SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM executions \
+             WHERE status = 'running' AND concurrency_key IS NOT NULL \
+             GROUP BY queue, concurrency_key)"
+                .into(),
+        );
+        with.push(
+            "blocked_k AS (SELECT b.queue, b.ckey FROM busy_k b \
+             JOIN queues q ON q.name = b.queue WHERE b.n >= q.key_limit)"
+                .into(),
+        );
+        cand_when.push_str(
+            " AND NOT EXISTS (SELECT 1 FROM blocked_k k \
+             WHERE k.queue = e.queue AND k.ckey = e.concurrency_key)",
+        );
+    }
+    with.push(format!(
+        "cand AS (SELECT id, job, queue, concurrency_key AS ckey, priority, run_at \
+         FROM executions e WHERE {cand_when} ORDER BY priority DESC, run_at, id LIMIT $4)"
+    ));
+    // Rows within their job's and key's free slots.
+    let (from, within) = if k.jobs || k.keys {
+        let (mut cols, mut joins, mut when) = (Vec::new(), String::new(), Vec::new());
+        if k.jobs {
+            cols.push(format!(
+                "ROW_NUMBER() OVER (PARTITION BY c.job {ORDER}) AS jn, \
+                 cj.cap - COALESCE(bj.n, 0) AS jfree"
+            ));
+            joins.push_str(
+                " LEFT JOIN caps_j cj ON cj.name = c.job LEFT JOIN busy_j bj ON bj.job = c.job",
+            );
+            when.push("(r.jfree IS NULL OR r.jn <= r.jfree)");
+        }
+        if k.keys {
+            cols.push(format!(
+                "ROW_NUMBER() OVER (PARTITION BY c.queue, c.ckey {ORDER}) AS kn, \
+                 CASE WHEN c.ckey IS NULL THEN NULL ELSE q.key_limit - COALESCE(bk.n, 0) END AS kfree"
+            ));
+            joins.push_str(
+                " LEFT JOIN queues q ON q.name = c.queue \
+                 LEFT JOIN busy_k bk ON bk.queue = c.queue AND bk.ckey = c.ckey",
+            );
+            when.push("(r.kfree IS NULL OR r.kn <= r.kfree)");
+        }
+        with.push(format!(
+            "ranked AS (SELECT c.id, c.queue, c.priority, c.run_at, {} FROM cand c{joins})",
+            cols.join(", ")
+        ));
+        ("ranked r", format!(" WHERE {}", when.join(" AND ")))
+    } else {
+        ("cand r", String::new())
+    };
+    let rfree = if k.rates {
+        "rq.rfree"
+    } else {
+        "CAST(NULL AS BIGINT)"
+    };
+    let rate_join = if k.rates {
+        " LEFT JOIN rated_q rq ON rq.name = r.queue"
+    } else {
+        ""
+    };
+    with.push(format!(
+        "passing AS (SELECT r.id, r.priority, r.run_at, \
+         ROW_NUMBER() OVER (PARTITION BY r.queue ORDER BY r.priority DESC, r.run_at, r.id) AS qn, \
+         q.max_running - COALESCE(bq.n, 0) AS qfree, {rfree} AS rfree \
+         FROM {from} LEFT JOIN queues q ON q.name = r.queue \
+         LEFT JOIN busy_q bq ON bq.queue = r.queue{rate_join}{within})"
+    ));
     format!(
         "UPDATE executions SET status = 'running', started_at = $1, node = $2 WHERE id IN ( \
-       WITH busy_q AS (SELECT queue, COUNT(*) AS n FROM executions \
-               WHERE status = 'running' GROUP BY queue), \
-            busy_j AS (SELECT job, COUNT(*) AS n FROM executions \
-               WHERE status = 'running' GROUP BY job), \
-            busy_k AS (SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM executions \
-               WHERE status = 'running' AND concurrency_key IS NOT NULL \
-               GROUP BY queue, concurrency_key), \
-            caps_j AS (SELECT name, CASE WHEN overlap = 'queue' \
-                 THEN {least}(COALESCE(max_parallel, 1), 1) ELSE max_parallel END AS cap \
-               FROM jobs), \
-            rated_q AS ({RATE_FREE}), \
-            blocked_q AS (SELECT q.name FROM queues q LEFT JOIN busy_q b ON b.queue = q.name \
-               LEFT JOIN rated_q r ON r.name = q.name \
-               WHERE q.paused = 1 OR COALESCE(b.n, 0) >= q.max_running OR r.rfree <= 0), \
-            blocked_j AS (SELECT c.name FROM caps_j c JOIN busy_j b ON b.job = c.name \
-               WHERE b.n >= c.cap), \
-            blocked_k AS (SELECT b.queue, b.ckey FROM busy_k b JOIN queues q ON q.name = b.queue \
-               WHERE b.n >= q.key_limit), \
-            cand AS (SELECT id, job, queue, concurrency_key AS ckey, priority, run_at \
-             FROM executions e WHERE status = 'pending' AND run_at <= $1 \
-               AND queue NOT IN (SELECT name FROM blocked_q) \
-               AND job NOT IN (SELECT name FROM blocked_j) \
-               AND NOT EXISTS (SELECT 1 FROM blocked_k k \
-                               WHERE k.queue = e.queue AND k.ckey = e.concurrency_key) \
-             ORDER BY priority DESC, run_at, id LIMIT $4), \
-            ranked AS (SELECT c.id, c.queue, c.priority, c.run_at, \
-        ROW_NUMBER() OVER (PARTITION BY c.job ORDER BY c.priority DESC, c.run_at, c.id) AS jn, \
-        ROW_NUMBER() OVER (PARTITION BY c.queue, c.ckey ORDER BY c.priority DESC, c.run_at, c.id) AS kn, \
-        cj.cap - COALESCE(bj.n, 0) AS jfree, \
-        CASE WHEN c.ckey IS NULL THEN NULL ELSE q.key_limit - COALESCE(bk.n, 0) END AS kfree \
-              FROM cand c LEFT JOIN queues q ON q.name = c.queue \
-        LEFT JOIN caps_j cj ON cj.name = c.job \
-        LEFT JOIN busy_j bj ON bj.job = c.job \
-        LEFT JOIN busy_k bk ON bk.queue = c.queue AND bk.ckey = c.ckey), \
-            passing AS (SELECT r.id, r.priority, r.run_at, \
-        ROW_NUMBER() OVER (PARTITION BY r.queue ORDER BY r.priority DESC, r.run_at, r.id) AS qn, \
-        q.max_running - COALESCE(bq.n, 0) AS qfree, rq.rfree \
-              FROM ranked r LEFT JOIN queues q ON q.name = r.queue \
-        LEFT JOIN busy_q bq ON bq.queue = r.queue \
-        LEFT JOIN rated_q rq ON rq.name = r.queue \
-              WHERE (r.jfree IS NULL OR r.jn <= r.jfree) AND (r.kfree IS NULL OR r.kn <= r.kfree)) \
-       SELECT id FROM passing WHERE (qfree IS NULL OR qn <= qfree) AND (rfree IS NULL OR qn <= rfree) \
-       ORDER BY priority DESC, run_at, id LIMIT $3){CLAIM_RETURNING}",
-        least = D::LEAST
+         WITH {} SELECT id FROM passing \
+         WHERE (qfree IS NULL OR qn <= qfree) AND (rfree IS NULL OR qn <= rfree) \
+         ORDER BY priority DESC, run_at, id LIMIT $3){CLAIM_RETURNING}",
+        with.join(", ")
     )
 }
 
@@ -148,7 +252,8 @@ pub struct SqlStore<D: Dialect> {
     /// The cached "any limits?" answer, and when it was read; shared with
     /// the listener, which forgets it when another node changes a limit.
     limits: Arc<Mutex<CachedLimits>>,
-    claim_limited: String,
+    /// The limited claim for each [`Kinds`] combination.
+    claim_limited: [String; 8],
     claim_simple: String,
 }
 
@@ -158,7 +263,7 @@ impl<D: Dialect> SqlStore<D> {
         Self {
             db,
             limits: Arc::default(),
-            claim_limited: claim_limited::<D>(),
+            claim_limited: Kinds::ALL.map(claim_limited::<D>),
             claim_simple: claim_simple::<D>(),
         }
     }
@@ -218,9 +323,15 @@ impl<D: Dialect> SqlStore<D> {
             .read_one(Sql::new(ANY_LIMITS))
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
+        let queues: bool = D::get(&row, 0)?;
+        let kinds = Kinds {
+            jobs: D::get(&row, 1)?,
+            keys: D::get(&row, 2)?,
+            rates: D::get(&row, 3)?,
+        };
         let limits = Limits {
-            any: D::get(&row, 0)?,
-            rated: D::get(&row, 1)?,
+            any: queues || kinds != Kinds::default(),
+            kinds,
         };
         *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = CachedLimits {
             read_at: Some(Instant::now()),
@@ -271,8 +382,8 @@ impl<D: Dialect> SqlStore<D> {
 struct Limits {
     /// Any queue limit, paused queue, key limit, rate or per-job cap.
     any: bool,
-    /// Any queue rate.
-    rated: bool,
+    /// Which of those the claim must apply besides queue limits.
+    kinds: Kinds,
 }
 
 /// [`Limits`] as last read (never read: assume every kind).
@@ -288,7 +399,11 @@ impl Default for CachedLimits {
             read_at: None,
             limits: Limits {
                 any: true,
-                rated: true,
+                kinds: Kinds {
+                    jobs: true,
+                    keys: true,
+                    rates: true,
+                },
             },
         }
     }
@@ -1286,7 +1401,7 @@ impl<D: Dialect> Store for SqlStore<D> {
     async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError> {
         let limits = self.any_limits().await?;
         let sql = if limits.any {
-            &self.claim_limited
+            &self.claim_limited[limits.kinds.index()]
         } else {
             &self.claim_simple
         };
@@ -1295,7 +1410,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                 .bind(now)
                 .bind(node)
                 .bind(limit as i64)
-                .bind((limit * 4).max(256) as i64)
+                .bind((limit * 2).max(64) as i64)
         };
         let mut now = now;
         let mut next_token_at = None;
@@ -1312,7 +1427,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             // starts are stamped from then, not from before the wait.
             now = now.max(crate::model::now_micros());
             let rows = claim(now).fetch_all(&mut tx).await?;
-            if limits.rated {
+            if limits.kinds.rates {
                 let mut started: BTreeMap<String, i64> = BTreeMap::new();
                 for row in &rows {
                     *started.entry(D::get(row, "queue")?).or_default() += 1;
