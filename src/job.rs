@@ -70,18 +70,25 @@ pub async fn add(
 ) -> Result<Option<Micros>, Error> {
     validate(store, local, &mut spec).await?;
     let now = now_micros();
-    let first =
-        crate::scheduler::first_due(&spec, now).map_err(|e| Error::Invalid(e.to_string()))?;
-    if first.is_none() && !matches!(spec.schedule, ScheduleSpec::Daemon) {
-        return Err(Error::Invalid(
-            "the schedule has no occurrence inside the job's window".into(),
-        ));
-    }
+    let first = first_due(&spec, now)?;
     if !store.insert_job(&spec, first, now).await? {
         return Err(Error::Invalid(format!(
             "a job named {:?} already exists (--replace changes it in place)",
             spec.name
         )));
+    }
+    Ok(first)
+}
+
+/// The first occurrence of `spec` from `now` (`None` for a daemon); a
+/// schedule with none in the job's window is refused.
+fn first_due(spec: &JobSpec, now: Micros) -> Result<Option<Micros>, Error> {
+    let first =
+        crate::scheduler::first_due(spec, now).map_err(|e| Error::Invalid(e.to_string()))?;
+    if first.is_none() && !matches!(spec.schedule, ScheduleSpec::Daemon) {
+        return Err(Error::Invalid(
+            "the schedule has no occurrence inside the job's window".into(),
+        ));
     }
     Ok(first)
 }
@@ -98,13 +105,7 @@ pub async fn replace(
 ) -> Result<Option<Micros>, Error> {
     validate(store, local, &mut spec).await?;
     let now = now_micros();
-    let next =
-        crate::scheduler::first_due(&spec, now).map_err(|e| Error::Invalid(e.to_string()))?;
-    if next.is_none() && !matches!(spec.schedule, ScheduleSpec::Daemon) {
-        return Err(Error::Invalid(
-            "the schedule has no occurrence inside the job's window".into(),
-        ));
-    }
+    let next = first_due(&spec, now)?;
     if !store.replace_job(&spec, next, now).await? {
         return Err(Error::UnknownJob(spec.name));
     }

@@ -746,6 +746,24 @@ pub struct Rate {
     pub per_ms: u64,
 }
 
+impl Rate {
+    /// Refuses a rate that could never start anything or whose window is
+    /// out of range (what parsing refuses, for rates built in code).
+    pub fn check(&self) -> Result<(), ValueError> {
+        let bad = |why| ValueError::Rate {
+            text: format!("{}/{}ms", self.n, self.per_ms),
+            why,
+        };
+        if self.n == 0 {
+            return Err(bad("the count must be at least 1"));
+        }
+        if self.per_ms == 0 || self.per_ms > MAX_RATE_WINDOW_MS {
+            return Err(bad("the window must be from 1ms to 366 days"));
+        }
+        Ok(())
+    }
+}
+
 impl FromStr for Rate {
     type Err = ValueError;
     /// `N/DUR`, e.g. `5/1s` or `100/1m`.

@@ -689,6 +689,9 @@ impl Supervisor {
                 )));
             }
         }
+        if let Some(Some(rate)) = change.rate {
+            rate.check().map_err(|e| Error::Invalid(e.to_string()))?;
+        }
         self.store().set_queue(name, change).await?;
         self.wake();
         Ok(())

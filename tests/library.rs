@@ -324,6 +324,35 @@ async fn triggering_a_job_or_resuming_a_queue_wakes_the_dispatcher_by_itself() {
         )
         .await
         .is_err());
+    // Limits that could never let anything run are refused, not stored.
+    for bad in [
+        QueueChange {
+            limit: Some(Some(0)),
+            ..Default::default()
+        },
+        QueueChange {
+            key_limit: Some(Some(0)),
+            ..Default::default()
+        },
+        QueueChange {
+            rate: Some(Some(jobvisor::model::Rate { n: 0, per_ms: 1000 })),
+            ..Default::default()
+        },
+        QueueChange {
+            rate: Some(Some(jobvisor::model::Rate { n: 5, per_ms: 0 })),
+            ..Default::default()
+        },
+    ] {
+        assert!(
+            matches!(
+                sup.set_queue("q", &bad).await,
+                Err(jobvisor::Error::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let q = sup.store().queues().await.unwrap();
+    assert!(q.iter().all(|q| q.name != "q"), "nothing written: {q:?}");
     assert!(matches!(
         sup.pause_job("nosuch").await,
         Err(jobvisor::Error::UnknownJob(_))

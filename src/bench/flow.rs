@@ -14,14 +14,14 @@
 //!   min/p50/max over the whole seconds, and the most started in any
 //!   window of the rate's length (the guarantee: never above N).
 
-use super::{tempfile_dir, BenchArgs};
+use super::{start, BenchArgs};
 use crate::cli::CliError;
 use jobvisor::model::{Rate, Status};
 use jobvisor::store::{ExecFilter, QueueChange};
 use jobvisor::{RunSpec, Supervisor};
 use serde::Serialize;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Result of the flow scenario.
 #[derive(Debug, Serialize)]
@@ -110,20 +110,6 @@ fn cleared() -> QueueChange {
     }
 }
 
-/// A supervisor on `db`, running until the sender fires or drops.
-async fn start(
-    db: &str,
-    a: &BenchArgs,
-) -> Result<(Supervisor, tokio::sync::oneshot::Sender<()>), CliError> {
-    let sup = Supervisor::builder()
-        .database(db)
-        .configure(|c| c.concurrency = a.concurrency)
-        .build()
-        .await?;
-    let (stop_tx, _runner) = super::run_in_background(&sup);
-    Ok((sup, stop_tx))
-}
-
 /// Runs `count` noops of `case` in `queue`; jobs/s from the first enqueue
 /// to the last end.
 async fn throughput(
@@ -132,34 +118,17 @@ async fn throughput(
     queue: &str,
     count: usize,
 ) -> Result<f64, CliError> {
-    use tokio::sync::broadcast::error::RecvError;
     sup.set_queue(queue, &case.change(count)).await?;
-    let mut finished = sup.subscribe();
-    let t0 = Instant::now();
-    for chunk in (0..count).collect::<Vec<_>>().chunks(5_000) {
-        let specs = chunk
-            .iter()
-            .map(|i| {
-                let mut s = RunSpec::new("noop", Value::Null);
-                s.queue = queue.to_string();
-                if matches!(case, Case::KeyLimit) {
-                    s = s.concurrency_key(format!("k{}", i % KEYS));
-                }
-                s
-            })
-            .collect();
-        sup.enqueue_many(specs).await?;
-    }
-    let mut seen = 0;
-    while seen < count {
-        match finished.recv().await {
-            Ok(_) => seen += 1,
-            // Announcements missed still ended.
-            Err(RecvError::Lagged(k)) => seen += k as usize,
-            Err(RecvError::Closed) => return Err(crate::cli::input("the supervisor stopped")),
+    let took = super::run_all(sup, count, |i| {
+        let mut s = RunSpec::new("noop", Value::Null);
+        s.queue = queue.to_string();
+        if matches!(case, Case::KeyLimit) {
+            s = s.concurrency_key(format!("k{}", i % KEYS));
         }
-    }
-    let jobs_per_s = count as f64 / t0.elapsed().as_secs_f64();
+        s
+    })
+    .await?;
+    let jobs_per_s = count as f64 / took;
     sup.set_queue(queue, &cleared()).await?;
     Ok(jobs_per_s)
 }
@@ -197,17 +166,9 @@ pub(super) async fn bench_flow(database: Option<String>, a: &BenchArgs) -> Resul
         .rate
         .parse()
         .map_err(|e: jobvisor::model::ValueError| crate::cli::input(e.to_string()))?;
-    let tmp = tempfile_dir()?;
-    let db_for = |case: &str| {
-        database
-            .clone()
-            .unwrap_or_else(|| tmp.join(format!("{case}.db")).display().to_string())
-    };
-    let kind = if db_for("x").starts_with("postgres") {
-        "postgresql"
-    } else {
-        "sqlite"
-    };
+    let dbs = super::CaseDatabases::new(database)?;
+    let db_for = |case: &str| dbs.of(case);
+    let kind = dbs.kind();
 
     let mut figures: [Vec<f64>; 4] = Default::default();
     for round in 0..3 {
@@ -278,7 +239,6 @@ pub(super) async fn bench_flow(database: Option<String>, a: &BenchArgs) -> Resul
     starts.sort_unstable();
     let (starts_per_second, max_in_any_window) =
         held(&starts, rate.per_ms as i64 * 1000, a.rate_seconds);
-    let _ = std::fs::remove_dir_all(&tmp);
 
     let r = FlowBench {
         database: kind,

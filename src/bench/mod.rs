@@ -288,6 +288,85 @@ fn run_in_background(
     (stop_tx, runner)
 }
 
+/// A supervisor on `db` with the bench's concurrency, running until the
+/// sender fires or drops.
+async fn start(
+    db: &str,
+    a: &BenchArgs,
+) -> Result<(Supervisor, tokio::sync::oneshot::Sender<()>), CliError> {
+    let sup = Supervisor::builder()
+        .database(db)
+        .configure(|c| c.concurrency = a.concurrency)
+        .build()
+        .await?;
+    let (stop_tx, _runner) = run_in_background(&sup);
+    Ok((sup, stop_tx))
+}
+
+/// Enqueues `n` runs made by `spec` (in batches) on the running `sup`;
+/// the time from the first enqueue to the last end, in seconds.
+async fn run_all(
+    sup: &Supervisor,
+    n: usize,
+    spec: impl Fn(usize) -> RunSpec,
+) -> Result<f64, CliError> {
+    let mut finished = sup.subscribe();
+    let t0 = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        sup.enqueue_many(chunk.iter().map(|i| spec(*i)).collect())
+            .await?;
+    }
+    let mut seen = 0;
+    while seen < n {
+        match finished.recv().await {
+            Ok(_) => seen += 1,
+            // Announcements missed still ended.
+            Err(RecvError::Lagged(k)) => seen += k as usize,
+            Err(RecvError::Closed) => return Err(crate::cli::input("the supervisor stopped")),
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Where a scenario's cases keep their data: the database given, shared
+/// in turn, or else a fresh SQLite file per case in a directory of their
+/// own, removed when this is dropped.
+struct CaseDatabases {
+    given: Option<String>,
+    dir: PathBuf,
+}
+
+impl CaseDatabases {
+    fn new(given: Option<String>) -> Result<Self, CliError> {
+        Ok(Self {
+            given,
+            dir: tempfile_dir()?,
+        })
+    }
+
+    /// The database of case `case`.
+    fn of(&self, case: &str) -> String {
+        self.given
+            .clone()
+            .unwrap_or_else(|| self.dir.join(format!("{case}.db")).display().to_string())
+    }
+
+    /// `sqlite` or `postgresql`.
+    fn kind(&self) -> &'static str {
+        if self.of("x").starts_with("postgres") {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    }
+}
+
+impl Drop for CaseDatabases {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn tempfile_dir() -> Result<PathBuf, CliError> {
     let dir =
         std::env::temp_dir().join(format!("jobvisor-bench-{}", uuid::Uuid::now_v7().simple()));

@@ -15,7 +15,7 @@
 //!   many distinct keys, alternating over three rounds; the median
 //!   enqueues/s of each and its ratio to plain.
 
-use super::{tempfile_dir, BenchArgs};
+use super::BenchArgs;
 use crate::cli::CliError;
 use jobvisor::model::Status;
 use jobvisor::store::Store;
@@ -91,41 +91,7 @@ async fn ended(store: &dyn Store, id: Uuid) -> Result<jobvisor::Execution, CliEr
 
 /// Runs `n` plain noops enqueued at once; the time to the last end.
 async fn plain(sup: &Supervisor, n: usize) -> Result<f64, CliError> {
-    use tokio::sync::broadcast::error::RecvError;
-    let mut finished = sup.subscribe();
-    let t0 = Instant::now();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
-        let specs = chunk
-            .iter()
-            .map(|_| RunSpec::new("noop", Value::Null))
-            .collect();
-        sup.enqueue_many(specs).await?;
-    }
-    let mut seen = 0;
-    while seen < n {
-        match finished.recv().await {
-            Ok(_) => seen += 1,
-            // Announcements missed still ended.
-            Err(RecvError::Lagged(k)) => seen += k as usize,
-            Err(RecvError::Closed) => return Err(crate::cli::input("the supervisor stopped")),
-        }
-    }
-    Ok(t0.elapsed().as_secs_f64())
-}
-
-/// A supervisor on its own fresh database, running.
-async fn start(
-    db: &str,
-    a: &BenchArgs,
-) -> Result<(Supervisor, tokio::sync::oneshot::Sender<()>), CliError> {
-    let sup = Supervisor::builder()
-        .database(db)
-        .configure(|c| c.concurrency = a.concurrency)
-        .build()
-        .await?;
-    // Stops when the sender is dropped or fires.
-    let (stop_tx, _runner) = super::run_in_background(&sup);
-    Ok((sup, stop_tx))
+    super::run_all(sup, n, |_| RunSpec::new("noop", Value::Null)).await
 }
 
 pub(super) async fn bench_workflow(
@@ -137,20 +103,12 @@ pub(super) async fn bench_workflow(
             "--fanout, --chain and --keys must be at least 1",
         ));
     }
-    let tmp = tempfile_dir()?;
-    let db_for = |case: &str| {
-        database
-            .clone()
-            .unwrap_or_else(|| tmp.join(format!("{case}.db")).display().to_string())
-    };
-    let kind = if db_for("x").starts_with("postgres") {
-        "postgresql"
-    } else {
-        "sqlite"
-    };
+    let dbs = super::CaseDatabases::new(database)?;
+    let db_for = |case: &str| dbs.of(case);
+    let kind = dbs.kind();
 
     // Fan-out/fan-in, and its plain baseline, on one supervisor.
-    let (sup, stop) = start(&db_for("fanout"), a).await?;
+    let (sup, stop) = super::start(&db_for("fanout"), a).await?;
     let store = sup.store().clone();
     let fanout_plain_s = plain(&sup, a.fanout).await?;
     let middle: Vec<String> = (0..a.fanout).map(|i| format!("m{i}")).collect();
@@ -187,7 +145,7 @@ pub(super) async fn bench_workflow(
     let _ = stop.send(());
 
     // The chain, its plain baseline, and the client-driven chain.
-    let (sup, stop) = start(&db_for("chain"), a).await?;
+    let (sup, stop) = super::start(&db_for("chain"), a).await?;
     let store = sup.store().clone();
     let chain_plain_s = plain(&sup, a.chain).await?;
     let names: Vec<String> = (0..a.chain).map(|i| format!("s{i}")).collect();
@@ -248,7 +206,6 @@ pub(super) async fn bench_workflow(
         r.sort_by(f64::total_cmp);
         r[1]
     });
-    let _ = std::fs::remove_dir_all(&tmp);
 
     let r = WorkflowBench {
         database: kind,

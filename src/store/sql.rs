@@ -1846,39 +1846,19 @@ impl<D: Dialect> Store for SqlStore<D> {
         next_run_at: Option<Micros>,
         now: Micros,
     ) -> Result<bool, StoreError> {
-        let q = Sql::new(
-            "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
+        let q = job_columns(
+            Sql::new(
+                "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
              queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
-             start_at, end_at, paused, next_run_at, created_at, updated_at, chain, \
-             concurrency_key) \
+             start_at, end_at, paused, chain, concurrency_key, next_run_at, created_at, \
+             updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                     $18, $19, $20, $20, $21, $22) ON CONFLICT DO NOTHING",
+                     $18, $19, $20, $21, $22, $22) ON CONFLICT DO NOTHING",
+            ),
+            spec,
         )
-        .bind(spec.name.as_str())
-        .bind(spec.handler.as_str())
-        .bind(spec.mode.map(|m| m.as_str()))
-        .bind(spec.payload.to_string())
-        .bind(spec.schedule.kind())
-        .bind(serde_json::to_string(&spec.schedule).expect("schedules serialize"))
-        .bind(spec.priority as i64)
-        .bind(spec.queue.as_str())
-        .bind(spec.retries as i64)
-        .bind(spec.backoff_ms as i64)
-        .bind(spec.timeout_ms.map(|v| v as i64))
-        .bind(spec.overlap.as_str())
-        .bind(spec.misfire.as_str())
-        .bind(spec.max_parallel.map(|v| v as i64))
-        .bind(spec.max_runs.map(|v| v.min(i64::MAX as u64) as i64))
-        .bind(spec.start_at)
-        .bind(spec.end_at)
-        .bind(spec.paused as i64)
         .bind(next_run_at)
-        .bind(now)
-        .bind(
-            (!spec.then.is_empty())
-                .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
-        )
-        .bind(spec.concurrency_key.as_deref());
+        .bind(now);
         let inserted = self.write(q).await? == 1;
         // A job may bring a per-job cap: claims look at once.
         self.jobs_changed().await?;
@@ -1893,38 +1873,19 @@ impl<D: Dialect> Store for SqlStore<D> {
     ) -> Result<bool, StoreError> {
         // The scheduler's passes are fenced on next_run_at: one that read
         // the old definition and would write after this no longer applies.
-        let q = Sql::new(
-            "UPDATE jobs SET handler = $2, mode = $3, payload = $4, kind = $5, schedule = $6, \
+        let q = job_columns(
+            Sql::new(
+                "UPDATE jobs SET handler = $2, mode = $3, payload = $4, kind = $5, schedule = $6, \
              priority = $7, queue = $8, retries = $9, backoff_ms = $10, timeout_ms = $11, \
              overlap = $12, misfire = $13, max_parallel = $14, max_runs = $15, start_at = $16, \
-             end_at = $17, paused = $18, next_run_at = $19, updated_at = $20, chain = $21, \
-             concurrency_key = $22, completed_at = NULL, daemon_streak = 0 WHERE name = $1",
+             end_at = $17, paused = $18, chain = $19, concurrency_key = $20, \
+             next_run_at = $21, updated_at = $22, completed_at = NULL, daemon_streak = 0 \
+             WHERE name = $1",
+            ),
+            spec,
         )
-        .bind(spec.name.as_str())
-        .bind(spec.handler.as_str())
-        .bind(spec.mode.map(|m| m.as_str()))
-        .bind(spec.payload.to_string())
-        .bind(spec.schedule.kind())
-        .bind(serde_json::to_string(&spec.schedule).expect("schedules serialize"))
-        .bind(spec.priority as i64)
-        .bind(spec.queue.as_str())
-        .bind(spec.retries as i64)
-        .bind(spec.backoff_ms as i64)
-        .bind(spec.timeout_ms.map(|v| v as i64))
-        .bind(spec.overlap.as_str())
-        .bind(spec.misfire.as_str())
-        .bind(spec.max_parallel.map(|v| v as i64))
-        .bind(spec.max_runs.map(|v| v.min(i64::MAX as u64) as i64))
-        .bind(spec.start_at)
-        .bind(spec.end_at)
-        .bind(spec.paused as i64)
         .bind(next_run_at)
-        .bind(now)
-        .bind(
-            (!spec.then.is_empty())
-                .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
-        )
-        .bind(spec.concurrency_key.as_deref());
+        .bind(now);
         let changed = self.write(q).await? == 1;
         self.jobs_changed().await?;
         Ok(changed)
@@ -2132,36 +2093,26 @@ impl<D: Dialect> Store for SqlStore<D> {
             .bind(name)
             .execute(&mut tx)
             .await?;
-        if let Some(limit) = change.limit {
-            Sql::<D>::new("UPDATE queues SET max_running = $2 WHERE name = $1")
-                .bind(name)
-                .bind(limit.map(i64::from))
-                .execute(&mut tx)
-                .await?;
-        }
-        if let Some(limit) = change.key_limit {
-            Sql::<D>::new("UPDATE queues SET key_limit = $2 WHERE name = $1")
-                .bind(name)
-                .bind(limit.map(i64::from))
-                .execute(&mut tx)
-                .await?;
-        }
-        if let Some(rate) = change.rate {
-            // Starts recorded under an earlier rate still count in the
-            // window of the new one: they did happen.
-            Sql::<D>::new("UPDATE queues SET rate_n = $2, rate_ms = $3 WHERE name = $1")
-                .bind(name)
-                .bind(rate.map(|r| i64::from(r.n)))
-                .bind(rate.map(|r| r.per_ms.min(i64::MAX as u64) as i64))
-                .execute(&mut tx)
-                .await?;
-        }
-        if let Some(p) = change.paused {
-            Sql::<D>::new("UPDATE queues SET paused = $2 WHERE name = $1")
-                .bind(name)
-                .bind(p as i64)
-                .execute(&mut tx)
-                .await?;
+        // Starts recorded under an earlier rate still count in the window
+        // of a new one: they did happen.
+        let rate = change
+            .rate
+            .map(|r| r.map(|r| (i64::from(r.n), r.per_ms as i64)));
+        let sets = [
+            ("max_running", change.limit.map(|l| l.map(i64::from))),
+            ("key_limit", change.key_limit.map(|l| l.map(i64::from))),
+            ("rate_n", rate.map(|r| r.map(|r| r.0))),
+            ("rate_ms", rate.map(|r| r.map(|r| r.1))),
+            ("paused", change.paused.map(|p| Some(i64::from(p)))),
+        ];
+        for (column, value) in sets {
+            if let Some(value) = value {
+                Sql::<D>::new(format!("UPDATE queues SET {column} = $2 WHERE name = $1"))
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut tx)
+                    .await?;
+            }
         }
         D::notify(&mut tx, "limits").await?;
         tx.commit().await?;
@@ -2338,6 +2289,34 @@ struct Applied {
     has_parents: bool,
     has_children: bool,
     chain: Vec<Chain>,
+}
+
+/// Binds a job's definition as `$1` (name) to `$20` (concurrency key), in
+/// the jobs table's column order.
+fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> Sql<'a, D> {
+    q.bind(spec.name.as_str())
+        .bind(spec.handler.as_str())
+        .bind(spec.mode.map(|m| m.as_str()))
+        .bind(spec.payload.to_string())
+        .bind(spec.schedule.kind())
+        .bind(serde_json::to_string(&spec.schedule).expect("schedules serialize"))
+        .bind(spec.priority as i64)
+        .bind(spec.queue.as_str())
+        .bind(spec.retries as i64)
+        .bind(spec.backoff_ms as i64)
+        .bind(spec.timeout_ms.map(|v| v as i64))
+        .bind(spec.overlap.as_str())
+        .bind(spec.misfire.as_str())
+        .bind(spec.max_parallel.map(|v| v as i64))
+        .bind(spec.max_runs.map(|v| v.min(i64::MAX as u64) as i64))
+        .bind(spec.start_at)
+        .bind(spec.end_at)
+        .bind(spec.paused as i64)
+        .bind(
+            (!spec.then.is_empty())
+                .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
+        )
+        .bind(spec.concurrency_key.as_deref())
 }
 
 /// Execution `id` is retried as `retry`: the retry runs after the same
