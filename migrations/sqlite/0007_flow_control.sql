@@ -2,12 +2,12 @@
 -- without a job.
 
 -- At most `queues.key_limit` running executions per concurrency key in a
--- queue, across all nodes (counted by the claim from the running rows).
+-- queue, across all nodes (counted by the claim from the running rows,
+-- which executions_running_queue already finds: an index of its own cost
+-- every claim and end).
 ALTER TABLE executions ADD COLUMN concurrency_key TEXT;
 ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
 ALTER TABLE queues ADD COLUMN key_limit INTEGER;
-CREATE INDEX executions_running_key ON executions (queue, concurrency_key)
-    WHERE status = 'running' AND concurrency_key IS NOT NULL;
 CREATE INDEX executions_concurrency_key ON executions (concurrency_key, id)
     WHERE concurrency_key IS NOT NULL;
 

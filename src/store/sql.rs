@@ -46,9 +46,11 @@ const ANY_LIMITS: &str = "SELECT \
      EXISTS (SELECT 1 FROM queues WHERE key_limit IS NOT NULL), \
      EXISTS (SELECT 1 FROM queues WHERE rate_n IS NOT NULL)";
 
+/// What a claim returns of each row (the limited claim adds `queue`, for
+/// the starts a rate counts).
 const CLAIM_RETURNING: &str =
     " RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, \
-     cancel_requested_at, after_policy, queue, snoozes, \
+     cancel_requested_at, after_policy, snoozes, \
      (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
 
 /// Starts each rate-limited queue has left in its window now (`$1`): its
@@ -212,7 +214,7 @@ fn claim_limited<D: Dialect>(k: Kinds) -> String {
         "UPDATE executions SET status = 'running', started_at = $1, node = $2 WHERE id IN ( \
          WITH {} SELECT id FROM passing \
          WHERE (qfree IS NULL OR qn <= qfree) AND (rfree IS NULL OR qn <= rfree) \
-         ORDER BY priority DESC, run_at, id LIMIT $3){CLAIM_RETURNING}",
+         ORDER BY priority DESC, run_at, id LIMIT $3){CLAIM_RETURNING}, queue",
         with.join(", ")
     )
 }
