@@ -2002,3 +2002,54 @@ async fn every_kind_of_limit_holds_at_once(store: Arc<dyn Store>) {
     assert!(third.executions.is_empty());
     assert!(third.next_token_at.is_some());
 }
+
+/// Another node's store set the limit: this one's next claim applies it,
+/// though it had just found no limits at all.
+async fn a_limit_set_elsewhere_applies_at_the_next_claim(
+    here: Arc<dyn Store>,
+    there: Arc<dyn Store>,
+) {
+    let before = store_claim_ids(&here).await;
+    assert!(before.is_empty(), "nothing due yet, and no limits cached");
+    let rows: Vec<NewExecution> = (0..3).map(|_| exec("noop", 0, "late")).collect();
+    here.enqueue(&rows, now_micros()).await.unwrap();
+    let rate = QueueChange {
+        rate: Some(Some("1/1m".parse().unwrap())),
+        ..Default::default()
+    };
+    there.set_queue("late", &rate).await.unwrap();
+    assert_eq!(store_claim_ids(&here).await.len(), 1, "one start a minute");
+    let keyed = QueueChange {
+        rate: Some(None),
+        key_limit: Some(Some(1)),
+        ..Default::default()
+    };
+    there.set_queue("late", &keyed).await.unwrap();
+    assert_eq!(
+        store_claim_ids(&here).await.len(),
+        2,
+        "no key: not held back"
+    );
+}
+
+async fn store_claim_ids(store: &Arc<dyn Store>) -> Vec<Uuid> {
+    let c = store.claim("n1", 100, now_micros()).await.unwrap();
+    c.executions.iter().map(|c| c.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_set_by_another_node_applies_at_the_next_claim_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (here, there) = (sqlite_store(&dir).await, sqlite_store(&dir).await);
+    a_limit_set_elsewhere_applies_at_the_next_claim(here, there).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_set_by_another_node_applies_at_the_next_claim_postgres() {
+    let Some(url) = common::pg_database().await else {
+        return;
+    };
+    let here = jobvisor::store::open(&url).await.unwrap();
+    let there = jobvisor::store::open(&url).await.unwrap();
+    a_limit_set_elsewhere_applies_at_the_next_claim(here, there).await;
+}

@@ -7,6 +7,8 @@
 -- every claim and end).
 ALTER TABLE executions ADD COLUMN concurrency_key TEXT;
 ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
+-- Jobs with a cap: the plain claim looks whether there are any, per claim.
+CREATE INDEX jobs_capped ON jobs (name) WHERE max_parallel IS NOT NULL OR overlap = 'queue';
 ALTER TABLE queues ADD COLUMN key_limit INTEGER;
 CREATE INDEX executions_concurrency_key ON executions (concurrency_key, id)
     WHERE concurrency_key IS NOT NULL;

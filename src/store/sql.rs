@@ -232,11 +232,17 @@ const NEXT_TOKEN: &str = "SELECT MIN(s.at + q.rate_ms * 1000) FROM queue_starts 
 const PRUNE_STARTS: &str = "DELETE FROM queue_starts WHERE at <= $1 - 1000 * COALESCE( \
      (SELECT q.rate_ms FROM queues q WHERE q.name = queue_starts.queue AND q.rate_n IS NOT NULL), 0)";
 
-/// The claim when no limits exist: the best due rows, in index order.
+/// The claim when no limits exist: the best due rows, in index order. It
+/// takes nothing while any limit exists (two cheap lookups, evaluated once
+/// per statement: jobs_capped is a partial index of what they look for).
 fn claim_simple<D: Dialect>() -> String {
     format!(
         "UPDATE executions SET status = 'running', started_at = $1, node = $2 \
          WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= $1 \
+                        AND NOT EXISTS (SELECT 1 FROM queues WHERE paused = 1 \
+                          OR max_running IS NOT NULL OR key_limit IS NOT NULL OR rate_n IS NOT NULL) \
+                        AND NOT EXISTS (SELECT 1 FROM jobs \
+                          WHERE max_parallel IS NOT NULL OR overlap = 'queue') \
                       ORDER BY priority DESC, run_at, id LIMIT {}($3, $4){}){CLAIM_RETURNING}",
         D::LEAST,
         D::SKIP_LOCKED
@@ -321,25 +327,16 @@ impl<D: Dialect> SqlStore<D> {
                 return Ok(cached.limits);
             }
         }
-        let row = self
-            .read_one(Sql::new(ANY_LIMITS))
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        let queues: bool = D::get(&row, 0)?;
-        let kinds = Kinds {
-            jobs: D::get(&row, 1)?,
-            keys: D::get(&row, 2)?,
-            rates: D::get(&row, 3)?,
-        };
-        let limits = Limits {
-            any: queues || kinds != Kinds::default(),
-            kinds,
-        };
+        let limits = read_limits::<D>(&mut *self.db.reader().acquire().await?).await?;
+        self.cache_limits(limits);
+        Ok(limits)
+    }
+
+    fn cache_limits(&self, limits: Limits) {
         *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = CachedLimits {
             read_at: Some(Instant::now()),
             limits,
         };
-        Ok(limits)
     }
 
     /// The ends and outputs of the parents of each of `ids`, in the order
@@ -377,6 +374,24 @@ impl<D: Dialect> SqlStore<D> {
         self.limits_changed();
         Ok(D::notify(&mut *self.db.writer().acquire().await?, "jobs").await?)
     }
+}
+
+/// Reads which kinds of limits exist now.
+async fn read_limits<D: Dialect>(conn: &mut Conn<D>) -> Result<Limits, StoreError> {
+    let row = Sql::<D>::new(ANY_LIMITS)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let queues: bool = D::get(&row, 0)?;
+    let kinds = Kinds {
+        jobs: D::get(&row, 1)?,
+        keys: D::get(&row, 2)?,
+        rates: D::get(&row, 3)?,
+    };
+    Ok(Limits {
+        any: queues || kinds != Kinds::default(),
+        kinds,
+    })
 }
 
 /// What kinds of limits exist, so that claims pay only for those.
@@ -1401,14 +1416,8 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError> {
-        let limits = self.any_limits().await?;
-        let sql = if limits.any {
-            &self.claim_limited[limits.kinds.index()]
-        } else {
-            &self.claim_simple
-        };
-        let claim = |now: Micros| {
-            Sql::<D>::new(sql.as_str())
+        let claim = |sql: &str, now: Micros| {
+            Sql::<D>::new(sql.to_string())
                 .bind(now)
                 .bind(node)
                 .bind(limit as i64)
@@ -1416,19 +1425,40 @@ impl<D: Dialect> Store for SqlStore<D> {
         };
         let mut now = now;
         let mut next_token_at = None;
-        let rows = if limits.any {
+        let mut rows = Vec::new();
+        let cached = self.any_limits().await?;
+        if !cached.any {
+            // The plain claim takes nothing once any limit exists, so that
+            // a limit set since the cache was read is never passed over.
+            rows = claim(&self.claim_simple, now)
+                .fetch_all(&mut *self.db.writer().acquire().await?)
+                .await?;
+            if rows.is_empty() {
+                self.limits_changed();
+            }
+        }
+        if rows.is_empty() && (cached.any || self.any_limits().await?.any) {
             // Limited claims count what runs and what started: on
-            // PostgreSQL they take turns (the dialect's lock), so two nodes
-            // never both fill the last slot. A rated queue's starts are
-            // recorded in the claim's transaction.
+            // PostgreSQL they take turns (the dialect's lock, which queue
+            // changes take too), so two nodes never both fill the last
+            // slot. Which limits exist is read in the claim's transaction,
+            // so a change is never half seen. A rated queue's starts are
+            // recorded in the same transaction.
             let mut tx = self.begin().await?;
             if let Some(lock) = D::CLAIM_LOCK {
                 Sql::<D>::new(lock).execute(&mut tx).await?;
             }
+            let limits = read_limits::<D>(&mut tx).await?;
+            self.cache_limits(limits);
+            let sql = if limits.any {
+                &self.claim_limited[limits.kinds.index()]
+            } else {
+                &self.claim_simple
+            };
             // Its turn may have come after ends that it now sees: its
             // starts are stamped from then, not from before the wait.
             now = now.max(crate::model::now_micros());
-            let rows = claim(now).fetch_all(&mut tx).await?;
+            rows = claim(sql, now).fetch_all(&mut tx).await?;
             if limits.kinds.rates {
                 let mut started: BTreeMap<String, i64> = BTreeMap::new();
                 for row in &rows {
@@ -1461,12 +1491,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                 }
             }
             tx.commit().await?;
-            rows
-        } else {
-            claim(now)
-                .fetch_all(&mut *self.db.writer().acquire().await?)
-                .await?
-        };
+        }
         let mut claimed = Self::decode(&rows, "executions", |r| {
             Ok(Claimed {
                 id: r.get("id")?,
@@ -2091,6 +2116,11 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn set_queue(&self, name: &str, change: &QueueChange) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        // Between limited claims, never during one: a claim applies a
+        // change wholly or not yet.
+        if let Some(lock) = D::CLAIM_LOCK {
+            Sql::<D>::new(lock).execute(&mut tx).await?;
+        }
         Sql::<D>::new("INSERT INTO queues (name) VALUES ($1) ON CONFLICT DO NOTHING")
             .bind(name)
             .execute(&mut tx)
