@@ -704,7 +704,7 @@ mod tests {
         );
         assert_eq!("1000/500ms".parse::<Rate>().unwrap().per_ms, 500);
         for bad in [
-            "0/1s", "5/0s", "5", "/1s", "-1/1s", "x/1s", "5/abc", "5/1s/2", "5/500us", "",
+            "0/1s", "5/0s", "5", "/1s", "-1/1s", "x/1s", "5/abc", "5/1s/2", "5/500us", "", "1/367d",
         ] {
             let e = bad.parse::<Rate>().unwrap_err().to_string();
             assert!(e.starts_with("invalid rate"), "{bad:?}: {e}");
@@ -748,17 +748,25 @@ pub struct Rate {
 
 impl Rate {
     /// Refuses a rate that could never start anything or whose window is
-    /// out of range (what parsing refuses, for rates built in code).
+    /// out of range (what parsing refuses too, for rates built in code).
     pub fn check(&self) -> Result<(), ValueError> {
+        self.check_as(&format!("{}/{}ms", self.n, self.per_ms))
+    }
+
+    /// [`Rate::check`], naming the rate as `text`.
+    fn check_as(&self, text: &str) -> Result<(), ValueError> {
         let bad = |why| ValueError::Rate {
-            text: format!("{}/{}ms", self.n, self.per_ms),
+            text: text.to_string(),
             why,
         };
         if self.n == 0 {
             return Err(bad("the count must be at least 1"));
         }
-        if self.per_ms == 0 || self.per_ms > MAX_RATE_WINDOW_MS {
-            return Err(bad("the window must be from 1ms to 366 days"));
+        if self.per_ms == 0 {
+            return Err(bad("the window must be at least 1ms"));
+        }
+        if self.per_ms > MAX_RATE_WINDOW_MS {
+            return Err(bad("the window must be at most 366 days"));
         }
         Ok(())
     }
@@ -777,18 +785,15 @@ impl FromStr for Rate {
             .trim()
             .parse()
             .map_err(|_| bad("the count is not a whole number"))?;
-        if n == 0 {
-            return Err(bad("the count must be at least 1"));
-        }
         let per = humantime::parse_duration(per.trim())
             .map_err(|_| bad("the window is not a duration"))?;
-        let per_ms = u64::try_from(per.as_millis()).map_err(|_| bad("the window is too long"))?;
-        if per_ms == 0 || per.subsec_nanos() % 1_000_000 != 0 {
-            return Err(bad(
-                "the window must be a whole number of milliseconds, at least 1ms",
-            ));
+        if per.subsec_nanos() % 1_000_000 != 0 {
+            return Err(bad("the window must be a whole number of milliseconds"));
         }
-        Ok(Rate { n, per_ms })
+        let per_ms = u64::try_from(per.as_millis()).map_err(|_| bad("the window is too long"))?;
+        let rate = Rate { n, per_ms };
+        rate.check_as(s)?;
+        Ok(rate)
     }
 }
 
