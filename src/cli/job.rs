@@ -37,7 +37,7 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             let name = spec.name.clone();
             let schedule = spec.schedule.clone();
             let builtin = |n: &str| builtins::NAMES.contains(&n);
-            let first = if replace {
+            let (first, done) = if replace {
                 let Some(old) = store.job(&name).await? else {
                     return Err(input(format!(
                         "no job named {name:?} to replace (add it without --replace)"
@@ -48,19 +48,15 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
                 }
                 spec.paused |= old.spec.paused;
                 let next = jobvisor::job::replace(store, &builtin, spec).await?;
-                match next {
-                    Some(t) => println!("job {name} replaced; next run {}", format_micros(t)),
-                    None => println!("job {name} replaced (daemon)"),
-                }
-                next
+                (next, ("replaced", "next"))
             } else {
                 let first = jobvisor::job::add(store, &builtin, spec).await?;
-                match first {
-                    Some(t) => println!("job {name} added; first run {}", format_micros(t)),
-                    None => println!("job {name} added (daemon)"),
-                }
-                first
+                (first, ("added", "first"))
             };
+            match first {
+                Some(t) => println!("job {name} {}; {} run {}", done.0, done.1, format_micros(t)),
+                None => println!("job {name} {} (daemon)", done.0),
+            }
             if let (Some(t), true) = (first, std::io::stdout().is_terminal()) {
                 // Show what the schedule means before the first surprise.
                 let times = occurrences(&Schedule::from_spec(&schedule)?, t - 1, 3);

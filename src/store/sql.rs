@@ -36,15 +36,31 @@ const fn rows_per_statement(binds: usize) -> usize {
 /// paused by another process takes effect on claims within this time.
 const LIMITS_TTL: Duration = Duration::from_millis(250);
 
+/// A queue row with any limit or pause.
+macro_rules! queue_limited {
+    () => {
+        "paused = 1 OR max_running IS NOT NULL OR key_limit IS NOT NULL OR rate_n IS NOT NULL"
+    };
+}
+
+/// A job row with a cap (the predicate of the partial index jobs_capped).
+macro_rules! job_capped {
+    () => {
+        "max_parallel IS NOT NULL OR overlap = 'queue'"
+    };
+}
+
 /// Which kinds of limits exist: whether any queue is paused or limited,
 /// any job capped, any queue has a key limit, any a rate. Without any,
 /// claiming needs no window functions; otherwise the claim has only the
 /// parts for the kinds that exist.
-const ANY_LIMITS: &str = "SELECT \
-     EXISTS (SELECT 1 FROM queues WHERE paused = 1 OR max_running IS NOT NULL), \
-     EXISTS (SELECT 1 FROM jobs WHERE max_parallel IS NOT NULL OR overlap = 'queue'), \
-     EXISTS (SELECT 1 FROM queues WHERE key_limit IS NOT NULL), \
-     EXISTS (SELECT 1 FROM queues WHERE rate_n IS NOT NULL)";
+const ANY_LIMITS: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM queues WHERE paused = 1 OR max_running IS NOT NULL), ",
+    "EXISTS (SELECT 1 FROM jobs WHERE ",
+    job_capped!(),
+    "), EXISTS (SELECT 1 FROM queues WHERE key_limit IS NOT NULL), ",
+    "EXISTS (SELECT 1 FROM queues WHERE rate_n IS NOT NULL)"
+);
 
 /// What a claim returns of each row (the limited claim adds `queue`, for
 /// the starts a rate counts).
@@ -72,24 +88,14 @@ struct Kinds {
 }
 
 impl Kinds {
-    /// Every combination, in [`Kinds::index`] order.
-    const ALL: [Kinds; 8] = {
-        let mut all = [Kinds {
-            jobs: false,
-            keys: false,
-            rates: false,
-        }; 8];
-        let mut i = 0;
-        while i < 8 {
-            all[i] = Kinds {
-                jobs: i & 1 != 0,
-                keys: i & 2 != 0,
-                rates: i & 4 != 0,
-            };
-            i += 1;
+    /// The combination numbered `i` by [`Kinds::index`].
+    fn from_index(i: usize) -> Kinds {
+        Kinds {
+            jobs: i & 1 != 0,
+            keys: i & 2 != 0,
+            rates: i & 4 != 0,
         }
-        all
-    };
+    }
 
     fn index(self) -> usize {
         usize::from(self.jobs) | usize::from(self.keys) << 1 | usize::from(self.rates) << 2
@@ -239,11 +245,11 @@ fn claim_simple<D: Dialect>() -> String {
     format!(
         "UPDATE executions SET status = 'running', started_at = $1, node = $2 \
          WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= $1 \
-                        AND NOT EXISTS (SELECT 1 FROM queues WHERE paused = 1 \
-                          OR max_running IS NOT NULL OR key_limit IS NOT NULL OR rate_n IS NOT NULL) \
-                        AND NOT EXISTS (SELECT 1 FROM jobs \
-                          WHERE max_parallel IS NOT NULL OR overlap = 'queue') \
+                        AND NOT EXISTS (SELECT 1 FROM queues WHERE {}) \
+                        AND NOT EXISTS (SELECT 1 FROM jobs WHERE {}) \
                       ORDER BY priority DESC, run_at, id LIMIT {}($3, $4){}){CLAIM_RETURNING}",
+        queue_limited!(),
+        job_capped!(),
         D::LEAST,
         D::SKIP_LOCKED
     )
@@ -271,7 +277,7 @@ impl<D: Dialect> SqlStore<D> {
         Self {
             db,
             limits: Arc::default(),
-            claim_limited: Kinds::ALL.map(claim_limited::<D>),
+            claim_limited: std::array::from_fn(|i| claim_limited::<D>(Kinds::from_index(i))),
             claim_simple: claim_simple::<D>(),
         }
     }
@@ -1416,13 +1422,19 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError> {
-        let claim = |sql: &str, now: Micros| {
-            Sql::<D>::new(sql.to_string())
+        // The statements are borrowed, never copied, per claim.
+        fn claim<'a, D: Dialect>(
+            sql: &'a str,
+            now: Micros,
+            node: &'a str,
+            limit: usize,
+        ) -> Sql<'a, D> {
+            Sql::new(sql)
                 .bind(now)
                 .bind(node)
                 .bind(limit as i64)
                 .bind((limit * 2).max(64) as i64)
-        };
+        }
         let mut now = now;
         let mut next_token_at = None;
         let mut rows = Vec::new();
@@ -1430,7 +1442,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         if !cached.any {
             // The plain claim takes nothing once any limit exists, so that
             // a limit set since the cache was read is never passed over.
-            rows = claim(&self.claim_simple, now)
+            rows = claim::<D>(&self.claim_simple, now, node, limit)
                 .fetch_all(&mut *self.db.writer().acquire().await?)
                 .await?;
             if rows.is_empty() {
@@ -1458,7 +1470,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             // Its turn may have come after ends that it now sees: its
             // starts are stamped from then, not from before the wait.
             now = now.max(crate::model::now_micros());
-            rows = claim(sql, now).fetch_all(&mut tx).await?;
+            rows = claim::<D>(sql, now, node, limit).fetch_all(&mut tx).await?;
             if limits.kinds.rates {
                 let mut started: BTreeMap<String, i64> = BTreeMap::new();
                 for row in &rows {
