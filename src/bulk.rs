@@ -6,7 +6,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// What a bulk action matched and did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Bulk {
     /// Executions the filter matched.
     pub matched: u64,

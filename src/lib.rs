@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod bulk;
+pub mod contract;
 mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;

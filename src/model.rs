@@ -49,6 +49,42 @@ impl Serialize for Timestamp {
     }
 }
 
+/// A schema of the OpenAPI document, written as the JSON it is.
+pub(crate) fn schema(v: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    serde_json::from_value(v).expect("the schemas written in the code are valid")
+}
+
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema(serde_json::json!({"type": "string", "format": "date-time",
+            "description": "RFC 3339, UTC, microseconds"}))
+    }
+}
+
+impl utoipa::ToSchema for Timestamp {}
+
+/// A list of `[name, value]` pairs, `value` a string of `format` (JSON
+/// Schema 2020-12 `prefixItems`: utoipa writes tuples the 3.0 way).
+pub(crate) fn pairs_schema(format: Value) -> Value {
+    let mut value = serde_json::json!({"type": "string"});
+    if let (Some(v), Some(f)) = (value.as_object_mut(), format.as_object()) {
+        v.extend(f.clone());
+    }
+    serde_json::json!({"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
+        "prefixItems": [{"type": "string"}, value]}})
+}
+
+fn env_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    schema(pairs_schema(serde_json::json!({})))
+}
+
+/// The schema of a [`Level`](jobvisor_worker::Level): its name.
+pub(crate) fn level_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let names = jobvisor_worker::Level::ALL.map(|l| l.as_str());
+    schema(serde_json::json!({"type": "string", "enum": names,
+        "description": "A log level, least severe first"}))
+}
+
 /// Formats a duration in milliseconds the way humans write it (`1.5s`).
 pub fn format_ms(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
@@ -63,7 +99,7 @@ pub fn format_bytes(n: u64) -> String {
         ("KiB", 1 << 10),
     ];
     for (unit, size) in UNITS {
-        if n >= size && n % (size / 1024).max(1) == 0 {
+        if n >= size && n.is_multiple_of((size / 1024).max(1)) {
             let v = n as f64 / size as f64;
             return if v.fract() == 0.0 {
                 format!("{v:.0} {unit}")
@@ -221,7 +257,7 @@ pub fn format_elapsed_ms(ms: f64) -> String {
 }
 
 /// Where an execution runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A tokio task inside the supervisor ("goroutine-style").
@@ -255,7 +291,19 @@ impl FromStr for Mode {
 }
 
 /// An execution's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Held back until other executions end (its parents, or the running
@@ -324,7 +372,7 @@ impl FromStr for Status {
 }
 
 /// What a handler is: code the supervisor has, or a program to start.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum HandlerKind {
     /// A Rust handler: one of the built-ins, or registered by a supervisor
@@ -342,7 +390,7 @@ pub enum HandlerKind {
 }
 
 /// How a process-mode handler is started and bounded.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ProcessLimits {
     /// Default wall-clock timeout of its executions.
@@ -355,7 +403,8 @@ pub struct ProcessLimits {
     pub max_line_bytes: usize,
     /// Fail the execution when the worker is silent this long.
     pub heartbeat_timeout_ms: Option<u64>,
-    /// Variables set in the child's environment.
+    /// Variables set in the child's environment: `[name, value]` pairs.
+    #[schema(schema_with = env_schema)]
     pub env: Vec<(String, String)>,
     /// Variables passed through from the supervisor's environment.
     pub allow_env: Vec<String>,
@@ -404,6 +453,7 @@ pub struct ProcessLimits {
     pub max_rss_per_worker: Option<u64>,
     /// The level plain stderr lines are stored at: a script's `disk full`
     /// on stderr is a warning, not chatter.
+    #[schema(schema_with = level_schema)]
     pub stderr_level: jobvisor_worker::Level,
 }
 
@@ -443,7 +493,7 @@ impl Default for ProcessLimits {
 }
 
 /// A registered handler.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HandlerSpec {
     /// Unique name jobs refer to.
     pub name: String,
@@ -810,6 +860,17 @@ impl Serialize for Rate {
     }
 }
 
+impl utoipa::PartialSchema for Rate {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema(
+            serde_json::json!({"type": "string", "examples": ["1000/1s", "10/1m 30s"],
+            "description": "Starts allowed per sliding window: N/DURATION"}),
+        )
+    }
+}
+
+impl utoipa::ToSchema for Rate {}
+
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -859,7 +920,7 @@ pub struct NewExecution {
 }
 
 /// When an execution with parents runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AfterPolicy {
     /// Only if every parent succeeded; if one fails for good or is
@@ -897,7 +958,7 @@ impl FromStr for AfterPolicy {
 
 /// A job chained to another: when an execution of the other ends as `on`
 /// says, one execution of `job` is enqueued with it as its parent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Chain {
     /// The job to enqueue.
     pub job: String,
@@ -906,7 +967,7 @@ pub struct Chain {
 }
 
 /// Which ends of an execution trigger a chained job.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChainOn {
     /// It succeeded.
@@ -962,7 +1023,7 @@ pub struct UniqueKey {
 }
 
 /// What an enqueue made of one execution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Enqueued {
     /// The execution inserted, or for a duplicate the one holding its key.
     pub id: Uuid,
@@ -979,7 +1040,7 @@ pub struct Enqueued {
 pub const DEFAULT_QUEUE: &str = "default";
 
 /// What a job does when an occurrence falls due while a run is active.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Overlap {
     /// Skip the new occurrence.
@@ -1011,7 +1072,7 @@ impl FromStr for Overlap {
 }
 
 /// A job's definition: what runs, when, and under which policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobSpec {
     /// Unique name.
     pub name: String,
@@ -1057,7 +1118,7 @@ pub struct JobSpec {
 }
 
 /// A stored job: its definition and its scheduling state.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Job {
     /// The definition.
     #[serde(flatten)]
@@ -1075,7 +1136,7 @@ pub struct Job {
 }
 
 /// The latest progress of an execution.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProgressState {
     /// 0..=100.
     pub percent: Option<f64>,
@@ -1106,7 +1167,7 @@ impl ProgressState {
 }
 
 /// One execution (one attempt of a job).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
 pub struct Execution {
@@ -1184,7 +1245,7 @@ pub struct Execution {
 }
 
 /// One stored log line.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
 pub struct LogEntry {
@@ -1192,6 +1253,7 @@ pub struct LogEntry {
     pub seq: i64,
     /// When the supervisor received it.
     pub ts: Timestamp,
+    #[schema(schema_with = level_schema)]
     pub level: Level,
     /// `log` (structured), `stdout`, `stderr` or `supervisor`.
     pub stream: String,

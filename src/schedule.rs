@@ -43,7 +43,7 @@ pub enum ScheduleError {
 }
 
 /// How a job recurs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ScheduleSpec {
     /// One occurrence at `at`.
@@ -281,7 +281,7 @@ impl Schedule {
 }
 
 /// What to do with occurrences missed while no supervisor ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Misfire {
     /// Run one execution for the latest missed occurrence, then go on.

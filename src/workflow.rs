@@ -27,23 +27,27 @@ use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
 /// A workflow definition.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowSpec {
     /// What it is called (need not be unique).
+    #[schema(value_type = crate::contract::Name)]
     pub name: String,
     /// Its steps.
     #[serde(rename = "step", alias = "steps", default)]
+    #[schema(min_items = 1, max_items = 1000)]
     pub steps: Vec<StepSpec>,
 }
 
 /// One step: a run of a handler after other steps.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     /// Unique within the workflow.
+    #[schema(value_type = crate::contract::Name)]
     pub name: String,
     /// The handler to run.
+    #[schema(value_type = crate::contract::Name)]
     pub handler: String,
     /// Its input.
     #[serde(default, skip_serializing_if = "Value::is_null")]
@@ -53,21 +57,26 @@ pub struct StepSpec {
     pub mode: Option<Mode>,
     /// Retries after a failed attempt.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schema(maximum = 10_000)]
     pub retries: u32,
     /// Delay before the first retry (`"1s"`, doubling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::contract::Duration>)]
     pub backoff: Option<String>,
     /// Wall-clock limit of each attempt (`"30s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::contract::Duration>)]
     pub timeout: Option<String>,
     /// Higher runs first.
     #[serde(default, skip_serializing_if = "is_zero_i32")]
     pub priority: i32,
     /// The queue to wait in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::contract::Name>)]
     pub queue: Option<String>,
     /// The steps it runs after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::contract::Name>)]
     pub after: Vec<String>,
     /// What their ends must be for it to run.
     #[serde(default, skip_serializing_if = "is_default_policy")]
@@ -221,11 +230,12 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 /// A workflow just inserted.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Submitted {
     /// Its id.
     pub id: Uuid,
-    /// Each step's execution, in dependency order.
+    /// Each step's execution, in dependency order: `[name, id]` pairs.
+    #[schema(schema_with = steps_schema)]
     pub steps: Vec<(String, Uuid)>,
 }
 
@@ -330,13 +340,34 @@ pub fn overall(info: &WorkflowInfo) -> &'static str {
     }
 }
 
+/// The names [`overall`] returns.
+pub const OVERALL: [&str; 6] = [
+    "pending",
+    "running",
+    "cancelling",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
+
+fn steps_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::model::schema(crate::model::pairs_schema(
+        serde_json::json!({"format": "uuid"}),
+    ))
+}
+
+fn overall_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::model::schema(serde_json::json!({"type": "string", "enum": OVERALL}))
+}
+
 /// A workflow in a list: where its steps stand, and its overall status.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     /// As stored.
     #[serde(flatten)]
     pub info: WorkflowInfo,
     /// See [`overall`].
+    #[schema(schema_with = overall_schema)]
     pub status: &'static str,
 }
 
@@ -348,13 +379,14 @@ impl From<WorkflowInfo> for Summary {
 }
 
 /// A workflow shown in full: its steps in dependency order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct View {
     /// Its id.
     pub id: Uuid,
     /// Its name.
     pub name: String,
     /// See [`overall`].
+    #[schema(schema_with = overall_schema)]
     pub status: &'static str,
     /// When it was submitted.
     pub created_at: crate::model::Timestamp,
@@ -365,7 +397,7 @@ pub struct View {
 }
 
 /// One step of a [`View`]: its definition and its last attempt.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StepView {
     /// The step's name.
     pub name: String,

@@ -362,13 +362,14 @@ async fn the_openapi_document_matches_the_routes() {
             documented.push((method.to_uppercase(), path.clone()));
         }
     }
-    documented.sort();
-    let mut table: Vec<(String, String)> = jobvisor::http::ROUTES
-        .iter()
-        .map(|(m, p, _)| (m.to_string(), p.to_string()))
-        .collect();
-    table.sort();
-    assert_eq!(documented, table);
+    // Served as the library makes it for this auth: with no token, no
+    // security is declared (loopback needs none).
+    assert_eq!(
+        doc,
+        jobvisor::http::openapi_document(&jobvisor::http::Auth::none())
+    );
+    assert!(doc["components"].get("securitySchemes").is_none());
+    assert!(documented.len() >= 29, "{documented:?}");
     // Every documented route is routed: none answers "no such route" or
     // "method not allowed".
     for (method, path) in &documented {
@@ -410,6 +411,84 @@ async fn a_non_loopback_listener_needs_a_token() {
     assert_eq!(r.status, 200, "{}", r.body);
     // Health checks need no token.
     assert_eq!(get(&addr, "/healthz").status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_token_reads_but_cannot_act_and_the_document_says_so() {
+    let env = Env::new();
+    env.ok(&[
+        "job",
+        "add",
+        "nightly",
+        "--handler",
+        "noop",
+        "--every",
+        "1h",
+    ]);
+    let serve = env.serve_env(
+        &[],
+        &[
+            ("JOBVISOR_API_TOKEN", "rw-token"),
+            ("JOBVISOR_API_TOKEN_READONLY", "ro-token"),
+        ],
+    );
+    let addr = serve.http_addr();
+    let r = request(&addr, "GET", "/v1/jobs", None, Some("ro-token"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = request(
+        &addr,
+        "GET",
+        "/v1/executions?limit=5",
+        None,
+        Some("ro-token"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let store = env.store().await;
+    let before = store.executions(&Default::default()).await.unwrap().len();
+    for (method, path) in [
+        ("POST", "/v1/jobs/nightly/trigger"),
+        ("POST", "/v1/executions"),
+        ("PUT", "/v1/queues/q"),
+        ("POST", "/v1/executions/cancel"),
+    ] {
+        let r = request(&addr, method, path, Some("{}"), Some("ro-token"));
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (403, "forbidden"),
+            "{method} {path}"
+        );
+    }
+    let after = store.executions(&Default::default()).await.unwrap().len();
+    assert_eq!(before, after, "a refused action enqueued something");
+    let r = request(
+        &addr,
+        "POST",
+        "/v1/jobs/nightly/trigger",
+        Some(""),
+        Some("rw-token"),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+
+    let doc = request(&addr, "GET", "/openapi.json", None, Some("ro-token")).json();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let trigger = &doc["paths"]["/v1/jobs/{name}/trigger"]["post"];
+    assert_eq!(trigger["security"], serde_json::json!([{"bearer": []}]));
+    assert!(trigger["responses"].get("403").is_some());
+    assert_eq!(
+        doc["paths"]["/healthz"]["get"]["security"],
+        serde_json::json!([])
+    );
+    assert!(doc["paths"]["/v1/jobs"]["get"]["responses"]
+        .get("403")
+        .is_none());
+
+    // A read-only token alone guards nothing: refused at start.
+    let out = env.cli_env(&["serve"], &[("JOBVISOR_API_TOKEN_READONLY", "ro-token")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a token"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,19 +606,35 @@ async fn workflows_and_dependencies_over_http() {
     assert_eq!(e["workflow_id"], id.as_str());
     assert_eq!(e["step"], "b");
 
-    // Refused whole: 400 and nothing written.
-    for bad in [
-        r#"{"name": "c", "step": [{"name": "a", "handler": "noop", "after": ["a"]}]}"#,
-        r#"{"name": "u", "step": [{"name": "a", "handler": "nope"}]}"#,
-        r#"{"name": "d", "step": [{"name": "a", "handler": "noop"}, {"name": "a", "handler": "noop"}]}"#,
-        r#"{"name": "x", "step": [{"name": "a", "handler": "noop", "after": ["zz"]}]}"#,
-        r#"{"step": []}"#,
-        r#"{"name": "f", "steps": [{"name": "a", "handler": "noop", "colour": 1}]}"#,
+    // Refused whole and nothing written: 400 where the document forbids
+    // it, 422 where the steps do not fit together.
+    for (bad, status) in [
+        (
+            r#"{"name": "c", "step": [{"name": "a", "handler": "noop", "after": ["a"]}]}"#,
+            422,
+        ),
+        (
+            r#"{"name": "u", "step": [{"name": "a", "handler": "nope"}]}"#,
+            422,
+        ),
+        (
+            r#"{"name": "d", "step": [{"name": "a", "handler": "noop"}, {"name": "a", "handler": "noop"}]}"#,
+            422,
+        ),
+        (
+            r#"{"name": "x", "step": [{"name": "a", "handler": "noop", "after": ["zz"]}]}"#,
+            422,
+        ),
+        (r#"{"step": []}"#, 400),
+        (
+            r#"{"name": "f", "steps": [{"name": "a", "handler": "noop", "colour": 1}]}"#,
+            400,
+        ),
     ] {
         let r = post(&addr, "/v1/workflows", bad);
         assert_eq!(
             (r.status, r.code().as_str()),
-            (400, "invalid"),
+            (status, "invalid"),
             "{bad}: {}",
             r.body
         );
@@ -588,17 +683,24 @@ async fn workflows_and_dependencies_over_http() {
         finished(store.as_ref(), child).await.status,
         Status::Succeeded
     );
-    for bad in [
-        json!({"handler": "noop", "after": [ghost]}),
-        json!({"handler": "noop", "after": ["nope"]}),
-        json!({"handler": "noop", "after_policy": "finished"}),
-        json!({"handler": "noop", "after": [parent], "after_policy": "sometimes"}),
-        json!({"handler": "noop", "after": [parent], "unique_key": "k", "replace": true}),
+    // 400 for what the document forbids; 422 for a parent that is not there.
+    for (bad, status) in [
+        (json!({"handler": "noop", "after": [ghost]}), 422),
+        (json!({"handler": "noop", "after": ["nope"]}), 400),
+        (json!({"handler": "noop", "after_policy": "finished"}), 400),
+        (
+            json!({"handler": "noop", "after": [parent], "after_policy": "sometimes"}),
+            400,
+        ),
+        (
+            json!({"handler": "noop", "after": [parent], "unique_key": "k", "replace": true}),
+            400,
+        ),
     ] {
         let r = post(&addr, "/v1/executions", &bad.to_string());
         assert_eq!(
             (r.status, r.code().as_str()),
-            (400, "invalid"),
+            (status, "invalid"),
             "{bad}: {}",
             r.body
         );

@@ -30,6 +30,7 @@ struct RawFile {
     database: Option<String>,
     listen: Option<String>,
     token: Option<String>,
+    token_readonly: Option<String>,
     concurrency: Option<u32>,
     poll_interval: Option<String>,
     node_lease: Option<String>,
@@ -69,6 +70,8 @@ pub struct Settings {
     pub listen: Option<String>,
     /// Bearer token of the HTTP API.
     pub token: Option<String>,
+    /// A second token that may read (GET) but not act.
+    pub token_readonly: Option<String>,
     /// Executions at once.
     pub concurrency: Option<u32>,
     /// Poll interval.
@@ -154,6 +157,12 @@ pub enum ListenError {
     /// Not loopback, and no token.
     #[error(transparent)]
     NeedsToken(#[from] jobvisor::http::NeedsToken),
+    /// A read-only token is set, but no token: nothing would be guarded.
+    #[error("a read-only token (`token_readonly` or JOBVISOR_API_TOKEN_READONLY) needs a token (`token` or JOBVISOR_API_TOKEN)")]
+    ReadonlyAlone,
+    /// Both tokens are the same.
+    #[error("the read-only token must differ from the token")]
+    SameTokens,
 }
 
 /// The file to read: `--config`, else the default path if it exists.
@@ -199,6 +208,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
         database: raw.database,
         listen: raw.listen,
         token: raw.token,
+        token_readonly: raw.token_readonly,
         concurrency: raw.concurrency,
         poll_interval: duration("poll_interval", &raw.poll_interval).map_err(|e| at(1, e))?,
         node_lease: duration("node_lease", &raw.node_lease).map_err(|e| at(1, e))?,
@@ -392,13 +402,27 @@ fn job(t: &Table, declared: &[HandlerSpec]) -> Result<JobSpec, String> {
     Ok(spec)
 }
 
-/// The bearer token: `JOBVISOR_API_TOKEN`, else the file's `token`.
-pub fn api_token(file_token: Option<&str>) -> Option<String> {
-    // An empty variable counts as unset, as before: the file's token stays.
-    std::env::var("JOBVISOR_API_TOKEN")
+/// A token: the variable `var`, else the file's (an empty variable counts
+/// as unset, so that the file's token stays).
+fn token_from(var: &str, file: Option<&str>) -> Option<String> {
+    std::env::var(var)
         .ok()
         .filter(|t| !t.is_empty())
-        .or(file_token.map(str::to_string))
+        .or(file.map(str::to_string))
+        .filter(|t| !t.is_empty())
+}
+
+/// The API's tokens: `JOBVISOR_API_TOKEN`, else the file's `token`, and
+/// `JOBVISOR_API_TOKEN_READONLY`, else the file's `token_readonly`.
+pub fn api_auth(s: &Settings) -> Result<jobvisor::http::Auth, ListenError> {
+    let token = token_from("JOBVISOR_API_TOKEN", s.token.as_deref());
+    let readonly = token_from("JOBVISOR_API_TOKEN_READONLY", s.token_readonly.as_deref());
+    match (&token, &readonly) {
+        (None, Some(_)) => return Err(ListenError::ReadonlyAlone),
+        (Some(t), Some(r)) if t == r => return Err(ListenError::SameTokens),
+        _ => {}
+    }
+    Ok(jobvisor::http::Auth::new(token, readonly))
 }
 
 /// Where the HTTP API is to listen (`None`: `off`), refused when it is not
@@ -421,11 +445,12 @@ pub fn listen_addr(listen: &str, token: Option<&str>) -> Result<Option<SocketAdd
 /// built in, nor registered in `store` (when there is a database).
 pub async fn validate(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(), ConfigError> {
     let listen = file.settings.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let token = api_token(file.settings.token.as_deref());
-    listen_addr(listen, token.as_deref()).map_err(|source| ConfigError::Listen {
+    let listen_error = |source| ConfigError::Listen {
         path: file.path.clone(),
         source,
-    })?;
+    };
+    let auth = api_auth(&file.settings).map_err(listen_error)?;
+    listen_addr(listen, auth.token.as_deref()).map_err(listen_error)?;
     check_handlers(&file.declared, store)
         .await
         .map_err(|e| ConfigError::declarations(file, e))

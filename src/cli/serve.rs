@@ -59,9 +59,9 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         .clone()
         .or(s.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let token = config::api_token(s.token.as_deref());
-    let addr =
-        config::listen_addr(&listen, token.as_deref()).map_err(|e| super::input(e.to_string()))?;
+    let auth = config::api_auth(&s).map_err(|e| super::input(e.to_string()))?;
+    let addr = config::listen_addr(&listen, auth.token.as_deref())
+        .map_err(|e| super::input(e.to_string()))?;
     // Signals are set up before anything else, so that none is missed.
     let signals =
         Signals::new().map_err(|e| super::input(format!("cannot handle signals: {e}")))?;
@@ -79,7 +79,7 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         "serving"
     );
     let declared = file.as_ref().map(|f| f.declared.clone());
-    let service = match Service::start(sup, declared, addr, token).await {
+    let service = match Service::start(sup, declared, addr, auth).await {
         Ok(service) => service,
         Err(ServiceError::Declarations(e)) => {
             let f = file.as_ref().expect("only a file declares");

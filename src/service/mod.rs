@@ -44,7 +44,7 @@ pub enum ServiceError {
 pub struct Service {
     sup: Supervisor,
     declared: Arc<Mutex<Declarations>>,
-    http: Option<(tokio::net::TcpListener, Option<String>)>,
+    http: Option<(tokio::net::TcpListener, crate::http::Auth)>,
     notifier: Arc<Notifier>,
 }
 
@@ -69,14 +69,14 @@ impl Reloader {
 impl Service {
     /// Applies `declared` (if any; without, the database is left as it is)
     /// to the supervisor's database, then binds the HTTP API on `listen`
-    /// (if any) with bearer `token` (if any): bound only once the
+    /// (if any), guarded by `auth`: bound only once the
     /// declarations are known good, so that a bad one is said as itself,
     /// not as a port that another process holds.
     pub async fn start(
         sup: Supervisor,
         declared: Option<Declarations>,
         listen: Option<SocketAddr>,
-        token: Option<String>,
+        auth: crate::http::Auth,
     ) -> Result<Service, ServiceError> {
         let notifier = Arc::new(Notifier::from_env().map_err(ServiceError::Notify)?);
         let reloader = Reloader {
@@ -93,7 +93,7 @@ impl Service {
                 tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|source| ServiceError::Listen { addr, source })?,
-                token,
+                auth,
             )),
         };
         Ok(Service {
@@ -126,10 +126,10 @@ impl Service {
             notifier,
         } = self;
         let (stopping_tx, stopping) = watch::channel(false);
-        let http = http.map(|(listener, token)| {
+        let http = http.map(|(listener, auth)| {
             let addr = listener.local_addr().map(|a| a.to_string());
-            tracing::info!(addr = %addr.unwrap_or_default(), auth = token.is_some(), "HTTP API listening");
-            let app = crate::http::router(sup.clone(), token);
+            tracing::info!(addr = %addr.unwrap_or_default(), auth = auth.token.is_some(), readonly = auth.readonly.is_some(), "HTTP API listening");
+            let app = crate::http::router(sup.clone(), auth);
             let mut stop = stopping.clone();
             tokio::spawn(async move {
                 let shutdown = async move {

@@ -180,7 +180,7 @@ pub struct NewWorkflow {
 }
 
 /// A stored workflow and where its steps stand.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct WorkflowInfo {
     /// Its id.
     pub id: Uuid,
@@ -195,7 +195,7 @@ pub struct WorkflowInfo {
 }
 
 /// What cancelling a workflow did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct WorkflowCancel {
     /// Steps that had not started, now cancelled.
     pub cancelled: u64,
@@ -256,6 +256,7 @@ impl ExecFilter {
             || self.queue.is_some()
             || self.node.is_some()
             || self.unique_key.is_some()
+            || self.concurrency_key.is_some()
             || self.since.is_some()
             || self.until.is_some()
             || self.before.is_some()
@@ -377,7 +378,7 @@ pub struct IdleDaemon {
 }
 
 /// A queue, its settings and load.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
 pub struct QueueInfo {
@@ -411,7 +412,7 @@ pub struct QueueChange {
 }
 
 /// Execution statistics of one job.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
 pub struct JobStats {

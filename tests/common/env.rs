@@ -17,11 +17,18 @@ impl Env {
 
     /// Runs `jobvisor --database DB ARGS...` to completion.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_env(args, &[])
+    }
+
+    /// [`Env::cli`] with more environment variables.
+    #[allow(dead_code)]
+    pub fn cli_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
         Command::new(jobvisor_bin())
             .arg("--database")
             .arg(&self.db)
             .args(args)
             .env("JOBVISOR_WORKER", worker_bin())
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap()

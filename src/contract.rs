@@ -1,0 +1,157 @@
+//! The shapes of the HTTP API's inputs that a plain type does not say:
+//! names, free text, durations, rates and time bounds. Each is a named
+//! schema of the OpenAPI document (`#/components/schemas/Name`, ...), and
+//! requests are checked against that document, so that what it states is
+//! exactly what the API accepts. The parsers here read what the schemas
+//! let through.
+//!
+//! The API's syntax is narrower than the CLI's: a duration is one number
+//! and one unit (`90s`, `2h`), not humantime's full grammar, so that the
+//! document can state it as a pattern.
+
+use crate::model::{schema, Micros, Rate, ValueError};
+use serde_json::json;
+use std::time::Duration as StdDuration;
+use utoipa::openapi::{schema::Schema, RefOr};
+
+/// One number (1 to 999,999) and a unit: `ms`, `s`, `m`, `h`, `d` or `w`.
+pub const DURATION_PATTERN: &str = "^[1-9][0-9]{0,5}(ms|s|m|h|d|w)$";
+
+/// `N/DURATION`, N from 1 to 999,999,999 and a window of at most 99 days
+/// (the store allows 366): each unit has as many digits as stay inside.
+pub const RATE_PATTERN: &str =
+    "^[1-9][0-9]{0,8}/([1-9][0-9]{0,5}(ms|s)|[1-9][0-9]{0,4}m|[1-9][0-9]{0,2}h|[1-9][0-9]?d)$";
+
+/// Printable: no control characters (PostgreSQL refuses NUL in text).
+pub const NAME_PATTERN: &str = "^[^\\x00-\\x1f\\x7f]+$";
+
+/// Longest name.
+pub const NAME_MAX: u64 = 200;
+
+/// Longest free text (a cancel reason).
+pub const TEXT_MAX: u64 = 4096;
+
+/// Most retries of one run.
+pub const MAX_RETRIES: u32 = 10_000;
+
+/// Longest timeout: 366 days.
+pub const MAX_TIMEOUT_MS: u64 = 366 * 24 * 3600 * 1000;
+
+/// Largest queue limit (stored as a 32-bit integer).
+pub const MAX_LIMIT: u32 = i32::MAX as u32;
+
+macro_rules! named_schema {
+    ($(#[$doc:meta])* $name:ident, $schema:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                schema($schema)
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+named_schema!(
+    /// A job, handler, queue, step or key name.
+    Name,
+    json!({"type": "string", "minLength": 1, "maxLength": NAME_MAX, "pattern": NAME_PATTERN,
+           "description": "A name: printable, 1 to 200 characters"})
+);
+
+named_schema!(
+    /// Free text: anything but NUL.
+    Text,
+    json!({"type": "string", "maxLength": TEXT_MAX, "pattern": "^[^\\x00]*$"})
+);
+
+named_schema!(
+    /// A duration.
+    Duration,
+    json!({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "10m"],
+           "description": "A number and a unit: ms, s, m, h, d or w"})
+);
+
+named_schema!(
+    /// A rate limit.
+    RateText,
+    json!({"type": "string", "pattern": RATE_PATTERN, "examples": ["1000/1s", "10/1m"],
+           "description": "Starts allowed per sliding window: N/DURATION, the window at most 99 days"})
+);
+
+named_schema!(
+    /// The lower time bound of a filter.
+    Since,
+    json!({"anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": DURATION_PATTERN}],
+        "examples": ["1h", "2026-12-01T00:00:00Z"],
+        "description": "An RFC 3339 time, or a duration: that long before now"})
+);
+
+named_schema!(
+    /// The upper time bound of a filter.
+    Until,
+    json!({"anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "enum": ["now"]},
+        {"type": "string", "pattern": "^\\+[1-9][0-9]{0,5}(ms|s|m|h|d|w)$"}],
+        "examples": ["now", "2026-12-01T00:00:00Z"],
+        "description": "An RFC 3339 time, `now`, or `+DURATION` from now"})
+);
+
+/// Reads a [`Duration`].
+pub fn duration(s: &str) -> Result<StdDuration, ValueError> {
+    crate::model::parse_duration(s)
+}
+
+/// Reads a [`RateText`].
+pub fn rate(s: &str) -> Result<Rate, ValueError> {
+    s.parse()
+}
+
+/// Reads a [`Since`] (`since`) or an [`Until`]: any RFC 3339 time (before
+/// the epoch too: as a bound it matches nothing or everything), a
+/// duration before now, `now`, or `+DURATION` after now.
+pub fn time_bound(s: &str, now: Micros, since: bool) -> Result<Micros, String> {
+    let micros = |d: StdDuration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    if since {
+        if let Ok(d) = duration(s) {
+            return Ok(now.saturating_sub(micros(d)));
+        }
+    } else if s == "now" {
+        return Ok(now);
+    } else if let Some(rel) = s.strip_prefix('+') {
+        let d = duration(rel).map_err(|e| e.to_string())?;
+        return Ok(now.saturating_add(micros(d)));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_bounds_read_rfc_3339_with_any_offset_and_relative_forms() {
+        let now = 1_000_000_000_000;
+        assert_eq!(
+            time_bound("1970-01-01T01:00:00+01:00", now, true).unwrap(),
+            0
+        );
+        assert_eq!(
+            time_bound("1969-12-31t23:59:59z", now, false).unwrap(),
+            -1_000_000
+        );
+        assert_eq!(time_bound("1s", now, true).unwrap(), now - 1_000_000);
+        assert_eq!(time_bound("now", now, false).unwrap(), now);
+        assert_eq!(time_bound("+1ms", now, false).unwrap(), now + 1_000);
+        assert!(time_bound("now", now, true).is_err());
+        assert!(time_bound("1s", now, false).is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! Handlers: what can run.
+
+use super::error::{ok, ApiError, ApiResult};
+use super::{ApiState, ErrorBody};
+use crate::model::HandlerSpec;
+use axum::extract::{Path, State};
+
+/// List handlers, registered and built in.
+#[utoipa::path(get, path = "/v1/handlers", tag = "handlers",
+    responses((status = 200, description = "Every handler, by name", body = Vec<HandlerSpec>)))]
+pub(super) async fn list(State(api): ApiState) -> ApiResult {
+    ok(crate::store::all_handlers(api.sup.store().as_ref()).await?)
+}
+
+/// Show a handler: its kind, mode, limits and isolation settings.
+#[utoipa::path(get, path = "/v1/handlers/{name}", tag = "handlers",
+    params(("name" = crate::contract::Name, Path, description = "The handler's name")),
+    responses(
+        (status = 200, description = "The handler", body = HandlerSpec),
+        (status = 404, description = "No handler of that name", body = ErrorBody),
+    ))]
+pub(super) async fn show(State(api): ApiState, Path(name): Path<String>) -> ApiResult {
+    match crate::store::handler_or_builtin(api.sup.store().as_ref(), &name).await? {
+        Some(h) => ok(h),
+        None => Err(ApiError::not_found(format!("no handler named {name:?}"))),
+    }
+}

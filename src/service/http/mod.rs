@@ -1,0 +1,183 @@
+//! The HTTP API served by `jobvisor serve`: REST/JSON over the same store
+//! and supervisor the CLI uses, Server-Sent Events for live output,
+//! `/healthz`, `/metrics` and `/openapi.json`.
+//!
+//! One file per resource. Each handler carries its OpenAPI operation
+//! (utoipa), and the router and the document are built from the same
+//! list ([`utoipa_axum::routes!`]), so neither can name a route the other
+//! lacks. Requests are checked against that document before a handler
+//! sees them ([`validate`]): what it forbids is a 400, what it allows
+//! reaches the handler, and a request that fits it but asks for something
+//! inconsistent (a cycle of steps, an executable run inproc) is a 422.
+//!
+//! Listens on 127.0.0.1 by default. Any other address needs a bearer
+//! token, compared in constant time ([`auth`]). Request bodies are
+//! bounded. Every error is JSON, `{"error":{"code":..,"message":..}}`, with
+//! a stable code; database errors are logged and answered as `internal`
+//! without detail.
+
+mod auth;
+mod error;
+mod executions;
+mod handlers;
+mod jobs;
+mod queues;
+mod streams;
+mod system;
+mod validate;
+mod workflows;
+
+pub use auth::{check_listen, Auth, NeedsToken};
+pub use error::{ApiError, ErrorBody};
+
+use crate::supervisor::Supervisor;
+use axum::body::Bytes;
+use axum::extract::Query;
+use axum::Router;
+use serde_json::Value;
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What every handler shares.
+struct Api {
+    sup: Supervisor,
+    auth: Auth,
+    /// The OpenAPI document, as served.
+    doc: Value,
+}
+
+type ApiState = axum::extract::State<Arc<Api>>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "jobvisor",
+        description = "Run jobs as in-process tasks or isolated worker processes; everything they do is relayed into SQLite or PostgreSQL.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
+    ),
+    components(schemas(ErrorBody, streams::Ready, streams::StateEvent, crate::model::LogEntry, crate::model::ProgressState)),
+    tags(
+        (name = "system", description = "Health, metrics and this document"),
+        (name = "handlers", description = "What can run"),
+        (name = "jobs", description = "Scheduled jobs"),
+        (name = "executions", description = "Runs, their logs and their streams"),
+        (name = "queues", description = "Queues and their limits"),
+        (name = "workflows", description = "Graphs of steps"),
+    )
+)]
+struct ApiDoc;
+
+/// Every route, each with its operation.
+fn routes() -> OpenApiRouter<Arc<Api>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi))
+        .routes(routes!(system::stats))
+        .routes(routes!(handlers::list))
+        .routes(routes!(handlers::show))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::trigger))
+        .routes(routes!(jobs::pause))
+        .routes(routes!(jobs::resume))
+        .routes(routes!(executions::list, executions::enqueue))
+        .routes(routes!(executions::show))
+        .routes(routes!(executions::cancel))
+        .routes(routes!(executions::retry))
+        .routes(routes!(executions::cancel_matching))
+        .routes(routes!(executions::retry_matching))
+        .routes(routes!(executions::logs))
+        .routes(routes!(streams::execution))
+        .routes(routes!(streams::events))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::put))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(workflows::list, workflows::run))
+        .routes(routes!(workflows::show))
+        .routes(routes!(workflows::cancel))
+}
+
+/// The OpenAPI 3.1 document of the API, with the security `auth` really
+/// applies (none without a token).
+pub fn openapi_document(auth: &Auth) -> Value {
+    let (_, doc) = routes().split_for_parts();
+    finish(doc, auth)
+}
+
+fn finish(doc: utoipa::openapi::OpenApi, auth: &Auth) -> Value {
+    let mut doc = serde_json::to_value(doc).expect("the document serializes");
+    validate::bound_integers(&mut doc);
+    streams::declare(&mut doc);
+    executions::declare(&mut doc);
+    error::declare(&mut doc);
+    auth::declare(&mut doc, auth);
+    doc
+}
+
+/// The router over `sup`, guarded as `auth` says.
+pub fn router(sup: Supervisor, auth: Auth) -> Router {
+    let (routes, doc) = routes().split_for_parts();
+    let doc = finish(doc, &auth);
+    let checks = Arc::new(validate::Checks::new(&doc));
+    let api = Arc::new(Api { sup, auth, doc });
+    routes
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            checks,
+            validate::check,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            auth::authorize,
+        ))
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// Binds `addr` and serves until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Reads `data` as each JSON body and (after a `?`) each query string the
+/// API takes, with the checks their handlers make: for fuzzing, where
+/// nothing may panic.
+#[doc(hidden)]
+pub fn parse_inputs(data: &[u8]) {
+    static CHECKS: std::sync::OnceLock<validate::Checks> = std::sync::OnceLock::new();
+    let checks = CHECKS.get_or_init(|| validate::Checks::new(&openapi_document(&Auth::default())));
+    let b = Bytes::copy_from_slice(data);
+    checks.fuzz(&b);
+    if let Ok(e) = error::body::<executions::EnqueueBody>(&b) {
+        let _ = e.spec();
+    }
+    if let Ok(b) = error::body::<executions::BulkBody>(&b) {
+        let _ = b.filter();
+    }
+    if let Ok(q) = error::body::<queues::QueueBody>(&b) {
+        let _ = q.change();
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(uri) = format!("/?{text}").parse::<axum::http::Uri>() else {
+        return;
+    };
+    if let Ok(Query(q)) = Query::<executions::ListQuery>::try_from_uri(&uri) {
+        let _ = q.filter();
+    }
+}
