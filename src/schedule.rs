@@ -255,6 +255,14 @@ impl Schedule {
         })
     }
 
+    /// Up to `n` occurrences strictly after `from`, in order (what `job
+    /// preview` prints and the dashboard shows).
+    pub fn occurrences(&self, from: Micros, n: usize) -> Vec<Micros> {
+        std::iter::successors(self.next_after(from), |t| self.next_after(*t))
+            .take(n)
+            .collect()
+    }
+
     /// The first occurrence strictly after `after` (none for daemons and
     /// for a past one-off).
     pub fn next_after(&self, after: Micros) -> Option<Micros> {

@@ -206,6 +206,8 @@ struct Shared {
     exec: Arc<Exec>,
     finished: broadcast::Sender<Finished>,
     beats: Arc<Beats>,
+    /// How long a node may miss heartbeats before it counts as gone.
+    node_lease: Duration,
     /// Set once `run` is listening and dispatching.
     ready: tokio::sync::watch::Sender<bool>,
     dispatcher: mpsc::Sender<ToDispatcher>,
@@ -333,6 +335,7 @@ impl Supervisor {
                 exec,
                 finished,
                 beats,
+                node_lease: config.node_lease,
                 ready: tokio::sync::watch::channel(false).0,
                 dispatcher: to_dispatcher,
                 scheduler: to_scheduler,
@@ -350,6 +353,12 @@ impl Supervisor {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.shared.node.id
+    }
+
+    /// How long a node may miss heartbeats before it counts as gone (and
+    /// its running executions are rescued).
+    pub fn node_lease(&self) -> Duration {
+        self.shared.node_lease
     }
 
     /// Announces every execution that ends (after its row is written).

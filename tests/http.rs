@@ -800,3 +800,93 @@ async fn executions_are_filtered_retried_and_acted_on_in_bulk_over_http() {
     );
     assert_eq!(post(&addr, "/v1/executions/cancel", "{}").status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_routes_show_nodes_throughput_attention_and_next_runs() {
+    let env = Env::new();
+    env.ok(&[
+        "job",
+        "add",
+        "nightly",
+        "--handler",
+        "noop",
+        "--cron",
+        "0 3 * * *",
+    ]);
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let store = env.store().await;
+    let mut ids = Vec::new();
+    for body in [
+        r#"{"handler":"echo","payload":1}"#,
+        r#"{"handler":"fail"}"#,
+        r#"{"handler":"logs","payload":{"count":50}}"#,
+    ] {
+        let id: uuid::Uuid = post(&addr, "/v1/executions", body).json()["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        finished(store.as_ref(), id).await;
+        ids.push(id);
+    }
+    let nodes = get(&addr, "/v1/nodes").json();
+    assert_eq!(nodes[0]["live"], true, "{nodes}");
+    assert!(nodes[0]["heartbeat_at"].as_str().unwrap().ends_with('Z'));
+
+    let timeline = get(&addr, "/v1/timeline?since=1h").json();
+    let count = |handler: &str, status: &str| -> u64 {
+        timeline
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["handler"] == handler && r["status"] == status)
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(count("echo", "succeeded"), 1, "{timeline}");
+    assert_eq!(count("fail", "failed"), 1, "{timeline}");
+
+    let attention = get(&addr, "/v1/attention").json();
+    let failed: Vec<&str> = attention["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, [ids[1].to_string()]);
+    assert_eq!(attention["stuck"], json!([]));
+    assert_eq!(attention["late"], json!([]));
+
+    // The next runs of a cron job: 03:00 UTC on consecutive days.
+    let next = get(&addr, "/v1/jobs/nightly/next?count=3").json();
+    let next: Vec<&str> = next
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(next.len(), 3);
+    assert!(next.iter().all(|t| t.contains("T03:00:00")), "{next:?}");
+    assert_eq!(get(&addr, "/v1/jobs/nope/next").status, 404);
+
+    // Log pages: the tail, the page before it, a text search.
+    let logs = format!("/v1/executions/{}/logs", ids[2]);
+    let tail = get(&addr, &format!("{logs}?from_end=true&limit=10")).json();
+    let seqs = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["seq"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(seqs(&tail), (41..=50).collect::<Vec<_>>());
+    let before = get(
+        &addr,
+        &format!("{logs}?from_end=true&limit=5&before_seq=41"),
+    )
+    .json();
+    assert_eq!(seqs(&before), (36..=40).collect::<Vec<_>>());
+    let found = get(&addr, &format!("{logs}?q=line%2042")).json();
+    assert_eq!(seqs(&found), [43]);
+}

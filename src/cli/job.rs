@@ -59,7 +59,7 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             }
             if let (Some(t), true) = (first, std::io::stdout().is_terminal()) {
                 // Show what the schedule means before the first surprise.
-                let times = occurrences(&Schedule::from_spec(&schedule)?, t - 1, 3);
+                let times = Schedule::from_spec(&schedule)?.occurrences(t - 1, 3);
                 print_occurrences(&times, zone_of(&schedule));
             }
             Ok(())
@@ -301,7 +301,7 @@ fn preview(p: JobPreviewArgs) -> Result<(), CliError> {
         },
         p.from,
     )?;
-    let times = occurrences(&Schedule::from_spec(&spec)?, p.from, p.count as usize);
+    let times = Schedule::from_spec(&spec)?.occurrences(p.from, p.count as usize);
     if p.json {
         let utc: Vec<String> = times.iter().map(|t| rfc3339(*t)).collect();
         return output::json(&utc);
@@ -312,13 +312,6 @@ fn preview(p: JobPreviewArgs) -> Result<(), CliError> {
     }
     print_occurrences(&times, zone_of(&spec));
     Ok(())
-}
-
-/// Up to `n` occurrences strictly after `from`.
-fn occurrences(schedule: &Schedule, from: i64, n: usize) -> Vec<i64> {
-    std::iter::successors(schedule.next_after(from), |t| schedule.next_after(*t))
-        .take(n)
-        .collect()
 }
 
 fn zone_of(spec: &ScheduleSpec) -> Tz {

@@ -50,6 +50,9 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     type Db: Database;
     /// The smaller of two values (`MIN` in SQLite, `LEAST` in PostgreSQL).
     const LEAST: &'static str;
+    /// Where a text first holds another, from 1, or 0 (`instr` in SQLite,
+    /// `strpos` in PostgreSQL; both take the haystack first).
+    const POSITION: &'static str;
     /// Locks the rows a claim selects, so that concurrent claimers on other
     /// nodes skip them (SQLite has one writer and needs nothing).
     const SKIP_LOCKED: &'static str;

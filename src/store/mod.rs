@@ -168,6 +168,8 @@ pub trait Store: Send + Sync + 'static {
         min_level: Option<Level>,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError>;
+    /// A page of an execution's log lines, as `page` says, in order.
+    async fn log_page(&self, id: Uuid, page: &LogPage) -> Result<Vec<LogEntry>, StoreError>;
     /// An execution's last `n` log lines, oldest first.
     async fn last_logs(&self, id: Uuid, n: usize) -> Result<Vec<LogEntry>, StoreError>;
     /// Records a cancel request: a pending execution is cancelled at once, a
@@ -244,6 +246,20 @@ pub trait Store: Send + Sync + 'static {
     async fn set_queue(&self, name: &str, change: &QueueChange) -> Result<(), StoreError>;
     /// Statistics per job (or of one job).
     async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError>;
+    /// Nodes that heartbeat after `since`, stopped ones too, newest first.
+    async fn recent_nodes(&self, since: Micros) -> Result<Vec<NodeInfo>, StoreError>;
+    /// Executions that ended at or after `since`, counted per minute,
+    /// handler and status, with their durations.
+    async fn timeline(&self, since: Micros) -> Result<Vec<TimelineRow>, StoreError>;
+    /// Running executions past their timeout at `now`, or whose node's
+    /// heartbeat is older than `stale`.
+    async fn stuck(&self, now: Micros, stale: Micros) -> Result<Vec<Execution>, StoreError>;
+    /// Up to `limit` executions that failed at or after `since`, the last
+    /// first.
+    async fn failed_since(&self, since: Micros, limit: usize)
+        -> Result<Vec<Execution>, StoreError>;
+    /// Jobs not paused whose next occurrence was due before `before`.
+    async fn late_jobs(&self, before: Micros) -> Result<Vec<Job>, StoreError>;
     /// Deletes up to `limit` finished executions (and their log lines)
     /// that finished before `before`: of job `job` if given, otherwise of
     /// any job but those in `except`. Returns (executions, log lines).

@@ -58,6 +58,7 @@ impl Pg {
 impl Dialect for Pg {
     type Db = Postgres;
     const LEAST: &'static str = "LEAST";
+    const POSITION: &'static str = "strpos";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const BEGIN: &'static str = "BEGIN";

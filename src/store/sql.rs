@@ -5,8 +5,8 @@
 use super::dialect::{Col, Conn, DbRow, Dialect, Sql};
 use super::{
     Batch, CancelRequest, Claimed, Claims, ExecFilter, Finished, ForeignRunning, IdleDaemon,
-    JobAdvance, JobStats, Links, NewWorkflow, NodeInfo, Notice, QueueChange, QueueInfo,
-    RetryRequest, Store, StoreError, WorkflowCancel, WorkflowInfo,
+    JobAdvance, JobStats, Links, LogPage, NewWorkflow, NodeInfo, Notice, QueueChange, QueueInfo,
+    RetryRequest, Store, StoreError, TimelineRow, WorkflowCancel, WorkflowInfo,
 };
 use crate::model::{
     AfterPolicy, Chain, Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros,
@@ -1764,6 +1764,45 @@ impl<D: Dialect> Store for SqlStore<D> {
         Self::decode(&self.read_all(q).await?, "logs", |r| r.log())
     }
 
+    async fn log_page(&self, id: Uuid, page: &LogPage) -> Result<Vec<LogEntry>, StoreError> {
+        let mut q = Sql::new(
+            "SELECT seq, ts, level, stream, message, fields FROM logs WHERE execution_id = ",
+        );
+        q.push_bind(id)
+            .push(" AND seq > ")
+            .push_bind(page.after_seq);
+        if let Some(before) = page.before_seq {
+            q.push(" AND seq < ").push_bind(before);
+        }
+        if let Some(min) = page.min_level {
+            q.push(" AND level IN (")
+                .push_list(
+                    Level::ALL
+                        .into_iter()
+                        .filter(|l| *l >= min)
+                        .map(Level::as_str),
+                )
+                .push(")");
+        }
+        if let Some(text) = &page.contains {
+            q.push(" AND ")
+                .push(D::POSITION)
+                .push("(message, ")
+                .push_bind(text.clone())
+                .push(") > 0");
+        }
+        let order = if page.from_end { "DESC" } else { "ASC" };
+        q.push(" ORDER BY seq ")
+            .push(order)
+            .push(" LIMIT ")
+            .push_bind(page.limit as i64);
+        let mut lines = Self::decode(&self.read_all(q).await?, "logs", |r| r.log())?;
+        if page.from_end {
+            lines.reverse();
+        }
+        Ok(lines)
+    }
+
     async fn last_logs(&self, id: Uuid, n: usize) -> Result<Vec<LogEntry>, StoreError> {
         let q = Sql::new(LAST_LOGS).bind(id).bind(n as i64);
         Self::decode(&self.read_all(q).await?, "logs", |r| r.log())
@@ -2320,6 +2359,75 @@ impl<D: Dialect> Store for SqlStore<D> {
                 last_error: r.get("last_error")?,
             })
         })
+    }
+
+    async fn recent_nodes(&self, since: Micros) -> Result<Vec<NodeInfo>, StoreError> {
+        let q = Sql::new(
+            "SELECT * FROM nodes WHERE heartbeat_at >= $1 ORDER BY started_at DESC LIMIT 1000",
+        )
+        .bind(since);
+        let nodes = Self::decode(&self.read_all(q).await?, "nodes", |r| r.node(""))?;
+        Ok(nodes.into_iter().flatten().collect())
+    }
+
+    async fn timeline(&self, since: Micros) -> Result<Vec<TimelineRow>, StoreError> {
+        let q = Sql::new(
+            "SELECT finished_at / 60000000 AS minute, handler, status, COUNT(*) AS n, \
+               CAST(AVG(finished_at - started_at) AS DOUBLE PRECISION) AS avg_us, \
+               CAST(MAX(finished_at - started_at) AS DOUBLE PRECISION) AS max_us \
+             FROM executions WHERE finished_at IS NOT NULL AND finished_at >= $1 \
+             GROUP BY finished_at / 60000000, handler, status \
+             ORDER BY minute, handler, status",
+        )
+        .bind(since);
+        Self::decode(&self.read_all(q).await?, "executions", |r| {
+            let minute: i64 = r.get("minute")?;
+            let ms = |us: Option<f64>| us.map(|us| us / 1000.0);
+            Ok(TimelineRow {
+                minute: Timestamp(minute * 60_000_000),
+                handler: r.get("handler")?,
+                status: r.parse("status")?,
+                count: r.get::<i64>("n")?.max(0) as u64,
+                avg_ms: ms(r.get("avg_us")?),
+                max_ms: ms(r.get("max_us")?),
+            })
+        })
+    }
+
+    async fn stuck(&self, now: Micros, stale: Micros) -> Result<Vec<Execution>, StoreError> {
+        let q = Sql::new(
+            "SELECT e.* FROM executions e LEFT JOIN nodes n ON n.id = e.node \
+             WHERE e.status = 'running' AND ( \
+               (e.timeout_ms IS NOT NULL AND e.started_at + e.timeout_ms * 1000 < $1) \
+               OR n.id IS NULL OR n.heartbeat_at < $2 OR n.stopped_at IS NOT NULL) \
+             ORDER BY e.id LIMIT 1000",
+        )
+        .bind(now)
+        .bind(stale);
+        Self::decode(&self.read_all(q).await?, "executions", |r| r.execution())
+    }
+
+    async fn failed_since(
+        &self,
+        since: Micros,
+        limit: usize,
+    ) -> Result<Vec<Execution>, StoreError> {
+        let q = Sql::new(
+            "SELECT * FROM executions WHERE finished_at IS NOT NULL AND finished_at >= $1 \
+               AND status = 'failed' ORDER BY finished_at DESC LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit as i64);
+        Self::decode(&self.read_all(q).await?, "executions", |r| r.execution())
+    }
+
+    async fn late_jobs(&self, before: Micros) -> Result<Vec<Job>, StoreError> {
+        let q = Sql::new(
+            "SELECT * FROM jobs WHERE paused = 0 AND next_run_at IS NOT NULL \
+               AND next_run_at < $1 ORDER BY next_run_at LIMIT 1000",
+        )
+        .bind(before);
+        Self::decode(&self.read_all(q).await?, "jobs", |r| r.job())
     }
 }
 

@@ -443,3 +443,39 @@ pub struct JobStats {
     pub last_failure: Option<crate::model::Timestamp>,
     pub last_error: Option<String>,
 }
+
+/// Executions that ended in one minute, of one handler, with one status.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct TimelineRow {
+    /// The minute's start.
+    pub minute: crate::model::Timestamp,
+    /// Their handler.
+    pub handler: String,
+    /// Their status.
+    pub status: Status,
+    /// How many.
+    pub count: u64,
+    /// Mean duration, ms (of those that started).
+    pub avg_ms: Option<f64>,
+    /// Longest duration, ms.
+    pub max_ms: Option<f64>,
+}
+
+/// Which of an execution's log lines to read: those between the bounds, at
+/// `min_level` or above, holding `contains`; the first `limit` of them, or
+/// with `from_end` the last (still returned in order).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogPage {
+    /// Only lines after this one.
+    pub after_seq: i64,
+    /// Only lines before this one.
+    pub before_seq: Option<i64>,
+    /// Only lines at this level or above.
+    pub min_level: Option<jobvisor_worker::Level>,
+    /// Only lines whose message holds this text (case matters).
+    pub contains: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+    /// The last `limit` lines rather than the first.
+    pub from_end: bool,
+}

@@ -511,9 +511,19 @@ pub(super) struct LogQuery {
     /// Only lines after this one.
     #[param(minimum = 0)]
     after_seq: Option<i64>,
+    /// Only lines before this one.
+    #[param(minimum = 1)]
+    before_seq: Option<i64>,
     /// Only lines at this level or above.
     #[param(schema_with = crate::model::level_schema)]
     level: Option<String>,
+    /// Only lines whose message holds this text (case matters).
+    #[param(value_type = Option<Text>)]
+    q: Option<String>,
+    /// The last `limit` lines rather than the first (still in order): a
+    /// log's tail, or the page before `before_seq`.
+    #[serde(default)]
+    from_end: bool,
     /// At most this many.
     #[param(minimum = 1, maximum = 100_000, default = 1000)]
     limit: Option<usize>,
@@ -528,7 +538,9 @@ pub(super) fn level(q: Option<&str>) -> Result<Option<Level>, ApiError> {
     .transpose()
 }
 
-/// An execution's log lines, oldest first.
+/// An execution's log lines, in order: the first page after `after_seq`,
+/// or with `from_end` the last before `before_seq`; filtered by level and
+/// text.
 #[utoipa::path(get, path = "/v1/executions/{id}/logs", tag = "executions",
     params(("id" = Uuid, Path, description = "The execution's id"), LogQuery),
     responses(
@@ -549,5 +561,13 @@ pub(super) async fn logs(
     if store.execution(id).await?.is_none() {
         return Err(ApiError::not_found(format!("no execution {id}")));
     }
-    ok(store.logs(id, q.after_seq.unwrap_or(0), min, limit).await?)
+    let page = crate::store::LogPage {
+        after_seq: q.after_seq.unwrap_or(0),
+        before_seq: q.before_seq,
+        min_level: min,
+        contains: q.q.filter(|t| !t.is_empty()),
+        limit,
+        from_end: q.from_end,
+    };
+    ok(store.log_page(id, &page).await?)
 }

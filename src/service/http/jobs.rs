@@ -31,6 +31,48 @@ pub(super) async fn show(State(api): ApiState, Path(name): Path<String>) -> ApiR
     }
 }
 
+/// How many.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct NextQuery {
+    /// At most this many occurrences.
+    #[param(minimum = 1, maximum = 100, default = 5)]
+    count: Option<usize>,
+}
+
+/// A job's next occurrences from now, as `job preview` computes them
+/// (none for a daemon, or once the job is complete; none after its end).
+#[utoipa::path(get, path = "/v1/jobs/{name}/next", tag = "jobs",
+    params(("name" = crate::contract::Name, Path, description = "The job's name"), NextQuery),
+    responses(
+        (status = 200, description = "The occurrences, in order", body = Vec<crate::model::Timestamp>),
+        (status = 404, description = "No job of that name", body = ErrorBody),
+    ))]
+pub(super) async fn next(
+    State(api): ApiState,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<NextQuery>,
+) -> ApiResult {
+    let Some(job) = api.sup.store().job(&name).await? else {
+        return Err(Error::UnknownJob(name).into());
+    };
+    let count = q.count.unwrap_or(5).clamp(1, 100);
+    if job.completed_at.is_some() {
+        return ok(Vec::<crate::model::Timestamp>::new());
+    }
+    let schedule = crate::schedule::Schedule::from_spec(&job.spec.schedule)
+        .map_err(|e| super::error::ApiError::unprocessable(e.to_string()))?;
+    let from = crate::model::now_micros().max(job.spec.start_at.map_or(i64::MIN, |s| s - 1));
+    let times: Vec<crate::model::Timestamp> = schedule
+        .occurrences(from, count)
+        .into_iter()
+        .take_while(|t| job.spec.end_at.is_none_or(|end| *t <= end))
+        .map(crate::model::Timestamp)
+        .collect();
+    ok(times)
+}
+
 /// An execution just enqueued.
 #[derive(Serialize, ToSchema)]
 pub(super) struct Triggered {

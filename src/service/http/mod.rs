@@ -21,6 +21,7 @@ mod error;
 mod executions;
 mod handlers;
 mod jobs;
+mod overview;
 mod queues;
 mod streams;
 mod system;
@@ -86,6 +87,10 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(jobs::trigger))
         .routes(routes!(jobs::pause))
         .routes(routes!(jobs::resume))
+        .routes(routes!(jobs::next))
+        .routes(routes!(overview::nodes))
+        .routes(routes!(overview::timeline))
+        .routes(routes!(overview::attention))
         .routes(routes!(executions::list, executions::enqueue))
         .routes(routes!(executions::show))
         .routes(routes!(executions::cancel))

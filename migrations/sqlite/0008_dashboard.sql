@@ -1,0 +1,3 @@
+-- What the dashboard asks of history: executions by when they ended (the
+-- last hour's throughput, recent failures).
+CREATE INDEX executions_finished ON executions (finished_at) WHERE finished_at IS NOT NULL;
