@@ -475,7 +475,10 @@ async fn a_read_only_token_reads_but_cannot_act_and_the_document_says_so() {
         "bearer"
     );
     let trigger = &doc["paths"]["/v1/jobs/{name}/trigger"]["post"];
-    assert_eq!(trigger["security"], serde_json::json!([{"bearer": []}]));
+    assert_eq!(
+        trigger["security"],
+        serde_json::json!([{"bearer": []}, {"session": []}])
+    );
     assert!(trigger["responses"].get("403").is_some());
     assert_eq!(
         doc["paths"]["/healthz"]["get"]["security"],

@@ -67,15 +67,22 @@ struct ProgressArgs {
     steps: Option<u64>,
     /// Pause after each step, in milliseconds (default 100).
     delay_ms: Option<u64>,
+    /// Also log each step as an info line (default no).
+    log: Option<bool>,
 }
 
-/// Reports `{"steps": N}` steps of progress, `delay_ms` apart; honours cancel.
+/// Reports `{"steps": N}` steps of progress, `delay_ms` apart (and with
+/// `"log": true` a log line each); honours cancel.
 pub async fn progress(ctx: Context, payload: Value) -> HandlerResult {
     let args: ProgressArgs = parse(payload)?;
     let steps = args.steps.unwrap_or(10);
     let delay = Duration::from_millis(args.delay_ms.unwrap_or(100));
     for i in 1..=steps {
         ctx.step(i, steps, format!("step {i} of {steps}")).await;
+        if args.log == Some(true) {
+            ctx.log(Level::Info, format!("step {i} of {steps} done"))
+                .await;
+        }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = ctx.cancelled() => return Err(HandlerError::cancelled()),

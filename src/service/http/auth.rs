@@ -1,7 +1,8 @@
 //! Who may call the API: nobody needs a token on loopback without one; with
-//! a token set, every route but `/healthz` needs it as a bearer token, and
-//! a second, read-only token may read (GET) but not act. The document
-//! declares exactly this ([`declare`]).
+//! a token set, every route but `/healthz` (and the dashboard's pages and
+//! login) needs it, as a bearer token or as the dashboard's session cookie
+//! ([`super::ui`]), and a second, read-only token may read (GET) but not
+//! act. The document declares exactly this ([`declare`]).
 
 use super::{Api, ApiError};
 use axum::extract::{Request, State};
@@ -23,9 +24,18 @@ pub struct Auth {
 
 /// What a caller may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
+pub(super) enum Role {
     Read,
     Act,
+}
+
+impl Role {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Act => "act",
+        }
+    }
 }
 
 /// Routes anyone may call.
@@ -44,6 +54,11 @@ impl Auth {
             token: set(token),
             readonly: set(readonly),
         }
+    }
+
+    /// The role `token` gives.
+    pub(super) fn role_of(&self, token: &str) -> Option<Role> {
+        self.role(Some(token))
     }
 
     fn role(&self, given: Option<&str>) -> Option<Role> {
@@ -67,7 +82,7 @@ impl Auth {
 }
 
 /// Compares in time that depends only on the lengths.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() ^ b.len()) as u8;
     for (i, x) in a.iter().enumerate() {
         diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
@@ -80,15 +95,31 @@ fn reads(method: &Method) -> bool {
 }
 
 pub(super) async fn authorize(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
-    if api.auth.token.is_none() || PUBLIC.contains(&req.uri().path()) {
+    let path = req.uri().path();
+    if api.auth.token.is_none() || PUBLIC.contains(&path) || super::ui::public(path) {
         return next.run(req).await;
     }
-    let given = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match api.auth.role(given) {
+    let role =
+        match bearer {
+            Some(_) => api.auth.role(bearer),
+            None => match super::ui::session_id(req.headers()).and_then(|id| api.sessions.get(id)) {
+                Some(s) if reads(req.method()) => Some(s.role),
+                Some(s) if super::ui::same_origin_action(req.headers(), &s) => Some(s.role),
+                Some(_) => return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "an action with the session cookie needs its X-CSRF-Token, from this origin",
+                )
+                .into_response(),
+                None => None,
+            },
+        };
+    match role {
         Some(Role::Act) => next.run(req).await,
         Some(Role::Read) if reads(req.method()) => next.run(req).await,
         Some(Role::Read) => ApiError::new(
@@ -101,7 +132,7 @@ pub(super) async fn authorize(State(api): State<Arc<Api>>, req: Request, next: N
             let mut r = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "a valid bearer token is required",
+                "a valid bearer token (or the dashboard's session) is required",
             )
             .into_response();
             r.headers_mut()
@@ -123,8 +154,10 @@ pub(super) fn declare(doc: &mut Value, auth: &Auth) {
     } else {
         "The API token"
     };
-    doc["components"]["securitySchemes"] =
-        json!({"bearer": {"type": "http", "scheme": "bearer", "description": description}});
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer", "description": description},
+        "session": {"type": "apiKey", "in": "cookie", "name": super::ui::COOKIE,
+            "description": "The dashboard's session, from its login form; actions with it also need the session's X-CSRF-Token header"}});
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
     };
@@ -138,7 +171,7 @@ pub(super) fn declare(doc: &mut Value, auth: &Auth) {
                 continue;
             }
             let act = method != "get" && method != "head";
-            op["security"] = json!([{"bearer": []}]);
+            op["security"] = json!([{"bearer": []}, {"session": []}]);
             op["responses"]["401"] = json!({"description": "No valid token",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
             if act && auth.readonly.is_some() {

@@ -25,6 +25,7 @@ mod overview;
 mod queues;
 mod streams;
 mod system;
+mod ui;
 mod validate;
 mod workflows;
 
@@ -50,6 +51,8 @@ struct Api {
     auth: Auth,
     /// The OpenAPI document, as served.
     doc: Value,
+    /// The dashboard's logins.
+    sessions: ui::Sessions,
 }
 
 type ApiState = axum::extract::State<Arc<Api>>;
@@ -131,8 +134,14 @@ pub fn router(sup: Supervisor, auth: Auth) -> Router {
     let (routes, doc) = routes().split_for_parts();
     let doc = finish(doc, &auth);
     let checks = Arc::new(validate::Checks::new(&doc));
-    let api = Arc::new(Api { sup, auth, doc });
+    let api = Arc::new(Api {
+        sup,
+        auth,
+        doc,
+        sessions: ui::Sessions::default(),
+    });
     routes
+        .merge(ui::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(
             checks,
