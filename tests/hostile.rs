@@ -380,7 +380,7 @@ async fn a_progress_flood_is_merged_and_the_result_still_lands() {
     assert_eq!(e.status, Status::Succeeded, "{e:?}");
     assert_eq!(e.progress.done, Some(3));
     assert_eq!(e.progress.message.as_deref(), Some("last"));
-    assert!(logs.is_empty(), "progress is not logged: {}", logs.len());
+    assert!(logs.is_empty(), "progress is not logged: {logs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,4 +607,22 @@ async fn built_in_workers_join_their_cgroup_themselves() {
     let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", e.pid.unwrap())).unwrap();
     assert_eq!(membership.contains("/worker-"), cgroup, "{membership}");
     assert!(alive(serve.pid()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_starts_with_sigpipe_at_its_default_whichever_way_it_is_started() {
+    // Rust ignores SIGPIPE in its own processes; an exec'd program must not
+    // inherit that (the exec shim resets it, as std's spawn does).
+    let env = Env::new();
+    env.sh_handler(
+        "pipe",
+        "yes | head -n 1 >/dev/null; \
+         echo '{\"type\":\"result\",\"status\":\"succeeded\"}'",
+        &[],
+    );
+    let serve = env.serve(&[]);
+    let id = env.enqueue(&["pipe"]);
+    let (e, logs) = contained(&env, &serve, id).await;
+    assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    assert!(logs.is_empty(), "`yes` met an ignored SIGPIPE: {logs:?}");
 }

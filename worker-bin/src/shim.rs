@@ -91,6 +91,17 @@ pub fn exec_shim(argv: &[OsString]) -> ! {
     let c =
         |s: &OsString| CString::new(s.as_bytes()).unwrap_or_else(|e| fail("invalid argument", e));
     let args: Vec<CString> = argv.iter().map(c).collect();
+    // Rust ignores SIGPIPE in its own programs, and an ignored signal
+    // stays ignored across exec: give the program the default, as
+    // std::process::Command does (else `yes | head` says "Broken pipe").
+    // SAFETY: setting a disposition to the default installs no handler.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    }
+    .unwrap_or_else(|e| fail("cannot reset SIGPIPE", e));
     let e = nix::unistd::execvp(&args[0], &args).unwrap_err();
     fail(&format!("cannot execute {}", program.to_string_lossy()), e)
 }
