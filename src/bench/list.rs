@@ -200,7 +200,7 @@ pub(super) async fn bench_list(database: Option<String>, a: &BenchArgs) -> Resul
 
 /// Inserts `n` executions and runs them to their ends through the claim
 /// and completion path (a tenth failed).
-async fn fill(store: &dyn Store, n: usize) -> Result<(), CliError> {
+pub(super) async fn fill(store: &dyn Store, n: usize) -> Result<(), CliError> {
     const CHUNK: usize = 10_000;
     let local = |h: &str| jobvisor_worker::builtins::NAMES.contains(&h);
     let mut done = 0;

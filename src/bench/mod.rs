@@ -16,6 +16,7 @@ use crate::cli::CliError;
 use jobvisor::model::Mode;
 use jobvisor::store::ExecFilter;
 
+mod dashboard;
 mod flow;
 mod list;
 mod spawn;
@@ -51,6 +52,8 @@ pub enum Scenario {
     /// Claim throughput under queue, rate and key limits against none, and
     /// how closely a rate is held.
     Flow,
+    /// Every dashboard page's API calls over a large history.
+    Dashboard,
 }
 
 /// A way of running executions that `bench` measures.
@@ -149,6 +152,9 @@ pub struct BenchArgs {
     /// List scenario: executions in the history searched.
     #[arg(long, default_value_t = 1_000_000)]
     pub executions: usize,
+    /// Dashboard scenario: log lines in the history.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub log_lines: usize,
     /// Flow scenario: the rate held (N/DUR).
     #[arg(long, default_value = "1000/1s")]
     pub rate: String,
@@ -197,6 +203,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Workflow => return workflow::bench_workflow(database, &a).await,
         Scenario::List => return list::bench_list(database, &a).await,
         Scenario::Flow => return flow::bench_flow(database, &a).await,
+        Scenario::Dashboard => return dashboard::bench_dashboard(database, &a).await,
         Scenario::Modes => {}
     }
     let payload: Value = serde_json::from_str(&a.payload)

@@ -1746,22 +1746,13 @@ impl<D: Dialect> Store for SqlStore<D> {
         min_level: Option<Level>,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError> {
-        let mut q = Sql::new(
-            "SELECT seq, ts, level, stream, message, fields FROM logs WHERE execution_id = ",
-        );
-        q.push_bind(id).push(" AND seq > ").push_bind(after_seq);
-        if let Some(min) = min_level {
-            q.push(" AND level IN (")
-                .push_list(
-                    Level::ALL
-                        .into_iter()
-                        .filter(|l| *l >= min)
-                        .map(Level::as_str),
-                )
-                .push(")");
-        }
-        q.push(" ORDER BY seq LIMIT ").push_bind(limit as i64);
-        Self::decode(&self.read_all(q).await?, "logs", |r| r.log())
+        let page = LogPage {
+            after_seq,
+            min_level,
+            limit,
+            ..Default::default()
+        };
+        self.log_page(id, &page).await
     }
 
     async fn log_page(&self, id: Uuid, page: &LogPage) -> Result<Vec<LogEntry>, StoreError> {
