@@ -254,7 +254,7 @@ pub trait Store: Send + Sync + 'static {
     /// Running executions past their timeout at `now`, or whose node's
     /// heartbeat is older than `stale`.
     async fn stuck(&self, now: Micros, stale: Micros) -> Result<Vec<Execution>, StoreError>;
-    /// Up to `limit` executions that failed at or after `since`, the last
+    /// Up to `limit` executions that failed at or after `since`, the newest
     /// first.
     async fn failed_since(&self, since: Micros, limit: usize)
         -> Result<Vec<Execution>, StoreError>;

@@ -2404,8 +2404,11 @@ impl<D: Dialect> Store for SqlStore<D> {
         limit: usize,
     ) -> Result<Vec<Execution>, StoreError> {
         let q = Sql::new(
-            "SELECT * FROM executions WHERE finished_at IS NOT NULL AND finished_at >= $1 \
-               AND status = 'failed' ORDER BY finished_at DESC LIMIT $2",
+            // Newest first by id (time-ordered): the partial index of failed
+            // rows yields them in that order, where sorting by finish time
+            // would read every failure ever kept.
+            "SELECT * FROM executions WHERE status = 'failed' AND finished_at >= $1 \
+               ORDER BY id DESC LIMIT $2",
         )
         .bind(since)
         .bind(limit as i64);

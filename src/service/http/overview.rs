@@ -91,7 +91,7 @@ pub(super) struct LateJob {
 pub(super) struct Attention {
     /// Running past their timeout, or on a node whose heartbeat stopped.
     stuck: Vec<Execution>,
-    /// Failed in the last hour, the last first (at most 100).
+    /// Failed in the last hour, the newest first (at most 100).
     failed: Vec<Execution>,
     /// Jobs not paused whose next occurrence is more than a minute overdue.
     late: Vec<LateJob>,
