@@ -130,6 +130,20 @@ pub(super) fn with_status(status: StatusCode, v: impl Serialize) -> ApiResult {
     Ok((status, Json(v)).into_response())
 }
 
+/// A count parameter (`limit`, `count`): `default` if absent, else from 1
+/// to `max` (what the document states; checked again where it is used).
+pub(super) fn bounded(
+    what: &str,
+    v: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match v.unwrap_or(default) {
+        n @ 1.. if n <= max => Ok(n),
+        _ => Err(ApiError::invalid(format!("{what}: from 1 to {max}"))),
+    }
+}
+
 /// A JSON body that [`super::validate`] has checked already; an empty one
 /// (or `null`) is the type's default.
 pub(super) fn body<T: serde::de::DeserializeOwned + Default>(b: &Bytes) -> Result<T, ApiError> {

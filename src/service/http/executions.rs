@@ -1,7 +1,7 @@
 //! Executions: list and filter, enqueue, show, cancel, retry, act in bulk,
 //! read logs.
 
-use super::error::{body, ok, with_status, ApiError, ApiResult};
+use super::error::{body, bounded, ok, with_status, ApiError, ApiResult};
 use super::{ApiState, ErrorBody};
 use crate::contract::{self, Name, Since, Text, Until};
 use crate::model::{AfterPolicy, Enqueued, Execution, LogEntry, Mode, Status};
@@ -57,41 +57,18 @@ pub(super) struct ListQuery {
     limit: Option<usize>,
 }
 
-/// Filters shared by a listing and a bulk action, as given.
-struct Filters {
-    statuses: Vec<Status>,
-    job: Option<String>,
-    handler: Option<String>,
-    queue: Option<String>,
-    node: Option<String>,
-    unique_key: Option<String>,
-    concurrency_key: Option<String>,
+/// `since` and `until` as times (each a [`Since`] or an [`Until`]).
+fn time_bounds(
     since: Option<String>,
     until: Option<String>,
-}
-
-impl Filters {
-    fn filter(self, before: Option<Uuid>, limit: usize) -> Result<ExecFilter, ApiError> {
-        let now = crate::model::now_micros();
-        let time = |what: &str, v: Option<String>, since: bool| {
-            v.map(|v| contract::time_bound(&v, now, since))
-                .transpose()
-                .map_err(|e| ApiError::invalid(format!("{what}: {e}")))
-        };
-        Ok(ExecFilter {
-            statuses: self.statuses,
-            job: self.job,
-            handler: self.handler,
-            queue: self.queue,
-            node: self.node,
-            unique_key: self.unique_key,
-            concurrency_key: self.concurrency_key,
-            since: time("since", self.since, true)?,
-            until: time("until", self.until, false)?,
-            before,
-            limit,
-        })
-    }
+) -> Result<(Option<i64>, Option<i64>), ApiError> {
+    let now = crate::model::now_micros();
+    let time = |what: &str, v: Option<String>, since: bool| {
+        v.map(|v| contract::time_bound(&v, now, since))
+            .transpose()
+            .map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+    };
+    Ok((time("since", since, true)?, time("until", until, false)?))
 }
 
 impl ListQuery {
@@ -106,11 +83,8 @@ impl ListQuery {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let limit = self.limit.unwrap_or(100);
-        if !(1..=10_000).contains(&limit) {
-            return Err(ApiError::invalid("limit: from 1 to 10000"));
-        }
-        Filters {
+        let (since, until) = time_bounds(self.since, self.until)?;
+        Ok(ExecFilter {
             statuses,
             job: self.job,
             handler: self.handler,
@@ -118,10 +92,11 @@ impl ListQuery {
             node: self.node,
             unique_key: self.unique_key,
             concurrency_key: self.concurrency_key,
-            since: self.since,
-            until: self.until,
-        }
-        .filter(self.before, limit)
+            since,
+            until,
+            before: self.before,
+            limit: bounded("limit", self.limit, 100, 10_000)?,
+        })
     }
 }
 
@@ -424,7 +399,9 @@ impl BulkBody {
             Some(Statuses::One(s)) => vec![s],
             Some(Statuses::Many(list)) => list,
         };
-        let filter = Filters {
+        let (since, until) = time_bounds(self.since, self.until)?;
+        // A bulk action reads every match in pages (its limit is not used).
+        let filter = ExecFilter {
             statuses,
             job: self.job,
             handler: self.handler,
@@ -432,10 +409,11 @@ impl BulkBody {
             node: self.node,
             unique_key: self.unique_key,
             concurrency_key: self.concurrency_key,
-            since: self.since,
-            until: self.until,
-        }
-        .filter(None, usize::MAX)?;
+            since,
+            until,
+            before: None,
+            limit: usize::MAX,
+        };
         if !filter.narrows() {
             return Err(ApiError::invalid(
                 "give at least one filter (status, job, handler, queue, node, unique_key, concurrency_key, since, until)",
@@ -553,10 +531,7 @@ pub(super) async fn logs(
     Query(q): Query<LogQuery>,
 ) -> ApiResult {
     let min = level(q.level.as_deref())?;
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=100_000).contains(&limit) {
-        return Err(ApiError::invalid("limit: from 1 to 100000"));
-    }
+    let limit = bounded("limit", q.limit, 1000, 100_000)?;
     let store = api.sup.store();
     if store.execution(id).await?.is_none() {
         return Err(ApiError::not_found(format!("no execution {id}")));

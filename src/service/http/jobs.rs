@@ -57,7 +57,7 @@ pub(super) async fn next(
     let Some(job) = api.sup.store().job(&name).await? else {
         return Err(Error::UnknownJob(name).into());
     };
-    let count = q.count.unwrap_or(5).clamp(1, 100);
+    let count = super::error::bounded("count", q.count, 5, 100)?;
     if job.completed_at.is_some() {
         return ok(Vec::<crate::model::Timestamp>::new());
     }

@@ -25,10 +25,7 @@ pub(super) struct ListQuery {
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows", params(ListQuery),
     responses((status = 200, description = "The workflows, newest first", body = Vec<Summary>)))]
 pub(super) async fn list(State(api): ApiState, Query(q): Query<ListQuery>) -> ApiResult {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::invalid("limit: from 1 to 10000"));
-    }
+    let limit = super::error::bounded("limit", q.limit, 100, 10_000)?;
     let all = api.sup.store().workflows(limit).await?;
     ok(all.into_iter().map(Summary::from).collect::<Vec<_>>())
 }
