@@ -416,14 +416,15 @@ async fn a_non_loopback_listener_needs_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_token_reads_but_cannot_act_and_the_document_says_so() {
     let env = Env::new();
+    // Not due at start: nothing but the refused actions could enqueue.
     env.ok(&[
         "job",
         "add",
         "nightly",
         "--handler",
         "noop",
-        "--every",
-        "1h",
+        "--cron",
+        "0 3 1 1 *",
     ]);
     let serve = env.serve_env(
         &[],
