@@ -461,6 +461,7 @@ class Chaos:
             WHERE c.started_at IS NOT NULL AND (p.finished_at IS NULL OR c.started_at < p.finished_at)""")
         for child, parent in early:
             self.violation(f"execution {child} started before its parent {parent} ended")
+            self.show_attempts(parent, child)
         self.workflow_steps = len(steps)
         # Side effects: at most one per attempt.
         effects = collections.Counter()
@@ -497,6 +498,26 @@ class Chaos:
             self.checked_logs += 1
             if int(got) != expected:
                 self.violation(f"execution {ex} ({handler}) stored {got} of its {expected} log lines")
+
+    def show_attempts(self, *ids):
+        """Log each row's whole attempt chain (its first attempt to its
+        last), so that an ordering violation explains itself."""
+        for first in ids:
+            rows = psql(self.url, f"""
+                WITH RECURSIVE back(id) AS (
+                    SELECT '{first}'::uuid
+                    UNION SELECT e.id FROM executions e JOIN back b ON e.next_id = b.id),
+                start AS (SELECT id FROM back b WHERE NOT EXISTS
+                    (SELECT 1 FROM executions e WHERE e.next_id = b.id)),
+                chain(id) AS (
+                    SELECT id FROM start
+                    UNION SELECT e.next_id FROM executions e JOIN chain c ON e.id = c.id
+                    WHERE e.next_id IS NOT NULL)
+                SELECT e.id, e.step, e.attempt, e.status, e.node, e.started_at, e.finished_at,
+                       e.waiting_on, coalesce(e.error, '')
+                FROM chain c JOIN executions e ON e.id = c.id ORDER BY e.attempt""")
+            for r in rows:
+                log("    " + " | ".join(r))
 
     def summary(self):
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))

@@ -602,7 +602,9 @@ async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
             .enqueue(std::slice::from_ref(&e), now_micros())
             .await
             .unwrap();
-        let started = now_micros();
+        // A second ahead: the claim stamps no earlier than it runs, and
+        // the durations below are measured from this stamp.
+        let started = now_micros() + 1_000_000;
         let claimed = store.claim("n1", 1, started).await.unwrap().executions;
         assert_eq!(claimed[0].id, e.id);
         let outcome = if ms == 20 {

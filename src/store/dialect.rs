@@ -61,6 +61,14 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// How a write transaction begins: SQLite takes the write lock at once,
     /// so that it never has to upgrade a read lock and fail with BUSY.
     const BEGIN: &'static str;
+    /// The claim's start stamp, from the claimer's time `$1`: never before
+    /// the statement runs. On PostgreSQL a statement sent by a node cut off
+    /// from the database can arrive seconds after the node took its time,
+    /// after its rows' parents ended on other nodes; the server's clock when
+    /// the statement arrives (`statement_timestamp()`, one stamp for every
+    /// row) bounds it. SQLite runs the statement in process, on the
+    /// one writer the claimer stamps after acquiring.
+    const START_STAMP: &'static str;
     /// A statement that serializes limited claims across nodes, for the
     /// length of a transaction. Limits are counts over running rows: nodes
     /// claiming at once would each see the same free slots.

@@ -58,6 +58,8 @@ impl Pg {
 impl Dialect for Pg {
     type Db = Postgres;
     const LEAST: &'static str = "LEAST";
+    const START_STAMP: &'static str =
+        "GREATEST($1, CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000000 AS BIGINT))";
     const POSITION: &'static str = "strpos";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const FOR_UPDATE: &'static str = " FOR UPDATE";

@@ -65,7 +65,7 @@ const ANY_LIMITS: &str = concat!(
 /// What a claim returns of each row (the limited claim adds `queue`, for
 /// the starts a rate counts).
 const CLAIM_RETURNING: &str =
-    " RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, \
+    " RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, started_at, \
      cancel_requested_at, after_policy, snoozes, \
      (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
 
@@ -217,10 +217,11 @@ fn claim_limited<D: Dialect>(k: Kinds) -> String {
          LEFT JOIN busy_q bq ON bq.queue = r.queue{rate_join}{within})"
     ));
     format!(
-        "UPDATE executions SET status = 'running', started_at = $1, node = $2 WHERE id IN ( \
+        "UPDATE executions SET status = 'running', started_at = {}, node = $2 WHERE id IN ( \
          WITH {} SELECT id FROM passing \
          WHERE (qfree IS NULL OR qn <= qfree) AND (rfree IS NULL OR qn <= rfree) \
          ORDER BY priority DESC, run_at, id LIMIT $3){CLAIM_RETURNING}, queue",
+        D::START_STAMP,
         with.join(", ")
     )
 }
@@ -243,11 +244,12 @@ const PRUNE_STARTS: &str = "DELETE FROM queue_starts WHERE at <= $1 - 1000 * COA
 /// per statement: jobs_capped is a partial index of what they look for).
 fn claim_simple<D: Dialect>() -> String {
     format!(
-        "UPDATE executions SET status = 'running', started_at = $1, node = $2 \
+        "UPDATE executions SET status = 'running', started_at = {}, node = $2 \
          WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= $1 \
                         AND NOT EXISTS (SELECT 1 FROM queues WHERE {}) \
                         AND NOT EXISTS (SELECT 1 FROM jobs WHERE {}) \
                       ORDER BY priority DESC, run_at, id LIMIT {}($3, $4){}){CLAIM_RETURNING}",
+        D::START_STAMP,
         queue_limited!(),
         job_capped!(),
         D::LEAST,
@@ -1442,8 +1444,12 @@ impl<D: Dialect> Store for SqlStore<D> {
         if !cached.any {
             // The plain claim takes nothing once any limit exists, so that
             // a limit set since the cache was read is never passed over.
+            let mut conn = self.db.writer().acquire().await?;
+            // Stamped once the connection is ours: a wait for it (SQLite's
+            // one writer) may have let parents end that this claim sees.
+            now = now.max(crate::model::now_micros());
             rows = claim::<D>(&self.claim_simple, now, node, limit)
-                .fetch_all(&mut *self.db.writer().acquire().await?)
+                .fetch_all(&mut *conn)
                 .await?;
             if rows.is_empty() {
                 self.limits_changed();
@@ -1471,6 +1477,11 @@ impl<D: Dialect> Store for SqlStore<D> {
             // starts are stamped from then, not from before the wait.
             now = now.max(crate::model::now_micros());
             rows = claim::<D>(sql, now, node, limit).fetch_all(&mut tx).await?;
+            // The starts are counted at their stamps (the server's clock
+            // may be later than `now` on PostgreSQL).
+            for row in &rows {
+                now = now.max(D::get::<Micros>(row, "started_at")?);
+            }
             if limits.kinds.rates {
                 let mut started: BTreeMap<String, i64> = BTreeMap::new();
                 for row in &rows {
@@ -1514,7 +1525,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                 attempt: r.int("attempt")? as u32,
                 timeout_ms: r.opt_u64("timeout_ms")?,
                 enqueued_at: r.get("enqueued_at")?,
-                started_at: now,
+                started_at: r.get("started_at")?,
                 cancel_requested: r.get::<Option<i64>>("cancel_requested_at")?.is_some(),
                 handler_spec: r.get("spec")?,
                 inputs: Vec::new(),
