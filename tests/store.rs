@@ -82,6 +82,7 @@ both!(
     stats_count_runs_apart_from_attempts,
     key_limits_hold_each_key_and_let_other_keys_by,
     rates_hold_starts_per_window_and_say_when_the_next_is_due,
+    a_late_claim_is_stamped_when_it_runs,
     a_snooze_runs_again_later_without_using_a_retry,
     every_kind_of_limit_holds_at_once,
 );
@@ -1822,6 +1823,29 @@ async fn key_limits_hold_each_key_and_let_other_keys_by(store: Arc<dyn Store>) {
     store.set_queue("k", &lifted).await.unwrap();
     let rest = store.claim("n1", 100, now_micros()).await.unwrap();
     assert_eq!(ids(&rest.executions), [rows[2].id, rows[4].id].into());
+}
+
+/// A claim whose time was taken long before it ran (a node cut off from
+/// the database, a wait for the writer) stamps its starts when it runs,
+/// never before: a child released by a parent's end is never stamped as
+/// started before that end.
+async fn a_late_claim_is_stamped_when_it_runs(store: Arc<dyn Store>) {
+    let stale = now_micros() - 10_000_000;
+    let e = exec("noop", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(std::slice::from_ref(&e), stale)
+        .await
+        .unwrap();
+    let before = now_micros();
+    let claimed = store.claim("n1", 1, stale).await.unwrap().executions;
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        claimed[0].started_at >= before,
+        "stamped {} < {before}",
+        claimed[0].started_at
+    );
+    let stored = store.execution(e.id).await.unwrap().unwrap();
+    assert_eq!(stored.started_at.map(|t| t.0), Some(claimed[0].started_at));
 }
 
 async fn rates_hold_starts_per_window_and_say_when_the_next_is_due(store: Arc<dyn Store>) {
