@@ -83,6 +83,7 @@ both!(
     key_limits_hold_each_key_and_let_other_keys_by,
     rates_hold_starts_per_window_and_say_when_the_next_is_due,
     a_late_claim_is_stamped_when_it_runs,
+    the_timeline_holds_what_the_executions_say_ended,
     a_snooze_runs_again_later_without_using_a_retry,
     every_kind_of_limit_holds_at_once,
 );
@@ -2078,4 +2079,183 @@ async fn a_limit_set_by_another_node_applies_at_the_next_claim_postgres() {
     let here = jobvisor::store::open(&url).await.unwrap();
     let there = jobvisor::store::open(&url).await.unwrap();
     a_limit_set_elsewhere_applies_at_the_next_claim(here, there).await;
+}
+
+/// The timeline as the execution rows have it: per minute, handler and
+/// status, the count, and the mean and longest durations of those that
+/// started (ms).
+fn timeline_of(
+    execs: &[jobvisor::model::Execution],
+    since: i64,
+) -> Vec<(i64, String, Status, u64, Option<f64>, Option<f64>)> {
+    let mut groups: std::collections::BTreeMap<(i64, String, Status), Vec<Option<i64>>> =
+        Default::default();
+    for e in execs {
+        let Some(end) = e.finished_at else { continue };
+        if end.0.div_euclid(60_000_000) < since.div_euclid(60_000_000) {
+            continue;
+        }
+        groups
+            .entry((
+                end.0.div_euclid(60_000_000) * 60_000_000,
+                e.handler.clone(),
+                e.status,
+            ))
+            .or_default()
+            .push(e.started_at.map(|s| end.0 - s.0));
+    }
+    let mut rows: Vec<_> = groups
+        .into_iter()
+        .map(|((minute, handler, status), durations)| {
+            let timed: Vec<i64> = durations.iter().flatten().copied().collect();
+            let avg = (!timed.is_empty())
+                .then(|| timed.iter().sum::<i64>() as f64 / timed.len() as f64 / 1000.0);
+            let max = timed.iter().max().map(|us| *us as f64 / 1000.0);
+            (minute, handler, status, durations.len() as u64, avg, max)
+        })
+        .collect();
+    // As the store orders them: by the status's name.
+    rows.sort_by(|a, b| (a.0, &a.1, a.2.as_str()).cmp(&(b.0, &b.1, b.2.as_str())));
+    rows
+}
+
+async fn the_timeline_holds_what_the_executions_say_ended(store: Arc<dyn Store>) {
+    // Every way an execution ends: completions (a retried failure, a
+    // timeout, a success in the next minute, a running cancel), a pending
+    // cancel, a bulk cancel, a dependent cancelled by its failed parent; a
+    // duplicate completion counts once.
+    let mut flaky = exec("a", 0, DEFAULT_QUEUE);
+    flaky.retry = RetryPolicy {
+        max_attempts: 2,
+        backoff_base_ms: 3_600_000,
+        backoff_cap_ms: 3_600_000,
+    };
+    let (ok, slow, late, stopped, parent) = (
+        exec("a", 0, DEFAULT_QUEUE),
+        exec("a", 0, DEFAULT_QUEUE),
+        exec("b", 0, DEFAULT_QUEUE),
+        exec("b", 0, DEFAULT_QUEUE),
+        exec("b", 0, DEFAULT_QUEUE),
+    );
+    let running = [&flaky, &ok, &slow, &late, &stopped, &parent].map(|e| e.clone());
+    store.enqueue(&running, now_micros()).await.unwrap();
+    let claimed = claim_exactly(&store, &running.iter().map(|e| e.id).collect::<Vec<_>>()).await;
+    let started = |id: Uuid| claimed.iter().find(|c| c.id == id).unwrap().started_at;
+    let (child, unstarted, bulk) = (
+        after("c", &[parent.id], AfterPolicy::Success),
+        exec("c", 0, DEFAULT_QUEUE),
+        exec("d", 0, DEFAULT_QUEUE),
+    );
+    let mut later = [unstarted.clone(), bulk.clone()];
+    for e in &mut later {
+        e.run_at = now_micros() + 3_600_000_000;
+    }
+    store.enqueue(&[child.clone()], now_micros()).await.unwrap();
+    store.enqueue(&later, now_micros()).await.unwrap();
+
+    let done =
+        |id: Uuid, outcome: Outcome, ms: i64| Completion::new(id, outcome, started(id) + ms * 1000);
+    let batch = Batch {
+        completions: vec![
+            done(flaky.id, Outcome::Failed { retryable: true }, 3),
+            done(ok.id, Outcome::Succeeded, 5),
+            done(slow.id, Outcome::TimedOut, 250),
+            done(late.id, Outcome::Succeeded, 61_000),
+            done(
+                stopped.id,
+                Outcome::Cancelled {
+                    how: Some("sigterm"),
+                },
+                7,
+            ),
+            done(parent.id, Outcome::Failed { retryable: false }, 2),
+        ],
+        ..Default::default()
+    };
+    let finished = store.apply(&batch).await.unwrap();
+    assert_eq!(finished.len(), 6);
+    assert!(finished
+        .iter()
+        .any(|f| f.id == flaky.id && f.retry.is_some()));
+    // The same completion again changes nothing.
+    let again = Batch {
+        completions: vec![done(ok.id, Outcome::Succeeded, 9)],
+        ..Default::default()
+    };
+    assert!(store.apply(&again).await.unwrap().is_empty());
+    assert_eq!(status(&store, child.id).await.status, Status::Cancelled);
+    assert_eq!(
+        store
+            .request_cancel(unstarted.id, "no", now_micros())
+            .await
+            .unwrap(),
+        CancelRequest::CancelledPending
+    );
+    let bulk_cancel = store
+        .cancel_many(&[bulk.id], "all", now_micros())
+        .await
+        .unwrap();
+    assert_eq!(bulk_cancel.cancelled, 1);
+
+    let all = store
+        .executions(&ExecFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.iter().filter(|e| e.finished_at.is_some()).count(), 9);
+    let rows = |since: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .timeline(since)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.minute.0, r.handler, r.status, r.count, r.avg_ms, r.max_ms))
+                .collect::<Vec<_>>()
+        }
+    };
+    let close = |got: &[(i64, String, Status, u64, Option<f64>, Option<f64>)],
+                 want: &[(i64, String, Status, u64, Option<f64>, Option<f64>)]| {
+        let near = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-6,
+            (a, b) => a == b,
+        };
+        got.len() == want.len()
+            && got.iter().zip(want).all(|(g, w)| {
+                (g.0, &g.1, g.2, g.3) == (w.0, &w.1, w.2, w.3) && near(g.4, w.4) && near(g.5, w.5)
+            })
+    };
+    let got = rows(0).await;
+    let want = timeline_of(&all, 0);
+    assert!(
+        close(&got, &want),
+        "timeline {got:?}\nexecutions say {want:?}"
+    );
+    // The cancels before a start count, with no duration.
+    let unstarted_rows: Vec<_> = got.iter().filter(|r| r.1 == "c").collect();
+    assert_eq!(unstarted_rows.iter().map(|r| r.3).sum::<u64>(), 2);
+    assert!(unstarted_rows
+        .iter()
+        .all(|r| r.2 == Status::Cancelled && r.4.is_none() && r.5.is_none()));
+    // From the middle of the last minute: that whole minute, no earlier.
+    let last = got.iter().map(|r| r.0).max().unwrap();
+    let from_last = rows(last + 30_000_000).await;
+    assert!(!from_last.is_empty() && from_last.iter().all(|r| r.0 == last));
+    assert!(close(&from_last, &timeline_of(&all, last)));
+
+    // The global retention takes the timeline's old minutes with it; a
+    // job's does not.
+    store
+        .prune(last + 120_000_000, Some("a"), &[], 1000)
+        .await
+        .unwrap();
+    assert!(!rows(0).await.is_empty());
+    store
+        .prune(last + 120_000_000, None, &[], 1000)
+        .await
+        .unwrap();
+    assert!(rows(0).await.is_empty());
 }

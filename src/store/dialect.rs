@@ -50,6 +50,8 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     type Db: Database;
     /// The smaller of two values (`MIN` in SQLite, `LEAST` in PostgreSQL).
     const LEAST: &'static str;
+    /// The larger of two values (`MAX` in SQLite, `GREATEST` in PostgreSQL).
+    const GREATEST: &'static str;
     /// Where a text first holds another, from 1, or 0 (`instr` in SQLite,
     /// `strpos` in PostgreSQL; both take the haystack first).
     const POSITION: &'static str;

@@ -248,8 +248,10 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError>;
     /// Nodes that heartbeat after `since`, stopped ones too, newest first.
     async fn recent_nodes(&self, since: Micros) -> Result<Vec<NodeInfo>, StoreError>;
-    /// Executions that ended at or after `since`, counted per minute,
-    /// handler and status, with their durations.
+    /// Executions that ended in the minute holding `since` or after it,
+    /// counted per minute, handler and status, with their durations. Kept
+    /// as they end (the timeline table), so it reads a row per minute,
+    /// handler and status however many ended.
     async fn timeline(&self, since: Micros) -> Result<Vec<TimelineRow>, StoreError>;
     /// Running executions past their timeout at `now`, or whose node's
     /// heartbeat is older than `stale`.
@@ -263,6 +265,7 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` finished executions (and their log lines)
     /// that finished before `before`: of job `job` if given, otherwise of
     /// any job but those in `except`. Returns (executions, log lines).
+    /// Without `job`, the timeline's minutes before `before` go too.
     async fn prune(
         &self,
         before: Micros,

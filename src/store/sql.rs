@@ -271,6 +271,10 @@ pub struct SqlStore<D: Dialect> {
     /// The limited claim for each [`Kinds`] combination.
     claim_limited: [String; 8],
     claim_simple: String,
+    /// Which of the timeline's rows this store adds to: nodes that end
+    /// executions of one handler in the same minute then write rows of
+    /// their own, rather than all queueing for one row's lock.
+    shard: i64,
 }
 
 impl<D: Dialect> SqlStore<D> {
@@ -281,6 +285,7 @@ impl<D: Dialect> SqlStore<D> {
             limits: Arc::default(),
             claim_limited: std::array::from_fn(|i| claim_limited::<D>(Kinds::from_index(i))),
             claim_simple: claim_simple::<D>(),
+            shard: next_shard(),
         }
     }
 
@@ -633,7 +638,11 @@ fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
             || filter.handler.is_some()
             || filter.unique_key.is_some()
             || filter.concurrency_key.is_some();
-        let column = if narrower { "status || ''" } else { "status" };
+        let column = if narrower && !pending_by_queue(filter) {
+            "status || ''"
+        } else {
+            "status"
+        };
         let names: Vec<String> = filter
             .statuses
             .iter()
@@ -647,7 +656,10 @@ fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
             .statuses
             .iter()
             .all(|s| matches!(s, Status::Pending | Status::Running | Status::Waiting));
-        if active && !narrower {
+        if pending_by_queue(filter) {
+            // Pending rows newest first, their queue read off the index.
+            q.push(" AND ").push(&condition);
+        } else if active && !narrower {
             // Few rows are active, in partial indexes that are not in id
             // order: collect them there instead of walking the history.
             q.push(" AND id IN (SELECT id FROM executions WHERE ")
@@ -657,10 +669,17 @@ fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
             q.push(" AND ").push(&condition);
         }
     }
+    // On the pending rows' index the queue is checked there, not looked up
+    // on the queue's own index (which walks its whole history).
+    let queue = if pending_by_queue(filter) {
+        "queue || ''"
+    } else {
+        "queue"
+    };
     for (column, value) in [
         ("handler", &filter.handler),
         ("job", &filter.job),
-        ("queue", &filter.queue),
+        (queue, &filter.queue),
         ("node", &filter.node),
         ("unique_key", &filter.unique_key),
         ("concurrency_key", &filter.concurrency_key),
@@ -681,6 +700,17 @@ fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
     if let Some(id) = filter.before {
         q.push(" AND id < ").push_bind(id);
     }
+}
+
+/// Whether `filter` asks for pending executions, of all queues or one, and
+/// nothing narrower: `executions_pending_id` answers it in id order.
+fn pending_by_queue(filter: &ExecFilter) -> bool {
+    filter.statuses == [Status::Pending]
+        && filter.job.is_none()
+        && filter.handler.is_none()
+        && filter.unique_key.is_none()
+        && filter.concurrency_key.is_none()
+        && filter.node.is_none()
 }
 
 /// How an execution is inserted.
@@ -844,6 +874,7 @@ async fn parent_state<D: Dialect>(
 /// Enqueues `execs` within transaction `tx` (see [`Store::enqueue`]).
 async fn enqueue_in<D: Dialect>(
     tx: &mut Conn<D>,
+    ends: &mut Ends,
     execs: &[NewExecution],
     now: Micros,
 ) -> Result<Vec<Enqueued>, StoreError> {
@@ -957,9 +988,89 @@ async fn enqueue_in<D: Dialect>(
     })
     .await?;
     insert_edges::<D>(tx, &edges).await?;
-    cancel_unstarted::<D>(tx, &upstream, None, now).await?;
+    cancel_unstarted::<D>(tx, ends, &upstream, None, now).await?;
     D::notify(tx, "work").await?;
     Ok(out)
+}
+
+/// Executions that ended in one transaction, per minute, handler and
+/// status: the rows the timeline gains, written by [`Ends::write`] last,
+/// just before the commit, in key order (so that two transactions adding to
+/// the same rows take their locks in one order and never deadlock).
+#[derive(Default)]
+struct Ends(BTreeMap<(i64, String, Status), Minute>);
+
+/// What ended in one minute, of one handler, with one status.
+#[derive(Default, Clone, Copy)]
+struct Minute {
+    n: i64,
+    /// How many of them had started, and their durations (µs).
+    timed: i64,
+    sum_us: i64,
+    max_us: i64,
+}
+
+impl Ends {
+    /// One execution of `handler` that ended at `finished` with `status`.
+    fn add(&mut self, handler: String, status: Status, started: Option<Micros>, finished: Micros) {
+        let m = self
+            .0
+            .entry((finished.div_euclid(MINUTE_US), handler, status))
+            .or_default();
+        m.n += 1;
+        if let Some(started) = started {
+            let us = finished.saturating_sub(started).max(0);
+            m.timed += 1;
+            m.sum_us = m.sum_us.saturating_add(us);
+            m.max_us = m.max_us.max(us);
+        }
+    }
+
+    /// Adds them to the timeline, in this store's `shard` of its rows.
+    async fn write<D: Dialect>(self, conn: &mut Conn<D>, shard: i64) -> Result<(), StoreError> {
+        let rows: Vec<_> = self.0.into_iter().collect();
+        for chunk in rows.chunks(rows_per_statement(8)) {
+            let mut q = Sql::<D>::new(
+                "INSERT INTO timeline (minute, handler, status, shard, n, timed, sum_us, max_us) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+                   v.column7, v.column8 FROM (",
+            );
+            q.values(chunk, |t, ((minute, handler, status), m)| {
+                t.bind(*minute)
+                    .bind(handler.as_str())
+                    .bind(status.as_str())
+                    .bind(shard)
+                    .bind(m.n)
+                    .bind(m.timed)
+                    .bind(m.sum_us)
+                    .bind(m.max_us);
+            });
+            // `WHERE true`: SQLite would read `ON` as a join's otherwise.
+            q.push(
+                ") AS v WHERE true ON CONFLICT (minute, handler, status, shard) DO UPDATE SET \
+                 n = timeline.n + excluded.n, timed = timeline.timed + excluded.timed, \
+                 sum_us = timeline.sum_us + excluded.sum_us, max_us = ",
+            )
+            .push(D::GREATEST)
+            .push("(timeline.max_us, excluded.max_us)");
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A minute, µs.
+const MINUTE_US: i64 = 60_000_000;
+
+/// Shards of the timeline's rows.
+const SHARDS: i64 = 64;
+
+/// A shard for a new store: distinct for stores of one process, and spread
+/// by process id across nodes (a clash only shares rows, and their locks).
+fn next_shard() -> i64 {
+    static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (i64::from(std::process::id()).wrapping_mul(7) + n).rem_euclid(SHARDS)
 }
 
 /// Cancels executions that have not started (pending or waiting), each
@@ -968,6 +1079,7 @@ async fn enqueue_in<D: Dialect>(
 /// given up. Their dependents are left to [`settle`].
 async fn cancel_unstarted<D: Dialect>(
     conn: &mut Conn<D>,
+    ends: &mut Ends,
     items: &[(Uuid, String)],
     reason: Option<&str>,
     now: Micros,
@@ -987,11 +1099,18 @@ async fn cancel_unstarted<D: Dialect>(
         q.push(
             ") AS v WHERE executions.id = v.column1 AND executions.status IN ('pending', 'waiting') \
              RETURNING executions.id AS id, executions.unique_key AS unique_key, \
-             executions.unique_for_ms AS hold",
+             executions.unique_for_ms AS hold, executions.handler AS handler, \
+             executions.started_at AS started_at",
         );
         for row in q.fetch_all(&mut *conn).await? {
             let row = r::<D>(&row, "executions");
             let id: Uuid = row.get("id")?;
+            ends.add(
+                row.get("handler")?,
+                Status::Cancelled,
+                row.get("started_at")?,
+                now,
+            );
             if let Some(key) = row.get::<Option<String>>("unique_key")? {
                 // A follower gives up its place; a holder hands the key on.
                 Sql::<D>::new(
@@ -1014,6 +1133,7 @@ async fn cancel_unstarted<D: Dialect>(
 /// (their dependents settled), running ones flagged for their nodes.
 async fn cancel_ids<D: Dialect>(
     conn: &mut Conn<D>,
+    ends: &mut Ends,
     ids: &[Uuid],
     reason: &str,
     now: Micros,
@@ -1022,7 +1142,7 @@ async fn cancel_ids<D: Dialect>(
         .iter()
         .map(|id| (*id, "cancelled before it started".to_string()))
         .collect();
-    let cancelled = cancel_unstarted::<D>(conn, &unstarted, Some(reason), now).await?;
+    let cancelled = cancel_unstarted::<D>(conn, ends, &unstarted, Some(reason), now).await?;
     let mut requested = 0;
     for chunk in ids.chunks(rows_per_statement(1)) {
         let mut q = Sql::<D>::new(
@@ -1044,7 +1164,7 @@ async fn cancel_ids<D: Dialect>(
         .iter()
         .map(|id| (*id, Status::Cancelled))
         .collect();
-    settle::<D>(conn, ended, now).await?;
+    settle::<D>(conn, ends, ended, now).await?;
     Ok(WorkflowCancel {
         cancelled: cancelled.len() as u64,
         requested,
@@ -1060,6 +1180,7 @@ async fn cancel_ids<D: Dialect>(
 /// became ready.
 async fn settle<D: Dialect>(
     conn: &mut Conn<D>,
+    ends: &mut Ends,
     mut ended: Vec<(Uuid, Status)>,
     now: Micros,
 ) -> Result<bool, StoreError> {
@@ -1122,7 +1243,7 @@ async fn settle<D: Dialect>(
                 woke |= D::get::<String>(&row, 0)? == "pending";
             }
         }
-        ended = cancel_unstarted::<D>(conn, &cancel, None, now)
+        ended = cancel_unstarted::<D>(conn, ends, &cancel, None, now)
             .await?
             .into_iter()
             .map(|id| (id, Status::Cancelled))
@@ -1215,7 +1336,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         now: Micros,
     ) -> Result<Vec<Enqueued>, StoreError> {
         let mut tx = self.begin().await?;
-        let out = enqueue_in::<D>(&mut tx, execs, now).await?;
+        let mut ends = Ends::default();
+        let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
+        ends.write::<D>(&mut tx, self.shard).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -1234,7 +1357,9 @@ impl<D: Dialect> Store for SqlStore<D> {
             .bind(now)
             .execute(&mut tx)
             .await?;
-        let out = enqueue_in::<D>(&mut tx, execs, now).await?;
+        let mut ends = Ends::default();
+        let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
+        ends.write::<D>(&mut tx, self.shard).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -1325,7 +1450,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         for row in q.bind(id).fetch_all(&mut tx).await? {
             ids.push(D::get::<Uuid>(&row, 0)?);
         }
-        let done = cancel_ids::<D>(&mut tx, &ids, reason, now).await?;
+        let mut ends = Ends::default();
+        let done = cancel_ids::<D>(&mut tx, &mut ends, &ids, reason, now).await?;
+        ends.write::<D>(&mut tx, self.shard).await?;
         tx.commit().await?;
         Ok(Some(done))
     }
@@ -1337,7 +1464,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         now: Micros,
     ) -> Result<WorkflowCancel, StoreError> {
         let mut tx = self.begin().await?;
-        let done = cancel_ids::<D>(&mut tx, ids, reason, now).await?;
+        let mut ends = Ends::default();
+        let done = cancel_ids::<D>(&mut tx, &mut ends, ids, reason, now).await?;
+        ends.write::<D>(&mut tx, self.shard).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -1620,6 +1749,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         }
         let mut finished = Vec::with_capacity(batch.completions.len());
         let (mut ended, mut chained, mut promoted) = (Vec::new(), Vec::new(), false);
+        let mut ends = Ends::default();
         for chunk in batch.completions.chunks(rows_per_statement(10)) {
             // Only a running execution can complete: a late or duplicate
             // completion (e.g. after a rescue) changes nothing.
@@ -1651,6 +1781,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                  executions.cancel_requested_at AS cancel_at, \
                  executions.after_policy AS after_policy, \
                  executions.has_children AS has_children, \
+                 executions.handler AS handler, executions.started_at AS started_at, \
                  (SELECT j.chain FROM jobs j WHERE j.name = executions.job) AS chain",
             );
             let rows = q.fetch_all(&mut tx).await?;
@@ -1668,6 +1799,8 @@ impl<D: Dialect> Store for SqlStore<D> {
                     has_parents: r.get::<Option<String>>("after_policy")?.is_some(),
                     has_children: r.flag("has_children")?,
                     chain: r.json("chain")?.unwrap_or_default(),
+                    handler: r.get("handler")?,
+                    started_at: r.get("started_at")?,
                 };
                 Ok((r.get("id")?, applied))
             })?
@@ -1677,6 +1810,12 @@ impl<D: Dialect> Store for SqlStore<D> {
                 let Some(a) = applied.get(&c.id) else {
                     continue;
                 };
+                ends.add(
+                    a.handler.clone(),
+                    c.outcome.status(),
+                    a.started_at,
+                    c.finished_at,
+                );
                 // An execution asked to stop is not tried again.
                 let next = match a.cancel_requested {
                     true => None,
@@ -1718,8 +1857,10 @@ impl<D: Dialect> Store for SqlStore<D> {
                 });
             }
         }
-        let mut released = settle::<D>(&mut tx, ended, crate::model::now_micros()).await?;
+        let mut released =
+            settle::<D>(&mut tx, &mut ends, ended, crate::model::now_micros()).await?;
         released |= enqueue_chained::<D>(&mut tx, &chained).await?;
+        ends.write::<D>(&mut tx, self.shard).await?;
         released |= promoted;
         // Under a limit, an end frees a slot that held executions wait for:
         // this node claims again now rather than at its next poll (which
@@ -1827,12 +1968,15 @@ impl<D: Dialect> Store for SqlStore<D> {
         let outcome = match r::<D>(&row, "executions").parse("status")? {
             Status::Pending | Status::Waiting => {
                 let item = [(id, "cancelled before it started".to_string())];
-                let ended = cancel_unstarted::<D>(&mut tx, &item, Some(reason), now).await?;
+                let mut ends = Ends::default();
+                let ended =
+                    cancel_unstarted::<D>(&mut tx, &mut ends, &item, Some(reason), now).await?;
                 let ended = ended
                     .into_iter()
                     .map(|id| (id, Status::Cancelled))
                     .collect();
-                settle::<D>(&mut tx, ended, now).await?;
+                settle::<D>(&mut tx, &mut ends, ended, now).await?;
+                ends.write::<D>(&mut tx, self.shard).await?;
                 CancelRequest::CancelledPending
             }
             Status::Running => {
@@ -2218,6 +2362,13 @@ impl<D: Dialect> Store for SqlStore<D> {
             .bind(crate::model::now_micros())
             .execute(&mut tx)
             .await?;
+        // The timeline's minutes go with the global retention.
+        if job.is_none() {
+            Sql::<D>::new("DELETE FROM timeline WHERE minute < $1")
+                .bind(before.div_euclid(MINUTE_US))
+                .execute(&mut tx)
+                .await?;
+        }
         // Never a parent whose child has yet to run: it reads its output.
         let mut q = Sql::<D>::new(
             "SELECT id FROM executions WHERE status IN ('succeeded', 'failed', 'cancelled') \
@@ -2373,25 +2524,26 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn timeline(&self, since: Micros) -> Result<Vec<TimelineRow>, StoreError> {
+        // Whole minutes, from the one `since` falls in, summed over shards.
         let q = Sql::new(
-            "SELECT finished_at / 60000000 AS minute, handler, status, COUNT(*) AS n, \
-               CAST(AVG(finished_at - started_at) AS DOUBLE PRECISION) AS avg_us, \
-               CAST(MAX(finished_at - started_at) AS DOUBLE PRECISION) AS max_us \
-             FROM executions WHERE finished_at IS NOT NULL AND finished_at >= $1 \
-             GROUP BY finished_at / 60000000, handler, status \
-             ORDER BY minute, handler, status",
+            "SELECT minute, handler, status, CAST(SUM(n) AS BIGINT) AS n, \
+               CAST(SUM(timed) AS BIGINT) AS timed, CAST(SUM(sum_us) AS BIGINT) AS sum_us, \
+               MAX(max_us) AS max_us \
+             FROM timeline WHERE minute >= $1 \
+             GROUP BY minute, handler, status ORDER BY minute, handler, status",
         )
-        .bind(since);
-        Self::decode(&self.read_all(q).await?, "executions", |r| {
+        .bind(since.div_euclid(MINUTE_US));
+        Self::decode(&self.read_all(q).await?, "timeline", |r| {
             let minute: i64 = r.get("minute")?;
-            let ms = |us: Option<f64>| us.map(|us| us / 1000.0);
+            let timed: i64 = r.get("timed")?;
+            let ms = |us: f64| (timed > 0).then(|| us / 1000.0);
             Ok(TimelineRow {
-                minute: Timestamp(minute * 60_000_000),
+                minute: Timestamp(minute * MINUTE_US),
                 handler: r.get("handler")?,
                 status: r.parse("status")?,
                 count: r.get::<i64>("n")?.max(0) as u64,
-                avg_ms: ms(r.get("avg_us")?),
-                max_ms: ms(r.get("max_us")?),
+                avg_ms: ms(r.get::<i64>("sum_us")? as f64 / timed.max(1) as f64),
+                max_ms: ms(r.get::<i64>("max_us")? as f64),
             })
         })
     }
@@ -2446,6 +2598,8 @@ struct Applied {
     has_parents: bool,
     has_children: bool,
     chain: Vec<Chain>,
+    handler: String,
+    started_at: Option<Micros>,
 }
 
 /// Binds a job's definition as `$1` (name) to `$20` (concurrency key), in

@@ -105,6 +105,7 @@ async fn lock_dir(
 impl Dialect for Lite {
     type Db = Sqlite;
     const LEAST: &'static str = "MIN";
+    const GREATEST: &'static str = "MAX";
     const START_STAMP: &'static str = "$1";
     const POSITION: &'static str = "instr";
     const SKIP_LOCKED: &'static str = "";
