@@ -2081,13 +2081,13 @@ async fn a_limit_set_by_another_node_applies_at_the_next_claim_postgres() {
     a_limit_set_elsewhere_applies_at_the_next_claim(here, there).await;
 }
 
+/// A timeline row: minute, handler, status, count, mean and longest ms.
+type Tl = (i64, String, Status, u64, Option<f64>, Option<f64>);
+
 /// The timeline as the execution rows have it: per minute, handler and
 /// status, the count, and the mean and longest durations of those that
 /// started (ms).
-fn timeline_of(
-    execs: &[jobvisor::model::Execution],
-    since: i64,
-) -> Vec<(i64, String, Status, u64, Option<f64>, Option<f64>)> {
+fn timeline_of(execs: &[jobvisor::model::Execution], since: i64) -> Vec<Tl> {
     let mut groups: std::collections::BTreeMap<(i64, String, Status), Vec<Option<i64>>> =
         Default::default();
     for e in execs {
@@ -2150,7 +2150,10 @@ async fn the_timeline_holds_what_the_executions_say_ended(store: Arc<dyn Store>)
     for e in &mut later {
         e.run_at = now_micros() + 3_600_000_000;
     }
-    store.enqueue(&[child.clone()], now_micros()).await.unwrap();
+    store
+        .enqueue(std::slice::from_ref(&child), now_micros())
+        .await
+        .unwrap();
     store.enqueue(&later, now_micros()).await.unwrap();
 
     let done =
@@ -2217,8 +2220,7 @@ async fn the_timeline_holds_what_the_executions_say_ended(store: Arc<dyn Store>)
                 .collect::<Vec<_>>()
         }
     };
-    let close = |got: &[(i64, String, Status, u64, Option<f64>, Option<f64>)],
-                 want: &[(i64, String, Status, u64, Option<f64>, Option<f64>)]| {
+    let close = |got: &[Tl], want: &[Tl]| {
         let near = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => (a - b).abs() < 1e-6,
             (a, b) => a == b,
