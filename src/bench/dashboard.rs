@@ -4,7 +4,10 @@
 //! A fresh SQLite database gets `--executions` executions (run through the
 //! real claim and completion path, a tenth failed) and `--log-lines` log
 //! lines: 200,000 on one execution (the long log the viewer pages through),
-//! the rest a thousand each on others. Then a supervisor serves the real
+//! the rest a thousand each on others. A twentieth of the executions are a
+//! backlog, pending until tomorrow, in every queue but `q3` (so that the
+//! list of `q3`'s pending rows finds none and walks the whole backlog).
+//! Then a supervisor serves the real
 //! router on loopback, and each call a page makes is timed over HTTP,
 //! against `/ui/session` (a round trip that reads nothing) in the same run.
 
@@ -39,6 +42,8 @@ pub struct CallRow {
 pub struct DashboardBench {
     /// Executions in the database.
     pub executions: usize,
+    /// Of them, pending (a backlog due tomorrow).
+    pub pending: usize,
     /// Log lines in the database.
     pub log_lines: usize,
     /// Filling it, s.
@@ -136,6 +141,26 @@ async fn fill_logs(store: &dyn Store, lines: usize) -> Result<(uuid::Uuid, usize
     Ok((long, written))
 }
 
+/// Enqueues `n` executions due tomorrow, in queues `q0` to `q9` but `q3`.
+async fn fill_backlog(store: &dyn Store, n: usize) -> Result<(), CliError> {
+    let local = |h: &str| jobvisor_worker::builtins::NAMES.contains(&h);
+    let tomorrow = now_micros() + 24 * 3600 * 1_000_000;
+    let queues = ["q0", "q1", "q2", "q4", "q5", "q6", "q7", "q8", "q9"];
+    for start in (0..n).step_by(10_000) {
+        let specs = (start..n.min(start + 10_000))
+            .map(|i| {
+                let mut s = RunSpec::new("noop", serde_json::Value::Null);
+                s.queue = queues[i % queues.len()].into();
+                s.run_at = Some(tomorrow);
+                s
+            })
+            .collect();
+        let execs = jobvisor::submit::prepare_many(store, &local, specs).await?;
+        jobvisor::submit::enqueue(store, &execs).await?;
+    }
+    Ok(())
+}
+
 fn job(i: usize) -> JobSpec {
     JobSpec {
         name: format!("job-{i}"),
@@ -175,10 +200,16 @@ pub(super) async fn bench_dashboard(
     let tmp = tempfile_dir()?;
     let db = database.unwrap_or_else(|| tmp.join("dashboard.db").display().to_string());
     let t0 = Instant::now();
+    let backlog = a.executions / 20;
     {
         let store = jobvisor::store::open(&db).await?;
         let with_logs = 1 + a.log_lines.saturating_sub(LONG_LOG).div_ceil(1000);
-        super::list::fill(store.as_ref(), a.executions.saturating_sub(with_logs)).await?;
+        super::list::fill(
+            store.as_ref(),
+            a.executions.saturating_sub(with_logs + backlog),
+        )
+        .await?;
+        fill_backlog(store.as_ref(), backlog).await?;
         for i in 0..100 {
             store.insert_job(&job(i), None, now_micros()).await?;
         }
@@ -232,6 +263,10 @@ pub(super) async fn bench_dashboard(
         (
             "executions",
             format!("/v1/executions?job=job-7&before={deep}&limit=50"),
+        ),
+        (
+            "executions",
+            "/v1/executions?status=pending&limit=50".into(),
         ),
         (
             "executions",
@@ -299,6 +334,7 @@ pub(super) async fn bench_dashboard(
     let worst_p50_ms = rows.iter().map(|r| r.p50_ms).fold(0.0, f64::max);
     let r = DashboardBench {
         executions: a.executions,
+        pending: backlog,
         log_lines,
         fill_s,
         baseline_ms,
@@ -309,8 +345,8 @@ pub(super) async fn bench_dashboard(
         println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
     } else {
         println!(
-            "dashboard API calls over {} executions and {} log lines (SQLite; filled in {:.0} s), {REPS} runs each, over HTTP on loopback",
-            r.executions, r.log_lines, r.fill_s
+            "dashboard API calls over {} executions ({} pending) and {} log lines (SQLite; filled in {:.0} s), {REPS} runs each, over HTTP on loopback",
+            r.executions, r.pending, r.log_lines, r.fill_s
         );
         println!("bare round trip (/ui/session): {:.2} ms", r.baseline_ms);
         println!(

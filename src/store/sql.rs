@@ -2277,15 +2277,23 @@ impl<D: Dialect> Store for SqlStore<D> {
         let rows = self
             .read_all(
                 Sql::new(format!(
-                    "WITH names AS (SELECT name FROM queues UNION SELECT DISTINCT queue FROM executions \
-                                    WHERE status IN ('pending', 'running') UNION SELECT 'default'), \
+                    // Counted once over each status's partial index (`queue
+                    // || ''` keeps SQLite off the queue's whole history),
+                    // not per queue.
+                    "WITH pend AS (SELECT queue || '' AS queue, COUNT(*) AS n FROM executions \
+                                   WHERE status = 'pending' GROUP BY queue || ''), \
+                          run AS (SELECT queue, COUNT(*) AS n FROM executions \
+                                  WHERE status = 'running' GROUP BY queue), \
+                          names AS (SELECT name FROM queues UNION SELECT queue FROM pend \
+                                    UNION SELECT queue FROM run UNION SELECT 'default'), \
                           rated AS ({RATE_FREE}) \
                      SELECT n.name, q.max_running, COALESCE(q.paused, 0) AS paused, q.key_limit, \
                        q.rate_n, q.rate_ms, r.rfree, \
-                       (SELECT COUNT(*) FROM executions e WHERE e.status = 'pending' AND e.queue = n.name) AS pending, \
-                       (SELECT COUNT(*) FROM executions e WHERE e.status = 'running' AND e.queue = n.name) AS running \
+                       COALESCE(p.n, 0) AS pending, COALESCE(ru.n, 0) AS running \
                      FROM names n LEFT JOIN queues q ON q.name = n.name \
-                     LEFT JOIN rated r ON r.name = n.name ORDER BY n.name"
+                     LEFT JOIN rated r ON r.name = n.name \
+                     LEFT JOIN pend p ON p.queue = n.name LEFT JOIN run ru ON ru.queue = n.name \
+                     ORDER BY n.name"
                 ))
                 .bind(crate::model::now_micros()),
             )
@@ -2550,8 +2558,11 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn stuck(&self, now: Micros, stale: Micros) -> Result<Vec<Execution>, StoreError> {
         let q = Sql::new(
+            // Driven by the running rows' partial index, not by walking
+            // every execution in id order.
             "SELECT e.* FROM executions e LEFT JOIN nodes n ON n.id = e.node \
-             WHERE e.status = 'running' AND ( \
+             WHERE e.id IN (SELECT id FROM executions WHERE status = 'running') \
+             AND e.status = 'running' AND ( \
                (e.timeout_ms IS NOT NULL AND e.started_at + e.timeout_ms * 1000 < $1) \
                OR n.id IS NULL OR n.heartbeat_at < $2 OR n.stopped_at IS NOT NULL) \
              ORDER BY e.id LIMIT 1000",

@@ -61,9 +61,9 @@ pub(super) struct TimelineQuery {
     since: Option<String>,
 }
 
-/// Executions that ended since a time, per minute, handler and status,
-/// with their mean and longest durations: the throughput and duration
-/// charts.
+/// Executions that ended since a time (whole minutes, from the one it
+/// falls in), per minute, handler and status, with their mean and longest
+/// durations: the throughput and duration charts.
 #[utoipa::path(get, path = "/v1/timeline", tag = "executions", params(TimelineQuery),
     responses((status = 200, description = "One row per minute, handler and status that had any", body = Vec<TimelineRow>)))]
 pub(super) async fn timeline(State(api): ApiState, Query(q): Query<TimelineQuery>) -> ApiResult {
