@@ -16,6 +16,7 @@ use crate::cli::CliError;
 use jobvisor::model::Mode;
 use jobvisor::store::ExecFilter;
 
+mod bare;
 mod dashboard;
 mod flow;
 mod list;
@@ -23,7 +24,7 @@ mod spawn;
 mod workflow;
 use clap::Args;
 use jobvisor::{RunSpec, Supervisor};
-use jobvisor_worker::{Context, ExecutionInfo, Registry};
+use jobvisor_worker::{Context, ExecutionInfo, Handler, Registry};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -105,6 +106,9 @@ pub struct BenchArgs {
     /// Executions in the inproc throughput phase.
     #[arg(long, default_value_t = 20_000)]
     pub count: usize,
+    /// Modes scenario: runs of each row; the table shows their medians.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Executions in the process throughput phase (each one is a spawn).
     #[arg(long, default_value_t = 2_000)]
     pub process_count: usize,
@@ -167,14 +171,25 @@ pub struct BenchArgs {
 }
 
 /// One row of the result table.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
+    /// The mode the row measures, or is a baseline for.
+    pub mode: String,
+    /// `supervised` (the mode through jobvisor), `baseline` (the bare loop
+    /// the mode is held against) or `reference` (another bare figure).
+    pub kind: &'static str,
     /// What was measured.
     pub name: String,
+    /// `sqlite`, `postgresql`, or `none` (no database).
+    pub backend: &'static str,
     /// Executions in the throughput phase.
     pub executions: usize,
-    /// Throughput.
-    pub jobs_per_s: f64,
+    /// Throughput (the median of the repeats).
+    pub jobs_per_sec: f64,
+    /// The mode's baseline's throughput in the same runs (median).
+    pub baseline_jobs_per_sec: f64,
+    /// jobs_per_sec over baseline_jobs_per_sec, run by run (median).
+    pub ratio: f64,
     /// Enqueue (or spawn) to start, one at a time, p50, in ms.
     pub start_p50_ms: f64,
     /// ... p99.
@@ -187,8 +202,158 @@ pub struct BenchRow {
     pub loaded_start_p50_ms: Option<f64>,
     /// Peak resident memory of the supervising process during the row, MiB.
     pub peak_rss_mib: f64,
-    /// jobs/s relative to the mode's bare baseline in the same run.
-    pub ratio_to_baseline: Option<f64>,
+    /// jobs/s of each repeat, in order.
+    pub runs_jobs_per_sec: Vec<f64>,
+}
+
+/// Everything `bench --json` prints for the modes scenario.
+#[derive(Debug, Serialize)]
+pub struct ModesBench {
+    /// CPU cores this process may use.
+    pub cores: usize,
+    /// Runs of each row; figures are their medians.
+    pub repeat: usize,
+    /// The settings of the run.
+    pub settings: ModesSettings,
+    /// The rows, per mode: baseline first, then references, then the
+    /// supervised row.
+    pub rows: Vec<BenchRow>,
+}
+
+/// The settings a modes run was made with.
+#[derive(Debug, Serialize)]
+pub struct ModesSettings {
+    /// The handler run.
+    pub handler: String,
+    /// Executions of the inproc and pooled throughput phases.
+    pub count: usize,
+    /// Executions of the process throughput phase.
+    pub process_count: usize,
+    /// Inproc executions at once (and the bare loop's claim batch).
+    pub concurrency: usize,
+    /// Process executions at once.
+    pub process_concurrency: usize,
+    /// Pooled workers.
+    pub pool_size: u32,
+    /// Executions timed one at a time.
+    pub latency_samples: usize,
+    /// Supervisors sharing the database.
+    pub nodes: u32,
+    /// `sqlite` or `postgresql`.
+    pub backend: &'static str,
+}
+
+/// The median of `v` (the mean of the middle two of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One row from the same row of each repeat: every figure their median.
+fn merge_runs(runs: &[BenchRow]) -> BenchRow {
+    let m = |f: fn(&BenchRow) -> f64| median(runs.iter().map(f).collect());
+    let loaded: Vec<f64> = runs.iter().filter_map(|r| r.loaded_start_p50_ms).collect();
+    BenchRow {
+        jobs_per_sec: m(|r| r.jobs_per_sec),
+        baseline_jobs_per_sec: m(|r| r.baseline_jobs_per_sec),
+        ratio: m(|r| r.ratio),
+        start_p50_ms: m(|r| r.start_p50_ms),
+        start_p99_ms: m(|r| r.start_p99_ms),
+        total_p50_ms: m(|r| r.total_p50_ms),
+        total_p99_ms: m(|r| r.total_p99_ms),
+        loaded_start_p50_ms: (!loaded.is_empty()).then(|| median(loaded)),
+        peak_rss_mib: m(|r| r.peak_rss_mib),
+        runs_jobs_per_sec: runs.iter().map(|r| r.jobs_per_sec).collect(),
+        ..runs[0].clone()
+    }
+}
+
+/// The rows of one mode in one run: its baseline first, then references,
+/// then the supervised row; each with the baseline's figure and its ratio.
+async fn measure_mode(
+    mode: BenchMode,
+    a: &BenchArgs,
+    db: &str,
+    handler: &Arc<dyn Handler>,
+    payload: &Value,
+    worker: &PathBuf,
+) -> Result<Vec<BenchRow>, CliError> {
+    let backend = backend_of(db);
+    let mut rows = Vec::new();
+    reset_peak_rss();
+    let (n, concurrency) = match mode {
+        BenchMode::Inproc => {
+            let mut base = bare::bare_sql_loop(
+                &bare_db(db),
+                handler.clone(),
+                payload,
+                a.count,
+                a.concurrency,
+            )
+            .await?;
+            base.backend = backend;
+            rows.push(base);
+            reset_peak_rss();
+            rows.push(baseline_spawn(handler.clone(), payload, a.count).await);
+            (a.count, a.concurrency)
+        }
+        BenchMode::Process => {
+            rows.push(
+                baseline_process(
+                    worker,
+                    &a.handler,
+                    payload,
+                    a.process_count,
+                    a.process_concurrency,
+                )
+                .await?,
+            );
+            (a.process_count, a.process_concurrency)
+        }
+        BenchMode::Pooled => {
+            rows.push(
+                baseline_pooled(worker, &a.handler, payload, a.count, a.pool_size as usize).await?,
+            );
+            (a.count, a.concurrency)
+        }
+    };
+    reset_peak_rss();
+    rows.push(supervised(db, mode, a, n, concurrency, payload, worker).await?);
+    let base = rows[0].jobs_per_sec;
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.mode = mode.to_string();
+        r.kind = match (i, r.kind) {
+            (0, _) => "baseline",
+            (_, "supervised") => "supervised",
+            _ => "reference",
+        };
+        r.baseline_jobs_per_sec = base;
+        r.ratio = r.jobs_per_sec / base;
+    }
+    Ok(rows)
+}
+
+/// `sqlite` or `postgresql`, from a database's address.
+fn backend_of(db: &str) -> &'static str {
+    if db.starts_with("postgres") {
+        "postgresql"
+    } else {
+        "sqlite"
+    }
+}
+
+/// Where the bare loop runs: the same PostgreSQL database, or a SQLite file
+/// beside the supervised run's (as fresh as it).
+fn bare_db(db: &str) -> String {
+    if db.starts_with("postgres") {
+        db.to_string()
+    } else {
+        format!("{}-bare", db.trim_start_matches("sqlite:"))
+    }
 }
 
 /// Runs the benchmark and prints the table (or JSON).
@@ -215,64 +380,51 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
     if a.count == 0 || a.process_count == 0 || a.latency_samples == 0 {
         return Err(crate::cli::input("counts must be at least 1"));
     }
+    if a.repeat == 0 {
+        return Err(crate::cli::input("--repeat must be at least 1"));
+    }
+    let handler = registry.get(&a.handler).expect("checked");
     let worker = jobvisor::worker_program();
     let tmp = tempfile_dir()?;
-    let mut rows = Vec::new();
-    for &mode in &a.modes {
-        reset_peak_rss();
-        let (base, n, concurrency) = match mode {
-            BenchMode::Inproc => (
-                baseline_inproc(&registry, &a.handler, &payload, a.count).await,
-                a.count,
-                a.concurrency,
-            ),
-            BenchMode::Process => (
-                baseline_process(
-                    &worker,
-                    &a.handler,
-                    &payload,
-                    a.process_count,
-                    a.process_concurrency,
-                )
-                .await?,
-                a.process_count,
-                a.process_concurrency,
-            ),
-            BenchMode::Pooled => (
-                baseline_pooled(&worker, &a.handler, &payload, a.count, a.pool_size as usize)
-                    .await?,
-                a.count,
-                a.concurrency,
-            ),
-        };
-        reset_peak_rss();
-        let db = database
-            .clone()
-            .unwrap_or_else(|| tmp.join(format!("{mode}.db")).display().to_string());
-        let mut row = supervised(&db, mode, &a, n, concurrency, &payload, &worker).await?;
-        row.ratio_to_baseline = Some(row.jobs_per_s / base.jobs_per_s);
-        rows.push(base);
-        rows.push(row);
+    let mut runs: Vec<Vec<BenchRow>> = Vec::new();
+    for r in 0..a.repeat {
+        let mut rows = Vec::new();
+        for &mode in &a.modes {
+            // A fresh database per mode and run, unless one was given.
+            let db = database
+                .clone()
+                .unwrap_or_else(|| tmp.join(format!("{mode}-{r}.db")).display().to_string());
+            rows.extend(measure_mode(mode, &a, &db, &handler, &payload, &worker).await?);
+        }
+        runs.push(rows);
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    let supervised_rate = |m: BenchMode| {
-        rows.iter()
-            .find(|r| r.name.starts_with(&format!("{m} (supervised")))
-            .map(|r| r.jobs_per_s)
+    let rows: Vec<BenchRow> = (0..runs[0].len())
+        .map(|k| merge_runs(&runs.iter().map(|run| run[k].clone()).collect::<Vec<_>>()))
+        .collect();
+    let result = ModesBench {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        repeat: a.repeat,
+        settings: ModesSettings {
+            handler: a.handler.clone(),
+            count: a.count,
+            process_count: a.process_count,
+            concurrency: a.concurrency,
+            process_concurrency: a.process_concurrency,
+            pool_size: a.pool_size,
+            latency_samples: a.latency_samples,
+            nodes: a.nodes,
+            backend: backend_of(database.as_deref().unwrap_or("")),
+        },
+        rows,
     };
-    let pooled_vs_inproc = supervised_rate(BenchMode::Inproc)
-        .zip(supervised_rate(BenchMode::Pooled))
-        .map(|(i, p)| i / p);
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&rows).expect("serializes")
+            serde_json::to_string_pretty(&result).expect("serializes")
         );
     } else {
-        print_table(&a, &rows);
-        if let Some(x) = pooled_vs_inproc {
-            println!("inproc / pooled jobs/s, supervised, this run: {x:.2}x");
-        }
+        print_table(&result);
     }
     Ok(())
 }
@@ -382,31 +534,42 @@ fn tempfile_dir() -> Result<PathBuf, CliError> {
     Ok(dir)
 }
 
-fn print_table(a: &BenchArgs, rows: &[BenchRow]) {
+fn print_table(r: &ModesBench) {
+    let st = &r.settings;
     println!(
-        "handler {} | inproc and pooled: {} executions, concurrency {}, pool of {} | process: {} executions, concurrency {} | latency: {} one at a time",
-        a.handler, a.count, a.concurrency, a.pool_size, a.process_count, a.process_concurrency, a.latency_samples
+        "{} cores | {} | handler {} | inproc and pooled: {} executions, concurrency {}, pool of {} | process: {} executions, concurrency {} | latency: {} one at a time | {} node(s) | median of {} run(s)",
+        r.cores, st.backend, st.handler, st.count, st.concurrency, st.pool_size, st.process_count,
+        st.process_concurrency, st.latency_samples, st.nodes, r.repeat
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8}",
-        "mode", "jobs/s", "start p50", "start p99", "total p50", "total p99", "peak RSS", "ratio"
+        "{:<8} {:<46} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "mode",
+        "row",
+        "jobs/s",
+        "ratio",
+        "start p50",
+        "start p99",
+        "total p50",
+        "total p99",
+        "peak RSS"
     );
-    for r in rows {
+    for row in &r.rows {
         println!(
-            "{:<28} {:>10.0} {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>6.1}MiB {:>8}",
-            r.name,
-            r.jobs_per_s,
-            r.start_p50_ms,
-            r.start_p99_ms,
-            r.total_p50_ms,
-            r.total_p99_ms,
-            r.peak_rss_mib,
-            r.ratio_to_baseline
-                .map(|x| format!("{:.0}%", x * 100.0))
-                .unwrap_or_else(|| "-".into())
+            "{:<8} {:<46} {:>10.0} {:>7.2} {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>6.1}MiB",
+            row.mode,
+            row.name,
+            row.jobs_per_sec,
+            row.ratio,
+            row.start_p50_ms,
+            row.start_p99_ms,
+            row.total_p50_ms,
+            row.total_p99_ms,
+            row.peak_rss_mib,
         );
     }
-    println!("ratio: the mode's jobs/s over its bare baseline's, measured in this run.");
+    println!(
+        "ratio: jobs/s over the mode's baseline (its first row), run by run; inproc's is a bare batched SQL loop on the same database, process's a bare spawn + run + wait of jobvisor-worker, pooled's pipes to reused workers."
+    );
 }
 
 /// Nearest-rank percentile of `ms` (sorted in place).
@@ -440,13 +603,29 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn baseline_inproc(
-    registry: &Registry,
-    handler: &str,
-    payload: &Value,
-    n: usize,
-) -> BenchRow {
-    let h = registry.get(handler).expect("checked");
+/// Runs handler `h` once with a context of its own, its messages drained,
+/// as a baseline task does.
+async fn run_handler(h: Arc<dyn Handler>, i: usize, payload: Value) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let ctx = Context::new(
+        ExecutionInfo {
+            execution_id: i.to_string(),
+            job: "bench".into(),
+            handler: "bench".into(),
+            attempt: 1,
+            inputs: Vec::new(),
+        },
+        tokio_util::sync::CancellationToken::new(),
+        tx,
+    );
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let _ = h.call(ctx, payload).await;
+    let _ = drain.await;
+}
+
+/// The second inproc reference: a bare `tokio::spawn` of the handler per
+/// execution, with no database.
+async fn baseline_spawn(h: Arc<dyn Handler>, payload: &Value, n: usize) -> BenchRow {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
@@ -455,21 +634,7 @@ async fn baseline_inproc(
         let spawned = Instant::now();
         tasks.push(tokio::spawn(async move {
             let start = spawned.elapsed();
-            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-            let ctx = Context::new(
-                ExecutionInfo {
-                    execution_id: i.to_string(),
-                    job: "bench".into(),
-                    handler: "bench".into(),
-                    attempt: 1,
-                    inputs: Vec::new(),
-                },
-                tokio_util::sync::CancellationToken::new(),
-                tx,
-            );
-            let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-            let _ = h.call(ctx, payload).await;
-            let _ = drain.await;
+            run_handler(h, i, payload).await;
             (start, spawned.elapsed())
         }));
     }
@@ -480,7 +645,12 @@ async fn baseline_inproc(
         starts.push(ms(s));
         totals.push(ms(d));
     }
-    baseline_row("baseline: tokio::spawn", started.elapsed(), starts, totals)
+    baseline_row(
+        "reference: tokio::spawn, no database",
+        started.elapsed(),
+        starts,
+        totals,
+    )
 }
 
 /// A baseline's row from its per-run start and total times (ms).
@@ -491,16 +661,21 @@ fn baseline_row(
     mut totals: Vec<f64>,
 ) -> BenchRow {
     BenchRow {
+        mode: String::new(),
+        kind: "baseline",
         name: name.into(),
+        backend: "none",
         executions: totals.len(),
-        jobs_per_s: totals.len() as f64 / elapsed.as_secs_f64(),
+        jobs_per_sec: totals.len() as f64 / elapsed.as_secs_f64(),
+        baseline_jobs_per_sec: f64::NAN,
+        ratio: f64::NAN,
+        runs_jobs_per_sec: Vec::new(),
         start_p50_ms: percentile(&mut starts, 50.0),
         start_p99_ms: percentile(&mut starts, 99.0),
         total_p50_ms: percentile(&mut totals, 50.0),
         total_p99_ms: percentile(&mut totals, 99.0),
         loaded_start_p50_ms: None,
         peak_rss_mib: peak_rss_mib(),
-        ratio_to_baseline: None,
     }
 }
 
@@ -562,7 +737,13 @@ async fn baseline_process(
             Ok::<_, std::io::Error>(samples)
         }));
     }
-    Ok(collect_row("baseline: spawn+wait worker", started, tasks, n).await?)
+    Ok(collect_row(
+        "baseline: bare spawn+run+wait of jobvisor-worker",
+        started,
+        tasks,
+        n,
+    )
+    .await?)
 }
 
 /// A baseline task: the (start, total) time of each run it made.
@@ -638,7 +819,7 @@ async fn baseline_pooled(
             Ok::<_, std::io::Error>(samples)
         }));
     }
-    collect_row("baseline: pooled workers, pipes", started, tasks, n)
+    collect_row("baseline: pipes to reused workers", started, tasks, n)
         .await
         .map_err(cannot)
 }
@@ -787,28 +968,25 @@ async fn supervised(
         runner.await.expect("supervisor task")?;
     }
     Ok(BenchRow {
-        name: format!(
-            "{bench_mode} (supervised, {}{})",
-            if db.starts_with("postgres") {
-                "PostgreSQL"
-            } else {
-                "SQLite"
-            },
-            if a.nodes > 1 {
-                format!(", {} nodes", a.nodes)
-            } else {
-                String::new()
-            }
-        ),
+        mode: bench_mode.to_string(),
+        kind: "supervised",
+        name: if a.nodes > 1 {
+            format!("supervised, {} nodes", a.nodes)
+        } else {
+            "supervised".into()
+        },
+        backend: backend_of(db),
         executions: n,
-        jobs_per_s: n as f64 / elapsed.as_secs_f64(),
+        jobs_per_sec: n as f64 / elapsed.as_secs_f64(),
+        baseline_jobs_per_sec: f64::NAN,
+        ratio: f64::NAN,
+        runs_jobs_per_sec: Vec::new(),
         start_p50_ms: percentile(&mut starts, 50.0),
         start_p99_ms: percentile(&mut starts, 99.0),
         total_p50_ms: percentile(&mut totals, 50.0),
         total_p99_ms: percentile(&mut totals, 99.0),
         loaded_start_p50_ms: Some(percentile(&mut loaded, 50.0)),
         peak_rss_mib: peak,
-        ratio_to_baseline: None,
     })
 }
 
