@@ -903,3 +903,93 @@ fn job_add_replace_changes_a_job_in_place() {
         "no job named \"nosuch\" to replace",
     );
 }
+
+/// `bench` (the modes scenario) runs every mode end to end at small sizes,
+/// and each row holds its figures against its mode's baseline of the same
+/// runs: the bare batched SQL loop for inproc, bare spawns for process,
+/// pipes to reused workers for pooled.
+#[test]
+fn the_modes_bench_holds_each_mode_against_its_baseline() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "bench",
+        "--count",
+        "600",
+        "--process-count",
+        "12",
+        "--latency-samples",
+        "4",
+        "--repeat",
+        "3",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(r["cores"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["repeat"], 3);
+    assert_eq!(r["settings"]["backend"], "sqlite");
+    assert_eq!(r["settings"]["count"], 600);
+    let rows = r["rows"].as_array().unwrap();
+    let kinds: Vec<(String, String)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["mode"].as_str().unwrap().to_string(),
+                row["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pair = |m: &str, k: &str| (m.to_string(), k.to_string());
+    assert_eq!(
+        kinds,
+        [
+            pair("inproc", "baseline"),
+            pair("inproc", "reference"),
+            pair("inproc", "supervised"),
+            pair("process", "baseline"),
+            pair("process", "supervised"),
+            pair("pooled", "baseline"),
+            pair("pooled", "supervised"),
+        ],
+        "{r}"
+    );
+    assert!(rows[0]["name"]
+        .as_str()
+        .unwrap()
+        .contains("bare batched SQL loop"));
+    assert_eq!(rows[0]["backend"], "sqlite");
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for row in rows {
+        let runs: Vec<f64> = row["runs_jobs_per_sec"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(runs.len(), 3, "{row}");
+        assert!(runs.iter().all(|x| *x > 0.0), "{row}");
+        let jobs = row["jobs_per_sec"].as_f64().unwrap();
+        assert_eq!(jobs, median(&runs), "the median of the runs: {row}");
+        let base_row = rows
+            .iter()
+            .find(|b| b["mode"] == row["mode"] && b["kind"] == "baseline")
+            .unwrap();
+        assert_eq!(
+            row["baseline_jobs_per_sec"], base_row["jobs_per_sec"],
+            "{row}"
+        );
+        let ratio = row["ratio"].as_f64().unwrap();
+        assert!(ratio > 0.0, "{row}");
+        if row["kind"] == "baseline" {
+            assert_eq!(ratio, 1.0, "{row}");
+        }
+    }
+    // Bad settings are a one-line error with exit code 2.
+    let bad = env.cli(&["bench", "--repeat", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

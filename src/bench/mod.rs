@@ -361,6 +361,11 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
     // As `serve` does: children inherit the limit instead of each getting
     // it through a hook, so the spawn path measured is the service's.
     jobvisor::runner::isolate::core_dumps_off();
+    // Silent unless asked: JOBVISOR_LOG=sqlx::query=debug shows every
+    // statement the supervisor makes, to count them per execution.
+    if std::env::var_os("JOBVISOR_LOG").is_some() {
+        jobvisor::service::logging::init(jobvisor::service::logging::LogFormat::Auto);
+    }
     match a.scenario {
         Scenario::Cron => return bench_cron(database, &a).await,
         Scenario::Rescue => return bench_rescue(database, &a).await,
