@@ -993,3 +993,33 @@ fn the_modes_bench_holds_each_mode_against_its_baseline() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// `bench --scenario relay` stores every line a child writes, one child and
+/// several at once, and says how fast.
+#[test]
+fn the_relay_bench_stores_every_line() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "bench",
+        "--scenario",
+        "relay",
+        "--lines",
+        "3000",
+        "--children",
+        "3",
+        "--json",
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{r}");
+    for (row, children) in rows.iter().zip([1, 3]) {
+        assert_eq!(row["children"], children, "{row}");
+        assert_eq!(row["lines_stored"], 3000 * children, "{row}");
+        assert_eq!(row["lines_lost"], 0, "{row}");
+        assert!(row["lines_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["peak_rss_mib"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let bad = env.cli(&["bench", "--scenario", "relay", "--lines", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -20,6 +20,7 @@ mod bare;
 mod dashboard;
 mod flow;
 mod list;
+mod relay;
 mod spawn;
 mod workflow;
 use clap::Args;
@@ -55,6 +56,9 @@ pub enum Scenario {
     Flow,
     /// Every dashboard page's API calls over a large history.
     Dashboard,
+    /// Log lines relayed from children into the database: lines/s, lines
+    /// lost, peak memory; one child, then several at once.
+    Relay,
 }
 
 /// A way of running executions that `bench` measures.
@@ -159,6 +163,12 @@ pub struct BenchArgs {
     /// Dashboard scenario: log lines in the history.
     #[arg(long, default_value_t = 10_000_000)]
     pub log_lines: usize,
+    /// Relay scenario: log lines each child writes.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lines: u64,
+    /// Relay scenario: children writing at once in the second case.
+    #[arg(long, default_value_t = 8)]
+    pub children: usize,
     /// Flow scenario: the rate held (N/DUR).
     #[arg(long, default_value = "1000/1s")]
     pub rate: String,
@@ -374,6 +384,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::List => return list::bench_list(database, &a).await,
         Scenario::Flow => return flow::bench_flow(database, &a).await,
         Scenario::Dashboard => return dashboard::bench_dashboard(database, &a).await,
+        Scenario::Relay => return relay::bench_relay(database, &a).await,
         Scenario::Modes => {}
     }
     let payload: Value = serde_json::from_str(&a.payload)
