@@ -1009,8 +1009,7 @@ fn the_relay_bench_stores_every_line() {
         "3",
         "--json",
     ]);
-    let r: serde_json::Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let rows = r["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{r}");
     for (row, children) in rows.iter().zip([1, 3]) {
