@@ -339,6 +339,45 @@ async fn logs_progress_and_pids_land_together(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+
+    // The fence: in one batch, a line of a running execution is stored, a
+    // line of one that is not running (pending here) is not, and a line
+    // sent twice is stored once; after its end, nothing more is.
+    let line = |id: Uuid, seq: i64| LogRow {
+        execution_id: id,
+        seq,
+        ts: now_micros(),
+        level: "info",
+        stream: "log",
+        message: format!("late {seq}"),
+        fields: None,
+    };
+    let pending = exec("logs", 0, DEFAULT_QUEUE);
+    let mut later = pending.clone();
+    later.run_at = now_micros() + 3_600_000_000;
+    store.enqueue(&[later], now_micros()).await.unwrap();
+    let batch = Batch {
+        logs: vec![line(e.id, 2501), line(pending.id, 1), line(e.id, 2501)],
+        ..Default::default()
+    };
+    store.apply(&batch).await.unwrap();
+    assert_eq!(store.logs(e.id, 2500, None, 10).await.unwrap().len(), 1);
+    assert!(store
+        .logs(pending.id, 0, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let end = Batch {
+        completions: vec![Completion::new(e.id, Outcome::Succeeded, now_micros())],
+        ..Default::default()
+    };
+    store.apply(&end).await.unwrap();
+    let after_end = Batch {
+        logs: vec![line(e.id, 2502)],
+        ..Default::default()
+    };
+    store.apply(&after_end).await.unwrap();
+    assert_eq!(store.logs(e.id, 0, None, 10_000).await.unwrap().len(), 2501);
 }
 
 async fn queue_limits_and_paused_queues_bound_claims(store: Arc<dyn Store>) {

@@ -1698,13 +1698,38 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut tx = self.begin().await?;
         // Each kind of write is one statement per chunk of rows, never one
         // per execution: every statement is a round trip.
-        for chunk in batch.logs.chunks(rows_per_statement(7)) {
-            // Fenced: lines of an execution that is no longer running (its
-            // node was presumed dead and it was rescued) are not stored.
+        // Fenced: lines of an execution that is no longer running (its node
+        // was presumed dead and it was rescued) are not stored. Which are
+        // running is read once per batch, with their rows locked on
+        // PostgreSQL until the commit, rather than checked line by line.
+        let mut running = HashSet::new();
+        if !batch.logs.is_empty() {
+            let ids: Vec<Uuid> = batch
+                .logs
+                .iter()
+                .map(|l| l.execution_id)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for chunk in ids.chunks(rows_per_statement(1)) {
+                let mut q =
+                    Sql::<D>::new("SELECT id FROM executions WHERE status = 'running' AND id IN (");
+                q.push_list(chunk.iter().copied())
+                    .push(") ORDER BY id")
+                    .push(D::FOR_UPDATE);
+                for row in q.fetch_all(&mut tx).await? {
+                    running.insert(D::get::<Uuid>(&row, 0)?);
+                }
+            }
+        }
+        let lines: Vec<&crate::store::LogRow> = batch
+            .logs
+            .iter()
+            .filter(|l| running.contains(&l.execution_id))
+            .collect();
+        for chunk in lines.chunks(rows_per_statement(7)) {
             let mut q = Sql::<D>::new(
-                "INSERT INTO logs (execution_id, seq, ts, level, stream, message, fields) \
-                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7 \
-                 FROM (",
+                "INSERT INTO logs (execution_id, seq, ts, level, stream, message, fields) ",
             );
             q.values(chunk, |t, l| {
                 t.bind(l.execution_id)
@@ -1715,10 +1740,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                     .bind(l.message.as_str())
                     .bind(l.fields.as_deref());
             });
-            q.push(
-                ") AS v WHERE EXISTS (SELECT 1 FROM executions e \
-                 WHERE e.id = v.column1 AND e.status = 'running') ON CONFLICT DO NOTHING",
-            );
+            q.push(" ON CONFLICT DO NOTHING");
             q.execute(&mut tx).await?;
         }
         for chunk in batch.progress.chunks(rows_per_statement(5)) {
