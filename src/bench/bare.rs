@@ -122,8 +122,9 @@ macro_rules! run_loop {
 /// Rows inserted per statement.
 const INSERT_BATCH: usize = 1_000;
 
-/// Runs the loop on `db` (a SQLite path or URL, or a PostgreSQL URL) over
-/// `n` executions of `handler`, claiming `batch` at a time.
+/// Runs the loop on `db` (a PostgreSQL URL: the same database; a SQLite
+/// path or URL: a fresh file beside it) over `n` executions of `handler`,
+/// claiming `batch` at a time.
 pub(super) async fn bare_sql_loop(
     db: &str,
     handler: Arc<dyn Handler>,
@@ -144,18 +145,10 @@ pub(super) async fn bare_sql_loop(
             .map_err(failed)?;
         run_loop!(pool, table, handler, payload, n, batch, failed)
     } else {
-        let base = if db.starts_with("sqlite:") {
-            sqlx::sqlite::SqliteConnectOptions::from_str(db).map_err(failed)?
-        } else {
-            sqlx::sqlite::SqliteConnectOptions::new().filename(db)
-        };
-        let opts = base
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-4000")
-            .pragma("temp_store", "memory");
+        // The store's own settings, on a file of its own beside `db`.
+        let opts = jobvisor::store::sqlite_options(db).map_err(failed)?;
+        let file = format!("{}-bare", opts.get_filename().display());
+        let opts = opts.filename(file);
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)

@@ -297,14 +297,8 @@ async fn measure_mode(
     reset_peak_rss();
     let (n, concurrency) = match mode {
         BenchMode::Inproc => {
-            let mut base = bare::bare_sql_loop(
-                &bare_db(db),
-                handler.clone(),
-                payload,
-                a.count,
-                a.concurrency,
-            )
-            .await?;
+            let mut base =
+                bare::bare_sql_loop(db, handler.clone(), payload, a.count, a.concurrency).await?;
             base.backend = backend;
             rows.push(base);
             reset_peak_rss();
@@ -353,16 +347,6 @@ fn backend_of(db: &str) -> &'static str {
         "postgresql"
     } else {
         "sqlite"
-    }
-}
-
-/// Where the bare loop runs: the same PostgreSQL database, or a SQLite file
-/// beside the supervised run's (as fresh as it).
-fn bare_db(db: &str) -> String {
-    if db.starts_with("postgres") {
-        db.to_string()
-    } else {
-        format!("{}-bare", db.trim_start_matches("sqlite:"))
     }
 }
 
@@ -528,11 +512,7 @@ impl CaseDatabases {
 
     /// `sqlite` or `postgresql`.
     fn kind(&self) -> &'static str {
-        if self.of("x").starts_with("postgres") {
-            "postgresql"
-        } else {
-            "sqlite"
-        }
+        backend_of(&self.of("x"))
     }
 }
 

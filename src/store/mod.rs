@@ -10,7 +10,7 @@ mod types;
 pub use dialect::Dialect;
 pub use postgres::Pg;
 pub use sql::SqlStore;
-pub use sqlite::Lite;
+pub use sqlite::{sqlite_options, Lite};
 pub use types::*;
 
 use crate::model::{

@@ -321,6 +321,17 @@ impl<D: Dialect> SqlStore<D> {
         Ok(self.db.writer().begin_with(D::BEGIN).await?)
     }
 
+    /// Adds what `tx` ended to the timeline, last, and commits.
+    async fn commit(
+        &self,
+        mut tx: sqlx::Transaction<'static, D::Db>,
+        ends: Ends,
+    ) -> Result<(), StoreError> {
+        ends.write::<D>(&mut tx, self.shard).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Forgets the cached "any limits?" answer, after this store changed
     /// queues or jobs: its own change counts at once, not after the TTL.
     fn limits_changed(&self) {
@@ -627,6 +638,7 @@ impl<D: Dialect> R<'_, D> {
 /// Appends `filter`'s conditions (` AND ...`) to a query over
 /// `executions`.
 fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
+    let pending = pending_by_queue(filter);
     if !filter.statuses.is_empty() {
         // Statuses are written as literals, which lets the planners use the
         // partial index of each (`WHERE status = 'failed'`); they are our
@@ -638,7 +650,7 @@ fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
             || filter.handler.is_some()
             || filter.unique_key.is_some()
             || filter.concurrency_key.is_some();
-        let column = if narrower && !pending_by_queue(filter) {
+        let column = if narrower && !pending {
             "status || ''"
         } else {
             "status"
@@ -656,7 +668,7 @@ fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
             .statuses
             .iter()
             .all(|s| matches!(s, Status::Pending | Status::Running | Status::Waiting));
-        if pending_by_queue(filter) {
+        if pending {
             // Pending rows newest first, their queue read off the index.
             q.push(" AND ").push(&condition);
         } else if active && !narrower {
@@ -671,11 +683,7 @@ fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFilter) {
     }
     // On the pending rows' index the queue is checked there, not looked up
     // on the queue's own index (which walks its whole history).
-    let queue = if pending_by_queue(filter) {
-        "queue || ''"
-    } else {
-        "queue"
-    };
+    let queue = if pending { "queue || ''" } else { "queue" };
     for (column, value) in [
         ("handler", &filter.handler),
         ("job", &filter.job),
@@ -1338,8 +1346,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut tx = self.begin().await?;
         let mut ends = Ends::default();
         let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
-        ends.write::<D>(&mut tx, self.shard).await?;
-        tx.commit().await?;
+        self.commit(tx, ends).await?;
         Ok(out)
     }
 
@@ -1359,8 +1366,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             .await?;
         let mut ends = Ends::default();
         let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
-        ends.write::<D>(&mut tx, self.shard).await?;
-        tx.commit().await?;
+        self.commit(tx, ends).await?;
         Ok(out)
     }
 
@@ -1452,8 +1458,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         }
         let mut ends = Ends::default();
         let done = cancel_ids::<D>(&mut tx, &mut ends, &ids, reason, now).await?;
-        ends.write::<D>(&mut tx, self.shard).await?;
-        tx.commit().await?;
+        self.commit(tx, ends).await?;
         Ok(Some(done))
     }
 
@@ -1466,8 +1471,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut tx = self.begin().await?;
         let mut ends = Ends::default();
         let done = cancel_ids::<D>(&mut tx, &mut ends, ids, reason, now).await?;
-        ends.write::<D>(&mut tx, self.shard).await?;
-        tx.commit().await?;
+        self.commit(tx, ends).await?;
         Ok(done)
     }
 
@@ -1882,7 +1886,6 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut released =
             settle::<D>(&mut tx, &mut ends, ended, crate::model::now_micros()).await?;
         released |= enqueue_chained::<D>(&mut tx, &chained).await?;
-        ends.write::<D>(&mut tx, self.shard).await?;
         released |= promoted;
         // Under a limit, an end frees a slot that held executions wait for:
         // this node claims again now rather than at its next poll (which
@@ -1893,7 +1896,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                 f.released = true;
             }
         }
-        tx.commit().await?;
+        self.commit(tx, ends).await?;
         Ok(finished)
     }
 
@@ -1987,10 +1990,10 @@ impl<D: Dialect> Store for SqlStore<D> {
         let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
             return Ok(CancelRequest::NotFound);
         };
+        let mut ends = Ends::default();
         let outcome = match r::<D>(&row, "executions").parse("status")? {
             Status::Pending | Status::Waiting => {
                 let item = [(id, "cancelled before it started".to_string())];
-                let mut ends = Ends::default();
                 let ended =
                     cancel_unstarted::<D>(&mut tx, &mut ends, &item, Some(reason), now).await?;
                 let ended = ended
@@ -1998,7 +2001,6 @@ impl<D: Dialect> Store for SqlStore<D> {
                     .map(|id| (id, Status::Cancelled))
                     .collect();
                 settle::<D>(&mut tx, &mut ends, ended, now).await?;
-                ends.write::<D>(&mut tx, self.shard).await?;
                 CancelRequest::CancelledPending
             }
             Status::Running => {
@@ -2016,7 +2018,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             }
             done => CancelRequest::AlreadyFinished(done),
         };
-        tx.commit().await?;
+        self.commit(tx, ends).await?;
         Ok(outcome)
     }
 

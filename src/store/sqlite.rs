@@ -27,18 +27,7 @@ impl Lite {
     /// Opens (creating if needed) `sqlite://PATH` or a path.
     /// `sqlite::memory:` would give each pool a database of its own.
     pub async fn open(url: &str) -> std::result::Result<Self, StoreError> {
-        let base = if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url).map_err(open_error(url))?
-        } else {
-            SqliteConnectOptions::new().filename(url)
-        };
-        let opts = base
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-4000")
-            .pragma("temp_store", "memory");
+        let opts = sqlite_options(url).map_err(open_error(url))?;
         let pool = |n| {
             SqlitePoolOptions::new()
                 .max_connections(n)
@@ -75,6 +64,24 @@ impl Lite {
             path,
         })
     }
+}
+
+/// The store's connection settings for `sqlite://PATH` or a path: WAL,
+/// `synchronous = NORMAL`, a 30 s busy timeout, a 4 MB page cache, temporary
+/// tables in memory; the file is created if missing.
+pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions> {
+    let base = if url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(url)?
+    } else {
+        SqliteConnectOptions::new().filename(url)
+    };
+    Ok(base
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(30))
+        .pragma("cache_size", "-4000")
+        .pragma("temp_store", "memory"))
 }
 
 /// SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock.
