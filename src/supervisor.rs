@@ -45,7 +45,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// A node silent this long is dead; its executions are rescued.
     pub node_lease: Duration,
-    /// How long an inproc handler may take to honour a cancel.
+    /// How long an inproc handler may take to honour a cancel (a handler
+    /// stored with `handler add` uses its own cancel grace instead).
     pub inproc_grace: Duration,
     /// The `jobvisor-worker` program hosting built-ins in process mode.
     pub worker_program: Option<PathBuf>,

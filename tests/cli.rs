@@ -1022,3 +1022,113 @@ fn the_relay_bench_stores_every_line() {
     let bad = env.cli(&["bench", "--scenario", "relay", "--lines", "0"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `bench --scenario isolation` runs every misbehaviour in every mode under
+/// a real `jobvisor serve` and reports what each mode contains. The process
+/// modes contain every fault but one (a pooled worker is reused, so what a
+/// handler leaks in it stays there); in-process, what kills a process kills
+/// the supervisor, which is rescued after a restart, and what leaks stays in
+/// the supervisor.
+#[test]
+fn the_isolation_matrix_shows_what_each_mode_contains() {
+    let out = Command::new(jobvisor_bin())
+        .args(["bench", "--scenario", "isolation", "--json"])
+        .env("JOBVISOR_WORKER", worker_bin())
+        .env_remove("JOBVISOR_DATABASE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 30, "ten faults in three modes: {r}");
+    let cell = |what: &str, mode: &str| {
+        rows.iter()
+            .find(|row| row["misbehaviour"] == what && row["mode"] == mode)
+            .unwrap_or_else(|| panic!("no cell {what}/{mode}"))
+    };
+    for row in rows {
+        let (what, mode) = (
+            row["misbehaviour"].as_str().unwrap(),
+            row["mode"].as_str().unwrap(),
+        );
+        let leaks_into_a_reused_worker = mode == "pooled" && what == "fds";
+        let contained = match mode {
+            "inproc" => ["panic", "loop", "stdin"].contains(&what),
+            _ => !leaks_into_a_reused_worker,
+        };
+        assert_eq!(row["contained"], contained, "{what} in {mode}: {row:#}");
+        assert_eq!(
+            row["not_contained"].as_array().unwrap().is_empty(),
+            contained,
+            "{row:#}"
+        );
+        // (A runtime thread blocked in-process may hold up tasks queued
+        // on it: what happens to the others there is measured, not held.)
+        if row["supervisor_survived"] == true && !(what == "block" && mode == "inproc") {
+            assert_eq!(
+                row["others_succeeded"], row["others_total"],
+                "the other executions kept succeeding: {row:#}"
+            );
+        }
+        if contained {
+            assert!(row["detect_ms"].as_f64().is_some(), "{row:#}");
+            assert!(row["cleanup_ms"].as_f64().unwrap() < 5000.0, "{row:#}");
+            assert_eq!(row["left_behind"], 0, "{row:#}");
+            assert_eq!(row["supervisor_stdout_bytes"], 0, "{row:#}");
+        }
+    }
+    // What kills a process kills the in-process supervisor; started again,
+    // it rescues the lost execution.
+    for what in ["abort", "segfault", "oom"] {
+        let row = cell(what, "inproc");
+        assert_eq!(row["supervisor_survived"], false, "{row:#}");
+        assert!(row["rescued_ms"].as_f64().is_some(), "{row:#}");
+    }
+    assert!(cell("abort", "inproc")["supervisor_exit"]
+        .as_str()
+        .unwrap()
+        .contains("SIGABRT"));
+    assert!(cell("segfault", "inproc")["supervisor_exit"]
+        .as_str()
+        .unwrap()
+        .contains("SIGSEGV"));
+    // In a process, the same faults end only the execution, and say how.
+    for (what, signal) in [("abort", "SIGABRT"), ("segfault", "SIGSEGV")] {
+        for mode in ["process", "pooled"] {
+            let row = cell(what, mode);
+            assert_eq!(row["status"], "failed", "{row:#}");
+            assert!(row["error"].as_str().unwrap().contains(signal), "{row:#}");
+        }
+    }
+    for mode in ["process", "pooled"] {
+        for what in ["loop", "block", "stdin"] {
+            let row = cell(what, mode);
+            assert!(
+                row["error"].as_str().unwrap().contains("timed out"),
+                "{row:#}"
+            );
+        }
+    }
+    // Leaks stay where they were made.
+    assert!(cell("fds", "inproc")["fds_delta"].as_i64().unwrap() >= 1000);
+    assert!(cell("fds", "pooled")["fds_delta"].as_i64().unwrap() >= 1000);
+    assert_eq!(cell("grandchild", "inproc")["left_behind"], 1);
+    assert!(
+        cell("flood", "inproc")["supervisor_stdout_bytes"]
+            .as_u64()
+            .unwrap()
+            >= 64 << 20
+    );
+    // A runtime blocked in-process is never taken back: its end is never
+    // recorded, though the supervisor's other thread runs the rest.
+    let block = cell("block", "inproc");
+    assert_eq!(block["supervisor_survived"], true, "{block:#}");
+    assert_eq!(block["status"], "running", "{block:#}");
+}

@@ -742,9 +742,7 @@ async fn three_nodes_hold_a_rate_and_a_change_applies_without_a_restart() {
     // all three nodes, so the rate is shown held across nodes (one node
     // that took every window would hold it alone), whichever node wakes
     // first.
-    let nodes: Vec<Serve> = (0..3)
-        .map(|_| env.serve(&["--concurrency", "2"]))
-        .collect();
+    let nodes: Vec<Serve> = (0..3).map(|_| env.serve(&["--concurrency", "2"])).collect();
     let store = env.store().await;
     let sup = jobvisor::Supervisor::builder()
         .database(&url)

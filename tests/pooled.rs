@@ -245,3 +245,43 @@ print(json.dumps({"type": "result", "status": "succeeded"}), flush=True)
     assert!(execs.iter().all(|e| e.status == Status::Succeeded));
     assert_eq!(pids(&execs).len(), 6, "no hello, no reuse");
 }
+
+/// An execution on a pooled worker ends with its result: a process it
+/// started and left running is killed then (the worker lives on), and its
+/// log says so. The worker is reused for the next execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_a_pooled_execution_leaves_running_is_killed_when_it_ends() {
+    let env = Env::new();
+    env.pooled_builtin("misbehave", "1", &[]);
+    let _serve = env.serve(&[]);
+    let mark = format!("3600.{}", std::process::id());
+    let payload = serde_json::json!({"do": "grandchild", "mark": mark}).to_string();
+    let store = env.store().await;
+    let first = finished(
+        store.as_ref(),
+        env.enqueue(&["misbehave", "--payload", &payload]),
+    )
+    .await;
+    assert_eq!(first.status, Status::Succeeded, "{first:?}");
+    let left = first.output.as_ref().unwrap()["left_behind"]
+        .as_i64()
+        .unwrap() as i32;
+    eventually("the grandchild to be gone", || async {
+        (!alive(left)).then_some(())
+    })
+    .await;
+    assert!(alive(first.pid.unwrap() as i32), "the worker lives on");
+    let logs = store.logs(first.id, 0, None, 100).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.message.starts_with("killed 1 process(es)")
+                && l.message.contains(&left.to_string())),
+        "{logs:?}"
+    );
+    let second = finished(
+        store.as_ref(),
+        env.enqueue(&["misbehave", "--payload", &payload]),
+    )
+    .await;
+    assert_eq!(second.pid, first.pid, "the same worker ran the next one");
+}

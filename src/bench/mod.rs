@@ -17,8 +17,10 @@ use jobvisor::model::Mode;
 use jobvisor::store::ExecFilter;
 
 mod bare;
+mod chart;
 mod dashboard;
 mod flow;
+mod isolation;
 mod list;
 mod relay;
 mod spawn;
@@ -59,6 +61,12 @@ pub enum Scenario {
     /// Log lines relayed from children into the database: lines/s, lines
     /// lost, peak memory; one child, then several at once.
     Relay,
+    /// Each misbehaviour of a handler (crash, leak, flood, hang) in each
+    /// mode: contained or not, and how fast it was detected and cleaned up.
+    Isolation,
+    /// The modes, then the isolation matrix: what each mode costs and what
+    /// it buys, in one table (and one chart with `--chart`).
+    Comparison,
 }
 
 /// A way of running executions that `bench` measures.
@@ -175,6 +183,13 @@ pub struct BenchArgs {
     /// Flow scenario: seconds the rate is held and measured.
     #[arg(long, default_value_t = 30)]
     pub rate_seconds: usize,
+    /// Isolation scenario: only these misbehaviours (default all).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(jobvisor_worker::builtins::MISBEHAVIOURS))]
+    pub misbehaviours: Vec<String>,
+    /// Modes, isolation and comparison scenarios: also draw the results
+    /// as an SVG chart into this file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -360,6 +375,15 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
     if std::env::var_os("JOBVISOR_LOG").is_some() {
         jobvisor::service::logging::init(jobvisor::service::logging::LogFormat::Auto);
     }
+    let charted = matches!(
+        a.scenario,
+        Scenario::Modes | Scenario::Isolation | Scenario::Comparison
+    );
+    if a.chart.is_some() && !charted {
+        return Err(crate::cli::input(
+            "--chart draws the modes, isolation and comparison scenarios only",
+        ));
+    }
     match a.scenario {
         Scenario::Cron => return bench_cron(database, &a).await,
         Scenario::Rescue => return bench_rescue(database, &a).await,
@@ -369,13 +393,61 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Flow => return flow::bench_flow(database, &a).await,
         Scenario::Dashboard => return dashboard::bench_dashboard(database, &a).await,
         Scenario::Relay => return relay::bench_relay(database, &a).await,
-        Scenario::Modes => {}
+        Scenario::Isolation | Scenario::Modes | Scenario::Comparison => {}
     }
+    if a.scenario == Scenario::Isolation {
+        let iso = isolation::bench_isolation(database, &a).await?;
+        return finish(&a, None, Some(&iso));
+    }
+    let modes = bench_modes(database.clone(), &a).await?;
+    let iso = match a.scenario {
+        Scenario::Comparison => Some(isolation::bench_isolation(None, &a).await?),
+        _ => None,
+    };
+    finish(&a, Some(&modes), iso.as_ref())
+}
+
+/// Prints what ran (tables, or one JSON document), and draws the chart.
+fn finish(
+    a: &BenchArgs,
+    modes: Option<&ModesBench>,
+    iso: Option<&isolation::IsolationBench>,
+) -> Result<(), CliError> {
+    if a.json {
+        let doc = match (modes, iso) {
+            (Some(m), Some(i)) => serde_json::json!({ "modes": m, "isolation": i }),
+            (Some(m), None) => serde_json::to_value(m).expect("serializes"),
+            (None, Some(i)) => serde_json::to_value(i).expect("serializes"),
+            (None, None) => serde_json::Value::Null,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("serializes")
+        );
+    } else {
+        if let Some(m) = modes {
+            print_table(m);
+        }
+        if let Some(i) = iso {
+            if modes.is_some() {
+                println!();
+            }
+            isolation::print_matrix(i);
+        }
+    }
+    if let Some(path) = &a.chart {
+        chart::draw(path, modes, iso)?;
+    }
+    Ok(())
+}
+
+/// The modes scenario: each mode against its baseline, `--repeat` times.
+async fn bench_modes(database: Option<String>, a: &BenchArgs) -> Result<ModesBench, CliError> {
     let payload: Value = serde_json::from_str(&a.payload)
         .map_err(|e| crate::cli::input(format!("invalid --payload JSON: {e}")))?;
     let registry = Registry::with_builtins();
     if registry.get(&a.handler).is_none() {
-        return Err(jobvisor::Error::UnknownHandler(a.handler).into());
+        return Err(jobvisor::Error::UnknownHandler(a.handler.clone()).into());
     }
     if a.count == 0 || a.process_count == 0 || a.latency_samples == 0 {
         return Err(crate::cli::input("counts must be at least 1"));
@@ -394,7 +466,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
             let db = database
                 .clone()
                 .unwrap_or_else(|| tmp.join(format!("{mode}-{r}.db")).display().to_string());
-            rows.extend(measure_mode(mode, &a, &db, &handler, &payload, &worker).await?);
+            rows.extend(measure_mode(mode, a, &db, &handler, &payload, &worker).await?);
         }
         runs.push(rows);
     }
@@ -418,15 +490,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         },
         rows,
     };
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result).expect("serializes")
-        );
-    } else {
-        print_table(&result);
-    }
-    Ok(())
+    Ok(result)
 }
 
 /// Runs `sup` on a task until the returned sender fires (or drops).

@@ -410,7 +410,8 @@ pub struct HandlerAddArgs {
     /// Default timeout of its executions.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Time between the cancel message and SIGTERM.
+    /// Time between the cancel message and SIGTERM (inproc: between the
+    /// cancel and dropping the handler's future).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub cancel_grace: Duration,
     /// Time between SIGTERM and SIGKILL.

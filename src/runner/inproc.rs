@@ -2,7 +2,8 @@
 //!
 //! A panic is caught and fails the execution, not the supervisor. A stop
 //! cancels the handler's token; a handler that does not return within the
-//! grace period is dropped (aborted) at its next await point.
+//! grace period (its stored handler's cancel grace, else the supervisor's)
+//! is dropped (aborted) at its next await point.
 
 use super::{Ending, Stop};
 use crate::model::Outcome;
@@ -26,8 +27,13 @@ pub async fn run(
     claimed: &Claimed,
     stop: &Stop,
     sink: &LogSink,
-    grace: Duration,
+    default_grace: Duration,
 ) -> Completion {
+    // Read only when a stop begins: most executions never need it.
+    let grace = || match claimed.handler_spec() {
+        Ok(Some(spec)) => Duration::from_millis(spec.limits.cancel_grace_ms),
+        _ => default_grace,
+    };
     let (tx, mut rx) = mpsc::channel::<WorkerMessage>(256);
     let token = CancellationToken::new();
     let ctx = Context::new(
@@ -57,12 +63,12 @@ pub async fn run(
             _ = stop.requested(), if ending.is_none() => {
                 ending = Some(Ending::Stop(stop.reason().cloned().unwrap_or(super::StopReason::Shutdown)));
                 token.cancel();
-                abort_at = Some(Instant::now() + grace);
+                abort_at = Some(Instant::now() + grace());
             }
             _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && ending.is_none() => {
                 ending = Some(Ending::Timeout(claimed.timeout_ms.unwrap_or(0)));
                 token.cancel();
-                abort_at = Some(Instant::now() + grace);
+                abort_at = Some(Instant::now() + grace());
             }
             _ = sleep_until(abort_at.unwrap_or(far)), if abort_at.is_some() => break None,
         }
@@ -80,7 +86,7 @@ pub async fn run(
                 Level::Warn,
                 format!(
                     "handler did not stop within {}; aborted",
-                    crate::model::format_ms(grace.as_millis() as u64)
+                    crate::model::format_ms(grace().as_millis() as u64)
                 ),
             )
             .await;

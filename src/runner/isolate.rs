@@ -519,6 +519,42 @@ fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
+/// Live (not zombie) descendants of `pid`, from the children each of its
+/// threads started (`/proc/PID/task/TID/children`).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                todo.push(c);
+                if !is_zombie(c) {
+                    found.push(c);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Whether `pid` has ended and waits only to be reaped.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            let rest = t.get(t.rfind(')')? + 2..)?;
+            Some(rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// Pids of processes (other than this one) holding the pipe whose inode is
 /// `inode`: after the worker and its group are gone, these are escapees.
 pub fn pipe_holders(inode: u64) -> Vec<i32> {

@@ -500,6 +500,20 @@ pub(crate) async fn run_on(
                 ),
                 Action::CloseStdin => w.stdin_tx = None,
                 Action::Keep => {
+                    // The worker stays; nothing else the execution started
+                    // may outlive it.
+                    let left = kill_left_behind(&w);
+                    if !left.is_empty() {
+                        sink.note(
+                            Level::Warn,
+                            format!(
+                                "killed {} process(es) the execution left running beside pooled worker {pid} (pids {})",
+                                left.len(),
+                                join_pids(&left)
+                            ),
+                        )
+                        .await;
+                    }
                     *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     w.runs += 1;
                     w.idle_since = Instant::now();
@@ -628,6 +642,20 @@ async fn reap(w: &mut Worker, sink: &LogSink) {
         }
     }
     w.stdin_task.abort();
+}
+
+/// Kills what an execution started beside a pooled worker that is kept:
+/// every other process of the worker's cgroup or, without one, its
+/// descendants. Returns their pids.
+fn kill_left_behind(w: &Worker) -> Vec<i32> {
+    let others: Vec<i32> = match &w.setup.cgroup {
+        Some(g) => g.pids().into_iter().filter(|p| *p != w.pid).collect(),
+        None => isolate::descendants(w.pid),
+    };
+    for p in &others {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    others
 }
 
 fn send_line(stdin: &Option<mpsc::UnboundedSender<String>>, msg: &SupervisorMessage) {

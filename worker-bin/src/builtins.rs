@@ -1,6 +1,7 @@
 //! Built-in handlers, present in both modes: the demo and test vocabulary
 //! (`noop`, `echo`, `sleep`, `progress`, `logs`, `append`, `fail`,
-//! `panic`).
+//! `panic`), and `misbehave`, the faults that `bench --scenario isolation`
+//! runs in each mode.
 
 use crate::handler::{Context, HandlerError, HandlerResult, Registry};
 use crate::protocol::Level;
@@ -9,8 +10,16 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Names of the built-in handlers.
-pub const NAMES: [&str; 8] = [
-    "noop", "echo", "sleep", "progress", "logs", "append", "fail", "panic",
+pub const NAMES: [&str; 9] = [
+    "noop",
+    "echo",
+    "sleep",
+    "progress",
+    "logs",
+    "append",
+    "fail",
+    "panic",
+    "misbehave",
 ];
 
 /// Adds every built-in handler to `registry`.
@@ -23,7 +32,8 @@ pub fn register_all(registry: &mut Registry) {
         .register("logs", logs)
         .register("append", append)
         .register("fail", fail)
-        .register("panic", panic);
+        .register("panic", panic)
+        .register("misbehave", misbehave);
 }
 
 fn parse<T: for<'de> Deserialize<'de> + Default>(payload: Value) -> Result<T, HandlerError> {
@@ -198,4 +208,126 @@ pub async fn panic(_ctx: Context, payload: Value) -> HandlerResult {
     let args: PanicArgs = parse(payload)?;
     let message = args.message.unwrap_or_else(|| "panicked on purpose".into());
     std::panic::panic_any(message)
+}
+
+/// The faults `misbehave` commits, by `{"do": NAME}`.
+pub const MISBEHAVIOURS: [&str; 10] = [
+    "panic",
+    "abort",
+    "segfault",
+    "oom",
+    "loop",
+    "fds",
+    "grandchild",
+    "flood",
+    "stdin",
+    "block",
+];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MisbehaveArgs {
+    /// Which fault (one of [`MISBEHAVIOURS`]).
+    #[serde(rename = "do")]
+    what: Option<String>,
+    /// `grandchild`: the seconds argument of the `sleep` left behind, by
+    /// which it is found again (default "3600").
+    mark: Option<String>,
+    /// `flood`: bytes written to stdout (default 256 MiB).
+    bytes: Option<u64>,
+    /// `fds`: descriptors opened and never closed (default 1000).
+    count: Option<u64>,
+    /// `stdin`: ignored filler, so that the run line is larger than a pipe.
+    #[allow(dead_code)]
+    filler: Option<String>,
+}
+
+/// Commits the fault `{"do": NAME}` of [`MISBEHAVIOURS`], as a hostile or
+/// broken handler would, so that what each mode contains can be measured
+/// (`jobvisor bench --scenario isolation`). None of them honours a cancel:
+///
+/// - `panic`: panics; `abort`: aborts the process; `segfault`: writes
+///   through an unmapped address;
+/// - `oom`: allocates and touches memory 16 MiB at a time until that fails;
+/// - `loop`: spins forever, yielding to the runtime between rounds;
+/// - `block`: spins forever without ever yielding (a blocked runtime);
+/// - `fds`: opens `/dev/null` `count` times, closes none, and succeeds;
+/// - `grandchild`: starts `sleep MARK`, never waits for it, and succeeds;
+/// - `flood`: writes `bytes` of lines straight to stdout, then succeeds;
+/// - `stdin`: waits forever on nothing, reading no input.
+pub async fn misbehave(_ctx: Context, payload: Value) -> HandlerResult {
+    let args: MisbehaveArgs = parse(payload)?;
+    let what = args.what.unwrap_or_default();
+    match what.as_str() {
+        "panic" => std::panic::panic_any("misbehaving on purpose".to_string()),
+        "abort" => std::process::abort(),
+        "segfault" => {
+            // A write to the first page, which is never mapped: a real
+            // fault, not a raised signal.
+            let p = std::ptr::without_provenance_mut::<u8>(8);
+            // SAFETY: none; crashing is the point.
+            unsafe { p.write_volatile(1) };
+            unreachable!("the write faults")
+        }
+        "oom" => {
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            loop {
+                held.push(vec![1u8; 16 << 20]);
+                tokio::task::yield_now().await;
+            }
+        }
+        "loop" => loop {
+            for _ in 0..100_000 {
+                std::hint::spin_loop();
+            }
+            tokio::task::yield_now().await;
+        },
+        "block" => loop {
+            std::hint::spin_loop();
+        },
+        "fds" => {
+            let n = args.count.unwrap_or(1000);
+            for _ in 0..n {
+                let f = std::fs::File::open("/dev/null")
+                    .map_err(|e| HandlerError::retryable(format!("open /dev/null: {e}")))?;
+                std::mem::forget(f);
+            }
+            Ok(json!({ "leaked": n }))
+        }
+        "grandchild" => {
+            let mark = args.mark.unwrap_or_else(|| "3600".into());
+            let child = std::process::Command::new("sleep")
+                .arg(&mark)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| HandlerError::retryable(format!("cannot start sleep: {e}")))?;
+            let pid = child.id();
+            // Never waited for: left behind on purpose.
+            std::mem::forget(child);
+            Ok(json!({ "left_behind": pid }))
+        }
+        "flood" => {
+            use std::io::Write;
+            let total = args.bytes.unwrap_or(256 << 20);
+            let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
+            let block = line.repeat(655);
+            let mut out = std::io::stdout().lock();
+            let mut written = 0u64;
+            while written < total {
+                if out.write_all(&block).is_err() {
+                    break;
+                }
+                written += block.len() as u64;
+            }
+            let _ = out.flush();
+            Ok(json!({ "written": written }))
+        }
+        "stdin" => std::future::pending().await,
+        other => Err(HandlerError::invalid_payload(format!(
+            "\"do\" must be one of {}, not {other:?}",
+            MISBEHAVIOURS.join(", ")
+        ))),
+    }
 }

@@ -1,0 +1,827 @@
+//! `jobvisor bench --scenario isolation`: what each mode contains when a
+//! handler misbehaves, from real runs.
+//!
+//! Each cell runs one fault of the built-in `misbehave` handler in one mode
+//! under a fresh `jobvisor serve` (its own SQLite database), while no-op
+//! executions of the same mode keep being enqueued beside it. The cell
+//! reports whether the fault stayed inside its execution: the execution
+//! ended and said why, the supervisor survived, the other executions kept
+//! succeeding, and nothing was left behind (processes, descriptors, CPU
+//! still burning, bytes on the supervisor's own stdout); and how long the
+//! end took to be recorded and the execution's processes to be gone. A
+//! supervisor that died is started again, and the time until its lost
+//! execution is rescued is reported too.
+//!
+//! The supervisors run with an address-space ceiling (2 GiB), so that an
+//! in-process allocation cannot take the machine down with them.
+
+use crate::cli::CliError;
+use jobvisor::model::Execution;
+use jobvisor::{RunSpec, Status, Supervisor};
+use jobvisor_worker::builtins::MISBEHAVIOURS;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+/// The misbehaving execution's timeout.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// The timeout of `oom`, whose end the memory limit should bring.
+const OOM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Cancel grace and kill grace of the misbehaving handler.
+const GRACE: &str = "500ms";
+/// The process modes' memory limit (`oom`).
+const MEMORY: &str = "256M";
+/// Address space each supervisor may map.
+const SUPERVISOR_AS: u64 = 2 << 30;
+/// The node lease of the supervisors, so that a dead one's executions are
+/// rescued within seconds.
+const NODE_LEASE: &str = "2s";
+/// How long a fault gets, beyond its timeout, to end its execution before
+/// the cell says it never did.
+const END_DEADLINE: Duration = Duration::from_secs(10);
+/// Bytes the `flood` writes.
+const FLOOD_BYTES: u64 = 64 << 20;
+/// Descriptors the `fds` fault leaks.
+const LEAKED_FDS: u64 = 1000;
+/// Bytes of filler that make `stdin`'s run line larger than a pipe.
+const STDIN_FILLER: usize = 1 << 20;
+
+/// One cell of the matrix.
+#[derive(Debug, Serialize)]
+pub struct IsolationRow {
+    /// The fault (one of `misbehave`'s).
+    pub misbehaviour: String,
+    /// `inproc`, `process` or `pooled`.
+    pub mode: String,
+    /// All of the below held: the fault stayed inside its execution.
+    pub contained: bool,
+    /// Why not, one clause per failed check; empty when contained.
+    pub not_contained: Vec<String>,
+    /// The supervisor was still running at the end of the cell.
+    pub supervisor_survived: bool,
+    /// How the supervisor ended, when it did not survive.
+    pub supervisor_exit: Option<String>,
+    /// Other executions enqueued while the fault ran that succeeded.
+    pub others_succeeded: usize,
+    /// Other executions enqueued while the fault ran.
+    pub others_total: usize,
+    /// The misbehaving execution's status at the end of the cell.
+    pub status: String,
+    /// Its recorded error.
+    pub error: Option<String>,
+    /// From its start to its end recorded (detection), ms.
+    pub detect_ms: Option<f64>,
+    /// From its end recorded until its processes were seen gone, ms (an
+    /// upper bound: they are looked for every 5 ms from soon after the end).
+    pub cleanup_ms: Option<f64>,
+    /// Its processes still alive 5 s after its end (the bench kills them).
+    pub left_behind: usize,
+    /// Descriptors held by the supervisor and its workers after the fault,
+    /// less before it.
+    pub fds_delta: i64,
+    /// CPU the supervisor and its workers used in the second after the
+    /// end, in cores.
+    pub cpu_after: f64,
+    /// Bytes the supervisor wrote to its own stdout during the cell.
+    pub supervisor_stdout_bytes: u64,
+    /// A supervisor that died was started again: time until the lost
+    /// execution was rescued, ms.
+    pub rescued_ms: Option<f64>,
+}
+
+/// Everything `bench --scenario isolation --json` prints.
+#[derive(Debug, Serialize)]
+pub struct IsolationBench {
+    /// CPU cores this process may use.
+    pub cores: usize,
+    /// The misbehaving execution's timeout, ms.
+    pub timeout_ms: u64,
+    /// The process modes' memory limit.
+    pub memory_limit: &'static str,
+    /// What the supervisors said at start about cgroup v2, which the
+    /// process modes' limits and kills use where it is delegated (otherwise
+    /// rlimits and process groups).
+    pub cgroups: String,
+    /// One row per misbehaviour and mode.
+    pub rows: Vec<IsolationRow>,
+}
+
+/// Runs the matrix (the misbehaviours and modes `a` names).
+pub(super) async fn bench_isolation(
+    database: Option<String>,
+    a: &super::BenchArgs,
+) -> Result<IsolationBench, CliError> {
+    if database.is_some() {
+        return Err(crate::cli::input(
+            "--scenario isolation makes its own SQLite databases; leave out --database",
+        ));
+    }
+    // Clap has checked the names.
+    let only = &a.misbehaviours;
+    let modes: Vec<String> = a.modes.iter().map(|m| m.to_string()).collect();
+    // Each supervisor inherits this ceiling (the bench itself maps far
+    // less): an allocation in-process fails there, not in the machine.
+    cap_address_space();
+    let exe = std::env::current_exe()
+        .map_err(|e| crate::cli::input(format!("cannot find this program: {e}")))?;
+    let worker = jobvisor::worker_program();
+    let dir = super::tempfile_dir()?;
+    let _cleanup = RemoveDir(dir.clone());
+    let mut rows = Vec::new();
+    let mut cgroups = String::new();
+    for what in MISBEHAVIOURS {
+        if !only.is_empty() && !only.iter().any(|m| m == what) {
+            continue;
+        }
+        for mode in &modes {
+            let cell = Cell {
+                exe: &exe,
+                worker: &worker,
+                dir: &dir,
+                what,
+                mode,
+            };
+            let (row, said) = cell.run().await?;
+            rows.push(row);
+            if cgroups.is_empty() {
+                cgroups = said;
+            }
+        }
+    }
+    let r = IsolationBench {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        timeout_ms: TIMEOUT.as_millis() as u64,
+        memory_limit: MEMORY,
+        cgroups,
+        rows,
+    };
+    Ok(r)
+}
+
+/// The matrix as a table.
+pub(super) fn print_matrix(r: &IsolationBench) {
+    println!(
+        "{} cores | each fault of `misbehave` in each mode under a fresh `jobvisor serve` (SQLite), no-ops enqueued beside it | timeout {} ms (oom: {} s), grace {GRACE}, process memory limit {}, supervisor address space {} GiB, node lease {NODE_LEASE}\n{}",
+        r.cores,
+        r.timeout_ms,
+        OOM_TIMEOUT.as_secs(),
+        r.memory_limit,
+        SUPERVISOR_AS >> 30,
+        r.cgroups
+    );
+    println!(
+        "{:<11} {:<8} {:<9} {:<10} {:>7} {:>9} {:>9}  outcome",
+        "fault", "mode", "contained", "supervisor", "others", "detected", "cleaned"
+    );
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}ms"));
+    for row in &r.rows {
+        let outcome = if row.contained {
+            format!("{}: {}", row.status, row.error.as_deref().unwrap_or(""))
+        } else {
+            row.not_contained.join("; ")
+        };
+        println!(
+            "{:<11} {:<8} {:<9} {:<10} {:>7} {:>9} {:>9}  {}",
+            row.misbehaviour,
+            row.mode,
+            if row.contained { "yes" } else { "NO" },
+            if row.supervisor_survived {
+                "survived"
+            } else {
+                "died"
+            },
+            format!("{}/{}", row.others_succeeded, row.others_total),
+            ms(row.detect_ms),
+            ms(row.cleanup_ms),
+            one_line(&outcome, 110),
+        );
+    }
+    println!(
+        "contained: the execution ended and said why, the supervisor survived, the other executions kept succeeding, and no process, descriptor, busy CPU or supervisor stdout outlived it. detected: start to end recorded; cleaned: end recorded to its processes seen gone (at most)."
+    );
+}
+
+/// A few words for a chart's cell: how the fault ended when contained,
+/// else the first thing that was not.
+pub(super) fn short(row: &IsolationRow) -> String {
+    if row.contained {
+        let how = match row.error.as_deref() {
+            Some(e) if e.contains("timed out") => "timed out",
+            Some(e) if e.contains("SIGSEGV") => "SIGSEGV",
+            Some(e) if e.contains("SIGABRT") => "SIGABRT",
+            Some(e) if e.contains("SIGKILL") => "SIGKILL",
+            Some(e) if e.contains("panicked") => "panic caught",
+            _ => row.status.as_str(),
+        };
+        return match row.detect_ms {
+            Some(ms) => format!("{how}, {ms:.0} ms"),
+            None => how.to_string(),
+        };
+    }
+    if !row.supervisor_survived {
+        return match row.rescued_ms {
+            Some(ms) => format!(
+                "supervisor died; rescued {:.1} s after restart",
+                ms / 1000.0
+            ),
+            None => "supervisor died".to_string(),
+        };
+    }
+    if row.detect_ms.is_none() {
+        return "never ended: a runtime thread lost".to_string();
+    }
+    if row.left_behind > 0 {
+        return format!("{} process left behind", row.left_behind);
+    }
+    if row.fds_delta >= (LEAKED_FDS / 2) as i64 {
+        return format!("+{} descriptors kept", row.fds_delta);
+    }
+    if row.supervisor_stdout_bytes > 0 {
+        return format!(
+            "{:.0} MiB on the supervisor's stdout",
+            row.supervisor_stdout_bytes as f64 / 1048576.0
+        );
+    }
+    row.not_contained.first().cloned().unwrap_or_default()
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let s = s.replace('\n', " ");
+    if s.chars().count() <= max {
+        s
+    } else {
+        format!("{}...", s.chars().take(max).collect::<String>())
+    }
+}
+
+/// One fault in one mode.
+struct Cell<'a> {
+    exe: &'a Path,
+    worker: &'a Path,
+    dir: &'a Path,
+    what: &'a str,
+    mode: &'a str,
+}
+
+impl Cell<'_> {
+    /// The cell's row, and what its supervisor said about cgroups.
+    async fn run(&self) -> Result<(IsolationRow, String), CliError> {
+        let db = self
+            .dir
+            .join(format!("{}-{}.db", self.what, self.mode))
+            .display()
+            .to_string();
+        let config = self.dir.join("empty.toml");
+        std::fs::write(&config, "")
+            .map_err(|e| crate::cli::input(format!("cannot write {}: {e}", config.display())))?;
+        // The argument by which the fault's processes are found again.
+        let mark = format!("3600.{:06}", Uuid::now_v7().as_u128() % 1_000_000);
+        self.register(&db, &mark).await?;
+        let mut serve = Serve::start(self.exe, self.worker, &db, &config)?;
+        let sup = Supervisor::builder().database(&db).build().await?;
+        let store = sup.store().clone();
+
+        // Ready when a no-op has run.
+        let first = sup
+            .enqueue(RunSpec::new("noop", serde_json::Value::Null))
+            .await?;
+        let ready = wait_ended(store.as_ref(), first, Duration::from_secs(30)).await?;
+        if ready.is_none_or(|e| e.status != Status::Succeeded) {
+            let tail = serve.stop().await;
+            return Err(crate::cli::input(format!(
+                "the supervisor for {} in {} did not run a no-op: {tail}",
+                self.what, self.mode
+            )));
+        }
+        let before = Tree::of(serve.pid());
+
+        let payload = match self.what {
+            "grandchild" => serde_json::json!({ "do": "grandchild", "mark": mark }),
+            "flood" => serde_json::json!({ "do": "flood", "bytes": FLOOD_BYTES }),
+            "fds" => serde_json::json!({ "do": "fds", "count": LEAKED_FDS }),
+            "stdin" => serde_json::json!({ "do": "stdin", "filler": "x".repeat(STDIN_FILLER) }),
+            other => serde_json::json!({ "do": other }),
+        };
+        let mut spec = RunSpec::new("misbehave", payload);
+        let timeout = if self.what == "oom" {
+            OOM_TIMEOUT
+        } else {
+            TIMEOUT
+        };
+        spec.timeout = Some(timeout);
+        let bad = sup.enqueue(spec).await?;
+
+        // While it runs: a no-op every 100 ms beside it.
+        let mut others = Vec::new();
+        let t0 = Instant::now();
+        let mut ended: Option<Execution> = None;
+        let mut died = false;
+        // Looked at every 10 ms, so that the watch of its processes starts
+        // soon after its end.
+        let mut polls = 0u32;
+        while t0.elapsed() < timeout + END_DEADLINE {
+            if polls.is_multiple_of(10) {
+                others.push(
+                    sup.enqueue(RunSpec::new("noop", serde_json::Value::Null))
+                        .await?,
+                );
+            }
+            polls += 1;
+            if let Some(e) = store.execution(bad).await? {
+                if e.finished_at.is_some() {
+                    ended = Some(e);
+                    break;
+                }
+            }
+            if serve.exited() {
+                died = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ended_at = Instant::now();
+        // Its processes, watched from its end: the worker (unless a pooled
+        // one lives on) and anything started under the mark.
+        let worker_pid = ended
+            .as_ref()
+            .and_then(|e| e.pid)
+            .filter(|_| self.mode == "process" || self.what == "stdin")
+            .map(|p| p as i32);
+        let watcher = ended
+            .is_some()
+            .then(|| tokio::spawn(watch_gone(mark.clone(), worker_pid)));
+        // The second after: CPU still used, and more no-ops.
+        let cpu0 = Tree::of(serve.pid()).cpu_ms;
+        for _ in 0..10 {
+            if serve.exited() {
+                died = true;
+                break;
+            }
+            others.push(
+                sup.enqueue(RunSpec::new("noop", serde_json::Value::Null))
+                    .await?,
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let cpu_after = if died {
+            0.0
+        } else {
+            (Tree::of(serve.pid()).cpu_ms.saturating_sub(cpu0)) as f64
+                / ended_at.elapsed().as_millis().max(1) as f64
+        };
+        // The others: each must end, and succeed, while this supervisor
+        // still runs.
+        let mut others_succeeded = 0;
+        if !died {
+            for id in &others {
+                let left = Duration::from_secs(10).saturating_sub(ended_at.elapsed());
+                if let Some(e) = wait_ended(store.as_ref(), *id, left).await? {
+                    others_succeeded += usize::from(e.status == Status::Succeeded);
+                }
+            }
+        }
+        died |= serve.exited();
+        let (cleanup_ms, left) = match (watcher, &ended) {
+            (Some(w), Some(e)) => {
+                let (gone, left) = w.await.expect("the watcher does not panic");
+                let end = e.finished_at.map_or(0, |f| f.micros());
+                (gone.map(|g| (g - end).max(0) as f64 / 1000.0), left)
+            }
+            _ => {
+                let mut left = marked(&mark);
+                left.extend(worker_pid.filter(|p| alive(*p)));
+                (None, left)
+            }
+        };
+        let after = Tree::of(serve.pid());
+        let fds_delta = if died {
+            0
+        } else {
+            after.fds as i64 - before.fds as i64
+        };
+        let stdout_bytes = serve.stdout_bytes();
+        let supervisor_exit = if died { serve.exit_text() } else { None };
+
+        // A supervisor that died is started again, as systemd would: how
+        // long until its lost execution is rescued.
+        let mut rescued_ms = None;
+        if died {
+            serve.stop().await;
+            let restarted = Instant::now();
+            serve = Serve::start(self.exe, self.worker, &db, &config)?;
+            let deadline = Duration::from_secs(30);
+            while restarted.elapsed() < deadline {
+                if let Some(e) = store.execution(bad).await? {
+                    if e.status != Status::Running {
+                        rescued_ms = Some(restarted.elapsed().as_secs_f64() * 1000.0);
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let stuck_note = serve.stop().await;
+        for pid in marked(&mark).into_iter().chain(left.iter().copied()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let e = store.execution(bad).await?;
+        let status = e.as_ref().map_or("missing".to_string(), |e| {
+            if died && rescued_ms.is_some() {
+                format!("{} (after a restart)", e.status)
+            } else {
+                e.status.to_string()
+            }
+        });
+        let error = e.as_ref().and_then(|e| e.error.clone());
+        let detect_ms = ended
+            .as_ref()
+            .and_then(|e| Some((e.finished_at?.micros() - e.started_at?.micros()) as f64 / 1000.0));
+
+        let mut not = Vec::new();
+        if died {
+            not.push(format!(
+                "the supervisor died ({})",
+                supervisor_exit.as_deref().unwrap_or("exited")
+            ));
+        } else if ended.is_none() {
+            not.push(format!(
+                "its end was never recorded (still {} after {} s{})",
+                status,
+                (timeout + END_DEADLINE).as_secs(),
+                if stuck_note.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {stuck_note}")
+                }
+            ));
+        }
+        if !died && others_succeeded < others.len() {
+            not.push(format!(
+                "other executions stalled ({others_succeeded}/{} succeeded)",
+                others.len()
+            ));
+        }
+        if !left.is_empty() {
+            not.push(format!(
+                "{} process(es) left behind 5 s after its end",
+                left.len()
+            ));
+        }
+        if fds_delta >= (LEAKED_FDS / 2) as i64 {
+            not.push(format!(
+                "{fds_delta} more descriptors stayed open in the {}",
+                if self.mode == "inproc" {
+                    "supervisor"
+                } else {
+                    "supervisor's workers"
+                }
+            ));
+        }
+        if cpu_after >= 0.5 {
+            not.push(format!(
+                "still burning {cpu_after:.1} core(s) after its end"
+            ));
+        }
+        if stdout_bytes > 0 {
+            not.push(format!(
+                "{:.1} MiB written to the supervisor's own stdout",
+                stdout_bytes as f64 / 1048576.0
+            ));
+        }
+        let said = serve.cgroup_note();
+        let row = IsolationRow {
+            misbehaviour: self.what.to_string(),
+            mode: self.mode.to_string(),
+            contained: not.is_empty(),
+            not_contained: not,
+            supervisor_survived: !died,
+            supervisor_exit,
+            others_succeeded,
+            others_total: others.len(),
+            status,
+            error,
+            detect_ms,
+            cleanup_ms,
+            left_behind: left.len(),
+            fds_delta,
+            cpu_after,
+            supervisor_stdout_bytes: stdout_bytes,
+            rescued_ms,
+        };
+        Ok((row, said))
+    }
+
+    /// The `misbehave` and `noop` handlers in this cell's mode.
+    async fn register(&self, db: &str, mark: &str) -> Result<(), CliError> {
+        let mut bad: Vec<String> = vec!["handler".into(), "add".into(), "misbehave".into()];
+        if self.what == "stdin" && self.mode != "inproc" {
+            // A program that never reads its stdin at all, given a run line
+            // larger than the pipe.
+            bad.extend(["--exec".into(), "sleep".into(), "--arg".into(), mark.into()]);
+        } else {
+            bad.push("--builtin".into());
+        }
+        let mode_flags: &[&str] = match self.mode {
+            "inproc" => &["--mode", "inproc"],
+            "process" => &["--mode", "process"],
+            _ => &["--mode", "process", "--pool-size", "2"],
+        };
+        bad.extend(mode_flags.iter().map(|s| s.to_string()));
+        bad.extend(
+            ["--cancel-grace", GRACE, "--kill-grace", GRACE]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        if self.mode != "inproc" {
+            bad.extend(["--memory".into(), MEMORY.into()]);
+        }
+        let mut noop: Vec<String> = ["handler", "add", "noop", "--builtin"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        noop.extend(mode_flags.iter().map(|s| s.to_string()));
+        for args in [bad, noop] {
+            let out = Command::new(self.exe)
+                .arg("--database")
+                .arg(db)
+                .args(&args)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(|e| {
+                    crate::cli::input(format!("cannot run {}: {e}", self.exe.display()))
+                })?;
+            if !out.status.success() {
+                return Err(crate::cli::input(format!(
+                    "{} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Watches a fault's processes from its end: when the last was gone
+/// (µs since the epoch), and which were still alive 5 s later.
+async fn watch_gone(mark: String, worker: Option<i32>) -> (Option<i64>, Vec<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = marked(&mark);
+        left.extend(worker.filter(|p| alive(*p)));
+        if left.is_empty() {
+            return (Some(jobvisor::model::now_micros()), left);
+        }
+        if Instant::now() > deadline {
+            return (None, left);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits for `id` to end, up to `within`; its row when it did.
+async fn wait_ended(
+    store: &dyn jobvisor::store::Store,
+    id: Uuid,
+    within: Duration,
+) -> Result<Option<Execution>, CliError> {
+    let t = Instant::now();
+    loop {
+        if let Some(e) = store.execution(id).await? {
+            if e.finished_at.is_some() {
+                return Ok(Some(e));
+            }
+        }
+        if t.elapsed() >= within {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A `jobvisor serve` of one cell, its stdout counted and the end of its
+/// stderr kept.
+struct Serve {
+    child: Child,
+    stdout: Arc<AtomicU64>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    cgroups: Arc<Mutex<String>>,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl Serve {
+    fn start(exe: &Path, worker: &Path, db: &str, config: &Path) -> Result<Self, CliError> {
+        let mut child = Command::new(exe)
+            .arg("--database")
+            .arg(db)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--poll-interval", "20ms"])
+            .args(["--drain-timeout", "1s", "--node-lease", NODE_LEASE])
+            .env("JOBVISOR_WORKER", worker)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| crate::cli::input(format!("cannot start {}: {e}", exe.display())))?;
+        let stdout_bytes = Arc::new(AtomicU64::new(0));
+        let mut out = child.stdout.take().expect("piped");
+        let counted = stdout_bytes.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = out.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                counted.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        });
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().expect("piped");
+        let kept = tail.clone();
+        let cgroups = Arc::new(Mutex::new(String::new()));
+        let note = cgroups.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(at) = line.find("cgroup v2") {
+                    let mut n = note.lock().expect("not poisoned");
+                    if n.is_empty() {
+                        *n = line[at..].to_string();
+                    }
+                }
+                let mut t = kept.lock().expect("not poisoned");
+                t.push(line);
+                if t.len() > 20 {
+                    t.remove(0);
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            stdout: stdout_bytes,
+            stderr: tail,
+            cgroups,
+            status: None,
+        })
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id().map_or(0, |p| p as i32)
+    }
+
+    fn exited(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status.is_some()
+    }
+
+    fn exit_text(&self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let s = self.status?;
+        Some(match (s.signal(), s.code()) {
+            (Some(sig), _) => format!(
+                "killed by {}",
+                nix::sys::signal::Signal::try_from(sig)
+                    .map_or(format!("signal {sig}"), |s| { s.as_str().to_string() })
+            ),
+            (None, Some(code)) => format!("exit code {code}"),
+            (None, None) => "ended".to_string(),
+        })
+    }
+
+    fn stdout_bytes(&self) -> u64 {
+        self.stdout.load(Ordering::Relaxed)
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s; says so if it took SIGKILL.
+    async fn stop(&mut self) -> String {
+        if self.exited() {
+            return self.tail();
+        }
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
+            Ok(s) => {
+                self.status = s.ok();
+                String::new()
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+                self.status = self.child.try_wait().ok().flatten();
+                "the supervisor did not stop on SIGTERM and was killed".to_string()
+            }
+        }
+    }
+
+    fn cgroup_note(&self) -> String {
+        self.cgroups.lock().expect("not poisoned").clone()
+    }
+
+    fn tail(&self) -> String {
+        self.stderr.lock().expect("not poisoned").join(" | ")
+    }
+}
+
+/// A process and its descendants: descriptors held and CPU used so far.
+#[derive(Default)]
+struct Tree {
+    fds: usize,
+    cpu_ms: u64,
+}
+
+impl Tree {
+    fn of(root: i32) -> Self {
+        let mut t = Tree::default();
+        if root <= 0 {
+            return t;
+        }
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if let Some(ppid) = parent_of(pid) {
+                    children.entry(ppid).or_default().push(pid);
+                }
+            }
+        }
+        let mut todo = vec![root];
+        while let Some(pid) = todo.pop() {
+            t.fds += std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+            t.cpu_ms += jobvisor::runner::isolate::cpu_time_ms(pid).unwrap_or(0);
+            todo.extend(children.get(&pid).into_iter().flatten());
+        }
+        t
+    }
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie has ended; only its parent's wait is missing.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            let rest = &t[t.rfind(')')? + 2..];
+            rest.split_whitespace().next().map(|s| s != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Live processes whose command line is `sleep MARK`.
+fn marked(mark: &str) -> Vec<i32> {
+    let want = format!("sleep\0{mark}\0");
+    let mut found = Vec::new();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes())
+                && alive(pid)
+            {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Lowers this process's soft address-space limit to [`SUPERVISOR_AS`]
+/// (never raises it), for the supervisors it starts to inherit.
+fn cap_address_space() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_AS) {
+        let cap = SUPERVISOR_AS.min(soft).min(hard);
+        let _ = setrlimit(Resource::RLIMIT_AS, cap, hard);
+    }
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
