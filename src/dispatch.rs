@@ -23,6 +23,9 @@ use uuid::Uuid;
 pub(crate) enum ToDispatcher {
     /// Work may be due: claim now rather than at the next poll.
     Wake,
+    /// The database changed (SQLite, any process): look for due work now,
+    /// with a read, rather than at the next poll.
+    Look,
     /// Stop a running execution (first reason wins).
     Cancel {
         /// The execution.
@@ -32,6 +35,17 @@ pub(crate) enum ToDispatcher {
     },
     /// Fault injection for tests: panic.
     Panic,
+}
+
+/// What a batch of messages asks of the dispatcher's claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    /// Nothing.
+    No,
+    /// Look for due work (a read), then claim if there is some.
+    Look,
+    /// Claim now.
+    Claim,
 }
 
 pub(crate) struct Dispatcher {
@@ -119,9 +133,14 @@ impl Dispatcher {
                 Some(msg) = self.inbox.recv() => {
                     // Everything queued at once, so that a burst of wakes
                     // is one claim, not one claim each.
-                    if self.handle_all(msg) {
-                        backlog = true;
-                        poll_every = base_poll;
+                    match self.handle_all(msg) {
+                        Woken::Claim => {
+                            backlog = true;
+                            poll_every = base_poll;
+                        }
+                        // The poll's read, now.
+                        Woken::Look if !backlog => next_poll = tokio::time::Instant::now(),
+                        Woken::Look | Woken::No => {}
                     }
                 }
                 _ = sleep_until_some(token_at) => {
@@ -171,12 +190,14 @@ impl Dispatcher {
     }
 
     /// Handles `first` and whatever else is queued; whether any was a wake.
-    fn handle_all(&mut self, first: ToDispatcher) -> bool {
-        let mut woken = false;
+    fn handle_all(&mut self, first: ToDispatcher) -> Woken {
+        let mut woken = Woken::No;
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
-                ToDispatcher::Wake => woken = true,
+                ToDispatcher::Wake => woken = Woken::Claim,
+                ToDispatcher::Look if woken == Woken::No => woken = Woken::Look,
+                ToDispatcher::Look => {}
                 ToDispatcher::Cancel { id, reason } => {
                     if let Some(stop) = self.running.get(&id) {
                         stop.request(StopReason::Cancel(reason));
@@ -218,7 +239,7 @@ impl Dispatcher {
 }
 
 /// Sleeps until `at`, or forever when there is none.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

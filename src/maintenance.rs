@@ -3,7 +3,7 @@
 //! notices of other nodes (PostgreSQL LISTEN), passed on to whom they
 //! concern.
 
-use crate::dispatch::ToDispatcher;
+use crate::dispatch::{sleep_until_some, ToDispatcher};
 use crate::model::{now_micros, Micros, Outcome};
 use crate::relay::{Relay, RelayMsg};
 use crate::runner::os;
@@ -38,6 +38,9 @@ pub(crate) struct Maintenance {
     pub(crate) lease: Duration,
 }
 
+/// The most often a database change (SQLite) has cancels looked for.
+const CHANGED_CANCEL_EVERY: Duration = Duration::from_millis(10);
+
 /// The next notice, or never when there is no listener (SQLite) or it
 /// ended.
 async fn next_notice(notices: &mut Option<mpsc::UnboundedReceiver<Notice>>) -> Option<Notice> {
@@ -61,6 +64,10 @@ impl Maintenance {
         ] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
+        // File changes (SQLite) come with every write, this node's own
+        // too: cancels are looked for at most every CHANGED_CANCEL_EVERY.
+        let mut cancels_looked = tokio::time::Instant::now();
+        let mut cancels_due: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 msg = self.inbox.recv() => match msg {
@@ -71,8 +78,19 @@ impl Maintenance {
                     Some(Notice::Work | Notice::Limits) => tell(&self.dispatcher, ToDispatcher::Wake),
                     Some(Notice::Jobs) => tell(&self.scheduler, ToScheduler::JobsChanged),
                     Some(Notice::Cancel) => self.check_cancels().await,
+                    Some(Notice::Changed) => {
+                        tell(&self.dispatcher, ToDispatcher::Look);
+                        if self.beats.running() > 0 {
+                            cancels_due.get_or_insert(cancels_looked + CHANGED_CANCEL_EVERY);
+                        }
+                    }
                     None => notices = None,
                 },
+                _ = sleep_until_some(cancels_due) => {
+                    cancels_due = None;
+                    cancels_looked = tokio::time::Instant::now();
+                    self.check_cancels().await;
+                }
                 _ = cancel_tick.tick() => self.check_cancels().await,
                 _ = heartbeat_tick.tick() => {
                     if let Err(e) = self.store.heartbeat_node(&self.node.id, now_micros()).await {

@@ -1132,3 +1132,41 @@ fn the_isolation_matrix_shows_what_each_mode_contains() {
     assert_eq!(block["supervisor_survived"], true, "{block:#}");
     assert_eq!(block["status"], "running", "{block:#}");
 }
+
+/// `bench --scenario wakeup` times another process's enqueue to a real
+/// `serve`'s start against an in-process wake-up.
+#[test]
+fn the_wakeup_bench_times_a_real_serve_against_an_in_process_wake() {
+    let out = Command::new(jobvisor_bin())
+        .args([
+            "bench",
+            "--scenario",
+            "wakeup",
+            "--latency-samples",
+            "5",
+            "--json",
+        ])
+        .env("JOBVISOR_WORKER", worker_bin())
+        .env_remove("JOBVISOR_DATABASE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(r["backend"], "sqlite");
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{r}");
+    assert_eq!(rows[0]["kind"], "reference");
+    assert_eq!(rows[0]["ratio"], 1.0);
+    assert_eq!(rows[1]["kind"], "measured");
+    for row in rows {
+        assert_eq!(row["samples"], 5, "{row}");
+        assert!(row["start_p50_ms"].as_f64().unwrap() > 0.0, "{row}");
+    }
+}

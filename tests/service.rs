@@ -231,3 +231,28 @@ async fn the_service_log_comes_as_text_journald_or_json() {
         }
     }
 }
+
+/// On SQLite, a running `serve` sees another process's enqueue through the
+/// database file changing, not at its next poll: with a 10 s poll, runs
+/// enqueued by separate `jobvisor run` processes each start within a
+/// second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_enqueue_starts_without_waiting_for_the_poll() {
+    let env = Env::new();
+    env.ok(&["migrate"]);
+    let _serve = env.serve(&["--poll-interval", "10s"]);
+    let store = env.store().await;
+    // Ready: the first run may meet the start's own claim.
+    finished(store.as_ref(), env.enqueue(&["noop"])).await;
+    for _ in 0..5 {
+        // A pause, so that no claim or poll of the last run is under way.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let e = finished(store.as_ref(), env.enqueue(&["noop"])).await;
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        let waited = e.started_at.unwrap().micros() - e.enqueued_at.micros();
+        assert!(
+            waited < 1_000_000,
+            "started {waited} us after the enqueue (the poll is 10 s)"
+        );
+    }
+}

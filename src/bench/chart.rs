@@ -93,6 +93,17 @@ fn mode_label(names: &[String]) -> impl Fn(&f64) -> String + '_ {
     }
 }
 
+/// An axis label: no needless decimals.
+fn number(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let v: Vec<f64> = values.filter(|v| v.is_finite() && *v > 0.0).collect();
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -131,6 +142,7 @@ fn throughput(area: &DrawingArea<SVGBackend, Shift>, m: &ModesBench) -> Result<(
         .x_labels(names.len().max(1))
         .x_label_formatter(&label)
         .y_desc("jobs/s (log)")
+        .y_label_formatter(&|v| number(*v))
         .label_style((FONT, 13))
         .draw()?;
     chart
@@ -195,6 +207,7 @@ fn latency(area: &DrawingArea<SVGBackend, Shift>, m: &ModesBench) -> Result<(), 
         .x_labels(names.len().max(1))
         .x_label_formatter(&label)
         .y_desc("ms (log)")
+        .y_label_formatter(&|v| number(*v))
         .label_style((FONT, 13))
         .draw()?;
     let series = [

@@ -15,19 +15,17 @@
 //! The supervisors run with an address-space ceiling (2 GiB), so that an
 //! in-process allocation cannot take the machine down with them.
 
+use super::child::{RemoveDir, Serve};
 use crate::cli::CliError;
 use jobvisor::model::Execution;
 use jobvisor::{RunSpec, Status, Supervisor};
 use jobvisor_worker::builtins::MISBEHAVIOURS;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use uuid::Uuid;
 
 /// The misbehaving execution's timeout.
@@ -43,6 +41,15 @@ const SUPERVISOR_AS: u64 = 2 << 30;
 /// The node lease of the supervisors, so that a dead one's executions are
 /// rescued within seconds.
 const NODE_LEASE: &str = "2s";
+/// The supervisors' flags: quick polls and drains, and a short lease.
+const SERVE_FLAGS: [&str; 6] = [
+    "--poll-interval",
+    "20ms",
+    "--drain-timeout",
+    "1s",
+    "--node-lease",
+    NODE_LEASE,
+];
 /// How long a fault gets, beyond its timeout, to end its execution before
 /// the cell says it never did.
 const END_DEADLINE: Duration = Duration::from_secs(10);
@@ -227,6 +234,9 @@ pub(super) fn short(row: &IsolationRow) -> String {
     }
     if !row.supervisor_survived {
         return match row.rescued_ms {
+            Some(ms) if ms < 1000.0 => {
+                format!("supervisor died; rescued {ms:.0} ms after restart")
+            }
             Some(ms) => format!(
                 "supervisor died; rescued {:.1} s after restart",
                 ms / 1000.0
@@ -284,7 +294,7 @@ impl Cell<'_> {
         // The argument by which the fault's processes are found again.
         let mark = format!("3600.{:06}", Uuid::now_v7().as_u128() % 1_000_000);
         self.register(&db, &mark).await?;
-        let mut serve = Serve::start(self.exe, self.worker, &db, &config)?;
+        let mut serve = Serve::start(self.exe, self.worker, &db, &config, &SERVE_FLAGS)?;
         let sup = Supervisor::builder().database(&db).build().await?;
         let store = sup.store().clone();
 
@@ -415,7 +425,7 @@ impl Cell<'_> {
         if died {
             serve.stop().await;
             let restarted = Instant::now();
-            serve = Serve::start(self.exe, self.worker, &db, &config)?;
+            serve = Serve::start(self.exe, self.worker, &db, &config, &SERVE_FLAGS)?;
             let deadline = Duration::from_secs(30);
             while restarted.elapsed() < deadline {
                 if let Some(e) = store.execution(bad).await? {
@@ -610,134 +620,6 @@ async fn wait_ended(
     }
 }
 
-/// A `jobvisor serve` of one cell, its stdout counted and the end of its
-/// stderr kept.
-struct Serve {
-    child: Child,
-    stdout: Arc<AtomicU64>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    cgroups: Arc<Mutex<String>>,
-    status: Option<std::process::ExitStatus>,
-}
-
-impl Serve {
-    fn start(exe: &Path, worker: &Path, db: &str, config: &Path) -> Result<Self, CliError> {
-        let mut child = Command::new(exe)
-            .arg("--database")
-            .arg(db)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0", "--poll-interval", "20ms"])
-            .args(["--drain-timeout", "1s", "--node-lease", NODE_LEASE])
-            .env("JOBVISOR_WORKER", worker)
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| crate::cli::input(format!("cannot start {}: {e}", exe.display())))?;
-        let stdout_bytes = Arc::new(AtomicU64::new(0));
-        let mut out = child.stdout.take().expect("piped");
-        let counted = stdout_bytes.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 1 << 16];
-            while let Ok(n) = out.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                counted.fetch_add(n as u64, Ordering::Relaxed);
-            }
-        });
-        let tail = Arc::new(Mutex::new(Vec::new()));
-        let err = child.stderr.take().expect("piped");
-        let kept = tail.clone();
-        let cgroups = Arc::new(Mutex::new(String::new()));
-        let note = cgroups.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(at) = line.find("cgroup v2") {
-                    let mut n = note.lock().expect("not poisoned");
-                    if n.is_empty() {
-                        *n = line[at..].to_string();
-                    }
-                }
-                let mut t = kept.lock().expect("not poisoned");
-                t.push(line);
-                if t.len() > 20 {
-                    t.remove(0);
-                }
-            }
-        });
-        Ok(Self {
-            child,
-            stdout: stdout_bytes,
-            stderr: tail,
-            cgroups,
-            status: None,
-        })
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id().map_or(0, |p| p as i32)
-    }
-
-    fn exited(&mut self) -> bool {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status.is_some()
-    }
-
-    fn exit_text(&self) -> Option<String> {
-        use std::os::unix::process::ExitStatusExt;
-        let s = self.status?;
-        Some(match (s.signal(), s.code()) {
-            (Some(sig), _) => format!(
-                "killed by {}",
-                nix::sys::signal::Signal::try_from(sig)
-                    .map_or(format!("signal {sig}"), |s| { s.as_str().to_string() })
-            ),
-            (None, Some(code)) => format!("exit code {code}"),
-            (None, None) => "ended".to_string(),
-        })
-    }
-
-    fn stdout_bytes(&self) -> u64 {
-        self.stdout.load(Ordering::Relaxed)
-    }
-
-    /// SIGTERM, then SIGKILL after 5 s; says so if it took SIGKILL.
-    async fn stop(&mut self) -> String {
-        if self.exited() {
-            return self.tail();
-        }
-        let pid = nix::unistd::Pid::from_raw(self.pid());
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
-            Ok(s) => {
-                self.status = s.ok();
-                String::new()
-            }
-            Err(_) => {
-                let _ = self.child.kill().await;
-                self.status = self.child.try_wait().ok().flatten();
-                "the supervisor did not stop on SIGTERM and was killed".to_string()
-            }
-        }
-    }
-
-    fn cgroup_note(&self) -> String {
-        self.cgroups.lock().expect("not poisoned").clone()
-    }
-
-    fn tail(&self) -> String {
-        self.stderr.lock().expect("not poisoned").join(" | ")
-    }
-}
-
 /// A process and its descendants: descriptors held and CPU used so far.
 #[derive(Default)]
 struct Tree {
@@ -815,13 +697,5 @@ fn cap_address_space() {
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_AS) {
         let cap = SUPERVISOR_AS.min(soft).min(hard);
         let _ = setrlimit(Resource::RLIMIT_AS, cap, hard);
-    }
-}
-
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -18,12 +18,14 @@ use jobvisor::store::ExecFilter;
 
 mod bare;
 mod chart;
+mod child;
 mod dashboard;
 mod flow;
 mod isolation;
 mod list;
 mod relay;
 mod spawn;
+mod wakeup;
 mod workflow;
 use clap::Args;
 use jobvisor::{RunSpec, Supervisor};
@@ -67,6 +69,10 @@ pub enum Scenario {
     /// The modes, then the isolation matrix: what each mode costs and what
     /// it buys, in one table (and one chart with `--chart`).
     Comparison,
+    /// How soon a running `serve` starts what another process enqueued
+    /// (SQLite: a WAL change; PostgreSQL: NOTIFY), against an in-process
+    /// wake-up.
+    Wakeup,
 }
 
 /// A way of running executions that `bench` measures.
@@ -393,6 +399,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Flow => return flow::bench_flow(database, &a).await,
         Scenario::Dashboard => return dashboard::bench_dashboard(database, &a).await,
         Scenario::Relay => return relay::bench_relay(database, &a).await,
+        Scenario::Wakeup => return wakeup::bench_wakeup(database, &a).await,
         Scenario::Isolation | Scenario::Modes | Scenario::Comparison => {}
     }
     if a.scenario == Scenario::Isolation {

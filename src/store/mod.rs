@@ -75,13 +75,17 @@ pub enum Notice {
     /// A queue's limits changed (the store forgets its cached view of
     /// limits and passes it on as `Work`).
     Limits,
+    /// The database was written, by this process or another (SQLite: its
+    /// WAL changed): work may be due and cancels requested; look.
+    Changed,
 }
 
 /// The store every part of the supervisor talks to.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Wake-ups from other nodes, where the backend has them (PostgreSQL);
-    /// `None` means: poll (SQLite). Lost notices are found by polling too.
+    /// Wake-ups from other nodes and processes: PostgreSQL's NOTIFY, or
+    /// SQLite's file changes; `None` means: poll only. Lost notices are
+    /// found by polling too.
     async fn listen(
         &self,
     ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<Notice>>, StoreError> {

@@ -1,7 +1,7 @@
 //! The SQLite dialect: the embedded default.
 
 use super::dialect::{queries, Args, Bind, Col, Dialect, Idx};
-use super::{open_error, StoreError};
+use super::{open_error, Notice, StoreError};
 use sqlx::error::BoxDynError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
@@ -11,6 +11,7 @@ use sqlx::{Arguments, Pool, Row, Sqlite};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
@@ -64,6 +65,49 @@ impl Lite {
             path,
         })
     }
+}
+
+/// Watches the WAL of the database at `db` (through its directory, so
+/// that a WAL created anew is still seen): each burst of writes, by any
+/// process, is one [`Notice::Changed`]. Another process's enqueue or cancel
+/// is then seen within milliseconds instead of at the next poll.
+fn watch_wal(db: &std::path::Path) -> std::io::Result<UnboundedReceiver<Notice>> {
+    use futures_util::{FutureExt, StreamExt};
+    use inotify::{Inotify, WatchMask};
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut wal = db.file_name().unwrap_or_default().to_os_string();
+    wal.push("-wal");
+    let inotify = Inotify::init()?;
+    inotify.watches().add(
+        dir,
+        WatchMask::MODIFY | WatchMask::CREATE | WatchMask::MOVED_TO,
+    )?;
+    let mut events = inotify.into_event_stream(vec![0u8; 4096])?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(first) = events.next().await {
+            let mut changed = false;
+            let mut next = Some(first);
+            // What is already read is one burst: one notice.
+            while let Some(event) = next {
+                match event {
+                    Ok(e) => changed |= e.name.as_deref() == Some(wal.as_os_str()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching the database failed; polling only");
+                        return;
+                    }
+                }
+                next = events.next().now_or_never().flatten();
+            }
+            if changed && tx.send(Notice::Changed).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// The store's connection settings for `sqlite://PATH` or a path: WAL,
@@ -141,6 +185,20 @@ impl Dialect for Lite {
         Ok(sqlx::migrate!("./migrations/sqlite")
             .run(&self.writer)
             .await?)
+    }
+
+    fn listen(&self) -> impl Future<Output = Result<Option<UnboundedReceiver<Notice>>>> + Send {
+        let watched = self.path.as_deref().map(watch_wal);
+        async move {
+            match watched {
+                Some(Ok(rx)) => Ok(Some(rx)),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot watch the database for changes; polling only");
+                    Ok(None)
+                }
+                None => Ok(None),
+            }
+        }
     }
 
     queries!(SqliteConnection, SqliteRow);

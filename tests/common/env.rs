@@ -130,7 +130,12 @@ impl Env {
         let child = Command::new(jobvisor_bin())
             .arg("--database")
             .arg(&self.db)
-            .args(["serve", "--poll-interval", "20ms"])
+            .arg("serve")
+            .args(if extra.contains(&"--poll-interval") {
+                &[][..]
+            } else {
+                &["--poll-interval", "20ms"][..]
+            })
             .args(if extra.contains(&"--listen") {
                 &[][..]
             } else {

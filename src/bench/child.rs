@@ -1,0 +1,156 @@
+//! Child `jobvisor serve` processes of the benches that measure the real
+//! service from outside (isolation, wake-up).
+
+use crate::cli::CliError;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A `jobvisor serve` child of a bench, its stdout counted and the end of
+/// its stderr kept; killed if dropped.
+pub(super) struct Serve {
+    child: Child,
+    stdout: Arc<AtomicU64>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    cgroups: Arc<Mutex<String>>,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl Serve {
+    /// Starts `exe serve` on `db` with the (empty) config file `config`,
+    /// loopback port 0, and `extra` flags.
+    pub(super) fn start(
+        exe: &Path,
+        worker: &Path,
+        db: &str,
+        config: &Path,
+        extra: &[&str],
+    ) -> Result<Self, CliError> {
+        let mut child = Command::new(exe)
+            .arg("--database")
+            .arg(db)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("JOBVISOR_WORKER", worker)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| crate::cli::input(format!("cannot start {}: {e}", exe.display())))?;
+        let stdout_bytes = Arc::new(AtomicU64::new(0));
+        let mut out = child.stdout.take().expect("piped");
+        let counted = stdout_bytes.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = out.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                counted.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        });
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().expect("piped");
+        let kept = tail.clone();
+        let cgroups = Arc::new(Mutex::new(String::new()));
+        let note = cgroups.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(at) = line.find("cgroup v2") {
+                    let mut n = note.lock().expect("not poisoned");
+                    if n.is_empty() {
+                        *n = line[at..].to_string();
+                    }
+                }
+                let mut t = kept.lock().expect("not poisoned");
+                t.push(line);
+                if t.len() > 20 {
+                    t.remove(0);
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            stdout: stdout_bytes,
+            stderr: tail,
+            cgroups,
+            status: None,
+        })
+    }
+
+    pub(super) fn pid(&self) -> i32 {
+        self.child.id().map_or(0, |p| p as i32)
+    }
+
+    pub(super) fn exited(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status.is_some()
+    }
+
+    pub(super) fn exit_text(&self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let s = self.status?;
+        Some(match (s.signal(), s.code()) {
+            (Some(sig), _) => format!(
+                "killed by {}",
+                nix::sys::signal::Signal::try_from(sig)
+                    .map_or(format!("signal {sig}"), |s| { s.as_str().to_string() })
+            ),
+            (None, Some(code)) => format!("exit code {code}"),
+            (None, None) => "ended".to_string(),
+        })
+    }
+
+    pub(super) fn stdout_bytes(&self) -> u64 {
+        self.stdout.load(Ordering::Relaxed)
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s; says so if it took SIGKILL.
+    pub(super) async fn stop(&mut self) -> String {
+        if self.exited() {
+            return self.tail();
+        }
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
+            Ok(s) => {
+                self.status = s.ok();
+                String::new()
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+                self.status = self.child.try_wait().ok().flatten();
+                "the supervisor did not stop on SIGTERM and was killed".to_string()
+            }
+        }
+    }
+
+    pub(super) fn cgroup_note(&self) -> String {
+        self.cgroups.lock().expect("not poisoned").clone()
+    }
+
+    pub(super) fn tail(&self) -> String {
+        self.stderr.lock().expect("not poisoned").join(" | ")
+    }
+}
+
+/// Removes a directory when dropped.
+pub(super) struct RemoveDir(pub(super) PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
