@@ -431,21 +431,31 @@ async fn a_plain_program_past_its_timeout_gets_sigterm_at_once_not_after_the_can
     );
 
     // A cancel, likewise.
-    let (done, took) = run_and_cancel(&env, store.as_ref(), "plain").await;
+    let (done, took) = run_and_cancel(&env, store.as_ref(), "plain", None).await;
     assert_eq!(done.status, Status::Cancelled);
     assert_eq!(done.cancel_outcome.as_deref(), Some("sigterm"));
     assert!(took < std::time::Duration::from_millis(4500), "{took:?}");
 }
 
-/// Runs `handler`, cancels it once it runs; its end and how long the cancel
-/// took.
+/// Runs `handler`, cancels it once it runs (and, if given, once it logged
+/// `ready`: a worker's hello is known only once it is read, and a cancel
+/// before it treats the worker as one that never speaks the protocol); its
+/// end and how long the cancel took.
 async fn run_and_cancel(
     env: &Env,
     store: &dyn jobvisor::store::Store,
     handler: &str,
+    ready: Option<&str>,
 ) -> (jobvisor::model::Execution, std::time::Duration) {
     let id = env.enqueue(&[handler]);
     running_with_pid(store, id).await;
+    if let Some(ready) = ready {
+        eventually(&format!("{handler} to log {ready:?}"), || async {
+            let logs = store.logs(id, 0, None, 100).await.unwrap();
+            logs.iter().any(|l| l.message == ready).then_some(())
+        })
+        .await;
+    }
     let asked = std::time::Instant::now();
     env.ok(&["exec", "cancel", &id.to_string()]);
     let done = finished(store, id).await;
@@ -460,6 +470,7 @@ async fn a_worker_that_said_hello_keeps_the_cooperative_step_before_sigterm() {
         r#"
 import json, sys, time
 print(json.dumps({"type": "hello", "protocol": 1}), flush=True)
+print(json.dumps({"type": "log", "level": "info", "message": "ready"}), flush=True)
 for line in sys.stdin:
     msg = json.loads(line)
     if msg["type"] == "cancel":
@@ -480,7 +491,7 @@ for line in sys.stdin:
     ]);
     let _serve = env.serve(&[]);
     let store = env.store().await;
-    let (done, took) = run_and_cancel(&env, store.as_ref(), "polite").await;
+    let (done, took) = run_and_cancel(&env, store.as_ref(), "polite", Some("ready")).await;
     assert_eq!(done.status, Status::Cancelled);
     assert_eq!(done.cancel_outcome.as_deref(), Some("sigterm"));
     assert!(

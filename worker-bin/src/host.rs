@@ -56,9 +56,10 @@ pub fn die_with_parent() {
 /// pooled worker, runs each `run` it receives (one at a time), relays the
 /// handler's progress and logs, and ends each execution with a `result`.
 pub async fn serve_stdio(registry: Registry) -> std::io::Result<()> {
+    let (input, output) = private_stdio();
     let (tx, mut rx) = mpsc::channel::<WorkerMessage>(1024);
     let writer = tokio::spawn(async move {
-        let mut out = BufWriter::new(stdout_writer());
+        let mut out = BufWriter::new(output);
         while let Some(first) = rx.recv().await {
             let mut next = Some(first);
             while let Some(m) = next {
@@ -81,7 +82,7 @@ pub async fn serve_stdio(registry: Registry) -> std::io::Result<()> {
         }))
         .await;
 
-    let mut lines = BufReader::new(stdin_reader()).lines();
+    let mut lines = BufReader::new(input).lines();
     let mut current: Option<(CancellationToken, JoinHandle<()>)> = None;
     loop {
         tokio::select! {
@@ -121,28 +122,51 @@ pub async fn serve_stdio(registry: Registry) -> std::io::Result<()> {
     writer.await.unwrap_or(Ok(()))
 }
 
-/// Stdin as an async reader. A pipe (as the supervisor gives) is read
-/// directly by the runtime; tokio's own `stdin()` reads on a blocking
-/// thread, two thread hand-offs per line, which dominated a pooled run.
-fn stdin_reader() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+/// The protocol's pipes, moved off fds 0 and 1 to close-on-exec
+/// descriptors of their own, read and written directly by the runtime
+/// (tokio's own `stdin()` reads on a blocking thread: two thread hand-offs
+/// per line, which dominated a pooled run). Fd 0 becomes `/dev/null` and
+/// fd 1 a copy of stderr, so that:
+/// - what a handler prints becomes log lines instead of breaking the
+///   protocol's lines;
+/// - a process a handler starts never inherits the run lines (nor reads
+///   one meant for the next execution) or the result channel;
+/// - the non-blocking mode set on the pipes never reaches the handler's
+///   own stdout, where a full pipe would fail its prints.
+///
+/// Where any step fails, that stream stays as it was.
+fn private_stdio() -> (
+    Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+) {
     use std::os::fd::AsFd;
-    if let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() {
-        if let Ok(r) = tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(fd)) {
-            return Box::new(r);
+    let input = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(fd)).ok());
+    let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match input {
+        Some(r) => {
+            if let Ok(null) = std::fs::File::open("/dev/null") {
+                let _ = nix::unistd::dup2_stdin(null);
+            }
+            Box::new(r)
         }
-    }
-    Box::new(tokio::io::stdin())
-}
-
-/// Stdout as an async writer; like [`stdin_reader`].
-fn stdout_writer() -> Box<dyn tokio::io::AsyncWrite + Unpin + Send> {
-    use std::os::fd::AsFd;
-    if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
-        if let Ok(w) = tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(fd)) {
-            return Box::new(w);
+        None => Box::new(tokio::io::stdin()),
+    };
+    let output = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(fd)).ok());
+    let output: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match output {
+        Some(w) => {
+            let _ = nix::unistd::dup2_stdout(std::io::stderr());
+            Box::new(w)
         }
-    }
-    Box::new(tokio::io::stdout())
+        None => Box::new(tokio::io::stdout()),
+    };
+    (input, output)
 }
 
 fn run_one(
