@@ -166,7 +166,7 @@ async fn a_worker_that_dies_while_idle_is_replaced_without_failing_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooperative_cancel_keeps_the_worker_and_a_killed_one_is_replaced() {
     let env = Env::new();
-    env.pooled_builtin("sleep", "1", &[]);
+    env.pooled_builtin("progress", "1", &[]);
     // A pooled worker that ignores cancel and SIGTERM.
     let script = env.script(
         "stubborn.py",
@@ -176,6 +176,7 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print(json.dumps({"type": "hello", "protocol": 1, "pooled": True}), flush=True)
 for line in sys.stdin:
     if json.loads(line).get("type") == "run":
+        print(json.dumps({"type": "log", "level": "info", "message": "ready"}), flush=True)
         time.sleep(1000)
 "#,
     );
@@ -196,14 +197,37 @@ for line in sys.stdin:
     ]);
     let _serve = env.serve(&[]);
     let store = env.store().await;
+    // Each is cancelled once it has logged: by then its worker's hello
+    // has been read (a cancel before it would treat the worker as one that
+    // does not speak the protocol: SIGTERM at once).
+    let logged = |id: Uuid| {
+        let store = store.clone();
+        async move {
+            eventually("a log line", || async {
+                let logs = store.logs(id, 0, None, 10).await.unwrap();
+                (!logs.is_empty()).then_some(())
+            })
+            .await
+        }
+    };
 
-    let id = env.enqueue(&["sleep", "--payload", r#"{"ms": 60000}"#]);
+    let id = env.enqueue(&[
+        "progress",
+        "--payload",
+        r#"{"steps": 600, "delay_ms": 100, "log": true}"#,
+    ]);
     let running = running_with_pid(store.as_ref(), id).await;
+    logged(id).await;
     env.ok(&["exec", "cancel", &id.to_string()]);
     let e = finished(store.as_ref(), id).await;
     assert_eq!(e.status, Status::Cancelled);
     assert_eq!(e.cancel_outcome.as_deref(), Some("cooperative"));
-    let next = run_all(&env, &["sleep", "--payload", r#"{"ms": 1}"#], 1).await;
+    let next = run_all(
+        &env,
+        &["progress", "--payload", r#"{"steps": 1, "delay_ms": 1}"#],
+        1,
+    )
+    .await;
     assert_eq!(next[0].status, Status::Succeeded);
     assert_eq!(
         next[0].pid, running.pid,
@@ -212,6 +236,7 @@ for line in sys.stdin:
 
     let id = env.enqueue(&["stubborn"]);
     let running = running_with_pid(store.as_ref(), id).await;
+    logged(id).await;
     env.ok(&["exec", "cancel", &id.to_string()]);
     let e = finished(store.as_ref(), id).await;
     assert_eq!(e.cancel_outcome.as_deref(), Some("sigkill"));

@@ -583,7 +583,7 @@ echo 'after the snooze: kept as a log line'"#,
     env.sh_handler("polite", &script, &[]);
     env.sh_handler(
         "stubborn",
-        r#"echo '{"type":"hello","protocol":1}'; read run; read cancel; echo '{"type":"snooze","delay_ms":10}'"#,
+        r#"echo '{"type":"hello","protocol":1}'; echo '{"type":"log","level":"info","message":"ready"}'; read run; read cancel; echo '{"type":"snooze","delay_ms":10}'"#,
         &["--cancel-grace", "5s"],
     );
     let _serve = env.serve(&[]);
@@ -612,7 +612,8 @@ echo 'after the snooze: kept as a log line'"#,
 
     // Told to cancel, it answers with a snooze: the stop decides.
     let id = env.enqueue(&["stubborn"]);
-    running(store.as_ref(), id).await;
+    // Its hello read first: a cancel before it gets SIGTERM at once.
+    log_line(store.as_ref(), id, |l| (l.message == "ready").then_some(())).await;
     env.ok(&["exec", "cancel", &id.to_string()]);
     let e = finished(store.as_ref(), id).await;
     assert_eq!((e.status, e.next_id), (Status::Cancelled, None), "{e:?}");

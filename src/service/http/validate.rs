@@ -61,10 +61,13 @@ enum Kind {
 impl Checks {
     pub(super) fn new(doc: &Value) -> Checks {
         let mut ops = HashMap::new();
-        let components = doc.get("components").cloned().unwrap_or(json!({}));
         let compile = |schema: Value| {
+            // Only the components the schema reaches: each validator keeps
+            // its root, and the whole section in each of them cost the
+            // service about 17 MB.
+            let components = reachable_components(&schema, doc);
             let mut root = schema;
-            root["components"] = components.clone();
+            root["components"] = components;
             jsonschema::options()
                 .should_validate_formats(true)
                 .build(&root)
@@ -144,6 +147,42 @@ impl Checks {
 }
 
 /// The kind of value `schema` states, following references.
+/// The `components` of `doc` that `schema` refers to, directly or through
+/// other components, in the document's shape.
+fn reachable_components(schema: &Value, doc: &Value) -> Value {
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found: Vec<&str> = Vec::new();
+    refs(schema, &mut found);
+    let mut components = json!({});
+    while let Some(target) = found.pop() {
+        let Some(pointer) = target.strip_prefix("#/components/") else {
+            continue;
+        };
+        let Some((section, name)) = pointer.split_once('/') else {
+            continue;
+        };
+        if components.get(section).and_then(|s| s.get(name)).is_some() {
+            continue;
+        }
+        if let Some(part) = doc.pointer(&format!("/components/{pointer}")) {
+            components[section][name] = part.clone();
+            refs(part, &mut found);
+        }
+    }
+    components
+}
+
 fn kind(schema: &Value, doc: &Value) -> Kind {
     if let Some(target) = schema["$ref"].as_str() {
         let pointer = target.trim_start_matches('#');
