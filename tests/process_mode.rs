@@ -619,3 +619,44 @@ echo 'after the snooze: kept as a log line'"#,
     assert_eq!((e.status, e.next_id), (Status::Cancelled, None), "{e:?}");
     assert_eq!(e.cancel_outcome.as_deref(), Some("cooperative"));
 }
+
+/// A protocol worker cancelled while it is still starting (an interpreter
+/// loading its modules, before its hello) is not taken for a plain program:
+/// the stop waits briefly for its hello, and it ends cooperatively.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cancelled_before_its_hello_still_gets_the_cooperative_step() {
+    let env = Env::new();
+    let script = env.script(
+        "slow_start.py",
+        r#"
+import json, sys, time
+time.sleep(0.4)
+print(json.dumps({"type": "hello", "protocol": 1}), flush=True)
+for line in sys.stdin:
+    if json.loads(line)["type"] == "cancel":
+        print(json.dumps({"type": "result", "status": "cancelled"}), flush=True)
+        sys.exit(0)
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "slow",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+    ]);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&["slow"]);
+    running_with_pid(store.as_ref(), id).await;
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let done = finished(store.as_ref(), id).await;
+    assert_eq!(done.status, Status::Cancelled, "{done:?}");
+    assert_eq!(
+        done.cancel_outcome.as_deref(),
+        Some("cooperative"),
+        "{done:?}"
+    );
+}

@@ -36,18 +36,32 @@ impl Step {
     }
 }
 
+/// What was heard from a worker when a stop began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Heard {
+    /// Its `hello`: it reads a `cancel` and gets the cancel grace to
+    /// answer it.
+    Hello,
+    /// Something else first, or nothing for too long: a plain program,
+    /// which cannot read `cancel`; SIGTERM at once.
+    Other,
+    /// Nothing yet from a worker that has only just started: a `hello`
+    /// (which must be its first line) may still come within this long.
+    Nothing { within: Duration },
+}
+
 /// What the owner of an execution sees.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Event {
     /// A stop from outside (cancel, shutdown), the timeout, or the
-    /// heartbeat timeout. `hello`: the worker announced itself, so it
-    /// reads a `cancel` and gets the cancel grace to answer it.
-    Stop { ending: Ending, hello: bool },
+    /// heartbeat timeout, and what the worker had said by then.
+    Stop { ending: Ending, heard: Heard },
     /// The worker's `result` arrived. `keepable`: the worker announced
     /// pooling and the pool would keep it.
     Result { keepable: bool },
-    /// The time armed by [`Action::Arm`] came.
-    Due,
+    /// The time armed by [`Action::Arm`] came; `hello`: whether the worker
+    /// has said hello by now.
+    Due { hello: bool },
 }
 
 /// What the owner does.
@@ -75,6 +89,9 @@ pub(crate) struct Escalation {
     step: Step,
     ending: Option<Ending>,
     answered: bool,
+    /// A stop came before the worker's first line: the armed time is the
+    /// wait for its hello, not the cancel grace.
+    awaiting_hello: bool,
     cancel_grace: Duration,
     kill_grace: Duration,
 }
@@ -88,6 +105,7 @@ impl Escalation {
             step: Step::Running,
             ending: None,
             answered: false,
+            awaiting_hello: false,
             cancel_grace,
             kill_grace,
         }
@@ -112,7 +130,7 @@ impl Escalation {
     /// What to do about `event`.
     pub(crate) fn on(&mut self, event: Event) -> Vec<Action> {
         match event {
-            Event::Stop { ending, hello } => {
+            Event::Stop { ending, heard } => {
                 if self.ending.is_some() {
                     return Vec::new();
                 }
@@ -121,11 +139,16 @@ impl Escalation {
                 if self.step == Step::Running {
                     self.step = Step::Asked;
                     // A worker that never said hello may not read stdin:
-                    // it is not kept waiting for an answer that cannot come.
-                    let grace = if hello {
-                        self.cancel_grace
-                    } else {
-                        Duration::ZERO
+                    // it is not kept waiting for an answer that cannot
+                    // come. One that has said nothing yet, just started,
+                    // may still: its hello is waited for, briefly.
+                    let grace = match heard {
+                        Heard::Hello => self.cancel_grace,
+                        Heard::Other => Duration::ZERO,
+                        Heard::Nothing { within } => {
+                            self.awaiting_hello = true;
+                            within.min(self.cancel_grace)
+                        }
                     };
                     actions.push(Action::Arm(grace));
                 }
@@ -145,7 +168,13 @@ impl Escalation {
                 }
                 actions
             }
-            Event::Due => match self.step {
+            // Its hello came in time: now the cancel grace (the cancel is
+            // already written, after the run line it reads first).
+            Event::Due { hello: true } if self.awaiting_hello && self.step == Step::Asked => {
+                self.awaiting_hello = false;
+                vec![Action::Arm(self.cancel_grace)]
+            }
+            Event::Due { .. } => match self.step {
                 Step::Running | Step::Asked => {
                     self.step = Step::Termed;
                     vec![Action::Term, Action::Arm(self.kill_grace)]
@@ -294,8 +323,45 @@ mod tests {
     fn cancel(reason: &str, hello: bool) -> Event {
         Event::Stop {
             ending: Ending::Stop(StopReason::Cancel(reason.into())),
-            hello,
+            heard: if hello { Heard::Hello } else { Heard::Other },
         }
+    }
+
+    #[test]
+    fn a_stop_before_a_new_workers_first_line_waits_briefly_for_its_hello() {
+        let within = Duration::from_millis(700);
+        let early = Event::Stop {
+            ending: Ending::Stop(StopReason::Cancel("stop".into())),
+            heard: Heard::Nothing { within },
+        };
+        // The hello came in the wait: the cancel grace, then as usual.
+        let mut m = Escalation::new(CANCEL, KILL);
+        assert_eq!(
+            m.on(early.clone()),
+            vec![Action::AskCancel("stop".into()), Action::Arm(within)]
+        );
+        assert_eq!(m.on(Event::Due { hello: true }), vec![Action::Arm(CANCEL)]);
+        assert_eq!(
+            m.on(Event::Due { hello: true }),
+            vec![Action::Term, Action::Arm(KILL)]
+        );
+        let e = m.outcome(exited(0), None);
+        assert!(matches!(e.outcome, Outcome::Cancelled { .. }), "{e:?}");
+        // None came: SIGTERM at the wait's end, as for any plain program.
+        let mut m = Escalation::new(CANCEL, KILL);
+        m.on(early);
+        assert_eq!(
+            m.on(Event::Due { hello: false }),
+            vec![Action::Term, Action::Arm(KILL)]
+        );
+        assert_eq!(m.step().how(), "sigterm");
+        // The wait is never longer than the cancel grace.
+        let mut m = Escalation::new(Duration::from_millis(100), KILL);
+        let actions = m.on(Event::Stop {
+            ending: Ending::Timeout(10),
+            heard: Heard::Nothing { within },
+        });
+        assert_eq!(actions[1], Action::Arm(Duration::from_millis(100)));
     }
 
     fn summary(e: &Ended) -> (Outcome, Option<&str>) {
@@ -360,7 +426,7 @@ mod tests {
         assert!(m.limits_apply());
         let actions = m.on(Event::Stop {
             ending: Ending::Timeout(1500),
-            hello: true,
+            heard: Heard::Hello,
         });
         assert_eq!(
             actions,
@@ -370,7 +436,10 @@ mod tests {
             ]
         );
         assert!(!m.limits_apply() && !m.stoppable());
-        assert_eq!(m.on(Event::Due), vec![Action::Term, Action::Arm(KILL)]);
+        assert_eq!(
+            m.on(Event::Due { hello: false }),
+            vec![Action::Term, Action::Arm(KILL)]
+        );
         let e = m.outcome(signalled(15), None);
         assert_eq!(
             summary(&e),
@@ -391,7 +460,7 @@ mod tests {
         let ending = Ending::Heartbeat(2000);
         let actions = m.on(Event::Stop {
             ending,
-            hello: false,
+            heard: Heard::Other,
         });
         assert_eq!(
             actions,
@@ -473,7 +542,10 @@ mod tests {
                 Action::Arm(Duration::ZERO)
             ]
         );
-        assert_eq!(m.on(Event::Due), vec![Action::Term, Action::Arm(KILL)]);
+        assert_eq!(
+            m.on(Event::Due { hello: false }),
+            vec![Action::Term, Action::Arm(KILL)]
+        );
         assert_eq!(m.step(), Step::Termed);
         let e = m.outcome(signalled(15), None);
         assert_eq!(
@@ -486,8 +558,11 @@ mod tests {
             )
         );
         // It ignores SIGTERM: SIGKILL after the kill grace, then nothing more.
-        assert_eq!(m.on(Event::Due), vec![Action::Kill, Action::Disarm]);
-        assert_eq!(m.on(Event::Due), vec![Action::Disarm]);
+        assert_eq!(
+            m.on(Event::Due { hello: false }),
+            vec![Action::Kill, Action::Disarm]
+        );
+        assert_eq!(m.on(Event::Due { hello: false }), vec![Action::Disarm]);
         let e = m.outcome(signalled(9), None);
         assert_eq!(
             e.outcome,
@@ -504,7 +579,7 @@ mod tests {
         assert!(m.on(cancel("second", true)).is_empty());
         let timeout = Event::Stop {
             ending: Ending::Timeout(10),
-            hello: true,
+            heard: Heard::Hello,
         };
         assert!(m.on(timeout).is_empty());
         assert_eq!(
@@ -520,7 +595,10 @@ mod tests {
         assert_eq!(actions, vec![Action::CloseStdin, Action::Arm(CANCEL)]);
         assert!(!m.limits_apply(), "no timeout once it answered");
         assert!(m.stoppable(), "a cancel still counts");
-        assert_eq!(m.on(Event::Due), vec![Action::Term, Action::Arm(KILL)]);
+        assert_eq!(
+            m.on(Event::Due { hello: false }),
+            vec![Action::Term, Action::Arm(KILL)]
+        );
         let done = result(r#"{"type":"result","status":"succeeded"}"#);
         assert_eq!(m.outcome(signalled(15), done).outcome, Outcome::Succeeded);
     }
@@ -536,7 +614,7 @@ mod tests {
         // Escalated to SIGTERM: replaced, not kept.
         let mut m = Escalation::new(CANCEL, KILL);
         m.on(cancel("stop", true));
-        m.on(Event::Due);
+        m.on(Event::Due { hello: false });
         assert_eq!(
             m.on(Event::Result { keepable: true }),
             vec![Action::CloseStdin]
@@ -547,7 +625,7 @@ mod tests {
     fn at_shutdown_anything_but_a_success_is_interrupted() {
         let shutdown = || Event::Stop {
             ending: Ending::Stop(StopReason::Shutdown),
-            hello: true,
+            heard: Heard::Hello,
         };
         let mut m = Escalation::new(CANCEL, KILL);
         m.on(shutdown());

@@ -15,7 +15,7 @@
 //! keep workers that announced `pooled: true` for the next execution (see
 //! [`super::pool`]).
 
-use super::escalation::{self, Action, Escalation, Event, Step};
+use super::escalation::{self, Action, Escalation, Event, Heard, Step};
 use super::isolate::{self, Setup, DEFAULT_PATH};
 use super::{guardian, os, Ending, Stop};
 use crate::model::Outcome;
@@ -46,6 +46,12 @@ use tokio::time::{sleep_until, Instant};
 /// exited and its group was killed: longer means a process outside the group
 /// holds them (a leak).
 pub const LEAK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long after its start a worker that has printed nothing may still
+/// say hello: a stop in that time waits for it (up to the cancel grace),
+/// so that a protocol worker cancelled while it starts (an interpreter
+/// loading its modules) still gets the cooperative step.
+pub const HELLO_WINDOW: Duration = Duration::from_secs(1);
 
 /// What to start for one execution.
 #[derive(Clone, Debug)]
@@ -217,6 +223,9 @@ pub(crate) struct Worker {
     pub runs: u64,
     /// When it last finished one.
     pub idle_since: Instant,
+    /// When it was started: a stop in its first moments waits briefly for
+    /// its hello.
+    spawned: Instant,
 }
 
 /// A spawn that failed, as the execution's completion.
@@ -343,6 +352,7 @@ impl Worker {
             _watch: watch,
             runs: 0,
             idle_since: Instant::now(),
+            spawned: Instant::now(),
         })
     }
 
@@ -456,8 +466,22 @@ pub(crate) async fn run_on(
     let mut result_open = true;
     let mut due: Option<Instant> = None;
 
-    // Read when a stop begins: the hello may arrive at any time before.
+    // Read when a stop begins: the hello may arrive at any time before,
+    // and a worker that has printed nothing since it started moments ago
+    // may still send one.
     let hello = || w.shared.hello.load(Ordering::Relaxed);
+    let heard = || {
+        if hello() {
+            Heard::Hello
+        } else {
+            let within = HELLO_WINDOW.saturating_sub(w.spawned.elapsed());
+            if w.shared.out.lines.load(Ordering::Relaxed) > 0 || within.is_zero() {
+                Heard::Other
+            } else {
+                Heard::Nothing { within }
+            }
+        }
+    };
     let status: Option<ExitStatus> = loop {
         let event = tokio::select! {
             status = w.child.wait() => break status.ok(),
@@ -469,10 +493,10 @@ pub(crate) async fn run_on(
             }
             _ = stop.requested(), if m.stoppable() => {
                 let reason = stop.reason().cloned().unwrap_or(super::StopReason::Shutdown);
-                Event::Stop { ending: Ending::Stop(reason), hello: hello() }
+                Event::Stop { ending: Ending::Stop(reason), heard: heard() }
             }
             _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && m.limits_apply() => {
-                Event::Stop { ending: Ending::Timeout(claimed.timeout_ms.unwrap_or(0)), hello: hello() }
+                Event::Stop { ending: Ending::Timeout(claimed.timeout_ms.unwrap_or(0)), heard: heard() }
             }
             _ = heartbeat_tick.tick(), if heartbeat.is_some() && m.limits_apply() => {
                 let ms = heartbeat.unwrap_or(0);
@@ -480,7 +504,7 @@ pub(crate) async fn run_on(
                 if silent_us <= ms as i64 * 1000 {
                     continue;
                 }
-                Event::Stop { ending: Ending::Heartbeat(ms), hello: hello() }
+                Event::Stop { ending: Ending::Heartbeat(ms), heard: heard() }
             }
             _ = cpu_tick.tick(), if limits.cpu_time_s.is_some() => {
                 if let Some(ms) = isolate::cpu_time_ms(pid) {
@@ -488,7 +512,7 @@ pub(crate) async fn run_on(
                 }
                 continue;
             }
-            _ = sleep_until(due.unwrap_or(far)), if due.is_some() => Event::Due,
+            _ = sleep_until(due.unwrap_or(far)), if due.is_some() => Event::Due { hello: hello() },
         };
         for action in m.on(event) {
             match action {
