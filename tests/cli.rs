@@ -1023,16 +1023,13 @@ fn the_relay_bench_stores_every_line() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
-/// `bench --scenario isolation` runs every misbehaviour in every mode under
-/// a real `jobvisor serve` and reports what each mode contains. The process
-/// modes contain every fault but one (a pooled worker is reused, so what a
-/// handler leaks in it stays there); in-process, what kills a process kills
-/// the supervisor, which is rescued after a restart, and what leaks stays in
-/// the supervisor.
-#[test]
-fn the_isolation_matrix_shows_what_each_mode_contains() {
+/// `jobvisor bench ARGS --json` with no `--database` (the scenarios that
+/// start their own `serve` make their own databases); its document.
+fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(jobvisor_bin())
-        .args(["bench", "--scenario", "isolation", "--json"])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .env("JOBVISOR_WORKER", worker_bin())
         .env_remove("JOBVISOR_DATABASE")
         .stdin(Stdio::null())
@@ -1044,8 +1041,18 @@ fn the_isolation_matrix_shows_what_each_mode_contains() {
         "{}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// `bench --scenario isolation` runs every misbehaviour in every mode under
+/// a real `jobvisor serve` and reports what each mode contains. The process
+/// modes contain every fault but one (a pooled worker is reused, so what a
+/// handler leaks in it stays there); in-process, what kills a process kills
+/// the supervisor, which is rescued after a restart, and what leaks stays in
+/// the supervisor.
+#[test]
+fn the_isolation_matrix_shows_what_each_mode_contains() {
+    let r = bench_json(&["--scenario", "isolation"]);
     let rows = r["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 30, "ten faults in three modes: {r}");
     let cell = |what: &str, mode: &str| {
@@ -1137,28 +1144,7 @@ fn the_isolation_matrix_shows_what_each_mode_contains() {
 /// `serve`'s start against an in-process wake-up.
 #[test]
 fn the_wakeup_bench_times_a_real_serve_against_an_in_process_wake() {
-    let out = Command::new(jobvisor_bin())
-        .args([
-            "bench",
-            "--scenario",
-            "wakeup",
-            "--latency-samples",
-            "5",
-            "--json",
-        ])
-        .env("JOBVISOR_WORKER", worker_bin())
-        .env_remove("JOBVISOR_DATABASE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let r = bench_json(&["--scenario", "wakeup", "--latency-samples", "5"]);
     assert_eq!(r["backend"], "sqlite");
     let rows = r["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{r}");
@@ -1169,4 +1155,49 @@ fn the_wakeup_bench_times_a_real_serve_against_an_in_process_wake() {
         assert_eq!(row["samples"], 5, "{row}");
         assert!(row["start_p50_ms"].as_f64().unwrap() > 0.0, "{row}");
     }
+}
+
+/// `--chart` draws what a comparison ran, the modes against their
+/// baselines and the isolation matrix, as one SVG with no font of its own;
+/// scenarios it cannot draw, and a database for the isolation matrix's own,
+/// are refused in one line.
+#[test]
+fn a_comparison_is_drawn_as_one_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("modes.svg");
+    let r = bench_json(&[
+        "--scenario",
+        "comparison",
+        "--modes",
+        "inproc,pooled",
+        "--count",
+        "300",
+        "--latency-samples",
+        "3",
+        "--misbehaviours",
+        "panic",
+        "--chart",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(r["modes"]["rows"].as_array().unwrap().len(), 5, "{r}");
+    assert_eq!(r["isolation"]["rows"].as_array().unwrap().len(), 2, "{r}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg"), "{drawn}");
+    for text in [
+        "jobs/s against the bare baseline",
+        "latency one at a time",
+        "inproc",
+        "pooled",
+        "panic caught",
+    ] {
+        assert!(drawn.contains(text), "{text:?} is not drawn");
+    }
+    assert!(!drawn.contains("@font-face") && !drawn.contains("url("));
+
+    let env = Env::new();
+    assert_bad_input(
+        env.cli(&["bench", "--scenario", "relay", "--chart", "x.svg"]),
+        "--chart",
+    );
+    assert_bad_input(env.cli(&["bench", "--scenario", "isolation"]), "--database");
 }

@@ -6,6 +6,7 @@
 use super::isolation::{self, IsolationBench};
 use super::{BenchRow, ModesBench};
 use crate::cli::CliError;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -114,6 +115,34 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     (lo / 3.0)..(hi * 3.0)
 }
 
+/// A bar chart with one x position per mode in `names`, over a log scale of
+/// `range`, with its caption and axes drawn.
+fn mode_chart<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: String,
+    names: &[String],
+    range: std::ops::Range<f64>,
+    y_desc: &str,
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>, Error> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 16))
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(64)
+        .build_cartesian_2d(-0.5f64..(names.len() as f64 - 0.5), range.log_scale())?;
+    let label = mode_label(names);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(names.len().max(1))
+        .x_label_formatter(&label)
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| number(*v))
+        .label_style((FONT, 13))
+        .draw()?;
+    Ok(chart)
+}
+
 fn throughput(area: &DrawingArea<SVGBackend, Shift>, m: &ModesBench) -> Result<(), Error> {
     let pairs = pairs(m);
     let names: Vec<String> = pairs.iter().map(|p| p.0.to_string()).collect();
@@ -123,28 +152,16 @@ fn throughput(area: &DrawingArea<SVGBackend, Shift>, m: &ModesBench) -> Result<(
             .flat_map(|p| [p.1.jobs_per_sec, p.2.jobs_per_sec]),
     );
     let floor = range.start;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "jobs/s against the bare baseline ({} cores, {})",
-                m.cores, m.settings.backend
-            ),
-            (FONT, 16),
-        )
-        .margin(12)
-        .x_label_area_size(28)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.5f64..(names.len() as f64 - 0.5), range.log_scale())?;
-    let label = mode_label(&names);
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(names.len().max(1))
-        .x_label_formatter(&label)
-        .y_desc("jobs/s (log)")
-        .y_label_formatter(&|v| number(*v))
-        .label_style((FONT, 13))
-        .draw()?;
+    let mut chart = mode_chart(
+        area,
+        format!(
+            "jobs/s against the bare baseline ({} cores, {})",
+            m.cores, m.settings.backend
+        ),
+        &names,
+        range,
+        "jobs/s (log)",
+    )?;
     chart
         .draw_series(pairs.iter().enumerate().map(|(i, p)| {
             let x = i as f64;
@@ -194,22 +211,13 @@ fn latency(area: &DrawingArea<SVGBackend, Shift>, m: &ModesBench) -> Result<(), 
     };
     let range = log_range(rows.iter().flat_map(|r| (0..4).map(move |k| value(r, k))));
     let floor = range.start;
-    let mut chart = ChartBuilder::on(area)
-        .caption("latency one at a time, ms", (FONT, 16))
-        .margin(12)
-        .x_label_area_size(28)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.5f64..(names.len() as f64 - 0.5), range.log_scale())?;
-    let label = mode_label(&names);
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(names.len().max(1))
-        .x_label_formatter(&label)
-        .y_desc("ms (log)")
-        .y_label_formatter(&|v| number(*v))
-        .label_style((FONT, 13))
-        .draw()?;
+    let mut chart = mode_chart(
+        area,
+        "latency one at a time, ms".to_string(),
+        &names,
+        range,
+        "ms (log)",
+    )?;
     let series = [
         "enqueue to start, p50",
         "enqueue to start, p99",
