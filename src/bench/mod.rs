@@ -1253,11 +1253,14 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
             "supervisor CPU: {:.3} s per minute of wall time ({what})",
             result.cpu_s_per_minute
         );
-        println!(
-            "  of which idle (polls, heartbeats; measured before the window): {:.3} s per minute; the occurrences' own cost: {:.3} s",
-            result.idle_cpu_s_per_minute,
-            result.cpu_s_per_minute - result.idle_cpu_s_per_minute
-        );
+        // (Not measured with --hold.)
+        if result.idle_cpu_s_per_minute.is_finite() {
+            println!(
+                "  of which idle (polls, heartbeats; measured before the window): {:.3} s per minute; the occurrences' own cost: {:.3} s",
+                result.idle_cpu_s_per_minute,
+                result.cpu_s_per_minute - result.idle_cpu_s_per_minute
+            );
+        }
         println!(
             "{delay}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             result.due_to_start_p50_ms, result.due_to_start_p99_ms, result.due_to_start_max_ms

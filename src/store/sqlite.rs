@@ -73,7 +73,7 @@ impl Lite {
 /// is then seen within milliseconds instead of at the next poll.
 fn watch_wal(db: &std::path::Path) -> std::io::Result<UnboundedReceiver<Notice>> {
     use futures_util::{FutureExt, StreamExt};
-    use inotify::{Inotify, WatchMask};
+    use inotify::{EventMask, Inotify, WatchMask};
     let dir = db
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -94,7 +94,11 @@ fn watch_wal(db: &std::path::Path) -> std::io::Result<UnboundedReceiver<Notice>>
             // What is already read is one burst: one notice.
             while let Some(event) = next {
                 match event {
-                    Ok(e) => changed |= e.name.as_deref() == Some(wal.as_os_str()),
+                    // An overflow lost events: any of them may have been it.
+                    Ok(e) => {
+                        changed |= e.name.as_deref() == Some(wal.as_os_str())
+                            || e.mask.contains(EventMask::Q_OVERFLOW)
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "watching the database failed; polling only");
                         return;
