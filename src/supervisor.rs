@@ -228,11 +228,19 @@ pub struct Supervisor {
 const MAILBOX: usize = 1024;
 
 impl Supervisor {
-    /// A builder with the built-in handlers registered.
+    /// A builder with the built-in handlers registered (`misbehave`
+    /// in-process only where [`MISBEHAVE_INPROC_ENV`] is set: its faults
+    /// would take the supervisor down).
+    ///
+    /// [`MISBEHAVE_INPROC_ENV`]: jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV
     pub fn builder() -> SupervisorBuilder {
+        let mut registry = Registry::with_builtins();
+        if std::env::var_os(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV).is_none() {
+            registry.remove("misbehave");
+        }
         SupervisorBuilder {
             config: Config::default(),
-            registry: Registry::with_builtins(),
+            registry,
         }
     }
 

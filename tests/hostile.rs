@@ -636,3 +636,39 @@ async fn a_program_starts_with_sigpipe_at_its_default_whichever_way_it_is_starte
     assert_eq!(e.status, Status::Succeeded, "{e:?}");
     assert!(logs.is_empty(), "`yes` met an ignored SIGPIPE: {logs:?}");
 }
+
+/// `misbehave` is not registered in-process in a supervisor started
+/// without `JOBVISOR_MISBEHAVE_INPROC`: whoever may enqueue cannot take the
+/// service down with `{"do": "abort"}`. In a worker process it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehave_cannot_abort_a_supervisor_that_did_not_allow_it_in_process() {
+    let env = Env::new();
+    let serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&[
+        "misbehave",
+        "--mode",
+        "inproc",
+        "--payload",
+        r#"{"do": "abort"}"#,
+    ]);
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.status, Status::Failed, "{e:?}");
+    assert!(
+        e.error.as_deref().unwrap_or("").contains("not registered"),
+        "{e:?}"
+    );
+    let id = env.enqueue(&[
+        "misbehave",
+        "--mode",
+        "process",
+        "--payload",
+        r#"{"do": "abort"}"#,
+    ]);
+    let e = finished(store.as_ref(), id).await;
+    assert!(
+        e.error.as_deref().unwrap_or("").contains("SIGABRT"),
+        "{e:?}"
+    );
+    assert!(alive(serve.pid()), "the supervisor lives");
+}

@@ -40,6 +40,8 @@ impl Serve {
             .args(extra)
             .env("JOBVISOR_WORKER", worker)
             .env("RUST_BACKTRACE", "0")
+            // For the isolation matrix, which runs `misbehave` in-process too.
+            .env(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

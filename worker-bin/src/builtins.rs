@@ -210,6 +210,14 @@ pub async fn panic(_ctx: Context, payload: Value) -> HandlerResult {
     std::panic::panic_any(message)
 }
 
+/// Set (to anything) in a supervisor's environment, this lets `misbehave`
+/// run in-process there, where its faults take the supervisor down:
+/// `bench --scenario isolation` sets it for the supervisors it starts.
+/// Without it a supervisor does not register `misbehave` for inproc mode,
+/// so whoever may enqueue (an API token, say) cannot crash it with one.
+/// Worker processes always host it.
+pub const MISBEHAVE_INPROC_ENV: &str = "JOBVISOR_MISBEHAVE_INPROC";
+
 /// The faults `misbehave` commits, by `{"do": NAME}`.
 pub const MISBEHAVIOURS: [&str; 10] = [
     "panic",

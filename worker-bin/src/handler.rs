@@ -277,6 +277,18 @@ impl Registry {
         self
     }
 
+    /// Removes the handler called `name`, if there is one.
+    ///
+    /// ```
+    /// let mut r = jobvisor_worker::Registry::with_builtins();
+    /// r.remove("misbehave");
+    /// assert!(r.get("misbehave").is_none());
+    /// ```
+    pub fn remove(&mut self, name: &str) -> &mut Self {
+        self.handlers.remove(name);
+        self
+    }
+
     /// The handler called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Handler>> {
         self.handlers.get(name).cloned()
