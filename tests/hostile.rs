@@ -645,30 +645,12 @@ async fn misbehave_cannot_abort_a_supervisor_that_did_not_allow_it_in_process() 
     let env = Env::new();
     let serve = env.serve(&[]);
     let store = env.store().await;
-    let id = env.enqueue(&[
-        "misbehave",
-        "--mode",
-        "inproc",
-        "--payload",
-        r#"{"do": "abort"}"#,
-    ]);
-    let e = finished(store.as_ref(), id).await;
-    assert_eq!(e.status, Status::Failed, "{e:?}");
-    assert!(
-        e.error.as_deref().unwrap_or("").contains("not registered"),
-        "{e:?}"
-    );
-    let id = env.enqueue(&[
-        "misbehave",
-        "--mode",
-        "process",
-        "--payload",
-        r#"{"do": "abort"}"#,
-    ]);
-    let e = finished(store.as_ref(), id).await;
-    assert!(
-        e.error.as_deref().unwrap_or("").contains("SIGABRT"),
-        "{e:?}"
-    );
+    for (mode, error) in [("inproc", "not registered"), ("process", "SIGABRT")] {
+        let payload = r#"{"do": "abort"}"#;
+        let id = env.enqueue(&["misbehave", "--mode", mode, "--payload", payload]);
+        let e = finished(store.as_ref(), id).await;
+        assert_eq!(e.status, Status::Failed, "{e:?}");
+        assert!(e.error.as_deref().unwrap_or("").contains(error), "{e:?}");
+    }
     assert!(alive(serve.pid()), "the supervisor lives");
 }

@@ -115,6 +115,10 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     (lo / 3.0)..(hi * 3.0)
 }
 
+/// A bar chart over the modes, on a log scale.
+type ModeChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+
 /// A bar chart with one x position per mode in `names`, over a log scale of
 /// `range`, with its caption and axes drawn.
 fn mode_chart<'a, 'b>(
@@ -123,7 +127,7 @@ fn mode_chart<'a, 'b>(
     names: &[String],
     range: std::ops::Range<f64>,
     y_desc: &str,
-) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>, Error> {
+) -> Result<ModeChart<'a, 'b>, Error> {
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 16))
         .margin(12)
@@ -190,14 +194,7 @@ fn throughput(area: &DrawingArea<SVGBackend, Shift>, m: &ModesBench) -> Result<(
             above.clone(),
         )
     }))?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 12))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.3))
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 fn latency(area: &DrawingArea<SVGBackend, Shift>, m: &ModesBench) -> Result<(), Error> {
@@ -234,9 +231,17 @@ fn latency(area: &DrawingArea<SVGBackend, Shift>, m: &ModesBench) -> Result<(), 
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// Draws the legend of `chart`'s series at `position`.
+fn legend<'a, 'b: 'a>(
+    chart: &mut ModeChart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<(), Error> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(position)
         .label_font((FONT, 12))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.3))
