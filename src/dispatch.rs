@@ -80,6 +80,7 @@ impl Dispatcher {
         let mut poll_every = base_poll;
         let mut next_poll = tokio::time::Instant::now() + poll_every;
         let mut polled = false;
+        let mut polled_at = tokio::time::Instant::now();
         tokio::pin!(shutdown);
         let mut backlog = true;
         let mut claim_backoff = Duration::from_millis(100);
@@ -138,8 +139,18 @@ impl Dispatcher {
                             backlog = true;
                             poll_every = base_poll;
                         }
-                        // The poll's read, now.
-                        Woken::Look if !backlog => next_poll = tokio::time::Instant::now(),
+                        // The poll's read, now; but while due rows are held
+                        // (a paused or full queue), every change would find
+                        // work it cannot claim: then at most every base poll.
+                        Woken::Look if !backlog => {
+                            let now = tokio::time::Instant::now();
+                            let soonest = if poll_every > base_poll {
+                                polled_at + base_poll
+                            } else {
+                                now
+                            };
+                            next_poll = next_poll.min(soonest.max(now));
+                        }
                         Woken::Look | Woken::No => {}
                     }
                 }
@@ -150,7 +161,8 @@ impl Dispatcher {
                 // Look before claiming: a read is cheaper than the claim's
                 // write.
                 _ = tokio::time::sleep_until(next_poll) => {
-                    next_poll = tokio::time::Instant::now() + poll_every;
+                    polled_at = tokio::time::Instant::now();
+                    next_poll = polled_at + poll_every;
                     backlog = self.store.has_due(now_micros()).await.unwrap_or(true);
                     polled = backlog;
                 }
