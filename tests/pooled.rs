@@ -310,3 +310,48 @@ async fn a_process_a_pooled_execution_leaves_running_is_killed_when_it_ends() {
     .await;
     assert_eq!(second.pid, first.pid, "the same worker ran the next one");
 }
+
+/// What a pooled worker started before its first run is its own: it
+/// outlives the executions (only what an execution started dies with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helper_a_pooled_worker_started_at_start_up_outlives_its_executions() {
+    let env = Env::new();
+    let script = env.script(
+        "helper.py",
+        r#"
+import json, subprocess, sys
+helper = subprocess.Popen(["sleep", "600"])
+print(json.dumps({"type": "hello", "protocol": 1, "pooled": True}), flush=True)
+for line in sys.stdin:
+    if json.loads(line).get("type") == "run":
+        print(json.dumps({"type": "result", "status": "succeeded", "output": helper.pid}), flush=True)
+"#,
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "helped",
+        "--exec",
+        &python(),
+        "--arg",
+        &script,
+        "--pool-size",
+        "1",
+    ]);
+    let _serve = env.serve(&[]);
+    let execs = run_all(&env, &["helped"], 3).await;
+    for e in &execs {
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    }
+    assert_eq!(pids(&execs).len(), 1, "one worker ran them all");
+    let helper = execs[0].output.as_ref().unwrap().as_i64().unwrap() as i32;
+    assert!(alive(helper), "the worker's own helper was killed");
+    let store = env.store().await;
+    for e in &execs {
+        let logs = store.logs(e.id, 0, None, 100).await.unwrap();
+        assert!(
+            !logs.iter().any(|l| l.message.starts_with("killed")),
+            "{logs:?}"
+        );
+    }
+}

@@ -31,7 +31,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -194,6 +194,11 @@ struct Shared {
     /// cooperatively. A plain program cannot read `cancel`, so it gets
     /// SIGTERM at once.
     hello: AtomicBool,
+    /// The worker's pid and cgroup: who is beside it (see [`beside`]).
+    beside: (i32, Option<PathBuf>),
+    /// Who was beside the worker when it said hello: its own helpers,
+    /// started before it could run anything.
+    at_hello: Mutex<Vec<i32>>,
     out: ReaderState,
     err: ReaderState,
 }
@@ -316,6 +321,7 @@ impl Worker {
         });
         let shared = Arc::new(Shared {
             route: Mutex::new(Some(attempt.route.clone())),
+            beside: (pid, setup.cgroup.as_ref().map(|g| g.dir().to_path_buf())),
             ..Shared::default()
         });
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -432,6 +438,13 @@ pub(crate) async fn run_on(
         mut result_rx,
     } = attempt;
     *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = Some(route.clone());
+    // What a kept worker already has beside it is its own, not the
+    // execution's.
+    let had = if keep && w.runs > 0 {
+        beside_worker(&w)
+    } else {
+        Vec::new()
+    };
     send_line(
         &w.stdin_tx,
         &SupervisorMessage::Run(RunRequest {
@@ -526,7 +539,7 @@ pub(crate) async fn run_on(
                 Action::Keep => {
                     // The worker stays; nothing else the execution started
                     // may outlive it.
-                    let left = kill_left_behind(&w);
+                    let left = kill_left_behind(&w, &had);
                     if !left.is_empty() {
                         sink.note(
                             Level::Warn,
@@ -668,18 +681,47 @@ async fn reap(w: &mut Worker, sink: &LogSink) {
     w.stdin_task.abort();
 }
 
+/// The processes beside worker `pid`: the others of its cgroup (the
+/// directory `cgroup`) or, without one, its descendants.
+fn beside(pid: i32, cgroup: Option<&Path>) -> Vec<i32> {
+    match cgroup {
+        Some(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|p| *p != pid)
+            .collect(),
+        None => isolate::descendants(pid),
+    }
+}
+
+/// Who is beside `w` now.
+fn beside_worker(w: &Worker) -> Vec<i32> {
+    let (pid, cgroup) = &w.shared.beside;
+    beside(*pid, cgroup.as_deref())
+}
+
 /// Kills what an execution started beside a pooled worker that is kept:
-/// every other process of the worker's cgroup or, without one, its
-/// descendants. Returns their pids.
-fn kill_left_behind(w: &Worker) -> Vec<i32> {
-    let others: Vec<i32> = match &w.setup.cgroup {
-        Some(g) => g.pids().into_iter().filter(|p| *p != w.pid).collect(),
-        None => isolate::descendants(w.pid),
-    };
-    for p in &others {
+/// the processes beside it that it did not already have when the run was
+/// written (or, on its first run, when it said hello): those are its own,
+/// such as a helper it started at start-up. Returns their pids.
+fn kill_left_behind(w: &Worker, had: &[i32]) -> Vec<i32> {
+    let at_hello = (w.runs == 0).then(|| {
+        w.shared
+            .at_hello
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    });
+    let own = at_hello.as_deref().unwrap_or(had);
+    let started: Vec<i32> = beside_worker(w)
+        .into_iter()
+        .filter(|p| !own.contains(p))
+        .collect();
+    for p in &started {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), Signal::SIGKILL);
     }
-    others
+    started
 }
 
 fn send_line(stdin: &Option<mpsc::UnboundedSender<String>>, msg: &SupervisorMessage) {
@@ -886,6 +928,11 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max
         };
         if let Some(ParsedLine::Message(WorkerMessage::Hello(h))) = &parsed {
             if first {
+                if h.pooled {
+                    let (pid, cgroup) = &shared.beside;
+                    *shared.at_hello.lock().unwrap_or_else(|e| e.into_inner()) =
+                        beside(*pid, cgroup.as_deref());
+                }
                 shared.pooled.store(h.pooled, Ordering::Relaxed);
                 shared.hello.store(true, Ordering::Relaxed);
             }
