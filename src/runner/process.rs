@@ -196,9 +196,8 @@ struct Shared {
     hello: AtomicBool,
     /// The worker's pid and cgroup: who is beside it (see [`beside`]).
     beside: (i32, Option<PathBuf>),
-    /// Who was beside the worker when it said hello: its own helpers,
-    /// started before it could run anything.
-    at_hello: Mutex<Vec<i32>>,
+    /// Told when the worker says hello.
+    hello_seen: tokio::sync::Notify,
     out: ReaderState,
     err: ReaderState,
 }
@@ -438,9 +437,13 @@ pub(crate) async fn run_on(
         mut result_rx,
     } = attempt;
     *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = Some(route.clone());
-    // What a kept worker already has beside it is its own, not the
-    // execution's.
-    let had = if keep && w.runs > 0 {
+    // What a kept worker has beside it before its run is its own. A new
+    // one is given its first run once it said hello (or after
+    // HELLO_WINDOW): its start-up, helpers and all, is over by then.
+    let had = if keep {
+        if w.runs == 0 && !w.shared.hello.load(Ordering::Relaxed) {
+            let _ = tokio::time::timeout(HELLO_WINDOW, w.shared.hello_seen.notified()).await;
+        }
         beside_worker(&w)
     } else {
         Vec::new()
@@ -702,21 +705,13 @@ fn beside_worker(w: &Worker) -> Vec<i32> {
 }
 
 /// Kills what an execution started beside a pooled worker that is kept:
-/// the processes beside it that it did not already have when the run was
-/// written (or, on its first run, when it said hello): those are its own,
-/// such as a helper it started at start-up. Returns their pids.
+/// the processes beside it that it did not already have when its run was
+/// written (those are its own, such as a helper it started at start-up).
+/// Returns their pids.
 fn kill_left_behind(w: &Worker, had: &[i32]) -> Vec<i32> {
-    let at_hello = (w.runs == 0).then(|| {
-        w.shared
-            .at_hello
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    });
-    let own = at_hello.as_deref().unwrap_or(had);
     let started: Vec<i32> = beside_worker(w)
         .into_iter()
-        .filter(|p| !own.contains(p))
+        .filter(|p| !had.contains(p))
         .collect();
     for p in &started {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), Signal::SIGKILL);
@@ -928,13 +923,9 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut r: R, shared: Arc<Shared>, max
         };
         if let Some(ParsedLine::Message(WorkerMessage::Hello(h))) = &parsed {
             if first {
-                if h.pooled {
-                    let (pid, cgroup) = &shared.beside;
-                    *shared.at_hello.lock().unwrap_or_else(|e| e.into_inner()) =
-                        beside(*pid, cgroup.as_deref());
-                }
                 shared.pooled.store(h.pooled, Ordering::Relaxed);
                 shared.hello.store(true, Ordering::Relaxed);
+                shared.hello_seen.notify_one();
             }
             first = false;
             tracing::trace!(pooled = h.pooled, handlers = ?h.handlers, "worker hello");
