@@ -535,7 +535,7 @@ pub fn descendants(pid: i32) -> Vec<i32> {
                 .filter_map(|c| c.parse::<i32>().ok())
             {
                 todo.push(c);
-                if !is_zombie(c) {
+                if alive(c) {
                     found.push(c);
                 }
             }
@@ -544,13 +544,14 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     found
 }
 
-/// Whether `pid` has ended and waits only to be reaped.
-fn is_zombie(pid: i32) -> bool {
+/// Whether `pid` exists and is not a zombie (one that has ended and waits
+/// only for its parent's wait).
+pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|t| {
             let rest = t.get(t.rfind(')')? + 2..)?;
-            Some(rest.starts_with('Z'))
+            Some(!rest.starts_with('Z'))
         })
         .unwrap_or(false)
 }

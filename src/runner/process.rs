@@ -31,7 +31,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -194,8 +194,6 @@ struct Shared {
     /// cooperatively. A plain program cannot read `cancel`, so it gets
     /// SIGTERM at once.
     hello: AtomicBool,
-    /// The worker's pid and cgroup: who is beside it (see [`beside`]).
-    beside: (i32, Option<PathBuf>),
     /// Told when the worker says hello.
     hello_seen: tokio::sync::Notify,
     out: ReaderState,
@@ -320,7 +318,6 @@ impl Worker {
         });
         let shared = Arc::new(Shared {
             route: Mutex::new(Some(attempt.route.clone())),
-            beside: (pid, setup.cgroup.as_ref().map(|g| g.dir().to_path_buf())),
             ..Shared::default()
         });
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -444,7 +441,7 @@ pub(crate) async fn run_on(
         if w.runs == 0 && !w.shared.hello.load(Ordering::Relaxed) {
             let _ = tokio::time::timeout(HELLO_WINDOW, w.shared.hello_seen.notified()).await;
         }
-        beside_worker(&w)
+        beside(&w)
     } else {
         Vec::new()
     };
@@ -684,24 +681,13 @@ async fn reap(w: &mut Worker, sink: &LogSink) {
     w.stdin_task.abort();
 }
 
-/// The processes beside worker `pid`: the others of its cgroup (the
-/// directory `cgroup`) or, without one, its descendants.
-fn beside(pid: i32, cgroup: Option<&Path>) -> Vec<i32> {
-    match cgroup {
-        Some(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .filter(|p| *p != pid)
-            .collect(),
-        None => isolate::descendants(pid),
+/// The processes beside a worker: the others of its cgroup or, without
+/// one, its descendants.
+fn beside(w: &Worker) -> Vec<i32> {
+    match &w.setup.cgroup {
+        Some(g) => g.pids().into_iter().filter(|p| *p != w.pid).collect(),
+        None => isolate::descendants(w.pid),
     }
-}
-
-/// Who is beside `w` now.
-fn beside_worker(w: &Worker) -> Vec<i32> {
-    let (pid, cgroup) = &w.shared.beside;
-    beside(*pid, cgroup.as_deref())
 }
 
 /// Kills what an execution started beside a pooled worker that is kept:
@@ -709,10 +695,7 @@ fn beside_worker(w: &Worker) -> Vec<i32> {
 /// written (those are its own, such as a helper it started at start-up).
 /// Returns their pids.
 fn kill_left_behind(w: &Worker, had: &[i32]) -> Vec<i32> {
-    let started: Vec<i32> = beside_worker(w)
-        .into_iter()
-        .filter(|p| !had.contains(p))
-        .collect();
+    let started: Vec<i32> = beside(w).into_iter().filter(|p| !had.contains(p)).collect();
     for p in &started {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), Signal::SIGKILL);
     }
