@@ -23,6 +23,25 @@ fn pids(execs: &[Execution]) -> HashSet<i64> {
     execs.iter().map(|e| e.pid.unwrap()).collect()
 }
 
+/// Registers `python SCRIPT` as handler `name` on a pool of `size`
+/// workers, with extra `handler add` flags.
+fn python_pool(env: &Env, name: &str, script: &str, size: &str, flags: &[&str]) {
+    let python = python();
+    let mut args = vec![
+        "handler",
+        "add",
+        name,
+        "--exec",
+        &python,
+        "--arg",
+        script,
+        "--pool-size",
+        size,
+    ];
+    args.extend_from_slice(flags);
+    env.ok(&args);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn built_in_handlers_run_on_a_pool_of_reused_workers() {
     let env = Env::new();
@@ -97,19 +116,13 @@ for line in sys.stdin:
     send({"type": "result", "status": "succeeded", "output": {"pid": os.getpid()}})
 "#,
     );
-    env.ok(&[
-        "handler",
-        "add",
+    python_pool(
+        &env,
         "leaky",
-        "--exec",
-        &python(),
-        "--arg",
         &script,
-        "--pool-size",
         "1",
-        "--max-rss-per-worker",
-        "64M",
-    ]);
+        &["--max-rss-per-worker", "64M"],
+    );
     let _serve = env.serve(&[]);
     let store = env.store().await;
     let mut seen = Vec::new();
@@ -180,21 +193,13 @@ for line in sys.stdin:
         time.sleep(1000)
 "#,
     );
-    env.ok(&[
-        "handler",
-        "add",
+    python_pool(
+        &env,
         "stubborn",
-        "--exec",
-        &python(),
-        "--arg",
         &script,
-        "--pool-size",
         "1",
-        "--cancel-grace",
-        "200ms",
-        "--kill-grace",
-        "200ms",
-    ]);
+        &["--cancel-grace", "200ms", "--kill-grace", "200ms"],
+    );
     let _serve = env.serve(&[]);
     let store = env.store().await;
     // Each is cancelled once it has logged: by then its worker's hello
@@ -254,17 +259,7 @@ json.loads(sys.stdin.readline())
 print(json.dumps({"type": "result", "status": "succeeded"}), flush=True)
 "#,
     );
-    env.ok(&[
-        "handler",
-        "add",
-        "once",
-        "--exec",
-        &python(),
-        "--arg",
-        &script,
-        "--pool-size",
-        "2",
-    ]);
+    python_pool(&env, "once", &script, "2", &[]);
     let _serve = env.serve(&[]);
     let execs = run_all(&env, &["once"], 6).await;
     assert!(execs.iter().all(|e| e.status == Status::Succeeded));
@@ -327,17 +322,7 @@ for line in sys.stdin:
         print(json.dumps({"type": "result", "status": "succeeded", "output": helper.pid}), flush=True)
 "#,
     );
-    env.ok(&[
-        "handler",
-        "add",
-        "helped",
-        "--exec",
-        &python(),
-        "--arg",
-        &script,
-        "--pool-size",
-        "1",
-    ]);
+    python_pool(&env, "helped", &script, "1", &[]);
     let _serve = env.serve(&[]);
     let execs = run_all(&env, &["helped"], 3).await;
     for e in &execs {

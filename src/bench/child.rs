@@ -23,7 +23,7 @@ pub(super) struct Serve {
 impl Serve {
     /// Starts `exe serve` on `db` with the (empty) config file `config`,
     /// loopback port 0, and `extra` flags.
-    pub(super) fn start(
+    fn start(
         exe: &Path,
         worker: &Path,
         db: &str,
@@ -148,11 +148,67 @@ impl Serve {
     }
 }
 
-/// Removes a directory when dropped.
-pub(super) struct RemoveDir(pub(super) PathBuf);
+/// Where a bench starts `serve` children from: this program, the worker
+/// program, and a scratch directory (removed when dropped) holding an empty
+/// config file, so that no config file of the machine's applies.
+pub(super) struct Place {
+    /// This program.
+    pub(super) exe: PathBuf,
+    /// `jobvisor-worker`.
+    pub(super) worker: PathBuf,
+    /// The scratch directory.
+    pub(super) dir: PathBuf,
+    config: PathBuf,
+}
 
-impl Drop for RemoveDir {
+impl Place {
+    pub(super) fn new() -> Result<Self, CliError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| crate::cli::input(format!("cannot find this program: {e}")))?;
+        let dir = super::tempfile_dir()?;
+        let config = dir.join("empty.toml");
+        let place = Self {
+            exe,
+            worker: jobvisor::worker_program(),
+            dir,
+            config,
+        };
+        std::fs::write(&place.config, "").map_err(|e| {
+            crate::cli::input(format!("cannot write {}: {e}", place.config.display()))
+        })?;
+        Ok(place)
+    }
+
+    /// Starts `serve` on `db` with `extra` flags.
+    pub(super) fn serve(&self, db: &str, extra: &[&str]) -> Result<Serve, CliError> {
+        Serve::start(&self.exe, &self.worker, db, &self.config, extra)
+    }
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits for `id` to end, looking every `every`, up to `within`; its row
+/// when it did.
+pub(super) async fn wait_ended(
+    store: &dyn jobvisor::store::Store,
+    id: uuid::Uuid,
+    within: Duration,
+    every: Duration,
+) -> Result<Option<jobvisor::model::Execution>, CliError> {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(e) = store.execution(id).await? {
+            if e.finished_at.is_some() {
+                return Ok(Some(e));
+            }
+        }
+        if t.elapsed() >= within {
+            return Ok(None);
+        }
+        tokio::time::sleep(every).await;
     }
 }

@@ -15,14 +15,14 @@
 //! The supervisors run with an address-space ceiling (2 GiB), so that an
 //! in-process allocation cannot take the machine down with them.
 
-use super::child::{RemoveDir, Serve};
+use super::child::{wait_ended, Place};
 use crate::cli::CliError;
 use jobvisor::model::Execution;
+use jobvisor::runner::isolate::alive;
 use jobvisor::{RunSpec, Status, Supervisor};
 use jobvisor_worker::builtins::MISBEHAVIOURS;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::Command;
@@ -41,6 +41,8 @@ const SUPERVISOR_AS: u64 = 2 << 30;
 /// The node lease of the supervisors, so that a dead one's executions are
 /// rescued within seconds.
 const NODE_LEASE: &str = "2s";
+/// How often an execution's row is looked at while it is waited for.
+const LOOK_EVERY: Duration = Duration::from_millis(10);
 /// The supervisors' flags: quick polls and drains, and a short lease.
 const SERVE_FLAGS: [&str; 6] = [
     "--poll-interval",
@@ -136,11 +138,7 @@ pub(super) async fn bench_isolation(
     // Each supervisor inherits this ceiling (the bench itself maps far
     // less): an allocation in-process fails there, not in the machine.
     cap_address_space();
-    let exe = std::env::current_exe()
-        .map_err(|e| crate::cli::input(format!("cannot find this program: {e}")))?;
-    let worker = jobvisor::worker_program();
-    let dir = super::tempfile_dir()?;
-    let _cleanup = RemoveDir(dir.clone());
+    let place = Place::new()?;
     let mut rows = Vec::new();
     let mut cgroups = String::new();
     for what in MISBEHAVIOURS {
@@ -149,9 +147,7 @@ pub(super) async fn bench_isolation(
         }
         for mode in &modes {
             let cell = Cell {
-                exe: &exe,
-                worker: &worker,
-                dir: &dir,
+                place: &place,
                 what,
                 mode,
             };
@@ -273,9 +269,7 @@ fn one_line(s: &str, max: usize) -> String {
 
 /// One fault in one mode.
 struct Cell<'a> {
-    exe: &'a Path,
-    worker: &'a Path,
-    dir: &'a Path,
+    place: &'a Place,
     what: &'a str,
     mode: &'a str,
 }
@@ -284,17 +278,15 @@ impl Cell<'_> {
     /// The cell's row, and what its supervisor said about cgroups.
     async fn run(&self) -> Result<(IsolationRow, String), CliError> {
         let db = self
+            .place
             .dir
             .join(format!("{}-{}.db", self.what, self.mode))
             .display()
             .to_string();
-        let config = self.dir.join("empty.toml");
-        std::fs::write(&config, "")
-            .map_err(|e| crate::cli::input(format!("cannot write {}: {e}", config.display())))?;
         // The argument by which the fault's processes are found again.
         let mark = format!("3600.{:06}", Uuid::now_v7().as_u128() % 1_000_000);
         self.register(&db, &mark).await?;
-        let mut serve = Serve::start(self.exe, self.worker, &db, &config, &SERVE_FLAGS)?;
+        let mut serve = self.place.serve(&db, &SERVE_FLAGS)?;
         let sup = Supervisor::builder().database(&db).build().await?;
         let store = sup.store().clone();
 
@@ -302,7 +294,7 @@ impl Cell<'_> {
         let first = sup
             .enqueue(RunSpec::new("noop", serde_json::Value::Null))
             .await?;
-        let ready = wait_ended(store.as_ref(), first, Duration::from_secs(30)).await?;
+        let ready = wait_ended(store.as_ref(), first, Duration::from_secs(30), LOOK_EVERY).await?;
         if ready.is_none_or(|e| e.status != Status::Succeeded) {
             let tail = serve.stop().await;
             return Err(crate::cli::input(format!(
@@ -392,7 +384,7 @@ impl Cell<'_> {
         if !died {
             for id in &others {
                 let left = Duration::from_secs(10).saturating_sub(ended_at.elapsed());
-                if let Some(e) = wait_ended(store.as_ref(), *id, left).await? {
+                if let Some(e) = wait_ended(store.as_ref(), *id, left, LOOK_EVERY).await? {
                     others_succeeded += usize::from(e.status == Status::Succeeded);
                 }
             }
@@ -425,7 +417,7 @@ impl Cell<'_> {
         if died {
             serve.stop().await;
             let restarted = Instant::now();
-            serve = Serve::start(self.exe, self.worker, &db, &config, &SERVE_FLAGS)?;
+            serve = self.place.serve(&db, &SERVE_FLAGS)?;
             let deadline = Duration::from_secs(30);
             while restarted.elapsed() < deadline {
                 if let Some(e) = store.execution(bad).await? {
@@ -561,7 +553,7 @@ impl Cell<'_> {
             .collect();
         noop.extend(mode_flags.iter().map(|s| s.to_string()));
         for args in [bad, noop] {
-            let out = Command::new(self.exe)
+            let out = Command::new(&self.place.exe)
                 .arg("--database")
                 .arg(db)
                 .args(&args)
@@ -569,7 +561,7 @@ impl Cell<'_> {
                 .output()
                 .await
                 .map_err(|e| {
-                    crate::cli::input(format!("cannot run {}: {e}", self.exe.display()))
+                    crate::cli::input(format!("cannot run {}: {e}", self.place.exe.display()))
                 })?;
             if !out.status.success() {
                 return Err(crate::cli::input(format!(
@@ -597,26 +589,6 @@ async fn watch_gone(mark: String, worker: Option<i32>) -> (Option<i64>, Vec<i32>
             return (None, left);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Waits for `id` to end, up to `within`; its row when it did.
-async fn wait_ended(
-    store: &dyn jobvisor::store::Store,
-    id: Uuid,
-    within: Duration,
-) -> Result<Option<Execution>, CliError> {
-    let t = Instant::now();
-    loop {
-        if let Some(e) = store.execution(id).await? {
-            if e.finished_at.is_some() {
-                return Ok(Some(e));
-            }
-        }
-        if t.elapsed() >= within {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -658,17 +630,6 @@ fn parent_of(pid: i32) -> Option<i32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 2..];
     rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie has ended; only its parent's wait is missing.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|t| {
-            let rest = &t[t.rfind(')')? + 2..];
-            rest.split_whitespace().next().map(|s| s != "Z")
-        })
-        .unwrap_or(false)
 }
 
 /// Live processes whose command line is `sleep MARK`.

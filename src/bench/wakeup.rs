@@ -8,12 +8,12 @@
 //! this process, woken by a message rather than through the database: the
 //! floor for a wake-up.
 
-use super::child::{RemoveDir, Serve};
+use super::child::{wait_ended, Place};
 use super::{percentile, run_in_background, CaseDatabases};
 use crate::cli::CliError;
 use jobvisor::{RunSpec, Status, Supervisor};
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One row of the wake-up scenario.
 #[derive(Debug, Serialize)]
@@ -65,17 +65,11 @@ pub(super) async fn bench_wakeup(
     runner.await.expect("supervisor task")?;
 
     // Measured: a real `serve`, another process.
-    let exe = std::env::current_exe()
-        .map_err(|e| crate::cli::input(format!("cannot find this program: {e}")))?;
-    let dir = super::tempfile_dir()?;
-    let _cleanup = RemoveDir(dir.clone());
-    let config = dir.join("empty.toml");
-    std::fs::write(&config, "")
-        .map_err(|e| crate::cli::input(format!("cannot write {}: {e}", config.display())))?;
+    let place = Place::new()?;
     let db = dbs.of("wakeup-serve");
     // Created and migrated before the service starts, as an operator's is.
     let sup = Supervisor::builder().database(&db).build().await?;
-    let mut serve = Serve::start(&exe, &jobvisor::worker_program(), &db, &config, &[])?;
+    let mut serve = place.serve(&db, &[])?;
     let measured = time_starts(&sup, n, "jobvisor serve").await;
     let tail = serve.stop().await;
     let measured = measured.map_err(|e| match tail.is_empty() {
@@ -148,17 +142,12 @@ async fn time_starts(sup: &Supervisor, n: usize, who: &str) -> Result<Vec<f64>, 
         let id = sup
             .enqueue(RunSpec::new("noop", serde_json::Value::Null))
             .await?;
-        let t = Instant::now();
-        let e = loop {
-            match store.execution(id).await? {
-                Some(e) if e.finished_at.is_some() => break e,
-                _ if t.elapsed() > Duration::from_secs(30) => {
-                    return Err(crate::cli::input(format!(
-                        "{who} did not run a no-op within 30 s"
-                    )));
-                }
-                _ => tokio::time::sleep(Duration::from_micros(500)).await,
-            }
+        let within = Duration::from_secs(30);
+        let Some(e) = wait_ended(store.as_ref(), id, within, Duration::from_micros(500)).await?
+        else {
+            return Err(crate::cli::input(format!(
+                "{who} did not run a no-op within 30 s"
+            )));
         };
         if e.status != Status::Succeeded {
             return Err(crate::cli::input(format!(
