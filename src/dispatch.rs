@@ -33,8 +33,39 @@ pub(crate) enum ToDispatcher {
         /// Why.
         reason: String,
     },
+    /// An execution (a retry this node scheduled) comes due then: poll
+    /// by then.
+    DueAt(crate::model::Micros),
+    /// Whether every write by another process is announced (SQLite's WAL
+    /// watch): then an idle dispatcher polls rarely, and otherwise only
+    /// when the earliest pending execution comes due.
+    Watched(bool),
     /// Fault injection for tests: panic.
     Panic,
+}
+
+/// How often an idle dispatcher polls while the database is watched: a
+/// safety net only, as every other process's write is announced and the
+/// earliest pending execution's due time is slept until.
+pub(crate) const QUIET_POLL: Duration = Duration::from_secs(5);
+
+/// How long after its last execution ended a dispatcher stays on its base
+/// poll: the relay writes a retry due later a moment after the end.
+const QUIET_AFTER: Duration = Duration::from_secs(1);
+
+/// What a batch of messages told the dispatcher.
+struct Handled {
+    woken: Woken,
+    /// The last news of the database's watch.
+    watch: Option<bool>,
+    /// The earliest due time announced.
+    due_at: Option<crate::model::Micros>,
+}
+
+/// The runtime's instant of wall-clock time `at` (now, if past).
+fn instant_at(at: crate::model::Micros) -> tokio::time::Instant {
+    let wait = at.saturating_sub(now_micros()).max(0) as u64;
+    tokio::time::Instant::now() + Duration::from_micros(wait)
 }
 
 /// What a batch of messages asks of the dispatcher's claims.
@@ -87,12 +118,20 @@ impl Dispatcher {
         // When a rate that held executions back has its next start: a
         // claim then, rather than polls until it comes.
         let mut token_at: Option<tokio::time::Instant> = None;
+        // Whether other processes' writes are announced, and when this
+        // node last had executions running (quiet polls come after).
+        let mut watched = false;
+        let mut active_at = tokio::time::Instant::now();
         loop {
             self.beats
                 .dispatcher
                 .store(now_micros(), std::sync::atomic::Ordering::Relaxed);
             while let Some(done) = self.tasks.try_join_next() {
                 self.ended(done);
+            }
+            if !self.tasks.is_empty() {
+                active_at = tokio::time::Instant::now();
+                next_poll = next_poll.min(active_at + poll_every);
             }
             let free = self.concurrency.saturating_sub(self.tasks.len());
             if backlog && free > 0 {
@@ -108,10 +147,7 @@ impl Dispatcher {
                         polled = false;
                         backlog = claimed.len() == want;
                         claim_backoff = Duration::from_millis(100);
-                        token_at = claims.next_token_at.map(|at| {
-                            let wait = at.saturating_sub(now_micros()).max(0) as u64;
-                            tokio::time::Instant::now() + Duration::from_micros(wait)
-                        });
+                        token_at = claims.next_token_at.map(instant_at);
                         for c in claimed {
                             self.start(c);
                         }
@@ -130,14 +166,28 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.ended(done),
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.ended(done);
+                    active_at = tokio::time::Instant::now();
+                }
                 Some(msg) = self.inbox.recv() => {
                     // Everything queued at once, so that a burst of wakes
                     // is one claim, not one claim each.
-                    match self.handle_all(msg) {
+                    let Handled { woken, watch, due_at } = self.handle_all(msg);
+                    if let Some(w) = watch {
+                        watched = w;
+                        next_poll = next_poll.min(tokio::time::Instant::now() + poll_every);
+                    }
+                    if let Some(at) = due_at {
+                        next_poll = next_poll.min(instant_at(at));
+                    }
+                    match woken {
+                        // A claim that finds nothing may have been woken
+                        // by an enqueue due later: a poll soon reads when.
                         Woken::Claim => {
                             backlog = true;
                             poll_every = base_poll;
+                            next_poll = next_poll.min(tokio::time::Instant::now() + poll_every.min(QUIET_AFTER));
                         }
                         // The poll's read, now; but while due rows are held
                         // (a paused or full queue), every change would find
@@ -165,6 +215,9 @@ impl Dispatcher {
                     next_poll = polled_at + poll_every;
                     backlog = self.store.has_due(now_micros()).await.unwrap_or(true);
                     polled = backlog;
+                    if !backlog && watched && self.tasks.is_empty() && active_at + QUIET_AFTER <= polled_at {
+                        next_poll = self.quiet_poll(polled_at).await;
+                    }
                 }
             }
         }
@@ -201,12 +254,18 @@ impl Dispatcher {
         }
     }
 
-    /// Handles `first` and whatever else is queued; whether any was a wake.
-    fn handle_all(&mut self, first: ToDispatcher) -> Woken {
+    /// Handles `first` and whatever else is queued: whether any was a
+    /// wake, the last news of the database's watch, and the earliest due
+    /// time announced.
+    fn handle_all(&mut self, first: ToDispatcher) -> Handled {
         let mut woken = Woken::No;
+        let mut watch = None;
+        let mut due_at: Option<crate::model::Micros> = None;
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
+                ToDispatcher::Watched(w) => watch = Some(w),
+                ToDispatcher::DueAt(at) => due_at = Some(due_at.map_or(at, |d| d.min(at))),
                 ToDispatcher::Wake => woken = Woken::Claim,
                 ToDispatcher::Look if woken == Woken::No => woken = Woken::Look,
                 ToDispatcher::Look => {}
@@ -219,7 +278,26 @@ impl Dispatcher {
             }
             next = self.inbox.try_recv().ok();
         }
-        woken
+        Handled {
+            woken,
+            watch,
+            due_at,
+        }
+    }
+
+    /// When an idle, watched dispatcher next polls: when the earliest
+    /// pending execution comes due, at the latest after [`QUIET_POLL`] (or
+    /// the poll interval, if longer).
+    async fn quiet_poll(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let latest = now + QUIET_POLL.max(self.poll_interval);
+        match self.store.next_run_at().await {
+            Ok(Some(at)) => latest.min(instant_at(at)),
+            Ok(None) => latest,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "reading the next due time failed");
+                now + self.poll_interval
+            }
+        }
     }
 
     fn start(&mut self, claimed: Claimed) {
@@ -229,6 +307,7 @@ impl Dispatcher {
         }
         self.running.insert(claimed.id, stop.clone());
         self.beats.set_running(self.running.len());
+        self.beats.count_start();
         self.tasks
             .spawn(execute_guarded(self.exec.clone(), claimed, stop));
     }

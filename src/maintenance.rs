@@ -36,10 +36,19 @@ pub(crate) struct Maintenance {
     pub(crate) cancel_poll: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) lease: Duration,
+    pub(crate) trim_when_idle: bool,
 }
 
-/// The most often a database change (SQLite) has cancels looked for.
+/// How long nothing must have run before an idle service gives back its
+/// code pages (see `Config::trim_when_idle`).
+const TRIM_AFTER: Duration = Duration::from_secs(30);
+
+/// The most often another process's write (SQLite) has cancels looked for.
 const CHANGED_CANCEL_EVERY: Duration = Duration::from_millis(10);
+
+/// The most often another process's write (SQLite) has the scheduler look
+/// at jobs.
+const CHANGED_JOBS_EVERY: Duration = Duration::from_millis(100);
 
 /// The next notice, or never when there is no listener (SQLite) or it
 /// ended.
@@ -52,22 +61,25 @@ async fn next_notice(notices: &mut Option<mpsc::UnboundedReceiver<Notice>>) -> O
 
 impl Maintenance {
     pub(crate) async fn run(mut self, mut notices: Option<mpsc::UnboundedReceiver<Notice>>) {
-        let mut cancel_tick = tokio::time::interval(self.cancel_poll);
-        let mut heartbeat_tick = tokio::time::interval(self.heartbeat);
-        let mut rescue_tick = tokio::time::interval(self.lease / 4);
-        let mut pool_tick = tokio::time::interval(crate::runner::pool::IDLE_TIMEOUT / 4);
-        for t in [
-            &mut cancel_tick,
-            &mut heartbeat_tick,
-            &mut rescue_tick,
-            &mut pool_tick,
-        ] {
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        }
-        // File changes (SQLite) come with every write, this node's own
-        // too: cancels are looked for at most every CHANGED_CANCEL_EVERY.
+        // While the database is watched, another process's cancel comes as
+        // a change, and the cancel poll is a safety net only.
+        let mut cancel_tick = quiet_interval(self.cancel_poll);
+        let mut heartbeat_tick = quiet_interval(self.heartbeat);
+        let mut rescue_tick = quiet_interval(self.lease / 4);
+        let mut pool_tick = quiet_interval(crate::runner::pool::IDLE_TIMEOUT / 4);
+        // The first tick comes a period after start-up.
+        let mut trim_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + TRIM_AFTER, TRIM_AFTER);
+        trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut trimmed, mut runs_seen) = (false, self.beats.runs());
+        // Another process's writes (SQLite) may come in a stream: cancels
+        // are looked for at most every CHANGED_CANCEL_EVERY.
         let mut cancels_looked = tokio::time::Instant::now();
         let mut cancels_due: Option<tokio::time::Instant> = None;
+        // And jobs (added or changed by another process) at most every
+        // CHANGED_JOBS_EVERY: each look is a scheduler pass.
+        let mut jobs_looked = tokio::time::Instant::now();
+        let mut jobs_due: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 msg = self.inbox.recv() => match msg {
@@ -80,12 +92,26 @@ impl Maintenance {
                     Some(Notice::Cancel) => self.check_cancels().await,
                     Some(Notice::Changed) => {
                         tell(&self.dispatcher, ToDispatcher::Look);
+                        jobs_due.get_or_insert(jobs_looked + CHANGED_JOBS_EVERY);
                         if self.beats.running() > 0 {
                             cancels_due.get_or_insert(cancels_looked + CHANGED_CANCEL_EVERY);
                         }
                     }
-                    None => notices = None,
+                    Some(Notice::Watched) => {
+                        self.watched(true).await;
+                        cancel_tick = quiet_interval(self.cancel_poll.max(crate::dispatch::QUIET_POLL));
+                    }
+                    None => {
+                        notices = None;
+                        self.watched(false).await;
+                        cancel_tick = quiet_interval(self.cancel_poll);
+                    }
                 },
+                _ = sleep_until_some(jobs_due) => {
+                    jobs_due = None;
+                    jobs_looked = tokio::time::Instant::now();
+                    tell(&self.scheduler, ToScheduler::JobsChanged);
+                }
                 _ = sleep_until_some(cancels_due) => {
                     cancels_due = None;
                     cancels_looked = tokio::time::Instant::now();
@@ -98,6 +124,16 @@ impl Maintenance {
                     }
                 }
                 _ = pool_tick.tick() => self.pools.sweep(false).await,
+                _ = trim_tick.tick(), if self.trim_when_idle => {
+                    // Once after start-up, and once per idle spell: nothing
+                    // ran since the last tick (a period ago).
+                    let idle = self.beats.running() == 0 && self.beats.runs() == runs_seen;
+                    if idle && !trimmed {
+                        crate::runner::os::release_code_pages();
+                    }
+                    trimmed = idle;
+                    runs_seen = self.beats.runs();
+                }
                 _ = rescue_tick.tick() => {
                     match rescue(self.store.as_ref(), &self.node, self.lease, &self.relay).await {
                         Ok(0) => {}
@@ -107,6 +143,14 @@ impl Maintenance {
                 }
             }
         }
+    }
+
+    /// Tells the dispatcher and the scheduler whether every other process's
+    /// write is announced (they poll rarely while it is).
+    async fn watched(&self, watched: bool) {
+        // Sent, not told: unlike a wake, this must arrive.
+        let _ = self.dispatcher.send(ToDispatcher::Watched(watched)).await;
+        let _ = self.scheduler.send(ToScheduler::Watched(watched)).await;
     }
 
     /// Passes cancels requested through the database on to the dispatcher.
@@ -125,6 +169,14 @@ impl Maintenance {
             Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cancel poll failed"),
         }
     }
+}
+
+/// A tick every `every`, the first now, delayed rather than bunched after
+/// a slow pass.
+fn quiet_interval(every: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(every);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
 }
 
 /// Closes running executions of dead nodes as interrupted (retried if

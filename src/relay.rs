@@ -38,6 +38,16 @@ pub enum RelayMsg {
     Flush(oneshot::Sender<()>),
 }
 
+/// What a write made ready to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// Executions that can start now (dependents, chained jobs, a retry
+    /// due at once, a freed slot).
+    Now,
+    /// A retry due then (the earliest, if several).
+    At(crate::model::Micros),
+}
+
 /// A handle to the relay; cheap to clone.
 #[derive(Clone)]
 pub struct Relay {
@@ -47,16 +57,17 @@ pub struct Relay {
 
 impl Relay {
     /// Starts the writer task. Finished executions are announced on
-    /// `finished` after their rows are committed; `released` is called
-    /// when a write made other executions ready (dependents, chained jobs).
+    /// `finished` after their rows are committed; `ready` is called when a
+    /// write made other executions ready now (dependents, chained jobs),
+    /// or scheduled a retry for later.
     pub fn start(
         store: Arc<dyn Store>,
         capacity: usize,
         finished: broadcast::Sender<Finished>,
-        released: Arc<dyn Fn() + Send + Sync>,
+        ready: Arc<dyn Fn(Ready) + Send + Sync>,
     ) -> (Relay, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity);
-        let task = tokio::spawn(write_loop(store, rx, finished, released));
+        let task = tokio::spawn(write_loop(store, rx, finished, ready));
         let bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
         (Relay { tx, bytes }, task)
     }
@@ -98,7 +109,7 @@ async fn write_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<RelayMsg>,
     finished: broadcast::Sender<Finished>,
-    released: Arc<dyn Fn() + Send + Sync>,
+    ready: Arc<dyn Fn(Ready) + Send + Sync>,
 ) {
     let mut progress: HashMap<Uuid, ProgressState> = HashMap::new();
     let mut flushes = Vec::new();
@@ -152,7 +163,16 @@ async fn write_loop(
         batch = Batch::default();
         permits.clear();
         if done.iter().any(|f| f.released) {
-            released();
+            ready(Ready::Now);
+        }
+        let now = now_micros();
+        if let Some(at) = done
+            .iter()
+            .filter_map(|f| f.retry_at)
+            .filter(|at| *at > now)
+            .min()
+        {
+            ready(Ready::At(at));
         }
         for f in done {
             let _ = finished.send(f);

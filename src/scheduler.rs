@@ -307,6 +307,10 @@ mod tests {
 pub(crate) enum ToScheduler {
     /// A job was added, changed or removed.
     JobsChanged,
+    /// Whether every write by another process is announced (SQLite's WAL
+    /// watch, which then also sends `JobsChanged`): the poll cap is then
+    /// [`QUIET_CAP`], a safety net only.
+    Watched(bool),
     /// The supervisor is stopping.
     Stop,
     /// Fault injection for tests: panic.
@@ -323,9 +327,31 @@ pub(crate) struct Scheduler {
     pub(crate) planner: Planner,
 }
 
+/// The scheduler's longest sleep while the database is watched.
+const QUIET_CAP: Duration = Duration::from_secs(60);
+
+/// How often a sleeping scheduler shows it is alive (what feeds a watchdog
+/// allows a loop 30 s of silence).
+const BEAT: Duration = Duration::from_secs(5);
+
+/// Sleeps until `due`, beating every [`BEAT`].
+async fn beat_until(beats: &Beats, due: tokio::time::Instant) {
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= due {
+            return;
+        }
+        tokio::time::sleep_until(due.min(now + BEAT)).await;
+        beats
+            .scheduler
+            .store(now_micros(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Scheduler {
     pub(crate) async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
+        let mut cap = self.poll_cap;
         loop {
             self.beats
                 .scheduler
@@ -339,7 +365,7 @@ impl Scheduler {
                     if outcome.more {
                         continue;
                     }
-                    self.until_next_due().await
+                    self.until_next_due(cap).await
                 }
                 Err(e) => {
                     tracing::error!(error = %crate::error_chain(&e), "scheduler pass failed; retrying");
@@ -348,15 +374,21 @@ impl Scheduler {
                 }
             };
             // A finished execution may be a daemon's: look again soon (at
-            // most every 50 ms, however many executions finish).
+            // most every 50 ms, however many executions finish). A long
+            // sleep is cut into beats, so that a watchdog sees the loop
+            // alive.
+            let due = tokio::time::Instant::now() + wait;
             let woke_by_finish = tokio::select! {
-                _ = tokio::time::sleep(wait) => false,
+                _ = beat_until(&self.beats, due) => false,
                 msg = self.inbox.recv() => {
                     // Any number of changes queued at once are one pass.
                     let mut next = Some(msg);
                     while let Some(msg) = next {
                         match msg {
                             Some(ToScheduler::JobsChanged) => {}
+                            Some(ToScheduler::Watched(w)) => {
+                                cap = if w { self.poll_cap.max(QUIET_CAP) } else { self.poll_cap };
+                            }
                             Some(ToScheduler::Panic) => panic!("fault injected into the scheduler"),
                             Some(ToScheduler::Stop) | None => return,
                         }
@@ -373,13 +405,11 @@ impl Scheduler {
         }
     }
 
-    /// How long until the earliest due job, at most the poll cap.
-    async fn until_next_due(&self) -> Duration {
+    /// How long until the earliest due job, at most `cap`.
+    async fn until_next_due(&self, cap: Duration) -> Duration {
         match self.store.next_due().await {
-            Ok(Some(t)) => {
-                Duration::from_micros((t - now_micros()).max(0) as u64).min(self.poll_cap)
-            }
-            Ok(None) => self.poll_cap,
+            Ok(Some(t)) => Duration::from_micros((t - now_micros()).max(0) as u64).min(cap),
+            Ok(None) => cap,
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "reading the next due time failed");
                 self.poll_cap

@@ -9,7 +9,7 @@
 use crate::dispatch::{Dispatcher, ToDispatcher};
 use crate::maintenance::{self, Maintenance, ToMaintenance};
 use crate::model::{now_micros, Enqueued, Outcome, Status};
-use crate::relay::{Relay, RelayMsg};
+use crate::relay::{Ready, Relay, RelayMsg};
 use crate::runner::os;
 use crate::runner::pool::Pools;
 use crate::scheduler::{Scheduler, ToScheduler};
@@ -19,7 +19,7 @@ use crate::Error;
 use jobvisor_worker::{Handler, Registry};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -41,7 +41,8 @@ pub struct Config {
     pub schedule_poll_interval: Duration,
     /// How often to look for cancel requests made through the database.
     pub cancel_poll_interval: Duration,
-    /// How often this node renews its heartbeat.
+    /// How often this node renews its heartbeat (at least four times a
+    /// lease, whatever this says).
     pub heartbeat_interval: Duration,
     /// A node silent this long is dead; its executions are rescued.
     pub node_lease: Duration,
@@ -64,6 +65,11 @@ pub struct Config {
     /// stopped (and recorded as interrupted, to run again). Zero stops them
     /// at once.
     pub drain_timeout: Duration,
+    /// Give back the pages of this program's code (`MADV_PAGEOUT`) once
+    /// after start-up and again whenever nothing has run for a while, so
+    /// that an idle service keeps only what it uses resident. For a
+    /// program of its own (the service), not for an embedding one.
+    pub trim_when_idle: bool,
 }
 
 impl Default for Config {
@@ -75,7 +81,7 @@ impl Default for Config {
             poll_interval: Duration::from_millis(250),
             schedule_poll_interval: Duration::from_secs(1),
             cancel_poll_interval: Duration::from_millis(500),
-            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_millis(2500),
             node_lease: Duration::from_secs(10),
             inproc_grace: Duration::from_secs(5),
             worker_program: None,
@@ -83,6 +89,7 @@ impl Default for Config {
             hostname: None,
             cgroups: true,
             drain_timeout: Duration::ZERO,
+            trim_when_idle: false,
         }
     }
 }
@@ -94,6 +101,7 @@ impl Config {
     pub fn service() -> Self {
         Self {
             drain_timeout: Duration::from_secs(30),
+            trim_when_idle: true,
             ..Self::default()
         }
     }
@@ -147,9 +155,19 @@ pub(crate) struct Beats {
     pub(crate) dispatcher: AtomicI64,
     /// Executions running on this node.
     running: AtomicUsize,
+    /// Executions started on this node so far.
+    runs: AtomicU64,
 }
 
 impl Beats {
+    pub(crate) fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_start(&self) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn running(&self) -> usize {
         self.running.load(Ordering::Relaxed)
     }
@@ -267,14 +285,23 @@ impl Supervisor {
         }
         let (finished, _) = broadcast::channel(4096);
         let (to_dispatcher, dispatcher_inbox) = mpsc::channel(MAILBOX);
-        // A completion that readied dependents wakes this node's claims.
+        // A completion that readied dependents wakes this node's claims; a
+        // retry due later has them look when it comes due.
         let wake = to_dispatcher.clone();
-        let released = Arc::new(move || tell(&wake, ToDispatcher::Wake));
+        let ready = Arc::new(move |r: Ready| {
+            tell(
+                &wake,
+                match r {
+                    Ready::Now => ToDispatcher::Wake,
+                    Ready::At(at) => ToDispatcher::DueAt(at),
+                },
+            )
+        });
         let (relay, _task) = Relay::start(
             store.clone(),
             config.relay_capacity,
             finished.clone(),
-            released,
+            ready,
         );
         maintenance::rescue(store.as_ref(), &node, config.node_lease, &relay).await?;
         let worker_program = config
@@ -297,6 +324,7 @@ impl Supervisor {
             scheduler: now.into(),
             dispatcher: now.into(),
             running: 0.into(),
+            runs: 0.into(),
         });
         let (to_scheduler, scheduler_inbox) = mpsc::channel(MAILBOX);
         let (to_maintenance, maintenance_inbox) = mpsc::channel(MAILBOX);
@@ -333,8 +361,9 @@ impl Supervisor {
                 dispatcher: to_dispatcher.clone(),
                 scheduler: to_scheduler.clone(),
                 cancel_poll: config.cancel_poll_interval,
-                heartbeat: config.heartbeat_interval,
+                heartbeat: config.heartbeat_interval.min(config.node_lease / 4),
                 lease: config.node_lease,
+                trim_when_idle: config.trim_when_idle,
             },
         };
         Ok(Supervisor {
@@ -645,7 +674,7 @@ impl Supervisor {
     }
 
     /// How long ago the scheduler and the dispatcher last went round their
-    /// loops. Both go round at least every second or so while healthy;
+    /// loops. Both go round at least every 5 s while healthy (idle too);
     /// what feeds a watchdog should check them.
     pub fn liveness(&self) -> (Duration, Duration) {
         let age = |a: &AtomicI64| {

@@ -1157,6 +1157,26 @@ fn the_wakeup_bench_times_a_real_serve_against_an_in_process_wake() {
     }
 }
 
+/// `bench --scenario idle` measures a real idle `serve` from outside: its
+/// CPU, wake-ups and memory, the parts adding up.
+#[test]
+fn the_idle_bench_measures_a_real_serve_from_outside() {
+    let r = bench_json(&["--scenario", "idle", "--idle-seconds", "3"]);
+    assert_eq!(r["backend"], "sqlite");
+    assert!(r["seconds"].as_f64().unwrap() >= 3.0, "{r}");
+    let cpu = r["cpu_s_per_min"].as_f64().unwrap();
+    // Idle, whatever the machine: well under a second of CPU a minute.
+    assert!(cpu > 0.0 && cpu < 1.0, "{r}");
+    assert!(r["wakeups_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    let (rss, anon, file) = (
+        r["rss_mib"].as_f64().unwrap(),
+        r["rss_anon_mib"].as_f64().unwrap(),
+        r["rss_file_mib"].as_f64().unwrap(),
+    );
+    assert!(rss > 1.0 && anon > 0.0 && file > 0.0, "{r}");
+    assert!((anon + file - rss).abs() < 1.0, "{r}");
+}
+
 /// `--chart` draws what a comparison ran, the modes against their
 /// baselines and the isolation matrix, as one SVG with no font of its own;
 /// scenarios it cannot draw, and a database for the isolation matrix's own,

@@ -256,3 +256,50 @@ async fn another_process_enqueue_starts_without_waiting_for_the_poll() {
         );
     }
 }
+
+/// An idle `serve` on SQLite hardly polls (every other process's write is
+/// announced by the WAL watch), yet what comes due by time alone starts on
+/// time: a retry due 2 s after a failure, an execution another process
+/// enqueued, and a job another process added. The poll interval here is
+/// 10 s, and the scheduler's safety-net poll a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watched_serve_starts_what_comes_due_on_time() {
+    let env = Env::new();
+    env.ok(&["migrate"]);
+    let _serve = env.serve(&["--poll-interval", "10s"]);
+    let store = env.store().await;
+    finished(store.as_ref(), env.enqueue(&["noop"])).await;
+    // Idle long enough for the quiet polls.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A retry, scheduled by the serve's own completion, 2-4 s later (the
+    // backoff's jitter): started at its due time, not at a poll.
+    let first = finished(
+        store.as_ref(),
+        env.enqueue(&["fail", "--retries", "1", "--backoff", "2s"]),
+    )
+    .await;
+    let retry = finished(store.as_ref(), first.next_id.expect("a retry")).await;
+    assert_eq!(retry.attempt, 2);
+    let late = retry.started_at.unwrap().micros() - retry.run_at.micros();
+    assert!(
+        (0..1_000_000).contains(&late),
+        "the retry started {late} us after it came due"
+    );
+
+    // A job another process adds, due in a second.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.ok(&["job", "add", "later", "--handler", "noop", "--at", "+1s"]);
+    let added = Instant::now();
+    let runs = eventually("the added job to run", || async {
+        let runs = attempts(store.as_ref(), "later").await;
+        runs.first().filter(|e| e.status.is_terminal()).cloned()
+    })
+    .await;
+    assert_eq!(runs.status, Status::Succeeded);
+    assert!(
+        added.elapsed() < Duration::from_secs(4),
+        "the job ran {:?} after it was added, due a second after",
+        added.elapsed()
+    );
+}

@@ -14,7 +14,8 @@ use jobvisor::model::{
 };
 use jobvisor::schedule::{Misfire, ScheduleSpec};
 use jobvisor::store::{
-    Batch, CancelRequest, Completion, ExecFilter, JobAdvance, LogRow, NodeInfo, QueueChange, Store,
+    Batch, CancelRequest, Completion, ExecFilter, JobAdvance, LogRow, NodeInfo, Notice,
+    QueueChange, Store,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -632,9 +633,9 @@ async fn finish_after(store: &Arc<dyn Store>, id: Uuid, started: i64, ms: i64, o
 
 async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
     // Migrating again is a no-op. Both backends have notices: PostgreSQL's
-    // NOTIFY, SQLite's file changes.
+    // NOTIFY, SQLite's file changes (tests of their own below).
     store.migrate().await.unwrap();
-    let mut notices = store.listen().await.unwrap();
+    let notices = store.listen().await.unwrap();
     assert!(notices.is_some(), "no notices");
 
     // 20 runs of 1..=20 ms: p95 by nearest rank is the 19th (ceil(0.95 * 20)).
@@ -746,23 +747,68 @@ async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
         store.declared("job").await.unwrap(),
         vec!["keeper".to_string()]
     );
+}
 
-    // Other nodes and processes hear of new work (the listener is this
-    // store's own): PostgreSQL says what changed, SQLite that the file did.
-    if let Some(rx) = notices.as_mut() {
-        while rx.try_recv().is_ok() {}
-        store
+/// PostgreSQL: the listener (a connection of its own) hears of new work,
+/// this store's included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notices_say_what_changed() {
+    let Some(store) = pg_store().await else {
+        return;
+    };
+    let mut rx = store.listen().await.unwrap().expect("LISTEN");
+    store
+        .enqueue(&[exec("timed", 0, DEFAULT_QUEUE)], now_micros())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await;
+    assert!(matches!(got, Ok(Some(Notice::Work))), "{got:?}");
+}
+
+/// The next notice within `within`, if any.
+async fn next_notice(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>,
+    within: std::time::Duration,
+) -> Option<Notice> {
+    tokio::time::timeout(within, rx.recv()).await.ok().flatten()
+}
+
+/// SQLite: the WAL watch announces that it watches, then every commit of
+/// another connection (another process's store, here a second store on the
+/// file), and none of this store's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_notices_announce_other_writers_and_not_its_own() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    let other = sqlite_store(&dir).await;
+    let mut rx = store.listen().await.unwrap().expect("a watch");
+    assert!(matches!(
+        next_notice(&mut rx, Duration::from_secs(30)).await,
+        Some(Notice::Watched)
+    ));
+    for round in 0..3 {
+        other
             .enqueue(&[exec("timed", 0, DEFAULT_QUEUE)], now_micros())
             .await
             .unwrap();
-        let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await;
-        let got = got.unwrap();
+        let got = next_notice(&mut rx, Duration::from_secs(30)).await;
         assert!(
-            matches!(
-                got,
-                Some(jobvisor::store::Notice::Work | jobvisor::store::Notice::Changed)
-            ),
-            "{got:?}"
+            matches!(got, Some(Notice::Changed)),
+            "round {round}: {got:?}"
+        );
+        // This store's own writes (the recheck 20 ms after each included).
+        for _ in 0..3 {
+            store
+                .enqueue(&[exec("timed", 0, DEFAULT_QUEUE)], now_micros())
+                .await
+                .unwrap();
+        }
+        store.heartbeat_node("n1", now_micros()).await.unwrap();
+        let got = next_notice(&mut rx, Duration::from_millis(300)).await;
+        assert!(
+            got.is_none(),
+            "round {round}: its own write announced: {got:?}"
         );
     }
 }

@@ -21,6 +21,7 @@ mod chart;
 mod child;
 mod dashboard;
 mod flow;
+mod idle;
 mod isolation;
 mod list;
 mod relay;
@@ -73,6 +74,9 @@ pub enum Scenario {
     /// (SQLite: a WAL change; PostgreSQL: NOTIFY), against an in-process
     /// wake-up.
     Wakeup,
+    /// What a running `serve` with nothing to do costs: CPU a minute,
+    /// memory, wake-ups.
+    Idle,
 }
 
 /// A way of running executions that `bench` measures.
@@ -196,6 +200,9 @@ pub struct BenchArgs {
     /// as an SVG chart into this file.
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,
+    /// Idle scenario: seconds measured (after a settling time).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_seconds: u64,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -400,6 +407,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Dashboard => return dashboard::bench_dashboard(database, &a).await,
         Scenario::Relay => return relay::bench_relay(database, &a).await,
         Scenario::Wakeup => return wakeup::bench_wakeup(database, &a).await,
+        Scenario::Idle => return idle::bench_idle(database, &a).await,
         Scenario::Isolation | Scenario::Modes | Scenario::Comparison => {}
     }
     if a.scenario == Scenario::Isolation {

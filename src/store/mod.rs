@@ -75,9 +75,14 @@ pub enum Notice {
     /// A queue's limits changed (the store forgets its cached view of
     /// limits and passes it on as `Work`).
     Limits,
-    /// The database was written, by this process or another (SQLite: its
-    /// WAL changed): work may be due and cancels requested; look.
+    /// Another process wrote the database (SQLite: its WAL changed and the
+    /// writer connection's `data_version` moved): work may be due, cancels
+    /// requested, jobs changed; look.
     Changed,
+    /// From now on every write by another process is announced as
+    /// [`Notice::Changed`] (SQLite: the WAL is watched), so polls may be
+    /// rare. When the channel ends, that promise ends with it.
+    Watched,
 }
 
 /// The store every part of the supervisor talks to.
@@ -155,6 +160,9 @@ pub trait Store: Send + Sync + 'static {
     async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError>;
     /// Whether any pending execution is due (a cheap read, for idle polls).
     async fn has_due(&self, now: Micros) -> Result<bool, StoreError>;
+    /// The earliest due time of any pending execution (a quiet poll sleeps
+    /// until then). It reads every pending row: call it when none is due.
+    async fn next_run_at(&self) -> Result<Option<Micros>, StoreError>;
     /// Writes a relay batch (logs, progress, pids, completions) in one
     /// transaction; returns what finished, with any retry it scheduled.
     async fn apply(&self, batch: &Batch) -> Result<Vec<Finished>, StoreError>;

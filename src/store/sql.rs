@@ -1280,9 +1280,10 @@ impl<D: Dialect> Store for SqlStore<D> {
                         forget(&limits);
                         Notice::Work
                     }
-                    Notice::Jobs => {
+                    // Another process (SQLite) may have changed a limit.
+                    Notice::Jobs | Notice::Changed => {
                         forget(&limits);
-                        Notice::Jobs
+                        n
                     }
                     n => n,
                 };
@@ -1695,6 +1696,13 @@ impl<D: Dialect> Store for SqlStore<D> {
         .await
     }
 
+    async fn next_run_at(&self) -> Result<Option<Micros>, StoreError> {
+        self.read_scalar(Sql::new(
+            "SELECT MIN(run_at) FROM executions WHERE status = 'pending'",
+        ))
+        .await
+    }
+
     async fn apply(&self, batch: &Batch) -> Result<Vec<Finished>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -1847,6 +1855,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                     true => None,
                     false => c.outcome.retry(&a.policy, a.attempt, c.finished_at),
                 };
+                let retry_at = next.as_ref().map(|n| n.run_at);
                 let retry = match next {
                     Some(next) => {
                         // Due at once (an interruption, a snooze of 0):
@@ -1879,6 +1888,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                     id: c.id,
                     status,
                     retry,
+                    retry_at,
                     released: false,
                 });
             }

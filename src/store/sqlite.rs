@@ -68,10 +68,19 @@ impl Lite {
 }
 
 /// Watches the WAL of the database at `db` (through its directory, so
-/// that a WAL created anew is still seen): each burst of writes, by any
-/// process, is one [`Notice::Changed`]. Another process's enqueue or cancel
-/// is then seen within milliseconds instead of at the next poll.
-fn watch_wal(db: &std::path::Path) -> std::io::Result<UnboundedReceiver<Notice>> {
+/// that a WAL created anew is still seen): each burst of writes by another
+/// process is one [`Notice::Changed`]. Another process's enqueue, cancel or
+/// job change is then seen within milliseconds instead of at the next poll.
+///
+/// This process's own writes change the WAL too, and are not news. Only
+/// another connection's commit moves `PRAGMA data_version` on `writer`
+/// (this process's one writing connection), so a burst is announced when
+/// that moved. A burst seen before the other process's commit is visible
+/// is checked again [`RECHECK`] later.
+fn watch_wal(
+    db: &std::path::Path,
+    writer: Pool<Sqlite>,
+) -> std::io::Result<UnboundedReceiver<Notice>> {
     use futures_util::{FutureExt, StreamExt};
     use inotify::{EventMask, Inotify, WatchMask};
     let dir = db
@@ -87,11 +96,35 @@ fn watch_wal(db: &std::path::Path) -> std::io::Result<UnboundedReceiver<Notice>>
     )?;
     let mut events = inotify.into_event_stream(vec![0u8; 4096])?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // `None` (the pragma failed) counts as moved.
+    let version = move || {
+        let writer = writer.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                .fetch_one(&writer)
+                .await
+                .ok()
+        }
+    };
     tokio::spawn(async move {
-        while let Some(first) = events.next().await {
-            let mut changed = false;
-            let mut next = Some(first);
-            // What is already read is one burst: one notice.
+        let mut seen = version().await;
+        if tx.send(Notice::Watched).is_err() {
+            return;
+        }
+        let mut recheck: Option<tokio::time::Instant> = None;
+        let mut checked = tokio::time::Instant::now();
+        loop {
+            let burst = tokio::select! {
+                first = events.next() => match first {
+                    Some(first) => Some(first),
+                    None => return,
+                },
+                _ = crate::dispatch::sleep_until_some(recheck) => None,
+            };
+            let rechecked = burst.is_none();
+            let mut changed = rechecked;
+            let mut next = burst;
+            // What is already read is one burst.
             while let Some(event) = next {
                 match event {
                     // An overflow lost events: any of them may have been it.
@@ -106,13 +139,37 @@ fn watch_wal(db: &std::path::Path) -> std::io::Result<UnboundedReceiver<Notice>>
                 }
                 next = events.next().now_or_never().flatten();
             }
-            if changed && tx.send(Notice::Changed).is_err() {
+            if !changed {
+                continue;
+            }
+            // Under a steady stream of writes, a check at most every
+            // MIN_GAP: what comes meanwhile is the next burst.
+            tokio::time::sleep_until(checked + MIN_GAP).await;
+            checked = tokio::time::Instant::now();
+            let now = version().await;
+            if now.is_some() && now == seen {
+                // This process's own write, or another's not yet visible:
+                // once more a moment later (but a recheck is not rechecked).
+                recheck = (!rechecked).then(|| tokio::time::Instant::now() + RECHECK);
+                continue;
+            }
+            seen = now;
+            recheck = None;
+            if tx.send(Notice::Changed).is_err() {
                 return;
             }
         }
     });
     Ok(rx)
 }
+
+/// How long after a WAL change that showed no other process's commit the
+/// watch looks once more: the commit becomes visible (SQLite's shared
+/// memory index) a moment after its last WAL write.
+const RECHECK: Duration = Duration::from_millis(20);
+
+/// The least time between two looks at `data_version`.
+const MIN_GAP: Duration = Duration::from_millis(5);
 
 /// The store's connection settings for `sqlite://PATH` or a path: WAL,
 /// `synchronous = NORMAL`, a 30 s busy timeout, a 4 MB page cache, temporary
@@ -192,7 +249,10 @@ impl Dialect for Lite {
     }
 
     fn listen(&self) -> impl Future<Output = Result<Option<UnboundedReceiver<Notice>>>> + Send {
-        let watched = self.path.as_deref().map(watch_wal);
+        let watched = self
+            .path
+            .as_deref()
+            .map(|p| watch_wal(p, self.writer.clone()));
         async move {
             match watched {
                 Some(Ok(rx)) => Ok(Some(rx)),

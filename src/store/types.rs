@@ -152,6 +152,8 @@ pub struct Finished {
     pub status: Status,
     /// The retry scheduled for it, if any.
     pub retry: Option<Uuid>,
+    /// When that retry is due.
+    pub retry_at: Option<Micros>,
     /// Whether the transaction that recorded it made other executions
     /// ready to run now: dependents, chained jobs, a unique key's follower,
     /// or a slot under a queue, job or key limit.
