@@ -112,7 +112,6 @@ fn watch_wal(
             return;
         }
         let mut recheck: Option<tokio::time::Instant> = None;
-        let mut checked = tokio::time::Instant::now();
         loop {
             let burst = tokio::select! {
                 first = events.next() => match first {
@@ -142,10 +141,9 @@ fn watch_wal(
             if !changed {
                 continue;
             }
-            // Under a steady stream of writes, a check at most every
-            // MIN_GAP: what comes meanwhile is the next burst.
-            tokio::time::sleep_until(checked + MIN_GAP).await;
-            checked = tokio::time::Instant::now();
+            // Under a steady stream of writes, what comes while a check
+            // waits for the writer connection is the next burst: a check
+            // per transaction of this process at most.
             let now = version().await;
             if now.is_some() && now == seen {
                 // This process's own write, or another's not yet visible:
@@ -167,9 +165,6 @@ fn watch_wal(
 /// watch looks once more: the commit becomes visible (SQLite's shared
 /// memory index) a moment after its last WAL write.
 const RECHECK: Duration = Duration::from_millis(20);
-
-/// The least time between two looks at `data_version`.
-const MIN_GAP: Duration = Duration::from_millis(5);
 
 /// The store's connection settings for `sqlite://PATH` or a path: WAL,
 /// `synchronous = NORMAL`, a 30 s busy timeout, a 4 MB page cache, temporary
