@@ -566,6 +566,54 @@ async fn the_exec_shim_and_the_pre_exec_hook_apply_the_same_settings() {
     assert_eq!(r[6], if in_cgroup { "1" } else { "0" });
 }
 
+/// A built-in in process mode: the shim that applies its settings is
+/// `jobvisor-worker` itself, and goes on as the worker rather than exec
+/// itself again. The settings hold all the same, and it runs; by default
+/// (a small supervisor, which would otherwise fork) it is used too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_in_started_through_the_shim_is_the_shim_with_its_settings() {
+    let env = Env::new();
+    env.ok(&[
+        "handler",
+        "add",
+        "sleep",
+        "--builtin",
+        "--mode",
+        "process",
+        "--open-files",
+        "77",
+    ]);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let id = env.enqueue(&["sleep", "--payload", r#"{"ms":60000}"#]);
+    let e = running_with_pid(store.as_ref(), id).await;
+    let pid = e.pid.unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(
+        args.get(1).map(String::as_str),
+        Some("--exec-shim"),
+        "{args:?}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    assert_eq!(open, "77", "{limits}");
+    env.ok(&["exec", "cancel", &id.to_string()]);
+    let e = finished(store.as_ref(), id).await;
+    assert_eq!(e.status, Status::Cancelled, "{e:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_started_through_the_shim_dies_with_the_supervisor() {
     let env = Env::new();

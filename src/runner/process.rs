@@ -258,7 +258,12 @@ impl Worker {
             isolate::Options {
                 cgroup: plan.cgroup,
                 death_signal: !plan.self_guarding,
-                shim: plan.shim.clone().filter(|_| isolate::prefer_shim()),
+                // The shim goes on as the worker when it is the program
+                // itself: then it costs no exec of its own, and is cheaper
+                // than a fork for a supervisor of any size.
+                shim: plan.shim.clone().filter(|shim| {
+                    (*shim == plan.program && plan.args.is_empty()) || isolate::prefer_shim()
+                }),
                 self_join: plan.self_guarding,
             },
             if claimed.is_some() { "exec" } else { "worker" },

@@ -818,9 +818,19 @@ async fn insert_executions<D: Dialect>(
 ) -> Result<HashSet<Uuid>, StoreError> {
     let mut inserted = HashSet::with_capacity(execs.len());
     for chunk in execs.chunks(rows_per_statement(EXECUTION_BINDS)) {
-        let mut q = execution_insert::<D>(chunk.iter().copied(), now, &start);
-        q.push(" RETURNING id");
-        for row in q.fetch_all(conn).await? {
+        // Counted rather than returned: rows coming back cost a hand-off
+        // each (SQLite's connection thread). Only when some were passed
+        // over (a conflict) are the inserted ones read back.
+        let n = execution_insert::<D>(chunk.iter().copied(), now, &start)
+            .execute(&mut *conn)
+            .await?;
+        if n as usize == chunk.len() {
+            inserted.extend(chunk.iter().map(|e| e.id));
+            continue;
+        }
+        let mut q = Sql::<D>::new("SELECT id FROM executions WHERE id IN (");
+        q.push_list(chunk.iter().map(|e| e.id)).push(")");
+        for row in q.fetch_all(&mut *conn).await? {
             inserted.insert(D::get(&row, 0)?);
         }
     }

@@ -168,7 +168,8 @@ const RECHECK: Duration = Duration::from_millis(20);
 
 /// The store's connection settings for `sqlite://PATH` or a path: WAL,
 /// `synchronous = NORMAL`, a 30 s busy timeout, a 4 MB page cache, temporary
-/// tables in memory; the file is created if missing.
+/// tables in memory, rows read [`ROW_BUFFER`] ahead; the file is created
+/// if missing.
 pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions> {
     let base = if url.starts_with("sqlite:") {
         SqliteConnectOptions::from_str(url)?
@@ -181,8 +182,16 @@ pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions> {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(30))
         .pragma("cache_size", "-4000")
-        .pragma("temp_store", "memory"))
+        .pragma("temp_store", "memory")
+        .row_buffer_size(ROW_BUFFER))
 }
+
+/// Rows a connection's thread may get ahead of the task reading them.
+/// sqlx's default, 50, makes a claim's or a scheduler pass's hundreds of
+/// rows a hand-off between threads each: the connection thread blocks on
+/// the full channel, and every row read wakes it again. Rows are read
+/// whole anyway (`fetch_all`).
+const ROW_BUFFER: usize = 4096;
 
 /// SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock.
 fn is_busy(e: &sqlx::Error) -> bool {

@@ -4,9 +4,12 @@ use jobvisor_worker::{guardian, host, shim, Registry};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // The exec shim runs before anything else: it must stay cheap.
+    // The exec shim runs before anything else: it must stay cheap. It
+    // returns only to go on as the worker (the program it was to start is
+    // this one).
     let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() == Some(std::ffi::OsStr::new("--exec-shim")) {
+    let shimmed = args.next().as_deref() == Some(std::ffi::OsStr::new("--exec-shim"));
+    if shimmed {
         let rest: Vec<_> = args.skip_while(|a| a == "--").collect();
         shim::exec_shim(&rest);
     }
@@ -14,7 +17,11 @@ fn main() -> ExitCode {
         guardian::run();
     }
     let registry = Registry::with_builtins();
-    match std::env::args().nth(1).as_deref() {
+    let first = match shimmed {
+        true => None,
+        false => std::env::args().nth(1),
+    };
+    match first.as_deref() {
         Some("--version" | "-V") => {
             println!("jobvisor-worker {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

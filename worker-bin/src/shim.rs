@@ -44,9 +44,12 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     std::process::exit(127)
 }
 
-/// Applies the spec from the environment and execs `argv[0]`; never
-/// returns.
-pub fn exec_shim(argv: &[OsString]) -> ! {
+/// Applies the spec from the environment and execs `argv[0]`. When that is
+/// this very program with no arguments (the supervisor starting
+/// `jobvisor-worker` itself through its shim), it returns instead: the
+/// caller goes on as the worker, settings applied, without a second exec
+/// of the same file (about a millisecond per execution).
+pub fn exec_shim(argv: &[OsString]) {
     let Some(program) = argv.first() else {
         fail("usage", "jobvisor-worker --exec-shim -- PROGRAM [ARGS...]")
     };
@@ -88,6 +91,9 @@ pub fn exec_shim(argv: &[OsString]) -> ! {
             fail("not started", "the supervisor exited first");
         }
     }
+    if argv.len() == 1 && is_this_program(program) {
+        return;
+    }
     let c =
         |s: &OsString| CString::new(s.as_bytes()).unwrap_or_else(|e| fail("invalid argument", e));
     let args: Vec<CString> = argv.iter().map(c).collect();
@@ -104,4 +110,17 @@ pub fn exec_shim(argv: &[OsString]) -> ! {
     .unwrap_or_else(|e| fail("cannot reset SIGPIPE", e));
     let e = nix::unistd::execvp(&args[0], &args).unwrap_err();
     fail(&format!("cannot execute {}", program.to_string_lossy()), e)
+}
+
+/// Whether `program` names the file this process runs (the same device
+/// and inode, however the path is spelled).
+fn is_this_program(program: &OsString) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(this), Ok(that)) = (
+        std::fs::metadata("/proc/self/exe"),
+        std::fs::metadata(program),
+    ) else {
+        return false;
+    };
+    (this.dev(), this.ino()) == (that.dev(), that.ino())
 }
