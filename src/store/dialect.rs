@@ -50,6 +50,11 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     type Db: Database;
     /// The smaller of two values (`MIN` in SQLite, `LEAST` in PostgreSQL).
     const LEAST: &'static str;
+    /// Opens and closes an expression that packs values into one JSON
+    /// array, as text. A row that comes back with many columns costs a
+    /// copy and an allocation per column (sqlx's SQLite rows): what a
+    /// statement returns for hundreds of rows at once comes packed.
+    const JSON_ARRAY: (&'static str, &'static str);
     /// The larger of two values (`MAX` in SQLite, `GREATEST` in PostgreSQL).
     const GREATEST: &'static str;
     /// Where a text first holds another, from 1, or 0 (`instr` in SQLite,

@@ -58,6 +58,7 @@ impl Pg {
 impl Dialect for Pg {
     type Db = Postgres;
     const LEAST: &'static str = "LEAST";
+    const JSON_ARRAY: (&'static str, &'static str) = ("json_build_array(", ")::text");
     const GREATEST: &'static str = "GREATEST";
     const START_STAMP: &'static str =
         "GREATEST($1, CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000000 AS BIGINT))";

@@ -64,10 +64,61 @@ const ANY_LIMITS: &str = concat!(
 
 /// What a claim returns of each row (the limited claim adds `queue`, for
 /// the starts a rate counts).
-const CLAIM_RETURNING: &str =
-    " RETURNING id, job, handler, mode, payload, attempt, timeout_ms, enqueued_at, started_at, \
-     cancel_requested_at, after_policy, snoozes, \
-     (SELECT spec FROM handlers h WHERE h.name = executions.handler) AS spec";
+fn claim_returning<D: Dialect>() -> String {
+    format!(
+        " RETURNING id, payload, {}job, handler, mode, attempt, timeout_ms, enqueued_at, \
+         started_at, cancel_requested_at, after_policy, snoozes, \
+         (SELECT spec FROM handlers h WHERE h.name = executions.handler){} AS facts",
+        D::JSON_ARRAY.0,
+        D::JSON_ARRAY.1
+    )
+}
+
+/// What a claim returns of each row besides its id and payload, packed in
+/// one column (see `Dialect::JSON_ARRAY`): job, handler, mode, attempt,
+/// timeout (ms), enqueued at, started at, cancel requested at, after
+/// policy, snoozes, and its stored handler's spec.
+type ClaimFacts = (
+    String,
+    String,
+    String,
+    u32,
+    Option<u64>,
+    Micros,
+    Micros,
+    Option<Micros>,
+    Option<String>,
+    u32,
+    Option<String>,
+);
+
+/// A claimed row, and whether it has parents (their outputs are read next).
+fn decode_claim<D: Dialect>(r: &R<'_, D>) -> Result<(Claimed, bool), StoreError> {
+    let Some(f) = r.json::<ClaimFacts>("facts")? else {
+        return Err(corrupt("executions", "facts", "NULL"));
+    };
+    let (job, handler, mode, attempt, timeout_ms, enqueued_at, started_at) =
+        (f.0, f.1, f.2, f.3, f.4, f.5, f.6);
+    let (cancel_at, after_policy, snoozes, spec) = (f.7, f.8, f.9, f.10);
+    let claimed = Claimed {
+        id: r.get("id")?,
+        job,
+        handler,
+        mode: mode
+            .parse()
+            .map_err(|e: crate::model::ValueError| corrupt("executions", "mode", e))?,
+        payload: r.json("payload")?.unwrap_or(Value::Null),
+        attempt,
+        timeout_ms,
+        enqueued_at,
+        started_at,
+        cancel_requested: cancel_at.is_some(),
+        handler_spec: spec,
+        inputs: Vec::new(),
+        snoozes,
+    };
+    Ok((claimed, after_policy.is_some()))
+}
 
 /// Starts each rate-limited queue has left in its window now (`$1`): its
 /// rate less the starts that its claims recorded within the window.
@@ -220,9 +271,10 @@ fn claim_limited<D: Dialect>(k: Kinds) -> String {
         "UPDATE executions SET status = 'running', started_at = {}, node = $2 WHERE id IN ( \
          WITH {} SELECT id FROM passing \
          WHERE (qfree IS NULL OR qn <= qfree) AND (rfree IS NULL OR qn <= rfree) \
-         ORDER BY priority DESC, run_at, id LIMIT $3){CLAIM_RETURNING}, queue",
+         ORDER BY priority DESC, run_at, id LIMIT $3){}, queue",
         D::START_STAMP,
-        with.join(", ")
+        with.join(", "),
+        claim_returning::<D>()
     )
 }
 
@@ -248,12 +300,13 @@ fn claim_simple<D: Dialect>() -> String {
          WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= $1 \
                         AND NOT EXISTS (SELECT 1 FROM queues WHERE {}) \
                         AND NOT EXISTS (SELECT 1 FROM jobs WHERE {}) \
-                      ORDER BY priority DESC, run_at, id LIMIT {}($3, $4){}){CLAIM_RETURNING}",
+                      ORDER BY priority DESC, run_at, id LIMIT {}($3, $4){}){}",
         D::START_STAMP,
         queue_limited!(),
         job_capped!(),
         D::LEAST,
-        D::SKIP_LOCKED
+        D::SKIP_LOCKED,
+        claim_returning::<D>()
     )
 }
 
@@ -1584,6 +1637,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut now = now;
         let mut next_token_at = None;
         let mut rows = Vec::new();
+        let mut claimed = Vec::new();
         let cached = self.any_limits().await?;
         if !cached.any {
             // The plain claim takes nothing once any limit exists, so that
@@ -1598,6 +1652,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             if rows.is_empty() {
                 self.limits_changed();
             }
+            claimed = Self::decode(&rows, "executions", decode_claim)?;
         }
         if rows.is_empty() && (cached.any || self.any_limits().await?.any) {
             // Limited claims count what runs and what started: on
@@ -1621,10 +1676,11 @@ impl<D: Dialect> Store for SqlStore<D> {
             // starts are stamped from then, not from before the wait.
             now = now.max(crate::model::now_micros());
             rows = claim::<D>(sql, now, node, limit).fetch_all(&mut tx).await?;
+            claimed = Self::decode(&rows, "executions", decode_claim)?;
             // The starts are counted at their stamps (the server's clock
             // may be later than `now` on PostgreSQL).
-            for row in &rows {
-                now = now.max(D::get::<Micros>(row, "started_at")?);
+            for (c, _) in &claimed {
+                now = now.max(c.started_at);
             }
             if limits.kinds.rates {
                 let mut started: BTreeMap<String, i64> = BTreeMap::new();
@@ -1659,29 +1715,12 @@ impl<D: Dialect> Store for SqlStore<D> {
             }
             tx.commit().await?;
         }
-        let mut claimed = Self::decode(&rows, "executions", |r| {
-            Ok(Claimed {
-                id: r.get("id")?,
-                job: r.get("job")?,
-                handler: r.get("handler")?,
-                mode: r.parse("mode")?,
-                payload: r.json("payload")?.unwrap_or(Value::Null),
-                attempt: r.int("attempt")? as u32,
-                timeout_ms: r.opt_u64("timeout_ms")?,
-                enqueued_at: r.get("enqueued_at")?,
-                started_at: r.get("started_at")?,
-                cancel_requested: r.get::<Option<i64>>("cancel_requested_at")?.is_some(),
-                handler_spec: r.get("spec")?,
-                inputs: Vec::new(),
-                snoozes: r.int("snoozes")? as u32,
-            })
-        })?;
-        let with_parents: Vec<Uuid> = rows
+        let with_parents: Vec<Uuid> = claimed
             .iter()
-            .zip(&claimed)
-            .filter(|(row, _)| matches!(D::get::<Option<String>>(row, "after_policy"), Ok(Some(_))))
-            .map(|(_, c)| c.id)
+            .filter(|(_, parents)| *parents)
+            .map(|(c, _)| c.id)
             .collect();
+        let mut claimed: Vec<Claimed> = claimed.into_iter().map(|(c, _)| c).collect();
         if !with_parents.is_empty() {
             let mut inputs = self.inputs(&with_parents).await?;
             for c in &mut claimed {
@@ -1816,35 +1855,53 @@ impl<D: Dialect> Store for SqlStore<D> {
                     .bind(cols.interrupted as i64)
                     .bind(cols.cancel_outcome);
             });
+            // What the end decides on comes packed in one column (see
+            // Dialect::JSON_ARRAY), in the order of `AppliedFacts`.
             q.push(
                 ") AS v WHERE executions.id = v.column1 AND executions.status = 'running' \
-                 RETURNING executions.id AS id, executions.attempt AS attempt, \
-                 executions.max_attempts AS max_attempts, \
-                 executions.backoff_base_ms AS base, executions.backoff_cap_ms AS cap, \
-                 executions.unique_key AS unique_key, executions.unique_for_ms AS hold, \
-                 executions.cancel_requested_at AS cancel_at, \
-                 executions.after_policy AS after_policy, \
-                 executions.has_children AS has_children, \
-                 executions.handler AS handler, executions.started_at AS started_at, \
-                 (SELECT j.chain FROM jobs j WHERE j.name = executions.job) AS chain",
-            );
+                 RETURNING executions.id AS id, ",
+            )
+            .push(D::JSON_ARRAY.0)
+            .push(
+                "executions.attempt, executions.max_attempts, executions.backoff_base_ms, \
+                 executions.backoff_cap_ms, executions.unique_key, executions.unique_for_ms, \
+                 executions.cancel_requested_at, executions.after_policy, \
+                 executions.has_children, executions.handler, executions.started_at, \
+                 (SELECT j.chain FROM jobs j WHERE j.name = executions.job)",
+            )
+            .push(D::JSON_ARRAY.1)
+            .push(" AS facts");
             let rows = q.fetch_all(&mut tx).await?;
             let applied: HashMap<Uuid, Applied> = Self::decode(&rows, "executions", |r| {
+                let Some(facts) = r.json::<AppliedFacts>("facts")? else {
+                    return Err(corrupt("executions", "facts", "NULL"));
+                };
+                let (attempt, max_attempts, base, cap, key, hold, cancel_at) = (
+                    facts.0, facts.1, facts.2, facts.3, facts.4, facts.5, facts.6,
+                );
+                let (after_policy, has_children, handler, started_at, chain) =
+                    (facts.7, facts.8, facts.9, facts.10, facts.11);
+                let chain = match chain {
+                    Some(text) => {
+                        serde_json::from_str(&text).map_err(|e| corrupt("jobs", "chain", e))?
+                    }
+                    None => Vec::new(),
+                };
                 let applied = Applied {
-                    attempt: r.int("attempt")? as u32,
+                    attempt,
                     policy: RetryPolicy {
-                        max_attempts: r.int("max_attempts")? as u32,
-                        backoff_base_ms: r.int("base")? as u64,
-                        backoff_cap_ms: r.int("cap")? as u64,
+                        max_attempts,
+                        backoff_base_ms: base,
+                        backoff_cap_ms: cap,
                     },
-                    key: r.get("unique_key")?,
-                    hold: r.get("hold")?,
-                    cancel_requested: r.get::<Option<Micros>>("cancel_at")?.is_some(),
-                    has_parents: r.get::<Option<String>>("after_policy")?.is_some(),
-                    has_children: r.flag("has_children")?,
-                    chain: r.json("chain")?.unwrap_or_default(),
-                    handler: r.get("handler")?,
-                    started_at: r.get("started_at")?,
+                    key,
+                    hold,
+                    cancel_requested: cancel_at.is_some(),
+                    has_parents: after_policy.is_some(),
+                    has_children: has_children != 0,
+                    chain,
+                    handler,
+                    started_at,
                 };
                 Ok((r.get("id")?, applied))
             })?
@@ -2644,6 +2701,25 @@ impl<D: Dialect> Store for SqlStore<D> {
 }
 
 /// A completion as the database took it.
+/// What a completion's statement returns of each execution it ended:
+/// attempt, max attempts, backoff base and cap (ms), unique key, its hold
+/// (ms), cancel requested at, after policy, has children, handler, started
+/// at, and its job's chain (JSON text).
+type AppliedFacts = (
+    u32,
+    u32,
+    u64,
+    u64,
+    Option<String>,
+    Option<i64>,
+    Option<Micros>,
+    Option<String>,
+    i64,
+    String,
+    Option<Micros>,
+    Option<String>,
+);
+
 struct Applied {
     attempt: u32,
     policy: RetryPolicy,

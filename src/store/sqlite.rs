@@ -221,6 +221,7 @@ async fn lock_dir(
 impl Dialect for Lite {
     type Db = Sqlite;
     const LEAST: &'static str = "MIN";
+    const JSON_ARRAY: (&'static str, &'static str) = ("json_array(", ")");
     const GREATEST: &'static str = "MAX";
     const START_STAMP: &'static str = "$1";
     const POSITION: &'static str = "instr";
