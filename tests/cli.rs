@@ -24,6 +24,36 @@ fn assert_bad_input(out: std::process::Output, needle: &str) {
     assert_fails(out, 2, needle);
 }
 
+/// A usage error keeps clap's names and suggestions in its one line; a
+/// bare `jobvisor` (or a command group without its subcommand) prints the
+/// help on stdout, as `--help` does, and exits 0.
+#[test]
+fn usage_errors_name_what_is_wrong_and_a_bare_command_prints_help() {
+    let env = Env::new();
+    assert_bad_input(
+        env.cli(&["exce", "list"]),
+        "unrecognized subcommand 'exce'; a similar subcommand exists: 'exec'",
+    );
+    assert_bad_input(
+        env.cli(&["run", "noop", "--payloda", "{}"]),
+        "unexpected argument '--payloda' found; a similar argument exists: '--payload'",
+    );
+    assert_bad_input(env.cli(&["run"]), "not provided: <HANDLER>");
+    assert_bad_input(
+        env.cli(&["job", "add"]),
+        "not provided: --handler <HANDLER>, <NAME>",
+    );
+    let help = |args: &[&str]| {
+        let out = Command::new(jobvisor_bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(out.stderr.is_empty(), "{args:?}: {:?}", out.stderr);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(help(&[]), help(&["--help"]));
+    assert!(help(&[]).contains("Usage: jobvisor [OPTIONS] <COMMAND>"));
+    assert_eq!(help(&["exec"]), help(&["exec", "--help"]));
+}
+
 #[test]
 fn bad_input_is_one_clear_line_and_exit_code_2() {
     let env = Env::new();

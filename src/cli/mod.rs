@@ -87,21 +87,28 @@ fn is_runtime(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A clap error in one line: its first line without the `error: ` prefix,
-/// and, where that line only introduces a list (`...not provided:`), the
-/// list's items.
+/// A clap error in one line: its first line without the `error: ` prefix;
+/// where that line only introduces a list (`...not provided:`), the list's
+/// items; and clap's tips (`a similar subcommand exists: 'exec'`).
 pub(crate) fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"));
     let first = lines.next().unwrap_or("invalid usage");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    if !first.ends_with(':') {
-        return first.to_string();
+    let (tips, items): (Vec<&str>, Vec<&str>) = lines.partition(|l| l.starts_with("tip:"));
+    let mut out = first.to_string();
+    if first.ends_with(':') {
+        out = format!("{out} {}", items.join(", "));
     }
-    let items: Vec<&str> = lines
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .collect();
-    format!("{first} {}", items.join(", "))
+    for tip in tips {
+        out.push_str("; ");
+        out.push_str(tip.trim_start_matches("tip:").trim());
+    }
+    out
 }
 
 /// Shorthand for a bad-input error.
@@ -113,9 +120,14 @@ pub(crate) fn input(msg: impl Into<String>) -> CliError {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
+        // --help and --version; and a bare `jobvisor` (or `jobvisor exec`),
+        // which prints the help of what it names.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            // On stdout, like --help (clap would print this one to stderr).
+            print!("{}", e.render());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
