@@ -54,6 +54,60 @@ fn usage_errors_name_what_is_wrong_and_a_bare_command_prints_help() {
     assert_eq!(help(&["exec"]), help(&["exec", "--help"]));
 }
 
+/// `jobvisor completions bash` is a script bash accepts, and bash, asked
+/// to complete `jobvisor ex` and `jobvisor run --pay`, offers `exec` and
+/// `--payload`; zsh's and fish's scripts are for their shells; an unknown
+/// shell is bad usage.
+#[test]
+fn completions_complete_in_a_real_bash() {
+    let env = Env::new();
+    let script = env.path("jobvisor.bash");
+    let out = Command::new(jobvisor_bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&script, &out.stdout).unwrap();
+    let complete = |words: &str| {
+        let program = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             COMP_LINE=\"{words}\"; COMP_POINT=${{#COMP_LINE}}; \
+             _jobvisor jobvisor \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        let out = Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let offered = complete("jobvisor ex");
+    assert!(offered.lines().any(|l| l == "exec"), "{offered:?}");
+    let offered = complete("jobvisor run --pay");
+    assert!(offered.lines().any(|l| l == "--payload"), "{offered:?}");
+    for (shell, marker) in [
+        ("zsh", "#compdef jobvisor"),
+        ("fish", "complete -c jobvisor"),
+    ] {
+        let out = Command::new(jobvisor_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(marker),
+            "{shell}"
+        );
+    }
+    assert_bad_input(env.cli(&["completions", "tcsh"]), "invalid value 'tcsh'");
+}
+
 #[test]
 fn bad_input_is_one_clear_line_and_exit_code_2() {
     let env = Env::new();

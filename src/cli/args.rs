@@ -67,6 +67,12 @@ pub enum Command {
         /// The file [default: /etc/jobvisor/jobvisor.toml].
         path: Option<std::path::PathBuf>,
     },
+    /// Print a completion script for a shell, e.g. `jobvisor completions
+    /// bash > /etc/bash_completion.d/jobvisor`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `workflow` subcommands.
@@ -742,6 +748,20 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Stats { job, json } => super::stats::stats(&db, job, json).await,
         Command::Workflow(cmd) => super::workflow::workflow(&db, cmd).await,
         Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: clap_complete panics on a failed write
+            // (`jobvisor completions bash | head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut super::Cli::command(), "jobvisor", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(
+                    super::CliError::Runtime(format!("cannot write the completion script: {e}")),
+                ),
+                _ => Ok(()),
+            }
+        }
         Command::CheckConfig { path } => {
             let path = path.unwrap_or_else(|| super::config::DEFAULT_PATH.into());
             let f = super::config::load(&path).map_err(|e| super::input(e.to_string()))?;

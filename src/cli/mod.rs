@@ -126,8 +126,10 @@ pub fn main() -> ExitCode {
             if !e.use_stderr()
                 || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
         {
-            // On stdout, like --help (clap would print this one to stderr).
-            print!("{}", e.render());
+            // On stdout, like --help (clap would print this one to stderr);
+            // a closed pipe (`jobvisor | head`) is no failure.
+            use std::io::Write;
+            let _ = write!(std::io::stdout(), "{}", e.render());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
