@@ -303,3 +303,56 @@ async fn an_idle_watched_serve_starts_what_comes_due_on_time() {
         added.elapsed()
     );
 }
+
+/// On a terminal (a real pty, from util-linux's `script`) the text log is
+/// coloured, unless `NO_COLOR` is set.
+#[test]
+fn the_log_on_a_terminal_is_coloured_unless_no_color_is_set() {
+    if which("script").is_none() {
+        eprintln!("!!! the_log_on_a_terminal_is_coloured_unless_no_color_is_set: SKIPPED: no `script` (util-linux) here");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs util-linux's script"
+        );
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["migrate"]);
+    let log = |no_color: Option<&str>| {
+        // The service stops itself (timeout, inside the pty), so nothing
+        // outlives the test.
+        let inner = format!(
+            "timeout -s TERM 3 {} --database {} serve --listen off",
+            jobvisor_bin().display(),
+            env.db
+        );
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &inner, "/dev/null"])
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = log(None);
+    assert!(coloured.contains("ready"), "{coloured:?}");
+    assert!(
+        coloured.contains("\u{1b}["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = log(Some("1"));
+    assert!(plain.contains("ready"), "{plain:?}");
+    assert!(
+        !plain.contains("\u{1b}["),
+        "colour despite NO_COLOR: {plain:?}"
+    );
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}

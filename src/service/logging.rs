@@ -68,9 +68,30 @@ pub fn init(format: LogFormat) {
         LogFormat::Journald => builder.with_ansi(false).event_format(Journald).try_init(),
         _ => {
             use std::io::IsTerminal;
+            let no_color = std::env::var_os("NO_COLOR");
             builder
-                .with_ansi(std::io::stderr().is_terminal())
+                .with_ansi(colour(std::io::stderr().is_terminal(), no_color.as_deref()))
                 .try_init()
         }
     };
+}
+
+/// Whether the text log is coloured: on a terminal, unless `NO_COLOR` is
+/// set to anything but the empty string (<https://no-color.org>).
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn no_color_set_to_anything_turns_colour_off_on_a_terminal() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+    }
 }
