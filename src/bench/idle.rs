@@ -62,13 +62,19 @@ pub(super) async fn bench_idle(
     let mut serve = place.serve(&db, &[])?;
     let measured = measure(&sup, serve.pid(), a.idle_seconds).await;
     let tail = serve.stop().await;
+    let m = measured.map_err(|e| match tail.is_empty() {
+        true => e,
+        false => crate::cli::input(format!("{e}; serve said: {tail}")),
+    })?;
     let r = IdleBench {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         backend: dbs.kind(),
-        ..measured.map_err(|e| match tail.is_empty() {
-            true => e,
-            false => crate::cli::input(format!("{e}; serve said: {tail}")),
-        })?
+        seconds: m.seconds,
+        cpu_s_per_min: m.cpu_ns as f64 / 1e9 / m.seconds * 60.0,
+        wakeups_per_sec: m.switches as f64 / m.seconds,
+        rss_mib: m.rss_mib,
+        rss_anon_mib: m.rss_anon_mib,
+        rss_file_mib: m.rss_file_mib,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
@@ -92,8 +98,18 @@ pub(super) async fn bench_idle(
     Ok(())
 }
 
+/// What was read of the service over the measurement.
+struct Measured {
+    seconds: f64,
+    cpu_ns: u64,
+    switches: u64,
+    rss_mib: f64,
+    rss_anon_mib: f64,
+    rss_file_mib: f64,
+}
+
 /// Readies the service with one no-op, lets it settle, and measures it.
-async fn measure(sup: &Supervisor, pid: i32, seconds: u64) -> Result<IdleBench, CliError> {
+async fn measure(sup: &Supervisor, pid: i32, seconds: u64) -> Result<Measured, CliError> {
     let id = sup
         .enqueue(RunSpec::new("noop", serde_json::Value::Null))
         .await?;
@@ -140,12 +156,10 @@ async fn measure(sup: &Supervisor, pid: i32, seconds: u64) -> Result<IdleBench, 
         cpu_ns += ns.saturating_sub(ns0);
         switches += sw.saturating_sub(sw0);
     }
-    Ok(IdleBench {
-        cores: 0,
-        backend: "",
+    Ok(Measured {
         seconds: elapsed,
-        cpu_s_per_min: cpu_ns as f64 / 1e9 / elapsed * 60.0,
-        wakeups_per_sec: switches as f64 / elapsed,
+        cpu_ns,
+        switches,
         rss_mib: kib("VmRSS:"),
         rss_anon_mib: kib("RssAnon:"),
         rss_file_mib: kib("RssFile:"),
