@@ -294,15 +294,15 @@ impl Setup {
 
     /// Whether the settings go through the exec shim.
     pub fn via_shim(&self) -> bool {
-        self.shim.is_some() && self.needs_hook()
+        self.shim.is_some()
     }
 
     /// The command that starts `program`: itself, or the exec shim in
-    /// front of it when there are settings to apply (the shim goes on as
-    /// the worker, without a second exec, when `program` is itself). Set
-    /// its environment, then call [`Setup::apply`].
+    /// front of it (planned only when there are settings to apply; the shim
+    /// goes on as the worker, without a second exec, when `program` is
+    /// itself). Set its environment, then call [`Setup::apply`].
     pub fn command(&self, program: &Path, args: &[String]) -> Command {
-        match self.shim.as_ref().filter(|_| self.needs_hook()) {
+        match &self.shim {
             Some(shim) => {
                 let mut cmd = Command::new(shim);
                 cmd.arg("--exec-shim").arg("--").arg(program).args(args);
@@ -327,7 +327,7 @@ impl Setup {
         if !self.needs_hook() {
             return;
         }
-        if self.via_shim() {
+        if self.shim.is_some() {
             let spec = ShimSpec {
                 cgroup_procs: self
                     .cgroup

@@ -9,7 +9,7 @@ use super::{
     RetryRequest, Store, StoreError, TimelineRow, WorkflowCancel, WorkflowInfo,
 };
 use crate::model::{
-    AfterPolicy, Chain, Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros,
+    AfterPolicy, Chain, Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, Mode,
     NewExecution, ProgressState, RetryPolicy, Status, Timestamp,
 };
 use crate::schedule::ScheduleSpec;
@@ -75,49 +75,44 @@ fn claim_returning<D: Dialect>() -> String {
 }
 
 /// What a claim returns of each row besides its id and payload, packed in
-/// one column (see `Dialect::JSON_ARRAY`): job, handler, mode, attempt,
-/// timeout (ms), enqueued at, started at, cancel requested at, after
-/// policy, snoozes, and its stored handler's spec.
-type ClaimFacts = (
-    String,
-    String,
-    String,
-    u32,
-    Option<u64>,
-    Micros,
-    Micros,
-    Option<Micros>,
-    Option<String>,
-    u32,
-    Option<String>,
-);
+/// one JSON array column (see `Dialect::JSON_ARRAY`), in field order.
+#[derive(serde::Deserialize)]
+struct ClaimFacts {
+    job: String,
+    handler: String,
+    mode: Mode,
+    attempt: u32,
+    timeout_ms: Option<u64>,
+    enqueued_at: Micros,
+    started_at: Micros,
+    cancel_requested_at: Option<Micros>,
+    after_policy: Option<String>,
+    snoozes: u32,
+    /// Its stored handler's spec.
+    spec: Option<String>,
+}
 
 /// A claimed row, and whether it has parents (their outputs are read next).
 fn decode_claim<D: Dialect>(r: &R<'_, D>) -> Result<(Claimed, bool), StoreError> {
     let Some(f) = r.json::<ClaimFacts>("facts")? else {
         return Err(corrupt("executions", "facts", "NULL"));
     };
-    let (job, handler, mode, attempt, timeout_ms, enqueued_at, started_at) =
-        (f.0, f.1, f.2, f.3, f.4, f.5, f.6);
-    let (cancel_at, after_policy, snoozes, spec) = (f.7, f.8, f.9, f.10);
     let claimed = Claimed {
         id: r.get("id")?,
-        job,
-        handler,
-        mode: mode
-            .parse()
-            .map_err(|e: crate::model::ValueError| corrupt("executions", "mode", e))?,
+        job: f.job,
+        handler: f.handler,
+        mode: f.mode,
         payload: r.json("payload")?.unwrap_or(Value::Null),
-        attempt,
-        timeout_ms,
-        enqueued_at,
-        started_at,
-        cancel_requested: cancel_at.is_some(),
-        handler_spec: spec,
+        attempt: f.attempt,
+        timeout_ms: f.timeout_ms,
+        enqueued_at: f.enqueued_at,
+        started_at: f.started_at,
+        cancel_requested: f.cancel_requested_at.is_some(),
+        handler_spec: f.spec,
         inputs: Vec::new(),
-        snoozes,
+        snoozes: f.snoozes,
     };
-    Ok((claimed, after_policy.is_some()))
+    Ok((claimed, f.after_policy.is_some()))
 }
 
 /// Starts each rate-limited queue has left in its window now (`$1`): its
@@ -1856,7 +1851,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                     .bind(cols.cancel_outcome);
             });
             // What the end decides on comes packed in one column (see
-            // Dialect::JSON_ARRAY), in the order of `AppliedFacts`.
+            // Dialect::JSON_ARRAY), in the field order of `AppliedFacts`.
             q.push(
                 ") AS v WHERE executions.id = v.column1 AND executions.status = 'running' \
                  RETURNING executions.id AS id, ",
@@ -1873,35 +1868,30 @@ impl<D: Dialect> Store for SqlStore<D> {
             .push(" AS facts");
             let rows = q.fetch_all(&mut tx).await?;
             let applied: HashMap<Uuid, Applied> = Self::decode(&rows, "executions", |r| {
-                let Some(facts) = r.json::<AppliedFacts>("facts")? else {
+                let Some(f) = r.json::<AppliedFacts>("facts")? else {
                     return Err(corrupt("executions", "facts", "NULL"));
                 };
-                let (attempt, max_attempts, base, cap, key, hold, cancel_at) = (
-                    facts.0, facts.1, facts.2, facts.3, facts.4, facts.5, facts.6,
-                );
-                let (after_policy, has_children, handler, started_at, chain) =
-                    (facts.7, facts.8, facts.9, facts.10, facts.11);
-                let chain = match chain {
+                let chain = match f.chain {
                     Some(text) => {
                         serde_json::from_str(&text).map_err(|e| corrupt("jobs", "chain", e))?
                     }
                     None => Vec::new(),
                 };
                 let applied = Applied {
-                    attempt,
+                    attempt: f.attempt,
                     policy: RetryPolicy {
-                        max_attempts,
-                        backoff_base_ms: base,
-                        backoff_cap_ms: cap,
+                        max_attempts: f.max_attempts,
+                        backoff_base_ms: f.backoff_base_ms,
+                        backoff_cap_ms: f.backoff_cap_ms,
                     },
-                    key,
-                    hold,
-                    cancel_requested: cancel_at.is_some(),
-                    has_parents: after_policy.is_some(),
-                    has_children: has_children != 0,
+                    key: f.unique_key,
+                    hold: f.unique_for_ms,
+                    cancel_requested: f.cancel_requested_at.is_some(),
+                    has_parents: f.after_policy.is_some(),
+                    has_children: f.has_children != 0,
                     chain,
-                    handler,
-                    started_at,
+                    handler: f.handler,
+                    started_at: f.started_at,
                 };
                 Ok((r.get("id")?, applied))
             })?
@@ -2700,26 +2690,27 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 }
 
-/// A completion as the database took it.
-/// What a completion's statement returns of each execution it ended:
-/// attempt, max attempts, backoff base and cap (ms), unique key, its hold
-/// (ms), cancel requested at, after policy, has children, handler, started
-/// at, and its job's chain (JSON text).
-type AppliedFacts = (
-    u32,
-    u32,
-    u64,
-    u64,
-    Option<String>,
-    Option<i64>,
-    Option<Micros>,
-    Option<String>,
-    i64,
-    String,
-    Option<Micros>,
-    Option<String>,
-);
+/// What a completion's statement returns of each execution it ended,
+/// packed in one JSON array column (see `Dialect::JSON_ARRAY`), in field
+/// order.
+#[derive(serde::Deserialize)]
+struct AppliedFacts {
+    attempt: u32,
+    max_attempts: u32,
+    backoff_base_ms: u64,
+    backoff_cap_ms: u64,
+    unique_key: Option<String>,
+    unique_for_ms: Option<i64>,
+    cancel_requested_at: Option<Micros>,
+    after_policy: Option<String>,
+    has_children: i64,
+    handler: String,
+    started_at: Option<Micros>,
+    /// Its job's chain (JSON text).
+    chain: Option<String>,
+}
 
+/// A completion as the database took it.
 struct Applied {
     attempt: u32,
     policy: RetryPolicy,
