@@ -69,6 +69,24 @@ impl RunSpec {
         }
     }
 
+    /// A run of `handler` with `args` encoded as its payload: the
+    /// counterpart of a typed handler's arguments.
+    ///
+    /// ```
+    /// #[derive(serde::Serialize)]
+    /// struct Resize { path: String, width: u32 }
+    ///
+    /// let spec = jobvisor::RunSpec::with_args("resize", &Resize { path: "a.png".into(), width: 64 })?;
+    /// assert_eq!(spec.payload, serde_json::json!({"path": "a.png", "width": 64}));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn with_args(
+        handler: impl Into<String>,
+        args: &impl serde::Serialize,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self::new(handler, serde_json::to_value(args)?))
+    }
+
     /// Gives the run a concurrency key: in a queue with a key limit (`queue
     /// set-key-limit`), at most that many executions with one key run at
     /// once, across all nodes; other keys are not held back.

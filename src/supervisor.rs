@@ -16,7 +16,7 @@ use crate::scheduler::{Scheduler, ToScheduler};
 use crate::store::{self, CancelRequest, Completion, Finished, NodeInfo, QueueChange, Store};
 use crate::submit::{self, RunSpec};
 use crate::Error;
-use jobvisor_worker::{Handler, Registry};
+use jobvisor_worker::{IntoHandler, Registry};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -132,8 +132,10 @@ impl SupervisorBuilder {
         self
     }
 
-    /// Registers a Rust handler for inproc mode.
-    pub fn register(mut self, name: impl Into<String>, handler: impl Handler) -> Self {
+    /// Registers a Rust handler for inproc mode: an async function of a
+    /// [`Context`](crate::Context) and its arguments, decoded from the
+    /// payload (see [`IntoHandler`]).
+    pub fn register<M>(mut self, name: impl Into<String>, handler: impl IntoHandler<M>) -> Self {
         self.registry.register(name, handler);
         self
     }

@@ -549,7 +549,7 @@ async fn a_handler_snoozes_without_using_its_retries_up_to_the_limit() {
         .register(
             "never",
             |_ctx: jobvisor::Context, _p: serde_json::Value| async move {
-                Err(HandlerError::snooze(Duration::ZERO))
+                Err::<(), _>(HandlerError::snooze(Duration::ZERO))
             },
         )
     })
@@ -597,6 +597,120 @@ async fn a_handler_snoozes_without_using_its_retries_up_to_the_limit() {
             .contains("snoozed 1000 times already"),
         "{last:?}"
     );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[derive(serde::Deserialize)]
+struct Order {
+    id: u64,
+    items: Vec<Item>,
+    note: Option<String>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Item {
+    sku: String,
+    qty: u32,
+}
+
+#[derive(serde::Serialize)]
+struct Total {
+    order: u64,
+    units: u32,
+    note: Option<String>,
+}
+
+async fn total(ctx: jobvisor::Context, order: Order) -> Result<Total, HandlerError> {
+    ctx.info(format!(
+        "order {} has {} lines",
+        order.id,
+        order.items.len()
+    ))
+    .await;
+    Ok(Total {
+        order: order.id,
+        units: order.items.iter().map(|i| i.qty).sum(),
+        note: order.note,
+    })
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Optional {
+    greeting: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_handler_gets_its_arguments_decoded_and_a_payload_that_does_not_decode_fails_for_good_naming_the_field(
+) {
+    let env = Env::new();
+    let (sup, stop, task) = start(&env, |b| {
+        b.register("total", total).register(
+            "greet",
+            |_ctx: jobvisor::Context, args: Optional| async move {
+                Ok::<_, HandlerError>(args.greeting.unwrap_or_else(|| "hello".into()))
+            },
+        )
+    })
+    .await;
+    let store = sup.store().clone();
+
+    let args = json!({"id": 7, "items": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 3}]});
+    let ok = sup.enqueue(RunSpec::new("total", args)).await.unwrap();
+    let e = finished(store.as_ref(), ok).await;
+    assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    assert_eq!(
+        e.output,
+        Some(json!({"order": 7, "units": 5, "note": null}))
+    );
+
+    // RunSpec::with_args encodes what the handler decodes.
+    let items = vec![Item {
+        sku: "c".into(),
+        qty: 4,
+    }];
+    let spec = RunSpec::with_args("total", &json!({"id": 8, "items": items})).unwrap();
+    let e = finished(store.as_ref(), sup.enqueue(spec).await.unwrap()).await;
+    assert_eq!(
+        e.output,
+        Some(json!({"order": 8, "units": 4, "note": null}))
+    );
+
+    // Retries are allowed, but the same payload cannot decode next time.
+    for (payload, says) in [
+        (
+            json!({"id": 9, "items": [{"sku": "a", "qty": "two"}]}),
+            "invalid payload: at `items[0].qty`: invalid type: string \"two\", expected u32",
+        ),
+        (json!({"items": []}), "invalid payload: missing field `id`"),
+        (json!(null), "invalid payload: missing field `id`"),
+    ] {
+        let mut spec = RunSpec::new("total", payload.clone());
+        spec.retries = 3;
+        spec.backoff = Duration::from_millis(10);
+        let e = finished(store.as_ref(), sup.enqueue(spec).await.unwrap()).await;
+        assert_eq!(e.status, Status::Failed, "{payload}: {e:?}");
+        assert_eq!(e.error.as_deref(), Some(says), "{payload}");
+        assert_eq!((e.attempt, e.next_id), (1, None), "{payload}: not retried");
+    }
+
+    // No payload is an empty object to a struct whose fields are optional.
+    let e = finished(
+        store.as_ref(),
+        sup.enqueue(RunSpec::new("greet", json!(null)))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.output, Some(json!("hello")), "{e:?}");
+    let e = finished(
+        store.as_ref(),
+        sup.enqueue(RunSpec::new("greet", json!({"greeting": "hi"})))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.output, Some(json!("hi")), "{e:?}");
     stop.send(()).unwrap();
     task.await.unwrap();
 }

@@ -5,9 +5,13 @@
 //! a child process (process); the `Context` looks the same in both.
 
 use crate::protocol::{Level, LogMessage, Progress, WorkerMessage};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{Map, Value};
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -232,22 +236,169 @@ impl Context {
     }
 }
 
-/// A job's code: an async function of a [`Context`] and a JSON payload.
+/// A job's code, as the runners call it: an async function of a
+/// [`Context`] and the JSON payload.
 ///
-/// Implemented for every `Fn(Context, Value) -> impl Future<Output =
-/// HandlerResult>`, so a plain `async fn` is a handler.
+/// Functions need not implement it themselves: [`Registry::register`]
+/// takes any `async fn(Context, Args) -> Result<Out, HandlerError>` (see
+/// [`IntoHandler`]). Implement it for a type that decodes its payload in a
+/// way of its own.
+///
+/// ```
+/// use jobvisor_worker::{BoxFuture, Context, Handler, HandlerResult, Registry};
+/// use serde_json::Value;
+///
+/// /// Answers every payload with a fixed greeting.
+/// struct Greeter(String);
+///
+/// impl Handler for Greeter {
+///     fn call(&self, _ctx: Context, _payload: Value) -> BoxFuture<HandlerResult> {
+///         let greeting = Value::String(self.0.clone());
+///         Box::pin(async move { Ok(greeting) })
+///     }
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.register("greet", Greeter("hello".into()));
+/// assert!(registry.get("greet").is_some());
+/// ```
 pub trait Handler: Send + Sync + 'static {
     /// Runs one execution.
     fn call(&self, ctx: Context, payload: Value) -> BoxFuture<HandlerResult>;
 }
 
-impl<F, Fut> Handler for F
+/// What [`Registry::register`] accepts: a [`Handler`], or an async
+/// function of a [`Context`] and its arguments.
+///
+/// The arguments are any `Args: DeserializeOwned` (a `serde_json::Value`
+/// takes the payload as it is), decoded from the execution's payload; a
+/// `null` payload (a run given none) is read as `{}` when `Args` cannot be
+/// read from `null`, so a struct whose fields are all optional needs no
+/// payload. A payload that does not decode fails the execution for good
+/// (retrying the same payload cannot help), with an error that names the
+/// field: `invalid payload: at `items[0].id`: invalid type: string "x",
+/// expected u32`. The output is any `Out: Serialize`, stored as JSON.
+///
+/// ```
+/// use jobvisor_worker::{Context, HandlerError, Registry};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Deserialize)]
+/// struct Resize { path: String, width: u32 }
+///
+/// #[derive(Serialize)]
+/// struct Resized { path: String, bytes: u64 }
+///
+/// async fn resize(ctx: Context, args: Resize) -> Result<Resized, HandlerError> {
+///     ctx.info(format!("resizing {} to {}px", args.path, args.width)).await;
+///     Ok(Resized { path: format!("{}.small", args.path), bytes: 1024 })
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.register("resize", resize);
+/// ```
+///
+/// The `M` parameter only tells the two kinds apart; it is inferred.
+pub trait IntoHandler<M>: Send + Sync + 'static {
+    /// The handler the runners call.
+    fn into_handler(self) -> Arc<dyn Handler>;
+}
+
+/// [`IntoHandler`]'s marker for a type that implements [`Handler`].
+#[doc(hidden)]
+pub enum ImplementsHandler {}
+
+impl<H: Handler> IntoHandler<ImplementsHandler> for H {
+    fn into_handler(self) -> Arc<dyn Handler> {
+        Arc::new(self)
+    }
+}
+
+/// [`IntoHandler`]'s marker for an async function of a [`Context`] and
+/// arguments of type `A`, with an output of type `O`.
+#[doc(hidden)]
+pub struct TypedFn<A, O>(PhantomData<fn(A) -> O>);
+
+impl<F, Fut, A, O> IntoHandler<TypedFn<A, O>> for F
 where
-    F: Fn(Context, Value) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = HandlerResult> + Send + 'static,
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+    O: Serialize + 'static,
+{
+    fn into_handler(self) -> Arc<dyn Handler> {
+        Arc::new(Typed {
+            f: self,
+            types: PhantomData,
+        })
+    }
+}
+
+/// A typed function as a [`Handler`]: decodes the payload, encodes the
+/// output.
+struct Typed<F, A, O> {
+    f: F,
+    types: PhantomData<fn(A) -> O>,
+}
+
+impl<F, Fut, A, O> Handler for Typed<F, A, O>
+where
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+    O: Serialize + 'static,
 {
     fn call(&self, ctx: Context, payload: Value) -> BoxFuture<HandlerResult> {
-        Box::pin(self(ctx, payload))
+        match decode::<A>(payload) {
+            Ok(args) => {
+                let fut = (self.f)(ctx, args);
+                Box::pin(async move { encode(fut.await?) })
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+/// Decodes a payload into a handler's arguments (a `Value` is taken as it
+/// is); see [`IntoHandler`] for `null` and for the error.
+pub fn decode<A: DeserializeOwned + 'static>(payload: Value) -> Result<A, HandlerError> {
+    let payload = match (Box::new(payload) as Box<dyn Any>).downcast::<A>() {
+        Ok(args) => return Ok(*args),
+        Err(other) => *other.downcast::<Value>().expect("boxed a Value"),
+    };
+    let null = payload.is_null();
+    match serde_path_to_error::deserialize(payload) {
+        Ok(args) => Ok(args),
+        Err(first) => {
+            // A run given no payload: an empty object may do.
+            let err = match null {
+                true => match serde_path_to_error::deserialize(Value::Object(Map::new())) {
+                    Ok(args) => return Ok(args),
+                    Err(e) => e,
+                },
+                false => first,
+            };
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            Err(HandlerError::permanent(match path.as_str() {
+                "." | "" => format!("invalid payload: {inner}"),
+                path => format!("invalid payload: at `{path}`: {inner}"),
+            }))
+        }
+    }
+}
+
+/// Encodes a handler's output as JSON (a `Value` is taken as it is); an
+/// output that cannot be encoded (a map with non-string keys, say) fails
+/// the execution for good.
+fn encode<O: Serialize + 'static>(output: O) -> HandlerResult {
+    match (Box::new(output) as Box<dyn Any>).downcast::<Value>() {
+        Ok(value) => Ok(*value),
+        Err(other) => {
+            let output = other.downcast::<O>().expect("boxed an O");
+            serde_json::to_value(&*output)
+                .map_err(|e| HandlerError::permanent(format!("cannot encode the output: {e}")))
+        }
     }
 }
 
@@ -272,8 +423,12 @@ impl Registry {
     }
 
     /// Adds (or replaces) a handler.
-    pub fn register(&mut self, name: impl Into<String>, handler: impl Handler) -> &mut Self {
-        self.handlers.insert(name.into(), Arc::new(handler));
+    pub fn register<M>(
+        &mut self,
+        name: impl Into<String>,
+        handler: impl IntoHandler<M>,
+    ) -> &mut Self {
+        self.handlers.insert(name.into(), handler.into_handler());
         self
     }
 

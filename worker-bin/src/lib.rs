@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod shim;
 
 pub use handler::{
-    BoxFuture, Context, ErrorKind, ExecutionInfo, Handler, HandlerError, HandlerResult, Registry,
+    BoxFuture, Context, ErrorKind, ExecutionInfo, Handler, HandlerError, HandlerResult,
+    IntoHandler, Registry,
 };
 pub use protocol::{Input, Level, Progress};
