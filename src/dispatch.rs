@@ -358,6 +358,13 @@ async fn execute_guarded(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) -> 
 async fn execute(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) {
     let sink = LogSink::new(claimed.id, exec.relay.clone());
     let _ = exec.started.send(claimed.id);
+    exec.events.started(
+        claimed.id,
+        &claimed.handler,
+        &claimed.job,
+        claimed.attempt,
+        claimed.mode,
+    );
     let began = std::time::Instant::now();
     let mut completion = match claimed.mode {
         crate::model::Mode::Inproc => match exec.registry.get(&claimed.handler) {

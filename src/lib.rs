@@ -15,6 +15,7 @@
 pub mod bulk;
 pub mod contract;
 mod dispatch;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod job;

@@ -60,14 +60,15 @@ impl Relay {
     /// `finished` after their rows are committed; `ready` is called when a
     /// write made other executions ready now (dependents, chained jobs),
     /// or scheduled a retry for later.
-    pub fn start(
+    pub(crate) fn start(
         store: Arc<dyn Store>,
         capacity: usize,
         finished: broadcast::Sender<Finished>,
         ready: Arc<dyn Fn(Ready) + Send + Sync>,
+        events: Arc<crate::events::Hub>,
     ) -> (Relay, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity);
-        let task = tokio::spawn(write_loop(store, rx, finished, ready));
+        let task = tokio::spawn(write_loop(store, rx, finished, ready, events));
         let bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
         (Relay { tx, bytes }, task)
     }
@@ -110,6 +111,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<RelayMsg>,
     finished: broadcast::Sender<Finished>,
     ready: Arc<dyn Fn(Ready) + Send + Sync>,
+    events: Arc<crate::events::Hub>,
 ) {
     let mut progress: HashMap<Uuid, ProgressState> = HashMap::new();
     let mut flushes = Vec::new();
@@ -160,6 +162,11 @@ async fn write_loop(
                 }
             }
         };
+        let ends = crate::events::Ends {
+            finished: &done,
+            completions: &batch.completions,
+        };
+        events.written(&batch.progress, ends).await;
         batch = Batch::default();
         permits.clear();
         if done.iter().any(|f| f.released) {

@@ -115,6 +115,10 @@ pub fn first_due(
 #[derive(Default)]
 pub struct Planner {
     parsed: HashMap<String, (ScheduleSpec, Schedule)>,
+    /// Whether a pass keeps what it inserted, for `enqueued` events.
+    announce: bool,
+    /// What the last pass inserted, when `announce` was set.
+    inserted: Vec<crate::events::Enqueued>,
 }
 
 impl Planner {
@@ -246,6 +250,22 @@ async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome
         });
     }
     let inserted = store.advance_jobs(&steps, now).await?;
+    sched.inserted.clear();
+    if sched.announce && inserted > 0 {
+        let runs = steps.iter().filter_map(|s| s.run.as_ref());
+        if runs.clone().count() == inserted {
+            sched.inserted.extend(runs.map(Into::into));
+        } else {
+            // Another node advanced some of these jobs first. Its runs of
+            // the same occurrences have ids of their own (made when planned),
+            // so a run found by its id here is one this pass inserted.
+            for run in runs {
+                if store.execution(run.id).await?.is_some() {
+                    sched.inserted.push(run.into());
+                }
+            }
+        }
+    }
     Ok(PassOutcome { inserted, more })
 }
 
@@ -325,6 +345,7 @@ pub(crate) struct Scheduler {
     pub(crate) poll_cap: Duration,
     pub(crate) beats: Arc<Beats>,
     pub(crate) planner: Planner,
+    pub(crate) events: Arc<crate::events::Hub>,
 }
 
 /// The scheduler's longest sleep while the database is watched.
@@ -356,9 +377,12 @@ impl Scheduler {
             self.beats
                 .scheduler
                 .store(now_micros(), std::sync::atomic::Ordering::Relaxed);
+            self.planner.announce = self.events.heard();
             let wait = match self.planner.pass(self.store.as_ref()).await {
                 Ok(outcome) => {
                     backoff = Duration::from_millis(100);
+                    self.events
+                        .enqueued(std::mem::take(&mut self.planner.inserted));
                     if outcome.inserted > 0 {
                         tell(&self.dispatcher, ToDispatcher::Wake);
                     }

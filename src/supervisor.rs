@@ -7,6 +7,7 @@
 //! them panic.
 
 use crate::dispatch::{Dispatcher, ToDispatcher};
+use crate::events::{Event, EventKind, Hook, Hub};
 use crate::maintenance::{self, Maintenance, ToMaintenance};
 use crate::model::{now_micros, Enqueued, Outcome, Status};
 use crate::relay::{Ready, Relay, RelayMsg};
@@ -111,6 +112,7 @@ impl Config {
 pub struct SupervisorBuilder {
     config: Config,
     registry: Registry,
+    hooks: Vec<Hook>,
 }
 
 impl SupervisorBuilder {
@@ -140,11 +142,87 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Calls `hook` with every event of this node (see
+    /// [`crate::events`]): in order, one at a time, on a task of its own, so
+    /// a hook that needs to wait should hand the event on (a channel, a
+    /// spawned task) rather than block. A hook that panics is logged and
+    /// the others go on. Hooks hear this node's events only, so an alert
+    /// sent from one is sent once however many nodes run.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), jobvisor::Error> {
+    /// let sup = jobvisor::Supervisor::builder()
+    ///     .on_event(|e| println!("{} {}", e.execution_id, e.kind.name()))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_event(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.hook(|_| true, hook)
+    }
+
+    /// Calls `hook` when one of this node's executions starts
+    /// ([`EventKind::Started`]); see [`SupervisorBuilder::on_event`].
+    pub fn on_start(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.hook(|k| matches!(k, EventKind::Started { .. }), hook)
+    }
+
+    /// Calls `hook` when one of this node's executions succeeds
+    /// ([`EventKind::Succeeded`]).
+    pub fn on_success(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.hook(|k| matches!(k, EventKind::Succeeded { .. }), hook)
+    }
+
+    /// Calls `hook` when one of this node's executions fails for good, no
+    /// attempt following ([`EventKind::Failed`]); a failure that is retried
+    /// is [`SupervisorBuilder::on_retry`]'s.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), jobvisor::Error> {
+    /// use jobvisor::events::EventKind;
+    /// let sup = jobvisor::Supervisor::builder()
+    ///     .on_failure(|e| {
+    ///         if let EventKind::Failed { error, attempt } = &e.kind {
+    ///             eprintln!("{} failed after {attempt} attempts: {error}", e.handler);
+    ///         }
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_failure(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.hook(|k| matches!(k, EventKind::Failed { .. }), hook)
+    }
+
+    /// Calls `hook` when one of this node's executions fails and another
+    /// attempt is scheduled ([`EventKind::Retrying`]).
+    pub fn on_retry(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.hook(|k| matches!(k, EventKind::Retrying { .. }), hook)
+    }
+
+    /// Calls `hook` when one of this node's executions is cancelled
+    /// ([`EventKind::Cancelled`]).
+    pub fn on_cancel(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.hook(|k| matches!(k, EventKind::Cancelled { .. }), hook)
+    }
+
+    fn hook(
+        mut self,
+        wants: fn(&EventKind) -> bool,
+        call: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.push(Hook {
+            wants,
+            call: Box::new(call),
+        });
+        self
+    }
+
     /// Opens and migrates the database, recovers what a previous run left
     /// behind, and registers this node.
     pub async fn build(self) -> Result<Supervisor, Error> {
         let store = store::open(&self.config.database).await?;
-        Supervisor::with_store(store, self.registry, self.config).await
+        Supervisor::with_parts(store, self.registry, self.config, self.hooks).await
     }
 }
 
@@ -191,6 +269,7 @@ pub(crate) struct Exec {
     pub(crate) inproc_grace: Duration,
     pub(crate) started: broadcast::Sender<Uuid>,
     pub(crate) durations: Mutex<crate::metrics::Durations>,
+    pub(crate) events: Arc<Hub>,
 }
 
 /// Sends `msg` without waiting. A full mailbox means the actor has work
@@ -261,6 +340,7 @@ impl Supervisor {
         SupervisorBuilder {
             config: Config::default(),
             registry,
+            hooks: Vec::new(),
         }
     }
 
@@ -269,6 +349,15 @@ impl Supervisor {
         store: Arc<dyn Store>,
         registry: Registry,
         config: Config,
+    ) -> Result<Supervisor, Error> {
+        Self::with_parts(store, registry, config, Vec::new()).await
+    }
+
+    async fn with_parts(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        config: Config,
+        hooks: Vec<Hook>,
     ) -> Result<Supervisor, Error> {
         let now = now_micros();
         let hostname = config.hostname.clone().unwrap_or_else(os::hostname);
@@ -281,6 +370,7 @@ impl Supervisor {
             stopped_at: None,
         };
         store.register_node(&node).await?;
+        let events = Hub::start(node.id.clone(), store.clone(), hooks);
         if config.cgroups {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| tracing::info!("{}", crate::runner::cgroup::detect().describe()));
@@ -304,6 +394,7 @@ impl Supervisor {
             config.relay_capacity,
             finished.clone(),
             ready,
+            events.clone(),
         );
         maintenance::rescue(store.as_ref(), &node, config.node_lease, &relay).await?;
         let worker_program = config
@@ -321,6 +412,7 @@ impl Supervisor {
             inproc_grace: config.inproc_grace,
             started: broadcast::channel(4096).0,
             durations: Mutex::default(),
+            events: events.clone(),
         });
         let beats = Arc::new(Beats {
             scheduler: now.into(),
@@ -352,6 +444,7 @@ impl Supervisor {
                 poll_cap: config.schedule_poll_interval,
                 beats: beats.clone(),
                 planner: Default::default(),
+                events: events.clone(),
             },
             maintenance: Maintenance {
                 store: store.clone(),
@@ -429,6 +522,14 @@ impl Supervisor {
         let execs = submit::prepare_many(self.store().as_ref(), &local, specs).await?;
         let out = submit::enqueue(self.store().as_ref(), &execs).await?;
         self.wake();
+        let inserted = out
+            .iter()
+            .zip(&execs)
+            .filter(|(o, x)| !o.duplicate && o.id == x.id);
+        self.shared
+            .exec
+            .events
+            .enqueued(inserted.map(|(_, x)| x.into()));
         Ok(out)
     }
 
@@ -442,6 +543,8 @@ impl Supervisor {
         let local = |name: &str| self.shared.exec.registry.get(name).is_some();
         let out = crate::workflow::submit(self.store().as_ref(), &local, spec).await?;
         self.wake();
+        self.announce(out.steps.iter().map(|(_, id)| *id).collect())
+            .await;
         Ok(out)
     }
 
@@ -693,6 +796,49 @@ impl Supervisor {
         let _ = rx.wait_for(|r| *r).await;
     }
 
+    /// Announces executions just inserted, read back from the store (only
+    /// when somebody hears).
+    async fn announce(&self, ids: Vec<Uuid>) {
+        let events = &self.shared.exec.events;
+        if !events.heard() {
+            return;
+        }
+        let mut runs = Vec::new();
+        for id in ids {
+            if let Ok(Some(e)) = self.store().execution(id).await {
+                runs.push(crate::events::Enqueued {
+                    id,
+                    handler: e.handler,
+                    job: e.job,
+                    run_at: e.run_at.micros(),
+                    queue: e.queue,
+                });
+            }
+        }
+        events.enqueued(runs);
+    }
+
+    /// Lifecycle events: this node's, and on PostgreSQL every other node's
+    /// too (heard from the first subscription on, once it returns, while
+    /// this supervisor lives).
+    /// A subscriber that falls more than 16,384 events behind misses the
+    /// oldest (`RecvError::Lagged`); what they said is in the store.
+    ///
+    /// ```no_run
+    /// # async fn demo(sup: jobvisor::Supervisor) {
+    /// use jobvisor::events::EventKind;
+    /// let mut events = sup.events().await;
+    /// while let Ok(e) = events.recv().await {
+    ///     if let EventKind::Progress { percent: Some(p), .. } = e.kind {
+    ///         println!("{} is {p:.0}% done", e.execution_id);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.exec.events.subscribe().await
+    }
+
     /// Makes the dispatcher look for due work now.
     fn wake(&self) {
         tell(&self.shared.dispatcher, ToDispatcher::Wake);
@@ -707,6 +853,7 @@ impl Supervisor {
     pub async fn trigger_job(&self, name: &str) -> Result<Uuid, Error> {
         let id = crate::job::trigger(self.store().as_ref(), name).await?;
         self.wake();
+        self.announce(vec![id]).await;
         Ok(id)
     }
 

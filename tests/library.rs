@@ -10,6 +10,7 @@ use jobvisor::{HandlerError, Mode, RunSpec, Status, Supervisor};
 use serde_json::json;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 async fn start(
     env: &Env,
@@ -711,6 +712,202 @@ async fn a_typed_handler_gets_its_arguments_decoded_and_a_payload_that_does_not_
     )
     .await;
     assert_eq!(e.output, Some(json!("hi")), "{e:?}");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// Receives events until `until` holds for one, or fails after a minute.
+async fn events_until(
+    rx: &mut tokio::sync::broadcast::Receiver<jobvisor::events::Event>,
+    seen: &mut Vec<jobvisor::events::Event>,
+    until: impl Fn(&jobvisor::events::Event) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let e = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no such event in a minute; saw {seen:#?}"))
+            .expect("the event channel stays open");
+        let done = until(&e);
+        seen.push(e);
+        if done {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tell_each_step_of_an_execution_and_hooks_hear_theirs() {
+    use jobvisor::events::EventKind;
+    use std::sync::{Arc, Mutex};
+    let env = Env::new();
+    let heard: Arc<Mutex<Vec<(String, Uuid)>>> = Arc::default();
+    let hook = |name: &'static str| {
+        let heard = heard.clone();
+        move |e: &jobvisor::events::Event| heard.lock().unwrap().push((name.into(), e.execution_id))
+    };
+    let (sup, stop, task) = start(&env, |b| {
+        b.on_start(hook("start"))
+            .on_success(hook("success"))
+            .on_failure(hook("failure"))
+            .on_retry(hook("retry"))
+            .on_cancel(hook("cancel"))
+            .on_failure(|_| panic!("a hook that panics stops no other"))
+            .register(
+                "flaky",
+                |ctx: jobvisor::Context, _p: serde_json::Value| async move {
+                    ctx.step(1, 2, "half way").await;
+                    match ctx.execution().attempt {
+                        1 => Err(HandlerError::retryable("not yet")),
+                        _ => Ok(json!({"attempt": ctx.execution().attempt})),
+                    }
+                },
+            )
+            .register(
+                "sleepy",
+                |_ctx: jobvisor::Context, _p: serde_json::Value| async move {
+                    Err::<(), _>(HandlerError::snooze(Duration::from_millis(50)))
+                },
+            )
+    })
+    .await;
+    let mut rx = sup.events().await;
+    let mut seen = Vec::new();
+
+    let mut spec = RunSpec::new("flaky", json!(null));
+    spec.retries = 1;
+    spec.backoff = Duration::from_millis(10);
+    let first = sup.enqueue(spec).await.unwrap();
+    events_until(&mut rx, &mut seen, |e| {
+        matches!(e.kind, EventKind::Succeeded { .. })
+    })
+    .await;
+    let kinds: Vec<(Uuid, &str)> = seen
+        .iter()
+        .map(|e| (e.execution_id, e.kind.name()))
+        .collect();
+    let retry = seen
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Retrying {
+                attempt: 1,
+                error,
+                next_id,
+                next_run_at,
+            } => {
+                assert_eq!(error, "not yet");
+                assert!(*next_run_at > 0);
+                Some(*next_id)
+            }
+            _ => None,
+        })
+        .expect("a retrying event");
+    assert_eq!(
+        kinds,
+        [
+            (first, "enqueued"),
+            (first, "started"),
+            (first, "progress"),
+            (first, "retrying"),
+            (retry, "started"),
+            (retry, "progress"),
+            (retry, "succeeded"),
+        ]
+    );
+    for e in &seen {
+        assert_eq!((e.handler.as_str(), e.job.as_deref()), ("flaky", None));
+        assert_eq!(e.node, sup.node_id());
+    }
+    match &seen[2].kind {
+        EventKind::Progress {
+            percent,
+            message,
+            done,
+            total,
+        } => {
+            assert_eq!(
+                (*percent, message.as_deref(), *done, *total),
+                (Some(50.0), Some("half way"), Some(1), Some(2))
+            );
+        }
+        k => panic!("{k:?}"),
+    }
+    assert_eq!(
+        seen.last().unwrap().kind,
+        EventKind::Succeeded {
+            attempt: 2,
+            output: Some(json!({"attempt": 2}))
+        }
+    );
+
+    // Failed for good, cancelled, snoozed.
+    seen.clear();
+    let failed = sup
+        .enqueue(RunSpec::new(
+            "fail",
+            json!({"message": "broken", "retry": false}),
+        ))
+        .await
+        .unwrap();
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == failed && e.kind.name() == "failed"
+    })
+    .await;
+    assert_eq!(
+        seen.last().unwrap().kind,
+        EventKind::Failed {
+            attempt: 1,
+            error: "broken".into()
+        }
+    );
+    let long = sup
+        .enqueue(RunSpec::new("sleep", json!({"ms": 600000})))
+        .await
+        .unwrap();
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == long && e.kind.name() == "started"
+    })
+    .await;
+    sup.cancel(long, "no longer wanted").await.unwrap();
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == long && e.kind.name() == "cancelled"
+    })
+    .await;
+    let snoozed = sup
+        .enqueue(RunSpec::new("sleepy", json!(null)))
+        .await
+        .unwrap();
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == snoozed && e.kind.name() == "snoozed"
+    })
+    .await;
+    let EventKind::Snoozed { next_id, until } = seen.last().unwrap().kind.clone() else {
+        unreachable!()
+    };
+    assert_ne!(next_id, snoozed);
+    assert!(until > 0);
+    sup.cancel(next_id, "enough").await.unwrap();
+
+    // The hooks heard their own kinds, in order, with the panicking hook
+    // beside them.
+    let want = [
+        ("start", first),
+        ("retry", first),
+        ("start", retry),
+        ("success", retry),
+        ("start", failed),
+        ("failure", failed),
+        ("start", long),
+        ("cancel", long),
+        ("start", snoozed),
+    ];
+    eventually("the hooks ran", || async {
+        let heard = heard.lock().unwrap().clone();
+        (heard.len() >= want.len()).then_some(heard)
+    })
+    .await;
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard[..want.len()], want.map(|(k, id)| (k.to_string(), id)));
     stop.send(()).unwrap();
     task.await.unwrap();
 }

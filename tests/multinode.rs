@@ -8,6 +8,7 @@ use common::*;
 use jobvisor::Status;
 use std::collections::HashSet;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Registers handler `mark`, whose side effect outside the database is a
 /// line with its execution id in a file; returns the file.
@@ -808,4 +809,114 @@ async fn three_nodes_hold_a_rate_and_a_change_applies_without_a_restart() {
         lifted.elapsed()
     );
     drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_own_node() {
+    use jobvisor::events::{Event, EventKind};
+    use std::sync::{Arc, Mutex};
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let env = pg_env(&url);
+    env.ok(&["migrate"]);
+    // Node A embeds the supervisor and subscribes; it does not run, so
+    // node B (a `jobvisor serve`) runs everything.
+    let hooked: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let h = hooked.clone();
+    let a = jobvisor::Supervisor::builder()
+        .database(&url)
+        .on_event(move |e| h.lock().unwrap().push(e.clone()))
+        .build()
+        .await
+        .unwrap();
+    let mut rx = a.events().await;
+    let _b = env.serve(&[]);
+    let store = env.store().await;
+    let ok = a
+        .enqueue(jobvisor::RunSpec::new(
+            "progress",
+            serde_json::json!({"steps": 2, "delay_ms": 300}),
+        ))
+        .await
+        .unwrap();
+    let bad = a
+        .enqueue(jobvisor::RunSpec::new(
+            "fail",
+            serde_json::json!({"message": "broken", "retry": false}),
+        ))
+        .await
+        .unwrap();
+    finished(store.as_ref(), ok).await;
+    finished(store.as_ref(), bad).await;
+    let b_node = store.execution(ok).await.unwrap().unwrap().node.unwrap();
+    assert_ne!(b_node, a.node_id());
+
+    let mut seen: Vec<Event> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(seen
+        .iter()
+        .any(|e| e.execution_id == ok && e.kind.name() == "succeeded")
+        && seen
+            .iter()
+            .any(|e| e.execution_id == bad && e.kind.name() == "failed"))
+    {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) => seen.push(e),
+            other => panic!("{other:?}; saw {seen:#?}"),
+        }
+    }
+    let of = |id| -> Vec<(&str, &str)> {
+        seen.iter()
+            .filter(|e| e.execution_id == id)
+            .map(|e| (e.node.as_str(), e.kind.name()))
+            .collect()
+    };
+    let (a_node, b_node) = (a.node_id(), b_node.as_str());
+    assert_eq!(
+        of(ok),
+        [
+            (a_node, "enqueued"),
+            (b_node, "started"),
+            (b_node, "progress"),
+            (b_node, "progress"),
+            (b_node, "succeeded"),
+        ]
+    );
+    assert_eq!(
+        of(bad),
+        [
+            (a_node, "enqueued"),
+            (b_node, "started"),
+            (b_node, "failed")
+        ]
+    );
+    let last = seen.iter().rfind(|e| e.execution_id == ok).unwrap();
+    assert_eq!(last.handler, "progress");
+    assert_eq!(
+        last.kind,
+        EventKind::Succeeded {
+            attempt: 1,
+            output: Some(serde_json::json!({"steps": 2}))
+        }
+    );
+    let failed = seen.iter().rfind(|e| e.execution_id == bad).unwrap();
+    assert_eq!(
+        failed.kind,
+        EventKind::Failed {
+            attempt: 1,
+            error: "broken".into()
+        }
+    );
+    // A's hooks heard A's own events (the enqueues) and nothing of B's.
+    let hooked: Vec<(Uuid, String)> = hooked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.execution_id, e.node.clone()))
+        .collect();
+    assert_eq!(
+        hooked,
+        [(ok, a_node.to_string()), (bad, a_node.to_string())]
+    );
 }

@@ -91,6 +91,21 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     fn listen(&self) -> impl Future<Output = Result<Option<UnboundedReceiver<Notice>>>> + Send {
         std::future::ready(Ok(None))
     }
+    /// Whether [`Dialect::publish_events`] reaches other nodes.
+    const PUBLISHES_EVENTS: bool = false;
+    /// Sends a batch of lifecycle events (JSON) to every node that hears
+    /// them.
+    fn publish_events(&self, payload: &str) -> impl Future<Output = Result<()>> + Send {
+        let _ = payload;
+        std::future::ready(Ok(()))
+    }
+    /// Other nodes' lifecycle events (JSON batches), if the backend carries
+    /// them; ends when the receiver is dropped.
+    fn listen_events(
+        &self,
+    ) -> impl Future<Output = Result<Option<UnboundedReceiver<String>>>> + Send {
+        std::future::ready(Ok(None))
+    }
     /// Tells every listening node `what` happened, on commit.
     fn notify(
         conn: &mut Conn<Self>,

@@ -97,6 +97,27 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether [`Store::publish_events`] reaches other nodes (PostgreSQL).
+    fn publishes_events(&self) -> bool {
+        false
+    }
+
+    /// Sends a batch of lifecycle events (a JSON array of
+    /// [`crate::events::Event`], under 8,000 bytes) to every node that
+    /// hears them.
+    async fn publish_events(&self, payload: &str) -> Result<(), StoreError> {
+        let _ = payload;
+        Ok(())
+    }
+
+    /// Other nodes' lifecycle events, as the JSON batches they published;
+    /// `None`: the backend does not carry them.
+    async fn listen_events(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<String>>, StoreError> {
+        Ok(None)
+    }
+
     /// Brings the schema up to date.
     async fn migrate(&self) -> Result<(), StoreError>;
 

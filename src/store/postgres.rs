@@ -23,6 +23,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The channel on which nodes wake each other up.
 const CHANNEL: &str = "jobvisor";
+/// The channel of lifecycle events (`crate::events`), apart from the
+/// wake-ups so that a node that hears no events is not woken by them.
+const EVENTS_CHANNEL: &str = "jobvisor_events";
 
 impl Pg {
     /// Connects to `postgres://...`.
@@ -107,6 +110,46 @@ impl Dialect for Pg {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
+    const PUBLISHES_EVENTS: bool = true;
+
+    async fn publish_events(&self, payload: &str) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn listen_events(&self) -> Result<Option<UnboundedReceiver<String>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let n = tokio::select! {
+                    n = listener.recv() => n,
+                    // Nobody hears any more: let the connection go.
+                    _ = tx.closed() => return,
+                };
+                match n {
+                    Ok(n) => {
+                        if tx.send(n.payload().to_string()).is_err() {
+                            return;
+                        }
+                    }
+                    // It reconnects by itself; events sent meanwhile are
+                    // missed (they are in the store).
+                    Err(e) => {
+                        tracing::warn!(error = %e, "events LISTEN connection failed; reconnecting");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }

@@ -1357,6 +1357,18 @@ impl<D: Dialect> Store for SqlStore<D> {
         self.db.migrate().await
     }
 
+    fn publishes_events(&self) -> bool {
+        D::PUBLISHES_EVENTS
+    }
+
+    async fn publish_events(&self, payload: &str) -> Result<(), StoreError> {
+        Ok(self.db.publish_events(payload).await?)
+    }
+
+    async fn listen_events(&self) -> Result<Option<UnboundedReceiver<String>>, StoreError> {
+        Ok(self.db.listen_events().await?)
+    }
+
     async fn put_handler(&self, spec: &HandlerSpec, now: Micros) -> Result<(), StoreError> {
         let json = serde_json::to_string(spec).expect("handler specs serialize");
         self.write(

@@ -1,0 +1,536 @@
+//! Lifecycle events for an embedding program: what happens to executions,
+//! as it happens, from [`crate::Supervisor::events`] and the builder's
+//! hooks.
+//!
+//! Events are announced after the rows that record them are committed, so
+//! what an event says can be read back from the store. On PostgreSQL every
+//! node publishes its events (NOTIFY on `jobvisor_events`, batched), and a
+//! node whose `events()` is subscribed hears them from every node; on SQLite
+//! a node hears its own. Hooks run for this node's events only, so that a
+//! failure alerts once however many nodes there are.
+
+use crate::model::{Micros, Mode};
+use crate::store::{Finished, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Something that happened to an execution.
+///
+/// ```
+/// use jobvisor::events::{Event, EventKind};
+/// fn describe(e: &Event) -> String {
+///     match &e.kind {
+///         EventKind::Failed { error, .. } => format!("{} failed: {error}", e.handler),
+///         EventKind::Retrying { attempt, next_run_at, .. } => {
+///             format!("{} will try attempt {} at {next_run_at}", e.handler, attempt + 1)
+///         }
+///         other => format!("{}: {}", e.handler, other.name()),
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The execution it happened to.
+    pub execution_id: Uuid,
+    /// Its handler; empty only for an execution this node never saw start
+    /// whose row is gone.
+    pub handler: String,
+    /// Its job, or `None` for an ad-hoc run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The node that reported it.
+    pub node: String,
+    /// When it happened (µs since the epoch).
+    pub at: Micros,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened, with what matters of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A run was inserted (through this supervisor, a workflow, a trigger
+    /// or a job's schedule); not a retry, which is [`EventKind::Retrying`].
+    Enqueued {
+        /// Not before then.
+        run_at: Micros,
+        /// The queue it waits in.
+        queue: String,
+    },
+    /// A node claimed it and started it.
+    Started {
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// How it runs.
+        mode: Mode,
+    },
+    /// It reported progress (the latest values; reports that arrive faster
+    /// than the store is written are folded into one).
+    Progress {
+        /// 0..=100.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        percent: Option<f64>,
+        /// What it is doing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// Units done.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        done: Option<i64>,
+        /// Units in all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<i64>,
+    },
+    /// It failed (or was interrupted), and another attempt is scheduled.
+    Retrying {
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why.
+        error: String,
+        /// The execution of the next attempt.
+        next_id: Uuid,
+        /// When it is due (µs since the epoch).
+        next_run_at: Micros,
+    },
+    /// It ended well.
+    Succeeded {
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// Its output; from another node, `None` when it was too large for
+        /// a notice (read the execution).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<serde_json::Value>,
+    },
+    /// It failed for good: no attempt follows.
+    Failed {
+        /// The last attempt.
+        attempt: u32,
+        /// Why.
+        error: String,
+    },
+    /// It was cancelled.
+    Cancelled {
+        /// How it ended, or the reason given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Its handler asked to run again later; that run is scheduled.
+    Snoozed {
+        /// The execution that runs then.
+        next_id: Uuid,
+        /// When (µs since the epoch).
+        until: Micros,
+    },
+}
+
+impl EventKind {
+    /// The kind's name, as in JSON's `type`: `enqueued`, `started`,
+    /// `progress`, `retrying`, `succeeded`, `failed`, `cancelled`,
+    /// `snoozed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Enqueued { .. } => "enqueued",
+            EventKind::Started { .. } => "started",
+            EventKind::Progress { .. } => "progress",
+            EventKind::Retrying { .. } => "retrying",
+            EventKind::Succeeded { .. } => "succeeded",
+            EventKind::Failed { .. } => "failed",
+            EventKind::Cancelled { .. } => "cancelled",
+            EventKind::Snoozed { .. } => "snoozed",
+        }
+    }
+}
+
+/// A hook registered on the builder: called with each of this node's
+/// events that `wants` accepts.
+pub(crate) struct Hook {
+    pub(crate) wants: fn(&EventKind) -> bool,
+    pub(crate) call: Box<dyn Fn(&Event) + Send + Sync>,
+}
+
+/// What started an execution on this node: remembered until it ends, so
+/// that its progress and end can name its handler without a query.
+#[derive(Clone)]
+struct Origin {
+    handler: String,
+    job: Option<String>,
+    attempt: u32,
+}
+
+/// Events sent to other nodes at most this large (PostgreSQL's limit for a
+/// notice payload is 8,000 bytes).
+const NOTICE_BYTES: usize = 7_900;
+/// Events a subscriber may fall behind by before it misses some
+/// (`RecvError::Lagged`).
+const CAPACITY: usize = 16 * 1024;
+
+/// Where events are announced: this node's subscribers, its hooks, and
+/// (PostgreSQL) the other nodes.
+pub(crate) struct Hub {
+    node: String,
+    tx: broadcast::Sender<Event>,
+    origins: Mutex<HashMap<Uuid, Origin>>,
+    hooks: Option<mpsc::UnboundedSender<Vec<Event>>>,
+    publish: Option<mpsc::UnboundedSender<Vec<Event>>>,
+    /// Set up by the first subscription: other nodes' events.
+    remote: tokio::sync::OnceCell<()>,
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Hub {
+    /// A hub for `node`; the hook and publisher tasks start here (there are
+    /// none without hooks, or on a store that cannot publish).
+    pub(crate) fn start(node: String, store: Arc<dyn Store>, hooks: Vec<Hook>) -> Arc<Hub> {
+        let stop = CancellationToken::new();
+        let hooks = (!hooks.is_empty()).then(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_hooks(hooks, rx));
+            tx
+        });
+        let publish = store.publishes_events().then(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(publish(store.clone(), rx, stop.clone()));
+            tx
+        });
+        Arc::new(Hub {
+            node,
+            tx: broadcast::channel(CAPACITY).0,
+            origins: Mutex::default(),
+            hooks,
+            publish,
+            remote: tokio::sync::OnceCell::new(),
+            store,
+            stop,
+        })
+    }
+
+    /// Whether anyone hears this node's events: subscribers, hooks, or
+    /// other nodes. Without any, events are not even built.
+    pub(crate) fn heard(&self) -> bool {
+        self.publish.is_some() || self.hooks.is_some() || self.tx.receiver_count() > 0
+    }
+
+    /// A new subscription; the first one starts hearing other nodes, and
+    /// returns once their events are heard.
+    pub(crate) async fn subscribe(self: &Arc<Self>) -> broadcast::Receiver<Event> {
+        let rx = self.tx.subscribe();
+        self.remote
+            .get_or_init(|| async {
+                match self.store.listen_events().await {
+                    Ok(Some(notices)) => {
+                        let hub = Arc::downgrade(self);
+                        tokio::spawn(hear_others(notices, hub, self.stop.clone()));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        error = %crate::error_chain(&e),
+                        "cannot hear other nodes' events; this node's only"
+                    ),
+                }
+            })
+            .await;
+        rx
+    }
+
+    /// An event about `id` now, from this node.
+    fn event(&self, id: Uuid, origin: Option<&Origin>, kind: EventKind) -> Event {
+        Event {
+            execution_id: id,
+            handler: origin.map(|o| o.handler.clone()).unwrap_or_default(),
+            job: origin.and_then(|o| o.job.clone()),
+            node: self.node.clone(),
+            at: crate::model::now_micros(),
+            kind,
+        }
+    }
+
+    /// Announces this node's events.
+    pub(crate) fn emit(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        for e in &events {
+            let _ = self.tx.send(e.clone());
+        }
+        if let Some(publish) = &self.publish {
+            let _ = publish.send(events.clone());
+        }
+        if let Some(hooks) = &self.hooks {
+            let _ = hooks.send(events);
+        }
+    }
+
+    /// Runs were inserted.
+    pub(crate) fn enqueued(&self, runs: impl IntoIterator<Item = Enqueued>) {
+        if !self.heard() {
+            return;
+        }
+        let events = runs
+            .into_iter()
+            .map(|r| {
+                let origin = Origin {
+                    handler: r.handler,
+                    job: r.job,
+                    attempt: 1,
+                };
+                let kind = EventKind::Enqueued {
+                    run_at: r.run_at,
+                    queue: r.queue,
+                };
+                self.event(r.id, Some(&origin), kind)
+            })
+            .collect();
+        self.emit(events);
+    }
+
+    /// This node started execution `id`.
+    pub(crate) fn started(&self, id: Uuid, handler: &str, job: &str, attempt: u32, mode: Mode) {
+        let origin = Origin {
+            handler: handler.to_string(),
+            job: Some(job.to_string()).filter(|j| !j.is_empty()),
+            attempt,
+        };
+        if self.heard() {
+            let e = self.event(id, Some(&origin), EventKind::Started { attempt, mode });
+            self.emit(vec![e]);
+        }
+        self.lock().insert(id, origin);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Origin>> {
+        self.origins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A relay batch was committed: its progress reports and its ends.
+    pub(crate) async fn written(
+        &self,
+        progress: &[(Uuid, crate::model::ProgressState)],
+        ends: Ends<'_>,
+    ) {
+        let heard = self.heard();
+        let mut events = Vec::new();
+        let mut origins: Vec<Option<Origin>> = {
+            let mut map = self.lock();
+            if heard {
+                events.reserve(progress.len() + ends.finished.len());
+                for (id, p) in progress {
+                    let Some(origin) = map.get(id) else { continue };
+                    let kind = EventKind::Progress {
+                        percent: p.percent,
+                        message: p.message.clone(),
+                        done: p.done,
+                        total: p.total,
+                    };
+                    events.push(self.event(*id, Some(origin), kind));
+                }
+            }
+            // Ended executions are forgotten whether or not anyone hears.
+            ends.finished.iter().map(|f| map.remove(&f.id)).collect()
+        };
+        if !heard {
+            return;
+        }
+        // An execution this node did not start (rescued from a dead node):
+        // its row says what it was.
+        for (f, origin) in ends.finished.iter().zip(origins.iter_mut()) {
+            if origin.is_none() {
+                if let Ok(Some(e)) = self.store.execution(f.id).await {
+                    *origin = Some(Origin {
+                        handler: e.handler,
+                        job: e.job,
+                        attempt: e.attempt,
+                    });
+                }
+            }
+        }
+        let completions: HashMap<Uuid, &crate::store::Completion> =
+            ends.completions.iter().map(|c| (c.id, c)).collect();
+        for (f, origin) in ends.finished.iter().zip(&origins) {
+            let c = completions.get(&f.id);
+            let attempt = origin.as_ref().map_or(0, |o| o.attempt);
+            let error = || {
+                c.and_then(|c| c.error.clone())
+                    .unwrap_or_else(|| f.status.as_str().to_string())
+            };
+            use crate::model::Status;
+            let kind = match (f.status, f.retry, f.retry_at) {
+                (Status::Snoozed, Some(next_id), Some(until)) => {
+                    EventKind::Snoozed { next_id, until }
+                }
+                (_, Some(next_id), Some(next_run_at)) => EventKind::Retrying {
+                    attempt,
+                    error: error(),
+                    next_id,
+                    next_run_at,
+                },
+                (Status::Succeeded, _, _) => EventKind::Succeeded {
+                    attempt,
+                    output: c.and_then(|c| c.output.clone()),
+                },
+                (Status::Cancelled, _, _) => EventKind::Cancelled {
+                    reason: c.and_then(|c| c.error.clone()),
+                },
+                _ => EventKind::Failed {
+                    attempt,
+                    error: error(),
+                },
+            };
+            events.push(self.event(f.id, origin.as_ref(), kind));
+        }
+        self.emit(events);
+    }
+}
+
+/// A run as inserted, for its `enqueued` event.
+pub(crate) struct Enqueued {
+    pub(crate) id: Uuid,
+    pub(crate) handler: String,
+    pub(crate) job: Option<String>,
+    pub(crate) run_at: Micros,
+    pub(crate) queue: String,
+}
+
+impl From<&crate::model::NewExecution> for Enqueued {
+    fn from(e: &crate::model::NewExecution) -> Self {
+        Enqueued {
+            id: e.id,
+            handler: e.handler.clone(),
+            job: e.job.clone(),
+            run_at: e.run_at,
+            queue: e.queue.clone(),
+        }
+    }
+}
+
+/// What a relay batch ended.
+pub(crate) struct Ends<'a> {
+    pub(crate) finished: &'a [Finished],
+    pub(crate) completions: &'a [crate::store::Completion],
+}
+
+/// Calls the hooks, one event at a time, in order; a hook that panics is
+/// reported and the others go on.
+async fn run_hooks(hooks: Vec<Hook>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>) {
+    while let Some(events) = rx.recv().await {
+        for e in &events {
+            for hook in hooks.iter().filter(|h| (h.wants)(&e.kind)) {
+                let call = std::panic::AssertUnwindSafe(|| (hook.call)(e));
+                if let Err(p) = std::panic::catch_unwind(call) {
+                    let message = jobvisor_worker::handler::panic_message(p.as_ref());
+                    tracing::error!(event = e.kind.name(), execution = %e.execution_id, panic = %message, "an event hook panicked");
+                }
+            }
+        }
+    }
+}
+
+/// Sends this node's events to the others, in notices of at most
+/// [`NOTICE_BYTES`]; an event too large for one is sent without its output,
+/// then with its error cut.
+async fn publish(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Event>>,
+    stop: CancellationToken,
+) {
+    let mut payloads = Vec::new();
+    loop {
+        let events = tokio::select! {
+            e = rx.recv() => match e { Some(e) => e, None => return },
+            _ = stop.cancelled() => return,
+        };
+        let mut pending = events;
+        while let Ok(more) = rx.try_recv() {
+            pending.extend(more);
+        }
+        let mut payload = String::from("[");
+        for e in pending {
+            let json = fitted(e);
+            if payload.len() + json.len() + 2 > NOTICE_BYTES && payload.len() > 1 {
+                payload.push(']');
+                payloads.push(std::mem::replace(&mut payload, String::from("[")));
+            }
+            if payload.len() > 1 {
+                payload.push(',');
+            }
+            payload.push_str(&json);
+        }
+        if payload.len() > 1 {
+            payload.push(']');
+            payloads.push(payload);
+        }
+        for p in payloads.drain(..) {
+            if let Err(e) = store.publish_events(&p).await {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot send events to other nodes");
+            }
+        }
+    }
+}
+
+/// An event's JSON, made to fit a notice.
+fn fitted(mut e: Event) -> String {
+    let json = serde_json::to_string(&e).expect("events serialize");
+    if json.len() < NOTICE_BYTES - 2 {
+        return json;
+    }
+    match &mut e.kind {
+        EventKind::Succeeded { output, .. } => *output = None,
+        EventKind::Failed { error, .. } | EventKind::Retrying { error, .. } => cut(error, 2_000),
+        EventKind::Cancelled { reason: Some(r) } => cut(r, 2_000),
+        EventKind::Progress {
+            message: Some(m), ..
+        } => cut(m, 2_000),
+        _ => {}
+    }
+    cut(&mut e.handler, 1_000);
+    if let Some(j) = &mut e.job {
+        cut(j, 1_000);
+    }
+    serde_json::to_string(&e).expect("events serialize")
+}
+
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+        s.push('…');
+    }
+}
+
+/// Rebroadcasts other nodes' events to this node's subscribers, until the
+/// hub is gone.
+async fn hear_others(
+    mut notices: mpsc::UnboundedReceiver<String>,
+    hub: Weak<Hub>,
+    stop: CancellationToken,
+) {
+    loop {
+        let payload = tokio::select! {
+            p = notices.recv() => match p { Some(p) => p, None => return },
+            _ = stop.cancelled() => return,
+        };
+        let Some(hub) = hub.upgrade() else { return };
+        match serde_json::from_str::<Vec<Event>>(&payload) {
+            Ok(events) => {
+                for e in events.into_iter().filter(|e| e.node != hub.node) {
+                    let _ = hub.tx.send(e);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "ignoring an unreadable events notice"),
+        }
+    }
+}
