@@ -52,6 +52,55 @@ pub fn die_with_parent() {
     }
 }
 
+/// The `main` of a worker program hosting `registry`: what the supervisor
+/// starts for a handler added with `handler add NAME --exec PROGRAM`. It
+/// says `hello` as a pooled worker naming the registry's handlers, runs
+/// each `run` it is given (one at a time; `--pool-size` keeps it for the
+/// next), and exits when stdin closes or its supervisor dies.
+///
+/// ```no_run
+/// use jobvisor_worker::{Context, HandlerError, Registry};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Thumbnail { path: String, size: u32 }
+///
+/// async fn thumbnail(ctx: Context, args: Thumbnail) -> Result<String, HandlerError> {
+///     ctx.step(1, 1, format!("{} at {}px", args.path, args.size)).await;
+///     Ok(format!("{}.thumb", args.path))
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     let mut registry = Registry::new();
+///     registry.register("thumbnail", thumbnail);
+///     jobvisor_worker::host::main(registry)
+/// }
+/// ```
+pub fn main(registry: Registry) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    die_with_parent();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jobvisor-worker: cannot start the runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = runtime.block_on(serve_stdio(registry));
+    // A handler's blocking task still running would hold the shutdown.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jobvisor-worker: {e}");
+            ExitCode::from(74)
+        }
+    }
+}
+
 /// Runs the stdio protocol loop until stdin closes: announces itself as a
 /// pooled worker, runs each `run` it receives (one at a time), relays the
 /// handler's progress and logs, and ends each execution with a `result`.

@@ -45,26 +45,5 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    host::die_with_parent();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("jobvisor-worker: cannot start the runtime: {e}");
-            return ExitCode::from(70);
-        }
-    };
-    let result = runtime.block_on(host::serve_stdio(registry));
-    // The blocked stdin reader thread would hold the runtime's shutdown.
-    runtime.shutdown_background();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("jobvisor-worker: {e}");
-            ExitCode::from(74)
-        }
-    }
+    host::main(registry)
 }
