@@ -1305,3 +1305,96 @@ fn a_comparison_is_drawn_as_one_svg() {
     );
     assert_bad_input(env.cli(&["bench", "--scenario", "isolation"]), "--database");
 }
+
+/// `packaging/install` stages the programs, the unit (pointed at its
+/// prefix), completions, and a man page per command that man-db's own
+/// `man` finds and renders; groff reads every page without a warning.
+#[test]
+fn packaging_installs_man_pages_that_man_finds_and_renders() {
+    let stage = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("packaging/install"))
+        .env("DESTDIR", stage.path())
+        .env("PREFIX", "/usr")
+        .env("BIN", jobvisor_bin().parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let usr = stage.path().join("usr");
+    for f in [
+        "bin/jobvisor",
+        "bin/jobvisor-worker",
+        "share/bash-completion/completions/jobvisor",
+        "share/zsh/site-functions/_jobvisor",
+        "share/fish/vendor_completions.d/jobvisor.fish",
+    ] {
+        assert!(usr.join(f).is_file(), "{f}");
+    }
+    let unit =
+        std::fs::read_to_string(stage.path().join("etc/systemd/system/jobvisor.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/jobvisor serve"), "{unit}");
+
+    let manpath = usr.join("share/man");
+    let pages: Vec<String> = std::fs::read_dir(manpath.join("man1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for page in [
+        "jobvisor.1.gz",
+        "jobvisor-run.1.gz",
+        "jobvisor-exec-list.1.gz",
+        "jobvisor-man.1.gz",
+    ] {
+        assert!(pages.iter().any(|p| p == page), "{page} in {pages:?}");
+    }
+    let man = |args: &[&str]| {
+        Command::new("man")
+            .args(args)
+            .env("MANPATH", &manpath)
+            .env("MANWIDTH", "80")
+            .env("MAN_DISABLE_SECCOMP", "1")
+            .output()
+            .unwrap()
+    };
+    let found = man(&["-w", "jobvisor-exec-list"]);
+    assert!(
+        String::from_utf8_lossy(&found.stdout)
+            .trim()
+            .ends_with("man1/jobvisor-exec-list.1.gz"),
+        "{found:?}"
+    );
+    let shown = man(&["-P", "cat", "jobvisor-run"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("jobvisor-run - Enqueue one run of a handler"),
+        "{text}"
+    );
+    assert!(text.contains("--unique-key"), "{text}");
+
+    // groff reads each page with every warning on, and says nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(jobvisor_bin())
+        .arg("man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for page in std::fs::read_dir(dir.path()).unwrap() {
+        let page = page.unwrap().path();
+        let lint = Command::new("groff")
+            .args(["-man", "-ww", "-z", "-Tutf8"])
+            .arg(&page)
+            .output()
+            .unwrap();
+        assert!(
+            lint.status.success() && lint.stderr.is_empty(),
+            "{}: {}",
+            page.display(),
+            String::from_utf8_lossy(&lint.stderr)
+        );
+    }
+}

@@ -73,6 +73,13 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write man pages into DIR: jobvisor(1) and one per subcommand, such
+    /// as jobvisor-exec-list(1). `packaging/install` puts them in
+    /// PREFIX/share/man/man1.
+    Man {
+        /// Where to write them (made if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 /// `workflow` subcommands.
@@ -748,6 +755,21 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Stats { job, json } => super::stats::stats(&db, job, json).await,
         Command::Workflow(cmd) => super::workflow::workflow(&db, cmd).await,
         Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            let fail = |e: std::io::Error| {
+                CliError::Runtime(format!("cannot write man pages to {}: {e}", dir.display()))
+            };
+            std::fs::create_dir_all(&dir).map_err(fail)?;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(fail)?;
+            let pages = std::fs::read_dir(&dir)
+                .map_err(fail)?
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("jobvisor"))
+                .count();
+            println!("{pages} man pages in {}", dir.display());
+            Ok(())
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;
