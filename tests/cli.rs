@@ -414,7 +414,8 @@ async fn exec_show_and_logs_give_the_documented_json() {
         );
         // Human output works too.
         assert!(env.ok(&["exec", "logs", &id]).contains("WARN"));
-        assert!(env.ok(&["exec", "list"]).contains(&id));
+        // The list shows the id by its last 8 hex digits.
+        assert!(env.ok(&["exec", "list"]).contains(&id[id.len() - 8..]));
         assert!(env.ok(&["exec", "show", &id]).contains("succeeded"));
     }
 }
@@ -903,7 +904,7 @@ fn an_ad_hoc_run_is_no_jobs_history() {
     let table = env.ok(&["exec", "list"]);
     let line = table
         .lines()
-        .find(|l| l.starts_with(&adhoc.to_string()))
+        .find(|l| l.starts_with(&adhoc.simple().to_string()[24..]))
         .unwrap();
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols[2], "echo", "JOB empty, then HANDLER: {line}");
@@ -1397,4 +1398,83 @@ fn packaging_installs_man_pages_that_man_finds_and_renders() {
             String::from_utf8_lossy(&lint.stderr)
         );
     }
+}
+
+/// Commands take an execution id's unique prefix or suffix (6 hex digits
+/// or more); lists show a short form, which the commands take.
+#[test]
+fn execution_ids_take_a_unique_prefix_or_suffix_and_lists_show_a_form_they_accept() {
+    let env = Env::new();
+    let ids: Vec<uuid::Uuid> = (0..3).map(|_| env.enqueue(&["noop"])).collect();
+    let hex = |id: &uuid::Uuid| id.simple().to_string();
+    let shown_id = |arg: &str| -> String {
+        let out = env.ok(&["exec", "show", arg, "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // The list's ID column: short, and accepted.
+    let list = env.ok(&["exec", "list"]);
+    let short: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(short.len(), 3, "{list}");
+    for s in &short {
+        assert_eq!(s.len(), 8, "{list}");
+        let full = shown_id(s);
+        assert!(full.replace('-', "").ends_with(s), "{s} -> {full}");
+    }
+
+    // A suffix, a prefix (with or without hyphens, in either case), the
+    // whole id.
+    let id = ids[1];
+    assert_eq!(shown_id(&hex(&id)[26..]), id.to_string());
+    assert_eq!(shown_id(&hex(&id)[..31]), id.to_string());
+    assert_eq!(
+        shown_id(&id.to_string()[..30].to_uppercase()),
+        id.to_string()
+    );
+    assert_eq!(shown_id(&id.to_string()), id.to_string());
+
+    // What names no id, or more than one, or is too short, says so.
+    let shared = &hex(&ids[0])[..6];
+    assert!(
+        ids.iter().all(|i| hex(i).starts_with(shared)),
+        "made in one go"
+    );
+    let out = env.cli(&["exec", "show", shared]);
+    assert_fails(out, 2, "is ambiguous: it matches");
+    assert_fails(
+        env.cli(&["exec", "show", "abc12"]),
+        2,
+        "at least 6 hex digits",
+    );
+    assert_fails(
+        env.cli(&["exec", "show", "zzzzzzzz"]),
+        2,
+        "at least 6 hex digits",
+    );
+    let absent = (0..)
+        .map(|n| format!("{:08x}", 0x5eed_0000u32 + n))
+        .find(|s| ids.iter().all(|i| !hex(i).contains(s.as_str())))
+        .unwrap();
+    assert_fails(
+        env.cli(&["exec", "show", &absent]),
+        2,
+        "no execution id begins or ends with",
+    );
+
+    // Acting commands and --after take them too.
+    let child = env.enqueue(&["noop", "--after", short[0]]);
+    let out = env.ok(&["exec", "show", &child.to_string(), "--json"]);
+    let parents = serde_json::from_str::<serde_json::Value>(&out).unwrap()["parents"].clone();
+    assert_eq!(parents, serde_json::json!([shown_id(short[0])]));
+    env.ok(&["exec", "cancel", &hex(&ids[2])[24..]]);
+    let out = env.ok(&["exec", "show", &ids[2].to_string(), "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["status"], "cancelled", "{out}");
 }

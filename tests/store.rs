@@ -87,7 +87,65 @@ both!(
     the_timeline_holds_what_the_executions_say_ended,
     a_snooze_runs_again_later_without_using_a_retry,
     every_kind_of_limit_holds_at_once,
+    ids_are_found_by_a_prefix_or_a_suffix_of_their_hex_digits,
 );
+
+async fn ids_are_found_by_a_prefix_or_a_suffix_of_their_hex_digits(store: Arc<dyn Store>) {
+    use jobvisor::store::IdTable;
+    // Ids chosen to share a prefix and a suffix pairwise.
+    let ids: Vec<Uuid> = [
+        "01a23b71-c420-700b-8836-95eaa92fe2e9",
+        "01a23b71-c420-700b-8836-000000000001",
+        "01a23b72-0000-700b-8836-0000000fe2e9",
+    ]
+    .iter()
+    .map(|s| Uuid::parse_str(s).unwrap())
+    .collect();
+    let execs: Vec<NewExecution> = ids
+        .iter()
+        .map(|id| NewExecution {
+            id: *id,
+            ..exec("h", 0, "default")
+        })
+        .collect();
+    store.enqueue(&execs, now_micros()).await.unwrap();
+    let find = |hex: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .ids_matching(IdTable::Executions, hex, 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        find("01a23b71c420").await,
+        [ids[1], ids[0]],
+        "a shared prefix"
+    );
+    assert_eq!(find("01A23B72").await, [ids[2]], "a prefix, either case");
+    assert_eq!(find("95eaa92fe2e9").await, [ids[0]], "a suffix");
+    assert_eq!(find("fe2e9").await, [ids[0], ids[2]], "a shared suffix");
+    assert_eq!(find("000000000001").await, [ids[1]]);
+    assert_eq!(
+        find("01a23b71c420700b883695eaa92fe2e9").await,
+        [ids[0]],
+        "all 32"
+    );
+    assert!(find("abcdef").await.is_empty());
+    assert!(find("not hex").await.is_empty());
+    assert!(find("%").await.is_empty(), "no LIKE pattern gets through");
+    let two = store
+        .ids_matching(IdTable::Executions, "01a23b7", 2)
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2, "at most the limit");
+    assert!(store
+        .ids_matching(IdTable::Workflows, "01a23b71", 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
 
 fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
     NewExecution {

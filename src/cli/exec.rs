@@ -3,12 +3,13 @@
 use super::args::{ActArgs, ExecCmd, ExecListArgs};
 use super::{input, output, CliError};
 use jobvisor::model::{Execution, LogEntry};
-use jobvisor::store::{CancelRequest, ExecFilter, RetryRequest, Store};
+use jobvisor::store::{CancelRequest, ExecFilter, IdTable, RetryRequest, Store};
 use std::time::Duration;
 use uuid::Uuid;
 
-pub(crate) fn parse_id(s: &str) -> Result<Uuid, CliError> {
-    Uuid::parse_str(s).map_err(|_| input(format!("invalid execution id {s:?} (expected a UUID)")))
+/// The execution `text` names: a UUID, or a unique prefix or suffix.
+pub(crate) async fn resolve(store: &dyn Store, text: &str) -> Result<Uuid, CliError> {
+    super::ids::resolve(store, IdTable::Executions, text, "execution").await
 }
 
 pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
@@ -17,7 +18,7 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
     match cmd {
         ExecCmd::List(a) => list(store.as_ref(), a).await,
         ExecCmd::Show { id, json } => {
-            let id = parse_id(&id)?;
+            let id = resolve(store.as_ref(), &id).await?;
             let e = store
                 .execution(id)
                 .await?
@@ -39,7 +40,7 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
             level,
             json,
         } => {
-            let id = parse_id(&id)?;
+            let id = resolve(store.as_ref(), &id).await?;
             if store.execution(id).await?.is_none() {
                 return Err(input(format!("no execution {id}")));
             }
@@ -78,11 +79,11 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
 
 /// The one execution `a` names, or `None` for the executions its filters
 /// match; refused when it gives both or neither.
-fn target(a: &ActArgs) -> Result<Option<Uuid>, CliError> {
+async fn target(store: &dyn Store, a: &ActArgs) -> Result<Option<Uuid>, CliError> {
     let filter = a.filter.filter();
     match (&a.id, filter.narrows()) {
         (Some(_), true) => Err(input("give an execution id or filters, not both")),
-        (Some(id), false) => Ok(Some(parse_id(id)?)),
+        (Some(id), false) => Ok(Some(resolve(store, id).await?)),
         (None, true) => Ok(None),
         (None, false) => Err(input(
             "give an execution id, or at least one filter (--job, --queue, --handler, \
@@ -93,7 +94,7 @@ fn target(a: &ActArgs) -> Result<Option<Uuid>, CliError> {
 
 async fn cancel(store: &dyn Store, db: &str, a: ActArgs) -> Result<(), CliError> {
     let now = jobvisor::model::now_micros();
-    let Some(id) = target(&a)? else {
+    let Some(id) = target(store, &a).await? else {
         let filter = a.filter.filter();
         if a.dry_run {
             return dry_run(store, &filter).await;
@@ -150,7 +151,7 @@ async fn dry_run(store: &dyn Store, filter: &ExecFilter) -> Result<(), CliError>
 
 async fn retry(store: &dyn Store, a: ActArgs) -> Result<(), CliError> {
     let now = jobvisor::model::now_micros();
-    let Some(id) = target(&a)? else {
+    let Some(id) = target(store, &a).await? else {
         let filter = a.filter.filter();
         if a.dry_run {
             return dry_run(store, &filter).await;
@@ -179,11 +180,10 @@ async fn retry(store: &dyn Store, a: ActArgs) -> Result<(), CliError> {
 async fn list(store: &dyn Store, a: ExecListArgs) -> Result<(), CliError> {
     let mut filter = a.filter.filter();
     filter.limit = a.limit;
-    filter.before = a
-        .before
-        .as_deref()
-        .map(|b| parse_id(b).map_err(|e| input(format!("--before: {e}"))))
-        .transpose()?;
+    filter.before = match a.before.as_deref() {
+        Some(b) => Some(resolve(store, b).await.map_err(|e| e.context("--before"))?),
+        None => None,
+    };
     let execs = store.executions(&filter).await?;
     if a.json {
         return output::json(&execs);
@@ -202,11 +202,12 @@ async fn list(store: &dyn Store, a: ExecListArgs) -> Result<(), CliError> {
 }
 
 fn print_list(execs: &[Execution]) {
+    let ids = super::ids::Shortener::new(execs.iter().map(|e| &e.id));
     let rows = execs
         .iter()
         .map(|e| {
             vec![
-                e.id.to_string(),
+                ids.short(&e.id),
                 e.status.to_string(),
                 e.job.clone().unwrap_or_default(),
                 e.handler.clone(),

@@ -189,10 +189,11 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
                     );
                 }
             }
+            let ids = super::ids::Shortener::new(recent.iter().map(|e| &e.id));
             for e in recent {
                 println!(
                     "  {} {} {}",
-                    e.id,
+                    ids.short(&e.id),
                     e.status,
                     e.started_at.map_or_else(|| "-".into(), |t| t.to_string())
                 );

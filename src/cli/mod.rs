@@ -5,6 +5,7 @@ mod args;
 pub(crate) mod config;
 mod exec;
 mod handler;
+mod ids;
 mod job;
 mod output;
 mod queue;
@@ -36,6 +37,15 @@ pub const EXIT_CODES: &str =
     2 bad usage or bad input; 3 runtime failure (database missing or unreachable, I/O).";
 
 impl CliError {
+    /// The same error, its message led by `what` (an option's name).
+    pub(crate) fn context(self, what: &str) -> Self {
+        match self {
+            CliError::Input(m) => CliError::Input(format!("{what}: {m}")),
+            CliError::Runtime(m) => CliError::Runtime(format!("{what}: {m}")),
+            CliError::JobFailed => CliError::JobFailed,
+        }
+    }
+
     fn exit_code(&self) -> u8 {
         match self {
             CliError::JobFailed => 1,

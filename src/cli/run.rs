@@ -25,11 +25,11 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
             .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
         replace: a.replace,
     });
-    let after = a
-        .after
-        .iter()
-        .map(|id| super::exec::parse_id(id).map_err(|e| input(format!("--after: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut after = Vec::with_capacity(a.after.len());
+    for id in &a.after {
+        let id = super::exec::resolve(store.as_ref(), id).await;
+        after.push(id.map_err(|e| e.context("--after"))?);
+    }
     let mut spec = RunSpec {
         mode: a.mode,
         retries: a.retries,

@@ -2,13 +2,15 @@
 
 use super::args::WorkflowCmd;
 use super::{input, output, CliError};
+use jobvisor::store::{IdTable, Store};
 use jobvisor::workflow::{self, Summary, View, WorkflowSpec};
 use jobvisor_worker::builtins;
 use std::io::Read;
 use uuid::Uuid;
 
-fn parse_id(s: &str) -> Result<Uuid, CliError> {
-    Uuid::parse_str(s).map_err(|_| input(format!("invalid workflow id {s:?} (expected a UUID)")))
+/// The workflow `text` names: a UUID, or a unique prefix or suffix.
+async fn resolve(store: &dyn Store, text: &str) -> Result<Uuid, CliError> {
+    super::ids::resolve(store, IdTable::Workflows, text, "workflow").await
 }
 
 /// The workflow file's text (`-`: stdin).
@@ -40,7 +42,7 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
     match cmd {
         WorkflowCmd::Run { .. } => unreachable!("handled above"),
         WorkflowCmd::Show { id, json } => {
-            let id = parse_id(&id)?;
+            let id = resolve(store.as_ref(), &id).await?;
             let (info, spec, execs) = store
                 .workflow(id)
                 .await?
@@ -50,6 +52,8 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
                 return output::json(&view);
             }
             println!("workflow {} ({}): {}", view.id, view.name, view.status);
+            let ids =
+                super::ids::Shortener::new(view.steps.iter().filter_map(|s| s.execution.as_ref()));
             let rows = view
                 .steps
                 .iter()
@@ -62,7 +66,7 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
                             true => "-".into(),
                             false => format!("{} ({})", s.after.join(", "), s.after_policy),
                         },
-                        s.execution.map_or_else(|| "-".into(), |e| e.to_string()),
+                        s.execution.map_or_else(|| "-".into(), |e| ids.short(&e)),
                         output::cut(s.error.as_deref().unwrap_or(""), 60),
                     ]
                 })
@@ -83,6 +87,7 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
             if json {
                 return output::json(&all);
             }
+            let ids = super::ids::Shortener::new(all.iter().map(|w| &w.info.id));
             let rows = all
                 .iter()
                 .map(|w| {
@@ -95,7 +100,7 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
                         .map(|(_, n)| n)
                         .sum();
                     vec![
-                        w.info.id.to_string(),
+                        ids.short(&w.info.id),
                         w.info.name.clone(),
                         w.status.to_string(),
                         format!("{done}/{steps}"),
@@ -107,7 +112,7 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
             Ok(())
         }
         WorkflowCmd::Cancel { id, reason } => {
-            let id = parse_id(&id)?;
+            let id = resolve(store.as_ref(), &id).await?;
             let done = store
                 .cancel_workflow(id, &reason, jobvisor::model::now_micros())
                 .await?

@@ -57,6 +57,9 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     const JSON_ARRAY: (&'static str, &'static str);
     /// The larger of two values (`MAX` in SQLite, `GREATEST` in PostgreSQL).
     const GREATEST: &'static str;
+    /// A UUID column as 32 upper-case hex digits, no hyphens (`{}` is the
+    /// column).
+    const UUID_HEX: &'static str;
     /// Where a text first holds another, from 1, or 0 (`instr` in SQLite,
     /// `strpos` in PostgreSQL; both take the haystack first).
     const POSITION: &'static str;

@@ -85,6 +85,15 @@ pub enum Notice {
     Watched,
 }
 
+/// A table whose rows are known by a UUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdTable {
+    /// `executions`.
+    Executions,
+    /// `workflows`.
+    Workflows,
+}
+
 /// The store every part of the supervisor talks to.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -176,6 +185,16 @@ pub trait Store: Send + Sync + 'static {
     async fn retry(&self, id: Uuid, now: Micros) -> Result<RetryRequest, StoreError>;
     /// What an execution runs after, and what runs after it.
     async fn links(&self, id: Uuid) -> Result<Links, StoreError>;
+    /// The ids of `table`'s rows whose 32 hex digits begin or end with
+    /// `hex` (hex digits only, either case), at most `limit`, in order. A
+    /// prefix is an index range; a suffix reads every id.
+    async fn ids_matching(
+        &self,
+        table: IdTable,
+        hex: &str,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError>;
+
     /// Claims up to `limit` due pending executions for `node`: best priority,
     /// then earliest due.
     async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError>;

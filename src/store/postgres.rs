@@ -66,6 +66,7 @@ impl Dialect for Pg {
     const START_STAMP: &'static str =
         "GREATEST($1, CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000000 AS BIGINT))";
     const POSITION: &'static str = "strpos";
+    const UUID_HEX: &'static str = "upper(replace({}::text, '-', ''))";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const BEGIN: &'static str = "BEGIN";

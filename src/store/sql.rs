@@ -4,9 +4,9 @@
 
 use super::dialect::{Col, Conn, DbRow, Dialect, Sql};
 use super::{
-    Batch, CancelRequest, Claimed, Claims, ExecFilter, Finished, ForeignRunning, IdleDaemon,
-    JobAdvance, JobStats, Links, LogPage, NewWorkflow, NodeInfo, Notice, QueueChange, QueueInfo,
-    RetryRequest, Store, StoreError, TimelineRow, WorkflowCancel, WorkflowInfo,
+    Batch, CancelRequest, Claimed, Claims, ExecFilter, Finished, ForeignRunning, IdTable,
+    IdleDaemon, JobAdvance, JobStats, Links, LogPage, NewWorkflow, NodeInfo, Notice, QueueChange,
+    QueueInfo, RetryRequest, Store, StoreError, TimelineRow, WorkflowCancel, WorkflowInfo,
 };
 use crate::model::{
     AfterPolicy, Chain, Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, Mode,
@@ -1625,6 +1625,51 @@ impl<D: Dialect> Store for SqlStore<D> {
             )
             .await?,
         })
+    }
+
+    async fn ids_matching(
+        &self,
+        table: IdTable,
+        hex: &str,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let hex = hex.to_ascii_uppercase();
+        if hex.is_empty() || hex.len() > 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Vec::new());
+        }
+        let table = match table {
+            IdTable::Executions => "executions",
+            IdTable::Workflows => "workflows",
+        };
+        // A prefix: the ids between it padded with 0s and with Fs.
+        let pad = |c: char| {
+            let full: String = hex.chars().chain(std::iter::repeat(c)).take(32).collect();
+            Uuid::parse_str(&full).expect("32 hex digits")
+        };
+        let sql =
+            format!("SELECT id FROM {table} WHERE id >= $1 AND id <= $2 ORDER BY id LIMIT $3");
+        let rows = self
+            .read_all(
+                Sql::new(&sql)
+                    .bind(pad('0'))
+                    .bind(pad('F'))
+                    .bind(limit as i64),
+            )
+            .await?;
+        let mut ids = Self::decode(&rows, table, |r| r.get::<Uuid>("id"))?;
+        let column = D::UUID_HEX.replace("{}", "id");
+        let sql = format!("SELECT id FROM {table} WHERE {column} LIKE $1 ORDER BY id LIMIT $2");
+        let rows = self
+            .read_all(Sql::new(&sql).bind(format!("%{hex}")).bind(limit as i64))
+            .await?;
+        for id in Self::decode(&rows, table, |r| r.get::<Uuid>("id"))? {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
     }
 
     async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError> {

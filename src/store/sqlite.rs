@@ -225,6 +225,7 @@ impl Dialect for Lite {
     const GREATEST: &'static str = "MAX";
     const START_STAMP: &'static str = "$1";
     const POSITION: &'static str = "instr";
+    const UUID_HEX: &'static str = "hex({})";
     const SKIP_LOCKED: &'static str = "";
     const FOR_UPDATE: &'static str = "";
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
