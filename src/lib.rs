@@ -40,6 +40,11 @@ pub use supervisor::{Config, Supervisor, SupervisorBuilder};
 
 use std::path::PathBuf;
 
+/// The README's Rust examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Errors of the library's operations.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

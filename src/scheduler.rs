@@ -1,5 +1,5 @@
 //! The scheduler: turns due occurrences of jobs into pending executions.
-//! The actor ([`Scheduler`]) runs passes; a [`Planner`] holds what a pass
+//! The actor (`Scheduler`) runs passes; a [`Planner`] holds what a pass
 //! keeps between passes.
 //!
 //! Each pass reads the due jobs, decides per job (misfire, window, overlap,

@@ -1,5 +1,5 @@
 //! The runners: one per execution mode. Each execution is owned by one task
-//! that runs it to its end and returns a [`Completion`].
+//! that runs it to its end and returns a [`Completion`](crate::store::Completion).
 
 pub mod cgroup;
 mod escalation;

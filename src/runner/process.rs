@@ -1,7 +1,7 @@
 //! Process mode: the execution runs in a child process that speaks the
 //! worker protocol (or nothing at all) over stdin/stdout.
 //!
-//! A [`Worker`] is one child: spawned in its own process group (and its own
+//! A `Worker` is one child: spawned in its own process group (and its own
 //! cgroup where cgroup v2 is usable), with a writer task feeding its stdin
 //! and two reader tasks draining stdout and stderr line by line into the
 //! relay of the execution it is running (they block when the relay is full:

@@ -168,7 +168,7 @@ const RECHECK: Duration = Duration::from_millis(20);
 
 /// The store's connection settings for `sqlite://PATH` or a path: WAL,
 /// `synchronous = NORMAL`, a 30 s busy timeout, a 4 MB page cache, temporary
-/// tables in memory, rows read [`ROW_BUFFER`] ahead; the file is created
+/// tables in memory, rows read `ROW_BUFFER` ahead; the file is created
 /// if missing.
 pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions> {
     let base = if url.starts_with("sqlite:") {

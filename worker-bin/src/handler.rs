@@ -276,8 +276,8 @@ pub trait Handler: Send + Sync + 'static {
 /// read from `null`, so a struct whose fields are all optional needs no
 /// payload. A payload that does not decode fails the execution for good
 /// (retrying the same payload cannot help), with an error that names the
-/// field: `invalid payload: at `items[0].id`: invalid type: string "x",
-/// expected u32`. The output is any `Out: Serialize`, stored as JSON.
+/// field: ``invalid payload: at `items[0].id`: invalid type: string "x",
+/// expected u32``. The output is any `Out: Serialize`, stored as JSON.
 ///
 /// ```
 /// use jobvisor_worker::{Context, HandlerError, Registry};

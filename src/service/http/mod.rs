@@ -6,12 +6,12 @@
 //! (utoipa), and the router and the document are built from the same
 //! list ([`utoipa_axum::routes!`]), so neither can name a route the other
 //! lacks. Requests are checked against that document before a handler
-//! sees them ([`validate`]): what it forbids is a 400, what it allows
+//! sees them (`validate`): what it forbids is a 400, what it allows
 //! reaches the handler, and a request that fits it but asks for something
 //! inconsistent (a cycle of steps, an executable run inproc) is a 422.
 //!
 //! Listens on 127.0.0.1 by default. Any other address needs a bearer
-//! token, compared in constant time ([`auth`]). Request bodies are
+//! token, compared in constant time (`auth`). Request bodies are
 //! bounded. Every error is JSON, `{"error":{"code":..,"message":..}}`, with
 //! a stable code; database errors are logged and answered as `internal`
 //! without detail.
