@@ -12,7 +12,11 @@
 //! ```
 #![warn(missing_docs)]
 
+// The modules marked `doc(hidden)` are the supervisor's machinery: public
+// only because the `jobvisor` binary, its benchmarks and the tests reach
+// into them, and not part of the library's API (they change without notice).
 pub mod bulk;
+#[doc(hidden)]
 pub mod contract;
 mod dispatch;
 pub mod events;
@@ -22,9 +26,12 @@ pub mod job;
 mod maintenance;
 pub mod metrics;
 pub mod model;
+#[doc(hidden)]
 pub mod relay;
+#[doc(hidden)]
 pub mod runner;
 pub mod schedule;
+#[doc(hidden)]
 pub mod scheduler;
 pub mod service;
 pub mod store;

@@ -9,7 +9,10 @@
 
 pub mod declare;
 pub mod http;
+// The binary's log set-up and sd_notify: machinery, not API.
+#[doc(hidden)]
 pub mod logging;
+#[doc(hidden)]
 pub mod notify;
 
 use crate::supervisor::Supervisor;

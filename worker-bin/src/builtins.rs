@@ -44,12 +44,12 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(payload: Value) -> Result<T, Ha
 }
 
 /// Does nothing and succeeds: the unit of overhead in benchmarks.
-pub async fn noop(_ctx: Context, _payload: Value) -> HandlerResult {
+pub(crate) async fn noop(_ctx: Context, _payload: Value) -> HandlerResult {
     Ok(Value::Null)
 }
 
 /// Returns its payload as its output.
-pub async fn echo(_ctx: Context, payload: Value) -> HandlerResult {
+pub(crate) async fn echo(_ctx: Context, payload: Value) -> HandlerResult {
     Ok(payload)
 }
 
@@ -61,7 +61,7 @@ struct SleepArgs {
 }
 
 /// Sleeps `{"ms": N}` milliseconds; stops early, cancelled, on a cancel.
-pub async fn sleep(ctx: Context, payload: Value) -> HandlerResult {
+pub(crate) async fn sleep(ctx: Context, payload: Value) -> HandlerResult {
     let args: SleepArgs = parse(payload)?;
     let ms = args.ms.unwrap_or(1000);
     tokio::select! {
@@ -83,7 +83,7 @@ struct ProgressArgs {
 
 /// Reports `{"steps": N}` steps of progress, `delay_ms` apart (and with
 /// `"log": true` a log line each); honours cancel.
-pub async fn progress(ctx: Context, payload: Value) -> HandlerResult {
+pub(crate) async fn progress(ctx: Context, payload: Value) -> HandlerResult {
     let args: ProgressArgs = parse(payload)?;
     let steps = args.steps.unwrap_or(10);
     let delay = Duration::from_millis(args.delay_ms.unwrap_or(100));
@@ -113,7 +113,7 @@ struct LogsArgs {
 }
 
 /// Writes `{"count": N, "level": L}` log lines.
-pub async fn logs(ctx: Context, payload: Value) -> HandlerResult {
+pub(crate) async fn logs(ctx: Context, payload: Value) -> HandlerResult {
     let args: LogsArgs = parse(payload)?;
     let count = args.count.unwrap_or(10);
     let level = args.level.unwrap_or_else(|| "info".into());
@@ -149,7 +149,7 @@ struct AppendArgs {
 /// ran: logs `{"lines": N}` numbered lines, sleeps `{"ms": M}`, then
 /// appends one line, `EXECUTION_ID ATTEMPT JOB`, to the file `{"path": P}`
 /// (one `write` in append mode: lines from concurrent runs never mix).
-pub async fn append(ctx: Context, payload: Value) -> HandlerResult {
+pub(crate) async fn append(ctx: Context, payload: Value) -> HandlerResult {
     use std::io::Write;
     let args: AppendArgs = parse(payload)?;
     let path = args
@@ -187,7 +187,7 @@ struct FailArgs {
 }
 
 /// Fails with `{"message": M, "retry": bool}`.
-pub async fn fail(_ctx: Context, payload: Value) -> HandlerResult {
+pub(crate) async fn fail(_ctx: Context, payload: Value) -> HandlerResult {
     let args: FailArgs = parse(payload)?;
     let message = args.message.unwrap_or_else(|| "failed on purpose".into());
     Err(if args.retry.unwrap_or(true) {
@@ -204,7 +204,7 @@ struct PanicArgs {
 }
 
 /// Panics with `{"message": M}`: for testing that a panic stays contained.
-pub async fn panic(_ctx: Context, payload: Value) -> HandlerResult {
+pub(crate) async fn panic(_ctx: Context, payload: Value) -> HandlerResult {
     let args: PanicArgs = parse(payload)?;
     let message = args.message.unwrap_or_else(|| "panicked on purpose".into());
     std::panic::panic_any(message)
@@ -263,7 +263,7 @@ struct MisbehaveArgs {
 /// - `grandchild`: starts `sleep MARK`, never waits for it, and succeeds;
 /// - `flood`: writes `bytes` of lines straight to stdout, then succeeds;
 /// - `stdin`: waits forever on nothing, reading no input.
-pub async fn misbehave(_ctx: Context, payload: Value) -> HandlerResult {
+pub(crate) async fn misbehave(_ctx: Context, payload: Value) -> HandlerResult {
     let args: MisbehaveArgs = parse(payload)?;
     let what = args.what.unwrap_or_default();
     match what.as_str() {

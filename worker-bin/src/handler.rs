@@ -18,12 +18,33 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// A boxed, sendable future: what a [`Handler`] returns.
+///
+/// ```
+/// use jobvisor_worker::{BoxFuture, HandlerResult};
+/// fn later() -> BoxFuture<HandlerResult> {
+///     Box::pin(async { Ok(serde_json::json!("done")) })
+/// }
+/// ```
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What a handler returns: its JSON output, or why it failed.
+///
+/// ```
+/// use jobvisor_worker::{Context, HandlerError, HandlerResult};
+/// async fn double(_ctx: Context, payload: serde_json::Value) -> HandlerResult {
+///     let n = payload.as_i64().ok_or_else(|| HandlerError::permanent("expected a number"))?;
+///     Ok((n * 2).into())
+/// }
+/// ```
 pub type HandlerResult = Result<Value, HandlerError>;
 
 /// Why a handler did not succeed, and whether trying again could help.
+///
+/// ```
+/// use jobvisor_worker::{ErrorKind, HandlerError};
+/// let e = HandlerError::retryable("upstream returned 503");
+/// assert_eq!((e.kind, e.to_string().as_str()), (ErrorKind::Retryable, "upstream returned 503"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct HandlerError {
@@ -34,6 +55,14 @@ pub struct HandlerError {
 }
 
 /// The kinds of handler failure.
+///
+/// ```
+/// use jobvisor_worker::{ErrorKind, HandlerError};
+/// fn retried(e: &HandlerError) -> bool {
+///     matches!(e.kind, ErrorKind::Retryable)
+/// }
+/// assert!(!retried(&HandlerError::permanent("bad input")));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Transient: retried while attempts remain.
@@ -49,6 +78,11 @@ pub enum ErrorKind {
 
 impl HandlerError {
     /// A transient failure: retried while attempts remain.
+    ///
+    /// ```
+    /// let e = jobvisor_worker::HandlerError::retryable("the database is busy");
+    /// assert_eq!(e.kind, jobvisor_worker::ErrorKind::Retryable);
+    /// ```
     pub fn retryable(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -57,6 +91,11 @@ impl HandlerError {
     }
 
     /// A permanent failure: not retried.
+    ///
+    /// ```
+    /// let e = jobvisor_worker::HandlerError::permanent("no such customer");
+    /// assert_eq!(e.kind, jobvisor_worker::ErrorKind::Permanent);
+    /// ```
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -65,6 +104,14 @@ impl HandlerError {
     }
 
     /// The handler honoured a cancel request.
+    ///
+    /// ```
+    /// use jobvisor_worker::{Context, HandlerError, HandlerResult};
+    /// async fn wait(ctx: Context, _payload: serde_json::Value) -> HandlerResult {
+    ///     ctx.cancelled().await;
+    ///     Err(HandlerError::cancelled())
+    /// }
+    /// ```
     pub fn cancelled() -> Self {
         Self {
             message: "cancelled".into(),
@@ -75,6 +122,12 @@ impl HandlerError {
     /// Not a failure: ends this execution as `snoozed` and runs it again
     /// after `delay`, keeping its attempt number and attempts allowed (at
     /// most 1,000 snoozes per execution chain; the next one fails it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let e = jobvisor_worker::HandlerError::snooze(Duration::from_secs(30));
+    /// assert_eq!(e.kind, jobvisor_worker::ErrorKind::Snooze(Duration::from_secs(30)));
+    /// ```
     pub fn snooze(delay: std::time::Duration) -> Self {
         Self {
             message: String::new(),
@@ -83,6 +136,14 @@ impl HandlerError {
     }
 
     /// [`HandlerError::snooze`] with a reason, stored on the execution.
+    ///
+    /// ```
+    /// let e = jobvisor_worker::HandlerError::snooze_because(
+    ///     std::time::Duration::from_secs(60),
+    ///     "the upstream asks us to wait",
+    /// );
+    /// assert_eq!(e.message, "the upstream asks us to wait");
+    /// ```
     pub fn snooze_because(delay: std::time::Duration, reason: impl Into<String>) -> Self {
         Self {
             message: reason.into(),
@@ -92,12 +153,27 @@ impl HandlerError {
 
     /// A payload the handler cannot use: permanent, since retrying the same
     /// input cannot help.
+    ///
+    /// ```
+    /// let err = serde_json::from_str::<u32>("\"x\"").unwrap_err();
+    /// let e = jobvisor_worker::HandlerError::invalid_payload(err);
+    /// assert!(e.message.starts_with("invalid payload: invalid type"));
+    /// assert_eq!(e.kind, jobvisor_worker::ErrorKind::Permanent);
+    /// ```
     pub fn invalid_payload(err: impl std::fmt::Display) -> Self {
         Self::permanent(format!("invalid payload: {err}"))
     }
 }
 
 /// Identifies the execution a [`Context`] belongs to.
+///
+/// ```
+/// use jobvisor_worker::{Context, HandlerResult};
+/// async fn who(ctx: Context, _payload: serde_json::Value) -> HandlerResult {
+///     let e = ctx.execution();
+///     Ok(format!("{} (job {:?}) attempt {}", e.execution_id, e.job, e.attempt).into())
+/// }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ExecutionInfo {
     /// The execution's UUID.
@@ -124,6 +200,20 @@ struct ContextInner {
 /// Sends wait when the supervisor is behind (back-pressure), so a handler
 /// that logs faster than the database writes slows down instead of losing
 /// lines or growing memory.
+///
+/// ```
+/// use jobvisor_worker::{Context, HandlerError, Level};
+/// async fn copy(ctx: Context, files: Vec<String>) -> Result<usize, HandlerError> {
+///     for (i, f) in files.iter().enumerate() {
+///         if ctx.is_cancelled() {
+///             return Err(HandlerError::cancelled());
+///         }
+///         ctx.log(Level::Debug, format!("copying {f}")).await;
+///         ctx.step(i as u64 + 1, files.len() as u64, f.clone()).await;
+///     }
+///     Ok(files.len())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Context {
     inner: Arc<ContextInner>,
@@ -131,6 +221,17 @@ pub struct Context {
 
 impl Context {
     /// Builds a context whose events go to `events`; used by the runners.
+    ///
+    /// ```
+    /// use jobvisor_worker::{Context, ExecutionInfo, WorkerMessage};
+    /// // A context of one's own, to test a handler without a supervisor.
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// let info = ExecutionInfo { attempt: 1, ..Default::default() };
+    /// let ctx = Context::new(info, Default::default(), tx);
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// rt.block_on(ctx.heartbeat());
+    /// assert!(matches!(rx.try_recv(), Ok(WorkerMessage::Heartbeat)));
+    /// ```
     pub fn new(
         info: ExecutionInfo,
         cancel: CancellationToken,
@@ -146,6 +247,15 @@ impl Context {
     }
 
     /// The execution this context serves.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// assert_eq!(ctx.execution().attempt, 0); // a default ExecutionInfo
+    /// # });
+    /// ```
     pub fn execution(&self) -> &ExecutionInfo {
         &self.inner.info
     }
@@ -153,6 +263,19 @@ impl Context {
     /// The ends and outputs of the executions this one ran after (its
     /// parents: `--after`, a workflow's `after`, a job's `--then`), in the
     /// order of their ids; empty if it has none.
+    ///
+    /// ```
+    /// use jobvisor_worker::{Context, HandlerResult};
+    /// // Sums the `rows` outputs of the executions this one ran after.
+    /// async fn load(ctx: Context, _payload: serde_json::Value) -> HandlerResult {
+    ///     let rows: i64 = ctx
+    ///         .inputs()
+    ///         .iter()
+    ///         .filter_map(|i| i.output.get("rows")?.as_i64())
+    ///         .sum();
+    ///     Ok(rows.into())
+    /// }
+    /// ```
     pub fn inputs(&self) -> &[crate::protocol::Input] {
         &self.inner.info.inputs
     }
@@ -164,12 +287,33 @@ impl Context {
     }
 
     /// Reports progress; the supervisor keeps the latest values.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// ctx.progress(jobvisor_worker::Progress { percent: Some(42.5), ..Default::default() }).await;
+    /// # });
+    /// # assert!(matches!(rx.try_recv(), Ok(jobvisor_worker::WorkerMessage::Progress(_))));
+    /// ```
     pub async fn progress(&self, progress: Progress) {
         self.send(WorkerMessage::Progress(progress.normalized()))
             .await;
     }
 
     /// Reports `done` of `total` units, with a message.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// ctx.step(17, 40, "copying chunk 17").await;
+    /// # });
+    /// # let Ok(jobvisor_worker::WorkerMessage::Progress(p)) = rx.try_recv() else { panic!() };
+    /// # assert_eq!((p.done, p.total, p.percent), (Some(17), Some(40), Some(42.5)));
+    /// ```
     pub async fn step(&self, done: u64, total: u64, message: impl Into<String>) {
         self.progress(Progress {
             percent: None,
@@ -181,6 +325,15 @@ impl Context {
     }
 
     /// Logs a line at `level`.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// ctx.log(jobvisor_worker::Level::Warn, "retrying upstream").await;
+    /// # });
+    /// ```
     pub async fn log(&self, level: Level, message: impl Into<String>) {
         self.send(WorkerMessage::Log(LogMessage {
             level,
@@ -191,6 +344,17 @@ impl Context {
     }
 
     /// Logs a line at `level` with structured fields.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// let mut fields = serde_json::Map::new();
+    /// fields.insert("host".into(), "a.example".into());
+    /// ctx.log_with(jobvisor_worker::Level::Info, "connected", fields).await;
+    /// # });
+    /// ```
     pub async fn log_with(
         &self,
         level: Level,
@@ -206,31 +370,88 @@ impl Context {
     }
 
     /// Logs at `info`.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// ctx.info("starting").await;
+    /// # });
+    /// ```
     pub async fn info(&self, message: impl Into<String>) {
         self.log(Level::Info, message).await;
     }
 
     /// Logs at `warn`.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// ctx.warn("disk almost full").await;
+    /// # });
+    /// ```
     pub async fn warn(&self, message: impl Into<String>) {
         self.log(Level::Warn, message).await;
     }
 
     /// Logs at `error`.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// ctx.error("upstream refused the request").await;
+    /// # });
+    /// ```
     pub async fn error(&self, message: impl Into<String>) {
         self.log(Level::Error, message).await;
     }
 
     /// Tells a supervisor with a heartbeat timeout that this job is alive.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// ctx.heartbeat().await;
+    /// # });
+    /// # assert!(matches!(rx.try_recv(), Ok(jobvisor_worker::WorkerMessage::Heartbeat)));
+    /// ```
     pub async fn heartbeat(&self) {
         self.send(WorkerMessage::Heartbeat).await;
     }
 
     /// Whether a cancel was requested.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// assert!(!ctx.is_cancelled());
+    /// # });
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
     }
 
     /// Completes when a cancel is requested; `select!` on it in long waits.
+    ///
+    /// ```
+    /// use jobvisor_worker::{Context, HandlerError, HandlerResult};
+    /// use std::time::Duration;
+    /// async fn nap(ctx: Context, _payload: serde_json::Value) -> HandlerResult {
+    ///     tokio::select! {
+    ///         _ = tokio::time::sleep(Duration::from_secs(60)) => Ok("rested".into()),
+    ///         _ = ctx.cancelled() => Err(HandlerError::cancelled()),
+    ///     }
+    /// }
+    /// ```
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.inner.cancel.cancelled()
     }
@@ -264,6 +485,17 @@ impl Context {
 /// ```
 pub trait Handler: Send + Sync + 'static {
     /// Runs one execution.
+    ///
+    /// ```
+    /// use jobvisor_worker::Registry;
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// let registry = Registry::with_builtins();
+    /// let echo = registry.get("echo").unwrap();
+    /// let out = rt.block_on(echo.call(ctx, serde_json::json!({"a": 1})));
+    /// assert_eq!(out, Ok(serde_json::json!({"a": 1})));
+    /// ```
     fn call(&self, ctx: Context, payload: Value) -> BoxFuture<HandlerResult>;
 }
 
@@ -301,6 +533,19 @@ pub trait Handler: Send + Sync + 'static {
 /// The `M` parameter only tells the two kinds apart; it is inferred.
 pub trait IntoHandler<M>: Send + Sync + 'static {
     /// The handler the runners call.
+    ///
+    /// ```
+    /// use jobvisor_worker::{Context, HandlerError, IntoHandler};
+    /// async fn add(_ctx: Context, (a, b): (i64, i64)) -> Result<i64, HandlerError> {
+    ///     Ok(a + b)
+    /// }
+    /// let handler = add.into_handler();
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = Context::new(Default::default(), Default::default(), tx);
+    /// let out = rt.block_on(handler.call(ctx, serde_json::json!([2, 3])));
+    /// assert_eq!(out, Ok(serde_json::json!(5)));
+    /// ```
     fn into_handler(self) -> Arc<dyn Handler>;
 }
 
@@ -361,6 +606,16 @@ where
 
 /// Decodes a payload into a handler's arguments (a `Value` is taken as it
 /// is); see [`IntoHandler`] for `null` and for the error.
+///
+/// ```
+/// use jobvisor_worker::handler::decode;
+/// #[derive(serde::Deserialize, Debug)]
+/// struct Args { to: String, #[serde(default)] cc: Vec<String> }
+/// let a: Args = decode(serde_json::json!({"to": "ada@example.com"})).unwrap();
+/// assert_eq!((a.to.as_str(), a.cc.len()), ("ada@example.com", 0));
+/// let e = decode::<Args>(serde_json::json!({"to": 7})).unwrap_err();
+/// assert_eq!(e.message, "invalid payload: at `to`: invalid type: integer `7`, expected a string");
+/// ```
 pub fn decode<A: DeserializeOwned + 'static>(payload: Value) -> Result<A, HandlerError> {
     let payload = match (Box::new(payload) as Box<dyn Any>).downcast::<A>() {
         Ok(args) => return Ok(*args),
@@ -404,6 +659,16 @@ fn encode<O: Serialize + 'static>(output: O) -> HandlerResult {
 
 /// Handlers by name: what a supervisor runs inproc and a worker host runs
 /// in its process.
+///
+/// ```
+/// use jobvisor_worker::{Context, HandlerError, Registry};
+/// async fn hello(_ctx: Context, name: String) -> Result<String, HandlerError> {
+///     Ok(format!("hello, {name}"))
+/// }
+/// let mut registry = Registry::with_builtins();
+/// registry.register("hello", hello);
+/// assert!(registry.names().any(|n| n == "hello"));
+/// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: BTreeMap<String, Arc<dyn Handler>>,
@@ -411,11 +676,21 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry.
+    ///
+    /// ```
+    /// let registry = jobvisor_worker::Registry::new();
+    /// assert_eq!(registry.names().count(), 0);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// A registry with the built-in handlers (see [`crate::builtins`]).
+    ///
+    /// ```
+    /// let registry = jobvisor_worker::Registry::with_builtins();
+    /// assert!(registry.get("sleep").is_some());
+    /// ```
     pub fn with_builtins() -> Self {
         let mut r = Self::new();
         crate::builtins::register_all(&mut r);
@@ -423,6 +698,15 @@ impl Registry {
     }
 
     /// Adds (or replaces) a handler.
+    ///
+    /// ```
+    /// use jobvisor_worker::{Context, HandlerError, HandlerResult, Registry};
+    /// async fn typed(_ctx: Context, n: u32) -> Result<u32, HandlerError> { Ok(n + 1) }
+    /// async fn untyped(_ctx: Context, payload: serde_json::Value) -> HandlerResult { Ok(payload) }
+    /// let mut registry = Registry::new();
+    /// registry.register("typed", typed).register("untyped", untyped);
+    /// assert_eq!(registry.names().collect::<Vec<_>>(), ["typed", "untyped"]);
+    /// ```
     pub fn register<M>(
         &mut self,
         name: impl Into<String>,
@@ -445,17 +729,30 @@ impl Registry {
     }
 
     /// The handler called `name`.
+    ///
+    /// ```
+    /// let registry = jobvisor_worker::Registry::with_builtins();
+    /// assert!(registry.get("noop").is_some());
+    /// assert!(registry.get("nope").is_none());
+    /// ```
     pub fn get(&self, name: &str) -> Option<Arc<dyn Handler>> {
         self.handlers.get(name).cloned()
     }
 
     /// The registered names, sorted.
+    ///
+    /// ```
+    /// let registry = jobvisor_worker::Registry::with_builtins();
+    /// let names: Vec<&str> = registry.names().collect();
+    /// assert_eq!(names, jobvisor_worker::builtins::NAMES.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+    /// ```
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.handlers.keys().map(String::as_str)
     }
 }
 
 /// Turns a panic payload into its message.
+#[doc(hidden)]
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()

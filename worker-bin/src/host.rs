@@ -257,7 +257,7 @@ fn run_one(
 
 /// Maps a handler's outcome (or its panic) to the protocol's final
 /// message: a `result`, or a `snooze`.
-pub fn final_of(
+pub(crate) fn final_of(
     outcome: Result<crate::handler::HandlerResult, Box<dyn std::any::Any + Send>>,
 ) -> WorkerMessage {
     if let Ok(Err(e)) = &outcome {
