@@ -10,6 +10,12 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Names of the built-in handlers.
+///
+/// ```
+/// use jobvisor_worker::builtins;
+/// let registry = jobvisor_worker::Registry::with_builtins();
+/// assert!(builtins::NAMES.iter().all(|n| registry.get(n).is_some()));
+/// ```
 pub const NAMES: [&str; 9] = [
     "noop",
     "echo",
@@ -23,6 +29,13 @@ pub const NAMES: [&str; 9] = [
 ];
 
 /// Adds every built-in handler to `registry`.
+///
+/// ```
+/// use jobvisor_worker::builtins;
+/// let mut registry = jobvisor_worker::Registry::new();
+/// builtins::register_all(&mut registry);
+/// assert_eq!(registry.names().count(), builtins::NAMES.len());
+/// ```
 pub fn register_all(registry: &mut Registry) {
     registry
         .register("noop", noop)
@@ -216,9 +229,21 @@ pub(crate) async fn panic(_ctx: Context, payload: Value) -> HandlerResult {
 /// Without it a supervisor does not register `misbehave` for inproc mode,
 /// so whoever may enqueue (an API token, say) cannot crash it with one.
 /// Worker processes always host it.
+///
+/// ```
+/// use jobvisor_worker::builtins;
+/// // A supervisor registers `misbehave` in-process only where this is set.
+/// let inproc = std::env::var_os(builtins::MISBEHAVE_INPROC_ENV).is_some();
+/// # let _ = inproc;
+/// ```
 pub const MISBEHAVE_INPROC_ENV: &str = "JOBVISOR_MISBEHAVE_INPROC";
 
 /// The faults `misbehave` commits, by `{"do": NAME}`.
+///
+/// ```
+/// use jobvisor_worker::builtins;
+/// assert!(builtins::MISBEHAVIOURS.contains(&"segfault"));
+/// ```
 pub const MISBEHAVIOURS: [&str; 10] = [
     "panic",
     "abort",

@@ -45,6 +45,15 @@ pub struct Live {
 impl Live {
     /// Applies one line of the supervisor's; an unknown line is ignored
     /// (and said on stderr): the guardian must not die of one.
+    ///
+    /// ```
+    /// let mut live = jobvisor_worker::guardian::Live::default();
+    /// live.apply("+g 4242");
+    /// live.apply("+c /sys/fs/cgroup/jobvisor/exec-1");
+    /// live.apply("-g 4242");
+    /// live.apply("nonsense"); // said on stderr, ignored
+    /// assert!(live.groups.is_empty() && live.cgroups.len() == 1);
+    /// ```
     pub fn apply(&mut self, line: &str) {
         let (op, rest) = line.split_at(line.len().min(3));
         match op {
@@ -70,6 +79,11 @@ impl Live {
 
     /// Kills everything live: each process group, then each cgroup's
     /// members; removes the emptied cgroups.
+    ///
+    /// ```
+    /// let live = jobvisor_worker::guardian::Live::default();
+    /// live.kill_all(); // nothing live: nothing to kill
+    /// ```
     pub fn kill_all(&self) {
         for pg in &self.groups {
             let _ = killpg(Pid::from_raw(*pg), Signal::SIGKILL);

@@ -15,15 +15,38 @@ use tokio_util::sync::CancellationToken;
 
 /// Environment variable through which the supervisor names its own pid, so a
 /// worker can tell that the parent it was meant for is already gone.
+///
+/// ```
+/// use jobvisor_worker::host;
+/// // Set only in a worker the supervisor started.
+/// let supervised = std::env::var(host::SUPERVISOR_PID_ENV).is_ok();
+/// # let _ = supervised;
+/// ```
 pub const SUPERVISOR_PID_ENV: &str = "JOBVISOR_SUPERVISOR_PID";
 
 /// Environment variable naming the `cgroup.procs` file this worker joins
 /// at start (its execution's cgroup).
+///
+/// ```
+/// use jobvisor_worker::host;
+/// let cgroup = std::env::var_os(host::CGROUP_ENV); // None outside a cgroup-limited execution
+/// # let _ = cgroup;
+/// ```
 pub const CGROUP_ENV: &str = "JOBVISOR_CGROUP";
 
 /// Arranges for this process to be killed when its parent dies, and exits at
 /// once if the supervisor that spawned it is already gone; joins the
 /// execution's cgroup when told one. A no-op outside a jobvisor execution.
+///
+/// ```no_run
+/// # use jobvisor_worker::{host, Registry};
+/// // A worker with a runtime of its own: host::main without the defaults.
+/// fn main() -> std::io::Result<()> {
+///     host::die_with_parent();
+///     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+///     rt.block_on(host::serve_stdio(Registry::with_builtins()))
+/// }
+/// ```
 pub fn die_with_parent() {
     #[cfg(target_os = "linux")]
     {
@@ -104,6 +127,16 @@ pub fn main(registry: Registry) -> std::process::ExitCode {
 /// Runs the stdio protocol loop until stdin closes: announces itself as a
 /// pooled worker, runs each `run` it receives (one at a time), relays the
 /// handler's progress and logs, and ends each execution with a `result`.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let mut registry = jobvisor_worker::Registry::new();
+/// registry.register("echo", |_ctx: jobvisor_worker::Context, v: serde_json::Value| async move {
+///     Ok::<_, jobvisor_worker::HandlerError>(v)
+/// });
+/// jobvisor_worker::host::serve_stdio(registry).await
+/// # }
+/// ```
 pub async fn serve_stdio(registry: Registry) -> std::io::Result<()> {
     let (input, output) = private_stdio();
     let (tx, mut rx) = mpsc::channel::<WorkerMessage>(1024);

@@ -9,12 +9,32 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The protocol version this crate speaks.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let hello = Hello { protocol: Some(PROTOCOL_VERSION), pooled: true, handlers: vec![] };
+/// assert_eq!(WorkerMessage::Hello(hello).to_line(), r#"{"type":"hello","protocol":1,"pooled":true}"#);
+/// ```
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Default bound on one stdout/stderr line; longer lines are cut.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// assert_eq!(DEFAULT_MAX_LINE_BYTES, 1 << 20);
+/// ```
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
 
 /// A log level: the seven levels every job can log at.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let levels: Vec<Level> = ["trace", "debug", "info", "warn", "error", "fatal", "panic"]
+///     .iter()
+///     .map(|s| s.parse().unwrap())
+///     .collect();
+/// assert!(levels.windows(2).all(|w| w[0] < w[1]), "least severe first");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
@@ -47,6 +67,12 @@ impl Level {
     ];
 
     /// The level's name on the wire and in the database.
+    ///
+    /// ```
+    /// use jobvisor_worker::protocol::*;
+    /// assert_eq!(Level::Warn.as_str(), "warn");
+    /// assert_eq!(Level::Warn.to_string(), "warn");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Trace => "trace",
@@ -67,6 +93,13 @@ impl fmt::Display for Level {
 }
 
 /// The error for a string that names no level.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let e = "warning".parse::<Level>().unwrap_err();
+/// let UnknownLevel(given) = e;
+/// assert_eq!(given, "warning");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("unknown log level {0:?} (expected one of trace, debug, info, warn, error, fatal, panic)")]
 pub struct UnknownLevel(pub String);
@@ -82,6 +115,13 @@ impl FromStr for Level {
 }
 
 /// The first message a worker receives: what to run.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let line = r#"{"type":"run","protocol":1,"execution_id":"0b7c","job":"","handler":"resize","attempt":1,"payload":{"w":64}}"#;
+/// let SupervisorMessage::Run(run) = serde_json::from_str(line).unwrap() else { panic!() };
+/// assert_eq!((run.handler.as_str(), run.attempt, run.timeout_ms), ("resize", 1, None));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRequest {
     /// Protocol version of the supervisor.
@@ -107,6 +147,14 @@ pub struct RunRequest {
 }
 
 /// A parent's end, as its dependent receives it.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let line = r#"{"type":"run","protocol":1,"execution_id":"b","job":"load","handler":"load","attempt":1,"payload":null,
+///   "inputs":[{"id":"a","handler":"extract","status":"succeeded","output":{"rows":1200}}]}"#;
+/// let SupervisorMessage::Run(run) = serde_json::from_str(line).unwrap() else { panic!() };
+/// assert_eq!(run.inputs[0].output["rows"], 1200);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Input {
     /// The parent execution's UUID (its last attempt).
@@ -121,6 +169,12 @@ pub struct Input {
 }
 
 /// Supervisor -> worker messages.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let cancel: SupervisorMessage = serde_json::from_str(r#"{"type":"cancel","reason":"operator"}"#).unwrap();
+/// assert_eq!(cancel, SupervisorMessage::Cancel { reason: Some("operator".into()) });
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SupervisorMessage {
@@ -135,6 +189,14 @@ pub enum SupervisorMessage {
 }
 
 /// A worker's announcement of what it can do.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let ParsedLine::Message(WorkerMessage::Hello(h)) =
+///     parse_worker_line(r#"{"type":"hello","protocol":1,"pooled":true,"handlers":["resize"]}"#)
+/// else { panic!() };
+/// assert!(h.pooled && h.handlers == ["resize"]);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     /// Protocol version of the worker.
@@ -149,6 +211,12 @@ pub struct Hello {
 }
 
 /// A progress report; any subset of the fields.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let p = Progress { done: Some(17), total: Some(40), ..Default::default() };
+/// assert_eq!(p.normalized().percent, Some(42.5));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// 0..=100.
@@ -168,6 +236,14 @@ pub struct Progress {
 impl Progress {
     /// The same report with `percent` clamped to 0..=100, or derived from
     /// `done`/`total` when absent. Never fails: odd values are clamped.
+    ///
+    /// ```
+    /// use jobvisor_worker::protocol::*;
+    /// let over = Progress { percent: Some(140.0), ..Default::default() };
+    /// assert_eq!(over.normalized().percent, Some(100.0));
+    /// let derived = Progress { done: Some(1), total: Some(4), ..Default::default() };
+    /// assert_eq!(derived.normalized().percent, Some(25.0));
+    /// ```
     pub fn normalized(mut self) -> Self {
         self.percent = match self.percent {
             Some(p) if p.is_nan() => None,
@@ -184,6 +260,15 @@ impl Progress {
 }
 
 /// A structured log entry from a worker.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let ParsedLine::Message(WorkerMessage::Log(l)) =
+///     parse_worker_line(r#"{"type":"log","level":"warn","message":"retrying","fields":{"try":2}}"#)
+/// else { panic!() };
+/// assert_eq!((l.level, l.message.as_str()), (Level::Warn, "retrying"));
+/// assert_eq!(l.fields.unwrap()["try"], 2);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogMessage {
     /// Severity.
@@ -197,6 +282,14 @@ pub struct LogMessage {
 }
 
 /// How an execution ended, as the worker reports it.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let ParsedLine::Message(WorkerMessage::Result(r)) =
+///     parse_worker_line(r#"{"type":"result","status":"cancelled"}"#)
+/// else { panic!() };
+/// assert_eq!(r.status, ResultStatus::Cancelled);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResultStatus {
@@ -209,6 +302,14 @@ pub enum ResultStatus {
 }
 
 /// The last message of an execution.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let ParsedLine::Message(WorkerMessage::Result(r)) =
+///     parse_worker_line(r#"{"type":"result","status":"failed","error":"upstream returned 503","retry":true}"#)
+/// else { panic!() };
+/// assert_eq!((r.status, r.error.as_deref(), r.retry), (ResultStatus::Failed, Some("upstream returned 503"), Some(true)));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultMessage {
     /// The outcome.
@@ -227,6 +328,14 @@ pub struct ResultMessage {
 /// A handler's request to run again later, without using a retry: the
 /// execution ends as `snoozed`, and a new one of its chain is due after
 /// `delay_ms`, with the same attempt number and attempts allowed.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let ParsedLine::Message(WorkerMessage::Snooze(s)) =
+///     parse_worker_line(r#"{"type":"snooze","delay_ms":30000,"reason":"busy"}"#)
+/// else { panic!() };
+/// assert_eq!((s.delay_ms, s.reason.as_deref()), (30_000, Some("busy")));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SnoozeMessage {
     /// How long from now until it runs again.
@@ -237,6 +346,18 @@ pub struct SnoozeMessage {
 }
 
 /// The message that ends an execution: its result or a snooze.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// fn ends(m: &WorkerMessage) -> Option<Final> {
+///     match m {
+///         WorkerMessage::Result(r) => Some(Final::Result(r.clone())),
+///         WorkerMessage::Snooze(s) => Some(Final::Snooze(s.clone())),
+///         _ => None,
+///     }
+/// }
+/// assert!(ends(&WorkerMessage::Heartbeat).is_none());
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Final {
     /// `result`.
@@ -246,6 +367,13 @@ pub enum Final {
 }
 
 /// Worker -> supervisor messages.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let line = WorkerMessage::Progress(Progress { percent: Some(50.0), ..Default::default() }).to_line();
+/// assert_eq!(line, r#"{"type":"progress","percent":50.0}"#);
+/// assert_eq!(parse_worker_line(&line), ParsedLine::Message(serde_json::from_str(&line).unwrap()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerMessage {
@@ -265,12 +393,24 @@ pub enum WorkerMessage {
 
 impl WorkerMessage {
     /// The message as one protocol line, without the newline.
+    ///
+    /// ```
+    /// use jobvisor_worker::protocol::*;
+    /// assert_eq!(WorkerMessage::Heartbeat.to_line(), r#"{"type":"heartbeat"}"#);
+    /// ```
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).expect("protocol messages always serialize")
     }
 }
 
 /// What the supervisor makes of one stdout line.
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// assert_eq!(parse_worker_line("hello there"), ParsedLine::Plain);
+/// assert_eq!(parse_worker_line(r#"{"type":"log"}"#), ParsedLine::Plain, "no level");
+/// assert_eq!(parse_worker_line(r#"{"type":"future"}"#), ParsedLine::Unknown("future".into()));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum ParsedLine {
     /// A known protocol message (progress already normalized, log level
@@ -295,6 +435,16 @@ struct RawLog {
 
 /// Parses one worker stdout line. Never fails: anything that is not a
 /// well-formed known message is [`ParsedLine::Plain`].
+///
+/// ```
+/// use jobvisor_worker::protocol::*;
+/// let ParsedLine::Message(WorkerMessage::Log(l)) =
+///     parse_worker_line(r#" {"type":"log","level":"loud","message":"hi"} "#)
+/// else { panic!() };
+/// // An unknown level is stored as info, the original kept in the fields.
+/// assert_eq!(l.level, Level::Info);
+/// assert_eq!(l.fields.unwrap()["level"], "loud");
+/// ```
 pub fn parse_worker_line(line: &str) -> ParsedLine {
     let trimmed = line.trim();
     if !trimmed.starts_with('{') {
