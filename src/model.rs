@@ -1117,6 +1117,50 @@ pub struct JobSpec {
     pub concurrency_key: Option<String>,
 }
 
+impl JobSpec {
+    /// A job running `handler` on `schedule`, with the defaults of `job
+    /// add`: no payload, the handler's mode, the default queue, no retries
+    /// (1 s backoff), overlap `skip`, misfire `run-once`, no window or limit.
+    ///
+    /// ```
+    /// use jobvisor::model::JobSpec;
+    /// use jobvisor::schedule::ScheduleSpec;
+    /// let mut nightly = JobSpec::new("nightly-backup", "backup", ScheduleSpec::Cron {
+    ///     expr: "30 2 * * *".into(),
+    ///     tz: "Europe/Paris".into(),
+    /// });
+    /// nightly.retries = 3;
+    /// assert_eq!(nightly.queue, "default");
+    /// ```
+    pub fn new(
+        name: impl Into<String>,
+        handler: impl Into<String>,
+        schedule: crate::schedule::ScheduleSpec,
+    ) -> Self {
+        JobSpec {
+            name: name.into(),
+            handler: handler.into(),
+            mode: None,
+            payload: Value::Null,
+            schedule,
+            priority: 0,
+            queue: DEFAULT_QUEUE.into(),
+            retries: 0,
+            backoff_ms: 1000,
+            timeout_ms: None,
+            overlap: Overlap::Skip,
+            misfire: crate::schedule::Misfire::RunOnce,
+            max_parallel: None,
+            max_runs: None,
+            start_at: None,
+            end_at: None,
+            paused: false,
+            then: Vec::new(),
+            concurrency_key: None,
+        }
+    }
+}
+
 /// A stored job: its definition and its scheduling state.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Job {

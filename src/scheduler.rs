@@ -272,31 +272,10 @@ async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{JobSpec, Overlap, DEFAULT_QUEUE};
-    use crate::schedule::Misfire;
+    use crate::model::JobSpec;
 
     fn spec(schedule: ScheduleSpec) -> JobSpec {
-        JobSpec {
-            name: "j".into(),
-            handler: "noop".into(),
-            mode: None,
-            payload: serde_json::Value::Null,
-            schedule,
-            priority: 0,
-            queue: DEFAULT_QUEUE.into(),
-            retries: 0,
-            backoff_ms: 1000,
-            timeout_ms: None,
-            overlap: Overlap::Skip,
-            misfire: Misfire::RunOnce,
-            max_parallel: None,
-            max_runs: None,
-            start_at: None,
-            end_at: None,
-            paused: false,
-            then: Vec::new(),
-            concurrency_key: None,
-        }
+        JobSpec::new("j", "noop", schedule)
     }
 
     #[test]

@@ -27,6 +27,15 @@ use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 /// Settings of a [`Supervisor`].
+///
+/// ```
+/// let config = jobvisor::Config {
+///     database: "jobs.db".into(),
+///     concurrency: 8,
+///     ..jobvisor::Config::default()
+/// };
+/// let builder = jobvisor::Supervisor::builder().config(config);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Database URL or path.
@@ -99,6 +108,12 @@ impl Config {
     /// The settings `jobvisor serve` starts from: the library's defaults,
     /// with a drain at shutdown (a service stopped by systemd lets running
     /// work finish; a library caller decides for itself).
+    ///
+    /// ```
+    /// let c = jobvisor::Config::service();
+    /// assert_eq!(c.drain_timeout, std::time::Duration::from_secs(30));
+    /// assert_eq!(jobvisor::Config::default().drain_timeout, std::time::Duration::ZERO);
+    /// ```
     pub fn service() -> Self {
         Self {
             drain_timeout: Duration::from_secs(30),
@@ -109,6 +124,23 @@ impl Config {
 }
 
 /// Builds a [`Supervisor`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// let sup = jobvisor::Supervisor::builder()
+///     .database(&db)
+///     .configure(|c| c.concurrency = 4)
+///     .register("double", |_ctx: jobvisor::Context, n: i64| async move {
+///         Ok::<_, jobvisor::HandlerError>(n * 2)
+///     })
+///     .on_failure(|e| eprintln!("{} failed", e.execution_id))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
 pub struct SupervisorBuilder {
     config: Config,
     registry: Registry,
@@ -117,18 +149,40 @@ pub struct SupervisorBuilder {
 
 impl SupervisorBuilder {
     /// Uses this database.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), jobvisor::Error> {
+    /// let local = jobvisor::Supervisor::builder().database("jobs.db").build().await?;
+    /// let shared = jobvisor::Supervisor::builder()
+    ///     .database("postgres://jobvisor:secret@db.example/jobvisor")
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn database(mut self, url: impl Into<String>) -> Self {
         self.config.database = url.into();
         self
     }
 
     /// Replaces the whole configuration.
+    ///
+    /// ```
+    /// let builder = jobvisor::Supervisor::builder().config(jobvisor::Config::service());
+    /// ```
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
     }
 
     /// Changes the configuration.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = jobvisor::Supervisor::builder().configure(|c| {
+    ///     c.concurrency = 64;
+    ///     c.drain_timeout = Duration::from_secs(10);
+    /// });
+    /// ```
     pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
         self
@@ -137,6 +191,17 @@ impl SupervisorBuilder {
     /// Registers a Rust handler for inproc mode: an async function of a
     /// [`Context`](crate::Context) and its arguments, decoded from the
     /// payload (see [`IntoHandler`]).
+    ///
+    /// ```
+    /// use jobvisor::{Context, HandlerError};
+    /// #[derive(serde::Deserialize)]
+    /// struct Greet { name: String }
+    /// async fn greet(ctx: Context, args: Greet) -> Result<String, HandlerError> {
+    ///     ctx.info(format!("greeting {}", args.name)).await;
+    ///     Ok(format!("hello, {}", args.name))
+    /// }
+    /// let builder = jobvisor::Supervisor::builder().register("greet", greet);
+    /// ```
     pub fn register<M>(mut self, name: impl Into<String>, handler: impl IntoHandler<M>) -> Self {
         self.registry.register(name, handler);
         self
@@ -163,12 +228,26 @@ impl SupervisorBuilder {
 
     /// Calls `hook` when one of this node's executions starts
     /// ([`EventKind::Started`]); see [`SupervisorBuilder::on_event`].
+    ///
+    /// ```
+    /// let builder = jobvisor::Supervisor::builder()
+    ///     .on_start(|e| println!("{} started {}", e.node, e.execution_id));
+    /// ```
     pub fn on_start(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.hook(|k| matches!(k, EventKind::Started { .. }), hook)
     }
 
     /// Calls `hook` when one of this node's executions succeeds
     /// ([`EventKind::Succeeded`]).
+    ///
+    /// ```
+    /// use jobvisor::events::EventKind;
+    /// let builder = jobvisor::Supervisor::builder().on_success(|e| {
+    ///     if let EventKind::Succeeded { output: Some(out), .. } = &e.kind {
+    ///         println!("{} gave {out}", e.handler);
+    ///     }
+    /// });
+    /// ```
     pub fn on_success(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.hook(|k| matches!(k, EventKind::Succeeded { .. }), hook)
     }
@@ -196,12 +275,26 @@ impl SupervisorBuilder {
 
     /// Calls `hook` when one of this node's executions fails and another
     /// attempt is scheduled ([`EventKind::Retrying`]).
+    ///
+    /// ```
+    /// use jobvisor::events::EventKind;
+    /// let builder = jobvisor::Supervisor::builder().on_retry(|e| {
+    ///     if let EventKind::Retrying { attempt, error, .. } = &e.kind {
+    ///         eprintln!("attempt {attempt} of {} failed: {error}; retrying", e.execution_id);
+    ///     }
+    /// });
+    /// ```
     pub fn on_retry(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.hook(|k| matches!(k, EventKind::Retrying { .. }), hook)
     }
 
     /// Calls `hook` when one of this node's executions is cancelled
     /// ([`EventKind::Cancelled`]).
+    ///
+    /// ```
+    /// let builder = jobvisor::Supervisor::builder()
+    ///     .on_cancel(|e| println!("{} was cancelled", e.execution_id));
+    /// ```
     pub fn on_cancel(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.hook(|k| matches!(k, EventKind::Cancelled { .. }), hook)
     }
@@ -220,6 +313,16 @@ impl SupervisorBuilder {
 
     /// Opens and migrates the database, recovers what a previous run left
     /// behind, and registers this node.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// assert!(!sup.node_id().is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn build(self) -> Result<Supervisor, Error> {
         let store = store::open(&self.config.database).await?;
         Supervisor::with_parts(store, self.registry, self.config, self.hooks).await
@@ -318,6 +421,27 @@ struct Shared {
 }
 
 /// A supervisor node. Cheap to clone: clones are handles on one node.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// use jobvisor::{RunSpec, Status};
+/// let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// let id = sup.enqueue(RunSpec::new("echo", serde_json::json!({"hi": 1}))).await?;
+/// // Run until the execution has ended.
+/// let mut ended = sup.subscribe();
+/// let stop = async {
+///     while let Ok(f) = ended.recv().await {
+///         if f.id == id { break; }
+///     }
+/// };
+/// sup.run(stop).await?;
+/// let e = sup.store().execution(id).await?.unwrap();
+/// assert_eq!((e.status, e.output), (Status::Succeeded, Some(serde_json::json!({"hi": 1}))));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Supervisor {
     shared: Arc<Shared>,
@@ -332,6 +456,10 @@ impl Supervisor {
     /// would take the supervisor down).
     ///
     /// [`MISBEHAVE_INPROC_ENV`]: jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV
+    ///
+    /// ```
+    /// let builder = jobvisor::Supervisor::builder(); // built-ins registered
+    /// ```
     pub fn builder() -> SupervisorBuilder {
         let mut registry = Registry::with_builtins();
         if std::env::var_os(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV).is_none() {
@@ -345,6 +473,17 @@ impl Supervisor {
     }
 
     /// A supervisor over an open store.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// let store = jobvisor::store::open(&db).await?;
+    /// let registry = jobvisor::Registry::with_builtins();
+    /// let sup = jobvisor::Supervisor::with_store(store, registry, jobvisor::Config::default()).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn with_store(
         store: Arc<dyn Store>,
         registry: Registry,
@@ -479,33 +618,110 @@ impl Supervisor {
     }
 
     /// The store.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// let handlers = sup.store().handlers().await?; // those `handler add` stored
+    /// assert!(handlers.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
     }
 
     /// This node's id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// println!("this node is {}", sup.node_id());
+    /// # Ok(()) }
+    /// ```
     pub fn node_id(&self) -> &str {
         &self.shared.node.id
     }
 
     /// How long a node may miss heartbeats before it counts as gone (and
     /// its running executions are rescued).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// assert_eq!(sup.node_lease(), jobvisor::Config::default().node_lease);
+    /// # Ok(()) }
+    /// ```
     pub fn node_lease(&self) -> Duration {
         self.shared.node_lease
     }
 
     /// Announces every execution that ends (after its row is written).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # let running = tokio::spawn({ let sup = sup.clone(); async move { sup.run(async { let _ = stopped.await; }).await } });
+    /// let mut ended = sup.subscribe();
+    /// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+    /// let f = loop {
+    ///     let f = ended.recv().await?;
+    ///     if f.id == id { break f; }
+    /// };
+    /// assert_eq!(f.status, jobvisor::Status::Succeeded);
+    /// # drop(stop); running.await??;
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe(&self) -> broadcast::Receiver<Finished> {
         self.shared.finished.subscribe()
     }
 
     /// Enqueues one run; returns the execution's id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// let mut spec = jobvisor::RunSpec::new("sleep", serde_json::json!({"ms": 50}));
+    /// spec.retries = 3;
+    /// spec.priority = 10;
+    /// let id = sup.enqueue(spec).await?;
+    /// assert_eq!(sup.store().execution(id).await?.unwrap().status, jobvisor::Status::Pending);
+    /// # Ok(()) }
+    /// ```
     pub async fn enqueue(&self, spec: RunSpec) -> Result<Uuid, Error> {
         Ok(self.enqueue_many(vec![spec]).await?[0])
     }
 
     /// Enqueues several runs in one transaction. For a run whose unique key
     /// is held, nothing is inserted and the id is the holder's.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::RunSpec;
+    /// let specs = (0..3).map(|i| RunSpec::new("echo", i.into())).collect();
+    /// let ids = sup.enqueue_many(specs).await?;
+    /// assert_eq!(ids.len(), 3);
+    /// # Ok(()) }
+    /// ```
     pub async fn enqueue_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Uuid>, Error> {
         Ok(self
             .submit_many(specs)
@@ -517,6 +733,20 @@ impl Supervisor {
 
     /// Like [`Supervisor::enqueue_many`], saying of each run whether it was
     /// a duplicate of a held unique key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::RunSpec;
+    /// let once = || RunSpec::new("noop", serde_json::Value::Null).unique_key("nightly-report");
+    /// let out = sup.submit_many(vec![once(), once()]).await?;
+    /// assert!(!out[0].duplicate && out[1].duplicate);
+    /// assert_eq!(out[0].id, out[1].id);
+    /// # Ok(()) }
+    /// ```
     pub async fn submit_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Enqueued>, Error> {
         let local = |name: &str| self.shared.exec.registry.get(name).is_some();
         let execs = submit::prepare_many(self.store().as_ref(), &local, specs).await?;
@@ -536,6 +766,27 @@ impl Supervisor {
     /// Inserts a workflow: every step's execution in one transaction, each
     /// waiting for the steps it runs after. Nothing is written if a step
     /// names an unknown handler or step, or the steps form a cycle.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// let spec = jobvisor::workflow::WorkflowSpec::parse(r#"
+    ///     name = "etl"
+    ///     [[step]]
+    ///     name = "extract"
+    ///     handler = "echo"
+    ///     [[step]]
+    ///     name = "load"
+    ///     handler = "noop"
+    ///     after = ["extract"]
+    /// "#)?;
+    /// let done = sup.workflow(&spec).await?;
+    /// assert_eq!(done.steps.len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn workflow(
         &self,
         spec: &crate::workflow::WorkflowSpec,
@@ -550,6 +801,21 @@ impl Supervisor {
 
     /// Cancels every step of workflow `id` that has not ended (running
     /// ones on this node are told at once); `None`: no such workflow.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// let spec = jobvisor::workflow::WorkflowSpec::parse(
+    ///     r#"{"name": "w", "steps": [{"name": "a", "handler": "noop"}]}"#,
+    /// )?;
+    /// let w = sup.workflow(&spec).await?;
+    /// let done = sup.cancel_workflow(w.id, "not needed").await?.unwrap();
+    /// assert_eq!(done.cancelled, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel_workflow(
         &self,
         id: Uuid,
@@ -576,6 +842,26 @@ impl Supervisor {
 
     /// Runs a failed or cancelled execution again: a new attempt of the
     /// same root, due now (see [`crate::store::RetryRequest`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # let running = tokio::spawn({ let sup = sup.clone(); async move { sup.run(async { let _ = stopped.await; }).await } });
+    /// use jobvisor::store::RetryRequest;
+    /// let failed = sup.enqueue(jobvisor::RunSpec::new("fail", serde_json::json!({"retry": false}))).await?;
+    /// # let mut ended = sup.subscribe();
+    /// # while ended.recv().await?.id != failed {}
+    /// match sup.retry(failed).await? {
+    ///     RetryRequest::Retried(again) => println!("retried as {again}"),
+    ///     other => println!("not retried: {other:?}"),
+    /// }
+    /// # drop(stop); running.await??;
+    /// # Ok(()) }
+    /// ```
     pub async fn retry(&self, id: Uuid) -> Result<crate::store::RetryRequest, Error> {
         let r = self.store().retry(id, now_micros()).await?;
         self.wake();
@@ -583,6 +869,22 @@ impl Supervisor {
     }
 
     /// Cancels every execution `filter` matches that has not ended.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::store::ExecFilter;
+    /// for _ in 0..3 {
+    ///     sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+    /// }
+    /// let filter = ExecFilter { handler: Some("noop".into()), ..Default::default() };
+    /// let done = sup.cancel_matching(&filter, "draining").await?;
+    /// assert_eq!((done.matched, done.cancelled), (3, Some(3)));
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel_matching(
         &self,
         filter: &crate::store::ExecFilter,
@@ -612,6 +914,19 @@ impl Supervisor {
     }
 
     /// Retries every execution `filter` matches that can be.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{store::ExecFilter, Status};
+    /// let filter = ExecFilter { statuses: vec![Status::Failed], ..Default::default() };
+    /// let done = sup.retry_matching(&filter).await?;
+    /// assert_eq!(done.matched, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn retry_matching(
         &self,
         filter: &crate::store::ExecFilter,
@@ -623,6 +938,18 @@ impl Supervisor {
 
     /// Requests a cancel; a running execution on this node is told at once,
     /// one on another node when that node polls.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::store::CancelRequest;
+    /// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+    /// assert_eq!(sup.cancel(id, "changed my mind").await?, CancelRequest::CancelledPending);
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<CancelRequest, Error> {
         let r = self
             .store()
@@ -644,6 +971,16 @@ impl Supervisor {
     /// for up to [`Config::drain_timeout`], stops the rest (recorded as
     /// interrupted, so they run again), writes everything out and
     /// deregisters the node.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), jobvisor::Error> {
+    /// let sup = jobvisor::Supervisor::builder().database("jobs.db").build().await?;
+    /// sup.run(async {
+    ///     tokio::signal::ctrl_c().await.ok();
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         self.run_until(shutdown, std::future::pending()).await
     }
@@ -655,6 +992,22 @@ impl Supervisor {
     /// Should an actor panic, the supervisor stops as at `shutdown` (what
     /// runs is interrupted, to run again) and returns
     /// [`Error::Panicked`]. A supervisor runs once.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), jobvisor::Error> {
+    /// use tokio::signal::unix::{signal, SignalKind};
+    /// let sup = jobvisor::Supervisor::builder()
+    ///     .database("jobs.db")
+    ///     .configure(|c| c.drain_timeout = std::time::Duration::from_secs(30))
+    ///     .build()
+    ///     .await?;
+    /// let mut term = signal(SignalKind::terminate()).unwrap();
+    /// let mut again = signal(SignalKind::terminate()).unwrap();
+    /// // The first SIGTERM drains; a second cuts the drain short.
+    /// sup.run_until(async { term.recv().await; }, async { again.recv().await; again.recv().await; })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn run_until(
         &self,
         shutdown: impl Future<Output = ()>,
@@ -781,6 +1134,21 @@ impl Supervisor {
     /// How long ago the scheduler and the dispatcher last went round their
     /// loops. Both go round at least every 5 s while healthy (idle too);
     /// what feeds a watchdog should check them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # let running = tokio::spawn({ let sup = sup.clone(); async move { sup.run(async { let _ = stopped.await; }).await } });
+    /// sup.ready().await;
+    /// let (scheduler, dispatcher) = sup.liveness();
+    /// assert!(scheduler < std::time::Duration::from_secs(30) && dispatcher < std::time::Duration::from_secs(30));
+    /// # drop(stop); running.await??;
+    /// # Ok(()) }
+    /// ```
     pub fn liveness(&self) -> (Duration, Duration) {
         let age = |a: &AtomicI64| {
             Duration::from_micros((now_micros() - a.load(Ordering::Relaxed)).max(0) as u64)
@@ -791,6 +1159,19 @@ impl Supervisor {
 
     /// Completes once [`Supervisor::run`] is listening for notices and
     /// dispatching (migrations and recovery were done by the builder).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # let running = tokio::spawn({ let sup = sup.clone(); async move { sup.run(async { let _ = stopped.await; }).await } });
+    /// sup.ready().await; // listening and dispatching now
+    /// # drop(stop); running.await??;
+    /// # Ok(()) }
+    /// ```
     pub async fn ready(&self) {
         let mut rx = self.shared.ready.subscribe();
         let _ = rx.wait_for(|r| *r).await;
@@ -849,7 +1230,50 @@ impl Supervisor {
         tell(&self.shared.scheduler, ToScheduler::JobsChanged);
     }
 
+    /// Adds a job (validated, its handler resolved against this
+    /// supervisor's registry and the database); returns its first due time
+    /// (`None` for a daemon). The scheduler hears of it at once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// let every_minute = JobSpec::new("tick", "noop", ScheduleSpec::Cron {
+    ///     expr: "* * * * *".into(),
+    ///     tz: "UTC".into(),
+    /// });
+    /// let first = sup.add_job(every_minute).await?.unwrap();
+    /// assert!(first > jobvisor::model::now_micros() - 60_000_000);
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_job(
+        &self,
+        spec: crate::model::JobSpec,
+    ) -> Result<Option<crate::model::Micros>, Error> {
+        let local = |name: &str| self.shared.exec.registry.get(name).is_some();
+        let first = crate::job::add(self.store().as_ref(), &local, spec).await?;
+        self.jobs_changed();
+        Ok(first)
+    }
+
     /// Runs job `name` now, outside its schedule; the new execution's id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// sup.add_job(JobSpec::new("report", "noop", ScheduleSpec::Cron { expr: "0 9 * * 1".into(), tz: "UTC".into() }))
+    ///     .await?;
+    /// let id = sup.trigger_job("report").await?; // runs now, not on Monday at nine
+    /// assert_eq!(sup.store().execution(id).await?.unwrap().job.as_deref(), Some("report"));
+    /// # Ok(()) }
+    /// ```
     pub async fn trigger_job(&self, name: &str) -> Result<Uuid, Error> {
         let id = crate::job::trigger(self.store().as_ref(), name).await?;
         self.wake();
@@ -858,6 +1282,19 @@ impl Supervisor {
     }
 
     /// Pauses job `name` (a daemon's running execution is stopped).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// sup.add_job(JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 60_000, anchor: 0 })).await?;
+    /// sup.pause_job("sync").await?;
+    /// assert!(sup.store().job("sync").await?.unwrap().spec.paused);
+    /// # Ok(()) }
+    /// ```
     pub async fn pause_job(&self, name: &str) -> Result<(), Error> {
         crate::job::pause(self.store().as_ref(), name).await?;
         self.jobs_changed();
@@ -865,6 +1302,21 @@ impl Supervisor {
     }
 
     /// Resumes job `name`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// let mut spec = JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 60_000, anchor: 0 });
+    /// spec.paused = true;
+    /// sup.add_job(spec).await?;
+    /// sup.resume_job("sync").await?;
+    /// assert!(!sup.store().job("sync").await?.unwrap().spec.paused);
+    /// # Ok(()) }
+    /// ```
     pub async fn resume_job(&self, name: &str) -> Result<(), Error> {
         crate::job::resume(self.store().as_ref(), name).await?;
         self.jobs_changed();
@@ -874,6 +1326,24 @@ impl Supervisor {
     /// Changes queue `name`: its limits (`Some(None)` removes one) and
     /// whether it is paused; every node's next claim applies them, this
     /// node's dispatcher at once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::store::QueueChange;
+    /// // At most 2 emails at once, 1 per customer, and 100 a minute.
+    /// let change = QueueChange {
+    ///     limit: Some(Some(2)),
+    ///     key_limit: Some(Some(1)),
+    ///     rate: Some(Some("100/1m".parse()?)),
+    ///     paused: None,
+    /// };
+    /// sup.set_queue("mail", &change).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn set_queue(&self, name: &str, change: &QueueChange) -> Result<(), Error> {
         if name.is_empty() {
             return Err(Error::Invalid("a queue name cannot be empty".into()));
@@ -894,23 +1364,68 @@ impl Supervisor {
     }
 
     /// Executions this node starts, as they start.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # let running = tokio::spawn({ let sup = sup.clone(); async move { sup.run(async { let _ = stopped.await; }).await } });
+    /// let mut started = sup.subscribe_started();
+    /// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+    /// while started.recv().await? != id {}
+    /// # drop(stop); running.await??;
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe_started(&self) -> broadcast::Receiver<Uuid> {
         self.shared.exec.started.subscribe()
     }
 
     /// Durations of the executions this node finished, per handler and
     /// outcome.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// assert!(sup.durations().0.is_empty()); // nothing finished yet
+    /// # Ok(()) }
+    /// ```
     pub fn durations(&self) -> crate::metrics::Durations {
         let d = self.shared.exec.durations.lock();
         d.unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Messages waiting in the relay (its lag behind the executions).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// assert_eq!(sup.relay_queued(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn relay_queued(&self) -> usize {
         self.shared.exec.relay.queued()
     }
 
     /// Executions running on this node now.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// assert_eq!(sup.running_count(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn running_count(&self) -> usize {
         self.shared.beats.running()
     }
