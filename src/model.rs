@@ -12,6 +12,12 @@ use uuid::Uuid;
 pub type Micros = i64;
 
 /// The current time in [`Micros`].
+///
+/// ```
+/// use jobvisor::model::*;
+/// let t = now_micros();
+/// assert!(t > 1_700_000_000_000_000, "after November 2023");
+/// ```
 pub fn now_micros() -> Micros {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -20,6 +26,11 @@ pub fn now_micros() -> Micros {
 }
 
 /// Formats [`Micros`] as RFC 3339 (UTC, microseconds).
+///
+/// ```
+/// use jobvisor::model::*;
+/// assert_eq!(format_micros(1_800_000_000_000_000), "2027-01-15T08:00:00.000000Z");
+/// ```
 pub fn format_micros(t: Micros) -> String {
     let d = Duration::from_micros(t.max(0) as u64);
     humantime::format_rfc3339_micros(UNIX_EPOCH + d).to_string()
@@ -27,11 +38,23 @@ pub fn format_micros(t: Micros) -> String {
 
 /// A point in time: kept as [`Micros`], written as RFC 3339 (UTC,
 /// microseconds) only at the edge (JSON, the terminal).
+///
+/// ```
+/// use jobvisor::model::*;
+/// let t = Timestamp(1_800_000_000_000_000);
+/// assert_eq!(t.to_string(), "2027-01-15T08:00:00.000000Z");
+/// assert_eq!(serde_json::to_string(&t).unwrap(), r#""2027-01-15T08:00:00.000000Z""#);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub Micros);
 
 impl Timestamp {
     /// Microseconds since the epoch.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert_eq!(Timestamp(42).micros(), 42);
+    /// ```
     pub fn micros(self) -> Micros {
         self.0
     }
@@ -86,11 +109,23 @@ pub(crate) fn level_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::
 }
 
 /// Formats a duration in milliseconds the way humans write it (`1.5s`).
+///
+/// ```
+/// use jobvisor::model::*;
+/// assert_eq!(format_ms(90_000), "1m 30s");
+/// ```
 pub fn format_ms(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
 /// Formats a byte count with a binary unit (`64 MiB`).
+///
+/// ```
+/// use jobvisor::model::*;
+/// assert_eq!(format_bytes(64 << 20), "64 MiB");
+/// assert_eq!(format_bytes(1536), "1.5 KiB");
+/// assert_eq!(format_bytes(1000), "1000 B");
+/// ```
 pub fn format_bytes(n: u64) -> String {
     const UNITS: [(&str, u64); 4] = [
         ("TiB", 1 << 40),
@@ -114,6 +149,12 @@ pub fn format_bytes(n: u64) -> String {
 /// A value from outside (a flag, a config entry, a stored column) that
 /// does not parse. (The humantime errors are in the text, not sources, so
 /// that a chain of causes does not say them twice.)
+///
+/// ```
+/// use jobvisor::model::*;
+/// let e = parse_bytes("12 parsecs").unwrap_err();
+/// println!("{e}"); // one line that says what was wrong
+/// ```
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ValueError {
     /// A name outside its set.
@@ -163,12 +204,27 @@ pub enum ValueError {
 }
 
 /// Parses a human duration (`30s`, `5m`, `250ms`).
+///
+/// ```
+/// use jobvisor::model::*;
+/// use std::time::Duration;
+/// assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+/// assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+/// assert!(parse_duration("soon").is_err());
+/// ```
 pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     humantime::parse_duration(s).map_err(ValueError::Duration)
 }
 
 /// Parses a point in the past: a duration before `now` (`1h`), or a time
 /// as [`parse_time`] reads it.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let now = 1_800_000_000_000_000;
+/// assert_eq!(parse_since("1h", now).unwrap(), now - 3_600_000_000);
+/// assert_eq!(parse_since("2027-01-15T08:00:00Z", now).unwrap(), now);
+/// ```
 pub fn parse_since(s: &str, now: Micros) -> Result<Micros, ValueError> {
     match parse_duration(s) {
         Ok(d) => Ok(now.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))),
@@ -176,7 +232,16 @@ pub fn parse_since(s: &str, now: Micros) -> Result<Micros, ValueError> {
     }
 }
 
-/// Parses a point in time: RFC 3339, `now`, or `+DUR` from `now`.
+/// Parses a point in time: RFC 3339 (any offset; a space for the `T` and
+/// no offset, meaning UTC, are accepted too), `now`, or `+DUR` from `now`.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let now = 1_800_000_000_000_000;
+/// assert_eq!(parse_time("now", now).unwrap(), now);
+/// assert_eq!(parse_time("+10m", now).unwrap(), now + 600_000_000);
+/// assert_eq!(parse_time("2027-01-15T09:00:00+01:00", now).unwrap(), now);
+/// ```
 pub fn parse_time(s: &str, now: Micros) -> Result<Micros, ValueError> {
     if s == "now" {
         return Ok(now);
@@ -189,6 +254,16 @@ pub fn parse_time(s: &str, now: Micros) -> Result<Micros, ValueError> {
             .filter(|t| *t < MAX_TIME)
             .ok_or_else(|| ValueError::TooFar(rel.to_string()));
     }
+    // RFC 3339 with any offset (chrono), else humantime's weak form: a
+    // space for the `T`, no offset meaning UTC.
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        let us = t.timestamp_micros();
+        return match us {
+            ..0 => Err(ValueError::BeforeEpoch),
+            us if us >= MAX_TIME => Err(ValueError::TooFar(s.to_string())),
+            us => Ok(us),
+        };
+    }
     let t = humantime::parse_rfc3339_weak(s).map_err(ValueError::Time)?;
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -200,6 +275,13 @@ const MAX_TIME: Micros = 253_402_300_800_000_000;
 
 /// Parses a byte count: `1048576`, `512K`, `64M`, `64MiB`, `1.5G`, `2GB`
 /// (binary units throughout).
+///
+/// ```
+/// use jobvisor::model::*;
+/// assert_eq!(parse_bytes("512K").unwrap(), 512 << 10);
+/// assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
+/// assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+/// ```
 pub fn parse_bytes(s: &str) -> Result<u64, ValueError> {
     let t = s.trim();
     let split = t
@@ -248,6 +330,12 @@ pub(crate) fn parse_name<T: Copy>(
 }
 
 /// Formats a measured duration: sub-millisecond ones keep their fraction.
+///
+/// ```
+/// use jobvisor::model::*;
+/// assert_eq!(format_elapsed_ms(0.25), "0.25ms");
+/// assert_eq!(format_elapsed_ms(1500.0), "1s 500ms");
+/// ```
 pub fn format_elapsed_ms(ms: f64) -> String {
     if ms < 1.0 {
         format!("{ms:.2}ms")
@@ -257,6 +345,12 @@ pub fn format_elapsed_ms(ms: f64) -> String {
 }
 
 /// Where an execution runs.
+///
+/// ```
+/// use jobvisor::model::*;
+/// assert_eq!("process".parse::<Mode>().unwrap(), Mode::Process);
+/// assert!("thread".parse::<Mode>().is_err());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -268,6 +362,11 @@ pub enum Mode {
 
 impl Mode {
     /// The name stored in the database.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert_eq!(Mode::Inproc.as_str(), "inproc");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Inproc => "inproc",
@@ -304,6 +403,13 @@ impl FromStr for Mode {
     Deserialize,
     utoipa::ToSchema,
 )]
+///
+/// ```
+/// use jobvisor::model::*;
+/// let s: Status = "snoozed".parse().unwrap();
+/// assert!(s.is_terminal());
+/// assert_eq!(serde_json::to_string(&Status::Running).unwrap(), r#""running""#);
+/// ```
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Held back until other executions end (its parents, or the running
@@ -326,6 +432,11 @@ pub enum Status {
 
 impl Status {
     /// The name stored in the database.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert_eq!(Status::Cancelled.as_str(), "cancelled");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Waiting => "waiting",
@@ -339,6 +450,12 @@ impl Status {
     }
 
     /// Whether the execution is over.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert!(Status::Failed.is_terminal());
+    /// assert!(!Status::Waiting.is_terminal());
+    /// ```
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -372,6 +489,12 @@ impl FromStr for Status {
 }
 
 /// What a handler is: code the supervisor has, or a program to start.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let h = HandlerSpec::builtin("sleep");
+/// assert!(matches!(h.kind, HandlerKind::Rust));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum HandlerKind {
@@ -390,6 +513,12 @@ pub enum HandlerKind {
 }
 
 /// How a process-mode handler is started and bounded.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let limits = ProcessLimits { memory_max: Some(512 << 20), ..ProcessLimits::default() };
+/// assert_eq!(limits.pool_size, 0);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ProcessLimits {
@@ -493,6 +622,17 @@ impl Default for ProcessLimits {
 }
 
 /// A registered handler.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let spec = HandlerSpec {
+///     name: "resize".into(),
+///     kind: HandlerKind::Exec { program: "/usr/local/bin/resize".into(), args: vec![] },
+///     mode: Mode::Process,
+///     limits: ProcessLimits::default(),
+/// };
+/// assert_eq!(serde_json::to_value(&spec).unwrap()["program"], "/usr/local/bin/resize");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HandlerSpec {
     /// Unique name jobs refer to.
@@ -509,6 +649,12 @@ pub struct HandlerSpec {
 impl HandlerSpec {
     /// The spec of built-in handler `name` when none is registered under
     /// its name: Rust, inproc by default, default process settings.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// let echo = HandlerSpec::builtin("echo");
+    /// assert_eq!((echo.name.as_str(), echo.mode), ("echo", Mode::Inproc));
+    /// ```
     pub fn builtin(name: &str) -> HandlerSpec {
         HandlerSpec {
             name: name.to_string(),
@@ -520,6 +666,13 @@ impl HandlerSpec {
 }
 
 /// Retry policy of an execution chain.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let policy = RetryPolicy { max_attempts: 4, ..RetryPolicy::default() };
+/// let next = Outcome::Failed { retryable: true }.retry(&policy, 1, 0).unwrap();
+/// assert_eq!((next.attempt, next.max_attempts), (2, 4));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Attempts in all (1 = no retry).
@@ -544,6 +697,15 @@ impl Default for RetryPolicy {
 /// itself. [`Outcome::columns`] maps it to the stored columns, and
 /// [`Outcome::retry`] decides whether another attempt follows; both are the
 /// only places that do.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let policy = RetryPolicy { max_attempts: 3, ..RetryPolicy::default() };
+/// assert!(Outcome::Failed { retryable: true }.retry(&policy, 1, 0).is_some());
+/// assert!(Outcome::Failed { retryable: false }.retry(&policy, 1, 0).is_none(), "permanent");
+/// assert!(Outcome::Failed { retryable: true }.retry(&policy, 3, 0).is_none(), "none left");
+/// assert_eq!(Outcome::TimedOut.status(), Status::Failed);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// It ended well.
@@ -580,6 +742,12 @@ pub const MAX_SNOOZES: u32 = 1_000;
 pub const MAX_SNOOZE_MS: u64 = 366 * 24 * 3600 * 1000;
 
 /// An outcome as the execution row stores it.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let c = Outcome::TimedOut.columns();
+/// assert_eq!((c.status, c.timed_out), (Status::Failed, true));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutcomeColumns {
     /// `status`.
@@ -593,6 +761,12 @@ pub struct OutcomeColumns {
 }
 
 /// The next attempt of a failed execution.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let r = Outcome::Snoozed { delay_ms: 30_000 }.retry(&RetryPolicy::default(), 1, 0).unwrap();
+/// assert_eq!((r.attempt, r.run_at, r.snooze), (1, 30_000_000, true));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retry {
     /// Its attempt number.
@@ -607,11 +781,22 @@ pub struct Retry {
 
 impl Outcome {
     /// The final status.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert_eq!(Outcome::Interrupted.status(), Status::Failed);
+    /// assert_eq!(Outcome::Succeeded.status(), Status::Succeeded);
+    /// ```
     pub fn status(&self) -> Status {
         self.columns().status
     }
 
     /// The stored columns.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert!(Outcome::Interrupted.columns().interrupted);
+    /// ```
     pub fn columns(&self) -> OutcomeColumns {
         let (status, timed_out, interrupted, cancel_outcome) = match self {
             Outcome::Succeeded => (Status::Succeeded, false, false, None),
@@ -631,6 +816,13 @@ impl Outcome {
 
     /// Whether attempt `attempt`, which ended so at `finished_at` under
     /// `policy`, runs again, and when.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// // An interruption (a node stopped under it) runs again, adding an attempt.
+    /// let r = Outcome::Interrupted.retry(&RetryPolicy::default(), 1, 0).unwrap();
+    /// assert_eq!((r.attempt, r.max_attempts), (2, 2));
+    /// ```
     pub fn retry(&self, policy: &RetryPolicy, attempt: u32, finished_at: Micros) -> Option<Retry> {
         let next = attempt.saturating_add(1);
         match self {
@@ -666,6 +858,15 @@ impl RetryPolicy {
     /// The delay before attempt `next_attempt` (2 = first retry):
     /// exponential, capped, with "equal jitter" (half fixed, half random) so
     /// that a burst of failures does not retry in lockstep.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// use std::time::Duration;
+    /// let policy = RetryPolicy { max_attempts: 10, backoff_base_ms: 1_000, backoff_cap_ms: 60_000 };
+    /// let d = policy.delay_before(3); // the second retry: about 2 s
+    /// assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2));
+    /// assert!(policy.delay_before(30) <= Duration::from_secs(60), "capped");
+    /// ```
     pub fn delay_before(&self, next_attempt: u32) -> Duration {
         let exp = next_attempt.saturating_sub(2).min(40);
         let full = self
@@ -788,6 +989,12 @@ pub const MAX_RATE_WINDOW_MS: u64 = 366 * 24 * 3600 * 1000;
 
 /// A queue's rate limit: at most `n` executions start in any window of
 /// `per_ms` (a sliding window, across all nodes).
+///
+/// ```
+/// use jobvisor::model::*;
+/// let rate: Rate = "100/1m".parse().unwrap();
+/// assert_eq!((rate.n, rate.per_ms), (100, 60_000));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
     /// Starts allowed per window (at least 1).
@@ -799,6 +1006,12 @@ pub struct Rate {
 impl Rate {
     /// Refuses a rate that could never start anything or whose window is
     /// out of range (what parsing refuses too, for rates built in code).
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert!(Rate { n: 0, per_ms: 1000 }.check().is_err());
+    /// assert!(Rate { n: 5, per_ms: 1000 }.check().is_ok());
+    /// ```
     pub fn check(&self) -> Result<(), ValueError> {
         self.check_as(&format!("{}/{}ms", self.n, self.per_ms))
     }
@@ -881,6 +1094,19 @@ impl<'de> Deserialize<'de> for Rate {
 /// A request to run a handler once.
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// // What RunSpec becomes: the row as inserted.
+/// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+/// let e = sup.store().execution(id).await?.unwrap();
+/// assert_eq!((e.attempt, e.max_attempts), (1, 1));
+/// # Ok(()) }
+/// ```
 #[allow(missing_docs)]
 pub struct NewExecution {
     /// Chosen by the caller (time-ordered UUIDv7).
@@ -920,6 +1146,12 @@ pub struct NewExecution {
 }
 
 /// When an execution with parents runs.
+///
+/// ```
+/// use jobvisor::model::*;
+/// assert_eq!("finished".parse::<AfterPolicy>().unwrap(), AfterPolicy::Finished);
+/// assert_eq!(AfterPolicy::default(), AfterPolicy::Success);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AfterPolicy {
@@ -934,6 +1166,11 @@ pub enum AfterPolicy {
 
 impl AfterPolicy {
     /// The name stored in the database.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert_eq!(AfterPolicy::Finished.as_str(), "finished");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             AfterPolicy::Success => "success",
@@ -958,6 +1195,12 @@ impl FromStr for AfterPolicy {
 
 /// A job chained to another: when an execution of the other ends as `on`
 /// says, one execution of `job` is enqueued with it as its parent.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let mut nightly = JobSpec::new("extract", "echo", jobvisor::schedule::ScheduleSpec::Daemon);
+/// nightly.then.push(Chain { job: "load".into(), on: ChainOn::Success });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Chain {
     /// The job to enqueue.
@@ -967,6 +1210,12 @@ pub struct Chain {
 }
 
 /// Which ends of an execution trigger a chained job.
+///
+/// ```
+/// use jobvisor::model::*;
+/// assert!(ChainOn::Failure.matches(Status::Failed));
+/// assert!(!ChainOn::Success.matches(Status::Cancelled));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChainOn {
@@ -981,6 +1230,11 @@ pub enum ChainOn {
 
 impl ChainOn {
     /// The name stored in the database.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert_eq!(ChainOn::Always.as_str(), "always");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             ChainOn::Success => "success",
@@ -990,6 +1244,11 @@ impl ChainOn {
     }
 
     /// Whether an execution that ended with `status` triggers it.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert!(ChainOn::Always.matches(Status::Cancelled));
+    /// ```
     pub fn matches(self, status: Status) -> bool {
         match self {
             ChainOn::Success => status == Status::Succeeded,
@@ -1010,6 +1269,13 @@ impl FromStr for ChainOn {
 /// A unique key: while an execution holding it is pending or running (and
 /// for `hold_ms` after it ends, if set), another enqueue with the same key
 /// creates nothing and gets the holder instead. Its retries keep the key.
+///
+/// ```
+/// use jobvisor::model::*;
+/// // At most one report per customer per hour.
+/// let key = UniqueKey { key: "report:42".into(), hold_ms: Some(3_600_000), replace: false };
+/// # let _ = key;
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UniqueKey {
     /// The key.
@@ -1023,6 +1289,18 @@ pub struct UniqueKey {
 }
 
 /// What an enqueue made of one execution.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// let spec = || jobvisor::RunSpec::new("noop", serde_json::Value::Null).unique_key("k");
+/// let out = sup.submit_many(vec![spec(), spec()]).await?;
+/// assert_eq!((out[0].duplicate, out[1].duplicate), (false, true));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Enqueued {
     /// The execution inserted, or for a duplicate the one holding its key.
@@ -1040,6 +1318,13 @@ pub struct Enqueued {
 pub const DEFAULT_QUEUE: &str = "default";
 
 /// What a job does when an occurrence falls due while a run is active.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let mut sync = JobSpec::new("sync", "noop", jobvisor::schedule::ScheduleSpec::Daemon);
+/// sync.overlap = "queue".parse().unwrap();
+/// assert_eq!(sync.overlap, Overlap::Queue);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Overlap {
@@ -1054,6 +1339,11 @@ pub enum Overlap {
 
 impl Overlap {
     /// The name stored in the database.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// assert_eq!(Overlap::Queue.as_str(), "queue");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Overlap::Skip => "skip",
@@ -1162,6 +1452,19 @@ impl JobSpec {
 }
 
 /// A stored job: its definition and its scheduling state.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// use jobvisor::{model::{Job, JobSpec}, schedule::ScheduleSpec};
+/// sup.add_job(JobSpec::new("tick", "noop", ScheduleSpec::Interval { every_ms: 60_000, anchor: 0 })).await?;
+/// let job: Job = sup.store().job("tick").await?.unwrap();
+/// assert!(job.next_run_at.is_some());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Job {
     /// The definition.
@@ -1180,6 +1483,14 @@ pub struct Job {
 }
 
 /// The latest progress of an execution.
+///
+/// ```
+/// use jobvisor::model::*;
+/// let mut p = ProgressState::default();
+/// p.merge(&jobvisor_worker::Progress { done: Some(3), total: Some(10), ..Default::default() });
+/// p.merge(&jobvisor_worker::Progress { message: Some("copying".into()), ..Default::default() });
+/// assert_eq!((p.done, p.total, p.message.as_deref()), (Some(3), Some(10), Some("copying")));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProgressState {
     /// 0..=100.
@@ -1194,6 +1505,13 @@ pub struct ProgressState {
 
 impl ProgressState {
     /// Folds a newer report in: fields it carries replace older values.
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// let mut p = ProgressState { percent: Some(10.0), ..Default::default() };
+    /// p.merge(&jobvisor_worker::Progress { percent: Some(20.0), ..Default::default() });
+    /// assert_eq!(p.percent, Some(20.0));
+    /// ```
     pub fn merge(&mut self, p: &jobvisor_worker::Progress) {
         if p.percent.is_some() {
             self.percent = p.percent;
@@ -1213,6 +1531,20 @@ impl ProgressState {
 /// One execution (one attempt of a job).
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 // Fields named for what they hold carry no doc of their own.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// let id = sup.enqueue(jobvisor::RunSpec::new("echo", serde_json::json!([1, 2]))).await?;
+/// use jobvisor::{model::Execution, Status};
+/// let e: Execution = sup.store().execution(id).await?.unwrap();
+/// assert_eq!((e.handler.as_str(), e.status, e.payload.clone()), ("echo", Status::Pending, serde_json::json!([1, 2])));
+/// assert!(e.job.is_none(), "an ad-hoc run");
+/// # Ok(()) }
+/// ```
 #[allow(missing_docs)]
 pub struct Execution {
     pub id: Uuid,
@@ -1291,6 +1623,12 @@ pub struct Execution {
 /// One stored log line.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 // Fields named for what they hold carry no doc of their own.
+///
+/// ```
+/// fn show(line: &jobvisor::model::LogEntry) -> String {
+///     format!("{} {:>5} {}", line.ts, line.level, line.message)
+/// }
+/// ```
 #[allow(missing_docs)]
 pub struct LogEntry {
     /// Position within the execution, from 1.
