@@ -24,6 +24,15 @@ pub use self::cron::{CronError, CronExpr};
 use std::time::Duration;
 
 /// Why a schedule cannot be used.
+///
+/// ```
+/// use jobvisor::schedule::*;
+/// use jobvisor::model::{format_micros, parse_time};
+/// let e = CronSchedule::parse("0 25 * * *", "UTC").unwrap_err();
+/// assert!(matches!(e, ScheduleError::Cron { .. }));
+/// assert!(e.to_string().contains("hour"), "names the field: {e}");
+/// assert_eq!(CronSchedule::parse("@daily", "Mars/Olympus").unwrap_err(), ScheduleError::Zone("Mars/Olympus".into()));
+/// ```
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {
     /// A cron expression that does not parse; names the field.
@@ -43,6 +52,13 @@ pub enum ScheduleError {
 }
 
 /// How a job recurs.
+///
+/// ```
+/// use jobvisor::schedule::*;
+/// use jobvisor::model::{format_micros, parse_time};
+/// let spec: ScheduleSpec = serde_json::from_str(r#"{"kind": "cron", "expr": "*/15 * * * *", "tz": "UTC"}"#).unwrap();
+/// assert_eq!(spec.kind(), "cron");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ScheduleSpec {
@@ -72,6 +88,13 @@ pub enum ScheduleSpec {
 
 impl ScheduleSpec {
     /// The name stored in `jobs.kind`.
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// assert_eq!(ScheduleSpec::Daemon.kind(), "daemon");
+    /// assert_eq!(ScheduleSpec::Interval { every_ms: 1000, anchor: 0 }.kind(), "interval");
+    /// ```
     pub fn kind(&self) -> &'static str {
         match self {
             ScheduleSpec::Once { .. } => "once",
@@ -83,6 +106,15 @@ impl ScheduleSpec {
 }
 
 /// A parsed cron expression with its zone.
+///
+/// ```
+/// use jobvisor::schedule::*;
+/// use jobvisor::model::{format_micros, parse_time};
+/// let friday = parse_time("2027-01-15T08:00:00Z", 0).unwrap();
+/// // Mondays at 9 in Paris: 8:00 UTC in winter.
+/// let monday_nine = CronSchedule::parse("0 9 * * 1", "Europe/Paris").unwrap();
+/// assert_eq!(format_micros(monday_nine.next_after(friday).unwrap()), "2027-01-18T08:00:00.000000Z");
+/// ```
 #[derive(Clone, Debug)]
 pub struct CronSchedule {
     expr: CronExpr,
@@ -91,6 +123,14 @@ pub struct CronSchedule {
 
 impl CronSchedule {
     /// Parses `expr` (see [`cron`] for the grammar) in zone `tz`.
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// assert!(CronSchedule::parse("@hourly", "UTC").is_ok());
+    /// let never = CronSchedule::parse("0 0 30 2 *", "UTC").unwrap_err();
+    /// assert!(never.to_string().contains("it never fires"), "{never}");
+    /// ```
     pub fn parse(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
         let tz: Tz = tz
             .parse()
@@ -103,6 +143,14 @@ impl CronSchedule {
     }
 
     /// The first occurrence strictly after `after`.
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// let friday = parse_time("2027-01-15T08:00:00Z", 0).unwrap();
+    /// let s = CronSchedule::parse("*/20 * * * *", "UTC").unwrap();
+    /// assert_eq!(format_micros(s.next_after(friday).unwrap()), "2027-01-15T08:20:00.000000Z");
+    /// ```
     pub fn next_after(&self, after: Micros) -> Option<Micros> {
         let after_utc = micros_to_utc(after)?;
         // A fall-back change ahead means occurrences whose local times come
@@ -141,6 +189,15 @@ impl CronSchedule {
     /// repeated local time), or `t` is the end of a gap that swallowed a
     /// matching local time of a fixed-time job. Property tests hold
     /// [`Self::next_after`] to it.
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// let friday = parse_time("2027-01-15T08:00:00Z", 0).unwrap();
+    /// let s = CronSchedule::parse("0 8 * * 5", "UTC").unwrap();
+    /// assert!(s.fires_at(friday));
+    /// assert!(!s.fires_at(friday + 60_000_000));
+    /// ```
     pub fn fires_at(&self, t: Micros) -> bool {
         use chrono::LocalResult;
         let Some(utc) = micros_to_utc(t) else {
@@ -217,6 +274,15 @@ fn micros_to_utc(t: Micros) -> Option<DateTime<Utc>> {
 }
 
 /// A job's schedule, ready to compute due times.
+///
+/// ```
+/// use jobvisor::schedule::*;
+/// use jobvisor::model::{format_micros, parse_time};
+/// let friday = parse_time("2027-01-15T08:00:00Z", 0).unwrap();
+/// let every_hour = Schedule::from_spec(&ScheduleSpec::Interval { every_ms: 3_600_000, anchor: friday }).unwrap();
+/// let next: Vec<String> = every_hour.occurrences(friday, 2).into_iter().map(format_micros).collect();
+/// assert_eq!(next, ["2027-01-15T09:00:00.000000Z", "2027-01-15T10:00:00.000000Z"]);
+/// ```
 #[derive(Clone, Debug)]
 pub enum Schedule {
     /// One occurrence.
@@ -236,6 +302,15 @@ pub enum Schedule {
 
 impl Schedule {
     /// Validates and prepares a spec.
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// assert_eq!(
+    ///     Schedule::from_spec(&ScheduleSpec::Interval { every_ms: 0, anchor: 0 }).unwrap_err(),
+    ///     ScheduleError::ZeroInterval
+    /// );
+    /// ```
     pub fn from_spec(spec: &ScheduleSpec) -> Result<Self, ScheduleError> {
         Ok(match spec {
             ScheduleSpec::Once { at } => Schedule::Once(*at),
@@ -257,6 +332,16 @@ impl Schedule {
 
     /// Up to `n` occurrences strictly after `from`, in order (what `job
     /// preview` prints and the dashboard shows).
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// let friday = parse_time("2027-01-15T08:00:00Z", 0).unwrap();
+    /// // crontab(5): with both day fields restricted, either one matching fires.
+    /// let s = Schedule::from_spec(&ScheduleSpec::Cron { expr: "0 0 13 * 5".into(), tz: "UTC".into() }).unwrap();
+    /// let days: Vec<String> = s.occurrences(friday, 3).into_iter().map(|t| format_micros(t)[..10].to_string()).collect();
+    /// assert_eq!(days, ["2027-01-22", "2027-01-29", "2027-02-05"]);
+    /// ```
     pub fn occurrences(&self, from: Micros, n: usize) -> Vec<Micros> {
         std::iter::successors(self.next_after(from), |t| self.next_after(*t))
             .take(n)
@@ -265,6 +350,16 @@ impl Schedule {
 
     /// The first occurrence strictly after `after` (none for daemons and
     /// for a past one-off).
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// let friday = parse_time("2027-01-15T08:00:00Z", 0).unwrap();
+    /// let once = Schedule::from_spec(&ScheduleSpec::Once { at: friday }).unwrap();
+    /// assert_eq!(once.next_after(friday - 1), Some(friday));
+    /// assert_eq!(once.next_after(friday), None);
+    /// assert_eq!(Schedule::from_spec(&ScheduleSpec::Daemon).unwrap().next_after(friday), None);
+    /// ```
     pub fn next_after(&self, after: Micros) -> Option<Micros> {
         match self {
             Schedule::Once(at) => (*at > after).then_some(*at),
@@ -283,12 +378,26 @@ impl Schedule {
     }
 
     /// The first occurrence at or after `t`.
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// let friday = parse_time("2027-01-15T08:00:00Z", 0).unwrap();
+    /// let s = Schedule::from_spec(&ScheduleSpec::Cron { expr: "0 8 * * *".into(), tz: "UTC".into() }).unwrap();
+    /// assert_eq!(s.first_at_or_after(friday), Some(friday));
+    /// ```
     pub fn first_at_or_after(&self, t: Micros) -> Option<Micros> {
         self.next_after(t - 1)
     }
 }
 
 /// What to do with occurrences missed while no supervisor ran.
+///
+/// ```
+/// use jobvisor::schedule::*;
+/// use jobvisor::model::{format_micros, parse_time};
+/// assert_eq!("skip".parse::<Misfire>().unwrap(), Misfire::Skip);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Misfire {
@@ -301,6 +410,12 @@ pub enum Misfire {
 
 impl Misfire {
     /// The name stored and accepted on the command line.
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// assert_eq!(Misfire::RunOnce.as_str(), "run-once");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Misfire::RunOnce => "run-once",
@@ -322,6 +437,20 @@ pub const MISFIRE_GRACE: Duration = Duration::from_secs(60);
 
 /// The decision for a job whose next occurrence `due` is at or before
 /// `now`: which occurrence (if any) to run, and the next due time after.
+///
+/// ```
+/// use jobvisor::schedule::*;
+/// use jobvisor::model::{format_micros, parse_time};
+/// let friday = parse_time("2027-01-15T08:00:00Z", 0).unwrap();
+/// // Down for two and a half hours: an hourly job missed 8:00, 9:00, 10:00.
+/// let hourly = Schedule::from_spec(&ScheduleSpec::Interval { every_ms: 3_600_000, anchor: friday }).unwrap();
+/// let now = friday + 9_000_000_000;
+/// let eleven = Some(friday + 3 * 3_600_000_000);
+/// let f = fire(&hourly, friday, now, Misfire::RunOnce); // the latest runs
+/// assert_eq!((f.run, f.missed, f.next), (Some(friday + 2 * 3_600_000_000), 2, eleven));
+/// let f = fire(&hourly, friday, now, Misfire::Skip); // none runs
+/// assert_eq!((f.run, f.missed, f.next), (None, 3, eleven));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fire {
     /// The occurrence to run now, if any.
@@ -335,6 +464,16 @@ pub struct Fire {
 /// Decides what to run when the scheduler finds occurrence `due` at `now`:
 /// an occurrence within the grace runs; older ones are missed, and of
 /// those `run-once` runs the latest one, `skip` none. At most one runs.
+///
+/// ```
+/// use jobvisor::schedule::*;
+/// use jobvisor::model::{format_micros, parse_time};
+/// let friday = parse_time("2027-01-15T08:00:00Z", 0).unwrap();
+/// let hourly = Schedule::from_spec(&ScheduleSpec::Interval { every_ms: 3_600_000, anchor: friday }).unwrap();
+/// // Ten seconds late is within the grace: it runs.
+/// let f = fire(&hourly, friday, friday + 10_000_000, Misfire::Skip);
+/// assert_eq!((f.run, f.missed, f.next), (Some(friday), 0, Some(friday + 3_600_000_000)));
+/// ```
 pub fn fire(schedule: &Schedule, due: Micros, now: Micros, misfire: Misfire) -> Fire {
     let grace = MISFIRE_GRACE.as_micros() as Micros;
     let mut latest = due;

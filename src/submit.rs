@@ -12,6 +12,18 @@ use uuid::Uuid;
 /// A request to run a handler once (plus retries).
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
+///
+/// ```
+/// use jobvisor::RunSpec;
+/// use std::time::Duration;
+/// let mut spec = RunSpec::new("resize", serde_json::json!({"path": "cat.png"}))
+///     .unique_key("resize:cat.png")
+///     .mode(jobvisor::Mode::Process);
+/// spec.retries = 5;
+/// spec.backoff = Duration::from_secs(2);
+/// spec.timeout = Some(Duration::from_secs(60));
+/// spec.queue = "images".into();
+/// ```
 #[allow(missing_docs)]
 pub struct RunSpec {
     /// The handler's name.
@@ -49,6 +61,12 @@ pub struct RunSpec {
 
 impl RunSpec {
     /// A run of `handler` with `payload` and every default.
+    ///
+    /// ```
+    /// use jobvisor::RunSpec;
+    /// let spec = RunSpec::new("echo", serde_json::json!({"hello": "world"}));
+    /// assert_eq!((spec.retries, spec.queue.as_str(), spec.mode), (0, "default", None));
+    /// ```
     pub fn new(handler: impl Into<String>, payload: Value) -> Self {
         Self {
             handler: handler.into(),
@@ -90,6 +108,12 @@ impl RunSpec {
     /// Gives the run a concurrency key: in a queue with a key limit (`queue
     /// set-key-limit`), at most that many executions with one key run at
     /// once, across all nodes; other keys are not held back.
+    ///
+    /// ```
+    /// use jobvisor::RunSpec;
+    /// let spec = RunSpec::new("sync", serde_json::Value::Null).concurrency_key("customer-42");
+    /// assert_eq!(spec.concurrency_key.as_deref(), Some("customer-42"));
+    /// ```
     pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
         self.concurrency_key = Some(key.into());
         self
@@ -99,6 +123,20 @@ impl RunSpec {
     /// them); by default only if they all succeed (see
     /// [`RunSpec::after_policy`]). Its handler receives their outputs as
     /// `inputs`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let store = sup.store().as_ref();
+    /// use jobvisor::RunSpec;
+    /// let extract = sup.enqueue(RunSpec::new("echo", serde_json::json!({"rows": 42}))).await?;
+    /// let load = sup.enqueue(RunSpec::new("noop", serde_json::Value::Null).after(extract)).await?;
+    /// assert_eq!(store.execution(load).await?.unwrap().status, jobvisor::Status::Waiting);
+    /// # Ok(()) }
+    /// ```
     pub fn after(mut self, parent: Uuid) -> Self {
         if !self.after.contains(&parent) {
             self.after.push(parent);
@@ -107,6 +145,15 @@ impl RunSpec {
     }
 
     /// What its parents' ends must be for it to run.
+    ///
+    /// ```
+    /// use jobvisor::RunSpec;
+    /// use jobvisor::model::AfterPolicy;
+    /// let parent = uuid::Uuid::now_v7();
+    /// let cleanup = RunSpec::new("noop", serde_json::Value::Null)
+    ///     .after(parent)
+    ///     .after_policy(AfterPolicy::Finished); // however the parent ended
+    /// ```
     pub fn after_policy(mut self, policy: crate::model::AfterPolicy) -> Self {
         self.after_policy = policy;
         self
@@ -114,6 +161,20 @@ impl RunSpec {
 
     /// Gives the run a unique key: while an execution with it is pending or
     /// running, enqueueing another creates nothing and returns that one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let store = sup.store().as_ref();
+    /// use jobvisor::RunSpec;
+    /// let a = sup.enqueue(RunSpec::new("noop", serde_json::Value::Null).unique_key("daily-report")).await?;
+    /// let b = sup.enqueue(RunSpec::new("noop", serde_json::Value::Null).unique_key("daily-report")).await?;
+    /// assert_eq!(a, b, "the second enqueue got the holder");
+    /// # Ok(()) }
+    /// ```
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         let (hold_ms, replace) = self
             .unique
@@ -131,6 +192,23 @@ impl RunSpec {
     /// due time of the holder that has not started, or of the one execution
     /// that waits to follow a running holder (made if there is none), so a
     /// key has at most one running and one pending execution.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let store = sup.store().as_ref();
+    /// use jobvisor::RunSpec;
+    /// // Debounce: the last payload wins while the run has not started.
+    /// let key = |n: i32| RunSpec::new("echo", n.into()).unique_key("reindex").replace();
+    /// let a = sup.enqueue(key(1)).await?;
+    /// let b = sup.enqueue(key(2)).await?;
+    /// assert_eq!(a, b);
+    /// assert_eq!(store.execution(a).await?.unwrap().payload, serde_json::json!(2));
+    /// # Ok(()) }
+    /// ```
     pub fn replace(mut self) -> Self {
         if let Some(u) = &mut self.unique {
             u.replace = true;
@@ -140,6 +218,15 @@ impl RunSpec {
 
     /// With [`RunSpec::unique_key`]: the key still counts for `hold` after
     /// its execution ends (a throttle).
+    ///
+    /// ```
+    /// use jobvisor::RunSpec;
+    /// // At most one digest per user an hour, however often it is asked for.
+    /// let spec = RunSpec::new("digest", serde_json::json!({"user": 7}))
+    ///     .unique_key("digest:7")
+    ///     .unique_for(std::time::Duration::from_secs(3600));
+    /// assert_eq!(spec.unique.unwrap().hold_ms, Some(3_600_000));
+    /// ```
     pub fn unique_for(mut self, hold: Duration) -> Self {
         if let Some(u) = &mut self.unique {
             u.hold_ms = Some(hold.as_millis().min(u64::MAX as u128) as u64);
@@ -148,6 +235,12 @@ impl RunSpec {
     }
 
     /// Sets the mode.
+    ///
+    /// ```
+    /// use jobvisor::RunSpec;
+    /// let isolated = RunSpec::new("sleep", serde_json::json!({"ms": 10})).mode(jobvisor::Mode::Process);
+    /// assert_eq!(isolated.mode, Some(jobvisor::Mode::Process));
+    /// ```
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = Some(mode);
         self
@@ -156,6 +249,23 @@ impl RunSpec {
 
 /// Resolves `spec` against the registered handlers (`store`) and the
 /// built-in or library handlers known here (`local`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// // What this process can run inproc: here, the built-ins.
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// let e = jobvisor::submit::prepare(store, &local, jobvisor::RunSpec::new("echo", 1.into())).await?;
+/// assert_eq!((e.handler.as_str(), e.mode), ("echo", jobvisor::Mode::Inproc));
+/// let unknown = jobvisor::submit::prepare(store, &local, jobvisor::RunSpec::new("nope", 1.into())).await;
+/// assert!(matches!(unknown, Err(jobvisor::Error::UnknownHandler(_))));
+/// # Ok(()) }
+/// ```
 pub async fn prepare(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
@@ -166,6 +276,21 @@ pub async fn prepare(
 }
 
 /// [`prepare`] for many specs, reading each distinct handler once.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// let specs = vec![jobvisor::RunSpec::new("echo", 1.into()), jobvisor::RunSpec::new("echo", 2.into())];
+/// let execs = jobvisor::submit::prepare_many(store, &local, specs).await?;
+/// assert_eq!(execs.len(), 2);
+/// # Ok(()) }
+/// ```
 pub async fn prepare_many(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
@@ -240,6 +365,21 @@ fn resolve(
 
 /// Inserts prepared executions; a duplicate of a held unique key is not
 /// inserted, and its entry names the holder.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// let e = jobvisor::submit::prepare(store, &local, jobvisor::RunSpec::new("echo", 1.into())).await?;
+/// let out = jobvisor::submit::enqueue(store, &[e]).await?;
+/// assert!(!out[0].duplicate);
+/// # Ok(()) }
+/// ```
 pub async fn enqueue(
     store: &dyn Store,
     execs: &[NewExecution],

@@ -27,6 +27,15 @@ use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
 /// A workflow definition.
+///
+/// ```
+/// use jobvisor::workflow::*;
+/// let mut spec = WorkflowSpec { name: "etl".into(), steps: vec![StepSpec::new("extract", "echo")] };
+/// let mut load = StepSpec::new("load", "noop");
+/// load.after = vec!["extract".into()];
+/// spec.steps.push(load);
+/// assert_eq!(spec.order().unwrap().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["extract", "load"]);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowSpec {
@@ -40,6 +49,14 @@ pub struct WorkflowSpec {
 }
 
 /// One step: a run of a handler after other steps.
+///
+/// ```
+/// use jobvisor::workflow::*;
+/// let mut step = StepSpec::new("notify", "echo");
+/// step.retries = 2;
+/// step.after = vec!["load".into()];
+/// step.after_policy = jobvisor::model::AfterPolicy::Finished;
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
@@ -86,6 +103,12 @@ pub struct StepSpec {
 impl StepSpec {
     /// A step running `handler` with every default: no payload, the
     /// handler's mode, no retries, after nothing.
+    ///
+    /// ```
+    /// use jobvisor::workflow::*;
+    /// let step = StepSpec::new("extract", "echo");
+    /// assert!(step.after.is_empty() && step.payload.is_null());
+    /// ```
     pub fn new(name: impl Into<String>, handler: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -117,6 +140,27 @@ fn is_default_policy(p: &AfterPolicy) -> bool {
 
 impl WorkflowSpec {
     /// Parses a workflow file: JSON if it starts with `{`, TOML otherwise.
+    ///
+    /// ```
+    /// use jobvisor::workflow::*;
+    /// # fn main() -> Result<(), jobvisor::Error> {
+    /// let spec = WorkflowSpec::parse(r#"
+    ///     name = "etl"
+    ///     [[step]]
+    ///     name = "extract"
+    ///     handler = "echo"
+    ///     payload = { rows = 42 }
+    ///     [[step]]
+    ///     name = "load"
+    ///     handler = "noop"
+    ///     after = ["extract"]
+    /// "#)?;
+    /// assert_eq!(spec.steps[0].payload["rows"], 42);
+    /// let json = WorkflowSpec::parse(r#"{"name": "one", "steps": [{"name": "a", "handler": "noop"}]}"#)?;
+    /// assert_eq!(json.steps.len(), 1);
+    /// assert!(WorkflowSpec::parse("name = 1").is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn parse(text: &str) -> Result<Self, Error> {
         let spec: WorkflowSpec = if text.trim_start().starts_with('{') {
             serde_json::from_str(text)
@@ -141,6 +185,18 @@ impl WorkflowSpec {
     /// The steps in dependency order (each after those it names; among the
     /// ready ones, in the order given), or why there is none: no steps, a
     /// duplicate name, an unknown step, or a cycle.
+    ///
+    /// ```
+    /// use jobvisor::workflow::*;
+    /// let mut a = StepSpec::new("a", "noop");
+    /// a.after = vec!["b".into()];
+    /// let mut b = StepSpec::new("b", "noop");
+    /// b.after = vec!["a".into()];
+    /// let cycle = WorkflowSpec { name: "c".into(), steps: vec![a, b] };
+    /// assert_eq!(cycle.order().unwrap_err().to_string(), "steps form a cycle: b -> a -> b");
+    /// // `parse` checks the order too.
+    /// assert!(WorkflowSpec::parse(&serde_json::to_string(&cycle).unwrap()).is_err());
+    /// ```
     pub fn order(&self) -> Result<Vec<&StepSpec>, Error> {
         if self.name.trim().is_empty() {
             return Err(invalid("a workflow needs a name"));
@@ -230,6 +286,30 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 /// A workflow just inserted.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::workflow::*;
+/// let spec = WorkflowSpec::parse(r#"
+///     name = "etl"
+///     [[step]]
+///     name = "extract"
+///     handler = "echo"
+///     payload = { rows = 42 }
+///     [[step]]
+///     name = "load"
+///     handler = "noop"
+///     after = ["extract"]
+/// "#)?;
+/// let done: Submitted = sup.workflow(&spec).await?;
+/// assert_eq!(done.steps.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["extract", "load"]);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Submitted {
     /// Its id.
@@ -243,6 +323,32 @@ pub struct Submitted {
 /// `local`) and all its steps' executions in one transaction. Nothing is
 /// written if a step names an unknown handler or step, or the steps form
 /// a cycle.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::workflow::*;
+/// let spec = WorkflowSpec::parse(r#"
+///     name = "etl"
+///     [[step]]
+///     name = "extract"
+///     handler = "echo"
+///     payload = { rows = 42 }
+///     [[step]]
+///     name = "load"
+///     handler = "noop"
+///     after = ["extract"]
+/// "#)?;
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// let done = submit(store, &local, &spec).await?;
+/// assert_eq!(done.steps.len(), 2);
+/// # Ok(()) }
+/// ```
 pub async fn submit(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
@@ -319,6 +425,31 @@ pub async fn submit(
 /// `cancelling`, once cancelled, until its running steps stop); then
 /// `failed` if a step failed, else `cancelled` if one was cancelled, else
 /// `succeeded`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::workflow::*;
+/// let spec = WorkflowSpec::parse(r#"
+///     name = "etl"
+///     [[step]]
+///     name = "extract"
+///     handler = "echo"
+///     payload = { rows = 42 }
+///     [[step]]
+///     name = "load"
+///     handler = "noop"
+///     after = ["extract"]
+/// "#)?;
+/// let w = sup.workflow(&spec).await?;
+/// let (info, _, _) = store.workflow(w.id).await?.unwrap();
+/// assert_eq!(overall(&info), "pending");
+/// # Ok(()) }
+/// ```
 pub fn overall(info: &WorkflowInfo) -> &'static str {
     let n = |s: Status| info.steps.get(&s).copied().unwrap_or(0);
     let active = n(Status::Waiting) + n(Status::Pending) + n(Status::Running);
@@ -361,6 +492,31 @@ fn overall_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
 }
 
 /// A workflow in a list: where its steps stand, and its overall status.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::workflow::*;
+/// let spec = WorkflowSpec::parse(r#"
+///     name = "etl"
+///     [[step]]
+///     name = "extract"
+///     handler = "echo"
+///     payload = { rows = 42 }
+///     [[step]]
+///     name = "load"
+///     handler = "noop"
+///     after = ["extract"]
+/// "#)?;
+/// sup.workflow(&spec).await?;
+/// let list: Vec<Summary> = store.workflows(10).await?.into_iter().map(Summary::from).collect();
+/// assert_eq!(list[0].status, "pending");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     /// As stored.
@@ -379,6 +535,33 @@ impl From<WorkflowInfo> for Summary {
 }
 
 /// A workflow shown in full: its steps in dependency order.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::workflow::*;
+/// let spec = WorkflowSpec::parse(r#"
+///     name = "etl"
+///     [[step]]
+///     name = "extract"
+///     handler = "echo"
+///     payload = { rows = 42 }
+///     [[step]]
+///     name = "load"
+///     handler = "noop"
+///     after = ["extract"]
+/// "#)?;
+/// let w = sup.workflow(&spec).await?;
+/// let (info, stored, execs) = store.workflow(w.id).await?.unwrap();
+/// let view = View::new(info, &stored, execs);
+/// assert_eq!(view.steps[1].after, ["extract"]);
+/// assert_eq!(view.steps[1].status, Some(jobvisor::Status::Waiting));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct View {
     /// Its id.
@@ -397,6 +580,32 @@ pub struct View {
 }
 
 /// One step of a [`View`]: its definition and its last attempt.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::workflow::*;
+/// let spec = WorkflowSpec::parse(r#"
+///     name = "etl"
+///     [[step]]
+///     name = "extract"
+///     handler = "echo"
+///     payload = { rows = 42 }
+///     [[step]]
+///     name = "load"
+///     handler = "noop"
+///     after = ["extract"]
+/// "#)?;
+/// let w = sup.workflow(&spec).await?;
+/// let (info, stored, execs) = store.workflow(w.id).await?.unwrap();
+/// let first: &StepView = &View::new(info, &stored, execs).steps[0];
+/// assert_eq!((first.name.as_str(), first.handler.as_str(), first.attempt), ("extract", "echo", Some(1)));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StepView {
     /// The step's name.
@@ -425,6 +634,31 @@ pub struct StepView {
 
 impl View {
     /// Joins a stored workflow's definition with its steps' executions.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let store = sup.store().as_ref();
+    /// use jobvisor::workflow::*;
+    /// let spec = WorkflowSpec::parse(r#"
+    ///     name = "etl"
+    ///     [[step]]
+    ///     name = "extract"
+    ///     handler = "echo"
+    ///     payload = { rows = 42 }
+    ///     [[step]]
+    ///     name = "load"
+    ///     handler = "noop"
+    ///     after = ["extract"]
+    /// "#)?;
+    /// let w = sup.workflow(&spec).await?;
+    /// let (info, stored, execs) = store.workflow(w.id).await?.unwrap();
+    /// assert_eq!(View::new(info, &stored, execs).name, "etl");
+    /// # Ok(()) }
+    /// ```
     pub fn new(info: WorkflowInfo, spec: &Value, execs: Vec<crate::model::Execution>) -> Self {
         let steps: Vec<StepSpec> = spec
             .get("step")

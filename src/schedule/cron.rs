@@ -22,6 +22,15 @@
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 
 /// A parsed expression. Sets are bit masks indexed by value.
+///
+/// ```
+/// use jobvisor::schedule::CronExpr;
+/// use chrono::NaiveDate;
+/// let e = CronExpr::parse("30 2 * * 1-5").unwrap();
+/// let monday = NaiveDate::from_ymd_opt(2027, 1, 18).unwrap();
+/// assert!(e.matches(monday.and_hms_opt(2, 30, 0).unwrap()));
+/// assert!(!e.matches(monday.and_hms_opt(2, 31, 0).unwrap()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CronExpr {
     seconds: u64,
@@ -60,6 +69,13 @@ struct DaysOfWeek {
 }
 
 /// Why an expression does not parse: which field, and what is wrong.
+///
+/// ```
+/// use jobvisor::schedule::CronExpr;
+/// use chrono::NaiveDate;
+/// let e = CronExpr::parse("61 * * * *").unwrap_err();
+/// assert!(e.to_string().contains("minute"), "{e}");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CronError {
     /// Not 5, 6 or 7 fields.
@@ -281,6 +297,15 @@ fn mask(set: &FieldSet) -> u64 {
 impl CronExpr {
     /// Parses an expression: 5 fields, 6 with seconds first, 7 with a year
     /// last, or a macro.
+    ///
+    /// ```
+    /// use jobvisor::schedule::CronExpr;
+    /// use chrono::NaiveDate;
+    /// for ok in ["@weekly", "*/5 9-17 * * mon-fri", "0 0 L * *", "0 0 * * 5L", "0 0 15W * *", "0 0 * * 1#2", "*/10 * * * * *"] {
+    ///     assert!(CronExpr::parse(ok).is_ok(), "{ok}");
+    /// }
+    /// assert!(CronExpr::parse("* * *").is_err());
+    /// ```
     pub fn parse(expr: &str) -> Result<Self, CronError> {
         let trimmed = expr.trim();
         let expanded;
@@ -381,6 +406,15 @@ impl CronExpr {
 
     /// Whether daylight-saving changes are crossed in real time (see
     /// `wildcard_time`).
+    ///
+    /// ```
+    /// use jobvisor::schedule::CronExpr;
+    /// use chrono::NaiveDate;
+    /// // A job with `*` starting its minute or hour field runs by real time at a
+    /// // DST change (cron(8)); any other keeps to wall-clock times.
+    /// assert!(CronExpr::parse("*/10 * * * *").unwrap().follows_real_time());
+    /// assert!(!CronExpr::parse("30 2 * * *").unwrap().follows_real_time());
+    /// ```
     pub fn follows_real_time(&self) -> bool {
         self.wildcard_time
     }
@@ -402,6 +436,15 @@ impl CronExpr {
     }
 
     /// Whether date `d` is one of the expression's days (the month aside).
+    ///
+    /// ```
+    /// use jobvisor::schedule::CronExpr;
+    /// use chrono::NaiveDate;
+    /// let e = CronExpr::parse("0 0 13 * 5").unwrap(); // the 13th, or a Friday
+    /// assert!(e.day_matches(NaiveDate::from_ymd_opt(2027, 1, 13).unwrap())); // a Wednesday
+    /// assert!(e.day_matches(NaiveDate::from_ymd_opt(2027, 1, 15).unwrap())); // a Friday
+    /// assert!(!e.day_matches(NaiveDate::from_ymd_opt(2027, 1, 14).unwrap()));
+    /// ```
     pub fn day_matches(&self, d: NaiveDate) -> bool {
         let dom = self.dom_matches(d);
         let dow = self.dow_matches(d);
@@ -452,6 +495,13 @@ impl CronExpr {
 
     /// Whether local time `t` (to the second) is one the expression
     /// selects.
+    ///
+    /// ```
+    /// use jobvisor::schedule::CronExpr;
+    /// use chrono::NaiveDate;
+    /// let e = CronExpr::parse("0 12 * * *").unwrap();
+    /// assert!(e.matches(NaiveDate::from_ymd_opt(2027, 6, 1).unwrap().and_hms_opt(12, 0, 0).unwrap()));
+    /// ```
     pub fn matches(&self, t: NaiveDateTime) -> bool {
         t.nanosecond() == 0
             && self.seconds & (1 << t.second()) != 0
@@ -464,6 +514,14 @@ impl CronExpr {
 
     /// The first local time strictly after `after` that the expression
     /// selects, within 400 years.
+    ///
+    /// ```
+    /// use jobvisor::schedule::CronExpr;
+    /// use chrono::NaiveDate;
+    /// let e = CronExpr::parse("0 0 L * *").unwrap(); // the last day of the month
+    /// let t = NaiveDate::from_ymd_opt(2027, 2, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    /// assert_eq!(e.next_after(t).unwrap().date(), NaiveDate::from_ymd_opt(2027, 2, 28).unwrap());
+    /// ```
     pub fn next_after(&self, after: NaiveDateTime) -> Option<NaiveDateTime> {
         let mut t = after.with_nanosecond(0)? + Duration::seconds(1);
         let limit = after.year() + SEARCH_YEARS;
