@@ -6,6 +6,21 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// What a bulk action matched and did.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::store::ExecFilter;
+/// sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+/// let all = ExecFilter { handler: Some("noop".into()), ..Default::default() };
+/// let done: jobvisor::bulk::Bulk = sup.cancel_matching(&all, "enough").await?;
+/// assert_eq!(serde_json::to_value(&done)?, serde_json::json!({"matched": 1, "cancelled": 1, "requested": 0}));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Bulk {
     /// Executions the filter matched.
@@ -23,6 +38,23 @@ pub struct Bulk {
 
 /// Every execution `filter` matches, newest first, read in pages (its
 /// `limit` and `before` are ignored).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::store::ExecFilter;
+/// for _ in 0..3 {
+///     sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+/// }
+/// // `limit` is ignored: every match, page by page.
+/// let filter = ExecFilter { limit: 1, ..Default::default() };
+/// assert_eq!(jobvisor::bulk::matching(store, &filter).await?.len(), 3);
+/// # Ok(()) }
+/// ```
 pub async fn matching(
     store: &dyn Store,
     filter: &ExecFilter,
@@ -47,6 +79,20 @@ pub async fn matching(
 }
 
 /// Cancels every execution `filter` matches that has not ended.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::{model::now_micros, store::ExecFilter};
+/// sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+/// let done = jobvisor::bulk::cancel(store, &ExecFilter::default(), "draining", now_micros()).await?;
+/// assert_eq!(done.cancelled, Some(1));
+/// # Ok(()) }
+/// ```
 pub async fn cancel(
     store: &dyn Store,
     filter: &ExecFilter,
@@ -70,6 +116,20 @@ pub async fn cancel(
 
 /// Retries every execution `filter` matches that can be: failed or
 /// cancelled, the last attempt of its chain, its unique key free.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::{model::now_micros, store::ExecFilter, Status};
+/// let failed = ExecFilter { statuses: vec![Status::Failed], ..Default::default() };
+/// let done = jobvisor::bulk::retry(store, &failed, now_micros()).await?;
+/// assert_eq!((done.matched, done.retried), (0, Some(0)));
+/// # Ok(()) }
+/// ```
 pub async fn retry(
     store: &dyn Store,
     filter: &ExecFilter,

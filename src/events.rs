@@ -51,6 +51,13 @@ pub struct Event {
 }
 
 /// What happened, with what matters of it.
+///
+/// ```
+/// use jobvisor::events::EventKind;
+/// let json = r#"{"type": "retrying", "attempt": 1, "error": "busy", "next_id": "01a23b71-c420-700b-8836-95eaa92fe2e9", "next_run_at": 1800000000000000}"#;
+/// let kind: EventKind = serde_json::from_str(json).unwrap();
+/// assert_eq!(kind.name(), "retrying");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -132,6 +139,13 @@ impl EventKind {
     /// The kind's name, as in JSON's `type`: `enqueued`, `started`,
     /// `progress`, `retrying`, `succeeded`, `failed`, `cancelled`,
     /// `snoozed`.
+    ///
+    /// ```
+    /// use jobvisor::events::EventKind;
+    /// let kind = EventKind::Failed { attempt: 3, error: "gave up".into() };
+    /// assert_eq!(kind.name(), "failed");
+    /// assert_eq!(serde_json::to_value(&kind).unwrap()["type"], "failed");
+    /// ```
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::Enqueued { .. } => "enqueued",

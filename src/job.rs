@@ -9,6 +9,25 @@ use uuid::Uuid;
 
 /// Checks a job definition and resolves its mode against the handler.
 /// Nothing is written.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
+/// let mut spec = hourly();
+/// jobvisor::job::validate(store, &local, &mut spec).await?;
+/// assert_eq!(spec.mode, Some(jobvisor::Mode::Inproc), "the handler's mode, resolved");
+/// let mut bad = JobSpec::new("no spaces please", "noop", ScheduleSpec::Daemon);
+/// assert!(jobvisor::job::validate(store, &local, &mut bad).await.is_err());
+/// # Ok(()) }
+/// ```
 pub async fn validate(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
@@ -63,6 +82,23 @@ pub async fn validate(
 }
 
 /// Adds a job after validating it; returns its first due time.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
+/// let first = jobvisor::job::add(store, &local, hourly()).await?;
+/// assert!(first.is_some());
+/// assert!(jobvisor::job::add(store, &local, hourly()).await.is_err(), "the name is taken");
+/// # Ok(()) }
+/// ```
 pub async fn add(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
@@ -98,6 +134,25 @@ fn first_due(spec: &JobSpec, now: Micros) -> Result<Option<Micros>, Error> {
 /// computed anew, from `spec`'s anchor (see [`keep_anchor`]). Running and
 /// pending executions keep the definition they were made with. Returns the
 /// next due time.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
+/// jobvisor::job::add(store, &local, hourly()).await?;
+/// let mut changed = hourly();
+/// changed.retries = 3;
+/// jobvisor::job::replace(store, &local, changed).await?;
+/// assert_eq!(store.job("sync").await?.unwrap().spec.retries, 3);
+/// # Ok(()) }
+/// ```
 pub async fn replace(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
@@ -115,6 +170,15 @@ pub async fn replace(
 /// A job changed without an explicit start keeps the anchor of its
 /// interval (when the period stays) or the time it runs once, so that its
 /// grid does not move.
+///
+/// ```
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
+/// let old = JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 42 });
+/// let mut new = JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 99 });
+/// jobvisor::job::keep_anchor(&mut new, &old);
+/// assert_eq!(new.schedule, ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 42 });
+/// ```
 pub fn keep_anchor(new: &mut JobSpec, old: &JobSpec) {
     match (&mut new.schedule, &old.schedule) {
         (
@@ -131,6 +195,23 @@ pub fn keep_anchor(new: &mut JobSpec, old: &JobSpec) {
 
 /// Pauses a job; a daemon's running execution is cancelled (it is not
 /// restarted while paused).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
+/// jobvisor::job::add(store, &local, hourly()).await?;
+/// jobvisor::job::pause(store, "sync").await?;
+/// assert!(store.job("sync").await?.unwrap().spec.paused);
+/// # Ok(()) }
+/// ```
 pub async fn pause(store: &dyn Store, name: &str) -> Result<(), Error> {
     let job = store
         .job(name)
@@ -145,6 +226,24 @@ pub async fn pause(store: &dyn Store, name: &str) -> Result<(), Error> {
 
 /// Resumes a paused job. A scheduled job whose occurrences passed while it
 /// was paused follows its misfire policy.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
+/// jobvisor::job::add(store, &local, hourly()).await?;
+/// jobvisor::job::pause(store, "sync").await?;
+/// jobvisor::job::resume(store, "sync").await?;
+/// assert!(!store.job("sync").await?.unwrap().spec.paused);
+/// # Ok(()) }
+/// ```
 pub async fn resume(store: &dyn Store, name: &str) -> Result<(), Error> {
     if !store.set_job_paused(name, false, now_micros()).await? {
         return Err(Error::UnknownJob(name.to_string()));
@@ -154,6 +253,24 @@ pub async fn resume(store: &dyn Store, name: &str) -> Result<(), Error> {
 
 /// Removes a job; a daemon's execution is cancelled. Executions stay as
 /// history.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
+/// jobvisor::job::add(store, &local, hourly()).await?;
+/// jobvisor::job::remove(store, "sync").await?;
+/// assert!(store.job("sync").await?.is_none());
+/// assert!(matches!(jobvisor::job::remove(store, "sync").await, Err(jobvisor::Error::UnknownJob(_))));
+/// # Ok(()) }
+/// ```
 pub async fn remove(store: &dyn Store, name: &str) -> Result<(), Error> {
     let job = store
         .job(name)
@@ -175,6 +292,23 @@ async fn cancel_active(store: &dyn Store, name: &str, reason: &str) -> Result<()
 }
 
 /// Runs a job now, outside its schedule; returns the execution's id.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// let registry = jobvisor::Registry::with_builtins();
+/// let local = |name: &str| registry.get(name).is_some();
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
+/// jobvisor::job::add(store, &local, hourly()).await?;
+/// let id = jobvisor::job::trigger(store, "sync").await?;
+/// assert_eq!(store.execution(id).await?.unwrap().job.as_deref(), Some("sync"));
+/// # Ok(()) }
+/// ```
 pub async fn trigger(store: &dyn Store, name: &str) -> Result<Uuid, Error> {
     let job = store
         .job(name)

@@ -53,6 +53,19 @@ use std::path::PathBuf;
 pub struct ReadmeDoctests;
 
 /// Errors of the library's operations.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// match sup.enqueue(jobvisor::RunSpec::new("no-such-handler", serde_json::Value::Null)).await {
+///     Err(jobvisor::Error::UnknownHandler(name)) => assert_eq!(name, "no-such-handler"),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database failed.
@@ -83,6 +96,12 @@ pub enum Error {
 
 /// The database used when none is given: `$STATE_DIRECTORY/jobvisor.db`
 /// under systemd, else `./jobvisor.db`.
+///
+/// ```
+/// // Under systemd (StateDirectory=jobvisor): /var/lib/jobvisor/jobvisor.db.
+/// let db = jobvisor::default_database();
+/// assert!(db.ends_with("jobvisor.db"));
+/// ```
 pub fn default_database() -> String {
     match std::env::var("STATE_DIRECTORY") {
         Ok(dirs) if !dirs.is_empty() => {
@@ -96,6 +115,11 @@ pub fn default_database() -> String {
 /// Where the `jobvisor-worker` program is: `$JOBVISOR_WORKER`, else beside
 /// the running executable (or one level up, for test binaries), else found
 /// on `PATH`.
+///
+/// ```
+/// let program = jobvisor::worker_program();
+/// assert!(program.ends_with("jobvisor-worker"));
+/// ```
 pub fn worker_program() -> PathBuf {
     if let Some(p) = std::env::var_os("JOBVISOR_WORKER") {
         return PathBuf::from(p);
@@ -121,6 +145,14 @@ pub fn worker_program() -> PathBuf {
 }
 
 /// An error with its causes, joined by `: ` (for one-line messages).
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("cannot save the report")]
+/// struct Save(#[source] std::io::Error);
+/// let e = Save(std::io::Error::other("disk full"));
+/// assert_eq!(jobvisor::error_chain(&e), "cannot save the report: disk full");
+/// ```
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

@@ -15,6 +15,14 @@ pub const BUCKETS: [f64; 12] = [
 /// One histogram: cumulative bucket counts, sum and count.
 #[derive(Clone, Debug, Default)]
 // Fields named for what they hold carry no doc of their own.
+///
+/// ```
+/// use jobvisor::{metrics::Durations, Status};
+/// let mut d = Durations::default();
+/// d.observe("resize", Status::Succeeded, std::time::Duration::from_millis(30));
+/// let h = &d.0[&("resize".to_string(), "succeeded")];
+/// assert_eq!((h.count, h.sum), (1, 0.03));
+/// ```
 #[allow(missing_docs)]
 pub struct Histogram {
     /// Observations at or below each bound of [`BUCKETS`].
@@ -25,11 +33,26 @@ pub struct Histogram {
 }
 
 /// Execution durations per (handler, status).
+///
+/// ```
+/// use jobvisor::{metrics::Durations, Status};
+/// let mut d = Durations::default();
+/// d.observe("resize", Status::Failed, std::time::Duration::from_secs(2));
+/// assert_eq!(d.0.len(), 1);
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Durations(pub BTreeMap<(String, &'static str), Histogram>);
 
 impl Durations {
     /// Records one finished execution.
+    ///
+    /// ```
+    /// use jobvisor::{metrics::{Durations, BUCKETS}, Status};
+    /// let mut d = Durations::default();
+    /// d.observe("noop", Status::Succeeded, std::time::Duration::from_micros(50));
+    /// let h = &d.0[&("noop".to_string(), "succeeded")];
+    /// assert!(h.buckets.iter().all(|n| *n == 1), "cumulative: at or below every bound of {BUCKETS:?}");
+    /// ```
     pub fn observe(&mut self, handler: &str, status: Status, took: Duration) {
         let secs = took.as_secs_f64();
         let h = self
@@ -54,6 +77,18 @@ fn label(v: &str) -> String {
 }
 
 /// What `/metrics` reports.
+///
+/// ```
+/// use jobvisor::metrics::{render, Snapshot};
+/// let s = Snapshot {
+///     executions: vec![("resize".into(), "succeeded".into(), 12)],
+///     queues: vec![("default".into(), 3, 1)],
+///     running: 1,
+///     relay_queued: 0,
+///     durations: Default::default(),
+/// };
+/// assert!(render(&s).contains(r#"jobvisor_executions{handler="resize",status="succeeded"} 12"#));
+/// ```
 pub struct Snapshot {
     /// (handler, status, count) over the database.
     pub executions: Vec<(String, String, u64)>,
@@ -68,6 +103,13 @@ pub struct Snapshot {
 }
 
 /// Renders the snapshot as Prometheus text.
+///
+/// ```
+/// use jobvisor::metrics::{render, Snapshot};
+/// let s = Snapshot { executions: vec![], queues: vec![], running: 0, relay_queued: 0, durations: Default::default() };
+/// let text = render(&s);
+/// assert!(text.contains("# TYPE jobvisor_running gauge"));
+/// ```
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(

@@ -1362,6 +1362,17 @@ impl FromStr for Overlap {
 }
 
 /// A job's definition: what runs, when, and under which policy.
+///
+/// ```
+/// let spec: jobvisor::model::JobSpec = serde_json::from_value(serde_json::json!({
+///     "name": "nightly", "handler": "backup", "mode": null, "payload": {"full": true},
+///     "schedule": {"kind": "cron", "expr": "0 3 * * *", "tz": "UTC"},
+///     "priority": 0, "queue": "default", "retries": 2, "backoff_ms": 1000, "timeout_ms": null,
+///     "overlap": "skip", "misfire": "run-once", "max_parallel": null, "max_runs": null,
+///     "start_at": null, "end_at": null, "paused": false
+/// })).unwrap();
+/// assert_eq!(spec.retries, 2);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobSpec {
     /// Unique name.
