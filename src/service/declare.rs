@@ -11,6 +11,12 @@ use std::time::Duration;
 /// A declared queue's settings.
 #[derive(Clone, Debug, PartialEq)]
 // Fields named for what they hold carry no doc of their own.
+///
+/// ```
+/// use jobvisor::service::declare::QueueDecl;
+/// let mail = QueueDecl { name: "mail".into(), limit: Some(4), key_limit: Some(1), rate: Some("60/1m".parse().unwrap()), paused: None };
+/// # let _ = mail;
+/// ```
 #[allow(missing_docs)]
 pub struct QueueDecl {
     pub name: String,
@@ -27,6 +33,19 @@ pub struct QueueDecl {
 /// A declared job.
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
+///
+/// ```
+/// use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let mut d = Declarations::default();
+/// d.queues.push(QueueDecl { name: "mail".into(), limit: Some(4), key_limit: None, rate: None, paused: None });
+/// d.jobs.push(JobDecl {
+///     spec: JobSpec::new("digest", "noop", ScheduleSpec::Cron { expr: "0 7 * * *".into(), tz: "UTC".into() }),
+///     fixed_start: false,
+///     line: 12,
+/// });
+/// assert_eq!(d.jobs[0].line, 12);
+/// ```
 #[allow(missing_docs)]
 pub struct JobDecl {
     pub spec: JobSpec,
@@ -39,6 +58,20 @@ pub struct JobDecl {
 }
 
 /// Everything a service declares.
+///
+/// ```
+/// use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let mut d = Declarations::default();
+/// d.queues.push(QueueDecl { name: "mail".into(), limit: Some(4), key_limit: None, rate: None, paused: None });
+/// d.jobs.push(JobDecl {
+///     spec: JobSpec::new("digest", "noop", ScheduleSpec::Cron { expr: "0 7 * * *".into(), tz: "UTC".into() }),
+///     fixed_start: false,
+///     line: 12,
+/// });
+/// d.retention = Some(std::time::Duration::from_secs(7 * 24 * 3600));
+/// assert_eq!(d.handlers.len(), 0);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Declarations {
     /// Queue settings.
@@ -69,6 +102,20 @@ impl Default for Declarations {
 }
 
 /// Why declarations could not be applied.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// use jobvisor::service::declare::{check_handlers, Declarations, JobDecl, SyncError};
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let mut d = Declarations::default();
+/// d.jobs.push(JobDecl { spec: JobSpec::new("j", "missing", ScheduleSpec::Daemon), fixed_start: false, line: 3 });
+/// let e = check_handlers(&d, None).await.unwrap_err();
+/// assert!(matches!(e, SyncError::UnknownHandler { .. }), "{e}");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// A job names a handler that is neither declared, built in, nor
@@ -97,6 +144,26 @@ pub enum SyncError {
 
 /// Checks that every job's handler is declared, built in, or registered in
 /// `store` (when there is one).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let mut d = Declarations::default();
+/// d.queues.push(QueueDecl { name: "mail".into(), limit: Some(4), key_limit: None, rate: None, paused: None });
+/// d.jobs.push(JobDecl {
+///     spec: JobSpec::new("digest", "noop", ScheduleSpec::Cron { expr: "0 7 * * *".into(), tz: "UTC".into() }),
+///     fixed_start: false,
+///     line: 12,
+/// });
+/// jobvisor::service::declare::check_handlers(&d, Some(store)).await?; // noop is built in
+/// # Ok(()) }
+/// ```
 pub async fn check_handlers(d: &Declarations, store: Option<&dyn Store>) -> Result<(), SyncError> {
     let mut known: Vec<String> = d.handlers.iter().map(|h| h.name.clone()).collect();
     if let Some(store) = store {
@@ -119,6 +186,28 @@ pub async fn check_handlers(d: &Declarations, store: Option<&dyn Store>) -> Resu
 /// added or changed, those an earlier declaration had and this one does
 /// not are removed, queue settings applied. One log line per change.
 /// Returns the number of changes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let mut d = Declarations::default();
+/// d.queues.push(QueueDecl { name: "mail".into(), limit: Some(4), key_limit: None, rate: None, paused: None });
+/// d.jobs.push(JobDecl {
+///     spec: JobSpec::new("digest", "noop", ScheduleSpec::Cron { expr: "0 7 * * *".into(), tz: "UTC".into() }),
+///     fixed_start: false,
+///     line: 12,
+/// });
+/// let changes = jobvisor::service::declare::sync(store, &d).await?;
+/// assert_eq!(changes, 2);
+/// assert!(store.job("digest").await?.is_some());
+/// # Ok(()) }
+/// ```
 pub async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, SyncError> {
     let mut changes = 0;
     // Check every job against the handlers it will find before writing.

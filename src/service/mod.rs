@@ -25,6 +25,24 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Why a service could not start.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::{http::Auth, service::{Service, ServiceError}};
+/// // A port another process holds is said as itself.
+/// let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let addr = taken.local_addr()?;
+/// match Service::start(sup, None, Some(addr), Auth::none()).await {
+///     Err(ServiceError::Listen { addr: a, .. }) => assert_eq!(a, addr),
+///     other => panic!("{:?}", other.err()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// The declarations were refused.
@@ -44,6 +62,19 @@ pub enum ServiceError {
 }
 
 /// A supervisor and what runs around it; [`Service::run_until`] runs it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use jobvisor::{http::Auth, service::Service, Supervisor};
+/// // What `jobvisor serve` runs, inside a program of one's own.
+/// let sup = Supervisor::builder().database("jobs.db").build().await?;
+/// let auth = Auth::new(Some(std::env::var("API_TOKEN")?), None);
+/// let service = Service::start(sup, None, Some("127.0.0.1:8080".parse()?), auth).await?;
+/// service
+///     .run_until(async { tokio::signal::ctrl_c().await.ok(); }, std::future::pending())
+///     .await?;
+/// # Ok(()) }
+/// ```
 pub struct Service {
     sup: Supervisor,
     declared: Arc<Mutex<Declarations>>,
@@ -52,6 +83,30 @@ pub struct Service {
 }
 
 /// Applies new declarations to a running [`Service`] (a reload).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::{http::Auth, service::Service};
+/// let service = Service::start(sup, None, None, Auth::none()).await?;
+/// let reload = service.reloader();
+/// use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
+/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+/// let mut d = Declarations::default();
+/// d.queues.push(QueueDecl { name: "mail".into(), limit: Some(4), key_limit: None, rate: None, paused: None });
+/// d.jobs.push(JobDecl {
+///     spec: JobSpec::new("digest", "noop", ScheduleSpec::Cron { expr: "0 7 * * *".into(), tz: "UTC".into() }),
+///     fixed_start: false,
+///     line: 12,
+/// });
+/// assert_eq!(reload.apply(d.clone()).await?, 2, "a queue and a job");
+/// assert_eq!(reload.apply(d).await?, 0, "the same again changes nothing");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Reloader {
     sup: Supervisor,
@@ -61,6 +116,19 @@ pub struct Reloader {
 impl Reloader {
     /// Brings the database in line with `d`, which then governs retention.
     /// Refused declarations change nothing. Returns the number of changes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let store = sup.store().as_ref();
+    /// use jobvisor::{http::Auth, service::{declare::Declarations, Service}};
+    /// let service = Service::start(sup, None, None, Auth::none()).await?;
+    /// assert_eq!(service.reloader().apply(Declarations::default()).await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn apply(&self, d: Declarations) -> Result<usize, SyncError> {
         let n = declare::sync(self.sup.store().as_ref(), &d).await?;
         self.sup.jobs_changed();
@@ -75,6 +143,19 @@ impl Service {
     /// (if any), guarded by `auth`: bound only once the
     /// declarations are known good, so that a bad one is said as itself,
     /// not as a port that another process holds.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let store = sup.store().as_ref();
+    /// use jobvisor::{http::Auth, service::Service};
+    /// // No declarations, no HTTP API: a supervisor with sd_notify and retention.
+    /// let service = Service::start(sup, None, None, Auth::none()).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(
         sup: Supervisor,
         declared: Option<Declarations>,
@@ -108,6 +189,19 @@ impl Service {
     }
 
     /// A handle that applies new declarations while the service runs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let store = sup.store().as_ref();
+    /// use jobvisor::{http::Auth, service::Service};
+    /// let service = Service::start(sup, None, None, Auth::none()).await?;
+    /// let reload = service.reloader(); // e.g. for a SIGHUP handler
+    /// # Ok(()) }
+    /// ```
     pub fn reloader(&self) -> Reloader {
         Reloader {
             sup: self.sup.clone(),
@@ -117,6 +211,20 @@ impl Service {
 
     /// Runs until `shutdown` completes, then drains as
     /// [`Supervisor::run_until`] does (`force` cuts the drain short).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let store = sup.store().as_ref();
+    /// use jobvisor::{http::Auth, service::Service};
+    /// let service = Service::start(sup, None, None, Auth::none()).await?;
+    /// // Stop at once: the shutdown future is already complete.
+    /// service.run_until(async {}, std::future::pending()).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,

@@ -114,6 +114,13 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
 
 /// The OpenAPI 3.1 document of the API, with the security `auth` really
 /// applies (none without a token).
+///
+/// ```
+/// use jobvisor::http::{openapi_document, Auth};
+/// let doc = openapi_document(&Auth::new(Some("secret".into()), None));
+/// assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+/// assert!(doc["paths"]["/v1/executions"].is_object());
+/// ```
 pub fn openapi_document(auth: &Auth) -> Value {
     let (_, doc) = routes().split_for_parts();
     finish(doc, auth)
@@ -130,6 +137,16 @@ fn finish(doc: utoipa::openapi::OpenApi, auth: &Auth) -> Value {
 }
 
 /// The router over `sup`, guarded as `auth` says.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use jobvisor::http::{router, Auth};
+/// // The API under /jobs of an application's own axum router.
+/// let sup = jobvisor::Supervisor::builder().database("jobs.db").build().await?;
+/// let api = router(sup.clone(), Auth::new(Some("secret".into()), None));
+/// let app: axum::Router = axum::Router::new().nest_service("/jobs", api);
+/// # Ok(()) }
+/// ```
 pub fn router(sup: Supervisor, auth: Auth) -> Router {
     let (routes, doc) = routes().split_for_parts();
     let doc = finish(doc, &auth);
@@ -157,6 +174,20 @@ pub fn router(sup: Supervisor, auth: Auth) -> Router {
 }
 
 /// Binds `addr` and serves until `shutdown`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+/// # let store = sup.store().as_ref();
+/// use jobvisor::http::{router, serve, Auth};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// // Serves until the shutdown future completes (here, at once).
+/// serve(listener, router(sup, Auth::none()), async {}).await?;
+/// # Ok(()) }
+/// ```
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
