@@ -123,6 +123,10 @@ pub struct Planner {
 
 impl Planner {
     /// A planner with nothing parsed yet.
+    ///
+    /// ```
+    /// let planner = jobvisor::scheduler::Planner::new();
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -141,6 +145,18 @@ impl Planner {
     }
 
     /// Runs one pass; see [`pass`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let store = jobvisor::store::open(&db).await?;
+    /// let mut planner = jobvisor::scheduler::Planner::new();
+    /// let outcome = planner.pass(store.as_ref()).await?;
+    /// assert_eq!(outcome.inserted, 0, "no jobs, nothing due");
+    /// # Ok(()) }
+    /// ```
     pub async fn pass(&mut self, store: &dyn Store) -> Result<PassOutcome, StoreError> {
         pass_with(self, store).await
     }

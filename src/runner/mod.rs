@@ -31,17 +31,38 @@ pub struct Stop {
 
 impl Stop {
     /// Asks the execution to stop; the first reason wins.
+    ///
+    /// ```
+    /// use jobvisor::runner::{Stop, StopReason};
+    /// let stop = Stop::default();
+    /// stop.request(StopReason::Shutdown);
+    /// stop.request(StopReason::Cancel("late".into())); // the first reason wins
+    /// assert!(matches!(stop.reason(), Some(StopReason::Shutdown)));
+    /// ```
     pub fn request(&self, reason: StopReason) {
         let _ = self.reason.set(reason);
         self.token.cancel();
     }
 
     /// Why the stop was requested, if it was.
+    ///
+    /// ```
+    /// use jobvisor::runner::{Stop, StopReason};
+    /// assert!(Stop::default().reason().is_none());
+    /// ```
     pub fn reason(&self) -> Option<&StopReason> {
         self.reason.get()
     }
 
     /// Completes when a stop is requested.
+    ///
+    /// ```
+    /// use jobvisor::runner::{Stop, StopReason};
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let stop = Stop::default();
+    /// stop.request(StopReason::Shutdown);
+    /// rt.block_on(stop.requested()); // already requested: completes at once
+    /// ```
     pub async fn requested(&self) {
         self.token.cancelled().await
     }

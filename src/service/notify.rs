@@ -16,6 +16,14 @@ pub struct Notifier {
 impl Notifier {
     /// From `NOTIFY_SOCKET` and `WATCHDOG_USEC` (honoured only when
     /// `WATCHDOG_PID`, if set, is this process).
+    ///
+    /// ```
+    /// use jobvisor::service::notify::Notifier;
+    /// // Outside systemd (no NOTIFY_SOCKET): a notifier that says nothing.
+    /// # std::env::remove_var("NOTIFY_SOCKET");
+    /// let n = Notifier::from_env().unwrap();
+    /// assert!(!n.enabled());
+    /// ```
     pub fn from_env() -> io::Result<Notifier> {
         let socket = match std::env::var_os("NOTIFY_SOCKET") {
             None => None,
@@ -45,17 +53,36 @@ impl Notifier {
     }
 
     /// Whether a service manager listens.
+    ///
+    /// ```
+    /// use jobvisor::service::notify::Notifier;
+    /// # std::env::remove_var("NOTIFY_SOCKET");
+    /// assert!(!Notifier::from_env().unwrap().enabled());
+    /// ```
     pub fn enabled(&self) -> bool {
         self.socket.is_some()
     }
 
     /// The watchdog interval the manager expects pings within.
+    ///
+    /// ```
+    /// use jobvisor::service::notify::Notifier;
+    /// # std::env::remove_var("NOTIFY_SOCKET");
+    /// assert_eq!(Notifier::from_env().unwrap().watchdog(), None);
+    /// ```
     pub fn watchdog(&self) -> Option<Duration> {
         self.watchdog.filter(|_| self.enabled())
     }
 
     /// Sends `state` (e.g. `READY=1`, `STATUS=...`); errors are logged, not
     /// fatal: the manager may be restarting.
+    ///
+    /// ```
+    /// use jobvisor::service::notify::Notifier;
+    /// # std::env::remove_var("NOTIFY_SOCKET");
+    /// let n = Notifier::from_env().unwrap();
+    /// n.notify("STATUS=idle"); // a no-op without a service manager
+    /// ```
     pub fn notify(&self, state: &str) {
         if let Some((sock, addr)) = &self.socket {
             if let Err(e) = sock.send_to_addr(state.as_bytes(), addr) {
