@@ -4,9 +4,10 @@
 //!
 //! Events are announced after the rows that record them are committed, so
 //! what an event says can be read back from the store. On PostgreSQL every
-//! node publishes its events (NOTIFY on `jobvisor_events`, batched), and a
-//! node whose `events()` is subscribed hears them from every node; on SQLite
-//! a node hears its own. Hooks run for this node's events only, so that a
+//! node publishes its events (NOTIFY on `jobvisor_events`, batched) while
+//! any node hears them, and a node whose `events()` is subscribed hears them
+//! from every node (another node's within a second of the subscription); on
+//! SQLite a node hears its own. Hooks run for this node's events only, so that a
 //! failure alerts once however many nodes there are.
 
 use crate::model::{Micros, Mode};
@@ -179,6 +180,9 @@ struct Origin {
 /// Events sent to other nodes at most this large (PostgreSQL's limit for a
 /// notice payload is 8,000 bytes).
 const NOTICE_BYTES: usize = 7_900;
+/// How long a node trusts its last look at whether any node hears events:
+/// a new subscriber on another node hears this one's events within it.
+const HEARD_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// Events a subscriber may fall behind by before it misses some
 /// (`RecvError::Lagged`).
 const CAPACITY: usize = 16 * 1024;
@@ -459,6 +463,8 @@ async fn publish(
     stop: CancellationToken,
 ) {
     let mut payloads = Vec::new();
+    // Whether a node hears, as last asked, and until when that answer holds.
+    let mut heard = (false, tokio::time::Instant::now());
     loop {
         let events = tokio::select! {
             e = rx.recv() => match e { Some(e) => e, None => return },
@@ -467,6 +473,19 @@ async fn publish(
         let mut pending = events;
         while let Ok(more) = rx.try_recv() {
             pending.extend(more);
+        }
+        // NOTIFY costs every listening session, and commits that notify
+        // queue behind one lock: with no node hearing, publish nothing.
+        let now = tokio::time::Instant::now();
+        if now >= heard.1 {
+            let yes = store.events_heard().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot tell whether a node hears events");
+                true
+            });
+            heard = (yes, now + HEARD_FOR);
+        }
+        if !heard.0 {
+            continue;
         }
         let mut payload = String::from("[");
         for e in pending {

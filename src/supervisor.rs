@@ -1200,8 +1200,9 @@ impl Supervisor {
     }
 
     /// Lifecycle events: this node's, and on PostgreSQL every other node's
-    /// too (heard from the first subscription on, once it returns, while
-    /// this supervisor lives).
+    /// too, while this supervisor lives. Other nodes publish events only
+    /// while some node hears them, so theirs arrive from within a second of
+    /// the first subscription on.
     /// A subscriber that falls more than 16,384 events behind misses the
     /// oldest (`RecvError::Lagged`); what they said is in the store.
     ///

@@ -823,6 +823,32 @@ async fn postgres_notices_say_what_changed() {
     assert!(matches!(got, Ok(Some(Notice::Work))), "{got:?}");
 }
 
+/// A PostgreSQL session that hears events says so (a shared advisory lock
+/// held while it listens), so that nodes publish only while one hears; it
+/// hears what is published, and when it stops, nobody hears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_events_are_heard_only_while_a_session_listens() {
+    let Some(url) = common::pg_database().await else {
+        return;
+    };
+    let store = jobvisor::store::open(&url).await.unwrap();
+    assert!(!store.events_heard().await.unwrap(), "nobody listens yet");
+    let mut rx = store.listen_events().await.unwrap().expect("LISTEN");
+    let other = jobvisor::store::open(&url).await.unwrap();
+    assert!(
+        other.events_heard().await.unwrap(),
+        "seen from another pool"
+    );
+    other.publish_events(r#"[{"a":1}]"#).await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await;
+    assert_eq!(got, Ok(Some(r#"[{"a":1}]"#.to_string())));
+    drop(rx);
+    common::eventually("the hearing lock to go with its session", || async {
+        (!other.events_heard().await.unwrap()).then_some(())
+    })
+    .await;
+}
+
 /// The next notice within `within`, if any.
 async fn next_notice(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>,

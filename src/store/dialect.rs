@@ -102,6 +102,10 @@ pub trait Dialect: Send + Sync + Sized + 'static {
         let _ = payload;
         std::future::ready(Ok(()))
     }
+    /// Whether any session hears lifecycle events now.
+    fn events_heard(&self) -> impl Future<Output = Result<bool>> + Send {
+        std::future::ready(Ok(false))
+    }
     /// Other nodes' lifecycle events (JSON batches), if the backend carries
     /// them; ends when the receiver is dropped.
     fn listen_events(

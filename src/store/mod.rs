@@ -163,6 +163,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether a node hears lifecycle events now (one has subscribed, on
+    /// PostgreSQL a session holds the hearing lock): publishing is skipped
+    /// while none does.
+    #[doc(hidden)]
+    async fn events_heard(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Other nodes' lifecycle events, as the JSON batches they published;
     /// `None`: the backend does not carry them.
     #[doc(hidden)]

@@ -26,6 +26,9 @@ const CHANNEL: &str = "jobvisor";
 /// The channel of lifecycle events (`crate::events`), apart from the
 /// wake-ups so that a node that hears no events is not woken by them.
 const EVENTS_CHANNEL: &str = "jobvisor_events";
+/// The shared advisory lock (two keys) a session holds while it hears
+/// events, so that nodes publish them only when someone hears.
+const HEARING: (i32, i32) = (7305, 150917);
 
 impl Pg {
     /// Connects to `postgres://...`.
@@ -130,28 +133,61 @@ impl Dialect for Pg {
         Ok(())
     }
 
+    async fn events_heard(&self) -> Result<bool> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid::bigint = {} AND objid::bigint = {} AND objsubid = 2)",
+            HEARING.0, HEARING.1
+        );
+        sqlx::query_scalar(&sql).fetch_one(&self.pool).await
+    }
+
     async fn listen_events(&self) -> Result<Option<UnboundedReceiver<String>>> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
+        // Held for as long as this session listens: what tells publishers
+        // that somebody hears (`events_heard`).
+        let hear = format!(
+            "SELECT pg_advisory_lock_shared({}, {})",
+            HEARING.0, HEARING.1
+        );
+        let unhear = format!(
+            "SELECT pg_advisory_unlock_shared({}, {})",
+            HEARING.0, HEARING.1
+        );
+        sqlx::query(&hear).execute(&mut listener).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
                 let n = tokio::select! {
-                    n = listener.recv() => n,
-                    // Nobody hears any more: let the connection go.
-                    _ = tx.closed() => return,
+                    n = listener.try_recv() => n,
+                    // Nobody hears any more: the connection goes back to
+                    // the pool, without the hearing lock.
+                    _ = tx.closed() => {
+                        let _ = sqlx::query(&unhear).execute(&mut listener).await;
+                        return;
+                    }
                 };
                 match n {
-                    Ok(n) => {
+                    Ok(Some(n)) => {
                         if tx.send(n.payload().to_string()).is_err() {
                             return;
                         }
                     }
-                    // It reconnects by itself; events sent meanwhile are
-                    // missed (they are in the store).
+                    // The connection was lost (events sent meanwhile are
+                    // missed; they are in the store). The listener reconnects
+                    // and listens again; the lock is this session's to take.
+                    Ok(None) => {
+                        if let Err(e) = sqlx::query(&hear).execute(&mut listener).await {
+                            tracing::warn!(error = %e, "events LISTEN connection failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "events LISTEN connection failed; reconnecting");
+                        tracing::warn!(error = %e, "events LISTEN connection failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = sqlx::query(&hear).execute(&mut listener).await;
                     }
                 }
             }

@@ -1365,6 +1365,10 @@ impl<D: Dialect> Store for SqlStore<D> {
         Ok(self.db.publish_events(payload).await?)
     }
 
+    async fn events_heard(&self) -> Result<bool, StoreError> {
+        Ok(self.db.events_heard().await?)
+    }
+
     async fn listen_events(&self) -> Result<Option<UnboundedReceiver<String>>, StoreError> {
         Ok(self.db.listen_events().await?)
     }
