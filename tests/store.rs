@@ -516,28 +516,16 @@ async fn cancel_requests_end_pending_rows_and_flag_running_ones(store: Arc<dyn S
 
 async fn job_advances_apply_once_however_many_passes_try(store: Arc<dyn Store>) {
     let spec = JobSpec {
-        name: "tick".into(),
-        handler: "noop".into(),
         mode: Some(Mode::Inproc),
-        payload: json!(null),
-        schedule: ScheduleSpec::Interval {
-            every_ms: 1000,
-            anchor: 0,
-        },
-        priority: 0,
-        queue: DEFAULT_QUEUE.into(),
-        retries: 0,
-        backoff_ms: 1000,
-        timeout_ms: None,
         overlap: Overlap::Allow,
-        misfire: Misfire::RunOnce,
-        max_parallel: None,
-        max_runs: None,
-        start_at: None,
-        end_at: None,
-        paused: false,
-        then: Vec::new(),
-        concurrency_key: None,
+        ..JobSpec::new(
+            "tick",
+            "noop",
+            ScheduleSpec::Interval {
+                every_ms: 1000,
+                anchor: 0,
+            },
+        )
     };
     let due = now_micros() - 1000;
     assert!(store
@@ -768,25 +756,9 @@ async fn history_daemons_declarations_and_notices(store: Arc<dyn Store>) {
 
     // A daemon with no execution is idle, and never ran.
     let daemon = JobSpec {
-        name: "keeper".into(),
-        handler: "noop".into(),
-        mode: None,
         payload: json!({"k": 1}),
-        schedule: ScheduleSpec::Daemon,
-        priority: 0,
-        queue: DEFAULT_QUEUE.into(),
-        retries: 0,
-        backoff_ms: 1000,
-        timeout_ms: None,
-        overlap: Overlap::Skip,
         misfire: Misfire::Skip,
-        max_parallel: None,
-        max_runs: None,
-        start_at: None,
-        end_at: None,
-        paused: false,
-        then: Vec::new(),
-        concurrency_key: None,
+        ..JobSpec::new("keeper", "noop", ScheduleSpec::Daemon)
     };
     assert!(store.insert_job(&daemon, None, now_micros()).await.unwrap());
     let jobs = store.jobs().await.unwrap();
@@ -1632,27 +1604,17 @@ async fn retention_keeps_parents_of_children_yet_to_run(store: Arc<dyn Store>) {
 async fn a_chained_job_runs_after_the_execution_that_ended(store: Arc<dyn Store>) {
     let now = now_micros();
     let job = |name: &str, then: Vec<Chain>| JobSpec {
-        name: name.into(),
-        handler: name.into(),
         mode: Some(Mode::Inproc),
         payload: json!({"job": name}),
-        schedule: ScheduleSpec::Once {
-            at: now + 3_600_000_000,
-        },
-        priority: 0,
-        queue: DEFAULT_QUEUE.into(),
-        retries: 0,
-        backoff_ms: 1000,
-        timeout_ms: None,
         overlap: Overlap::Allow,
-        misfire: Misfire::RunOnce,
-        max_parallel: None,
-        max_runs: None,
-        start_at: None,
-        end_at: None,
-        paused: false,
         then,
-        concurrency_key: None,
+        ..JobSpec::new(
+            name,
+            name,
+            ScheduleSpec::Once {
+                at: now + 3_600_000_000,
+            },
+        )
     };
     let chain = |job: &str, on: ChainOn| Chain {
         job: job.into(),
@@ -2143,27 +2105,17 @@ async fn a_snooze_runs_again_later_without_using_a_retry(store: Arc<dyn Store>) 
 async fn every_kind_of_limit_holds_at_once(store: Arc<dyn Store>) {
     let now = now_micros();
     let capped = JobSpec {
-        name: "capped".into(),
-        handler: "noop".into(),
         mode: Some(Mode::Inproc),
-        payload: json!(null),
-        schedule: ScheduleSpec::Once {
-            at: now + 3_600_000_000,
-        },
-        priority: 0,
         queue: "all".into(),
-        retries: 0,
-        backoff_ms: 1000,
-        timeout_ms: None,
         overlap: Overlap::Allow,
-        misfire: Misfire::RunOnce,
         max_parallel: Some(1),
-        max_runs: None,
-        start_at: None,
-        end_at: None,
-        paused: false,
-        then: Vec::new(),
-        concurrency_key: None,
+        ..JobSpec::new(
+            "capped",
+            "noop",
+            ScheduleSpec::Once {
+                at: now + 3_600_000_000,
+            },
+        )
     };
     assert!(store.insert_job(&capped, None, now).await.unwrap());
     let all = QueueChange {

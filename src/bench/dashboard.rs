@@ -14,8 +14,8 @@
 use super::{tempfile_dir, BenchArgs};
 use crate::cli::CliError;
 use jobvisor::model::Outcome;
-use jobvisor::model::{now_micros, JobSpec, Overlap};
-use jobvisor::schedule::{Misfire, ScheduleSpec};
+use jobvisor::model::{now_micros, JobSpec};
+use jobvisor::schedule::ScheduleSpec;
 use jobvisor::store::{Batch, Completion, ExecFilter, LogRow, Store};
 use jobvisor::RunSpec;
 use serde::Serialize;
@@ -162,29 +162,13 @@ async fn fill_backlog(store: &dyn Store, n: usize) -> Result<(), CliError> {
 }
 
 fn job(i: usize) -> JobSpec {
+    let cron = ScheduleSpec::Cron {
+        expr: format!("{} 3 * * *", i % 60),
+        tz: "UTC".into(),
+    };
     JobSpec {
-        name: format!("job-{i}"),
-        handler: "noop".into(),
-        mode: None,
-        payload: serde_json::Value::Null,
-        schedule: ScheduleSpec::Cron {
-            expr: format!("{} 3 * * *", i % 60),
-            tz: "UTC".into(),
-        },
-        priority: 0,
-        queue: "default".into(),
-        retries: 0,
-        backoff_ms: 1000,
-        timeout_ms: None,
-        overlap: Overlap::Skip,
-        misfire: Misfire::RunOnce,
-        max_parallel: None,
-        max_runs: None,
-        start_at: None,
-        end_at: None,
         paused: true,
-        then: Vec::new(),
-        concurrency_key: None,
+        ..JobSpec::new(format!("job-{i}"), "noop", cron)
     }
 }
 

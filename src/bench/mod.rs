@@ -1100,7 +1100,7 @@ fn cpu_seconds() -> f64 {
 
 async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliError> {
     use jobvisor::model::{JobSpec, Overlap};
-    use jobvisor::schedule::{Misfire, ScheduleSpec};
+    use jobvisor::schedule::ScheduleSpec;
     if a.jobs == 0 || a.minutes == 0 {
         return Err(crate::cli::input("--jobs and --minutes must be at least 1"));
     }
@@ -1128,34 +1128,20 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
     let tag = uuid::Uuid::now_v7().simple().to_string();
     eprintln!("defining {} cron jobs ...", a.jobs);
     for i in 0..a.jobs {
+        let every_minute = ScheduleSpec::Cron {
+            expr: "* * * * *".into(),
+            tz: "UTC".into(),
+        };
         let spec = JobSpec {
-            name: format!("cron-{tag}-{i}"),
-            handler: "noop".into(),
             mode: Some(Mode::Inproc),
-            payload: Value::Null,
-            schedule: ScheduleSpec::Cron {
-                expr: "* * * * *".into(),
-                tz: "UTC".into(),
-            },
-            priority: 0,
             queue: queue.into(),
-            retries: 0,
-            backoff_ms: 1000,
-            timeout_ms: None,
             // Held executions stay pending: let every occurrence in.
             overlap: if a.hold {
                 Overlap::Allow
             } else {
                 Overlap::Skip
             },
-            misfire: Misfire::RunOnce,
-            max_parallel: None,
-            max_runs: None,
-            start_at: None,
-            end_at: None,
-            paused: false,
-            then: Vec::new(),
-            concurrency_key: None,
+            ..JobSpec::new(format!("cron-{tag}-{i}"), "noop", every_minute)
         };
         jobvisor::job::add(store.as_ref(), &local, spec).await?;
     }
