@@ -27,7 +27,7 @@ def report(payload):
             jv.log("warn", "cancelled at row %d" % row)
             raise jv.Cancelled(jv.cancel_reason())
         jv.log("debug", "row counted", row=row)
-        jv.progress(done=row, total=rows, message="row %d" % row)
+        jv.progress(row, rows, "row %d" % row)
     if payload.get("fail") == "permanent":
         raise jv.Permanent("the report is wrong")
     if payload.get("fail"):

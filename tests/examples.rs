@@ -238,7 +238,7 @@ async fn a_python_worker_written_with_the_helper_reports_cancels_and_fails_as_to
         "pooled.py",
         &format!(
             "import os, sys\nsys.path.insert(0, {:?})\nimport jobvisor_worker as jv\n\n\
-             @jv.worker(pooled=True)\ndef pid(payload):\n    return os.getpid()\n\n\
+             @jv.worker(pooled=True)\ndef pid(payload):\n    jv.progress(50, message='half')\n    return os.getpid()\n\n\
              if __name__ == '__main__':\n    pid()\n",
             root().join("sdk/python").display().to_string()
         ),
@@ -258,6 +258,9 @@ async fn a_python_worker_written_with_the_helper_reports_cancels_and_fails_as_to
     for _ in 0..3 {
         let e = finished(store.as_ref(), run(&env, "pid", &json!(null), "0")).await;
         assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        // A lone number is a percentage.
+        assert_eq!(e.progress.percent, Some(50.0), "{e:?}");
+        assert_eq!(e.progress.message.as_deref(), Some("half"), "{e:?}");
         pids.push(e.output.unwrap());
     }
     assert!(

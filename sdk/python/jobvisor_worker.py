@@ -10,7 +10,7 @@ worker (or put it on PYTHONPATH). It speaks the worker protocol
     def resize(payload):
         for i, path in enumerate(payload["paths"]):
             jv.check_cancelled()              # raises jv.Cancelled when asked to stop
-            jv.progress(done=i, total=len(payload["paths"]), message=path)
+            jv.progress(i, len(payload["paths"]), path)
             jv.log("debug", "resizing", path=path)
         return {"resized": len(payload["paths"])}   # the execution's output
 
@@ -150,13 +150,26 @@ def _now():
     return _current
 
 
-def progress(percent=None, message=None, done=None, total=None):
+def progress(value=None, total=None, message=None, percent=None, done=None):
     """Reports progress: a percentage (0..100), or `done` of `total` units
     (the supervisor derives the percentage), with an optional message.
 
-        jv.progress(42.5)
+        jv.progress(42.5)                       # percent
+        jv.progress(17, 40)                     # done of total
+        jv.progress(17, 40, "copying chunk 17") # with a message
         jv.progress(done=17, total=40, message="copying chunk 17")
+
+    The first argument is `done` when a total is given, else the percent.
     """
+    if value is not None:
+        if total is not None:
+            if done is not None:
+                raise TypeError("progress() got done twice")
+            done = value
+        else:
+            if percent is not None:
+                raise TypeError("progress() got percent twice")
+            percent = value
     m = {"type": "progress"}
     if percent is not None:
         m["percent"] = float(percent)
