@@ -354,8 +354,15 @@ impl Hub {
                     events.push(self.event(*id, Some(origin), kind));
                 }
             }
-            // Ended executions are forgotten whether or not anyone hears.
-            ends.finished.iter().map(|f| map.remove(&f.id)).collect()
+            // Ended executions are forgotten whether or not anyone hears,
+            // and so is one whose end the store refused (another node had
+            // rescued it): no `Finished` comes for that one.
+            let ended: Vec<Option<Origin>> =
+                ends.finished.iter().map(|f| map.remove(&f.id)).collect();
+            for c in ends.completions {
+                map.remove(&c.id);
+            }
+            ended
         };
         if !heard {
             return;
@@ -565,5 +572,32 @@ async fn hear_others(
             }
             Err(e) => tracing::debug!(error = %e, "ignoring an unreadable events notice"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Outcome;
+    use crate::store::Completion;
+
+    #[tokio::test]
+    async fn an_execution_is_forgotten_when_it_ends_even_if_the_store_refused_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path().join("t.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let hub = Hub::start("n".into(), store, Vec::new());
+        let id = Uuid::now_v7();
+        hub.started(id, "noop", "", 1, Mode::Inproc);
+        assert_eq!(hub.lock().len(), 1);
+        // A completion with no `Finished`: another node had rescued it.
+        let refused = [Completion::new(id, Outcome::Succeeded, 0)];
+        let ends = Ends {
+            finished: &[],
+            completions: &refused,
+        };
+        hub.written(&[], ends).await;
+        assert!(hub.lock().is_empty());
     }
 }

@@ -208,9 +208,10 @@ impl SupervisorBuilder {
     }
 
     /// Calls `hook` with every event of this node (see
-    /// [`crate::events`]): in order, one at a time, on a task of its own, so
-    /// a hook that needs to wait should hand the event on (a channel, a
-    /// spawned task) rather than block. A hook that panics is logged and
+    /// [`crate::events`]): in order, one at a time, on a task of its own.
+    /// Events queue for a slow hook without bound, so a hook that needs to
+    /// wait should hand the event on (a channel, a spawned task) rather
+    /// than block. A hook that panics is logged and
     /// the others go on. Hooks hear this node's events only, so an alert
     /// sent from one is sent once however many nodes run.
     ///
