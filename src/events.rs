@@ -279,14 +279,20 @@ impl Hub {
         if events.is_empty() {
             return;
         }
-        for e in &events {
-            let _ = self.tx.send(e.clone());
+        if self.tx.receiver_count() > 0 {
+            for e in &events {
+                let _ = self.tx.send(e.clone());
+            }
         }
-        if let Some(publish) = &self.publish {
-            let _ = publish.send(events.clone());
-        }
-        if let Some(hooks) = &self.hooks {
-            let _ = hooks.send(events);
+        match (&self.publish, &self.hooks) {
+            (Some(publish), Some(hooks)) => {
+                let _ = publish.send(events.clone());
+                let _ = hooks.send(events);
+            }
+            (Some(to), None) | (None, Some(to)) => {
+                let _ = to.send(events);
+            }
+            (None, None) => {}
         }
     }
 
