@@ -599,16 +599,30 @@ async fn a_built_in_started_through_the_shim_is_the_shim_with_its_settings() {
         Some("--exec-shim"),
         "{args:?}"
     );
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let open = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .to_string();
-    assert_eq!(open, "77", "{limits}");
+    // The pid is recorded at spawn; the shim sets the limit a moment later,
+    // before it goes on as the worker.
+    let open_files = || {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let soft = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_string();
+        (soft, limits)
+    };
+    let set = eventually("the shim to set the open-files limit", || async {
+        let (soft, _) = open_files();
+        (soft == "77").then_some(())
+    });
+    if tokio::time::timeout(std::time::Duration::from_secs(30), set)
+        .await
+        .is_err()
+    {
+        panic!("{}", open_files().1);
+    }
     env.ok(&["exec", "cancel", &id.to_string()]);
     let e = finished(store.as_ref(), id).await;
     assert_eq!(e.status, Status::Cancelled, "{e:?}");
