@@ -74,6 +74,13 @@ impl Relay {
     }
 
     /// Queues a message, waiting while the queue is full.
+    ///
+    /// ```no_run
+    /// # async fn demo(relay: &jobvisor::relay::Relay, id: uuid::Uuid) {
+    /// use jobvisor::relay::RelayMsg;
+    /// relay.send(RelayMsg::Pid(id, 4242)).await;
+    /// # }
+    /// ```
     pub async fn send(&self, msg: RelayMsg) {
         // The writer only stops once every Relay handle is dropped.
         let _ = self.tx.send(msg).await;
@@ -81,6 +88,12 @@ impl Relay {
 
     /// Queues a log line, waiting while the queue is full or holds too many
     /// bytes.
+    ///
+    /// ```no_run
+    /// # async fn demo(relay: &jobvisor::relay::Relay, row: jobvisor::store::LogRow) {
+    /// relay.send_log(row).await; // waits while the queue holds too many bytes
+    /// # }
+    /// ```
     pub async fn send_log(&self, row: LogRow) {
         let size = (row.message.len() + row.fields.as_ref().map_or(0, String::len) + 64)
             .min(MAX_QUEUED_BYTES) as u32;
@@ -94,11 +107,25 @@ impl Relay {
     }
 
     /// Messages waiting to be written.
+    ///
+    /// ```no_run
+    /// # fn demo(relay: &jobvisor::relay::Relay) {
+    /// if relay.queued() > 10_000 {
+    ///     eprintln!("the database is behind");
+    /// }
+    /// # }
+    /// ```
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Waits until everything queued so far is written.
+    ///
+    /// ```no_run
+    /// # async fn demo(relay: &jobvisor::relay::Relay) {
+    /// relay.flush().await; // everything sent so far is written
+    /// # }
+    /// ```
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         self.send(RelayMsg::Flush(tx)).await;
@@ -201,6 +228,13 @@ pub struct LogSink {
 
 impl LogSink {
     /// A sink for execution `id`.
+    ///
+    /// ```no_run
+    /// # fn demo(relay: &jobvisor::relay::Relay, id: uuid::Uuid) {
+    /// let sink = jobvisor::relay::LogSink::new(id, relay.clone());
+    /// assert_eq!(sink.count(), 0);
+    /// # }
+    /// ```
     pub fn new(id: Uuid, relay: Relay) -> Self {
         Self {
             id,
@@ -210,16 +244,34 @@ impl LogSink {
     }
 
     /// The relay behind this sink.
+    ///
+    /// ```no_run
+    /// # async fn demo(sink: &jobvisor::relay::LogSink) {
+    /// sink.relay().flush().await;
+    /// # }
+    /// ```
     pub fn relay(&self) -> &Relay {
         &self.relay
     }
 
     /// Lines logged so far.
+    ///
+    /// ```no_run
+    /// # fn demo(sink: &jobvisor::relay::LogSink) {
+    /// println!("{} lines so far", sink.count());
+    /// # }
+    /// ```
     pub fn count(&self) -> i64 {
         self.seq.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Logs one line.
+    ///
+    /// ```no_run
+    /// # async fn demo(sink: &jobvisor::relay::LogSink) {
+    /// sink.log(jobvisor::Level::Info, "stdout", "hello".into(), None).await;
+    /// # }
+    /// ```
     pub async fn log(
         &self,
         level: jobvisor_worker::Level,
@@ -242,12 +294,24 @@ impl LogSink {
     }
 
     /// A note from the supervisor itself.
+    ///
+    /// ```no_run
+    /// # async fn demo(sink: &jobvisor::relay::LogSink) {
+    /// sink.note(jobvisor::Level::Warn, "sent SIGTERM to the process group".into()).await;
+    /// # }
+    /// ```
     pub async fn note(&self, level: jobvisor_worker::Level, message: String) {
         self.log(level, crate::model::stream::SUPERVISOR, message, None)
             .await;
     }
 
     /// Reports progress.
+    ///
+    /// ```no_run
+    /// # async fn demo(sink: &jobvisor::relay::LogSink) {
+    /// sink.progress(jobvisor_worker::Progress { percent: Some(50.0), ..Default::default() }).await;
+    /// # }
+    /// ```
     pub async fn progress(&self, p: Progress) {
         self.relay.send(RelayMsg::Progress(self.id, p)).await;
     }

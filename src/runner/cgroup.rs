@@ -52,6 +52,11 @@ pub enum Availability {
 
 impl Availability {
     /// The hierarchy, if usable.
+    ///
+    /// ```
+    /// let cgroups = jobvisor::runner::cgroup::detect().hierarchy().is_some();
+    /// println!("one cgroup per execution: {cgroups}");
+    /// ```
     pub fn hierarchy(&self) -> Option<&Hierarchy> {
         match self {
             Availability::Available(h) => Some(h),
@@ -60,6 +65,10 @@ impl Availability {
     }
 
     /// One line for the start-up log.
+    ///
+    /// ```
+    /// println!("{}", jobvisor::runner::cgroup::detect().describe());
+    /// ```
     pub fn describe(&self) -> String {
         match self {
             Availability::Unavailable(why) => format!(
@@ -313,6 +322,13 @@ pub struct Events {
 
 impl Group {
     /// Creates a new cgroup under the hierarchy with these limits.
+    ///
+    /// ```no_run
+    /// # fn demo(h: &jobvisor::runner::cgroup::Hierarchy, limits: &jobvisor::runner::cgroup::Limits) {
+    /// let group = jobvisor::runner::cgroup::Group::create(h, "exec-1", limits).unwrap();
+    /// println!("{}", group.dir().display());
+    /// # }
+    /// ```
     pub fn create(h: &Hierarchy, tag: &str, limits: &Limits) -> io::Result<Group> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -339,12 +355,24 @@ impl Group {
     }
 
     /// Its directory.
+    ///
+    /// ```no_run
+    /// # fn demo(g: &jobvisor::runner::cgroup::Group) {
+    /// let procs = g.dir().join("cgroup.procs");
+    /// # }
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// An open `cgroup.procs` for the child to write "0" into between fork
     /// and exec, so that it starts inside the group (its first fork too).
+    ///
+    /// ```no_run
+    /// # fn demo(g: &jobvisor::runner::cgroup::Group) {
+    /// let fd = g.procs_fd().unwrap(); // a child joins through it before exec
+    /// # }
+    /// ```
     pub fn procs_fd(&self) -> io::Result<OwnedFd> {
         let f = fs::OpenOptions::new()
             .write(true)
@@ -353,6 +381,14 @@ impl Group {
     }
 
     /// Pids in the group now.
+    ///
+    /// ```no_run
+    /// # fn demo(g: &jobvisor::runner::cgroup::Group) {
+    /// for pid in g.pids() {
+    ///     println!("still in the group: {pid}");
+    /// }
+    /// # }
+    /// ```
     pub fn pids(&self) -> Vec<i32> {
         fs::read_to_string(self.dir.join("cgroup.procs"))
             .unwrap_or_default()
@@ -362,6 +398,13 @@ impl Group {
     }
 
     /// Limit events so far.
+    ///
+    /// ```no_run
+    /// # fn demo(g: &jobvisor::runner::cgroup::Group) {
+    /// let events = g.events();
+    /// println!("{events:?}");
+    /// # }
+    /// ```
     pub fn events(&self) -> Events {
         let field = |file: &str, key: &str| {
             fs::read_to_string(self.dir.join(file))
@@ -378,6 +421,12 @@ impl Group {
 
     /// Kills every process in the group, escapees from the process group
     /// included.
+    ///
+    /// ```no_run
+    /// # fn demo(g: &jobvisor::runner::cgroup::Group) {
+    /// g.kill(); // every process in it, escapees included
+    /// # }
+    /// ```
     pub fn kill(&self) {
         if self.kill_file && write_file(&self.dir.join("cgroup.kill"), "1").is_ok() {
             return;
@@ -400,6 +449,14 @@ impl Group {
     }
 
     /// Whether any process is in the group.
+    ///
+    /// ```no_run
+    /// # fn demo(g: &jobvisor::runner::cgroup::Group) {
+    /// while g.populated() {
+    ///     std::thread::sleep(std::time::Duration::from_millis(10));
+    /// }
+    /// # }
+    /// ```
     pub fn populated(&self) -> bool {
         fs::read_to_string(self.dir.join("cgroup.events"))
             .map(|t| t.lines().any(|l| l.trim() == "populated 1"))

@@ -29,6 +29,12 @@ pub struct Watch {
 
 impl Watch {
     /// Tells the guardian that process group `pgid` (and `cgroup`) is live.
+    ///
+    /// ```no_run
+    /// // The guardian kills this process group should the supervisor die.
+    /// let watch = jobvisor::runner::guardian::Watch::new(4242, None);
+    /// drop(watch); // the group ended: the guardian forgets it
+    /// ```
     pub fn new(pgid: i32, cgroup: Option<&Path>) -> Watch {
         let cgroup = cgroup.map(Path::to_path_buf);
         let mut s = state();

@@ -202,6 +202,15 @@ pub struct Options {
 
 impl Setup {
     /// Plans the setup of a child for `limits`. `tag` names its cgroup.
+    ///
+    /// ```
+    /// use jobvisor::runner::isolate::{Options, Setup};
+    /// use jobvisor::model::ProcessLimits;
+    /// let opts = Options { cgroup: false, death_signal: true, shim: None, self_join: false };
+    /// let limits = ProcessLimits { open_files: Some(64), ..ProcessLimits::default() };
+    /// let setup = Setup::plan(&limits, opts, "exec-1").unwrap();
+    /// assert!(setup.needs_hook(), "an rlimit to set, no shim: a pre_exec hook");
+    /// ```
     pub fn plan(limits: &ProcessLimits, opts: Options, tag: &str) -> Result<Setup, PlanError> {
         let mut s = Setup {
             identity: resolve_identity(
@@ -284,6 +293,15 @@ impl Setup {
     }
 
     /// Whether the spawn needs the `pre_exec` hook (and so a fork).
+    ///
+    /// ```
+    /// use jobvisor::runner::isolate::{Options, Setup};
+    /// use jobvisor::model::ProcessLimits;
+    /// let opts = Options { cgroup: false, death_signal: true, shim: None, self_join: false };
+    /// let opts = Options { death_signal: false, ..opts };
+    /// let setup = Setup::plan(&ProcessLimits::default(), opts, "t").unwrap();
+    /// assert!(!setup.needs_hook(), "nothing to set");
+    /// ```
     pub fn needs_hook(&self) -> bool {
         self.death_signal
             || !self.rlimits.is_empty()
@@ -293,6 +311,14 @@ impl Setup {
     }
 
     /// Whether the settings go through the exec shim.
+    ///
+    /// ```
+    /// use jobvisor::runner::isolate::{Options, Setup};
+    /// use jobvisor::model::ProcessLimits;
+    /// let opts = Options { cgroup: false, death_signal: true, shim: None, self_join: false };
+    /// let setup = Setup::plan(&ProcessLimits::default(), opts, "t").unwrap();
+    /// assert!(!setup.via_shim(), "no shim given");
+    /// ```
     pub fn via_shim(&self) -> bool {
         self.shim.is_some()
     }
@@ -301,6 +327,16 @@ impl Setup {
     /// front of it (planned only when there are settings to apply; the shim
     /// goes on as the worker, without a second exec, when `program` is
     /// itself). Set its environment, then call [`Setup::apply`].
+    ///
+    /// ```
+    /// use jobvisor::runner::isolate::{Options, Setup};
+    /// use jobvisor::model::ProcessLimits;
+    /// let opts = Options { cgroup: false, death_signal: true, shim: None, self_join: false };
+    /// let setup = Setup::plan(&ProcessLimits::default(), opts, "t").unwrap();
+    /// let mut cmd = setup.command(std::path::Path::new("/bin/true"), &[]);
+    /// setup.apply(&mut cmd);
+    /// assert_eq!(cmd.as_std().get_program(), "/bin/true");
+    /// ```
     pub fn command(&self, program: &Path, args: &[String]) -> Command {
         match &self.shim {
             Some(shim) => {
@@ -320,6 +356,17 @@ impl Setup {
     /// matters: join the cgroup and set rlimits while still privileged, then
     /// drop supplementary groups, gid and uid, then `no_new_privs`, then
     /// arm the death signal (a uid change clears it).
+    ///
+    /// ```
+    /// use jobvisor::runner::isolate::{Options, Setup};
+    /// use jobvisor::model::ProcessLimits;
+    /// let opts = Options { cgroup: false, death_signal: true, shim: None, self_join: false };
+    /// let setup = Setup::plan(&ProcessLimits::default(), opts, "t").unwrap();
+    /// let mut cmd = setup.command(std::path::Path::new("/bin/true"), &[]);
+    /// setup.apply(&mut cmd); // the child-side settings, if a hook is needed
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// assert!(rt.block_on(async { cmd.status().await }).unwrap().success());
+    /// ```
     pub fn apply(&self, cmd: &mut Command) {
         if let (Some(g), true) = (&self.cgroup, self.self_join) {
             cmd.env(cgroup::JOIN_ENV, g.dir().join("cgroup.procs"));
@@ -385,6 +432,20 @@ impl Setup {
     }
 
     /// Closes the parent's copy of the cgroup descriptor (after the spawn).
+    ///
+    /// ```
+    /// use jobvisor::runner::isolate::{Options, Setup};
+    /// use jobvisor::model::ProcessLimits;
+    /// let opts = Options { cgroup: false, death_signal: true, shim: None, self_join: false };
+    /// let mut setup = Setup::plan(&ProcessLimits::default(), opts, "t").unwrap();
+    /// let mut cmd = setup.command(std::path::Path::new("/bin/true"), &[]);
+    /// setup.apply(&mut cmd);
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let _in = rt.enter();
+    /// let mut child = cmd.spawn().unwrap();
+    /// setup.spawned();
+    /// rt.block_on(child.wait()).unwrap();
+    /// ```
     pub fn spawned(&mut self) {
         self.cgroup_fd = None;
     }

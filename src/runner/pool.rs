@@ -54,6 +54,14 @@ impl Pools {
     }
 
     /// Runs `claimed` on a pooled worker of `plan`.
+    ///
+    /// ```no_run
+    /// # async fn demo(pools: &jobvisor::runner::pool::Pools, plan: &jobvisor::runner::process::ProcessPlan,
+    /// #     claimed: &jobvisor::store::Claimed, stop: &jobvisor::runner::Stop, sink: &jobvisor::relay::LogSink) {
+    /// let completion = pools.run(plan, claimed, stop, sink).await;
+    /// println!("{:?}", completion.outcome);
+    /// # }
+    /// ```
     pub async fn run(
         &self,
         plan: &ProcessPlan,
@@ -134,6 +142,13 @@ impl Pools {
 
     /// Retires workers idle longer than [`IDLE_TIMEOUT`] (or all idle
     /// workers, at shutdown), and forgets empty pools.
+    ///
+    /// ```no_run
+    /// # async fn demo(pools: &jobvisor::runner::pool::Pools) {
+    /// pools.sweep(false).await; // idle workers past their time
+    /// pools.sweep(true).await; // every idle worker (shutdown)
+    /// # }
+    /// ```
     pub async fn sweep(&self, all: bool) {
         let mut retiring = Vec::new();
         {
@@ -156,6 +171,11 @@ impl Pools {
     }
 
     /// Pids of the idle workers (for tests and diagnostics).
+    ///
+    /// ```
+    /// let pools = jobvisor::runner::pool::Pools::default();
+    /// assert!(pools.idle_pids().is_empty());
+    /// ```
     pub fn idle_pids(&self) -> Vec<i32> {
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools

@@ -77,6 +77,22 @@ pub struct ProcessPlan {
 
 impl ProcessPlan {
     /// Workers of plans with the same key are interchangeable.
+    ///
+    /// ```
+    /// use jobvisor::runner::process::ProcessPlan;
+    /// let plan = |handler: &str| ProcessPlan {
+    ///     handler: handler.into(),
+    ///     program: "/usr/local/bin/resize".into(),
+    ///     args: vec![],
+    ///     limits: Default::default(),
+    ///     self_guarding: false,
+    ///     cgroup: false,
+    ///     shim: None,
+    /// };
+    /// assert_eq!(plan("resize").pool_key(), plan("resize").pool_key());
+    /// // A worker serves one handler's setup: another handler pools apart.
+    /// assert_ne!(plan("resize").pool_key(), plan("thumbnail").pool_key());
+    /// ```
     pub fn pool_key(&self) -> String {
         serde_json::json!([
             self.handler,
