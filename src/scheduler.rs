@@ -274,9 +274,10 @@ async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome
         } else {
             // Another node advanced some of these jobs first. Its runs of
             // the same occurrences have ids of their own (made when planned),
-            // so a run found by its id here is one this pass inserted.
+            // so a run found by its id here is one this pass inserted. The
+            // pass has committed: a failed look costs an event, not the pass.
             for run in runs {
-                if store.execution(run.id).await?.is_some() {
+                if let Ok(Some(_)) = store.execution(run.id).await {
                     sched.inserted.push(run.into());
                 }
             }
