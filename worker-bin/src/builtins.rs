@@ -3,7 +3,7 @@
 //! `panic`), and `misbehave`, the faults that `bench --scenario isolation`
 //! runs in each mode.
 
-use crate::handler::{Context, HandlerError, HandlerResult, Registry};
+use crate::handler::{decode, Context, HandlerError, HandlerResult, Registry};
 use crate::protocol::Level;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -49,13 +49,6 @@ pub fn register_all(registry: &mut Registry) {
         .register("misbehave", misbehave);
 }
 
-fn parse<T: for<'de> Deserialize<'de> + Default>(payload: Value) -> Result<T, HandlerError> {
-    if payload.is_null() {
-        return Ok(T::default());
-    }
-    serde_json::from_value(payload).map_err(HandlerError::invalid_payload)
-}
-
 /// Does nothing and succeeds: the unit of overhead in benchmarks.
 pub(crate) async fn noop(_ctx: Context, _payload: Value) -> HandlerResult {
     Ok(Value::Null)
@@ -66,7 +59,7 @@ pub(crate) async fn echo(_ctx: Context, payload: Value) -> HandlerResult {
     Ok(payload)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SleepArgs {
     /// Milliseconds to sleep (default 1000).
@@ -75,7 +68,7 @@ struct SleepArgs {
 
 /// Sleeps `{"ms": N}` milliseconds; stops early, cancelled, on a cancel.
 pub(crate) async fn sleep(ctx: Context, payload: Value) -> HandlerResult {
-    let args: SleepArgs = parse(payload)?;
+    let args: SleepArgs = decode(payload)?;
     let ms = args.ms.unwrap_or(1000);
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({ "slept_ms": ms })),
@@ -83,7 +76,7 @@ pub(crate) async fn sleep(ctx: Context, payload: Value) -> HandlerResult {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProgressArgs {
     /// Number of steps (default 10).
@@ -97,7 +90,7 @@ struct ProgressArgs {
 /// Reports `{"steps": N}` steps of progress, `delay_ms` apart (and with
 /// `"log": true` a log line each); honours cancel.
 pub(crate) async fn progress(ctx: Context, payload: Value) -> HandlerResult {
-    let args: ProgressArgs = parse(payload)?;
+    let args: ProgressArgs = decode(payload)?;
     let steps = args.steps.unwrap_or(10);
     let delay = Duration::from_millis(args.delay_ms.unwrap_or(100));
     for i in 1..=steps {
@@ -114,7 +107,7 @@ pub(crate) async fn progress(ctx: Context, payload: Value) -> HandlerResult {
     Ok(json!({ "steps": steps }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LogsArgs {
     /// Number of lines (default 10).
@@ -127,7 +120,7 @@ struct LogsArgs {
 
 /// Writes `{"count": N, "level": L}` log lines.
 pub(crate) async fn logs(ctx: Context, payload: Value) -> HandlerResult {
-    let args: LogsArgs = parse(payload)?;
+    let args: LogsArgs = decode(payload)?;
     let count = args.count.unwrap_or(10);
     let level = args.level.unwrap_or_else(|| "info".into());
     let fixed = if level == "all" {
@@ -147,7 +140,7 @@ pub(crate) async fn logs(ctx: Context, payload: Value) -> HandlerResult {
     Ok(json!({ "lines": count }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppendArgs {
     /// The file to append to (required).
@@ -164,7 +157,7 @@ struct AppendArgs {
 /// (one `write` in append mode: lines from concurrent runs never mix).
 pub(crate) async fn append(ctx: Context, payload: Value) -> HandlerResult {
     use std::io::Write;
-    let args: AppendArgs = parse(payload)?;
+    let args: AppendArgs = decode(payload)?;
     let path = args
         .path
         .ok_or_else(|| HandlerError::invalid_payload("\"path\" is required"))?;
@@ -190,7 +183,7 @@ pub(crate) async fn append(ctx: Context, payload: Value) -> HandlerResult {
     Ok(json!({ "appended": path, "lines": lines }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FailArgs {
     /// The error message (default "failed on purpose").
@@ -201,7 +194,7 @@ struct FailArgs {
 
 /// Fails with `{"message": M, "retry": bool}`.
 pub(crate) async fn fail(_ctx: Context, payload: Value) -> HandlerResult {
-    let args: FailArgs = parse(payload)?;
+    let args: FailArgs = decode(payload)?;
     let message = args.message.unwrap_or_else(|| "failed on purpose".into());
     Err(if args.retry.unwrap_or(true) {
         HandlerError::retryable(message)
@@ -210,7 +203,7 @@ pub(crate) async fn fail(_ctx: Context, payload: Value) -> HandlerResult {
     })
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PanicArgs {
     message: Option<String>,
@@ -218,7 +211,7 @@ struct PanicArgs {
 
 /// Panics with `{"message": M}`: for testing that a panic stays contained.
 pub(crate) async fn panic(_ctx: Context, payload: Value) -> HandlerResult {
-    let args: PanicArgs = parse(payload)?;
+    let args: PanicArgs = decode(payload)?;
     let message = args.message.unwrap_or_else(|| "panicked on purpose".into());
     std::panic::panic_any(message)
 }
@@ -257,7 +250,7 @@ pub const MISBEHAVIOURS: [&str; 10] = [
     "block",
 ];
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MisbehaveArgs {
     /// Which fault (one of [`MISBEHAVIOURS`]).
@@ -289,7 +282,7 @@ struct MisbehaveArgs {
 /// - `flood`: writes `bytes` of lines straight to stdout, then succeeds;
 /// - `stdin`: waits forever on nothing, reading no input.
 pub(crate) async fn misbehave(_ctx: Context, payload: Value) -> HandlerResult {
-    let args: MisbehaveArgs = parse(payload)?;
+    let args: MisbehaveArgs = decode(payload)?;
     let what = args.what.unwrap_or_default();
     match what.as_str() {
         "panic" => std::panic::panic_any("misbehaving on purpose".to_string()),
