@@ -793,10 +793,13 @@ impl Supervisor {
         spec: &crate::workflow::WorkflowSpec,
     ) -> Result<crate::workflow::Submitted, Error> {
         let local = |name: &str| self.shared.exec.registry.get(name).is_some();
-        let out = crate::workflow::submit(self.store().as_ref(), &local, spec).await?;
+        let (out, execs) =
+            crate::workflow::submit_inserting(self.store().as_ref(), &local, spec).await?;
         self.wake();
-        self.announce(out.steps.iter().map(|(_, id)| *id).collect())
-            .await;
+        self.shared
+            .exec
+            .events
+            .enqueued(execs.iter().map(Into::into));
         Ok(out)
     }
 
@@ -1178,26 +1181,22 @@ impl Supervisor {
         let _ = rx.wait_for(|r| *r).await;
     }
 
-    /// Announces executions just inserted, read back from the store (only
-    /// when somebody hears).
-    async fn announce(&self, ids: Vec<Uuid>) {
+    /// Announces execution `id`, just inserted where this node did not see
+    /// it made: read back from the store (only when somebody hears).
+    async fn announce(&self, id: Uuid) {
         let events = &self.shared.exec.events;
         if !events.heard() {
             return;
         }
-        let mut runs = Vec::new();
-        for id in ids {
-            if let Ok(Some(e)) = self.store().execution(id).await {
-                runs.push(crate::events::Enqueued {
-                    id,
-                    handler: e.handler,
-                    job: e.job,
-                    run_at: e.run_at.micros(),
-                    queue: e.queue,
-                });
-            }
+        if let Ok(Some(e)) = self.store().execution(id).await {
+            events.enqueued([crate::events::Enqueued {
+                id,
+                handler: e.handler,
+                job: e.job,
+                run_at: e.run_at.micros(),
+                queue: e.queue,
+            }]);
         }
-        events.enqueued(runs);
     }
 
     /// Lifecycle events: this node's, and on PostgreSQL every other node's
@@ -1279,7 +1278,7 @@ impl Supervisor {
     pub async fn trigger_job(&self, name: &str) -> Result<Uuid, Error> {
         let id = crate::job::trigger(self.store().as_ref(), name).await?;
         self.wake();
-        self.announce(vec![id]).await;
+        self.announce(id).await;
         Ok(id)
     }
 

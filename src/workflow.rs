@@ -354,6 +354,15 @@ pub async fn submit(
     local: &(dyn Fn(&str) -> bool + Sync),
     spec: &WorkflowSpec,
 ) -> Result<Submitted, Error> {
+    Ok(submit_inserting(store, local, spec).await?.0)
+}
+
+/// [`submit`], also giving back the steps' executions as inserted.
+pub(crate) async fn submit_inserting(
+    store: &dyn Store,
+    local: &(dyn Fn(&str) -> bool + Sync),
+    spec: &WorkflowSpec,
+) -> Result<(Submitted, Vec<crate::model::NewExecution>), Error> {
     let order = spec.order()?;
     let id = Uuid::now_v7();
     let mut runs = Vec::with_capacity(order.len());
@@ -409,14 +418,15 @@ pub async fn submit(
     store
         .enqueue_workflow(&workflow, &execs, crate::model::now_micros())
         .await?;
-    Ok(Submitted {
+    let submitted = Submitted {
         id,
         steps: order
             .iter()
             .zip(&execs)
             .map(|(s, e)| (s.name.clone(), e.id))
             .collect(),
-    })
+    };
+    Ok((submitted, execs))
 }
 
 /// A workflow's overall status, from its steps' (last attempts').

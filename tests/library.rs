@@ -908,6 +908,32 @@ async fn events_tell_each_step_of_an_execution_and_hooks_hear_theirs() {
     .await;
     let heard = heard.lock().unwrap().clone();
     assert_eq!(heard[..want.len()], want.map(|(k, id)| (k.to_string(), id)));
+
+    // A workflow's steps are announced as they are inserted.
+    let spec = jobvisor::workflow::WorkflowSpec::parse(
+        r#"{"name": "w", "steps": [{"name": "a", "handler": "echo"},
+            {"name": "b", "handler": "noop", "after": ["a"], "queue": "later"}]}"#,
+    )
+    .unwrap();
+    let w = sup.workflow(&spec).await.unwrap();
+    seen.clear();
+    events_until(&mut rx, &mut seen, |e| e.execution_id == w.steps[1].1).await;
+    let enqueued: Vec<(Uuid, &str, &str)> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Enqueued { queue, .. } => {
+                Some((e.execution_id, e.handler.as_str(), queue.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        enqueued,
+        [
+            (w.steps[0].1, "echo", "default"),
+            (w.steps[1].1, "noop", "later")
+        ]
+    );
     stop.send(()).unwrap();
     task.await.unwrap();
 }
