@@ -135,16 +135,26 @@ pub async fn retry(
     filter: &ExecFilter,
     now: Micros,
 ) -> Result<Bulk, StoreError> {
+    Ok(retry_listing(store, filter, now).await?.0)
+}
+
+/// [`retry`], with the executions of the new attempts.
+pub(crate) async fn retry_listing(
+    store: &dyn Store,
+    filter: &ExecFilter,
+    now: Micros,
+) -> Result<(Bulk, Vec<Uuid>), StoreError> {
     let found = matching(store, filter).await?;
-    let mut retried = 0;
+    let mut retried = Vec::new();
     for e in &found {
-        if let RetryRequest::Retried(_) = store.retry(e.id, now).await? {
-            retried += 1;
+        if let RetryRequest::Retried(again) = store.retry(e.id, now).await? {
+            retried.push(again);
         }
     }
-    Ok(Bulk {
+    let done = Bulk {
         matched: found.len() as u64,
-        retried: Some(retried),
+        retried: Some(retried.len() as u64),
         ..Default::default()
-    })
+    };
+    Ok((done, retried))
 }

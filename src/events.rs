@@ -63,8 +63,9 @@ pub struct Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
-    /// A run was inserted (through this supervisor, a workflow, a trigger
-    /// or a job's schedule); not a retry, which is [`EventKind::Retrying`].
+    /// A run was inserted (through this supervisor, a workflow, a trigger,
+    /// a job's schedule, or a retry asked for by hand); not an automatic
+    /// retry, which is [`EventKind::Retrying`].
     Enqueued {
         /// Not before then.
         run_at: Micros,
@@ -121,7 +122,8 @@ pub enum EventKind {
         /// Why.
         error: String,
     },
-    /// It was cancelled.
+    /// It was cancelled: while it ran, or before it started (by hand, or
+    /// because an upstream it needed failed).
     Cancelled {
         /// How it ended, or the reason given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +185,9 @@ const NOTICE_BYTES: usize = 7_900;
 /// How long a node trusts its last look at whether any node hears events:
 /// a new subscriber on another node hears this one's events within it.
 const HEARD_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a deferred event waits for [`Hub::flush`] before it is
+/// announced anyway.
+const DEFERRED_FOR: std::time::Duration = std::time::Duration::from_millis(50);
 /// Events a subscriber may fall behind by before it misses some
 /// (`RecvError::Lagged`).
 const CAPACITY: usize = 16 * 1024;
@@ -197,6 +202,12 @@ pub(crate) struct Hub {
     publish: Option<mpsc::UnboundedSender<Vec<Event>>>,
     /// Set up by the first subscription: other nodes' events.
     remote: tokio::sync::OnceCell<()>,
+    /// `cancelled` events of executions cancelled before they started,
+    /// heard from the store as their transactions commit and announced by
+    /// [`Hub::flush`]: after the events of what caused them (a parent's
+    /// end, in the relay's batch), or within [`DEFERRED_FOR`].
+    deferred: Mutex<Vec<Event>>,
+    nudge: Arc<tokio::sync::Notify>,
     store: Arc<dyn Store>,
     stop: CancellationToken,
 }
@@ -222,16 +233,62 @@ impl Hub {
             tokio::spawn(publish(store.clone(), rx, stop.clone()));
             tx
         });
-        Arc::new(Hub {
+        let hub = Arc::new(Hub {
             node,
             tx: broadcast::channel(CAPACITY).0,
             origins: Mutex::default(),
             hooks,
             publish,
             remote: tokio::sync::OnceCell::new(),
-            store,
+            deferred: Mutex::default(),
+            nudge: Arc::default(),
+            store: store.clone(),
+            stop: stop.clone(),
+        });
+        let weak = Arc::downgrade(&hub);
+        store.on_unstarted_cancels(Box::new(move |cancels| match weak.upgrade() {
+            Some(hub) => {
+                hub.defer(cancels);
+                true
+            }
+            None => false,
+        }));
+        tokio::spawn(flush_deferred(
+            Arc::downgrade(&hub),
+            hub.nudge.clone(),
             stop,
-        })
+        ));
+        hub
+    }
+
+    /// Executions were cancelled before they started: their events wait
+    /// for [`Hub::flush`].
+    pub(crate) fn defer(&self, cancels: &[crate::store::UnstartedCancel]) {
+        if !self.heard() {
+            return;
+        }
+        let events = cancels.iter().map(|c| {
+            let origin = Origin {
+                handler: c.handler.clone(),
+                job: c.job.clone(),
+                attempt: 0,
+            };
+            let reason = Some(c.reason.clone()).filter(|r| !r.is_empty());
+            self.event(c.id, Some(&origin), EventKind::Cancelled { reason })
+        });
+        self.lock_deferred().extend(events);
+        self.nudge.notify_one();
+    }
+
+    /// Announces the deferred events (executions cancelled before they
+    /// started), in the order their transactions committed.
+    pub(crate) fn flush(&self) {
+        let events = std::mem::take(&mut *self.lock_deferred());
+        self.emit(events);
+    }
+
+    fn lock_deferred(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        self.deferred.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether anyone hears this node's events: subscribers, hooks, or
@@ -371,6 +428,7 @@ impl Hub {
             ended
         };
         if !heard {
+            self.flush();
             return;
         }
         // An execution this node did not start (rescued from a dead node):
@@ -421,6 +479,25 @@ impl Hub {
             events.push(self.event(f.id, origin.as_ref(), kind));
         }
         self.emit(events);
+        // Dependents these ends cancelled.
+        self.flush();
+    }
+}
+
+/// Announces deferred events that no [`Hub::flush`] took within
+/// [`DEFERRED_FOR`] of their commit.
+/// It holds no strong reference while it waits, so that the hub can drop.
+async fn flush_deferred(hub: Weak<Hub>, nudge: Arc<tokio::sync::Notify>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = nudge.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+        tokio::time::sleep(DEFERRED_FOR).await;
+        match hub.upgrade() {
+            Some(hub) => hub.flush(),
+            None => return,
+        }
     }
 }
 

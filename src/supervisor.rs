@@ -757,10 +757,25 @@ impl Supervisor {
             .iter()
             .zip(&execs)
             .filter(|(o, x)| !o.duplicate && o.id == x.id);
-        self.shared
-            .exec
-            .events
-            .enqueued(inserted.map(|(_, x)| x.into()));
+        let events = &self.shared.exec.events;
+        events.enqueued(inserted.clone().map(|(_, x)| x.into()));
+        // A run whose upstream had already failed was cancelled as it was
+        // inserted: announced after its `enqueued`.
+        if events.heard() {
+            for (_, x) in inserted.filter(|(_, x)| !x.after.is_empty()) {
+                if let Ok(Some(e)) = self.store().execution(x.id).await {
+                    if e.status == Status::Cancelled {
+                        events.defer(&[crate::store::UnstartedCancel {
+                            id: e.id,
+                            handler: e.handler,
+                            job: e.job,
+                            reason: e.cancel_reason.unwrap_or_default(),
+                        }]);
+                    }
+                }
+            }
+            events.flush();
+        }
         Ok(out)
     }
 
@@ -829,6 +844,7 @@ impl Supervisor {
         let Some(done) = store.cancel_workflow(id, reason, now_micros()).await? else {
             return Ok(None);
         };
+        self.shared.exec.events.flush();
         self.wake();
         if done.requested > 0 {
             if let Some((_, _, steps)) = store.workflow(id).await? {
@@ -869,6 +885,9 @@ impl Supervisor {
     pub async fn retry(&self, id: Uuid) -> Result<crate::store::RetryRequest, Error> {
         let r = self.store().retry(id, now_micros()).await?;
         self.wake();
+        if let crate::store::RetryRequest::Retried(again) = r {
+            self.announce(again).await;
+        }
         Ok(r)
     }
 
@@ -895,6 +914,7 @@ impl Supervisor {
         reason: &str,
     ) -> Result<crate::bulk::Bulk, Error> {
         let done = crate::bulk::cancel(self.store().as_ref(), filter, reason, now_micros()).await?;
+        self.shared.exec.events.flush();
         if done.requested.unwrap_or(0) > 0 {
             // Those running here stop at once, not at the next cancel poll.
             let running = crate::store::ExecFilter {
@@ -935,8 +955,12 @@ impl Supervisor {
         &self,
         filter: &crate::store::ExecFilter,
     ) -> Result<crate::bulk::Bulk, Error> {
-        let done = crate::bulk::retry(self.store().as_ref(), filter, now_micros()).await?;
+        let (done, retried) =
+            crate::bulk::retry_listing(self.store().as_ref(), filter, now_micros()).await?;
         self.wake();
+        for again in retried {
+            self.announce(again).await;
+        }
         Ok(done)
     }
 
@@ -965,7 +989,10 @@ impl Supervisor {
                 tell(&self.shared.dispatcher, ToDispatcher::Cancel { id, reason });
             }
             // Dependents that run however it ended may be ready now.
-            CancelRequest::CancelledPending => self.wake(),
+            CancelRequest::CancelledPending => {
+                self.shared.exec.events.flush();
+                self.wake();
+            }
             _ => {}
         }
         Ok(r)

@@ -736,6 +736,175 @@ async fn events_until(
     }
 }
 
+/// Executions that end without starting are announced too: cancelled by
+/// hand while pending (one, in bulk, a workflow's), or because an upstream
+/// failed (after that upstream's `failed`, and after their own `enqueued`
+/// when the upstream had failed before they were inserted). A retry asked
+/// for by hand is an `enqueued`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tell_ends_without_a_start_and_retries_by_hand() {
+    use jobvisor::events::EventKind;
+    use std::sync::{Arc, Mutex};
+    let env = Env::new();
+    let cancels: Arc<Mutex<Vec<Uuid>>> = Arc::default();
+    let (sup, stop, task) = start(&env, |b| {
+        let cancels = cancels.clone();
+        b.on_cancel(move |e| cancels.lock().unwrap().push(e.execution_id))
+    })
+    .await;
+    let mut rx = sup.events().await;
+    let mut seen = Vec::new();
+    let kinds = |seen: &[jobvisor::events::Event], id: Uuid| -> Vec<&'static str> {
+        seen.iter()
+            .filter(|e| e.execution_id == id)
+            .map(|e| e.kind.name())
+            .collect()
+    };
+    let later = || RunSpec {
+        run_at: Some(jobvisor::model::now_micros() + 3_600_000_000),
+        ..RunSpec::new("noop", json!(null))
+    };
+
+    // By hand, one pending.
+    let one = sup.enqueue(later()).await.unwrap();
+    sup.cancel(one, "not today").await.unwrap();
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == one && e.kind.name() == "cancelled"
+    })
+    .await;
+    assert_eq!(kinds(&seen, one), ["enqueued", "cancelled"]);
+    let e = seen.last().unwrap();
+    assert_eq!(
+        (&e.kind, e.handler.as_str(), e.node.as_str()),
+        (
+            &EventKind::Cancelled {
+                reason: Some("not today".into())
+            },
+            "noop",
+            sup.node_id()
+        )
+    );
+
+    // In bulk.
+    let mut spec = later();
+    spec.queue = "bulk".into();
+    let bulk = sup.enqueue(spec).await.unwrap();
+    let filter = jobvisor::store::ExecFilter {
+        queue: Some("bulk".into()),
+        ..Default::default()
+    };
+    let done = sup.cancel_matching(&filter, "draining").await.unwrap();
+    assert_eq!(done.cancelled, Some(1));
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == bulk && e.kind.name() == "cancelled"
+    })
+    .await;
+
+    // A workflow: its second step waits on a first that fails for good,
+    // so it is cancelled after that failure is announced; a workflow
+    // cancelled while its steps wait announces each.
+    let spec = jobvisor::workflow::WorkflowSpec::parse(
+        r#"{"name": "w", "steps": [
+            {"name": "a", "handler": "fail", "payload": {"message": "broken", "retry": false}},
+            {"name": "b", "handler": "noop", "after": ["a"]}]}"#,
+    )
+    .unwrap();
+    let w = sup.workflow(&spec).await.unwrap();
+    let (a, b) = (w.steps[0].1, w.steps[1].1);
+    seen.clear();
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == b && e.kind.name() == "cancelled"
+    })
+    .await;
+    let order: Vec<(Uuid, &str)> = seen
+        .iter()
+        .filter(|e| matches!(e.kind.name(), "failed" | "cancelled"))
+        .map(|e| (e.execution_id, e.kind.name()))
+        .collect();
+    assert_eq!(order, [(a, "failed"), (b, "cancelled")]);
+    let why = format!("upstream {a} failed");
+    assert_eq!(
+        seen.last().unwrap().kind,
+        EventKind::Cancelled {
+            reason: Some(why.clone())
+        }
+    );
+
+    // Inserted after its upstream failed: cancelled as it is inserted,
+    // announced after its `enqueued`.
+    let late = sup
+        .enqueue(RunSpec {
+            after: vec![a],
+            ..RunSpec::new("noop", json!(null))
+        })
+        .await
+        .unwrap();
+    seen.clear();
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == late && e.kind.name() == "cancelled"
+    })
+    .await;
+    assert_eq!(kinds(&seen, late), ["enqueued", "cancelled"]);
+    assert_eq!(
+        seen.last().unwrap().kind,
+        EventKind::Cancelled { reason: Some(why) }
+    );
+
+    // A retry by hand of the failed step.
+    let jobvisor::store::RetryRequest::Retried(again) = sup.retry(a).await.unwrap() else {
+        panic!("the failed step can be retried");
+    };
+    events_until(&mut rx, &mut seen, |e| e.execution_id == again).await;
+    assert_eq!(seen.last().unwrap().kind.name(), "enqueued");
+    assert_eq!(seen.last().unwrap().handler, "fail");
+
+    let spec = jobvisor::workflow::WorkflowSpec::parse(
+        r#"{"name": "w2", "steps": [{"name": "x", "handler": "noop", "after": ["y"]},
+            {"name": "y", "handler": "sleep", "payload": {"ms": 600000}}]}"#,
+    )
+    .unwrap();
+    let w2 = sup.workflow(&spec).await.unwrap();
+    let step = |name: &str| w2.steps.iter().find(|(n, _)| n == name).unwrap().1;
+    let (x, y) = (step("x"), step("y"));
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == y && e.kind.name() == "started"
+    })
+    .await;
+    sup.cancel_workflow(w2.id, "stop it")
+        .await
+        .unwrap()
+        .unwrap();
+    seen.clear();
+    events_until(&mut rx, &mut seen, |e| {
+        e.execution_id == y && e.kind.name() == "cancelled"
+    })
+    .await;
+    // x waited on y: cancelled at once, before y's run ends.
+    let ends: Vec<&jobvisor::events::Event> = seen
+        .iter()
+        .filter(|e| [x, y].contains(&e.execution_id))
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:#?}");
+    assert_eq!(ends[0].execution_id, x);
+    assert_eq!(
+        ends[0].kind,
+        EventKind::Cancelled {
+            reason: Some("stop it".into())
+        }
+    );
+
+    // The hook heard every one of them, in order.
+    let want = [one, bulk, b, late, x, y];
+    eventually("the cancel hooks ran", || async {
+        let heard = cancels.lock().unwrap().clone();
+        (heard.len() >= want.len()).then_some(heard)
+    })
+    .await;
+    assert_eq!(*cancels.lock().unwrap(), want);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_tell_each_step_of_an_execution_and_hooks_hear_theirs() {
     use jobvisor::events::EventKind;

@@ -919,4 +919,43 @@ async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_o
         hooked,
         [(ok, a_node.to_string()), (bad, a_node.to_string())]
     );
+
+    // A dependent that B cancels, because its upstream failed there, is
+    // heard on A too, after that failure. The upstream is due in a few
+    // seconds, so that the dependent is inserted while it waits.
+    let mut parent = jobvisor::RunSpec::new(
+        "fail",
+        serde_json::json!({"message": "broken", "retry": false}),
+    );
+    parent.run_at = Some(jobvisor::model::now_micros() + 3_000_000);
+    let parent = a.enqueue(parent).await.unwrap();
+    let mut child = jobvisor::RunSpec::new("noop", serde_json::Value::Null);
+    child.after = vec![parent];
+    let child = a.enqueue(child).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seen: Vec<Event> = Vec::new();
+    while !seen
+        .iter()
+        .any(|e| e.execution_id == child && e.kind.name() == "cancelled")
+    {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) => seen.push(e),
+            other => panic!("{other:?}; saw {seen:#?}"),
+        }
+    }
+    let ends: Vec<(Uuid, &str, &str)> = seen
+        .iter()
+        .filter(|e| matches!(e.kind.name(), "failed" | "cancelled"))
+        .map(|e| (e.execution_id, e.node.as_str(), e.kind.name()))
+        .collect();
+    assert_eq!(
+        ends,
+        [(parent, b_node, "failed"), (child, b_node, "cancelled")]
+    );
+    assert_eq!(
+        seen.last().unwrap().kind,
+        EventKind::Cancelled {
+            reason: Some(format!("upstream {parent} failed"))
+        }
+    );
 }

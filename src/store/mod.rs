@@ -171,6 +171,15 @@ pub trait Store: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// From now on, `sink` hears every execution this store cancels before
+    /// it started, after the transaction commits (but not those cancelled
+    /// in the transaction that inserted them, because an upstream had
+    /// already failed: their enqueuer announces them).
+    #[doc(hidden)]
+    fn on_unstarted_cancels(&self, sink: UnstartedSink) {
+        let _ = sink;
+    }
+
     /// Other nodes' lifecycle events, as the JSON batches they published;
     /// `None`: the backend does not carry them.
     #[doc(hidden)]

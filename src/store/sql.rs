@@ -6,7 +6,8 @@ use super::dialect::{Col, Conn, DbRow, Dialect, Sql};
 use super::{
     Batch, CancelRequest, Claimed, Claims, ExecFilter, Finished, ForeignRunning, IdTable,
     IdleDaemon, JobAdvance, JobStats, Links, LogPage, NewWorkflow, NodeInfo, Notice, QueueChange,
-    QueueInfo, RetryRequest, Store, StoreError, TimelineRow, WorkflowCancel, WorkflowInfo,
+    QueueInfo, RetryRequest, Store, StoreError, TimelineRow, UnstartedCancel, UnstartedSink,
+    WorkflowCancel, WorkflowInfo,
 };
 use crate::model::{
     AfterPolicy, Chain, Enqueued, Execution, HandlerSpec, Job, JobSpec, LogEntry, Micros, Mode,
@@ -323,6 +324,8 @@ pub struct SqlStore<D: Dialect> {
     /// executions of one handler in the same minute then write rows of
     /// their own, rather than all queueing for one row's lock.
     shard: i64,
+    /// Who hears executions cancelled before they started.
+    unstarted: Mutex<Vec<UnstartedSink>>,
 }
 
 impl<D: Dialect> SqlStore<D> {
@@ -334,6 +337,7 @@ impl<D: Dialect> SqlStore<D> {
             claim_limited: std::array::from_fn(|i| claim_limited::<D>(Kinds::from_index(i))),
             claim_simple: claim_simple::<D>(),
             shard: next_shard(),
+            unstarted: Mutex::default(),
         }
     }
 
@@ -373,10 +377,15 @@ impl<D: Dialect> SqlStore<D> {
     async fn commit(
         &self,
         mut tx: sqlx::Transaction<'static, D::Db>,
-        ends: Ends,
+        mut ends: Ends,
     ) -> Result<(), StoreError> {
+        let unstarted = std::mem::take(&mut ends.unstarted);
         ends.write::<D>(&mut tx, self.shard).await?;
         tx.commit().await?;
+        if !unstarted.is_empty() {
+            let mut sinks = self.unstarted.lock().unwrap_or_else(|e| e.into_inner());
+            sinks.retain(|hear| hear(&unstarted));
+        }
         Ok(())
     }
 
@@ -1054,7 +1063,11 @@ async fn enqueue_in<D: Dialect>(
     })
     .await?;
     insert_edges::<D>(tx, &edges).await?;
+    // Runs cancelled as they are inserted are not told to the sinks: the
+    // caller announces their `enqueued` first (see `Supervisor::submit_many`).
+    let told = ends.unstarted.len();
     cancel_unstarted::<D>(tx, ends, &upstream, None, now).await?;
+    ends.unstarted.truncate(told);
     D::notify(tx, "work").await?;
     Ok(out)
 }
@@ -1063,8 +1076,13 @@ async fn enqueue_in<D: Dialect>(
 /// status: the rows the timeline gains, written by [`Ends::write`] last,
 /// just before the commit, in key order (so that two transactions adding to
 /// the same rows take their locks in one order and never deadlock).
+/// Also the executions it cancelled before they started, told to the
+/// store's [`UnstartedSink`]s after the commit.
 #[derive(Default)]
-struct Ends(BTreeMap<(i64, String, Status), Minute>);
+struct Ends {
+    minutes: BTreeMap<(i64, String, Status), Minute>,
+    unstarted: Vec<UnstartedCancel>,
+}
 
 /// What ended in one minute, of one handler, with one status.
 #[derive(Default, Clone, Copy)]
@@ -1080,7 +1098,7 @@ impl Ends {
     /// One execution of `handler` that ended at `finished` with `status`.
     fn add(&mut self, handler: String, status: Status, started: Option<Micros>, finished: Micros) {
         let m = self
-            .0
+            .minutes
             .entry((finished.div_euclid(MINUTE_US), handler, status))
             .or_default();
         m.n += 1;
@@ -1094,7 +1112,7 @@ impl Ends {
 
     /// Adds them to the timeline, in this store's `shard` of its rows.
     async fn write<D: Dialect>(self, conn: &mut Conn<D>, shard: i64) -> Result<(), StoreError> {
-        let rows: Vec<_> = self.0.into_iter().collect();
+        let rows: Vec<_> = self.minutes.into_iter().collect();
         for chunk in rows.chunks(rows_per_statement(8)) {
             let mut q = Sql::<D>::new(
                 "INSERT INTO timeline (minute, handler, status, shard, n, timed, sum_us, max_us) \
@@ -1166,17 +1184,25 @@ async fn cancel_unstarted<D: Dialect>(
             ") AS v WHERE executions.id = v.column1 AND executions.status IN ('pending', 'waiting') \
              RETURNING executions.id AS id, executions.unique_key AS unique_key, \
              executions.unique_for_ms AS hold, executions.handler AS handler, \
-             executions.started_at AS started_at",
+             executions.started_at AS started_at, executions.job AS job, \
+             executions.cancel_reason AS reason",
         );
         for row in q.fetch_all(&mut *conn).await? {
             let row = r::<D>(&row, "executions");
             let id: Uuid = row.get("id")?;
+            let handler: String = row.get("handler")?;
             ends.add(
-                row.get("handler")?,
+                handler.clone(),
                 Status::Cancelled,
                 row.get("started_at")?,
                 now,
             );
+            ends.unstarted.push(UnstartedCancel {
+                id,
+                handler,
+                job: row.get("job")?,
+                reason: row.get::<Option<String>>("reason")?.unwrap_or_default(),
+            });
             if let Some(key) = row.get::<Option<String>>("unique_key")? {
                 // A follower gives up its place; a holder hands the key on.
                 Sql::<D>::new(
@@ -1371,6 +1397,11 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn listen_events(&self) -> Result<Option<UnboundedReceiver<String>>, StoreError> {
         Ok(self.db.listen_events().await?)
+    }
+
+    fn on_unstarted_cancels(&self, sink: UnstartedSink) {
+        let mut sinks = self.unstarted.lock().unwrap_or_else(|e| e.into_inner());
+        sinks.push(sink);
     }
 
     async fn put_handler(&self, spec: &HandlerSpec, now: Micros) -> Result<(), StoreError> {

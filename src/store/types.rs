@@ -4,6 +4,26 @@ use crate::model::{Micros, Mode, Outcome, ProgressState, Status};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// An execution cancelled before it started (pending or waiting), heard
+/// when the transaction that cancelled it commits: for its `cancelled`
+/// event (see [`super::Store::on_unstarted_cancels`]).
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub struct UnstartedCancel {
+    pub id: Uuid,
+    pub handler: String,
+    pub job: Option<String>,
+    /// The reason given, or else why it was cancelled (`upstream ID
+    /// failed`).
+    pub reason: String,
+}
+
+/// Hears [`UnstartedCancel`]s, in commit order; returns `false` once it
+/// wants no more.
+#[doc(hidden)]
+pub type UnstartedSink = Box<dyn Fn(&[UnstartedCancel]) -> bool + Send + Sync>;
+
 /// An execution a node has just claimed: what its runner needs.
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
