@@ -139,7 +139,8 @@ pub async fn retry(
 }
 
 /// [`retry`], with the executions of the new attempts.
-pub(crate) async fn retry_listing(
+#[doc(hidden)]
+pub async fn retry_listing(
     store: &dyn Store,
     filter: &ExecFilter,
     now: Micros,

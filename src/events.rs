@@ -43,7 +43,7 @@ pub struct Event {
     /// Its job, or `None` for an ad-hoc run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
-    /// The node that reported it.
+    /// The node that reported it (`cli@HOST` for a CLI command's).
     pub node: String,
     /// When it happened (µs since the epoch).
     pub at: Micros,
@@ -267,15 +267,7 @@ impl Hub {
         if !self.heard() {
             return;
         }
-        let events = cancels.iter().map(|c| {
-            let origin = Origin {
-                handler: c.handler.clone(),
-                job: c.job.clone(),
-                attempt: 0,
-            };
-            let reason = Some(c.reason.clone()).filter(|r| !r.is_empty());
-            self.event(c.id, Some(&origin), EventKind::Cancelled { reason })
-        });
+        let events = cancels.iter().map(|c| cancelled(&self.node, c));
         self.lock_deferred().extend(events);
         self.nudge.notify_one();
     }
@@ -577,27 +569,134 @@ async fn publish(
         if !heard.0 {
             continue;
         }
-        let mut payload = String::from("[");
-        for e in pending {
-            let json = fitted(e);
-            if payload.len() + json.len() + 2 > NOTICE_BYTES && payload.len() > 1 {
-                payload.push(']');
-                payloads.push(std::mem::replace(&mut payload, String::from("[")));
-            }
-            if payload.len() > 1 {
-                payload.push(',');
-            }
-            payload.push_str(&json);
-        }
-        if payload.len() > 1 {
-            payload.push(']');
-            payloads.push(payload);
-        }
+        batch(pending, &mut payloads);
         for p in payloads.drain(..) {
             if let Err(e) = store.publish_events(&p).await {
                 tracing::warn!(error = %crate::error_chain(&e), "cannot send events to other nodes");
             }
         }
+    }
+}
+
+/// `events` as notice payloads (JSON arrays, each under
+/// [`NOTICE_BYTES`]), added to `payloads`.
+fn batch(events: Vec<Event>, payloads: &mut Vec<String>) {
+    let mut payload = String::from("[");
+    for e in events {
+        let json = fitted(e);
+        if payload.len() + json.len() + 2 > NOTICE_BYTES && payload.len() > 1 {
+            payload.push(']');
+            payloads.push(std::mem::replace(&mut payload, String::from("[")));
+        }
+        if payload.len() > 1 {
+            payload.push(',');
+        }
+        payload.push_str(&json);
+    }
+    if payload.len() > 1 {
+        payload.push(']');
+        payloads.push(payload);
+    }
+}
+
+/// Announces to the nodes what a program that is not a node (a CLI
+/// command) did to executions: on PostgreSQL, published while a node
+/// hears; on SQLite, nothing, as no other process hears. Its events name
+/// `cli@HOST` as their node.
+#[doc(hidden)]
+pub struct Announcer {
+    origin: String,
+    /// What it announces, in the order it happened; `None`: nobody hears.
+    events: Option<Arc<Mutex<Vec<Event>>>>,
+}
+
+impl Announcer {
+    /// One for `store`; from now on it hears the executions `store`
+    /// cancels before they start.
+    pub async fn new(store: &dyn Store) -> Announcer {
+        let origin = format!("cli@{}", crate::runner::os::hostname());
+        let heard = store.publishes_events() && store.events_heard().await.unwrap_or(false);
+        if !heard {
+            return Announcer {
+                origin,
+                events: None,
+            };
+        }
+        let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let (sink, node) = (Arc::downgrade(&events), origin.clone());
+        store.on_unstarted_cancels(Box::new(move |cancels| {
+            let Some(events) = sink.upgrade() else {
+                return false;
+            };
+            let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
+            events.extend(cancels.iter().map(|c| cancelled(&node, c)));
+            true
+        }));
+        Announcer {
+            origin,
+            events: Some(events),
+        }
+    }
+
+    /// Runs `ids` were just inserted: each is read back for its event (and
+    /// one cancelled as it was inserted, because an upstream had failed,
+    /// gets its `cancelled` too).
+    pub async fn enqueued(&self, store: &dyn Store, ids: &[Uuid]) {
+        let Some(events) = &self.events else { return };
+        for id in ids {
+            let Ok(Some(e)) = store.execution(*id).await else {
+                continue;
+            };
+            let enqueued = Event {
+                execution_id: e.id,
+                handler: e.handler.clone(),
+                job: e.job.clone(),
+                node: self.origin.clone(),
+                at: crate::model::now_micros(),
+                kind: EventKind::Enqueued {
+                    run_at: e.run_at.micros(),
+                    queue: e.queue.clone(),
+                },
+            };
+            let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
+            events.push(enqueued);
+            if e.status == crate::model::Status::Cancelled {
+                let c = crate::store::UnstartedCancel {
+                    id: e.id,
+                    handler: e.handler,
+                    job: e.job,
+                    reason: e.cancel_reason.unwrap_or_default(),
+                };
+                events.push(cancelled(&self.origin, &c));
+            }
+        }
+    }
+
+    /// Publishes what it heard.
+    pub async fn finish(self, store: &dyn Store) {
+        let Some(events) = self.events else { return };
+        let events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut payloads = Vec::new();
+        batch(events, &mut payloads);
+        for p in payloads {
+            if let Err(e) = store.publish_events(&p).await {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot send events to the nodes");
+            }
+        }
+    }
+}
+
+/// The event of an execution cancelled before it started, from `node`.
+fn cancelled(node: &str, c: &crate::store::UnstartedCancel) -> Event {
+    Event {
+        execution_id: c.id,
+        handler: c.handler.clone(),
+        job: c.job.clone(),
+        node: node.to_string(),
+        at: crate::model::now_micros(),
+        kind: EventKind::Cancelled {
+            reason: Some(c.reason.clone()).filter(|r| !r.is_empty()),
+        },
     }
 }
 

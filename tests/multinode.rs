@@ -958,4 +958,33 @@ async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_o
             reason: Some(format!("upstream {parent} failed"))
         }
     );
+
+    // A CLI command is no node, but what it does is heard: an enqueue,
+    // and a cancel of a run that has not started (its queue is paused).
+    env.ok(&["queue", "pause", "held"]);
+    let held = env.ok(&["run", "noop", "--queue", "held"]);
+    let held: Uuid = held.trim().parse().unwrap();
+    env.ok(&["exec", "cancel", &held.to_string(), "--reason", "not now"]);
+    let mut seen: Vec<Event> = Vec::new();
+    while !seen
+        .iter()
+        .any(|e| e.execution_id == held && e.kind.name() == "cancelled")
+    {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) => seen.push(e),
+            other => panic!("{other:?}; saw {seen:#?}"),
+        }
+    }
+    let held: Vec<&Event> = seen.iter().filter(|e| e.execution_id == held).collect();
+    assert_eq!(held.len(), 2, "{held:#?}");
+    assert!(held[0].node.starts_with("cli@"), "{held:#?}");
+    assert_eq!(held[0].node, held[1].node);
+    assert_eq!(held[0].handler, "noop");
+    assert!(matches!(&held[0].kind, EventKind::Enqueued { queue, .. } if queue == "held"));
+    assert_eq!(
+        held[1].kind,
+        EventKind::Cancelled {
+            reason: Some("not now".into())
+        }
+    );
 }

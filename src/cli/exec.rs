@@ -2,6 +2,7 @@
 
 use super::args::{ActArgs, ExecCmd, ExecListArgs};
 use super::{input, output, CliError};
+use jobvisor::events::Announcer;
 use jobvisor::model::{Execution, LogEntry};
 use jobvisor::store::{CancelRequest, ExecFilter, IdTable, RetryRequest, Store};
 use std::time::Duration;
@@ -99,7 +100,9 @@ async fn cancel(store: &dyn Store, db: &str, a: ActArgs) -> Result<(), CliError>
         if a.dry_run {
             return dry_run(store, &filter).await;
         }
+        let events = Announcer::new(store).await;
         let done = jobvisor::bulk::cancel(store, &filter, &a.reason, now).await?;
+        events.finish(store).await;
         println!(
             "matched {}: {} cancelled before they started, {} running asked to stop",
             executions(done.matched),
@@ -108,7 +111,10 @@ async fn cancel(store: &dyn Store, db: &str, a: ActArgs) -> Result<(), CliError>
         );
         return Ok(());
     };
-    match store.request_cancel(id, &a.reason, now).await? {
+    let events = Announcer::new(store).await;
+    let asked = store.request_cancel(id, &a.reason, now).await?;
+    events.finish(store).await;
+    match asked {
         CancelRequest::NotFound => Err(input(format!("no execution {id}"))),
         CancelRequest::AlreadyFinished(s) => {
             Err(input(format!("execution {id} already ended ({s})")))
@@ -156,7 +162,10 @@ async fn retry(store: &dyn Store, a: ActArgs) -> Result<(), CliError> {
         if a.dry_run {
             return dry_run(store, &filter).await;
         }
-        let done = jobvisor::bulk::retry(store, &filter, now).await?;
+        let (done, again) = jobvisor::bulk::retry_listing(store, &filter, now).await?;
+        let events = Announcer::new(store).await;
+        events.enqueued(store, &again).await;
+        events.finish(store).await;
         let retried = done.retried.unwrap_or(0);
         println!(
             "matched {}: {retried} retried, {} passed over (not failed or cancelled, retried already, or their key held)",
@@ -166,6 +175,11 @@ async fn retry(store: &dyn Store, a: ActArgs) -> Result<(), CliError> {
         return Ok(());
     };
     let r = store.retry(id, now).await?;
+    if let RetryRequest::Retried(again) = r {
+        let events = Announcer::new(store).await;
+        events.enqueued(store, &[again]).await;
+        events.finish(store).await;
+    }
     match r.refusal(id) {
         Some(why) => Err(input(why)),
         None => {

@@ -218,6 +218,9 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
         JobCmd::Preview(_) => unreachable!("handled before the store is opened"),
         JobCmd::Trigger(n) => {
             let id = jobvisor::job::trigger(store, &n.name).await?;
+            let events = jobvisor::events::Announcer::new(store).await;
+            events.enqueued(store, &[id]).await;
+            events.finish(store).await;
             if n.json {
                 return output::json(&serde_json::json!({ "id": id }));
             }

@@ -3,6 +3,7 @@
 use super::args::RunArgs;
 use super::{input, output, CliError};
 use indicatif::{ProgressBar, ProgressStyle};
+use jobvisor::events::Announcer;
 use jobvisor::model::{now_micros, Execution, Status};
 use jobvisor::store::Store;
 use jobvisor::submit::{self, RunSpec};
@@ -48,6 +49,11 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
     let builtin = |name: &str| builtins::NAMES.contains(&name);
     let exec = submit::prepare(store.as_ref(), &builtin, spec).await?;
     let enqueued = submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?[0];
+    if !enqueued.duplicate && enqueued.id == exec.id {
+        let events = Announcer::new(store.as_ref()).await;
+        events.enqueued(store.as_ref(), &[exec.id]).await;
+        events.finish(store.as_ref()).await;
+    }
     if enqueued.replaced {
         eprintln!("replaced the payload of {}", enqueued.id);
     } else if enqueued.duplicate {

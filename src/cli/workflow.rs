@@ -2,6 +2,7 @@
 
 use super::args::WorkflowCmd;
 use super::{input, output, CliError};
+use jobvisor::events::Announcer;
 use jobvisor::store::{IdTable, Store};
 use jobvisor::workflow::{self, Summary, View, WorkflowSpec};
 use jobvisor_worker::builtins;
@@ -32,6 +33,10 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
         let store = jobvisor::store::open(db).await?;
         let builtin = |n: &str| builtins::NAMES.contains(&n);
         let done = workflow::submit(store.as_ref(), &builtin, &spec).await?;
+        let events = Announcer::new(store.as_ref()).await;
+        let ids: Vec<_> = done.steps.iter().map(|(_, id)| *id).collect();
+        events.enqueued(store.as_ref(), &ids).await;
+        events.finish(store.as_ref()).await;
         if json {
             return output::json(&done);
         }
@@ -113,10 +118,12 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
         }
         WorkflowCmd::Cancel { id, reason } => {
             let id = resolve(store.as_ref(), &id).await?;
+            let events = Announcer::new(store.as_ref()).await;
             let done = store
                 .cancel_workflow(id, &reason, jobvisor::model::now_micros())
                 .await?
                 .ok_or_else(|| input(format!("no workflow {id}")))?;
+            events.finish(store.as_ref()).await;
             println!(
                 "workflow {id}: {} steps cancelled before they started, {} running asked to stop",
                 done.cancelled, done.requested
