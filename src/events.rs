@@ -7,8 +7,10 @@
 //! node publishes its events (NOTIFY on `jobvisor_events`, batched) while
 //! any node hears them, and a node whose `events()` is subscribed hears them
 //! from every node (another node's within a second of the subscription); on
-//! SQLite a node hears its own. Hooks run for this node's events only, so that a
-//! failure alerts once however many nodes there are.
+//! SQLite a node hears its own. On PostgreSQL, CLI commands (`jobvisor run`,
+//! `exec cancel`, ...) publish what they do too, as node `cli@HOST`. Hooks
+//! run for this node's events only, so that a failure alerts once however
+//! many nodes there are.
 
 use crate::model::{Micros, Mode};
 use crate::store::{Finished, Store};
