@@ -811,6 +811,29 @@ async fn three_nodes_hold_a_rate_and_a_change_applies_without_a_restart() {
     drop(nodes);
 }
 
+/// Events from `rx` until `until` accepts all heard so far; within a
+/// minute.
+async fn hear_until(
+    rx: &mut tokio::sync::broadcast::Receiver<jobvisor::events::Event>,
+    until: impl Fn(&[jobvisor::events::Event]) -> bool,
+) -> Vec<jobvisor::events::Event> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while !until(&seen) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) => seen.push(e),
+            other => panic!("{other:?}; saw {seen:#?}"),
+        }
+    }
+    seen
+}
+
+/// Whether `seen` has a `kind` event of execution `id`.
+fn saw(seen: &[jobvisor::events::Event], id: Uuid, kind: &str) -> bool {
+    seen.iter()
+        .any(|e| e.execution_id == id && e.kind.name() == kind)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_own_node() {
     use jobvisor::events::{Event, EventKind};
@@ -852,20 +875,10 @@ async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_o
     let b_node = store.execution(ok).await.unwrap().unwrap().node.unwrap();
     assert_ne!(b_node, a.node_id());
 
-    let mut seen: Vec<Event> = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !(seen
-        .iter()
-        .any(|e| e.execution_id == ok && e.kind.name() == "succeeded")
-        && seen
-            .iter()
-            .any(|e| e.execution_id == bad && e.kind.name() == "failed"))
-    {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(e)) => seen.push(e),
-            other => panic!("{other:?}; saw {seen:#?}"),
-        }
-    }
+    let seen = hear_until(&mut rx, |seen| {
+        saw(seen, ok, "succeeded") && saw(seen, bad, "failed")
+    })
+    .await;
     let of = |id| -> Vec<(&str, &str)> {
         seen.iter()
             .filter(|e| e.execution_id == id)
@@ -932,17 +945,7 @@ async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_o
     let mut child = jobvisor::RunSpec::new("noop", serde_json::Value::Null);
     child.after = vec![parent];
     let child = a.enqueue(child).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut seen: Vec<Event> = Vec::new();
-    while !seen
-        .iter()
-        .any(|e| e.execution_id == child && e.kind.name() == "cancelled")
-    {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(e)) => seen.push(e),
-            other => panic!("{other:?}; saw {seen:#?}"),
-        }
-    }
+    let seen = hear_until(&mut rx, |seen| saw(seen, child, "cancelled")).await;
     let ends: Vec<(Uuid, &str, &str)> = seen
         .iter()
         .filter(|e| matches!(e.kind.name(), "failed" | "cancelled"))
@@ -965,16 +968,7 @@ async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_o
     let held = env.ok(&["run", "noop", "--queue", "held"]);
     let held: Uuid = held.trim().parse().unwrap();
     env.ok(&["exec", "cancel", &held.to_string(), "--reason", "not now"]);
-    let mut seen: Vec<Event> = Vec::new();
-    while !seen
-        .iter()
-        .any(|e| e.execution_id == held && e.kind.name() == "cancelled")
-    {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(e)) => seen.push(e),
-            other => panic!("{other:?}; saw {seen:#?}"),
-        }
-    }
+    let seen = hear_until(&mut rx, |seen| saw(seen, held, "cancelled")).await;
     let held: Vec<&Event> = seen.iter().filter(|e| e.execution_id == held).collect();
     assert_eq!(held.len(), 2, "{held:#?}");
     assert!(held[0].node.starts_with("cli@"), "{held:#?}");
