@@ -79,6 +79,44 @@ async fn unbounded_allocation_ends_at_the_memory_limit() {
     }
 }
 
+/// An address-space limit shows only as a failed allocation, so the record
+/// names it for a crash or an error about memory, and not for a failure
+/// the worker reported for reasons of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_space_limit_is_named_only_where_it_may_explain_the_failure() {
+    let env = Env::new();
+    let limit = ["--address-space", "1G"];
+    let report = |error: &str| {
+        format!(r#"echo '{{"type":"result","status":"failed","error":"{error}","retry":false}}'"#)
+    };
+    env.sh_handler("reports", &report("upstream said no"), &limit);
+    env.sh_handler(
+        "reports-memory",
+        &report("MemoryError: cannot grow the cache"),
+        &limit,
+    );
+    env.sh_handler("crashes", "exit 3", &limit);
+    let _serve = env.serve(&[]);
+    let store = env.store().await;
+    let error = |name: &'static str| {
+        let (env, store) = (&env, &store);
+        async move {
+            let id = env.enqueue(&[name]);
+            let e = finished(store.as_ref(), id).await;
+            assert_eq!(e.status, Status::Failed, "{e:?}");
+            e.error.unwrap()
+        }
+    };
+    let named = "(address-space limit 1 GiB was in force)";
+    assert_eq!(error("reports").await, "upstream said no");
+    assert_eq!(
+        error("reports-memory").await,
+        format!("MemoryError: cannot grow the cache {named}")
+    );
+    let crashed = error("crashes").await;
+    assert!(crashed.ends_with(named), "{crashed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_loop_ends_at_its_cpu_time_limit() {
     let env = Env::new();

@@ -575,12 +575,14 @@ pub(crate) async fn run_on(
                     *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     w.runs += 1;
                     w.idle_since = Instant::now();
+                    let reported = result.is_some();
                     let c = completion(claimed, m.outcome(None, result));
                     let facts = Facts {
                         events: None,
                         address_space: w.setup.address_space,
                         cpu_used_ms,
                         step: m.step(),
+                        reported,
                     };
                     let c = finish_record(c, &route, facts, limits, sink).await;
                     return Ended::Answered(c, Box::new(w));
@@ -608,12 +610,14 @@ pub(crate) async fn run_on(
     if result.is_none() {
         result = result_rx.try_recv().ok();
     }
+    let reported = result.is_some();
     let c = completion(claimed, m.outcome(status, result));
     let facts = Facts {
         events,
         address_space: w.setup.address_space,
         cpu_used_ms,
         step: m.step(),
+        reported,
     };
     let c = finish_record(c, &route, facts, limits, sink).await;
     Ended::Done(c)
@@ -748,6 +752,8 @@ struct Facts {
     cpu_used_ms: u64,
     /// How far a stop had escalated.
     step: Step,
+    /// Whether the worker reported its end itself (a `result` line).
+    reported: bool,
 }
 
 /// Adds what the limits explain to the completion, and a note for output
@@ -764,6 +770,7 @@ async fn finish_record(
         address_space,
         cpu_used_ms,
         step,
+        reported,
     } = facts;
     let dropped = route.dropped_lines.load(Ordering::Relaxed);
     if dropped > 0 {
@@ -815,7 +822,11 @@ async fn finish_record(
             ));
         }
     }
-    if cause.is_none() {
+    let base = c.error.take().unwrap_or_else(|| "failed".into());
+    // The rlimit shows only as a failed allocation: worth naming for a
+    // crash or an error about memory, noise on a failure the worker
+    // reported for reasons of its own.
+    if cause.is_none() && (!reported || about_memory(&base)) {
         if let Some(a) = address_space {
             context.push(format!(
                 "address-space limit {} was in force",
@@ -823,7 +834,6 @@ async fn finish_record(
             ));
         }
     }
-    let base = c.error.take().unwrap_or_else(|| "failed".into());
     let mut error = match cause {
         Some(cause) => format!("{base}: {cause}"),
         None => base,
@@ -833,6 +843,14 @@ async fn finish_record(
     }
     c.error = Some(error);
     c
+}
+
+/// Whether an error text speaks of memory or of allocating it
+/// (`MemoryError`, `Cannot allocate memory`, `ENOMEM`, `memory allocation
+/// of 64 bytes failed`, `out of memory`).
+fn about_memory(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    ["memory", "alloc", "enomem"].iter().any(|w| e.contains(w))
 }
 
 impl Drop for Worker {
