@@ -68,6 +68,18 @@ fn checked(block: &str) -> String {
     script
 }
 
+/// `program`, to run in the clone at `dir` as a newcomer's shell would:
+/// the default database there, no colour, nothing on stdin.
+fn in_clone(program: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir)
+        .env("JOBVISOR_WORKER", worker_bin())
+        .env_remove("JOBVISOR_DATABASE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    cmd
+}
+
 #[test]
 fn the_readme_commands_work_as_written() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -83,13 +95,8 @@ fn the_readme_commands_work_as_written() {
     // The service, as the set-up section starts it, on a free port rather
     // than 7180 (which a developer's own `serve` may hold).
     let log = clone.join("serve.log");
-    let serve = Command::new("./target/release/jobvisor")
+    let serve = in_clone("./target/release/jobvisor", clone)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(clone)
-        .env("JOBVISOR_WORKER", worker_bin())
-        .env_remove("JOBVISOR_DATABASE")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -105,14 +112,9 @@ fn the_readme_commands_work_as_written() {
             continue;
         }
         let script = checked(&block.replace("localhost:7180", &addr));
-        let mut child = Command::new("bash")
+        let mut child = in_clone("bash", clone)
             .arg("-c")
             .arg(&script)
-            .current_dir(clone)
-            .env("JOBVISOR_WORKER", worker_bin())
-            .env_remove("JOBVISOR_DATABASE")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
