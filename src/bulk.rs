@@ -135,27 +135,29 @@ pub async fn retry(
     filter: &ExecFilter,
     now: Micros,
 ) -> Result<Bulk, StoreError> {
-    Ok(retry_listing(store, filter, now).await?.0)
+    retry_each(store, filter, now, |_, _| {}).await
 }
 
-/// [`retry`], with the executions of the new attempts.
+/// [`retry`], calling `retried` with each execution retried and its new
+/// attempt's id as that retry commits.
 #[doc(hidden)]
-pub async fn retry_listing(
+pub async fn retry_each(
     store: &dyn Store,
     filter: &ExecFilter,
     now: Micros,
-) -> Result<(Bulk, Vec<Uuid>), StoreError> {
+    mut retried: impl FnMut(&Execution, Uuid),
+) -> Result<Bulk, StoreError> {
     let found = matching(store, filter).await?;
-    let mut retried = Vec::new();
+    let mut n = 0;
     for e in &found {
         if let RetryRequest::Retried(again) = store.retry(e.id, now).await? {
-            retried.push(again);
+            retried(e, again);
+            n += 1;
         }
     }
-    let done = Bulk {
+    Ok(Bulk {
         matched: found.len() as u64,
-        retried: Some(retried.len() as u64),
+        retried: Some(n),
         ..Default::default()
-    };
-    Ok((done, retried))
+    })
 }

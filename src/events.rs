@@ -3,7 +3,15 @@
 //! hooks.
 //!
 //! Events are announced after the rows that record them are committed, so
-//! what an event says can be read back from the store. On PostgreSQL every
+//! what an event says can be read back from the store. Subscribers and
+//! hooks hear this node's events in the order it announced them. That is
+//! not always the order they happened in: an execution's `enqueued` is
+//! announced by the task that inserted it, its `started` by the one that
+//! claimed it, and a claim can win that race (a node announces a run it
+//! inserts before it wakes its own dispatcher, so it rarely does). Events
+//! about one execution from several nodes (enqueued on one, or by a CLI
+//! command, and run on another) are in no set order either. Each event's
+//! `at` and the execution's row tell what happened when. On PostgreSQL every
 //! node publishes its events (NOTIFY on `jobvisor_events`, batched) while
 //! any node hears them, and a node whose `events()` is subscribed hears them
 //! from every node (another node's within a second of the subscription); on
@@ -189,7 +197,10 @@ const NOTICE_BYTES: usize = 7_900;
 const HEARD_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a deferred event waits for [`Hub::flush`] before it is
 /// announced anyway.
-const DEFERRED_FOR: std::time::Duration = std::time::Duration::from_millis(50);
+/// Long enough that it is only a safety net: the relay and the
+/// `Supervisor` methods flush at once, and a relay stalled between its
+/// commit and its events must not see a dependent's end go out first.
+const DEFERRED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// Events a subscriber may fall behind by before it misses some
 /// (`RecvError::Lagged`).
 const CAPACITY: usize = 16 * 1024;
@@ -210,6 +221,9 @@ pub(crate) struct Hub {
     /// end, in the relay's batch), or within [`DEFERRED_FOR`].
     deferred: Mutex<Vec<Event>>,
     nudge: Arc<tokio::sync::Notify>,
+    /// Held while one batch goes to the subscribers and the hooks, so that
+    /// both hear concurrent batches in the same order.
+    emitting: Mutex<()>,
     store: Arc<dyn Store>,
     stop: CancellationToken,
 }
@@ -244,6 +258,7 @@ impl Hub {
             remote: tokio::sync::OnceCell::new(),
             deferred: Mutex::default(),
             nudge: Arc::default(),
+            emitting: Mutex::default(),
             store: store.clone(),
             stop: stop.clone(),
         });
@@ -330,6 +345,7 @@ impl Hub {
         if events.is_empty() {
             return;
         }
+        let _one_at_a_time = self.emitting.lock().unwrap_or_else(|e| e.into_inner());
         if self.tx.receiver_count() > 0 {
             for e in &events {
                 let _ = self.tx.send(e.clone());

@@ -310,6 +310,14 @@ async fn cancel_active(store: &dyn Store, name: &str, reason: &str) -> Result<()
 /// # Ok(()) }
 /// ```
 pub async fn trigger(store: &dyn Store, name: &str) -> Result<Uuid, Error> {
+    Ok(trigger_inserting(store, name).await?.id)
+}
+
+/// [`trigger`], giving back the execution as inserted.
+pub(crate) async fn trigger_inserting(
+    store: &dyn Store,
+    name: &str,
+) -> Result<crate::model::NewExecution, Error> {
     let job = store
         .job(name)
         .await?
@@ -318,5 +326,5 @@ pub async fn trigger(store: &dyn Store, name: &str) -> Result<Uuid, Error> {
     store
         .enqueue(std::slice::from_ref(&exec), now_micros())
         .await?;
-    Ok(exec.id)
+    Ok(exec)
 }

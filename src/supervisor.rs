@@ -752,13 +752,15 @@ impl Supervisor {
         let local = |name: &str| self.shared.exec.registry.get(name).is_some();
         let execs = submit::prepare_many(self.store().as_ref(), &local, specs).await?;
         let out = submit::enqueue(self.store().as_ref(), &execs).await?;
-        self.wake();
         let inserted = out
             .iter()
             .zip(&execs)
             .filter(|(o, x)| !o.duplicate && o.id == x.id);
         let events = &self.shared.exec.events;
+        // Announced before the dispatcher is woken to claim them, so that
+        // their `enqueued` comes before their `started`.
         events.enqueued(inserted.clone().map(|(_, x)| x.into()));
+        self.wake();
         // A run whose upstream had already failed was cancelled as it was
         // inserted: announced after its `enqueued`.
         if events.heard() {
@@ -810,11 +812,11 @@ impl Supervisor {
         let local = |name: &str| self.shared.exec.registry.get(name).is_some();
         let (out, execs) =
             crate::workflow::submit_inserting(self.store().as_ref(), &local, spec).await?;
-        self.wake();
         self.shared
             .exec
             .events
             .enqueued(execs.iter().map(Into::into));
+        self.wake();
         Ok(out)
     }
 
@@ -883,11 +885,15 @@ impl Supervisor {
     /// # Ok(()) }
     /// ```
     pub async fn retry(&self, id: Uuid) -> Result<crate::store::RetryRequest, Error> {
-        let r = self.store().retry(id, now_micros()).await?;
-        self.wake();
-        if let crate::store::RetryRequest::Retried(again) = r {
-            self.announce(again).await;
+        // What the new attempt's `enqueued` says is its predecessor's, read
+        // before the retry so that it is announced as the retry commits.
+        let before = self.announcing(id).await;
+        let now = now_micros();
+        let r = self.store().retry(id, now).await?;
+        if let (crate::store::RetryRequest::Retried(again), Some(e)) = (&r, before) {
+            self.announce_retry(&e, *again, now);
         }
+        self.wake();
         Ok(r)
     }
 
@@ -955,12 +961,15 @@ impl Supervisor {
         &self,
         filter: &crate::store::ExecFilter,
     ) -> Result<crate::bulk::Bulk, Error> {
-        let (done, retried) =
-            crate::bulk::retry_listing(self.store().as_ref(), filter, now_micros()).await?;
+        let heard = self.shared.exec.events.heard();
+        let now = now_micros();
+        let done = crate::bulk::retry_each(self.store().as_ref(), filter, now, |e, again| {
+            if heard {
+                self.announce_retry(e, again, now);
+            }
+        })
+        .await?;
         self.wake();
-        for again in retried {
-            self.announce(again).await;
-        }
         Ok(done)
     }
 
@@ -1208,22 +1217,30 @@ impl Supervisor {
         let _ = rx.wait_for(|r| *r).await;
     }
 
-    /// Announces execution `id`, just inserted where this node did not see
-    /// it made: read back from the store (only when somebody hears).
-    async fn announce(&self, id: Uuid) {
-        let events = &self.shared.exec.events;
-        if !events.heard() {
-            return;
+    /// Execution `id` as it is before a retry by hand, when somebody hears
+    /// events: what its new attempt's `enqueued` says.
+    async fn announcing(&self, id: Uuid) -> Option<crate::model::Execution> {
+        if !self.shared.exec.events.heard() {
+            return None;
         }
-        if let Ok(Some(e)) = self.store().execution(id).await {
-            events.enqueued([crate::events::Enqueued {
-                id,
-                handler: e.handler,
-                job: e.job,
-                run_at: e.run_at.micros(),
-                queue: e.queue,
-            }]);
-        }
+        self.store().execution(id).await.ok().flatten()
+    }
+
+    /// Announces `again`, the new attempt of `e` that a retry by hand has
+    /// just inserted (due at `run_at`, in `e`'s queue).
+    fn announce_retry(
+        &self,
+        e: &crate::model::Execution,
+        again: Uuid,
+        run_at: crate::model::Micros,
+    ) {
+        self.shared.exec.events.enqueued([crate::events::Enqueued {
+            id: again,
+            handler: e.handler.clone(),
+            job: e.job.clone(),
+            run_at,
+            queue: e.queue.clone(),
+        }]);
     }
 
     /// Lifecycle events: this node's, and on PostgreSQL every other node's
@@ -1303,10 +1320,10 @@ impl Supervisor {
     /// # Ok(()) }
     /// ```
     pub async fn trigger_job(&self, name: &str) -> Result<Uuid, Error> {
-        let id = crate::job::trigger(self.store().as_ref(), name).await?;
+        let run = crate::job::trigger_inserting(self.store().as_ref(), name).await?;
+        self.shared.exec.events.enqueued([(&run).into()]);
         self.wake();
-        self.announce(id).await;
-        Ok(id)
+        Ok(run.id)
     }
 
     /// Pauses job `name` (a daemon's running execution is stopped).

@@ -162,7 +162,8 @@ async fn retry(store: &dyn Store, a: ActArgs) -> Result<(), CliError> {
         if a.dry_run {
             return dry_run(store, &filter).await;
         }
-        let (done, again) = jobvisor::bulk::retry_listing(store, &filter, now).await?;
+        let mut again = Vec::new();
+        let done = jobvisor::bulk::retry_each(store, &filter, now, |_, id| again.push(id)).await?;
         let events = Announcer::new(store).await;
         events.enqueued(store, &again).await;
         events.finish(store).await;
