@@ -61,6 +61,15 @@ impl Pg {
     }
 }
 
+/// Nobody hears any more: the listener's connection goes back to the pool
+/// without the hearing lock. All of its session's advisory locks go, since
+/// a retry after an error may have taken the lock twice on one session.
+async fn unhear(listener: &mut sqlx::postgres::PgListener) {
+    let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(listener)
+        .await;
+}
+
 impl Dialect for Pg {
     type Db = Postgres;
     const LEAST: &'static str = "LEAST";
@@ -152,27 +161,18 @@ impl Dialect for Pg {
             "SELECT pg_advisory_lock_shared({}, {})",
             HEARING.0, HEARING.1
         );
-        let unhear = format!(
-            "SELECT pg_advisory_unlock_shared({}, {})",
-            HEARING.0, HEARING.1
-        );
         sqlx::query(&hear).execute(&mut listener).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
                 let n = tokio::select! {
                     n = listener.try_recv() => n,
-                    // Nobody hears any more: the connection goes back to
-                    // the pool, without the hearing lock.
-                    _ = tx.closed() => {
-                        let _ = sqlx::query(&unhear).execute(&mut listener).await;
-                        return;
-                    }
+                    _ = tx.closed() => return unhear(&mut listener).await,
                 };
                 match n {
                     Ok(Some(n)) => {
                         if tx.send(n.payload().to_string()).is_err() {
-                            return;
+                            return unhear(&mut listener).await;
                         }
                     }
                     // The connection was lost (events sent meanwhile are
