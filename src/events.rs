@@ -368,21 +368,7 @@ impl Hub {
         if !self.heard() {
             return;
         }
-        let events = runs
-            .into_iter()
-            .map(|r| {
-                let origin = Origin {
-                    handler: r.handler,
-                    job: r.job,
-                    attempt: 1,
-                };
-                let kind = EventKind::Enqueued {
-                    run_at: r.run_at,
-                    queue: r.queue,
-                };
-                self.event(r.id, Some(&origin), kind)
-            })
-            .collect();
+        let events = runs.into_iter().map(|r| enqueued(&self.node, r)).collect();
         self.emit(events);
     }
 
@@ -518,6 +504,31 @@ pub(crate) struct Enqueued {
     pub(crate) job: Option<String>,
     pub(crate) run_at: Micros,
     pub(crate) queue: String,
+}
+
+impl From<&crate::model::Execution> for Enqueued {
+    fn from(e: &crate::model::Execution) -> Self {
+        Enqueued {
+            id: e.id,
+            handler: e.handler.clone(),
+            job: e.job.clone(),
+            run_at: e.run_at.micros(),
+            queue: e.queue.clone(),
+        }
+    }
+}
+
+impl crate::store::UnstartedCancel {
+    /// `e`'s cancel, if it is cancelled (as a run whose upstream had
+    /// already failed is, in the transaction that inserts it).
+    pub(crate) fn of(e: &crate::model::Execution) -> Option<Self> {
+        (e.status == crate::model::Status::Cancelled).then(|| Self {
+            id: e.id,
+            handler: e.handler.clone(),
+            job: e.job.clone(),
+            reason: e.cancel_reason.clone().unwrap_or_default(),
+        })
+    }
 }
 
 impl From<&crate::model::NewExecution> for Enqueued {
@@ -665,26 +676,9 @@ impl Announcer {
             let Ok(Some(e)) = store.execution(*id).await else {
                 continue;
             };
-            let enqueued = Event {
-                execution_id: e.id,
-                handler: e.handler.clone(),
-                job: e.job.clone(),
-                node: self.origin.clone(),
-                at: crate::model::now_micros(),
-                kind: EventKind::Enqueued {
-                    run_at: e.run_at.micros(),
-                    queue: e.queue.clone(),
-                },
-            };
             let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
-            events.push(enqueued);
-            if e.status == crate::model::Status::Cancelled {
-                let c = crate::store::UnstartedCancel {
-                    id: e.id,
-                    handler: e.handler,
-                    job: e.job,
-                    reason: e.cancel_reason.unwrap_or_default(),
-                };
+            events.push(enqueued(&self.origin, (&e).into()));
+            if let Some(c) = crate::store::UnstartedCancel::of(&e) {
                 events.push(cancelled(&self.origin, &c));
             }
         }
@@ -701,6 +695,21 @@ impl Announcer {
                 tracing::warn!(error = %crate::error_chain(&e), "cannot send events to the nodes");
             }
         }
+    }
+}
+
+/// The event of run `r`'s insert, from `node`.
+fn enqueued(node: &str, r: Enqueued) -> Event {
+    Event {
+        execution_id: r.id,
+        handler: r.handler,
+        job: r.job,
+        node: node.to_string(),
+        at: crate::model::now_micros(),
+        kind: EventKind::Enqueued {
+            run_at: r.run_at,
+            queue: r.queue,
+        },
     }
 }
 

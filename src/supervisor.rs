@@ -766,13 +766,8 @@ impl Supervisor {
         if events.heard() {
             for (_, x) in inserted.filter(|(_, x)| !x.after.is_empty()) {
                 if let Ok(Some(e)) = self.store().execution(x.id).await {
-                    if e.status == Status::Cancelled {
-                        events.defer(&[crate::store::UnstartedCancel {
-                            id: e.id,
-                            handler: e.handler,
-                            job: e.job,
-                            reason: e.cancel_reason.unwrap_or_default(),
-                        }]);
+                    if let Some(c) = crate::store::UnstartedCancel::of(&e) {
+                        events.defer(&[c]);
                     }
                 }
             }
@@ -1236,10 +1231,8 @@ impl Supervisor {
     ) {
         self.shared.exec.events.enqueued([crate::events::Enqueued {
             id: again,
-            handler: e.handler.clone(),
-            job: e.job.clone(),
             run_at,
-            queue: e.queue.clone(),
+            ..e.into()
         }]);
     }
 
