@@ -716,26 +716,6 @@ async fn a_typed_handler_gets_its_arguments_decoded_and_a_payload_that_does_not_
     task.await.unwrap();
 }
 
-/// Receives events until `until` holds for one, or fails after a minute.
-async fn events_until(
-    rx: &mut tokio::sync::broadcast::Receiver<jobvisor::events::Event>,
-    seen: &mut Vec<jobvisor::events::Event>,
-    until: impl Fn(&jobvisor::events::Event) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let e = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no such event in a minute; saw {seen:#?}"))
-            .expect("the event channel stays open");
-        let done = until(&e);
-        seen.push(e);
-        if done {
-            return;
-        }
-    }
-}
-
 /// Executions that end without starting are announced too: cancelled by
 /// hand while pending (one, in bulk, a workflow's), or because an upstream
 /// failed (after that upstream's `failed`, and after their own `enqueued`
@@ -940,20 +920,12 @@ async fn events_tell_ends_without_a_start_and_retries_by_hand() {
     task.await.unwrap();
 }
 
-/// The kinds of execution `id`'s events as heard, its `enqueued` put first:
-/// the task that inserted a run announces that, the one that claimed it
-/// announces its `started`, and the claim can win (see `jobvisor::events`).
+/// The kinds of execution `id`'s events as heard, its `enqueued` first.
 fn sequence(seen: &[jobvisor::events::Event], id: Uuid) -> Vec<&'static str> {
-    let mut kinds: Vec<&'static str> = seen
+    enqueued_first(seen, id)
         .iter()
-        .filter(|e| e.execution_id == id)
         .map(|e| e.kind.name())
-        .collect();
-    if let Some(i) = kinds.iter().position(|k| *k == "enqueued") {
-        let k = kinds.remove(i);
-        kinds.insert(0, k);
-    }
-    kinds
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -811,29 +811,6 @@ async fn three_nodes_hold_a_rate_and_a_change_applies_without_a_restart() {
     drop(nodes);
 }
 
-/// Events from `rx` until `until` accepts all heard so far; within a
-/// minute.
-async fn hear_until(
-    rx: &mut tokio::sync::broadcast::Receiver<jobvisor::events::Event>,
-    until: impl Fn(&[jobvisor::events::Event]) -> bool,
-) -> Vec<jobvisor::events::Event> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    while !until(&seen) {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(e)) => seen.push(e),
-            other => panic!("{other:?}; saw {seen:#?}"),
-        }
-    }
-    seen
-}
-
-/// Whether `seen` has a `kind` event of execution `id`.
-fn saw(seen: &[jobvisor::events::Event], id: Uuid, kind: &str) -> bool {
-    seen.iter()
-        .any(|e| e.execution_id == id && e.kind.name() == kind)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_own_node() {
     use jobvisor::events::{Event, EventKind};
@@ -882,16 +859,10 @@ async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_o
     // Each execution's events as heard, its `enqueued` (from node A) put
     // first: events from two nodes are in no set order.
     let of = |id| -> Vec<(&str, &str)> {
-        let mut of: Vec<(&str, &str)> = seen
+        enqueued_first(&seen, id)
             .iter()
-            .filter(|e| e.execution_id == id)
             .map(|e| (e.node.as_str(), e.kind.name()))
-            .collect();
-        if let Some(i) = of.iter().position(|(_, k)| *k == "enqueued") {
-            let e = of.remove(i);
-            of.insert(0, e);
-        }
-        of
+            .collect()
     };
     let (a_node, b_node) = (a.node_id(), b_node.as_str());
     assert_eq!(

@@ -6,6 +6,7 @@
 
 mod bins;
 mod env;
+mod events;
 mod http;
 mod pg;
 mod procs;
@@ -14,6 +15,7 @@ mod wait;
 
 pub use bins::*;
 pub use env::*;
+pub use events::*;
 pub use http::*;
 pub use pg::*;
 pub use procs::*;
