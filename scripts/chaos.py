@@ -197,6 +197,10 @@ class Chaos:
         self.rng = random.Random(args.seed)
         self.workdir = tempfile.mkdtemp(prefix="jobvisor-chaos-")
         self.effects = os.path.join(self.workdir, "effects")
+        # The built-in `append` exists only with the test built-ins, and
+        # writes under its directory only: every node and command has both.
+        os.environ["JOBVISOR_TEST_BUILTINS"] = "1"
+        os.environ["JOBVISOR_APPEND_DIR"] = self.workdir
         self.bin = os.path.join(args.bin_dir, "jobvisor")
         admin = admin_url()
         self.db = f"jv_chaos_{uuid.uuid4().hex[:12]}"

@@ -356,7 +356,12 @@ async fn execute_guarded(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) -> 
 }
 
 async fn execute(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) {
-    let sink = LogSink::new(claimed.id, exec.relay.clone());
+    // The log budget holds in every mode: the handler's, or the default.
+    let max_log = match claimed.handler_spec() {
+        Ok(Some(spec)) => spec.limits.max_log_bytes,
+        _ => crate::model::DEFAULT_MAX_LOG_BYTES,
+    };
+    let sink = LogSink::new(claimed.id, exec.relay.clone()).with_budget(max_log);
     let _ = exec.started.send(claimed.id);
     exec.events.started(
         claimed.id,
@@ -385,6 +390,7 @@ async fn execute(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) {
             Err(e) => failed(&claimed, crate::error_chain(&e)),
         },
     };
+    sink.report_dropped().await;
     if matches!(completion.outcome, Outcome::Snoozed { .. }) && claimed.snoozes >= MAX_SNOOZES {
         completion.outcome = Outcome::Failed { retryable: false };
         completion.error = Some(format!(
@@ -414,21 +420,27 @@ enum PlanError {
 impl Exec {
     fn plan(&self, claimed: &Claimed) -> Result<ProcessPlan, PlanError> {
         let spec = claimed.handler_spec()?;
-        let plan = |program: PathBuf, args, limits, self_guarding| ProcessPlan {
+        let plan = |program: PathBuf, args, limits, self_guarding: bool| ProcessPlan {
             shim: self.shim.clone(),
             handler: claimed.handler.clone(),
             program,
             args,
             limits,
+            // Only the worker program hosts built-ins.
+            test_builtins: self.test_builtins.clone().filter(|_| self_guarding),
             self_guarding,
             cgroup: self.cgroups,
         };
+        use jobvisor_worker::builtins::{NAMES, TEST_NAMES};
+        let name = claimed.handler.as_str();
+        let builtin =
+            NAMES.contains(&name) || (TEST_NAMES.contains(&name) && self.test_builtins.is_some());
         Ok(match spec {
             Some(h) => match h.kind {
                 HandlerKind::Exec { program, args } => plan(program.into(), args, h.limits, false),
                 HandlerKind::Rust => plan(self.worker_program.clone(), Vec::new(), h.limits, true),
             },
-            None if jobvisor_worker::builtins::NAMES.contains(&claimed.handler.as_str()) => plan(
+            None if builtin => plan(
                 self.worker_program.clone(),
                 Vec::new(),
                 ProcessLimits::default(),

@@ -586,8 +586,9 @@ pub struct ProcessLimits {
     pub stderr_level: jobvisor_worker::Level,
 }
 
-/// Log bytes kept per execution unless the handler says otherwise.
-pub const DEFAULT_MAX_LOG_BYTES: u64 = 256 * 1024 * 1024;
+/// Log bytes kept per execution unless the handler says otherwise, counted
+/// as stored (each line's text, fields and row: [`crate::relay::stored_size`]).
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for ProcessLimits {
     fn default() -> Self {
@@ -646,7 +647,27 @@ pub struct HandlerSpec {
     pub limits: ProcessLimits,
 }
 
+/// What the API, the dashboard and `handler show` (without `--reveal`)
+/// give in place of an environment value: values often hold secrets.
+pub const REDACTED: &str = "<redacted>";
+
 impl HandlerSpec {
+    /// The spec with its environment values replaced by [`REDACTED`]
+    /// (names kept).
+    ///
+    /// ```
+    /// use jobvisor::model::*;
+    /// let mut h = HandlerSpec::builtin("echo");
+    /// h.limits.env.push(("API_KEY".into(), "s3cret".into()));
+    /// assert_eq!(h.redacted().limits.env, [("API_KEY".to_string(), REDACTED.to_string())]);
+    /// ```
+    pub fn redacted(mut self) -> Self {
+        for (_, v) in &mut self.limits.env {
+            *v = REDACTED.to_string();
+        }
+        self
+    }
+
     /// The spec of built-in handler `name` when none is registered under
     /// its name: Rust, inproc by default, default process settings.
     ///
@@ -1573,6 +1594,10 @@ pub struct Execution {
     /// The attempt that retried this one.
     pub next_id: Option<Uuid>,
     pub payload: Value,
+    /// In a list, `payload` was cut: it is the beginning of its JSON text,
+    /// as a string; the execution's own route has it whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_truncated: bool,
     /// Higher runs first.
     pub priority: i32,
     /// The queue it waits in.
@@ -1614,6 +1639,10 @@ pub struct Execution {
     pub progress: ProgressState,
     /// Output on success.
     pub output: Option<Value>,
+    /// In a list, `output` was cut: it is the beginning of its JSON text,
+    /// as a string; the execution's own route has it whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_truncated: bool,
     /// Why it failed or how it was cancelled.
     pub error: Option<String>,
     /// Whether the timeout ended it.

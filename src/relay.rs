@@ -53,6 +53,55 @@ pub enum Ready {
 pub struct Relay {
     tx: mpsc::Sender<RelayMsg>,
     bytes: Arc<Semaphore>,
+    watchers: Arc<Watchers>,
+}
+
+/// Who waits to hear that an execution's rows changed (its log, progress
+/// or end): the API's event streams, instead of each polling the store.
+#[derive(Default)]
+struct Watchers(std::sync::Mutex<HashMap<Uuid, Vec<Arc<tokio::sync::Notify>>>>);
+
+impl Watchers {
+    /// Wakes the watchers of `ids` (after their rows are committed).
+    fn touched(&self, ids: impl Iterator<Item = Uuid>) {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if all.is_empty() {
+            return;
+        }
+        for id in ids {
+            for n in all.get(&id).into_iter().flatten() {
+                n.notify_one();
+            }
+        }
+    }
+}
+
+/// A watch on one execution's rows: [`Watch::changed`] completes once a
+/// batch that wrote any of them has committed (since the last call).
+pub struct Watch {
+    id: Uuid,
+    notify: Arc<tokio::sync::Notify>,
+    watchers: Arc<Watchers>,
+}
+
+impl Watch {
+    /// Completes when the execution's rows have changed since the last
+    /// call (or since the watch began).
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut all = self.watchers.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = all.get_mut(&self.id) {
+            v.retain(|n| !Arc::ptr_eq(n, &self.notify));
+            if v.is_empty() {
+                all.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl Relay {
@@ -68,9 +117,48 @@ impl Relay {
         events: Arc<crate::events::Hub>,
     ) -> (Relay, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity);
-        let task = tokio::spawn(write_loop(store, rx, finished, ready, events));
+        let watchers = Arc::new(Watchers::default());
+        let task = tokio::spawn(write_loop(
+            store,
+            rx,
+            finished,
+            ready,
+            events,
+            watchers.clone(),
+        ));
         let bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
-        (Relay { tx, bytes }, task)
+        (
+            Relay {
+                tx,
+                bytes,
+                watchers,
+            },
+            task,
+        )
+    }
+
+    /// Watches execution `id`'s rows written through this relay.
+    ///
+    /// ```no_run
+    /// # async fn demo(relay: &jobvisor::relay::Relay, id: uuid::Uuid) {
+    /// let w = relay.watch(id);
+    /// w.changed().await; // a batch with its lines, progress or end committed
+    /// # }
+    /// ```
+    pub fn watch(&self, id: Uuid) -> Watch {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.watchers
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .push(notify.clone());
+        Watch {
+            id,
+            notify,
+            watchers: self.watchers.clone(),
+        }
     }
 
     /// Queues a message, waiting while the queue is full.
@@ -139,6 +227,7 @@ async fn write_loop(
     finished: broadcast::Sender<Finished>,
     ready: Arc<dyn Fn(Ready) + Send + Sync>,
     events: Arc<crate::events::Hub>,
+    watchers: Arc<Watchers>,
 ) {
     let mut progress: HashMap<Uuid, ProgressState> = HashMap::new();
     let mut flushes = Vec::new();
@@ -194,6 +283,14 @@ async fn write_loop(
             completions: &batch.completions,
         };
         events.written(&batch.progress, ends).await;
+        watchers.touched(
+            batch
+                .logs
+                .iter()
+                .map(|l| l.execution_id)
+                .chain(batch.progress.iter().map(|(id, _)| *id))
+                .chain(batch.completions.iter().map(|c| c.id)),
+        );
         batch = Batch::default();
         permits.clear();
         if done.iter().any(|f| f.released) {
@@ -224,6 +321,32 @@ pub struct LogSink {
     id: Uuid,
     seq: Arc<std::sync::atomic::AtomicI64>,
     relay: Relay,
+    /// The execution's log budget, in stored bytes, in every mode.
+    budget: Option<Arc<Budget>>,
+}
+
+/// What an execution may still store of its log, and what it could not.
+#[derive(Debug)]
+struct Budget {
+    max: u64,
+    left: std::sync::atomic::AtomicI64,
+    dropped_lines: std::sync::atomic::AtomicU64,
+    dropped_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// What a stored log line costs beyond its text and fields: its row's
+/// execution id, sequence number, time, level and stream, and the index
+/// entry that finds it.
+pub const LOG_ROW_OVERHEAD: usize = 64;
+
+/// The bytes a log line takes in the store: its message, its fields' JSON
+/// and [`LOG_ROW_OVERHEAD`].
+///
+/// ```
+/// assert_eq!(jobvisor::relay::stored_size("hello", None), 5 + jobvisor::relay::LOG_ROW_OVERHEAD);
+/// ```
+pub fn stored_size(message: &str, fields: Option<&str>) -> usize {
+    message.len() + fields.map_or(0, str::len) + LOG_ROW_OVERHEAD
 }
 
 impl LogSink {
@@ -240,6 +363,56 @@ impl LogSink {
             id,
             seq: Arc::default(),
             relay,
+            budget: None,
+        }
+    }
+
+    /// The sink with a log budget: lines beyond `max_bytes` of stored size
+    /// ([`stored_size`]) are counted, not stored, and
+    /// [`LogSink::report_dropped`] says how many. The supervisor's own notes
+    /// are not counted.
+    ///
+    /// ```no_run
+    /// # fn demo(relay: &jobvisor::relay::Relay, id: uuid::Uuid) {
+    /// let sink = jobvisor::relay::LogSink::new(id, relay.clone()).with_budget(64 << 20);
+    /// # }
+    /// ```
+    pub fn with_budget(mut self, max_bytes: u64) -> Self {
+        use std::sync::atomic::{AtomicI64, AtomicU64};
+        self.budget = Some(Arc::new(Budget {
+            max: max_bytes,
+            left: AtomicI64::new(max_bytes.min(i64::MAX as u64) as i64),
+            dropped_lines: AtomicU64::new(0),
+            dropped_bytes: AtomicU64::new(0),
+        }));
+        self
+    }
+
+    /// Logs a line at the supervisor's level `warn` if any were not stored
+    /// for the budget: `output limit 1.0 MiB reached: N line(s), X, not
+    /// stored`.
+    ///
+    /// ```no_run
+    /// # async fn demo(sink: &jobvisor::relay::LogSink) {
+    /// sink.report_dropped().await;
+    /// # }
+    /// ```
+    pub async fn report_dropped(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(b) = &self.budget else {
+            return;
+        };
+        let lines = b.dropped_lines.load(Ordering::Relaxed);
+        if lines > 0 {
+            self.note(
+                jobvisor_worker::Level::Warn,
+                format!(
+                    "output limit {} reached: {lines} line(s), {}, not stored",
+                    crate::model::format_bytes(b.max),
+                    crate::model::format_bytes(b.dropped_bytes.load(Ordering::Relaxed))
+                ),
+            )
+            .await;
         }
     }
 
@@ -279,7 +452,21 @@ impl LogSink {
         message: String,
         fields: Option<serde_json::Map<String, serde_json::Value>>,
     ) {
-        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        use std::sync::atomic::Ordering;
+        let fields = fields.map(|f| serde_json::Value::Object(f).to_string());
+        if let Some(b) = self
+            .budget
+            .as_ref()
+            .filter(|_| stream != crate::model::stream::SUPERVISOR)
+        {
+            let size = stored_size(&message, fields.as_deref()) as i64;
+            if b.left.fetch_sub(size, Ordering::Relaxed) < size {
+                b.dropped_lines.fetch_add(1, Ordering::Relaxed);
+                b.dropped_bytes.fetch_add(size as u64, Ordering::Relaxed);
+                return;
+            }
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.relay
             .send_log(LogRow {
                 execution_id: self.id,
@@ -288,7 +475,7 @@ impl LogSink {
                 level: level.as_str(),
                 stream,
                 message,
-                fields: fields.map(|f| serde_json::Value::Object(f).to_string()),
+                fields,
             })
             .await;
     }

@@ -80,6 +80,10 @@ pub struct Config {
     /// that an idle service keeps only what it uses resident. For a
     /// program of its own (the service), not for an embedding one.
     pub trim_when_idle: bool,
+    /// The test built-ins (`append`, `panic`, `misbehave`), for tests and
+    /// benchmarks only (`serve --test-builtins`): off, they are unknown
+    /// handlers here and in this supervisor's worker processes.
+    pub test_builtins: Option<jobvisor_worker::builtins::TestBuiltins>,
 }
 
 impl Default for Config {
@@ -100,6 +104,7 @@ impl Default for Config {
             cgroups: true,
             drain_timeout: Duration::ZERO,
             trim_when_idle: false,
+            test_builtins: jobvisor_worker::builtins::TestBuiltins::from_env(),
         }
     }
 }
@@ -371,6 +376,8 @@ pub(crate) struct Exec {
     pub(crate) shim: Option<PathBuf>,
     pub(crate) cgroups: bool,
     pub(crate) inproc_grace: Duration,
+    /// The test built-ins, for worker processes too.
+    pub(crate) test_builtins: Option<jobvisor_worker::builtins::TestBuiltins>,
     pub(crate) started: broadcast::Sender<Uuid>,
     pub(crate) durations: Mutex<crate::metrics::Durations>,
     pub(crate) events: Arc<Hub>,
@@ -452,9 +459,10 @@ pub struct Supervisor {
 const MAILBOX: usize = 1024;
 
 impl Supervisor {
-    /// A builder with the built-in handlers registered (`misbehave`
-    /// in-process only where [`MISBEHAVE_INPROC_ENV`] is set: its faults
-    /// would take the supervisor down).
+    /// A builder with the built-in handlers registered (the test
+    /// built-ins too where [`Config::test_builtins`] says so, `misbehave`
+    /// in-process only where [`MISBEHAVE_INPROC_ENV`] is set as well: its
+    /// faults would take the supervisor down).
     ///
     /// [`MISBEHAVE_INPROC_ENV`]: jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV
     ///
@@ -462,10 +470,7 @@ impl Supervisor {
     /// let builder = jobvisor::Supervisor::builder(); // built-ins registered
     /// ```
     pub fn builder() -> SupervisorBuilder {
-        let mut registry = Registry::with_builtins();
-        if std::env::var_os(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV).is_none() {
-            registry.remove("misbehave");
-        }
+        let registry = Registry::with_builtins();
         SupervisorBuilder {
             config: Config::default(),
             registry,
@@ -499,6 +504,13 @@ impl Supervisor {
         config: Config,
         hooks: Vec<Hook>,
     ) -> Result<Supervisor, Error> {
+        let mut registry = registry;
+        if let Some(t) = &config.test_builtins {
+            t.register(&mut registry);
+            if std::env::var_os(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV).is_none() {
+                registry.remove("misbehave");
+            }
+        }
         let now = now_micros();
         let hostname = config.hostname.clone().unwrap_or_else(os::hostname);
         let node = NodeInfo {
@@ -550,6 +562,7 @@ impl Supervisor {
             worker_program,
             cgroups: config.cgroups,
             inproc_grace: config.inproc_grace,
+            test_builtins: config.test_builtins.clone(),
             started: broadcast::channel(4096).0,
             durations: Mutex::default(),
             events: events.clone(),
@@ -922,6 +935,7 @@ impl Supervisor {
                 statuses: vec![Status::Running],
                 node: Some(self.shared.node.id.clone()),
                 limit: 100_000,
+                clip: None,
                 ..filter.clone()
             };
             for e in self.store().executions(&running).await? {
@@ -1436,6 +1450,13 @@ impl Supervisor {
     pub fn durations(&self) -> crate::metrics::Durations {
         let d = self.shared.exec.durations.lock();
         d.unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A watch on execution `id`'s rows as this node writes them (its log,
+    /// progress and end): what the API's streams wait on.
+    #[doc(hidden)]
+    pub fn watch(&self, id: Uuid) -> crate::relay::Watch {
+        self.shared.exec.relay.watch(id)
     }
 
     /// Messages waiting in the relay (its lag behind the executions).

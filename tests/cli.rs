@@ -254,7 +254,7 @@ fn a_pending_execution_is_cancelled_before_it_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_wait_exits_0_on_success_and_1_on_failure_and_follows_retries() {
-    let env = Env::new();
+    let env = Env::with_test_builtins();
     let serve = env.serve(&[]);
     let out = env.cli(&["run", "echo", "--payload", r#"{"x":1}"#, "--wait"]);
     assert_eq!(out.status.code(), Some(0));

@@ -742,7 +742,7 @@ async fn a_program_starts_with_sigpipe_at_its_default_whichever_way_it_is_starte
 /// service down with `{"do": "abort"}`. In a worker process it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehave_cannot_abort_a_supervisor_that_did_not_allow_it_in_process() {
-    let env = Env::new();
+    let env = Env::with_test_builtins();
     let serve = env.serve(&[]);
     let store = env.store().await;
     for (mode, error) in [("inproc", "not registered"), ("process", "SIGABRT")] {

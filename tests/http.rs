@@ -398,7 +398,7 @@ async fn a_non_loopback_listener_needs_a_token() {
 
     let serve = env.serve_env(
         &["--listen", "0.0.0.0:0"],
-        &[("JOBVISOR_API_TOKEN", "s3cret-token")],
+        &[("JOBVISOR_API_TOKEN", "s3cret-token-0123456789")],
     );
     let port = serve.http_addr().rsplit(':').next().unwrap().to_string();
     let addr = format!("127.0.0.1:{port}");
@@ -407,7 +407,7 @@ async fn a_non_loopback_listener_needs_a_token() {
     assert!(r.headers.contains("www-authenticate: Bearer"));
     let r = request(&addr, "GET", "/v1/jobs", None, Some("wrong"));
     assert_eq!(r.status, 401);
-    let r = request(&addr, "GET", "/v1/jobs", None, Some("s3cret-token"));
+    let r = request(&addr, "GET", "/v1/jobs", None, Some("s3cret-token-0123456789"));
     assert_eq!(r.status, 200, "{}", r.body);
     // Health checks need no token.
     assert_eq!(get(&addr, "/healthz").status, 200);

@@ -81,7 +81,10 @@ async fn inproc_cancel_is_cooperative_and_a_handler_that_ignores_it_is_aborted_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inproc_timeout_fails_the_execution_and_a_panic_stays_contained() {
     let env = Env::new();
-    let (sup, stop, task) = start(&env, |b| b).await;
+    let (sup, stop, task) = start(&env, |b| {
+        b.configure(|c| c.test_builtins = Some(Default::default()))
+    })
+    .await;
     let store = sup.store().clone();
     let mut spec = RunSpec::new("sleep", json!({"ms": 600000}));
     spec.timeout = Some(Duration::from_millis(200));

@@ -271,7 +271,7 @@ print(json.dumps({"type": "result", "status": "succeeded"}), flush=True)
 /// log says so. The worker is reused for the next execution.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_a_pooled_execution_leaves_running_is_killed_when_it_ends() {
-    let env = Env::new();
+    let env = Env::with_test_builtins();
     env.pooled_builtin("misbehave", "1", &[]);
     let _serve = env.serve(&[]);
     let mark = format!("3600.{}", std::process::id());

@@ -83,7 +83,7 @@ async fn get(addr: &str, path: &str) -> std::io::Result<(u16, usize)> {
 /// and then completed, as a worker's would be.
 async fn fill_logs(store: &dyn Store, lines: usize) -> Result<(uuid::Uuid, usize), CliError> {
     let runs = 1 + lines.saturating_sub(LONG_LOG).div_ceil(1000);
-    let local = |h: &str| jobvisor_worker::builtins::NAMES.contains(&h);
+    let local = |h: &str| jobvisor_worker::builtins::known(h);
     let levels = ["info", "info", "info", "debug", "warn", "error", "info"];
     let mut long = None;
     let mut written = 0;
@@ -143,7 +143,7 @@ async fn fill_logs(store: &dyn Store, lines: usize) -> Result<(uuid::Uuid, usize
 
 /// Enqueues `n` executions due tomorrow, in queues `q0` to `q9` but `q3`.
 async fn fill_backlog(store: &dyn Store, n: usize) -> Result<(), CliError> {
-    let local = |h: &str| jobvisor_worker::builtins::NAMES.contains(&h);
+    let local = |h: &str| jobvisor_worker::builtins::known(h);
     let tomorrow = now_micros() + 24 * 3600 * 1_000_000;
     let queues = ["q0", "q1", "q2", "q4", "q5", "q6", "q7", "q8", "q9"];
     for start in (0..n).step_by(10_000) {

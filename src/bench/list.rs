@@ -202,7 +202,7 @@ pub(super) async fn bench_list(database: Option<String>, a: &BenchArgs) -> Resul
 /// and completion path (a tenth failed).
 pub(super) async fn fill(store: &dyn Store, n: usize) -> Result<(), CliError> {
     const CHUNK: usize = 10_000;
-    let local = |h: &str| jobvisor_worker::builtins::NAMES.contains(&h);
+    let local = |h: &str| jobvisor_worker::builtins::known(h);
     let mut done = 0;
     while done < n {
         let take = CHUNK.min(n - done);

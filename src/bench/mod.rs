@@ -378,11 +378,39 @@ fn backend_of(db: &str) -> &'static str {
     }
 }
 
+/// Turns the test built-ins on for this process and every supervisor and
+/// worker it starts (the isolation scenarios run `misbehave`), with a
+/// private directory for `append`, removed when the guard drops.
+fn test_builtins_on() -> Result<AppendDir, CliError> {
+    use jobvisor_worker::builtins::TestBuiltins;
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("jobvisor-bench-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| crate::cli::input(format!("cannot create {}: {e}", dir.display())))?;
+    // Set before any supervisor is built; nothing else reads the
+    // environment concurrently at this point.
+    std::env::set_var(TestBuiltins::ENV, "1");
+    std::env::set_var(TestBuiltins::APPEND_DIR_ENV, &dir);
+    Ok(AppendDir(dir))
+}
+
+/// A directory removed when dropped.
+struct AppendDir(PathBuf);
+
+impl Drop for AppendDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs the benchmark and prints the table (or JSON).
 pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliError> {
     // As `serve` does: children inherit the limit instead of each getting
     // it through a hook, so the spawn path measured is the service's.
     jobvisor::runner::isolate::core_dumps_off();
+    let _append_dir = test_builtins_on()?;
     // Silent unless asked: JOBVISOR_LOG=sqlx::query=debug shows every
     // statement the supervisor makes, to count them per execution.
     if std::env::var_os("JOBVISOR_LOG").is_some() {
@@ -1112,7 +1140,7 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
         .build()
         .await?;
     let store = sup.store().clone();
-    let local = |n: &str| jobvisor_worker::builtins::NAMES.contains(&n);
+    let local = |n: &str| jobvisor_worker::builtins::known(n);
     let queue = if a.hold {
         "bench-held"
     } else {
@@ -1279,7 +1307,7 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
     let exe = std::env::current_exe()
         .map_err(|e| crate::cli::input(format!("cannot find this program: {e}")))?;
     let store = jobvisor::store::open(&db).await?;
-    let local = |n: &str| jobvisor_worker::builtins::NAMES.contains(&n);
+    let local = |n: &str| jobvisor_worker::builtins::known(n);
     let mut results = Vec::new();
     for (case, hostname) in [
         ("survivor on the same host (dead pid seen at once)", None),

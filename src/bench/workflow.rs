@@ -276,7 +276,7 @@ async fn enqueue_rate(
     n: usize,
 ) -> Result<f64, CliError> {
     const TASKS: usize = 8;
-    let local = |h: &str| jobvisor_worker::builtins::NAMES.contains(&h);
+    let local = |h: &str| jobvisor_worker::builtins::known(h);
     let spec = |i: usize| {
         let s = RunSpec::new("noop", Value::Null);
         match case {

@@ -358,6 +358,43 @@ pub struct ServeArgs {
         super::config::DEFAULT_LISTEN
     ))]
     pub listen: Option<String>,
+    /// A host name the API answers to (repeat for more).
+    #[arg(
+        long = "allowed-host",
+        value_name = "NAME[:PORT]",
+        help = "A host name the API answers to besides its listen address and localhost, \
+                  e.g. the name a reverse proxy or DNS gives it (repeat for more; config `allowed_hosts`)"
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+          help = with_default("HTTP connections served at once (more wait)", jobvisor::http::DEFAULT_MAX_CONNECTIONS))]
+    pub max_connections: Option<u32>,
+    /// Event streams open at once.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+          help = with_default("Server-Sent Event streams open at once (more get 503)", jobvisor::http::DEFAULT_MAX_STREAMS))]
+    pub max_streams: Option<u32>,
+    /// Serve HTTPS with this certificate chain (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        help = "Serve HTTPS with this PEM certificate chain (with --tls-key; config `tls_cert`)"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        help = "The PEM private key of --tls-cert (config `tls_key`)"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The test built-ins.
+    #[arg(long, env = "JOBVISOR_TEST_BUILTINS", value_parser = clap::builder::FalseyValueParser::new(),
+          help = "Register the test built-ins `append`, `panic` and `misbehave` (for tests and \
+                  benchmarks; `append` writes under JOBVISOR_APPEND_DIR only, which must be set)")]
+    pub test_builtins: bool,
     /// Log format of the service itself [default: auto: journald under
     /// systemd, text otherwise].
     #[arg(long, value_enum)]
@@ -399,6 +436,10 @@ pub struct NameJson {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Show the environment's values too (they often hold secrets: without
+    /// this each is `<redacted>`).
+    #[arg(long)]
+    pub reveal: bool,
 }
 
 /// `handler add` options.
@@ -476,12 +517,16 @@ pub struct HandlerAddArgs {
     /// Run as USER or USER:GROUP (names or ids; the supervisor must be root).
     #[arg(long)]
     pub run_as: Option<String>,
+    /// The group to run as (a name or id): the same as `--run-as USER:GROUP`.
+    /// A uid with no passwd entry needs it.
+    #[arg(long, requires = "run_as")]
+    pub group: Option<String>,
     /// Set no_new_privs: setuid programs cannot raise its privileges.
     #[arg(long)]
     pub no_new_privs: bool,
-    /// Most log bytes stored per execution; beyond it lines are counted, not
-    /// stored.
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    /// Most log bytes stored per execution (each line's text, fields and
+    /// row); beyond it lines are counted, not stored. In both modes.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub max_log: u64,
     /// Keep this many worker processes for reuse (workers that announce
     /// `pooled: true`); 0 starts one process per execution.
@@ -650,6 +695,7 @@ impl FilterArgs {
             until: self.until,
             before: None,
             limit: 0,
+            clip: None,
         }
     }
 }

@@ -11,7 +11,9 @@
 
 use super::args::{HandlerAddArgs, JobAddArgs};
 use jobvisor::model::{HandlerKind, HandlerSpec, JobSpec, Mode};
-use jobvisor::service::declare::{check_handlers, Declarations, JobDecl, QueueDecl, SyncError};
+use jobvisor::service::declare::{
+    check_handlers, Declarations, JobDecl, QueueDecl, SyncError, DEFAULT_RETENTION,
+};
 use jobvisor::service::logging::LogFormat;
 use jobvisor::store::Store;
 use serde::Deserialize;
@@ -37,8 +39,15 @@ struct RawFile {
     drain_timeout: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default)]
+    allowed_hosts: Vec<String>,
+    max_connections: Option<u32>,
+    max_streams: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    test_builtins: Option<bool>,
+    #[serde(default)]
     queues: BTreeMap<String, Spanned<RawQueue>>,
-    retention: Option<RawRetention>,
+    retention: Option<RawRetentionValue>,
     #[serde(default, rename = "handler")]
     handlers: Vec<Spanned<Table>>,
     #[serde(default, rename = "job")]
@@ -52,6 +61,14 @@ struct RawQueue {
     key_limit: Option<u32>,
     rate: Option<String>,
     paused: Option<bool>,
+}
+
+/// `retention = "off"` (or a duration), or a `[retention]` table.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawRetentionValue {
+    Word(String),
+    Table(RawRetention),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +99,18 @@ pub struct Settings {
     pub drain_timeout: Option<Duration>,
     /// Log format.
     pub log_format: Option<LogFormat>,
+    /// Host names the API answers to besides its address and loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Connections at once.
+    pub max_connections: Option<u32>,
+    /// Event streams at once.
+    pub max_streams: Option<u32>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The test built-ins.
+    pub test_builtins: Option<bool>,
 }
 
 /// A checked configuration file.
@@ -193,6 +222,19 @@ pub fn load(path: &Path) -> Result<ServiceFile, ConfigError> {
     parse(path, &text)
 }
 
+/// A retention: `off` (keep everything) or a duration.
+fn retention_word(what: &str, w: &str) -> Result<Option<Duration>, String> {
+    if w == "off" {
+        return Ok(None);
+    }
+    match duration(what, &Some(w.to_string()))? {
+        Some(d) if d.is_zero() => Err(format!(
+            "{what}: must be longer than 0 (or \"off\" to keep everything)"
+        )),
+        d => Ok(d),
+    }
+}
+
 /// Checks a configuration file's text.
 pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
     let at = |line: usize, reason: String| ConfigError::At {
@@ -214,7 +256,27 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
         node_lease: duration("node_lease", &raw.node_lease).map_err(|e| at(1, e))?,
         drain_timeout: duration("drain_timeout", &raw.drain_timeout).map_err(|e| at(1, e))?,
         log_format: raw.log_format,
+        allowed_hosts: raw.allowed_hosts,
+        max_connections: raw.max_connections,
+        max_streams: raw.max_streams,
+        tls_cert: raw.tls_cert,
+        tls_key: raw.tls_key,
+        test_builtins: raw.test_builtins,
     };
+    for h in &settings.allowed_hosts {
+        jobvisor::http::check_allowed_host(h).map_err(|e| at(1, e))?;
+    }
+    for (what, v) in [
+        ("max_connections", settings.max_connections),
+        ("max_streams", settings.max_streams),
+    ] {
+        if v == Some(0) {
+            return Err(at(1, format!("{what} must be at least 1")));
+        }
+    }
+    if settings.tls_cert.is_some() != settings.tls_key.is_some() {
+        return Err(at(1, "tls_cert and tls_key go together".into()));
+    }
     if settings.concurrency == Some(0) {
         return Err(at(1, "concurrency must be at least 1".into()));
     }
@@ -222,9 +284,20 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
         l.parse::<std::net::SocketAddr>()
             .map_err(|e| at(1, format!("listen {l:?}: {e}")))?;
     }
-    let raw_retention = raw.retention.unwrap_or_default();
-    let retention =
-        duration("retention.executions", &raw_retention.executions).map_err(|e| at(1, e))?;
+    let (retention, raw_retention) = match raw.retention {
+        None => (Some(DEFAULT_RETENTION), RawRetention::default()),
+        Some(RawRetentionValue::Word(w)) => (
+            retention_word("retention", &w).map_err(|e| at(1, e))?,
+            RawRetention::default(),
+        ),
+        Some(RawRetentionValue::Table(t)) => {
+            let keep = match &t.executions {
+                None => Some(DEFAULT_RETENTION),
+                Some(w) => retention_word("retention.executions", w).map_err(|e| at(1, e))?,
+            };
+            (keep, t)
+        }
+    };
     let retention_every = duration("retention.every", &raw_retention.every)
         .map_err(|e| at(1, e))?
         .unwrap_or(Declarations::default().retention_every)
@@ -427,7 +500,10 @@ pub fn api_auth(s: &Settings) -> Result<jobvisor::http::Auth, ListenError> {
 
 /// Where the HTTP API is to listen (`None`: `off`), refused when it is not
 /// loopback and there is no token.
-pub fn listen_addr(listen: &str, token: Option<&str>) -> Result<Option<SocketAddr>, ListenError> {
+pub fn listen_addr(
+    listen: &str,
+    auth: &jobvisor::http::Auth,
+) -> Result<Option<SocketAddr>, ListenError> {
     if listen == "off" {
         return Ok(None);
     }
@@ -435,7 +511,7 @@ pub fn listen_addr(listen: &str, token: Option<&str>) -> Result<Option<SocketAdd
         listen: listen.to_string(),
         source,
     })?;
-    jobvisor::http::check_listen(addr, token)?;
+    jobvisor::http::check_listen(addr, auth.token.as_deref(), auth.readonly.as_deref())?;
     Ok(Some(addr))
 }
 
@@ -450,7 +526,7 @@ pub async fn validate(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(
         source,
     };
     let auth = api_auth(&file.settings).map_err(listen_error)?;
-    listen_addr(listen, auth.token.as_deref()).map_err(listen_error)?;
+    listen_addr(listen, &auth).map_err(listen_error)?;
     check_handlers(&file.declared, store)
         .await
         .map_err(|e| ConfigError::declarations(file, e))

@@ -36,7 +36,11 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
             Ok(())
         }
         HandlerCmd::List(j) => {
-            let all = jobvisor::store::all_handlers(store.as_ref()).await?;
+            let all: Vec<_> = jobvisor::store::all_handlers(store.as_ref())
+                .await?
+                .into_iter()
+                .map(jobvisor::model::HandlerSpec::redacted)
+                .collect();
             if j.json {
                 output::json(&all)
             } else {
@@ -64,7 +68,8 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
         }
         HandlerCmd::Show(n) => {
             let spec = match jobvisor::store::handler_or_builtin(store.as_ref(), &n.name).await? {
-                Some(s) => s,
+                Some(s) if n.reveal => s,
+                Some(s) => s.redacted(),
                 None => return Err(jobvisor::Error::UnknownHandler(n.name).into()),
             };
             if n.json {
@@ -83,7 +88,7 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
             }
             // Jobs that would be left without it (a built-in of the same
             // name takes over, so those are fine).
-            let users: Vec<String> = if builtins::NAMES.contains(&name.as_str()) {
+            let users: Vec<String> = if builtins::known(&name) {
                 Vec::new()
             } else {
                 store
@@ -132,7 +137,7 @@ pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<Handler
             program: resolve_program(exec)?.display().to_string(),
             args: a.args.clone(),
         },
-        None if builtins::NAMES.contains(&name.as_str()) => HandlerKind::Rust,
+        None if builtins::known(&name) => HandlerKind::Rust,
         None => {
             return Err(input(format!(
                 "{name:?} is not a built-in handler (built-ins: {})",
@@ -173,6 +178,15 @@ pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<Handler
             None if !s.is_empty() => (Some(s.to_string()), None),
             None => return Err(input("--run-as needs a user")),
         },
+    };
+    let run_as_group = match (run_as_group, &a.group) {
+        (Some(_), Some(_)) => {
+            return Err(input(
+                "give the group once: --run-as USER:GROUP or --group GROUP",
+            ))
+        }
+        (None, Some(g)) if g.is_empty() => return Err(input("--group needs a group")),
+        (g, flag) => g.or_else(|| flag.clone()),
     };
     isolate::resolve_identity(run_as_user.as_deref(), run_as_group.as_deref())
         .map_err(|e| input(e.to_string()))?;

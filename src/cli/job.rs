@@ -36,7 +36,7 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             }
             let name = spec.name.clone();
             let schedule = spec.schedule.clone();
-            let builtin = |n: &str| builtins::NAMES.contains(&n);
+            let builtin = |n: &str| builtins::known(n);
             let (first, done) = if replace {
                 let Some(old) = store.job(&name).await? else {
                     return Err(input(format!(

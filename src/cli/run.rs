@@ -46,7 +46,7 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
     for id in after {
         spec = spec.after(id);
     }
-    let builtin = |name: &str| builtins::NAMES.contains(&name);
+    let builtin = |name: &str| builtins::known(name);
     let exec = submit::prepare(store.as_ref(), &builtin, spec).await?;
     let enqueued = submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?[0];
     if !enqueued.duplicate && enqueued.id == exec.id {

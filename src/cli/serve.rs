@@ -49,6 +49,7 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
             .drain_timeout
             .or(s.drain_timeout)
             .unwrap_or(d.drain_timeout),
+        test_builtins: test_builtins(a.test_builtins || s.test_builtins == Some(true))?,
         ..d
     };
     let concurrency = config.concurrency;
@@ -60,8 +61,36 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         .or(s.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let auth = config::api_auth(&s).map_err(|e| super::input(e.to_string()))?;
-    let addr = config::listen_addr(&listen, auth.token.as_deref())
-        .map_err(|e| super::input(e.to_string()))?;
+    let addr = config::listen_addr(&listen, &auth).map_err(|e| super::input(e.to_string()))?;
+    let mut allowed_hosts = s.allowed_hosts.clone();
+    for h in &a.allowed_hosts {
+        jobvisor::http::check_allowed_host(h).map_err(super::input)?;
+        allowed_hosts.push(h.clone());
+    }
+    let tls = match (
+        a.tls_cert.as_ref().or(s.tls_cert.as_ref()),
+        a.tls_key.as_ref().or(s.tls_key.as_ref()),
+    ) {
+        (Some(cert), Some(key)) => Some(
+            jobvisor::http::Tls::from_pem_files(cert, key)
+                .map_err(|e| super::input(jobvisor::error_chain(&e)))?,
+        ),
+        _ => None,
+    };
+    let http = jobvisor::http::Options {
+        auth,
+        allowed_hosts,
+        listen: None,
+        tls,
+        max_connections: a
+            .max_connections
+            .or(s.max_connections)
+            .map_or(jobvisor::http::DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+        max_streams: a
+            .max_streams
+            .or(s.max_streams)
+            .map_or(jobvisor::http::DEFAULT_MAX_STREAMS, |n| n as usize),
+    };
     // Signals are set up before anything else, so that none is missed.
     let signals =
         Signals::new().map_err(|e| super::input(format!("cannot handle signals: {e}")))?;
@@ -79,7 +108,7 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         "serving"
     );
     let declared = file.as_ref().map(|f| f.declared.clone());
-    let service = match Service::start(sup, declared, addr, auth).await {
+    let service = match Service::start(sup, declared, addr, http).await {
         Ok(service) => service,
         Err(ServiceError::Declarations(e)) => {
             let f = file.as_ref().expect("only a file declares");
@@ -121,6 +150,31 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
     service.run_until(shutdown, force).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The test built-ins, when asked for: `append` needs its directory.
+fn test_builtins(on: bool) -> Result<Option<jobvisor_worker::builtins::TestBuiltins>, CliError> {
+    use jobvisor_worker::builtins::TestBuiltins;
+    if !on {
+        return Ok(None);
+    }
+    let dir = std::env::var_os(TestBuiltins::APPEND_DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from);
+    match dir {
+        Some(d) if d.is_dir() => Ok(Some(TestBuiltins {
+            append_dir: Some(d),
+        })),
+        Some(d) => Err(super::input(format!(
+            "{}={} is not a directory",
+            TestBuiltins::APPEND_DIR_ENV,
+            d.display()
+        ))),
+        None => Err(super::input(format!(
+            "--test-builtins needs {}: the only directory the built-in `append` may write under",
+            TestBuiltins::APPEND_DIR_ENV
+        ))),
+    }
 }
 
 /// SIGHUP: reads the file again; a valid one is applied and becomes the

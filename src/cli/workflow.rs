@@ -31,7 +31,7 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
         // Checked before the database is touched: a bad file writes nothing.
         let spec = WorkflowSpec::parse(&read(&file)?)?;
         let store = jobvisor::store::open(db).await?;
-        let builtin = |n: &str| builtins::NAMES.contains(&n);
+        let builtin = |n: &str| builtins::known(n);
         let done = workflow::submit(store.as_ref(), &builtin, &spec).await?;
         let events = Announcer::new(store.as_ref()).await;
         let ids: Vec<_> = done.steps.iter().map(|(_, id)| *id).collect();

@@ -61,6 +61,15 @@ pub enum PlanError {
         /// The name given.
         name: String,
     },
+    /// A bare uid with no passwd entry, and no group: its group would be
+    /// the supervisor's own (root's, as a service).
+    #[error("uid {0} has no passwd entry: give --group")]
+    NoPasswd(u32),
+    /// A user whose primary group is root, and no group named.
+    #[error(
+        "user {0}'s primary group is root (gid 0): give --group 0 to mean it, or another group"
+    )]
+    RootGroup(String),
     /// A change of identity by a supervisor that is not root.
     #[error("cannot run as {user}: the supervisor runs as uid {euid}, and only root may change identity")]
     NotRoot {
@@ -106,7 +115,11 @@ pub fn resolve_identity(
             })?;
             match found {
                 Some(p) => (p.uid, p.gid, p.name),
-                // A bare uid need not have a passwd entry.
+                // A bare uid need not have a passwd entry, but then it has
+                // no group of its own: one must be named.
+                None if group.is_none() && u.parse::<u32>().is_ok() => {
+                    return Err(PlanError::NoPasswd(u.parse().unwrap_or(0)))
+                }
                 None if u.parse::<u32>().is_ok() => {
                     let n = Uid::from_raw(u.parse().unwrap_or(0));
                     (n, egid, u.to_string())
@@ -137,6 +150,9 @@ pub fn resolve_identity(
                 what: "group",
                 name: g.to_string(),
             })?
+        }
+        None if user_gid.as_raw() == 0 && uid.as_raw() != 0 && user.is_some() => {
+            return Err(PlanError::RootGroup(uname))
         }
         None => user_gid,
     };

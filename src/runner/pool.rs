@@ -81,7 +81,7 @@ impl Pools {
                 return c;
             }
         };
-        let attempt = process::Attempt::new(sink, &plan.limits);
+        let attempt = process::Attempt::new(sink);
         let worker = loop {
             let next = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match next {

@@ -70,6 +70,9 @@ pub struct ProcessPlan {
     pub self_guarding: bool,
     /// Start it in its own cgroup where cgroup v2 is usable.
     pub cgroup: bool,
+    /// The worker program hosts the test built-ins too (told through its
+    /// environment).
+    pub test_builtins: Option<jobvisor_worker::builtins::TestBuiltins>,
     /// The exec shim (`jobvisor-worker`) that applies isolation settings,
     /// if it is installed; otherwise a `pre_exec` hook does.
     pub shim: Option<PathBuf>,
@@ -88,6 +91,7 @@ impl ProcessPlan {
     ///     self_guarding: false,
     ///     cgroup: false,
     ///     shim: None,
+    ///     test_builtins: None,
     /// };
     /// assert_eq!(plan("resize").pool_key(), plan("resize").pool_key());
     /// // A worker serves one handler's setup: another handler pools apart.
@@ -100,7 +104,8 @@ impl ProcessPlan {
             self.args,
             self.limits,
             self.self_guarding,
-            self.cgroup
+            self.cgroup,
+            self.test_builtins.as_ref().map(|t| &t.append_dir)
         ])
         .to_string()
     }
@@ -121,10 +126,6 @@ struct Route {
     sink: LogSink,
     result_tx: Mutex<Option<oneshot::Sender<Final>>>,
     last_seen: AtomicI64,
-    /// Log bytes this execution may still store.
-    budget: AtomicI64,
-    dropped_lines: AtomicU64,
-    dropped_bytes: AtomicU64,
 }
 
 impl Route {
@@ -159,31 +160,18 @@ pub(crate) struct Attempt {
 
 impl Attempt {
     /// Output routing for one execution logging into `sink`.
-    pub(crate) fn new(sink: &LogSink, limits: &ProcessLimits) -> Attempt {
+    pub(crate) fn new(sink: &LogSink) -> Attempt {
         let (result_tx, result_rx) = oneshot::channel();
         let route = Arc::new(Route {
             sink: sink.clone(),
             result_tx: Mutex::new(Some(result_tx)),
             last_seen: AtomicI64::new(now_micros()),
-            budget: AtomicI64::new(limits.max_log_bytes.min(i64::MAX as u64) as i64),
-            dropped_lines: AtomicU64::new(0),
-            dropped_bytes: AtomicU64::new(0),
         });
         Attempt { route, result_rx }
     }
 }
 
 impl Route {
-    fn admit(&self, bytes: usize) -> bool {
-        if self.budget.fetch_sub(bytes as i64, Ordering::Relaxed) >= bytes as i64 {
-            return true;
-        }
-        self.dropped_lines.fetch_add(1, Ordering::Relaxed);
-        self.dropped_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        false
-    }
-
     async fn log(
         &self,
         level: Level,
@@ -191,12 +179,10 @@ impl Route {
         text: impl Into<Cow<'_, str>>,
         fields: Option<Map<String, Value>>,
     ) {
-        let text = text.into();
-        if self.admit(text.len()) {
-            self.sink
-                .log(level, stream, text.into_owned(), fields)
-                .await;
-        }
+        // The sink holds the execution's log budget.
+        self.sink
+            .log(level, stream, text.into().into_owned(), fields)
+            .await;
     }
 }
 
@@ -307,6 +293,13 @@ impl Worker {
                 jobvisor_worker::host::SUPERVISOR_PID_ENV,
                 std::process::id().to_string(),
             );
+        if let Some(t) = &plan.test_builtins {
+            use jobvisor_worker::builtins::TestBuiltins;
+            cmd.env(TestBuiltins::ENV, "1");
+            if let Some(dir) = &t.append_dir {
+                cmd.env(TestBuiltins::APPEND_DIR_ENV, dir);
+            }
+        }
         if let Some(c) = claimed {
             cmd.env("JOBVISOR_EXECUTION_ID", c.id.to_string())
                 .env("JOBVISOR_JOB", &c.job)
@@ -414,7 +407,7 @@ pub(crate) enum Ended {
 
 /// Runs one execution as a one-shot child process, to its end.
 pub async fn run(plan: &ProcessPlan, claimed: &Claimed, stop: &Stop, sink: &LogSink) -> Completion {
-    let attempt = Attempt::new(sink, &plan.limits);
+    let attempt = Attempt::new(sink);
     let worker = match Worker::spawn(plan, Some(claimed), &attempt).await {
         Ok(w) => w,
         Err(e) => return spawn_failed(claimed, plan, &e),
@@ -584,7 +577,7 @@ pub(crate) async fn run_on(
                         step: m.step(),
                         reported,
                     };
-                    let c = finish_record(c, &route, facts, limits, sink).await;
+                    let c = finish_record(c, facts, limits).await;
                     return Ended::Answered(c, Box::new(w));
                 }
                 Action::Term => {
@@ -619,7 +612,7 @@ pub(crate) async fn run_on(
         step: m.step(),
         reported,
     };
-    let c = finish_record(c, &route, facts, limits, sink).await;
+    let c = finish_record(c, facts, limits).await;
     Ended::Done(c)
 }
 
@@ -758,13 +751,7 @@ struct Facts {
 
 /// Adds what the limits explain to the completion, and a note for output
 /// beyond the log budget.
-async fn finish_record(
-    mut c: Completion,
-    route: &Route,
-    facts: Facts,
-    limits: &ProcessLimits,
-    sink: &LogSink,
-) -> Completion {
+async fn finish_record(mut c: Completion, facts: Facts, limits: &ProcessLimits) -> Completion {
     let Facts {
         events,
         address_space,
@@ -772,18 +759,6 @@ async fn finish_record(
         step,
         reported,
     } = facts;
-    let dropped = route.dropped_lines.load(Ordering::Relaxed);
-    if dropped > 0 {
-        sink.note(
-            Level::Warn,
-            format!(
-                "output limit {} reached: {dropped} line(s), {}, not stored",
-                format_bytes(limits.max_log_bytes),
-                format_bytes(route.dropped_bytes.load(Ordering::Relaxed))
-            ),
-        )
-        .await;
-    }
     if let Outcome::Succeeded
     | Outcome::TimedOut
     | Outcome::Interrupted

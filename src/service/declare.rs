@@ -57,6 +57,10 @@ pub struct JobDecl {
     pub line: usize,
 }
 
+/// How long ended executions and their logs are kept when nothing says
+/// otherwise: 30 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Everything a service declares.
 ///
 /// ```
@@ -76,7 +80,9 @@ pub struct JobDecl {
 pub struct Declarations {
     /// Queue settings.
     pub queues: Vec<QueueDecl>,
-    /// Executions finished longer ago than this are pruned.
+    /// Executions finished longer ago than this are pruned, with their
+    /// logs ([`DEFAULT_RETENTION`] unless said otherwise; `None` keeps
+    /// everything).
     pub retention: Option<Duration>,
     /// How often retention runs.
     pub retention_every: Duration,
@@ -92,7 +98,7 @@ impl Default for Declarations {
     fn default() -> Self {
         Self {
             queues: Vec::new(),
-            retention: None,
+            retention: Some(DEFAULT_RETENTION),
             retention_every: Duration::from_secs(60),
             job_retention: HashMap::new(),
             handlers: Vec::new(),
@@ -171,7 +177,7 @@ pub async fn check_handlers(d: &Declarations, store: Option<&dyn Store>) -> Resu
     }
     for j in &d.jobs {
         let h = &j.spec.handler;
-        if !known.contains(h) && !builtins::NAMES.contains(&h.as_str()) {
+        if !known.contains(h) && !builtins::known(h) {
             return Err(SyncError::UnknownHandler {
                 job: j.spec.name.clone(),
                 handler: h.clone(),
@@ -226,7 +232,7 @@ pub async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, SyncErro
             changes += 1;
         }
     }
-    let builtin = |n: &str| builtins::NAMES.contains(&n);
+    let builtin = |n: &str| builtins::known(n);
     for decl in &d.jobs {
         let mut spec = decl.spec.clone();
         let old = store.job(&spec.name).await?;

@@ -78,7 +78,7 @@ pub enum ServiceError {
 pub struct Service {
     sup: Supervisor,
     declared: Arc<Mutex<Declarations>>,
-    http: Option<(tokio::net::TcpListener, crate::http::Auth)>,
+    http: Option<(tokio::net::TcpListener, crate::http::Options)>,
     notifier: Arc<Notifier>,
 }
 
@@ -160,8 +160,9 @@ impl Service {
         sup: Supervisor,
         declared: Option<Declarations>,
         listen: Option<SocketAddr>,
-        auth: crate::http::Auth,
+        http: impl Into<crate::http::Options>,
     ) -> Result<Service, ServiceError> {
+        let mut opts = http.into();
         let notifier = Arc::new(Notifier::from_env().map_err(ServiceError::Notify)?);
         let reloader = Reloader {
             sup: sup.clone(),
@@ -173,12 +174,15 @@ impl Service {
         }
         let http = match listen {
             None => None,
-            Some(addr) => Some((
-                tokio::net::TcpListener::bind(addr)
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
                     .await
-                    .map_err(|source| ServiceError::Listen { addr, source })?,
-                auth,
-            )),
+                    .map_err(|source| ServiceError::Listen { addr, source })?;
+                // The Host check takes the port really bound (port 0 asks
+                // for any).
+                opts.listen = Some(listener.local_addr().unwrap_or(addr));
+                Some((listener, opts))
+            }
         };
         Ok(Service {
             sup,
@@ -237,16 +241,23 @@ impl Service {
             notifier,
         } = self;
         let (stopping_tx, stopping) = watch::channel(false);
-        let http = http.map(|(listener, auth)| {
+        let http = http.map(|(listener, opts)| {
             let addr = listener.local_addr().map(|a| a.to_string());
-            tracing::info!(addr = %addr.unwrap_or_default(), auth = auth.token.is_some(), readonly = auth.readonly.is_some(), "HTTP API listening");
-            let app = crate::http::router(sup.clone(), auth);
+            tracing::info!(addr = %addr.unwrap_or_default(), auth = opts.auth.token.is_some(), readonly = opts.auth.readonly.is_some(), tls = opts.tls.is_some(), "HTTP API listening");
+            if opts.tls.is_none() && opts.listen.is_some_and(|a| !a.ip().is_loopback()) {
+                tracing::warn!("the HTTP API is served off loopback without TLS: tokens and data cross the network in clear (give tls_cert and tls_key, or put a TLS proxy in front)");
+            }
+            let serve_opts = crate::http::ServeOptions {
+                max_connections: opts.max_connections,
+                tls: opts.tls.clone(),
+            };
+            let app = crate::http::router(sup.clone(), opts);
             let mut stop = stopping.clone();
             tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                if let Err(e) = crate::http::serve(listener, app, shutdown).await {
+                if let Err(e) = crate::http::serve_with(listener, app, serve_opts, shutdown).await {
                     tracing::error!(error = %e, "HTTP API stopped");
                 }
             })

@@ -497,7 +497,7 @@ pub trait Store: Send + Sync + 'static {
     /// # while ended.recv().await?.id != id {}
     /// # drop(stop); running.await??;
     /// use jobvisor::store::LogPage;
-    /// let page = LogPage { after_seq: 0, before_seq: None, min_level: None, contains: None, limit: 2, from_end: true };
+    /// let page = LogPage { after_seq: 0, before_seq: None, min_level: None, contains: None, limit: 2, from_end: true, max_bytes: None };
     /// let last_two = store.log_page(id, &page).await?;
     /// assert_eq!(last_two.iter().map(|l| l.seq).collect::<Vec<_>>(), [2, 3]);
     /// # Ok(()) }
@@ -812,9 +812,7 @@ pub async fn handler_or_builtin(
 ) -> Result<Option<HandlerSpec>, StoreError> {
     Ok(match store.handler(name).await? {
         Some(h) => Some(h),
-        None if jobvisor_worker::builtins::NAMES.contains(&name) => {
-            Some(HandlerSpec::builtin(name))
-        }
+        None if jobvisor_worker::builtins::known(name) => Some(HandlerSpec::builtin(name)),
         None => None,
     })
 }
@@ -893,13 +891,30 @@ fn sqlite_path(url: &str) -> Option<&str> {
 /// );
 /// ```
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-            None => url.to_string(),
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match base[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..s + 3], &base[at..]),
+            None => base.to_string(),
         },
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(q) = query {
+        // libpq takes `password=` (and `sslpassword=`) in the query too.
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&parts.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -911,6 +926,14 @@ mod tests {
             "postgres://jv:***@db.internal:5432/jobs"
         );
         assert_eq!(super::redact("postgres://db/jobs"), "postgres://db/jobs");
+        assert_eq!(
+            super::redact("postgres://jv@db/jobs?sslmode=require&password=s3cret&sslpassword=k"),
+            "postgres://jv@db/jobs?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            super::redact("postgres://jv:a@b@db/jobs?password=x"),
+            "postgres://jv:***@db/jobs?password=***"
+        );
         assert_eq!(super::redact("jobvisor.db"), "jobvisor.db");
     }
 }

@@ -328,7 +328,83 @@ pub struct SqlStore<D: Dialect> {
     unstarted: Mutex<Vec<UnstartedSink>>,
 }
 
+/// The columns an execution is read from, but its payload and output (for
+/// a query that cuts those).
+const EXECUTION_COLUMNS: [&str; 38] = [
+    "id",
+    "job",
+    "handler",
+    "mode",
+    "status",
+    "attempt",
+    "max_attempts",
+    "previous_id",
+    "next_id",
+    "priority",
+    "queue",
+    "unique_key",
+    "concurrency_key",
+    "snoozes",
+    "after_policy",
+    "waiting_on",
+    "workflow_id",
+    "step",
+    "occurrence",
+    "timeout_ms",
+    "enqueued_at",
+    "run_at",
+    "started_at",
+    "finished_at",
+    "node",
+    "pid",
+    "exit_code",
+    "signal",
+    "progress_percent",
+    "progress_message",
+    "progress_done",
+    "progress_total",
+    "error",
+    "timed_out",
+    "interrupted",
+    "cancel_requested_at",
+    "cancel_reason",
+    "cancel_outcome",
+];
+
 impl<D: Dialect> SqlStore<D> {
+    /// The WHERE clause, order and limit of a page of `id`'s log lines.
+    fn log_filters(q: &mut Sql<'static, D>, id: Uuid, page: &LogPage) {
+        q.push("execution_id = ")
+            .push_bind(id)
+            .push(" AND seq > ")
+            .push_bind(page.after_seq);
+        if let Some(before) = page.before_seq {
+            q.push(" AND seq < ").push_bind(before);
+        }
+        if let Some(min) = page.min_level {
+            q.push(" AND level IN (")
+                .push_list(
+                    Level::ALL
+                        .into_iter()
+                        .filter(|l| *l >= min)
+                        .map(Level::as_str),
+                )
+                .push(")");
+        }
+        if let Some(text) = &page.contains {
+            q.push(" AND ")
+                .push(D::POSITION)
+                .push("(message, ")
+                .push_bind(text.clone())
+                .push(") > 0");
+        }
+        let order = if page.from_end { "DESC" } else { "ASC" };
+        q.push(" ORDER BY seq ")
+            .push(order)
+            .push(" LIMIT ")
+            .push_bind(page.limit as i64);
+    }
+
     /// A store over an opened backend.
     pub fn new(db: D) -> Self {
         Self {
@@ -573,9 +649,23 @@ impl<D: Dialect> R<'_, D> {
             .transpose()
     }
 
+    /// A cut column (`{column}_truncated` set): its text as a string.
+    fn clipped_json(&self, column: &str) -> Result<(Option<Value>, bool), StoreError> {
+        use sqlx::{Column, Row};
+        let flag = format!("{column}_truncated");
+        let truncated = self.row.columns().iter().any(|c| c.name() == flag) && self.flag(&flag)?;
+        if truncated {
+            let text: Option<String> = self.get(column)?;
+            return Ok((text.map(Value::String), true));
+        }
+        Ok((self.json(column)?, false))
+    }
+
     fn execution(&self) -> Result<Execution, StoreError> {
         let started_at: Option<Micros> = self.get("started_at")?;
         let finished_at: Option<Micros> = self.get("finished_at")?;
+        let (payload, payload_truncated) = self.clipped_json("payload")?;
+        let (output, output_truncated) = self.clipped_json("output")?;
         Ok(Execution {
             id: self.get("id")?,
             job: Some(self.get::<String>("job")?).filter(|j| !j.is_empty()),
@@ -586,7 +676,8 @@ impl<D: Dialect> R<'_, D> {
             max_attempts: self.int("max_attempts")? as u32,
             previous_id: self.get("previous_id")?,
             next_id: self.get("next_id")?,
-            payload: self.json("payload")?.unwrap_or(Value::Null),
+            payload: payload.unwrap_or(Value::Null),
+            payload_truncated,
             priority: self.int("priority")? as i32,
             queue: self.get("queue")?,
             unique_key: self.get("unique_key")?,
@@ -612,7 +703,8 @@ impl<D: Dialect> R<'_, D> {
                 done: self.get("progress_done")?,
                 total: self.get("progress_total")?,
             },
-            output: self.json("output")?,
+            output,
+            output_truncated,
             error: self.get("error")?,
             timed_out: self.flag("timed_out")?,
             interrupted: self.flag("interrupted")?,
@@ -2068,7 +2160,25 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn executions(&self, filter: &ExecFilter) -> Result<Vec<Execution>, StoreError> {
-        let mut q = Sql::new("SELECT * FROM executions WHERE 1 = 1");
+        let mut q = match filter.clip {
+            None => Sql::new("SELECT * FROM executions WHERE 1 = 1"),
+            Some(n) => {
+                // The database cuts the two large columns, so that a page of
+                // big payloads is never read whole.
+                let cut = |c: &str| {
+                    format!(
+                        "CASE WHEN octet_length({c}) > {n} THEN substr({c}, 1, {n}) ELSE {c} END AS {c}, \
+                         CAST(CASE WHEN octet_length({c}) > {n} THEN 1 ELSE 0 END AS BIGINT) AS {c}_truncated"
+                    )
+                };
+                Sql::new(format!(
+                    "SELECT {}, {}, {} FROM executions WHERE 1 = 1",
+                    EXECUTION_COLUMNS.join(", "),
+                    cut("payload"),
+                    cut("output")
+                ))
+            }
+        };
         push_filter(&mut q, filter);
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(filter.limit.max(1) as i64);
@@ -2092,37 +2202,34 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn log_page(&self, id: Uuid, page: &LogPage) -> Result<Vec<LogEntry>, StoreError> {
-        let mut q = Sql::new(
-            "SELECT seq, ts, level, stream, message, fields FROM logs WHERE execution_id = ",
-        );
-        q.push_bind(id)
-            .push(" AND seq > ")
-            .push_bind(page.after_seq);
-        if let Some(before) = page.before_seq {
-            q.push(" AND seq < ").push_bind(before);
+        let mut page = page.clone();
+        if let Some(max) = page.max_bytes {
+            // The sizes first (no text is read), then as many lines as fit.
+            let mut q = Sql::new("SELECT seq, octet_length(message) + COALESCE(octet_length(fields), 0) FROM logs WHERE ");
+            Self::log_filters(&mut q, id, &page);
+            let sizes = self.read_all(q).await?;
+            let (mut total, mut last) = (0i64, None);
+            for row in &sizes {
+                let seq: i64 = D::get(row, 0)?;
+                let size: i64 = D::get(row, 1)?;
+                if last.is_some() && total + size > max as i64 {
+                    break;
+                }
+                total += size;
+                last = Some(seq);
+            }
+            let Some(last) = last else {
+                return Ok(Vec::new());
+            };
+            // Reading from the end, the last that fit is the first shown.
+            if page.from_end {
+                page.after_seq = page.after_seq.max(last - 1);
+            } else {
+                page.before_seq = Some(last + 1);
+            }
         }
-        if let Some(min) = page.min_level {
-            q.push(" AND level IN (")
-                .push_list(
-                    Level::ALL
-                        .into_iter()
-                        .filter(|l| *l >= min)
-                        .map(Level::as_str),
-                )
-                .push(")");
-        }
-        if let Some(text) = &page.contains {
-            q.push(" AND ")
-                .push(D::POSITION)
-                .push("(message, ")
-                .push_bind(text.clone())
-                .push(") > 0");
-        }
-        let order = if page.from_end { "DESC" } else { "ASC" };
-        q.push(" ORDER BY seq ")
-            .push(order)
-            .push(" LIMIT ")
-            .push_bind(page.limit as i64);
+        let mut q = Sql::new("SELECT seq, ts, level, stream, message, fields FROM logs WHERE ");
+        Self::log_filters(&mut q, id, &page);
         let mut lines = Self::decode(&self.read_all(q).await?, "logs", |r| r.log())?;
         if page.from_end {
             lines.reverse();

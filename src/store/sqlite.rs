@@ -29,6 +29,7 @@ impl Lite {
     /// `sqlite::memory:` would give each pool a database of its own.
     pub async fn open(url: &str) -> std::result::Result<Self, StoreError> {
         let opts = sqlite_options(url).map_err(open_error(url))?;
+        create_private(opts.get_filename()).map_err(|e| open_error(url)(sqlx::Error::Io(e)))?;
         let pool = |n| {
             SqlitePoolOptions::new()
                 .max_connections(n)
@@ -184,6 +185,37 @@ pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions> {
         .pragma("cache_size", "-4000")
         .pragma("temp_store", "memory")
         .row_buffer_size(ROW_BUFFER))
+}
+
+/// Creates the database file `path`, if it is missing, readable by its
+/// owner only (0600; SQLite gives its `-wal` and `-shm` files the same
+/// mode), and its missing directories 0700: a job's payloads, outputs and
+/// logs are nobody else's to read.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let name = path.to_string_lossy();
+    if name.is_empty() || name.starts_with(':') || path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        // Another process made it a moment ago.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Rows a connection's thread may get ahead of the task reading them.

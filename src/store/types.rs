@@ -253,6 +253,12 @@ pub struct ExecFilter {
     pub before: Option<Uuid>,
     /// At most this many (newest first).
     pub limit: usize,
+    /// Cut each payload and output at this many characters (a list for
+    /// people, not a way to read every byte of a thousand rows): a cut one
+    /// is its JSON text's beginning, as a string, with `payload_truncated`
+    /// or `output_truncated` set.
+    #[serde(skip)]
+    pub clip: Option<usize>,
 }
 
 /// A status or a list of them (`"failed"` or `["failed", "cancelled"]`).
@@ -500,4 +506,7 @@ pub struct LogPage {
     pub limit: usize,
     /// The last `limit` lines rather than the first.
     pub from_end: bool,
+    /// At most this many bytes of text and fields (but at least one line,
+    /// however long): what one answer or stream event carries at once.
+    pub max_bytes: Option<usize>,
 }

@@ -6,13 +6,40 @@ use super::*;
 pub struct Env {
     pub dir: TempDir,
     pub db: String,
+    /// Every command runs with the test built-ins (`append`, `panic`,
+    /// `misbehave`), `append` writing under the test directory.
+    pub test_builtins: bool,
 }
 
 impl Env {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("jobvisor.db").display().to_string();
-        Self { dir, db }
+        Self {
+            dir,
+            db,
+            test_builtins: false,
+        }
+    }
+
+    /// An [`Env`] whose commands (`serve` included) have the test built-ins.
+    #[allow(dead_code)]
+    pub fn with_test_builtins() -> Self {
+        Self {
+            test_builtins: true,
+            ..Self::new()
+        }
+    }
+
+    /// The variables that turn the test built-ins on, if this env has them.
+    pub fn builtin_vars(&self) -> Vec<(&'static str, String)> {
+        if !self.test_builtins {
+            return Vec::new();
+        }
+        vec![
+            ("JOBVISOR_TEST_BUILTINS", "1".to_string()),
+            ("JOBVISOR_APPEND_DIR", self.dir.path().display().to_string()),
+        ]
     }
 
     /// Runs `jobvisor --database DB ARGS...` to completion.
@@ -28,6 +55,7 @@ impl Env {
             .arg(&self.db)
             .args(args)
             .env("JOBVISOR_WORKER", worker_bin())
+            .envs(self.builtin_vars())
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .output()
@@ -151,6 +179,7 @@ impl Env {
             .args(extra)
             .env("JOBVISOR_WORKER", worker_bin())
             .env("RUST_BACKTRACE", "0")
+            .envs(self.builtin_vars())
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -39,7 +39,7 @@ pub fn request(
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     let body = body.unwrap_or("");
-    if method == "POST" || method == "PUT" {
+    if method == "POST" || method == "PUT" || method == "DELETE" {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()

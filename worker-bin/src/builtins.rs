@@ -1,34 +1,36 @@
-//! Built-in handlers, present in both modes: the demo and test vocabulary
-//! (`noop`, `echo`, `sleep`, `progress`, `logs`, `append`, `fail`,
-//! `panic`), and `misbehave`, the faults that `bench --scenario isolation`
-//! runs in each mode.
+//! Built-in handlers, present in both modes: the demo vocabulary (`noop`,
+//! `echo`, `sleep`, `progress`, `logs`, `fail`), and the test built-ins
+//! (`append`, `panic`, and `misbehave`, the faults that `bench --scenario
+//! isolation` runs in each mode). The test built-ins can hurt the host (a
+//! file written, a process crashed), so they exist only where asked for
+//! ([`TestBuiltins`]: `serve --test-builtins`), and `append` writes only
+//! under the directory it is given.
 
 use crate::handler::{decode, Context, HandlerError, HandlerResult, Registry};
 use crate::protocol::Level;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
-/// Names of the built-in handlers.
+/// Names of the built-in handlers every supervisor and worker has.
 ///
 /// ```
 /// use jobvisor_worker::builtins;
 /// let registry = jobvisor_worker::Registry::with_builtins();
 /// assert!(builtins::NAMES.iter().all(|n| registry.get(n).is_some()));
+/// assert!(registry.get("append").is_none());
 /// ```
-pub const NAMES: [&str; 9] = [
-    "noop",
-    "echo",
-    "sleep",
-    "progress",
-    "logs",
-    "append",
-    "fail",
-    "panic",
-    "misbehave",
-];
+pub const NAMES: [&str; 6] = ["noop", "echo", "sleep", "progress", "logs", "fail"];
 
-/// Adds every built-in handler to `registry`.
+/// Names of the test built-ins, present only with [`TestBuiltins`].
+///
+/// ```
+/// assert!(jobvisor_worker::builtins::TEST_NAMES.contains(&"append"));
+/// ```
+pub const TEST_NAMES: [&str; 3] = ["append", "panic", "misbehave"];
+
+/// Adds the built-in handlers of [`NAMES`] to `registry`.
 ///
 /// ```
 /// use jobvisor_worker::builtins;
@@ -43,10 +45,67 @@ pub fn register_all(registry: &mut Registry) {
         .register("sleep", sleep)
         .register("progress", progress)
         .register("logs", logs)
-        .register("append", append)
-        .register("fail", fail)
-        .register("panic", panic)
-        .register("misbehave", misbehave);
+        .register("fail", fail);
+}
+
+/// The test built-ins turned on: by `serve --test-builtins` for the
+/// supervisor, and through [`TestBuiltins::ENV`] for the worker processes
+/// it starts and for the CLI's commands.
+///
+/// ```
+/// use jobvisor_worker::builtins::{self, TestBuiltins};
+/// let mut registry = jobvisor_worker::Registry::with_builtins();
+/// TestBuiltins { append_dir: Some("/tmp".into()) }.register(&mut registry);
+/// assert!(builtins::TEST_NAMES.iter().all(|n| registry.get(n).is_some()));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TestBuiltins {
+    /// The only directory `append` writes under (none: it fails).
+    pub append_dir: Option<std::path::PathBuf>,
+}
+
+impl TestBuiltins {
+    /// Set (to anything but `0` or nothing), the test built-ins are on.
+    pub const ENV: &'static str = "JOBVISOR_TEST_BUILTINS";
+    /// The directory `append` may write under.
+    pub const APPEND_DIR_ENV: &'static str = "JOBVISOR_APPEND_DIR";
+
+    /// Whether [`Self::ENV`] turns them on, and [`Self::APPEND_DIR_ENV`]'s
+    /// directory.
+    ///
+    /// ```
+    /// let on = jobvisor_worker::builtins::TestBuiltins::from_env().is_some();
+    /// # let _ = on;
+    /// ```
+    pub fn from_env() -> Option<TestBuiltins> {
+        let on = std::env::var_os(Self::ENV).is_some_and(|v| !v.is_empty() && v != "0");
+        on.then(|| TestBuiltins {
+            append_dir: std::env::var_os(Self::APPEND_DIR_ENV)
+                .filter(|d| !d.is_empty())
+                .map(Into::into),
+        })
+    }
+
+    /// Adds the test built-ins to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let dir = self.append_dir.clone();
+        registry
+            .register("append", move |ctx, payload: Value| {
+                append(dir.clone(), ctx, payload)
+            })
+            .register("panic", panic)
+            .register("misbehave", misbehave);
+    }
+}
+
+/// Whether `name` is a built-in here: one of [`NAMES`], or of
+/// [`TEST_NAMES`] where [`TestBuiltins::from_env`] turns them on.
+///
+/// ```
+/// assert!(jobvisor_worker::builtins::known("echo"));
+/// ```
+pub fn known(name: &str) -> bool {
+    NAMES.contains(&name) || (TEST_NAMES.contains(&name) && TestBuiltins::from_env().is_some())
 }
 
 /// Does nothing and succeeds: the unit of overhead in benchmarks.
@@ -155,12 +214,25 @@ struct AppendArgs {
 /// ran: logs `{"lines": N}` numbered lines, sleeps `{"ms": M}`, then
 /// appends one line, `EXECUTION_ID ATTEMPT JOB`, to the file `{"path": P}`
 /// (one `write` in append mode: lines from concurrent runs never mix).
-pub(crate) async fn append(ctx: Context, payload: Value) -> HandlerResult {
+/// `P` must lie under `dir` (relative paths are taken from it); anything
+/// else, a symbolic link on the way out of it included, fails for good.
+pub(crate) async fn append(
+    dir: Option<std::path::PathBuf>,
+    ctx: Context,
+    payload: Value,
+) -> HandlerResult {
     use std::io::Write;
     let args: AppendArgs = decode(payload)?;
     let path = args
         .path
         .ok_or_else(|| HandlerError::invalid_payload("\"path\" is required"))?;
+    let Some(dir) = dir else {
+        return Err(HandlerError::permanent(format!(
+            "append has no directory to write in: the supervisor needs {}",
+            TestBuiltins::APPEND_DIR_ENV
+        )));
+    };
+    let target = inside(&dir, &path).map_err(HandlerError::permanent)?;
     let lines = args.lines.unwrap_or(0);
     for i in 1..=lines {
         ctx.log(Level::Info, format!("append line {i} of {lines}"))
@@ -177,10 +249,42 @@ pub(crate) async fn append(ctx: Context, payload: Value) -> HandlerResult {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&target)
         .and_then(|mut f| f.write_all(line.as_bytes()))
         .map_err(|err| HandlerError::retryable(format!("cannot append to {path}: {err}")))?;
     Ok(json!({ "appended": path, "lines": lines }))
+}
+
+/// `path` resolved under `dir`: its parent must resolve (symbolic links
+/// followed) to `dir` or below, and its last part must be a plain name.
+fn inside(dir: &std::path::Path, path: &str) -> Result<std::path::PathBuf, String> {
+    use std::path::Component;
+    let outside = || {
+        format!(
+            "{path:?} is outside {} (the only directory append writes under)",
+            dir.display()
+        )
+    };
+    let root = dir
+        .canonicalize()
+        .map_err(|e| format!("append's directory {}: {e}", dir.display()))?;
+    let p = std::path::Path::new(path);
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    };
+    let Some(Component::Normal(name)) = joined.components().next_back() else {
+        return Err(outside());
+    };
+    let parent = joined.parent().ok_or_else(outside)?;
+    let parent = parent.canonicalize().map_err(|_| outside())?;
+    if !parent.starts_with(&root) {
+        return Err(outside());
+    }
+    Ok(parent.join(name))
 }
 
 #[derive(Deserialize)]
@@ -219,9 +323,8 @@ pub(crate) async fn panic(_ctx: Context, payload: Value) -> HandlerResult {
 /// Set (to anything) in a supervisor's environment, this lets `misbehave`
 /// run in-process there, where its faults take the supervisor down:
 /// `bench --scenario isolation` sets it for the supervisors it starts.
-/// Without it a supervisor does not register `misbehave` for inproc mode,
-/// so whoever may enqueue (an API token, say) cannot crash it with one.
-/// Worker processes always host it.
+/// Without it a supervisor with the test built-ins does not register
+/// `misbehave` for inproc mode; its worker processes host it.
 ///
 /// ```
 /// use jobvisor_worker::builtins;

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(guardian::GUARDIAN_ARG)) {
         guardian::run();
     }
-    let registry = Registry::with_builtins();
+    let mut registry = Registry::with_builtins();
+    if let Some(t) = jobvisor_worker::builtins::TestBuiltins::from_env() {
+        t.register(&mut registry);
+    }
     let first = match shimmed {
         true => None,
         false => std::env::args().nth(1),

@@ -10,8 +10,10 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The API's tokens.
 #[derive(Clone, Debug, Default)]
@@ -94,7 +96,102 @@ fn reads(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD)
 }
 
+/// Failed authentications that close an address out: this many...
+const FAILURE_LIMIT: usize = 10;
+/// ...within this long...
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// ...get it 429 for this long.
+const LOCKOUT: Duration = Duration::from_secs(60);
+/// Addresses tracked at most (an address beyond is not throttled, and
+/// says so in the log).
+const MAX_TRACKED: usize = 100_000;
+
+/// Recent failed authentications by peer address, and the addresses
+/// closed out for failing too often.
+#[derive(Default)]
+pub(super) struct Failures(Mutex<HashMap<IpAddr, Tally>>);
+
+#[derive(Default)]
+struct Tally {
+    recent: VecDeque<Instant>,
+    locked_until: Option<Instant>,
+}
+
+impl Failures {
+    /// How long `ip` stays closed out, if it is.
+    pub(super) fn locked(&self, ip: IpAddr) -> Option<Duration> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let until = all.get(&ip)?.locked_until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Records a failure from `ip`; true when it closes `ip` out.
+    pub(super) fn failed(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() >= MAX_TRACKED && !all.contains_key(&ip) {
+            all.retain(|_, t| {
+                t.locked_until.is_some_and(|u| u > now)
+                    || t.recent.back().is_some_and(|l| now - *l < FAILURE_WINDOW)
+            });
+            if all.len() >= MAX_TRACKED {
+                tracing::warn!(peer = %ip, "too many addresses failing authentication to track: this one is not throttled");
+                return false;
+            }
+        }
+        let t = all.entry(ip).or_default();
+        while t.recent.front().is_some_and(|f| now - *f >= FAILURE_WINDOW) {
+            t.recent.pop_front();
+        }
+        t.recent.push_back(now);
+        if t.recent.len() >= FAILURE_LIMIT {
+            t.recent.clear();
+            t.locked_until = Some(now + LOCKOUT);
+            return true;
+        }
+        false
+    }
+}
+
+/// The peer's address, where the server recorded it.
+pub(super) fn peer(req: &Request) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// 429 for an address closed out.
+pub(super) fn too_many(wait: Duration) -> Response {
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        "too many failed authentications from this address: try again later",
+    )
+    .into_response();
+    let secs = wait.as_secs().max(1).to_string();
+    if let Ok(v) = HeaderValue::from_str(&secs) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Logs a failed authentication from `peer` (never what was given), and
+/// closes the address out after too many.
+pub(super) fn record_failure(api: &Api, peer: Option<SocketAddr>, what: &str) {
+    let shown = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+    tracing::warn!(peer = %shown, "authentication failed: {what}");
+    if let Some(p) = peer {
+        if api.failures.failed(p.ip()) {
+            tracing::warn!(peer = %p.ip(), "{FAILURE_LIMIT} failed authentications within {}s: refusing this address for {}s", FAILURE_WINDOW.as_secs(), LOCKOUT.as_secs());
+        }
+    }
+}
+
 pub(super) async fn authorize(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let peer = peer(&req);
+    if let Some(wait) = peer.and_then(|p| api.failures.locked(p.ip())) {
+        return too_many(wait);
+    }
     let path = req.uri().path();
     if api.auth.token.is_none() || PUBLIC.contains(&path) || super::ui::public(path) {
         return next.run(req).await;
@@ -129,6 +226,14 @@ pub(super) async fn authorize(State(api): State<Arc<Api>>, req: Request, next: N
         )
         .into_response(),
         None => {
+            let what = if bearer.is_some() {
+                "a wrong bearer token"
+            } else if super::ui::session_id(req.headers()).is_some() {
+                "an unknown or expired session"
+            } else {
+                "no token"
+            };
+            record_failure(&api, peer, what);
             let mut r = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -182,15 +287,54 @@ pub(super) fn declare(doc: &mut Value, auth: &Auth) {
     }
 }
 
-/// The API on an address other machines reach, without a token.
-#[derive(Debug, thiserror::Error)]
-#[error("listening on {0} (not loopback) needs a bearer token: set `token` in the config file or JOBVISOR_API_TOKEN")]
-pub struct NeedsToken(pub SocketAddr);
+/// The shortest token accepted off loopback.
+pub const MIN_TOKEN_LEN: usize = 16;
 
-/// Checks the listen address against the token rule.
-pub fn check_listen(addr: SocketAddr, token: Option<&str>) -> Result<(), NeedsToken> {
-    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
-        return Err(NeedsToken(addr));
+/// The API on an address other machines reach, without a token or with
+/// one too short to withstand guessing.
+#[derive(Debug, thiserror::Error)]
+pub enum NeedsToken {
+    /// No token.
+    #[error("listening on {0} (not loopback) needs a bearer token: set `token` in the config file or JOBVISOR_API_TOKEN")]
+    Missing(SocketAddr),
+    /// A token under [`MIN_TOKEN_LEN`] characters.
+    #[error("listening on {addr} (not loopback) needs a token of at least {MIN_TOKEN_LEN} characters; the {which} has {len} (try `openssl rand -hex 32`)")]
+    Short {
+        /// The address.
+        addr: SocketAddr,
+        /// `token` or `read-only token`.
+        which: &'static str,
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// Checks the listen address against the token rule: off loopback, a
+/// token (and the read-only token, if any) of at least [`MIN_TOKEN_LEN`]
+/// characters.
+///
+/// ```
+/// use jobvisor::http::check_listen;
+/// assert!(check_listen("127.0.0.1:7180".parse()?, None, None).is_ok());
+/// assert!(check_listen("0.0.0.0:7180".parse()?, Some("a"), None).is_err());
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub fn check_listen(
+    addr: SocketAddr,
+    token: Option<&str>,
+    readonly: Option<&str>,
+) -> Result<(), NeedsToken> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err(NeedsToken::Missing(addr));
+    };
+    for (which, t) in [("token", Some(token)), ("read-only token", readonly)] {
+        let len = t.map_or(MIN_TOKEN_LEN, |t| t.chars().count());
+        if len < MIN_TOKEN_LEN {
+            return Err(NeedsToken::Short { addr, which, len });
+        }
     }
     Ok(())
 }
@@ -209,12 +353,30 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_may_listen_without_a_token() {
-        assert!(check_listen("127.0.0.1:8080".parse().unwrap(), None).is_ok());
-        assert!(check_listen("[::1]:8080".parse().unwrap(), None).is_ok());
-        assert!(check_listen("0.0.0.0:8080".parse().unwrap(), None).is_err());
-        assert!(check_listen("0.0.0.0:8080".parse().unwrap(), Some("")).is_err());
-        assert!(check_listen("0.0.0.0:8080".parse().unwrap(), Some("t")).is_ok());
+    fn only_loopback_may_listen_without_a_token_and_a_short_one_is_no_token() {
+        let any = "0.0.0.0:8080".parse().unwrap();
+        let long = "0123456789abcdef";
+        assert!(check_listen("127.0.0.1:8080".parse().unwrap(), None, None).is_ok());
+        assert!(check_listen("[::1]:8080".parse().unwrap(), Some("a"), None).is_ok());
+        assert!(check_listen(any, None, None).is_err());
+        assert!(check_listen(any, Some(""), None).is_err());
+        assert!(check_listen(any, Some("a"), None).is_err());
+        assert!(check_listen(any, Some(&long[1..]), None).is_err());
+        assert!(check_listen(any, Some(long), None).is_ok());
+        assert!(check_listen(any, Some(long), Some("short")).is_err());
+    }
+
+    #[test]
+    fn ten_failures_within_a_minute_close_an_address_out() {
+        let f = Failures::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..FAILURE_LIMIT - 1 {
+            assert!(!f.failed(ip));
+        }
+        assert!(f.locked(ip).is_none());
+        assert!(f.failed(ip));
+        assert!(f.locked(ip).is_some_and(|w| w <= LOCKOUT));
+        assert!(f.locked("192.0.2.2".parse().unwrap()).is_none());
     }
 
     #[test]

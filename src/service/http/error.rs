@@ -18,6 +18,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// A header to answer with (`Retry-After`).
+    header: Option<(axum::http::HeaderName, &'static str)>,
 }
 
 /// Every error's body.
@@ -37,15 +39,19 @@ struct ErrorDetail {
 }
 
 /// Every error code.
-const CODES: [&str; 11] = [
+const CODES: [&str; 15] = [
     "invalid",
     "unauthorized",
     "forbidden",
+    "cross_origin",
+    "host_not_allowed",
+    "too_many_failures",
+    "too_many_streams",
+    "too_large",
     "not_found",
     "method_not_allowed",
     "finished",
     "not_retryable",
-    "too_large",
     "unsupported_media_type",
     "internal",
     "unhealthy",
@@ -61,7 +67,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            header: None,
         }
+    }
+
+    /// The error, answered with header `name: value` too.
+    pub(super) fn with_header(mut self, name: axum::http::HeaderName, value: &'static str) -> Self {
+        self.header = Some((name, value));
+        self
     }
 
     pub(super) fn not_found(what: impl Into<String>) -> Self {
@@ -91,7 +104,12 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some((name, value)) = self.header {
+            r.headers_mut()
+                .insert(name, axum::http::HeaderValue::from_static(value));
+        }
+        r
     }
 }
 

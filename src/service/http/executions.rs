@@ -53,7 +53,7 @@ pub(super) struct ListQuery {
     /// next page.
     before: Option<Uuid>,
     /// At most this many, newest first.
-    #[param(minimum = 1, maximum = 10_000, default = 100)]
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
 }
 
@@ -95,17 +95,25 @@ impl ListQuery {
             since,
             until,
             before: self.before,
-            limit: bounded("limit", self.limit, 100, 10_000)?,
+            limit: bounded("limit", self.limit, 100, MAX_LIST)?,
+            clip: None,
         })
     }
 }
 
 /// List executions, newest first, by the filters of `exec list`. Pages:
-/// pass the last id as `before` for the next.
+/// pass the last id as `before` for the next. Each row's `payload` and
+/// `output` are cut at 4 KiB (then the beginning of their JSON text, as a
+/// string, with `payload_truncated` or `output_truncated`): the
+/// execution's own route gives them whole.
 #[utoipa::path(get, path = "/v1/executions", tag = "executions", params(ListQuery),
     responses((status = 200, description = "The executions, newest first", body = Vec<Execution>)))]
 pub(super) async fn list(State(api): ApiState, Query(q): Query<ListQuery>) -> ApiResult {
-    ok(api.sup.store().executions(&q.filter()?).await?)
+    let filter = ExecFilter {
+        clip: Some(CLIP),
+        ..q.filter()?
+    };
+    ok(api.sup.store().executions(&filter).await?)
 }
 
 /// A run to enqueue.
@@ -413,6 +421,7 @@ impl BulkBody {
             until,
             before: None,
             limit: usize::MAX,
+            clip: None,
         };
         if !filter.narrows() {
             return Err(ApiError::invalid(
@@ -503,9 +512,19 @@ pub(super) struct LogQuery {
     #[serde(default)]
     from_end: bool,
     /// At most this many.
-    #[param(minimum = 1, maximum = 100_000, default = 1000)]
+    #[param(minimum = 1, maximum = 1000, default = 1000)]
     limit: Option<usize>,
 }
+
+/// Most text and fields one answer of `/logs`, or one read of a stream,
+/// carries (but one line, however long).
+pub(super) const LOG_PAGE_BYTES: usize = 1024 * 1024;
+
+/// Most rows a list route returns.
+pub(super) const MAX_LIST: usize = 1000;
+
+/// A list's rows carry at most this much of each payload and output.
+pub(super) const CLIP: usize = 4096;
 
 /// `level`, read.
 pub(super) fn level(q: Option<&str>) -> Result<Option<Level>, ApiError> {
@@ -531,7 +550,7 @@ pub(super) async fn logs(
     Query(q): Query<LogQuery>,
 ) -> ApiResult {
     let min = level(q.level.as_deref())?;
-    let limit = bounded("limit", q.limit, 1000, 100_000)?;
+    let limit = bounded("limit", q.limit, 1000, MAX_LIST)?;
     let store = api.sup.store();
     if store.execution(id).await?.is_none() {
         return Err(ApiError::not_found(format!("no execution {id}")));
@@ -543,6 +562,7 @@ pub(super) async fn logs(
         contains: q.q.filter(|t| !t.is_empty()),
         limit,
         from_end: q.from_end,
+        max_bytes: Some(LOG_PAGE_BYTES),
     };
     ok(store.log_page(id, &page).await?)
 }

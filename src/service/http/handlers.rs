@@ -5,11 +5,16 @@ use super::{ApiState, ErrorBody};
 use crate::model::HandlerSpec;
 use axum::extract::{Path, State};
 
-/// List handlers, registered and built in.
+/// List handlers, registered and built in. Environment values are
+/// never shown: each is `"<redacted>"`.
 #[utoipa::path(get, path = "/v1/handlers", tag = "handlers",
     responses((status = 200, description = "Every handler, by name", body = Vec<HandlerSpec>)))]
 pub(super) async fn list(State(api): ApiState) -> ApiResult {
-    ok(crate::store::all_handlers(api.sup.store().as_ref()).await?)
+    let all = crate::store::all_handlers(api.sup.store().as_ref()).await?;
+    ok(all
+        .into_iter()
+        .map(HandlerSpec::redacted)
+        .collect::<Vec<_>>())
 }
 
 /// Show a handler: its kind, mode, limits and isolation settings.
@@ -21,7 +26,7 @@ pub(super) async fn list(State(api): ApiState) -> ApiResult {
     ))]
 pub(super) async fn show(State(api): ApiState, Path(name): Path<String>) -> ApiResult {
     match crate::store::handler_or_builtin(api.sup.store().as_ref(), &name).await? {
-        Some(h) => ok(h),
+        Some(h) => ok(h.redacted()),
         None => Err(ApiError::not_found(format!("no handler named {name:?}"))),
     }
 }

@@ -19,10 +19,12 @@
 mod auth;
 mod error;
 mod executions;
+mod guard;
 mod handlers;
 mod jobs;
 mod overview;
 mod queues;
+mod server;
 mod streams;
 mod system;
 mod ui;
@@ -31,12 +33,14 @@ mod workflows;
 
 pub use auth::{check_listen, Auth, NeedsToken};
 pub use error::{ApiError, ErrorBody};
+pub use server::{serve_with, ServeOptions, Tls, TlsError, HEADER_TIMEOUT, IDLE_TIMEOUT};
 
 use crate::supervisor::Supervisor;
 use axum::body::Bytes;
 use axum::extract::Query;
 use axum::Router;
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -45,10 +49,94 @@ use utoipa_axum::routes;
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// How the API is served and guarded: its tokens, the host names it
+/// answers to, and the limits on what clients may hold open. An [`Auth`]
+/// alone converts into the defaults around it.
+///
+/// ```
+/// use jobvisor::http::{Auth, Options};
+/// let opts = Options {
+///     allowed_hosts: vec!["jobs.example.com".into()],
+///     ..Options::from(Auth::new(Some("a-long-enough-token".into()), None))
+/// };
+/// assert_eq!(opts.max_streams, 256);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The tokens.
+    pub auth: Auth,
+    /// Host names (`name` for any port, or `name:port`) that requests may
+    /// give in `Host` besides the address served on and the loopback
+    /// names: what a reverse proxy or DNS names it by.
+    pub allowed_hosts: Vec<String>,
+    /// The address served on, for the `Host` check (its port, and its IP
+    /// as a name). [`crate::service::Service`] sets it once bound; an
+    /// application that mounts [`router`] in its own server may leave it
+    /// `None`, and the loopback names are then taken with any port.
+    pub listen: Option<SocketAddr>,
+    /// TLS: [`crate::service::Service`] serves HTTPS with it, and the
+    /// session cookie is `Secure`. An application serving [`router`] itself
+    /// over TLS sets it for the cookie.
+    pub tls: Option<Tls>,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Server-Sent Event streams open at once; more get 503 with
+    /// `Retry-After`.
+    pub max_streams: usize,
+}
+
+/// The default of [`Options::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The default of [`Options::max_streams`].
+pub const DEFAULT_MAX_STREAMS: usize = 256;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            auth: Auth::none(),
+            allowed_hosts: Vec::new(),
+            listen: None,
+            tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams: DEFAULT_MAX_STREAMS,
+        }
+    }
+}
+
+impl From<Auth> for Options {
+    fn from(auth: Auth) -> Self {
+        Options {
+            auth,
+            ..Options::default()
+        }
+    }
+}
+
+/// Checks an `allowed_hosts` entry: a host name or address, with a port
+/// or without.
+///
+/// ```
+/// assert!(jobvisor::http::check_allowed_host("jobs.example.com:8443").is_ok());
+/// assert!(jobvisor::http::check_allowed_host("http://jobs.example.com").is_err());
+/// ```
+pub fn check_allowed_host(host: &str) -> Result<(), String> {
+    guard::Hosts::parse_entry(host)
+        .map(|_| ())
+        .ok_or_else(|| format!("allowed host {host:?}: give a host name or address, with an optional :port (no scheme or path)"))
+}
+
 /// What every handler shares.
 struct Api {
     sup: Supervisor,
     auth: Auth,
+    /// The names a request's `Host` may give.
+    hosts: guard::Hosts,
+    /// Whether the session cookie is `Secure`.
+    tls: bool,
+    /// Failed authentications by address.
+    failures: auth::Failures,
+    /// Permits of open event streams.
+    streams: Arc<tokio::sync::Semaphore>,
     /// The OpenAPI document, as served.
     doc: Value,
     /// The dashboard's logins.
@@ -147,13 +235,18 @@ fn finish(doc: utoipa::openapi::OpenApi, auth: &Auth) -> Value {
 /// let app: axum::Router = axum::Router::new().nest_service("/jobs", api);
 /// # Ok(()) }
 /// ```
-pub fn router(sup: Supervisor, auth: Auth) -> Router {
+pub fn router(sup: Supervisor, opts: impl Into<Options>) -> Router {
+    let opts = opts.into();
     let (routes, doc) = routes().split_for_parts();
-    let doc = finish(doc, &auth);
+    let doc = finish(doc, &opts.auth);
     let checks = Arc::new(validate::Checks::new(&doc));
     let api = Arc::new(Api {
         sup,
-        auth,
+        hosts: guard::Hosts::new(opts.listen, &opts.allowed_hosts, opts.tls.is_some()),
+        tls: opts.tls.is_some(),
+        auth: opts.auth,
+        failures: auth::Failures::default(),
+        streams: Arc::new(tokio::sync::Semaphore::new(opts.max_streams)),
         doc,
         sessions: ui::Sessions::default(),
     });
@@ -168,12 +261,17 @@ pub fn router(sup: Supervisor, auth: Auth) -> Router {
             api.clone(),
             auth::authorize,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            guard::guard,
+        ))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
 
-/// Binds `addr` and serves until `shutdown`.
+/// Serves `app` on `listener` until `shutdown`, with the default limits
+/// ([`serve_with`]).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -193,9 +291,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, app, ServeOptions::default(), shutdown).await
 }
 
 /// Reads `data` as each JSON body and (after a `?`) each query string the

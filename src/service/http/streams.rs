@@ -84,8 +84,26 @@ pub(super) fn declare(doc: &mut Value) {
     }
 }
 
-/// How often a stream looks for new lines and progress.
-const STREAM_POLL: Duration = Duration::from_millis(100);
+/// How long a stream waits without hearing of its execution before it
+/// reads the store anyway: for an execution that another node (or
+/// process) runs, whose rows this node's relay does not write. One that
+/// this node runs is heard of as each batch of its rows commits.
+const UNHEARD_RECHECK: Duration = Duration::from_secs(2);
+
+/// The same for an execution this node runs (a safety net only).
+const HEARD_RECHECK: Duration = Duration::from_secs(30);
+
+/// A permit of the event streams' limit, or 503 with `Retry-After`.
+fn stream_permit(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    api.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "too many event streams are open: try again later (the service's max_streams)",
+        )
+        .with_header(axum::http::header::RETRY_AFTER, "5")
+    })
+}
 
 /// Where a stream starts.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -109,6 +127,7 @@ pub(super) struct StreamQuery {
     responses(
         (status = 200, description = "Server-Sent Events: `log`, `progress`, then `end`", content_type = "text/event-stream", body = String),
         (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 503, description = "Too many event streams are open", body = ErrorBody),
     ))]
 pub(super) async fn execution(
     State(api): ApiState,
@@ -119,19 +138,24 @@ pub(super) async fn execution(
     if api.sup.store().execution(id).await?.is_none() {
         return Err(ApiError::not_found(format!("no execution {id}")));
     }
+    let permit = stream_permit(&api)?;
     struct S {
         api: Arc<Api>,
         after: i64,
         progress: Option<Value>,
         done: bool,
         queue: std::collections::VecDeque<Event>,
+        watch: crate::relay::Watch,
+        _permit: tokio::sync::OwnedSemaphorePermit,
     }
     let s = S {
+        watch: api.sup.watch(id),
         api,
         after: q.after_seq.unwrap_or(0),
         progress: None,
         done: false,
         queue: Default::default(),
+        _permit: permit,
     };
     let events = stream::unfold(s, move |mut s| async move {
         loop {
@@ -145,8 +169,17 @@ pub(super) async fn execution(
             // Read the state first: lines written before it finished are
             // then all in the read that follows.
             let exec = store.execution(id).await.ok().flatten();
-            if let Ok(lines) = store.logs(id, s.after, min, 1000).await {
-                let full = lines.len() == 1000;
+            let page = crate::store::LogPage {
+                after_seq: s.after,
+                min_level: min,
+                limit: super::executions::MAX_LIST,
+                max_bytes: Some(super::executions::LOG_PAGE_BYTES),
+                ..Default::default()
+            };
+            if let Ok(lines) = store.log_page(id, &page).await {
+                // A page is cut by count or by bytes: another may follow
+                // at once.
+                let full = !lines.is_empty();
                 for l in lines {
                     s.after = l.seq;
                     let data = serde_json::to_string(&l).unwrap_or_default();
@@ -161,6 +194,9 @@ pub(super) async fn execution(
                     continue;
                 }
             }
+            let here = exec
+                .as_ref()
+                .is_some_and(|e| e.node.as_deref() == Some(s.api.sup.node_id()));
             if let Some(e) = exec {
                 let p = serde_json::to_value(&e.progress).unwrap_or(Value::Null);
                 let reported = e.progress != crate::model::ProgressState::default();
@@ -178,7 +214,8 @@ pub(super) async fn execution(
                 s.done = true;
             }
             if s.queue.is_empty() {
-                tokio::time::sleep(STREAM_POLL).await;
+                let recheck = if here { HEARD_RECHECK } else { UNHEARD_RECHECK };
+                let _ = tokio::time::timeout(recheck, s.watch.changed()).await;
             }
         }
     });
@@ -190,10 +227,14 @@ pub(super) async fn execution(
 /// (its status, and whether a retry follows); `lagged` with a count if the
 /// client fell behind and events were dropped. It does not end.
 #[utoipa::path(get, path = "/v1/events", tag = "executions",
-    responses((status = 200, description = "Server-Sent Events: `ready`, then `state` (and `lagged`)", content_type = "text/event-stream", body = String)))]
+    responses(
+        (status = 200, description = "Server-Sent Events: `ready`, then `state` (and `lagged`)", content_type = "text/event-stream", body = String),
+        (status = 503, description = "Too many event streams are open", body = ErrorBody),
+    ))]
 pub(super) async fn events(
     State(api): ApiState,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = stream_permit(&api)?;
     let started = api.sup.subscribe_started();
     let finished = api.sup.subscribe();
     let ready = Ready {
@@ -204,8 +245,8 @@ pub(super) async fn events(
         .event("ready")
         .data(serde_json::to_string(&ready).unwrap_or_default());
     let s = stream::unfold(
-        (started, finished),
-        |(mut started, mut finished)| async move {
+        (started, finished, permit),
+        |(mut started, mut finished, permit)| async move {
             use tokio::sync::broadcast::error::RecvError;
             let event = tokio::select! {
                 r = started.recv() => match r {
@@ -219,7 +260,7 @@ pub(super) async fn events(
                     Err(RecvError::Closed) => return None,
                 },
             };
-            Some((Ok(event), (started, finished)))
+            Some((Ok(event), (started, finished, permit)))
         },
     );
     let s = stream::once(async move { Ok(ready) }).chain(s);
@@ -228,5 +269,5 @@ pub(super) async fn events(
             .event("state")
             .data(serde_json::to_string(&e).unwrap_or_default())
     }
-    Sse::new(s).keep_alive(KeepAlive::default())
+    Ok(Sse::new(s).keep_alive(KeepAlive::default()))
 }

@@ -12,7 +12,6 @@
 use super::auth::Role;
 use super::error::ApiError;
 use super::{Api, ApiState};
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +23,9 @@ use std::time::{Duration, Instant};
 
 /// The session cookie's name.
 pub(super) const COOKIE: &str = "jobvisor_session";
+
+/// The login form's route: the one action that takes a form, not JSON.
+pub(super) const LOGIN: &str = "/ui/login";
 
 /// How long a session lasts.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -163,7 +165,19 @@ struct LoginForm {
 
 /// `POST /ui/login`: the form's token; a good one sets the session cookie
 /// and goes back to the dashboard, a bad one goes back to the form.
-pub(super) async fn login(State(api): ApiState, body: Bytes) -> Response {
+pub(super) async fn login(State(api): ApiState, req: axum::extract::Request) -> Response {
+    let peer = super::auth::peer(&req);
+    if let Some(wait) = peer.and_then(|p| api.failures.locked(p.ip())) {
+        return super::auth::too_many(wait);
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "a login form is a token, not more",
+        )
+        .into_response();
+    };
     let token = serde_urlencoded::from_bytes::<LoginForm>(&body)
         .map(|f| f.token)
         .unwrap_or_default();
@@ -174,14 +188,16 @@ pub(super) async fn login(State(api): ApiState, body: Bytes) -> Response {
         )
     };
     let Some(role) = api.auth.role_of(&token) else {
+        super::auth::record_failure(&api, peer, "a wrong token at the login form");
         // A wrong guess costs time.
         tokio::time::sleep(Duration::from_millis(500)).await;
         return back("/?login=failed").into_response();
     };
     let (id, _) = api.sessions.start(role);
     let cookie = format!(
-        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_TTL.as_secs()
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if api.tls { "; Secure" } else { "" }
     );
     let mut r = back("/").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -205,7 +221,10 @@ pub(super) async fn logout(State(api): ApiState, headers: HeaderMap) -> Response
         }
         api.sessions.end(id);
     }
-    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let cookie = format!(
+        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+        if api.tls { "; Secure" } else { "" }
+    );
     let mut r = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -274,7 +293,7 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<Api>> {
     use axum::routing::{get, post};
     let mut r = axum::Router::new()
         .route("/ui/session", get(session))
-        .route("/ui/login", post(login))
+        .route(LOGIN, post(login))
         .route("/ui/logout", post(logout));
     for a in ASSETS {
         r = r.route(a.path, get(move || async move { asset(a.path) }));

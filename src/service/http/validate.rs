@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::MAX_BODY;
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::RequestPartsExt;
@@ -268,15 +268,6 @@ fn first_error(place: &str, validator: &Validator, value: &Value) -> Result<(), 
     Err(ApiError::invalid(format!("{at}: {text}")))
 }
 
-fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
-    let Some(v) = content_type.and_then(|v| v.to_str().ok()) else {
-        // No type given: read as JSON (the only type the API takes).
-        return true;
-    };
-    let essence = v.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-}
-
 pub(super) async fn check(State(checks): State<Arc<Checks>>, req: Request, next: Next) -> Response {
     match checked(&checks, req).await {
         Ok(req) => next.run(req).await,
@@ -333,7 +324,7 @@ async fn checked(checks: &Checks, req: Request) -> Result<Request, ApiError> {
             return Err(ApiError::invalid("a JSON body is required"));
         }
     } else {
-        if !is_json(parts.headers.get(header::CONTENT_TYPE)) {
+        if !super::guard::says_json(&parts.headers) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

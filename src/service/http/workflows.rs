@@ -17,7 +17,7 @@ use uuid::Uuid;
 #[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
     /// At most this many, newest first.
-    #[param(minimum = 1, maximum = 10_000, default = 100)]
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
 }
 
@@ -25,7 +25,7 @@ pub(super) struct ListQuery {
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows", params(ListQuery),
     responses((status = 200, description = "The workflows, newest first", body = Vec<Summary>)))]
 pub(super) async fn list(State(api): ApiState, Query(q): Query<ListQuery>) -> ApiResult {
-    let limit = super::error::bounded("limit", q.limit, 100, 10_000)?;
+    let limit = super::error::bounded("limit", q.limit, 100, super::executions::MAX_LIST)?;
     let all = api.sup.store().workflows(limit).await?;
     ok(all.into_iter().map(Summary::from).collect::<Vec<_>>())
 }

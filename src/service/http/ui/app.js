@@ -175,7 +175,7 @@ async function loadSession() {
 }
 
 async function logout() {
-  await fetch("/ui/logout", { method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": state.session?.csrf ?? "" } });
+  await fetch("/ui/logout", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json", "X-CSRF-Token": state.session?.csrf ?? "" } });
   location.hash = "#/";
   location.reload();
 }
