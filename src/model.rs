@@ -569,6 +569,9 @@ pub struct ProcessLimits {
     /// Set `no_new_privs`: setuid binaries and file capabilities cannot
     /// raise the child's privileges.
     pub no_new_privs: bool,
+    /// Run the program even if it (or its directory) is group- or
+    /// world-writable, under a root supervisor (refused otherwise).
+    pub allow_writable: bool,
     /// Most log bytes kept per execution; lines beyond it are counted and
     /// the count recorded, not stored.
     pub max_log_bytes: u64,
@@ -614,6 +617,7 @@ impl Default for ProcessLimits {
             run_as_group: None,
             no_new_privs: false,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            allow_writable: false,
             pool_size: 0,
             max_runs_per_worker: None,
             max_rss_per_worker: None,

@@ -407,7 +407,13 @@ async fn a_non_loopback_listener_needs_a_token() {
     assert!(r.headers.contains("www-authenticate: Bearer"));
     let r = request(&addr, "GET", "/v1/jobs", None, Some("wrong"));
     assert_eq!(r.status, 401);
-    let r = request(&addr, "GET", "/v1/jobs", None, Some("s3cret-token-0123456789"));
+    let r = request(
+        &addr,
+        "GET",
+        "/v1/jobs",
+        None,
+        Some("s3cret-token-0123456789"),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     // Health checks need no token.
     assert_eq!(get(&addr, "/healthz").status, 200);

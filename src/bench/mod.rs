@@ -384,7 +384,8 @@ fn backend_of(db: &str) -> &'static str {
 fn test_builtins_on() -> Result<AppendDir, CliError> {
     use jobvisor_worker::builtins::TestBuiltins;
     use std::os::unix::fs::DirBuilderExt;
-    let dir = std::env::temp_dir().join(format!("jobvisor-bench-{}", uuid::Uuid::now_v7().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("jobvisor-bench-{}", uuid::Uuid::now_v7().simple()));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)

@@ -524,6 +524,10 @@ pub struct HandlerAddArgs {
     /// Set no_new_privs: setuid programs cannot raise its privileges.
     #[arg(long)]
     pub no_new_privs: bool,
+    /// Run the program even if it or its directory is group- or
+    /// world-writable (a supervisor running as root refuses it otherwise).
+    #[arg(long)]
+    pub allow_writable: bool,
     /// Most log bytes stored per execution (each line's text, fields and
     /// row); beyond it lines are counted, not stored. In both modes.
     #[arg(long, default_value = "64M", value_parser = parse_size)]

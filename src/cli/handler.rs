@@ -133,10 +133,14 @@ pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<Handler
         )));
     }
     let kind = match &a.exec {
-        Some(exec) => HandlerKind::Exec {
-            program: resolve_program(exec)?.display().to_string(),
-            args: a.args.clone(),
-        },
+        Some(exec) => {
+            let program = resolve_program(exec)?;
+            isolate::check_program(&program, a.allow_writable).map_err(input)?;
+            HandlerKind::Exec {
+                program: program.display().to_string(),
+                args: a.args.clone(),
+            }
+        }
         None if builtins::known(&name) => HandlerKind::Rust,
         None => {
             return Err(input(format!(
@@ -222,6 +226,7 @@ pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<Handler
             run_as_user,
             run_as_group,
             no_new_privs: a.no_new_privs,
+            allow_writable: a.allow_writable,
             max_log_bytes: a.max_log,
             pool_size: a.pool_size,
             max_runs_per_worker: a.max_runs_per_worker,

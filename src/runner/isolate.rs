@@ -31,6 +31,51 @@ pub fn reserved_env(name: &str) -> bool {
     name.starts_with("JOBVISOR_") || name == "DATABASE_URL"
 }
 
+/// Refuses, in a supervisor running as root, a program that others than
+/// root could change: one that is group- or world-writable, or whose
+/// directory is (they could replace it). Such a program would run
+/// whatever its writer put there, as root or as the handler's user.
+/// `allow` (`--allow-writable`) skips the check. Symbolic links are
+/// followed: the file and directory checked are the real ones.
+///
+/// ```
+/// use jobvisor::runner::isolate::check_program;
+/// assert!(check_program("/bin/sh".as_ref(), false).is_ok());
+/// ```
+pub fn check_program(program: &std::path::Path, allow: bool) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if allow || !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let real = program
+        .canonicalize()
+        .map_err(|e| format!("program {}: {e}", program.display()))?;
+    let writable = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o022 != 0)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let refuse = |what: String| {
+        Err(format!(
+            "{what} is group- or world-writable: a supervisor running as root refuses to run it \
+             (fix its mode, or register it with --allow-writable)"
+        ))
+    };
+    if writable(&real)? {
+        return refuse(format!("program {}", real.display()));
+    }
+    if let Some(dir) = real.parent() {
+        if writable(dir)? {
+            return refuse(format!(
+                "the directory {} of program {}",
+                dir.display(),
+                real.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A resolved `run_as`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Identity {

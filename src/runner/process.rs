@@ -271,6 +271,11 @@ impl Worker {
             if claimed.is_some() { "exec" } else { "worker" },
         )
         .map_err(std::io::Error::other)?;
+        // What another user could have replaced since `handler add`.
+        if !plan.self_guarding {
+            isolate::check_program(&plan.program, limits.allow_writable)
+                .map_err(std::io::Error::other)?;
+        }
         isolate::warn_once(&plan.handler, &setup.notes);
         let mut cmd = setup.command(&plan.program, &plan.args);
         cmd.env_clear().env("PATH", DEFAULT_PATH);
