@@ -66,8 +66,9 @@ async fn the_api_meets_its_openapi_document_under_schemathesis() {
         "1d",
     ]);
     env.ok(&["handler", "add", "script", "--exec", "/bin/true"]);
+    // schemathesis tries bad tokens on purpose, and expects 401 each time.
     let serve = env.serve_env(
-        &[],
+        &["--max-auth-failures", "0"],
         &[
             ("JOBVISOR_API_TOKEN", TOKEN),
             ("JOBVISOR_API_TOKEN_READONLY", READONLY),
@@ -112,7 +113,8 @@ async fn the_api_meets_its_openapi_document_under_schemathesis() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
         r#"
-headers = {{ Authorization = "Bearer {TOKEN}" }}
+# Every action says it sends JSON, body or not, as the document requires.
+headers = {{ Authorization = "Bearer {TOKEN}", "Content-Type" = "application/json" }}
 request-timeout = 10
 max-stream-events = 1
 workers = 2

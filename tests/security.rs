@@ -343,20 +343,6 @@ async fn identities_secrets_and_files_are_kept_private() {
         let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600, "{path}: {mode:o}");
     }
-    let nested = env.path("state/sub/jobs.db");
-    let out = std::process::Command::new(jobvisor_bin())
-        .args(["--database", nested.to_str().unwrap(), "migrate"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        std::fs::metadata(env.path("state/sub")).unwrap().mode() & 0o777,
-        0o700
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

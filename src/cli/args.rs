@@ -374,6 +374,11 @@ pub struct ServeArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000),
           help = with_default("Server-Sent Event streams open at once (more get 503)", jobvisor::http::DEFAULT_MAX_STREAMS))]
     pub max_streams: Option<u32>,
+    /// Failed authentications before an address is shut out.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000),
+          help = with_default("Failed authentications from one address within a minute after which it \
+                  gets 429 for a minute (0: never; config `max_auth_failures`)", jobvisor::http::DEFAULT_MAX_AUTH_FAILURES))]
+    pub max_auth_failures: Option<u32>,
     /// Serve HTTPS with this certificate chain (PEM).
     #[arg(
         long,

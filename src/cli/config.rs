@@ -42,6 +42,7 @@ struct RawFile {
     allowed_hosts: Vec<String>,
     max_connections: Option<u32>,
     max_streams: Option<u32>,
+    max_auth_failures: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     test_builtins: Option<bool>,
@@ -105,6 +106,8 @@ pub struct Settings {
     pub max_connections: Option<u32>,
     /// Event streams at once.
     pub max_streams: Option<u32>,
+    /// Failed authentications before an address is shut out.
+    pub max_auth_failures: Option<u32>,
     /// TLS certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -259,6 +262,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
         allowed_hosts: raw.allowed_hosts,
         max_connections: raw.max_connections,
         max_streams: raw.max_streams,
+        max_auth_failures: raw.max_auth_failures,
         tls_cert: raw.tls_cert,
         tls_key: raw.tls_key,
         test_builtins: raw.test_builtins,

@@ -90,6 +90,10 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
             .max_streams
             .or(s.max_streams)
             .map_or(jobvisor::http::DEFAULT_MAX_STREAMS, |n| n as usize),
+        max_auth_failures: a
+            .max_auth_failures
+            .or(s.max_auth_failures)
+            .unwrap_or(jobvisor::http::DEFAULT_MAX_AUTH_FAILURES),
     };
     // Signals are set up before anything else, so that none is missed.
     let signals =

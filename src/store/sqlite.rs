@@ -189,21 +189,17 @@ pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions> {
 
 /// Creates the database file `path`, if it is missing, readable by its
 /// owner only (0600; SQLite gives its `-wal` and `-shm` files the same
-/// mode), and its missing directories 0700: a job's payloads, outputs and
-/// logs are nobody else's to read.
+/// mode): a job's payloads, outputs and logs are nobody else's to read.
+/// A missing directory is an error, as it was (a mistyped path creates
+/// nothing).
 fn create_private(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let name = path.to_string_lossy();
-    if name.is_empty() || name.starts_with(':') || path.exists() {
+    let dir_missing = path
+        .parent()
+        .is_some_and(|d| !d.as_os_str().is_empty() && !d.is_dir());
+    if name.is_empty() || name.starts_with(':') || path.exists() || dir_missing {
         return Ok(());
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
     }
     match std::fs::OpenOptions::new()
         .write(true)

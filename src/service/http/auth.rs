@@ -96,8 +96,9 @@ fn reads(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD)
 }
 
-/// Failed authentications that close an address out: this many...
-const FAILURE_LIMIT: usize = 10;
+/// Failed authentications that close an address out, by default: this
+/// many...
+pub const DEFAULT_MAX_AUTH_FAILURES: u32 = 10;
 /// ...within this long...
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// ...get it 429 for this long.
@@ -108,8 +109,17 @@ const MAX_TRACKED: usize = 100_000;
 
 /// Recent failed authentications by peer address, and the addresses
 /// closed out for failing too often.
-#[derive(Default)]
-pub(super) struct Failures(Mutex<HashMap<IpAddr, Tally>>);
+pub(super) struct Failures {
+    by_peer: Mutex<HashMap<IpAddr, Tally>>,
+    /// Failures within the window that close an address out (0: never).
+    limit: usize,
+}
+
+impl Default for Failures {
+    fn default() -> Self {
+        Failures::new(DEFAULT_MAX_AUTH_FAILURES)
+    }
+}
 
 #[derive(Default)]
 struct Tally {
@@ -118,17 +128,27 @@ struct Tally {
 }
 
 impl Failures {
+    pub(super) fn new(limit: u32) -> Failures {
+        Failures {
+            by_peer: Mutex::default(),
+            limit: limit as usize,
+        }
+    }
+
     /// How long `ip` stays closed out, if it is.
     pub(super) fn locked(&self, ip: IpAddr) -> Option<Duration> {
-        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let all = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
         let until = all.get(&ip)?.locked_until?;
         until.checked_duration_since(Instant::now())
     }
 
     /// Records a failure from `ip`; true when it closes `ip` out.
     pub(super) fn failed(&self, ip: IpAddr) -> bool {
+        if self.limit == 0 {
+            return false;
+        }
         let now = Instant::now();
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
         if all.len() >= MAX_TRACKED && !all.contains_key(&ip) {
             all.retain(|_, t| {
                 t.locked_until.is_some_and(|u| u > now)
@@ -144,7 +164,7 @@ impl Failures {
             t.recent.pop_front();
         }
         t.recent.push_back(now);
-        if t.recent.len() >= FAILURE_LIMIT {
+        if t.recent.len() >= self.limit {
             t.recent.clear();
             t.locked_until = Some(now + LOCKOUT);
             return true;
@@ -182,7 +202,7 @@ pub(super) fn record_failure(api: &Api, peer: Option<SocketAddr>, what: &str) {
     tracing::warn!(peer = %shown, "authentication failed: {what}");
     if let Some(p) = peer {
         if api.failures.failed(p.ip()) {
-            tracing::warn!(peer = %p.ip(), "{FAILURE_LIMIT} failed authentications within {}s: refusing this address for {}s", FAILURE_WINDOW.as_secs(), LOCKOUT.as_secs());
+            tracing::warn!(peer = %p.ip(), "{} failed authentications within {}s: refusing this address for {}s", api.failures.limit, FAILURE_WINDOW.as_secs(), LOCKOUT.as_secs());
         }
     }
 }
@@ -370,13 +390,15 @@ mod tests {
     fn ten_failures_within_a_minute_close_an_address_out() {
         let f = Failures::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..FAILURE_LIMIT - 1 {
+        for _ in 0..DEFAULT_MAX_AUTH_FAILURES - 1 {
             assert!(!f.failed(ip));
         }
         assert!(f.locked(ip).is_none());
         assert!(f.failed(ip));
         assert!(f.locked(ip).is_some_and(|w| w <= LOCKOUT));
         assert!(f.locked("192.0.2.2".parse().unwrap()).is_none());
+        let off = Failures::new(0);
+        assert!((0..100).all(|_| !off.failed(ip)));
     }
 
     #[test]

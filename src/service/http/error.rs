@@ -191,7 +191,8 @@ pub(super) fn declare(doc: &mut serde_json::Value) {
         let Some(ops) = item.as_object_mut() else {
             continue;
         };
-        for op in ops.values_mut() {
+        for (method, op) in ops.iter_mut() {
+            let acts = matches!(method.as_str(), "post" | "put" | "patch" | "delete");
             let has_body = op.get("requestBody").is_some();
             let takes_input = op.get("parameters").is_some() || has_body;
             let responses = &mut op["responses"];
@@ -200,7 +201,11 @@ pub(super) fn declare(doc: &mut serde_json::Value) {
             }
             if has_body {
                 responses["413"] = error("A body over 1 MiB");
-                responses["415"] = error("A body that is not application/json");
+            }
+            if acts {
+                responses["415"] = error(
+                    "No `Content-Type: application/json` (every action needs it, body or not)",
+                );
             }
             responses["default"] = error("An error");
         }

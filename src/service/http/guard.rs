@@ -175,7 +175,7 @@ pub(super) fn says_json(headers: &HeaderMap) -> bool {
     })
 }
 
-/// The checks, in order: host, origin, content type.
+/// The checks before routing: host, then origin.
 pub(super) fn check(hosts: &Hosts, req: &Request) -> Result<(), ApiError> {
     let Some(host) = host_of(req).filter(|h| hosts.allows(h)) else {
         let shown: String = host_of(req)
@@ -197,14 +197,17 @@ pub(super) fn check(hosts: &Hosts, req: &Request) -> Result<(), ApiError> {
             "a request from a page of another origin is refused",
         ));
     }
-    if acts(req.method()) && req.uri().path() != super::ui::LOGIN && !says_json(req.headers()) {
+    Ok(())
+}
+
+/// 415 unless an action says it sends JSON (checked once the route and
+/// method are known, so that a method a route lacks is still a 405).
+pub(super) fn json_action(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    if acts(method) && !says_json(headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!(
-                "a {} needs `Content-Type: application/json`, with or without a body",
-                req.method()
-            ),
+            format!("a {method} needs `Content-Type: application/json`, with or without a body"),
         ));
     }
     Ok(())

@@ -31,7 +31,7 @@ mod ui;
 mod validate;
 mod workflows;
 
-pub use auth::{check_listen, Auth, NeedsToken};
+pub use auth::{check_listen, Auth, NeedsToken, DEFAULT_MAX_AUTH_FAILURES};
 pub use error::{ApiError, ErrorBody};
 pub use server::{serve_with, ServeOptions, Tls, TlsError, HEADER_TIMEOUT, IDLE_TIMEOUT};
 
@@ -83,6 +83,9 @@ pub struct Options {
     /// Server-Sent Event streams open at once; more get 503 with
     /// `Retry-After`.
     pub max_streams: usize,
+    /// Failed authentications from one address within a minute after
+    /// which it gets 429 for a minute (0: never).
+    pub max_auth_failures: u32,
 }
 
 /// The default of [`Options::max_connections`].
@@ -99,6 +102,7 @@ impl Default for Options {
             tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams: DEFAULT_MAX_STREAMS,
+            max_auth_failures: DEFAULT_MAX_AUTH_FAILURES,
         }
     }
 }
@@ -245,7 +249,7 @@ pub fn router(sup: Supervisor, opts: impl Into<Options>) -> Router {
         hosts: guard::Hosts::new(opts.listen, &opts.allowed_hosts, opts.tls.is_some()),
         tls: opts.tls.is_some(),
         auth: opts.auth,
-        failures: auth::Failures::default(),
+        failures: auth::Failures::new(opts.max_auth_failures),
         streams: Arc::new(tokio::sync::Semaphore::new(opts.max_streams)),
         doc,
         sessions: ui::Sessions::default(),

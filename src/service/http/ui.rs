@@ -208,6 +208,9 @@ pub(super) async fn login(State(api): ApiState, req: axum::extract::Request) -> 
 
 /// `POST /ui/logout`: ends the session (with its CSRF token).
 pub(super) async fn logout(State(api): ApiState, headers: HeaderMap) -> Response {
+    if let Err(e) = super::guard::json_action(&axum::http::Method::POST, &headers) {
+        return e.into_response();
+    }
     if let Some(id) = session_id(&headers) {
         if let Some(s) = api.sessions.get(id) {
             if !same_origin_action(&headers, &s) {

@@ -291,6 +291,7 @@ async fn checked(checks: &Checks, req: Request) -> Result<Request, ApiError> {
     let Some(op) = checks.ops.get(&(method, template)) else {
         return Ok(req);
     };
+    super::guard::json_action(req.method(), req.headers())?;
     let (mut parts, body) = req.into_parts();
     if let Some(v) = &op.path {
         let params = parts
