@@ -31,7 +31,7 @@ mod ui;
 mod validate;
 mod workflows;
 
-pub use auth::{check_listen, Auth, NeedsToken, DEFAULT_MAX_AUTH_FAILURES};
+pub use auth::{check_listen, Auth, NeedsToken, DEFAULT_MAX_AUTH_FAILURES, MIN_TOKEN_LEN};
 pub use error::{ApiError, ErrorBody};
 pub use server::{serve_with, ServeOptions, Tls, TlsError, HEADER_TIMEOUT, IDLE_TIMEOUT};
 
