@@ -183,8 +183,7 @@ impl Relay {
     /// # }
     /// ```
     pub async fn send_log(&self, row: LogRow) {
-        let size = (row.message.len() + row.fields.as_ref().map_or(0, String::len) + 64)
-            .min(MAX_QUEUED_BYTES) as u32;
+        let size = stored_size(&row.message, row.fields.as_deref()).min(MAX_QUEUED_BYTES) as u32;
         let permit = self
             .bytes
             .clone()
@@ -449,10 +448,12 @@ impl LogSink {
         &self,
         level: jobvisor_worker::Level,
         stream: &'static str,
-        message: String,
+        message: impl Into<std::borrow::Cow<'_, str>>,
         fields: Option<serde_json::Map<String, serde_json::Value>>,
     ) {
         use std::sync::atomic::Ordering;
+        // Borrowed text is copied only once the budget admits it.
+        let message = message.into();
         let fields = fields.map(|f| serde_json::Value::Object(f).to_string());
         if let Some(b) = self
             .budget
@@ -474,7 +475,7 @@ impl LogSink {
                 ts: now_micros(),
                 level: level.as_str(),
                 stream,
-                message,
+                message: message.into_owned(),
                 fields,
             })
             .await;

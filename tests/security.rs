@@ -479,6 +479,26 @@ async fn slow_clients_are_cut_off_and_guessers_are_shut_out() {
         "{waited:?}"
     );
 
+    // A slow body: a whole head, then a promised body that never comes.
+    let mut trickle = TcpStream::connect(&addr).unwrap();
+    trickle.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        trickle,
+        "POST /v1/executions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer the-right-token-0123\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"handler\""
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut answer = String::new();
+    let _ = trickle.read_to_string(&mut answer);
+    let waited = start.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"timeout""#), "{answer}");
+    assert!(
+        waited >= Duration::from_secs(29) && waited < Duration::from_secs(50),
+        "{waited:?}"
+    );
+
     // Ten wrong tokens within a minute: the address is shut out.
     for i in 0..10 {
         let r = request(&addr, "GET", "/v1/jobs", None, Some(&format!("guess-{i}")));

@@ -180,9 +180,7 @@ impl Route {
         fields: Option<Map<String, Value>>,
     ) {
         // The sink holds the execution's log budget.
-        self.sink
-            .log(level, stream, text.into().into_owned(), fields)
-            .await;
+        self.sink.log(level, stream, text, fields).await;
     }
 }
 

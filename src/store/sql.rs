@@ -649,12 +649,14 @@ impl<D: Dialect> R<'_, D> {
             .transpose()
     }
 
-    /// A cut column (`{column}_truncated` set): its text as a string.
-    fn clipped_json(&self, column: &str) -> Result<(Option<Value>, bool), StoreError> {
-        use sqlx::{Column, Row};
-        let flag = format!("{column}_truncated");
-        let truncated = self.row.columns().iter().any(|c| c.name() == flag) && self.flag(&flag)?;
-        if truncated {
+    /// JSON column `column`; of a row read with it cut (`clipped`: it has
+    /// `{column}_truncated`), a cut one is its text, as a string.
+    fn clipped_json(
+        &self,
+        column: &str,
+        clipped: bool,
+    ) -> Result<(Option<Value>, bool), StoreError> {
+        if clipped && self.flag(&format!("{column}_truncated"))? {
             let text: Option<String> = self.get(column)?;
             return Ok((text.map(Value::String), true));
         }
@@ -662,10 +664,20 @@ impl<D: Dialect> R<'_, D> {
     }
 
     fn execution(&self) -> Result<Execution, StoreError> {
+        self.execution_read(false)
+    }
+
+    /// An execution read with its payload and output cut
+    /// (`ExecFilter::clip`).
+    fn execution_clipped(&self) -> Result<Execution, StoreError> {
+        self.execution_read(true)
+    }
+
+    fn execution_read(&self, clipped: bool) -> Result<Execution, StoreError> {
         let started_at: Option<Micros> = self.get("started_at")?;
         let finished_at: Option<Micros> = self.get("finished_at")?;
-        let (payload, payload_truncated) = self.clipped_json("payload")?;
-        let (output, output_truncated) = self.clipped_json("output")?;
+        let (payload, payload_truncated) = self.clipped_json("payload", clipped)?;
+        let (output, output_truncated) = self.clipped_json("output", clipped)?;
         Ok(Execution {
             id: self.get("id")?,
             job: Some(self.get::<String>("job")?).filter(|j| !j.is_empty()),
@@ -2182,7 +2194,11 @@ impl<D: Dialect> Store for SqlStore<D> {
         push_filter(&mut q, filter);
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(filter.limit.max(1) as i64);
-        Self::decode(&self.read_all(q).await?, "executions", |r| r.execution())
+        let rows = self.read_all(q).await?;
+        match filter.clip {
+            None => Self::decode(&rows, "executions", |r| r.execution()),
+            Some(_) => Self::decode(&rows, "executions", |r| r.execution_clipped()),
+        }
     }
 
     async fn logs(

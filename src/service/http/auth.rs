@@ -182,17 +182,16 @@ pub(super) fn peer(req: &Request) -> Option<SocketAddr> {
 
 /// 429 for an address closed out.
 pub(super) fn too_many(wait: Duration) -> Response {
-    let mut r = ApiError::new(
+    ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_failures",
         "too many failed authentications from this address: try again later",
     )
-    .into_response();
-    let secs = wait.as_secs().max(1).to_string();
-    if let Ok(v) = HeaderValue::from_str(&secs) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
+    .with_header(
+        header::RETRY_AFTER,
+        HeaderValue::from(wait.as_secs().max(1)),
+    )
+    .into_response()
 }
 
 /// Logs a failed authentication from `peer` (never what was given), and

@@ -19,7 +19,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     /// A header to answer with (`Retry-After`).
-    header: Option<(axum::http::HeaderName, &'static str)>,
+    header: Option<(axum::http::HeaderName, axum::http::HeaderValue)>,
 }
 
 /// Every error's body.
@@ -39,7 +39,7 @@ struct ErrorDetail {
 }
 
 /// Every error code.
-const CODES: [&str; 15] = [
+const CODES: [&str; 16] = [
     "invalid",
     "unauthorized",
     "forbidden",
@@ -48,6 +48,7 @@ const CODES: [&str; 15] = [
     "too_many_failures",
     "too_many_streams",
     "too_large",
+    "timeout",
     "not_found",
     "method_not_allowed",
     "finished",
@@ -72,7 +73,11 @@ impl ApiError {
     }
 
     /// The error, answered with header `name: value` too.
-    pub(super) fn with_header(mut self, name: axum::http::HeaderName, value: &'static str) -> Self {
+    pub(super) fn with_header(
+        mut self,
+        name: axum::http::HeaderName,
+        value: axum::http::HeaderValue,
+    ) -> Self {
         self.header = Some((name, value));
         self
     }
@@ -106,8 +111,7 @@ impl IntoResponse for ApiError {
         };
         let mut r = (self.status, Json(body)).into_response();
         if let Some((name, value)) = self.header {
-            r.headers_mut()
-                .insert(name, axum::http::HeaderValue::from_static(value));
+            r.headers_mut().insert(name, value);
         }
         r
     }
@@ -160,6 +164,19 @@ pub(super) fn bounded(
         n @ 1.. if n <= max => Ok(n),
         _ => Err(ApiError::invalid(format!("{what}: from 1 to {max}"))),
     }
+}
+
+/// Why a body of at most `max` bytes could not be read: it was larger
+/// (413), or did not arrive in time (408).
+pub(super) fn body_error(e: &axum::Error, max: usize) -> ApiError {
+    if super::server::BodyTimedOut::caused(e) {
+        return ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", e.to_string());
+    }
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the body is over {max} bytes"),
+    )
 }
 
 /// A JSON body that [`super::validate`] has checked already; an empty one

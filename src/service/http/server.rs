@@ -41,6 +41,61 @@ use tokio::time::Instant;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a kept-alive connection may wait for its next request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request's body may take to arrive, from its head: a body
+/// sent a byte at a time would otherwise hold its connection (and the
+/// handler reading it) for ever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A body that did not arrive within [`BODY_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs())]
+pub(super) struct BodyTimedOut;
+
+impl BodyTimedOut {
+    /// Whether `e`, or what caused it, is a body that timed out.
+    pub(super) fn caused(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cause = Some(e);
+        while let Some(c) = cause {
+            if c.is::<BodyTimedOut>() {
+                return true;
+            }
+            cause = c.source();
+        }
+        false
+    }
+}
+
+/// A request body that fails with [`BodyTimedOut`] once its time is up.
+struct Deadline {
+    inner: Incoming,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for Deadline {
+    type Data = hyper::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A certificate chain and its key, ready to accept TLS connections.
 ///
@@ -358,7 +413,16 @@ async fn connection<T>(
         let clock = clock.clone();
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let flight = clock.begin();
-            let mut req = req.map(axum::body::Body::new);
+            let mut req = req.map(|inner| {
+                use hyper::body::Body as _;
+                if inner.is_end_stream() {
+                    return axum::body::Body::new(inner);
+                }
+                axum::body::Body::new(Deadline {
+                    inner,
+                    timer: Box::pin(tokio::time::sleep(BODY_TIMEOUT)),
+                })
+            });
             req.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
             async move {

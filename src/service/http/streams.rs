@@ -101,7 +101,10 @@ fn stream_permit(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, ApiErro
             "too_many_streams",
             "too many event streams are open: try again later (the service's max_streams)",
         )
-        .with_header(axum::http::header::RETRY_AFTER, "5")
+        .with_header(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        )
     })
 }
 

@@ -27,6 +27,9 @@ pub(super) const COOKIE: &str = "jobvisor_session";
 /// The login form's route: the one action that takes a form, not JSON.
 pub(super) const LOGIN: &str = "/ui/login";
 
+/// The login form's largest body: a token, not more.
+const LOGIN_MAX: usize = 4096;
+
 /// How long a session lasts.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
@@ -108,13 +111,7 @@ pub(super) fn same_origin_action(headers: &HeaderMap, session: &Session) -> bool
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| super::auth::same(t.as_bytes(), session.csrf.as_bytes()));
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(origin) => {
-            let origin_host = origin.split("://").nth(1);
-            origin_host.is_some() && origin_host == host
-        }
-    };
+    let origin_ok = host.is_some_and(|h| !super::guard::cross_origin(headers, h));
     csrf && origin_ok
 }
 
@@ -170,13 +167,9 @@ pub(super) async fn login(State(api): ApiState, req: axum::extract::Request) -> 
     if let Some(wait) = peer.and_then(|p| api.failures.locked(p.ip())) {
         return super::auth::too_many(wait);
     }
-    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "a login form is a token, not more",
-        )
-        .into_response();
+    let body = match axum::body::to_bytes(req.into_body(), LOGIN_MAX).await {
+        Ok(b) => b,
+        Err(e) => return super::error::body_error(&e, LOGIN_MAX).into_response(),
     };
     let token = serde_urlencoded::from_bytes::<LoginForm>(&body)
         .map(|f| f.token)
@@ -194,16 +187,19 @@ pub(super) async fn login(State(api): ApiState, req: axum::extract::Request) -> 
         return back("/?login=failed").into_response();
     };
     let (id, _) = api.sessions.start(role);
-    let cookie = format!(
-        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
-        SESSION_TTL.as_secs(),
-        if api.tls { "; Secure" } else { "" }
-    );
+    let cookie = cookie(&api, &id, SESSION_TTL.as_secs());
     let mut r = back("/").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// The session cookie `value` for `max_age` seconds (0: gone), `Secure`
+/// when the API is served over TLS.
+fn cookie(api: &Api, value: &str, max_age: u64) -> String {
+    let secure = if api.tls { "; Secure" } else { "" };
+    format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}")
 }
 
 /// `POST /ui/logout`: ends the session (with its CSRF token).
@@ -224,10 +220,7 @@ pub(super) async fn logout(State(api): ApiState, headers: HeaderMap) -> Response
         }
         api.sessions.end(id);
     }
-    let cookie = format!(
-        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
-        if api.tls { "; Secure" } else { "" }
-    );
+    let cookie = cookie(&api, "", 0);
     let mut r = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::MAX_BODY;
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::RequestPartsExt;
@@ -313,25 +313,15 @@ async fn checked(checks: &Checks, req: Request) -> Result<Request, ApiError> {
     let Some(b) = &op.body else {
         return Ok(Request::from_parts(parts, body));
     };
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body is over {MAX_BODY} bytes"),
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|e| super::error::body_error(&e, MAX_BODY))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if b.required {
             return Err(ApiError::invalid("a JSON body is required"));
         }
     } else {
-        if !super::guard::says_json(&parts.headers) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the body must be application/json",
-            ));
-        }
+        // Its type was checked with the route's (every body is an action's).
         let mut value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
         first_error("body", &b.validator, &value)?;
