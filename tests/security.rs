@@ -639,3 +639,49 @@ async fn the_api_serves_https_with_a_secure_cookie() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The cross-site attacks in a real browser: a page on another port posts
+/// with `no-cors` fetch and with HTML forms, and a DNS-rebinding page sends
+/// same-origin requests under its own name. Every request reaches the
+/// service and is refused; nothing is created, nothing is paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_pages_in_a_real_browser_create_and_pause_nothing() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium =
+        std::env::var("JOBVISOR_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = if !std::path::Path::new(&chromium).exists() {
+        Some("chromium is not installed (apt-get install chromium)")
+    } else if !dir.join("node_modules/playwright-core").exists() {
+        Some("playwright-core is not installed: run ./scripts/test, which installs it")
+    } else {
+        None
+    };
+    if let Some(msg) = missing {
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("!!! SKIPPED: {msg}");
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["queue", "set-limit", "mail", "2"]);
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let out = std::process::Command::new("node")
+        .arg(dir.join("crosssite.mjs"))
+        .env("JV_ADDR", &addr)
+        .env("JV_CHROMIUM", &chromium)
+        .output()
+        .expect("node runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the browser checks failed");
+    assert!(text.contains("all checks passed"));
+    assert_eq!(count(&env), 0, "nothing was created");
+    let queues: Value = env.ok(&["queue", "list", "--json"]).parse().unwrap();
+    let mail = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "mail")
+        .unwrap_or_else(|| panic!("{queues}"));
+    assert_ne!(mail["paused"], true, "nothing was paused: {queues}");
+}
