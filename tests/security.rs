@@ -685,3 +685,236 @@ async fn hostile_pages_in_a_real_browser_create_and_pause_nothing() {
         .unwrap_or_else(|| panic!("{queues}"));
     assert_ne!(mail["paused"], true, "nothing was paused: {queues}");
 }
+
+/// `jobvisor --database URL ARGS...`.
+fn cli_at(url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(jobvisor_bin())
+        .arg("--database")
+        .arg(url)
+        .args(args)
+        .env("JOBVISOR_WORKER", worker_bin())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Runs openssl with `args`, in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA of its own (`NAME-ca.pem`, `NAME-ca.key`) in `dir`.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-keyout",
+            &format!("{name}-ca.key"),
+            "-out",
+            &format!("{name}-ca.pem"),
+        ],
+    );
+}
+
+/// PostgreSQL over TLS through sqlx's rustls: `sslmode=require` encrypts,
+/// `verify-full` with the server's CA connects, and with another CA it is
+/// refused, naming the certificate as the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_is_reached_over_tls_and_verify_full_checks_the_ca() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    use sqlx::Connection;
+    let base = url.rsplit_once('/').unwrap().0.to_string();
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
+    // The server's certificate: issued by a CA of this test's, for localhost.
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "right");
+    make_ca(dir.path(), "wrong");
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.path().join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "right-ca.pem",
+            "-CAkey",
+            "right-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    // The server reads them as its own user.
+    let data_dir: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let owner = std::fs::metadata(&data_dir).unwrap().uid();
+    let server_dir =
+        std::path::Path::new(&data_dir).join(format!("tls-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir(&server_dir).unwrap();
+    for f in ["server.pem", "server.key"] {
+        let to = server_dir.join(f);
+        std::fs::copy(dir.path().join(f), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        nix::unistd::chown(&to, Some(nix::unistd::Uid::from_raw(owner)), None).unwrap();
+    }
+    nix::unistd::chown(&server_dir, Some(nix::unistd::Uid::from_raw(owner)), None).unwrap();
+    for (key, file) in [
+        ("ssl_cert_file", "server.pem"),
+        ("ssl_key_file", "server.key"),
+    ] {
+        let path = server_dir.join(file).display().to_string();
+        sqlx::query(&format!("ALTER SYSTEM SET {key} = '{path}'"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    sqlx::query("ALTER SYSTEM SET ssl = on")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // A reload is asynchronous: wait until new connections get the new certificate.
+    let localhost = url.replacen("@127.0.0.1:", "@localhost:", 1);
+    let sep = if localhost.contains('?') { '&' } else { '?' };
+    let right = dir.path().join("right-ca.pem").display().to_string();
+    let wrong = dir.path().join("wrong-ca.pem").display().to_string();
+    let verified = format!("{localhost}{sep}sslmode=verify-full&sslrootcert={right}");
+    let start = Instant::now();
+    while !cli_at(&verified, &["migrate"]).status.success() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "verify-full with the right CA never connected"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // require: the connection is encrypted.
+    let required = format!("{localhost}{sep}sslmode=require");
+    let env = Env {
+        db: required.clone(),
+        ..Env::new()
+    };
+    let _serve = env.serve(&["--listen", "off"]);
+    let db_name = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let start = Instant::now();
+    loop {
+        let encrypted: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = $1 AND s.ssl",
+        )
+        .bind(&db_name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if encrypted > 0 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "serve never connected over TLS");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = cli_at(&required, &["run", "noop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // verify-full with the right CA works; with another it is refused.
+    let out = cli_at(&verified, &["exec", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = format!("{localhost}{sep}sslmode=verify-full&sslrootcert={wrong}");
+    let out = cli_at(&refused, &["exec", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.to_ascii_lowercase().contains("certificate"),
+        "names the cause: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let password = std::env::var("PGPASSWORD").unwrap_or_default();
+    assert!(
+        password.is_empty() || !stderr.contains(&password),
+        "the password stays out: {stderr}"
+    );
+    eprintln!("verify-full with another CA: {stderr}");
+
+    for key in ["ssl_cert_file", "ssl_key_file", "ssl"] {
+        sqlx::query(&format!("ALTER SYSTEM RESET {key}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
