@@ -17,6 +17,8 @@ pub(super) struct Serve {
     stdout: Arc<AtomicU64>,
     stderr: Arc<Mutex<Vec<String>>>,
     cgroups: Arc<Mutex<String>>,
+    /// The HTTP API's address, once its log says it listens.
+    http: Arc<Mutex<Option<String>>>,
     status: Option<std::process::ExitStatus>,
 }
 
@@ -40,6 +42,8 @@ impl Serve {
             .args(extra)
             .env("JOBVISOR_WORKER", worker)
             .env("RUST_BACKTRACE", "0")
+            // Plain log lines, read for the HTTP address.
+            .env("NO_COLOR", "1")
             // For the isolation matrix, which runs `misbehave` in-process too.
             .env(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV, "1")
             .stdin(Stdio::null())
@@ -65,9 +69,19 @@ impl Serve {
         let kept = tail.clone();
         let cgroups = Arc::new(Mutex::new(String::new()));
         let note = cgroups.clone();
+        let http = Arc::new(Mutex::new(None));
+        let heard = http.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(err).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("HTTP API listening") {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .map(str::to_string);
+                    *heard.lock().expect("not poisoned") = addr;
+                }
                 if let Some(at) = line.find("cgroup v2") {
                     let mut n = note.lock().expect("not poisoned");
                     if n.is_empty() {
@@ -86,8 +100,26 @@ impl Serve {
             stdout: stdout_bytes,
             stderr: tail,
             cgroups,
+            http,
             status: None,
         })
+    }
+
+    /// The HTTP API's address (waits up to 30 s for the log to say it).
+    pub(super) async fn http_addr(&mut self) -> Result<String, CliError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(a) = self.http.lock().expect("not poisoned").clone() {
+                return Ok(a);
+            }
+            if self.exited() || std::time::Instant::now() > deadline {
+                return Err(crate::cli::input(format!(
+                    "serve did not say where it listens: {}",
+                    self.tail()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub(super) fn pid(&self) -> i32 {

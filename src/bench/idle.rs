@@ -167,7 +167,7 @@ async fn measure(sup: &Supervisor, pid: i32, seconds: u64) -> Result<Measured, C
 }
 
 /// Each thread of `pid`: nanoseconds on CPU, and context switches.
-fn threads(pid: i32) -> Result<HashMap<u32, (u64, u64)>, CliError> {
+pub(super) fn threads(pid: i32) -> Result<HashMap<u32, (u64, u64)>, CliError> {
     let gone = |e: std::io::Error| crate::cli::input(format!("serve is gone: {e}"));
     let mut out = HashMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).map_err(gone)? {

@@ -16,6 +16,7 @@ use crate::cli::CliError;
 use jobvisor::model::Mode;
 use jobvisor::store::ExecFilter;
 
+mod abuse;
 mod bare;
 mod chart;
 mod child;
@@ -77,6 +78,10 @@ pub enum Scenario {
     /// What a running `serve` with nothing to do costs: CPU a minute,
     /// memory, wake-ups.
     Idle,
+    /// A running `serve` under the worst the API allows: memory while
+    /// clients list large payloads and follow a log of 1 MiB lines without
+    /// reading, CPU with 500 idle event streams.
+    Abuse,
 }
 
 /// A way of running executions that `bench` measures.
@@ -437,6 +442,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Relay => return relay::bench_relay(database, &a).await,
         Scenario::Wakeup => return wakeup::bench_wakeup(database, &a).await,
         Scenario::Idle => return idle::bench_idle(database, &a).await,
+        Scenario::Abuse => return abuse::bench_abuse(database, &a).await,
         Scenario::Isolation | Scenario::Modes | Scenario::Comparison => {}
     }
     if a.scenario == Scenario::Isolation {
