@@ -1245,6 +1245,29 @@ fn the_wakeup_bench_times_a_real_serve_against_an_in_process_wake() {
     }
 }
 
+/// `bench --scenario abuse` drives a real `serve` with each abusive load
+/// and measures it from outside; the service survives all three, and what
+/// it holds stays bounded (loose bounds: a debug build on a shared
+/// machine; the goals are for release builds and are in the README).
+#[test]
+fn the_abuse_bench_measures_a_real_serve_under_each_load() {
+    let r = bench_json(&["--scenario", "abuse"]);
+    assert_eq!(r["backend"], "sqlite");
+    assert_eq!(r["idle_streams"], 500, "{r}");
+    let rest = r["rest_rss_mib"].as_f64().unwrap();
+    assert!(rest > 1.0, "{r}");
+    // A page of 100 rows is cut to a few KiB a row, not 90 MB.
+    let page = r["list_page_bytes"].as_u64().unwrap();
+    assert!(page > 100 * 4096 && page < 100 * 8192, "{r}");
+    assert!(r["list_pages_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    for key in ["list_peak_rss_mib", "follow_peak_rss_mib"] {
+        let peak = r[key].as_f64().unwrap();
+        assert!(peak >= rest * 0.5 && peak < 400.0, "{key}: {r}");
+    }
+    let cpu = r["idle_streams_cpu_pct"].as_f64().unwrap();
+    assert!((0.0..25.0).contains(&cpu), "{r}");
+}
+
 /// `bench --scenario idle` measures a real idle `serve` from outside: its
 /// CPU, wake-ups and memory, the parts adding up.
 #[test]
