@@ -507,6 +507,29 @@ async fn slow_clients_are_cut_off_and_guessers_are_shut_out() {
     let r = request(&addr, "GET", "/v1/jobs", None, Some("the-right-token-0123"));
     assert_eq!((r.status, r.code().as_str()), (429, "too_many_failures"));
     assert!(r.headers.to_ascii_lowercase().contains("retry-after:"));
+    // Requests with no credential, or a session the service forgot, do not
+    // shut anyone out (a dashboard left open across a restart).
+    let other = env.serve_env(&[], &[("JOBVISOR_API_TOKEN", "the-right-token-0123")]);
+    let other_addr = other.http_addr();
+    for _ in 0..15 {
+        assert_eq!(get(&other_addr, "/v1/jobs").status, 401);
+        let stale = raw(
+            &other_addr,
+            &format!(
+                "GET /v1/jobs HTTP/1.1\r\nHost: {other_addr}\r\nCookie: jobvisor_session=forgotten"
+            ),
+            "",
+        );
+        assert_eq!(stale.status, 401);
+    }
+    let r = request(
+        &other_addr,
+        "GET",
+        "/v1/jobs",
+        None,
+        Some("the-right-token-0123"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     let log = serve.log();
     assert!(
         log.contains("authentication failed") && log.contains("peer=127.0.0.1"),

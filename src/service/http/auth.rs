@@ -245,14 +245,13 @@ pub(super) async fn authorize(State(api): State<Arc<Api>>, req: Request, next: N
         )
         .into_response(),
         None => {
-            let what = if bearer.is_some() {
-                "a wrong bearer token"
-            } else if super::ui::session_id(req.headers()).is_some() {
-                "an unknown or expired session"
-            } else {
-                "no token"
-            };
-            record_failure(&api, peer, what);
+            // Only a credential given and refused is a failed
+            // authentication: a request with none learns nothing, and a
+            // session cookie from before a restart (or expired) is a
+            // dashboard left open, not a guess (its id is 256 random bits).
+            if bearer.is_some() {
+                record_failure(&api, peer, "a wrong bearer token");
+            }
             let mut r = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
