@@ -815,7 +815,16 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let fail = |e: std::io::Error| {
                 CliError::Runtime(format!("cannot write man pages to {}: {e}", dir.display()))
             };
-            std::fs::create_dir_all(&dir).map_err(fail)?;
+            // Like every directory jobvisor makes, its own user's alone;
+            // `packaging/install` installs the pages themselves 0644.
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(fail)?;
+            }
             clap_mangen::generate_to(Cli::command(), &dir).map_err(fail)?;
             let pages = std::fs::read_dir(&dir)
                 .map_err(fail)?
