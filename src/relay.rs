@@ -441,7 +441,7 @@ impl LogSink {
     ///
     /// ```no_run
     /// # async fn demo(sink: &jobvisor::relay::LogSink) {
-    /// sink.log(jobvisor::Level::Info, "stdout", "hello".into(), None).await;
+    /// sink.log(jobvisor::Level::Info, "stdout", "hello", None).await;
     /// # }
     /// ```
     pub async fn log(

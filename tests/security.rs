@@ -125,6 +125,14 @@ async fn a_page_on_another_origin_or_a_rebound_name_cannot_act_or_read() {
         );
         assert_eq!(r.status, 403, "{host}");
     }
+    // The login form checks the origin too (a page could otherwise log the
+    // browser in with a token of its own choosing).
+    let r = raw(
+        &addr,
+        &format!("POST /ui/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nOrigin: http://evil.example"),
+        "token=whatever",
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_origin"));
     assert_eq!(count(&env), 0, "nothing was created");
     let queues: Value = env.ok(&["queue", "list", "--json"]).parse().unwrap();
     assert!(
@@ -429,8 +437,17 @@ async fn reads_are_bounded_by_rows_bytes_and_streams() {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         s
     };
+    // Two streams that stay open: the node's events, and a run that is
+    // still running (a finished one's stream ends, giving its place back).
+    let sleeper = post(
+        &addr,
+        "/v1/executions",
+        r#"{"handler":"sleep","payload":{"ms":600000}}"#,
+    );
+    assert_eq!(sleeper.status, 201, "{}", sleeper.body);
+    let sleeper = sleeper.json()["id"].as_str().unwrap().to_string();
     let _a = open("/v1/events".into());
-    let _b = open(format!("/v1/executions/{}/stream", ids[0]));
+    let _b = open(format!("/v1/executions/{sleeper}/stream"));
     let r = get(&addr, "/v1/events");
     assert_eq!((r.status, r.code().as_str()), (503, "too_many_streams"));
     assert!(
@@ -536,6 +553,21 @@ async fn slow_clients_are_cut_off_and_guessers_are_shut_out() {
         "{log}"
     );
     assert!(!log.contains("guess-"), "the tokens tried are never logged");
+
+    // Off loopback without TLS: said once at start.
+    let open = env.serve_env(
+        &["--listen", "0.0.0.0:0"],
+        &[("JOBVISOR_API_TOKEN", "the-right-token-0123")],
+    );
+    open.http_addr();
+    let start = Instant::now();
+    while !open.log().contains("without TLS") {
+        assert!(start.elapsed() < DEADLINE, "no warning:\n{}", open.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let said = open.log();
+    assert_eq!(said.matches("without TLS").count(), 1, "{said}");
+    drop(open);
 
     // A short token off loopback is refused at start, and by check-config.
     let out = env.cli_env(
