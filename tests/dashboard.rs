@@ -11,7 +11,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::process::Command;
 
 const TOKEN: &str = "dash-token-1";
@@ -29,21 +28,9 @@ fn id_of(v: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_in_a_real_browser() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let chromium =
-        std::env::var("JOBVISOR_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let missing = if !Path::new(&chromium).exists() {
-        Some("chromium is not installed (apt-get install chromium)")
-    } else if !dir.join("node_modules/playwright-core").exists() {
-        Some("playwright-core is not installed: run ./scripts/test, which installs it")
-    } else {
-        None
-    };
-    if let Some(msg) = missing {
-        assert!(std::env::var_os("CI").is_none(), "{msg}");
-        eprintln!("!!! SKIPPED: {msg}");
+    let Some((dir, chromium)) = browser() else {
         return;
-    }
+    };
     let env = Env::new();
     env.ok(&[
         "job",

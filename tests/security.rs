@@ -701,21 +701,9 @@ async fn the_api_serves_https_with_a_secure_cookie() {
 /// service and is refused; nothing is created, nothing is paused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_pages_in_a_real_browser_create_and_pause_nothing() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let chromium =
-        std::env::var("JOBVISOR_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let missing = if !std::path::Path::new(&chromium).exists() {
-        Some("chromium is not installed (apt-get install chromium)")
-    } else if !dir.join("node_modules/playwright-core").exists() {
-        Some("playwright-core is not installed: run ./scripts/test, which installs it")
-    } else {
-        None
-    };
-    if let Some(msg) = missing {
-        assert!(std::env::var_os("CI").is_none(), "{msg}");
-        eprintln!("!!! SKIPPED: {msg}");
+    let Some((dir, chromium)) = browser() else {
         return;
-    }
+    };
     let env = Env::new();
     env.ok(&["queue", "set-limit", "mail", "2"]);
     let serve = env.serve(&[]);
@@ -868,24 +856,17 @@ async fn postgres_is_reached_over_tls_and_verify_full_checks_the_ca() {
         nix::unistd::chown(&to, Some(nix::unistd::Uid::from_raw(owner)), None).unwrap();
     }
     nix::unistd::chown(&server_dir, Some(nix::unistd::Uid::from_raw(owner)), None).unwrap();
-    for (key, file) in [
-        ("ssl_cert_file", "server.pem"),
-        ("ssl_key_file", "server.key"),
-    ] {
-        let path = server_dir.join(file).display().to_string();
-        sqlx::query(&format!("ALTER SYSTEM SET {key} = '{path}'"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-    }
-    sqlx::query("ALTER SYSTEM SET ssl = on")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_reload_conf()")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let cert = server_dir.join("server.pem").display().to_string();
+    let key = server_dir.join("server.key").display().to_string();
+    configure(
+        &mut admin,
+        &[
+            format!("ALTER SYSTEM SET ssl_cert_file = '{cert}'"),
+            format!("ALTER SYSTEM SET ssl_key_file = '{key}'"),
+            "ALTER SYSTEM SET ssl = on".into(),
+        ],
+    )
+    .await;
     // A reload is asynchronous: wait until new connections get the new certificate.
     let localhost = url.replacen("@127.0.0.1:", "@localhost:", 1);
     let sep = if localhost.contains('?') { '&' } else { '?' };
@@ -962,14 +943,18 @@ async fn postgres_is_reached_over_tls_and_verify_full_checks_the_ca() {
     );
     eprintln!("verify-full with another CA: {stderr}");
 
-    for key in ["ssl_cert_file", "ssl_key_file", "ssl"] {
-        sqlx::query(&format!("ALTER SYSTEM RESET {key}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+    let reset = ["ssl_cert_file", "ssl_key_file", "ssl"].map(|k| format!("ALTER SYSTEM RESET {k}"));
+    configure(&mut admin, &reset).await;
+}
+
+/// Runs each of `statements` on the server's configuration, then has it
+/// reload.
+async fn configure(admin: &mut sqlx::PgConnection, statements: &[String]) {
+    for sql in statements
+        .iter()
+        .map(String::as_str)
+        .chain(["SELECT pg_reload_conf()"])
+    {
+        sqlx::query(sql).execute(&mut *admin).await.unwrap();
     }
-    sqlx::query("SELECT pg_reload_conf()")
-        .execute(&mut admin)
-        .await
-        .unwrap();
 }

@@ -26,3 +26,24 @@ pub fn python() -> String {
         .expect("python3 is needed for the foreign-worker tests");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// The browser tests' driver directory (`tests/browser`) and Chromium, or
+/// `None` when either is missing (said loudly; under CI it fails).
+pub fn browser() -> Option<(PathBuf, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium =
+        std::env::var("JOBVISOR_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = if !Path::new(&chromium).exists() {
+        Some("chromium is not installed (apt-get install chromium)")
+    } else if !dir.join("node_modules/playwright-core").exists() {
+        Some("playwright-core is not installed: run ./scripts/test, which installs it")
+    } else {
+        None
+    };
+    if let Some(msg) = missing {
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("!!! SKIPPED: {msg}");
+        return None;
+    }
+    Some((dir, chromium))
+}
