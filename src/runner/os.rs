@@ -124,6 +124,22 @@ pub fn harden_service() {
         }
     }
     let _ = nix::sys::prctl::set_dumpable(false);
+    keep_large_allocations_mapped();
+}
+
+/// Large allocations (a payload or a log line of a megabyte, read for a
+/// moment) are served by their own mappings and given back to the kernel
+/// when freed. glibc does this above 128 KiB only until the first such
+/// block is freed, then raises its threshold as far as 32 MiB, so that a
+/// service that once handled large values keeps their memory resident in
+/// its heaps for good. Setting the threshold fixes it at 128 KiB.
+fn keep_large_allocations_mapped() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's tuning; called once at
+    // start, and any value it refuses leaves the default.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
 
 /// Gives back the resident pages of this program's code (the service does
