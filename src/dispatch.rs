@@ -53,6 +53,10 @@ pub(crate) const QUIET_POLL: Duration = Duration::from_secs(5);
 /// poll: the relay writes a retry due later a moment after the end.
 const QUIET_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a claim in flight when the shutdown comes is still waited
+/// for: one that committed has executions to start (and drain).
+const CLAIM_GRACE: Duration = Duration::from_secs(5);
+
 /// What a batch of messages told the dispatcher.
 struct Handled {
     woken: Woken,
@@ -122,6 +126,8 @@ impl Dispatcher {
         // node last had executions running (quiet polls come after).
         let mut watched = false;
         let mut active_at = tokio::time::Instant::now();
+        // When a claim that failed is tried again.
+        let mut claim_retry: Option<tokio::time::Instant> = None;
         loop {
             self.beats
                 .dispatcher
@@ -134,10 +140,23 @@ impl Dispatcher {
                 next_poll = next_poll.min(active_at + poll_every);
             }
             let free = self.concurrency.saturating_sub(self.tasks.len());
-            if backlog && free > 0 {
+            if backlog && free > 0 && claim_retry.is_none() {
                 let want = free.min(self.claim_batch);
-                match self.store.claim(&self.node, want, now_micros()).await {
-                    Ok(claims) => {
+                // A claim is raced with the shutdown, so that a database
+                // that hangs does not hold the stop. One in flight may
+                // already have committed: what it took is still started
+                // (and drained) if it answers within a grace.
+                let (claimed, stopping) = {
+                    let claim = self.store.claim(&self.node, want, now_micros());
+                    tokio::pin!(claim);
+                    tokio::select! {
+                        biased;
+                        r = &mut claim => (Some(r), false),
+                        _ = &mut shutdown => (tokio::time::timeout(CLAIM_GRACE, claim).await.ok(), true),
+                    }
+                };
+                match claimed {
+                    Some(Ok(claims)) => {
                         let claimed = claims.executions;
                         if claimed.is_empty() && polled {
                             poll_every = (poll_every * 2).min(slowest_poll);
@@ -151,15 +170,26 @@ impl Dispatcher {
                         for c in claimed {
                             self.start(c);
                         }
+                        if stopping {
+                            break;
+                        }
                         if backlog && self.tasks.len() < self.concurrency {
                             continue;
                         }
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         tracing::error!(error = %crate::error_chain(&e), "claim failed; retrying");
-                        tokio::time::sleep(claim_backoff).await;
+                        if stopping {
+                            break;
+                        }
+                        // Retried after a backoff that the loop below waits
+                        // out, with the shutdown and everything else.
+                        claim_retry = Some(tokio::time::Instant::now() + claim_backoff);
                         claim_backoff = (claim_backoff * 2).min(Duration::from_secs(5));
-                        continue;
+                    }
+                    None => {
+                        tracing::warn!("stopping with a claim unanswered: whatever it took is rescued as interrupted and runs again");
+                        break;
                     }
                 }
             }
@@ -208,15 +238,29 @@ impl Dispatcher {
                     token_at = None;
                     backlog = true;
                 }
+                _ = sleep_until_some(claim_retry) => {
+                    claim_retry = None;
+                    backlog = true;
+                }
                 // Look before claiming: a read is cheaper than the claim's
                 // write.
                 _ = tokio::time::sleep_until(next_poll) => {
                     polled_at = tokio::time::Instant::now();
                     next_poll = polled_at + poll_every;
-                    backlog = self.store.has_due(now_micros()).await.unwrap_or(true);
+                    // Reads, raced with the shutdown like every wait here.
+                    let due = tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        due = self.store.has_due(now_micros()) => due,
+                    };
+                    backlog = due.unwrap_or(true);
                     polled = backlog;
                     if !backlog && watched && self.tasks.is_empty() && active_at + QUIET_AFTER <= polled_at {
-                        next_poll = self.quiet_poll(polled_at).await;
+                        next_poll = tokio::select! {
+                            biased;
+                            _ = &mut shutdown => break,
+                            at = self.quiet_poll(polled_at) => at,
+                        };
                     }
                 }
             }
@@ -289,7 +333,7 @@ impl Dispatcher {
     /// pending execution comes due, at the latest after [`QUIET_POLL`] (or
     /// the poll interval, if longer).
     async fn quiet_poll(&self, now: tokio::time::Instant) -> tokio::time::Instant {
-        let latest = now + QUIET_POLL.max(self.poll_interval);
+        let latest = now + crate::idle::idle(QUIET_POLL).max(self.poll_interval);
         match self.store.next_run_at().await {
             Ok(Some(at)) => latest.min(instant_at(at)),
             Ok(None) => latest,

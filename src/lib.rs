@@ -22,6 +22,7 @@ mod dispatch;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
+mod idle;
 pub mod job;
 mod maintenance;
 pub mod metrics;
@@ -92,6 +93,12 @@ pub enum Error {
         /// The panic's message.
         message: String,
     },
+    /// The supervisor stopped, but its last writes (what its executions
+    /// left to record, its node's stop) failed: the database was gone.
+    /// The next supervisor on the database closes what this one left
+    /// running as interrupted, to run again.
+    #[error("stopped without its last writes: {0}")]
+    Unwritten(String),
 }
 
 /// The database used when none is given: `$STATE_DIRECTORY/jobvisor.db`

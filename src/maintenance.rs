@@ -66,10 +66,12 @@ impl Maintenance {
         let mut cancel_tick = quiet_interval(self.cancel_poll);
         let mut heartbeat_tick = quiet_interval(self.heartbeat);
         let mut rescue_tick = quiet_interval(self.lease / 4);
-        let mut pool_tick = quiet_interval(crate::runner::pool::IDLE_TIMEOUT / 4);
+        let mut pool_tick =
+            quiet_interval(crate::idle::idle(crate::runner::pool::IDLE_TIMEOUT) / 4);
         // The first tick comes a period after start-up.
+        let trim_after = crate::idle::idle(TRIM_AFTER);
         let mut trim_tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + TRIM_AFTER, TRIM_AFTER);
+            tokio::time::interval_at(tokio::time::Instant::now() + trim_after, trim_after);
         trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut trimmed, mut runs_seen) = (false, self.beats.runs());
         // Another process's writes (SQLite) may come in a stream: cancels
@@ -99,7 +101,7 @@ impl Maintenance {
                     }
                     Some(Notice::Watched) => {
                         self.watched(true).await;
-                        cancel_tick = quiet_interval(self.cancel_poll.max(crate::dispatch::QUIET_POLL));
+                        cancel_tick = quiet_interval(self.cancel_poll.max(crate::idle::idle(crate::dispatch::QUIET_POLL)));
                     }
                     None => {
                         notices = None;
@@ -130,6 +132,7 @@ impl Maintenance {
                     let idle = self.beats.running() == 0 && self.beats.runs() == runs_seen;
                     if idle && !trimmed {
                         crate::runner::os::release_code_pages();
+                        tracing::debug!("idle: code pages given back");
                     }
                     trimmed = idle;
                     runs_seen = self.beats.runs();

@@ -54,6 +54,59 @@ pub struct Relay {
     tx: mpsc::Sender<RelayMsg>,
     bytes: Arc<Semaphore>,
     watchers: Arc<Watchers>,
+    failing: Arc<Failing>,
+}
+
+/// Since when the writer has been trying to write one batch without
+/// success (failing, or waiting on a database that does not answer), how
+/// many rows it holds, and the last error (`None` between batches).
+#[derive(Default)]
+struct Failing(std::sync::Mutex<Option<(std::time::Instant, usize, Option<String>)>>);
+
+impl Failing {
+    /// A batch of `rows` is being written (again).
+    fn writing(&self, rows: usize) {
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some((std::time::Instant::now(), rows, None));
+        }
+    }
+
+    fn failed(&self, error: String) {
+        if let Some(f) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            f.2 = Some(error);
+        }
+    }
+
+    fn written(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The rows held and why, once one batch has not been written for `d`.
+    fn for_at_least(&self, d: Duration) -> Option<(usize, String)> {
+        let f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f.as_ref()
+            .filter(|(since, _, _)| since.elapsed() >= d)
+            .map(|(since, rows, error)| {
+                let error = error.clone().unwrap_or_else(|| {
+                    format!(
+                        "the database has not answered for {}s",
+                        since.elapsed().as_secs()
+                    )
+                });
+                (*rows, error)
+            })
+    }
+}
+
+/// What [`Relay::flush_or_give_up`] could not write.
+#[derive(Debug, thiserror::Error)]
+#[error("{rows} rows (logs, progress, results) not written, and whatever was queued behind them: {error}")]
+pub struct Unwritten {
+    /// The rows of the batch that kept failing.
+    pub rows: usize,
+    /// The last error.
+    pub error: String,
 }
 
 /// Who waits to hear that an execution's rows changed (its log, progress
@@ -118,6 +171,7 @@ impl Relay {
     ) -> (Relay, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity);
         let watchers = Arc::new(Watchers::default());
+        let failing = Arc::new(Failing::default());
         let task = tokio::spawn(write_loop(
             store,
             rx,
@@ -125,6 +179,7 @@ impl Relay {
             ready,
             events,
             watchers.clone(),
+            failing.clone(),
         ));
         let bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
         (
@@ -132,6 +187,7 @@ impl Relay {
                 tx,
                 bytes,
                 watchers,
+                failing,
             },
             task,
         )
@@ -218,6 +274,34 @@ impl Relay {
         self.send(RelayMsg::Flush(tx)).await;
         let _ = rx.await;
     }
+
+    /// [`flush`](Self::flush), unless one batch has gone unwritten for
+    /// `patience` (its writes fail, or the database does not answer): then
+    /// what was not written, and why. A database that is slow but writes
+    /// is waited for.
+    ///
+    /// ```no_run
+    /// # async fn demo(relay: &jobvisor::relay::Relay) {
+    /// if let Err(e) = relay.flush_or_give_up(std::time::Duration::from_secs(10)).await {
+    ///     eprintln!("stopping without writing everything: {e}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn flush_or_give_up(&self, patience: Duration) -> Result<(), Unwritten> {
+        let flushed = self.flush();
+        tokio::pin!(flushed);
+        let mut check = tokio::time::interval(Duration::from_millis(100).min(patience));
+        loop {
+            tokio::select! {
+                _ = &mut flushed => return Ok(()),
+                _ = check.tick() => {
+                    if let Some((rows, error)) = self.failing.for_at_least(patience) {
+                        return Err(Unwritten { rows, error });
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn write_loop(
@@ -227,6 +311,7 @@ async fn write_loop(
     ready: Arc<dyn Fn(Ready) + Send + Sync>,
     events: Arc<crate::events::Hub>,
     watchers: Arc<Watchers>,
+    failing: Arc<Failing>,
 ) {
     let mut progress: HashMap<Uuid, ProgressState> = HashMap::new();
     let mut flushes = Vec::new();
@@ -263,15 +348,25 @@ async fn write_loop(
         }
         batch.progress.extend(progress.drain());
         let mut delay = Duration::from_millis(50);
+        let rows =
+            batch.logs.len() + batch.progress.len() + batch.pids.len() + batch.completions.len();
         let done = loop {
+            if rows > 0 {
+                failing.writing(rows);
+            }
             match store.apply(&batch).await {
-                Ok(done) => break done,
+                Ok(done) => {
+                    failing.written();
+                    break done;
+                }
                 Err(e) => {
+                    let error = crate::error_chain(&e);
                     tracing::error!(
-                        error = %crate::error_chain(&e),
-                        rows = batch.logs.len() + batch.completions.len(),
+                        error = %error,
+                        rows,
                         "relay write failed; retrying (nothing is dropped)"
                     );
+                    failing.failed(error);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }

@@ -407,7 +407,7 @@ impl Scheduler {
                         match msg {
                             Some(ToScheduler::JobsChanged) => {}
                             Some(ToScheduler::Watched(w)) => {
-                                cap = if w { self.poll_cap.max(QUIET_CAP) } else { self.poll_cap };
+                                cap = if w { self.poll_cap.max(crate::idle::idle(QUIET_CAP)) } else { self.poll_cap };
                             }
                             Some(ToScheduler::Panic) => panic!("fault injected into the scheduler"),
                             Some(ToScheduler::Stop) | None => return,

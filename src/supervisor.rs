@@ -458,6 +458,14 @@ pub struct Supervisor {
 /// Mailbox size of each actor.
 const MAILBOX: usize = 1024;
 
+/// How long a stopping supervisor waits for its scheduler and maintenance
+/// to stop (they stop at once unless a database call hangs).
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a stopping supervisor keeps trying its last writes while they
+/// fail (a database that is slow but answers is waited for).
+const FINAL_PATIENCE: Duration = Duration::from_secs(10);
+
 impl Supervisor {
     /// A builder with the built-in handlers registered (the test
     /// built-ins too where [`Config::test_builtins`] says so, `misbehave`
@@ -1122,27 +1130,62 @@ impl Supervisor {
             self.interrupt_own().await;
         }
         // Waits for room: a stop, unlike a wake, must arrive. (An actor that
-        // ended has dropped its mailbox, and the send returns at once.)
-        let _ = self.shared.scheduler.send(ToScheduler::Stop).await;
-        let _ = self.shared.maintenance.send(ToMaintenance::Stop).await;
+        // ended has dropped its mailbox, and the send returns at once.) An
+        // actor stuck on a database that does not answer is not waited for
+        // past STOP_WAIT.
+        let _ =
+            tokio::time::timeout(STOP_WAIT, self.shared.scheduler.send(ToScheduler::Stop)).await;
+        let _ = tokio::time::timeout(STOP_WAIT, self.shared.maintenance.send(ToMaintenance::Stop))
+            .await;
         let ended = ended.into_inner().unwrap_or_else(|e| e.into_inner());
-        for (actor, handle) in [
+        for (actor, mut handle) in [
             (Actor::Scheduler, scheduler),
             (Actor::Maintenance, maintenance),
         ] {
             if ended != Some(actor) {
-                if let Err(Some(p)) = joined(handle.await) {
-                    fail(actor, p);
+                match tokio::time::timeout(STOP_WAIT, &mut handle).await {
+                    Ok(r) => {
+                        if let Err(Some(p)) = joined(r) {
+                            fail(actor, p);
+                        }
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            ?actor,
+                            "did not stop within {}s: stopped where it was",
+                            STOP_WAIT.as_secs()
+                        );
+                        handle.abort();
+                    }
                 }
             }
         }
         self.shared.exec.pools.sweep(true).await;
-        self.shared.exec.relay.flush().await;
-        self.store()
-            .stop_node(&self.shared.node.id, now_micros())
-            .await?;
+        // The last writes: what the executions left with the relay, and
+        // this node's stop. A database that is gone is given FINAL_PATIENCE,
+        // and the stop goes on without them, saying so.
+        let mut unwritten = Vec::new();
+        if let Err(e) = self
+            .shared
+            .exec
+            .relay
+            .flush_or_give_up(FINAL_PATIENCE)
+            .await
+        {
+            unwritten.push(e.to_string());
+        }
+        let stopped = self.store().stop_node(&self.shared.node.id, now_micros());
+        match tokio::time::timeout(FINAL_PATIENCE, stopped).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => unwritten.push(format!("the node's stop: {}", crate::error_chain(&e))),
+            Err(_) => unwritten.push(format!(
+                "the node's stop: no answer within {}s",
+                FINAL_PATIENCE.as_secs()
+            )),
+        }
         match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
             Some(e) => Err(e),
+            None if !unwritten.is_empty() => Err(Error::Unwritten(unwritten.join("; "))),
             None => Ok(()),
         }
     }

@@ -81,6 +81,7 @@ fn is_runtime(e: &(dyn std::error::Error + 'static)) -> bool {
     use jobvisor::store::StoreError;
     let store = match e.downcast_ref::<jobvisor::Error>() {
         Some(jobvisor::Error::Store(s)) => Some(s),
+        Some(jobvisor::Error::Panicked { .. } | jobvisor::Error::Unwritten(_)) => return true,
         Some(_) => return false,
         None => e.downcast_ref::<StoreError>(),
     };
@@ -158,6 +159,9 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(args::dispatch(cli));
+    // A blocking call that never returns (a file system or a database that
+    // hangs) does not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -138,20 +138,28 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
             }
         });
     }
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-    let shutdown = async move {
-        let mut signals = signals;
-        signals.first().await;
-        let _ = first_tx.send(signals);
-    };
+    // The signals are heard by a task of their own, whatever the rest is
+    // doing: a database that hangs or fails holds neither the "shutting
+    // down" nor the stop (the dispatcher races its waits with it).
+    let heard = signals.listen();
+    let deaf = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shutdown = stop_when_heard(heard.clone(), deaf.clone());
     let force = async move {
-        if let Ok(mut signals) = first_rx.await {
-            signals.second().await;
-        } else {
+        let mut heard = heard;
+        if heard.wait_for(|h| *h == Heard::Force).await.is_err() {
             std::future::pending::<()>().await;
         }
     };
-    service.run_until(shutdown, force).await?;
+    let ran = service.run_until(shutdown, force).await;
+    if deaf.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Err(e) = ran {
+            tracing::error!(error = %jobvisor::error_chain(&e), "stopping");
+        }
+        return Err(CliError::Runtime(
+            "stopped: the signal listener ended (SIGTERM could no longer be heard)".into(),
+        ));
+    }
+    ran?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -214,6 +222,29 @@ async fn reload(
     }
 }
 
+/// Completes at the first SIGTERM or SIGINT, or as soon as the listener
+/// is gone (then `deaf` is set): a service that could no longer hear
+/// SIGTERM stops, with an error, rather than run on deaf.
+async fn stop_when_heard(
+    mut heard: tokio::sync::watch::Receiver<Heard>,
+    deaf: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    if heard.wait_for(|h| *h != Heard::Nothing).await.is_err() {
+        tracing::error!("the signal listener ended: stopping now rather than run deaf to SIGTERM");
+        deaf.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What the signal listener heard so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    Nothing,
+    /// SIGTERM or SIGINT: drain and stop.
+    Stop,
+    /// A second one: stop what runs now.
+    Force,
+}
+
 /// SIGTERM and SIGINT (shutdown, then force).
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -228,20 +259,104 @@ impl Signals {
         })
     }
 
-    async fn next(&mut self) -> &'static str {
+    /// The next signal's name; `None` once the runtime's signal driver is
+    /// gone and none can come.
+    async fn next(&mut self) -> Option<&'static str> {
         tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+            s = self.term.recv() => s.map(|()| "SIGTERM"),
+            s = self.int.recv() => s.map(|()| "SIGINT"),
         }
     }
 
-    async fn first(&mut self) {
-        let s = self.next().await;
-        tracing::info!("{s}: shutting down (a second signal stops running executions at once)");
+    /// Listens in a task of its own, which says what it heard at once. The
+    /// receiver sees the channel closed if the listener ever ends (its
+    /// signals can no longer come, or it panicked).
+    fn listen(mut self) -> tokio::sync::watch::Receiver<Heard> {
+        let (tx, rx) = tokio::sync::watch::channel(Heard::Nothing);
+        tokio::spawn(async move {
+            let Some(s) = self.next().await else { return };
+            tracing::info!("{s}: shutting down (a second signal stops running executions at once)");
+            tx.send_replace(Heard::Stop);
+            let Some(s) = self.next().await else { return };
+            tracing::info!("{s} again: stopping running executions now");
+            tx.send_replace(Heard::Force);
+            while let Some(s) = self.next().await {
+                tracing::info!("{s}: already stopping");
+            }
+        });
+        rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    // Issue 33's first candidate: a signal stream made on one runtime
+    // still hears SIGTERM after another runtime registered the same signal,
+    // ran and was dropped (tokio's self-pipe is process-wide; each runtime
+    // watches a copy of its read end).
+    #[test]
+    fn sigterm_is_heard_after_another_runtime_came_and_went() {
+        let main = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut heard = main.block_on(async { Signals::new().unwrap().listen() });
+        for _ in 0..3 {
+            let other = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            other.block_on(async {
+                let _term = signal(SignalKind::terminate()).unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            });
+            drop(other);
+        }
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
+        let got = main.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                heard.wait_for(|h| *h != Heard::Nothing),
+            )
+            .await
+            .map(|r| r.map(|h| *h))
+        });
+        assert!(matches!(got, Ok(Ok(Heard::Stop))), "{got:?}");
     }
 
-    async fn second(&mut self) {
-        let s = self.next().await;
-        tracing::info!("{s} again: stopping running executions now");
+    // The second: should the listener end (its task panicked, or the
+    // runtime's signal driver went), the service stops and says so,
+    // rather than waiting for a SIGTERM it can no longer hear.
+    #[test]
+    fn a_listener_that_ends_stops_the_service_as_deaf() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(Heard::Nothing);
+        let deaf = Arc::new(AtomicBool::new(false));
+        let listener = rt.spawn(async move {
+            let _tx = tx;
+            panic!("the listener fails");
+        });
+        rt.block_on(async {
+            assert!(listener.await.is_err());
+            tokio::time::timeout(Duration::from_secs(30), stop_when_heard(rx, deaf.clone()))
+                .await
+                .expect("the stop comes at once");
+        });
+        assert!(deaf.load(Ordering::Relaxed));
+        // A signal heard is a stop, not deafness.
+        let (tx, rx) = tokio::sync::watch::channel(Heard::Nothing);
+        let deaf = Arc::new(AtomicBool::new(false));
+        tx.send_replace(Heard::Stop);
+        rt.block_on(stop_when_heard(rx, deaf.clone()));
+        assert!(!deaf.load(Ordering::Relaxed));
     }
 }

@@ -155,9 +155,9 @@ impl Pools {
             let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
             pools.retain(|_, pool| {
                 let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let (old, keep): (Vec<Worker>, Vec<Worker>) = idle
-                    .drain(..)
-                    .partition(|w| all || w.idle_since.elapsed() >= IDLE_TIMEOUT);
+                let (old, keep): (Vec<Worker>, Vec<Worker>) = idle.drain(..).partition(|w| {
+                    all || w.idle_since.elapsed() >= crate::idle::idle(IDLE_TIMEOUT)
+                });
                 *idle = keep;
                 retiring.extend(old);
                 !idle.is_empty() || Arc::strong_count(pool) > 1

@@ -54,6 +54,8 @@ impl Pg {
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(60))
             .test_before_acquire(false)
+            .idle_timeout(crate::idle::connection_idle())
+            .max_lifetime(crate::idle::connection_lifetime())
             .connect_with(opts)
             .await
             .map_err(open_error(url))?;

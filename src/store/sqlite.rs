@@ -38,6 +38,8 @@ impl Lite {
                 // connection thread; a broken local file shows on use anyway.
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(60))
+                .idle_timeout(crate::idle::connection_idle())
+                .max_lifetime(crate::idle::connection_lifetime())
         };
         // Switching a new file to WAL needs a moment of exclusive access,
         // which another process opening it at the same time may hold.
