@@ -628,13 +628,32 @@ fn batch(events: Vec<Event>, payloads: &mut Vec<String>) {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::client::Announce for Hub {
+    fn heard(&self) -> bool {
+        Hub::heard(self)
+    }
+
+    fn enqueued(&self, runs: Vec<Enqueued>) {
+        Hub::enqueued(self, runs)
+    }
+
+    fn cancelled(&self, cancels: &[crate::store::UnstartedCancel]) {
+        self.defer(cancels)
+    }
+
+    async fn flush(&self) {
+        Hub::flush(self)
+    }
+}
+
 /// Announces to the nodes what a program that is not a node (a CLI
 /// command) did to executions: on PostgreSQL, published while a node
 /// hears; on SQLite, nothing, as no other process hears. Its events name
 /// `cli@HOST` as their node.
-#[doc(hidden)]
-pub struct Announcer {
+pub(crate) struct Announcer {
     origin: String,
+    store: Arc<dyn Store>,
     /// What it announces, in the order it happened; `None`: nobody hears.
     events: Option<Arc<Mutex<Vec<Event>>>>,
 }
@@ -642,12 +661,13 @@ pub struct Announcer {
 impl Announcer {
     /// One for `store`; from now on it hears the executions `store`
     /// cancels before they start.
-    pub async fn new(store: &dyn Store) -> Announcer {
+    pub(crate) async fn new(store: Arc<dyn Store>) -> Announcer {
         let origin = format!("cli@{}", crate::runner::os::hostname());
         let heard = store.publishes_events() && store.events_heard().await.unwrap_or(false);
         if !heard {
             return Announcer {
                 origin,
+                store,
                 events: None,
             };
         }
@@ -663,35 +683,42 @@ impl Announcer {
         }));
         Announcer {
             origin,
+            store,
             events: Some(events),
         }
     }
 
-    /// Runs `ids` were just inserted: each is read back for its event (and
-    /// one cancelled as it was inserted, because an upstream had failed,
-    /// gets its `cancelled` too).
-    pub async fn enqueued(&self, store: &dyn Store, ids: &[Uuid]) {
-        let Some(events) = &self.events else { return };
-        for id in ids {
-            let Ok(Some(e)) = store.execution(*id).await else {
-                continue;
-            };
-            let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
-            events.push(enqueued(&self.origin, (&e).into()));
-            if let Some(c) = crate::store::UnstartedCancel::of(&e) {
-                events.push(cancelled(&self.origin, &c));
-            }
+    fn push(&self, more: impl IntoIterator<Item = Event>) {
+        if let Some(events) = &self.events {
+            events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(more);
         }
     }
+}
 
-    /// Publishes what it heard.
-    pub async fn finish(self, store: &dyn Store) {
-        let Some(events) = self.events else { return };
+#[async_trait::async_trait]
+impl crate::client::Announce for Announcer {
+    fn heard(&self) -> bool {
+        self.events.is_some()
+    }
+
+    fn enqueued(&self, runs: Vec<Enqueued>) {
+        self.push(runs.into_iter().map(|r| enqueued(&self.origin, r)));
+    }
+
+    fn cancelled(&self, cancels: &[crate::store::UnstartedCancel]) {
+        self.push(cancels.iter().map(|c| cancelled(&self.origin, c)));
+    }
+
+    async fn flush(&self) {
+        let Some(events) = &self.events else { return };
         let events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
         let mut payloads = Vec::new();
         batch(events, &mut payloads);
         for p in payloads {
-            if let Err(e) = store.publish_events(&p).await {
+            if let Err(e) = self.store.publish_events(&p).await {
                 tracing::warn!(error = %crate::error_chain(&e), "cannot send events to the nodes");
             }
         }

@@ -16,6 +16,7 @@
 // only because the `jobvisor` binary, its benchmarks and the tests reach
 // into them, and not part of the library's API (they change without notice).
 pub mod bulk;
+mod client;
 #[doc(hidden)]
 pub mod contract;
 mod dispatch;
@@ -40,6 +41,7 @@ pub mod submit;
 pub mod supervisor;
 pub mod workflow;
 
+pub use client::Client;
 pub use jobvisor_worker::{Context, Handler, HandlerError, HandlerResult, Level, Registry};
 pub use model::{Execution, Mode, Status};
 pub use service::http;

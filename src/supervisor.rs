@@ -6,16 +6,16 @@
 //! starts them, joins them, and stops the supervisor cleanly should one of
 //! them panic.
 
+use crate::client::Client;
 use crate::dispatch::{Dispatcher, ToDispatcher};
 use crate::events::{Event, EventKind, Hook, Hub};
 use crate::maintenance::{self, Maintenance, ToMaintenance};
-use crate::model::{now_micros, Enqueued, Outcome, Status};
+use crate::model::{now_micros, Outcome};
 use crate::relay::{Ready, Relay, RelayMsg};
 use crate::runner::os;
 use crate::runner::pool::Pools;
 use crate::scheduler::{Scheduler, ToScheduler};
-use crate::store::{self, CancelRequest, Completion, Finished, NodeInfo, QueueChange, Store};
-use crate::submit::{self, RunSpec};
+use crate::store::{self, Completion, Finished, NodeInfo, Store};
 use crate::Error;
 use jobvisor_worker::{IntoHandler, Registry};
 use std::future::Future;
@@ -426,6 +426,8 @@ struct Shared {
     maintenance: mpsc::Sender<ToMaintenance>,
     /// Taken by the one `run_until`.
     actors: Mutex<Option<Actors>>,
+    /// The commands, with this node's actors told.
+    client: Client,
 }
 
 /// A supervisor node. Cheap to clone: clones are handles on one node.
@@ -453,6 +455,40 @@ struct Shared {
 #[derive(Clone)]
 pub struct Supervisor {
     shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Supervisor {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.shared.client
+    }
+}
+
+/// What this node's commands tell its actors.
+struct NodeNudge {
+    node: String,
+    dispatcher: mpsc::Sender<ToDispatcher>,
+    scheduler: mpsc::Sender<ToScheduler>,
+}
+
+impl crate::client::Nudge for NodeNudge {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn work(&self) {
+        tell(&self.dispatcher, ToDispatcher::Wake);
+    }
+
+    fn jobs_changed(&self) {
+        tell(&self.scheduler, ToScheduler::JobsChanged);
+    }
+
+    fn stop(&self, id: Uuid, reason: &str) {
+        let reason = reason.to_string();
+        tell(&self.dispatcher, ToDispatcher::Cancel { id, reason });
+    }
 }
 
 /// Mailbox size of each actor.
@@ -622,8 +658,19 @@ impl Supervisor {
                 trim_when_idle: config.trim_when_idle,
             },
         };
+        let nudge = NodeNudge {
+            node: node.id.clone(),
+            dispatcher: to_dispatcher.clone(),
+            scheduler: to_scheduler.clone(),
+        };
+        let local = {
+            let exec = exec.clone();
+            Arc::new(move |name: &str| exec.registry.get(name).is_some())
+        };
+        let client = Client::for_node(store.clone(), events, Arc::new(nudge), local);
         Ok(Supervisor {
             shared: Arc::new(Shared {
+                client,
                 store,
                 node,
                 exec,
@@ -708,320 +755,6 @@ impl Supervisor {
     /// ```
     pub fn subscribe(&self) -> broadcast::Receiver<Finished> {
         self.shared.finished.subscribe()
-    }
-
-    /// Enqueues one run; returns the execution's id.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// let mut spec = jobvisor::RunSpec::new("sleep", serde_json::json!({"ms": 50}));
-    /// spec.retries = 3;
-    /// spec.priority = 10;
-    /// let id = sup.enqueue(spec).await?;
-    /// assert_eq!(sup.store().execution(id).await?.unwrap().status, jobvisor::Status::Pending);
-    /// # Ok(()) }
-    /// ```
-    pub async fn enqueue(&self, spec: RunSpec) -> Result<Uuid, Error> {
-        Ok(self.enqueue_many(vec![spec]).await?[0])
-    }
-
-    /// Enqueues several runs in one transaction. For a run whose unique key
-    /// is held, nothing is inserted and the id is the holder's.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::RunSpec;
-    /// let specs = (0..3).map(|i| RunSpec::new("echo", i.into())).collect();
-    /// let ids = sup.enqueue_many(specs).await?;
-    /// assert_eq!(ids.len(), 3);
-    /// # Ok(()) }
-    /// ```
-    pub async fn enqueue_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Uuid>, Error> {
-        Ok(self
-            .submit_many(specs)
-            .await?
-            .into_iter()
-            .map(|e| e.id)
-            .collect())
-    }
-
-    /// Like [`Supervisor::enqueue_many`], saying of each run whether it was
-    /// a duplicate of a held unique key.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::RunSpec;
-    /// let once = || RunSpec::new("noop", serde_json::Value::Null).unique_key("nightly-report");
-    /// let out = sup.submit_many(vec![once(), once()]).await?;
-    /// assert!(!out[0].duplicate && out[1].duplicate);
-    /// assert_eq!(out[0].id, out[1].id);
-    /// # Ok(()) }
-    /// ```
-    pub async fn submit_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Enqueued>, Error> {
-        let local = |name: &str| self.shared.exec.registry.get(name).is_some();
-        let execs = submit::prepare_many(self.store().as_ref(), &local, specs).await?;
-        let out = submit::enqueue(self.store().as_ref(), &execs).await?;
-        let inserted = out
-            .iter()
-            .zip(&execs)
-            .filter(|(o, x)| !o.duplicate && o.id == x.id);
-        let events = &self.shared.exec.events;
-        // Announced before the dispatcher is woken to claim them, so that
-        // their `enqueued` comes before their `started`.
-        events.enqueued(inserted.clone().map(|(_, x)| x.into()));
-        self.wake();
-        // A run whose upstream had already failed was cancelled as it was
-        // inserted: announced after its `enqueued`.
-        if events.heard() {
-            for (_, x) in inserted.filter(|(_, x)| !x.after.is_empty()) {
-                if let Ok(Some(e)) = self.store().execution(x.id).await {
-                    if let Some(c) = crate::store::UnstartedCancel::of(&e) {
-                        events.defer(&[c]);
-                    }
-                }
-            }
-            events.flush();
-        }
-        Ok(out)
-    }
-
-    /// Inserts a workflow: every step's execution in one transaction, each
-    /// waiting for the steps it runs after. Nothing is written if a step
-    /// names an unknown handler or step, or the steps form a cycle.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// let spec = jobvisor::workflow::WorkflowSpec::parse(r#"
-    ///     name = "etl"
-    ///     [[step]]
-    ///     name = "extract"
-    ///     handler = "echo"
-    ///     [[step]]
-    ///     name = "load"
-    ///     handler = "noop"
-    ///     after = ["extract"]
-    /// "#)?;
-    /// let done = sup.workflow(&spec).await?;
-    /// assert_eq!(done.steps.len(), 2);
-    /// # Ok(()) }
-    /// ```
-    pub async fn workflow(
-        &self,
-        spec: &crate::workflow::WorkflowSpec,
-    ) -> Result<crate::workflow::Submitted, Error> {
-        let local = |name: &str| self.shared.exec.registry.get(name).is_some();
-        let (out, execs) =
-            crate::workflow::submit_inserting(self.store().as_ref(), &local, spec).await?;
-        self.shared
-            .exec
-            .events
-            .enqueued(execs.iter().map(Into::into));
-        self.wake();
-        Ok(out)
-    }
-
-    /// Cancels every step of workflow `id` that has not ended (running
-    /// ones on this node are told at once); `None`: no such workflow.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// let spec = jobvisor::workflow::WorkflowSpec::parse(
-    ///     r#"{"name": "w", "steps": [{"name": "a", "handler": "noop"}]}"#,
-    /// )?;
-    /// let w = sup.workflow(&spec).await?;
-    /// let done = sup.cancel_workflow(w.id, "not needed").await?.unwrap();
-    /// assert_eq!(done.cancelled, 1);
-    /// # Ok(()) }
-    /// ```
-    pub async fn cancel_workflow(
-        &self,
-        id: Uuid,
-        reason: &str,
-    ) -> Result<Option<crate::store::WorkflowCancel>, Error> {
-        let store = self.store();
-        let Some(done) = store.cancel_workflow(id, reason, now_micros()).await? else {
-            return Ok(None);
-        };
-        self.shared.exec.events.flush();
-        self.wake();
-        if done.requested > 0 {
-            if let Some((_, _, steps)) = store.workflow(id).await? {
-                for e in steps.iter().filter(|e| e.status == Status::Running) {
-                    let reason = reason.to_string();
-                    tell(
-                        &self.shared.dispatcher,
-                        ToDispatcher::Cancel { id: e.id, reason },
-                    );
-                }
-            }
-        }
-        Ok(Some(done))
-    }
-
-    /// Runs a failed or cancelled execution again: a new attempt of the
-    /// same root, due now (see [`crate::store::RetryRequest`]).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    /// # let running = tokio::spawn({ let sup = sup.clone(); async move { sup.run(async { let _ = stopped.await; }).await } });
-    /// use jobvisor::store::RetryRequest;
-    /// let failed = sup.enqueue(jobvisor::RunSpec::new("fail", serde_json::json!({"retry": false}))).await?;
-    /// # let mut ended = sup.subscribe();
-    /// # while ended.recv().await?.id != failed {}
-    /// match sup.retry(failed).await? {
-    ///     RetryRequest::Retried(again) => println!("retried as {again}"),
-    ///     other => println!("not retried: {other:?}"),
-    /// }
-    /// # drop(stop); running.await??;
-    /// # Ok(()) }
-    /// ```
-    pub async fn retry(&self, id: Uuid) -> Result<crate::store::RetryRequest, Error> {
-        // What the new attempt's `enqueued` says is its predecessor's, read
-        // before the retry so that it is announced as the retry commits.
-        let before = self.announcing(id).await;
-        let now = now_micros();
-        let r = self.store().retry(id, now).await?;
-        if let (crate::store::RetryRequest::Retried(again), Some(e)) = (&r, before) {
-            self.announce_retry(&e, *again, now);
-        }
-        self.wake();
-        Ok(r)
-    }
-
-    /// Cancels every execution `filter` matches that has not ended.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::store::ExecFilter;
-    /// for _ in 0..3 {
-    ///     sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
-    /// }
-    /// let filter = ExecFilter { handler: Some("noop".into()), ..Default::default() };
-    /// let done = sup.cancel_matching(&filter, "draining").await?;
-    /// assert_eq!((done.matched, done.cancelled), (3, Some(3)));
-    /// # Ok(()) }
-    /// ```
-    pub async fn cancel_matching(
-        &self,
-        filter: &crate::store::ExecFilter,
-        reason: &str,
-    ) -> Result<crate::bulk::Bulk, Error> {
-        let done = crate::bulk::cancel(self.store().as_ref(), filter, reason, now_micros()).await?;
-        self.shared.exec.events.flush();
-        if done.requested.unwrap_or(0) > 0 {
-            // Those running here stop at once, not at the next cancel poll.
-            let running = crate::store::ExecFilter {
-                statuses: vec![Status::Running],
-                node: Some(self.shared.node.id.clone()),
-                limit: 100_000,
-                clip: None,
-                ..filter.clone()
-            };
-            for e in self.store().executions(&running).await? {
-                if e.cancel_requested_at.is_some() {
-                    let reason = reason.to_string();
-                    tell(
-                        &self.shared.dispatcher,
-                        ToDispatcher::Cancel { id: e.id, reason },
-                    );
-                }
-            }
-        }
-        self.wake();
-        Ok(done)
-    }
-
-    /// Retries every execution `filter` matches that can be.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::{store::ExecFilter, Status};
-    /// let filter = ExecFilter { statuses: vec![Status::Failed], ..Default::default() };
-    /// let done = sup.retry_matching(&filter).await?;
-    /// assert_eq!(done.matched, 0);
-    /// # Ok(()) }
-    /// ```
-    pub async fn retry_matching(
-        &self,
-        filter: &crate::store::ExecFilter,
-    ) -> Result<crate::bulk::Bulk, Error> {
-        let heard = self.shared.exec.events.heard();
-        let now = now_micros();
-        let done = crate::bulk::retry_each(self.store().as_ref(), filter, now, |e, again| {
-            if heard {
-                self.announce_retry(e, again, now);
-            }
-        })
-        .await?;
-        self.wake();
-        Ok(done)
-    }
-
-    /// Requests a cancel; a running execution on this node is told at once,
-    /// one on another node when that node polls.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::store::CancelRequest;
-    /// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
-    /// assert_eq!(sup.cancel(id, "changed my mind").await?, CancelRequest::CancelledPending);
-    /// # Ok(()) }
-    /// ```
-    pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<CancelRequest, Error> {
-        let r = self
-            .store()
-            .request_cancel(id, reason, now_micros())
-            .await?;
-        match r {
-            CancelRequest::Requested => {
-                let reason = reason.to_string();
-                tell(&self.shared.dispatcher, ToDispatcher::Cancel { id, reason });
-            }
-            // Dependents that run however it ended may be ready now.
-            CancelRequest::CancelledPending => {
-                self.shared.exec.events.flush();
-                self.wake();
-            }
-            _ => {}
-        }
-        Ok(r)
     }
 
     /// Runs until `shutdown` completes; then lets running executions finish
@@ -1269,30 +1002,6 @@ impl Supervisor {
         let _ = rx.wait_for(|r| *r).await;
     }
 
-    /// Execution `id` as it is before a retry by hand, when somebody hears
-    /// events: what its new attempt's `enqueued` says.
-    async fn announcing(&self, id: Uuid) -> Option<crate::model::Execution> {
-        if !self.shared.exec.events.heard() {
-            return None;
-        }
-        self.store().execution(id).await.ok().flatten()
-    }
-
-    /// Announces `again`, the new attempt of `e` that a retry by hand has
-    /// just inserted (due at `run_at`, in `e`'s queue).
-    fn announce_retry(
-        &self,
-        e: &crate::model::Execution,
-        again: Uuid,
-        run_at: crate::model::Micros,
-    ) {
-        self.shared.exec.events.enqueued([crate::events::Enqueued {
-            id: again,
-            run_at,
-            ..e.into()
-        }]);
-    }
-
     /// Lifecycle events: this node's, and on PostgreSQL every other node's
     /// too, while this supervisor lives. Other nodes publish events only
     /// while some node hears them, so theirs arrive from within a second of
@@ -1315,147 +1024,27 @@ impl Supervisor {
         self.shared.exec.events.subscribe().await
     }
 
-    /// Makes the dispatcher look for due work now.
-    fn wake(&self) {
-        tell(&self.shared.dispatcher, ToDispatcher::Wake);
+    /// This node's [`Client`]: the commands (enqueue, cancel, retry,
+    /// jobs, queues, workflows) that a `Supervisor` also offers through
+    /// `Deref`, with this node's actors told at once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// let client: jobvisor::Client = sup.client();
+    /// client.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client(&self) -> Client {
+        self.shared.client.clone()
     }
 
     /// Tells the scheduler that jobs changed (added, paused, resumed).
     pub(crate) fn jobs_changed(&self) {
         tell(&self.shared.scheduler, ToScheduler::JobsChanged);
-    }
-
-    /// Adds a job (validated, its handler resolved against this
-    /// supervisor's registry and the database); returns its first due time
-    /// (`None` for a daemon). The scheduler hears of it at once.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    /// let every_minute = JobSpec::new("tick", "noop", ScheduleSpec::Cron {
-    ///     expr: "* * * * *".into(),
-    ///     tz: "UTC".into(),
-    /// });
-    /// let first = sup.add_job(every_minute).await?.unwrap();
-    /// assert!(first > jobvisor::model::now_micros() - 60_000_000);
-    /// # Ok(()) }
-    /// ```
-    pub async fn add_job(
-        &self,
-        spec: crate::model::JobSpec,
-    ) -> Result<Option<crate::model::Micros>, Error> {
-        let local = |name: &str| self.shared.exec.registry.get(name).is_some();
-        let first = crate::job::add(self.store().as_ref(), &local, spec).await?;
-        self.jobs_changed();
-        Ok(first)
-    }
-
-    /// Runs job `name` now, outside its schedule; the new execution's id.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    /// sup.add_job(JobSpec::new("report", "noop", ScheduleSpec::Cron { expr: "0 9 * * 1".into(), tz: "UTC".into() }))
-    ///     .await?;
-    /// let id = sup.trigger_job("report").await?; // runs now, not on Monday at nine
-    /// assert_eq!(sup.store().execution(id).await?.unwrap().job.as_deref(), Some("report"));
-    /// # Ok(()) }
-    /// ```
-    pub async fn trigger_job(&self, name: &str) -> Result<Uuid, Error> {
-        let run = crate::job::trigger_inserting(self.store().as_ref(), name).await?;
-        self.shared.exec.events.enqueued([(&run).into()]);
-        self.wake();
-        Ok(run.id)
-    }
-
-    /// Pauses job `name` (a daemon's running execution is stopped).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    /// sup.add_job(JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 60_000, anchor: 0 })).await?;
-    /// sup.pause_job("sync").await?;
-    /// assert!(sup.store().job("sync").await?.unwrap().spec.paused);
-    /// # Ok(()) }
-    /// ```
-    pub async fn pause_job(&self, name: &str) -> Result<(), Error> {
-        crate::job::pause(self.store().as_ref(), name).await?;
-        self.jobs_changed();
-        Ok(())
-    }
-
-    /// Resumes job `name`.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    /// let mut spec = JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 60_000, anchor: 0 });
-    /// spec.paused = true;
-    /// sup.add_job(spec).await?;
-    /// sup.resume_job("sync").await?;
-    /// assert!(!sup.store().job("sync").await?.unwrap().spec.paused);
-    /// # Ok(()) }
-    /// ```
-    pub async fn resume_job(&self, name: &str) -> Result<(), Error> {
-        crate::job::resume(self.store().as_ref(), name).await?;
-        self.jobs_changed();
-        Ok(())
-    }
-
-    /// Changes queue `name`: its limits (`Some(None)` removes one) and
-    /// whether it is paused; every node's next claim applies them, this
-    /// node's dispatcher at once.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// use jobvisor::store::QueueChange;
-    /// // At most 2 emails at once, 1 per customer, and 100 a minute.
-    /// let change = QueueChange {
-    ///     limit: Some(Some(2)),
-    ///     key_limit: Some(Some(1)),
-    ///     rate: Some(Some("100/1m".parse()?)),
-    ///     paused: None,
-    /// };
-    /// sup.set_queue("mail", &change).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn set_queue(&self, name: &str, change: &QueueChange) -> Result<(), Error> {
-        if name.is_empty() {
-            return Err(Error::Invalid("a queue name cannot be empty".into()));
-        }
-        for (what, limit) in [("limit", change.limit), ("key limit", change.key_limit)] {
-            if limit == Some(Some(0)) {
-                return Err(Error::Invalid(format!(
-                    "a queue's {what} must be at least 1"
-                )));
-            }
-        }
-        if let Some(Some(rate)) = change.rate {
-            rate.check().map_err(|e| Error::Invalid(e.to_string()))?;
-        }
-        self.store().set_queue(name, change).await?;
-        self.wake();
-        Ok(())
     }
 
     /// Executions this node starts, as they start.

@@ -2,7 +2,6 @@
 
 use super::args::{ActArgs, ExecCmd, ExecListArgs};
 use super::{input, output, CliError};
-use jobvisor::events::Announcer;
 use jobvisor::model::{Execution, LogEntry};
 use jobvisor::store::{CancelRequest, ExecFilter, IdTable, RetryRequest, Store};
 use std::time::Duration;
@@ -73,8 +72,8 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        ExecCmd::Cancel(a) => cancel(store.as_ref(), db, a).await,
-        ExecCmd::Retry(a) => retry(store.as_ref(), a).await,
+        ExecCmd::Cancel(a) => cancel(&jobvisor::Client::connect(store).await, db, a).await,
+        ExecCmd::Retry(a) => retry(&jobvisor::Client::connect(store).await, a).await,
     }
 }
 
@@ -93,16 +92,14 @@ async fn target(store: &dyn Store, a: &ActArgs) -> Result<Option<Uuid>, CliError
     }
 }
 
-async fn cancel(store: &dyn Store, db: &str, a: ActArgs) -> Result<(), CliError> {
-    let now = jobvisor::model::now_micros();
+async fn cancel(client: &jobvisor::Client, db: &str, a: ActArgs) -> Result<(), CliError> {
+    let store = client.store().as_ref();
     let Some(id) = target(store, &a).await? else {
         let filter = a.filter.filter();
         if a.dry_run {
             return dry_run(store, &filter).await;
         }
-        let events = Announcer::new(store).await;
-        let done = jobvisor::bulk::cancel(store, &filter, &a.reason, now).await?;
-        events.finish(store).await;
+        let done = client.cancel_matching(&filter, &a.reason).await?;
         println!(
             "matched {}: {} cancelled before they started, {} running asked to stop",
             executions(done.matched),
@@ -111,10 +108,7 @@ async fn cancel(store: &dyn Store, db: &str, a: ActArgs) -> Result<(), CliError>
         );
         return Ok(());
     };
-    let events = Announcer::new(store).await;
-    let asked = store.request_cancel(id, &a.reason, now).await?;
-    events.finish(store).await;
-    match asked {
+    match client.cancel(id, &a.reason).await? {
         CancelRequest::NotFound => Err(input(format!("no execution {id}"))),
         CancelRequest::AlreadyFinished(s) => {
             Err(input(format!("execution {id} already ended ({s})")))
@@ -155,18 +149,14 @@ async fn dry_run(store: &dyn Store, filter: &ExecFilter) -> Result<(), CliError>
     Ok(())
 }
 
-async fn retry(store: &dyn Store, a: ActArgs) -> Result<(), CliError> {
-    let now = jobvisor::model::now_micros();
+async fn retry(client: &jobvisor::Client, a: ActArgs) -> Result<(), CliError> {
+    let store = client.store().as_ref();
     let Some(id) = target(store, &a).await? else {
         let filter = a.filter.filter();
         if a.dry_run {
             return dry_run(store, &filter).await;
         }
-        let mut again = Vec::new();
-        let done = jobvisor::bulk::retry_each(store, &filter, now, |_, id| again.push(id)).await?;
-        let events = Announcer::new(store).await;
-        events.enqueued(store, &again).await;
-        events.finish(store).await;
+        let done = client.retry_matching(&filter).await?;
         let retried = done.retried.unwrap_or(0);
         println!(
             "matched {}: {retried} retried, {} passed over (not failed or cancelled, retried already, or their key held)",
@@ -175,12 +165,7 @@ async fn retry(store: &dyn Store, a: ActArgs) -> Result<(), CliError> {
         );
         return Ok(());
     };
-    let r = store.retry(id, now).await?;
-    if let RetryRequest::Retried(again) = r {
-        let events = Announcer::new(store).await;
-        events.enqueued(store, &[again]).await;
-        events.finish(store).await;
-    }
+    let r = client.retry(id).await?;
     match r.refusal(id) {
         Some(why) => Err(input(why)),
         None => {

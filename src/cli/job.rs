@@ -6,7 +6,6 @@ use chrono_tz::Tz;
 use jobvisor::model::{format_micros, now_micros, Chain, ChainOn, Job, JobSpec};
 use jobvisor::schedule::{Schedule, ScheduleSpec};
 use jobvisor::store::ExecFilter;
-use jobvisor_worker::builtins;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -21,11 +20,12 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
     } else {
         jobvisor::store::open_existing(db).await?
     };
-    let store = store.as_ref();
+    let client = jobvisor::Client::connect(store).await;
+    let store = client.store().as_ref();
     match cmd {
         JobCmd::Add(a) => {
             let (replace, explicit_start) = (a.replace, a.start.is_some() || a.at.is_some());
-            let mut spec = spec_from_args(*a)?;
+            let spec = spec_from_args(*a)?;
             for c in &spec.then {
                 if store.job(&c.job).await?.is_none() {
                     return Err(input(format!(
@@ -36,22 +36,18 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             }
             let name = spec.name.clone();
             let schedule = spec.schedule.clone();
-            let builtin = |n: &str| builtins::known(n);
             let (first, done) = if replace {
-                let Some(old) = store.job(&name).await? else {
-                    return Err(input(format!(
-                        "no job named {name:?} to replace (add it without --replace)"
-                    )));
+                let next = match client.replace_job(spec, !explicit_start).await {
+                    Err(jobvisor::Error::UnknownJob(_)) => {
+                        return Err(input(format!(
+                            "no job named {name:?} to replace (add it without --replace)"
+                        )))
+                    }
+                    next => next?,
                 };
-                if !explicit_start {
-                    jobvisor::job::keep_anchor(&mut spec, &old.spec);
-                }
-                spec.paused |= old.spec.paused;
-                let next = jobvisor::job::replace(store, &builtin, spec).await?;
                 (next, ("replaced", "next"))
             } else {
-                let first = jobvisor::job::add(store, &builtin, spec).await?;
-                (first, ("added", "first"))
+                (client.add_job(spec).await?, ("added", "first"))
             };
             match first {
                 Some(t) => println!("job {name} {}; {} run {}", done.0, done.1, format_micros(t)),
@@ -201,26 +197,23 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             Ok(())
         }
         JobCmd::Pause(n) => {
-            jobvisor::job::pause(store, &n.name).await?;
+            client.pause_job(&n.name).await?;
             println!("job {} paused", n.name);
             Ok(())
         }
         JobCmd::Resume(n) => {
-            jobvisor::job::resume(store, &n.name).await?;
+            client.resume_job(&n.name).await?;
             println!("job {} resumed", n.name);
             Ok(())
         }
         JobCmd::Remove(n) => {
-            jobvisor::job::remove(store, &n.name).await?;
+            client.remove_job(&n.name).await?;
             println!("job {} removed", n.name);
             Ok(())
         }
         JobCmd::Preview(_) => unreachable!("handled before the store is opened"),
         JobCmd::Trigger(n) => {
-            let id = jobvisor::job::trigger(store, &n.name).await?;
-            let events = jobvisor::events::Announcer::new(store).await;
-            events.enqueued(store, &[id]).await;
-            events.finish(store).await;
+            let id = client.trigger_job(&n.name).await?;
             if n.json {
                 return output::json(&serde_json::json!({ "id": id }));
             }

@@ -67,7 +67,10 @@ pub(crate) async fn queue(db: &str, cmd: QueueCmd) -> Result<(), CliError> {
     };
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     if !matches!(cmd, QueueCmd::List(_)) {
-        store.set_queue(&name, &change).await?;
+        jobvisor::Client::connect(store.clone())
+            .await
+            .set_queue(&name, &change)
+            .await?;
     }
     match cmd {
         QueueCmd::List(j) => {

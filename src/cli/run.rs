@@ -3,11 +3,9 @@
 use super::args::RunArgs;
 use super::{input, output, CliError};
 use indicatif::{ProgressBar, ProgressStyle};
-use jobvisor::events::Announcer;
 use jobvisor::model::{now_micros, Execution, Status};
 use jobvisor::store::Store;
-use jobvisor::submit::{self, RunSpec};
-use jobvisor_worker::builtins;
+use jobvisor::submit::RunSpec;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -46,14 +44,8 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
     for id in after {
         spec = spec.after(id);
     }
-    let builtin = |name: &str| builtins::known(name);
-    let exec = submit::prepare(store.as_ref(), &builtin, spec).await?;
-    let enqueued = submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?[0];
-    if !enqueued.duplicate && enqueued.id == exec.id {
-        let events = Announcer::new(store.as_ref()).await;
-        events.enqueued(store.as_ref(), &[exec.id]).await;
-        events.finish(store.as_ref()).await;
-    }
+    let client = jobvisor::Client::connect(store.clone()).await;
+    let enqueued = client.submit_many(vec![spec]).await?[0];
     if enqueued.replaced {
         eprintln!("replaced the payload of {}", enqueued.id);
     } else if enqueued.duplicate {

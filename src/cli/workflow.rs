@@ -2,10 +2,8 @@
 
 use super::args::WorkflowCmd;
 use super::{input, output, CliError};
-use jobvisor::events::Announcer;
 use jobvisor::store::{IdTable, Store};
-use jobvisor::workflow::{self, Summary, View, WorkflowSpec};
-use jobvisor_worker::builtins;
+use jobvisor::workflow::{Summary, View, WorkflowSpec};
 use std::io::Read;
 use uuid::Uuid;
 
@@ -31,12 +29,10 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
         // Checked before the database is touched: a bad file writes nothing.
         let spec = WorkflowSpec::parse(&read(&file)?)?;
         let store = jobvisor::store::open(db).await?;
-        let builtin = |n: &str| builtins::known(n);
-        let done = workflow::submit(store.as_ref(), &builtin, &spec).await?;
-        let events = Announcer::new(store.as_ref()).await;
-        let ids: Vec<_> = done.steps.iter().map(|(_, id)| *id).collect();
-        events.enqueued(store.as_ref(), &ids).await;
-        events.finish(store.as_ref()).await;
+        let done = jobvisor::Client::connect(store)
+            .await
+            .workflow(&spec)
+            .await?;
         if json {
             return output::json(&done);
         }
@@ -118,12 +114,11 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
         }
         WorkflowCmd::Cancel { id, reason } => {
             let id = resolve(store.as_ref(), &id).await?;
-            let events = Announcer::new(store.as_ref()).await;
-            let done = store
-                .cancel_workflow(id, &reason, jobvisor::model::now_micros())
+            let done = jobvisor::Client::connect(store.clone())
+                .await
+                .cancel_workflow(id, &reason)
                 .await?
                 .ok_or_else(|| input(format!("no workflow {id}")))?;
-            events.finish(store.as_ref()).await;
             println!(
                 "workflow {id}: {} steps cancelled before they started, {} running asked to stop",
                 done.cancelled, done.requested

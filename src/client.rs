@@ -1,0 +1,629 @@
+//! [`Client`]: the one command path. Every command that changes
+//! executions, jobs, queues or workflows goes through it, from the CLI, the
+//! HTTP API and the library alike, and announces its events once, here.
+//!
+//! A client is a store and what the commands cause besides their writes:
+//! - their events, to whoever hears them ([`Announce`]): a node's hub, or,
+//!   for a program that is not a node (the CLI), a buffer published to the
+//!   nodes at the end of each command;
+//! - on a node, nudges to its own actors ([`Nudge`]): claim now, look at
+//!   the jobs again, stop a running execution at once. Other processes hear
+//!   of the writes through the database (a notice, or SQLite's WAL watch).
+
+use crate::bulk::Bulk;
+use crate::events::Enqueued as Announced;
+use crate::model::{Enqueued, JobSpec, Micros, Status};
+use crate::store::{CancelRequest, ExecFilter, QueueChange, RetryRequest, Store, UnstartedCancel};
+use crate::submit::RunSpec;
+use crate::workflow::{Submitted, WorkflowSpec};
+use crate::Error;
+use async_trait::async_trait;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Where a command's events go.
+#[async_trait]
+pub(crate) trait Announce: Send + Sync {
+    /// Whether anyone hears: without, events are not even built (nor the
+    /// rows read that they are built from).
+    fn heard(&self) -> bool;
+    /// Runs were just inserted.
+    fn enqueued(&self, runs: Vec<Announced>);
+    /// Executions were cancelled before they started.
+    fn cancelled(&self, cancels: &[UnstartedCancel]);
+    /// Sends what was announced (and what the store reported cancelled)
+    /// in the order it happened.
+    async fn flush(&self);
+}
+
+/// What a command tells the actors of the node it runs on.
+pub(crate) trait Nudge: Send + Sync {
+    /// This node's id.
+    fn node(&self) -> &str;
+    /// Work may be due: claim now.
+    fn work(&self);
+    /// Jobs changed: plan again.
+    fn jobs_changed(&self);
+    /// Execution `id` is to stop, if it runs here.
+    fn stop(&self, id: Uuid, reason: &str);
+}
+
+/// The one command path: a store, where the commands' events go, and (on
+/// a node) its actors. Cheap to clone.
+///
+/// A [`Supervisor`](crate::Supervisor) is a client plus its actors (it
+/// derefs to one, and [`Supervisor::client`](crate::Supervisor::client)
+/// hands one out); [`Client::connect`] makes one for a program that runs
+/// no executions, as the CLI does.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+/// let store = jobvisor::store::open(&db).await?;
+/// let client = jobvisor::Client::connect(store).await;
+/// let id = client.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+/// // A supervisor on this database runs it.
+/// assert_eq!(client.store().execution(id).await?.unwrap().status, jobvisor::Status::Pending);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    store: Arc<dyn Store>,
+    announce: Arc<dyn Announce>,
+    nudge: Option<Arc<dyn Nudge>>,
+    /// Which handler names this process runs itself (beyond those the
+    /// database knows).
+    local: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl Client {
+    /// A client for a program that runs no executions (the CLI): handlers
+    /// are the built-ins and those in the database; on PostgreSQL its
+    /// events are published to the nodes while one hears.
+    pub async fn connect(store: Arc<dyn Store>) -> Client {
+        let announce = crate::events::Announcer::new(store.clone()).await;
+        Client {
+            store,
+            announce: Arc::new(announce),
+            nudge: None,
+            local: Arc::new(jobvisor_worker::builtins::known),
+        }
+    }
+
+    /// A node's client.
+    pub(crate) fn for_node(
+        store: Arc<dyn Store>,
+        announce: Arc<dyn Announce>,
+        nudge: Arc<dyn Nudge>,
+        local: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    ) -> Client {
+        Client {
+            store,
+            announce,
+            nudge: Some(nudge),
+            local,
+        }
+    }
+
+    /// The store.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let client = jobvisor::Client::connect(jobvisor::store::open(&db).await?).await;
+    /// assert!(client.store().jobs().await?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn work(&self) {
+        if let Some(n) = &self.nudge {
+            n.work();
+        }
+    }
+
+    fn jobs_changed(&self) {
+        if let Some(n) = &self.nudge {
+            n.jobs_changed();
+        }
+    }
+
+    /// Enqueues one run; returns the execution's id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// let mut spec = jobvisor::RunSpec::new("sleep", serde_json::json!({"ms": 50}));
+    /// spec.retries = 3;
+    /// spec.priority = 10;
+    /// let id = sup.enqueue(spec).await?;
+    /// assert_eq!(sup.store().execution(id).await?.unwrap().status, jobvisor::Status::Pending);
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue(&self, spec: RunSpec) -> Result<Uuid, Error> {
+        Ok(self.enqueue_many(vec![spec]).await?[0])
+    }
+
+    /// Enqueues several runs in one transaction. For a run whose unique key
+    /// is held, nothing is inserted and the id is the holder's.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::RunSpec;
+    /// let specs = (0..3).map(|i| RunSpec::new("echo", i.into())).collect();
+    /// let ids = sup.enqueue_many(specs).await?;
+    /// assert_eq!(ids.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Uuid>, Error> {
+        Ok(self
+            .submit_many(specs)
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .collect())
+    }
+
+    /// Like [`Client::enqueue_many`], saying of each run whether it was a
+    /// duplicate of a held unique key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::RunSpec;
+    /// let once = || RunSpec::new("noop", serde_json::Value::Null).unique_key("nightly-report");
+    /// let out = sup.submit_many(vec![once(), once()]).await?;
+    /// assert!(!out[0].duplicate && out[1].duplicate);
+    /// assert_eq!(out[0].id, out[1].id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn submit_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Enqueued>, Error> {
+        let store = self.store.as_ref();
+        let execs = crate::submit::prepare_many(store, &*self.local, specs).await?;
+        let out = crate::submit::enqueue(store, &execs).await?;
+        let inserted = out
+            .iter()
+            .zip(&execs)
+            .filter(|(o, x)| !o.duplicate && o.id == x.id);
+        // Announced before the dispatcher is woken to claim them, so that
+        // their `enqueued` comes before their `started`.
+        if self.announce.heard() {
+            self.announce
+                .enqueued(inserted.clone().map(|(_, x)| x.into()).collect());
+        }
+        self.work();
+        // A run whose upstream had already failed was cancelled as it was
+        // inserted: announced after its `enqueued`.
+        if self.announce.heard() {
+            for (_, x) in inserted.filter(|(_, x)| !x.after.is_empty()) {
+                if let Ok(Some(e)) = store.execution(x.id).await {
+                    if let Some(c) = UnstartedCancel::of(&e) {
+                        self.announce.cancelled(&[c]);
+                    }
+                }
+            }
+        }
+        self.announce.flush().await;
+        Ok(out)
+    }
+
+    /// Inserts a workflow: every step's execution in one transaction, each
+    /// waiting for the steps it runs after. Nothing is written if a step
+    /// names an unknown handler or step, or the steps form a cycle.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// let spec = jobvisor::workflow::WorkflowSpec::parse(r#"
+    ///     name = "etl"
+    ///     [[step]]
+    ///     name = "extract"
+    ///     handler = "echo"
+    ///     [[step]]
+    ///     name = "load"
+    ///     handler = "noop"
+    ///     after = ["extract"]
+    /// "#)?;
+    /// let done = sup.workflow(&spec).await?;
+    /// assert_eq!(done.steps.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn workflow(&self, spec: &WorkflowSpec) -> Result<Submitted, Error> {
+        let (out, execs) =
+            crate::workflow::submit_inserting(self.store.as_ref(), &*self.local, spec).await?;
+        if self.announce.heard() {
+            self.announce
+                .enqueued(execs.iter().map(Into::into).collect());
+        }
+        self.work();
+        self.announce.flush().await;
+        Ok(out)
+    }
+
+    /// Cancels every step of workflow `id` that has not ended (running
+    /// ones on this node are told at once); `None`: no such workflow.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// let spec = jobvisor::workflow::WorkflowSpec::parse(
+    ///     r#"{"name": "w", "steps": [{"name": "a", "handler": "noop"}]}"#,
+    /// )?;
+    /// let w = sup.workflow(&spec).await?;
+    /// let done = sup.cancel_workflow(w.id, "not needed").await?.unwrap();
+    /// assert_eq!(done.cancelled, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel_workflow(
+        &self,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<Option<crate::store::WorkflowCancel>, Error> {
+        let store = self.store.as_ref();
+        let done = store
+            .cancel_workflow(id, reason, crate::model::now_micros())
+            .await?;
+        self.announce.flush().await;
+        let Some(done) = done else {
+            return Ok(None);
+        };
+        self.work();
+        if let (Some(nudge), true) = (&self.nudge, done.requested > 0) {
+            if let Some((_, _, steps)) = store.workflow(id).await? {
+                for e in steps.iter().filter(|e| e.status == Status::Running) {
+                    nudge.stop(e.id, reason);
+                }
+            }
+        }
+        Ok(Some(done))
+    }
+
+    /// Runs a failed or cancelled execution again: a new attempt of the
+    /// same root, due now (see [`RetryRequest`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # let running = tokio::spawn({ let sup = sup.clone(); async move { sup.run(async { let _ = stopped.await; }).await } });
+    /// use jobvisor::store::RetryRequest;
+    /// let failed = sup.enqueue(jobvisor::RunSpec::new("fail", serde_json::json!({"retry": false}))).await?;
+    /// # let mut ended = sup.subscribe();
+    /// # while ended.recv().await?.id != failed {}
+    /// match sup.retry(failed).await? {
+    ///     RetryRequest::Retried(again) => println!("retried as {again}"),
+    ///     other => println!("not retried: {other:?}"),
+    /// }
+    /// # drop(stop); running.await??;
+    /// # Ok(()) }
+    /// ```
+    pub async fn retry(&self, id: Uuid) -> Result<RetryRequest, Error> {
+        // What the new attempt's `enqueued` says is its predecessor's, read
+        // before the retry so that it is announced as the retry commits.
+        let before = match self.announce.heard() {
+            true => self.store.execution(id).await.ok().flatten(),
+            false => None,
+        };
+        let now = crate::model::now_micros();
+        let r = self.store.retry(id, now).await?;
+        if let (RetryRequest::Retried(again), Some(e)) = (&r, before) {
+            self.announce.enqueued(vec![retried(&e, *again, now)]);
+        }
+        self.work();
+        self.announce.flush().await;
+        Ok(r)
+    }
+
+    /// Cancels every execution `filter` matches that has not ended.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::store::ExecFilter;
+    /// for _ in 0..3 {
+    ///     sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+    /// }
+    /// let filter = ExecFilter { handler: Some("noop".into()), ..Default::default() };
+    /// let done = sup.cancel_matching(&filter, "draining").await?;
+    /// assert_eq!((done.matched, done.cancelled), (3, Some(3)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel_matching(&self, filter: &ExecFilter, reason: &str) -> Result<Bulk, Error> {
+        let now = crate::model::now_micros();
+        let done = crate::bulk::cancel(self.store.as_ref(), filter, reason, now).await?;
+        self.announce.flush().await;
+        if let (Some(nudge), true) = (&self.nudge, done.requested.unwrap_or(0) > 0) {
+            // Those running here stop at once, not at the next cancel poll.
+            let running = ExecFilter {
+                statuses: vec![Status::Running],
+                node: Some(nudge.node().to_string()),
+                limit: 100_000,
+                clip: None,
+                ..filter.clone()
+            };
+            for e in self.store.executions(&running).await? {
+                if e.cancel_requested_at.is_some() {
+                    nudge.stop(e.id, reason);
+                }
+            }
+        }
+        self.work();
+        Ok(done)
+    }
+
+    /// Retries every execution `filter` matches that can be.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{store::ExecFilter, Status};
+    /// let filter = ExecFilter { statuses: vec![Status::Failed], ..Default::default() };
+    /// let done = sup.retry_matching(&filter).await?;
+    /// assert_eq!(done.matched, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn retry_matching(&self, filter: &ExecFilter) -> Result<Bulk, Error> {
+        let heard = self.announce.heard();
+        let now = crate::model::now_micros();
+        let done = crate::bulk::retry_each(self.store.as_ref(), filter, now, |e, again| {
+            if heard {
+                self.announce.enqueued(vec![retried(e, again, now)]);
+            }
+        })
+        .await?;
+        self.work();
+        self.announce.flush().await;
+        Ok(done)
+    }
+
+    /// Requests a cancel; a running execution on this node is told at once,
+    /// one on another node when that node hears of it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::store::CancelRequest;
+    /// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+    /// assert_eq!(sup.cancel(id, "changed my mind").await?, CancelRequest::CancelledPending);
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<CancelRequest, Error> {
+        let now = crate::model::now_micros();
+        let r = self.store.request_cancel(id, reason, now).await?;
+        self.announce.flush().await;
+        match r {
+            CancelRequest::Requested => {
+                if let Some(n) = &self.nudge {
+                    n.stop(id, reason);
+                }
+            }
+            // Dependents that run however it ended may be ready now.
+            CancelRequest::CancelledPending => self.work(),
+            _ => {}
+        }
+        Ok(r)
+    }
+
+    /// Adds a job (validated, its handler resolved against this process's
+    /// handlers and the database); returns its first due time (`None` for
+    /// a daemon). A node's scheduler hears of it at once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// let every_minute = JobSpec::new("tick", "noop", ScheduleSpec::Cron {
+    ///     expr: "* * * * *".into(),
+    ///     tz: "UTC".into(),
+    /// });
+    /// let first = sup.add_job(every_minute).await?.unwrap();
+    /// assert!(first > jobvisor::model::now_micros() - 60_000_000);
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_job(&self, spec: JobSpec) -> Result<Option<Micros>, Error> {
+        let first = crate::job::add(self.store.as_ref(), &*self.local, spec).await?;
+        self.jobs_changed();
+        Ok(first)
+    }
+
+    /// Replaces job `spec.name` (it must exist); returns its next due time.
+    /// With `keep_anchor`, an interval keeps the old job's anchor (the
+    /// new spec gave no start of its own). A paused job stays paused.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
+    /// sup.add_job(hourly()).await?;
+    /// let mut changed = hourly();
+    /// changed.retries = 3;
+    /// sup.replace_job(changed, true).await?;
+    /// assert_eq!(sup.store().job("sync").await?.unwrap().spec.retries, 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn replace_job(
+        &self,
+        mut spec: JobSpec,
+        keep_anchor: bool,
+    ) -> Result<Option<Micros>, Error> {
+        let Some(old) = self.store.job(&spec.name).await? else {
+            return Err(Error::UnknownJob(spec.name));
+        };
+        if keep_anchor {
+            crate::job::keep_anchor(&mut spec, &old.spec);
+        }
+        spec.paused |= old.spec.paused;
+        let next = crate::job::replace(self.store.as_ref(), &*self.local, spec).await?;
+        self.jobs_changed();
+        Ok(next)
+    }
+
+    /// Removes a job; its history stays.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// sup.add_job(JobSpec::new("tick", "noop", ScheduleSpec::Daemon)).await?;
+    /// sup.remove_job("tick").await?;
+    /// assert!(sup.store().job("tick").await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_job(&self, name: &str) -> Result<(), Error> {
+        crate::job::remove(self.store.as_ref(), name).await?;
+        self.announce.flush().await;
+        self.jobs_changed();
+        Ok(())
+    }
+
+    /// Runs job `name` now, outside its schedule; returns the execution.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// sup.add_job(JobSpec::new("report", "noop", ScheduleSpec::Cron { expr: "0 7 * * *".into(), tz: "UTC".into() })).await?;
+    /// let id = sup.trigger_job("report").await?;
+    /// assert_eq!(sup.store().execution(id).await?.unwrap().job.as_deref(), Some("report"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn trigger_job(&self, name: &str) -> Result<Uuid, Error> {
+        let run = crate::job::trigger_inserting(self.store.as_ref(), name).await?;
+        if self.announce.heard() {
+            self.announce.enqueued(vec![(&run).into()]);
+        }
+        self.work();
+        self.announce.flush().await;
+        Ok(run.id)
+    }
+
+    /// Pauses job `name`: no occurrence comes due until it is resumed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// sup.add_job(JobSpec::new("tick", "noop", ScheduleSpec::Cron { expr: "* * * * *".into(), tz: "UTC".into() })).await?;
+    /// sup.pause_job("tick").await?;
+    /// assert!(sup.store().job("tick").await?.unwrap().spec.paused);
+    /// sup.resume_job("tick").await?;
+    /// assert!(!sup.store().job("tick").await?.unwrap().spec.paused);
+    /// # Ok(()) }
+    /// ```
+    pub async fn pause_job(&self, name: &str) -> Result<(), Error> {
+        crate::job::pause(self.store.as_ref(), name).await?;
+        self.jobs_changed();
+        Ok(())
+    }
+
+    /// Resumes job `name` (see [`Client::pause_job`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// assert!(sup.resume_job("no-such-job").await.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub async fn resume_job(&self, name: &str) -> Result<(), Error> {
+        crate::job::resume(self.store.as_ref(), name).await?;
+        self.jobs_changed();
+        Ok(())
+    }
+
+    /// Changes queue `name`'s settings (creating it if need be); what is
+    /// held by a limit may be claimable now.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::store::QueueChange;
+    /// sup.set_queue("mail", &QueueChange { limit: Some(Some(4)), ..Default::default() }).await?;
+    /// let q = sup.store().queues().await?.into_iter().find(|q| q.name == "mail").unwrap();
+    /// assert_eq!(q.max_running, Some(4));
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_queue(&self, name: &str, change: &QueueChange) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::Invalid("a queue name cannot be empty".into()));
+        }
+        for (what, limit) in [("limit", change.limit), ("key limit", change.key_limit)] {
+            if limit == Some(Some(0)) {
+                return Err(Error::Invalid(format!(
+                    "a queue's {what} must be at least 1"
+                )));
+            }
+        }
+        if let Some(Some(rate)) = change.rate {
+            rate.check().map_err(|e| Error::Invalid(e.to_string()))?;
+        }
+        self.store.set_queue(name, change).await?;
+        self.work();
+        Ok(())
+    }
+}
+
+/// The `enqueued` of `again`, the new attempt of `e` that a retry by hand
+/// inserted (due at `run_at`, in `e`'s queue).
+fn retried(e: &crate::model::Execution, again: Uuid, run_at: Micros) -> Announced {
+    Announced {
+        id: again,
+        run_at,
+        ..e.into()
+    }
+}
