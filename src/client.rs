@@ -3,7 +3,7 @@
 //! HTTP API and the library alike, and announces its events once, here.
 //!
 //! A client is a store and what the commands cause besides their writes:
-//! - their events, to whoever hears them ([`Announce`]): a node's hub, or,
+//! - their events, to whoever hears them (`Announce`): a node's hub, or,
 //!   for a program that is not a node (the CLI), a buffer published to the
 //!   nodes at the end of each command;
 //! - on a node, nudges to its own actors ([`Nudge`]): claim now, look at
@@ -11,30 +11,14 @@
 //!   of the writes through the database (a notice, or SQLite's WAL watch).
 
 use crate::bulk::Bulk;
-use crate::events::Enqueued as Announced;
+use crate::engine::events::{Announce, Enqueued as Announced};
 use crate::model::{Enqueued, JobSpec, Micros, Status};
 use crate::store::{CancelRequest, ExecFilter, QueueChange, RetryRequest, Store, UnstartedCancel};
 use crate::submit::RunSpec;
 use crate::workflow::{Submitted, WorkflowSpec};
 use crate::Error;
-use async_trait::async_trait;
 use std::sync::Arc;
 use uuid::Uuid;
-
-/// Where a command's events go.
-#[async_trait]
-pub(crate) trait Announce: Send + Sync {
-    /// Whether anyone hears: without, events are not even built (nor the
-    /// rows read that they are built from).
-    fn heard(&self) -> bool;
-    /// Runs were just inserted.
-    fn enqueued(&self, runs: Vec<Announced>);
-    /// Executions were cancelled before they started.
-    fn cancelled(&self, cancels: &[UnstartedCancel]);
-    /// Sends what was announced (and what the store reported cancelled)
-    /// in the order it happened.
-    async fn flush(&self);
-}
 
 /// What a command tells the actors of the node it runs on.
 pub(crate) trait Nudge: Send + Sync {
@@ -83,7 +67,8 @@ impl Client {
     /// are the built-ins and those in the database; on PostgreSQL its
     /// events are published to the nodes while one hears.
     pub async fn connect(store: Arc<dyn Store>) -> Client {
-        let announce = crate::events::Announcer::new(store.clone()).await;
+        let origin = format!("cli@{}", crate::engine::runner::os::hostname());
+        let announce = crate::engine::events::Announcer::new(store.clone(), origin).await;
         Client {
             store,
             announce: Arc::new(announce),

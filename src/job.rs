@@ -119,8 +119,8 @@ pub async fn add(
 /// The first occurrence of `spec` from `now` (`None` for a daemon); a
 /// schedule with none in the job's window is refused.
 fn first_due(spec: &JobSpec, now: Micros) -> Result<Option<Micros>, Error> {
-    let first =
-        crate::scheduler::first_due(spec, now).map_err(|e| Error::Invalid(e.to_string()))?;
+    let first = crate::engine::scheduler::first_due(spec, now)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     if first.is_none() && !matches!(spec.schedule, ScheduleSpec::Daemon) {
         return Err(Error::Invalid(
             "the schedule has no occurrence inside the job's window".into(),
@@ -322,7 +322,7 @@ pub(crate) async fn trigger_inserting(
         .job(name)
         .await?
         .ok_or_else(|| Error::UnknownJob(name.to_string()))?;
-    let exec = crate::scheduler::execution_for(&job, None, now_micros());
+    let exec = job.execution(None, now_micros());
     store
         .enqueue(std::slice::from_ref(&exec), now_micros())
         .await?;

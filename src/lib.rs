@@ -19,22 +19,21 @@ pub mod bulk;
 mod client;
 #[doc(hidden)]
 pub mod contract;
-mod dispatch;
-pub mod events;
+mod engine;
+pub use engine::events;
 #[doc(hidden)]
 pub mod fuzzing;
 mod idle;
 pub mod job;
-mod maintenance;
 pub mod metrics;
 pub mod model;
 #[doc(hidden)]
-pub mod relay;
+pub use engine::relay;
 #[doc(hidden)]
-pub mod runner;
+pub use engine::runner;
 pub mod schedule;
 #[doc(hidden)]
-pub mod scheduler;
+pub use engine::scheduler;
 pub mod service;
 pub mod store;
 pub mod submit;

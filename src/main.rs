@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod failure;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -590,7 +590,7 @@ pub struct ProcessLimits {
 }
 
 /// Log bytes kept per execution unless the handler says otherwise, counted
-/// as stored (each line's text, fields and row: [`crate::relay::stored_size`]).
+/// as stored (each line's text, fields and row: [`crate::engine::relay::stored_size`]).
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for ProcessLimits {
@@ -1386,6 +1386,101 @@ impl FromStr for Overlap {
     }
 }
 
+/// How a job recurs.
+///
+/// ```
+/// use jobvisor::schedule::*;
+/// use jobvisor::model::{format_micros, parse_time};
+/// let spec: ScheduleSpec = serde_json::from_str(r#"{"kind": "cron", "expr": "*/15 * * * *", "tz": "UTC"}"#).unwrap();
+/// assert_eq!(spec.kind(), "cron");
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ScheduleSpec {
+    /// One occurrence at `at`.
+    Once {
+        /// Due time.
+        at: Micros,
+    },
+    /// A cron expression in a time zone.
+    Cron {
+        /// 5 fields (minute first), 6 (seconds first), or `@hourly` ...
+        expr: String,
+        /// IANA zone (default UTC).
+        tz: String,
+    },
+    /// Every `every_ms`, anchored at `anchor`: occurrences are
+    /// `anchor + k * every`, so lateness never accumulates.
+    Interval {
+        /// Period.
+        every_ms: u64,
+        /// First occurrence.
+        anchor: Micros,
+    },
+    /// One execution kept running.
+    Daemon,
+}
+
+impl ScheduleSpec {
+    /// The name stored in `jobs.kind`.
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// assert_eq!(ScheduleSpec::Daemon.kind(), "daemon");
+    /// assert_eq!(ScheduleSpec::Interval { every_ms: 1000, anchor: 0 }.kind(), "interval");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ScheduleSpec::Once { .. } => "once",
+            ScheduleSpec::Cron { .. } => "cron",
+            ScheduleSpec::Interval { .. } => "interval",
+            ScheduleSpec::Daemon => "daemon",
+        }
+    }
+}
+
+/// What to do with occurrences missed while no supervisor ran.
+///
+/// ```
+/// use jobvisor::schedule::*;
+/// use jobvisor::model::{format_micros, parse_time};
+/// assert_eq!("skip".parse::<Misfire>().unwrap(), Misfire::Skip);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Misfire {
+    /// Run one execution for the latest missed occurrence, then go on.
+    #[default]
+    RunOnce,
+    /// Run none of them.
+    Skip,
+}
+
+impl Misfire {
+    /// The name stored and accepted on the command line.
+    ///
+    /// ```
+    /// use jobvisor::schedule::*;
+    /// use jobvisor::model::{format_micros, parse_time};
+    /// assert_eq!(Misfire::RunOnce.as_str(), "run-once");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::RunOnce => "run-once",
+            Misfire::Skip => "skip",
+        }
+    }
+}
+
+impl FromStr for Misfire {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let names = [Misfire::RunOnce, Misfire::Skip].map(|m| (m.as_str(), m));
+        parse_name("misfire policy", "run-once or skip", &names, s)
+    }
+}
+
 /// A job's definition: what runs, when, and under which policy.
 ///
 /// ```
@@ -1409,7 +1504,7 @@ pub struct JobSpec {
     /// Input of every execution.
     pub payload: Value,
     /// When it runs.
-    pub schedule: crate::schedule::ScheduleSpec,
+    pub schedule: ScheduleSpec,
     /// Higher runs first.
     pub priority: i32,
     /// Queue its executions wait in.
@@ -1423,7 +1518,7 @@ pub struct JobSpec {
     /// When an occurrence meets an active run.
     pub overlap: Overlap,
     /// What happens to occurrences missed while no supervisor ran.
-    pub misfire: crate::schedule::Misfire,
+    pub misfire: Misfire,
     /// Most executions of this job running at once.
     pub max_parallel: Option<u32>,
     /// After this many runs the job is complete.
@@ -1461,7 +1556,7 @@ impl JobSpec {
     pub fn new(
         name: impl Into<String>,
         handler: impl Into<String>,
-        schedule: crate::schedule::ScheduleSpec,
+        schedule: ScheduleSpec,
     ) -> Self {
         JobSpec {
             name: name.into(),
@@ -1475,7 +1570,7 @@ impl JobSpec {
             backoff_ms: 1000,
             timeout_ms: None,
             overlap: Overlap::Skip,
-            misfire: crate::schedule::Misfire::RunOnce,
+            misfire: Misfire::RunOnce,
             max_parallel: None,
             max_runs: None,
             start_at: None,
@@ -1516,6 +1611,46 @@ pub struct Job {
     pub completed_at: Option<Micros>,
     /// Consecutive short runs of a daemon (drives its restart backoff).
     pub daemon_streak: u32,
+}
+
+impl Job {
+    /// What an occurrence of this job runs as (`None`: a run that is no
+    /// scheduled occurrence, such as a chained one).
+    pub(crate) fn execution(&self, occurrence: Option<Micros>, run_at: Micros) -> NewExecution {
+        let spec = &self.spec;
+        // Resolved when the job was added.
+        let mode = spec.mode.unwrap_or(Mode::Inproc);
+        let daemon = matches!(spec.schedule, ScheduleSpec::Daemon);
+        NewExecution {
+            id: uuid::Uuid::now_v7(),
+            job: Some(spec.name.clone()),
+            handler: spec.handler.clone(),
+            mode,
+            payload: spec.payload.clone(),
+            retry: RetryPolicy {
+                // A daemon's restarts are its retries.
+                max_attempts: if daemon {
+                    1
+                } else {
+                    spec.retries.saturating_add(1)
+                },
+                backoff_base_ms: spec.backoff_ms,
+                backoff_cap_ms: RetryPolicy::default().backoff_cap_ms,
+            },
+            timeout_ms: spec.timeout_ms,
+            priority: spec.priority,
+            run_at,
+            attempt: 1,
+            previous_id: None,
+            queue: spec.queue.clone(),
+            occurrence,
+            unique: None,
+            concurrency_key: spec.concurrency_key.clone(),
+            after: Vec::new(),
+            after_policy: Default::default(),
+            step: None,
+        }
+    }
 }
 
 /// The latest progress of an execution.

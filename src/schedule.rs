@@ -17,10 +17,10 @@ pub mod cron;
 use crate::model::Micros;
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
-use std::str::FromStr;
 
 pub use self::cron::{CronError, CronExpr};
+// Plain data of the model, re-exported where the arithmetic on them is.
+pub use crate::model::{Misfire, ScheduleSpec};
 use std::time::Duration;
 
 /// Why a schedule cannot be used.
@@ -49,60 +49,6 @@ pub enum ScheduleError {
     /// An interval of zero.
     #[error("an interval must be longer than 0")]
     ZeroInterval,
-}
-
-/// How a job recurs.
-///
-/// ```
-/// use jobvisor::schedule::*;
-/// use jobvisor::model::{format_micros, parse_time};
-/// let spec: ScheduleSpec = serde_json::from_str(r#"{"kind": "cron", "expr": "*/15 * * * *", "tz": "UTC"}"#).unwrap();
-/// assert_eq!(spec.kind(), "cron");
-/// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ScheduleSpec {
-    /// One occurrence at `at`.
-    Once {
-        /// Due time.
-        at: Micros,
-    },
-    /// A cron expression in a time zone.
-    Cron {
-        /// 5 fields (minute first), 6 (seconds first), or `@hourly` ...
-        expr: String,
-        /// IANA zone (default UTC).
-        tz: String,
-    },
-    /// Every `every_ms`, anchored at `anchor`: occurrences are
-    /// `anchor + k * every`, so lateness never accumulates.
-    Interval {
-        /// Period.
-        every_ms: u64,
-        /// First occurrence.
-        anchor: Micros,
-    },
-    /// One execution kept running.
-    Daemon,
-}
-
-impl ScheduleSpec {
-    /// The name stored in `jobs.kind`.
-    ///
-    /// ```
-    /// use jobvisor::schedule::*;
-    /// use jobvisor::model::{format_micros, parse_time};
-    /// assert_eq!(ScheduleSpec::Daemon.kind(), "daemon");
-    /// assert_eq!(ScheduleSpec::Interval { every_ms: 1000, anchor: 0 }.kind(), "interval");
-    /// ```
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ScheduleSpec::Once { .. } => "once",
-            ScheduleSpec::Cron { .. } => "cron",
-            ScheduleSpec::Interval { .. } => "interval",
-            ScheduleSpec::Daemon => "daemon",
-        }
-    }
 }
 
 /// A parsed cron expression with its zone.
@@ -388,47 +334,6 @@ impl Schedule {
     /// ```
     pub fn first_at_or_after(&self, t: Micros) -> Option<Micros> {
         self.next_after(t - 1)
-    }
-}
-
-/// What to do with occurrences missed while no supervisor ran.
-///
-/// ```
-/// use jobvisor::schedule::*;
-/// use jobvisor::model::{format_micros, parse_time};
-/// assert_eq!("skip".parse::<Misfire>().unwrap(), Misfire::Skip);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Misfire {
-    /// Run one execution for the latest missed occurrence, then go on.
-    #[default]
-    RunOnce,
-    /// Run none of them.
-    Skip,
-}
-
-impl Misfire {
-    /// The name stored and accepted on the command line.
-    ///
-    /// ```
-    /// use jobvisor::schedule::*;
-    /// use jobvisor::model::{format_micros, parse_time};
-    /// assert_eq!(Misfire::RunOnce.as_str(), "run-once");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Misfire::RunOnce => "run-once",
-            Misfire::Skip => "skip",
-        }
-    }
-}
-
-impl FromStr for Misfire {
-    type Err = crate::model::ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let names = [Misfire::RunOnce, Misfire::Skip].map(|m| (m.as_str(), m));
-        crate::model::parse_name("misfire policy", "run-once or skip", &names, s)
     }
 }
 

@@ -7,20 +7,21 @@
 //! them panic.
 
 use crate::client::Client;
-use crate::dispatch::{Dispatcher, ToDispatcher};
-use crate::events::{Event, EventKind, Hook, Hub};
-use crate::maintenance::{self, Maintenance, ToMaintenance};
+use crate::engine::dispatch::{Dispatcher, Executor};
+use crate::engine::events::{Event, EventKind, Hook, Hub};
+use crate::engine::maintenance::{self, Maintenance};
+use crate::engine::relay::{Ready, Relay, RelayMsg};
+use crate::engine::runner::os;
+use crate::engine::runner::pool::Pools;
+use crate::engine::scheduler::Scheduler;
+use crate::engine::{tell_or_drop, ToDispatcher, ToMaintenance, ToScheduler, Vitals};
 use crate::model::{now_micros, Outcome};
-use crate::relay::{Ready, Relay, RelayMsg};
-use crate::runner::os;
-use crate::runner::pool::Pools;
-use crate::scheduler::{Scheduler, ToScheduler};
 use crate::store::{self, Completion, Finished, NodeInfo, Store};
 use crate::Error;
 use jobvisor_worker::{IntoHandler, Registry};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -213,7 +214,7 @@ impl SupervisorBuilder {
     }
 
     /// Calls `hook` with every event of this node (see
-    /// [`crate::events`]): in order, one at a time, on a task of its own.
+    /// [`crate::engine::events`]): in order, one at a time, on a task of its own.
     /// Events queue for a slow hook without bound, so a hook that needs to
     /// wait should hand the event on (a channel, a spawned task) rather
     /// than block. A hook that panics is logged and
@@ -335,63 +336,6 @@ impl SupervisorBuilder {
     }
 }
 
-/// How the loops are doing, for a watchdog and for metrics: written by the
-/// actors, read by anyone.
-pub(crate) struct Beats {
-    /// When the scheduler last went round its loop (µs).
-    pub(crate) scheduler: AtomicI64,
-    /// When the dispatcher last went round its loop (µs).
-    pub(crate) dispatcher: AtomicI64,
-    /// Executions running on this node.
-    running: AtomicUsize,
-    /// Executions started on this node so far.
-    runs: AtomicU64,
-}
-
-impl Beats {
-    pub(crate) fn runs(&self) -> u64 {
-        self.runs.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn count_start(&self) {
-        self.runs.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn running(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_running(&self, n: usize) {
-        self.running.store(n, Ordering::Relaxed);
-    }
-}
-
-/// What an execution's owner task needs to run it.
-pub(crate) struct Exec {
-    pub(crate) relay: Relay,
-    pub(crate) registry: Registry,
-    pub(crate) pools: Arc<Pools>,
-    pub(crate) worker_program: PathBuf,
-    /// The exec shim, when the worker program is installed.
-    pub(crate) shim: Option<PathBuf>,
-    pub(crate) cgroups: bool,
-    pub(crate) inproc_grace: Duration,
-    /// The test built-ins, for worker processes too.
-    pub(crate) test_builtins: Option<jobvisor_worker::builtins::TestBuiltins>,
-    pub(crate) started: broadcast::Sender<Uuid>,
-    pub(crate) durations: Mutex<crate::metrics::Durations>,
-    pub(crate) events: Arc<Hub>,
-}
-
-/// Sends `msg` without waiting. A full mailbox means the actor has work
-/// queued and will look anyway (wakes are idempotent; a cancel is also in
-/// the database, which maintenance polls).
-pub(crate) fn tell<T: std::fmt::Debug>(to: &mpsc::Sender<T>, msg: T) {
-    if let Err(mpsc::error::TrySendError::Full(msg)) = to.try_send(msg) {
-        tracing::debug!(?msg, "mailbox full; dropped");
-    }
-}
-
 /// The actors, built with the supervisor and started by `run_until`.
 struct Actors {
     dispatcher: Dispatcher,
@@ -414,9 +358,9 @@ pub enum Actor {
 struct Shared {
     store: Arc<dyn Store>,
     node: NodeInfo,
-    exec: Arc<Exec>,
+    exec: Arc<Executor>,
     finished: broadcast::Sender<Finished>,
-    beats: Arc<Beats>,
+    vitals: Arc<Vitals>,
     /// How long a node may miss heartbeats before it counts as gone.
     node_lease: Duration,
     /// Set once `run` is listening and dispatching.
@@ -478,16 +422,16 @@ impl crate::client::Nudge for NodeNudge {
     }
 
     fn work(&self) {
-        tell(&self.dispatcher, ToDispatcher::Wake);
+        tell_or_drop(&self.dispatcher, ToDispatcher::Wake);
     }
 
     fn jobs_changed(&self) {
-        tell(&self.scheduler, ToScheduler::JobsChanged);
+        tell_or_drop(&self.scheduler, ToScheduler::JobsChanged);
     }
 
     fn stop(&self, id: Uuid, reason: &str) {
         let reason = reason.to_string();
-        tell(&self.dispatcher, ToDispatcher::Cancel { id, reason });
+        tell_or_drop(&self.dispatcher, ToDispatcher::Cancel { id, reason });
     }
 }
 
@@ -569,7 +513,9 @@ impl Supervisor {
         let events = Hub::start(node.id.clone(), store.clone(), hooks);
         if config.cgroups {
             static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| tracing::info!("{}", crate::runner::cgroup::detect().describe()));
+            SAID.call_once(|| {
+                tracing::info!("{}", crate::engine::runner::cgroup::detect().describe())
+            });
         }
         let (finished, _) = broadcast::channel(4096);
         let (to_dispatcher, dispatcher_inbox) = mpsc::channel(MAILBOX);
@@ -577,7 +523,7 @@ impl Supervisor {
         // retry due later has them look when it comes due.
         let wake = to_dispatcher.clone();
         let ready = Arc::new(move |r: Ready| {
-            tell(
+            tell_or_drop(
                 &wake,
                 match r {
                     Ready::Now => ToDispatcher::Wake,
@@ -598,7 +544,7 @@ impl Supervisor {
             .clone()
             .unwrap_or_else(crate::worker_program);
         let pools = Arc::new(Pools::default());
-        let exec = Arc::new(Exec {
+        let exec = Arc::new(Executor {
             relay: relay.clone(),
             registry,
             pools: pools.clone(),
@@ -611,12 +557,7 @@ impl Supervisor {
             durations: Mutex::default(),
             events: events.clone(),
         });
-        let beats = Arc::new(Beats {
-            scheduler: now.into(),
-            dispatcher: now.into(),
-            running: 0.into(),
-            runs: 0.into(),
-        });
+        let vitals = Arc::new(Vitals::new(now));
         let (to_scheduler, scheduler_inbox) = mpsc::channel(MAILBOX);
         let (to_maintenance, maintenance_inbox) = mpsc::channel(MAILBOX);
         let actors = Actors {
@@ -628,7 +569,7 @@ impl Supervisor {
                 poll_interval: config.poll_interval,
                 drain_timeout: config.drain_timeout,
                 inbox: dispatcher_inbox,
-                beats: beats.clone(),
+                vitals: vitals.clone(),
                 exec: exec.clone(),
                 running: Default::default(),
                 tasks: Default::default(),
@@ -639,7 +580,7 @@ impl Supervisor {
                 finished: finished.subscribe(),
                 dispatcher: to_dispatcher.clone(),
                 poll_cap: config.schedule_poll_interval,
-                beats: beats.clone(),
+                vitals: vitals.clone(),
                 planner: Default::default(),
                 events: events.clone(),
             },
@@ -648,7 +589,7 @@ impl Supervisor {
                 node: node.clone(),
                 relay,
                 pools,
-                beats: beats.clone(),
+                vitals: vitals.clone(),
                 inbox: maintenance_inbox,
                 dispatcher: to_dispatcher.clone(),
                 scheduler: to_scheduler.clone(),
@@ -675,7 +616,7 @@ impl Supervisor {
                 node,
                 exec,
                 finished,
-                beats,
+                vitals,
                 node_lease: config.node_lease,
                 ready: tokio::sync::watch::channel(false).0,
                 dispatcher: to_dispatcher,
@@ -859,7 +800,7 @@ impl Supervisor {
         if let Err(p) = dispatched {
             fail(Actor::Dispatcher, p);
             // Its executions went with it: close them, to run again.
-            self.shared.beats.set_running(0);
+            self.shared.vitals.set_running(0);
             self.interrupt_own().await;
         }
         // Waits for room: a stop, unlike a wake, must arrive. (An actor that
@@ -950,9 +891,9 @@ impl Supervisor {
     #[doc(hidden)]
     pub fn inject_panic(&self, actor: Actor) {
         match actor {
-            Actor::Dispatcher => tell(&self.shared.dispatcher, ToDispatcher::Panic),
-            Actor::Scheduler => tell(&self.shared.scheduler, ToScheduler::Panic),
-            Actor::Maintenance => tell(&self.shared.maintenance, ToMaintenance::Panic),
+            Actor::Dispatcher => tell_or_drop(&self.shared.dispatcher, ToDispatcher::Panic),
+            Actor::Scheduler => tell_or_drop(&self.shared.scheduler, ToScheduler::Panic),
+            Actor::Maintenance => tell_or_drop(&self.shared.maintenance, ToMaintenance::Panic),
         }
     }
 
@@ -978,8 +919,8 @@ impl Supervisor {
         let age = |a: &AtomicI64| {
             Duration::from_micros((now_micros() - a.load(Ordering::Relaxed)).max(0) as u64)
         };
-        let beats = &self.shared.beats;
-        (age(&beats.scheduler), age(&beats.dispatcher))
+        let vitals = &self.shared.vitals;
+        (age(&vitals.scheduler), age(&vitals.dispatcher))
     }
 
     /// Completes once [`Supervisor::run`] is listening for notices and
@@ -1044,7 +985,7 @@ impl Supervisor {
 
     /// Tells the scheduler that jobs changed (added, paused, resumed).
     pub(crate) fn jobs_changed(&self) {
-        tell(&self.shared.scheduler, ToScheduler::JobsChanged);
+        tell_or_drop(&self.shared.scheduler, ToScheduler::JobsChanged);
     }
 
     /// Executions this node starts, as they start.
@@ -1087,7 +1028,7 @@ impl Supervisor {
     /// A watch on execution `id`'s rows as this node writes them (its log,
     /// progress and end): what the API's streams wait on.
     #[doc(hidden)]
-    pub fn watch(&self, id: Uuid) -> crate::relay::Watch {
+    pub fn watch(&self, id: Uuid) -> crate::engine::relay::Watch {
         self.shared.exec.relay.watch(id)
     }
 
@@ -1118,6 +1059,6 @@ impl Supervisor {
     /// # Ok(()) }
     /// ```
     pub fn running_count(&self) -> usize {
-        self.shared.beats.running()
+        self.shared.vitals.running()
     }
 }

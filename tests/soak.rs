@@ -48,7 +48,7 @@ impl Detached {
             .env("JOBVISOR_WORKER", worker_bin())
             .env("JOBVISOR_TEST_IDLE_CAP", "1s")
             .env("NO_COLOR", "1")
-            .env("JOBVISOR_LOG", "info,jobvisor::maintenance=debug")
+            .env("JOBVISOR_LOG", "info,jobvisor::engine::maintenance=debug")
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");

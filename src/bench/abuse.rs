@@ -14,7 +14,7 @@
 
 use super::child::{wait_ended, Place, Serve};
 use super::CaseDatabases;
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::{RunSpec, Status, Supervisor};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -209,7 +209,7 @@ pub(super) async fn bench_abuse(
 /// Stops `serve`, saying what it said if it had died.
 async fn stop(serve: &mut Serve) -> Result<(), CliError> {
     if serve.exited() {
-        return Err(crate::cli::input(format!(
+        return Err(crate::failure::input(format!(
             "serve died under the load ({}): {}",
             serve.exit_text().unwrap_or_default(),
             serve.tail()
@@ -230,12 +230,14 @@ async fn ended(sup: &Supervisor, id: Uuid) -> Result<(), CliError> {
     .await?;
     match e {
         Some(e) if e.status == Status::Succeeded => Ok(()),
-        Some(e) => Err(crate::cli::input(format!(
+        Some(e) => Err(crate::failure::input(format!(
             "the seeded run ended {}: {}",
             e.status,
             e.error.unwrap_or_default()
         ))),
-        None => Err(crate::cli::input("the seeded run did not end within 120 s")),
+        None => Err(crate::failure::input(
+            "the seeded run did not end within 120 s",
+        )),
     }
 }
 
@@ -248,7 +250,7 @@ async fn running(sup: &Supervisor, id: Uuid) -> Result<(), CliError> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(crate::cli::input(
+            return Err(crate::failure::input(
                 "the sleeping run did not start within 60 s",
             ));
         }
@@ -258,7 +260,7 @@ async fn running(sup: &Supervisor, id: Uuid) -> Result<(), CliError> {
 
 /// One GET over a fresh connection: status and body length.
 async fn get(addr: &str, path: &str) -> Result<(u16, usize), CliError> {
-    let fail = |e: std::io::Error| crate::cli::input(format!("GET {path}: {e}"));
+    let fail = |e: std::io::Error| crate::failure::input(format!("GET {path}: {e}"));
     let mut s = TcpStream::connect(addr).await.map_err(fail)?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.map_err(fail)?;
@@ -275,14 +277,14 @@ async fn get(addr: &str, path: &str) -> Result<(u16, usize), CliError> {
 
 /// Opens an event stream and reads its status line, then leaves it unread.
 async fn open_stream(addr: &str, path: &str) -> Result<TcpStream, CliError> {
-    let fail = |e: std::io::Error| crate::cli::input(format!("GET {path}: {e}"));
+    let fail = |e: std::io::Error| crate::failure::input(format!("GET {path}: {e}"));
     let mut s = TcpStream::connect(addr).await.map_err(fail)?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
     s.write_all(req.as_bytes()).await.map_err(fail)?;
     let mut head = [0u8; 12];
     s.read_exact(&mut head).await.map_err(fail)?;
     if &head != b"HTTP/1.1 200" {
-        return Err(crate::cli::input(format!(
+        return Err(crate::failure::input(format!(
             "GET {path}: {}",
             String::from_utf8_lossy(&head)
         )));
@@ -293,14 +295,14 @@ async fn open_stream(addr: &str, path: &str) -> Result<TcpStream, CliError> {
 /// The resident set of `pid`, MiB.
 fn rss_mib(pid: i32) -> Result<f64, CliError> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| crate::cli::input(format!("serve is gone: {e}")))?;
+        .map_err(|e| crate::failure::input(format!("serve is gone: {e}")))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<f64>().ok())
         .map(|kib| kib / 1024.0)
-        .ok_or_else(|| crate::cli::input("no VmRSS in /proc/PID/status"))
+        .ok_or_else(|| crate::failure::input("no VmRSS in /proc/PID/status"))
 }
 
 /// The highest resident set of `pid` over `span`, sampled every 20 ms.

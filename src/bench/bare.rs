@@ -11,7 +11,7 @@
 //! is what the supervisor's own work costs.
 
 use super::{baseline_row, ms, run_handler};
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor_worker::Handler;
 use serde_json::Value;
 use std::str::FromStr;
@@ -110,7 +110,7 @@ macro_rules! run_loop {
             .await
             .map_err($failed)?;
         if done as usize != $n {
-            return Err(crate::cli::input(format!(
+            return Err(crate::failure::input(format!(
                 "bare SQL loop: {done} of {} rows ended",
                 $n
             )));
@@ -133,7 +133,7 @@ pub(super) async fn bare_sql_loop(
     batch: usize,
 ) -> Result<super::BenchRow, CliError> {
     let table = format!("bench_bare_{}", uuid::Uuid::now_v7().simple());
-    let failed = |e: sqlx::Error| crate::cli::input(format!("bare SQL loop: {e}"));
+    let failed = |e: sqlx::Error| crate::failure::input(format!("bare SQL loop: {e}"));
     let payload = payload.to_string();
     let batch = batch.max(1);
     let (elapsed, starts, totals) = if db.starts_with("postgres") {

@@ -5,7 +5,7 @@
 
 use super::isolation::{self, IsolationBench};
 use super::{BenchRow, ModesBench};
-use crate::cli::CliError;
+use crate::failure::CliError;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -37,7 +37,7 @@ pub(super) fn draw(
     iso: Option<&IsolationBench>,
 ) -> Result<(), CliError> {
     render(path, modes, iso)
-        .map_err(|e| crate::cli::input(format!("cannot draw {}: {e}", path.display())))
+        .map_err(|e| crate::failure::input(format!("cannot draw {}: {e}", path.display())))
 }
 
 fn render(

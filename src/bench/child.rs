@@ -1,7 +1,7 @@
 //! Child `jobvisor serve` processes of the benches that measure the real
 //! service from outside (isolation, wake-up).
 
-use crate::cli::CliError;
+use crate::failure::CliError;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +51,7 @@ impl Serve {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| crate::cli::input(format!("cannot start {}: {e}", exe.display())))?;
+            .map_err(|e| crate::failure::input(format!("cannot start {}: {e}", exe.display())))?;
         let stdout_bytes = Arc::new(AtomicU64::new(0));
         let mut out = child.stdout.take().expect("piped");
         let counted = stdout_bytes.clone();
@@ -113,7 +113,7 @@ impl Serve {
                 return Ok(a);
             }
             if self.exited() || std::time::Instant::now() > deadline {
-                return Err(crate::cli::input(format!(
+                return Err(crate::failure::input(format!(
                     "serve did not say where it listens: {}",
                     self.tail()
                 )));
@@ -196,7 +196,7 @@ pub(super) struct Place {
 impl Place {
     pub(super) fn new() -> Result<Self, CliError> {
         let exe = std::env::current_exe()
-            .map_err(|e| crate::cli::input(format!("cannot find this program: {e}")))?;
+            .map_err(|e| crate::failure::input(format!("cannot find this program: {e}")))?;
         let dir = super::tempfile_dir()?;
         let config = dir.join("empty.toml");
         let place = Self {
@@ -206,7 +206,7 @@ impl Place {
             config,
         };
         std::fs::write(&place.config, "").map_err(|e| {
-            crate::cli::input(format!("cannot write {}: {e}", place.config.display()))
+            crate::failure::input(format!("cannot write {}: {e}", place.config.display()))
         })?;
         Ok(place)
     }

@@ -12,7 +12,7 @@
 //! against `/ui/session` (a round trip that reads nothing) in the same run.
 
 use super::{tempfile_dir, BenchArgs};
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::model::Outcome;
 use jobvisor::model::{now_micros, JobSpec};
 use jobvisor::schedule::ScheduleSpec;
@@ -137,7 +137,7 @@ async fn fill_logs(store: &dyn Store, lines: usize) -> Result<(uuid::Uuid, usize
             })
             .await?;
     }
-    let long = long.ok_or_else(|| crate::cli::input("no execution ran"))?;
+    let long = long.ok_or_else(|| crate::failure::input("no execution ran"))?;
     Ok((long, written))
 }
 
@@ -177,7 +177,7 @@ pub(super) async fn bench_dashboard(
     a: &BenchArgs,
 ) -> Result<(), CliError> {
     if a.executions < 10_000 {
-        return Err(crate::cli::input(
+        return Err(crate::failure::input(
             "--executions must be at least 10000 for this scenario",
         ));
     }
@@ -220,7 +220,7 @@ pub(super) async fn bench_dashboard(
     let workflow = sup.workflow(&wf).await?.id;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| crate::cli::input(format!("cannot listen: {e}")))?;
+        .map_err(|e| crate::failure::input(format!("cannot listen: {e}")))?;
     let addr = listener.local_addr().expect("bound").to_string();
     let app = jobvisor::http::router(sup.clone(), jobvisor::http::Auth::none());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -289,10 +289,10 @@ pub(super) async fn bench_dashboard(
                 let t = Instant::now();
                 let (status, n) = get(&addr, &path)
                     .await
-                    .map_err(|e| crate::cli::input(format!("GET {path}: {e}")))?;
+                    .map_err(|e| crate::failure::input(format!("GET {path}: {e}")))?;
                 times.push(t.elapsed().as_secs_f64() * 1000.0);
                 if status != 200 {
-                    return Err(crate::cli::input(format!("GET {path}: HTTP {status}")));
+                    return Err(crate::failure::input(format!("GET {path}: HTTP {status}")));
                 }
                 bytes = n;
             }
@@ -354,7 +354,7 @@ pub(super) async fn bench_dashboard(
         );
     }
     if r.worst_p50_ms > BUDGET_MS {
-        return Err(crate::cli::input(format!(
+        return Err(crate::failure::input(format!(
             "a dashboard call took {:.0} ms, over the {BUDGET_MS} ms budget",
             r.worst_p50_ms
         )));

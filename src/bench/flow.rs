@@ -15,7 +15,7 @@
 //!   window of the rate's length (the guarantee: never above N).
 
 use super::{start, BenchArgs};
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::model::{Rate, Status};
 use jobvisor::store::{ExecFilter, QueueChange};
 use jobvisor::{RunSpec, Supervisor};
@@ -158,14 +158,14 @@ fn held(starts: &[i64], window_us: i64, seconds: usize) -> (Vec<usize>, usize) {
 
 pub(super) async fn bench_flow(database: Option<String>, a: &BenchArgs) -> Result<(), CliError> {
     if a.count == 0 || a.rate_seconds == 0 {
-        return Err(crate::cli::input(
+        return Err(crate::failure::input(
             "--count and --rate-seconds must be at least 1",
         ));
     }
     let rate: Rate = a
         .rate
         .parse()
-        .map_err(|e: jobvisor::model::ValueError| crate::cli::input(e.to_string()))?;
+        .map_err(|e: jobvisor::model::ValueError| crate::failure::input(e.to_string()))?;
     let dbs = super::CaseDatabases::new(database)?;
     let db_for = |case: &str| dbs.of(case);
     let kind = dbs.kind();

@@ -13,7 +13,7 @@
 
 use super::child::{wait_ended, Place};
 use super::CaseDatabases;
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::{RunSpec, Status, Supervisor};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -55,7 +55,7 @@ pub(super) async fn bench_idle(
     // could not be given back by the service, and would count as its own.
     let copy = place.dir.join("jobvisor-serve");
     std::fs::copy(&place.exe, &copy)
-        .map_err(|e| crate::cli::input(format!("cannot copy {}: {e}", place.exe.display())))?;
+        .map_err(|e| crate::failure::input(format!("cannot copy {}: {e}", place.exe.display())))?;
     place.exe = copy;
     // Created and migrated before the service starts, as an operator's is.
     let sup = Supervisor::builder().database(&db).build().await?;
@@ -64,7 +64,7 @@ pub(super) async fn bench_idle(
     let tail = serve.stop().await;
     let m = measured.map_err(|e| match tail.is_empty() {
         true => e,
-        false => crate::cli::input(format!("{e}; serve said: {tail}")),
+        false => crate::failure::input(format!("{e}; serve said: {tail}")),
     })?;
     let r = IdleBench {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -123,13 +123,17 @@ async fn measure(sup: &Supervisor, pid: i32, seconds: u64) -> Result<Measured, C
     match ended {
         Some(e) if e.status == Status::Succeeded => {}
         Some(e) => {
-            return Err(crate::cli::input(format!(
+            return Err(crate::failure::input(format!(
                 "a no-op ended {}: {}",
                 e.status,
                 e.error.unwrap_or_default()
             )))
         }
-        None => return Err(crate::cli::input("serve did not run a no-op within 60 s")),
+        None => {
+            return Err(crate::failure::input(
+                "serve did not run a no-op within 60 s",
+            ))
+        }
     }
     tokio::time::sleep(SETTLE).await;
     let before = threads(pid)?;
@@ -138,7 +142,7 @@ async fn measure(sup: &Supervisor, pid: i32, seconds: u64) -> Result<Measured, C
     let after = threads(pid)?;
     let elapsed = t.elapsed().as_secs_f64();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| crate::cli::input(format!("serve is gone: {e}")))?;
+        .map_err(|e| crate::failure::input(format!("serve is gone: {e}")))?;
     let kib = |key: &str| {
         status
             .lines()
@@ -168,7 +172,7 @@ async fn measure(sup: &Supervisor, pid: i32, seconds: u64) -> Result<Measured, C
 
 /// Each thread of `pid`: nanoseconds on CPU, and context switches.
 pub(super) fn threads(pid: i32) -> Result<HashMap<u32, (u64, u64)>, CliError> {
-    let gone = |e: std::io::Error| crate::cli::input(format!("serve is gone: {e}"));
+    let gone = |e: std::io::Error| crate::failure::input(format!("serve is gone: {e}"));
     let mut out = HashMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).map_err(gone)? {
         let task = task.map_err(gone)?;

@@ -16,7 +16,7 @@
 //! in-process allocation cannot take the machine down with them.
 
 use super::child::{wait_ended, Place};
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::model::Execution;
 use jobvisor::runner::isolate::alive;
 use jobvisor::{RunSpec, Status, Supervisor};
@@ -128,7 +128,7 @@ pub(super) async fn bench_isolation(
     a: &super::BenchArgs,
 ) -> Result<IsolationBench, CliError> {
     if database.is_some() {
-        return Err(crate::cli::input(
+        return Err(crate::failure::input(
             "--scenario isolation makes its own SQLite databases; leave out --database",
         ));
     }
@@ -297,7 +297,7 @@ impl Cell<'_> {
         let ready = wait_ended(store.as_ref(), first, Duration::from_secs(30), LOOK_EVERY).await?;
         if ready.is_none_or(|e| e.status != Status::Succeeded) {
             let tail = serve.stop().await;
-            return Err(crate::cli::input(format!(
+            return Err(crate::failure::input(format!(
                 "the supervisor for {} in {} did not run a no-op: {tail}",
                 self.what, self.mode
             )));
@@ -561,10 +561,10 @@ impl Cell<'_> {
                 .output()
                 .await
                 .map_err(|e| {
-                    crate::cli::input(format!("cannot run {}: {e}", self.place.exe.display()))
+                    crate::failure::input(format!("cannot run {}: {e}", self.place.exe.display()))
                 })?;
             if !out.status.success() {
-                return Err(crate::cli::input(format!(
+                return Err(crate::failure::input(format!(
                     "{} failed: {}",
                     args.join(" "),
                     String::from_utf8_lossy(&out.stderr).trim()

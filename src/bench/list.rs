@@ -7,7 +7,7 @@
 //! through the store, against the unfiltered newest 50 in the same run.
 
 use super::{tempfile_dir, BenchArgs};
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::model::{now_micros, Outcome, Status};
 use jobvisor::store::{Batch, Completion, ExecFilter, Store};
 use jobvisor::RunSpec;
@@ -45,7 +45,7 @@ const REPS: usize = 21;
 
 pub(super) async fn bench_list(database: Option<String>, a: &BenchArgs) -> Result<(), CliError> {
     if a.executions == 0 {
-        return Err(crate::cli::input("--executions must be at least 1"));
+        return Err(crate::failure::input("--executions must be at least 1"));
     }
     let tmp = tempfile_dir()?;
     let db = database.unwrap_or_else(|| tmp.join("list.db").display().to_string());

@@ -12,7 +12,7 @@
 //! Baselines: `tokio::spawn` of the same handler with no database, and a
 //! bare spawn + run line + result line + wait of `jobvisor-worker`.
 
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::model::Mode;
 use jobvisor::store::ExecFilter;
 
@@ -394,7 +394,7 @@ fn test_builtins_on() -> Result<AppendDir, CliError> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
-        .map_err(|e| crate::cli::input(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| crate::failure::input(format!("cannot create {}: {e}", dir.display())))?;
     // Set before any supervisor is built; nothing else reads the
     // environment concurrently at this point.
     std::env::set_var(TestBuiltins::ENV, "1");
@@ -427,7 +427,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Modes | Scenario::Isolation | Scenario::Comparison
     );
     if a.chart.is_some() && !charted {
-        return Err(crate::cli::input(
+        return Err(crate::failure::input(
             "--chart draws the modes, isolation and comparison scenarios only",
         ));
     }
@@ -494,16 +494,16 @@ fn finish(
 /// The modes scenario: each mode against its baseline, `--repeat` times.
 async fn bench_modes(database: Option<String>, a: &BenchArgs) -> Result<ModesBench, CliError> {
     let payload: Value = serde_json::from_str(&a.payload)
-        .map_err(|e| crate::cli::input(format!("invalid --payload JSON: {e}")))?;
+        .map_err(|e| crate::failure::input(format!("invalid --payload JSON: {e}")))?;
     let registry = Registry::with_builtins();
     if registry.get(&a.handler).is_none() {
         return Err(jobvisor::Error::UnknownHandler(a.handler.clone()).into());
     }
     if a.count == 0 || a.process_count == 0 || a.latency_samples == 0 {
-        return Err(crate::cli::input("counts must be at least 1"));
+        return Err(crate::failure::input("counts must be at least 1"));
     }
     if a.repeat == 0 {
-        return Err(crate::cli::input("--repeat must be at least 1"));
+        return Err(crate::failure::input("--repeat must be at least 1"));
     }
     let handler = registry.get(&a.handler).expect("checked");
     let worker = jobvisor::worker_program();
@@ -595,7 +595,7 @@ async fn run_all(
             Ok(_) => seen += 1,
             // Announcements missed still ended.
             Err(RecvError::Lagged(k)) => seen += k as usize,
-            Err(RecvError::Closed) => return Err(crate::cli::input("the supervisor stopped")),
+            Err(RecvError::Closed) => return Err(crate::failure::input("the supervisor stopped")),
         }
     }
     Ok(t0.elapsed().as_secs_f64())
@@ -640,7 +640,7 @@ fn tempfile_dir() -> Result<PathBuf, CliError> {
     let dir =
         std::env::temp_dir().join(format!("jobvisor-bench-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)
-        .map_err(|e| crate::cli::input(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| crate::failure::input(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
 }
 
@@ -830,7 +830,7 @@ async fn baseline_process(
     // One probe first, so that a missing worker is a clear error.
     bare_worker_run(worker, handler, payload)
         .await
-        .map_err(|e| crate::cli::input(format!("cannot run {}: {e}", worker.display())))?;
+        .map_err(|e| crate::failure::input(format!("cannot run {}: {e}", worker.display())))?;
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -888,7 +888,7 @@ async fn baseline_pooled(
     workers: usize,
 ) -> Result<BenchRow, CliError> {
     let cannot =
-        |e: std::io::Error| crate::cli::input(format!("cannot run {}: {e}", worker.display()));
+        |e: std::io::Error| crate::failure::input(format!("cannot run {}: {e}", worker.display()));
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -1042,7 +1042,7 @@ async fn supervised(
         .filter(|e| e.status != jobvisor::Status::Succeeded)
         .count();
     if failed > 0 {
-        return Err(crate::cli::input(format!(
+        return Err(crate::failure::input(format!(
             "{failed} of {n} {mode} executions did not succeed; \
              see `jobvisor exec list --database {}`",
             jobvisor::store::redact(db)
@@ -1060,7 +1060,7 @@ async fn supervised(
             match done_rx.recv().await {
                 Some(Done::One(f)) if f == id => break,
                 Some(_) => {}
-                None => return Err(crate::cli::input("supervisor stopped")),
+                None => return Err(crate::failure::input("supervisor stopped")),
             }
         }
         totals.push(ms(t0.elapsed()));
@@ -1137,7 +1137,9 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
     use jobvisor::model::{JobSpec, Overlap};
     use jobvisor::schedule::ScheduleSpec;
     if a.jobs == 0 || a.minutes == 0 {
-        return Err(crate::cli::input("--jobs and --minutes must be at least 1"));
+        return Err(crate::failure::input(
+            "--jobs and --minutes must be at least 1",
+        ));
     }
     let tmp = tempfile_dir()?;
     let db = database.unwrap_or_else(|| tmp.join("cron.db").display().to_string());
@@ -1312,7 +1314,7 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
     let tmp = tempfile_dir()?;
     let db = database.unwrap_or_else(|| tmp.join("rescue.db").display().to_string());
     let exe = std::env::current_exe()
-        .map_err(|e| crate::cli::input(format!("cannot find this program: {e}")))?;
+        .map_err(|e| crate::failure::input(format!("cannot find this program: {e}")))?;
     let store = jobvisor::store::open(&db).await?;
     let local = |n: &str| jobvisor_worker::builtins::known(n);
     let mut results = Vec::new();
@@ -1330,7 +1332,7 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .map_err(|e| crate::cli::input(format!("cannot start serve: {e}")))?;
+            .map_err(|e| crate::failure::input(format!("cannot start serve: {e}")))?;
         let exec = jobvisor::submit::prepare(
             store.as_ref(),
             &local,
@@ -1346,7 +1348,7 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
             }
             if Instant::now() > deadline {
                 let _ = node_a.kill();
-                return Err(crate::cli::input("node A never started the execution"));
+                return Err(crate::failure::input("node A never started the execution"));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -1366,7 +1368,7 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
                 break;
             }
             if t0.elapsed() > Duration::from_secs(300) {
-                return Err(crate::cli::input("the execution was never rescued"));
+                return Err(crate::failure::input("the execution was never rescued"));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

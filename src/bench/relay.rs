@@ -10,7 +10,7 @@
 //! resident memory.
 
 use super::{peak_rss_mib, reset_peak_rss, run_in_background, CaseDatabases};
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::model::Mode;
 use jobvisor::{RunSpec, Supervisor};
 use serde::Serialize;
@@ -53,7 +53,7 @@ pub(super) async fn bench_relay(
     a: &super::BenchArgs,
 ) -> Result<(), CliError> {
     if a.lines == 0 || a.children == 0 {
-        return Err(crate::cli::input(
+        return Err(crate::failure::input(
             "--lines and --children must be at least 1",
         ));
     }
@@ -102,7 +102,7 @@ pub(super) async fn bench_relay(
     }
     let lost: u64 = r.rows.iter().map(|row| row.lines_lost).sum();
     if lost > 0 {
-        return Err(crate::cli::input(format!("{lost} log lines were lost")));
+        return Err(crate::failure::input(format!("{lost} log lines were lost")));
     }
     Ok(())
 }
@@ -151,7 +151,7 @@ async fn relay_case(
                     }
                 }
             }
-            Err(RecvError::Closed) => return Err(crate::cli::input("the supervisor stopped")),
+            Err(RecvError::Closed) => return Err(crate::failure::input("the supervisor stopped")),
         }
     }
     let seconds = t0.elapsed().as_secs_f64();
@@ -164,9 +164,9 @@ async fn relay_case(
         let e = store
             .execution(*id)
             .await?
-            .ok_or_else(|| crate::cli::input("an execution vanished"))?;
+            .ok_or_else(|| crate::failure::input("an execution vanished"))?;
         if e.status != jobvisor::Status::Succeeded {
-            return Err(crate::cli::input(format!(
+            return Err(crate::failure::input(format!(
                 "execution {id} ended {}: {}",
                 e.status,
                 e.error.unwrap_or_default()

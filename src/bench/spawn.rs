@@ -7,7 +7,7 @@
 //! fork + exec, and fork copies the parent's page tables.
 
 use super::{percentile, BenchArgs};
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::model::{format_bytes, ProcessLimits};
 use jobvisor::runner::{cgroup, guardian, isolate, os};
 use serde::Serialize;
@@ -208,18 +208,20 @@ async fn p50(
 ) -> Result<(bool, f64), CliError> {
     time_variant(v, shim, 10.min(n))
         .await
-        .map_err(crate::cli::input)?;
-    let (hook, mut s) = time_variant(v, shim, n).await.map_err(crate::cli::input)?;
+        .map_err(crate::failure::input)?;
+    let (hook, mut s) = time_variant(v, shim, n)
+        .await
+        .map_err(crate::failure::input)?;
     Ok((hook, percentile(&mut s, 50.0)))
 }
 
 pub(super) async fn bench_spawn(a: &BenchArgs) -> Result<(), CliError> {
     if a.spawns == 0 {
-        return Err(crate::cli::input("--spawns must be at least 1"));
+        return Err(crate::failure::input("--spawns must be at least 1"));
     }
     let worker = jobvisor::worker_program();
     if !worker.is_file() {
-        return Err(crate::cli::input(format!(
+        return Err(crate::failure::input(format!(
             "{} is missing: build it with `cargo build --release`",
             worker.display()
         )));

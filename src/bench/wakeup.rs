@@ -10,7 +10,7 @@
 
 use super::child::{wait_ended, Place};
 use super::{percentile, run_in_background, CaseDatabases};
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::{RunSpec, Status, Supervisor};
 use serde::Serialize;
 use std::time::Duration;
@@ -50,7 +50,9 @@ pub(super) async fn bench_wakeup(
     a: &super::BenchArgs,
 ) -> Result<(), CliError> {
     if a.latency_samples == 0 {
-        return Err(crate::cli::input("--latency-samples must be at least 1"));
+        return Err(crate::failure::input(
+            "--latency-samples must be at least 1",
+        ));
     }
     let dbs = CaseDatabases::new(database)?;
     let backend = dbs.kind();
@@ -74,7 +76,7 @@ pub(super) async fn bench_wakeup(
     let tail = serve.stop().await;
     let measured = measured.map_err(|e| match tail.is_empty() {
         true => e,
-        false => crate::cli::input(format!("{e}; serve said: {tail}")),
+        false => crate::failure::input(format!("{e}; serve said: {tail}")),
     })?;
 
     let row = |name, kind, mut ms: Vec<f64>, base: f64| {
@@ -145,12 +147,12 @@ async fn time_starts(sup: &Supervisor, n: usize, who: &str) -> Result<Vec<f64>, 
         let within = Duration::from_secs(30);
         let Some(e) = wait_ended(store.as_ref(), id, within, Duration::from_micros(500)).await?
         else {
-            return Err(crate::cli::input(format!(
+            return Err(crate::failure::input(format!(
                 "{who} did not run a no-op within 30 s"
             )));
         };
         if e.status != Status::Succeeded {
-            return Err(crate::cli::input(format!(
+            return Err(crate::failure::input(format!(
                 "a no-op ended {}: {}",
                 e.status,
                 e.error.unwrap_or_default()

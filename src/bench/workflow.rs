@@ -16,7 +16,7 @@
 //!   enqueues/s of each and its ratio to plain.
 
 use super::BenchArgs;
-use crate::cli::CliError;
+use crate::failure::CliError;
 use jobvisor::model::Status;
 use jobvisor::store::Store;
 use jobvisor::workflow::{StepSpec, WorkflowSpec};
@@ -83,7 +83,7 @@ async fn ended(store: &dyn Store, id: Uuid) -> Result<jobvisor::Execution, CliEr
             }
         }
         if Instant::now() > deadline {
-            return Err(crate::cli::input(format!("execution {id} never ended")));
+            return Err(crate::failure::input(format!("execution {id} never ended")));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -99,7 +99,7 @@ pub(super) async fn bench_workflow(
     a: &BenchArgs,
 ) -> Result<(), CliError> {
     if a.fanout == 0 || a.chain == 0 || a.keys == 0 {
-        return Err(crate::cli::input(
+        return Err(crate::failure::input(
             "--fanout, --chain and --keys must be at least 1",
         ));
     }
@@ -128,19 +128,19 @@ pub(super) async fn bench_workflow(
     let (_, _, execs) = store
         .workflow(done.id)
         .await?
-        .ok_or_else(|| crate::cli::input("the workflow vanished"))?;
+        .ok_or_else(|| crate::failure::input("the workflow vanished"))?;
     let last_parent_end = execs
         .iter()
         .filter(|e| e.id != join && e.step.as_deref() != Some("root"))
         .filter_map(|e| e.finished_at)
         .max()
-        .ok_or_else(|| crate::cli::input("no parent ended"))?;
+        .ok_or_else(|| crate::failure::input("no parent ended"))?;
     if execs.iter().any(|e| e.status != Status::Succeeded) {
-        return Err(crate::cli::input("a fan-out step did not succeed"));
+        return Err(crate::failure::input("a fan-out step did not succeed"));
     }
     let join_start = join_e
         .started_at
-        .ok_or_else(|| crate::cli::input("the fan-in step never started"))?;
+        .ok_or_else(|| crate::failure::input("the fan-in step never started"))?;
     let fanin_start_ms = (join_start.micros() - last_parent_end.micros()) as f64 / 1000.0;
     let _ = stop.send(());
 

@@ -1,6 +1,5 @@
 //! Argument definitions.
 
-use super::CliError;
 use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
@@ -355,7 +354,7 @@ pub struct ServeArgs {
     #[arg(long, help = format!(
         "HTTP API address, or `off` [default: {}]. Any address but loopback needs a token \
          (config `token` or JOBVISOR_API_TOKEN)",
-        super::config::DEFAULT_LISTEN
+        DEFAULT_LISTEN
     ))]
     pub listen: Option<String>,
     /// A host name the API answers to (repeat for more).
@@ -793,82 +792,5 @@ fn with_default(text: &str, value: impl std::fmt::Display) -> String {
     format!("{text} [default: {value}]")
 }
 
-pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
-    let db = cli.database();
-    match cli.command {
-        Command::Serve(a) => super::serve::serve(cli.database.clone(), a).await,
-        Command::Migrate => {
-            jobvisor::store::open(&db).await?;
-            println!("database {} is up to date", jobvisor::store::redact(&db));
-            Ok(())
-        }
-        Command::Handler(cmd) => super::handler::handler(&db, cmd).await,
-        Command::Run(a) => super::run::run(&db, a).await,
-        Command::Exec(cmd) => super::exec::exec(&db, cmd).await,
-        Command::Job(cmd) => super::job::job(&db, cmd).await,
-        Command::Queue(cmd) => super::queue::queue(&db, cmd).await,
-        Command::Stats { job, json } => super::stats::stats(&db, job, json).await,
-        Command::Workflow(cmd) => super::workflow::workflow(&db, cmd).await,
-        Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
-        Command::Man { dir } => {
-            use clap::CommandFactory;
-            let fail = |e: std::io::Error| {
-                CliError::Runtime(format!("cannot write man pages to {}: {e}", dir.display()))
-            };
-            // Like every directory jobvisor makes, its own user's alone;
-            // `packaging/install` installs the pages themselves 0644.
-            {
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&dir)
-                    .map_err(fail)?;
-            }
-            clap_mangen::generate_to(Cli::command(), &dir).map_err(fail)?;
-            let pages = std::fs::read_dir(&dir)
-                .map_err(fail)?
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("jobvisor"))
-                .count();
-            println!("{pages} man pages in {}", dir.display());
-            Ok(())
-        }
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            use std::io::Write;
-            // Into a buffer first: clap_complete panics on a failed write
-            // (`jobvisor completions bash | head`).
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut super::Cli::command(), "jobvisor", &mut script);
-            match std::io::stdout().write_all(&script) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(
-                    super::CliError::Runtime(format!("cannot write the completion script: {e}")),
-                ),
-                _ => Ok(()),
-            }
-        }
-        Command::CheckConfig { path } => {
-            let path = path.unwrap_or_else(|| super::config::DEFAULT_PATH.into());
-            let f = super::config::load(&path).map_err(|e| super::input(e.to_string()))?;
-            // The database `serve` would use, for the handlers registered
-            // there; none yet is fine (serve would create it).
-            let db = cli.database.or(f.settings.database.clone()).unwrap_or(db);
-            let store = match jobvisor::store::open_existing(&db).await {
-                Ok(s) => Some(s),
-                Err(jobvisor::store::StoreError::Missing(_)) => None,
-                Err(e) => return Err(e.into()),
-            };
-            // A database failure is exit 3, a refused file exit 2.
-            super::config::validate(&f, store.as_deref()).await?;
-            println!(
-                "{}: valid ({} handlers, {} jobs, {} queues)",
-                path.display(),
-                f.declared.handlers.len(),
-                f.declared.jobs.len(),
-                f.declared.queues.len()
-            );
-            Ok(())
-        }
-    }
-}
+/// Where the HTTP API listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7180";

@@ -536,8 +536,7 @@ pub async fn validate(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(
         .map_err(|e| ConfigError::declarations(file, e))
 }
 
-/// Where the HTTP API listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7180";
+pub use super::args::DEFAULT_LISTEN;
 
 #[cfg(test)]
 mod tests {

@@ -3,14 +3,11 @@
 use super::args::{ActArgs, ExecCmd, ExecListArgs};
 use super::{input, output, CliError};
 use jobvisor::model::{Execution, LogEntry};
-use jobvisor::store::{CancelRequest, ExecFilter, IdTable, RetryRequest, Store};
+use jobvisor::store::{CancelRequest, ExecFilter, RetryRequest, Store};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The execution `text` names: a UUID, or a unique prefix or suffix.
-pub(crate) async fn resolve(store: &dyn Store, text: &str) -> Result<Uuid, CliError> {
-    super::ids::resolve(store, IdTable::Executions, text, "execution").await
-}
+use super::ids::execution as resolve;
 
 pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
     // Each of these needs executions: never create an empty database.

@@ -75,6 +75,11 @@ fn tail(id: &Uuid, n: usize) -> String {
     hex[32 - n..].to_string()
 }
 
+/// The execution `text` names: a UUID, or a unique prefix or suffix.
+pub(crate) async fn execution(store: &dyn Store, text: &str) -> Result<Uuid, CliError> {
+    resolve(store, IdTable::Executions, text, "execution").await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

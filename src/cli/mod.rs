@@ -14,89 +14,12 @@ mod serve;
 mod stats;
 mod workflow;
 
+pub(crate) use crate::failure::{input, CliError, EXIT_CODES};
 pub use args::Cli;
+use args::Command;
 
 use clap::Parser;
 use std::process::ExitCode;
-
-/// A command's failure, with the exit code it maps to.
-#[derive(Debug)]
-pub enum CliError {
-    /// Bad usage or bad input: exit 2, one line on stderr.
-    Input(String),
-    /// The job failed or was cancelled (`run --wait`): exit 1.
-    JobFailed,
-    /// The command was right but could not be carried out (the database is
-    /// missing or unreachable, I/O failed): exit 3, one line on stderr.
-    Runtime(String),
-}
-
-/// The exit codes, as `--help` and the README state them.
-pub const EXIT_CODES: &str =
-    "Exit codes: 0 success; 1 the job failed or was cancelled (run --wait); \
-    2 bad usage or bad input; 3 runtime failure (database missing or unreachable, I/O).";
-
-impl CliError {
-    /// The same error, its message led by `what` (an option's name).
-    pub(crate) fn context(self, what: &str) -> Self {
-        match self {
-            CliError::Input(m) => CliError::Input(format!("{what}: {m}")),
-            CliError::Runtime(m) => CliError::Runtime(format!("{what}: {m}")),
-            CliError::JobFailed => CliError::JobFailed,
-        }
-    }
-
-    fn exit_code(&self) -> u8 {
-        match self {
-            CliError::JobFailed => 1,
-            CliError::Input(_) => 2,
-            CliError::Runtime(_) => 3,
-        }
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CliError::Input(msg) | CliError::Runtime(msg) => f.write_str(msg),
-            CliError::JobFailed => f.write_str("the job failed"),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> From<E> for CliError {
-    fn from(e: E) -> Self {
-        let text = jobvisor::error_chain(&e);
-        if is_runtime(&e) {
-            CliError::Runtime(text)
-        } else {
-            CliError::Input(text)
-        }
-    }
-}
-
-/// Whether `e` is a failure of the environment (database, I/O) rather than
-/// of what the user asked for.
-fn is_runtime(e: &(dyn std::error::Error + 'static)) -> bool {
-    use jobvisor::store::StoreError;
-    let store = match e.downcast_ref::<jobvisor::Error>() {
-        Some(jobvisor::Error::Store(s)) => Some(s),
-        Some(jobvisor::Error::Panicked { .. } | jobvisor::Error::Unwritten(_)) => return true,
-        Some(_) => return false,
-        None => e.downcast_ref::<StoreError>(),
-    };
-    if let Some(s) = store {
-        return !matches!(s, StoreError::Unsupported(_) | StoreError::NoParent(_));
-    }
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if c.is::<sqlx::Error>() || c.is::<std::io::Error>() {
-            return true;
-        }
-        cur = c.source();
-    }
-    false
-}
 
 /// A clap error in one line: its first line without the `error: ` prefix;
 /// where that line only introduces a list (`...not provided:`), the list's
@@ -120,11 +43,6 @@ pub(crate) fn one_line(e: &clap::Error) -> String {
         out.push_str(tip.trim_start_matches("tip:").trim());
     }
     out
-}
-
-/// Shorthand for a bad-input error.
-pub(crate) fn input(msg: impl Into<String>) -> CliError {
-    CliError::Input(msg.into())
 }
 
 /// Parses the process's arguments and runs the command.
@@ -158,7 +76,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let result = runtime.block_on(args::dispatch(cli));
+    let result = runtime.block_on(dispatch(cli));
     // A blocking call that never returns (a file system or a database that
     // hangs) does not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -169,6 +87,87 @@ pub fn main() -> ExitCode {
                 eprintln!("jobvisor: {msg}");
             }
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs the command `cli` names.
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let db = cli.database();
+    match cli.command {
+        Command::Serve(a) => serve::serve(cli.database.clone(), a).await,
+        Command::Migrate => {
+            jobvisor::store::open(&db).await?;
+            println!("database {} is up to date", jobvisor::store::redact(&db));
+            Ok(())
+        }
+        Command::Handler(cmd) => handler::handler(&db, cmd).await,
+        Command::Run(a) => run::run(&db, a).await,
+        Command::Exec(cmd) => exec::exec(&db, cmd).await,
+        Command::Job(cmd) => job::job(&db, cmd).await,
+        Command::Queue(cmd) => queue::queue(&db, cmd).await,
+        Command::Stats { job, json } => stats::stats(&db, job, json).await,
+        Command::Workflow(cmd) => workflow::workflow(&db, cmd).await,
+        Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            let fail = |e: std::io::Error| {
+                CliError::Runtime(format!("cannot write man pages to {}: {e}", dir.display()))
+            };
+            // Like every directory jobvisor makes, its own user's alone;
+            // `packaging/install` installs the pages themselves 0644.
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(fail)?;
+            }
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(fail)?;
+            let pages = std::fs::read_dir(&dir)
+                .map_err(fail)?
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("jobvisor"))
+                .count();
+            println!("{pages} man pages in {}", dir.display());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: clap_complete panics on a failed write
+            // (`jobvisor completions bash | head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "jobvisor", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Runtime(
+                    format!("cannot write the completion script: {e}"),
+                )),
+                _ => Ok(()),
+            }
+        }
+        Command::CheckConfig { path } => {
+            let path = path.unwrap_or_else(|| config::DEFAULT_PATH.into());
+            let f = config::load(&path).map_err(|e| input(e.to_string()))?;
+            // The database `serve` would use, for the handlers registered
+            // there; none yet is fine (serve would create it).
+            let db = cli.database.or(f.settings.database.clone()).unwrap_or(db);
+            let store = match jobvisor::store::open_existing(&db).await {
+                Ok(s) => Some(s),
+                Err(jobvisor::store::StoreError::Missing(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            // A database failure is exit 3, a refused file exit 2.
+            config::validate(&f, store.as_deref()).await?;
+            println!(
+                "{}: valid ({} handlers, {} jobs, {} queues)",
+                path.display(),
+                f.declared.handlers.len(),
+                f.declared.jobs.len(),
+                f.declared.queues.len()
+            );
+            Ok(())
         }
     }
 }

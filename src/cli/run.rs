@@ -26,7 +26,7 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
     });
     let mut after = Vec::with_capacity(a.after.len());
     for id in &a.after {
-        let id = super::exec::resolve(store.as_ref(), id).await;
+        let id = super::ids::execution(store.as_ref(), id).await;
         after.push(id.map_err(|e| e.context("--after"))?);
     }
     let mut spec = RunSpec {

@@ -287,7 +287,7 @@ impl Service {
             // Open event streams would hold a graceful stop forever.
             h.abort();
         }
-        crate::runner::cgroup::release();
+        crate::engine::runner::cgroup::release();
         result
     }
 }

@@ -155,7 +155,7 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Sends a batch of lifecycle events (a JSON array of
-    /// [`crate::events::Event`], under 8,000 bytes) to every node that
+    /// [`crate::engine::events::Event`], under 8,000 bytes) to every node that
     /// hears them.
     #[doc(hidden)]
     async fn publish_events(&self, payload: &str) -> Result<(), StoreError> {

@@ -23,7 +23,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The channel on which nodes wake each other up.
 const CHANNEL: &str = "jobvisor";
-/// The channel of lifecycle events (`crate::events`), apart from the
+/// The channel of lifecycle events (`crate::engine::events`), apart from the
 /// wake-ups so that a node that hears no events is not woken by them.
 const EVENTS_CHANNEL: &str = "jobvisor_events";
 /// The shared advisory lock (two keys) a session holds while it hears

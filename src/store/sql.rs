@@ -3019,7 +3019,7 @@ async fn enqueue_chained<D: Dialect>(
             tracing::warn!(job = %name, %parent, "chained job no longer exists; not enqueued");
             continue;
         };
-        let mut run = crate::scheduler::execution_for(job, None, *at);
+        let mut run = job.execution(None, *at);
         run.after = vec![*parent];
         run.after_policy = AfterPolicy::Finished;
         runs.push(run);

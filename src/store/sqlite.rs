@@ -121,7 +121,7 @@ fn watch_wal(
                     Some(first) => Some(first),
                     None => return,
                 },
-                _ = crate::dispatch::sleep_until_some(recheck) => None,
+                _ = tokio::time::sleep_until(recheck.unwrap_or_else(tokio::time::Instant::now)), if recheck.is_some() => None,
             };
             let rechecked = burst.is_none();
             let mut changed = rechecked;

@@ -16,6 +16,7 @@
 //! a stable code; database errors are logged and answered as `internal`
 //! without detail.
 
+mod access;
 mod auth;
 mod error;
 mod executions;
@@ -224,7 +225,7 @@ fn finish(doc: utoipa::openapi::OpenApi, auth: &Auth) -> Value {
     streams::declare(&mut doc);
     executions::declare(&mut doc);
     error::declare(&mut doc);
-    auth::declare(&mut doc, auth);
+    access::declare(&mut doc, auth);
     doc
 }
 
@@ -263,7 +264,7 @@ pub fn router(sup: Supervisor, opts: impl Into<Options>) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             api.clone(),
-            auth::authorize,
+            access::authorize,
         ))
         .layer(axum::middleware::from_fn_with_state(
             api.clone(),

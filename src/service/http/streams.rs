@@ -148,7 +148,7 @@ pub(super) async fn execution(
         progress: Option<Value>,
         done: bool,
         queue: std::collections::VecDeque<Event>,
-        watch: crate::relay::Watch,
+        watch: crate::engine::relay::Watch,
         _permit: tokio::sync::OwnedSemaphorePermit,
     }
     let s = S {

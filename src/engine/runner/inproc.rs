@@ -6,9 +6,9 @@
 //! is dropped (aborted) at its next await point.
 
 use super::{Ending, Stop};
+use crate::engine::relay::LogSink;
 use crate::model::Outcome;
 use crate::model::{now_micros, stream};
-use crate::relay::LogSink;
 use crate::store::{Claimed, Completion};
 use futures_util::FutureExt;
 use jobvisor_worker::handler::{panic_message, ErrorKind, ExecutionInfo, HandlerError};

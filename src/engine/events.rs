@@ -628,8 +628,23 @@ fn batch(events: Vec<Event>, payloads: &mut Vec<String>) {
     }
 }
 
+/// Where a command's events go.
 #[async_trait::async_trait]
-impl crate::client::Announce for Hub {
+pub(crate) trait Announce: Send + Sync {
+    /// Whether anyone hears: without, events are not even built (nor the
+    /// rows read that they are built from).
+    fn heard(&self) -> bool;
+    /// Runs were just inserted.
+    fn enqueued(&self, runs: Vec<Enqueued>);
+    /// Executions were cancelled before they started.
+    fn cancelled(&self, cancels: &[crate::store::UnstartedCancel]);
+    /// Sends what was announced (and what the store reported cancelled)
+    /// in the order it happened.
+    async fn flush(&self);
+}
+
+#[async_trait::async_trait]
+impl Announce for Hub {
     fn heard(&self) -> bool {
         Hub::heard(self)
     }
@@ -650,7 +665,7 @@ impl crate::client::Announce for Hub {
 /// Announces to the nodes what a program that is not a node (a CLI
 /// command) did to executions: on PostgreSQL, published while a node
 /// hears; on SQLite, nothing, as no other process hears. Its events name
-/// `cli@HOST` as their node.
+/// `origin` (`cli@HOST`) as their node.
 pub(crate) struct Announcer {
     origin: String,
     store: Arc<dyn Store>,
@@ -661,8 +676,7 @@ pub(crate) struct Announcer {
 impl Announcer {
     /// One for `store`; from now on it hears the executions `store`
     /// cancels before they start.
-    pub(crate) async fn new(store: Arc<dyn Store>) -> Announcer {
-        let origin = format!("cli@{}", crate::runner::os::hostname());
+    pub(crate) async fn new(store: Arc<dyn Store>, origin: String) -> Announcer {
         let heard = store.publishes_events() && store.events_heard().await.unwrap_or(false);
         if !heard {
             return Announcer {
@@ -699,7 +713,7 @@ impl Announcer {
 }
 
 #[async_trait::async_trait]
-impl crate::client::Announce for Announcer {
+impl Announce for Announcer {
     fn heard(&self) -> bool {
         self.events.is_some()
     }

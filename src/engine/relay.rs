@@ -167,7 +167,7 @@ impl Relay {
         capacity: usize,
         finished: broadcast::Sender<Finished>,
         ready: Arc<dyn Fn(Ready) + Send + Sync>,
-        events: Arc<crate::events::Hub>,
+        events: Arc<crate::engine::events::Hub>,
     ) -> (Relay, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity);
         let watchers = Arc::new(Watchers::default());
@@ -309,7 +309,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<RelayMsg>,
     finished: broadcast::Sender<Finished>,
     ready: Arc<dyn Fn(Ready) + Send + Sync>,
-    events: Arc<crate::events::Hub>,
+    events: Arc<crate::engine::events::Hub>,
     watchers: Arc<Watchers>,
     failing: Arc<Failing>,
 ) {
@@ -372,7 +372,7 @@ async fn write_loop(
                 }
             }
         };
-        let ends = crate::events::Ends {
+        let ends = crate::engine::events::Ends {
             finished: &done,
             completions: &batch.completions,
         };

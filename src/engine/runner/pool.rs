@@ -14,9 +14,9 @@
 use super::isolate;
 use super::process::{self, Ended, ProcessPlan, Worker};
 use super::{Ending, Stop, StopReason};
+use crate::engine::relay::LogSink;
 use crate::model::Outcome;
 use crate::model::{format_bytes, now_micros};
-use crate::relay::LogSink;
 use crate::store::{Claimed, Completion};
 use jobvisor_worker::Level;
 use std::collections::HashMap;

@@ -18,9 +18,9 @@
 use super::escalation::{self, Action, Escalation, Event, Heard, Step};
 use super::isolate::{self, Setup, DEFAULT_PATH};
 use super::{guardian, os, Ending, Stop};
+use crate::engine::relay::{LogSink, RelayMsg};
 use crate::model::Outcome;
 use crate::model::{format_bytes, now_micros, stream, ProcessLimits};
-use crate::relay::{LogSink, RelayMsg};
 use crate::store::{Claimed, Completion};
 use jobvisor_worker::protocol::{
     parse_worker_line, Final, ParsedLine, RunRequest, SupervisorMessage, WorkerMessage,

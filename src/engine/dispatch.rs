@@ -3,51 +3,43 @@
 //! mode's runner and hands the completion to the relay. It owns the
 //! running executions' stop handles; cancels reach them as messages.
 
+use crate::engine::events::Hub;
+use crate::engine::relay::Relay;
+use crate::engine::relay::{LogSink, RelayMsg};
+use crate::engine::runner::pool::Pools;
+use crate::engine::runner::process::ProcessPlan;
+use crate::engine::runner::{inproc, process, Stop, StopReason};
+use crate::engine::{ToDispatcher, Vitals};
 use crate::model::{now_micros, HandlerKind, Outcome, ProcessLimits, MAX_SNOOZES};
-use crate::relay::{LogSink, RelayMsg};
-use crate::runner::process::ProcessPlan;
-use crate::runner::{inproc, process, Stop, StopReason};
 use crate::store::{Claimed, Completion, Store};
-use crate::supervisor::{Beats, Exec};
+use jobvisor_worker::Registry;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::broadcast;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-/// What the dispatcher is told.
-#[derive(Debug)]
-pub(crate) enum ToDispatcher {
-    /// Work may be due: claim now rather than at the next poll.
-    Wake,
-    /// The database changed (SQLite, any process): look for due work now,
-    /// with a read, rather than at the next poll.
-    Look,
-    /// Stop a running execution (first reason wins).
-    Cancel {
-        /// The execution.
-        id: Uuid,
-        /// Why.
-        reason: String,
-    },
-    /// An execution (a retry this node scheduled) comes due then: poll
-    /// by then.
-    DueAt(crate::model::Micros),
-    /// Whether every write by another process is announced (SQLite's WAL
-    /// watch): then an idle dispatcher polls rarely, and otherwise only
-    /// when the earliest pending execution comes due.
-    Watched(bool),
-    /// Fault injection for tests: panic.
-    Panic,
+/// What an execution's owner task needs to run it.
+pub(crate) struct Executor {
+    pub(crate) relay: Relay,
+    pub(crate) registry: Registry,
+    pub(crate) pools: Arc<Pools>,
+    pub(crate) worker_program: PathBuf,
+    /// The exec shim, when the worker program is installed.
+    pub(crate) shim: Option<PathBuf>,
+    pub(crate) cgroups: bool,
+    pub(crate) inproc_grace: Duration,
+    /// The test built-ins, for worker processes too.
+    pub(crate) test_builtins: Option<jobvisor_worker::builtins::TestBuiltins>,
+    pub(crate) started: broadcast::Sender<Uuid>,
+    pub(crate) durations: Mutex<crate::metrics::Durations>,
+    pub(crate) events: Arc<Hub>,
 }
-
-/// How often an idle dispatcher polls while the database is watched: a
-/// safety net only, as every other process's write is announced and the
-/// earliest pending execution's due time is slept until.
-pub(crate) const QUIET_POLL: Duration = Duration::from_secs(5);
 
 /// How long after its last execution ended a dispatcher stays on its base
 /// poll: the relay writes a retry due later a moment after the end.
@@ -91,8 +83,8 @@ pub(crate) struct Dispatcher {
     pub(crate) poll_interval: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) inbox: mpsc::Receiver<ToDispatcher>,
-    pub(crate) beats: Arc<Beats>,
-    pub(crate) exec: Arc<Exec>,
+    pub(crate) vitals: Arc<Vitals>,
+    pub(crate) exec: Arc<Executor>,
     pub(crate) running: HashMap<Uuid, Arc<Stop>>,
     pub(crate) tasks: JoinSet<Uuid>,
 }
@@ -129,7 +121,7 @@ impl Dispatcher {
         // When a claim that failed is tried again.
         let mut claim_retry: Option<tokio::time::Instant> = None;
         loop {
-            self.beats
+            self.vitals
                 .dispatcher
                 .store(now_micros(), std::sync::atomic::Ordering::Relaxed);
             while let Some(done) = self.tasks.try_join_next() {
@@ -333,7 +325,7 @@ impl Dispatcher {
     /// pending execution comes due, at the latest after [`QUIET_POLL`] (or
     /// the poll interval, if longer).
     async fn quiet_poll(&self, now: tokio::time::Instant) -> tokio::time::Instant {
-        let latest = now + crate::idle::idle(QUIET_POLL).max(self.poll_interval);
+        let latest = now + crate::idle::idle(crate::engine::QUIET_POLL).max(self.poll_interval);
         match self.store.next_run_at().await {
             Ok(Some(at)) => latest.min(instant_at(at)),
             Ok(None) => latest,
@@ -350,8 +342,8 @@ impl Dispatcher {
             stop.request(StopReason::Cancel("requested before it started".into()));
         }
         self.running.insert(claimed.id, stop.clone());
-        self.beats.set_running(self.running.len());
-        self.beats.count_start();
+        self.vitals.set_running(self.running.len());
+        self.vitals.count_start();
         self.tasks
             .spawn(execute_guarded(self.exec.clone(), claimed, stop));
     }
@@ -369,7 +361,7 @@ impl Dispatcher {
                 self.running.retain(|_, stop| Arc::strong_count(stop) > 1);
             }
         }
-        self.beats.set_running(self.running.len());
+        self.vitals.set_running(self.running.len());
     }
 }
 
@@ -383,7 +375,7 @@ pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 
 /// Runs an execution; should its owner panic (a bug in the supervisor,
 /// not in the job), the execution still ends, as failed. Returns its id.
-async fn execute_guarded(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) -> Uuid {
+async fn execute_guarded(exec: Arc<Executor>, claimed: Claimed, stop: Arc<Stop>) -> Uuid {
     use futures_util::FutureExt;
     let id = claimed.id;
     let relay = exec.relay.clone();
@@ -399,7 +391,7 @@ async fn execute_guarded(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) -> 
     id
 }
 
-async fn execute(exec: Arc<Exec>, claimed: Claimed, stop: Arc<Stop>) {
+async fn execute(exec: Arc<Executor>, claimed: Claimed, stop: Arc<Stop>) {
     // The log budget holds in every mode: the handler's, or the default.
     let max_log = match claimed.handler_spec() {
         Ok(Some(spec)) => spec.limits.max_log_bytes,
@@ -461,7 +453,7 @@ enum PlanError {
     Unknown(String),
 }
 
-impl Exec {
+impl Executor {
     fn plan(&self, claimed: &Claimed) -> Result<ProcessPlan, PlanError> {
         let spec = claimed.handler_spec()?;
         let plan = |program: PathBuf, args, limits, self_guarding: bool| ProcessPlan {

@@ -8,16 +8,14 @@
 //! carries a unique (job, occurrence) key: any number of supervisors can run
 //! passes at once and each occurrence still yields at most one execution.
 
-use crate::dispatch::ToDispatcher;
-use crate::model::{now_micros, Job, Micros, Mode, NewExecution, Overlap, RetryPolicy};
+use crate::engine::{tell_or_drop, ToDispatcher, ToScheduler, Vitals};
+use crate::model::{now_micros, Job, Micros, NewExecution, Overlap};
 use crate::schedule::{fire, Schedule, ScheduleSpec};
 use crate::store::{Finished, JobAdvance, Store, StoreError};
-use crate::supervisor::{tell, Beats};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
-use uuid::Uuid;
 
 /// Due jobs handled per pass: small enough that the dispatcher starts the
 /// first occurrences while the scheduler writes the next ones.
@@ -37,44 +35,6 @@ pub struct PassOutcome {
     pub inserted: usize,
     /// Whether more jobs were due than one pass takes.
     pub more: bool,
-}
-
-/// What an occurrence of `job` runs as (`None`: a run that is no
-/// scheduled occurrence, such as a chained one).
-pub(crate) fn execution_for(job: &Job, occurrence: Option<Micros>, run_at: Micros) -> NewExecution {
-    let spec = &job.spec;
-    // Resolved when the job was added.
-    let mode = spec.mode.unwrap_or(Mode::Inproc);
-    let daemon = matches!(spec.schedule, ScheduleSpec::Daemon);
-    NewExecution {
-        id: Uuid::now_v7(),
-        job: Some(spec.name.clone()),
-        handler: spec.handler.clone(),
-        mode,
-        payload: spec.payload.clone(),
-        retry: RetryPolicy {
-            // A daemon's restarts are its retries.
-            max_attempts: if daemon {
-                1
-            } else {
-                spec.retries.saturating_add(1)
-            },
-            backoff_base_ms: spec.backoff_ms,
-            backoff_cap_ms: RetryPolicy::default().backoff_cap_ms,
-        },
-        timeout_ms: spec.timeout_ms,
-        priority: spec.priority,
-        run_at,
-        attempt: 1,
-        previous_id: None,
-        queue: spec.queue.clone(),
-        occurrence,
-        unique: None,
-        concurrency_key: spec.concurrency_key.clone(),
-        after: Vec::new(),
-        after_policy: Default::default(),
-        step: None,
-    }
 }
 
 /// A step for `job` as this pass read it: the job completes when no next
@@ -118,7 +78,7 @@ pub struct Planner {
     /// Whether a pass keeps what it inserted, for `enqueued` events.
     announce: bool,
     /// What the last pass inserted, when `announce` was set.
-    inserted: Vec<crate::events::Enqueued>,
+    inserted: Vec<crate::engine::events::Enqueued>,
 }
 
 impl Planner {
@@ -220,7 +180,7 @@ async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome
         steps.push(step(
             job,
             next,
-            run.map(|occ| execution_for(job, Some(occ), occ)),
+            run.map(|occ| job.execution(Some(occ), occ)),
             missed,
         ));
     }
@@ -257,12 +217,7 @@ async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome
         steps.push(JobAdvance {
             complete: false,
             daemon_streak: Some(streak),
-            ..step(
-                job,
-                None,
-                Some(execution_for(job, Some(generation), run_at)),
-                0,
-            )
+            ..step(job, None, Some(job.execution(Some(generation), run_at)), 0)
         });
     }
     let inserted = store.advance_jobs(&steps, now).await?;
@@ -286,62 +241,15 @@ async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome
     Ok(PassOutcome { inserted, more })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::JobSpec;
-
-    fn spec(schedule: ScheduleSpec) -> JobSpec {
-        JobSpec::new("j", "noop", schedule)
-    }
-
-    #[test]
-    fn an_interval_added_now_first_runs_now_and_a_window_bounds_the_first_run() {
-        let now = 1_800_000_000_000_000;
-        let every = spec(ScheduleSpec::Interval {
-            every_ms: 30_000,
-            anchor: now - 3_000,
-        });
-        assert_eq!(first_due(&every, now).unwrap(), Some(now - 3_000));
-        let mut cron = spec(ScheduleSpec::Cron {
-            expr: "0 * * * *".into(),
-            tz: "UTC".into(),
-        });
-        let hour = 3_600_000_000;
-        cron.start_at = Some(now + 2 * hour);
-        assert_eq!(
-            first_due(&cron, now).unwrap(),
-            Some((now / hour + 2) * hour)
-        );
-        cron.end_at = Some(now + hour);
-        assert_eq!(first_due(&cron, now).unwrap(), None);
-    }
-}
-
-/// What the scheduler is told.
-#[derive(Debug)]
-pub(crate) enum ToScheduler {
-    /// A job was added, changed or removed.
-    JobsChanged,
-    /// Whether every write by another process is announced (SQLite's WAL
-    /// watch, which then also sends `JobsChanged`): the poll cap is then
-    /// [`QUIET_CAP`], a safety net only.
-    Watched(bool),
-    /// The supervisor is stopping.
-    Stop,
-    /// Fault injection for tests: panic.
-    Panic,
-}
-
 pub(crate) struct Scheduler {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) inbox: mpsc::Receiver<ToScheduler>,
     pub(crate) finished: broadcast::Receiver<Finished>,
     pub(crate) dispatcher: mpsc::Sender<ToDispatcher>,
     pub(crate) poll_cap: Duration,
-    pub(crate) beats: Arc<Beats>,
+    pub(crate) vitals: Arc<Vitals>,
     pub(crate) planner: Planner,
-    pub(crate) events: Arc<crate::events::Hub>,
+    pub(crate) events: Arc<crate::engine::events::Hub>,
 }
 
 /// The scheduler's longest sleep while the database is watched.
@@ -352,14 +260,14 @@ const QUIET_CAP: Duration = Duration::from_secs(60);
 const BEAT: Duration = Duration::from_secs(5);
 
 /// Sleeps until `due`, beating every [`BEAT`].
-async fn beat_until(beats: &Beats, due: tokio::time::Instant) {
+async fn beat_until(vitals: &Vitals, due: tokio::time::Instant) {
     loop {
         let now = tokio::time::Instant::now();
         if now >= due {
             return;
         }
         tokio::time::sleep_until(due.min(now + BEAT)).await;
-        beats
+        vitals
             .scheduler
             .store(now_micros(), std::sync::atomic::Ordering::Relaxed);
     }
@@ -370,7 +278,7 @@ impl Scheduler {
         let mut backoff = Duration::from_millis(100);
         let mut cap = self.poll_cap;
         loop {
-            self.beats
+            self.vitals
                 .scheduler
                 .store(now_micros(), std::sync::atomic::Ordering::Relaxed);
             self.planner.announce = self.events.heard();
@@ -380,7 +288,7 @@ impl Scheduler {
                     self.events
                         .enqueued(std::mem::take(&mut self.planner.inserted));
                     if outcome.inserted > 0 {
-                        tell(&self.dispatcher, ToDispatcher::Wake);
+                        tell_or_drop(&self.dispatcher, ToDispatcher::Wake);
                     }
                     if outcome.more {
                         continue;
@@ -395,11 +303,11 @@ impl Scheduler {
             };
             // A finished execution may be a daemon's: look again soon (at
             // most every 50 ms, however many executions finish). A long
-            // sleep is cut into beats, so that a watchdog sees the loop
+            // sleep is cut into vitals, so that a watchdog sees the loop
             // alive.
             let due = tokio::time::Instant::now() + wait;
             let woke_by_finish = tokio::select! {
-                _ = beat_until(&self.beats, due) => false,
+                _ = beat_until(&self.vitals, due) => false,
                 msg = self.inbox.recv() => {
                     // Any number of changes queued at once are one pass.
                     let mut next = Some(msg);
@@ -435,5 +343,37 @@ impl Scheduler {
                 self.poll_cap
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::JobSpec;
+
+    fn spec(schedule: ScheduleSpec) -> JobSpec {
+        JobSpec::new("j", "noop", schedule)
+    }
+
+    #[test]
+    fn an_interval_added_now_first_runs_now_and_a_window_bounds_the_first_run() {
+        let now = 1_800_000_000_000_000;
+        let every = spec(ScheduleSpec::Interval {
+            every_ms: 30_000,
+            anchor: now - 3_000,
+        });
+        assert_eq!(first_due(&every, now).unwrap(), Some(now - 3_000));
+        let mut cron = spec(ScheduleSpec::Cron {
+            expr: "0 * * * *".into(),
+            tz: "UTC".into(),
+        });
+        let hour = 3_600_000_000;
+        cron.start_at = Some(now + 2 * hour);
+        assert_eq!(
+            first_due(&cron, now).unwrap(),
+            Some((now / hour + 2) * hour)
+        );
+        cron.end_at = Some(now + hour);
+        assert_eq!(first_due(&cron, now).unwrap(), None);
     }
 }

@@ -3,33 +3,23 @@
 //! notices of other nodes (PostgreSQL LISTEN), passed on to whom they
 //! concern.
 
-use crate::dispatch::{sleep_until_some, ToDispatcher};
+use crate::engine::dispatch::sleep_until_some;
+use crate::engine::relay::{Relay, RelayMsg};
+use crate::engine::runner::os;
+use crate::engine::runner::pool::Pools;
+use crate::engine::{tell_or_drop, ToDispatcher, ToMaintenance, ToScheduler, Vitals};
 use crate::model::{now_micros, Micros, Outcome};
-use crate::relay::{Relay, RelayMsg};
-use crate::runner::os;
-use crate::runner::pool::Pools;
-use crate::scheduler::ToScheduler;
 use crate::store::{Completion, NodeInfo, Notice, Store, StoreError};
-use crate::supervisor::{tell, Beats};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// What maintenance is told.
-#[derive(Debug)]
-pub(crate) enum ToMaintenance {
-    /// The supervisor is stopping.
-    Stop,
-    /// Fault injection for tests: panic.
-    Panic,
-}
 
 pub(crate) struct Maintenance {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) node: NodeInfo,
     pub(crate) relay: Relay,
     pub(crate) pools: Arc<Pools>,
-    pub(crate) beats: Arc<Beats>,
+    pub(crate) vitals: Arc<Vitals>,
     pub(crate) inbox: mpsc::Receiver<ToMaintenance>,
     pub(crate) dispatcher: mpsc::Sender<ToDispatcher>,
     pub(crate) scheduler: mpsc::Sender<ToScheduler>,
@@ -67,13 +57,13 @@ impl Maintenance {
         let mut heartbeat_tick = quiet_interval(self.heartbeat);
         let mut rescue_tick = quiet_interval(self.lease / 4);
         let mut pool_tick =
-            quiet_interval(crate::idle::idle(crate::runner::pool::IDLE_TIMEOUT) / 4);
+            quiet_interval(crate::idle::idle(crate::engine::runner::pool::IDLE_TIMEOUT) / 4);
         // The first tick comes a period after start-up.
         let trim_after = crate::idle::idle(TRIM_AFTER);
         let mut trim_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + trim_after, trim_after);
         trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut trimmed, mut runs_seen) = (false, self.beats.runs());
+        let (mut trimmed, mut runs_seen) = (false, self.vitals.runs());
         // Another process's writes (SQLite) may come in a stream: cancels
         // are looked for at most every CHANGED_CANCEL_EVERY.
         let mut cancels_looked = tokio::time::Instant::now();
@@ -89,19 +79,19 @@ impl Maintenance {
                     Some(ToMaintenance::Stop) | None => return,
                 },
                 notice = next_notice(&mut notices) => match notice {
-                    Some(Notice::Work | Notice::Limits) => tell(&self.dispatcher, ToDispatcher::Wake),
-                    Some(Notice::Jobs) => tell(&self.scheduler, ToScheduler::JobsChanged),
+                    Some(Notice::Work | Notice::Limits) => tell_or_drop(&self.dispatcher, ToDispatcher::Wake),
+                    Some(Notice::Jobs) => tell_or_drop(&self.scheduler, ToScheduler::JobsChanged),
                     Some(Notice::Cancel) => self.check_cancels().await,
                     Some(Notice::Changed) => {
-                        tell(&self.dispatcher, ToDispatcher::Look);
+                        tell_or_drop(&self.dispatcher, ToDispatcher::Look);
                         jobs_due.get_or_insert(jobs_looked + CHANGED_JOBS_EVERY);
-                        if self.beats.running() > 0 {
+                        if self.vitals.running() > 0 {
                             cancels_due.get_or_insert(cancels_looked + CHANGED_CANCEL_EVERY);
                         }
                     }
                     Some(Notice::Watched) => {
                         self.watched(true).await;
-                        cancel_tick = quiet_interval(self.cancel_poll.max(crate::idle::idle(crate::dispatch::QUIET_POLL)));
+                        cancel_tick = quiet_interval(self.cancel_poll.max(crate::idle::idle(crate::engine::QUIET_POLL)));
                     }
                     None => {
                         notices = None;
@@ -112,7 +102,7 @@ impl Maintenance {
                 _ = sleep_until_some(jobs_due) => {
                     jobs_due = None;
                     jobs_looked = tokio::time::Instant::now();
-                    tell(&self.scheduler, ToScheduler::JobsChanged);
+                    tell_or_drop(&self.scheduler, ToScheduler::JobsChanged);
                 }
                 _ = sleep_until_some(cancels_due) => {
                     cancels_due = None;
@@ -129,18 +119,18 @@ impl Maintenance {
                 _ = trim_tick.tick(), if self.trim_when_idle => {
                     // Once after start-up, and once per idle spell: nothing
                     // ran since the last tick (a period ago).
-                    let idle = self.beats.running() == 0 && self.beats.runs() == runs_seen;
+                    let idle = self.vitals.running() == 0 && self.vitals.runs() == runs_seen;
                     if idle && !trimmed {
-                        crate::runner::os::release_code_pages();
+                        crate::engine::runner::os::release_code_pages();
                         tracing::debug!("idle: code pages given back");
                     }
                     trimmed = idle;
-                    runs_seen = self.beats.runs();
+                    runs_seen = self.vitals.runs();
                 }
                 _ = rescue_tick.tick() => {
                     match rescue(self.store.as_ref(), &self.node, self.lease, &self.relay).await {
                         Ok(0) => {}
-                        Ok(_) => tell(&self.dispatcher, ToDispatcher::Wake),
+                        Ok(_) => tell_or_drop(&self.dispatcher, ToDispatcher::Wake),
                         Err(e) => tracing::warn!(error = %crate::error_chain(&e), "rescue sweep failed"),
                     }
                 }
@@ -160,13 +150,13 @@ impl Maintenance {
     /// Cancels of pending executions are applied by whoever asks; only
     /// running ones need this node, so idle there is nothing to look for.
     async fn check_cancels(&self) {
-        if self.beats.running() == 0 {
+        if self.vitals.running() == 0 {
             return;
         }
         match self.store.cancel_requests(&self.node.id).await {
             Ok(reqs) => {
                 for (id, reason) in reqs {
-                    tell(&self.dispatcher, ToDispatcher::Cancel { id, reason });
+                    tell_or_drop(&self.dispatcher, ToDispatcher::Cancel { id, reason });
                 }
             }
             Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cancel poll failed"),
