@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 /// Settings of a [`Supervisor`].
@@ -766,8 +767,10 @@ impl Supervisor {
                 None
             }
         };
-        let mut scheduler = tokio::spawn(scheduler.run());
-        let mut maintenance = tokio::spawn(maintenance.run(notices));
+        // Aborted if this future is dropped mid-run: the actors go with it,
+        // even while clones of the supervisor live on.
+        let mut scheduler = AbortOnDropHandle::new(tokio::spawn(scheduler.run()));
+        let mut maintenance = AbortOnDropHandle::new(tokio::spawn(maintenance.run(notices)));
         self.shared.ready.send_replace(true);
         // The dispatcher runs in this task (`shutdown` and `force` need not
         // be 'static); it stops at `shutdown` or when another actor ends,

@@ -1134,3 +1134,71 @@ async fn events_tell_each_step_of_an_execution_and_hooks_hear_theirs() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// Drops a running supervisor (its run future and every handle) with an
+/// execution in flight, a hook and a subscriber, and waits for every task
+/// it started to end: none may outlive it.
+async fn no_task_outlives_a_dropped_supervisor(db: &str) {
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    assert_eq!(alive(), 0, "a fresh runtime");
+    let sup = Supervisor::builder()
+        .database(db)
+        .configure(|c| c.poll_interval = Duration::from_millis(20))
+        .on_event(|_| {})
+        .build()
+        .await
+        .unwrap();
+    let mut events = sup.events().await;
+    let run = tokio::spawn({
+        let sup = sup.clone();
+        async move { sup.run(std::future::pending()).await }
+    });
+    let id = sup
+        .enqueue(RunSpec::new("sleep", json!({"ms": 600_000})))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    events_until(&mut events, &mut seen, |e| {
+        e.execution_id == id && e.kind.name() == "started"
+    })
+    .await;
+    assert!(alive() > 1, "the actors, the relay and the hub run");
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    drop(events);
+    drop(sup);
+    let start = std::time::Instant::now();
+    while alive() > 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} tasks still alive after the supervisor was dropped",
+            alive()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn no_task_outlives_a_supervisor_dropped_mid_run() {
+    let env = Env::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(no_task_outlives_a_dropped_supervisor(&env.db));
+    let pg = rt.block_on(pg_database());
+    if let Some(url) = pg {
+        // Another runtime, so that the first's tasks are not counted.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(no_task_outlives_a_dropped_supervisor(&url));
+    }
+}

@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Something that happened to an execution.
@@ -225,12 +224,18 @@ pub(crate) struct Hub {
     /// both hear concurrent batches in the same order.
     emitting: Mutex<()>,
     store: Arc<dyn Store>,
-    stop: CancellationToken,
+    /// Its tasks (publishing, the deferred flush, hearing other nodes):
+    /// aborted with the hub. The hooks' task is not among them: it ends
+    /// when the hub drops its channel, once it has run the hooks on what
+    /// was sent.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        self.stop.cancel();
+        for t in self.tasks.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            t.abort();
+        }
     }
 }
 
@@ -238,7 +243,7 @@ impl Hub {
     /// A hub for `node`; the hook and publisher tasks start here (there are
     /// none without hooks, or on a store that cannot publish).
     pub(crate) fn start(node: String, store: Arc<dyn Store>, hooks: Vec<Hook>) -> Arc<Hub> {
-        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
         let hooks = (!hooks.is_empty()).then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(run_hooks(hooks, rx));
@@ -246,21 +251,25 @@ impl Hub {
         });
         let publish = store.publishes_events().then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(publish(store.clone(), rx, stop.clone()));
+            tasks.push(tokio::spawn(publish(store.clone(), rx)));
             tx
         });
-        let hub = Arc::new(Hub {
-            node,
-            tx: broadcast::channel(CAPACITY).0,
-            origins: Mutex::default(),
-            hooks,
-            publish,
-            remote: tokio::sync::OnceCell::new(),
-            deferred: Mutex::default(),
-            nudge: Arc::default(),
-            emitting: Mutex::default(),
-            store: store.clone(),
-            stop: stop.clone(),
+        let nudge: Arc<tokio::sync::Notify> = Arc::default();
+        let hub = Arc::new_cyclic(|weak: &Weak<Hub>| {
+            tasks.push(tokio::spawn(flush_deferred(weak.clone(), nudge.clone())));
+            Hub {
+                node,
+                tx: broadcast::channel(CAPACITY).0,
+                origins: Mutex::default(),
+                hooks,
+                publish,
+                remote: tokio::sync::OnceCell::new(),
+                deferred: Mutex::default(),
+                nudge,
+                emitting: Mutex::default(),
+                store: store.clone(),
+                tasks: Mutex::new(tasks),
+            }
         });
         let weak = Arc::downgrade(&hub);
         store.on_unstarted_cancels(Box::new(move |cancels| match weak.upgrade() {
@@ -270,11 +279,6 @@ impl Hub {
             }
             None => false,
         }));
-        tokio::spawn(flush_deferred(
-            Arc::downgrade(&hub),
-            hub.nudge.clone(),
-            stop,
-        ));
         hub
     }
 
@@ -315,7 +319,11 @@ impl Hub {
                 match self.store.listen_events().await {
                     Ok(Some(notices)) => {
                         let hub = Arc::downgrade(self);
-                        tokio::spawn(hear_others(notices, hub, self.stop.clone()));
+                        let task = tokio::spawn(hear_others(notices, hub));
+                        self.tasks
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(task);
                     }
                     Ok(None) => {}
                     Err(e) => tracing::warn!(
@@ -483,12 +491,9 @@ impl Hub {
 /// Announces deferred events that no [`Hub::flush`] took within
 /// [`DEFERRED_FOR`] of their commit.
 /// It holds no strong reference while it waits, so that the hub can drop.
-async fn flush_deferred(hub: Weak<Hub>, nudge: Arc<tokio::sync::Notify>, stop: CancellationToken) {
+async fn flush_deferred(hub: Weak<Hub>, nudge: Arc<tokio::sync::Notify>) {
     loop {
-        tokio::select! {
-            _ = nudge.notified() => {}
-            _ = stop.cancelled() => return,
-        }
+        nudge.notified().await;
         tokio::time::sleep(DEFERRED_FOR).await;
         match hub.upgrade() {
             Some(hub) => hub.flush(),
@@ -568,18 +573,13 @@ async fn run_hooks(hooks: Vec<Hook>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>
 /// Sends this node's events to the others, in notices of at most
 /// [`NOTICE_BYTES`]; an event too large for one is sent without its output,
 /// then with its error cut.
-async fn publish(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<Vec<Event>>,
-    stop: CancellationToken,
-) {
+async fn publish(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>) {
     let mut payloads = Vec::new();
     // Whether a node hears, as last asked, and until when that answer holds.
     let mut heard = (false, tokio::time::Instant::now());
     loop {
-        let events = tokio::select! {
-            e = rx.recv() => match e { Some(e) => e, None => return },
-            _ = stop.cancelled() => return,
+        let Some(events) = rx.recv().await else {
+            return;
         };
         let mut pending = events;
         while let Ok(more) = rx.try_recv() {
@@ -803,15 +803,10 @@ fn cut(s: &mut String, max: usize) {
 
 /// Rebroadcasts other nodes' events to this node's subscribers, until the
 /// hub is gone.
-async fn hear_others(
-    mut notices: mpsc::UnboundedReceiver<String>,
-    hub: Weak<Hub>,
-    stop: CancellationToken,
-) {
+async fn hear_others(mut notices: mpsc::UnboundedReceiver<String>, hub: Weak<Hub>) {
     loop {
-        let payload = tokio::select! {
-            p = notices.recv() => match p { Some(p) => p, None => return },
-            _ = stop.cancelled() => return,
+        let Some(payload) = notices.recv().await else {
+            return;
         };
         let Some(hub) = hub.upgrade() else { return };
         match serde_json::from_str::<Vec<Event>>(&payload) {

@@ -30,6 +30,15 @@ const EVENTS_CHANNEL: &str = "jobvisor_events";
 /// events, so that nodes publish them only when someone hears.
 const HEARING: (i32, i32) = (7305, 150917);
 
+/// The pool closes with the store: sqlx's reaper task then ends at once,
+/// rather than at its next period (minutes later), and no task of the
+/// store outlives it.
+impl Drop for Pg {
+    fn drop(&mut self) {
+        drop(self.pool.close());
+    }
+}
+
 impl Pg {
     /// Connects to `postgres://...`.
     pub async fn open(url: &str) -> std::result::Result<Self, StoreError> {
@@ -109,8 +118,13 @@ impl Dialect for Pg {
         tokio::spawn(async move {
             loop {
                 // The listener reconnects by itself; what is missed meanwhile
-                // is found by the nodes' polling.
-                match listener.recv().await {
+                // is found by the nodes' polling. It ends as soon as nobody
+                // listens (the supervisor is gone), not at the next notice.
+                let n = tokio::select! {
+                    n = listener.recv() => n,
+                    _ = tx.closed() => return,
+                };
+                match n {
                     Ok(n) => {
                         let notice = match n.payload() {
                             "work" => Notice::Work,

@@ -1462,7 +1462,12 @@ impl<D: Dialect> Store for SqlStore<D> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let limits = self.limits.clone();
         tokio::spawn(async move {
-            while let Some(n) = notices.recv().await {
+            loop {
+                // Ends when nobody listens any more, not at the next notice.
+                let n = tokio::select! {
+                    n = notices.recv() => match n { Some(n) => n, None => break },
+                    _ = tx.closed() => break,
+                };
                 let n = match n {
                     Notice::Limits => {
                         forget(&limits);

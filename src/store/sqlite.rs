@@ -24,6 +24,17 @@ pub struct Lite {
     path: Option<std::path::PathBuf>,
 }
 
+/// The pools close with the store: sqlx's reaper task of each then ends at
+/// once, rather than at its next period (minutes later), and no task of
+/// the store outlives it.
+impl Drop for Lite {
+    fn drop(&mut self) {
+        // Marks the pool closed; the connections go with the pool.
+        drop(self.writer.close());
+        drop(self.reader.close());
+    }
+}
+
 impl Lite {
     /// Opens (creating if needed) `sqlite://PATH` or a path.
     /// `sqlite::memory:` would give each pool a database of its own.
@@ -117,6 +128,9 @@ fn watch_wal(
         let mut recheck: Option<tokio::time::Instant> = None;
         loop {
             let burst = tokio::select! {
+                // Nobody listens any more (the supervisor is gone): the
+                // watch ends now, not at the next change of the file.
+                _ = tx.closed() => return,
                 first = events.next() => match first {
                     Some(first) => Some(first),
                     None => return,
