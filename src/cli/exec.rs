@@ -213,7 +213,7 @@ fn print_list(execs: &[Execution]) {
                 format!("{}/{}", e.attempt, e.max_attempts),
                 e.started_at.map_or_else(|| "-".into(), |t| t.to_string()),
                 e.duration_ms
-                    .map(jobvisor::model::format_elapsed_ms)
+                    .map(super::output::elapsed_ms)
                     .unwrap_or_else(|| "-".into()),
                 output::cut(e.error.as_deref().unwrap_or(""), 60),
             ]

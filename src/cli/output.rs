@@ -51,3 +51,22 @@ pub(crate) fn cut(s: &str, n: usize) -> String {
         t
     }
 }
+
+/// A measured duration for people: sub-millisecond ones keep their
+/// fraction (`0.25ms`), longer ones read as `1s 500ms`.
+pub(crate) fn elapsed_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{ms:.2}ms")
+    } else {
+        jobvisor::model::format_ms(ms.round() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_measured_duration_keeps_its_fraction_below_a_millisecond() {
+        assert_eq!(super::elapsed_ms(0.25), "0.25ms");
+        assert_eq!(super::elapsed_ms(1500.0), "1s 500ms");
+    }
+}

@@ -169,7 +169,7 @@ async fn print_last_logs(store: &dyn Store, e: &Execution) -> Result<(), CliErro
 fn print_outcome(e: &Execution) {
     let took = e
         .duration_ms
-        .map(|ms| format!(" in {}", jobvisor::model::format_elapsed_ms(ms)))
+        .map(|ms| format!(" in {}", super::output::elapsed_ms(ms)))
         .unwrap_or_default();
     println!("{} {}{took} (attempt {})", e.id, e.status, e.attempt);
     if let Some(out) = &e.output {

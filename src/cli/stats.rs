@@ -13,7 +13,7 @@ pub(crate) async fn stats(db: &str, job: Option<String>, json: bool) -> Result<(
     if json {
         return output::json(&stats);
     }
-    let ms = |v: Option<f64>| v.map_or("-".into(), jobvisor::model::format_elapsed_ms);
+    let ms = |v: Option<f64>| v.map_or("-".into(), super::output::elapsed_ms);
     let rows = stats
         .iter()
         .map(|s| {
