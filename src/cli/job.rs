@@ -23,179 +23,9 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
     let client = jobvisor::Client::connect(store).await;
     let store = client.store().as_ref();
     match cmd {
-        JobCmd::Add(a) => {
-            let (replace, explicit_start) = (a.replace, a.start.is_some() || a.at.is_some());
-            let spec = spec_from_args(*a)?;
-            for c in &spec.then {
-                if store.job(&c.job).await?.is_none() {
-                    return Err(input(format!(
-                        "--then {:?}: no job of that name (add it first)",
-                        c.job
-                    )));
-                }
-            }
-            let name = spec.name.clone();
-            let schedule = spec.schedule.clone();
-            let (first, done) = if replace {
-                let next = match client.replace_job(spec, !explicit_start).await {
-                    Err(jobvisor::Error::UnknownJob(_)) => {
-                        return Err(input(format!(
-                            "no job named {name:?} to replace (add it without --replace)"
-                        )))
-                    }
-                    next => next?,
-                };
-                (next, ("replaced", "next"))
-            } else {
-                (client.add_job(spec).await?, ("added", "first"))
-            };
-            match first {
-                Some(t) => println!("job {name} {}; {} run {}", done.0, done.1, format_micros(t)),
-                None => println!("job {name} {} (daemon)", done.0),
-            }
-            if let (Some(t), true) = (first, std::io::stdout().is_terminal()) {
-                // Show what the schedule means before the first surprise.
-                let times = Schedule::from_spec(&schedule)?.occurrences(t - 1, 3);
-                print_occurrences(&times, zone_of(&schedule));
-            }
-            Ok(())
-        }
-        JobCmd::List(j) => {
-            let jobs = store.jobs().await?;
-            // Runs in the history (scheduled, triggered and chained alike);
-            // the job's own `runs` counts scheduled occurrences only.
-            let history: std::collections::HashMap<String, u64> = store
-                .stats(None)
-                .await?
-                .into_iter()
-                .map(|s| (s.job, s.runs))
-                .collect();
-            let run_count = |job: &Job| history.get(&job.spec.name).copied().unwrap_or(0);
-            if j.json {
-                let all: Vec<serde_json::Value> = jobs
-                    .iter()
-                    .map(|job| {
-                        let mut v = view(job);
-                        v["run_count"] = run_count(job).into();
-                        v
-                    })
-                    .collect();
-                return output::json(&all);
-            }
-            let rows = jobs
-                .iter()
-                .map(|job| {
-                    vec![
-                        job.spec.name.clone(),
-                        job.spec.handler.clone(),
-                        describe(&job.spec.schedule),
-                        state(job).to_string(),
-                        job.next_run_at
-                            .map(format_micros)
-                            .unwrap_or_else(|| "-".into()),
-                        run_count(job).to_string(),
-                    ]
-                })
-                .collect();
-            output::table(
-                &["NAME", "HANDLER", "SCHEDULE", "STATE", "NEXT RUN", "RUNS"],
-                rows,
-            );
-            Ok(())
-        }
-        JobCmd::Show(n) => {
-            let job = store
-                .job(&n.name)
-                .await?
-                .ok_or_else(|| input(format!("no job named {:?}", n.name)))?;
-            let stats = store.stats(Some(&n.name)).await?.into_iter().next();
-            let recent = store
-                .executions(&ExecFilter {
-                    job: Some(n.name.clone()),
-                    limit: 5,
-                    ..Default::default()
-                })
-                .await?;
-            if n.json {
-                let mut v = view(&job);
-                v["history"] = serde_json::to_value(&stats).expect("serializes");
-                v["recent"] = serde_json::to_value(&recent).expect("serializes");
-                return output::json(&v);
-            }
-            let s = &job.spec;
-            println!("name:        {}", s.name);
-            println!(
-                "handler:     {} ({})",
-                s.handler,
-                s.mode.map_or("-".into(), |m| m.to_string())
-            );
-            println!("schedule:    {}", describe(&s.schedule));
-            println!("state:       {}", state(&job));
-            for c in &s.then {
-                println!("then:        {} (on {})", c.job, c.on.as_str());
-            }
-            println!(
-                "next run:    {}",
-                job.next_run_at
-                    .map(format_micros)
-                    .unwrap_or_else(|| "-".into())
-            );
-            println!("payload:     {}", s.payload);
-            println!(
-                "policy:      overlap {}, misfire {}, priority {}, queue {}, retries {}, backoff {}",
-                s.overlap.as_str(),
-                match s.misfire {
-                    jobvisor::schedule::Misfire::RunOnce => "run-once",
-                    jobvisor::schedule::Misfire::Skip => "skip",
-                },
-                s.priority,
-                s.queue,
-                s.retries,
-                jobvisor::model::format_ms(s.backoff_ms)
-            );
-            if let Some(t) = s.timeout_ms {
-                println!("timeout:     {}", jobvisor::model::format_ms(t));
-            }
-            if let Some(m) = s.max_parallel {
-                println!("max parallel: {m}");
-            }
-            if let Some(m) = s.max_runs {
-                println!("max runs:    {m}");
-            }
-            if s.start_at.is_some() || s.end_at.is_some() {
-                println!(
-                    "window:      {} .. {}",
-                    s.start_at.map(format_micros).unwrap_or_else(|| "-".into()),
-                    s.end_at.map(format_micros).unwrap_or_else(|| "-".into())
-                );
-            }
-            println!("runs:        {} (missed {})", job.runs, job.missed);
-            if let Some(st) = stats {
-                println!(
-                    "history:     {} runs ({} attempts): {} succeeded, {} failed, {} cancelled",
-                    st.runs, st.attempts, st.succeeded, st.failed, st.cancelled
-                );
-                if let (Some(avg), Some(p95)) = (st.avg_ms, st.p95_ms) {
-                    println!("duration:    avg {avg:.1} ms, p95 {p95:.1} ms");
-                }
-                if let Some(t) = &st.last_failure {
-                    println!(
-                        "last failure: {t}: {}",
-                        st.last_error.as_deref().unwrap_or("-")
-                    );
-                }
-            }
-            let ids = super::ids::Shortener::new(recent.iter().map(|e| &e.id));
-            for e in recent {
-                println!(
-                    "  {} {} {}",
-                    ids.short(&e.id),
-                    e.status,
-                    e.started_at.map_or_else(|| "-".into(), |t| t.to_string())
-                );
-            }
-            Ok(())
-        }
+        JobCmd::Add(a) => add(&client, *a).await,
+        JobCmd::List(j) => list(store, j).await,
+        JobCmd::Show(n) => show(store, n).await,
         JobCmd::Pause(n) => {
             client.pause_job(&n.name).await?;
             println!("job {} paused", n.name);
@@ -221,6 +51,189 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// `job add`: a new job, or with `--replace` a changed one.
+async fn add(client: &jobvisor::Client, a: JobAddArgs) -> Result<(), CliError> {
+    let (replace, explicit_start) = (a.replace, a.start.is_some() || a.at.is_some());
+    let store = client.store().as_ref();
+    let spec = spec_from_args(a)?;
+    for c in &spec.then {
+        if store.job(&c.job).await?.is_none() {
+            return Err(input(format!(
+                "--then {:?}: no job of that name (add it first)",
+                c.job
+            )));
+        }
+    }
+    let name = spec.name.clone();
+    let schedule = spec.schedule.clone();
+    let (first, done) = if replace {
+        let next = match client.replace_job(spec, !explicit_start).await {
+            Err(jobvisor::Error::UnknownJob(_)) => {
+                return Err(input(format!(
+                    "no job named {name:?} to replace (add it without --replace)"
+                )))
+            }
+            next => next?,
+        };
+        (next, ("replaced", "next"))
+    } else {
+        (client.add_job(spec).await?, ("added", "first"))
+    };
+    match first {
+        Some(t) => println!("job {name} {}; {} run {}", done.0, done.1, format_micros(t)),
+        None => println!("job {name} {} (daemon)", done.0),
+    }
+    if let (Some(t), true) = (first, std::io::stdout().is_terminal()) {
+        // Show what the schedule means before the first surprise.
+        let times = Schedule::from_spec(&schedule)?.occurrences(t - 1, 3);
+        print_occurrences(&times, zone_of(&schedule));
+    }
+    Ok(())
+}
+
+/// `job list`.
+async fn list(
+    store: &dyn jobvisor::store::Store,
+    j: super::args::JsonFlag,
+) -> Result<(), CliError> {
+    let jobs = store.jobs().await?;
+    // Runs in the history (scheduled, triggered and chained alike);
+    // the job's own `runs` counts scheduled occurrences only.
+    let history: std::collections::HashMap<String, u64> = store
+        .stats(None)
+        .await?
+        .into_iter()
+        .map(|s| (s.job, s.runs))
+        .collect();
+    let run_count = |job: &Job| history.get(&job.spec.name).copied().unwrap_or(0);
+    if j.json {
+        let all: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
+                let mut v = view(job);
+                v["run_count"] = run_count(job).into();
+                v
+            })
+            .collect();
+        return output::json(&all);
+    }
+    let rows = jobs
+        .iter()
+        .map(|job| {
+            vec![
+                job.spec.name.clone(),
+                job.spec.handler.clone(),
+                describe(&job.spec.schedule),
+                state(job).to_string(),
+                job.next_run_at
+                    .map(format_micros)
+                    .unwrap_or_else(|| "-".into()),
+                run_count(job).to_string(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["NAME", "HANDLER", "SCHEDULE", "STATE", "NEXT RUN", "RUNS"],
+        rows,
+    );
+    Ok(())
+}
+
+/// `job show NAME`.
+async fn show(store: &dyn jobvisor::store::Store, n: super::args::JobName) -> Result<(), CliError> {
+    let job = store
+        .job(&n.name)
+        .await?
+        .ok_or_else(|| input(format!("no job named {:?}", n.name)))?;
+    let stats = store.stats(Some(&n.name)).await?.into_iter().next();
+    let recent = store
+        .executions(&ExecFilter {
+            job: Some(n.name.clone()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await?;
+    if n.json {
+        let mut v = view(&job);
+        v["history"] = serde_json::to_value(&stats).expect("serializes");
+        v["recent"] = serde_json::to_value(&recent).expect("serializes");
+        return output::json(&v);
+    }
+    let s = &job.spec;
+    println!("name:        {}", s.name);
+    println!(
+        "handler:     {} ({})",
+        s.handler,
+        s.mode.map_or("-".into(), |m| m.to_string())
+    );
+    println!("schedule:    {}", describe(&s.schedule));
+    println!("state:       {}", state(&job));
+    for c in &s.then {
+        println!("then:        {} (on {})", c.job, c.on.as_str());
+    }
+    println!(
+        "next run:    {}",
+        job.next_run_at
+            .map(format_micros)
+            .unwrap_or_else(|| "-".into())
+    );
+    println!("payload:     {}", s.payload);
+    println!(
+        "policy:      overlap {}, misfire {}, priority {}, queue {}, retries {}, backoff {}",
+        s.overlap.as_str(),
+        match s.misfire {
+            jobvisor::schedule::Misfire::RunOnce => "run-once",
+            jobvisor::schedule::Misfire::Skip => "skip",
+        },
+        s.priority,
+        s.queue,
+        s.retries,
+        jobvisor::model::format_ms(s.backoff_ms)
+    );
+    if let Some(t) = s.timeout_ms {
+        println!("timeout:     {}", jobvisor::model::format_ms(t));
+    }
+    if let Some(m) = s.max_parallel {
+        println!("max parallel: {m}");
+    }
+    if let Some(m) = s.max_runs {
+        println!("max runs:    {m}");
+    }
+    if s.start_at.is_some() || s.end_at.is_some() {
+        println!(
+            "window:      {} .. {}",
+            s.start_at.map(format_micros).unwrap_or_else(|| "-".into()),
+            s.end_at.map(format_micros).unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("runs:        {} (missed {})", job.runs, job.missed);
+    if let Some(st) = stats {
+        println!(
+            "history:     {} runs ({} attempts): {} succeeded, {} failed, {} cancelled",
+            st.runs, st.attempts, st.succeeded, st.failed, st.cancelled
+        );
+        if let (Some(avg), Some(p95)) = (st.avg_ms, st.p95_ms) {
+            println!("duration:    avg {avg:.1} ms, p95 {p95:.1} ms");
+        }
+        if let Some(t) = &st.last_failure {
+            println!(
+                "last failure: {t}: {}",
+                st.last_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    let ids = super::ids::Shortener::new(recent.iter().map(|e| &e.id));
+    for e in recent {
+        println!(
+            "  {} {} {}",
+            ids.short(&e.id),
+            e.status,
+            e.started_at.map_or_else(|| "-".into(), |t| t.to_string())
+        );
+    }
+    Ok(())
 }
 
 fn state(job: &Job) -> &'static str {

@@ -32,69 +32,11 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         .or(s.database.clone())
         .unwrap_or_else(jobvisor::default_database);
     let db = db.as_str();
-    // Flags, then the file, then `Config::service()`.
-    let d = Config::service();
-    let config = Config {
-        database: db.to_string(),
-        concurrency: a
-            .concurrency
-            .or(s.concurrency)
-            .map_or(d.concurrency, |n| n as usize),
-        poll_interval: a
-            .poll_interval
-            .or(s.poll_interval)
-            .unwrap_or(d.poll_interval),
-        node_lease: a.node_lease.or(s.node_lease).unwrap_or(d.node_lease),
-        drain_timeout: a
-            .drain_timeout
-            .or(s.drain_timeout)
-            .unwrap_or(d.drain_timeout),
-        test_builtins: test_builtins(a.test_builtins || s.test_builtins == Some(true))?,
-        ..d
-    };
+    let config = supervisor_config(db, &a, &s)?;
     let concurrency = config.concurrency;
     // The HTTP listener is bound before READY=1, and a bad address or a
     // missing token stops the start.
-    let listen = a
-        .listen
-        .clone()
-        .or(s.listen.clone())
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let auth = config::api_auth(&s).map_err(|e| super::input(e.to_string()))?;
-    let addr = config::listen_addr(&listen, &auth).map_err(|e| super::input(e.to_string()))?;
-    let mut allowed_hosts = s.allowed_hosts.clone();
-    for h in &a.allowed_hosts {
-        jobvisor::http::check_allowed_host(h).map_err(super::input)?;
-        allowed_hosts.push(h.clone());
-    }
-    let tls = match (
-        a.tls_cert.as_ref().or(s.tls_cert.as_ref()),
-        a.tls_key.as_ref().or(s.tls_key.as_ref()),
-    ) {
-        (Some(cert), Some(key)) => Some(
-            jobvisor::http::Tls::from_pem_files(cert, key)
-                .map_err(|e| super::input(jobvisor::error_chain(&e)))?,
-        ),
-        _ => None,
-    };
-    let http = jobvisor::http::Options {
-        auth,
-        allowed_hosts,
-        listen: None,
-        tls,
-        max_connections: a
-            .max_connections
-            .or(s.max_connections)
-            .map_or(jobvisor::http::DEFAULT_MAX_CONNECTIONS, |n| n as usize),
-        max_streams: a
-            .max_streams
-            .or(s.max_streams)
-            .map_or(jobvisor::http::DEFAULT_MAX_STREAMS, |n| n as usize),
-        max_auth_failures: a
-            .max_auth_failures
-            .or(s.max_auth_failures)
-            .unwrap_or(jobvisor::http::DEFAULT_MAX_AUTH_FAILURES),
-    };
+    let (addr, http) = http_options(&a, &s)?;
     // Signals are set up before anything else, so that none is missed.
     let signals =
         Signals::new().map_err(|e| super::input(format!("cannot handle signals: {e}")))?;
@@ -162,6 +104,79 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
     ran?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The supervisor's settings: flags, then the file, then
+/// `Config::service()`.
+fn supervisor_config(db: &str, a: &ServeArgs, s: &config::Settings) -> Result<Config, CliError> {
+    let d = Config::service();
+    Ok(Config {
+        database: db.to_string(),
+        concurrency: a
+            .concurrency
+            .or(s.concurrency)
+            .map_or(d.concurrency, |n| n as usize),
+        poll_interval: a
+            .poll_interval
+            .or(s.poll_interval)
+            .unwrap_or(d.poll_interval),
+        node_lease: a.node_lease.or(s.node_lease).unwrap_or(d.node_lease),
+        drain_timeout: a
+            .drain_timeout
+            .or(s.drain_timeout)
+            .unwrap_or(d.drain_timeout),
+        test_builtins: test_builtins(a.test_builtins || s.test_builtins == Some(true))?,
+        ..d
+    })
+}
+
+/// Where the HTTP API listens (`None`: off) and how it is guarded: flags,
+/// then the file, then the defaults.
+fn http_options(
+    a: &ServeArgs,
+    s: &config::Settings,
+) -> Result<(Option<std::net::SocketAddr>, jobvisor::http::Options), CliError> {
+    let listen = a
+        .listen
+        .clone()
+        .or(s.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let auth = config::api_auth(s).map_err(|e| super::input(e.to_string()))?;
+    let addr = config::listen_addr(&listen, &auth).map_err(|e| super::input(e.to_string()))?;
+    let mut allowed_hosts = s.allowed_hosts.clone();
+    for h in &a.allowed_hosts {
+        jobvisor::http::check_allowed_host(h).map_err(super::input)?;
+        allowed_hosts.push(h.clone());
+    }
+    let tls = match (
+        a.tls_cert.as_ref().or(s.tls_cert.as_ref()),
+        a.tls_key.as_ref().or(s.tls_key.as_ref()),
+    ) {
+        (Some(cert), Some(key)) => Some(
+            jobvisor::http::Tls::from_pem_files(cert, key)
+                .map_err(|e| super::input(jobvisor::error_chain(&e)))?,
+        ),
+        _ => None,
+    };
+    let http = jobvisor::http::Options {
+        auth,
+        allowed_hosts,
+        listen: None,
+        tls,
+        max_connections: a
+            .max_connections
+            .or(s.max_connections)
+            .map_or(jobvisor::http::DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+        max_streams: a
+            .max_streams
+            .or(s.max_streams)
+            .map_or(jobvisor::http::DEFAULT_MAX_STREAMS, |n| n as usize),
+        max_auth_failures: a
+            .max_auth_failures
+            .or(s.max_auth_failures)
+            .unwrap_or(jobvisor::http::DEFAULT_MAX_AUTH_FAILURES),
+    };
+    Ok((addr, http))
 }
 
 /// The test built-ins, when asked for: `append` needs its directory.
