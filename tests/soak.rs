@@ -179,6 +179,7 @@ fn an_idle_serve_answers_sigterm_past_every_idle_threshold() {
         "every database connection was replaced while idle: {connections:?} then {now:?}"
     );
     let (code, took) = serve.terminate(DEADLINE);
+    eprintln!("idle past every threshold: stopped {took:?} after SIGTERM");
     assert_eq!(code, 0, "{}", serve.log());
     assert!(serve.log().contains(SHUTTING_DOWN), "{}", serve.log());
     assert!(serve.log().contains("stopped"), "{}", serve.log());
@@ -200,7 +201,8 @@ fn serve_stops_on_sigterm_after_its_sqlite_directory_is_removed() {
     serve.wait_log("claim failed; retrying");
     serve.wait_log("node heartbeat failed");
     std::thread::sleep(Duration::from_secs(3));
-    let (code, _) = serve.terminate(DEADLINE);
+    let (code, took) = serve.terminate(DEADLINE);
+    eprintln!("SQLite directory removed: stopped {took:?} after SIGTERM");
     let log = serve.log();
     assert!(log.contains(SHUTTING_DOWN), "{log}");
     assert_eq!(
@@ -246,7 +248,8 @@ async fn serve_stops_on_sigterm_while_postgres_refuses_connections() {
     tokio::task::block_in_place(|| {
         serve.wait_log("node heartbeat failed");
         std::thread::sleep(Duration::from_secs(3));
-        let (code, _) = serve.terminate(DEADLINE);
+        let (code, took) = serve.terminate(DEADLINE);
+        eprintln!("PostgreSQL refusing connections: stopped {took:?} after SIGTERM");
         let log = serve.log();
         assert!(log.contains(SHUTTING_DOWN), "{log}");
         assert_eq!(code, 3, "{log}");
