@@ -15,7 +15,7 @@ use crate::engine::runner::os;
 use crate::engine::runner::pool::Pools;
 use crate::engine::scheduler::Scheduler;
 use crate::engine::{tell_or_drop, ToDispatcher, ToMaintenance, ToScheduler, Vitals};
-use crate::model::{now_micros, Outcome};
+use crate::model::{now_micros, Micros, Outcome};
 use crate::store::{self, Completion, Finished, NodeInfo, Store};
 use crate::Error;
 use jobvisor_worker::{IntoHandler, Registry};
@@ -493,23 +493,9 @@ impl Supervisor {
         config: Config,
         hooks: Vec<Hook>,
     ) -> Result<Supervisor, Error> {
-        let mut registry = registry;
-        if let Some(t) = &config.test_builtins {
-            t.register(&mut registry);
-            if std::env::var_os(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV).is_none() {
-                registry.remove("misbehave");
-            }
-        }
+        let registry = with_test_builtins(registry, &config);
         let now = now_micros();
-        let hostname = config.hostname.clone().unwrap_or_else(os::hostname);
-        let node = NodeInfo {
-            id: format!("{hostname}-{}", Uuid::now_v7().simple()),
-            hostname,
-            pid: std::process::id() as i64,
-            started_at: now,
-            heartbeat_at: now,
-            stopped_at: None,
-        };
+        let node = node_info(&config, now);
         store.register_node(&node).await?;
         let events = Hub::start(node.id.clone(), store.clone(), hooks);
         if config.cgroups {
@@ -520,44 +506,10 @@ impl Supervisor {
         }
         let (finished, _) = broadcast::channel(4096);
         let (to_dispatcher, dispatcher_inbox) = mpsc::channel(MAILBOX);
-        // A completion that readied dependents wakes this node's claims; a
-        // retry due later has them look when it comes due.
-        let wake = to_dispatcher.clone();
-        let ready = Arc::new(move |r: Ready| {
-            tell_or_drop(
-                &wake,
-                match r {
-                    Ready::Now => ToDispatcher::Wake,
-                    Ready::At(at) => ToDispatcher::DueAt(at),
-                },
-            )
-        });
-        let (relay, _task) = Relay::start(
-            store.clone(),
-            config.relay_capacity,
-            finished.clone(),
-            ready,
-            events.clone(),
-        );
+        let relay = start_relay(&store, &config, &finished, &to_dispatcher, &events);
         maintenance::rescue(store.as_ref(), &node, config.node_lease, &relay).await?;
-        let worker_program = config
-            .worker_program
-            .clone()
-            .unwrap_or_else(crate::worker_program);
         let pools = Arc::new(Pools::default());
-        let exec = Arc::new(Executor {
-            relay: relay.clone(),
-            registry,
-            pools: pools.clone(),
-            shim: worker_program.is_file().then(|| worker_program.clone()),
-            worker_program,
-            cgroups: config.cgroups,
-            inproc_grace: config.inproc_grace,
-            test_builtins: config.test_builtins.clone(),
-            started: broadcast::channel(4096).0,
-            durations: Mutex::default(),
-            events: events.clone(),
-        });
+        let exec = Arc::new(executor(&config, &relay, registry, &pools, &events));
         let vitals = Arc::new(Vitals::new(now));
         let (to_scheduler, scheduler_inbox) = mpsc::channel(MAILBOX);
         let (to_maintenance, maintenance_inbox) = mpsc::channel(MAILBOX);
@@ -806,49 +758,71 @@ impl Supervisor {
             self.shared.vitals.set_running(0);
             self.interrupt_own().await;
         }
-        // Waits for room: a stop, unlike a wake, must arrive. (An actor that
-        // ended has dropped its mailbox, and the send returns at once.) An
-        // actor stuck on a database that does not answer is not waited for
-        // past STOP_WAIT.
+        let ended = ended.into_inner().unwrap_or_else(|e| e.into_inner());
+        let actors = [
+            (Actor::Scheduler, scheduler),
+            (Actor::Maintenance, maintenance),
+        ];
+        for (actor, panic) in self.stop_actors(actors, ended).await {
+            fail(actor, panic);
+        }
+        self.shared.exec.pools.sweep(true).await;
+        let unwritten = self.last_writes().await;
+        match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None if !unwritten.is_empty() => Err(Error::Unwritten(unwritten.join("; "))),
+            None => Ok(()),
+        }
+    }
+
+    /// Tells the scheduler and maintenance to stop (but for `ended`, which
+    /// has) and joins them; returns the panics they ended with. A stop,
+    /// unlike a wake, must arrive: it waits for room in the mailbox (an
+    /// actor that ended has dropped its mailbox, and the send returns at
+    /// once). An actor stuck on a database that does not answer is not
+    /// waited for past STOP_WAIT: it is aborted where it is.
+    async fn stop_actors(
+        &self,
+        actors: [(Actor, AbortOnDropHandle<()>); 2],
+        ended: Option<Actor>,
+    ) -> Vec<(Actor, Box<dyn std::any::Any + Send>)> {
         let _ =
             tokio::time::timeout(STOP_WAIT, self.shared.scheduler.send(ToScheduler::Stop)).await;
         let _ = tokio::time::timeout(STOP_WAIT, self.shared.maintenance.send(ToMaintenance::Stop))
             .await;
-        let ended = ended.into_inner().unwrap_or_else(|e| e.into_inner());
-        for (actor, mut handle) in [
-            (Actor::Scheduler, scheduler),
-            (Actor::Maintenance, maintenance),
-        ] {
-            if ended != Some(actor) {
-                match tokio::time::timeout(STOP_WAIT, &mut handle).await {
-                    Ok(r) => {
-                        if let Err(Some(p)) = joined(r) {
-                            fail(actor, p);
-                        }
+        let mut panics = Vec::new();
+        for (actor, mut handle) in actors {
+            if ended == Some(actor) {
+                continue;
+            }
+            match tokio::time::timeout(STOP_WAIT, &mut handle).await {
+                Ok(Err(e)) => {
+                    if let Ok(p) = e.try_into_panic() {
+                        panics.push((actor, p));
                     }
-                    Err(_) => {
-                        tracing::warn!(
-                            ?actor,
-                            "did not stop within {}s: stopped where it was",
-                            STOP_WAIT.as_secs()
-                        );
-                        handle.abort();
-                    }
+                }
+                Ok(Ok(())) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        ?actor,
+                        "did not stop within {}s: stopped where it was",
+                        STOP_WAIT.as_secs()
+                    );
+                    handle.abort();
                 }
             }
         }
-        self.shared.exec.pools.sweep(true).await;
-        // The last writes: what the executions left with the relay, and
-        // this node's stop. A database that is gone is given FINAL_PATIENCE,
-        // and the stop goes on without them, saying so.
+        panics
+    }
+
+    /// The last writes: what the executions left with the relay, and this
+    /// node's stop. A database that is gone is given FINAL_PATIENCE, and
+    /// the stop goes on without them: returns what was not written, and
+    /// why.
+    async fn last_writes(&self) -> Vec<String> {
         let mut unwritten = Vec::new();
-        if let Err(e) = self
-            .shared
-            .exec
-            .relay
-            .flush_or_give_up(FINAL_PATIENCE)
-            .await
-        {
+        let relay = &self.shared.exec.relay;
+        if let Err(e) = relay.flush_or_give_up(FINAL_PATIENCE).await {
             unwritten.push(e.to_string());
         }
         let stopped = self.store().stop_node(&self.shared.node.id, now_micros());
@@ -860,11 +834,7 @@ impl Supervisor {
                 FINAL_PATIENCE.as_secs()
             )),
         }
-        match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(e) => Err(e),
-            None if !unwritten.is_empty() => Err(Error::Unwritten(unwritten.join("; "))),
-            None => Ok(()),
-        }
+        unwritten
     }
 
     /// Closes this node's running executions as interrupted.
@@ -1063,5 +1033,89 @@ impl Supervisor {
     /// ```
     pub fn running_count(&self) -> usize {
         self.shared.vitals.running()
+    }
+}
+
+/// `registry`, with the test built-ins where `config` asks for them
+/// (`misbehave` in-process only where its variable says so as well: its
+/// faults would take the supervisor down).
+fn with_test_builtins(mut registry: Registry, config: &Config) -> Registry {
+    if let Some(t) = &config.test_builtins {
+        t.register(&mut registry);
+        if std::env::var_os(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV).is_none() {
+            registry.remove("misbehave");
+        }
+    }
+    registry
+}
+
+/// This process's node, starting `now`.
+fn node_info(config: &Config, now: Micros) -> NodeInfo {
+    let hostname = config.hostname.clone().unwrap_or_else(os::hostname);
+    NodeInfo {
+        id: format!("{hostname}-{}", Uuid::now_v7().simple()),
+        hostname,
+        pid: std::process::id() as i64,
+        started_at: now,
+        heartbeat_at: now,
+        stopped_at: None,
+    }
+}
+
+/// The relay of this node: a completion that readied dependents wakes the
+/// node's claims; a retry due later has them look when it comes due. Its
+/// task ends once the last handle on it goes, after writing what was
+/// queued.
+fn start_relay(
+    store: &Arc<dyn Store>,
+    config: &Config,
+    finished: &broadcast::Sender<Finished>,
+    to_dispatcher: &mpsc::Sender<ToDispatcher>,
+    events: &Arc<Hub>,
+) -> Relay {
+    let wake = to_dispatcher.clone();
+    let ready = Arc::new(move |r: Ready| {
+        tell_or_drop(
+            &wake,
+            match r {
+                Ready::Now => ToDispatcher::Wake,
+                Ready::At(at) => ToDispatcher::DueAt(at),
+            },
+        )
+    });
+    let (relay, _task) = Relay::start(
+        store.clone(),
+        config.relay_capacity,
+        finished.clone(),
+        ready,
+        events.clone(),
+    );
+    relay
+}
+
+/// What this node's execution owners run with.
+fn executor(
+    config: &Config,
+    relay: &Relay,
+    registry: Registry,
+    pools: &Arc<Pools>,
+    events: &Arc<Hub>,
+) -> Executor {
+    let worker_program = config
+        .worker_program
+        .clone()
+        .unwrap_or_else(crate::worker_program);
+    Executor {
+        relay: relay.clone(),
+        registry,
+        pools: pools.clone(),
+        shim: worker_program.is_file().then(|| worker_program.clone()),
+        worker_program,
+        cgroups: config.cgroups,
+        inproc_grace: config.inproc_grace,
+        test_builtins: config.test_builtins.clone(),
+        started: broadcast::channel(4096).0,
+        durations: Mutex::default(),
+        events: events.clone(),
     }
 }

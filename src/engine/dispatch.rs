@@ -98,28 +98,8 @@ impl Dispatcher {
         shutdown: impl Future<Output = ()>,
         force: impl Future<Output = ()>,
     ) {
-        // Polling finds work enqueued by other processes. When a poll finds
-        // due rows that cannot be claimed (a paused or full queue), polls
-        // slow down to at most one a second until something changes, so a
-        // held backlog is not scanned ten times a second.
-        let base_poll = self.poll_interval;
-        let slowest_poll = base_poll.max(Duration::from_secs(1));
-        let mut poll_every = base_poll;
-        let mut next_poll = tokio::time::Instant::now() + poll_every;
-        let mut polled = false;
-        let mut polled_at = tokio::time::Instant::now();
+        let mut p = Polls::new(self.poll_interval);
         tokio::pin!(shutdown);
-        let mut backlog = true;
-        let mut claim_backoff = Duration::from_millis(100);
-        // When a rate that held executions back has its next start: a
-        // claim then, rather than polls until it comes.
-        let mut token_at: Option<tokio::time::Instant> = None;
-        // Whether other processes' writes are announced, and when this
-        // node last had executions running (quiet polls come after).
-        let mut watched = false;
-        let mut active_at = tokio::time::Instant::now();
-        // When a claim that failed is tried again.
-        let mut claim_retry: Option<tokio::time::Instant> = None;
         loop {
             self.vitals
                 .dispatcher
@@ -128,11 +108,11 @@ impl Dispatcher {
                 self.ended(done);
             }
             if !self.tasks.is_empty() {
-                active_at = tokio::time::Instant::now();
-                next_poll = next_poll.min(active_at + poll_every);
+                p.active_at = tokio::time::Instant::now();
+                p.next = p.next.min(p.active_at + p.every);
             }
             let free = self.concurrency.saturating_sub(self.tasks.len());
-            if backlog && free > 0 && claim_retry.is_none() {
+            if p.backlog && free > 0 && p.claim_retry.is_none() {
                 let want = free.min(self.claim_batch);
                 // A claim is raced with the shutdown, so that a database
                 // that hangs does not hold the stop. One in flight may
@@ -150,22 +130,22 @@ impl Dispatcher {
                 match claimed {
                     Some(Ok(claims)) => {
                         let claimed = claims.executions;
-                        if claimed.is_empty() && polled {
-                            poll_every = (poll_every * 2).min(slowest_poll);
+                        if claimed.is_empty() && p.polled {
+                            p.every = (p.every * 2).min(p.slowest);
                         } else if !claimed.is_empty() {
-                            poll_every = base_poll;
+                            p.every = p.base;
                         }
-                        polled = false;
-                        backlog = claimed.len() == want;
-                        claim_backoff = Duration::from_millis(100);
-                        token_at = claims.next_token_at.map(instant_at);
+                        p.polled = false;
+                        p.backlog = claimed.len() == want;
+                        p.claim_backoff = Duration::from_millis(100);
+                        p.token_at = claims.next_token_at.map(instant_at);
                         for c in claimed {
                             self.start(c);
                         }
                         if stopping {
                             break;
                         }
-                        if backlog && self.tasks.len() < self.concurrency {
+                        if p.backlog && self.tasks.len() < self.concurrency {
                             continue;
                         }
                     }
@@ -176,8 +156,8 @@ impl Dispatcher {
                         }
                         // Retried after a backoff that the loop below waits
                         // out, with the shutdown and everything else.
-                        claim_retry = Some(tokio::time::Instant::now() + claim_backoff);
-                        claim_backoff = (claim_backoff * 2).min(Duration::from_secs(5));
+                        p.claim_retry = Some(tokio::time::Instant::now() + p.claim_backoff);
+                        p.claim_backoff = (p.claim_backoff * 2).min(Duration::from_secs(5));
                     }
                     None => {
                         tracing::warn!("stopping with a claim unanswered: whatever it took is rescued as interrupted and runs again");
@@ -190,73 +170,51 @@ impl Dispatcher {
                 _ = &mut shutdown => break,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     self.ended(done);
-                    active_at = tokio::time::Instant::now();
+                    p.active_at = tokio::time::Instant::now();
                 }
                 Some(msg) = self.inbox.recv() => {
                     // Everything queued at once, so that a burst of wakes
                     // is one claim, not one claim each.
-                    let Handled { woken, watch, due_at } = self.handle_all(msg);
-                    if let Some(w) = watch {
-                        watched = w;
-                        next_poll = next_poll.min(tokio::time::Instant::now() + poll_every);
-                    }
-                    if let Some(at) = due_at {
-                        next_poll = next_poll.min(instant_at(at));
-                    }
-                    match woken {
-                        // A claim that finds nothing may have been woken
-                        // by an enqueue due later: a poll soon reads when.
-                        Woken::Claim => {
-                            backlog = true;
-                            poll_every = base_poll;
-                            next_poll = next_poll.min(tokio::time::Instant::now() + poll_every.min(QUIET_AFTER));
-                        }
-                        // The poll's read, now; but while due rows are held
-                        // (a paused or full queue), every change would find
-                        // work it cannot claim: then at most every base poll.
-                        Woken::Look if !backlog => {
-                            let now = tokio::time::Instant::now();
-                            let soonest = if poll_every > base_poll {
-                                polled_at + base_poll
-                            } else {
-                                now
-                            };
-                            next_poll = next_poll.min(soonest.max(now));
-                        }
-                        Woken::Look | Woken::No => {}
-                    }
+                    p.heard(self.handle_all(msg));
                 }
-                _ = sleep_until_some(token_at) => {
-                    token_at = None;
-                    backlog = true;
+                _ = sleep_until_some(p.token_at) => {
+                    p.token_at = None;
+                    p.backlog = true;
                 }
-                _ = sleep_until_some(claim_retry) => {
-                    claim_retry = None;
-                    backlog = true;
+                _ = sleep_until_some(p.claim_retry) => {
+                    p.claim_retry = None;
+                    p.backlog = true;
                 }
                 // Look before claiming: a read is cheaper than the claim's
                 // write.
-                _ = tokio::time::sleep_until(next_poll) => {
-                    polled_at = tokio::time::Instant::now();
-                    next_poll = polled_at + poll_every;
+                _ = tokio::time::sleep_until(p.next) => {
+                    p.polled_at = tokio::time::Instant::now();
+                    p.next = p.polled_at + p.every;
                     // Reads, raced with the shutdown like every wait here.
                     let due = tokio::select! {
                         biased;
                         _ = &mut shutdown => break,
                         due = self.store.has_due(now_micros()) => due,
                     };
-                    backlog = due.unwrap_or(true);
-                    polled = backlog;
-                    if !backlog && watched && self.tasks.is_empty() && active_at + QUIET_AFTER <= polled_at {
-                        next_poll = tokio::select! {
+                    p.backlog = due.unwrap_or(true);
+                    p.polled = p.backlog;
+                    if !p.backlog && p.watched && self.tasks.is_empty() && p.active_at + QUIET_AFTER <= p.polled_at {
+                        p.next = tokio::select! {
                             biased;
                             _ = &mut shutdown => break,
-                            at = self.quiet_poll(polled_at) => at,
+                            at = self.quiet_poll(p.polled_at) => at,
                         };
                     }
                 }
             }
         }
+        self.drain(force).await;
+    }
+
+    /// After the shutdown: lets what runs finish, up to the drain timeout
+    /// (or until `force`), then stops the rest, recorded as interrupted so
+    /// that they run again.
+    async fn drain(&mut self, force: impl Future<Output = ()>) {
         let drain = self.drain_timeout;
         if !self.tasks.is_empty() && !drain.is_zero() {
             tracing::info!(running = self.tasks.len(), timeout = %humantime::format_duration(drain), "draining");
@@ -362,6 +320,99 @@ impl Dispatcher {
             }
         }
         self.vitals.set_running(self.running.len());
+    }
+}
+
+/// The dispatcher's polling: polls find work enqueued by other processes.
+/// When a poll finds due rows that cannot be claimed (a paused or full
+/// queue), polls slow down to at most one a second until something
+/// changes, so that a held backlog is not scanned ten times a second.
+struct Polls {
+    /// The configured poll interval.
+    base: Duration,
+    /// The slowest polls get.
+    slowest: Duration,
+    /// The interval now.
+    every: Duration,
+    /// When the next poll reads.
+    next: tokio::time::Instant,
+    /// Whether the last poll found due work (a claim then finding none
+    /// slows the polls down).
+    polled: bool,
+    polled_at: tokio::time::Instant,
+    /// Whether due work may be waiting: claim.
+    backlog: bool,
+    claim_backoff: Duration,
+    /// When a rate that held executions back has its next start: a claim
+    /// then, rather than polls until it comes.
+    token_at: Option<tokio::time::Instant>,
+    /// Whether other processes' writes are announced (then idle polls are
+    /// quiet ones).
+    watched: bool,
+    /// When this node last had executions running (quiet polls come after).
+    active_at: tokio::time::Instant,
+    /// When a claim that failed is tried again.
+    claim_retry: Option<tokio::time::Instant>,
+}
+
+impl Polls {
+    fn new(base: Duration) -> Polls {
+        let now = tokio::time::Instant::now();
+        Polls {
+            base,
+            slowest: base.max(Duration::from_secs(1)),
+            every: base,
+            next: now + base,
+            polled: false,
+            polled_at: now,
+            backlog: true,
+            claim_backoff: Duration::from_millis(100),
+            token_at: None,
+            watched: false,
+            active_at: now,
+            claim_retry: None,
+        }
+    }
+
+    /// What a batch of messages changes (everything queued is handled at
+    /// once, so that a burst of wakes is one claim, not one claim each).
+    fn heard(&mut self, handled: Handled) {
+        let Handled {
+            woken,
+            watch,
+            due_at,
+        } = handled;
+        if let Some(w) = watch {
+            self.watched = w;
+            self.next = self.next.min(tokio::time::Instant::now() + self.every);
+        }
+        if let Some(at) = due_at {
+            self.next = self.next.min(instant_at(at));
+        }
+        match woken {
+            // A claim that finds nothing may have been woken
+            // by an enqueue due later: a poll soon reads when.
+            Woken::Claim => {
+                self.backlog = true;
+                self.every = self.base;
+                self.next = self
+                    .next
+                    .min(tokio::time::Instant::now() + self.every.min(QUIET_AFTER));
+            }
+            // The poll's read, now; but while due rows are held
+            // (a paused or full queue), every change would find
+            // work it cannot claim: then at most every base poll.
+            Woken::Look if !self.backlog => {
+                let now = tokio::time::Instant::now();
+                let soonest = if self.every > self.base {
+                    self.polled_at + self.base
+                } else {
+                    now
+                };
+                self.next = self.next.min(soonest.max(now));
+            }
+            Woken::Look | Woken::No => {}
+        }
     }
 }
 
