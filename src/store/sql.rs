@@ -1955,149 +1955,13 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut tx = self.begin().await?;
         // Each kind of write is one statement per chunk of rows, never one
         // per execution: every statement is a round trip.
-        // Fenced: lines of an execution that is no longer running (its node
-        // was presumed dead and it was rescued) are not stored. Which are
-        // running is read once per batch, with their rows locked on
-        // PostgreSQL until the commit, rather than checked line by line.
-        let mut running = HashSet::new();
-        if !batch.logs.is_empty() {
-            let ids: Vec<Uuid> = batch
-                .logs
-                .iter()
-                .map(|l| l.execution_id)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            for chunk in ids.chunks(rows_per_statement(1)) {
-                let mut q =
-                    Sql::<D>::new("SELECT id FROM executions WHERE status = 'running' AND id IN (");
-                q.push_list(chunk.iter().copied())
-                    .push(") ORDER BY id")
-                    .push(D::FOR_UPDATE);
-                for row in q.fetch_all(&mut tx).await? {
-                    running.insert(D::get::<Uuid>(&row, 0)?);
-                }
-            }
-        }
-        let lines: Vec<&crate::store::LogRow> = batch
-            .logs
-            .iter()
-            .filter(|l| running.contains(&l.execution_id))
-            .collect();
-        for chunk in lines.chunks(rows_per_statement(7)) {
-            let mut q = Sql::<D>::new(
-                "INSERT INTO logs (execution_id, seq, ts, level, stream, message, fields) ",
-            );
-            q.values(chunk, |t, l| {
-                t.bind(l.execution_id)
-                    .bind(l.seq)
-                    .bind(l.ts)
-                    .bind(l.level)
-                    .bind(l.stream)
-                    .bind(l.message.as_str())
-                    .bind(l.fields.as_deref());
-            });
-            q.push(" ON CONFLICT DO NOTHING");
-            q.execute(&mut tx).await?;
-        }
-        for chunk in batch.progress.chunks(rows_per_statement(5)) {
-            let mut q = Sql::<D>::new(
-                "UPDATE executions SET \
-                 progress_percent = COALESCE(v.column2, progress_percent), \
-                 progress_message = COALESCE(v.column3, progress_message), \
-                 progress_done = COALESCE(v.column4, progress_done), \
-                 progress_total = COALESCE(v.column5, progress_total) FROM (",
-            );
-            q.values(chunk, |t, (id, p)| {
-                t.bind(*id)
-                    .bind(p.percent)
-                    .bind(p.message.as_deref())
-                    .bind(p.done)
-                    .bind(p.total);
-            });
-            q.push(") AS v WHERE executions.id = v.column1 AND executions.status = 'running'");
-            q.execute(&mut tx).await?;
-        }
-        for chunk in batch.pids.chunks(rows_per_statement(2)) {
-            let mut q = Sql::<D>::new("UPDATE executions SET pid = v.column2 FROM (");
-            q.values(chunk, |t, (id, pid)| {
-                t.bind(*id).bind(*pid);
-            });
-            q.push(") AS v WHERE executions.id = v.column1 AND executions.status = 'running'");
-            q.execute(&mut tx).await?;
-        }
+        insert_lines::<D>(&mut tx, &batch.logs).await?;
+        write_progress::<D>(&mut tx, &batch.progress, &batch.pids).await?;
         let mut finished = Vec::with_capacity(batch.completions.len());
         let (mut ended, mut chained, mut promoted) = (Vec::new(), Vec::new(), false);
         let mut ends = Ends::default();
         for chunk in batch.completions.chunks(rows_per_statement(10)) {
-            // Only a running execution can complete: a late or duplicate
-            // completion (e.g. after a rescue) changes nothing.
-            let mut q = Sql::<D>::new(
-                "UPDATE executions SET status = v.column2, finished_at = v.column3, \
-                 output = v.column4, error = v.column5, exit_code = v.column6, \
-                 signal = v.column7, timed_out = v.column8, interrupted = v.column9, \
-                 cancel_outcome = v.column10 FROM (",
-            );
-            q.values(chunk, |t, c| {
-                let cols = c.outcome.columns();
-                t.bind(c.id)
-                    .bind(cols.status.as_str())
-                    .bind(c.finished_at)
-                    .bind(c.output.as_ref().map(Value::to_string))
-                    .bind(c.error.as_deref())
-                    .bind(c.exit_code)
-                    .bind(c.signal.as_deref())
-                    .bind(cols.timed_out as i64)
-                    .bind(cols.interrupted as i64)
-                    .bind(cols.cancel_outcome);
-            });
-            // What the end decides on comes packed in one column (see
-            // Dialect::JSON_ARRAY), in the field order of `AppliedFacts`.
-            q.push(
-                ") AS v WHERE executions.id = v.column1 AND executions.status = 'running' \
-                 RETURNING executions.id AS id, ",
-            )
-            .push(D::JSON_ARRAY.0)
-            .push(
-                "executions.attempt, executions.max_attempts, executions.backoff_base_ms, \
-                 executions.backoff_cap_ms, executions.unique_key, executions.unique_for_ms, \
-                 executions.cancel_requested_at, executions.after_policy, \
-                 executions.has_children, executions.handler, executions.started_at, \
-                 (SELECT j.chain FROM jobs j WHERE j.name = executions.job)",
-            )
-            .push(D::JSON_ARRAY.1)
-            .push(" AS facts");
-            let rows = q.fetch_all(&mut tx).await?;
-            let applied: HashMap<Uuid, Applied> = Self::decode(&rows, "executions", |r| {
-                let Some(f) = r.json::<AppliedFacts>("facts")? else {
-                    return Err(corrupt("executions", "facts", "NULL"));
-                };
-                let chain = match f.chain {
-                    Some(text) => {
-                        serde_json::from_str(&text).map_err(|e| corrupt("jobs", "chain", e))?
-                    }
-                    None => Vec::new(),
-                };
-                let applied = Applied {
-                    attempt: f.attempt,
-                    policy: RetryPolicy {
-                        max_attempts: f.max_attempts,
-                        backoff_base_ms: f.backoff_base_ms,
-                        backoff_cap_ms: f.backoff_cap_ms,
-                    },
-                    key: f.unique_key,
-                    hold: f.unique_for_ms,
-                    cancel_requested: f.cancel_requested_at.is_some(),
-                    has_parents: f.after_policy.is_some(),
-                    has_children: f.has_children != 0,
-                    chain,
-                    handler: f.handler,
-                    started_at: f.started_at,
-                };
-                Ok((r.get("id")?, applied))
-            })?
-            .into_iter()
-            .collect();
+            let applied = end_rows::<D>(&mut tx, chunk).await?;
             for c in chunk {
                 let Some(a) = applied.get(&c.id) else {
                     continue;
@@ -2970,6 +2834,168 @@ fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> Sql<'a, D> {
                 .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
         )
         .bind(spec.concurrency_key.as_deref())
+}
+
+/// Writes a batch's log lines. Fenced: lines of an execution that is no
+/// longer running (its node was presumed dead and it was rescued) are not
+/// stored. Which are running is read once per batch, with their rows
+/// locked on PostgreSQL until the commit, rather than checked line by line.
+/// Each kind of write is one statement per chunk of rows, never one per
+/// execution: every statement is a round trip.
+async fn insert_lines<D: Dialect>(
+    conn: &mut Conn<D>,
+    logs: &[crate::store::LogRow],
+) -> Result<(), StoreError> {
+    if logs.is_empty() {
+        return Ok(());
+    }
+    let mut running = HashSet::new();
+    let ids: Vec<Uuid> = logs
+        .iter()
+        .map(|l| l.execution_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for chunk in ids.chunks(rows_per_statement(1)) {
+        let mut q = Sql::<D>::new("SELECT id FROM executions WHERE status = 'running' AND id IN (");
+        q.push_list(chunk.iter().copied())
+            .push(") ORDER BY id")
+            .push(D::FOR_UPDATE);
+        for row in q.fetch_all(&mut *conn).await? {
+            running.insert(D::get::<Uuid>(&row, 0)?);
+        }
+    }
+    let lines: Vec<&crate::store::LogRow> = logs
+        .iter()
+        .filter(|l| running.contains(&l.execution_id))
+        .collect();
+    for chunk in lines.chunks(rows_per_statement(7)) {
+        let mut q = Sql::<D>::new(
+            "INSERT INTO logs (execution_id, seq, ts, level, stream, message, fields) ",
+        );
+        q.values(chunk, |t, l| {
+            t.bind(l.execution_id)
+                .bind(l.seq)
+                .bind(l.ts)
+                .bind(l.level)
+                .bind(l.stream)
+                .bind(l.message.as_str())
+                .bind(l.fields.as_deref());
+        });
+        q.push(" ON CONFLICT DO NOTHING");
+        q.execute(conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes a batch's progress reports and pids (of running executions
+/// only).
+async fn write_progress<D: Dialect>(
+    conn: &mut Conn<D>,
+    progress: &[(Uuid, crate::model::ProgressState)],
+    pids: &[(Uuid, i64)],
+) -> Result<(), StoreError> {
+    for chunk in progress.chunks(rows_per_statement(5)) {
+        let mut q = Sql::<D>::new(
+            "UPDATE executions SET \
+             progress_percent = COALESCE(v.column2, progress_percent), \
+             progress_message = COALESCE(v.column3, progress_message), \
+             progress_done = COALESCE(v.column4, progress_done), \
+             progress_total = COALESCE(v.column5, progress_total) FROM (",
+        );
+        q.values(chunk, |t, (id, p)| {
+            t.bind(*id)
+                .bind(p.percent)
+                .bind(p.message.as_deref())
+                .bind(p.done)
+                .bind(p.total);
+        });
+        q.push(") AS v WHERE executions.id = v.column1 AND executions.status = 'running'");
+        q.execute(conn).await?;
+    }
+    for chunk in pids.chunks(rows_per_statement(2)) {
+        let mut q = Sql::<D>::new("UPDATE executions SET pid = v.column2 FROM (");
+        q.values(chunk, |t, (id, pid)| {
+            t.bind(*id).bind(*pid);
+        });
+        q.push(") AS v WHERE executions.id = v.column1 AND executions.status = 'running'");
+        q.execute(conn).await?;
+    }
+    Ok(())
+}
+
+/// Ends the executions of `chunk` that are still running (a late or
+/// duplicate completion, e.g. after a rescue, changes nothing); returns,
+/// for each ended, what the decisions after an end need.
+async fn end_rows<D: Dialect>(
+    conn: &mut Conn<D>,
+    chunk: &[crate::store::Completion],
+) -> Result<HashMap<Uuid, Applied>, StoreError> {
+    let mut q = Sql::<D>::new(
+        "UPDATE executions SET status = v.column2, finished_at = v.column3, \
+         output = v.column4, error = v.column5, exit_code = v.column6, \
+         signal = v.column7, timed_out = v.column8, interrupted = v.column9, \
+         cancel_outcome = v.column10 FROM (",
+    );
+    q.values(chunk, |t, c| {
+        let cols = c.outcome.columns();
+        t.bind(c.id)
+            .bind(cols.status.as_str())
+            .bind(c.finished_at)
+            .bind(c.output.as_ref().map(Value::to_string))
+            .bind(c.error.as_deref())
+            .bind(c.exit_code)
+            .bind(c.signal.as_deref())
+            .bind(cols.timed_out as i64)
+            .bind(cols.interrupted as i64)
+            .bind(cols.cancel_outcome);
+    });
+    // What the end decides on comes packed in one column (see
+    // Dialect::JSON_ARRAY), in the field order of `AppliedFacts`.
+    q.push(
+        ") AS v WHERE executions.id = v.column1 AND executions.status = 'running' \
+         RETURNING executions.id AS id, ",
+    )
+    .push(D::JSON_ARRAY.0)
+    .push(
+        "executions.attempt, executions.max_attempts, executions.backoff_base_ms, \
+         executions.backoff_cap_ms, executions.unique_key, executions.unique_for_ms, \
+         executions.cancel_requested_at, executions.after_policy, \
+         executions.has_children, executions.handler, executions.started_at, \
+         (SELECT j.chain FROM jobs j WHERE j.name = executions.job)",
+    )
+    .push(D::JSON_ARRAY.1)
+    .push(" AS facts");
+    let rows = q.fetch_all(conn).await?;
+    let applied: HashMap<Uuid, Applied> = SqlStore::<D>::decode(&rows, "executions", |r| {
+        let Some(f) = r.json::<AppliedFacts>("facts")? else {
+            return Err(corrupt("executions", "facts", "NULL"));
+        };
+        let chain = match f.chain {
+            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt("jobs", "chain", e))?,
+            None => Vec::new(),
+        };
+        let applied = Applied {
+            attempt: f.attempt,
+            policy: RetryPolicy {
+                max_attempts: f.max_attempts,
+                backoff_base_ms: f.backoff_base_ms,
+                backoff_cap_ms: f.backoff_cap_ms,
+            },
+            key: f.unique_key,
+            hold: f.unique_for_ms,
+            cancel_requested: f.cancel_requested_at.is_some(),
+            has_parents: f.after_policy.is_some(),
+            has_children: f.has_children != 0,
+            chain,
+            handler: f.handler,
+            started_at: f.started_at,
+        };
+        Ok((r.get("id")?, applied))
+    })?
+    .into_iter()
+    .collect();
+    Ok(applied)
 }
 
 /// Execution `id` is retried as `retry`: the retry runs after the same

@@ -462,19 +462,7 @@ pub(crate) async fn run_on(
     } else {
         Vec::new()
     };
-    send_line(
-        &w.stdin_tx,
-        &SupervisorMessage::Run(RunRequest {
-            protocol: PROTOCOL_VERSION,
-            execution_id: claimed.id.to_string(),
-            job: claimed.job.clone(),
-            handler: claimed.handler.clone(),
-            attempt: claimed.attempt,
-            payload: claimed.payload.clone(),
-            timeout_ms: claimed.timeout_ms,
-            inputs: claimed.inputs.clone(),
-        }),
-    );
+    send_line(&w.stdin_tx, &run_request(claimed));
 
     let mut m = Escalation::new(
         Duration::from_millis(limits.cancel_grace_ms),
@@ -496,22 +484,8 @@ pub(crate) async fn run_on(
     let mut result_open = true;
     let mut due: Option<Instant> = None;
 
-    // Read when a stop begins: the hello may arrive at any time before,
-    // and a worker that has printed nothing since it started moments ago
-    // may still send one.
     let hello = || w.shared.hello.load(Ordering::Relaxed);
-    let heard = || {
-        if hello() {
-            Heard::Hello
-        } else {
-            let within = HELLO_WINDOW.saturating_sub(w.spawned.elapsed());
-            if w.shared.out.lines.load(Ordering::Relaxed) > 0 || within.is_zero() {
-                Heard::Other
-            } else {
-                Heard::Nothing { within }
-            }
-        }
-    };
+    let heard = || heard_from(&w.shared, w.spawned);
     let status: Option<ExitStatus> = loop {
         let event = tokio::select! {
             status = w.child.wait() => break status.ok(),
@@ -556,21 +530,7 @@ pub(crate) async fn run_on(
                 Action::Keep => {
                     // The worker stays; nothing else the execution started
                     // may outlive it.
-                    let left = kill_left_behind(&w, &had);
-                    if !left.is_empty() {
-                        sink.note(
-                            Level::Warn,
-                            format!(
-                                "killed {} process(es) the execution left running beside pooled worker {pid} (pids {})",
-                                left.len(),
-                                join_pids(&left)
-                            ),
-                        )
-                        .await;
-                    }
-                    *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    w.runs += 1;
-                    w.idle_since = Instant::now();
+                    free_for_next(&mut w, &had, sink).await;
                     let reported = result.is_some();
                     let c = completion(claimed, m.outcome(None, result));
                     let facts = Facts {
@@ -583,19 +543,8 @@ pub(crate) async fn run_on(
                     let c = finish_record(c, facts, limits).await;
                     return Ended::Answered(c, Box::new(w));
                 }
-                Action::Term => {
-                    os::signal_group(pid, Signal::SIGTERM);
-                    sink.note(Level::Warn, format!("sent SIGTERM to process group {pid}"))
-                        .await;
-                }
-                Action::Kill => {
-                    os::signal_group(pid, Signal::SIGKILL);
-                    if let Some(g) = &w.setup.cgroup {
-                        g.kill();
-                    }
-                    sink.note(Level::Warn, format!("sent SIGKILL to process group {pid}"))
-                        .await;
-                }
+                Action::Term => signal_noted(&w, Signal::SIGTERM, sink).await,
+                Action::Kill => signal_noted(&w, Signal::SIGKILL, sink).await,
                 Action::Arm(after) => due = Some(Instant::now() + after),
                 Action::Disarm => due = None,
             }
@@ -617,6 +566,75 @@ pub(crate) async fn run_on(
     };
     let c = finish_record(c, facts, limits).await;
     Ended::Done(c)
+}
+
+/// The `run` message for `claimed`.
+fn run_request(claimed: &Claimed) -> SupervisorMessage {
+    SupervisorMessage::Run(RunRequest {
+        protocol: PROTOCOL_VERSION,
+        execution_id: claimed.id.to_string(),
+        job: claimed.job.clone(),
+        handler: claimed.handler.clone(),
+        attempt: claimed.attempt,
+        payload: claimed.payload.clone(),
+        timeout_ms: claimed.timeout_ms,
+        inputs: claimed.inputs.clone(),
+    })
+}
+
+/// What was heard from a worker (its `shared` state; `spawned` then) when a
+/// stop begins: read then, since the hello may arrive at any time before,
+/// and a worker that has printed nothing since it started moments ago may
+/// still send one.
+fn heard_from(shared: &Shared, spawned: Instant) -> Heard {
+    if shared.hello.load(Ordering::Relaxed) {
+        Heard::Hello
+    } else {
+        let within = HELLO_WINDOW.saturating_sub(spawned.elapsed());
+        if shared.out.lines.load(Ordering::Relaxed) > 0 || within.is_zero() {
+            Heard::Other
+        } else {
+            Heard::Nothing { within }
+        }
+    }
+}
+
+/// A pooled worker that answered stays for the next run: what the run
+/// started beside it (all but what it `had` before) is killed, and it is
+/// idle from now on.
+async fn free_for_next(w: &mut Worker, had: &[i32], sink: &LogSink) {
+    let left = kill_left_behind(w, had);
+    if !left.is_empty() {
+        sink.note(
+            Level::Warn,
+            format!(
+                "killed {} process(es) the execution left running beside pooled worker {} (pids {})",
+                left.len(),
+                w.pid,
+                join_pids(&left)
+            ),
+        )
+        .await;
+    }
+    *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    w.runs += 1;
+    w.idle_since = Instant::now();
+}
+
+/// Sends `sig` to worker `w`'s process group (SIGKILL kills its cgroup
+/// too), noted in the execution's log.
+async fn signal_noted(w: &Worker, sig: Signal, sink: &LogSink) {
+    os::signal_group(w.pid, sig);
+    if sig == Signal::SIGKILL {
+        if let Some(g) = &w.setup.cgroup {
+            g.kill();
+        }
+    }
+    sink.note(
+        Level::Warn,
+        format!("sent {sig} to process group {}", w.pid),
+    )
+    .await;
 }
 
 /// The completion of `claimed` that ended so.
