@@ -249,45 +249,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
         at(line, e.message().trim().to_string())
     })?;
-    let settings = Settings {
-        database: raw.database,
-        listen: raw.listen,
-        token: raw.token,
-        token_readonly: raw.token_readonly,
-        concurrency: raw.concurrency,
-        poll_interval: duration("poll_interval", &raw.poll_interval).map_err(|e| at(1, e))?,
-        node_lease: duration("node_lease", &raw.node_lease).map_err(|e| at(1, e))?,
-        drain_timeout: duration("drain_timeout", &raw.drain_timeout).map_err(|e| at(1, e))?,
-        log_format: raw.log_format,
-        allowed_hosts: raw.allowed_hosts,
-        max_connections: raw.max_connections,
-        max_streams: raw.max_streams,
-        max_auth_failures: raw.max_auth_failures,
-        tls_cert: raw.tls_cert,
-        tls_key: raw.tls_key,
-        test_builtins: raw.test_builtins,
-    };
-    for h in &settings.allowed_hosts {
-        jobvisor::http::check_allowed_host(h).map_err(|e| at(1, e))?;
-    }
-    for (what, v) in [
-        ("max_connections", settings.max_connections),
-        ("max_streams", settings.max_streams),
-    ] {
-        if v == Some(0) {
-            return Err(at(1, format!("{what} must be at least 1")));
-        }
-    }
-    if settings.tls_cert.is_some() != settings.tls_key.is_some() {
-        return Err(at(1, "tls_cert and tls_key go together".into()));
-    }
-    if settings.concurrency == Some(0) {
-        return Err(at(1, "concurrency must be at least 1".into()));
-    }
-    if let Some(l) = settings.listen.as_deref().filter(|l| *l != "off") {
-        l.parse::<std::net::SocketAddr>()
-            .map_err(|e| at(1, format!("listen {l:?}: {e}")))?;
-    }
+    let settings = settings(&raw).map_err(|e| at(1, e))?;
     let (retention, raw_retention) = match raw.retention {
         None => (Some(DEFAULT_RETENTION), RawRetention::default()),
         Some(RawRetentionValue::Word(w)) => (
@@ -379,6 +341,50 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
             jobs,
         },
     })
+}
+
+/// The service settings of a file (its errors are the file's, at line 1).
+fn settings(raw: &RawFile) -> Result<Settings, String> {
+    let settings = Settings {
+        database: raw.database.clone(),
+        listen: raw.listen.clone(),
+        token: raw.token.clone(),
+        token_readonly: raw.token_readonly.clone(),
+        concurrency: raw.concurrency,
+        poll_interval: duration("poll_interval", &raw.poll_interval)?,
+        node_lease: duration("node_lease", &raw.node_lease)?,
+        drain_timeout: duration("drain_timeout", &raw.drain_timeout)?,
+        log_format: raw.log_format,
+        allowed_hosts: raw.allowed_hosts.clone(),
+        max_connections: raw.max_connections,
+        max_streams: raw.max_streams,
+        max_auth_failures: raw.max_auth_failures,
+        tls_cert: raw.tls_cert.clone(),
+        tls_key: raw.tls_key.clone(),
+        test_builtins: raw.test_builtins,
+    };
+    for h in &settings.allowed_hosts {
+        jobvisor::http::check_allowed_host(h)?;
+    }
+    for (what, v) in [
+        ("max_connections", settings.max_connections),
+        ("max_streams", settings.max_streams),
+    ] {
+        if v == Some(0) {
+            return Err(format!("{what} must be at least 1"));
+        }
+    }
+    if settings.tls_cert.is_some() != settings.tls_key.is_some() {
+        return Err("tls_cert and tls_key go together".into());
+    }
+    if settings.concurrency == Some(0) {
+        return Err("concurrency must be at least 1".into());
+    }
+    if let Some(l) = settings.listen.as_deref().filter(|l| *l != "off") {
+        l.parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("listen {l:?}: {e}"))?;
+    }
+    Ok(settings)
 }
 
 /// A TOML table as the command line of `COMMAND NAME --key value ...`.
