@@ -1065,41 +1065,7 @@ async fn enqueue_in<D: Dialect>(
             replaced: false,
         })
         .collect();
-    let mut insert = Vec::with_capacity(execs.len());
-    let mut successors = HashSet::new();
-    for (e, entry) in execs.iter().zip(&mut out) {
-        let Some(u) = &e.unique else {
-            insert.push(e);
-            continue;
-        };
-        let Some(holder) = take_key::<D>(tx, &u.key, e.id, now).await? else {
-            insert.push(e);
-            continue;
-        };
-        *entry = Enqueued {
-            id: holder,
-            duplicate: true,
-            replaced: false,
-        };
-        if u.replace {
-            match replace::<D>(tx, &u.key, holder, e).await? {
-                Replaced::Execution(id) => {
-                    entry.id = id;
-                    entry.replaced = true;
-                }
-                Replaced::Follow => {
-                    *entry = Enqueued {
-                        id: e.id,
-                        duplicate: false,
-                        replaced: false,
-                    };
-                    insert.push(e);
-                    successors.insert(e.id);
-                }
-                Replaced::Nothing => {}
-            }
-        }
-    }
+    let (insert, successors) = take_keys::<D>(tx, execs, &mut out, now).await?;
     // Parents: in this batch (as inserted, or the holder a duplicate
     // named), or already stored. A batch without any (the common case)
     // skips the bookkeeping.
@@ -1168,12 +1134,60 @@ async fn enqueue_in<D: Dialect>(
     .await?;
     insert_edges::<D>(tx, &edges).await?;
     // Runs cancelled as they are inserted are not told to the sinks: the
-    // caller announces their `enqueued` first (see `Supervisor::submit_many`).
+    // caller announces their `enqueued` first (see `Client::submit_many`).
     let told = ends.unstarted.len();
     cancel_unstarted::<D>(tx, ends, &upstream, None, now).await?;
     ends.unstarted.truncate(told);
     D::notify(tx, "work").await?;
     Ok(out)
+}
+
+/// The unique keys of a batch: a run whose key another execution holds is
+/// a duplicate of the holder (`out` says so), or with `replace` takes its
+/// place. Returns the runs to insert, and those inserted as the successor
+/// of a holder that runs (they wait for it).
+async fn take_keys<'a, D: Dialect>(
+    tx: &mut Conn<D>,
+    execs: &'a [NewExecution],
+    out: &mut [Enqueued],
+    now: Micros,
+) -> Result<(Vec<&'a NewExecution>, HashSet<Uuid>), StoreError> {
+    let mut insert = Vec::with_capacity(execs.len());
+    let mut successors = HashSet::new();
+    for (e, entry) in execs.iter().zip(out.iter_mut()) {
+        let Some(u) = &e.unique else {
+            insert.push(e);
+            continue;
+        };
+        let Some(holder) = take_key::<D>(tx, &u.key, e.id, now).await? else {
+            insert.push(e);
+            continue;
+        };
+        *entry = Enqueued {
+            id: holder,
+            duplicate: true,
+            replaced: false,
+        };
+        if u.replace {
+            match replace::<D>(tx, &u.key, holder, e).await? {
+                Replaced::Execution(id) => {
+                    entry.id = id;
+                    entry.replaced = true;
+                }
+                Replaced::Follow => {
+                    *entry = Enqueued {
+                        id: e.id,
+                        duplicate: false,
+                        replaced: false,
+                    };
+                    insert.push(e);
+                    successors.insert(e.id);
+                }
+                Replaced::Nothing => {}
+            }
+        }
+    }
+    Ok((insert, successors))
 }
 
 /// Executions that ended in one transaction, per minute, handler and

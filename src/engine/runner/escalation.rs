@@ -111,6 +111,14 @@ impl Escalation {
         }
     }
 
+    /// A running execution with the graces of `limits`.
+    pub(crate) fn for_limits(limits: &crate::model::ProcessLimits) -> Self {
+        Self::new(
+            Duration::from_millis(limits.cancel_grace_ms),
+            Duration::from_millis(limits.kill_grace_ms),
+        )
+    }
+
     /// Whether a stop (cancel, shutdown) is still news.
     pub(crate) fn stoppable(&self) -> bool {
         self.ending.is_none()

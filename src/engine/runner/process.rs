@@ -276,38 +276,7 @@ impl Worker {
         }
         isolate::warn_once(&plan.handler, &setup.notes);
         let mut cmd = setup.command(&plan.program, &plan.args);
-        cmd.env_clear().env("PATH", DEFAULT_PATH);
-        for key in &limits.allow_env {
-            if isolate::reserved_env(key) {
-                continue;
-            }
-            if let Some(v) = std::env::var_os(key) {
-                cmd.env(key, v);
-            }
-        }
-        for (k, v) in &limits.env {
-            if !isolate::reserved_env(k) {
-                cmd.env(k, v);
-            }
-        }
-        cmd.env("JOBVISOR_PROTOCOL", PROTOCOL_VERSION.to_string())
-            .env("JOBVISOR_HANDLER", &plan.handler)
-            .env(
-                jobvisor_worker::host::SUPERVISOR_PID_ENV,
-                std::process::id().to_string(),
-            );
-        if let Some(t) = &plan.test_builtins {
-            use jobvisor_worker::builtins::TestBuiltins;
-            cmd.env(TestBuiltins::ENV, "1");
-            if let Some(dir) = &t.append_dir {
-                cmd.env(TestBuiltins::APPEND_DIR_ENV, dir);
-            }
-        }
-        if let Some(c) = claimed {
-            cmd.env("JOBVISOR_EXECUTION_ID", c.id.to_string())
-                .env("JOBVISOR_JOB", &c.job)
-                .env("JOBVISOR_ATTEMPT", c.attempt.to_string());
-        }
+        worker_env(&mut cmd, plan, claimed);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -443,38 +412,27 @@ pub(crate) async fn run_on(
     sink: &LogSink,
 ) -> Ended {
     let pid = w.pid;
-    sink.relay()
-        .send(RelayMsg::Pid(claimed.id, pid as i64))
-        .await;
     let Attempt {
         route,
         mut result_rx,
     } = attempt;
-    *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = Some(route.clone());
-    // What a kept worker has beside it before its run is its own. A new
-    // one is given its first run once it said hello (or after
-    // HELLO_WINDOW): its start-up, helpers and all, is over by then.
+    begin(&w, &route, claimed, sink).await;
     let had = if keep {
-        if w.runs == 0 && !w.shared.hello.load(Ordering::Relaxed) {
-            let _ = tokio::time::timeout(HELLO_WINDOW, w.shared.hello_seen.notified()).await;
-        }
-        beside(&w)
+        own_beside(&w).await
     } else {
         Vec::new()
     };
     send_line(&w.stdin_tx, &run_request(claimed));
 
-    let mut m = Escalation::new(
-        Duration::from_millis(limits.cancel_grace_ms),
-        Duration::from_millis(limits.kill_grace_ms),
-    );
+    let mut m = Escalation::for_limits(limits);
     let far = Instant::now() + Duration::from_secs(86400 * 365);
     let deadline = claimed
         .timeout_ms
         .map(|ms| Instant::now() + Duration::from_millis(ms));
     let heartbeat = limits.heartbeat_timeout_ms;
+    // Looks for silence four times per allowed silence (10 ms to 1 s).
     let mut heartbeat_tick = tokio::time::interval(Duration::from_millis(
-        heartbeat.map(|ms| (ms / 4).clamp(10, 1000)).unwrap_or(1000),
+        heartbeat.map_or(1000, |ms| (ms / 4).clamp(10, 1000)),
     ));
     // The CPU time a process has used cannot be read once it is reaped;
     // sample it, to tell a CPU-limit SIGKILL from others.
@@ -520,28 +478,21 @@ pub(crate) async fn run_on(
         };
         for action in m.on(event) {
             match action {
-                Action::AskCancel(reason) => send_line(
-                    &w.stdin_tx,
-                    &SupervisorMessage::Cancel {
-                        reason: Some(reason),
-                    },
-                ),
+                Action::AskCancel(reason) => send_line(&w.stdin_tx, &cancel_message(reason)),
                 Action::CloseStdin => w.stdin_tx = None,
                 Action::Keep => {
                     // The worker stays; nothing else the execution started
                     // may outlive it.
                     free_for_next(&mut w, &had, sink).await;
-                    let reported = result.is_some();
-                    let c = completion(claimed, m.outcome(None, result));
                     let facts = Facts {
                         events: None,
                         address_space: w.setup.address_space,
                         cpu_used_ms,
                         step: m.step(),
-                        reported,
+                        reported: result.is_some(),
                     };
-                    let c = finish_record(c, facts, limits).await;
-                    return Ended::Answered(c, Box::new(w));
+                    let c = completion(claimed, m.outcome(None, result));
+                    return Ended::Answered(finish_record(c, facts, limits).await, Box::new(w));
                 }
                 Action::Term => signal_noted(&w, Signal::SIGTERM, sink).await,
                 Action::Kill => signal_noted(&w, Signal::SIGKILL, sink).await,
@@ -555,17 +506,87 @@ pub(crate) async fn run_on(
     if result.is_none() {
         result = result_rx.try_recv().ok();
     }
-    let reported = result.is_some();
-    let c = completion(claimed, m.outcome(status, result));
     let facts = Facts {
         events,
         address_space: w.setup.address_space,
         cpu_used_ms,
         step: m.step(),
-        reported,
+        reported: result.is_some(),
     };
-    let c = finish_record(c, facts, limits).await;
-    Ended::Done(c)
+    Ended::Done(
+        finish_record(
+            completion(claimed, m.outcome(status, result)),
+            facts,
+            limits,
+        )
+        .await,
+    )
+}
+
+/// The run of `claimed` on worker `w` begins: its pid is recorded, and
+/// what the worker says is routed to this run.
+async fn begin(w: &Worker, route: &Arc<Route>, claimed: &Claimed, sink: &LogSink) {
+    sink.relay()
+        .send(RelayMsg::Pid(claimed.id, w.pid as i64))
+        .await;
+    *w.shared.route.lock().unwrap_or_else(|e| e.into_inner()) = Some(route.clone());
+}
+
+/// What a kept worker has beside it before its run, which is its own. A
+/// new one is given its first run once it said hello (or after
+/// HELLO_WINDOW): its start-up, helpers and all, is over by then.
+async fn own_beside(w: &Worker) -> Vec<i32> {
+    if w.runs == 0 && !w.shared.hello.load(Ordering::Relaxed) {
+        let _ = tokio::time::timeout(HELLO_WINDOW, w.shared.hello_seen.notified()).await;
+    }
+    beside(w)
+}
+
+/// A worker's environment: nothing of the supervisor's but `PATH` and what
+/// the handler allows, then its own variables (never a reserved
+/// `JOBVISOR_*`), then the protocol's, and the execution's for a worker of
+/// one run.
+fn worker_env(cmd: &mut tokio::process::Command, plan: &ProcessPlan, claimed: Option<&Claimed>) {
+    let limits = &plan.limits;
+    cmd.env_clear().env("PATH", DEFAULT_PATH);
+    for key in &limits.allow_env {
+        if isolate::reserved_env(key) {
+            continue;
+        }
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    for (k, v) in &limits.env {
+        if !isolate::reserved_env(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("JOBVISOR_PROTOCOL", PROTOCOL_VERSION.to_string())
+        .env("JOBVISOR_HANDLER", &plan.handler)
+        .env(
+            jobvisor_worker::host::SUPERVISOR_PID_ENV,
+            std::process::id().to_string(),
+        );
+    if let Some(t) = &plan.test_builtins {
+        use jobvisor_worker::builtins::TestBuiltins;
+        cmd.env(TestBuiltins::ENV, "1");
+        if let Some(dir) = &t.append_dir {
+            cmd.env(TestBuiltins::APPEND_DIR_ENV, dir);
+        }
+    }
+    if let Some(c) = claimed {
+        cmd.env("JOBVISOR_EXECUTION_ID", c.id.to_string())
+            .env("JOBVISOR_JOB", &c.job)
+            .env("JOBVISOR_ATTEMPT", c.attempt.to_string());
+    }
+}
+
+/// The `cancel` message, saying why.
+fn cancel_message(reason: String) -> SupervisorMessage {
+    SupervisorMessage::Cancel {
+        reason: Some(reason),
+    }
 }
 
 /// The `run` message for `claimed`.
