@@ -1,14 +1,15 @@
-//! The supervisor: a handle on three actors that each own their state and
-//! talk through messages: the dispatcher (`dispatch.rs`: claims and runs
-//! executions), the scheduler (`scheduler.rs`: turns due jobs into
-//! executions) and maintenance (`maintenance.rs`: heartbeats, cancels from
-//! the database, rescue, notices). `run_until`
-//! starts them, joins them, and stops the supervisor cleanly should one of
-//! them panic.
+//! The supervisor: a [`Client`] plus a handle on three actors that each own
+//! their state and talk through messages (see `engine/`): the dispatcher
+//! (claims and runs executions), the scheduler (turns due jobs into
+//! executions) and maintenance (heartbeats, cancels from the database,
+//! rescue, notices). `run_until` starts them, joins them, and stops the
+//! supervisor cleanly should one of them panic. Its settings are
+//! [`Config`] (`config.rs`), its builder [`SupervisorBuilder`]
+//! (`builder.rs`).
 
 use crate::client::Client;
 use crate::engine::dispatch::{Dispatcher, Executor};
-use crate::engine::events::{Event, EventKind, Hook, Hub};
+use crate::engine::events::{Event, Hook, Hub};
 use crate::engine::maintenance::{self, Maintenance};
 use crate::engine::relay::{Ready, Relay, RelayMsg};
 use crate::engine::runner::os;
@@ -18,9 +19,8 @@ use crate::engine::{tell_or_drop, ToDispatcher, ToMaintenance, ToScheduler, Vita
 use crate::model::{now_micros, Micros, Outcome};
 use crate::store::{self, Completion, Finished, NodeInfo, Store};
 use crate::Error;
-use jobvisor_worker::{IntoHandler, Registry};
+use jobvisor_worker::Registry;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,314 +28,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
-/// Settings of a [`Supervisor`].
-///
-/// ```
-/// let config = jobvisor::Config {
-///     database: "jobs.db".into(),
-///     concurrency: 8,
-///     ..jobvisor::Config::default()
-/// };
-/// let builder = jobvisor::Supervisor::builder().config(config);
-/// ```
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Database URL or path.
-    pub database: String,
-    /// Executions running at once on this node.
-    pub concurrency: usize,
-    /// Most executions claimed in one query.
-    pub claim_batch: usize,
-    /// How often to look for work enqueued by other processes.
-    pub poll_interval: Duration,
-    /// Longest sleep of the scheduler between passes (it also wakes at the
-    /// next due time), so jobs added by other processes are seen.
-    pub schedule_poll_interval: Duration,
-    /// How often to look for cancel requests made through the database.
-    pub cancel_poll_interval: Duration,
-    /// How often this node renews its heartbeat (at least four times a
-    /// lease, whatever this says).
-    pub heartbeat_interval: Duration,
-    /// A node silent this long is dead; its executions are rescued.
-    pub node_lease: Duration,
-    /// How long an inproc handler may take to honour a cancel (a handler
-    /// stored with `handler add` uses its own cancel grace instead).
-    pub inproc_grace: Duration,
-    /// The `jobvisor-worker` program hosting built-ins in process mode.
-    pub worker_program: Option<PathBuf>,
-    /// Relay queue length (back-pressure beyond it).
-    pub relay_capacity: usize,
-    /// The host name this node registers under (default: the machine's).
-    /// Nodes on the same host also judge each other by pid; on different
-    /// hosts only by heartbeat.
-    pub hostname: Option<String>,
-    /// Give each process-mode execution its own cgroup where cgroup v2 is
-    /// delegated to the supervisor (limits and whole-tree kill); off means
-    /// rlimits and the process group only.
-    pub cgroups: bool,
-    /// At shutdown, how long running executions may finish before they are
-    /// stopped (and recorded as interrupted, to run again). Zero stops them
-    /// at once.
-    pub drain_timeout: Duration,
-    /// Give back the pages of this program's code (`MADV_PAGEOUT`) once
-    /// after start-up and again whenever nothing has run for a while, so
-    /// that an idle service keeps only what it uses resident. For a
-    /// program of its own (the service), not for an embedding one.
-    pub trim_when_idle: bool,
-    /// The test built-ins (`append`, `panic`, `misbehave`), for tests and
-    /// benchmarks only (`serve --test-builtins`): off, they are unknown
-    /// handlers here and in this supervisor's worker processes.
-    pub test_builtins: Option<jobvisor_worker::builtins::TestBuiltins>,
-}
+mod builder;
+mod config;
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            database: crate::default_database(),
-            concurrency: 32,
-            claim_batch: 512,
-            poll_interval: Duration::from_millis(250),
-            schedule_poll_interval: Duration::from_secs(1),
-            cancel_poll_interval: Duration::from_millis(500),
-            heartbeat_interval: Duration::from_millis(2500),
-            node_lease: Duration::from_secs(10),
-            inproc_grace: Duration::from_secs(5),
-            worker_program: None,
-            relay_capacity: 16 * 1024,
-            hostname: None,
-            cgroups: true,
-            drain_timeout: Duration::ZERO,
-            trim_when_idle: false,
-            test_builtins: jobvisor_worker::builtins::TestBuiltins::from_env(),
-        }
-    }
-}
-
-impl Config {
-    /// The settings `jobvisor serve` starts from: the library's defaults,
-    /// with a drain at shutdown (a service stopped by systemd lets running
-    /// work finish; a library caller decides for itself).
-    ///
-    /// ```
-    /// let c = jobvisor::Config::service();
-    /// assert_eq!(c.drain_timeout, std::time::Duration::from_secs(30));
-    /// assert_eq!(jobvisor::Config::default().drain_timeout, std::time::Duration::ZERO);
-    /// ```
-    pub fn service() -> Self {
-        Self {
-            drain_timeout: Duration::from_secs(30),
-            trim_when_idle: true,
-            ..Self::default()
-        }
-    }
-}
-
-/// Builds a [`Supervisor`].
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// let sup = jobvisor::Supervisor::builder()
-///     .database(&db)
-///     .configure(|c| c.concurrency = 4)
-///     .register("double", |_ctx: jobvisor::Context, n: i64| async move {
-///         Ok::<_, jobvisor::HandlerError>(n * 2)
-///     })
-///     .on_failure(|e| eprintln!("{} failed", e.execution_id))
-///     .build()
-///     .await?;
-/// # Ok(()) }
-/// ```
-pub struct SupervisorBuilder {
-    config: Config,
-    registry: Registry,
-    hooks: Vec<Hook>,
-}
-
-impl SupervisorBuilder {
-    /// Uses this database.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), jobvisor::Error> {
-    /// let local = jobvisor::Supervisor::builder().database("jobs.db").build().await?;
-    /// let shared = jobvisor::Supervisor::builder()
-    ///     .database("postgres://jobvisor:secret@db.example/jobvisor")
-    ///     .build()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn database(mut self, url: impl Into<String>) -> Self {
-        self.config.database = url.into();
-        self
-    }
-
-    /// Replaces the whole configuration.
-    ///
-    /// ```
-    /// let builder = jobvisor::Supervisor::builder().config(jobvisor::Config::service());
-    /// ```
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Changes the configuration.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let builder = jobvisor::Supervisor::builder().configure(|c| {
-    ///     c.concurrency = 64;
-    ///     c.drain_timeout = Duration::from_secs(10);
-    /// });
-    /// ```
-    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        f(&mut self.config);
-        self
-    }
-
-    /// Registers a Rust handler for inproc mode: an async function of a
-    /// [`Context`](crate::Context) and its arguments, decoded from the
-    /// payload (see [`IntoHandler`]).
-    ///
-    /// ```
-    /// use jobvisor::{Context, HandlerError};
-    /// #[derive(serde::Deserialize)]
-    /// struct Greet { name: String }
-    /// async fn greet(ctx: Context, args: Greet) -> Result<String, HandlerError> {
-    ///     ctx.info(format!("greeting {}", args.name)).await;
-    ///     Ok(format!("hello, {}", args.name))
-    /// }
-    /// let builder = jobvisor::Supervisor::builder().register("greet", greet);
-    /// ```
-    pub fn register<M>(mut self, name: impl Into<String>, handler: impl IntoHandler<M>) -> Self {
-        self.registry.register(name, handler);
-        self
-    }
-
-    /// Calls `hook` with every event of this node (see
-    /// [`crate::engine::events`]): in order, one at a time, on a task of its own.
-    /// Events queue for a slow hook without bound, so a hook that needs to
-    /// wait should hand the event on (a channel, a spawned task) rather
-    /// than block. A hook that panics is logged and
-    /// the others go on. Hooks hear this node's events only, so an alert
-    /// sent from one is sent once however many nodes run.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), jobvisor::Error> {
-    /// let sup = jobvisor::Supervisor::builder()
-    ///     .on_event(|e| println!("{} {}", e.execution_id, e.kind.name()))
-    ///     .build()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn on_event(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.hook(|_| true, hook)
-    }
-
-    /// Calls `hook` when one of this node's executions starts
-    /// ([`EventKind::Started`]); see [`SupervisorBuilder::on_event`].
-    ///
-    /// ```
-    /// let builder = jobvisor::Supervisor::builder()
-    ///     .on_start(|e| println!("{} started {}", e.node, e.execution_id));
-    /// ```
-    pub fn on_start(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.hook(|k| matches!(k, EventKind::Started { .. }), hook)
-    }
-
-    /// Calls `hook` when one of this node's executions succeeds
-    /// ([`EventKind::Succeeded`]).
-    ///
-    /// ```
-    /// use jobvisor::events::EventKind;
-    /// let builder = jobvisor::Supervisor::builder().on_success(|e| {
-    ///     if let EventKind::Succeeded { output: Some(out), .. } = &e.kind {
-    ///         println!("{} gave {out}", e.handler);
-    ///     }
-    /// });
-    /// ```
-    pub fn on_success(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.hook(|k| matches!(k, EventKind::Succeeded { .. }), hook)
-    }
-
-    /// Calls `hook` when one of this node's executions fails for good, no
-    /// attempt following ([`EventKind::Failed`]); a failure that is retried
-    /// is [`SupervisorBuilder::on_retry`]'s.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), jobvisor::Error> {
-    /// use jobvisor::events::EventKind;
-    /// let sup = jobvisor::Supervisor::builder()
-    ///     .on_failure(|e| {
-    ///         if let EventKind::Failed { error, attempt } = &e.kind {
-    ///             eprintln!("{} failed after {attempt} attempts: {error}", e.handler);
-    ///         }
-    ///     })
-    ///     .build()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn on_failure(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.hook(|k| matches!(k, EventKind::Failed { .. }), hook)
-    }
-
-    /// Calls `hook` when one of this node's executions fails and another
-    /// attempt is scheduled ([`EventKind::Retrying`]).
-    ///
-    /// ```
-    /// use jobvisor::events::EventKind;
-    /// let builder = jobvisor::Supervisor::builder().on_retry(|e| {
-    ///     if let EventKind::Retrying { attempt, error, .. } = &e.kind {
-    ///         eprintln!("attempt {attempt} of {} failed: {error}; retrying", e.execution_id);
-    ///     }
-    /// });
-    /// ```
-    pub fn on_retry(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.hook(|k| matches!(k, EventKind::Retrying { .. }), hook)
-    }
-
-    /// Calls `hook` when one of this node's executions is cancelled
-    /// ([`EventKind::Cancelled`]).
-    ///
-    /// ```
-    /// let builder = jobvisor::Supervisor::builder()
-    ///     .on_cancel(|e| println!("{} was cancelled", e.execution_id));
-    /// ```
-    pub fn on_cancel(self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.hook(|k| matches!(k, EventKind::Cancelled { .. }), hook)
-    }
-
-    fn hook(
-        mut self,
-        wants: fn(&EventKind) -> bool,
-        call: impl Fn(&Event) + Send + Sync + 'static,
-    ) -> Self {
-        self.hooks.push(Hook {
-            wants,
-            call: Box::new(call),
-        });
-        self
-    }
-
-    /// Opens and migrates the database, recovers what a previous run left
-    /// behind, and registers this node.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// assert!(!sup.node_id().is_empty());
-    /// # Ok(()) }
-    /// ```
-    pub async fn build(self) -> Result<Supervisor, Error> {
-        let store = store::open(&self.config.database).await?;
-        Supervisor::with_parts(store, self.registry, self.config, self.hooks).await
-    }
-}
+pub use builder::SupervisorBuilder;
+pub use config::Config;
 
 /// The actors, built with the supervisor and started by `run_until`.
 struct Actors {
