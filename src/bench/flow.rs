@@ -190,8 +190,31 @@ pub(super) async fn bench_flow(database: Option<String>, a: &BenchArgs) -> Resul
         r[1]
     });
 
-    // The held rate: a backlog it cannot drain in the time measured.
-    let (sup, stop) = start(&db_for("rate"), a).await?;
+    let (starts_per_second, max_in_any_window) = held_rate(&db_for("rate"), a, rate).await?;
+    let r = FlowBench {
+        database: kind,
+        count: a.count,
+        plain_jobs_per_s: plain,
+        queue_limit_jobs_per_s: queue_limit,
+        unbound_rate_jobs_per_s: unbound_rate,
+        key_limit_jobs_per_s: key_limit,
+        rate: rate.to_string(),
+        seconds: a.rate_seconds,
+        starts_per_second,
+        max_in_any_window,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
+        return Ok(());
+    }
+    report(&r, a, rate);
+    Ok(())
+}
+
+/// The held rate: a backlog it cannot drain in the time measured, then the
+/// starts per second and the most in any window of the rate.
+async fn held_rate(db: &str, a: &BenchArgs, rate: Rate) -> Result<(Vec<usize>, usize), CliError> {
+    let (sup, stop) = start(db, a).await?;
     let queue = format!("bench-rated-{}", uuid::Uuid::now_v7().simple());
     let per_s = rate.n as f64 * 1000.0 / rate.per_ms as f64;
     let backlog = ((per_s * (a.rate_seconds + 2) as f64) as usize + rate.n as usize).max(1);
@@ -224,7 +247,7 @@ pub(super) async fn bench_flow(database: Option<String>, a: &BenchArgs) -> Resul
     tokio::time::sleep(Duration::from_secs(a.rate_seconds as u64 + 1)).await;
     sup.set_queue(&queue, &held_back).await?;
     let _ = stop.send(());
-    let store = jobvisor::store::open(&db_for("rate")).await?;
+    let store = jobvisor::store::open(db).await?;
     let mut starts: Vec<i64> = store
         .executions(&ExecFilter {
             queue: Some(queue.clone()),
@@ -237,25 +260,11 @@ pub(super) async fn bench_flow(database: Option<String>, a: &BenchArgs) -> Resul
         .filter_map(|e| e.started_at.map(|t| t.micros()))
         .collect();
     starts.sort_unstable();
-    let (starts_per_second, max_in_any_window) =
-        held(&starts, rate.per_ms as i64 * 1000, a.rate_seconds);
+    Ok(held(&starts, rate.per_ms as i64 * 1000, a.rate_seconds))
+}
 
-    let r = FlowBench {
-        database: kind,
-        count: a.count,
-        plain_jobs_per_s: plain,
-        queue_limit_jobs_per_s: queue_limit,
-        unbound_rate_jobs_per_s: unbound_rate,
-        key_limit_jobs_per_s: key_limit,
-        rate: rate.to_string(),
-        seconds: a.rate_seconds,
-        starts_per_second,
-        max_in_any_window,
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
-        return Ok(());
-    }
+/// The flow figures as text.
+fn report(r: &FlowBench, a: &BenchArgs, rate: Rate) {
     println!(
         "claim throughput, {} inproc noops at concurrency {} on {} (median of 3 alternated rounds):",
         r.count, a.concurrency, r.database
@@ -283,7 +292,6 @@ pub(super) async fn bench_flow(database: Option<String>, a: &BenchArgs) -> Resul
         humantime::format_duration(Duration::from_millis(rate.per_ms)),
         r.max_in_any_window
     );
-    Ok(())
 }
 
 #[cfg(test)]
