@@ -67,7 +67,33 @@ pub(super) async fn bench_abuse(
     let dbs = CaseDatabases::new(database)?;
     let place = Place::new()?;
 
-    // 1. Listing large payloads.
+    let (rest_rss, list_peak, list_pages_per_sec, page_bytes) = listing(&dbs, &place).await?;
+    let follow_peak = following(&dbs, &place).await?;
+    let (rest_cpu, streams_cpu) = idle_streams(&dbs, &place).await?;
+
+    let r = AbuseBench {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        backend: dbs.kind(),
+        rest_rss_mib: rest_rss,
+        list_peak_rss_mib: list_peak,
+        list_pages_per_sec,
+        list_page_bytes: page_bytes,
+        follow_peak_rss_mib: follow_peak,
+        idle_streams: IDLE_STREAMS,
+        idle_streams_cpu_pct: streams_cpu,
+        rest_cpu_pct: rest_cpu,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
+        return Ok(());
+    }
+    report(&r);
+    Ok(())
+}
+
+/// Listing large payloads: the service's RSS at rest, its peak while
+/// clients list, pages a second, and the bytes of a page.
+async fn listing(dbs: &CaseDatabases, place: &Place) -> Result<(f64, f64, f64, usize), CliError> {
     let db = dbs.of("abuse-list");
     let sup = Supervisor::builder().database(&db).build().await?;
     let blob = "y".repeat(PAYLOAD_BYTES);
@@ -108,7 +134,11 @@ pub(super) async fn bench_abuse(
     let list_pages_per_sec = pages as f64 / t.elapsed().as_secs_f64();
     stop(&mut serve).await?;
 
-    // 2. Following a log of 1 MiB lines without reading.
+    Ok((rest_rss, list_peak, list_pages_per_sec, page_bytes))
+}
+
+/// Following a log of 1 MiB lines without reading: the peak RSS.
+async fn following(dbs: &CaseDatabases, place: &Place) -> Result<f64, CliError> {
     let db = dbs.of("abuse-follow");
     let sup = Supervisor::builder().database(&db).build().await?;
     let message = "z".repeat(LINE_BYTES - 64);
@@ -129,7 +159,12 @@ pub(super) async fn bench_abuse(
     drop(followers);
     stop(&mut serve).await?;
 
-    // 3. Idle streams on a running execution.
+    Ok(follow_peak)
+}
+
+/// Idle streams on a running execution: the service's CPU at rest, and
+/// with the streams open.
+async fn idle_streams(dbs: &CaseDatabases, place: &Place) -> Result<(f64, f64), CliError> {
     let db = dbs.of("abuse-idle");
     let sup = Supervisor::builder().database(&db).build().await?;
     let sleeper = sup
@@ -150,22 +185,11 @@ pub(super) async fn bench_abuse(
     drop(streams);
     stop(&mut serve).await?;
 
-    let r = AbuseBench {
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        backend: dbs.kind(),
-        rest_rss_mib: rest_rss,
-        list_peak_rss_mib: list_peak,
-        list_pages_per_sec,
-        list_page_bytes: page_bytes,
-        follow_peak_rss_mib: follow_peak,
-        idle_streams: IDLE_STREAMS,
-        idle_streams_cpu_pct: streams_cpu,
-        rest_cpu_pct: rest_cpu,
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
-        return Ok(());
-    }
+    Ok((rest_cpu, streams_cpu))
+}
+
+/// The abuse figures as text.
+fn report(r: &AbuseBench) {
     println!(
         "{} cores | {} | jobvisor serve under abuse, {} s each; at rest {:.1} MiB, {:.2}% of a core",
         r.cores,
@@ -203,7 +227,6 @@ pub(super) async fn bench_abuse(
         r.idle_streams_cpu_pct,
         5
     );
-    Ok(())
 }
 
 /// Stops `serve`, saying what it said if it had died.
