@@ -20,12 +20,16 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
     } else {
         jobvisor::store::open_existing(db).await?
     };
+    // Reads need no client (on PostgreSQL, connecting one asks whether a
+    // node hears events).
+    let cmd = match cmd {
+        JobCmd::List(j) => return list(store.as_ref(), j).await,
+        JobCmd::Show(n) => return show(store.as_ref(), n).await,
+        cmd => cmd,
+    };
     let client = jobvisor::Client::connect(store).await;
-    let store = client.store().as_ref();
     match cmd {
         JobCmd::Add(a) => add(&client, *a).await,
-        JobCmd::List(j) => list(store, j).await,
-        JobCmd::Show(n) => show(store, n).await,
         JobCmd::Pause(n) => {
             client.pause_job(&n.name).await?;
             println!("job {} paused", n.name);
@@ -41,7 +45,9 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
             println!("job {} removed", n.name);
             Ok(())
         }
-        JobCmd::Preview(_) => unreachable!("handled before the store is opened"),
+        JobCmd::Preview(_) | JobCmd::List(_) | JobCmd::Show(_) => {
+            unreachable!("handled above, without a client")
+        }
         JobCmd::Trigger(n) => {
             let id = client.trigger_job(&n.name).await?;
             if n.json {
