@@ -1,7 +1,7 @@
 //! Acting on many executions at once, by the filters of `exec list`.
 
 use crate::model::{Execution, Micros};
-use crate::store::{ExecFilter, RetryRequest, Store, StoreError};
+use crate::store::{ExecFilter, Reads, RetryRequest, Store, StoreError};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -38,25 +38,8 @@ pub struct Bulk {
 
 /// Every execution `filter` matches, newest first, read in pages (its
 /// `limit` and `before` are ignored).
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// use jobvisor::store::ExecFilter;
-/// for _ in 0..3 {
-///     sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
-/// }
-/// // `limit` is ignored: every match, page by page.
-/// let filter = ExecFilter { limit: 1, ..Default::default() };
-/// assert_eq!(jobvisor::bulk::matching(store, &filter).await?.len(), 3);
-/// # Ok(()) }
-/// ```
 pub async fn matching(
-    store: &dyn Store,
+    store: &dyn Reads,
     filter: &ExecFilter,
 ) -> Result<Vec<Execution>, StoreError> {
     const PAGE: usize = 10_000;
@@ -79,21 +62,8 @@ pub async fn matching(
 }
 
 /// Cancels every execution `filter` matches that has not ended.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// use jobvisor::{model::now_micros, store::ExecFilter};
-/// sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
-/// let done = jobvisor::bulk::cancel(store, &ExecFilter::default(), "draining", now_micros()).await?;
-/// assert_eq!(done.cancelled, Some(1));
-/// # Ok(()) }
-/// ```
-pub async fn cancel(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn cancel(
     store: &dyn Store,
     filter: &ExecFilter,
     reason: &str,
@@ -114,34 +84,13 @@ pub async fn cancel(
     })
 }
 
-/// Retries every execution `filter` matches that can be: failed or
-/// cancelled, the last attempt of its chain, its unique key free.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// use jobvisor::{model::now_micros, store::ExecFilter, Status};
-/// let failed = ExecFilter { statuses: vec![Status::Failed], ..Default::default() };
-/// let done = jobvisor::bulk::retry(store, &failed, now_micros()).await?;
-/// assert_eq!((done.matched, done.retried), (0, Some(0)));
-/// # Ok(()) }
-/// ```
-pub async fn retry(
-    store: &dyn Store,
-    filter: &ExecFilter,
-    now: Micros,
-) -> Result<Bulk, StoreError> {
-    retry_each(store, filter, now, |_, _| {}).await
-}
-
-/// [`retry`], calling `retried` with each execution retried and its new
-/// attempt's id as that retry commits.
+/// Retries every execution `filter` matches that can be (failed or
+/// cancelled, the last attempt of its chain, its unique key free), calling
+/// `retried` with each execution retried and its new attempt's id as that
+/// retry commits.
 #[doc(hidden)]
-pub async fn retry_each(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn retry_each(
     store: &dyn Store,
     filter: &ExecFilter,
     now: Micros,

@@ -12,8 +12,10 @@
 
 use crate::bulk::Bulk;
 use crate::engine::events::{Announce, Enqueued as Announced};
-use crate::model::{Enqueued, JobSpec, Micros, Status};
-use crate::store::{CancelRequest, ExecFilter, QueueChange, RetryRequest, Store, UnstartedCancel};
+use crate::model::{now_micros, Enqueued, HandlerSpec, JobSpec, Micros, Status};
+use crate::store::{
+    CancelRequest, Database, ExecFilter, QueueChange, RetryRequest, Store, UnstartedCancel,
+};
 use crate::submit::RunSpec;
 use crate::workflow::{Submitted, WorkflowSpec};
 use crate::Error;
@@ -54,7 +56,7 @@ pub(crate) trait Nudge: Send + Sync {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    store: Arc<dyn Store>,
+    db: Database,
     announce: Arc<dyn Announce>,
     nudge: Option<Arc<dyn Nudge>>,
     /// Which handler names this process runs itself (beyond those the
@@ -66,11 +68,11 @@ impl Client {
     /// A client for a program that runs no executions (the CLI): handlers
     /// are the built-ins and those in the database; on PostgreSQL its
     /// events are published to the nodes while one hears.
-    pub async fn connect(store: Arc<dyn Store>) -> Client {
+    pub async fn connect(db: Database) -> Client {
         let origin = format!("cli@{}", crate::engine::runner::os::hostname());
-        let announce = crate::engine::events::Announcer::new(store.clone(), origin).await;
+        let announce = crate::engine::events::Announcer::new(db.store().clone(), origin).await;
         Client {
-            store,
+            db,
             announce: Arc::new(announce),
             nudge: None,
             local: Arc::new(jobvisor_worker::builtins::known),
@@ -85,14 +87,14 @@ impl Client {
         local: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     ) -> Client {
         Client {
-            store,
+            db: Database::new(store),
             announce,
             nudge: Some(nudge),
             local,
         }
     }
 
-    /// The store.
+    /// The database, to read.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -103,8 +105,8 @@ impl Client {
     /// assert!(client.store().jobs().await?.is_empty());
     /// # Ok(()) }
     /// ```
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    pub fn store(&self) -> &Database {
+        &self.db
     }
 
     fn work(&self) {
@@ -179,7 +181,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn submit_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Enqueued>, Error> {
-        let store = self.store.as_ref();
+        let store = self.db.store().as_ref();
         let execs = crate::submit::prepare_many(store, &*self.local, specs).await?;
         let out = crate::submit::enqueue(store, &execs).await?;
         let inserted = out
@@ -234,7 +236,7 @@ impl Client {
     /// ```
     pub async fn workflow(&self, spec: &WorkflowSpec) -> Result<Submitted, Error> {
         let (out, execs) =
-            crate::workflow::submit_inserting(self.store.as_ref(), &*self.local, spec).await?;
+            crate::workflow::submit_inserting(self.db.store().as_ref(), &*self.local, spec).await?;
         if self.announce.heard() {
             self.announce
                 .enqueued(execs.iter().map(Into::into).collect());
@@ -266,7 +268,7 @@ impl Client {
         id: Uuid,
         reason: &str,
     ) -> Result<Option<crate::store::WorkflowCancel>, Error> {
-        let store = self.store.as_ref();
+        let store = self.db.store().as_ref();
         let done = store
             .cancel_workflow(id, reason, crate::model::now_micros())
             .await?;
@@ -311,11 +313,11 @@ impl Client {
         // What the new attempt's `enqueued` says is its predecessor's, read
         // before the retry so that it is announced as the retry commits.
         let before = match self.announce.heard() {
-            true => self.store.execution(id).await.ok().flatten(),
+            true => self.db.store().execution(id).await.ok().flatten(),
             false => None,
         };
         let now = crate::model::now_micros();
-        let r = self.store.retry(id, now).await?;
+        let r = self.db.store().retry(id, now).await?;
         if let (RetryRequest::Retried(again), Some(e)) = (&r, before) {
             self.announce.enqueued(vec![retried(&e, *again, now)]);
         }
@@ -343,7 +345,7 @@ impl Client {
     /// ```
     pub async fn cancel_matching(&self, filter: &ExecFilter, reason: &str) -> Result<Bulk, Error> {
         let now = crate::model::now_micros();
-        let done = crate::bulk::cancel(self.store.as_ref(), filter, reason, now).await?;
+        let done = crate::bulk::cancel(self.db.store().as_ref(), filter, reason, now).await?;
         self.announce.flush().await;
         if let (Some(nudge), true) = (&self.nudge, done.requested.unwrap_or(0) > 0) {
             // Those running here stop at once, not at the next cancel poll.
@@ -354,7 +356,7 @@ impl Client {
                 clip: None,
                 ..filter.clone()
             };
-            for e in self.store.executions(&running).await? {
+            for e in self.db.store().executions(&running).await? {
                 if e.cancel_requested_at.is_some() {
                     nudge.stop(e.id, reason);
                 }
@@ -381,7 +383,7 @@ impl Client {
     pub async fn retry_matching(&self, filter: &ExecFilter) -> Result<Bulk, Error> {
         let heard = self.announce.heard();
         let now = crate::model::now_micros();
-        let done = crate::bulk::retry_each(self.store.as_ref(), filter, now, |e, again| {
+        let done = crate::bulk::retry_each(self.db.store().as_ref(), filter, now, |e, again| {
             if heard {
                 self.announce.enqueued(vec![retried(e, again, now)]);
             }
@@ -408,7 +410,7 @@ impl Client {
     /// ```
     pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<CancelRequest, Error> {
         let now = crate::model::now_micros();
-        let r = self.store.request_cancel(id, reason, now).await?;
+        let r = self.db.store().request_cancel(id, reason, now).await?;
         self.announce.flush().await;
         match r {
             CancelRequest::Requested => {
@@ -443,7 +445,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn add_job(&self, spec: JobSpec) -> Result<Option<Micros>, Error> {
-        let first = crate::job::add(self.store.as_ref(), &*self.local, spec).await?;
+        let first = crate::job::add(self.db.store().as_ref(), &*self.local, spec).await?;
         self.jobs_changed();
         Ok(first)
     }
@@ -472,14 +474,14 @@ impl Client {
         mut spec: JobSpec,
         keep_anchor: bool,
     ) -> Result<Option<Micros>, Error> {
-        let Some(old) = self.store.job(&spec.name).await? else {
+        let Some(old) = self.db.store().job(&spec.name).await? else {
             return Err(Error::UnknownJob(spec.name));
         };
         if keep_anchor {
             crate::job::keep_anchor(&mut spec, &old.spec);
         }
         spec.paused |= old.spec.paused;
-        let next = crate::job::replace(self.store.as_ref(), &*self.local, spec).await?;
+        let next = crate::job::replace(self.db.store().as_ref(), &*self.local, spec).await?;
         self.jobs_changed();
         Ok(next)
     }
@@ -499,7 +501,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn remove_job(&self, name: &str) -> Result<(), Error> {
-        crate::job::remove(self.store.as_ref(), name).await?;
+        crate::job::remove(self.db.store().as_ref(), name).await?;
         self.announce.flush().await;
         self.jobs_changed();
         Ok(())
@@ -520,13 +522,40 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn trigger_job(&self, name: &str) -> Result<Uuid, Error> {
-        let run = crate::job::trigger_inserting(self.store.as_ref(), name).await?;
+        let run = crate::job::trigger_inserting(self.db.store().as_ref(), name).await?;
         if self.announce.heard() {
             self.announce.enqueued(vec![(&run).into()]);
         }
         self.work();
         self.announce.flush().await;
         Ok(run.id)
+    }
+
+    /// Registers handler `spec`, replacing one of the same name.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::model::{HandlerKind, HandlerSpec, Mode};
+    /// let mut spec = HandlerSpec::builtin("thumbnail");
+    /// spec.kind = HandlerKind::Exec { program: "/usr/bin/convert".into(), args: vec![] };
+    /// spec.mode = Mode::Process;
+    /// sup.add_handler(&spec).await?;
+    /// assert!(sup.store().handler("thumbnail").await?.is_some());
+    /// assert!(sup.remove_handler("thumbnail").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_handler(&self, spec: &HandlerSpec) -> Result<(), Error> {
+        Ok(self.db.store().put_handler(spec, now_micros()).await?)
+    }
+
+    /// Removes the handler registered as `name`; `false` if none was.
+    /// Jobs that name it stay (pause them: they fail to run without it).
+    pub async fn remove_handler(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.db.store().remove_handler(name).await?)
     }
 
     /// Pauses job `name`: no occurrence comes due until it is resumed.
@@ -546,7 +575,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn pause_job(&self, name: &str) -> Result<(), Error> {
-        crate::job::pause(self.store.as_ref(), name).await?;
+        crate::job::pause(self.db.store().as_ref(), name).await?;
         self.jobs_changed();
         Ok(())
     }
@@ -563,7 +592,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn resume_job(&self, name: &str) -> Result<(), Error> {
-        crate::job::resume(self.store.as_ref(), name).await?;
+        crate::job::resume(self.db.store().as_ref(), name).await?;
         self.jobs_changed();
         Ok(())
     }
@@ -597,7 +626,7 @@ impl Client {
         if let Some(Some(rate)) = change.rate {
             rate.check().map_err(|e| Error::Invalid(e.to_string()))?;
         }
-        self.store.set_queue(name, change).await?;
+        self.db.store().set_queue(name, change).await?;
         self.work();
         Ok(())
     }

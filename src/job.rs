@@ -5,30 +5,11 @@ use crate::model::{now_micros, HandlerKind, JobSpec, Micros, Mode};
 use crate::schedule::{Schedule, ScheduleSpec};
 use crate::store::{CancelRequest, Store};
 use crate::Error;
-use uuid::Uuid;
 
 /// Checks a job definition and resolves its mode against the handler.
 /// Nothing is written.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
-/// let mut spec = hourly();
-/// jobvisor::job::validate(store, &local, &mut spec).await?;
-/// assert_eq!(spec.mode, Some(jobvisor::Mode::Inproc), "the handler's mode, resolved");
-/// let mut bad = JobSpec::new("no spaces please", "noop", ScheduleSpec::Daemon);
-/// assert!(jobvisor::job::validate(store, &local, &mut bad).await.is_err());
-/// # Ok(()) }
-/// ```
-pub async fn validate(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn validate(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
     spec: &mut JobSpec,
@@ -82,24 +63,8 @@ pub async fn validate(
 }
 
 /// Adds a job after validating it; returns its first due time.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
-/// let first = jobvisor::job::add(store, &local, hourly()).await?;
-/// assert!(first.is_some());
-/// assert!(jobvisor::job::add(store, &local, hourly()).await.is_err(), "the name is taken");
-/// # Ok(()) }
-/// ```
-pub async fn add(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn add(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
     mut spec: JobSpec,
@@ -134,26 +99,8 @@ fn first_due(spec: &JobSpec, now: Micros) -> Result<Option<Micros>, Error> {
 /// computed anew, from `spec`'s anchor (see [`keep_anchor`]). Running and
 /// pending executions keep the definition they were made with. Returns the
 /// next due time.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
-/// jobvisor::job::add(store, &local, hourly()).await?;
-/// let mut changed = hourly();
-/// changed.retries = 3;
-/// jobvisor::job::replace(store, &local, changed).await?;
-/// assert_eq!(store.job("sync").await?.unwrap().spec.retries, 3);
-/// # Ok(()) }
-/// ```
-pub async fn replace(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn replace(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
     mut spec: JobSpec,
@@ -195,24 +142,8 @@ pub fn keep_anchor(new: &mut JobSpec, old: &JobSpec) {
 
 /// Pauses a job; a daemon's running execution is cancelled (it is not
 /// restarted while paused).
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
-/// jobvisor::job::add(store, &local, hourly()).await?;
-/// jobvisor::job::pause(store, "sync").await?;
-/// assert!(store.job("sync").await?.unwrap().spec.paused);
-/// # Ok(()) }
-/// ```
-pub async fn pause(store: &dyn Store, name: &str) -> Result<(), Error> {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn pause(store: &dyn Store, name: &str) -> Result<(), Error> {
     let job = store
         .job(name)
         .await?
@@ -226,25 +157,8 @@ pub async fn pause(store: &dyn Store, name: &str) -> Result<(), Error> {
 
 /// Resumes a paused job. A scheduled job whose occurrences passed while it
 /// was paused follows its misfire policy.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
-/// jobvisor::job::add(store, &local, hourly()).await?;
-/// jobvisor::job::pause(store, "sync").await?;
-/// jobvisor::job::resume(store, "sync").await?;
-/// assert!(!store.job("sync").await?.unwrap().spec.paused);
-/// # Ok(()) }
-/// ```
-pub async fn resume(store: &dyn Store, name: &str) -> Result<(), Error> {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn resume(store: &dyn Store, name: &str) -> Result<(), Error> {
     if !store.set_job_paused(name, false, now_micros()).await? {
         return Err(Error::UnknownJob(name.to_string()));
     }
@@ -253,25 +167,8 @@ pub async fn resume(store: &dyn Store, name: &str) -> Result<(), Error> {
 
 /// Removes a job; a daemon's execution is cancelled. Executions stay as
 /// history.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
-/// jobvisor::job::add(store, &local, hourly()).await?;
-/// jobvisor::job::remove(store, "sync").await?;
-/// assert!(store.job("sync").await?.is_none());
-/// assert!(matches!(jobvisor::job::remove(store, "sync").await, Err(jobvisor::Error::UnknownJob(_))));
-/// # Ok(()) }
-/// ```
-pub async fn remove(store: &dyn Store, name: &str) -> Result<(), Error> {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn remove(store: &dyn Store, name: &str) -> Result<(), Error> {
     let job = store
         .job(name)
         .await?
@@ -291,29 +188,8 @@ async fn cancel_active(store: &dyn Store, name: &str, reason: &str) -> Result<()
     Ok(())
 }
 
-/// Runs a job now, outside its schedule; returns the execution's id.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-/// let hourly = || JobSpec::new("sync", "noop", ScheduleSpec::Interval { every_ms: 3_600_000, anchor: 0 });
-/// jobvisor::job::add(store, &local, hourly()).await?;
-/// let id = jobvisor::job::trigger(store, "sync").await?;
-/// assert_eq!(store.execution(id).await?.unwrap().job.as_deref(), Some("sync"));
-/// # Ok(()) }
-/// ```
-pub async fn trigger(store: &dyn Store, name: &str) -> Result<Uuid, Error> {
-    Ok(trigger_inserting(store, name).await?.id)
-}
-
-/// [`trigger`], giving back the execution as inserted.
+/// Runs job `name` now, outside its schedule; gives back the execution as
+/// inserted.
 pub(crate) async fn trigger_inserting(
     store: &dyn Store,
     name: &str,

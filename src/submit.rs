@@ -249,23 +249,7 @@ impl RunSpec {
 
 /// Resolves `spec` against the registered handlers (`store`) and the
 /// built-in or library handlers known here (`local`).
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// // What this process can run inproc: here, the built-ins.
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// let e = jobvisor::submit::prepare(store, &local, jobvisor::RunSpec::new("echo", 1.into())).await?;
-/// assert_eq!((e.handler.as_str(), e.mode), ("echo", jobvisor::Mode::Inproc));
-/// let unknown = jobvisor::submit::prepare(store, &local, jobvisor::RunSpec::new("nope", 1.into())).await;
-/// assert!(matches!(unknown, Err(jobvisor::Error::UnknownHandler(_))));
-/// # Ok(()) }
-/// ```
+#[cfg(feature = "testing")]
 pub async fn prepare(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
@@ -276,22 +260,8 @@ pub async fn prepare(
 }
 
 /// [`prepare`] for many specs, reading each distinct handler once.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// let specs = vec![jobvisor::RunSpec::new("echo", 1.into()), jobvisor::RunSpec::new("echo", 2.into())];
-/// let execs = jobvisor::submit::prepare_many(store, &local, specs).await?;
-/// assert_eq!(execs.len(), 2);
-/// # Ok(()) }
-/// ```
-pub async fn prepare_many(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn prepare_many(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
     specs: Vec<RunSpec>,
@@ -365,22 +335,8 @@ fn resolve(
 
 /// Inserts prepared executions; a duplicate of a held unique key is not
 /// inserted, and its entry names the holder.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// let e = jobvisor::submit::prepare(store, &local, jobvisor::RunSpec::new("echo", 1.into())).await?;
-/// let out = jobvisor::submit::enqueue(store, &[e]).await?;
-/// assert!(!out[0].duplicate);
-/// # Ok(()) }
-/// ```
-pub async fn enqueue(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn enqueue(
     store: &dyn Store,
     execs: &[NewExecution],
 ) -> Result<Vec<crate::model::Enqueued>, Error> {

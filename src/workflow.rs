@@ -319,45 +319,9 @@ pub struct Submitted {
     pub steps: Vec<(String, Uuid)>,
 }
 
-/// Inserts `spec` (checked, its handlers resolved against `store` and
-/// `local`) and all its steps' executions in one transaction. Nothing is
-/// written if a step names an unknown handler or step, or the steps form
-/// a cycle.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// use jobvisor::workflow::*;
-/// let spec = WorkflowSpec::parse(r#"
-///     name = "etl"
-///     [[step]]
-///     name = "extract"
-///     handler = "echo"
-///     payload = { rows = 42 }
-///     [[step]]
-///     name = "load"
-///     handler = "noop"
-///     after = ["extract"]
-/// "#)?;
-/// let registry = jobvisor::Registry::with_builtins();
-/// let local = |name: &str| registry.get(name).is_some();
-/// let done = submit(store, &local, &spec).await?;
-/// assert_eq!(done.steps.len(), 2);
-/// # Ok(()) }
-/// ```
-pub async fn submit(
-    store: &dyn Store,
-    local: &(dyn Fn(&str) -> bool + Sync),
-    spec: &WorkflowSpec,
-) -> Result<Submitted, Error> {
-    Ok(submit_inserting(store, local, spec).await?.0)
-}
-
-/// [`submit`], also giving back the steps' executions as inserted.
+/// Submits workflow `spec`: its steps inserted in one transaction, each
+/// resolved against the registered handlers and `local`; gives back the
+/// steps' executions as inserted too.
 pub(crate) async fn submit_inserting(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),

@@ -523,7 +523,7 @@ async fn a_rust_handler_reads_its_parents_outputs_through_context_inputs() {
 
 /// The executions of the chain that starts at `id`, in order, once its
 /// last one has ended.
-async fn chain_of(store: &dyn jobvisor::store::Store, id: uuid::Uuid) -> Vec<jobvisor::Execution> {
+async fn chain_of(store: &dyn jobvisor::store::Reads, id: uuid::Uuid) -> Vec<jobvisor::Execution> {
     let mut out = vec![finished(store, id).await];
     while let Some(next) = out.last().unwrap().next_id {
         out.push(finished(store, next).await);

@@ -26,13 +26,15 @@ async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     jobvisor::store::open(&dir.path().join("t.db").display().to_string())
         .await
         .unwrap()
+        .store()
+        .clone()
 }
 
 /// A store on a fresh PostgreSQL database, or `None` (said loudly) when no
 /// server is configured outside CI.
 async fn pg_store() -> Option<Arc<dyn Store>> {
     let url = common::pg_database().await?;
-    Some(jobvisor::store::open(&url).await.unwrap())
+    Some(jobvisor::store::open(&url).await.unwrap().store().clone())
 }
 
 macro_rules! both {
@@ -803,10 +805,10 @@ async fn postgres_events_are_heard_only_while_a_session_listens() {
     let Some(url) = common::pg_database().await else {
         return;
     };
-    let store = jobvisor::store::open(&url).await.unwrap();
+    let store = jobvisor::store::open(&url).await.unwrap().store().clone();
     assert!(!store.events_heard().await.unwrap(), "nobody listens yet");
     let mut rx = store.listen_events().await.unwrap().expect("LISTEN");
-    let other = jobvisor::store::open(&url).await.unwrap();
+    let other = jobvisor::store::open(&url).await.unwrap().store().clone();
     assert!(
         other.events_heard().await.unwrap(),
         "seen from another pool"
@@ -2207,8 +2209,8 @@ async fn a_limit_set_by_another_node_applies_at_the_next_claim_postgres() {
     let Some(url) = common::pg_database().await else {
         return;
     };
-    let here = jobvisor::store::open(&url).await.unwrap();
-    let there = jobvisor::store::open(&url).await.unwrap();
+    let here = jobvisor::store::open(&url).await.unwrap().store().clone();
+    let there = jobvisor::store::open(&url).await.unwrap().store().clone();
     a_limit_set_elsewhere_applies_at_the_next_claim(here, there).await;
 }
 

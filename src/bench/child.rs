@@ -226,7 +226,7 @@ impl Drop for Place {
 /// Waits for `id` to end, looking every `every`, up to `within`; its row
 /// when it did.
 pub(super) async fn wait_ended(
-    store: &dyn jobvisor::store::Store,
+    store: &dyn jobvisor::store::Reads,
     id: uuid::Uuid,
     within: Duration,
     every: Duration,

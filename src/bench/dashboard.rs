@@ -186,7 +186,7 @@ pub(super) async fn bench_dashboard(
     let t0 = Instant::now();
     let backlog = a.executions / 20;
     {
-        let store = jobvisor::store::open(&db).await?;
+        let store = jobvisor::store::open(&db).await?.store().clone();
         let with_logs = 1 + a.log_lines.saturating_sub(LONG_LOG).div_ceil(1000);
         super::list::fill(
             store.as_ref(),
@@ -198,7 +198,7 @@ pub(super) async fn bench_dashboard(
             store.insert_job(&job(i), None, now_micros()).await?;
         }
     }
-    let store = jobvisor::store::open(&db).await?;
+    let store = jobvisor::store::open(&db).await?.store().clone();
     let (long, log_lines) = fill_logs(store.as_ref(), a.log_lines).await?;
     let fill_s = t0.elapsed().as_secs_f64();
     let wf = jobvisor::workflow::WorkflowSpec {

@@ -51,7 +51,7 @@ pub(super) async fn bench_list(database: Option<String>, a: &BenchArgs) -> Resul
     let db = database.unwrap_or_else(|| tmp.join("list.db").display().to_string());
     let store = jobvisor::store::open(&db).await?;
     let t0 = Instant::now();
-    fill(store.as_ref(), a.executions).await?;
+    fill(store.store().as_ref(), a.executions).await?;
     let fill_s = t0.elapsed().as_secs_f64();
 
     let newest = store

@@ -996,9 +996,7 @@ async fn supervised(
                 ..Default::default()
             },
         };
-        sup.store()
-            .put_handler(&spec, jobvisor::model::now_micros())
-            .await?;
+        sup.add_handler(&spec).await?;
     }
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let spec = |job: &str| {
@@ -1148,7 +1146,7 @@ async fn bench_cron(database: Option<String>, a: &BenchArgs) -> Result<(), CliEr
         .configure(|c| c.concurrency = a.concurrency)
         .build()
         .await?;
-    let store = sup.store().clone();
+    let store = sup.store().store().clone();
     let local = |n: &str| jobvisor_worker::builtins::known(n);
     let queue = if a.hold {
         "bench-held"
@@ -1334,12 +1332,12 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
             .spawn()
             .map_err(|e| crate::failure::input(format!("cannot start serve: {e}")))?;
         let exec = jobvisor::submit::prepare(
-            store.as_ref(),
+            store.store().as_ref(),
             &local,
             RunSpec::new("sleep", serde_json::json!({"ms": 600_000})).mode(Mode::Process),
         )
         .await?;
-        jobvisor::submit::enqueue(store.as_ref(), std::slice::from_ref(&exec)).await?;
+        jobvisor::submit::enqueue(store.store().as_ref(), std::slice::from_ref(&exec)).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let e = store.execution(exec.id).await?;
@@ -1383,6 +1381,7 @@ async fn bench_rescue(database: Option<String>, a: &BenchArgs) -> Result<(), Cli
             .await?
         {
             store
+                .store()
                 .request_cancel(e.id, "bench done", jobvisor::model::now_micros())
                 .await?;
         }

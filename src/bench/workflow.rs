@@ -74,7 +74,10 @@ fn step(name: String, after: Vec<String>) -> StepSpec {
 }
 
 /// Waits until execution `id` has ended.
-async fn ended(store: &dyn Store, id: Uuid) -> Result<jobvisor::Execution, CliError> {
+async fn ended(
+    store: &dyn jobvisor::store::Reads,
+    id: Uuid,
+) -> Result<jobvisor::Execution, CliError> {
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
         if let Some(e) = store.execution(id).await? {
@@ -199,7 +202,7 @@ pub(super) async fn bench_workflow(
         for (i, case) in ["plain", "hot", "distinct"].into_iter().enumerate() {
             let store = jobvisor::store::open(&db_for(&format!("unique-{case}-{round}"))).await?;
             let run = format!("bench-{}", Uuid::now_v7().simple());
-            rates[i].push(enqueue_rate(store, case, &run, a.keys).await?);
+            rates[i].push(enqueue_rate(store.store().clone(), case, &run, a.keys).await?);
         }
     }
     let rates = rates.map(|mut r| {

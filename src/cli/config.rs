@@ -15,7 +15,7 @@ use jobvisor::service::declare::{
     check_handlers, Declarations, JobDecl, QueueDecl, SyncError, DEFAULT_RETENTION,
 };
 use jobvisor::service::logging::LogFormat;
-use jobvisor::store::Store;
+use jobvisor::store::Reads;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -529,7 +529,7 @@ pub fn listen_addr(
 /// the same way by `check-config`: a listen address off loopback without
 /// a token, and a job whose handler is neither declared in the file, nor
 /// built in, nor registered in `store` (when there is a database).
-pub async fn validate(file: &ServiceFile, store: Option<&dyn Store>) -> Result<(), ConfigError> {
+pub async fn validate(file: &ServiceFile, store: Option<&dyn Reads>) -> Result<(), ConfigError> {
     let listen = file.settings.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen_error = |source| ConfigError::Listen {
         path: file.path.clone(),

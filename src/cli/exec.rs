@@ -3,7 +3,7 @@
 use super::args::{ActArgs, ExecCmd, ExecListArgs};
 use super::{input, output, CliError};
 use jobvisor::model::{Execution, LogEntry};
-use jobvisor::store::{CancelRequest, ExecFilter, RetryRequest, Store};
+use jobvisor::store::{CancelRequest, ExecFilter, Reads, RetryRequest};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -76,7 +76,7 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
 
 /// The one execution `a` names, or `None` for the executions its filters
 /// match; refused when it gives both or neither.
-async fn target(store: &dyn Store, a: &ActArgs) -> Result<Option<Uuid>, CliError> {
+async fn target(store: &dyn Reads, a: &ActArgs) -> Result<Option<Uuid>, CliError> {
     let filter = a.filter.filter();
     match (&a.id, filter.narrows()) {
         (Some(_), true) => Err(input("give an execution id or filters, not both")),
@@ -136,7 +136,7 @@ fn executions(n: u64) -> String {
 }
 
 /// Lists what `filter` matches, changing nothing.
-async fn dry_run(store: &dyn Store, filter: &ExecFilter) -> Result<(), CliError> {
+async fn dry_run(store: &dyn Reads, filter: &ExecFilter) -> Result<(), CliError> {
     let found = jobvisor::bulk::matching(store, filter).await?;
     print_list(&found);
     println!(
@@ -174,7 +174,7 @@ async fn retry(client: &jobvisor::Client, a: ActArgs) -> Result<(), CliError> {
     }
 }
 
-async fn list(store: &dyn Store, a: ExecListArgs) -> Result<(), CliError> {
+async fn list(store: &dyn Reads, a: ExecListArgs) -> Result<(), CliError> {
     let mut filter = a.filter.filter();
     filter.limit = a.limit;
     filter.before = match a.before.as_deref() {

@@ -2,7 +2,7 @@
 
 use super::args::{HandlerAddArgs, HandlerCmd};
 use super::{input, output, CliError};
-use jobvisor::model::{now_micros, HandlerKind, HandlerSpec, Mode, ProcessLimits};
+use jobvisor::model::{HandlerKind, HandlerSpec, Mode, ProcessLimits};
 use jobvisor::runner::isolate;
 use jobvisor_worker::builtins;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,10 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
                     spec.name
                 )));
             }
-            store.put_handler(&spec, now_micros()).await?;
+            jobvisor::Client::connect(store.clone())
+                .await
+                .add_handler(&spec)
+                .await?;
             match &spec.kind {
                 HandlerKind::Exec { program, .. } => {
                     println!("handler {} registered: {program}", spec.name)
@@ -109,9 +112,10 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
                     if users.len() == 1 { "it" } else { "them" },
                 )));
             }
-            store.remove_handler(&name).await?;
+            let client = jobvisor::Client::connect(store.clone()).await;
+            client.remove_handler(&name).await?;
             for job in &users {
-                jobvisor::job::pause(store.as_ref(), job).await?;
+                client.pause_job(job).await?;
             }
             println!("handler {name} removed");
             if !users.is_empty() {

@@ -5,7 +5,7 @@
 //! two listed ones share those), which the commands accept.
 
 use super::{input, CliError};
-use jobvisor::store::{IdTable, Store};
+use jobvisor::store::{IdTable, Reads};
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -17,7 +17,7 @@ const SHORT: usize = 8;
 /// The id of `table` that `text` names: a UUID, or a unique prefix or
 /// suffix of one. `what` names the kind in errors (`execution`).
 pub(crate) async fn resolve(
-    store: &dyn Store,
+    store: &dyn Reads,
     table: IdTable,
     text: &str,
     what: &str,
@@ -76,7 +76,7 @@ fn tail(id: &Uuid, n: usize) -> String {
 }
 
 /// The execution `text` names: a UUID, or a unique prefix or suffix.
-pub(crate) async fn execution(store: &dyn Store, text: &str) -> Result<Uuid, CliError> {
+pub(crate) async fn execution(store: &dyn Reads, text: &str) -> Result<Uuid, CliError> {
     resolve(store, IdTable::Executions, text, "execution").await
 }
 

@@ -101,7 +101,7 @@ async fn add(client: &jobvisor::Client, a: JobAddArgs) -> Result<(), CliError> {
 
 /// `job list`.
 async fn list(
-    store: &dyn jobvisor::store::Store,
+    store: &dyn jobvisor::store::Reads,
     j: super::args::JsonFlag,
 ) -> Result<(), CliError> {
     let jobs = store.jobs().await?;
@@ -148,7 +148,7 @@ async fn list(
 }
 
 /// `job show NAME`.
-async fn show(store: &dyn jobvisor::store::Store, n: super::args::JobName) -> Result<(), CliError> {
+async fn show(store: &dyn jobvisor::store::Reads, n: super::args::JobName) -> Result<(), CliError> {
     let job = store
         .job(&n.name)
         .await?

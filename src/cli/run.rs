@@ -4,7 +4,7 @@ use super::args::RunArgs;
 use super::{input, output, CliError};
 use indicatif::{ProgressBar, ProgressStyle};
 use jobvisor::model::{now_micros, Execution, Status};
-use jobvisor::store::Store;
+use jobvisor::store::Reads;
 use jobvisor::submit::RunSpec;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -75,13 +75,13 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
 }
 
 /// Whether any supervisor is serving the database now.
-pub(crate) async fn serving(store: &dyn Store) -> Result<bool, CliError> {
+pub(crate) async fn serving(store: &dyn Reads) -> Result<bool, CliError> {
     let since = now_micros() - SERVING_WINDOW.as_micros() as i64;
     Ok(!store.live_nodes(since).await?.is_empty())
 }
 
 /// Follows an execution (and its retries) until the last attempt ends.
-async fn wait(store: &dyn Store, db: &str, id: Uuid, json: bool) -> Result<Execution, CliError> {
+async fn wait(store: &dyn Reads, db: &str, id: Uuid, json: bool) -> Result<Execution, CliError> {
     let bar = if std::io::stderr().is_terminal() && !json {
         let b = ProgressBar::new(100);
         b.set_style(
@@ -154,7 +154,7 @@ async fn wait(store: &dyn Store, db: &str, id: Uuid, json: bool) -> Result<Execu
 const LAST_LOG_LINES: usize = 10;
 
 /// The execution's last log lines, oldest first.
-async fn print_last_logs(store: &dyn Store, e: &Execution) -> Result<(), CliError> {
+async fn print_last_logs(store: &dyn Reads, e: &Execution) -> Result<(), CliError> {
     let lines = store.last_logs(e.id, LAST_LOG_LINES).await?;
     if lines.is_empty() {
         return Ok(());

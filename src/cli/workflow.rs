@@ -2,13 +2,13 @@
 
 use super::args::WorkflowCmd;
 use super::{input, output, CliError};
-use jobvisor::store::{IdTable, Store};
+use jobvisor::store::{IdTable, Reads};
 use jobvisor::workflow::{Summary, View, WorkflowSpec};
 use std::io::Read;
 use uuid::Uuid;
 
 /// The workflow `text` names: a UUID, or a unique prefix or suffix.
-async fn resolve(store: &dyn Store, text: &str) -> Result<Uuid, CliError> {
+async fn resolve(store: &dyn Reads, text: &str) -> Result<Uuid, CliError> {
     super::ids::resolve(store, IdTable::Workflows, text, "workflow").await
 }
 

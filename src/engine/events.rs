@@ -832,7 +832,7 @@ mod tests {
         let store = crate::store::open(dir.path().join("t.db").to_str().unwrap())
             .await
             .unwrap();
-        let hub = Hub::start("n".into(), store, Vec::new());
+        let hub = Hub::start("n".into(), store.store().clone(), Vec::new());
         let id = Uuid::now_v7();
         hub.started(id, "noop", "", 1, Mode::Inproc);
         assert_eq!(hub.lock().len(), 1);

@@ -104,28 +104,12 @@ impl Planner {
         Ok(&self.parsed[&job.spec.name].1)
     }
 
-    /// Runs one pass; see [`pass`].
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let store = jobvisor::store::open(&db).await?;
-    /// let mut planner = jobvisor::scheduler::Planner::new();
-    /// let outcome = planner.pass(store.as_ref()).await?;
-    /// assert_eq!(outcome.inserted, 0, "no jobs, nothing due");
-    /// # Ok(()) }
-    /// ```
-    pub async fn pass(&mut self, store: &dyn Store) -> Result<PassOutcome, StoreError> {
+    /// Runs one pass over due scheduled jobs and idle daemons, remembering
+    /// the schedules it parsed for the next.
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) async fn pass(&mut self, store: &dyn Store) -> Result<PassOutcome, StoreError> {
         pass_with(self, store).await
     }
-}
-
-/// Runs one pass over due scheduled jobs and idle daemons, with no memory
-/// of earlier passes.
-pub async fn pass(store: &dyn Store) -> Result<PassOutcome, StoreError> {
-    pass_with(&mut Planner::new(), store).await
 }
 
 async fn pass_with(sched: &mut Planner, store: &dyn Store) -> Result<PassOutcome, StoreError> {

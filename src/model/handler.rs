@@ -204,4 +204,22 @@ impl HandlerSpec {
             limits: ProcessLimits::default(),
         }
     }
+
+    /// The built-in handlers' names.
+    ///
+    /// ```
+    /// assert!(jobvisor::model::HandlerSpec::builtin_names().contains(&"sleep"));
+    /// ```
+    pub fn builtin_names() -> &'static [&'static str] {
+        &jobvisor_worker::builtins::NAMES
+    }
+
+    /// Whether `name` is a built-in handler's.
+    ///
+    /// ```
+    /// assert!(jobvisor::model::HandlerSpec::is_builtin("echo"));
+    /// ```
+    pub fn is_builtin(name: &str) -> bool {
+        jobvisor_worker::builtins::known(name)
+    }
 }

@@ -4,6 +4,7 @@
 //! [`outcome`], [`rate`], [`job`] (and `schema`, the OpenAPI pieces); each is
 //! re-exported here, so that `model::Execution` names it wherever it lives.
 
+mod ending;
 pub mod execution;
 pub mod handler;
 pub mod job;
@@ -14,9 +15,13 @@ pub mod status;
 pub mod time;
 pub mod value;
 
+pub(crate) use ending::*;
 pub use execution::*;
 pub use handler::*;
 pub use job::*;
+/// What the worker protocol defines and the model records: log levels and
+/// a step's inputs.
+pub use jobvisor_worker::{Input, Level};
 pub use outcome::*;
 pub use rate::*;
 pub(crate) use schema::*;

@@ -3,7 +3,7 @@
 //! or removed when an earlier declaration had it and this one does not.
 
 use crate::model::{HandlerSpec, JobSpec};
-use crate::store::{Store, StoreError};
+use crate::store::{Reads, Store, StoreError};
 use jobvisor_worker::builtins;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -150,27 +150,7 @@ pub enum SyncError {
 
 /// Checks that every job's handler is declared, built in, or registered in
 /// `store` (when there is one).
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
-/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-/// let mut d = Declarations::default();
-/// d.queues.push(QueueDecl { name: "mail".into(), limit: Some(4), key_limit: None, rate: None, paused: None });
-/// d.jobs.push(JobDecl {
-///     spec: JobSpec::new("digest", "noop", ScheduleSpec::Cron { expr: "0 7 * * *".into(), tz: "UTC".into() }),
-///     fixed_start: false,
-///     line: 12,
-/// });
-/// jobvisor::service::declare::check_handlers(&d, Some(store)).await?; // noop is built in
-/// # Ok(()) }
-/// ```
-pub async fn check_handlers(d: &Declarations, store: Option<&dyn Store>) -> Result<(), SyncError> {
+pub async fn check_handlers(d: &Declarations, store: Option<&dyn Reads>) -> Result<(), SyncError> {
     let mut known: Vec<String> = d.handlers.iter().map(|h| h.name.clone()).collect();
     if let Some(store) = store {
         known.extend(store.handlers().await?.into_iter().map(|h| h.name));
@@ -192,29 +172,8 @@ pub async fn check_handlers(d: &Declarations, store: Option<&dyn Store>) -> Resu
 /// added or changed, those an earlier declaration had and this one does
 /// not are removed, queue settings applied. One log line per change.
 /// Returns the number of changes.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let dir = tempfile::tempdir()?;
-/// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-/// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// # let store = sup.store().as_ref();
-/// use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
-/// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-/// let mut d = Declarations::default();
-/// d.queues.push(QueueDecl { name: "mail".into(), limit: Some(4), key_limit: None, rate: None, paused: None });
-/// d.jobs.push(JobDecl {
-///     spec: JobSpec::new("digest", "noop", ScheduleSpec::Cron { expr: "0 7 * * *".into(), tz: "UTC".into() }),
-///     fixed_start: false,
-///     line: 12,
-/// });
-/// let changes = jobvisor::service::declare::sync(store, &d).await?;
-/// assert_eq!(changes, 2);
-/// assert!(store.job("digest").await?.is_some());
-/// # Ok(()) }
-/// ```
-pub async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, SyncError> {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, SyncError> {
     let mut changes = 0;
     // Check every job against the handlers it will find before writing.
     check_handlers(d, Some(store)).await?;

@@ -130,7 +130,7 @@ impl Reloader {
     /// # Ok(()) }
     /// ```
     pub async fn apply(&self, d: Declarations) -> Result<usize, SyncError> {
-        let n = declare::sync(self.sup.store().as_ref(), &d).await?;
+        let n = declare::sync(self.sup.store().store().as_ref(), &d).await?;
         self.sup.jobs_changed();
         *self.declared.lock().unwrap_or_else(|e| e.into_inner()) = d;
         Ok(n)
@@ -316,6 +316,7 @@ async fn retention(sup: Supervisor, declared: Arc<Mutex<Declarations>>) {
         for (job, before) in passes {
             loop {
                 let pruned = sup
+                    .store()
                     .store()
                     .prune(before, job.as_deref(), &except, BATCH)
                     .await;

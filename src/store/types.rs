@@ -48,7 +48,7 @@ pub struct Claimed {
     /// read with the claim so that starting a process costs no extra query.
     pub handler_spec: Option<String>,
     /// Its parents' ends and outputs (the protocol's `inputs`).
-    pub inputs: Vec<jobvisor_worker::Input>,
+    pub inputs: Vec<crate::model::Input>,
     /// Snoozes in its chain before it (a snooze past
     /// [`crate::model::MAX_SNOOZES`] fails it).
     pub snoozes: u32,
@@ -499,7 +499,7 @@ pub struct LogPage {
     /// Only lines before this one.
     pub before_seq: Option<i64>,
     /// Only lines at this level or above.
-    pub min_level: Option<jobvisor_worker::Level>,
+    pub min_level: Option<crate::model::Level>,
     /// Only lines whose message holds this text (case matters).
     pub contains: Option<String>,
     /// At most this many.

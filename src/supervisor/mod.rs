@@ -17,7 +17,7 @@ use crate::engine::runner::pool::Pools;
 use crate::engine::scheduler::Scheduler;
 use crate::engine::{tell_or_drop, ToDispatcher, ToMaintenance, ToScheduler, Vitals};
 use crate::model::{now_micros, Micros, Outcome};
-use crate::store::{self, Completion, Finished, NodeInfo, Store};
+use crate::store::{self, Completion, Database, Finished, NodeInfo, Store};
 use crate::Error;
 use jobvisor_worker::Registry;
 use std::future::Future;
@@ -55,6 +55,7 @@ pub enum Actor {
 
 struct Shared {
     store: Arc<dyn Store>,
+    db: Database,
     node: NodeInfo,
     exec: Arc<Executor>,
     finished: broadcast::Sender<Finished>,
@@ -177,19 +178,20 @@ impl Supervisor {
     /// # Ok(()) }
     /// ```
     pub async fn with_store(
-        store: Arc<dyn Store>,
+        db: Database,
         registry: Registry,
         config: Config,
     ) -> Result<Supervisor, Error> {
-        Self::with_parts(store, registry, config, Vec::new()).await
+        Self::with_parts(db, registry, config, Vec::new()).await
     }
 
-    async fn with_parts(
-        store: Arc<dyn Store>,
+    pub(super) async fn with_parts(
+        db: Database,
         registry: Registry,
         config: Config,
         hooks: Vec<Hook>,
     ) -> Result<Supervisor, Error> {
+        let store = db.store().clone();
         let registry = with_test_builtins(registry, &config);
         let now = now_micros();
         let node = node_info(&config, now);
@@ -263,6 +265,7 @@ impl Supervisor {
             shared: Arc::new(Shared {
                 client,
                 store,
+                db,
                 node,
                 exec,
                 finished,
@@ -277,7 +280,7 @@ impl Supervisor {
         })
     }
 
-    /// The store.
+    /// The database, to read.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -289,8 +292,8 @@ impl Supervisor {
     /// assert!(handlers.is_empty());
     /// # Ok(()) }
     /// ```
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.shared.store
+    pub fn store(&self) -> &Database {
+        &self.shared.db
     }
 
     /// This node's id.
@@ -409,7 +412,7 @@ impl Supervisor {
         else {
             return Err(Error::Invalid("this supervisor has already run".into()));
         };
-        let notices = match self.store().listen().await {
+        let notices = match self.shared.store.listen().await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "cannot LISTEN; polling only");
@@ -522,7 +525,10 @@ impl Supervisor {
         if let Err(e) = relay.flush_or_give_up(FINAL_PATIENCE).await {
             unwritten.push(e.to_string());
         }
-        let stopped = self.store().stop_node(&self.shared.node.id, now_micros());
+        let stopped = self
+            .shared
+            .store
+            .stop_node(&self.shared.node.id, now_micros());
         match tokio::time::timeout(FINAL_PATIENCE, stopped).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => unwritten.push(format!("the node's stop: {}", crate::error_chain(&e))),

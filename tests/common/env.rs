@@ -190,6 +190,10 @@ impl Env {
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
-        jobvisor::store::open(&self.db).await.unwrap()
+        jobvisor::store::open(&self.db)
+            .await
+            .unwrap()
+            .store()
+            .clone()
     }
 }

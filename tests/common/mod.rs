@@ -23,7 +23,7 @@ pub use serve::*;
 pub use wait::*;
 
 use jobvisor::model::Execution;
-use jobvisor::store::{ExecFilter, Store};
+use jobvisor::store::{ExecFilter, Reads, Store};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;

@@ -19,7 +19,7 @@ where
 }
 
 /// Waits until the execution is in a terminal state; returns it.
-pub async fn finished(store: &dyn Store, id: Uuid) -> Execution {
+pub async fn finished(store: &dyn Reads, id: Uuid) -> Execution {
     let start = Instant::now();
     loop {
         let e = store.execution(id).await.unwrap();
@@ -35,7 +35,7 @@ pub async fn finished(store: &dyn Store, id: Uuid) -> Execution {
 }
 
 /// Waits until the execution is running; returns it.
-pub async fn running(store: &dyn Store, id: Uuid) -> Execution {
+pub async fn running(store: &dyn Reads, id: Uuid) -> Execution {
     eventually(&format!("execution {id} to run"), || async {
         store
             .execution(id)
@@ -47,7 +47,7 @@ pub async fn running(store: &dyn Store, id: Uuid) -> Execution {
 }
 
 /// Waits until the execution is running with a pid; returns it.
-pub async fn running_with_pid(store: &dyn Store, id: Uuid) -> Execution {
+pub async fn running_with_pid(store: &dyn Reads, id: Uuid) -> Execution {
     eventually(&format!("execution {id} to run"), || async {
         store
             .execution(id)
@@ -59,7 +59,7 @@ pub async fn running_with_pid(store: &dyn Store, id: Uuid) -> Execution {
 }
 
 /// All executions of a job, oldest first.
-pub async fn attempts(store: &dyn Store, job: &str) -> Vec<Execution> {
+pub async fn attempts(store: &dyn Reads, job: &str) -> Vec<Execution> {
     let mut v = store
         .executions(&ExecFilter {
             job: Some(job.to_string()),
@@ -74,7 +74,7 @@ pub async fn attempts(store: &dyn Store, job: &str) -> Vec<Execution> {
 
 /// All executions of a handler (ad-hoc runs belong to no job), oldest
 /// first.
-pub async fn runs_of(store: &dyn Store, handler: &str) -> Vec<Execution> {
+pub async fn runs_of(store: &dyn Reads, handler: &str) -> Vec<Execution> {
     let mut v = store
         .executions(&ExecFilter {
             handler: Some(handler.to_string()),
@@ -90,7 +90,7 @@ pub async fn runs_of(store: &dyn Store, handler: &str) -> Vec<Execution> {
 /// Waits for a log line of the execution that `pick` accepts; returns what
 /// it picked.
 pub async fn log_line<T>(
-    store: &dyn Store,
+    store: &dyn Reads,
     id: Uuid,
     pick: impl Fn(&jobvisor::model::LogEntry) -> Option<T>,
 ) -> T {
@@ -102,7 +102,7 @@ pub async fn log_line<T>(
 }
 
 /// The pid a test worker announced with a `grandchild PID` line.
-pub async fn grandchild_pid(store: &dyn Store, id: Uuid) -> i32 {
+pub async fn grandchild_pid(store: &dyn Reads, id: Uuid) -> i32 {
     log_line(store, id, |l| {
         l.message
             .strip_prefix("grandchild ")

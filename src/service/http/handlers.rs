@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 #[utoipa::path(get, path = "/v1/handlers", tag = "handlers",
     responses((status = 200, description = "Every handler, by name", body = Vec<HandlerSpec>)))]
 pub(super) async fn list(State(api): ApiState) -> ApiResult {
-    let all = crate::store::all_handlers(api.sup.store().as_ref()).await?;
+    let all = crate::store::all_handlers(&**api.sup.store()).await?;
     ok(all
         .into_iter()
         .map(HandlerSpec::redacted)
@@ -25,7 +25,7 @@ pub(super) async fn list(State(api): ApiState) -> ApiResult {
         (status = 404, description = "No handler of that name", body = ErrorBody),
     ))]
 pub(super) async fn show(State(api): ApiState, Path(name): Path<String>) -> ApiResult {
-    match crate::store::handler_or_builtin(api.sup.store().as_ref(), &name).await? {
+    match crate::store::handler_or_builtin(&**api.sup.store(), &name).await? {
         Some(h) => ok(h.redacted()),
         None => Err(ApiError::not_found(format!("no handler named {name:?}"))),
     }

@@ -1,0 +1,121 @@
+use super::*;
+use crate::model::{Job, Micros};
+use async_trait::async_trait;
+use uuid::Uuid;
+
+/// What the engine's actors ask of the store: claims, the relay's writes,
+/// node leases, scheduler passes, maintenance, notices.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Wake-ups from other nodes and processes: PostgreSQL's NOTIFY, or
+    /// SQLite's file changes; `None` means: poll only. Lost notices are
+    /// found by polling too.
+    async fn listen(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<Notice>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Whether [`Engine::publish_events`] reaches other nodes (PostgreSQL).
+    fn publishes_events(&self) -> bool {
+        false
+    }
+
+    /// Sends a batch of lifecycle events (a JSON array of
+    /// [`crate::engine::events::Event`], under 8,000 bytes) to every node that
+    /// hears them.
+    async fn publish_events(&self, payload: &str) -> Result<(), StoreError> {
+        let _ = payload;
+        Ok(())
+    }
+
+    /// Whether a node hears lifecycle events now (one has subscribed, on
+    /// PostgreSQL a session holds the hearing lock): publishing is skipped
+    /// while none does.
+    async fn events_heard(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// From now on, `sink` hears every execution this store cancels before
+    /// it started, after the transaction commits (but not those cancelled
+    /// in the transaction that inserted them, because an upstream had
+    /// already failed: their enqueuer announces them).
+    fn on_unstarted_cancels(&self, sink: UnstartedSink) {
+        let _ = sink;
+    }
+
+    /// Other nodes' lifecycle events, as the JSON batches they published;
+    /// `None`: the backend does not carry them.
+    async fn listen_events(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<String>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Brings the schema up to date.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` due pending executions for `node`: best priority,
+    /// then earliest due.
+    async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError>;
+
+    /// Whether any pending execution is due (a cheap read, for idle polls).
+    async fn has_due(&self, now: Micros) -> Result<bool, StoreError>;
+
+    /// The earliest due time of any pending execution (a quiet poll sleeps
+    /// until then). It reads every pending row: call it when none is due.
+    async fn next_run_at(&self) -> Result<Option<Micros>, StoreError>;
+
+    /// Writes a relay batch (logs, progress, pids, completions) in one
+    /// transaction; returns what finished, with any retry it scheduled.
+    async fn apply(&self, batch: &Batch) -> Result<Vec<Finished>, StoreError>;
+
+    /// Running executions of `node` whose cancel was requested.
+    async fn cancel_requests(&self, node: &str) -> Result<Vec<(Uuid, String)>, StoreError>;
+
+    /// Registers a node (a running supervisor).
+    async fn register_node(&self, node: &NodeInfo) -> Result<(), StoreError>;
+
+    /// Renews a node's heartbeat.
+    async fn heartbeat_node(&self, node: &str, now: Micros) -> Result<(), StoreError>;
+
+    /// Marks a node stopped.
+    async fn stop_node(&self, node: &str, now: Micros) -> Result<(), StoreError>;
+
+    /// Running executions that belong to other nodes, with those nodes.
+    async fn foreign_running(&self, node: &str) -> Result<Vec<ForeignRunning>, StoreError>;
+
+    /// Unpaused, scheduled (not daemon) jobs due at `now`, earliest first.
+    async fn due_jobs(&self, now: Micros, limit: usize) -> Result<Vec<Job>, StoreError>;
+
+    /// The earliest `next_run_at` of unpaused jobs.
+    async fn next_due(&self) -> Result<Option<Micros>, StoreError>;
+
+    /// Which of `names` have a pending or running execution.
+    async fn active_jobs(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+
+    /// Pending and running executions of a job.
+    async fn active_executions(&self, job: &str) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Unpaused, uncompleted daemon jobs with no active execution.
+    async fn idle_daemons(&self) -> Result<Vec<IdleDaemon>, StoreError>;
+
+    /// Applies a scheduler pass's steps in one transaction; returns how many
+    /// executions were inserted.
+    async fn advance_jobs(&self, steps: &[JobAdvance], now: Micros) -> Result<usize, StoreError>;
+
+    /// Deletes up to `limit` finished executions (and their log lines)
+    /// that finished before `before`: of job `job` if given, otherwise of
+    /// any job but those in `except`. Returns (executions, log lines).
+    /// Without `job`, the timeline's minutes before `before` go too.
+    async fn prune(
+        &self,
+        before: Micros,
+        job: Option<&str>,
+        except: &[String],
+        limit: usize,
+    ) -> Result<(u64, u64), StoreError>;
+}

@@ -1,0 +1,379 @@
+use super::cancel::cancel_ids;
+use super::cancel::cancel_unstarted;
+use super::cancel::settle;
+use super::ends::schedule_retry;
+use super::enqueue::enqueue_in;
+use super::fields::Fields;
+use super::keys::take_key;
+use super::tally::EndTally;
+use super::*;
+
+#[async_trait]
+impl<D: Dialect> Commands for SqlStore<D> {
+    async fn put_handler(&self, spec: &HandlerSpec, now: Micros) -> Result<(), StoreError> {
+        let json = serde_json::to_string(spec).expect("handler specs serialize");
+        self.write(
+            Sql::new(
+                "INSERT INTO handlers (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
+            )
+            .bind(spec.name.as_str())
+            .bind(json)
+            .bind(now),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_handler(&self, name: &str) -> Result<bool, StoreError> {
+        let q = Sql::new("DELETE FROM handlers WHERE name = $1").bind(name);
+        Ok(self.write(q).await? > 0)
+    }
+
+    async fn enqueue(
+        &self,
+        execs: &[NewExecution],
+        now: Micros,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut ends = EndTally::default();
+        let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
+        self.commit(tx, ends).await?;
+        Ok(out)
+    }
+
+    async fn enqueue_workflow(
+        &self,
+        workflow: &NewWorkflow,
+        execs: &[NewExecution],
+        now: Micros,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let mut tx = self.begin().await?;
+        Sql::<D>::new("INSERT INTO workflows (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(workflow.id)
+            .bind(workflow.name.as_str())
+            .bind(workflow.spec.to_string())
+            .bind(now)
+            .execute(&mut tx)
+            .await?;
+        let mut ends = EndTally::default();
+        let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
+        self.commit(tx, ends).await?;
+        Ok(out)
+    }
+
+    async fn cancel_workflow(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: Micros,
+    ) -> Result<Option<WorkflowCancel>, StoreError> {
+        let mut tx = self.begin().await?;
+        let found = Sql::<D>::new(
+            "UPDATE workflows SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut tx)
+        .await?;
+        if found == 0 {
+            return Ok(None);
+        }
+        let mut ids = Vec::new();
+        let q = Sql::<D>::new(
+            "SELECT id FROM executions WHERE workflow_id = $1 \
+             AND status IN ('pending', 'waiting', 'running') ORDER BY id",
+        );
+        for row in q.bind(id).fetch_all(&mut tx).await? {
+            ids.push(D::get::<Uuid>(&row, 0)?);
+        }
+        let mut ends = EndTally::default();
+        let done = cancel_ids::<D>(&mut tx, &mut ends, &ids, reason, now).await?;
+        self.commit(tx, ends).await?;
+        Ok(Some(done))
+    }
+
+    async fn cancel_many(
+        &self,
+        ids: &[Uuid],
+        reason: &str,
+        now: Micros,
+    ) -> Result<WorkflowCancel, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut ends = EndTally::default();
+        let done = cancel_ids::<D>(&mut tx, &mut ends, ids, reason, now).await?;
+        self.commit(tx, ends).await?;
+        Ok(done)
+    }
+
+    async fn retry(&self, id: Uuid, now: Micros) -> Result<RetryRequest, StoreError> {
+        let mut tx = self.begin().await?;
+        let q = Sql::<D>::new(format!(
+            "SELECT status, next_id, attempt, max_attempts, unique_key, after_policy \
+             FROM executions WHERE id = $1{}",
+            D::FOR_UPDATE
+        ));
+        let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
+            return Ok(RetryRequest::NotFound);
+        };
+        let row = Fields::<D>::new(&row, "executions");
+        let status: Status = row.parse("status")?;
+        if let Some(next) = row.get::<Option<Uuid>>("next_id")? {
+            return Ok(RetryRequest::AlreadyRetried(next));
+        }
+        match status {
+            Status::Failed | Status::Cancelled => {}
+            Status::Succeeded => return Ok(RetryRequest::Succeeded),
+            other => return Ok(RetryRequest::NotEnded(other)),
+        }
+        let attempt = row.int("attempt")? as u32 + 1;
+        let next = crate::model::Retry {
+            attempt,
+            max_attempts: (row.int("max_attempts")? as u32).max(attempt),
+            run_at: now,
+            snooze: false,
+        };
+        let new_id = Uuid::now_v7();
+        if let Some(key) = row.get::<Option<String>>("unique_key")? {
+            match take_key::<D>(&mut tx, &key, new_id, now).await? {
+                None => {}
+                // Held (--unique-for) since this very attempt ended: the
+                // retry takes it over.
+                Some(holder) if holder == id => {
+                    Sql::<D>::new(
+                        "UPDATE unique_keys SET execution_id = $2, held_until = NULL \
+                         WHERE key = $1 AND execution_id = $3",
+                    )
+                    .bind(key.as_str())
+                    .bind(new_id)
+                    .bind(id)
+                    .execute(&mut tx)
+                    .await?;
+                }
+                Some(holder) => return Ok(RetryRequest::KeyHeld(holder)),
+            }
+        }
+        schedule_retry::<D>(&mut tx, id, next, now, new_id).await?;
+        if row.get::<Option<String>>("after_policy")?.is_some() {
+            // It reads its parents' outputs again.
+            Sql::<D>::new(
+                "INSERT INTO dependencies (child_id, parent_id) \
+                 SELECT $2, parent_id FROM dependencies WHERE child_id = $1",
+            )
+            .bind(id)
+            .bind(new_id)
+            .execute(&mut tx)
+            .await?;
+        }
+        D::notify(&mut tx, "work").await?;
+        tx.commit().await?;
+        Ok(RetryRequest::Retried(new_id))
+    }
+
+    async fn request_cancel(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: Micros,
+    ) -> Result<CancelRequest, StoreError> {
+        let mut tx = self.begin().await?;
+        let q = Sql::<D>::new(format!(
+            "SELECT status FROM executions WHERE id = $1{}",
+            D::FOR_UPDATE
+        ));
+        let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
+            return Ok(CancelRequest::NotFound);
+        };
+        let mut ends = EndTally::default();
+        let outcome = match Fields::<D>::new(&row, "executions").parse("status")? {
+            Status::Pending | Status::Waiting => {
+                let item = [(id, "cancelled before it started".to_string())];
+                let ended =
+                    cancel_unstarted::<D>(&mut tx, &mut ends, &item, Some(reason), now).await?;
+                let ended = ended
+                    .into_iter()
+                    .map(|id| (id, Status::Cancelled))
+                    .collect();
+                settle::<D>(&mut tx, &mut ends, ended, now).await?;
+                CancelRequest::CancelledPending
+            }
+            Status::Running => {
+                Sql::<D>::new(
+                    "UPDATE executions SET cancel_requested_at = COALESCE(cancel_requested_at, $2), \
+                     cancel_reason = COALESCE(cancel_reason, $3) WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(reason)
+                .execute(&mut tx)
+                .await?;
+                D::notify(&mut tx, "cancel").await?;
+                CancelRequest::Requested
+            }
+            done => CancelRequest::AlreadyFinished(done),
+        };
+        self.commit(tx, ends).await?;
+        Ok(outcome)
+    }
+
+    async fn insert_job(
+        &self,
+        spec: &JobSpec,
+        next_run_at: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let q = job_columns(
+            Sql::new(
+                "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
+             queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
+             start_at, end_at, paused, chain, concurrency_key, next_run_at, created_at, \
+             updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                     $18, $19, $20, $21, $22, $22) ON CONFLICT DO NOTHING",
+            ),
+            spec,
+        )
+        .bind(next_run_at)
+        .bind(now);
+        let inserted = self.write(q).await? == 1;
+        // A job may bring a per-job cap: claims look at once.
+        self.jobs_changed().await?;
+        Ok(inserted)
+    }
+
+    async fn replace_job(
+        &self,
+        spec: &JobSpec,
+        next_run_at: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        // The scheduler's passes are fenced on next_run_at: one that read
+        // the old definition and would write after this no longer applies.
+        let q = job_columns(
+            Sql::new(
+                "UPDATE jobs SET handler = $2, mode = $3, payload = $4, kind = $5, schedule = $6, \
+             priority = $7, queue = $8, retries = $9, backoff_ms = $10, timeout_ms = $11, \
+             overlap = $12, misfire = $13, max_parallel = $14, max_runs = $15, start_at = $16, \
+             end_at = $17, paused = $18, chain = $19, concurrency_key = $20, \
+             next_run_at = $21, updated_at = $22, completed_at = NULL, daemon_streak = 0 \
+             WHERE name = $1",
+            ),
+            spec,
+        )
+        .bind(next_run_at)
+        .bind(now);
+        let changed = self.write(q).await? == 1;
+        self.jobs_changed().await?;
+        Ok(changed)
+    }
+
+    async fn remove_job(&self, name: &str) -> Result<bool, StoreError> {
+        let q = Sql::new("DELETE FROM jobs WHERE name = $1").bind(name);
+        let removed = self.write(q).await? > 0;
+        self.jobs_changed().await?;
+        Ok(removed)
+    }
+
+    async fn set_job_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let q = Sql::new("UPDATE jobs SET paused = $2, updated_at = $3 WHERE name = $1");
+        let found = self
+            .write(q.bind(name).bind(paused as i64).bind(now))
+            .await?
+            > 0;
+        self.jobs_changed().await?;
+        Ok(found)
+    }
+
+    async fn set_queue(&self, name: &str, change: &QueueChange) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        // Between limited claims, never during one: a claim applies a
+        // change wholly or not yet.
+        if let Some(lock) = D::CLAIM_LOCK {
+            Sql::<D>::new(lock).execute(&mut tx).await?;
+        }
+        Sql::<D>::new("INSERT INTO queues (name) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .execute(&mut tx)
+            .await?;
+        // Starts recorded under an earlier rate still count in the window
+        // of a new one: they did happen.
+        let rate = change
+            .rate
+            .map(|r| r.map(|r| (i64::from(r.n), r.per_ms as i64)));
+        let sets = [
+            ("max_running", change.limit.map(|l| l.map(i64::from))),
+            ("key_limit", change.key_limit.map(|l| l.map(i64::from))),
+            ("rate_n", rate.map(|r| r.map(|r| r.0))),
+            ("rate_ms", rate.map(|r| r.map(|r| r.1))),
+            ("paused", change.paused.map(|p| Some(i64::from(p)))),
+        ];
+        for (column, value) in sets {
+            if let Some(value) = value {
+                Sql::<D>::new(format!("UPDATE queues SET {column} = $2 WHERE name = $1"))
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut tx)
+                    .await?;
+            }
+        }
+        D::notify(&mut tx, "limits").await?;
+        tx.commit().await?;
+        self.limits_changed();
+        Ok(())
+    }
+
+    async fn declared(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let q = Sql::new("SELECT name FROM declared WHERE kind = $1 ORDER BY name").bind(kind);
+        Self::decode(&self.read_all(q).await?, "declared", |r| r.get("name"))
+    }
+
+    async fn set_declared(&self, kind: &str, names: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        Sql::<D>::new("DELETE FROM declared WHERE kind = $1")
+            .bind(kind)
+            .execute(&mut tx)
+            .await?;
+        for chunk in names.chunks(rows_per_statement(2)) {
+            let mut q = Sql::<D>::new("INSERT INTO declared (kind, name) ");
+            q.values(chunk, |t, name| {
+                t.bind(kind).bind(name.as_str());
+            });
+            q.execute(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Binds a job's definition as `$1` (name) to `$20` (concurrency key), in
+/// the jobs table's column order.
+pub(super) fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> Sql<'a, D> {
+    q.bind(spec.name.as_str())
+        .bind(spec.handler.as_str())
+        .bind(spec.mode.map(|m| m.as_str()))
+        .bind(spec.payload.to_string())
+        .bind(spec.schedule.kind())
+        .bind(serde_json::to_string(&spec.schedule).expect("schedules serialize"))
+        .bind(spec.priority as i64)
+        .bind(spec.queue.as_str())
+        .bind(spec.retries as i64)
+        .bind(spec.backoff_ms as i64)
+        .bind(spec.timeout_ms.map(|v| v as i64))
+        .bind(spec.overlap.as_str())
+        .bind(spec.misfire.as_str())
+        .bind(spec.max_parallel.map(|v| v as i64))
+        .bind(spec.max_runs.map(|v| v.min(i64::MAX as u64) as i64))
+        .bind(spec.start_at)
+        .bind(spec.end_at)
+        .bind(spec.paused as i64)
+        .bind(
+            (!spec.then.is_empty())
+                .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
+        )
+        .bind(spec.concurrency_key.as_deref())
+}
