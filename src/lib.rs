@@ -11,29 +11,31 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
+// Without the `testing` feature, what only the tests, the bench and the
+// binary reach is unused here; the default build (which has it) still
+// finds dead code.
+#![cfg_attr(not(feature = "testing"), allow(dead_code))]
 
-// The modules marked `doc(hidden)` are the supervisor's machinery: public
-// only because the `jobvisor` binary, its benchmarks and the tests reach
-// into them, and not part of the library's API (they change without notice).
+// What `cfg_attr(feature = "testing", ...)` makes public is the supervisor's
+// machinery: public only to the tests, the bench and the `jobvisor` binary
+// (whose `cli` feature turns `testing` on), not part of the library's API.
 pub mod bulk;
 mod client;
-#[doc(hidden)]
+#[cfg(not(feature = "testing"))]
+mod contract;
+#[cfg(feature = "testing")]
 pub mod contract;
 mod engine;
 pub use engine::events;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod fuzzing;
 mod idle;
 pub mod job;
 pub mod metrics;
 pub mod model;
-#[doc(hidden)]
-pub use engine::relay;
-#[doc(hidden)]
-pub use engine::runner;
+#[cfg(feature = "testing")]
+pub use engine::{relay, runner, scheduler};
 pub mod schedule;
-#[doc(hidden)]
-pub use engine::scheduler;
 pub mod service;
 pub mod store;
 pub mod submit;

@@ -147,7 +147,7 @@ impl<T: Reads + Commands + Engine> Store for T {}
 /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
 /// let db = jobvisor::store::open(&db).await?;
 /// assert!(db.jobs().await?.is_empty());
-/// let client = jobvisor::Client::connect(db.clone());
+/// let client = jobvisor::Client::connect(db.clone()).await;
 /// client.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
 /// assert_eq!(db.executions(&Default::default()).await?.len(), 1);
 /// # Ok(()) }

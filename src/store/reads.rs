@@ -16,7 +16,7 @@ use uuid::Uuid;
 /// # let dir = tempfile::tempdir()?;
 /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
 /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-/// let db = sup.database();
+/// let db = sup.store();
 /// // Everything the supervisor records can be read back.
 /// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
 /// let e = db.execution(id).await?.unwrap();

@@ -10,7 +10,8 @@ use uuid::Uuid;
 #[doc(hidden)]
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)]
-pub struct UnstartedCancel {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct UnstartedCancel {
     pub id: Uuid,
     pub handler: String,
     pub job: Option<String>,
@@ -22,13 +23,15 @@ pub struct UnstartedCancel {
 /// Hears [`UnstartedCancel`]s, in commit order; returns `false` once it
 /// wants no more.
 #[doc(hidden)]
-pub type UnstartedSink = Box<dyn Fn(&[UnstartedCancel]) -> bool + Send + Sync>;
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) type UnstartedSink = Box<dyn Fn(&[UnstartedCancel]) -> bool + Send + Sync>;
 
 /// An execution a node has just claimed: what its runner needs.
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
-pub struct Claimed {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct Claimed {
     pub id: Uuid,
     pub job: String,
     pub handler: String,
@@ -56,7 +59,8 @@ pub struct Claimed {
 
 /// What a claim took, and when a rate lets it take more.
 #[derive(Clone, Debug, Default)]
-pub struct Claims {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct Claims {
     /// The claimed executions, best first.
     pub executions: Vec<Claimed>,
     /// When a queue whose rate held executions back has its next start,
@@ -83,7 +87,8 @@ impl Claimed {
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
-pub struct LogRow {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct LogRow {
     pub execution_id: Uuid,
     /// Position within the execution, from 1.
     pub seq: i64,
@@ -99,7 +104,8 @@ pub struct LogRow {
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
-pub struct Completion {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct Completion {
     pub id: Uuid,
     /// How it ended.
     pub outcome: Outcome,
@@ -145,7 +151,8 @@ impl Completion {
 #[derive(Debug, Default)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
-pub struct Batch {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct Batch {
     pub logs: Vec<LogRow>,
     /// Latest progress per execution.
     pub progress: Vec<(Uuid, ProgressState)>,
@@ -192,7 +199,8 @@ pub struct Links {
 
 /// A workflow to insert with its steps' executions.
 #[derive(Clone, Debug)]
-pub struct NewWorkflow {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct NewWorkflow {
     /// Its id (time-ordered UUIDv7).
     pub id: Uuid,
     /// Its name.
@@ -362,7 +370,8 @@ pub struct NodeInfo {
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
-pub struct ForeignRunning {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct ForeignRunning {
     pub id: Uuid,
     /// The child's pid (process group), if any.
     pub pid: Option<i64>,
@@ -376,7 +385,8 @@ pub struct ForeignRunning {
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
-pub struct JobAdvance {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct JobAdvance {
     pub name: String,
     /// `next_run_at` as read.
     pub expected_next: Option<Micros>,
@@ -399,7 +409,8 @@ pub struct JobAdvance {
 #[derive(Clone, Debug)]
 // Fields named for what they hold carry no doc of their own.
 #[allow(missing_docs)]
-pub struct IdleDaemon {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct IdleDaemon {
     pub job: crate::model::Job,
     /// Start and end of its last execution.
     pub last_run: Option<(Option<Micros>, Option<Micros>)>,

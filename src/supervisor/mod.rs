@@ -41,8 +41,7 @@ struct Actors {
     maintenance: Maintenance,
 }
 
-/// An actor of the supervisor, for [`Supervisor::inject_panic`].
-#[doc(hidden)]
+/// An actor of the supervisor (named in [`crate::Error::Panicked`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Actor {
     /// Claims and runs executions.
@@ -564,7 +563,7 @@ impl Supervisor {
 
     /// Makes `actor` panic, to test that a failing actor stops the
     /// supervisor cleanly.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn inject_panic(&self, actor: Actor) {
         match actor {
             Actor::Dispatcher => tell_or_drop(&self.shared.dispatcher, ToDispatcher::Panic),
@@ -665,76 +664,35 @@ impl Supervisor {
     }
 
     /// Executions this node starts, as they start.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    /// # let running = tokio::spawn({ let sup = sup.clone(); async move { sup.run(async { let _ = stopped.await; }).await } });
-    /// let mut started = sup.subscribe_started();
-    /// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
-    /// while started.recv().await? != id {}
-    /// # drop(stop); running.await??;
-    /// # Ok(()) }
-    /// ```
-    pub fn subscribe_started(&self) -> broadcast::Receiver<Uuid> {
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn subscribe_started(&self) -> broadcast::Receiver<Uuid> {
         self.shared.exec.started.subscribe()
     }
 
     /// Durations of the executions this node finished, per handler and
     /// outcome.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// assert!(sup.durations().0.is_empty()); // nothing finished yet
-    /// # Ok(()) }
-    /// ```
-    pub fn durations(&self) -> crate::metrics::Durations {
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn durations(&self) -> crate::metrics::Durations {
         let d = self.shared.exec.durations.lock();
         d.unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A watch on execution `id`'s rows as this node writes them (its log,
     /// progress and end): what the API's streams wait on.
-    #[doc(hidden)]
-    pub fn watch(&self, id: Uuid) -> crate::engine::relay::Watch {
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn watch(&self, id: Uuid) -> crate::engine::relay::Watch {
         self.shared.exec.relay.watch(id)
     }
 
     /// Messages waiting in the relay (its lag behind the executions).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// assert_eq!(sup.relay_queued(), 0);
-    /// # Ok(()) }
-    /// ```
-    pub fn relay_queued(&self) -> usize {
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn relay_queued(&self) -> usize {
         self.shared.exec.relay.queued()
     }
 
     /// Executions running on this node now.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
-    /// assert_eq!(sup.running_count(), 0);
-    /// # Ok(()) }
-    /// ```
-    pub fn running_count(&self) -> usize {
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn running_count(&self) -> usize {
         self.shared.vitals.running()
     }
 }
