@@ -10,7 +10,8 @@
 //! database can go faster than this loop; the supervised run's ratio to it
 //! is what the supervisor's own work costs.
 
-use super::{baseline_row, ms, run_handler};
+use super::baseline::{baseline_row, run_handler};
+use super::ms;
 use crate::failure::CliError;
 use jobvisor_worker::Handler;
 use serde_json::Value;
