@@ -106,7 +106,8 @@ pub struct ProcessLimits {
 }
 
 /// Log bytes kept per execution unless the handler says otherwise, counted
-/// as stored (each line's text, fields and row: [`crate::engine::relay::stored_size`]).
+/// as stored: each line's text, its fields and a row's overhead (the
+/// relay's `stored_size`).
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for ProcessLimits {
