@@ -15,7 +15,7 @@
 //! The supervisors run with an address-space ceiling (2 GiB), so that an
 //! in-process allocation cannot take the machine down with them.
 
-use super::child::{wait_ended, Place};
+use super::child::{wait_ended, Place, Serve};
 use crate::failure::CliError;
 use jobvisor::model::Execution;
 use jobvisor::runner::isolate::alive;
@@ -274,6 +274,24 @@ struct Cell<'a> {
     mode: &'a str,
 }
 
+/// What was seen while the fault ran and in the second after its end.
+struct Seen {
+    /// Its end as recorded (none: never recorded in time).
+    ended: Option<Execution>,
+    /// The supervisor died.
+    died: bool,
+    /// No-ops enqueued beside it, from its start to a second after its end.
+    others: Vec<Uuid>,
+    /// Of those, the ones that succeeded while the supervisor ran.
+    others_succeeded: usize,
+    /// Cores the supervisor and its workers used in the second after.
+    cpu_after: f64,
+    /// The fault's processes: how long until gone after its end (ms), and
+    /// those still alive 5 s after it.
+    cleanup_ms: Option<f64>,
+    left: Vec<i32>,
+}
+
 impl Cell<'_> {
     /// The cell's row, and what its supervisor said about cgroups.
     async fn run(&self) -> Result<(IsolationRow, String), CliError> {
@@ -285,16 +303,94 @@ impl Cell<'_> {
             .to_string();
         // The argument by which the fault's processes are found again.
         let mark = format!("3600.{:06}", Uuid::now_v7().as_u128() % 1_000_000);
-        self.register(&db, &mark).await?;
-        let mut serve = self.place.serve(&db, &SERVE_FLAGS)?;
-        let sup = Supervisor::builder().database(&db).build().await?;
-        let store = sup.store().clone();
+        let (mut serve, sup) = self.start(&db, &mark).await?;
+        let before = Tree::of(serve.pid());
+        let (bad, timeout) = self.misbehave(&sup, &mark).await?;
+        let seen = self.watch(&sup, &mut serve, bad, timeout, &mark).await?;
+        let died = seen.died;
+        let fds_delta = match died {
+            true => 0,
+            false => Tree::of(serve.pid()).fds as i64 - before.fds as i64,
+        };
+        let stdout_bytes = serve.stdout_bytes();
+        let supervisor_exit = if died { serve.exit_text() } else { None };
+        // A supervisor that died is started again, as systemd would: how
+        // long until its lost execution is rescued.
+        let rescued_ms = match died {
+            true => self.restart(&db, &mut serve, sup.store(), bad).await?,
+            false => None,
+        };
+        let stuck_note = serve.stop().await;
+        for pid in marked(&mark).into_iter().chain(seen.left.iter().copied()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let e = sup.store().execution(bad).await?;
+        let status = e.as_ref().map_or("missing".to_string(), |e| {
+            if died && rescued_ms.is_some() {
+                format!("{} (after a restart)", e.status)
+            } else {
+                e.status.to_string()
+            }
+        });
+        let mut not = self.not_contained(&seen, &supervisor_exit, fds_delta, stdout_bytes);
+        if !died && seen.ended.is_none() {
+            not.insert(
+                0,
+                format!(
+                    "its end was never recorded (still {} after {} s{})",
+                    status,
+                    (timeout + END_DEADLINE).as_secs(),
+                    if stuck_note.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {stuck_note}")
+                    }
+                ),
+            );
+        }
+        let row = IsolationRow {
+            misbehaviour: self.what.to_string(),
+            mode: self.mode.to_string(),
+            contained: not.is_empty(),
+            not_contained: not,
+            supervisor_survived: !died,
+            supervisor_exit,
+            others_succeeded: seen.others_succeeded,
+            others_total: seen.others.len(),
+            status,
+            error: e.as_ref().and_then(|e| e.error.clone()),
+            detect_ms: seen.ended.as_ref().and_then(|e| {
+                Some((e.finished_at?.micros() - e.started_at?.micros()) as f64 / 1000.0)
+            }),
+            cleanup_ms: seen.cleanup_ms,
+            left_behind: seen.left.len(),
+            fds_delta,
+            cpu_after: seen.cpu_after,
+            supervisor_stdout_bytes: stdout_bytes,
+            rescued_ms,
+        };
+        Ok((row, serve.cgroup_note()))
+    }
 
-        // Ready when a no-op has run.
+    /// Registers the cell's handlers and starts its supervisor, ready once
+    /// a no-op has run.
+    async fn start(&self, db: &str, mark: &str) -> Result<(Serve, Supervisor), CliError> {
+        self.register(db, mark).await?;
+        let mut serve = self.place.serve(db, &SERVE_FLAGS)?;
+        let sup = Supervisor::builder().database(db).build().await?;
         let first = sup
             .enqueue(RunSpec::new("noop", serde_json::Value::Null))
             .await?;
-        let ready = wait_ended(store.as_ref(), first, Duration::from_secs(30), LOOK_EVERY).await?;
+        let ready = wait_ended(
+            sup.store().as_ref(),
+            first,
+            Duration::from_secs(30),
+            LOOK_EVERY,
+        )
+        .await?;
         if ready.is_none_or(|e| e.status != Status::Succeeded) {
             let tail = serve.stop().await;
             return Err(crate::failure::input(format!(
@@ -302,8 +398,11 @@ impl Cell<'_> {
                 self.what, self.mode
             )));
         }
-        let before = Tree::of(serve.pid());
+        Ok((serve, sup))
+    }
 
+    /// Enqueues the fault; gives its id and its timeout.
+    async fn misbehave(&self, sup: &Supervisor, mark: &str) -> Result<(Uuid, Duration), CliError> {
         let payload = match self.what {
             "grandchild" => serde_json::json!({ "do": "grandchild", "mark": mark }),
             "flood" => serde_json::json!({ "do": "flood", "bytes": FLOOD_BYTES }),
@@ -318,25 +417,32 @@ impl Cell<'_> {
             TIMEOUT
         };
         spec.timeout = Some(timeout);
-        let bad = sup.enqueue(spec).await?;
+        Ok((sup.enqueue(spec).await?, timeout))
+    }
 
-        // While it runs: a no-op every 100 ms beside it.
+    /// Follows the fault to its end with a no-op every 100 ms beside it,
+    /// then the second after: CPU still used, more no-ops, whether each
+    /// no-op succeeded, and whether the fault's processes went.
+    async fn watch(
+        &self,
+        sup: &Supervisor,
+        serve: &mut Serve,
+        bad: Uuid,
+        timeout: Duration,
+        mark: &str,
+    ) -> Result<Seen, CliError> {
         let mut others = Vec::new();
         let t0 = Instant::now();
-        let mut ended: Option<Execution> = None;
-        let mut died = false;
+        let (mut ended, mut died) = (None::<Execution>, false);
         // Looked at every 10 ms, so that the watch of its processes starts
         // soon after its end.
         let mut polls = 0u32;
         while t0.elapsed() < timeout + END_DEADLINE {
             if polls.is_multiple_of(10) {
-                others.push(
-                    sup.enqueue(RunSpec::new("noop", serde_json::Value::Null))
-                        .await?,
-                );
+                others.push(noop(sup).await?);
             }
             polls += 1;
-            if let Some(e) = store.execution(bad).await? {
+            if let Some(e) = sup.store().execution(bad).await? {
                 if e.finished_at.is_some() {
                     ended = Some(e);
                     break;
@@ -358,18 +464,14 @@ impl Cell<'_> {
             .map(|p| p as i32);
         let watcher = ended
             .is_some()
-            .then(|| tokio::spawn(watch_gone(mark.clone(), worker_pid)));
-        // The second after: CPU still used, and more no-ops.
+            .then(|| tokio::spawn(watch_gone(mark.to_string(), worker_pid)));
         let cpu0 = Tree::of(serve.pid()).cpu_ms;
         for _ in 0..10 {
             if serve.exited() {
                 died = true;
                 break;
             }
-            others.push(
-                sup.enqueue(RunSpec::new("noop", serde_json::Value::Null))
-                    .await?,
-            );
+            others.push(noop(sup).await?);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let cpu_after = if died {
@@ -384,7 +486,7 @@ impl Cell<'_> {
         if !died {
             for id in &others {
                 let left = Duration::from_secs(10).saturating_sub(ended_at.elapsed());
-                if let Some(e) = wait_ended(store.as_ref(), *id, left, LOOK_EVERY).await? {
+                if let Some(e) = wait_ended(sup.store().as_ref(), *id, left, LOOK_EVERY).await? {
                     others_succeeded += usize::from(e.status == Status::Succeeded);
                 }
             }
@@ -397,86 +499,72 @@ impl Cell<'_> {
                 (gone.map(|g| (g - end).max(0) as f64 / 1000.0), left)
             }
             _ => {
-                let mut left = marked(&mark);
+                let mut left = marked(mark);
                 left.extend(worker_pid.filter(|p| alive(*p)));
                 (None, left)
             }
         };
-        let after = Tree::of(serve.pid());
-        let fds_delta = if died {
-            0
-        } else {
-            after.fds as i64 - before.fds as i64
-        };
-        let stdout_bytes = serve.stdout_bytes();
-        let supervisor_exit = if died { serve.exit_text() } else { None };
+        Ok(Seen {
+            ended,
+            died,
+            others,
+            others_succeeded,
+            cpu_after,
+            cleanup_ms,
+            left,
+        })
+    }
 
-        // A supervisor that died is started again, as systemd would: how
-        // long until its lost execution is rescued.
-        let mut rescued_ms = None;
-        if died {
-            serve.stop().await;
-            let restarted = Instant::now();
-            serve = self.place.serve(&db, &SERVE_FLAGS)?;
-            let deadline = Duration::from_secs(30);
-            while restarted.elapsed() < deadline {
-                if let Some(e) = store.execution(bad).await? {
-                    if e.status != Status::Running {
-                        rescued_ms = Some(restarted.elapsed().as_secs_f64() * 1000.0);
-                        break;
-                    }
+    /// Starts the supervisor that died again; how long until execution
+    /// `bad` is no longer running (rescued), ms.
+    async fn restart(
+        &self,
+        db: &str,
+        serve: &mut Serve,
+        store: &jobvisor::store::Database,
+        bad: Uuid,
+    ) -> Result<Option<f64>, CliError> {
+        serve.stop().await;
+        let restarted = Instant::now();
+        *serve = self.place.serve(db, &SERVE_FLAGS)?;
+        while restarted.elapsed() < Duration::from_secs(30) {
+            if let Some(e) = store.execution(bad).await? {
+                if e.status != Status::Running {
+                    return Ok(Some(restarted.elapsed().as_secs_f64() * 1000.0));
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let stuck_note = serve.stop().await;
-        for pid in marked(&mark).into_iter().chain(left.iter().copied()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let e = store.execution(bad).await?;
-        let status = e.as_ref().map_or("missing".to_string(), |e| {
-            if died && rescued_ms.is_some() {
-                format!("{} (after a restart)", e.status)
-            } else {
-                e.status.to_string()
-            }
-        });
-        let error = e.as_ref().and_then(|e| e.error.clone());
-        let detect_ms = ended
-            .as_ref()
-            .and_then(|e| Some((e.finished_at?.micros() - e.started_at?.micros()) as f64 / 1000.0));
+        Ok(None)
+    }
 
+    /// Why the fault was not contained, one clause per failed check (but
+    /// an end never recorded, which the caller words).
+    fn not_contained(
+        &self,
+        seen: &Seen,
+        supervisor_exit: &Option<String>,
+        fds_delta: i64,
+        stdout_bytes: u64,
+    ) -> Vec<String> {
         let mut not = Vec::new();
-        if died {
+        if seen.died {
             not.push(format!(
                 "the supervisor died ({})",
                 supervisor_exit.as_deref().unwrap_or("exited")
             ));
-        } else if ended.is_none() {
+        }
+        if !seen.died && seen.others_succeeded < seen.others.len() {
             not.push(format!(
-                "its end was never recorded (still {} after {} s{})",
-                status,
-                (timeout + END_DEADLINE).as_secs(),
-                if stuck_note.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {stuck_note}")
-                }
+                "other executions stalled ({}/{} succeeded)",
+                seen.others_succeeded,
+                seen.others.len()
             ));
         }
-        if !died && others_succeeded < others.len() {
-            not.push(format!(
-                "other executions stalled ({others_succeeded}/{} succeeded)",
-                others.len()
-            ));
-        }
-        if !left.is_empty() {
+        if !seen.left.is_empty() {
             not.push(format!(
                 "{} process(es) left behind 5 s after its end",
-                left.len()
+                seen.left.len()
             ));
         }
         if fds_delta >= (LEAKED_FDS / 2) as i64 {
@@ -489,9 +577,10 @@ impl Cell<'_> {
                 }
             ));
         }
-        if cpu_after >= 0.5 {
+        if seen.cpu_after >= 0.5 {
             not.push(format!(
-                "still burning {cpu_after:.1} core(s) after its end"
+                "still burning {:.1} core(s) after its end",
+                seen.cpu_after
             ));
         }
         if stdout_bytes > 0 {
@@ -500,27 +589,7 @@ impl Cell<'_> {
                 stdout_bytes as f64 / 1048576.0
             ));
         }
-        let said = serve.cgroup_note();
-        let row = IsolationRow {
-            misbehaviour: self.what.to_string(),
-            mode: self.mode.to_string(),
-            contained: not.is_empty(),
-            not_contained: not,
-            supervisor_survived: !died,
-            supervisor_exit,
-            others_succeeded,
-            others_total: others.len(),
-            status,
-            error,
-            detect_ms,
-            cleanup_ms,
-            left_behind: left.len(),
-            fds_delta,
-            cpu_after,
-            supervisor_stdout_bytes: stdout_bytes,
-            rescued_ms,
-        };
-        Ok((row, said))
+        not
     }
 
     /// The `misbehave` and `noop` handlers in this cell's mode.
@@ -659,4 +728,11 @@ fn cap_address_space() {
         let cap = SUPERVISOR_AS.min(soft).min(hard);
         let _ = setrlimit(Resource::RLIMIT_AS, cap, hard);
     }
+}
+
+/// Enqueues a no-op beside the fault.
+async fn noop(sup: &Supervisor) -> Result<Uuid, CliError> {
+    Ok(sup
+        .enqueue(RunSpec::new("noop", serde_json::Value::Null))
+        .await?)
 }

@@ -62,11 +62,42 @@ pub(super) async fn bench_list(database: Option<String>, a: &BenchArgs) -> Resul
         })
         .await?;
     let deep = newest.last().map(|e| e.id);
+    let cases = cases(deep);
+    let mut rows = Vec::new();
+    for (name, filter) in cases {
+        let mut times = Vec::with_capacity(REPS);
+        let mut n = 0;
+        for _ in 0..REPS {
+            let t = Instant::now();
+            n = store.executions(&filter).await?.len();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        rows.push(ListRow {
+            filter: name,
+            rows: n,
+            p50_ms: times[REPS / 2],
+            max_ms: times[REPS - 1],
+        });
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    let r = ListBench {
+        executions: a.executions,
+        fill_s,
+        rows,
+    };
+    report(&r, a.json);
+    Ok(())
+}
+
+/// The filters timed, by their `exec list` flags: `deep` is job-7's 500th
+/// newest execution.
+fn cases(deep: Option<uuid::Uuid>) -> Vec<(String, ExecFilter)> {
     let base = ExecFilter {
         limit: 50,
         ..Default::default()
     };
-    let cases: Vec<(String, ExecFilter)> = vec![
+    vec![
         ("(none)".into(), base.clone()),
         (
             "--job job-7".into(),
@@ -148,33 +179,13 @@ pub(super) async fn bench_list(database: Option<String>, a: &BenchArgs) -> Resul
                 ..base.clone()
             },
         ),
-    ];
-    let mut rows = Vec::new();
-    for (name, filter) in cases {
-        let mut times = Vec::with_capacity(REPS);
-        let mut n = 0;
-        for _ in 0..REPS {
-            let t = Instant::now();
-            n = store.executions(&filter).await?.len();
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        times.sort_by(f64::total_cmp);
-        rows.push(ListRow {
-            filter: name,
-            rows: n,
-            p50_ms: times[REPS / 2],
-            max_ms: times[REPS - 1],
-        });
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
-    let r = ListBench {
-        executions: a.executions,
-        fill_s,
-        rows,
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
-        return Ok(());
+    ]
+}
+
+fn report(r: &ListBench, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r).expect("serializes"));
+        return;
     }
     println!(
         "exec list --limit 50 over {} executions ({JOBS} jobs, {QUEUES} queues; filled in {:.1} s), {REPS} runs each",
@@ -195,7 +206,6 @@ pub(super) async fn bench_list(database: Option<String>, a: &BenchArgs) -> Resul
             row.p50_ms / base
         );
     }
-    Ok(())
 }
 
 /// Inserts `n` executions and runs them to their ends through the claim

@@ -726,6 +726,20 @@ fn start_delays_ms(rows: &[jobvisor::Execution]) -> Vec<f64> {
         .collect()
 }
 
+/// What a node tells the bench: an execution finished, or `k` finished
+/// that its subscription missed.
+enum Done {
+    One(uuid::Uuid),
+    Many(u64),
+}
+
+/// A node running in the background: its handle, its stop, its task.
+type Node = (
+    Supervisor,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), jobvisor::Error>>,
+);
+
 async fn supervised(
     db: &str,
     bench_mode: BenchMode,
@@ -735,39 +749,7 @@ async fn supervised(
     payload: &Value,
     worker: &std::path::Path,
 ) -> Result<BenchRow, CliError> {
-    enum Done {
-        One(uuid::Uuid),
-        Many(u64),
-    }
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
-    let mut nodes = Vec::new();
-    for _ in 0..a.nodes {
-        let sup = Supervisor::builder()
-            .database(db)
-            .configure(|c| {
-                c.concurrency = concurrency;
-                c.worker_program = Some(worker.to_path_buf());
-            })
-            .build()
-            .await?;
-        // Every node's completions, merged.
-        let mut rx = sup.subscribe();
-        let tx = done_tx.clone();
-        tokio::spawn(async move {
-            loop {
-                let d = match rx.recv().await {
-                    Ok(f) => Done::One(f.id),
-                    Err(RecvError::Lagged(k)) => Done::Many(k),
-                    Err(RecvError::Closed) => return,
-                };
-                if tx.send(d).is_err() {
-                    return;
-                }
-            }
-        });
-        let (stop_tx, runner) = run_in_background(&sup);
-        nodes.push((sup, stop_tx, runner));
-    }
+    let (nodes, mut done_rx) = start_nodes(db, a, concurrency, worker).await?;
     let sup = nodes[0].0.clone();
     let mode = bench_mode.mode();
     if bench_mode == BenchMode::Pooled {
@@ -811,14 +793,7 @@ async fn supervised(
     let elapsed = started.elapsed();
     // The supervisor's own footprint, before the bench reads rows back.
     let peak = peak_rss_mib();
-    let store = sup.store().clone();
-    let rows = store
-        .executions(&ExecFilter {
-            job: Some(tjob),
-            limit: n,
-            ..Default::default()
-        })
-        .await?;
+    let rows = runs_of(&sup, tjob, n).await?;
     let mut loaded = start_delays_ms(&rows);
     let failed = rows
         .iter()
@@ -848,14 +823,7 @@ async fn supervised(
         }
         totals.push(ms(t0.elapsed()));
     }
-    let lrows = store
-        .executions(&ExecFilter {
-            job: Some(ljob),
-            limit: a.latency_samples,
-            ..Default::default()
-        })
-        .await?;
-    let mut starts = start_delays_ms(&lrows);
+    let mut starts = start_delays_ms(&runs_of(&sup, ljob, a.latency_samples).await?);
     for (_, stop_tx, runner) in nodes {
         let _ = stop_tx.send(());
         runner.await.expect("supervisor task")?;
@@ -881,4 +849,57 @@ async fn supervised(
         loaded_start_p50_ms: Some(percentile(&mut loaded, 50.0)),
         peak_rss_mib: peak,
     })
+}
+
+/// Starts `a.nodes` supervisors on `db`, running in the background; every
+/// node's completions come merged on the channel given back.
+async fn start_nodes(
+    db: &str,
+    a: &BenchArgs,
+    concurrency: usize,
+    worker: &std::path::Path,
+) -> Result<(Vec<Node>, tokio::sync::mpsc::UnboundedReceiver<Done>), CliError> {
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    let mut nodes = Vec::new();
+    for _ in 0..a.nodes {
+        let sup = Supervisor::builder()
+            .database(db)
+            .configure(|c| {
+                c.concurrency = concurrency;
+                c.worker_program = Some(worker.to_path_buf());
+            })
+            .build()
+            .await?;
+        let mut rx = sup.subscribe();
+        let tx = done_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let d = match rx.recv().await {
+                    Ok(f) => Done::One(f.id),
+                    Err(RecvError::Lagged(k)) => Done::Many(k),
+                    Err(RecvError::Closed) => return,
+                };
+                if tx.send(d).is_err() {
+                    return;
+                }
+            }
+        });
+        let (stop_tx, runner) = run_in_background(&sup);
+        nodes.push((sup, stop_tx, runner));
+    }
+    Ok((nodes, done_rx))
+}
+
+/// Up to `n` executions of bench job `job`.
+async fn runs_of(
+    sup: &Supervisor,
+    job: String,
+    n: usize,
+) -> Result<Vec<jobvisor::Execution>, CliError> {
+    let filter = ExecFilter {
+        job: Some(job),
+        limit: n,
+        ..Default::default()
+    };
+    Ok(sup.store().executions(&filter).await?)
 }

@@ -107,13 +107,58 @@ pub(super) async fn bench_workflow(
         ));
     }
     let dbs = super::CaseDatabases::new(database)?;
-    let db_for = |case: &str| dbs.of(case);
-    let kind = dbs.kind();
+    let fanout = fan_out_in(&dbs.of("fanout"), a).await?;
+    let chain = chain(&dbs.of("chain"), a).await?;
+    // Unique enqueues: plain, one hot key, distinct keys; each on a fresh
+    // database (or, given one, in turn on it), no supervisor running. The
+    // cases alternate over three rounds; each figure is its median.
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    for round in 0..3 {
+        for (i, case) in ["plain", "hot", "distinct"].into_iter().enumerate() {
+            let store = jobvisor::store::open(&dbs.of(&format!("unique-{case}-{round}"))).await?;
+            let run = format!("bench-{}", Uuid::now_v7().simple());
+            rates[i].push(enqueue_rate(store.store().clone(), case, &run, a.keys).await?);
+        }
+    }
+    let rates = rates.map(|mut r| {
+        r.sort_by(f64::total_cmp);
+        r[1]
+    });
+    let r = WorkflowBench {
+        database: dbs.kind(),
+        fanout: a.fanout,
+        fanout_insert_s: fanout.insert_s,
+        fanout_total_s: fanout.total_s,
+        fanout_plain_s: fanout.plain_s,
+        fanin_start_ms: fanout.fanin_start_ms,
+        chain: a.chain,
+        chain_s: chain.total_s,
+        chain_plain_s: chain.plain_s,
+        chain_overhead_per_link_ms: (chain.total_s - chain.plain_s) * 1000.0 / a.chain as f64,
+        chain_by_client_s: chain.by_client_s,
+        keys: a.keys,
+        plain_enqueue_per_s: rates[0],
+        hot_key_enqueue_per_s: rates[1],
+        distinct_keys_enqueue_per_s: rates[2],
+    };
+    report(&r, a);
+    Ok(())
+}
 
-    // Fan-out/fan-in, and its plain baseline, on one supervisor.
-    let (sup, stop) = super::start(&db_for("fanout"), a).await?;
+/// The fan-out/fan-in figures.
+struct FanOut {
+    insert_s: f64,
+    total_s: f64,
+    plain_s: f64,
+    fanin_start_ms: f64,
+}
+
+/// Fan-out/fan-in 1 -> `a.fanout` -> 1, and its plain baseline, on one
+/// supervisor.
+async fn fan_out_in(db: &str, a: &BenchArgs) -> Result<FanOut, CliError> {
+    let (sup, stop) = super::start(db, a).await?;
     let store = sup.store().clone();
-    let fanout_plain_s = plain(&sup, a.fanout).await?;
+    let plain_s = plain(&sup, a.fanout).await?;
     let middle: Vec<String> = (0..a.fanout).map(|i| format!("m{i}")).collect();
     let mut steps = vec![step("root".into(), vec![])];
     steps.extend(middle.iter().map(|m| step(m.clone(), vec!["root".into()])));
@@ -124,10 +169,10 @@ pub(super) async fn bench_workflow(
     };
     let t0 = Instant::now();
     let done = sup.workflow(&spec).await?;
-    let fanout_insert_s = t0.elapsed().as_secs_f64();
+    let insert_s = t0.elapsed().as_secs_f64();
     let join = done.steps.last().expect("the fan-in step").1;
     let join_e = ended(store.as_ref(), join).await?;
-    let fanout_total_s = t0.elapsed().as_secs_f64();
+    let total_s = t0.elapsed().as_secs_f64();
     let (_, _, execs) = store
         .workflow(done.id)
         .await?
@@ -144,13 +189,28 @@ pub(super) async fn bench_workflow(
     let join_start = join_e
         .started_at
         .ok_or_else(|| crate::failure::input("the fan-in step never started"))?;
-    let fanin_start_ms = (join_start.micros() - last_parent_end.micros()) as f64 / 1000.0;
     let _ = stop.send(());
+    Ok(FanOut {
+        insert_s,
+        total_s,
+        plain_s,
+        fanin_start_ms: (join_start.micros() - last_parent_end.micros()) as f64 / 1000.0,
+    })
+}
 
-    // The chain, its plain baseline, and the client-driven chain.
-    let (sup, stop) = super::start(&db_for("chain"), a).await?;
+/// The chain figures.
+struct Chain {
+    total_s: f64,
+    plain_s: f64,
+    by_client_s: f64,
+}
+
+/// A chain of `a.chain` steps, its plain baseline, and the same chain
+/// driven by a client of the library, on one supervisor.
+async fn chain(db: &str, a: &BenchArgs) -> Result<Chain, CliError> {
+    let (sup, stop) = super::start(db, a).await?;
     let store = sup.store().clone();
-    let chain_plain_s = plain(&sup, a.chain).await?;
+    let plain_s = plain(&sup, a.chain).await?;
     let names: Vec<String> = (0..a.chain).map(|i| format!("s{i}")).collect();
     let steps = names
         .iter()
@@ -174,7 +234,7 @@ pub(super) async fn bench_workflow(
     let done = sup.workflow(&spec).await?;
     let last = done.steps.last().expect("a last step").1;
     ended(store.as_ref(), last).await?;
-    let chain_s = t0.elapsed().as_secs_f64();
+    let total_s = t0.elapsed().as_secs_f64();
     // A client of the library: enqueue, hear the end, enqueue the next.
     let mut finished = sup.subscribe();
     let t0 = Instant::now();
@@ -191,45 +251,19 @@ pub(super) async fn bench_workflow(
             }
         }
     }
-    let chain_by_client_s = t0.elapsed().as_secs_f64();
+    let by_client_s = t0.elapsed().as_secs_f64();
     let _ = stop.send(());
+    Ok(Chain {
+        total_s,
+        plain_s,
+        by_client_s,
+    })
+}
 
-    // Unique enqueues: plain, one hot key, distinct keys; each on a fresh
-    // database (or, given one, in turn on it), no supervisor running. The
-    // cases alternate over three rounds; each figure is its median.
-    let mut rates: [Vec<f64>; 3] = Default::default();
-    for round in 0..3 {
-        for (i, case) in ["plain", "hot", "distinct"].into_iter().enumerate() {
-            let store = jobvisor::store::open(&db_for(&format!("unique-{case}-{round}"))).await?;
-            let run = format!("bench-{}", Uuid::now_v7().simple());
-            rates[i].push(enqueue_rate(store.store().clone(), case, &run, a.keys).await?);
-        }
-    }
-    let rates = rates.map(|mut r| {
-        r.sort_by(f64::total_cmp);
-        r[1]
-    });
-
-    let r = WorkflowBench {
-        database: kind,
-        fanout: a.fanout,
-        fanout_insert_s,
-        fanout_total_s,
-        fanout_plain_s,
-        fanin_start_ms,
-        chain: a.chain,
-        chain_s,
-        chain_plain_s,
-        chain_overhead_per_link_ms: (chain_s - chain_plain_s) * 1000.0 / a.chain as f64,
-        chain_by_client_s,
-        keys: a.keys,
-        plain_enqueue_per_s: rates[0],
-        hot_key_enqueue_per_s: rates[1],
-        distinct_keys_enqueue_per_s: rates[2],
-    };
+fn report(r: &WorkflowBench, a: &BenchArgs) {
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(r).expect("serializes"));
+        return;
     }
     println!(
         "workflow scenario on {} (inproc noop, concurrency {})",
@@ -267,7 +301,6 @@ pub(super) async fn bench_workflow(
         r.distinct_keys_enqueue_per_s,
         r.distinct_keys_enqueue_per_s / r.plain_enqueue_per_s
     );
-    Ok(())
 }
 
 /// Enqueues `n` noops one at a time from 8 tasks: `plain`, with one `hot`

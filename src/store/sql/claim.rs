@@ -1,5 +1,6 @@
 use super::fields::corrupt;
 use super::fields::Fields;
+use super::limits::read_limits;
 use super::*;
 
 /// What a claim returns of each row (the limited claim adds `queue`, for
@@ -60,33 +61,6 @@ pub(super) fn decode_claim<D: Dialect>(r: &Fields<'_, D>) -> Result<(Claimed, bo
 pub(super) const RATE_FREE: &str = "SELECT q.name, q.rate_n - CAST(COALESCE((SELECT SUM(s.n) \
      FROM queue_starts s WHERE s.queue = q.name AND s.at > $1 - q.rate_ms * 1000), 0) AS BIGINT) \
      AS rfree FROM queues q WHERE q.rate_n IS NOT NULL";
-
-/// The kinds of limits a limited claim applies besides queue limits and
-/// pauses (which it always applies).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Kinds {
-    /// Per-job caps (`--max-parallel`, `--overlap queue`).
-    pub(super) jobs: bool,
-    /// Per-key limits.
-    pub(super) keys: bool,
-    /// Rates.
-    pub(super) rates: bool,
-}
-
-impl Kinds {
-    /// The combination numbered `i` by [`Kinds::index`].
-    pub(super) fn from_index(i: usize) -> Kinds {
-        Kinds {
-            jobs: i & 1 != 0,
-            keys: i & 2 != 0,
-            rates: i & 4 != 0,
-        }
-    }
-
-    pub(super) fn index(self) -> usize {
-        usize::from(self.jobs) | usize::from(self.keys) << 1 | usize::from(self.rates) << 2
-    }
-}
 
 /// Best first, within the free slots of each queue, and of each job, each
 /// concurrency key and each queue's rate where those kinds of limits
@@ -275,4 +249,123 @@ impl<D: Dialect> SqlStore<D> {
         }
         Ok(out)
     }
+}
+
+/// Claims up to `limit` due pending executions for `node`: the plain claim
+/// while no limit exists, else the limited one for the kinds that do.
+pub(super) async fn claim<D: Dialect>(
+    store: &SqlStore<D>,
+    node: &str,
+    limit: usize,
+    now: Micros,
+) -> Result<Claims, StoreError> {
+    // The statements are borrowed, never copied, per claim.
+    fn claim<'a, D: Dialect>(sql: &'a str, now: Micros, node: &'a str, limit: usize) -> Sql<'a, D> {
+        Sql::new(sql)
+            .bind(now)
+            .bind(node)
+            .bind(limit as i64)
+            .bind((limit * 2).max(64) as i64)
+    }
+    let mut now = now;
+    let mut next_token_at = None;
+    let mut rows = Vec::new();
+    let mut claimed = Vec::new();
+    let cached = store.any_limits().await?;
+    if !cached.any {
+        // The plain claim takes nothing once any limit exists, so that
+        // a limit set since the cache was read is never passed over.
+        let mut conn = store.db.writer().acquire().await?;
+        // Stamped once the connection is ours: a wait for it (SQLite's
+        // one writer) may have let parents end that this claim sees.
+        now = now.max(crate::model::now_micros());
+        rows = claim::<D>(&store.claim_simple, now, node, limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        if rows.is_empty() {
+            store.limits_changed();
+        }
+        claimed = SqlStore::<D>::decode(&rows, "executions", decode_claim)?;
+    }
+    if rows.is_empty() && (cached.any || store.any_limits().await?.any) {
+        // Limited claims count what runs and what started: on
+        // PostgreSQL they take turns (the dialect's lock, which queue
+        // changes take too), so two nodes never both fill the last
+        // slot. Which limits exist is read in the claim's transaction,
+        // so a change is never half seen. A rated queue's starts are
+        // recorded in the same transaction.
+        let mut tx = store.begin().await?;
+        if let Some(lock) = D::CLAIM_LOCK {
+            Sql::<D>::new(lock).execute(&mut tx).await?;
+        }
+        let limits = read_limits::<D>(&mut tx).await?;
+        store.cache_limits(limits);
+        let sql = if limits.any {
+            &store.claim_limited[limits.kinds.index()]
+        } else {
+            &store.claim_simple
+        };
+        // Its turn may have come after ends that it now sees: its
+        // starts are stamped from then, not from before the wait.
+        now = now.max(crate::model::now_micros());
+        rows = claim::<D>(sql, now, node, limit).fetch_all(&mut tx).await?;
+        claimed = SqlStore::<D>::decode(&rows, "executions", decode_claim)?;
+        // The starts are counted at their stamps (the server's clock
+        // may be later than `now` on PostgreSQL).
+        for (c, _) in &claimed {
+            now = now.max(c.started_at);
+        }
+        if limits.kinds.rates {
+            let mut started: BTreeMap<String, i64> = BTreeMap::new();
+            for row in &rows {
+                *started.entry(D::get(row, "queue")?).or_default() += 1;
+            }
+            if !started.is_empty() {
+                let mut q = Sql::<D>::new(
+                    "INSERT INTO queue_starts (queue, at, n) \
+                     SELECT v.column1, v.column2, v.column3 FROM (",
+                );
+                q.values(&started, |t, (queue, n)| {
+                    t.bind(queue.as_str()).bind(now).bind(*n);
+                });
+                q.push(
+                    ") AS v WHERE v.column1 IN (SELECT name FROM queues WHERE rate_n IS NOT NULL)",
+                );
+                q.execute(&mut tx).await?;
+                Sql::<D>::new(PRUNE_STARTS)
+                    .bind(now)
+                    .execute(&mut tx)
+                    .await?;
+            }
+            if rows.len() < limit {
+                let next = Sql::<D>::new(NEXT_TOKEN)
+                    .bind(now)
+                    .fetch_all(&mut tx)
+                    .await?;
+                next_token_at = match next.first() {
+                    Some(row) => D::get::<Option<i64>>(row, 0)?,
+                    None => None,
+                };
+            }
+        }
+        tx.commit().await?;
+    }
+    let with_parents: Vec<Uuid> = claimed
+        .iter()
+        .filter(|(_, parents)| *parents)
+        .map(|(c, _)| c.id)
+        .collect();
+    let mut claimed: Vec<Claimed> = claimed.into_iter().map(|(c, _)| c).collect();
+    if !with_parents.is_empty() {
+        let mut inputs = store.inputs(&with_parents).await?;
+        for c in &mut claimed {
+            c.inputs = inputs.remove(&c.id).unwrap_or_default();
+        }
+    }
+    // RETURNING gives no order; run the best first.
+    claimed.sort_by_key(|c| c.id);
+    Ok(Claims {
+        executions: claimed,
+        next_token_at,
+    })
 }

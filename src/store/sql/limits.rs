@@ -1,4 +1,3 @@
-use super::claim::Kinds;
 use super::*;
 
 /// How long the "any limits?" answer is trusted: a limit set or a queue
@@ -102,4 +101,31 @@ impl Default for CachedLimits {
 
 pub(super) fn forget(limits: &Mutex<CachedLimits>) {
     *limits.lock().unwrap_or_else(|e| e.into_inner()) = CachedLimits::default();
+}
+
+/// The kinds of limits a limited claim applies besides queue limits and
+/// pauses (which it always applies).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Kinds {
+    /// Per-job caps (`--max-parallel`, `--overlap queue`).
+    pub(super) jobs: bool,
+    /// Per-key limits.
+    pub(super) keys: bool,
+    /// Rates.
+    pub(super) rates: bool,
+}
+
+impl Kinds {
+    /// The combination numbered `i` by [`Kinds::index`].
+    pub(super) fn from_index(i: usize) -> Kinds {
+        Kinds {
+            jobs: i & 1 != 0,
+            keys: i & 2 != 0,
+            rates: i & 4 != 0,
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        usize::from(self.jobs) | usize::from(self.keys) << 1 | usize::from(self.rates) << 2
+    }
 }

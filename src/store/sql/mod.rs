@@ -32,9 +32,9 @@ mod tally;
 
 use self::claim::claim_limited;
 use self::claim::claim_simple;
-use self::claim::Kinds;
 use self::fields::Fields;
 use self::limits::CachedLimits;
+use self::limits::Kinds;
 use super::dialect::{Col, Conn, DbRow, Dialect, Sql};
 use super::{
     Batch, CancelRequest, Claimed, Claims, Completion, ExecFilter, Finished, ForeignRunning,
