@@ -321,7 +321,8 @@ pub struct Submitted {
 
 /// Submits workflow `spec`: its steps inserted in one transaction, each
 /// resolved against the registered handlers and `local`; gives back the
-/// steps' executions as inserted too.
+/// steps' executions as inserted too. Nothing is written if a step names an
+/// unknown handler or step, or the steps form a cycle.
 pub(crate) async fn submit_inserting(
     store: &dyn Store,
     local: &(dyn Fn(&str) -> bool + Sync),
