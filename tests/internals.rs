@@ -4,15 +4,28 @@
 //! assertions: public only with the `testing` feature, they are no longer
 //! doctests.
 
+type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
-#[tokio::test(flavor = "current_thread")]
-async fn bulk_matching() -> Result<(), Box<dyn std::error::Error>> {
+/// A fresh SQLite database's directory and path.
+fn database() -> Fallible<(tempfile::TempDir, String)> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    Ok((dir, db))
+}
+
+/// A supervisor on a fresh SQLite database (not running).
+async fn fresh() -> Fallible<(tempfile::TempDir, jobvisor::Supervisor)> {
+    let (dir, db) = database()?;
     let sup = jobvisor::Supervisor::builder()
         .database(&db)
         .build()
         .await?;
+    Ok((dir, sup))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn bulk_matching() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
     use jobvisor::store::ExecFilter;
     for _ in 0..3 {
@@ -29,13 +42,8 @@ async fn bulk_matching() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn bulk_cancel() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn bulk_cancel() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
     use jobvisor::{model::now_micros, store::ExecFilter};
     sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null))
@@ -47,13 +55,8 @@ async fn bulk_cancel() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn bulk_retry() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn bulk_retry() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
     use jobvisor::{model::now_micros, store::ExecFilter, Status};
     let failed = ExecFilter {
@@ -66,9 +69,8 @@ async fn bulk_retry() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn engine_scheduler_pass() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+async fn engine_scheduler_pass() -> Fallible<()> {
+    let (_dir, db) = database()?;
     let store = jobvisor::store::open(&db).await?.store().clone();
     let mut planner = jobvisor::scheduler::Planner::new();
     let outcome = planner.pass(store.as_ref()).await?;
@@ -77,27 +79,11 @@ async fn engine_scheduler_pass() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn job_validate() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn job_validate() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
+    let local = builtin;
     use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    let hourly = || {
-        JobSpec::new(
-            "sync",
-            "noop",
-            ScheduleSpec::Interval {
-                every_ms: 3_600_000,
-                anchor: 0,
-            },
-        )
-    };
     let mut spec = hourly();
     jobvisor::job::validate(store, &local, &mut spec).await?;
     assert_eq!(
@@ -113,27 +99,11 @@ async fn job_validate() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn job_add() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn job_add() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
-    use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    let hourly = || {
-        JobSpec::new(
-            "sync",
-            "noop",
-            ScheduleSpec::Interval {
-                every_ms: 3_600_000,
-                anchor: 0,
-            },
-        )
-    };
+    let local = builtin;
+
     let first = jobvisor::job::add(store, &local, hourly()).await?;
     assert!(first.is_some());
     assert!(
@@ -144,27 +114,11 @@ async fn job_add() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn job_replace() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn job_replace() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
-    use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    let hourly = || {
-        JobSpec::new(
-            "sync",
-            "noop",
-            ScheduleSpec::Interval {
-                every_ms: 3_600_000,
-                anchor: 0,
-            },
-        )
-    };
+    let local = builtin;
+
     jobvisor::job::add(store, &local, hourly()).await?;
     let mut changed = hourly();
     changed.retries = 3;
@@ -174,27 +128,11 @@ async fn job_replace() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn job_pause() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn job_pause() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
-    use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    let hourly = || {
-        JobSpec::new(
-            "sync",
-            "noop",
-            ScheduleSpec::Interval {
-                every_ms: 3_600_000,
-                anchor: 0,
-            },
-        )
-    };
+    let local = builtin;
+
     jobvisor::job::add(store, &local, hourly()).await?;
     jobvisor::job::pause(store, "sync").await?;
     assert!(store.job("sync").await?.unwrap().spec.paused);
@@ -202,27 +140,11 @@ async fn job_pause() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn job_resume() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn job_resume() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
-    use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    let hourly = || {
-        JobSpec::new(
-            "sync",
-            "noop",
-            ScheduleSpec::Interval {
-                every_ms: 3_600_000,
-                anchor: 0,
-            },
-        )
-    };
+    let local = builtin;
+
     jobvisor::job::add(store, &local, hourly()).await?;
     jobvisor::job::pause(store, "sync").await?;
     jobvisor::job::resume(store, "sync").await?;
@@ -231,27 +153,11 @@ async fn job_resume() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn job_remove() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn job_remove() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
-    use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    let hourly = || {
-        JobSpec::new(
-            "sync",
-            "noop",
-            ScheduleSpec::Interval {
-                every_ms: 3_600_000,
-                anchor: 0,
-            },
-        )
-    };
+    let local = builtin;
+
     jobvisor::job::add(store, &local, hourly()).await?;
     jobvisor::job::remove(store, "sync").await?;
     assert!(store.job("sync").await?.is_none());
@@ -263,27 +169,11 @@ async fn job_remove() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn job_trigger() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn job_trigger() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
-    use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    let hourly = || {
-        JobSpec::new(
-            "sync",
-            "noop",
-            ScheduleSpec::Interval {
-                every_ms: 3_600_000,
-                anchor: 0,
-            },
-        )
-    };
+    let local = builtin;
+
     jobvisor::job::add(store, &local, hourly()).await?;
     let id = sup.trigger_job("sync").await?;
     assert_eq!(
@@ -294,71 +184,19 @@ async fn job_trigger() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn service_declare_check_handlers() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn service_declare_check_handlers() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
-    use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    let mut d = Declarations::default();
-    d.queues.push(QueueDecl {
-        name: "mail".into(),
-        limit: Some(4),
-        key_limit: None,
-        rate: None,
-        paused: None,
-    });
-    d.jobs.push(JobDecl {
-        spec: JobSpec::new(
-            "digest",
-            "noop",
-            ScheduleSpec::Cron {
-                expr: "0 7 * * *".into(),
-                tz: "UTC".into(),
-            },
-        ),
-        fixed_start: false,
-        line: 12,
-    });
+    let d = declarations();
     jobvisor::service::declare::check_handlers(&d, Some(store)).await?; // noop is built in
     Ok(())
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn service_declare_sync() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn service_declare_sync() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
-    use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
-    let mut d = Declarations::default();
-    d.queues.push(QueueDecl {
-        name: "mail".into(),
-        limit: Some(4),
-        key_limit: None,
-        rate: None,
-        paused: None,
-    });
-    d.jobs.push(JobDecl {
-        spec: JobSpec::new(
-            "digest",
-            "noop",
-            ScheduleSpec::Cron {
-                expr: "0 7 * * *".into(),
-                tz: "UTC".into(),
-            },
-        ),
-        fixed_start: false,
-        line: 12,
-    });
+    let d = declarations();
     let changes = jobvisor::service::declare::sync(store, &d).await?;
     assert_eq!(changes, 2);
     assert!(store.job("digest").await?.is_some());
@@ -366,18 +204,16 @@ async fn service_declare_sync() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn store_mod_migrate() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+async fn store_mod_migrate() -> Fallible<()> {
+    let (_dir, db) = database()?;
     let store = jobvisor::store::open(&db).await?.store().clone();
     store.migrate().await?; // `open` migrated already: a no-op
     Ok(())
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn store_mod_put_handler() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+async fn store_mod_put_handler() -> Fallible<()> {
+    let (_dir, db) = database()?;
     let store = jobvisor::store::open(&db).await?.store().clone();
     use jobvisor::model::{now_micros, HandlerKind, HandlerSpec, Mode, ProcessLimits};
     let spec = HandlerSpec {
@@ -395,22 +231,16 @@ async fn store_mod_put_handler() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn store_mod_remove_handler() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+async fn store_mod_remove_handler() -> Fallible<()> {
+    let (_dir, db) = database()?;
     let store = jobvisor::store::open(&db).await?.store().clone();
     assert!(!store.remove_handler("never-added").await?);
     Ok(())
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn store_mod_cancel_workflow() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn store_mod_cancel_workflow() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store();
     use jobvisor::model::now_micros;
     let spec = jobvisor::workflow::WorkflowSpec::parse(
@@ -426,13 +256,8 @@ async fn store_mod_cancel_workflow() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn store_mod_retry() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn store_mod_retry() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store();
     use jobvisor::{model::now_micros, store::RetryRequest, Status};
     let id = sup
@@ -447,13 +272,8 @@ async fn store_mod_retry() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn store_mod_request_cancel() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn store_mod_request_cancel() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store();
     use jobvisor::{model::now_micros, store::CancelRequest};
     let id = sup
@@ -465,9 +285,8 @@ async fn store_mod_request_cancel() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn store_mod_set_queue() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+async fn store_mod_set_queue() -> Fallible<()> {
+    let (_dir, db) = database()?;
     let store = jobvisor::store::open(&db).await?.store().clone();
     use jobvisor::store::QueueChange;
     let pause = QueueChange {
@@ -484,17 +303,11 @@ async fn store_mod_set_queue() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn submit_prepare() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn submit_prepare() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
     // What this process can run inproc: here, the built-ins.
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
+    let local = builtin;
     let e =
         jobvisor::submit::prepare(store, &local, jobvisor::RunSpec::new("echo", 1.into())).await?;
     assert_eq!(
@@ -508,16 +321,10 @@ async fn submit_prepare() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn submit_prepare_many() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn submit_prepare_many() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
+    let local = builtin;
     let specs = vec![
         jobvisor::RunSpec::new("echo", 1.into()),
         jobvisor::RunSpec::new("echo", 2.into()),
@@ -528,16 +335,10 @@ async fn submit_prepare_many() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn submit_enqueue() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn submit_enqueue() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let store = sup.store().store().as_ref();
-    let registry = jobvisor::Registry::with_builtins();
-    let local = |name: &str| registry.get(name).is_some();
+    let local = builtin;
     let e =
         jobvisor::submit::prepare(store, &local, jobvisor::RunSpec::new("echo", 1.into())).await?;
     let out = jobvisor::submit::enqueue(store, &[e]).await?;
@@ -546,13 +347,8 @@ async fn submit_enqueue() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn supervisor_mod_subscribe_started() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn supervisor_mod_subscribe_started() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn({
         let sup = sup.clone();
@@ -574,49 +370,29 @@ async fn supervisor_mod_subscribe_started() -> Result<(), Box<dyn std::error::Er
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn supervisor_mod_durations() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn supervisor_mod_durations() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     assert!(sup.durations().0.is_empty()); // nothing finished yet
     Ok(())
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn supervisor_mod_relay_queued() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn supervisor_mod_relay_queued() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     assert_eq!(sup.relay_queued(), 0);
     Ok(())
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn supervisor_mod_running_count() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn supervisor_mod_running_count() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     assert_eq!(sup.running_count(), 0);
     Ok(())
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn workflow_submit() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
-    let sup = jobvisor::Supervisor::builder()
-        .database(&db)
-        .build()
-        .await?;
+async fn workflow_submit() -> Fallible<()> {
+    let (_dir, sup) = fresh().await?;
     use jobvisor::workflow::*;
     let spec = WorkflowSpec::parse(
         r#"
@@ -634,4 +410,46 @@ async fn workflow_submit() -> Result<(), Box<dyn std::error::Error>> {
     let done = sup.workflow(&spec).await?;
     assert_eq!(done.steps.len(), 2);
     Ok(())
+}
+
+/// A queue and a daily job, as a service file declares them.
+fn declarations() -> jobvisor::service::declare::Declarations {
+    use jobvisor::service::declare::{Declarations, JobDecl, QueueDecl};
+    use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    let mut d = Declarations::default();
+    d.queues.push(QueueDecl {
+        name: "mail".into(),
+        limit: Some(4),
+        key_limit: None,
+        rate: None,
+        paused: None,
+    });
+    d.jobs.push(JobDecl {
+        spec: JobSpec::new(
+            "digest",
+            "noop",
+            ScheduleSpec::Cron {
+                expr: "0 7 * * *".into(),
+                tz: "UTC".into(),
+            },
+        ),
+        fixed_start: false,
+        line: 12,
+    });
+    d
+}
+
+/// Job `sync`: a no-op every hour.
+fn hourly() -> jobvisor::model::JobSpec {
+    use jobvisor::schedule::ScheduleSpec;
+    let every_hour = ScheduleSpec::Interval {
+        every_ms: 3_600_000,
+        anchor: 0,
+    };
+    jobvisor::model::JobSpec::new("sync", "noop", every_hour)
+}
+
+/// What this process runs itself: the built-ins.
+fn builtin(name: &str) -> bool {
+    jobvisor::Registry::with_builtins().get(name).is_some()
 }

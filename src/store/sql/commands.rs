@@ -35,11 +35,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
         execs: &[NewExecution],
         now: Micros,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        let mut tx = self.begin().await?;
-        let mut ends = EndTally::default();
-        let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
-        self.commit(tx, ends).await?;
-        Ok(out)
+        enqueue_all(self, None, execs, now).await
     }
 
     async fn enqueue_workflow(
@@ -48,18 +44,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
         execs: &[NewExecution],
         now: Micros,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        let mut tx = self.begin().await?;
-        Sql::<D>::new("INSERT INTO workflows (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(workflow.id)
-            .bind(workflow.name.as_str())
-            .bind(workflow.spec.to_string())
-            .bind(now)
-            .execute(&mut tx)
-            .await?;
-        let mut ends = EndTally::default();
-        let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
-        self.commit(tx, ends).await?;
-        Ok(out)
+        enqueue_all(self, Some(workflow), execs, now).await
     }
 
     async fn cancel_workflow(
@@ -376,4 +361,28 @@ pub(super) fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> S
                 .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
         )
         .bind(spec.concurrency_key.as_deref())
+}
+
+/// Inserts `execs` (and first `workflow`, whose steps they are) in one
+/// transaction.
+async fn enqueue_all<D: Dialect>(
+    store: &SqlStore<D>,
+    workflow: Option<&NewWorkflow>,
+    execs: &[NewExecution],
+    now: Micros,
+) -> Result<Vec<Enqueued>, StoreError> {
+    let mut tx = store.begin().await?;
+    if let Some(w) = workflow {
+        Sql::<D>::new("INSERT INTO workflows (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(w.id)
+            .bind(w.name.as_str())
+            .bind(w.spec.to_string())
+            .bind(now)
+            .execute(&mut tx)
+            .await?;
+    }
+    let mut ends = EndTally::default();
+    let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
+    store.commit(tx, ends).await?;
+    Ok(out)
 }
