@@ -30,6 +30,7 @@ mod flow;
 mod idle;
 mod isolation;
 mod list;
+mod peers;
 mod relay;
 mod rescue;
 mod spawn;
@@ -88,6 +89,11 @@ pub enum Scenario {
     /// clients list large payloads and follow a log of 1 MiB lines without
     /// reading, CPU with 500 idle event streams.
     Abuse,
+    /// jobvisor against graphile-worker on the same PostgreSQL (given with
+    /// --database): `--count` no-ops enqueued in bulk, then drained, in
+    /// turns (`--repeat` rounds, at least 2). Needs node and npm, and
+    /// installs graphile-worker into a temporary directory.
+    Peers,
 }
 
 /// A way of running executions that `bench` measures.
@@ -449,6 +455,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Wakeup => return wakeup::bench_wakeup(database, &a).await,
         Scenario::Idle => return idle::bench_idle(database, &a).await,
         Scenario::Abuse => return abuse::bench_abuse(database, &a).await,
+        Scenario::Peers => return peers::bench_peers(database, &a).await,
         Scenario::Isolation | Scenario::Modes | Scenario::Comparison => {}
     }
     if a.scenario == Scenario::Isolation {
