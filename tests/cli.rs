@@ -1268,6 +1268,68 @@ fn the_abuse_bench_measures_a_real_serve_under_each_load() {
     assert!((0.0..25.0).contains(&cpu), "{r}");
 }
 
+/// `bench --scenario peers` needs PostgreSQL (graphile-worker runs on
+/// nothing else): without `--database postgres://...` it says so in one
+/// line and exits 0, running nothing.
+#[test]
+fn the_peers_bench_without_postgresql_says_why_it_runs_nothing() {
+    let out = Command::new(jobvisor_bin())
+        .args(["bench", "--scenario", "peers"])
+        .env_remove("JOBVISOR_DATABASE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.trim(),
+        "peers: skipped: needs --database postgres://... (graphile-worker runs on PostgreSQL only)"
+    );
+}
+
+/// `bench --scenario peers` on PostgreSQL installs graphile-worker with
+/// npm, drains the same no-ops with each in turns, and reports every drain
+/// and the ratio (loose bounds: a debug build, a shared machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peers_bench_drains_the_same_work_with_jobvisor_and_graphile_worker_in_turns() {
+    let Some(url) = pg_database().await else {
+        return;
+    };
+    let on_path = |tool: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join(tool).is_file())
+    };
+    assert!(
+        on_path("node") && on_path("npm"),
+        "node and npm are needed for the peers bench (apt-get install nodejs npm)"
+    );
+    let r = tokio::task::spawn_blocking(move || {
+        bench_json(&["--scenario", "peers", "--count", "2000", "--database", &url])
+    })
+    .await
+    .unwrap();
+    assert_eq!(r["jobs"], 2000, "{r}");
+    let drains = r["drains"].as_array().unwrap();
+    let systems: Vec<&str> = drains
+        .iter()
+        .map(|d| d["system"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        systems,
+        ["graphile-worker", "jobvisor", "graphile-worker", "jobvisor"],
+        "{r}"
+    );
+    for d in drains {
+        let ms = d["drain_ms"].as_f64().unwrap();
+        assert!(ms > 0.0 && ms < 120_000.0, "{d}");
+        let per_s = d["per_s"].as_f64().unwrap();
+        assert!((per_s - 2000.0 / (ms / 1000.0)).abs() < 1.0, "{d}");
+    }
+    let ratio = r["ratio"].as_f64().unwrap();
+    let expected = r["jobvisor_per_s"].as_f64().unwrap() / r["graphile_per_s"].as_f64().unwrap();
+    assert!(ratio > 0.0 && (ratio - expected).abs() < 1e-9, "{r}");
+}
+
 /// `bench --scenario idle` measures a real idle `serve` from outside: its
 /// CPU, wake-ups and memory, the parts adding up.
 #[test]

@@ -92,7 +92,8 @@ pub enum Scenario {
     /// jobvisor against graphile-worker on the same PostgreSQL (given with
     /// --database): `--count` no-ops enqueued in bulk, then drained, in
     /// turns (`--repeat` rounds, at least 2). Needs node and npm, and
-    /// installs graphile-worker into a temporary directory.
+    /// installs graphile-worker into a temporary directory. Give it a
+    /// database of its own.
     Peers,
 }
 
