@@ -53,7 +53,6 @@ pub enum Actor {
 }
 
 struct Shared {
-    store: Arc<dyn Store>,
     db: Database,
     node: NodeInfo,
     exec: Arc<Executor>,
@@ -263,7 +262,6 @@ impl Supervisor {
         Ok(Supervisor {
             shared: Arc::new(Shared {
                 client,
-                store,
                 db,
                 node,
                 exec,
@@ -411,7 +409,7 @@ impl Supervisor {
         else {
             return Err(Error::Invalid("this supervisor has already run".into()));
         };
-        let notices = match self.shared.store.listen().await {
+        let notices = match self.shared.db.store().listen().await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "cannot LISTEN; polling only");
@@ -526,7 +524,8 @@ impl Supervisor {
         }
         let stopped = self
             .shared
-            .store
+            .db
+            .store()
             .stop_node(&self.shared.node.id, now_micros());
         match tokio::time::timeout(FINAL_PATIENCE, stopped).await {
             Ok(Ok(())) => {}
