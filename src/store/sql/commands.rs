@@ -207,23 +207,20 @@ impl<D: Dialect> Commands for SqlStore<D> {
         next_run_at: Option<Micros>,
         now: Micros,
     ) -> Result<bool, StoreError> {
-        let q = job_columns(
-            Sql::new(
-                "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
+        // A job may bring a per-job cap: claims look at once.
+        write_job(
+            self,
+            "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
              queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
              start_at, end_at, paused, chain, concurrency_key, next_run_at, created_at, \
              updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
                      $18, $19, $20, $21, $22, $22) ON CONFLICT DO NOTHING",
-            ),
             spec,
+            next_run_at,
+            now,
         )
-        .bind(next_run_at)
-        .bind(now);
-        let inserted = self.write(q).await? == 1;
-        // A job may bring a per-job cap: claims look at once.
-        self.jobs_changed().await?;
-        Ok(inserted)
+        .await
     }
 
     async fn replace_job(
@@ -234,22 +231,19 @@ impl<D: Dialect> Commands for SqlStore<D> {
     ) -> Result<bool, StoreError> {
         // The scheduler's passes are fenced on next_run_at: one that read
         // the old definition and would write after this no longer applies.
-        let q = job_columns(
-            Sql::new(
-                "UPDATE jobs SET handler = $2, mode = $3, payload = $4, kind = $5, schedule = $6, \
+        write_job(
+            self,
+            "UPDATE jobs SET handler = $2, mode = $3, payload = $4, kind = $5, schedule = $6, \
              priority = $7, queue = $8, retries = $9, backoff_ms = $10, timeout_ms = $11, \
              overlap = $12, misfire = $13, max_parallel = $14, max_runs = $15, start_at = $16, \
              end_at = $17, paused = $18, chain = $19, concurrency_key = $20, \
              next_run_at = $21, updated_at = $22, completed_at = NULL, daemon_streak = 0 \
              WHERE name = $1",
-            ),
             spec,
+            next_run_at,
+            now,
         )
-        .bind(next_run_at)
-        .bind(now);
-        let changed = self.write(q).await? == 1;
-        self.jobs_changed().await?;
-        Ok(changed)
+        .await
     }
 
     async fn remove_job(&self, name: &str) -> Result<bool, StoreError> {
@@ -333,6 +327,24 @@ impl<D: Dialect> Commands for SqlStore<D> {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Writes job `spec` with `statement` (its columns bound as
+/// [`job_columns`] does, then its next run as `$21` and `now` as `$22`),
+/// and tells the claims that jobs changed; whether a row was written.
+async fn write_job<D: Dialect>(
+    store: &SqlStore<D>,
+    statement: &'static str,
+    spec: &JobSpec,
+    next_run_at: Option<Micros>,
+    now: Micros,
+) -> Result<bool, StoreError> {
+    let q = job_columns(Sql::new(statement), spec)
+        .bind(next_run_at)
+        .bind(now);
+    let written = store.write(q).await? == 1;
+    store.jobs_changed().await?;
+    Ok(written)
 }
 
 /// Binds a job's definition as `$1` (name) to `$20` (concurrency key), in
