@@ -22,6 +22,27 @@ pub(super) struct Serve {
     status: Option<std::process::ExitStatus>,
 }
 
+/// `exe serve` on `db` with the (empty) config file `config`, loopback port
+/// 0, and `extra` flags. The database's URL, which may hold a password,
+/// goes in the environment (`JOBVISOR_DATABASE`), never on the command
+/// line, which any local user can read.
+fn command(exe: &Path, worker: &Path, db: &str, config: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("JOBVISOR_DATABASE", db)
+        .env("JOBVISOR_WORKER", worker)
+        .env("RUST_BACKTRACE", "0")
+        // Plain log lines, read for the HTTP address.
+        .env("NO_COLOR", "1")
+        // For the isolation matrix, which runs `misbehave` in-process too.
+        .env(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV, "1");
+    cmd
+}
+
 impl Serve {
     /// Starts `exe serve` on `db` with the (empty) config file `config`,
     /// loopback port 0, and `extra` flags.
@@ -32,20 +53,7 @@ impl Serve {
         config: &Path,
         extra: &[&str],
     ) -> Result<Self, CliError> {
-        let mut child = Command::new(exe)
-            .arg("--database")
-            .arg(db)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("JOBVISOR_WORKER", worker)
-            .env("RUST_BACKTRACE", "0")
-            // Plain log lines, read for the HTTP address.
-            .env("NO_COLOR", "1")
-            // For the isolation matrix, which runs `misbehave` in-process too.
-            .env(jobvisor_worker::builtins::MISBEHAVE_INPROC_ENV, "1")
+        let mut child = command(exe, worker, db, config, extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -242,5 +250,31 @@ pub(super) async fn wait_ended(
             return Ok(None);
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_password_never_reaches_serves_command_line() {
+        let url = "postgres://bench:s3cret@db.internal/jobs";
+        let cmd = command(
+            Path::new("jobvisor"),
+            Path::new("jobvisor-worker"),
+            url,
+            Path::new("empty.toml"),
+            &["--concurrency", "512"],
+        );
+        let args: Vec<String> = cmd
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(args.iter().all(|a| !a.contains("s3cret")), "{args:?}");
+        assert_eq!(args[0], "serve");
+        let env: Vec<_> = cmd.as_std().get_envs().collect();
+        assert!(env.contains(&("JOBVISOR_DATABASE".as_ref(), Some(url.as_ref()))));
     }
 }

@@ -149,12 +149,7 @@ async fn install(dir: &Path) -> Result<(), CliError> {
 
 /// Runs the graphile-worker runner's `mode` in `dir`; its stdout.
 async fn node(dir: &Path, mode: &str, url: &str, count: usize) -> Result<String, CliError> {
-    let out = tokio::process::Command::new("node")
-        .current_dir(dir)
-        .arg("runner.cjs")
-        .args([mode, url, &count.to_string()])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
+    let out = runner_command(dir, mode, url, count)
         .output()
         .await
         .map_err(|e| crate::failure::input(format!("cannot run node: {e}")))?;
@@ -165,6 +160,20 @@ async fn node(dir: &Path, mode: &str, url: &str, count: usize) -> Result<String,
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `node runner.cjs MODE COUNT` in `dir`. The database's URL, which may
+/// hold a password, goes in the environment (`DATABASE_URL`), never on the
+/// command line, which any local user can read.
+fn runner_command(dir: &Path, mode: &str, url: &str, count: usize) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.current_dir(dir)
+        .arg("runner.cjs")
+        .args([mode, &count.to_string()])
+        .env("DATABASE_URL", url)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
 }
 
 fn last_line(bytes: &[u8]) -> String {
@@ -284,4 +293,19 @@ fn report(r: &PeersBench, json: bool) {
         "median: jobvisor (serve --concurrency {}) {:.0}/s, {GRAPHILE} (24 at once, local queue 500) {:.0}/s: {:.2}x",
         r.concurrency, r.jobvisor_per_s, r.graphile_per_s, r.ratio
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_password_never_reaches_the_runners_command_line() {
+        let url = "postgres://bench:s3cret@db.internal/peers";
+        let cmd = runner_command(Path::new("/tmp"), "drain", url, 20_000);
+        let args: Vec<_> = cmd.as_std().get_args().collect();
+        assert_eq!(args, ["runner.cjs", "drain", "20000"]);
+        let env: Vec<_> = cmd.as_std().get_envs().collect();
+        assert!(env.contains(&("DATABASE_URL".as_ref(), Some(url.as_ref()))));
+    }
 }

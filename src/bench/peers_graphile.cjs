@@ -2,11 +2,14 @@
 // from the temporary directory graphile-worker was installed into (the
 // bench writes it there as runner.cjs).
 //
-//   node runner.cjs enqueue URL COUNT   installs the schema, adds COUNT
-//                                       no-op jobs in one statement
-//   node runner.cjs drain URL COUNT     runs them with graphile-worker's
-//                                       documented fast settings; prints
-//                                       {"drain_ms": ..., "jobs": ...}
+//   node runner.cjs enqueue COUNT   installs the schema, adds COUNT no-op
+//                                   jobs in one statement
+//   node runner.cjs drain COUNT     runs them with graphile-worker's
+//                                   documented fast settings; prints
+//                                   {"drain_ms": ..., "jobs": ...}
+//
+// The database is $DATABASE_URL (in the environment: it may hold a
+// password, and a command line is readable by every local user).
 //
 // The drain is timed from the first job's start to the moment the jobs
 // table is empty (graphile-worker deletes a job when it ends).
@@ -14,7 +17,8 @@
 const { run, makeWorkerUtils } = require("graphile-worker");
 const { Pool } = require("pg");
 
-const [mode, connectionString, countText] = process.argv.slice(2);
+const [mode, countText] = process.argv.slice(2);
+const connectionString = process.env.DATABASE_URL;
 const count = parseInt(countText, 10);
 const CONCURRENCY = 24;
 
