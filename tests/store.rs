@@ -187,6 +187,25 @@ fn paused(p: bool) -> QueueChange {
 }
 
 async fn claims_take_the_best_first_and_never_the_same_row_twice(store: Arc<dyn Store>) {
+    // A claim of one takes one, whatever plan the database picks: with the
+    // pick in an IN (subquery), PostgreSQL ran it again for each row it
+    // updated, each run skipping the rows the last had locked, and a claim
+    // of one took both of these.
+    let (best, other) = (
+        exec("noop", 8, DEFAULT_QUEUE),
+        exec("noop", 7, DEFAULT_QUEUE),
+    );
+    store
+        .enqueue(&[best.clone(), other.clone()], now_micros())
+        .await
+        .unwrap();
+    let one = store.claim("n1", 1, now_micros()).await.unwrap().executions;
+    assert_eq!(one.iter().map(|c| c.id).collect::<Vec<_>>(), [best.id]);
+    assert_eq!(status(&store, best.id).await.status, Status::Running);
+    assert_eq!(status(&store, other.id).await.status, Status::Pending);
+    let one = store.claim("n1", 1, now_micros()).await.unwrap().executions;
+    assert_eq!(one.iter().map(|c| c.id).collect::<Vec<_>>(), [other.id]);
+
     let mut execs: Vec<_> = (0..10)
         .map(|i| exec("noop", i % 3, DEFAULT_QUEUE))
         .collect();
@@ -600,6 +619,31 @@ async fn job_advances_apply_once_however_many_passes_try(store: Arc<dyn Store>) 
     );
     assert!(store.remove_job("tick").await.unwrap());
     assert!(store.job("tick").await.unwrap().is_none());
+
+    // Its run ends; the job is added again and counts its runs anew. The
+    // occurrence that ended is in the history (PostgreSQL's other
+    // partition, where the insert's own conflict does not look): it is
+    // passed over, not run twice.
+    run_to_end(&store, execs[0].id, Outcome::Succeeded).await;
+    assert!(store
+        .insert_job(&spec, Some(due), now_micros())
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .advance_jobs(&[step(due)], now_micros())
+            .await
+            .unwrap(),
+        0,
+        "an occurrence already run"
+    );
+    let job = store.job("tick").await.unwrap().unwrap();
+    assert_eq!(job.runs, 0);
+    // The pass moved the job on all the same: its next occurrence runs.
+    let mut later = step(due + 1_000_000);
+    later.expected_next = Some(due + 1_000_000);
+    later.next = Some(due + 2_000_000);
+    assert_eq!(store.advance_jobs(&[later], now_micros()).await.unwrap(), 1);
 }
 
 async fn handlers_nodes_queues_and_stats_round_trip(store: Arc<dyn Store>) {
@@ -795,6 +839,70 @@ async fn postgres_notices_say_what_changed() {
         .unwrap();
     let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await;
     assert!(matches!(got, Ok(Some(Notice::Work))), "{got:?}");
+}
+
+/// PostgreSQL keeps what has yet to end and the history in two partitions
+/// of `executions`, and an end moves its row from one to the other. A
+/// cancel that waited on that row's lock meanwhile is failed by the server
+/// (a serialization failure): it runs again and finds the execution ended,
+/// rather than reporting an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_cancel_that_waited_on_an_end_finds_it_ended() {
+    use sqlx::Connection;
+    let Some(url) = common::pg_database().await else {
+        return;
+    };
+    let store = jobvisor::store::open(&url).await.unwrap().store().clone();
+    let e = exec("noop", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(std::slice::from_ref(&e), now_micros())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim("n1", 1, now_micros())
+            .await
+            .unwrap()
+            .executions
+            .len(),
+        1
+    );
+    // Another session ends it, and holds its transaction open.
+    let mut ender = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut ender).await.unwrap();
+    sqlx::query("UPDATE executions SET status = 'succeeded', finished_at = 1 WHERE id = $1")
+        .bind(e.id)
+        .execute(&mut ender)
+        .await
+        .unwrap();
+    let cancel = tokio::spawn({
+        let store = store.clone();
+        async move { store.request_cancel(e.id, "stop", now_micros()).await }
+    });
+    // The cancel waits on the row's lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut ender)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancel never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sqlx::query("COMMIT").execute(&mut ender).await.unwrap();
+    assert_eq!(
+        cancel.await.unwrap().unwrap(),
+        CancelRequest::AlreadyFinished(Status::Succeeded)
+    );
 }
 
 /// A PostgreSQL session that hears events says so (a shared advisory lock

@@ -84,6 +84,17 @@ pub enum StoreError {
     Unsupported(String),
 }
 
+impl StoreError {
+    /// Whether the database failed a transaction for a concurrent change
+    /// that running it again may see (SQLSTATE 40001).
+    pub(crate) fn is_serialization_failure(&self) -> bool {
+        match self {
+            StoreError::Query(sqlx::Error::Database(e)) => e.code().as_deref() == Some("40001"),
+            _ => false,
+        }
+    }
+}
+
 /// What another node tells this one (PostgreSQL LISTEN/NOTIFY): the
 /// actors' machinery.
 #[doc(hidden)]

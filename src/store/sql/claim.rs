@@ -176,13 +176,17 @@ pub(super) fn claim_limited<D: Dialect>(k: Kinds) -> String {
          FROM {from} LEFT JOIN queues q ON q.name = r.queue \
          LEFT JOIN busy_q bq ON bq.queue = r.queue{rate_join}{within})"
     ));
-    format!(
-        "UPDATE executions SET status = 'running', started_at = {}, node = $2 WHERE id IN ( \
-         WITH {} SELECT id FROM passing \
+    with.push(
+        "picked AS MATERIALIZED (SELECT id FROM passing \
          WHERE (qfree IS NULL OR qn <= qfree) AND (rfree IS NULL OR qn <= rfree) \
-         ORDER BY priority DESC, run_at, id LIMIT $3){}, queue",
-        D::START_STAMP,
+         ORDER BY priority DESC, run_at, id LIMIT $3)"
+            .into(),
+    );
+    format!(
+        "WITH {} UPDATE executions SET status = 'running', started_at = {}, node = $2 \
+         WHERE status = 'pending' AND id IN (SELECT id FROM picked){}, queue",
         with.join(", "),
+        D::START_STAMP,
         claim_returning::<D>()
     )
 }
@@ -203,18 +207,26 @@ pub(super) const PRUNE_STARTS: &str = "DELETE FROM queue_starts WHERE at <= $1 -
 /// The claim when no limits exist: the best due rows, in index order. It
 /// takes nothing while any limit exists (two cheap lookups, evaluated once
 /// per statement: jobs_capped is a partial index of what they look for).
+///
+/// The rows are picked in a materialized CTE, which runs once. Picked in
+/// an `IN (subquery)` instead, the planner may run the subquery again for
+/// each row it updates (a nested loop on a partitioned table does), and
+/// each run skips the rows the last one locked and takes the next: a
+/// claim of 1 took 2.
 pub(super) fn claim_simple<D: Dialect>() -> String {
     format!(
-        "UPDATE executions SET status = 'running', started_at = {}, node = $2 \
-         WHERE id IN (SELECT id FROM executions WHERE status = 'pending' AND run_at <= $1 \
-                        AND NOT EXISTS (SELECT 1 FROM queues WHERE {}) \
-                        AND NOT EXISTS (SELECT 1 FROM jobs WHERE {}) \
-                      ORDER BY priority DESC, run_at, id LIMIT {}($3, $4){}){}",
-        D::START_STAMP,
+        "WITH picked AS MATERIALIZED (SELECT id FROM executions \
+           WHERE status = 'pending' AND run_at <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM queues WHERE {}) \
+             AND NOT EXISTS (SELECT 1 FROM jobs WHERE {}) \
+           ORDER BY priority DESC, run_at, id LIMIT {}($3, $4){}) \
+         UPDATE executions SET status = 'running', started_at = {}, node = $2 \
+         WHERE status = 'pending' AND id IN (SELECT id FROM picked){}",
         queue_limited!(),
         job_capped!(),
         D::LEAST,
         D::SKIP_LOCKED,
+        D::START_STAMP,
         claim_returning::<D>()
     )
 }

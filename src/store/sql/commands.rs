@@ -35,7 +35,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
         execs: &[NewExecution],
         now: Micros,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        enqueue_all(self, None, execs, now).await
+        retry_moved(|| enqueue_all(self, None, execs, now)).await
     }
 
     async fn enqueue_workflow(
@@ -44,7 +44,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
         execs: &[NewExecution],
         now: Micros,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        enqueue_all(self, Some(workflow), execs, now).await
+        retry_moved(|| enqueue_all(self, Some(workflow), execs, now)).await
     }
 
     async fn cancel_workflow(
@@ -53,29 +53,32 @@ impl<D: Dialect> Commands for SqlStore<D> {
         reason: &str,
         now: Micros,
     ) -> Result<Option<WorkflowCancel>, StoreError> {
-        let mut tx = self.begin().await?;
-        let found = Sql::<D>::new(
-            "UPDATE workflows SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut tx)
-        .await?;
-        if found == 0 {
-            return Ok(None);
-        }
-        let mut ids = Vec::new();
-        let q = Sql::<D>::new(
-            "SELECT id FROM executions WHERE workflow_id = $1 \
-             AND status IN ('pending', 'waiting', 'running') ORDER BY id",
-        );
-        for row in q.bind(id).fetch_all(&mut tx).await? {
-            ids.push(D::get::<Uuid>(&row, 0)?);
-        }
-        let mut ends = EndTally::default();
-        let done = cancel_ids::<D>(&mut tx, &mut ends, &ids, reason, now).await?;
-        self.commit(tx, ends).await?;
-        Ok(Some(done))
+        retry_moved(|| async move {
+            let mut tx = self.begin().await?;
+            let found = Sql::<D>::new(
+                "UPDATE workflows SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut tx)
+            .await?;
+            if found == 0 {
+                return Ok(None);
+            }
+            let mut ids = Vec::new();
+            let q = Sql::<D>::new(
+                "SELECT id FROM executions WHERE workflow_id = $1 \
+                 AND status IN ('pending', 'waiting', 'running') ORDER BY id",
+            );
+            for row in q.bind(id).fetch_all(&mut tx).await? {
+                ids.push(D::get::<Uuid>(&row, 0)?);
+            }
+            let mut ends = EndTally::default();
+            let done = cancel_ids::<D>(&mut tx, &mut ends, &ids, reason, now).await?;
+            self.commit(tx, ends).await?;
+            Ok(Some(done))
+        })
+        .await
     }
 
     async fn cancel_many(
@@ -84,75 +87,81 @@ impl<D: Dialect> Commands for SqlStore<D> {
         reason: &str,
         now: Micros,
     ) -> Result<WorkflowCancel, StoreError> {
-        let mut tx = self.begin().await?;
-        let mut ends = EndTally::default();
-        let done = cancel_ids::<D>(&mut tx, &mut ends, ids, reason, now).await?;
-        self.commit(tx, ends).await?;
-        Ok(done)
+        retry_moved(|| async move {
+            let mut tx = self.begin().await?;
+            let mut ends = EndTally::default();
+            let done = cancel_ids::<D>(&mut tx, &mut ends, ids, reason, now).await?;
+            self.commit(tx, ends).await?;
+            Ok(done)
+        })
+        .await
     }
 
     async fn retry(&self, id: Uuid, now: Micros) -> Result<RetryRequest, StoreError> {
-        let mut tx = self.begin().await?;
-        let q = Sql::<D>::new(format!(
-            "SELECT status, next_id, attempt, max_attempts, unique_key, after_policy \
-             FROM executions WHERE id = $1{}",
-            D::FOR_UPDATE
-        ));
-        let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
-            return Ok(RetryRequest::NotFound);
-        };
-        let row = Fields::<D>::new(&row, "executions");
-        let status: Status = row.parse("status")?;
-        if let Some(next) = row.get::<Option<Uuid>>("next_id")? {
-            return Ok(RetryRequest::AlreadyRetried(next));
-        }
-        match status {
-            Status::Failed | Status::Cancelled => {}
-            Status::Succeeded => return Ok(RetryRequest::Succeeded),
-            other => return Ok(RetryRequest::NotEnded(other)),
-        }
-        let attempt = row.int("attempt")? as u32 + 1;
-        let next = crate::model::Retry {
-            attempt,
-            max_attempts: (row.int("max_attempts")? as u32).max(attempt),
-            run_at: now,
-            snooze: false,
-        };
-        let new_id = Uuid::now_v7();
-        if let Some(key) = row.get::<Option<String>>("unique_key")? {
-            match take_key::<D>(&mut tx, &key, new_id, now).await? {
-                None => {}
-                // Held (--unique-for) since this very attempt ended: the
-                // retry takes it over.
-                Some(holder) if holder == id => {
-                    Sql::<D>::new(
-                        "UPDATE unique_keys SET execution_id = $2, held_until = NULL \
-                         WHERE key = $1 AND execution_id = $3",
-                    )
-                    .bind(key.as_str())
-                    .bind(new_id)
-                    .bind(id)
-                    .execute(&mut tx)
-                    .await?;
-                }
-                Some(holder) => return Ok(RetryRequest::KeyHeld(holder)),
+        retry_moved(|| async move {
+            let mut tx = self.begin().await?;
+            let q = Sql::<D>::new(format!(
+                "SELECT status, next_id, attempt, max_attempts, unique_key, after_policy \
+                 FROM executions WHERE id = $1{}",
+                D::FOR_UPDATE
+            ));
+            let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
+                return Ok(RetryRequest::NotFound);
+            };
+            let row = Fields::<D>::new(&row, "executions");
+            let status: Status = row.parse("status")?;
+            if let Some(next) = row.get::<Option<Uuid>>("next_id")? {
+                return Ok(RetryRequest::AlreadyRetried(next));
             }
-        }
-        schedule_retry::<D>(&mut tx, id, next, now, new_id).await?;
-        if row.get::<Option<String>>("after_policy")?.is_some() {
-            // It reads its parents' outputs again.
-            Sql::<D>::new(
-                "INSERT INTO dependencies (child_id, parent_id) \
-                 SELECT $2, parent_id FROM dependencies WHERE child_id = $1",
-            )
-            .bind(id)
-            .bind(new_id)
-            .execute(&mut tx)
-            .await?;
-        }
-        D::notify(&mut tx, "work").await?;
-        tx.commit().await?;
-        Ok(RetryRequest::Retried(new_id))
+            match status {
+                Status::Failed | Status::Cancelled => {}
+                Status::Succeeded => return Ok(RetryRequest::Succeeded),
+                other => return Ok(RetryRequest::NotEnded(other)),
+            }
+            let attempt = row.int("attempt")? as u32 + 1;
+            let next = crate::model::Retry {
+                attempt,
+                max_attempts: (row.int("max_attempts")? as u32).max(attempt),
+                run_at: now,
+                snooze: false,
+            };
+            let new_id = Uuid::now_v7();
+            if let Some(key) = row.get::<Option<String>>("unique_key")? {
+                match take_key::<D>(&mut tx, &key, new_id, now).await? {
+                    None => {}
+                    // Held (--unique-for) since this very attempt ended: the
+                    // retry takes it over.
+                    Some(holder) if holder == id => {
+                        Sql::<D>::new(
+                            "UPDATE unique_keys SET execution_id = $2, held_until = NULL \
+                             WHERE key = $1 AND execution_id = $3",
+                        )
+                        .bind(key.as_str())
+                        .bind(new_id)
+                        .bind(id)
+                        .execute(&mut tx)
+                        .await?;
+                    }
+                    Some(holder) => return Ok(RetryRequest::KeyHeld(holder)),
+                }
+            }
+            schedule_retry::<D>(&mut tx, id, next, now, new_id).await?;
+            if row.get::<Option<String>>("after_policy")?.is_some() {
+                // It reads its parents' outputs again.
+                Sql::<D>::new(
+                    "INSERT INTO dependencies (child_id, parent_id) \
+                     SELECT $2, parent_id FROM dependencies WHERE child_id = $1",
+                )
+                .bind(id)
+                .bind(new_id)
+                .execute(&mut tx)
+                .await?;
+            }
+            D::notify(&mut tx, "work").await?;
+            tx.commit().await?;
+            Ok(RetryRequest::Retried(new_id))
+        })
+        .await
     }
 
     async fn request_cancel(
@@ -161,44 +170,47 @@ impl<D: Dialect> Commands for SqlStore<D> {
         reason: &str,
         now: Micros,
     ) -> Result<CancelRequest, StoreError> {
-        let mut tx = self.begin().await?;
-        let q = Sql::<D>::new(format!(
-            "SELECT status FROM executions WHERE id = $1{}",
-            D::FOR_UPDATE
-        ));
-        let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
-            return Ok(CancelRequest::NotFound);
-        };
-        let mut ends = EndTally::default();
-        let outcome = match Fields::<D>::new(&row, "executions").parse("status")? {
-            Status::Pending | Status::Waiting => {
-                let item = [(id, "cancelled before it started".to_string())];
-                let ended =
-                    cancel_unstarted::<D>(&mut tx, &mut ends, &item, Some(reason), now).await?;
-                let ended = ended
-                    .into_iter()
-                    .map(|id| (id, Status::Cancelled))
-                    .collect();
-                settle::<D>(&mut tx, &mut ends, ended, now).await?;
-                CancelRequest::CancelledPending
-            }
-            Status::Running => {
-                Sql::<D>::new(
-                    "UPDATE executions SET cancel_requested_at = COALESCE(cancel_requested_at, $2), \
-                     cancel_reason = COALESCE(cancel_reason, $3) WHERE id = $1",
-                )
-                .bind(id)
-                .bind(now)
-                .bind(reason)
-                .execute(&mut tx)
-                .await?;
-                D::notify(&mut tx, "cancel").await?;
-                CancelRequest::Requested
-            }
-            done => CancelRequest::AlreadyFinished(done),
-        };
-        self.commit(tx, ends).await?;
-        Ok(outcome)
+        retry_moved(|| async move {
+            let mut tx = self.begin().await?;
+            let q = Sql::<D>::new(format!(
+                "SELECT status FROM executions WHERE id = $1{}",
+                D::FOR_UPDATE
+            ));
+            let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
+                return Ok(CancelRequest::NotFound);
+            };
+            let mut ends = EndTally::default();
+            let outcome = match Fields::<D>::new(&row, "executions").parse("status")? {
+                Status::Pending | Status::Waiting => {
+                    let item = [(id, "cancelled before it started".to_string())];
+                    let ended =
+                        cancel_unstarted::<D>(&mut tx, &mut ends, &item, Some(reason), now).await?;
+                    let ended = ended
+                        .into_iter()
+                        .map(|id| (id, Status::Cancelled))
+                        .collect();
+                    settle::<D>(&mut tx, &mut ends, ended, now).await?;
+                    CancelRequest::CancelledPending
+                }
+                Status::Running => {
+                    Sql::<D>::new(
+                        "UPDATE executions SET cancel_requested_at = COALESCE(cancel_requested_at, $2), \
+                         cancel_reason = COALESCE(cancel_reason, $3) WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .bind(reason)
+                    .execute(&mut tx)
+                    .await?;
+                    D::notify(&mut tx, "cancel").await?;
+                    CancelRequest::Requested
+                }
+                done => CancelRequest::AlreadyFinished(done),
+            };
+            self.commit(tx, ends).await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn insert_job(

@@ -69,7 +69,7 @@ impl<D: Dialect> Engine for SqlStore<D> {
     }
 
     async fn claim(&self, node: &str, limit: usize, now: Micros) -> Result<Claims, StoreError> {
-        super::claim::claim(self, node, limit, now).await
+        retry_moved(|| super::claim::claim(self, node, limit, now)).await
     }
 
     async fn has_due(&self, now: Micros) -> Result<bool, StoreError> {
@@ -90,7 +90,7 @@ impl<D: Dialect> Engine for SqlStore<D> {
     }
 
     async fn apply(&self, batch: &Batch) -> Result<Vec<Finished>, StoreError> {
-        apply(self, batch).await
+        retry_moved(|| apply(self, batch)).await
     }
 
     async fn cancel_requests(&self, node: &str) -> Result<Vec<(Uuid, String)>, StoreError> {

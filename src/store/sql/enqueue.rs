@@ -96,6 +96,16 @@ pub(super) async fn insert_executions<D: Dialect>(
 ) -> Result<HashSet<Uuid>, StoreError> {
     let mut inserted = HashSet::with_capacity(execs.len());
     for chunk in execs.chunks(rows_per_statement(EXECUTION_BINDS)) {
+        let fresh;
+        let chunk = if chunk.iter().any(|e| e.occurrence.is_some()) {
+            fresh = new_occurrences::<D>(conn, chunk).await?;
+            &fresh[..]
+        } else {
+            chunk
+        };
+        if chunk.is_empty() {
+            continue;
+        }
         // Counted rather than returned: rows coming back cost a hand-off
         // each (SQLite's connection thread). Only when some were passed
         // over (a conflict) are the inserted ones read back.
@@ -113,6 +123,39 @@ pub(super) async fn insert_executions<D: Dialect>(
         }
     }
     Ok(inserted)
+}
+
+/// `execs` less the occurrences of jobs that are already in the table.
+/// On PostgreSQL the unique (job, occurrence) is per partition, so the
+/// insert's conflict finds only one that has yet to end; one that ended is
+/// looked for here (a job removed and added again counts its runs anew).
+async fn new_occurrences<'a, D: Dialect>(
+    conn: &mut Conn<D>,
+    execs: &[&'a NewExecution],
+) -> Result<Vec<&'a NewExecution>, StoreError> {
+    let mut q = Sql::<D>::new("SELECT job, occurrence FROM executions WHERE occurrence IN (");
+    q.push_list(execs.iter().filter_map(|e| e.occurrence))
+        .push(") AND job IN (");
+    q.push_list(
+        execs
+            .iter()
+            .filter(|e| e.occurrence.is_some())
+            .map(|e| e.job.as_deref().unwrap_or(""))
+            .collect::<BTreeSet<_>>(),
+    )
+    .push(")");
+    let mut present = HashSet::new();
+    for row in q.fetch_all(&mut *conn).await? {
+        present.insert((D::get::<String>(&row, 0)?, D::get::<i64>(&row, 1)?));
+    }
+    Ok(execs
+        .iter()
+        .copied()
+        .filter(|e| match e.occurrence {
+            Some(o) => !present.contains(&(e.job.clone().unwrap_or_default(), o)),
+            None => true,
+        })
+        .collect())
 }
 
 /// Records that each `(child, parent)` runs after the other.

@@ -89,6 +89,30 @@ pub struct SqlStore<D: Dialect> {
     unstarted: Mutex<Vec<UnstartedSink>>,
 }
 
+/// Runs `op` again, a few times, while PostgreSQL fails it with a
+/// serialization failure (SQLSTATE 40001). `executions` is partitioned
+/// there (live and ended), and an end moves a row from one partition to
+/// the other: a transaction that waited on that row's lock (a cancel, the
+/// claim, an enqueue locking its parent) is then failed rather than shown
+/// the moved row, and its statements have to be run again to see it.
+/// Each `op` is one whole transaction, rolled back when it fails.
+pub(super) async fn retry_moved<T, Fut>(mut op: impl FnMut() -> Fut) -> Result<T, StoreError>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match op().await {
+            Err(e) if tries < 8 && e.is_serialization_failure() => {
+                tries += 1;
+                tracing::debug!(tries, "a row moved under a transaction; running it again");
+                tokio::time::sleep(Duration::from_millis(u64::from(tries))).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 impl<D: Dialect> SqlStore<D> {
     /// A store over an opened backend.
     pub fn new(db: D) -> Self {
