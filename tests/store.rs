@@ -90,6 +90,7 @@ both!(
     a_snooze_runs_again_later_without_using_a_retry,
     every_kind_of_limit_holds_at_once,
     ids_are_found_by_a_prefix_or_a_suffix_of_their_hex_digits,
+    text_with_a_nul_from_a_worker_is_stored,
 );
 
 async fn ids_are_found_by_a_prefix_or_a_suffix_of_their_hex_digits(store: Arc<dyn Store>) {
@@ -2501,4 +2502,50 @@ async fn the_timeline_holds_what_the_executions_say_ended(store: Arc<dyn Store>)
         .await
         .unwrap();
     assert!(rows(0).await.is_empty());
+}
+
+/// A worker's text may hold NUL, which PostgreSQL's text cannot: its log
+/// lines, error and progress message are stored with each NUL as U+FFFD
+/// on both backends, and the batch that carries them is written, not
+/// refused (a refused batch would hold up every end after it).
+async fn text_with_a_nul_from_a_worker_is_stored(store: Arc<dyn Store>) {
+    let e = exec("nul", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(std::slice::from_ref(&e), now_micros())
+        .await
+        .unwrap();
+    store.claim("n1", 1, now_micros()).await.unwrap();
+    let mut done = Completion::failed(e.id, false, "bad\0end");
+    done.output = Some(json!({"k": "v\u{0}w"}));
+    let batch = Batch {
+        logs: vec![LogRow {
+            execution_id: e.id,
+            seq: 1,
+            ts: now_micros(),
+            level: "info",
+            stream: "log",
+            message: "a\0b".into(),
+            fields: Some(r#"{"k":"x\u0000y"}"#.into()),
+        }],
+        progress: vec![(
+            e.id,
+            ProgressState {
+                message: Some("p\0q".into()),
+                ..Default::default()
+            },
+        )],
+        completions: vec![done],
+        ..Default::default()
+    };
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(60), store.apply(&batch))
+        .await
+        .expect("the batch is written")
+        .unwrap();
+    assert_eq!(finished.len(), 1);
+    let got = status(&store, e.id).await;
+    assert_eq!(got.status, Status::Failed);
+    assert_eq!(got.error.as_deref(), Some("bad\u{FFFD}end"));
+    assert_eq!(got.progress.message.as_deref(), Some("p\u{FFFD}q"));
+    let logs = store.logs(e.id, 0, None, 10).await.unwrap();
+    assert_eq!(logs[0].message, "a\u{FFFD}b");
 }

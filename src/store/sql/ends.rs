@@ -184,7 +184,7 @@ pub(super) async fn insert_lines<D: Dialect>(
                 .bind(l.ts)
                 .bind(l.level)
                 .bind(l.stream)
-                .bind(l.message.as_str())
+                .bind(stored_text(&l.message))
                 .bind(l.fields.as_deref());
         });
         q.push(" ON CONFLICT DO NOTHING");
@@ -211,7 +211,7 @@ pub(super) async fn write_progress<D: Dialect>(
         q.values(chunk, |t, (id, p)| {
             t.bind(*id)
                 .bind(p.percent)
-                .bind(p.message.as_deref())
+                .bind(p.message.as_deref().map(stored_text))
                 .bind(p.done)
                 .bind(p.total);
         });
@@ -248,9 +248,9 @@ pub(super) async fn end_rows<D: Dialect>(
             .bind(cols.status.as_str())
             .bind(c.finished_at)
             .bind(c.output.as_ref().map(Value::to_string))
-            .bind(c.error.as_deref())
+            .bind(c.error.as_deref().map(stored_text))
             .bind(c.exit_code)
-            .bind(c.signal.as_deref())
+            .bind(c.signal.as_deref().map(stored_text))
             .bind(cols.timed_out as i64)
             .bind(cols.interrupted as i64)
             .bind(cols.cancel_outcome);

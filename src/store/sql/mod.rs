@@ -89,6 +89,17 @@ pub struct SqlStore<D: Dialect> {
     unstarted: Mutex<Vec<UnstartedSink>>,
 }
 
+/// A worker's text as stored: each NUL as U+FFFD. PostgreSQL's text cannot
+/// hold NUL and refuses the whole statement (the relay's batch, and with
+/// it every end behind it); SQLite stores the same, so both read alike.
+pub(super) fn stored_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}").into()
+    } else {
+        s.into()
+    }
+}
+
 /// Runs `op` again, a few times, while PostgreSQL fails it with a
 /// serialization failure (SQLSTATE 40001). `executions` is partitioned
 /// there (live and ended), and an end moves a row from one partition to
