@@ -1324,6 +1324,12 @@ async fn the_peers_bench_drains_the_same_work_with_jobvisor_and_graphile_worker_
         assert!(ms > 0.0 && ms < 120_000.0, "{d}");
         let per_s = d["per_s"].as_f64().unwrap();
         assert!((per_s - 2000.0 / (ms / 1000.0)).abs() < 1.0, "{d}");
+        // Both the server and each worker process did the work, and it
+        // was counted: CPU per job, above nothing and below a second.
+        for side in ["server_cpu_us", "worker_cpu_us"] {
+            let us = d[side].as_f64().unwrap();
+            assert!(us > 0.0 && us < 1e6, "{side}: {d}");
+        }
     }
     let ratio = r["ratio"].as_f64().unwrap();
     let expected = r["jobvisor_per_s"].as_f64().unwrap() / r["graphile_per_s"].as_f64().unwrap();

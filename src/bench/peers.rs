@@ -55,6 +55,77 @@ pub struct Drain {
     pub drain_ms: f64,
     /// Jobs per second over the drain.
     pub per_s: f64,
+    /// CPU the PostgreSQL server spent while the worker ran, per job, µs.
+    pub server_cpu_us: f64,
+    /// CPU the worker process spent (its start-up and shutdown included),
+    /// per job, µs.
+    pub worker_cpu_us: f64,
+}
+
+/// How long a worker's server backends are given to end after it did, so
+/// that the postmaster has reaped them (and counts their CPU) when the
+/// drain's CPU is read.
+const REAP: Duration = Duration::from_millis(300);
+
+/// CPU seconds spent so far: by the PostgreSQL server on this machine
+/// (every process named `postgres`, with what its postmaster reaped of
+/// backends that have ended) and by this bench's children that it reaped
+/// (a worker counts once it has been waited for).
+#[derive(Clone, Copy)]
+struct Cpu {
+    server: f64,
+    workers: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        let mut server = 0u64;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ..."; comm may hold spaces, so split
+            // after its closing parenthesis.
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            if !head.ends_with("(postgres") {
+                continue;
+            }
+            // utime, stime, cutime, cstime: fields 14-17, the 12th-15th
+            // after the state.
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            server += f
+                .get(11..15)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN);
+        let workers = usage.map_or(0.0, |u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        });
+        Cpu {
+            server: server as f64 / tick,
+            workers,
+        }
+    }
+
+    /// What was spent since `self`, per job, µs: (server, workers).
+    fn per_job_since(self, jobs: usize) -> (f64, f64) {
+        let now = Cpu::now();
+        let per = |s: f64| s * 1e6 / jobs.max(1) as f64;
+        (
+            per(now.server - self.server),
+            per(now.workers - self.workers),
+        )
+    }
 }
 
 pub(super) async fn bench_peers(database: Option<String>, a: &BenchArgs) -> Result<(), CliError> {
@@ -82,11 +153,14 @@ pub(super) async fn bench_peers(database: Option<String>, a: &BenchArgs) -> Resu
     for round in 1..=a.repeat.max(2) {
         eprintln!("round {round}: graphile-worker ...");
         node(&gw, "enqueue", &url, a.count).await?;
+        let cpu = Cpu::now();
         let ms = graphile_drain(&gw, &url, a.count).await?;
-        drains.push(drain("graphile-worker", round, ms, a.count));
+        tokio::time::sleep(REAP).await;
+        drains.push(drain("graphile-worker", round, ms, a.count, cpu));
         eprintln!("round {round}: jobvisor ...");
-        let ms = jobvisor_drain(&place, &url, a.count, concurrency).await?;
-        drains.push(drain("jobvisor", round, ms, a.count));
+        let (ms, cpu) = jobvisor_drain(&place, &url, a.count, concurrency).await?;
+        tokio::time::sleep(REAP).await;
+        drains.push(drain("jobvisor", round, ms, a.count, cpu));
     }
     let median = |system: &str| {
         super::median(
@@ -110,12 +184,18 @@ pub(super) async fn bench_peers(database: Option<String>, a: &BenchArgs) -> Resu
     Ok(())
 }
 
-fn drain(system: &'static str, round: usize, drain_ms: f64, jobs: usize) -> Drain {
+/// A drain of `jobs` in `drain_ms`, its CPU counted from `cpu` (taken
+/// before its worker started; the worker has been reaped since, and the
+/// server's backends that served it have ended: see [`REAP`]).
+fn drain(system: &'static str, round: usize, drain_ms: f64, jobs: usize, cpu: Cpu) -> Drain {
+    let (server_cpu_us, worker_cpu_us) = cpu.per_job_since(jobs);
     Drain {
         system,
         round,
         drain_ms,
         per_s: jobs as f64 / (drain_ms / 1000.0),
+        server_cpu_us,
+        worker_cpu_us,
     }
 }
 
@@ -196,13 +276,13 @@ async fn graphile_drain(dir: &Path, url: &str, count: usize) -> Result<f64, CliE
 
 /// jobvisor's drain: `count` no-ops enqueued in bulk with no node running,
 /// then a `serve` started; from the first start to the last end as
-/// recorded, ms.
+/// recorded, ms; and the CPU counts from just before `serve` started.
 async fn jobvisor_drain(
     place: &Place,
     url: &str,
     count: usize,
     concurrency: usize,
-) -> Result<f64, CliError> {
+) -> Result<(f64, Cpu), CliError> {
     let db = jobvisor::store::open(url).await?;
     let client = jobvisor::Client::connect(db.clone()).await;
     let job = format!("bench-peers-{}", Uuid::now_v7().simple());
@@ -219,6 +299,7 @@ async fn jobvisor_drain(
             .await?;
         left -= k;
     }
+    let cpu = Cpu::now();
     let mut serve = place.serve(url, &["--concurrency", &concurrency.to_string()])?;
     // The drain is read from the rows' own times; these looks only decide
     // when to read them, and must cost the database next to nothing (a
@@ -263,7 +344,7 @@ async fn jobvisor_drain(
     let first = rows.iter().filter_map(|e| e.started_at).min();
     let last = rows.iter().filter_map(|e| e.finished_at).max();
     match (first, last) {
-        (Some(f), Some(l)) => Ok((l.micros() - f.micros()) as f64 / 1000.0),
+        (Some(f), Some(l)) => Ok(((l.micros() - f.micros()) as f64 / 1000.0, cpu)),
         _ => Err(crate::failure::input(
             "jobvisor's drain recorded no start or end",
         )),
@@ -280,15 +361,18 @@ fn report(r: &PeersBench, json: bool) {
         r.jobs
     );
     println!(
-        "{:<16} {:>5} {:>10} {:>10}",
-        "system", "round", "drain", "jobs/s"
+        "{:<16} {:>5} {:>10} {:>10} {:>12} {:>12}",
+        "system", "round", "drain", "jobs/s", "server CPU", "worker CPU"
     );
     for d in &r.drains {
         println!(
-            "{:<16} {:>5} {:>8.0}ms {:>10.0}",
-            d.system, d.round, d.drain_ms, d.per_s
+            "{:<16} {:>5} {:>8.0}ms {:>10.0} {:>8.1}us/j {:>8.1}us/j",
+            d.system, d.round, d.drain_ms, d.per_s, d.server_cpu_us, d.worker_cpu_us
         );
     }
+    println!(
+        "CPU per job while each worker ran: every postgres process on this machine; the worker process, its start-up and shutdown included"
+    );
     println!(
         "median: jobvisor (serve --concurrency {}) {:.0}/s, {GRAPHILE} (24 at once, local queue 500) {:.0}/s: {:.2}x",
         r.concurrency, r.jobvisor_per_s, r.graphile_per_s, r.ratio
