@@ -1,7 +1,7 @@
 //! The PostgreSQL dialect: several supervisors on several machines share
 //! one database.
 
-use super::dialect::{queries, Args, Bind, Col, Dialect, Idx};
+use super::dialect::{queries, Args, Bind, Col, Column, Dialect, Idx};
 use super::{open_error, Notice, StoreError};
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
@@ -94,6 +94,18 @@ impl Dialect for Pg {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const BEGIN: &'static str = "BEGIN";
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7305150916)");
+    const ARRAYS: bool = true;
+
+    fn add_array(
+        args: &mut Args<'_, Self>,
+        column: Column,
+    ) -> std::result::Result<(), BoxDynError> {
+        match column {
+            Column::Uuid(v) => args.add(v),
+            Column::Text(v) => args.add(v),
+            Column::Int(v) => args.add(v),
+        }
+    }
 
     fn reader(&self) -> &Pool<Postgres> {
         &self.pool

@@ -242,19 +242,26 @@ pub(super) async fn end_rows<D: Dialect>(
          signal = v.column7, timed_out = v.column8, interrupted = v.column9, \
          cancel_outcome = v.column10 FROM (",
     );
-    q.values(chunk, |t, c| {
-        let cols = c.outcome.columns();
-        t.bind(c.id)
-            .bind(cols.status.as_str())
-            .bind(c.finished_at)
-            .bind(c.output.as_ref().map(Value::to_string))
-            .bind(c.error.as_deref().map(stored_text))
-            .bind(c.exit_code)
-            .bind(c.signal.as_deref().map(stored_text))
-            .bind(cols.timed_out as i64)
-            .bind(cols.interrupted as i64)
-            .bind(cols.cancel_outcome);
-    });
+    // Bound a column at a time: on PostgreSQL as arrays, one statement
+    // text whatever the chunk's size (see `Dialect::ARRAYS`).
+    let text = |f: &dyn Fn(&crate::store::Completion) -> Option<String>| {
+        Column::Text(chunk.iter().map(f).collect())
+    };
+    let int = |f: &dyn Fn(&crate::store::Completion) -> Option<i64>| {
+        Column::Int(chunk.iter().map(f).collect())
+    };
+    q.columns(vec![
+        Column::Uuid(chunk.iter().map(|c| c.id).collect()),
+        text(&|c| Some(c.outcome.columns().status.as_str().to_string())),
+        int(&|c| Some(c.finished_at)),
+        text(&|c| c.output.as_ref().map(Value::to_string)),
+        text(&|c| c.error.as_deref().map(|e| stored_text(e).into_owned())),
+        int(&|c| c.exit_code.map(i64::from)),
+        text(&|c| c.signal.as_deref().map(|s| stored_text(s).into_owned())),
+        int(&|c| Some(c.outcome.columns().timed_out as i64)),
+        int(&|c| Some(c.outcome.columns().interrupted as i64)),
+        text(&|c| c.outcome.columns().cancel_outcome.map(str::to_string)),
+    ]);
     // What the end decides on comes packed in one column (see
     // Dialect::JSON_ARRAY), in the field order of `EndColumns`.
     q.push(

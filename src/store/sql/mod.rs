@@ -35,7 +35,7 @@ use self::claim::claim_simple;
 use self::fields::Fields;
 use self::limits::CachedLimits;
 use self::limits::Kinds;
-use super::dialect::{Col, Conn, DbRow, Dialect, Sql};
+use super::dialect::{Col, Column, Conn, DbRow, Dialect, Sql};
 use super::{
     Batch, CancelRequest, Claimed, Claims, Completion, ExecFilter, Finished, ForeignRunning,
     IdTable, IdleDaemon, JobAdvance, JobStats, Links, LogPage, NewWorkflow, NodeInfo, Notice,
