@@ -127,7 +127,7 @@ pub trait Dialect: Send + Sync + Sized + 'static {
         args: &mut Args<'q, Self>,
         value: impl Bind<'q>,
     ) -> std::result::Result<(), BoxDynError>;
-    /// Whether [`Sql::columns`] binds each column of a batch as one array
+    /// Whether `Sql::columns` binds each column of a batch as one array
     /// (PostgreSQL's `unnest`). The statement's text is then the same
     /// whatever the batch's size, so the server prepares and plans it once
     /// per connection, not once per batch: an end of 200 rows took 19-27
@@ -333,7 +333,7 @@ impl<'q, D: Dialect> Sql<'q, D> {
     }
 }
 
-/// A column of a batch (see [`Sql::columns`]), one value a row.
+/// A column of a batch (see `Sql::columns`), one value a row.
 pub enum Column {
     /// `uuid`.
     Uuid(Vec<uuid::Uuid>),
