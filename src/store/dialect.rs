@@ -127,6 +127,10 @@ pub trait Dialect: Send + Sync + Sized + 'static {
         args: &mut Args<'q, Self>,
         value: impl Bind<'q>,
     ) -> std::result::Result<(), BoxDynError>;
+    /// Whether `executions` is partitioned into live and ended rows
+    /// (PostgreSQL): its unique indexes are then per partition, and what
+    /// must be unique across both is looked for before an insert.
+    const PARTITIONED: bool = false;
     /// Whether `Sql::columns` binds each column of a batch as one array
     /// (PostgreSQL's `unnest`). The statement's text is then the same
     /// whatever the batch's size, so the server prepares and plans it once

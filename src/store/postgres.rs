@@ -95,6 +95,7 @@ impl Dialect for Pg {
     const BEGIN: &'static str = "BEGIN";
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7305150916)");
     const ARRAYS: bool = true;
+    const PARTITIONED: bool = true;
 
     fn add_array(
         args: &mut Args<'_, Self>,

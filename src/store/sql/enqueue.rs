@@ -97,7 +97,7 @@ pub(super) async fn insert_executions<D: Dialect>(
     let mut inserted = HashSet::with_capacity(execs.len());
     for chunk in execs.chunks(rows_per_statement(EXECUTION_BINDS)) {
         let fresh;
-        let chunk = if chunk.iter().any(|e| e.occurrence.is_some()) {
+        let chunk = if D::PARTITIONED && chunk.iter().any(|e| e.occurrence.is_some()) {
             fresh = new_occurrences::<D>(conn, chunk).await?;
             &fresh[..]
         } else {
@@ -129,6 +129,7 @@ pub(super) async fn insert_executions<D: Dialect>(
 /// On PostgreSQL the unique (job, occurrence) is per partition, so the
 /// insert's conflict finds only one that has yet to end; one that ended is
 /// looked for here (a job removed and added again counts its runs anew).
+/// SQLite's one table has one unique index, and needs no look.
 async fn new_occurrences<'a, D: Dialect>(
     conn: &mut Conn<D>,
     execs: &[&'a NewExecution],
