@@ -121,6 +121,12 @@ async fn relay_case(
         })
         .build()
         .await?;
+    // The relay is measured, not the log budget: `logs` gets a budget
+    // that its lines fit in (the default, 64 MiB of stored lines, holds
+    // about 896,000 of them; the rest would be counted lost).
+    let mut logs = jobvisor::model::HandlerSpec::builtin("logs");
+    logs.limits.max_log_bytes = lines.saturating_mul(1024).max(logs.limits.max_log_bytes);
+    sup.add_handler(&logs).await?;
     let mut finished = sup.subscribe();
     let (stop_tx, runner) = run_in_background(&sup);
     reset_peak_rss();
