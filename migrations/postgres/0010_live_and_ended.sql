@@ -44,12 +44,6 @@ CREATE INDEX executions_live_job ON executions_live (job, id);
 CREATE INDEX executions_waiting ON executions_live (id) WHERE status = 'waiting';
 CREATE UNIQUE INDEX executions_live_occurrence ON executions_live (job, occurrence)
     WHERE occurrence IS NOT NULL;
-CREATE INDEX executions_live_workflow ON executions_live (workflow_id)
-    WHERE workflow_id IS NOT NULL;
-CREATE INDEX executions_live_unique_key ON executions_live (unique_key, id)
-    WHERE unique_key IS NOT NULL;
-CREATE INDEX executions_live_concurrency_key ON executions_live (concurrency_key, id)
-    WHERE concurrency_key IS NOT NULL;
 
 -- The history.
 ALTER TABLE executions_ended ADD CONSTRAINT executions_ended_pkey PRIMARY KEY (id);
@@ -61,11 +55,12 @@ CREATE INDEX executions_cancelled ON executions_ended (id) WHERE status = 'cance
 CREATE INDEX executions_snoozed ON executions_ended (id) WHERE status = 'snoozed';
 CREATE UNIQUE INDEX executions_ended_occurrence ON executions_ended (job, occurrence)
     WHERE occurrence IS NOT NULL;
-CREATE INDEX executions_ended_workflow ON executions_ended (workflow_id)
-    WHERE workflow_id IS NOT NULL;
-CREATE INDEX executions_ended_unique_key ON executions_ended (unique_key, id)
-    WHERE unique_key IS NOT NULL;
-CREATE INDEX executions_ended_concurrency_key ON executions_ended (concurrency_key, id)
+
+-- Both: only the rows that have one enter these (created on the parent,
+-- PostgreSQL makes one on each partition).
+CREATE INDEX executions_workflow ON executions (workflow_id) WHERE workflow_id IS NOT NULL;
+CREATE INDEX executions_unique_key ON executions (unique_key, id) WHERE unique_key IS NOT NULL;
+CREATE INDEX executions_concurrency_key ON executions (concurrency_key, id)
     WHERE concurrency_key IS NOT NULL;
 
 ANALYZE executions;
