@@ -29,7 +29,13 @@ pub struct CronBench {
 }
 
 pub(super) fn cpu_seconds() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);
+    rusage_seconds(nix::sys::resource::UsageWho::RUSAGE_SELF)
+}
+
+/// User and system CPU seconds of `who` (this process, or its reaped
+/// children), from getrusage.
+pub(super) fn rusage_seconds(who: nix::sys::resource::UsageWho) -> f64 {
+    let usage = nix::sys::resource::getrusage(who);
     usage.map_or(0.0, |u| {
         let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
         t(u.user_time()) + t(u.system_time())

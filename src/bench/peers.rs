@@ -106,14 +106,9 @@ impl Cpu {
                 .filter_map(|v| v.parse::<u64>().ok())
                 .sum::<u64>();
         }
-        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN);
-        let workers = usage.map_or(0.0, |u| {
-            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-            t(u.user_time()) + t(u.system_time())
-        });
         Cpu {
             server: server as f64 / tick,
-            workers,
+            workers: super::cron::rusage_seconds(nix::sys::resource::UsageWho::RUSAGE_CHILDREN),
         }
     }
 

@@ -7,6 +7,7 @@ use super::fields::Fields;
 use super::keys::release_key;
 use super::tally::EndTally;
 use super::*;
+use crate::model::OutcomeColumns;
 
 /// What a completion's statement returns of each execution it ended,
 /// packed in one JSON array column (see `Dialect::JSON_ARRAY`), in field
@@ -243,24 +244,26 @@ pub(super) async fn end_rows<D: Dialect>(
          cancel_outcome = v.column10 FROM (",
     );
     // Bound a column at a time: on PostgreSQL as arrays, one statement
-    // text whatever the chunk's size (see `Dialect::ARRAYS`).
-    let text = |f: &dyn Fn(&crate::store::Completion) -> Option<String>| {
-        Column::Text(chunk.iter().map(f).collect())
+    // text whatever the chunk's size (see `Dialect::ARRAYS`). Each
+    // outcome's columns are worked out once.
+    let rows: Vec<_> = chunk.iter().map(|c| (c, c.outcome.columns())).collect();
+    let text = |f: &dyn Fn(&(&crate::store::Completion, OutcomeColumns)) -> Option<String>| {
+        Column::Text(rows.iter().map(f).collect())
     };
-    let int = |f: &dyn Fn(&crate::store::Completion) -> Option<i64>| {
-        Column::Int(chunk.iter().map(f).collect())
+    let int = |f: &dyn Fn(&(&crate::store::Completion, OutcomeColumns)) -> Option<i64>| {
+        Column::Int(rows.iter().map(f).collect())
     };
     q.columns(vec![
         Column::Uuid(chunk.iter().map(|c| c.id).collect()),
-        text(&|c| Some(c.outcome.columns().status.as_str().to_string())),
-        int(&|c| Some(c.finished_at)),
-        text(&|c| c.output.as_ref().map(Value::to_string)),
-        text(&|c| c.error.as_deref().map(|e| stored_text(e).into_owned())),
-        int(&|c| c.exit_code.map(i64::from)),
-        text(&|c| c.signal.as_deref().map(|s| stored_text(s).into_owned())),
-        int(&|c| Some(c.outcome.columns().timed_out as i64)),
-        int(&|c| Some(c.outcome.columns().interrupted as i64)),
-        text(&|c| c.outcome.columns().cancel_outcome.map(str::to_string)),
+        text(&|(_, o)| Some(o.status.as_str().to_string())),
+        int(&|(c, _)| Some(c.finished_at)),
+        text(&|(c, _)| c.output.as_ref().map(Value::to_string)),
+        text(&|(c, _)| c.error.as_deref().map(|e| stored_text(e).into_owned())),
+        int(&|(c, _)| c.exit_code.map(i64::from)),
+        text(&|(c, _)| c.signal.as_deref().map(|s| stored_text(s).into_owned())),
+        int(&|(_, o)| Some(o.timed_out as i64)),
+        int(&|(_, o)| Some(o.interrupted as i64)),
+        text(&|(_, o)| o.cancel_outcome.map(str::to_string)),
     ]);
     // What the end decides on comes packed in one column (see
     // Dialect::JSON_ARRAY), in the field order of `EndColumns`.
