@@ -204,33 +204,36 @@ async fn install(dir: &Path) -> Result<(), CliError> {
     eprintln!("installing {GRAPHILE} with npm ...");
     std::fs::create_dir_all(dir)
         .map_err(|e| crate::failure::input(format!("cannot create {}: {e}", dir.display())))?;
-    let out = tokio::process::Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+    let mut npm = tokio::process::Command::new("npm");
+    npm.args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
         .arg(dir)
         .arg(GRAPHILE)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| crate::failure::input(format!("cannot run npm: {e}")))?;
-    if !out.status.success() {
-        return Err(crate::failure::input(format!(
-            "npm could not install {GRAPHILE}: {}",
-            last_line(&out.stderr)
-        )));
-    }
+        .stdin(std::process::Stdio::null());
+    succeeded(npm, "npm", &format!("npm could not install {GRAPHILE}")).await?;
     std::fs::write(dir.join("runner.cjs"), GRAPHILE_RUNNER)
         .map_err(|e| crate::failure::input(format!("cannot write the runner: {e}")))
 }
 
 /// Runs the graphile-worker runner's `mode` in `dir`; its stdout.
 async fn node(dir: &Path, mode: &str, url: &str, count: usize) -> Result<String, CliError> {
-    let out = runner_command(dir, mode, url, count)
+    let cmd = runner_command(dir, mode, url, count);
+    succeeded(cmd, "node", &format!("graphile-worker's {mode} failed")).await
+}
+
+/// Runs `cmd` (the program `program`) to its end; its stdout, or an error
+/// that says `failed` with the last line of its stderr.
+async fn succeeded(
+    mut cmd: tokio::process::Command,
+    program: &str,
+    failed: &str,
+) -> Result<String, CliError> {
+    let out = cmd
         .output()
         .await
-        .map_err(|e| crate::failure::input(format!("cannot run node: {e}")))?;
+        .map_err(|e| crate::failure::input(format!("cannot run {program}: {e}")))?;
     if !out.status.success() {
         return Err(crate::failure::input(format!(
-            "graphile-worker's {mode} failed: {}",
+            "{failed}: {}",
             last_line(&out.stderr)
         )));
     }
