@@ -14,7 +14,7 @@ use jobvisor::model::{
 };
 use jobvisor::schedule::{Misfire, ScheduleSpec};
 use jobvisor::store::{
-    Batch, CancelRequest, Completion, ExecFilter, JobAdvance, LogRow, NodeInfo, Notice,
+    Batch, CancelRequest, Completion, ExecFilter, JobAdvance, LogPage, LogRow, NodeInfo, Notice,
     QueueChange, Store,
 };
 use serde_json::json;
@@ -415,6 +415,23 @@ async fn logs_progress_and_pids_land_together(store: Arc<dyn Store>) {
     );
     assert_eq!(tail[9].message, "line 2500");
     assert_eq!(tail[9].level, jobvisor::Level::Warn);
+    // Pages of at most 100 bytes of text and fields, as the dashboard and
+    // the API ask for: "line 2490" to "line 2500" are 99 bytes from the
+    // end; from the start, "line 1" with its fields `{"k":1}` is 13, to
+    // "line 14" 96.
+    let page = |from_end| LogPage {
+        limit: 500,
+        from_end,
+        max_bytes: Some(100),
+        ..Default::default()
+    };
+    let seqs = |lines: Vec<jobvisor::model::execution::LogEntry>| {
+        lines.iter().map(|l| l.seq).collect::<Vec<_>>()
+    };
+    let last = store.log_page(e.id, &page(true)).await.unwrap();
+    assert_eq!(seqs(last), (2490..=2500).collect::<Vec<_>>());
+    let first = store.log_page(e.id, &page(false)).await.unwrap();
+    assert_eq!(seqs(first), (1..=14).collect::<Vec<_>>());
     assert!(store
         .last_logs(Uuid::now_v7(), 10)
         .await

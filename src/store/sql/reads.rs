@@ -376,7 +376,11 @@ impl<D: Dialect> Reads for SqlStore<D> {
         let mut page = page.clone();
         if let Some(max) = page.max_bytes {
             // The sizes first (no text is read), then as many lines as fit.
-            let mut q = Sql::new("SELECT seq, octet_length(message) + COALESCE(octet_length(fields), 0) FROM logs WHERE ");
+            // (octet_length is a 32-bit integer on PostgreSQL: widened here.)
+            let mut q = Sql::new(
+                "SELECT seq, CAST(octet_length(message) + COALESCE(octet_length(fields), 0) AS BIGINT) \
+                 FROM logs WHERE ",
+            );
             Self::log_filters(&mut q, id, &page);
             let sizes = self.read_all(q).await?;
             let (mut total, mut last) = (0i64, None);
