@@ -857,6 +857,27 @@ async fn postgres_notices_say_what_changed() {
         .unwrap();
     let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await;
     assert!(matches!(got, Ok(Some(Notice::Work))), "{got:?}");
+    // Under a limit, an end frees a slot: every node hears of it, since
+    // held executions are not polled for often.
+    let within = std::time::Duration::from_secs(30);
+    store.set_queue("capped", &limit(1)).await.unwrap();
+    // (A change of limits is heard as work.)
+    assert_eq!(next_notice(&mut rx, within).await, Some(Notice::Work));
+    let e = exec("timed", 0, "capped");
+    store
+        .enqueue(std::slice::from_ref(&e), now_micros())
+        .await
+        .unwrap();
+    assert_eq!(next_notice(&mut rx, within).await, Some(Notice::Work));
+    // (The first execution, in the default queue, is claimed first.)
+    let claimed = store.claim("n1", 2, now_micros()).await.unwrap().executions;
+    assert!(claimed.iter().any(|c| c.id == e.id), "{claimed:?}");
+    let end = Batch {
+        completions: vec![Completion::new(e.id, Outcome::Succeeded, now_micros())],
+        ..Default::default()
+    };
+    store.apply(&end).await.unwrap();
+    assert_eq!(next_notice(&mut rx, within).await, Some(Notice::Work));
 }
 
 /// PostgreSQL keeps what has yet to end and the history in two partitions

@@ -1,7 +1,8 @@
 //! `jobvisor bench --scenario dashboard`: how fast every dashboard page's
 //! API calls answer over a large history.
 //!
-//! A fresh SQLite database gets `--executions` executions (run through the
+//! A fresh SQLite database (or the empty one `--database` names, such as a
+//! PostgreSQL database) gets `--executions` executions (run through the
 //! real claim and completion path, a tenth failed) and `--log-lines` log
 //! lines: 200,000 on one execution (the long log the viewer pages through),
 //! the rest a thousand each on others. A twentieth of the executions are a
@@ -40,6 +41,8 @@ pub struct CallRow {
 /// Result of the dashboard scenario.
 #[derive(Debug, Serialize)]
 pub struct DashboardBench {
+    /// `sqlite` or `postgresql`.
+    pub backend: &'static str,
     /// Executions in the database.
     pub executions: usize,
     /// Of them, pending (a backlog due tomorrow).
@@ -239,6 +242,7 @@ pub(super) async fn bench_dashboard(
     let _ = std::fs::remove_dir_all(&tmp);
     let worst_p50_ms = rows.iter().map(|r| r.p50_ms).fold(0.0, f64::max);
     let r = DashboardBench {
+        backend: super::backend_of(&db),
         executions: a.executions,
         pending: backlog,
         log_lines,
@@ -352,8 +356,8 @@ fn report(r: &DashboardBench, json: bool) {
         return;
     }
     println!(
-        "dashboard API calls over {} executions ({} pending) and {} log lines (SQLite; filled in {:.0} s), {REPS} runs each, over HTTP on loopback",
-        r.executions, r.pending, r.log_lines, r.fill_s
+        "dashboard API calls over {} executions ({} pending) and {} log lines ({}; filled in {:.0} s), {REPS} runs each, over HTTP on loopback",
+        r.executions, r.pending, r.log_lines, r.backend, r.fill_s
     );
     println!("bare round trip (/ui/session): {:.2} ms", r.baseline_ms);
     println!(

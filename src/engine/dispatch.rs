@@ -131,7 +131,7 @@ impl Dispatcher {
                     Some(Ok(claims)) => {
                         let claimed = claims.executions;
                         if claimed.is_empty() && p.polled {
-                            p.every = (p.every * 2).min(p.slowest);
+                            p.every = (p.every * 2).min(p.slowest());
                         } else if !claimed.is_empty() {
                             p.every = p.base;
                         }
@@ -325,13 +325,18 @@ impl Dispatcher {
 
 /// The dispatcher's polling: polls find work enqueued by other processes.
 /// When a poll finds due rows that cannot be claimed (a paused or full
-/// queue), polls slow down to at most one a second until something
-/// changes, so that a held backlog is not scanned ten times a second.
+/// queue), polls slow down until something changes, so that a held
+/// backlog is not scanned ten times a second: to one a second, or, while
+/// the database is watched, to one every [`QUIET_POLL`]. Then whatever can
+/// free held rows is announced: enqueues, queue and job changes, ends
+/// under a limit (on every node: the end's NOTIFY), another process's
+/// writes (SQLite's watch); the next start a rate allows is a timer. The
+/// polls are a safety net.
+///
+/// [`QUIET_POLL`]: crate::engine::QUIET_POLL
 struct Polls {
     /// The configured poll interval.
     base: Duration,
-    /// The slowest polls get.
-    slowest: Duration,
     /// The interval now.
     every: Duration,
     /// When the next poll reads.
@@ -356,11 +361,20 @@ struct Polls {
 }
 
 impl Polls {
+    /// The slowest polls get while due rows are held.
+    fn slowest(&self) -> Duration {
+        let held = if self.watched {
+            crate::idle::idle(crate::engine::QUIET_POLL)
+        } else {
+            Duration::from_secs(1)
+        };
+        self.base.max(held)
+    }
+
     fn new(base: Duration) -> Polls {
         let now = tokio::time::Instant::now();
         Polls {
             base,
-            slowest: base.max(Duration::from_secs(1)),
             every: base,
             next: now + base,
             polled: false,

@@ -80,7 +80,11 @@ impl Maintenance {
                 },
                 notice = next_notice(&mut notices) => match notice {
                     Some(Notice::Work | Notice::Limits) => tell_or_drop(&self.dispatcher, ToDispatcher::Wake),
-                    Some(Notice::Jobs) => tell_or_drop(&self.scheduler, ToScheduler::JobsChanged),
+                    Some(Notice::Jobs) => {
+                        tell_or_drop(&self.scheduler, ToScheduler::JobsChanged);
+                        // A job's cap may have risen.
+                        tell_or_drop(&self.dispatcher, ToDispatcher::Look);
+                    }
                     Some(Notice::Cancel) => self.check_cancels().await,
                     Some(Notice::Changed) => {
                         tell_or_drop(&self.dispatcher, ToDispatcher::Look);

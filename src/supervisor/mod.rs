@@ -124,6 +124,8 @@ impl crate::client::Nudge for NodeNudge {
 
     fn jobs_changed(&self) {
         tell_or_drop(&self.scheduler, ToScheduler::JobsChanged);
+        // A job's cap may have risen: held executions may be claimable.
+        tell_or_drop(&self.dispatcher, ToDispatcher::Look);
     }
 
     fn stop(&self, id: Uuid, reason: &str) {

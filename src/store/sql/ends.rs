@@ -78,6 +78,9 @@ pub(super) async fn apply<D: Dialect>(
         for f in &mut finished {
             f.released = true;
         }
+        // Other nodes hear of it too (PostgreSQL): their held executions
+        // may be claimable now, which their polls no longer wait for.
+        D::notify(&mut tx, "work").await?;
     }
     store.commit(tx, tally).await?;
     Ok(finished)
