@@ -445,6 +445,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn add_job(&self, spec: JobSpec) -> Result<Option<Micros>, Error> {
+        crate::job::refuse_declared(self.db.store().as_ref(), &spec.name).await?;
+        crate::job::check_chains(self.db.store().as_ref(), &spec).await?;
         let first = crate::job::add(self.db.store().as_ref(), &*self.local, spec).await?;
         self.jobs_changed();
         Ok(first)
@@ -477,6 +479,8 @@ impl Client {
         let Some(old) = self.db.store().job(&spec.name).await? else {
             return Err(Error::UnknownJob(spec.name));
         };
+        crate::job::refuse_declared(self.db.store().as_ref(), &spec.name).await?;
+        crate::job::check_chains(self.db.store().as_ref(), &spec).await?;
         if keep_anchor {
             crate::job::keep_anchor(&mut spec, &old.spec);
         }
@@ -501,6 +505,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn remove_job(&self, name: &str) -> Result<(), Error> {
+        crate::job::refuse_declared(self.db.store().as_ref(), name).await?;
         crate::job::remove(self.db.store().as_ref(), name).await?;
         self.announce.flush().await;
         self.jobs_changed();

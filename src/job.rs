@@ -1,10 +1,226 @@
 //! Job management: adding (validated, with its first due time), pausing,
 //! resuming, removing and triggering jobs.
 
-use crate::model::{now_micros, HandlerKind, JobSpec, Micros, Mode};
-use crate::schedule::{Schedule, ScheduleSpec};
+use crate::model::{now_micros, Chain, ChainOn, HandlerKind, JobSpec, Micros, Mode, Overlap};
+use crate::schedule::{Misfire, Schedule, ScheduleSpec};
 use crate::store::{CancelRequest, Store};
 use crate::Error;
+use std::time::Duration;
+
+/// When a job runs, as `job add`, `job preview` and the HTTP API say it:
+/// at most one of a cron expression, an interval, a time and a daemon
+/// (none: once, now).
+///
+/// ```
+/// use jobvisor::job::When;
+/// use jobvisor::schedule::ScheduleSpec;
+/// let w = When { cron: Some("0 7 * * *".into()), tz: Some("Europe/Paris".into()), ..Default::default() };
+/// assert!(matches!(w.schedule(0).unwrap(), ScheduleSpec::Cron { .. }));
+/// let both = When { cron: Some("0 7 * * *".into()), daemon: true, ..Default::default() };
+/// assert!(both.schedule(0).is_err());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct When {
+    /// A cron expression (crontab(5), or 6 fields with seconds first).
+    pub cron: Option<String>,
+    /// The cron expression's IANA time zone (UTC if none).
+    pub tz: Option<String>,
+    /// An interval.
+    pub every: Option<Duration>,
+    /// The interval's first occurrence; for every schedule, no occurrence
+    /// before it.
+    pub start: Option<Micros>,
+    /// The one time it runs.
+    pub at: Option<Micros>,
+    /// Keep one execution running, restarted when it ends.
+    pub daemon: bool,
+}
+
+impl When {
+    /// The schedule; `now` anchors what has no time of its own.
+    pub fn schedule(&self, now: Micros) -> Result<ScheduleSpec, Error> {
+        let given = [
+            self.cron.is_some(),
+            self.every.is_some(),
+            self.at.is_some(),
+            self.daemon,
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(Error::Invalid(
+                "give one of cron, every, at and daemon".into(),
+            ));
+        }
+        if self.tz.is_some() && self.cron.is_none() {
+            return Err(Error::Invalid("tz goes with cron only".into()));
+        }
+        Ok(if let Some(expr) = &self.cron {
+            let tz = self.tz.clone().unwrap_or_else(|| "UTC".into());
+            // Parsed now, so that the error names what is wrong.
+            crate::schedule::CronSchedule::parse(expr, &tz)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            ScheduleSpec::Cron {
+                expr: expr.clone(),
+                tz,
+            }
+        } else if let Some(every) = self.every {
+            if every.is_zero() {
+                return Err(Error::Invalid("--every must be longer than 0".into()));
+            }
+            ScheduleSpec::Interval {
+                every_ms: every.as_millis().clamp(1, u64::MAX as u128) as u64,
+                anchor: self.start.unwrap_or(now),
+            }
+        } else if self.daemon {
+            ScheduleSpec::Daemon
+        } else {
+            ScheduleSpec::Once {
+                at: self.at.or(self.start).unwrap_or(now),
+            }
+        })
+    }
+
+    /// Whether it fixes its schedule's start (a start or a time): if not, a
+    /// job replaced keeps the anchor it has ([`keep_anchor`]).
+    pub fn fixes_start(&self) -> bool {
+        self.start.is_some() || self.at.is_some()
+    }
+}
+
+/// A job as `job add` and `POST /v1/jobs` describe it, before it is
+/// checked: [`Definition::spec`] makes the [`JobSpec`] that
+/// [`crate::Client::add_job`] checks against the handlers and stores.
+///
+/// ```
+/// use jobvisor::job::{Definition, When};
+/// let mut d = Definition::new("nightly", "backup");
+/// d.when = When { cron: Some("30 2 * * *".into()), ..Default::default() };
+/// d.retries = 3;
+/// let spec = d.spec(0).unwrap();
+/// assert_eq!((spec.retries, spec.backoff_ms, spec.queue.as_str()), (3, 1000, "default"));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Definition {
+    /// Unique name.
+    pub name: String,
+    /// The handler it runs.
+    pub handler: String,
+    /// When it runs.
+    pub when: When,
+    /// Input of every execution.
+    pub payload: serde_json::Value,
+    /// Mode; the handler's when `None`.
+    pub mode: Option<Mode>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// The queue its executions wait in.
+    pub queue: String,
+    /// Retries of a failed execution.
+    pub retries: u32,
+    /// The first retry's delay (doubling, with jitter); a daemon's restart
+    /// delay.
+    pub backoff: Duration,
+    /// Wall-clock limit of each execution.
+    pub timeout: Option<Duration>,
+    /// When an occurrence meets an active run.
+    pub overlap: Overlap,
+    /// Occurrences missed while no supervisor ran.
+    pub misfire: Misfire,
+    /// Most of its executions running at once.
+    pub max_parallel: Option<u32>,
+    /// Its executions' concurrency key.
+    pub concurrency_key: Option<String>,
+    /// Complete after this many runs.
+    pub max_runs: Option<u64>,
+    /// No occurrence after this time.
+    pub end: Option<Micros>,
+    /// Added paused.
+    pub paused: bool,
+    /// Jobs enqueued when one of its executions ends.
+    pub then: Vec<String>,
+    /// Which ends enqueue them: one for all, or one per job of `then`.
+    pub then_on: Vec<ChainOn>,
+}
+
+impl Definition {
+    /// A job running `handler` once, now, with `job add`'s defaults.
+    pub fn new(name: impl Into<String>, handler: impl Into<String>) -> Definition {
+        Definition {
+            name: name.into(),
+            handler: handler.into(),
+            when: When::default(),
+            payload: serde_json::Value::Null,
+            mode: None,
+            priority: 0,
+            queue: crate::model::DEFAULT_QUEUE.into(),
+            retries: 0,
+            backoff: Duration::from_secs(1),
+            timeout: None,
+            overlap: Overlap::default(),
+            misfire: Misfire::default(),
+            max_parallel: None,
+            concurrency_key: None,
+            max_runs: None,
+            end: None,
+            paused: false,
+            then: Vec::new(),
+            then_on: Vec::new(),
+        }
+    }
+
+    /// The job's spec; `now` anchors a schedule that has no time of its
+    /// own. What needs the database (the handler, the chained jobs) is
+    /// checked when it is added.
+    pub fn spec(self, now: Micros) -> Result<JobSpec, Error> {
+        let schedule = self.when.schedule(now)?;
+        let then = chains(&self.name, self.then, &self.then_on)?;
+        let millis = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        Ok(JobSpec {
+            name: self.name,
+            handler: self.handler,
+            mode: self.mode,
+            payload: self.payload,
+            schedule,
+            priority: self.priority,
+            queue: self.queue,
+            retries: self.retries,
+            backoff_ms: millis(self.backoff),
+            timeout_ms: self.timeout.map(millis),
+            overlap: self.overlap,
+            misfire: self.misfire,
+            max_parallel: self.max_parallel,
+            max_runs: self.max_runs,
+            start_at: self.when.start,
+            end_at: self.end,
+            paused: self.paused,
+            then,
+            concurrency_key: self.concurrency_key,
+        })
+    }
+}
+
+/// `then` and `then_on` as chains: one `then_on` for all, or one per job.
+fn chains(name: &str, then: Vec<String>, on: &[ChainOn]) -> Result<Vec<Chain>, Error> {
+    if on.len() > 1 && on.len() != then.len() {
+        return Err(Error::Invalid(format!(
+            "--then-on is given {} times for {} --then jobs (give it once for all, or once per --then)",
+            on.len(),
+            then.len()
+        )));
+    }
+    let mut out: Vec<Chain> = Vec::with_capacity(then.len());
+    for (i, job) in then.into_iter().enumerate() {
+        if job == name {
+            return Err(Error::Invalid(format!(
+                "job {name:?} cannot chain to itself"
+            )));
+        }
+        let on = on.get(i).or(on.first()).copied().unwrap_or_default();
+        if !out.iter().any(|c| c.job == job && c.on == on) {
+            out.push(Chain { job, on });
+        }
+    }
+    Ok(out)
+}
 
 /// Checks a job definition and resolves its mode against the handler.
 /// Nothing is written.
@@ -73,10 +289,7 @@ pub(crate) async fn add(
     let now = now_micros();
     let first = first_due(&spec, now)?;
     if !store.insert_job(&spec, first, now).await? {
-        return Err(Error::Invalid(format!(
-            "a job named {:?} already exists (--replace changes it in place)",
-            spec.name
-        )));
+        return Err(Error::JobExists(spec.name));
     }
     Ok(first)
 }
@@ -138,6 +351,36 @@ pub fn keep_anchor(new: &mut JobSpec, old: &JobSpec) {
         (ScheduleSpec::Once { at }, ScheduleSpec::Once { at: a }) => *at = *a,
         _ => {}
     }
+}
+
+/// Checks that every job `spec` chains to exists (a configuration file's
+/// jobs are checked as a whole instead, since one may chain to the next).
+pub(crate) async fn check_chains(store: &dyn Store, spec: &JobSpec) -> Result<(), Error> {
+    for c in &spec.then {
+        if store.job(&c.job).await?.is_none() {
+            return Err(Error::Invalid(format!(
+                "--then {:?}: no job of that name (add it first)",
+                c.job
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The kind of `declared` row that names the configuration file that
+/// declared the others.
+pub(crate) const DECLARING_FILE: &str = "file";
+
+/// Refuses to change or remove job `name` when the configuration file
+/// declared it: the file owns it.
+pub(crate) async fn refuse_declared(store: &dyn Store, name: &str) -> Result<(), Error> {
+    if !store.declared("job").await?.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    Err(Error::Declared {
+        name: name.to_string(),
+        file: store.declared(DECLARING_FILE).await?.pop(),
+    })
 }
 
 /// Pauses a job; a daemon's running execution is cancelled (it is not

@@ -81,6 +81,21 @@ pub enum Error {
     /// No job of that name exists.
     #[error("no job named {0:?}")]
     UnknownJob(String),
+    /// A job of that name exists already.
+    #[error("a job named {0:?} already exists (`job add --replace` or PUT changes it in place)")]
+    JobExists(String),
+    /// The job is declared in the service's configuration file, which owns
+    /// it: it is changed or removed there (and the service reloaded).
+    #[error(
+        "job {name:?} is declared in the configuration file{}: change it there and reload the service",
+        .file.as_deref().map(|f| format!(" {f}")).unwrap_or_default()
+    )]
+    Declared {
+        /// The job.
+        name: String,
+        /// The file that declared it, when known.
+        file: Option<String>,
+    },
     /// Executables run only as child processes.
     #[error("handler {0:?} runs an executable, which only runs in process mode")]
     ExecNotInproc(String),

@@ -19,11 +19,63 @@ const READONLY: &str = "contract-readonly-1";
 
 /// The reference interpreter, if schemathesis is installed in it.
 fn schemathesis() -> Option<PathBuf> {
+    reference_with("schemathesis")
+}
+
+/// The reference interpreter, if Python module `module` is installed in it.
+fn reference_with(module: &str) -> Option<PathBuf> {
     let python = PathBuf::from(std::env::var("JOBVISOR_REF_PYTHON").ok()?);
     let probe = Command::new(&python)
-        .args(["-c", "import schemathesis"])
+        .args(["-c", &format!("import {module}")])
         .output();
     probe.is_ok_and(|o| o.status.success()).then_some(python)
+}
+
+/// The document itself passes a validator we did not write,
+/// openapi-spec-validator (PyPI), which holds operation ids unique among
+/// other things (client generators name their methods after them); and
+/// every operation has one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_passes_openapi_spec_validator() {
+    let Some(python) = reference_with("openapi_spec_validator") else {
+        let msg = "openapi-spec-validator is not installed: run ./scripts/test, which installs it";
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("!!! SKIPPED: {msg}");
+        return;
+    };
+    let env = Env::new();
+    let serve = env.serve_env(&[], &[("JOBVISOR_API_TOKEN", TOKEN)]);
+    let r = request(
+        &serve.http_addr(),
+        "GET",
+        "/openapi.json",
+        None,
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let file = env.path("openapi.json");
+    std::fs::write(&file, &r.body).unwrap();
+    let out = Command::new(&python)
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator rejects the document:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = r.json();
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = op["operationId"].as_str();
+            let id = id.unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id.to_string()), "operationId {id} twice");
+        }
+    }
+    drop(serve);
 }
 
 fn call(addr: &str, method: &str, path: &str, body: &str) -> Value {
@@ -66,9 +118,22 @@ async fn the_api_meets_its_openapi_document_under_schemathesis() {
         "1d",
     ]);
     env.ok(&["handler", "add", "script", "--exec", "/bin/true"]);
+    // A job the configuration file owns: the API refuses to change or
+    // remove it, so the job routes always meet one that exists.
+    let config = env.path("jobvisor.toml");
+    std::fs::write(
+        &config,
+        "[[job]]\nname = \"declared-job\"\nhandler = \"noop\"\nevery = \"1h\"\n",
+    )
+    .unwrap();
     // schemathesis tries bad tokens on purpose, and expects 401 each time.
     let serve = env.serve_env(
-        &["--max-auth-failures", "0"],
+        &[
+            "--max-auth-failures",
+            "0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
         &[
             ("JOBVISOR_API_TOKEN", TOKEN),
             ("JOBVISOR_API_TOKEN_READONLY", READONLY),
@@ -132,7 +197,7 @@ values = {executions}
 [dictionaries.workflows]
 values = {workflows}
 [dictionaries.jobs]
-values = ["nightly", "paused-job"]
+values = ["nightly", "paused-job", "declared-job"]
 [dictionaries.handlers]
 values = ["echo", "noop", "script", "fail"]
 [dictionaries.queues]
@@ -150,7 +215,17 @@ parameters = {{ "path.id" = {{ dictionary = "workflows", probability = 0.8 }}, "
 
 [[operations]]
 include-path-regex = "^/v1/jobs/"
-parameters = {{ "path.name" = {{ dictionary = "jobs", probability = 0.6 }} }}
+parameters = {{ "path.name" = {{ dictionary = "jobs", probability = 0.6 }}, "body.name" = {{ dictionary = "jobs", probability = 0.6 }}, "body.handler" = {{ dictionary = "handlers", probability = 0.8 }} }}
+
+[[operations]]
+include-path-regex = "^/v1/jobs$"
+parameters = {{ "body.handler" = {{ dictionary = "handlers", probability = 0.8 }} }}
+
+# A schedule that is missing or does not parse is a 400 (as `job preview`
+# exits 2), which query parameters cannot state.
+[[operations]]
+include-path-regex = "^/v1/preview$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "429"]
 
 [[operations]]
 include-path-regex = "^/v1/handlers/"

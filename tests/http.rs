@@ -900,3 +900,300 @@ async fn the_overview_routes_show_nodes_throughput_attention_and_next_runs() {
     let found = get(&addr, &format!("{logs}?q=line%2042")).json();
     assert_eq!(seqs(&found), [43]);
 }
+
+/// A request with a body and any method.
+fn send(addr: &str, method: &str, path: &str, body: &str) -> Reply {
+    request(addr, method, path, Some(body), None)
+}
+
+/// Jobs are created, replaced and removed over HTTP as `job add` does,
+/// on both backends; bad definitions are a 4xx that writes nothing; a job
+/// the configuration file declares is refused (409 over HTTP, exit 2 in
+/// the CLI, naming the file); `/v1/preview` answers what `job preview
+/// --json` prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_created_replaced_removed_and_previewed_over_http() {
+    let mut envs = vec![Env::new()];
+    envs.extend(Env::postgres().await);
+    for env in envs {
+        let config = env.path("jobvisor.toml");
+        std::fs::write(
+            &config,
+            "[[job]]\nname = \"owned\"\nhandler = \"noop\"\nevery = \"1h\"\n",
+        )
+        .unwrap();
+        let serve = env.serve(&["--config", config.to_str().unwrap()]);
+        let addr = serve.http_addr();
+        let store = env.store().await;
+        eventually("the declared job", || async {
+            store.job("owned").await.unwrap().map(|_| ())
+        })
+        .await;
+
+        // Created: 201 with the job, its next 5 runs, not declared.
+        let r = post(
+            &addr,
+            "/v1/jobs",
+            r#"{"name":"report","handler":"noop","cron":"0 7 * * *","tz":"Europe/Paris","retries":2,"queue":"reports","then":["owned"],"then_on":["failure"]}"#,
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let j = r.json();
+        assert_eq!(
+            (j["name"].as_str(), j["declared"].as_bool()),
+            (Some("report"), Some(false))
+        );
+        assert_eq!(
+            (j["retries"].as_u64(), j["queue"].as_str()),
+            (Some(2), Some("reports"))
+        );
+        let runs = j["next_runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 5);
+        let paris: chrono_tz::Tz = "Europe/Paris".parse().unwrap();
+        for t in runs {
+            let t = chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap()).unwrap();
+            assert_eq!(
+                t.with_timezone(&paris).format("%H:%M:%S").to_string(),
+                "07:00:00",
+                "{t}"
+            );
+        }
+        let spec = store.job("report").await.unwrap().unwrap().spec;
+        assert_eq!(spec.then[0].job, "owned");
+        assert_eq!(spec.then[0].on, jobvisor::model::ChainOn::Failure);
+
+        // Refused, and nothing written.
+        let count = || get(&addr, "/v1/jobs").json().as_array().unwrap().len();
+        assert_eq!(count(), 2);
+        // (400: what the document forbids; 422: what fits it but does
+        // not go together.)
+        for (body, status, code) in [
+            (
+                r#"{"name":"report","handler":"noop","every":"1h"}"#,
+                409,
+                "job_exists",
+            ),
+            (
+                r#"{"name":"owned","handler":"noop","every":"1h"}"#,
+                409,
+                "declared_in_config",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","cron":"* * * * *","every":"1h"}"#,
+                400,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","every":"1h","daemon":true}"#,
+                400,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","tz":"Europe/Paris","every":"1h"}"#,
+                400,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","every":"0s"}"#,
+                400,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","at":"tomorrow"}"#,
+                400,
+                "invalid",
+            ),
+            (r#"{"handler":"noop","every":"1h"}"#, 400, "invalid"),
+            (
+                r#"{"name":"x","handler":"noop","every":"1h","surprise":1}"#,
+                400,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"nope","every":"1h"}"#,
+                404,
+                "not_found",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","cron":"61 * * * *"}"#,
+                422,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","cron":"0 7 * * *","tz":"Mars/Olympus"}"#,
+                422,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","every":"1h","then":["missing"]}"#,
+                422,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","every":"1h","then":["x"]}"#,
+                422,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x y","handler":"noop","every":"1h"}"#,
+                422,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","at":"2020-01-01T00:00:00Z","end":"2019-01-01T00:00:00Z"}"#,
+                422,
+                "invalid",
+            ),
+        ] {
+            let r = post(&addr, "/v1/jobs", body);
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (status, code),
+                "{body}: {}",
+                r.body
+            );
+            assert_eq!(r.body.lines().count(), 1, "{}", r.body);
+        }
+        assert_eq!(count(), 2);
+
+        // Replaced: the whole definition, its history kept.
+        let triggered: uuid::Uuid = post(&addr, "/v1/jobs/report/trigger", "").json()["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        finished(store.as_ref(), triggered).await;
+        let r = send(
+            &addr,
+            "PUT",
+            "/v1/jobs/report",
+            r#"{"name":"report","handler":"echo","every":"2h","payload":{"k":1}}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let spec = store.job("report").await.unwrap().unwrap().spec;
+        assert_eq!(
+            (spec.handler.as_str(), spec.retries, spec.payload.clone()),
+            ("echo", 0, json!({"k": 1}))
+        );
+        assert!(matches!(
+            spec.schedule,
+            jobvisor::schedule::ScheduleSpec::Interval {
+                every_ms: 7_200_000,
+                ..
+            }
+        ));
+        assert_eq!(r.json()["next_runs"].as_array().unwrap().len(), 5);
+        let owned_before = store.job("owned").await.unwrap().unwrap().spec;
+        for (path, body, status) in [
+            (
+                "/v1/jobs/missing",
+                r#"{"name":"missing","handler":"noop","every":"1h"}"#,
+                404,
+            ),
+            (
+                "/v1/jobs/report",
+                r#"{"name":"other","handler":"noop","every":"1h"}"#,
+                422,
+            ),
+            (
+                "/v1/jobs/owned",
+                r#"{"name":"owned","handler":"noop","every":"2h"}"#,
+                409,
+            ),
+        ] {
+            let r = send(&addr, "PUT", path, body);
+            assert_eq!(r.status, status, "{path} {body}: {}", r.body);
+        }
+        assert_eq!(
+            store.job("owned").await.unwrap().unwrap().spec,
+            owned_before
+        );
+
+        // The declared job: shown as such, refused with the file named,
+        // over HTTP and in the CLI alike.
+        let owned = get(&addr, "/v1/jobs/owned").json();
+        assert_eq!(owned["declared"], true);
+        let r = send(&addr, "DELETE", "/v1/jobs/owned", "");
+        assert_eq!((r.status, r.code().as_str()), (409, "declared_in_config"));
+        let file = std::fs::canonicalize(&config)
+            .unwrap()
+            .display()
+            .to_string();
+        assert!(r.body.contains(&file), "{}", r.body);
+        let out = env.cli(&["job", "remove", "owned"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&file) && err.lines().count() == 1, "{err}");
+        assert!(store.job("owned").await.unwrap().is_some());
+
+        // Removed; its history stays.
+        let r = send(&addr, "DELETE", "/v1/jobs/report", "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(get(&addr, "/v1/jobs/report").status, 404);
+        assert_eq!(send(&addr, "DELETE", "/v1/jobs/report", "").status, 404);
+        assert_eq!(
+            store
+                .execution(triggered)
+                .await
+                .unwrap()
+                .unwrap()
+                .job
+                .as_deref(),
+            Some("report")
+        );
+
+        // The preview: across Paris's change to summer time, the same as
+        // `job preview --json`.
+        let q = "cron=0%207%20*%20*%20*&tz=Europe/Paris&from=2026-03-28T00:00:00Z&count=3";
+        let r = get(&addr, &format!("/v1/preview?{q}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.json(),
+            json!([
+                "2026-03-28T06:00:00Z",
+                "2026-03-29T05:00:00Z",
+                "2026-03-30T05:00:00Z"
+            ])
+        );
+        let cli = env.ok(&[
+            "job",
+            "preview",
+            "--cron",
+            "0 7 * * *",
+            "--tz",
+            "Europe/Paris",
+            "--from",
+            "2026-03-28T00:00:00Z",
+            "--count",
+            "3",
+            "--json",
+        ]);
+        assert_eq!(serde_json::from_str::<Value>(&cli).unwrap(), r.json());
+        let every = get(
+            &addr,
+            "/v1/preview?every=90m&start=2026-01-01T00:00:00Z&from=2025-12-31T23:59:59Z&count=2",
+        );
+        assert_eq!(
+            every.json(),
+            json!(["2026-01-01T00:00:00Z", "2026-01-01T01:30:00Z"]),
+            "{}",
+            every.body
+        );
+        for bad in [
+            "",
+            "cron=61%20*%20*%20*%20*",
+            "cron=*%20*%20*%20*%20*&every=1h",
+            "every=1h&tz=UTC",
+            "at=soon",
+            "cron=*%20*%20*%20*%20*&count=0",
+        ] {
+            let r = get(&addr, &format!("/v1/preview?{bad}"));
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (400, "invalid"),
+                "{bad}: {}",
+                r.body
+            );
+        }
+        drop(serve);
+    }
+}

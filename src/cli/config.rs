@@ -339,6 +339,12 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
             job_retention,
             handlers,
             jobs,
+            file: Some(
+                std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.to_path_buf())
+                    .display()
+                    .to_string(),
+            ),
         },
     })
 }

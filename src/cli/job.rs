@@ -3,11 +3,11 @@
 use super::args::{JobAddArgs, JobCmd, JobPreviewArgs};
 use super::{input, output, CliError};
 use chrono_tz::Tz;
-use jobvisor::model::{format_micros, now_micros, Chain, ChainOn, Job, JobSpec};
+use jobvisor::job::{Definition, When};
+use jobvisor::model::{format_micros, now_micros, Job, JobSpec};
 use jobvisor::schedule::{Schedule, ScheduleSpec};
 use jobvisor::store::ExecFilter;
 use std::io::IsTerminal;
-use std::time::Duration;
 
 pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
     if let JobCmd::Preview(p) = cmd {
@@ -62,16 +62,7 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
 /// `job add`: a new job, or with `--replace` a changed one.
 async fn add(client: &jobvisor::Client, a: JobAddArgs) -> Result<(), CliError> {
     let (replace, explicit_start) = (a.replace, a.start.is_some() || a.at.is_some());
-    let store = client.store().as_ref();
     let spec = spec_from_args(a)?;
-    for c in &spec.then {
-        if store.job(&c.job).await?.is_none() {
-            return Err(input(format!(
-                "--then {:?}: no job of that name (add it first)",
-                c.job
-            )));
-        }
-    }
     let name = spec.name.clone();
     let schedule = spec.schedule.clone();
     let (first, done) = if replace {
@@ -271,52 +262,16 @@ fn view(job: &Job) -> serde_json::Value {
     v
 }
 
-/// The schedule options shared by `job add` and `job preview`.
-struct When {
-    cron: Option<String>,
-    tz: String,
-    every: Option<Duration>,
-    start: Option<i64>,
-    at: Option<i64>,
-    daemon: bool,
-}
-
-/// Validates schedule options into a spec; `now` anchors what has no time
-/// of its own.
-fn schedule_spec(w: When, now: i64) -> Result<ScheduleSpec, CliError> {
-    Ok(if let Some(expr) = w.cron {
-        // Parse now so that the error names the field.
-        jobvisor::schedule::CronSchedule::parse(&expr, &w.tz).map_err(|e| input(e.to_string()))?;
-        ScheduleSpec::Cron { expr, tz: w.tz }
-    } else if let Some(every) = w.every {
-        if every.is_zero() {
-            return Err(input("--every must be longer than 0"));
-        }
-        ScheduleSpec::Interval {
-            every_ms: every.as_millis().max(1) as u64,
-            anchor: w.start.unwrap_or(now),
-        }
-    } else if w.daemon {
-        ScheduleSpec::Daemon
-    } else {
-        ScheduleSpec::Once {
-            at: w.at.or(w.start).unwrap_or(now),
-        }
-    })
-}
-
 fn preview(p: JobPreviewArgs) -> Result<(), CliError> {
-    let spec = schedule_spec(
-        When {
-            cron: p.cron,
-            tz: p.tz,
-            every: p.every,
-            start: p.start,
-            at: p.at,
-            daemon: false,
-        },
-        p.from,
-    )?;
+    let when = When {
+        tz: p.cron.is_some().then_some(p.tz),
+        cron: p.cron,
+        every: p.every,
+        start: p.start,
+        at: p.at,
+        daemon: false,
+    };
+    let spec = when.schedule(p.from).map_err(|e| input(e.to_string()))?;
     let times = Schedule::from_spec(&spec)?.occurrences(p.from, p.count as usize);
     if p.json {
         let utc: Vec<String> = times.iter().map(|t| rfc3339(*t)).collect();
@@ -364,60 +319,32 @@ fn print_occurrences(times: &[i64], tz: Tz) {
 pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
     let payload: serde_json::Value = serde_json::from_str(&a.payload)
         .map_err(|e| input(format!("invalid --payload JSON: {e}")))?;
-    let schedule = schedule_spec(
-        When {
+    let d = Definition {
+        when: When {
+            tz: a.cron.is_some().then_some(a.tz),
             cron: a.cron,
-            tz: a.tz,
             every: a.every,
             start: a.start,
             at: a.at,
             daemon: a.daemon,
         },
-        now_micros(),
-    )?;
-    let then = chains(&a.name, a.then, &a.then_on)?;
-    Ok(JobSpec {
-        name: a.name,
-        handler: a.handler,
-        mode: a.mode,
         payload,
-        schedule,
+        mode: a.mode,
         priority: a.priority,
         queue: a.queue,
         retries: a.retries,
-        backoff_ms: a.backoff.as_millis() as u64,
-        timeout_ms: a.timeout.map(|t| t.as_millis() as u64),
+        backoff: a.backoff,
+        timeout: a.timeout,
         overlap: a.overlap,
         misfire: a.misfire,
         max_parallel: a.max_parallel,
-        max_runs: a.max_runs,
-        start_at: a.start,
-        end_at: a.end,
-        paused: a.paused,
-        then,
         concurrency_key: a.concurrency_key,
-    })
-}
-
-/// `--then JOB` and `--then-on WHEN` as chains: one WHEN for all, or one
-/// per JOB.
-fn chains(name: &str, then: Vec<String>, on: &[ChainOn]) -> Result<Vec<Chain>, CliError> {
-    if on.len() > 1 && on.len() != then.len() {
-        return Err(input(format!(
-            "--then-on is given {} times for {} --then jobs (give it once for all, or once per --then)",
-            on.len(),
-            then.len()
-        )));
-    }
-    let mut out: Vec<Chain> = Vec::with_capacity(then.len());
-    for (i, job) in then.into_iter().enumerate() {
-        if job == name {
-            return Err(input(format!("job {name:?} cannot chain to itself")));
-        }
-        let on = on.get(i).or(on.first()).copied().unwrap_or_default();
-        if !out.iter().any(|c| c.job == job && c.on == on) {
-            out.push(Chain { job, on });
-        }
-    }
-    Ok(out)
+        max_runs: a.max_runs,
+        end: a.end,
+        paused: a.paused,
+        then: a.then,
+        then_on: a.then_on,
+        ..Definition::new(a.name, a.handler)
+    };
+    d.spec(now_micros()).map_err(|e| input(e.to_string()))
 }

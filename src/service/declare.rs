@@ -92,6 +92,8 @@ pub struct Declarations {
     pub handlers: Vec<HandlerSpec>,
     /// Declared jobs.
     pub jobs: Vec<JobDecl>,
+    /// The file that declares them, named when a command would change one.
+    pub file: Option<String>,
 }
 
 impl Default for Declarations {
@@ -103,6 +105,7 @@ impl Default for Declarations {
             job_retention: HashMap::new(),
             handlers: Vec::new(),
             jobs: Vec::new(),
+            file: None,
         }
     }
 }
@@ -238,6 +241,10 @@ pub(crate) async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, S
         }
     }
     store.set_declared("handler", &handlers).await?;
+    let file: Vec<String> = d.file.iter().cloned().collect();
+    store
+        .set_declared(crate::job::DECLARING_FILE, &file)
+        .await?;
     let queues = store.queues().await?;
     for q in &d.queues {
         let current = queues.iter().find(|c| c.name == q.name);

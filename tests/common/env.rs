@@ -22,6 +22,18 @@ impl Env {
         }
     }
 
+    /// An [`Env`] on a fresh PostgreSQL database of its own, if a server
+    /// is there (under CI one must be).
+    #[allow(dead_code)]
+    pub async fn postgres() -> Option<Self> {
+        let db = super::pg_database().await?;
+        Some(Self {
+            dir: tempfile::tempdir().unwrap(),
+            db,
+            test_builtins: false,
+        })
+    }
+
     /// An [`Env`] whose commands (`serve` included) have the test built-ins.
     #[allow(dead_code)]
     pub fn with_test_builtins() -> Self {

@@ -39,7 +39,7 @@ struct ErrorDetail {
 }
 
 /// Every error code.
-const CODES: [&str; 16] = [
+const CODES: [&str; 18] = [
     "invalid",
     "unauthorized",
     "forbidden",
@@ -53,6 +53,8 @@ const CODES: [&str; 16] = [
     "method_not_allowed",
     "finished",
     "not_retryable",
+    "job_exists",
+    "declared_in_config",
     "unsupported_media_type",
     "internal",
     "unhealthy",
@@ -137,6 +139,12 @@ impl From<Error> for ApiError {
             Error::Store(s) => s.into(),
             Error::UnknownHandler(h) => ApiError::not_found(format!("unknown handler {h:?}")),
             e @ Error::UnknownJob(_) => ApiError::not_found(e.to_string()),
+            e @ Error::JobExists(_) => ApiError::conflict("job_exists", e.to_string()),
+            e @ Error::Declared { .. } => ApiError::conflict("declared_in_config", e.to_string()),
+            // Faults of the server, not of the request.
+            e @ (Error::Panicked { .. } | Error::Unwritten(_)) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
             other => ApiError::unprocessable(other.to_string()),
         }
     }
@@ -264,4 +272,25 @@ pub(super) async fn json_errors(req: Request, next: Next) -> Response {
         return Response::from_parts(parts, body);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_of_the_server_is_a_500_and_a_bad_request_a_4xx() {
+        let panicked = Error::Panicked {
+            actor: crate::supervisor::Actor::Dispatcher,
+            message: "boom".into(),
+        };
+        for e in [panicked, Error::Unwritten("gone".into())] {
+            let r = ApiError::from(e).into_response();
+            assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        let r = ApiError::from(Error::Invalid("no".into())).into_response();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let r = ApiError::from(Error::UnknownJob("j".into())).into_response();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
 }

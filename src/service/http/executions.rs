@@ -106,7 +106,7 @@ impl ListQuery {
 /// `output` are cut at 4 KiB (then the beginning of their JSON text, as a
 /// string, with `payload_truncated` or `output_truncated`): the
 /// execution's own route gives them whole.
-#[utoipa::path(get, path = "/v1/executions", tag = "executions", params(ListQuery),
+#[utoipa::path(get, path = "/v1/executions", operation_id = "listExecutions", tag = "executions", params(ListQuery),
     responses((status = 200, description = "The executions, newest first", body = Vec<Execution>)))]
 pub(super) async fn list(State(api): ApiState, Query(q): Query<ListQuery>) -> ApiResult {
     let filter = ExecFilter {
@@ -214,7 +214,7 @@ impl EnqueueBody {
 }
 
 /// Enqueue a run of a handler.
-#[utoipa::path(post, path = "/v1/executions", tag = "executions", request_body = EnqueueBody,
+#[utoipa::path(post, path = "/v1/executions", operation_id = "enqueueExecution", tag = "executions", request_body = EnqueueBody,
     responses(
         (status = 201, description = "Inserted", body = Enqueued),
         (status = 200, description = "A duplicate: its unique key is held by execution `id` (`replaced` when `replace` changed it)", body = Enqueued),
@@ -244,7 +244,7 @@ pub(super) struct ExecutionDetail {
 }
 
 /// Show an execution, with its parents and children.
-#[utoipa::path(get, path = "/v1/executions/{id}", tag = "executions",
+#[utoipa::path(get, path = "/v1/executions/{id}", operation_id = "showExecution", tag = "executions",
     params(("id" = Uuid, Path, description = "The execution's id")),
     responses(
         (status = 200, description = "The execution", body = ExecutionDetail),
@@ -292,7 +292,7 @@ pub(super) struct Cancelled {
 
 /// Cancel an execution: one that has not started is cancelled at once, a
 /// running one is stopped by its node (cooperatively, then by signal).
-#[utoipa::path(post, path = "/v1/executions/{id}/cancel", tag = "executions",
+#[utoipa::path(post, path = "/v1/executions/{id}/cancel", operation_id = "cancelExecution", tag = "executions",
     params(("id" = Uuid, Path, description = "The execution's id")),
     request_body(content = Option<CancelBody>),
     responses(
@@ -333,7 +333,7 @@ pub(super) struct Retried {
 }
 
 /// Run a failed, cancelled or interrupted execution again.
-#[utoipa::path(post, path = "/v1/executions/{id}/retry", tag = "executions",
+#[utoipa::path(post, path = "/v1/executions/{id}/retry", operation_id = "retryExecution", tag = "executions",
     params(("id" = Uuid, Path, description = "The execution's id")),
     responses(
         (status = 201, description = "The new attempt", body = Retried),
@@ -433,7 +433,7 @@ impl BulkBody {
 }
 
 /// Cancel every execution a filter matches that has not ended.
-#[utoipa::path(post, path = "/v1/executions/cancel", tag = "executions", request_body = BulkBody,
+#[utoipa::path(post, path = "/v1/executions/cancel", operation_id = "cancelMatchingExecutions", tag = "executions", request_body = BulkBody,
     responses(
         (status = 200, description = "What matched, what was cancelled, and what was asked to stop", body = crate::bulk::Bulk),
     ))]
@@ -444,7 +444,7 @@ pub(super) async fn cancel_matching(State(api): ApiState, b: Bytes) -> ApiResult
 }
 
 /// Retry every execution a filter matches that can be retried.
-#[utoipa::path(post, path = "/v1/executions/retry", tag = "executions", request_body = BulkBody,
+#[utoipa::path(post, path = "/v1/executions/retry", operation_id = "retryMatchingExecutions", tag = "executions", request_body = BulkBody,
     responses(
         (status = 200, description = "What matched and what was retried", body = crate::bulk::Bulk),
     ))]
@@ -538,7 +538,7 @@ pub(super) fn level(q: Option<&str>) -> Result<Option<Level>, ApiError> {
 /// An execution's log lines, in order: the first page after `after_seq`,
 /// or with `from_end` the last before `before_seq`; filtered by level and
 /// text.
-#[utoipa::path(get, path = "/v1/executions/{id}/logs", tag = "executions",
+#[utoipa::path(get, path = "/v1/executions/{id}/logs", operation_id = "listExecutionLogs", tag = "executions",
     params(("id" = Uuid, Path, description = "The execution's id"), LogQuery),
     responses(
         (status = 200, description = "The lines", body = Vec<LogEntry>),

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 
 /// List handlers, registered and built in. Environment values are
 /// never shown: each is `"<redacted>"`.
-#[utoipa::path(get, path = "/v1/handlers", tag = "handlers",
+#[utoipa::path(get, path = "/v1/handlers", operation_id = "listHandlers", tag = "handlers",
     responses((status = 200, description = "Every handler, by name", body = Vec<HandlerSpec>)))]
 pub(super) async fn list(State(api): ApiState) -> ApiResult {
     let all = crate::store::all_handlers(&**api.sup.store()).await?;
@@ -18,7 +18,7 @@ pub(super) async fn list(State(api): ApiState) -> ApiResult {
 }
 
 /// Show a handler: its kind, mode, limits and isolation settings.
-#[utoipa::path(get, path = "/v1/handlers/{name}", tag = "handlers",
+#[utoipa::path(get, path = "/v1/handlers/{name}", operation_id = "showHandler", tag = "handlers",
     params(("name" = crate::contract::Name, Path, description = "The handler's name")),
     responses(
         (status = 200, description = "The handler", body = HandlerSpec),

@@ -178,8 +178,9 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(system::stats))
         .routes(routes!(handlers::list))
         .routes(routes!(handlers::show))
-        .routes(routes!(jobs::list))
-        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::list, jobs::create))
+        .routes(routes!(jobs::show, jobs::replace, jobs::remove))
+        .routes(routes!(jobs::preview))
         .routes(routes!(jobs::trigger))
         .routes(routes!(jobs::pause))
         .routes(routes!(jobs::resume))
@@ -224,6 +225,7 @@ fn finish(doc: utoipa::openapi::OpenApi, auth: &Auth) -> Value {
     validate::bound_integers(&mut doc);
     streams::declare(&mut doc);
     executions::declare(&mut doc);
+    jobs::declare(&mut doc);
     error::declare(&mut doc);
     access::declare(&mut doc, auth);
     doc

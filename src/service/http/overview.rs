@@ -27,7 +27,7 @@ pub(super) struct Node {
 }
 
 /// Nodes seen in the last day, newest first, with their last heartbeat.
-#[utoipa::path(get, path = "/v1/nodes", tag = "system",
+#[utoipa::path(get, path = "/v1/nodes", operation_id = "listNodes", tag = "system",
     responses((status = 200, description = "The nodes", body = Vec<Node>)))]
 pub(super) async fn nodes(State(api): ApiState) -> ApiResult {
     let now = now_micros();
@@ -64,7 +64,7 @@ pub(super) struct TimelineQuery {
 /// Executions that ended since a time (whole minutes, from the one it
 /// falls in), per minute, handler and status, with their mean and longest
 /// durations: the throughput and duration charts.
-#[utoipa::path(get, path = "/v1/timeline", tag = "executions", params(TimelineQuery),
+#[utoipa::path(get, path = "/v1/timeline", operation_id = "showTimeline", tag = "executions", params(TimelineQuery),
     responses((status = 200, description = "One row per minute, handler and status that had any", body = Vec<TimelineRow>)))]
 pub(super) async fn timeline(State(api): ApiState, Query(q): Query<TimelineQuery>) -> ApiResult {
     let now = now_micros();
@@ -103,7 +103,7 @@ const LATE_US: i64 = 60 * 1_000_000;
 
 /// What needs attention: stuck executions, the last hour's failures, late
 /// jobs.
-#[utoipa::path(get, path = "/v1/attention", tag = "executions",
+#[utoipa::path(get, path = "/v1/attention", operation_id = "listAttention", tag = "executions",
     responses((status = 200, description = "Stuck, failed and late", body = Attention)))]
 pub(super) async fn attention(State(api): ApiState) -> ApiResult {
     let now = now_micros();

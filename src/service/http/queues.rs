@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// List queues: their limits, whether paused, and what waits and runs.
-#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+#[utoipa::path(get, path = "/v1/queues", operation_id = "listQueues", tag = "queues",
     responses((status = 200, description = "Every queue that has a setting or an execution", body = Vec<QueueInfo>)))]
 pub(super) async fn list(State(api): ApiState) -> ApiResult {
     ok(api.sup.store().queues().await?)
@@ -70,7 +70,7 @@ impl QueueBody {
 }
 
 /// Set a queue's limits (it is made if it does not exist).
-#[utoipa::path(put, path = "/v1/queues/{name}", tag = "queues",
+#[utoipa::path(put, path = "/v1/queues/{name}", operation_id = "setQueue", tag = "queues",
     params(("name" = crate::contract::Name, Path, description = "The queue's name")),
     request_body = QueueBody,
     responses((status = 200, description = "The queue as now set", body = QueueInfo)))]
@@ -106,7 +106,7 @@ async fn set_paused(api: &super::Api, name: String, paused: bool) -> ApiResult {
 }
 
 /// Pause a queue: it starts nothing new until resumed.
-#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues",
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", operation_id = "pauseQueue", tag = "queues",
     params(("name" = crate::contract::Name, Path, description = "The queue's name")),
     responses((status = 200, description = "Paused", body = QueuePaused), (status = 422, description = "Not a queue name", body = ErrorBody)))]
 pub(super) async fn pause(State(api): ApiState, Path(name): Path<String>) -> ApiResult {
@@ -114,7 +114,7 @@ pub(super) async fn pause(State(api): ApiState, Path(name): Path<String>) -> Api
 }
 
 /// Resume a paused queue.
-#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues",
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", operation_id = "resumeQueue", tag = "queues",
     params(("name" = crate::contract::Name, Path, description = "The queue's name")),
     responses((status = 200, description = "Resumed", body = QueuePaused), (status = 422, description = "Not a queue name", body = ErrorBody)))]
 pub(super) async fn resume(State(api): ApiState, Path(name): Path<String>) -> ApiResult {

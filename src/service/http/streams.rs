@@ -125,7 +125,7 @@ pub(super) struct StreamQuery {
 /// Follow an execution: `log` events (a log line each, its `seq` as the
 /// event id), `progress` events when its progress changes, and one `end`
 /// event with the execution once it has ended; then the stream ends.
-#[utoipa::path(get, path = "/v1/executions/{id}/stream", tag = "executions",
+#[utoipa::path(get, path = "/v1/executions/{id}/stream", operation_id = "streamExecution", tag = "executions",
     params(("id" = Uuid, Path, description = "The execution's id"), StreamQuery),
     responses(
         (status = 200, description = "Server-Sent Events: `log`, `progress`, then `end`", content_type = "text/event-stream", body = String),
@@ -229,7 +229,7 @@ pub(super) async fn execution(
 /// then a `state` event for each execution starting (`running`) or ending
 /// (its status, and whether a retry follows); `lagged` with a count if the
 /// client fell behind and events were dropped. It does not end.
-#[utoipa::path(get, path = "/v1/events", tag = "executions",
+#[utoipa::path(get, path = "/v1/events", operation_id = "streamEvents", tag = "executions",
     responses(
         (status = 200, description = "Server-Sent Events: `ready`, then `state` (and `lagged`)", content_type = "text/event-stream", body = String),
         (status = 503, description = "Too many event streams are open", body = ErrorBody),

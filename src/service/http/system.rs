@@ -32,7 +32,7 @@ const SILENCE: Duration = Duration::from_secs(30);
 
 /// Health: the database answers, and the scheduler and dispatcher loops go
 /// round. Needs no token.
-#[utoipa::path(get, path = "/healthz", tag = "system",
+#[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "system",
     responses(
         (status = 200, description = "Healthy", body = Health),
         (status = 503, description = "Unhealthy: the database or a loop is stuck", body = ErrorBody),
@@ -71,7 +71,7 @@ pub(super) async fn healthz(State(api): ApiState) -> Response {
 }
 
 /// Metrics in the Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "system",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub(super) async fn metrics(State(api): ApiState) -> ApiResult {
     let store = api.sup.store();
@@ -98,14 +98,14 @@ pub(super) async fn metrics(State(api): ApiState) -> ApiResult {
 }
 
 /// This document: OpenAPI 3.1.
-#[utoipa::path(get, path = "/openapi.json", tag = "system",
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapiDocument", tag = "system",
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
 pub(super) async fn openapi(State(api): ApiState) -> ApiResult {
     ok(&api.doc)
 }
 
 /// Execution statistics per job.
-#[utoipa::path(get, path = "/v1/stats", tag = "system",
+#[utoipa::path(get, path = "/v1/stats", operation_id = "listStats", tag = "system",
     responses((status = 200, description = "One entry per job that has executions", body = Vec<JobStats>)))]
 pub(super) async fn stats(State(api): ApiState) -> ApiResult {
     ok(api.sup.store().stats(None).await?)

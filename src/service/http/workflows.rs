@@ -22,7 +22,7 @@ pub(super) struct ListQuery {
 }
 
 /// List workflows, newest first, with where their steps stand.
-#[utoipa::path(get, path = "/v1/workflows", tag = "workflows", params(ListQuery),
+#[utoipa::path(get, path = "/v1/workflows", operation_id = "listWorkflows", tag = "workflows", params(ListQuery),
     responses((status = 200, description = "The workflows, newest first", body = Vec<Summary>)))]
 pub(super) async fn list(State(api): ApiState, Query(q): Query<ListQuery>) -> ApiResult {
     let limit = super::error::bounded("limit", q.limit, 100, super::executions::MAX_LIST)?;
@@ -31,7 +31,7 @@ pub(super) async fn list(State(api): ApiState, Query(q): Query<ListQuery>) -> Ap
 }
 
 /// Run a workflow: every step's execution is inserted in one transaction.
-#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = WorkflowSpec,
+#[utoipa::path(post, path = "/v1/workflows", operation_id = "runWorkflow", tag = "workflows", request_body = WorkflowSpec,
     responses(
         (status = 201, description = "Inserted: its id and each step's execution", body = Submitted),
         (status = 422, description = "Steps that do not fit together: a duplicate name, an unknown step in `after`, a cycle, an unknown handler", body = ErrorBody),
@@ -43,7 +43,7 @@ pub(super) async fn run(State(api): ApiState, b: Bytes) -> ApiResult {
 }
 
 /// Show a workflow: its steps in dependency order and its overall status.
-#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
+#[utoipa::path(get, path = "/v1/workflows/{id}", operation_id = "showWorkflow", tag = "workflows",
     params(("id" = Uuid, Path, description = "The workflow's id")),
     responses(
         (status = 200, description = "The workflow", body = View),
@@ -68,7 +68,7 @@ pub(super) struct WorkflowCancelled {
 }
 
 /// Cancel every step of a workflow that has not ended.
-#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows",
+#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", operation_id = "cancelWorkflow", tag = "workflows",
     params(("id" = Uuid, Path, description = "The workflow's id")),
     request_body(content = Option<CancelBody>),
     responses(
