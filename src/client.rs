@@ -164,6 +164,22 @@ impl Client {
             .collect())
     }
 
+    /// The index of the first of `specs` that is refused on its own (an
+    /// unknown handler, a bad field), if one is: which run made a batch
+    /// fail.
+    pub(crate) async fn first_refused(&self, specs: &[RunSpec]) -> Option<usize> {
+        let store = self.db.store().as_ref();
+        for (i, spec) in specs.iter().enumerate() {
+            if crate::submit::prepare(store, &*self.local, spec.clone())
+                .await
+                .is_err()
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
     /// Like [`Client::enqueue_many`], saying of each run whether it was a
     /// duplicate of a held unique key.
     ///
@@ -182,8 +198,26 @@ impl Client {
     /// ```
     pub async fn submit_many(&self, specs: Vec<RunSpec>) -> Result<Vec<Enqueued>, Error> {
         let store = self.db.store().as_ref();
+        // Ids the caller chose: each new, and none twice.
+        let chosen: Vec<Uuid> = specs.iter().filter_map(|s| s.id).collect();
+        if !chosen.is_empty() {
+            let mut seen = std::collections::HashSet::with_capacity(chosen.len());
+            if let Some(twice) = chosen.iter().find(|id| !seen.insert(**id)) {
+                return Err(Error::Invalid(format!("id {twice} is given to two runs")));
+            }
+            if let Some(taken) = store.existing_ids(&chosen).await?.first() {
+                return Err(Error::IdTaken(*taken));
+            }
+        }
         let execs = crate::submit::prepare_many(store, &*self.local, specs).await?;
-        let out = crate::submit::enqueue(store, &execs).await?;
+        let out = match crate::submit::enqueue(store, &execs).await {
+            // A concurrent insert of the same id won the primary key.
+            Err(e) if !chosen.is_empty() => match store.existing_ids(&chosen).await?.first() {
+                Some(taken) => return Err(Error::IdTaken(*taken)),
+                None => return Err(e),
+            },
+            out => out?,
+        };
         let inserted = out
             .iter()
             .zip(&execs)

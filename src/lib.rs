@@ -81,6 +81,9 @@ pub enum Error {
     /// No job of that name exists.
     #[error("no job named {0:?}")]
     UnknownJob(String),
+    /// An execution with the id a run asked for exists already.
+    #[error("an execution with id {0} exists already")]
+    IdTaken(uuid::Uuid),
     /// A job of that name exists already.
     #[error("a job named {0:?} already exists (`job add --replace` or PUT changes it in place)")]
     JobExists(String),

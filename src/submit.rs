@@ -57,6 +57,11 @@ pub struct RunSpec {
     pub after: Vec<Uuid>,
     /// What its parents' ends must be for it to run.
     pub after_policy: crate::model::AfterPolicy,
+    /// Its id, chosen by the caller: an id that names an execution already
+    /// is refused ([`crate::Error::IdTaken`]). Lists go newest first by id,
+    /// so a time-ordered UUIDv7 keeps them in order. A new UUIDv7 if
+    /// `None`.
+    pub id: Option<Uuid>,
 }
 
 impl RunSpec {
@@ -84,6 +89,7 @@ impl RunSpec {
             concurrency_key: None,
             after: Vec::new(),
             after_policy: Default::default(),
+            id: None,
         }
     }
 
@@ -305,7 +311,7 @@ fn resolve(
         return Err(Error::Invalid("a timeout must be longer than 0".into()));
     }
     Ok(NewExecution {
-        id: Uuid::now_v7(),
+        id: spec.id.unwrap_or_else(Uuid::now_v7),
         job: spec.job,
         handler: spec.handler,
         mode,

@@ -192,6 +192,11 @@ max-examples = 30
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 
+# 413: a body over the 1 MiB limit is refused before its schema is read
+# (a batch of 10,000 large runs can be).
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+
 [dictionaries.executions]
 values = {executions}
 [dictionaries.workflows]

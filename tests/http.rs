@@ -1197,3 +1197,172 @@ async fn jobs_are_created_replaced_removed_and_previewed_over_http() {
         drop(serve);
     }
 }
+
+/// Runs over HTTP and the CLI: delayed (`run_at`, `delay`, `--at`,
+/// `--in`), given their id (a taken one refused, nothing written), and
+/// enqueued in batches of up to 10,000 in one transaction (a bad run
+/// refuses the batch, naming its index); on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_delayed_given_their_id_and_enqueued_in_batches() {
+    let mut envs = vec![Env::new()];
+    envs.extend(Env::postgres().await);
+    for env in envs {
+        let serve = env.serve(&[]);
+        let addr = serve.http_addr();
+        let store = env.store().await;
+        let id_of = |r: &Reply| -> uuid::Uuid { r.json()["id"].as_str().unwrap().parse().unwrap() };
+        let count = || async {
+            store
+                .executions(&jobvisor::store::ExecFilter {
+                    limit: 100_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .len()
+        };
+
+        // Delayed: pending until its time, then run.
+        let t0 = jobvisor::model::now_micros();
+        let later = post(
+            &addr,
+            "/v1/executions",
+            r#"{"handler":"noop","delay":"1h"}"#,
+        );
+        assert_eq!(later.status, 201, "{}", later.body);
+        let soon_at = chrono::Utc::now() + chrono::Duration::seconds(2);
+        let soon = post(
+            &addr,
+            "/v1/executions",
+            &format!(
+                r#"{{"handler":"noop","run_at":"{}"}}"#,
+                soon_at.to_rfc3339()
+            ),
+        );
+        assert_eq!(soon.status, 201, "{}", soon.body);
+        let e = finished(store.as_ref(), id_of(&soon)).await;
+        assert_eq!(e.status, Status::Succeeded);
+        assert!(
+            e.started_at.unwrap().micros() >= soon_at.timestamp_micros(),
+            "{e:?}"
+        );
+        let e = store.execution(id_of(&later)).await.unwrap().unwrap();
+        assert_eq!(e.status, Status::Pending);
+        let hour = 3_600_000_000;
+        assert!(
+            (t0 + hour..t0 + hour + 60_000_000).contains(&e.run_at.micros()),
+            "{e:?}"
+        );
+        let r = post(
+            &addr,
+            "/v1/executions",
+            r#"{"handler":"noop","delay":"1h","run_at":"2030-01-01T00:00:00Z"}"#,
+        );
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid"),
+            "{}",
+            r.body
+        );
+        // The CLI says when it is due.
+        let id = env.ok(&["run", "noop", "--in", "2h"]).trim().to_string();
+        let shown = env.ok(&["exec", "show", &id]);
+        assert!(shown.contains("pending (due at "), "{shown}");
+
+        // Given ids: kept; taken ones refused, with nothing written.
+        let given = uuid::Uuid::now_v7();
+        let r = post(
+            &addr,
+            "/v1/executions",
+            &format!(r#"{{"handler":"noop","id":"{given}"}}"#),
+        );
+        assert_eq!((r.status, id_of(&r)), (201, given), "{}", r.body);
+        let before = count().await;
+        let r = post(
+            &addr,
+            "/v1/executions",
+            &format!(r#"{{"handler":"echo","id":"{given}"}}"#),
+        );
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (409, "id_taken"),
+            "{}",
+            r.body
+        );
+        let out = env.cli(&["run", "echo", "--id", &given.to_string()]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+        let mine = uuid::Uuid::now_v7();
+        assert_eq!(
+            env.ok(&["run", "noop", "--id", &mine.to_string()]).trim(),
+            mine.to_string()
+        );
+        assert_eq!(count().await, before + 1);
+
+        // Batches: in order, duplicates flagged.
+        let r = post(
+            &addr,
+            "/v1/executions/batch",
+            r#"{"runs":[{"handler":"noop"},{"handler":"echo","unique_key":"k","delay":"1h"},{"handler":"echo","unique_key":"k"}]}"#,
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let runs = r.json()["runs"].as_array().unwrap().clone();
+        assert_eq!(runs.len(), 3);
+        assert_eq!(
+            (
+                runs[1]["duplicate"].as_bool(),
+                runs[2]["duplicate"].as_bool()
+            ),
+            (Some(false), Some(true))
+        );
+        assert_eq!(runs[1]["id"], runs[2]["id"]);
+        // All or nothing: a bad run anywhere refuses every run, and says
+        // which.
+        let before = count().await;
+        for (body, status) in [
+            (
+                r#"{"runs":[{"handler":"noop"},{"handler":"nope"}]}"#.to_string(),
+                404,
+            ),
+            (
+                format!(r#"{{"runs":[{{"handler":"noop"}},{{"handler":"noop","id":"{given}"}}]}}"#),
+                409,
+            ),
+            (
+                r#"{"runs":[{"handler":"noop"},{"handler":"noop","unique_for":"1h"}]}"#.to_string(),
+                400,
+            ),
+            (r#"{"runs":[]}"#.to_string(), 400),
+        ] {
+            let r = post(&addr, "/v1/executions/batch", &body);
+            assert_eq!(r.status, status, "{body}: {}", r.body);
+            if status != 400 {
+                assert!(r.body.contains("runs[1]"), "{}", r.body);
+            }
+        }
+        let twice = uuid::Uuid::now_v7();
+        let r = post(
+            &addr,
+            "/v1/executions/batch",
+            &format!(
+                r#"{{"runs":[{{"handler":"noop","id":"{twice}"}},{{"handler":"noop","id":"{twice}"}}]}}"#
+            ),
+        );
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert_eq!(count().await, before);
+        // At most 10,000 runs at once.
+        let runs = |n: usize| {
+            format!(
+                r#"{{"runs":[{}]}}"#,
+                vec![r#"{"handler":"noop","delay":"1h"}"#; n].join(",")
+            )
+        };
+        let r = post(&addr, "/v1/executions/batch", &runs(10_001));
+        assert_eq!(r.status, 400, "{}", &r.body[..r.body.len().min(300)]);
+        assert_eq!(count().await, before);
+        let r = post(&addr, "/v1/executions/batch", &runs(10_000));
+        assert_eq!(r.status, 201, "{}", &r.body[..r.body.len().min(300)]);
+        assert_eq!(count().await, before + 10_000);
+        drop(serve);
+    }
+}

@@ -613,6 +613,17 @@ pub struct RunArgs {
         requires = "after"
     )]
     pub after_policy: jobvisor::model::AfterPolicy,
+    /// Run it not before TIME (RFC 3339, or `+DUR` from now); it waits as
+    /// `pending` until then.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<i64>,
+    /// Run it not before DUR from now (`10m`).
+    #[arg(long = "in", value_name = "DUR", value_parser = parse_duration, conflicts_with = "at")]
+    pub in_: Option<Duration>,
+    /// Its id (a UUID; one that names an execution already is refused,
+    /// exit 2, and nothing is written).
+    #[arg(long, value_name = "UUID")]
+    pub id: Option<uuid::Uuid>,
     /// Wait for the outcome (exit 0 on success, 1 on failure or cancel).
     #[arg(long)]
     pub wait: bool,

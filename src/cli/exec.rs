@@ -238,7 +238,11 @@ fn show(e: &Execution, links: &jobvisor::store::Links) {
         e.job.as_deref().unwrap_or("- (ad-hoc run)")
     );
     println!("handler:     {} ({})", e.handler, e.mode);
-    println!("status:      {}", e.status);
+    if e.status == jobvisor::Status::Pending && e.run_at.micros() > jobvisor::model::now_micros() {
+        println!("status:      {} (due at {})", e.status, e.run_at);
+    } else {
+        println!("status:      {}", e.status);
+    }
     println!("attempt:     {} of {}", e.attempt, e.max_attempts);
     if let Some(p) = e.previous_id {
         println!("retries:     {p}");

@@ -39,6 +39,13 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         unique,
         concurrency_key: a.concurrency_key,
         after_policy: a.after_policy,
+        id: a.id,
+        run_at: a.at.or_else(|| {
+            let micros = a
+                .in_
+                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            micros.map(|m| jobvisor::model::now_micros().saturating_add(m))
+        }),
         ..RunSpec::new(a.handler, payload)
     };
     for id in after {

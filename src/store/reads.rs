@@ -148,6 +148,21 @@ pub trait Reads: Send + Sync + 'static {
     /// ```
     async fn execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError>;
 
+    /// Which of `ids` name an execution, in any status.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+    /// let other = uuid::Uuid::now_v7();
+    /// assert_eq!(sup.store().existing_ids(&[id, other]).await?, vec![id]);
+    /// # Ok(()) }
+    /// ```
+    async fn existing_ids(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+
     /// Executions, newest first.
     ///
     /// ```

@@ -39,7 +39,7 @@ struct ErrorDetail {
 }
 
 /// Every error code.
-const CODES: [&str; 18] = [
+const CODES: [&str; 19] = [
     "invalid",
     "unauthorized",
     "forbidden",
@@ -54,6 +54,7 @@ const CODES: [&str; 18] = [
     "finished",
     "not_retryable",
     "job_exists",
+    "id_taken",
     "declared_in_config",
     "unsupported_media_type",
     "internal",
@@ -98,6 +99,12 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", msg)
     }
 
+    /// The same error, its message prefixed with what it is about.
+    pub(super) fn context(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
     pub(super) fn conflict(code: &'static str, msg: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, msg)
     }
@@ -140,6 +147,7 @@ impl From<Error> for ApiError {
             Error::UnknownHandler(h) => ApiError::not_found(format!("unknown handler {h:?}")),
             e @ Error::UnknownJob(_) => ApiError::not_found(e.to_string()),
             e @ Error::JobExists(_) => ApiError::conflict("job_exists", e.to_string()),
+            e @ Error::IdTaken(_) => ApiError::conflict("id_taken", e.to_string()),
             e @ Error::Declared { .. } => ApiError::conflict("declared_in_config", e.to_string()),
             // Faults of the server, not of the request.
             e @ (Error::Panicked { .. } | Error::Unwritten(_)) => {

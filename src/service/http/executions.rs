@@ -162,6 +162,17 @@ pub(super) struct EnqueueBody {
     after: Vec<Uuid>,
     /// What their ends must be for it to run (needs `after`).
     after_policy: Option<AfterPolicy>,
+    /// Its id: an id that names an execution already is refused (409
+    /// `id_taken`) and nothing is written. Lists go newest first by id, so
+    /// a time-ordered UUIDv7 keeps them in order. A new UUIDv7 if absent.
+    id: Option<Uuid>,
+    /// Not before this time: it waits as `pending` until then (not with
+    /// `delay`).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    run_at: Option<String>,
+    /// Not before this long from now (not with `run_at`).
+    #[schema(value_type = Option<contract::Duration>)]
+    delay: Option<String>,
 }
 
 impl EnqueueBody {
@@ -177,6 +188,24 @@ impl EnqueueBody {
         spec.retries = b.retries;
         spec.timeout = b.timeout_ms.map(Duration::from_millis);
         spec.concurrency_key = b.concurrency_key;
+        spec.id = b.id;
+        spec.run_at = match (b.run_at, b.delay) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("run_at and delay do not go together"))
+            }
+            (Some(t), None) => Some(
+                chrono::DateTime::parse_from_rfc3339(&t)
+                    .map_err(|e| ApiError::unprocessable(format!("run_at: {t:?}: {e}")))?
+                    .timestamp_micros(),
+            ),
+            (None, Some(d)) => {
+                let d = contract::duration(&d)
+                    .map_err(|e| ApiError::unprocessable(format!("delay: {e}")))?;
+                let micros = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+                Some(crate::model::now_micros().saturating_add(micros))
+            }
+            (None, None) => None,
+        };
         let keyed = b.unique_key.is_some();
         if let Some(key) = b.unique_key {
             spec = spec.unique_key(key);
@@ -230,6 +259,52 @@ pub(super) async fn enqueue(State(api): ApiState, b: Bytes) -> ApiResult {
         StatusCode::CREATED
     };
     with_status(status, e)
+}
+
+/// Runs to enqueue in one transaction.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BatchBody {
+    /// The runs, each as `POST /v1/executions` takes it.
+    #[schema(min_items = 1, max_items = 10_000)]
+    runs: Vec<EnqueueBody>,
+}
+
+/// What a batch enqueued.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BatchEnqueued {
+    /// Each run's execution, in the order of the request (`duplicate`
+    /// when its unique key was held).
+    runs: Vec<crate::model::Enqueued>,
+}
+
+/// Enqueue up to 10,000 runs in one transaction: all of them, or, if one
+/// is refused, none (the error names its index).
+#[utoipa::path(post, path = "/v1/executions/batch", operation_id = "enqueueExecutions", tag = "executions", request_body = BatchBody,
+    responses(
+        (status = 201, description = "Inserted (each duplicate says so)", body = BatchEnqueued),
+        (status = 404, description = "A run names no such handler", body = ErrorBody),
+        (status = 409, description = "A run's id names an execution already (`id_taken`)", body = ErrorBody),
+        (status = 422, description = "A run that cannot be carried out as given", body = ErrorBody),
+    ))]
+pub(super) async fn enqueue_batch(State(api): ApiState, b: Bytes) -> ApiResult {
+    let batch = body::<BatchBody>(&b)?;
+    let mut specs = Vec::with_capacity(batch.runs.len());
+    for (i, run) in batch.runs.into_iter().enumerate() {
+        specs.push(run.spec().map_err(|e| e.context(&format!("runs[{i}]")))?);
+    }
+    match api.sup.submit_many(specs.clone()).await {
+        Ok(runs) => with_status(StatusCode::CREATED, BatchEnqueued { runs }),
+        Err(crate::Error::IdTaken(id)) => {
+            let i = specs.iter().position(|s| s.id == Some(id)).unwrap_or(0);
+            Err(ApiError::from(crate::Error::IdTaken(id)).context(&format!("runs[{i}]")))
+        }
+        // Which run: the first that is refused on its own.
+        Err(e) => match api.sup.first_refused(&specs).await {
+            Some(i) => Err(ApiError::from(e).context(&format!("runs[{i}]"))),
+            None => Err(e.into()),
+        },
+    }
 }
 
 /// An execution with its place in a graph.
@@ -475,6 +550,7 @@ const FILTERS: [&str; 9] = [
 pub(super) fn declare(doc: &mut Value) {
     let present = |field: &str| json!({"required": [field], "properties": {field: {"not": {"type": "null"}}}});
     doc["components"]["schemas"]["EnqueueBody"]["allOf"] = json!([
+        {"not": {"allOf": [present("run_at"), present("delay")]}},
         {"if": present("unique_for"), "then": present("unique_key")},
         {"if": present("after_policy"), "then": {"required": ["after"], "properties": {"after": {"minItems": 1}}}},
         {"if": {"required": ["replace"], "properties": {"replace": {"const": true}}},

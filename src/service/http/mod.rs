@@ -189,6 +189,7 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(overview::timeline))
         .routes(routes!(overview::attention))
         .routes(routes!(executions::list, executions::enqueue))
+        .routes(routes!(executions::enqueue_batch))
         .routes(routes!(executions::show))
         .routes(routes!(executions::cancel))
         .routes(routes!(executions::retry))

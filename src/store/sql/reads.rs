@@ -326,6 +326,18 @@ impl<D: Dialect> Reads for SqlStore<D> {
             .transpose()
     }
 
+    async fn existing_ids(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(rows_per_statement(1)) {
+            let mut q = Sql::new("SELECT id FROM executions WHERE id IN (");
+            q.push_list(chunk.iter().copied()).push(")");
+            for row in self.read_all(q).await? {
+                out.push(Fields::<D>::new(&row, "executions").get("id")?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn executions(&self, filter: &ExecFilter) -> Result<Vec<Execution>, StoreError> {
         let mut q = match filter.clip {
             None => Sql::new("SELECT * FROM executions WHERE 1 = 1"),
