@@ -1572,3 +1572,90 @@ fn execution_ids_take_a_unique_prefix_or_suffix_and_lists_show_a_form_they_accep
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["status"], "cancelled", "{out}");
 }
+
+/// Every command that creates or acts takes `--json`, and prints what the
+/// HTTP API answers for the same action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acting_command_takes_json() {
+    let env = Env::new();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = env.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    // Nothing runs yet: what is enqueued stays pending.
+    let held = json(&["run", "noop", "--queue", "held", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = json(&["run", "noop", "--queue", "held", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = json(&["exec", "cancel", &held, "--json"]);
+    assert_eq!(
+        (r["id"].as_str(), r["cancel"].as_str()),
+        (Some(held.as_str()), Some("cancelled"))
+    );
+    let r = json(&[
+        "exec",
+        "retry",
+        "--queue",
+        "held",
+        "--status",
+        "cancelled",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(
+        (r["dry_run"].as_bool(), r["matched"].as_u64()),
+        (Some(true), Some(1)),
+        "{r}"
+    );
+    let r = json(&["exec", "retry", &held, "--json"]);
+    assert_eq!(r["retries"].as_str(), Some(held.as_str()), "{r}");
+    let retried = r["id"].as_str().unwrap().to_string();
+    assert_ne!(retried, held);
+    // (The first attempt, cancelled already, matches too.)
+    let r = json(&["exec", "cancel", "--queue", "held", "--json"]);
+    assert_eq!(
+        (r["matched"].as_u64(), r["cancelled"].as_u64()),
+        (Some(3), Some(2)),
+        "{r} {other}"
+    );
+    let r = json(&[
+        "exec",
+        "retry",
+        "--queue",
+        "held",
+        "--status",
+        "cancelled",
+        "--json",
+    ]);
+    assert_eq!(r["retried"].as_u64(), Some(2), "{r}");
+
+    env.ok(&["job", "add", "j", "--handler", "noop", "--every", "1h"]);
+    let r = json(&["job", "pause", "j", "--json"]);
+    assert_eq!(
+        (r["job"].as_str(), r["paused"].as_bool()),
+        (Some("j"), Some(true))
+    );
+    let r = json(&["job", "resume", "j", "--json"]);
+    assert_eq!(r["paused"].as_bool(), Some(false));
+    assert!(json(&["job", "trigger", "j", "--json"])["id"].is_string());
+    let r = json(&["job", "remove", "j", "--json"]);
+    assert_eq!(
+        (r["job"].as_str(), r["removed"].as_bool()),
+        (Some("j"), Some(true))
+    );
+
+    let spec = r#"{"name":"w","step":[{"name":"a","handler":"noop"},{"name":"b","handler":"noop","after":["a"]}]}"#;
+    let out = env.cli_stdin(&["workflow", "run", "-"], spec);
+    assert!(out.status.success(), "{out:?}");
+    let wf = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let r = json(&["workflow", "cancel", &wf, "--json"]);
+    assert_eq!(
+        (r["id"].as_str(), r["cancelled"].as_u64()),
+        (Some(wf.as_str()), Some(2)),
+        "{r}"
+    );
+}

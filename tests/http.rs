@@ -961,6 +961,28 @@ async fn jobs_are_created_replaced_removed_and_previewed_over_http() {
         assert_eq!(spec.then[0].job, "owned");
         assert_eq!(spec.then[0].on, jobvisor::model::ChainOn::Failure);
 
+        // Pages, by name.
+        let names = |path: &str| -> Vec<String> {
+            let r = get(&addr, path);
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+            r.json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names("/v1/jobs?limit=1"), ["owned"]);
+        assert_eq!(names("/v1/jobs?after=owned&limit=1"), ["report"]);
+        assert!(names("/v1/jobs?after=report").is_empty());
+        assert_eq!(get(&addr, "/v1/jobs?limit=0").status, 400);
+        let cli: Value = serde_json::from_str(
+            &env.ok(&["job", "list", "--after", "owned", "--limit", "1", "--json"]),
+        )
+        .unwrap();
+        assert_eq!(cli.as_array().unwrap().len(), 1);
+        assert_eq!(cli[0]["name"], "report");
+
         // Refused, and nothing written.
         let count = || get(&addr, "/v1/jobs").json().as_array().unwrap().len();
         assert_eq!(count(), 2);

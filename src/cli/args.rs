@@ -118,7 +118,24 @@ pub enum WorkflowCmd {
         /// Why (recorded).
         #[arg(long, default_value = "requested by operator")]
         reason: String,
+        /// Machine-readable output (what the HTTP API answers).
+        #[arg(long)]
+        json: bool,
     },
+}
+
+/// `job list`'s options.
+#[derive(Debug, Args)]
+pub struct JobListArgs {
+    /// At most this many (all if not given).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    /// Only jobs named after NAME (the last of the previous page).
+    #[arg(long, value_name = "NAME")]
+    pub after: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `job` subcommands.
@@ -126,8 +143,8 @@ pub enum WorkflowCmd {
 pub enum JobCmd {
     /// Define a job: a handler, a payload, a schedule and a policy.
     Add(Box<JobAddArgs>),
-    /// List jobs with their next run time.
-    List(JsonFlag),
+    /// List jobs with their next run time, by name.
+    List(JobListArgs),
     /// Show one job with its history summary.
     Show(JobName),
     /// Stop starting new occurrences (a daemon's execution is stopped).
@@ -752,6 +769,9 @@ pub struct ActArgs {
     /// Why (recorded; cancel only).
     #[arg(long, default_value = "requested by operator")]
     pub reason: String,
+    /// Machine-readable output (what the HTTP API answers).
+    #[arg(long)]
+    pub json: bool,
 }
 
 use jobvisor::model::ValueError;

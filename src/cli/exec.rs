@@ -94,9 +94,12 @@ async fn cancel(client: &jobvisor::Client, db: &str, a: ActArgs) -> Result<(), C
     let Some(id) = target(store, &a).await? else {
         let filter = a.filter.filter();
         if a.dry_run {
-            return dry_run(store, &filter).await;
+            return dry_run(store, &filter, a.json).await;
         }
         let done = client.cancel_matching(&filter, &a.reason).await?;
+        if a.json {
+            return output::json(&done);
+        }
         println!(
             "matched {}: {} cancelled before they started, {} running asked to stop",
             executions(done.matched),
@@ -111,6 +114,9 @@ async fn cancel(client: &jobvisor::Client, db: &str, a: ActArgs) -> Result<(), C
             Err(input(format!("execution {id} already ended ({s})")))
         }
         CancelRequest::CancelledPending => {
+            if a.json {
+                return output::json(&serde_json::json!({ "id": id, "cancel": "cancelled" }));
+            }
             println!("execution {id} cancelled before it started");
             Ok(())
         }
@@ -120,6 +126,9 @@ async fn cancel(client: &jobvisor::Client, db: &str, a: ActArgs) -> Result<(), C
                     "jobvisor: no supervisor is serving {}; the cancel takes effect when one runs",
                     jobvisor::store::redact(db)
                 );
+            }
+            if a.json {
+                return output::json(&serde_json::json!({ "id": id, "cancel": "requested" }));
             }
             println!("cancel requested for execution {id}");
             Ok(())
@@ -136,8 +145,15 @@ fn executions(n: u64) -> String {
 }
 
 /// Lists what `filter` matches, changing nothing.
-async fn dry_run(store: &dyn Reads, filter: &ExecFilter) -> Result<(), CliError> {
+async fn dry_run(store: &dyn Reads, filter: &ExecFilter, json: bool) -> Result<(), CliError> {
     let found = jobvisor::bulk::matching(store, filter).await?;
+    if json {
+        return output::json(&serde_json::json!({
+            "dry_run": true,
+            "matched": found.len(),
+            "executions": found,
+        }));
+    }
     print_list(&found);
     println!(
         "{} executions match (dry run: nothing changed)",
@@ -151,9 +167,12 @@ async fn retry(client: &jobvisor::Client, a: ActArgs) -> Result<(), CliError> {
     let Some(id) = target(store, &a).await? else {
         let filter = a.filter.filter();
         if a.dry_run {
-            return dry_run(store, &filter).await;
+            return dry_run(store, &filter, a.json).await;
         }
         let done = client.retry_matching(&filter).await?;
+        if a.json {
+            return output::json(&done);
+        }
         let retried = done.retried.unwrap_or(0);
         println!(
             "matched {}: {retried} retried, {} passed over (not failed or cancelled, retried already, or their key held)",
@@ -167,6 +186,9 @@ async fn retry(client: &jobvisor::Client, a: ActArgs) -> Result<(), CliError> {
         Some(why) => Err(input(why)),
         None => {
             if let RetryRequest::Retried(new) = r {
+                if a.json {
+                    return output::json(&serde_json::json!({ "id": new, "retries": id }));
+                }
                 println!("{new}");
             }
             Ok(())

@@ -28,20 +28,30 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
         cmd => cmd,
     };
     let client = jobvisor::Client::connect(store).await;
+    let pause = matches!(cmd, JobCmd::Pause(_));
     match cmd {
         JobCmd::Add(a) => add(&client, *a).await,
-        JobCmd::Pause(n) => {
-            client.pause_job(&n.name).await?;
-            println!("job {} paused", n.name);
-            Ok(())
-        }
-        JobCmd::Resume(n) => {
-            client.resume_job(&n.name).await?;
-            println!("job {} resumed", n.name);
+        JobCmd::Pause(n) | JobCmd::Resume(n) => {
+            if pause {
+                client.pause_job(&n.name).await?;
+            } else {
+                client.resume_job(&n.name).await?;
+            }
+            if n.json {
+                return output::json(&serde_json::json!({ "job": n.name, "paused": pause }));
+            }
+            println!(
+                "job {} {}",
+                n.name,
+                if pause { "paused" } else { "resumed" }
+            );
             Ok(())
         }
         JobCmd::Remove(n) => {
             client.remove_job(&n.name).await?;
+            if n.json {
+                return output::json(&serde_json::json!({ "job": n.name, "removed": true }));
+            }
             println!("job {} removed", n.name);
             Ok(())
         }
@@ -93,9 +103,10 @@ async fn add(client: &jobvisor::Client, a: JobAddArgs) -> Result<(), CliError> {
 /// `job list`.
 async fn list(
     store: &dyn jobvisor::store::Reads,
-    j: super::args::JsonFlag,
+    j: super::args::JobListArgs,
 ) -> Result<(), CliError> {
-    let jobs = store.jobs().await?;
+    let limit = j.limit.map_or(usize::MAX, |n| n as usize);
+    let jobs = store.jobs_page(j.after.as_deref(), limit).await?;
     // Runs in the history (scheduled, triggered and chained alike);
     // the job's own `runs` counts scheduled occurrences only.
     let history: std::collections::HashMap<String, u64> = store

@@ -112,13 +112,20 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
             output::table(&["ID", "NAME", "STATUS", "ENDED", "CREATED"], rows);
             Ok(())
         }
-        WorkflowCmd::Cancel { id, reason } => {
+        WorkflowCmd::Cancel { id, reason, json } => {
             let id = resolve(store.as_ref(), &id).await?;
             let done = jobvisor::Client::connect(store.clone())
                 .await
                 .cancel_workflow(id, &reason)
                 .await?
                 .ok_or_else(|| input(format!("no workflow {id}")))?;
+            if json {
+                return output::json(&serde_json::json!({
+                    "id": id,
+                    "cancelled": done.cancelled,
+                    "requested": done.requested,
+                }));
+            }
             println!(
                 "workflow {id}: {} steps cancelled before they started, {} running asked to stop",
                 done.cancelled, done.requested

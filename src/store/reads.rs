@@ -286,6 +286,25 @@ pub trait Reads: Send + Sync + 'static {
     /// ```
     async fn jobs(&self) -> Result<Vec<Job>, StoreError>;
 
+    /// At most `limit` jobs named after `after` (all, from the first, if
+    /// `None`), by name: a page of them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{model::JobSpec, schedule::ScheduleSpec};
+    /// for name in ["a", "b", "c"] {
+    ///     sup.add_job(JobSpec::new(name, "noop", ScheduleSpec::Daemon)).await?;
+    /// }
+    /// let page = sup.store().jobs_page(Some("a"), 1).await?;
+    /// assert_eq!(page[0].spec.name, "b");
+    /// # Ok(()) }
+    /// ```
+    async fn jobs_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Job>, StoreError>;
+
     /// Queues: those configured and those executions name.
     ///
     /// ```

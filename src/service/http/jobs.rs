@@ -17,15 +17,32 @@ use std::time::Duration as StdDuration;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// List jobs.
-#[utoipa::path(get, path = "/v1/jobs", operation_id = "listJobs", tag = "jobs",
-    responses((status = 200, description = "Every job, by name", body = Vec<JobView>)))]
-pub(super) async fn list(State(api): ApiState) -> ApiResult {
+/// A page of jobs.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct JobsQuery {
+    /// Only jobs named after this one (the last of the previous page).
+    #[param(value_type = Option<Name>)]
+    after: Option<String>,
+    /// At most this many.
+    #[param(minimum = 1, maximum = 1000, default = 1000)]
+    limit: Option<usize>,
+}
+
+/// List jobs, by name, a page at a time.
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "listJobs", tag = "jobs", params(JobsQuery),
+    responses((status = 200, description = "The jobs, by name", body = Vec<JobView>)))]
+pub(super) async fn list(
+    State(api): ApiState,
+    axum::extract::Query(q): axum::extract::Query<JobsQuery>,
+) -> ApiResult {
+    let limit = super::error::bounded("limit", q.limit, 1000, 1000)?;
     let declared = api.sup.store().store().declared("job").await?;
     let views = api
         .sup
         .store()
-        .jobs()
+        .jobs_page(q.after.as_deref(), limit)
         .await?
         .into_iter()
         .map(|job| {

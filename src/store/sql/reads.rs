@@ -452,6 +452,14 @@ impl<D: Dialect> Reads for SqlStore<D> {
         Self::decode(&rows, "jobs", |r| r.job())
     }
 
+    async fn jobs_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let q = Sql::new("SELECT * FROM jobs WHERE name > $1 ORDER BY name LIMIT $2")
+            .bind(after.unwrap_or(""))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.read_all(q).await?;
+        Self::decode(&rows, "jobs", |r| r.job())
+    }
+
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
         let rows = self
             .read_all(
