@@ -168,16 +168,7 @@ impl Client {
     /// unknown handler, a bad field), if one is: which run made a batch
     /// fail.
     pub(crate) async fn first_refused(&self, specs: &[RunSpec]) -> Option<usize> {
-        let store = self.db.store().as_ref();
-        for (i, spec) in specs.iter().enumerate() {
-            if crate::submit::prepare(store, &*self.local, spec.clone())
-                .await
-                .is_err()
-            {
-                return Some(i);
-            }
-        }
-        None
+        crate::submit::first_refused(self.db.store().as_ref(), &*self.local, specs).await
     }
 
     /// Like [`Client::enqueue_many`], saying of each run whether it was a

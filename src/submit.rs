@@ -272,15 +272,43 @@ pub(crate) async fn prepare_many(
     local: &(dyn Fn(&str) -> bool + Sync),
     specs: Vec<RunSpec>,
 ) -> Result<Vec<NewExecution>, Error> {
+    prepare_each(store, local, specs).await.map_err(|(_, e)| e)
+}
+
+/// The index of the first of `specs` that [`prepare_many`] refuses: which
+/// run made a batch fail.
+pub(crate) async fn first_refused(
+    store: &dyn Store,
+    local: &(dyn Fn(&str) -> bool + Sync),
+    specs: &[RunSpec],
+) -> Option<usize> {
+    match prepare_each(store, local, specs.to_vec()).await {
+        // (A database that fails is no run's fault.)
+        Err((i, e)) if !matches!(e, Error::Store(_)) => Some(i),
+        _ => None,
+    }
+}
+
+/// [`prepare_many`], saying which spec was refused. Each distinct handler
+/// is read once: a batch of 10,000 runs costs as many reads as it names
+/// handlers.
+async fn prepare_each(
+    store: &dyn Store,
+    local: &(dyn Fn(&str) -> bool + Sync),
+    specs: Vec<RunSpec>,
+) -> Result<Vec<NewExecution>, (usize, Error)> {
     let mut handlers: HashMap<String, Option<HandlerSpec>> = HashMap::new();
     let mut out = Vec::with_capacity(specs.len());
-    for spec in specs {
+    for (i, spec) in specs.into_iter().enumerate() {
         if !handlers.contains_key(&spec.handler) {
-            let h = store.handler(&spec.handler).await?;
+            let h = store
+                .handler(&spec.handler)
+                .await
+                .map_err(|e| (i, e.into()))?;
             handlers.insert(spec.handler.clone(), h);
         }
         let registered = handlers[&spec.handler].as_ref();
-        out.push(resolve(registered, local, spec)?);
+        out.push(resolve(registered, local, spec).map_err(|e| (i, e))?);
     }
     Ok(out)
 }
