@@ -79,6 +79,14 @@ impl When {
         })
     }
 
+    /// Its first `count` occurrences after `from`, which also anchors a
+    /// schedule that has no time of its own (what `job preview` shows).
+    pub fn occurrences(&self, from: Micros, count: usize) -> Result<Vec<Micros>, Error> {
+        let spec = self.schedule(from)?;
+        let schedule = Schedule::from_spec(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(schedule.occurrences(from, count))
+    }
+
     /// Whether it fixes its schedule's start (a start or a time): if not, a
     /// job replaced keeps the anchor it has ([`keep_anchor`]).
     pub fn fixes_start(&self) -> bool {

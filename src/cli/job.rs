@@ -4,7 +4,7 @@ use super::args::{JobAddArgs, JobCmd, JobPreviewArgs};
 use super::{input, output, CliError};
 use chrono_tz::Tz;
 use jobvisor::job::{Definition, When};
-use jobvisor::model::{format_micros, now_micros, Job, JobSpec};
+use jobvisor::model::{format_micros, format_rfc3339, now_micros, Job, JobSpec};
 use jobvisor::schedule::{Schedule, ScheduleSpec};
 use jobvisor::store::ExecFilter;
 use std::io::IsTerminal;
@@ -282,17 +282,19 @@ fn preview(p: JobPreviewArgs) -> Result<(), CliError> {
         at: p.at,
         daemon: false,
     };
-    let spec = when.schedule(p.from).map_err(|e| input(e.to_string()))?;
-    let times = Schedule::from_spec(&spec)?.occurrences(p.from, p.count as usize);
+    let times = when
+        .occurrences(p.from, p.count as usize)
+        .map_err(|e| input(e.to_string()))?;
     if p.json {
-        let utc: Vec<String> = times.iter().map(|t| rfc3339(*t)).collect();
+        let utc: Vec<String> = times.iter().map(|t| format_rfc3339(*t)).collect();
         return output::json(&utc);
     }
     if times.is_empty() {
-        println!("no occurrence after {}", rfc3339(p.from));
+        println!("no occurrence after {}", format_rfc3339(p.from));
         return Ok(());
     }
-    print_occurrences(&times, zone_of(&spec));
+    let zone = when.tz.as_deref().and_then(|tz| tz.parse().ok());
+    print_occurrences(&times, zone.unwrap_or(Tz::UTC));
     Ok(())
 }
 
@@ -301,12 +303,6 @@ fn zone_of(spec: &ScheduleSpec) -> Tz {
         ScheduleSpec::Cron { tz, .. } => tz.parse().unwrap_or(Tz::UTC),
         _ => Tz::UTC,
     }
-}
-
-fn rfc3339(t: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(t)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .unwrap_or_else(|| t.to_string())
 }
 
 /// A table of occurrences in UTC and in `tz`, as `systemd-analyze

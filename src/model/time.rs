@@ -34,6 +34,21 @@ pub fn format_micros(t: Micros) -> String {
     humantime::format_rfc3339_micros(UNIX_EPOCH + d).to_string()
 }
 
+/// Formats [`Micros`] as RFC 3339 in UTC with only the fraction of a
+/// second it has: as `job preview --json` and `GET /v1/preview` write
+/// occurrences.
+///
+/// ```
+/// use jobvisor::model::*;
+/// assert_eq!(format_rfc3339(1_800_000_000_000_000), "2027-01-15T08:00:00Z");
+/// assert_eq!(format_rfc3339(1_800_000_000_500_000), "2027-01-15T08:00:00.500Z");
+/// ```
+pub fn format_rfc3339(t: Micros) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(t)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// A point in time: kept as [`Micros`], written as RFC 3339 (UTC,
 /// microseconds) only at the edge (JSON, the terminal).
 ///

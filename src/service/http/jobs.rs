@@ -471,19 +471,13 @@ pub(super) async fn preview(
         tz: q.tz,
         daemon: false,
     };
-    let spec = when
-        .schedule(from)
+    let times = when
+        .occurrences(from, count)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let times = crate::schedule::Schedule::from_spec(&spec)
-        .map_err(|e| ApiError::invalid(e.to_string()))?
-        .occurrences(from, count);
-    // As `job preview --json` writes them.
-    let rfc3339 = |t: i64| {
-        chrono::DateTime::<chrono::Utc>::from_timestamp_micros(t)
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-            .unwrap_or_else(|| t.to_string())
-    };
-    ok(times.into_iter().map(rfc3339).collect::<Vec<_>>())
+    ok(times
+        .into_iter()
+        .map(crate::model::format_rfc3339)
+        .collect::<Vec<_>>())
 }
 
 /// An RFC 3339 time, as microseconds since the epoch.
