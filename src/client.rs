@@ -14,7 +14,8 @@ use crate::bulk::Bulk;
 use crate::engine::events::{Announce, Enqueued as Announced};
 use crate::model::{now_micros, Enqueued, HandlerSpec, JobSpec, Micros, Status};
 use crate::store::{
-    CancelRequest, Database, ExecFilter, QueueChange, RetryRequest, Store, UnstartedCancel,
+    CancelRequest, Database, ExecFilter, HoldRequest, QueueChange, RetryRequest, Store,
+    UnstartedCancel,
 };
 use crate::submit::RunSpec;
 use crate::workflow::{Submitted, WorkflowSpec};
@@ -310,6 +311,36 @@ impl Client {
             }
         }
         Ok(Some(done))
+    }
+
+    /// Holds a pending or waiting execution: it becomes `held` and is
+    /// never claimed until [`Client::release`]d (see [`HoldRequest`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::{store::HoldRequest, Status};
+    /// let id = sup.enqueue(jobvisor::RunSpec::new("noop", serde_json::Value::Null)).await?;
+    /// assert_eq!(sup.hold(id).await?, HoldRequest::Done(Status::Held));
+    /// assert_eq!(sup.release(id).await?, HoldRequest::Done(Status::Pending));
+    /// # Ok(()) }
+    /// ```
+    pub async fn hold(&self, id: Uuid) -> Result<HoldRequest, Error> {
+        Ok(self.db.store().hold(id, true).await?)
+    }
+
+    /// Releases a held execution, back to pending (or waiting, while it
+    /// still waits on parents or a unique key's holder). One that is not
+    /// held is left as it is; a running or ended one is refused.
+    pub async fn release(&self, id: Uuid) -> Result<HoldRequest, Error> {
+        let r = self.db.store().hold(id, false).await?;
+        if r == HoldRequest::Done(Status::Pending) {
+            self.work();
+        }
+        Ok(r)
     }
 
     /// Runs a failed or cancelled execution again: a new attempt of the

@@ -427,7 +427,7 @@ pub(crate) async fn submit_inserting(
 /// ```
 pub fn overall(info: &WorkflowInfo) -> &'static str {
     let n = |s: Status| info.steps.get(&s).copied().unwrap_or(0);
-    let active = n(Status::Waiting) + n(Status::Pending) + n(Status::Running);
+    let active = n(Status::Waiting) + n(Status::Pending) + n(Status::Held) + n(Status::Running);
     let ended = n(Status::Succeeded) + n(Status::Failed) + n(Status::Cancelled);
     if active > 0 {
         if info.cancelled_at.is_some() {

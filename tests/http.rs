@@ -457,6 +457,10 @@ async fn a_read_only_token_reads_but_cannot_act_and_the_document_says_so() {
         ("POST", "/v1/executions"),
         ("PUT", "/v1/queues/q"),
         ("POST", "/v1/executions/cancel"),
+        (
+            "POST",
+            &format!("/v1/executions/{}/hold", uuid::Uuid::now_v7()),
+        ),
     ] {
         let r = request(&addr, method, path, Some("{}"), Some("ro-token"));
         assert_eq!(
@@ -1386,5 +1390,107 @@ async fn runs_are_delayed_given_their_id_and_enqueued_in_batches() {
         assert_eq!(r.status, 201, "{}", &r.body[..r.body.len().min(300)]);
         assert_eq!(count().await, before + 10_000);
         drop(serve);
+    }
+}
+
+/// A held run is never claimed until released, over HTTP and the CLI; a
+/// held child still counts its parents' ends, and is released to pending
+/// once they are all over; a running or ended run is refused (409, exit 2),
+/// an unknown one is 404; a held run can be cancelled. Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_held_and_released() {
+    let mut envs = vec![Env::new()];
+    envs.extend(Env::postgres().await);
+    for env in envs {
+        let serve = env.serve(&[]);
+        let addr = serve.http_addr();
+        let store = env.store().await;
+        let status = |id: uuid::Uuid| {
+            let store = store.clone();
+            async move { store.execution(id).await.unwrap().unwrap().status }
+        };
+
+        // Due in a second, held first: it stays held past its time.
+        let id = env.enqueue(&["noop", "--in", "1s"]);
+        let r = post(&addr, &format!("/v1/executions/{id}/hold"), "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json(), json!({"id": id, "status": "held"}));
+        // Holding it again changes nothing.
+        let again = post(&addr, &format!("/v1/executions/{id}/hold"), "");
+        assert_eq!((again.status, again.json()), (200, r.json()));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(status(id).await, Status::Held);
+        let listed = env.ok(&["exec", "list", "--status", "held", "--json"]);
+        assert!(listed.contains(&id.to_string()), "{listed}");
+        let r = post(&addr, &format!("/v1/executions/{id}/release"), "");
+        assert_eq!(
+            r.json(),
+            json!({"id": id, "status": "pending"}),
+            "{}",
+            r.body
+        );
+        assert_eq!(finished(store.as_ref(), id).await.status, Status::Succeeded);
+
+        // Ended: refused, by both; unknown: 404.
+        let r = post(&addr, &format!("/v1/executions/{id}/hold"), "");
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (409, "not_holdable"),
+            "{}",
+            r.body
+        );
+        let out = env.cli(&["exec", "hold", &id.to_string()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("is succeeded") && err.lines().count() == 1,
+            "{err}"
+        );
+        let r = post(&addr, &format!("/v1/executions/{id}/release"), "");
+        assert_eq!((r.status, r.code().as_str()), (409, "not_holdable"));
+        let r = post(
+            &addr,
+            &format!("/v1/executions/{}/hold", uuid::Uuid::now_v7()),
+            "",
+        );
+        assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+
+        // A waiting child, held: its parent's end is counted, and it stays
+        // held; released, it runs.
+        let parent = env.enqueue(&["noop", "--in", "1s"]);
+        let child = env.enqueue(&["noop", "--after", &parent.to_string()]);
+        assert_eq!(status(child).await, Status::Waiting);
+        let held = env.ok(&["exec", "hold", &child.to_string(), "--json"]);
+        let held: Value = serde_json::from_str(&held).unwrap();
+        assert_eq!(held, json!({"id": child, "status": "held"}));
+        assert_eq!(
+            finished(store.as_ref(), parent).await.status,
+            Status::Succeeded
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(status(child).await, Status::Held);
+        let out = env.ok(&["exec", "release", &child.to_string()]);
+        assert_eq!(out.trim(), format!("{child} pending"));
+        assert_eq!(
+            finished(store.as_ref(), child).await.status,
+            Status::Succeeded
+        );
+
+        // Released while its parent has yet to end: back to waiting.
+        let parent = env.enqueue(&["noop", "--in", "1h"]);
+        let child = env.enqueue(&["noop", "--after", &parent.to_string()]);
+        env.ok(&["exec", "hold", &child.to_string()]);
+        let out = env.ok(&["exec", "release", &child.to_string(), "--json"]);
+        let out: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(out["status"], "waiting");
+
+        // A held run can be cancelled; its dependents follow.
+        let held = env.enqueue(&["noop", "--in", "1h"]);
+        env.ok(&["exec", "hold", &held.to_string()]);
+        let after = env.enqueue(&["noop", "--after", &held.to_string()]);
+        let r = post(&addr, &format!("/v1/executions/{held}/cancel"), "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(status(held).await, Status::Cancelled);
+        assert_eq!(status(after).await, Status::Cancelled);
     }
 }

@@ -682,6 +682,22 @@ pub enum ExecCmd {
     /// Run a failed, cancelled or interrupted execution again (a new
     /// attempt, due now), or every one the filters match.
     Retry(ActArgs),
+    /// Hold a pending or waiting execution: it is never claimed until
+    /// released (a running or ended one is refused, exit 2).
+    Hold(HoldArgs),
+    /// Release a held execution, back to pending (or waiting, while its
+    /// parents or a unique key's holder have yet to end).
+    Release(HoldArgs),
+}
+
+/// The execution `exec hold` or `exec release` acts on.
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// Execution id (at least 6 of its hex digits).
+    pub id: String,
+    /// Print what the HTTP API answers: `{"id": ..., "status": ...}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which executions: every filter given must match.

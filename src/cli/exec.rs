@@ -1,9 +1,9 @@
 //! `jobvisor exec ...`: list, show, logs, cancel.
 
-use super::args::{ActArgs, ExecCmd, ExecListArgs};
+use super::args::{ActArgs, ExecCmd, ExecListArgs, HoldArgs};
 use super::{input, output, CliError};
 use jobvisor::model::{Execution, LogEntry};
-use jobvisor::store::{CancelRequest, ExecFilter, Reads, RetryRequest};
+use jobvisor::store::{CancelRequest, ExecFilter, HoldRequest, Reads, RetryRequest};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -71,6 +71,27 @@ pub(crate) async fn exec(db: &str, cmd: ExecCmd) -> Result<(), CliError> {
         }
         ExecCmd::Cancel(a) => cancel(&jobvisor::Client::connect(store).await, db, a).await,
         ExecCmd::Retry(a) => retry(&jobvisor::Client::connect(store).await, a).await,
+        ExecCmd::Hold(a) => hold(&jobvisor::Client::connect(store).await, a, true).await,
+        ExecCmd::Release(a) => hold(&jobvisor::Client::connect(store).await, a, false).await,
+    }
+}
+
+/// `exec hold` (`hold`) or `exec release`.
+async fn hold(client: &jobvisor::Client, a: HoldArgs, hold: bool) -> Result<(), CliError> {
+    let id = resolve(client.store().as_ref(), &a.id).await?;
+    let r = match hold {
+        true => client.hold(id).await?,
+        false => client.release(id).await?,
+    };
+    match (r, r.refusal(id, hold)) {
+        (HoldRequest::Done(status), _) if a.json => {
+            output::json(&serde_json::json!({ "id": id, "status": status }))
+        }
+        (HoldRequest::Done(status), _) => {
+            println!("{id} {status}");
+            Ok(())
+        }
+        (_, why) => Err(input(why.unwrap_or_default())),
     }
 }
 

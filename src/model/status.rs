@@ -78,6 +78,10 @@ pub enum Status {
     Waiting,
     /// Waiting to be claimed.
     Pending,
+    /// Held back by an operator (`exec hold`) from pending or waiting: never
+    /// claimed until released (`exec release`), when it goes back to where
+    /// it stood.
+    Held,
     /// Claimed by a node and running.
     Running,
     /// Ended well.
@@ -102,6 +106,7 @@ impl Status {
         match self {
             Status::Waiting => "waiting",
             Status::Pending => "pending",
+            Status::Held => "held",
             Status::Running => "running",
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
@@ -137,6 +142,7 @@ impl FromStr for Status {
         let all = [
             Status::Waiting,
             Status::Pending,
+            Status::Held,
             Status::Running,
             Status::Succeeded,
             Status::Failed,
@@ -144,7 +150,7 @@ impl FromStr for Status {
             Status::Snoozed,
         ];
         let names = all.map(|st| (st.as_str(), st));
-        let expected = "waiting, pending, running, succeeded, failed, cancelled or snoozed";
+        let expected = "waiting, pending, held, running, succeeded, failed, cancelled or snoozed";
         parse_name("status", expected, &names, s)
     }
 }

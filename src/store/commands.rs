@@ -55,6 +55,14 @@ pub trait Commands: Send + Sync + 'static {
     /// again: a new attempt of the same root, due now, linked to it.
     async fn retry(&self, id: Uuid, now: Micros) -> Result<RetryRequest, StoreError>;
 
+    /// Holds execution `id` (`hold`): a pending or waiting one becomes
+    /// `held`, never claimed, while it keeps counting its parents' ends; or
+    /// releases it, back to `pending` (or `waiting`, while it still waits
+    /// on parents or on a unique key's holder). Holding a held one and
+    /// releasing one that is not held change nothing; a running or ended
+    /// one is refused.
+    async fn hold(&self, id: Uuid, hold: bool) -> Result<HoldRequest, StoreError>;
+
     /// Records a cancel request: a pending execution is cancelled at once, a
     /// running one is flagged for its node to stop.
     async fn request_cancel(

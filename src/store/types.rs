@@ -338,6 +338,34 @@ impl RetryRequest {
     }
 }
 
+/// What a hold or release found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldRequest {
+    /// No such execution.
+    NotFound,
+    /// Done: where the execution stands now (`held` after a hold; after a
+    /// release, `pending`, or `waiting` while it still waits on parents or
+    /// a unique key's holder).
+    Done(Status),
+    /// Refused: it is running or has ended, and stands as this.
+    Refused(Status),
+}
+
+impl HoldRequest {
+    /// Why holding (`hold`) or releasing execution `id` was refused, in
+    /// one line (`None`: it was not).
+    pub fn refusal(&self, id: Uuid, hold: bool) -> Option<String> {
+        let verb = if hold { "held" } else { "released" };
+        match self {
+            HoldRequest::Done(_) => None,
+            HoldRequest::NotFound => Some(format!("no execution {id}")),
+            HoldRequest::Refused(s) => Some(format!(
+                "execution {id} is {s}: only a pending or waiting execution can be {verb}"
+            )),
+        }
+    }
+}
+
 /// What a cancel request found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelRequest {

@@ -126,6 +126,18 @@ try {
     assert.equal(r.body.status, "cancelled");
   });
 
+  await step("a pending run is held, shown as held and due, and released", async () => {
+    const id = seed.pending;
+    await page.goto(`${base}/#/executions/${id}`);
+    await page.locator("dt", { hasText: "Due at" }).waitFor();
+    await page.locator("#hold").click();
+    await page.locator("h1 .status.s-held").waitFor();
+    assert.equal((await api(`/v1/executions/${id}`)).body.status, "held");
+    await page.locator("#release").click();
+    await page.locator("h1 .status.s-pending").waitFor();
+    assert.equal((await api(`/v1/executions/${id}`)).body.status, "pending");
+  });
+
   await step("filtering executions and retrying the failed ones in bulk", async () => {
     await page.goto(base + "/#/executions");
     await page.locator("#filters input[value=failed]").check();

@@ -39,7 +39,7 @@ struct ErrorDetail {
 }
 
 /// Every error code.
-const CODES: [&str; 19] = [
+const CODES: [&str; 20] = [
     "invalid",
     "unauthorized",
     "forbidden",
@@ -53,6 +53,7 @@ const CODES: [&str; 19] = [
     "method_not_allowed",
     "finished",
     "not_retryable",
+    "not_holdable",
     "job_exists",
     "id_taken",
     "declared_in_config",

@@ -5,7 +5,7 @@ use super::error::{body, bounded, ok, with_status, ApiError, ApiResult};
 use super::{ApiState, ErrorBody};
 use crate::contract::{self, Name, Since, Text, Until};
 use crate::model::{AfterPolicy, Enqueued, Execution, LogEntry, Mode, Status};
-use crate::store::{CancelRequest, ExecFilter, RetryRequest};
+use crate::store::{CancelRequest, ExecFilter, HoldRequest, RetryRequest};
 use crate::RunSpec;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -428,6 +428,52 @@ pub(super) async fn retry(State(api): ApiState, Path(id): Path<Uuid>) -> ApiResu
         (RetryRequest::NotFound, Some(why)) => Err(ApiError::not_found(why)),
         (_, why) => Err(ApiError::conflict("not_retryable", why.unwrap_or_default())),
     }
+}
+
+/// Where a held or released execution stands.
+#[derive(Serialize, ToSchema)]
+pub(super) struct HoldState {
+    /// The execution.
+    id: Uuid,
+    /// `held` after a hold; after a release, `pending`, or `waiting` while
+    /// it still waits on parents or on a unique key's holder.
+    status: Status,
+}
+
+/// Answers a hold or release of `id`.
+fn held(id: Uuid, r: HoldRequest, hold: bool) -> ApiResult {
+    match (r, r.refusal(id, hold)) {
+        (HoldRequest::Done(status), _) => ok(HoldState { id, status }),
+        (HoldRequest::NotFound, Some(why)) => Err(ApiError::not_found(why)),
+        (_, why) => Err(ApiError::conflict("not_holdable", why.unwrap_or_default())),
+    }
+}
+
+/// Hold a pending or waiting execution: it becomes `held` and is never
+/// claimed until released. Holding a held one changes nothing.
+#[utoipa::path(post, path = "/v1/executions/{id}/hold", operation_id = "holdExecution", tag = "executions",
+    params(("id" = Uuid, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "It is held", body = HoldState),
+        (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 409, description = "It is running or has ended", body = ErrorBody),
+    ))]
+pub(super) async fn hold(State(api): ApiState, Path(id): Path<Uuid>) -> ApiResult {
+    held(id, api.sup.hold(id).await?, true)
+}
+
+/// Release a held execution, back to pending (or waiting, while it still
+/// waits on parents or on a unique key's holder). Releasing one that is
+/// not held changes nothing.
+#[utoipa::path(post, path = "/v1/executions/{id}/release", operation_id = "releaseExecution", tag = "executions",
+    params(("id" = Uuid, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "It is released", body = HoldState),
+        (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 409, description = "It is running or has ended", body = ErrorBody),
+    ))]
+pub(super) async fn release(State(api): ApiState, Path(id): Path<Uuid>) -> ApiResult {
+    held(id, api.sup.release(id).await?, false)
 }
 
 /// A status or a list of them.

@@ -193,6 +193,8 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(executions::show))
         .routes(routes!(executions::cancel))
         .routes(routes!(executions::retry))
+        .routes(routes!(executions::hold))
+        .routes(routes!(executions::release))
         .routes(routes!(executions::cancel_matching))
         .routes(routes!(executions::retry_matching))
         .routes(routes!(executions::logs))

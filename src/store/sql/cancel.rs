@@ -27,7 +27,7 @@ pub(super) async fn cancel_unstarted<D: Dialect>(
             t.bind(*id).bind(error.as_str());
         });
         q.push(
-            ") AS v WHERE executions.id = v.column1 AND executions.status IN ('pending', 'waiting') \
+            ") AS v WHERE executions.id = v.column1 AND executions.status IN ('pending', 'waiting', 'held') \
              RETURNING executions.id AS id, executions.unique_key AS unique_key, \
              executions.unique_for_ms AS hold, executions.handler AS handler, \
              executions.started_at AS started_at, executions.job AS job, \
@@ -134,7 +134,7 @@ pub(super) async fn settle<D: Dialect>(
             let mut q = Sql::<D>::new(
                 "SELECT d.child_id AS child, d.parent_id AS parent, e.after_policy AS policy \
                  FROM dependencies d JOIN executions e ON e.id = d.child_id \
-                 WHERE e.status = 'waiting' AND d.parent_id IN (",
+                 WHERE e.status IN ('waiting', 'held') AND d.parent_id IN (",
             );
             q.push_list(chunk.iter().map(|(id, _)| *id))
                 .push(") ORDER BY e.id")
@@ -163,14 +163,15 @@ pub(super) async fn settle<D: Dialect>(
         for chunk in count.chunks(rows_per_statement(2)) {
             let mut q = Sql::<D>::new(
                 "UPDATE executions SET waiting_on = waiting_on - v.column2, \
-                 status = CASE WHEN waiting_on - v.column2 <= 0 THEN 'pending' ELSE status END \
+                 status = CASE WHEN status = 'waiting' AND waiting_on - v.column2 <= 0 THEN 'pending' \
+                 ELSE status END \
                  FROM (",
             );
             q.values(chunk, |t, (id, n)| {
                 t.bind(*id).bind(*n);
             });
             q.push(
-                ") AS v WHERE executions.id = v.column1 AND executions.status = 'waiting' \
+                ") AS v WHERE executions.id = v.column1 AND executions.status IN ('waiting', 'held') \
                  RETURNING executions.status AS status",
             );
             for row in q.fetch_all(&mut *conn).await? {

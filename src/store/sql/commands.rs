@@ -68,7 +68,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
             let mut ids = Vec::new();
             let q = Sql::<D>::new(
                 "SELECT id FROM executions WHERE workflow_id = $1 \
-                 AND status IN ('pending', 'waiting', 'running') ORDER BY id",
+                 AND status IN ('pending', 'waiting', 'held', 'running') ORDER BY id",
             );
             for row in q.bind(id).fetch_all(&mut tx).await? {
                 ids.push(D::get::<Uuid>(&row, 0)?);
@@ -95,6 +95,10 @@ impl<D: Dialect> Commands for SqlStore<D> {
             Ok(done)
         })
         .await
+    }
+
+    async fn hold(&self, id: Uuid, hold: bool) -> Result<HoldRequest, StoreError> {
+        retry_moved(|| self.hold_once(id, hold)).await
     }
 
     async fn retry(&self, id: Uuid, now: Micros) -> Result<RetryRequest, StoreError> {
@@ -181,7 +185,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
             };
             let mut ends = EndTally::default();
             let outcome = match Fields::<D>::new(&row, "executions").parse("status")? {
-                Status::Pending | Status::Waiting => {
+                Status::Pending | Status::Waiting | Status::Held => {
                     let item = [(id, "cancelled before it started".to_string())];
                     let ended =
                         cancel_unstarted::<D>(&mut tx, &mut ends, &item, Some(reason), now).await?;
@@ -409,4 +413,53 @@ async fn enqueue_all<D: Dialect>(
     let out = enqueue_in::<D>(&mut tx, &mut ends, execs, now).await?;
     store.commit(tx, ends).await?;
     Ok(out)
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// [`Commands::hold`], as one transaction.
+    async fn hold_once(&self, id: Uuid, hold: bool) -> Result<HoldRequest, StoreError> {
+        let mut tx = self.begin().await?;
+        let q = Sql::<D>::new(format!(
+            "SELECT status FROM executions WHERE id = $1{}",
+            D::FOR_UPDATE
+        ));
+        let Some(row) = q.bind(id).fetch_optional(&mut tx).await? else {
+            return Ok(HoldRequest::NotFound);
+        };
+        let status: Status = Fields::<D>::new(&row, "executions").parse("status")?;
+        let now = match (status, hold) {
+            (Status::Running, _) => return Ok(HoldRequest::Refused(status)),
+            (s, _) if s.is_terminal() => return Ok(HoldRequest::Refused(status)),
+            (Status::Held, true) | (Status::Pending | Status::Waiting, false) => {
+                return Ok(HoldRequest::Done(status))
+            }
+            (_, true) => {
+                Sql::<D>::new("UPDATE executions SET status = 'held' WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut tx)
+                    .await?;
+                Status::Held
+            }
+            (_, false) => {
+                // Back to waiting while a parent has yet to end or a
+                // running holder of its unique key has it next in line.
+                let row = Sql::<D>::new(
+                    "UPDATE executions SET status = CASE WHEN waiting_on > 0 OR EXISTS \
+                     (SELECT 1 FROM unique_keys k WHERE k.next_id = executions.id) \
+                     THEN 'waiting' ELSE 'pending' END WHERE id = $1 RETURNING status",
+                )
+                .bind(id)
+                .fetch_optional(&mut tx)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?;
+                let now: Status = Fields::<D>::new(&row, "executions").parse("status")?;
+                if now == Status::Pending {
+                    D::notify(&mut tx, "work").await?;
+                }
+                now
+            }
+        };
+        tx.commit().await?;
+        Ok(HoldRequest::Done(now))
+    }
 }

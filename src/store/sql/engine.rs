@@ -171,7 +171,7 @@ impl<D: Dialect> Engine for SqlStore<D> {
         let mut out = HashSet::new();
         for chunk in names.chunks(rows_per_statement(1)) {
             let mut q = Sql::new(
-                "SELECT DISTINCT job FROM executions WHERE status IN ('pending', 'running') \
+                "SELECT DISTINCT job FROM executions WHERE status IN ('pending', 'held', 'running') \
                  AND job IN (",
             );
             q.push_list(chunk.iter().map(String::as_str)).push(")");
@@ -184,7 +184,7 @@ impl<D: Dialect> Engine for SqlStore<D> {
 
     async fn active_executions(&self, job: &str) -> Result<Vec<Uuid>, StoreError> {
         let q = Sql::new(
-            "SELECT id FROM executions WHERE job = $1 AND status IN ('pending', 'running')",
+            "SELECT id FROM executions WHERE job = $1 AND status IN ('pending', 'held', 'running')",
         )
         .bind(job);
         Self::decode(&self.read_all(q).await?, "executions", |r| r.get("id"))
@@ -198,7 +198,7 @@ impl<D: Dialect> Engine for SqlStore<D> {
                (SELECT COUNT(*) FROM executions e WHERE e.job = j.name) AS total \
              FROM jobs j WHERE j.kind = 'daemon' AND j.paused = 0 AND j.completed_at IS NULL \
                AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job = j.name \
-                               AND e.status IN ('pending', 'running'))",
+                               AND e.status IN ('pending', 'held', 'running'))",
         ))
         .await?;
         Self::decode(&rows, "jobs", |r| {
@@ -297,7 +297,7 @@ impl<D: Dialect> Engine for SqlStore<D> {
         let mut q = Sql::<D>::new(
             "SELECT id FROM executions WHERE status IN ('succeeded', 'failed', 'cancelled') \
              AND NOT EXISTS (SELECT 1 FROM dependencies d JOIN executions c ON c.id = d.child_id \
-               WHERE d.parent_id = executions.id AND c.status IN ('waiting', 'pending', 'running')) \
+               WHERE d.parent_id = executions.id AND c.status IN ('waiting', 'pending', 'held', 'running')) \
              AND finished_at < ",
         );
         q.push_bind(before);

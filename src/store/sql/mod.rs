@@ -38,9 +38,9 @@ use self::limits::Kinds;
 use super::dialect::{Col, Column, Conn, DbRow, Dialect, Sql};
 use super::{
     Batch, CancelRequest, Claimed, Claims, Completion, ExecFilter, Finished, ForeignRunning,
-    IdTable, IdleDaemon, JobAdvance, JobStats, Links, LogPage, NewWorkflow, NodeInfo, Notice,
-    QueueChange, QueueInfo, RetryRequest, StoreError, TimelineRow, UnstartedCancel, UnstartedSink,
-    WorkflowCancel, WorkflowInfo,
+    HoldRequest, IdTable, IdleDaemon, JobAdvance, JobStats, Links, LogPage, NewWorkflow, NodeInfo,
+    Notice, QueueChange, QueueInfo, RetryRequest, StoreError, TimelineRow, UnstartedCancel,
+    UnstartedSink, WorkflowCancel, WorkflowInfo,
 };
 use super::{Commands, Engine, Reads};
 

@@ -116,10 +116,12 @@ pub(super) fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFi
             [one] => format!("{column} = {one}"),
             many => format!("{column} IN ({})", many.join(", ")),
         };
-        let active = filter
-            .statuses
-            .iter()
-            .all(|s| matches!(s, Status::Pending | Status::Running | Status::Waiting));
+        let active = filter.statuses.iter().all(|s| {
+            matches!(
+                s,
+                Status::Pending | Status::Running | Status::Waiting | Status::Held
+            )
+        });
         if pending {
             // Pending rows newest first, their queue read off the index.
             q.push(" AND ").push(&condition);

@@ -331,7 +331,7 @@ function chartsOf(rows, handler) {
 
 // ---------- executions ----------
 
-const STATUSES = ["waiting", "pending", "running", "succeeded", "failed", "cancelled", "snoozed"];
+const STATUSES = ["waiting", "pending", "held", "running", "succeeded", "failed", "cancelled", "snoozed"];
 const FILTERS = ["job", "handler", "queue", "node", "unique_key", "concurrency_key", "since", "until"];
 
 async function executions(params) {
@@ -418,8 +418,14 @@ async function execution(id) {
         el("button", { type: "button", id: "cancel", class: "danger", disabled: ["succeeded", "failed", "cancelled", "snoozed"].includes(x.status),
           onclick: () => act("Cancel", () => api(`/v1/executions/${x.id}/cancel`, { method: "POST", body: { reason: "cancelled from the dashboard" } })) }, "Cancel"),
         el("button", { type: "button", id: "retry", disabled: !["failed", "cancelled"].includes(x.status) && !x.interrupted,
-          onclick: () => act("Retry", () => api(`/v1/executions/${x.id}/retry`, { method: "POST" })).then((r) => { if (r) location.hash = `#/executions/${r.id}`; }) }, "Retry")));
+          onclick: () => act("Retry", () => api(`/v1/executions/${x.id}/retry`, { method: "POST" })).then((r) => { if (r) location.hash = `#/executions/${r.id}`; }) }, "Retry"),
+        x.status === "held"
+          ? el("button", { type: "button", id: "release", onclick: () => hold("Release", "release") }, "Release")
+          : el("button", { type: "button", id: "hold", disabled: !["pending", "waiting"].includes(x.status), onclick: () => hold("Hold", "hold") }, "Hold")));
   };
+  // Held and released runs send no event: the page reads the run again.
+  const hold = (what, verb) => act(what, () => api(`/v1/executions/${id}/${verb}`, { method: "POST" }))
+    .then(async (r) => { if (r) { const x = await api(`/v1/executions/${id}`); drawHead(x); fill(x); } });
   drawHead(e);
   const p = e.progress;
   const setProgress = (pr) => {
@@ -432,7 +438,8 @@ async function execution(id) {
   const details = el("dl", { class: "kv" });
   const fill = (x) => {
     const rows = [["Job", x.job ?? "— (ad hoc)"], ["Handler", x.handler], ["Mode", x.mode], ["Queue", x.queue],
-      ["Attempt", `${x.attempt} of ${x.max_attempts}`], ["Enqueued", when(x.enqueued_at)], ["Started", when(x.started_at)],
+      ["Attempt", `${x.attempt} of ${x.max_attempts}`], ["Enqueued", when(x.enqueued_at)],
+      ...(["pending", "waiting", "held"].includes(x.status) ? [["Due at", when(x.run_at)]] : []), ["Started", when(x.started_at)],
       ["Finished", when(x.finished_at)], ["Duration", ms(x.duration_ms)], ["Node", x.node ?? "—"], ["PID", x.pid ?? "—"],
       ["Exit", x.exit_code ?? x.signal ?? "—"], ["Unique key", x.unique_key ?? "—"], ["Concurrency key", x.concurrency_key ?? "—"],
       ["Cancel", x.cancel_requested_at ? `${x.cancel_outcome ?? "requested"}: ${x.cancel_reason ?? ""}` : "—"]];
