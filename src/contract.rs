@@ -68,6 +68,64 @@ named_schema!(
     json!({"type": "string", "maxLength": TEXT_MAX, "pattern": "^[^\\x00]*$"})
 );
 
+/// What a tag or a meta key cannot hold: white space, control characters
+/// and a byte-order mark (`\s` is ECMAScript's, as JSON Schema reads it),
+/// and the separators of the filters.
+const LABEL_CHARS: &str = "[^\\s\\x00-\\x1f\\x7f-\\x9f";
+
+/// A tag.
+fn tag_schema() -> serde_json::Value {
+    json!({"type": "string", "minLength": 1, "maxLength": crate::model::MAX_LABEL_CHARS,
+           "pattern": format!("^{LABEL_CHARS},]+$"), "examples": ["billing"],
+           "description": "1 to 64 characters: no space, comma or control character"})
+}
+
+named_schema!(
+    /// A run's tags.
+    Tags,
+    json!({"type": "array", "maxItems": crate::model::MAX_TAGS, "uniqueItems": true,
+           "items": tag_schema(), "description": "At most 32 tags, none twice"})
+);
+
+named_schema!(
+    /// Tags to filter by, comma-separated.
+    TagList,
+    json!({"type": "array", "maxItems": crate::model::MAX_TAGS, "items": tag_schema()})
+);
+
+named_schema!(
+    /// A run's meta.
+    MetaObject,
+    json!({"type": "object", "maxProperties": 64,
+           "additionalProperties": {"type": "string", "maxLength": crate::model::META_BYTES,
+                                    "pattern": "^[^\\x00]*$"},
+           "examples": [{"customer": "42"}],
+           "description": "String values by key (keys of 1 to 64 characters, no space, \
+                           `=`, `:`, comma or control character); at most 4 KiB as JSON"})
+);
+
+/// What a meta key may be, for the document's `propertyNames` (which the
+/// schema type cannot hold; [`declare`] writes it in).
+fn meta_key_schema() -> serde_json::Value {
+    json!({"minLength": 1, "maxLength": crate::model::MAX_LABEL_CHARS,
+           "pattern": format!("^{LABEL_CHARS},=:]+$")})
+}
+
+/// Writes into `doc` what the schema types cannot hold.
+pub(crate) fn declare(doc: &mut serde_json::Value) {
+    if let Some(meta) = doc.pointer_mut("/components/schemas/MetaObject") {
+        meta["propertyNames"] = meta_key_schema();
+    }
+}
+
+named_schema!(
+    /// A meta filter.
+    MetaPair,
+    json!({"type": "string", "maxLength": 8192,
+           "pattern": format!("^{LABEL_CHARS},=:]{{1,64}}:[^\\x00]*$"), "examples": ["customer:42"],
+           "description": "KEY:VALUE"})
+);
+
 named_schema!(
     /// A duration.
     Duration,

@@ -147,7 +147,16 @@ pub struct Definition {
     pub then: Vec<String>,
     /// Which ends enqueue them: one for all, or one per job of `then`.
     pub then_on: Vec<ChainOn>,
+    /// What it is for, for people: at most [`MAX_DESCRIPTION`] characters.
+    pub description: Option<String>,
+    /// Meta given to each of its runs.
+    pub meta: crate::model::Meta,
+    /// Tags given to each of its runs.
+    pub tags: Vec<String>,
 }
+
+/// At most this many characters of a job's description.
+pub const MAX_DESCRIPTION: usize = 1024;
 
 impl Definition {
     /// A job running `handler` once, now, with `job add`'s defaults.
@@ -172,6 +181,9 @@ impl Definition {
             paused: false,
             then: Vec::new(),
             then_on: Vec::new(),
+            description: None,
+            meta: Default::default(),
+            tags: Vec::new(),
         }
     }
 
@@ -180,6 +192,19 @@ impl Definition {
     /// checked when it is added.
     pub fn spec(self, now: Micros) -> Result<JobSpec, Error> {
         let schedule = self.when.schedule(now)?;
+        crate::model::check_tags(&self.tags).map_err(Error::Invalid)?;
+        crate::model::check_meta(&self.meta).map_err(Error::Invalid)?;
+        if let Some(d) = &self.description {
+            if d.contains('\0') {
+                return Err(Error::Invalid("a description cannot hold NUL".into()));
+            }
+            let chars = d.chars().count();
+            if chars > MAX_DESCRIPTION {
+                return Err(Error::Invalid(format!(
+                    "a description of {chars} characters: at most {MAX_DESCRIPTION} are allowed"
+                )));
+            }
+        }
         let then = chains(&self.name, self.then, &self.then_on)?;
         let millis = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         Ok(JobSpec {
@@ -202,6 +227,9 @@ impl Definition {
             paused: self.paused,
             then,
             concurrency_key: self.concurrency_key,
+            description: self.description,
+            meta: self.meta,
+            tags: self.tags,
         })
     }
 }
@@ -449,7 +477,8 @@ pub(crate) async fn trigger_inserting(
         .job(name)
         .await?
         .ok_or_else(|| Error::UnknownJob(name.to_string()))?;
-    let exec = job.execution(None, now_micros());
+    let mut exec = job.execution(None, now_micros());
+    exec.origin = crate::model::Origin::Triggered;
     store
         .enqueue(std::slice::from_ref(&exec), now_micros())
         .await?;

@@ -62,6 +62,12 @@ pub struct RunSpec {
     /// so a time-ordered UUIDv7 keeps them in order. A new UUIDv7 if
     /// `None`.
     pub id: Option<Uuid>,
+    /// Its meta: string values by key, shown with it and found by
+    /// (`exec list --meta K=V`); at most 4 KiB as JSON.
+    pub meta: crate::model::Meta,
+    /// Its tags, found by (`exec list --tag T`): at most 32, each of at
+    /// most 64 characters.
+    pub tags: Vec<String>,
 }
 
 impl RunSpec {
@@ -90,7 +96,26 @@ impl RunSpec {
             after: Vec::new(),
             after_policy: Default::default(),
             id: None,
+            meta: Default::default(),
+            tags: Vec::new(),
         }
+    }
+
+    /// Adds tag `tag` (found by `exec list --tag`).
+    ///
+    /// ```
+    /// let spec = jobvisor::RunSpec::new("sync", serde_json::Value::Null).tag("billing").meta("customer", "42");
+    /// assert_eq!((spec.tags[0].as_str(), spec.meta["customer"].as_str()), ("billing", "42"));
+    /// ```
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Sets meta `key` to `value` (found by `exec list --meta K=V`).
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.insert(key.into(), value.into());
+        self
     }
 
     /// A run of `handler` with `args` encoded as its payload: the
@@ -338,6 +363,8 @@ fn resolve(
     if spec.timeout == Some(Duration::ZERO) {
         return Err(Error::Invalid("a timeout must be longer than 0".into()));
     }
+    crate::model::check_tags(&spec.tags).map_err(Error::Invalid)?;
+    crate::model::check_meta(&spec.meta).map_err(Error::Invalid)?;
     Ok(NewExecution {
         id: spec.id.unwrap_or_else(Uuid::now_v7),
         job: spec.job,
@@ -364,6 +391,9 @@ fn resolve(
         after: spec.after,
         after_policy: spec.after_policy,
         step: None,
+        origin: crate::model::Origin::Manual,
+        meta: spec.meta,
+        tags: spec.tags,
     })
 }
 

@@ -98,6 +98,31 @@ pub struct StepSpec {
     /// What their ends must be for it to run.
     #[serde(default, skip_serializing_if = "is_default_policy")]
     pub after_policy: AfterPolicy,
+    /// Its run's meta.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "crate::model::Meta::is_empty"
+    )]
+    #[schema(value_type = Option<crate::contract::MetaObject>)]
+    pub meta: crate::model::Meta,
+    /// Its run's tags.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schema(value_type = Option<crate::contract::Tags>)]
+    pub tags: Vec<String>,
+}
+
+/// A field's default when it is given as `null` (as the document allows).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl StepSpec {
@@ -122,6 +147,8 @@ impl StepSpec {
             queue: None,
             after: Vec::new(),
             after_policy: AfterPolicy::default(),
+            meta: Default::default(),
+            tags: Vec::new(),
         }
     }
 }
@@ -344,6 +371,8 @@ pub(crate) async fn submit_inserting(
             timeout: duration("timeout", &s.timeout)?,
             priority: s.priority,
             after_policy: s.after_policy,
+            meta: s.meta.clone(),
+            tags: s.tags.clone(),
             ..RunSpec::new(s.handler.clone(), s.payload.clone())
         };
         if let Some(b) = duration("backoff", &s.backoff)? {
@@ -370,6 +399,7 @@ pub(crate) async fn submit_inserting(
     for (s, e) in order.iter().zip(&mut execs) {
         e.after = s.after.iter().map(|p| ids[p.as_str()]).collect();
         e.step = Some((id, s.name.clone()));
+        e.origin = crate::model::Origin::Workflow;
     }
     let stored = WorkflowSpec {
         name: spec.name.clone(),

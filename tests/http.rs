@@ -1494,3 +1494,319 @@ async fn runs_are_held_and_released() {
         assert_eq!(status(after).await, Status::Cancelled);
     }
 }
+
+/// What a run carries: tags, meta and its origin, given on `run`, `job
+/// add` (copied to each run, with the job's description), workflow steps
+/// and `POST /v1/executions`; every attempt found by them, with `exec list
+/// --tag/--meta/--origin` and `?tag=&meta=K:V&origin=`, and acted on in
+/// bulk by them; their limits refused with one line and nothing written.
+/// Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_carry_tags_meta_and_origin_and_are_found_by_them() {
+    let mut envs = vec![Env::new()];
+    envs.extend(Env::postgres().await);
+    for env in envs {
+        let serve = env.serve(&[]);
+        let addr = serve.http_addr();
+        let store = env.store().await;
+        let ids = |r: &Reply| -> Vec<String> {
+            let mut v: Vec<String> = r
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        let listed = |args: &[&str]| -> Vec<String> {
+            let mut all = vec!["exec", "list", "--json"];
+            all.extend_from_slice(args);
+            let out: Value = serde_json::from_str(&env.ok(&all)).unwrap();
+            let mut v: Vec<String> = out
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+
+        // Given on the CLI and over HTTP.
+        let cli = env.enqueue(&[
+            "noop",
+            "--tag",
+            "billing",
+            "--tag",
+            "eu",
+            "--meta",
+            "customer=42",
+            "--meta",
+            "note=a=b",
+        ]);
+        let r = post(
+            &addr,
+            "/v1/executions",
+            r#"{"handler":"noop","tags":["billing"],"meta":{"customer":"7"}}"#,
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let api: uuid::Uuid = r.json()["id"].as_str().unwrap().parse().unwrap();
+        let e = finished(store.as_ref(), cli).await;
+        assert_eq!(e.tags, ["billing", "eu"]);
+        assert_eq!(
+            serde_json::to_value(&e.meta).unwrap(),
+            json!({"customer": "42", "note": "a=b"})
+        );
+        assert_eq!(e.origin, jobvisor::model::Origin::Manual);
+        let shown = env.ok(&["exec", "show", &cli.to_string()]);
+        for line in [
+            "origin:      manual",
+            "tags:        billing, eu",
+            "meta:        customer=42",
+        ] {
+            assert!(shown.contains(line), "{line:?} in {shown}");
+        }
+        finished(store.as_ref(), api).await;
+        let (cli_s, api_s) = (cli.to_string(), api.to_string());
+        let mut both = vec![cli_s.clone(), api_s.clone()];
+        both.sort();
+        assert_eq!(listed(&["--tag", "billing"]), both);
+        assert_eq!(
+            listed(&["--tag", "billing", "--tag", "eu"]),
+            [cli_s.as_str()]
+        );
+        assert_eq!(listed(&["--meta", "customer=7"]), [api_s.as_str()]);
+        assert_eq!(ids(&get(&addr, "/v1/executions?tag=billing")), both);
+        assert_eq!(
+            ids(&get(&addr, "/v1/executions?tag=billing,eu")),
+            [cli_s.as_str()]
+        );
+        assert_eq!(
+            ids(&get(&addr, "/v1/executions?meta=customer:42")),
+            [cli_s.as_str()]
+        );
+        assert_eq!(
+            ids(&get(&addr, "/v1/executions?meta=note:a=b&tag=eu")),
+            [cli_s.as_str()]
+        );
+        assert!(ids(&get(&addr, "/v1/executions?meta=customer:4")).is_empty());
+
+        // A job's description, tags and meta; its runs carry them and say
+        // how they came to be: triggered, and chained after it.
+        env.ok(&[
+            "job",
+            "add",
+            "follow-up",
+            "--handler",
+            "noop",
+            "--cron",
+            "0 3 1 1 *",
+        ]);
+        env.ok(&[
+            "job",
+            "add",
+            "report",
+            "--handler",
+            "noop",
+            "--cron",
+            "0 3 1 1 *",
+            "--description",
+            "The monthly report",
+            "--tag",
+            "report",
+            "--meta",
+            "team=data",
+            "--then",
+            "follow-up",
+        ]);
+        let shown = env.ok(&["job", "show", "report"]);
+        assert!(shown.contains("description: The monthly report"), "{shown}");
+        assert!(shown.contains("tags:        report"), "{shown}");
+        let jobs: Value = serde_json::from_str(&env.ok(&["job", "list", "--json"])).unwrap();
+        let report = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == "report")
+            .unwrap();
+        assert_eq!(report["description"], "The monthly report");
+        assert_eq!(report["meta"], json!({"team": "data"}));
+        let r = get(&addr, "/v1/jobs/report");
+        assert_eq!(
+            (r.json()["description"].clone(), r.json()["tags"].clone()),
+            (json!("The monthly report"), json!(["report"]))
+        );
+        env.ok(&["job", "trigger", "report"]);
+        let chained = eventually("the chained run", || async {
+            let r = get(&addr, "/v1/executions?origin=chained");
+            r.json().as_array().unwrap().first().cloned()
+        })
+        .await;
+        assert_eq!(chained["job"], "follow-up");
+        let triggered = get(&addr, "/v1/executions?origin=triggered").json();
+        assert_eq!(triggered.as_array().unwrap().len(), 1, "{triggered}");
+        assert_eq!(triggered[0]["tags"], json!(["report"]));
+        assert_eq!(triggered[0]["meta"], json!({"team": "data"}));
+        assert_eq!(
+            listed(&["--origin", "triggered", "--meta", "team=data"]).len(),
+            1
+        );
+
+        // Scheduled.
+        env.ok(&[
+            "job",
+            "add",
+            "tick",
+            "--handler",
+            "noop",
+            "--every",
+            "1s",
+            "--tag",
+            "tick",
+        ]);
+        let ticked = eventually("a scheduled run", || async {
+            let r = get(&addr, "/v1/executions?origin=scheduled&tag=tick");
+            r.json().as_array().unwrap().first().cloned()
+        })
+        .await;
+        assert_eq!(ticked["job"], "tick");
+        env.ok(&["job", "pause", "tick"]);
+
+        // Every attempt of a retried run is found by the first's labels.
+        let flaky = env.enqueue(&[
+            "fail",
+            "--retries",
+            "1",
+            "--backoff",
+            "10ms",
+            "--tag",
+            "flaky",
+            "--meta",
+            "k=v",
+        ]);
+        let last = eventually("two attempts", || async {
+            let found = listed(&["--tag", "flaky", "--meta", "k=v"]);
+            (found.len() == 2).then_some(found)
+        })
+        .await;
+        let retried: Vec<Value> = last
+            .iter()
+            .map(|id| get(&addr, &format!("/v1/executions/{id}")).json())
+            .collect();
+        let origins: Vec<&str> = retried
+            .iter()
+            .map(|e| e["origin"].as_str().unwrap())
+            .collect();
+        assert!(
+            origins.contains(&"manual") && origins.contains(&"retry"),
+            "{origins:?}"
+        );
+        assert!(last.contains(&flaky.to_string()));
+        assert_eq!(listed(&["--origin", "retry", "--tag", "flaky"]).len(), 1);
+
+        // A workflow's steps.
+        let r = post(
+            &addr,
+            "/v1/workflows",
+            r#"{"name":"etl","step":[{"name":"a","handler":"noop","tags":["wf"],"meta":{"step":"a"}}]}"#,
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let step = get(&addr, "/v1/executions?tag=wf").json();
+        assert_eq!(
+            (step[0]["origin"].clone(), step[0]["meta"].clone()),
+            (json!("workflow"), json!({"step": "a"}))
+        );
+
+        // Acted on in bulk by label.
+        let later = env.enqueue(&["noop", "--in", "1h", "--tag", "later"]);
+        let r = post(&addr, "/v1/executions/cancel", r#"{"tags":["later"]}"#);
+        assert_eq!(
+            (r.status, r.json()["cancelled"].clone()),
+            (200, json!(1)),
+            "{}",
+            r.body
+        );
+        assert_eq!(
+            store.execution(later).await.unwrap().unwrap().status,
+            Status::Cancelled
+        );
+        let dry = env.ok(&[
+            "exec",
+            "cancel",
+            "--tag",
+            "later",
+            "--status",
+            "pending",
+            "--dry-run",
+        ]);
+        assert!(dry.contains("0 executions match"), "{dry}");
+
+        // Limits: one line, exit 2 or 4xx, nothing written.
+        let count = || async {
+            store
+                .executions(&jobvisor::store::ExecFilter {
+                    limit: 100_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .len()
+        };
+        let before = count().await;
+        let many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+        let mut args = vec!["run", "noop"];
+        for t in &many {
+            args.extend(["--tag", t.as_str()]);
+        }
+        let big = format!("blob={}", "x".repeat(5000));
+        let long = "x".repeat(65);
+        for bad in [
+            args.clone(),
+            vec!["run", "noop", "--tag", "two words"],
+            vec!["run", "noop", "--tag", &long],
+            vec!["run", "noop", "--meta", &big],
+            vec!["run", "noop", "--meta", "novalue"],
+            vec!["run", "noop", "--tag", "a", "--tag", "a"],
+            vec![
+                "job",
+                "add",
+                "j",
+                "--handler",
+                "noop",
+                "--every",
+                "1m",
+                "--tag",
+                "a,b",
+            ],
+        ] {
+            let out = env.cli(&bad);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{bad:?}: {err}");
+        }
+        let tags = serde_json::to_string(&many).unwrap();
+        // Each value fits the document; together they pass 4 KiB.
+        let meta = json!({"a": "x".repeat(3000), "b": "x".repeat(3000)}).to_string();
+        for (body, status) in [
+            (format!(r#"{{"handler":"noop","tags":{tags}}}"#), 400),
+            (
+                r#"{"handler":"noop","tags":["two words"]}"#.to_string(),
+                400,
+            ),
+            (r#"{"handler":"noop","tags":["a","a"]}"#.to_string(), 400),
+            (r#"{"handler":"noop","meta":{"k":1}}"#.to_string(), 400),
+            (format!(r#"{{"handler":"noop","meta":{meta}}}"#), 422),
+        ] {
+            let r = post(&addr, "/v1/executions", &body);
+            assert_eq!(r.status, status, "{body}: {}", r.body);
+        }
+        let r = get(&addr, "/v1/executions?tag=a%20b");
+        assert_eq!(r.status, 400, "{}", r.body);
+        let r = get(&addr, "/v1/executions?origin=elsewhere");
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(count().await, before, "a refused run was written");
+        assert!(get(&addr, "/v1/jobs/j").status == 404);
+    }
+}

@@ -573,6 +573,11 @@ async fn a_handler_snoozes_without_using_its_retries_up_to_the_limit() {
             (1, 1, i as u32),
             "{e:?}"
         );
+        let origin = [
+            jobvisor::model::Origin::Manual,
+            jobvisor::model::Origin::Snooze,
+        ];
+        assert_eq!(e.origin, origin[usize::from(i > 0)], "{e:?}");
     }
     assert_eq!(chain[0].error.as_deref(), Some("snoozed for 200ms"));
     assert_eq!(

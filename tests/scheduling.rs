@@ -91,6 +91,11 @@ async fn a_daemon_is_restarted_with_growing_delays_and_stops_for_good_when_pause
         (done.len() >= 5).then_some(done)
     })
     .await;
+    assert!(
+        runs.iter()
+            .all(|e| e.origin == jobvisor::model::Origin::Daemon),
+        "{runs:?}"
+    );
     // Gaps between one run's end and the next start double: 150, 300, 600 ms.
     let gaps: Vec<i64> = runs
         .windows(2)

@@ -91,7 +91,93 @@ both!(
     every_kind_of_limit_holds_at_once,
     ids_are_found_by_a_prefix_or_a_suffix_of_their_hex_digits,
     text_with_a_nul_from_a_worker_is_stored,
+    labels_find_every_attempt_and_go_with_their_runs,
 );
+
+async fn labels_find_every_attempt_and_go_with_their_runs(store: Arc<dyn Store>) {
+    use jobvisor::model::Origin;
+    let tagged = |tags: &[&str], meta: &[(&str, &str)]| ExecFilter {
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        meta: meta
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        limit: 100,
+        ..Default::default()
+    };
+    let ids = |v: Vec<jobvisor::model::Execution>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let mut e = exec("labelled", 0, DEFAULT_QUEUE);
+    e.tags = vec!["a".into(), "b".into()];
+    e.meta.insert("k".into(), "v".into());
+    e.retry.max_attempts = 2;
+    e.retry.backoff_base_ms = 0;
+    let plain = exec("labelled", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(&[e.clone(), plain.clone()], now_micros())
+        .await
+        .unwrap();
+    let found = store.executions(&tagged(&["a", "b"], &[("k", "v")])).await;
+    assert_eq!(ids(found.unwrap()), [e.id]);
+    assert!(store
+        .executions(&tagged(&["a", "c"], &[]))
+        .await
+        .unwrap()
+        .is_empty());
+    // Its retry carries them, and says it is one.
+    let started = now_micros();
+    let claimed = store.claim("n1", 2, started).await.unwrap().executions;
+    assert_eq!(claimed.len(), 2);
+    finish_after(
+        &store,
+        e.id,
+        started,
+        1,
+        Outcome::Failed { retryable: true },
+    )
+    .await;
+    finish_after(&store, plain.id, started, 1, Outcome::Succeeded).await;
+    let attempts = store
+        .executions(&tagged(&["b"], &[("k", "v")]))
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(
+        attempts.iter().map(|a| a.origin).collect::<Vec<_>>(),
+        [Origin::Retry, Origin::Manual]
+    );
+    assert_eq!(attempts[0].tags, ["a", "b"]);
+    let retry = ExecFilter {
+        origin: Some(Origin::Retry),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(store.executions(&retry).await.unwrap()),
+        [attempts[0].id]
+    );
+    // Pruned, a run's labels go with it: an execution given its id later
+    // is not found by them.
+    let started = now_micros();
+    store.claim("n1", 1, started).await.unwrap();
+    finish_after(&store, attempts[0].id, started, 1, Outcome::Succeeded).await;
+    let later = now_micros() + 60_000_000;
+    assert_eq!(store.prune(later, None, &[], 100).await.unwrap().0, 3);
+    let again = NewExecution {
+        id: e.id,
+        ..exec("labelled", 0, DEFAULT_QUEUE)
+    };
+    store.enqueue(&[again], now_micros()).await.unwrap();
+    assert!(store
+        .executions(&tagged(&["a"], &[]))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .executions(&tagged(&[], &[("k", "v")]))
+        .await
+        .unwrap()
+        .is_empty());
+}
 
 async fn ids_are_found_by_a_prefix_or_a_suffix_of_their_hex_digits(store: Arc<dyn Store>) {
     use jobvisor::store::IdTable;
@@ -170,6 +256,9 @@ fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
         after: Vec::new(),
         after_policy: Default::default(),
         step: None,
+        origin: Default::default(),
+        meta: Default::default(),
+        tags: Vec::new(),
     }
 }
 

@@ -288,6 +288,32 @@ pub struct JobAddArgs {
     /// --then in the same order.
     #[arg(long, value_name = "WHEN", requires = "then")]
     pub then_on: Vec<jobvisor::model::ChainOn>,
+    /// What the job is for (shown by `job show`, `job list --json` and the
+    /// dashboard; at most 1,024 characters).
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub labels: LabelArgs,
+}
+
+/// Meta and tags, of a run or of each run of a job.
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// A meta pair, found by `exec list --meta KEY=VALUE` (repeatable; at
+    /// most 4 KiB in all).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = jobvisor::model::parse_meta_pair)]
+    pub meta: Vec<(String, String)>,
+    /// A tag, found by `exec list --tag TAG` (repeatable; at most 32, each
+    /// of at most 64 characters).
+    #[arg(long, value_name = "TAG", value_parser = parse_tag)]
+    pub tag: Vec<String>,
+}
+
+impl LabelArgs {
+    /// The meta, each key once (the last value given wins).
+    pub fn meta(&self) -> jobvisor::model::Meta {
+        self.meta.iter().cloned().collect()
+    }
 }
 
 /// `queue` subcommands.
@@ -616,6 +642,8 @@ pub struct RunArgs {
     /// set-key-limit`), at most that many with one key run at once.
     #[arg(long, value_name = "KEY")]
     pub concurrency_key: Option<String>,
+    #[command(flatten)]
+    pub labels: LabelArgs,
     /// Run after execution ID has ended (repeat: after all of them); it
     /// waits in status `waiting` and receives their outputs as `inputs`.
     #[arg(long, value_name = "ID")]
@@ -730,6 +758,21 @@ pub struct FilterArgs {
     /// Only those enqueued before TIME (RFC 3339).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub until: Option<i64>,
+    /// Only those with this tag (repeat: with every one of them).
+    #[arg(long, value_name = "TAG", value_parser = parse_tag)]
+    pub tag: Vec<String>,
+    /// Only those with this meta pair (repeat: with every one of them).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = jobvisor::model::parse_meta_pair)]
+    pub meta: Vec<(String, String)>,
+    /// Only those that came to be this way: manual, scheduled, triggered,
+    /// chained, workflow, retry, snooze or daemon.
+    #[arg(long)]
+    pub origin: Option<jobvisor::model::Origin>,
+}
+
+/// A tag, as `--tag` takes it.
+pub fn parse_tag(s: &str) -> Result<String, String> {
+    jobvisor::model::check_tags(&[s.to_string()]).map(|()| s.to_string())
 }
 
 impl FilterArgs {
@@ -748,6 +791,9 @@ impl FilterArgs {
             before: None,
             limit: 0,
             clip: None,
+            tags: self.tag.clone(),
+            meta: self.meta.iter().cloned().collect(),
+            origin: self.origin,
         }
     }
 }

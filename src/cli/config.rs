@@ -4,7 +4,7 @@
 //! A `[[handler]]` or `[[job]]` table takes exactly the options of
 //! `jobvisor handler add` / `jobvisor job add`, spelled with underscores
 //! (`cancel_grace = "2s"`, `max_runs_per_worker = 100`, `env = { K = "v" }`,
-//! `payload = { any = "TOML" }`). Each table is turned into those command
+//! `meta = { K = "v" }`, `tag = ["a", "b"]`, `payload = { any = "TOML" }`). Each table is turned into those command
 //! lines and parsed by the same code, so the file and the CLI accept and
 //! reject the same things. The whole file is checked before anything is
 //! applied: one bad table rejects the file, with its line and the reason.
@@ -424,7 +424,7 @@ fn command_line(command: &str, t: &Table) -> Result<Vec<String>, String> {
                 let json = serde_json::to_string(v).map_err(|e| format!("payload: {e}"))?;
                 args.extend([flag, json]);
             }
-            ("env", Value::Table(vars)) => {
+            ("env" | "meta", Value::Table(vars)) => {
                 for (name, value) in vars {
                     args.extend([flag.clone(), format!("{name}={}", scalar(k, value)?)]);
                 }

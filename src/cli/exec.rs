@@ -105,7 +105,7 @@ async fn target(store: &dyn Reads, a: &ActArgs) -> Result<Option<Uuid>, CliError
         (None, true) => Ok(None),
         (None, false) => Err(input(
             "give an execution id, or at least one filter (--job, --queue, --handler, \
-             --status, --unique-key, --node, --since, --until)",
+             --status, --unique-key, --node, --since, --until, --tag, --meta, --origin)",
         )),
     }
 }
@@ -254,6 +254,7 @@ fn print_list(execs: &[Execution]) {
                 e.queue.clone(),
                 e.mode.to_string(),
                 format!("{}/{}", e.attempt, e.max_attempts),
+                e.origin.to_string(),
                 e.started_at.map_or_else(|| "-".into(), |t| t.to_string()),
                 e.duration_ms
                     .map(super::output::elapsed_ms)
@@ -264,8 +265,8 @@ fn print_list(execs: &[Execution]) {
         .collect();
     output::table(
         &[
-            "ID", "STATUS", "JOB", "HANDLER", "QUEUE", "MODE", "ATTEMPT", "STARTED", "TOOK",
-            "ERROR",
+            "ID", "STATUS", "JOB", "HANDLER", "QUEUE", "MODE", "ATTEMPT", "ORIGIN", "STARTED",
+            "TOOK", "ERROR",
         ],
         rows,
     );
@@ -281,12 +282,23 @@ fn show(e: &Execution, links: &jobvisor::store::Links) {
         e.job.as_deref().unwrap_or("- (ad-hoc run)")
     );
     println!("handler:     {} ({})", e.handler, e.mode);
-    if e.status == jobvisor::Status::Pending && e.run_at.micros() > jobvisor::model::now_micros() {
+    let unstarted = matches!(
+        e.status,
+        jobvisor::Status::Pending | jobvisor::Status::Held | jobvisor::Status::Waiting
+    );
+    if unstarted && e.run_at.micros() > jobvisor::model::now_micros() {
         println!("status:      {} (due at {})", e.status, e.run_at);
     } else {
         println!("status:      {}", e.status);
     }
     println!("attempt:     {} of {}", e.attempt, e.max_attempts);
+    println!("origin:      {}", e.origin);
+    if !e.tags.is_empty() {
+        println!("tags:        {}", e.tags.join(", "));
+    }
+    for (k, v) in &e.meta {
+        println!("meta:        {k}={v}");
+    }
     if let Some(p) = e.previous_id {
         println!("retries:     {p}");
     }

@@ -171,6 +171,9 @@ async fn show(store: &dyn jobvisor::store::Reads, n: super::args::JobName) -> Re
     }
     let s = &job.spec;
     println!("name:        {}", s.name);
+    if let Some(d) = &s.description {
+        println!("description: {d}");
+    }
     println!(
         "handler:     {} ({})",
         s.handler,
@@ -188,6 +191,12 @@ async fn show(store: &dyn jobvisor::store::Reads, n: super::args::JobName) -> Re
             .unwrap_or_else(|| "-".into())
     );
     println!("payload:     {}", s.payload);
+    if !s.tags.is_empty() {
+        println!("tags:        {}", s.tags.join(", "));
+    }
+    for (k, v) in &s.meta {
+        println!("meta:        {k}={v}");
+    }
     println!(
         "policy:      overlap {}, misfire {}, priority {}, queue {}, retries {}, backoff {}",
         s.overlap.as_str(),
@@ -351,6 +360,9 @@ pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
         paused: a.paused,
         then: a.then,
         then_on: a.then_on,
+        description: a.description,
+        meta: a.labels.meta(),
+        tags: a.labels.tag,
         ..Definition::new(a.name, a.handler)
     };
     d.spec(now_micros()).map_err(|e| input(e.to_string()))

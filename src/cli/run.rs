@@ -38,6 +38,8 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         queue: a.queue,
         unique,
         concurrency_key: a.concurrency_key,
+        meta: a.labels.meta(),
+        tags: a.labels.tag,
         after_policy: a.after_policy,
         id: a.id,
         run_at: a.at.or_else(|| {

@@ -1,5 +1,6 @@
 //! Executions: their mode and status, as inserted, as stored, and their logs.
 
+use super::labels::{Meta, Origin};
 use super::outcome::RetryPolicy;
 use super::schema::level_schema;
 use super::status::{Mode, Status};
@@ -64,6 +65,12 @@ pub struct NewExecution {
     pub after_policy: AfterPolicy,
     /// The workflow and step it is, if it is a workflow's step.
     pub step: Option<(Uuid, String)>,
+    /// How it came to be.
+    pub origin: Origin,
+    /// Its meta (checked: [`super::check_meta`]).
+    pub meta: Meta,
+    /// Its tags (checked: [`super::check_tags`]).
+    pub tags: Vec<String>,
 }
 
 /// When an execution with parents runs.
@@ -259,6 +266,12 @@ pub struct Execution {
     pub concurrency_key: Option<String>,
     /// Snoozes in its chain before it.
     pub snoozes: u32,
+    /// How it came to be.
+    pub origin: Origin,
+    /// Its meta: string values by key, to be found by (`--meta K=V`).
+    pub meta: Meta,
+    /// Its tags, to be found by (`--tag T`).
+    pub tags: Vec<String>,
     /// With parents: what their ends must be for it to run.
     pub after_policy: Option<AfterPolicy>,
     /// Parents that have not ended yet (while `waiting`).

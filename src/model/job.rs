@@ -1,6 +1,7 @@
 //! Jobs: their schedule, chains, overlap and misfire policies, as given and as stored.
 
 use super::execution::{NewExecution, DEFAULT_QUEUE};
+use super::labels::{Meta, Origin};
 use super::outcome::RetryPolicy;
 use super::status::{Mode, Status};
 use super::time::Micros;
@@ -276,6 +277,15 @@ pub struct JobSpec {
     /// how many with one key run at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// What it is for, for people (`job show`, the dashboard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Meta given to each of its runs.
+    #[serde(default, skip_serializing_if = "Meta::is_empty")]
+    pub meta: Meta,
+    /// Tags given to each of its runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl JobSpec {
@@ -318,6 +328,9 @@ impl JobSpec {
             paused: false,
             then: Vec::new(),
             concurrency_key: None,
+            description: None,
+            meta: Meta::new(),
+            tags: Vec::new(),
         }
     }
 }
@@ -355,9 +368,14 @@ pub struct Job {
 
 impl Job {
     /// What an occurrence of this job runs as (`None`: a run that is no
-    /// scheduled occurrence, such as a chained one).
+    /// scheduled occurrence, chained unless its caller says otherwise).
     pub(crate) fn execution(&self, occurrence: Option<Micros>, run_at: Micros) -> NewExecution {
         let spec = &self.spec;
+        let origin = match (&spec.schedule, occurrence) {
+            (ScheduleSpec::Daemon, _) => Origin::Daemon,
+            (_, Some(_)) => Origin::Scheduled,
+            (_, None) => Origin::Chained,
+        };
         // Resolved when the job was added.
         let mode = spec.mode.unwrap_or(Mode::Inproc);
         let daemon = matches!(spec.schedule, ScheduleSpec::Daemon);
@@ -389,6 +407,9 @@ impl Job {
             after: Vec::new(),
             after_policy: Default::default(),
             step: None,
+            origin,
+            meta: spec.meta.clone(),
+            tags: spec.tags.clone(),
         }
     }
 }

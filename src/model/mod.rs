@@ -1,13 +1,14 @@
 //! Domain types shared by the store, the runners and the interfaces.
 //!
 //! One file a concept: [`time`], [`value`], [`status`], [`execution`], [`handler`],
-//! [`outcome`], [`rate`], [`job`] (and `schema`, the OpenAPI pieces); each is
+//! [`outcome`], [`rate`], [`job`], [`labels`] (and `schema`, the OpenAPI pieces); each is
 //! re-exported here, so that `model::Execution` names it wherever it lives.
 
 mod ending;
 pub mod execution;
 pub mod handler;
 pub mod job;
+pub mod labels;
 pub mod outcome;
 pub mod rate;
 mod schema;
@@ -22,6 +23,7 @@ pub use job::*;
 /// What the worker protocol defines and the model records: log levels and
 /// a step's inputs.
 pub use jobvisor_worker::{Input, Level};
+pub use labels::*;
 pub use outcome::*;
 pub use rate::*;
 pub(crate) use schema::*;

@@ -259,6 +259,15 @@ pub struct ExecFilter {
     /// Only those older than this one (keyset pagination: pass the last id
     /// of a page to get the next).
     pub before: Option<Uuid>,
+    /// Only those with every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Only those with every one of these meta pairs.
+    #[serde(default)]
+    pub meta: crate::model::Meta,
+    /// Only those that came to be this way.
+    #[serde(default)]
+    pub origin: Option<crate::model::Origin>,
     /// At most this many (newest first).
     pub limit: usize,
     /// Cut each payload and output at this many characters (a list for
@@ -296,6 +305,9 @@ impl ExecFilter {
             || self.since.is_some()
             || self.until.is_some()
             || self.before.is_some()
+            || !self.tags.is_empty()
+            || !self.meta.is_empty()
+            || self.origin.is_some()
     }
 }
 

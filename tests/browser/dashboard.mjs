@@ -138,6 +138,22 @@ try {
     assert.equal((await api(`/v1/executions/${id}`)).body.status, "pending");
   });
 
+  await step("a run's tags and meta are shown and filter the list", async () => {
+    const r = await api("/v1/executions", { method: "POST", body: JSON.stringify({ handler: "noop", queue: "held", tags: ["billing"], meta: { customer: "42" } }) });
+    assert.equal(r.status, 201);
+    await page.goto(`${base}/#/executions/${r.body.id}`);
+    await page.locator("dd", { hasText: "manual" }).waitFor();
+    await page.locator("#meta a", { hasText: "customer=42" }).click();
+    await page.waitForURL(/meta=customer%3A42/);
+    const rows = page.locator("#exec-rows tr[data-id]");
+    await until("the one run with that meta", async () => (await rows.count()) === 1);
+    assert.equal(await rows.first().getAttribute("data-id"), r.body.id);
+    await page.goto(`${base}/#/executions/${r.body.id}`);
+    await page.locator("#tags a", { hasText: "billing" }).click();
+    await page.waitForURL(/tag=billing/);
+    await until("the one run with that tag", async () => (await rows.count()) === 1);
+  });
+
   await step("filtering executions and retrying the failed ones in bulk", async () => {
     await page.goto(base + "/#/executions");
     await page.locator("#filters input[value=failed]").check();

@@ -4,7 +4,7 @@
 use super::error::{body, bounded, ok, with_status, ApiError, ApiResult};
 use super::{ApiState, ErrorBody};
 use crate::contract::{self, Name, Since, Text, Until};
-use crate::model::{AfterPolicy, Enqueued, Execution, LogEntry, Mode, Status};
+use crate::model::{AfterPolicy, Enqueued, Execution, LogEntry, Meta, Mode, Origin, Status};
 use crate::store::{CancelRequest, ExecFilter, HoldRequest, RetryRequest};
 use crate::RunSpec;
 use axum::body::Bytes;
@@ -52,6 +52,14 @@ pub(super) struct ListQuery {
     /// Only those older than this execution: pass a page's last id for the
     /// next page.
     before: Option<Uuid>,
+    /// Only those with every one of these tags, comma-separated.
+    #[param(value_type = Option<contract::TagList>, style = Form, explode = false)]
+    tag: Option<String>,
+    /// Only those with this meta pair, `KEY:VALUE`.
+    #[param(value_type = Option<contract::MetaPair>)]
+    meta: Option<String>,
+    /// Only those that came to be this way.
+    origin: Option<Origin>,
     /// At most this many, newest first.
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
@@ -84,7 +92,21 @@ impl ListQuery {
                 .collect::<Result<_, _>>()?,
         };
         let (since, until) = time_bounds(self.since, self.until)?;
+        let tags: Vec<String> = match self.tag.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(list) => list.split(',').map(str::to_string).collect(),
+        };
+        let mut meta = Meta::new();
+        if let Some(pair) = self.meta {
+            let (k, v) = pair
+                .split_once(':')
+                .ok_or_else(|| ApiError::invalid(format!("meta {pair:?} is not KEY:VALUE")))?;
+            meta.insert(k.to_string(), v.to_string());
+        }
         Ok(ExecFilter {
+            tags,
+            meta,
+            origin: self.origin,
             statuses,
             job: self.job,
             handler: self.handler,
@@ -173,6 +195,13 @@ pub(super) struct EnqueueBody {
     /// Not before this long from now (not with `run_at`).
     #[schema(value_type = Option<contract::Duration>)]
     delay: Option<String>,
+    /// Its meta: string values by key, shown with it and found by
+    /// (`?meta=KEY:VALUE`).
+    #[schema(value_type = Option<contract::MetaObject>)]
+    meta: Option<Meta>,
+    /// Its tags, found by (`?tag=`).
+    #[schema(value_type = Option<contract::Tags>)]
+    tags: Option<Vec<String>>,
 }
 
 impl EnqueueBody {
@@ -189,6 +218,8 @@ impl EnqueueBody {
         spec.timeout = b.timeout_ms.map(Duration::from_millis);
         spec.concurrency_key = b.concurrency_key;
         spec.id = b.id;
+        spec.meta = b.meta.unwrap_or_default();
+        spec.tags = b.tags.unwrap_or_default();
         spec.run_at = match (b.run_at, b.delay) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid("run_at and delay do not go together"))
@@ -516,6 +547,14 @@ pub(super) struct BulkBody {
     /// Only those enqueued before this time.
     #[schema(value_type = Option<Until>)]
     until: Option<String>,
+    /// Only those with every one of these tags.
+    #[schema(value_type = Option<contract::Tags>)]
+    tags: Option<Vec<String>>,
+    /// Only those with every one of these meta pairs.
+    #[schema(value_type = Option<contract::MetaObject>)]
+    meta: Option<Meta>,
+    /// Only those that came to be this way.
+    origin: Option<Origin>,
     /// Why (cancels only).
     #[schema(value_type = Option<Text>)]
     reason: Option<String>,
@@ -531,6 +570,9 @@ impl BulkBody {
         let (since, until) = time_bounds(self.since, self.until)?;
         // A bulk action reads every match in pages (its limit is not used).
         let filter = ExecFilter {
+            tags: self.tags.unwrap_or_default(),
+            meta: self.meta.unwrap_or_default(),
+            origin: self.origin,
             statuses,
             job: self.job,
             handler: self.handler,
@@ -546,7 +588,7 @@ impl BulkBody {
         };
         if !filter.narrows() {
             return Err(ApiError::invalid(
-                "give at least one filter (status, job, handler, queue, node, unique_key, concurrency_key, since, until)",
+                "give at least one filter (status, job, handler, queue, node, unique_key, concurrency_key, since, until, tags, meta, origin)",
             ));
         }
         Ok((filter, self.reason))
@@ -578,7 +620,7 @@ pub(super) async fn retry_matching(State(api): ApiState, b: Bytes) -> ApiResult 
 }
 
 /// The filters a bulk action may narrow by.
-const FILTERS: [&str; 9] = [
+const FILTERS: [&str; 12] = [
     "status",
     "job",
     "handler",
@@ -588,6 +630,9 @@ const FILTERS: [&str; 9] = [
     "concurrency_key",
     "since",
     "until",
+    "tags",
+    "meta",
+    "origin",
 ];
 
 /// Writes the rules between fields that a type cannot say into `doc`:
@@ -605,6 +650,8 @@ pub(super) fn declare(doc: &mut Value) {
     let mut narrows: Vec<Value> = FILTERS.iter().map(|f| present(f)).collect();
     narrows[0]["properties"]["status"] = json!({"anyOf": [
         {"type": "string"}, {"type": "array", "minItems": 1}]});
+    narrows[9]["properties"]["tags"] = json!({"type": "array", "minItems": 1});
+    narrows[10]["properties"]["meta"] = json!({"type": "object", "minProperties": 1});
     doc["components"]["schemas"]["BulkBody"]["anyOf"] = Value::Array(narrows);
     let retry = &mut doc["paths"]["/v1/executions/retry"]["post"]["requestBody"]["content"]
         ["application/json"]["schema"];

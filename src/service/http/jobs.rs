@@ -237,6 +237,15 @@ pub(super) struct JobBody {
     #[serde(default)]
     #[schema(max_items = 100)]
     then_on: Vec<ChainOn>,
+    /// What it is for, for people.
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
+    description: Option<String>,
+    /// Meta given to each of its runs.
+    #[schema(value_type = Option<contract::MetaObject>)]
+    meta: Option<crate::model::Meta>,
+    /// Tags given to each of its runs.
+    #[schema(value_type = Option<contract::Tags>)]
+    tags: Option<Vec<String>>,
 }
 
 impl JobBody {
@@ -279,6 +288,9 @@ impl JobBody {
             paused: b.paused,
             then: b.then,
             then_on: b.then_on,
+            description: b.description,
+            meta: b.meta.unwrap_or_default(),
+            tags: b.tags.unwrap_or_default(),
             ..defaults
         })
     }

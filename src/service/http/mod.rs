@@ -157,7 +157,7 @@ type ApiState = axum::extract::State<Arc<Api>>;
         description = "Run jobs as in-process tasks or isolated worker processes; everything they do is relayed into SQLite or PostgreSQL.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
-    components(schemas(ErrorBody, streams::Ready, streams::StateEvent, crate::model::LogEntry, crate::model::ProgressState)),
+    components(schemas(ErrorBody, streams::Ready, streams::StateEvent, crate::model::LogEntry, crate::model::ProgressState, crate::contract::TagList, crate::contract::MetaPair)),
     tags(
         (name = "system", description = "Health, metrics and this document"),
         (name = "handlers", description = "What can run"),
@@ -228,6 +228,7 @@ fn finish(doc: utoipa::openapi::OpenApi, auth: &Auth) -> Value {
     validate::bound_integers(&mut doc);
     streams::declare(&mut doc);
     executions::declare(&mut doc);
+    crate::contract::declare(&mut doc);
     jobs::declare(&mut doc);
     error::declare(&mut doc);
     access::declare(&mut doc, auth);

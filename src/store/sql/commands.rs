@@ -228,10 +228,10 @@ impl<D: Dialect> Commands for SqlStore<D> {
             self,
             "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
              queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
-             start_at, end_at, paused, chain, concurrency_key, next_run_at, created_at, \
-             updated_at) \
+             start_at, end_at, paused, chain, concurrency_key, description, meta, tags, \
+             next_run_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                     $18, $19, $20, $21, $22, $22) ON CONFLICT DO NOTHING",
+                     $18, $19, $20, $21, $22, $23, $24, $25, $25) ON CONFLICT DO NOTHING",
             spec,
             next_run_at,
             now,
@@ -253,7 +253,8 @@ impl<D: Dialect> Commands for SqlStore<D> {
              priority = $7, queue = $8, retries = $9, backoff_ms = $10, timeout_ms = $11, \
              overlap = $12, misfire = $13, max_parallel = $14, max_runs = $15, start_at = $16, \
              end_at = $17, paused = $18, chain = $19, concurrency_key = $20, \
-             next_run_at = $21, updated_at = $22, completed_at = NULL, daemon_streak = 0 \
+             description = $21, meta = $22, tags = $23, \
+             next_run_at = $24, updated_at = $25, completed_at = NULL, daemon_streak = 0 \
              WHERE name = $1",
             spec,
             next_run_at,
@@ -346,7 +347,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
 }
 
 /// Writes job `spec` with `statement` (its columns bound as
-/// [`job_columns`] does, then its next run as `$21` and `now` as `$22`),
+/// [`job_columns`] does, then its next run as `$24` and `now` as `$25`),
 /// and tells the claims that jobs changed; whether a row was written.
 async fn write_job<D: Dialect>(
     store: &SqlStore<D>,
@@ -363,7 +364,7 @@ async fn write_job<D: Dialect>(
     Ok(written)
 }
 
-/// Binds a job's definition as `$1` (name) to `$20` (concurrency key), in
+/// Binds a job's definition as `$1` (name) to `$23` (tags), in
 /// the jobs table's column order.
 pub(super) fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> Sql<'a, D> {
     q.bind(spec.name.as_str())
@@ -389,6 +390,9 @@ pub(super) fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> S
                 .then(|| serde_json::to_string(&spec.then).expect("chains serialize")),
         )
         .bind(spec.concurrency_key.as_deref())
+        .bind(spec.description.as_deref())
+        .bind((!spec.meta.is_empty()).then(|| json_text(&spec.meta)))
+        .bind((!spec.tags.is_empty()).then(|| json_text(&spec.tags)))
 }
 
 /// Inserts `execs` (and first `workflow`, whose steps they are) in one

@@ -400,11 +400,11 @@ pub(super) async fn schedule_retry<D: Dialect>(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
          enqueued_at, run_at, queue, unique_key, unique_for_ms, after_policy, workflow_id, \
-         step, has_children, concurrency_key, snoozes) \
+         step, has_children, concurrency_key, snoozes, origin, meta, tags) \
          SELECT $1, job, handler, mode, payload, 'pending', $2, $3, backoff_base_ms, \
          backoff_cap_ms, id, timeout_ms, priority, $4, $5, queue, unique_key, unique_for_ms, \
-         after_policy, workflow_id, step, has_children, concurrency_key, snoozes + $7 \
-         FROM executions WHERE id = $6",
+         after_policy, workflow_id, step, has_children, concurrency_key, snoozes + $7, $8, \
+         meta, tags FROM executions WHERE id = $6",
     )
     .bind(new_id)
     .bind(next.attempt as i64)
@@ -413,8 +413,28 @@ pub(super) async fn schedule_retry<D: Dialect>(
     .bind(next.run_at)
     .bind(id)
     .bind(next.snooze as i64)
-    .execute(conn)
+    .bind(
+        match next.snooze {
+            true => crate::model::Origin::Snooze,
+            false => crate::model::Origin::Retry,
+        }
+        .as_str(),
+    )
+    .execute(&mut *conn)
     .await?;
+    // The filters find every attempt by the labels of the first.
+    for statement in [
+        "INSERT INTO execution_tags (tag, execution_id) \
+         SELECT tag, $1 FROM execution_tags WHERE execution_id = $2",
+        "INSERT INTO execution_meta (key, value, execution_id) \
+         SELECT key, value, $1 FROM execution_meta WHERE execution_id = $2",
+    ] {
+        Sql::<D>::new(statement)
+            .bind(new_id)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
     Sql::<D>::new("UPDATE executions SET next_id = $2 WHERE id = $1")
         .bind(id)
         .bind(new_id)

@@ -295,7 +295,8 @@ impl<D: Dialect> Engine for SqlStore<D> {
         }
         // Never a parent whose child has yet to run: it reads its output.
         let mut q = Sql::<D>::new(
-            "SELECT id FROM executions WHERE status IN ('succeeded', 'failed', 'cancelled') \
+            "SELECT id FROM executions \
+             WHERE status IN ('succeeded', 'failed', 'cancelled', 'snoozed', 'skipped') \
              AND NOT EXISTS (SELECT 1 FROM dependencies d JOIN executions c ON c.id = d.child_id \
                WHERE d.parent_id = executions.id AND c.status IN ('waiting', 'pending', 'held', 'running')) \
              AND finished_at < ",
@@ -322,8 +323,13 @@ impl<D: Dialect> Engine for SqlStore<D> {
             tx.commit().await?;
             return Ok((0, 0));
         }
-        for column in ["child_id", "parent_id"] {
-            let mut q = Sql::<D>::new(format!("DELETE FROM dependencies WHERE {column} IN ("));
+        for (table, column) in [
+            ("dependencies", "child_id"),
+            ("dependencies", "parent_id"),
+            ("execution_tags", "execution_id"),
+            ("execution_meta", "execution_id"),
+        ] {
+            let mut q = Sql::<D>::new(format!("DELETE FROM {table} WHERE {column} IN ("));
             q.push_list(ids.iter().copied()).push(")");
             q.execute(&mut tx).await?;
         }

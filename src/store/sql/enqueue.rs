@@ -41,7 +41,7 @@ pub(super) fn execution_insert<'a, D: Dialect>(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
          enqueued_at, run_at, queue, occurrence, unique_key, unique_for_ms, waiting_on, \
-         after_policy, workflow_id, step, has_children, concurrency_key) ",
+         after_policy, workflow_id, step, has_children, concurrency_key, origin, meta, tags) ",
     );
     q.values(execs, |t, e| {
         let Initial {
@@ -78,13 +78,16 @@ pub(super) fn execution_insert<'a, D: Dialect>(
             .bind(e.step.as_ref().map(|(w, _)| *w))
             .bind(e.step.as_ref().map(|(_, s)| s.as_str()))
             .bind(has_children as i64)
-            .bind(e.concurrency_key.as_deref());
+            .bind(e.concurrency_key.as_deref())
+            .bind(e.origin.as_str())
+            .bind((!e.meta.is_empty()).then(|| json_text(&e.meta)))
+            .bind((!e.tags.is_empty()).then(|| json_text(&e.tags)));
     });
     q.push(" ON CONFLICT DO NOTHING");
     q
 }
 
-pub(super) const EXECUTION_BINDS: usize = 25;
+pub(super) const EXECUTION_BINDS: usize = 28;
 
 /// Inserts executions, each as `start` says; returns the ids actually
 /// inserted.
@@ -114,15 +117,46 @@ pub(super) async fn insert_executions<D: Dialect>(
             .await?;
         if n as usize == chunk.len() {
             inserted.extend(chunk.iter().map(|e| e.id));
-            continue;
+        } else {
+            let mut q = Sql::<D>::new("SELECT id FROM executions WHERE id IN (");
+            q.push_list(chunk.iter().map(|e| e.id)).push(")");
+            for row in q.fetch_all(&mut *conn).await? {
+                inserted.insert(D::get(&row, 0)?);
+            }
         }
-        let mut q = Sql::<D>::new("SELECT id FROM executions WHERE id IN (");
-        q.push_list(chunk.iter().map(|e| e.id)).push(")");
-        for row in q.fetch_all(&mut *conn).await? {
-            inserted.insert(D::get(&row, 0)?);
-        }
+        insert_labels::<D>(conn, chunk.iter().filter(|e| inserted.contains(&e.id))).await?;
     }
     Ok(inserted)
+}
+
+/// The rows the tag and meta filters look up, for the executions of
+/// `execs` that have some (most have none, and cost nothing here).
+async fn insert_labels<'a, D: Dialect>(
+    conn: &mut Conn<D>,
+    execs: impl Iterator<Item = &'a &'a NewExecution>,
+) -> Result<(), StoreError> {
+    let (mut tags, mut meta) = (Vec::new(), Vec::new());
+    for e in execs {
+        tags.extend(e.tags.iter().map(|t| (t.as_str(), e.id)));
+        meta.extend(e.meta.iter().map(|(k, v)| (k.as_str(), v.as_str(), e.id)));
+    }
+    for chunk in tags.chunks(rows_per_statement(2)) {
+        let mut q = Sql::<D>::new("INSERT INTO execution_tags (tag, execution_id) ");
+        q.values(chunk, |t, (tag, id)| {
+            t.bind(*tag).bind(*id);
+        });
+        q.push(" ON CONFLICT DO NOTHING");
+        q.execute(&mut *conn).await?;
+    }
+    for chunk in meta.chunks(rows_per_statement(3)) {
+        let mut q = Sql::<D>::new("INSERT INTO execution_meta (key, value, execution_id) ");
+        q.values(chunk, |t, (k, v, id)| {
+            t.bind(*k).bind(*v).bind(*id);
+        });
+        q.push(" ON CONFLICT DO NOTHING");
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// `execs` less the occurrences of jobs that are already in the table.

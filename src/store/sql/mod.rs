@@ -100,6 +100,11 @@ pub(super) fn stored_text(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A meta map or a tag list as its stored JSON text.
+pub(super) fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("labels serialize")
+}
+
 /// Runs `op` again, a few times, while PostgreSQL fails it with a
 /// serialization failure (SQLSTATE 40001). `executions` is partitioned
 /// there (live and ended), and an end moves a row from one partition to

@@ -11,7 +11,7 @@ pub(super) const LAST_LOGS: &str = "SELECT seq, ts, level, stream, message, fiel
 
 /// The columns an execution is read from, but its payload and output (for
 /// a query that cuts those).
-pub(super) const EXECUTION_COLUMNS: [&str; 38] = [
+pub(super) const EXECUTION_COLUMNS: [&str; 41] = [
     "id",
     "job",
     "handler",
@@ -26,6 +26,9 @@ pub(super) const EXECUTION_COLUMNS: [&str; 38] = [
     "unique_key",
     "concurrency_key",
     "snoozes",
+    "origin",
+    "meta",
+    "tags",
     "after_policy",
     "waiting_on",
     "workflow_id",
@@ -161,6 +164,22 @@ pub(super) fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFi
     }
     if let Some(id) = filter.before {
         q.push(" AND id < ").push_bind(id);
+    }
+    if let Some(o) = filter.origin {
+        q.push(" AND origin = ").push_bind(o.as_str());
+    }
+    // Each label is looked up on its own table's primary key.
+    for tag in &filter.tags {
+        q.push(" AND id IN (SELECT execution_id FROM execution_tags WHERE tag = ")
+            .push_bind(tag.as_str())
+            .push(")");
+    }
+    for (key, value) in &filter.meta {
+        q.push(" AND id IN (SELECT execution_id FROM execution_meta WHERE key = ")
+            .push_bind(key.as_str())
+            .push(" AND value = ")
+            .push_bind(value.as_str())
+            .push(")");
     }
 }
 

@@ -40,8 +40,8 @@ function status(s) {
   return el("span", { class: `status s-${s}`, "data-status": s }, s ?? "—");
 }
 
-function link(href, text) {
-  return el("a", { href }, text);
+function link(href, text, attrs = {}) {
+  return el("a", { ...attrs, href }, text);
 }
 
 function short(id) {
@@ -332,7 +332,16 @@ function chartsOf(rows, handler) {
 // ---------- executions ----------
 
 const STATUSES = ["waiting", "pending", "held", "running", "succeeded", "failed", "cancelled", "snoozed"];
-const FILTERS = ["job", "handler", "queue", "node", "unique_key", "concurrency_key", "since", "until"];
+const FILTERS = ["job", "handler", "queue", "node", "unique_key", "concurrency_key", "since", "until", "tag", "meta", "origin"];
+const HINTS = { since: "1h or a time", until: "now or a time", tag: "a,b", meta: "key:value", origin: "manual, scheduled, retry…" };
+
+// A list's filters as a bulk action's body: tags as a list, meta as an object.
+function bulkFilter(filter) {
+  const out = { ...filter };
+  if (out.tag) { out.tags = out.tag.split(","); delete out.tag; }
+  if (out.meta) { const [k, ...v] = out.meta.split(":"); out.meta = { [k]: v.join(":") }; }
+  return out;
+}
 
 async function executions(params) {
   const form = el("form", { class: "filters", id: "filters", onsubmit: (e) => {
@@ -348,7 +357,7 @@ async function executions(params) {
     STATUSES.map((s) => el("label", {}, el("input", { type: "checkbox", name: "status", value: s, checked: chosen.includes(s) }), s))));
   for (const f of FILTERS) {
     form.append(el("div", {}, el("label", { for: `f-${f}` }, f.replace("_", " ")),
-      el("input", { id: `f-${f}`, name: f, value: params.get(f) ?? "", placeholder: f === "since" ? "1h or a time" : f === "until" ? "now or a time" : "" })));
+      el("input", { id: `f-${f}`, name: f, value: params.get(f) ?? "", placeholder: HINTS[f] ?? "" })));
   }
   form.append(el("div", {}, el("button", { class: "primary", type: "submit" }, "Filter")));
   const filter = {};
@@ -358,11 +367,11 @@ async function executions(params) {
   const bulk = el("div", { class: "actions" },
     el("button", { type: "button", id: "bulk-retry", disabled: !narrowed, onclick: () => {
       if (confirm("Retry every execution this filter matches that can be retried?"))
-        act("Retry", () => api("/v1/executions/retry", { method: "POST", body: filter })).then((r) => { if (r) { toast(`${r.retried} retried of ${r.matched}`); load(true); } });
+        act("Retry", () => api("/v1/executions/retry", { method: "POST", body: bulkFilter(filter) })).then((r) => { if (r) { toast(`${r.retried} retried of ${r.matched}`); load(true); } });
     } }, "Retry all matching"),
     el("button", { type: "button", class: "danger", id: "bulk-cancel", disabled: !narrowed, onclick: () => {
       if (confirm("Cancel every execution this filter matches that has not ended?"))
-        act("Cancel", () => api("/v1/executions/cancel", { method: "POST", body: filter })).then((r) => { if (r) { toast(`${r.cancelled} cancelled, ${r.requested} asked to stop, of ${r.matched}`); load(true); } });
+        act("Cancel", () => api("/v1/executions/cancel", { method: "POST", body: bulkFilter(filter) })).then((r) => { if (r) { toast(`${r.cancelled} cancelled, ${r.requested} asked to stop, of ${r.matched}`); load(true); } });
     } }, "Cancel all matching"),
     narrowed ? null : el("span", { class: "muted" }, "Filter first to act in bulk."));
   const tbody = el("tbody", { id: "exec-rows" });
@@ -370,7 +379,7 @@ async function executions(params) {
   const fresh = el("p", { class: "muted", id: "fresh" });
   put($main, el("h1", {}, "Executions"), card(null, form, bulk), fresh,
     card(null, el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {},
-      ["Id", "Status", "Job or handler", "Queue", "Attempt", "Enqueued", "Duration", "Node"].map((h) => el("th", { scope: "col" }, h)))), tbody)),
+      ["Id", "Status", "Job or handler", "Queue", "Attempt", "Origin", "Enqueued", "Duration", "Node"].map((h) => el("th", { scope: "col" }, h)))), tbody)),
     el("div", { class: "actions" }, more)));
   let last = null;
   const base = {};
@@ -379,14 +388,14 @@ async function executions(params) {
   const row = (e) => el("tr", { "data-id": e.id },
     el("td", { class: "mono" }, link(`#/executions/${e.id}`, short(e.id))), el("td", {}, status(e.status)),
     el("td", {}, e.job ?? e.handler), el("td", {}, e.queue), el("td", {}, `${e.attempt}/${e.max_attempts}`),
-    el("td", {}, when(e.enqueued_at)), el("td", {}, ms(e.duration_ms)), el("td", { class: "mono" }, e.node ?? "—"));
+    el("td", {}, e.origin), el("td", {}, when(e.enqueued_at)), el("td", {}, ms(e.duration_ms)), el("td", { class: "mono" }, e.node ?? "—"));
   const load = async (reset = false) => {
     if (reset) { tbody.replaceChildren(); last = null; fresh.textContent = ""; }
     const page = await api(`/v1/executions${query({ ...base, before: last, limit: 50 })}`);
     for (const e of page) tbody.append(row(e));
     last = page.length ? page[page.length - 1].id : last;
     more.disabled = page.length < 50;
-    if (!tbody.children.length) tbody.append(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No execution matches.")));
+    if (!tbody.children.length) tbody.append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No execution matches.")));
   };
   more.addEventListener("click", () => load());
   await load(true);
@@ -442,7 +451,11 @@ async function execution(id) {
       ...(["pending", "waiting", "held"].includes(x.status) ? [["Due at", when(x.run_at)]] : []), ["Started", when(x.started_at)],
       ["Finished", when(x.finished_at)], ["Duration", ms(x.duration_ms)], ["Node", x.node ?? "—"], ["PID", x.pid ?? "—"],
       ["Exit", x.exit_code ?? x.signal ?? "—"], ["Unique key", x.unique_key ?? "—"], ["Concurrency key", x.concurrency_key ?? "—"],
-      ["Cancel", x.cancel_requested_at ? `${x.cancel_outcome ?? "requested"}: ${x.cancel_reason ?? ""}` : "—"]];
+      ["Cancel", x.cancel_requested_at ? `${x.cancel_outcome ?? "requested"}: ${x.cancel_reason ?? ""}` : "—"],
+      ["Origin", x.origin],
+      ["Tags", x.tags.length ? el("span", { id: "tags" }, x.tags.map((t) => link(`#/executions?tag=${encodeURIComponent(t)}`, t, { class: "tag" }))) : "—"],
+      ["Meta", Object.keys(x.meta).length ? el("span", { id: "meta" }, Object.entries(x.meta).map(([k, v]) =>
+        link(`#/executions?meta=${encodeURIComponent(`${k}:${v}`)}`, `${k}=${v}`, { class: "tag" }))) : "—"]];
     details.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   };
   fill(e);
@@ -575,7 +588,8 @@ async function jobs() {
   for (const j of all.slice(0, 200)) {
     const next = el("td", {}, "…"), lastOut = el("td", {}, "…"), hist = el("td", {}, "…");
     const tr = el("tr", { "data-job": j.name },
-      el("td", {}, link(`#/executions?job=${encodeURIComponent(j.name)}`, j.name), j.paused ? el("span", { class: "badge" }, " paused") : null),
+      el("td", {}, link(`#/executions?job=${encodeURIComponent(j.name)}`, j.name), j.paused ? el("span", { class: "badge" }, " paused") : null,
+        j.description ? el("div", { class: "muted" }, j.description) : null),
       el("td", {}, schedule(j.schedule)), next, lastOut, hist,
       el("td", {}, el("div", { class: "actions" },
         el("button", { type: "button", onclick: () => act(`Trigger ${j.name}`, () => api(`/v1/jobs/${encodeURIComponent(j.name)}/trigger`, { method: "POST" })) }, "Trigger"),
