@@ -267,6 +267,51 @@ async fn a_python_worker_written_with_the_helper_reports_cancels_and_fails_as_to
         pids.windows(2).all(|w| w[0] == w[1]),
         "one process: {pids:?}"
     );
+
+    // A worker that polls until ready: it sees how often its chain has
+    // snoozed (in the run message and the environment), and its labels.
+    let poll = env.script(
+        "poll.py",
+        &format!(
+            "import os, sys\nsys.path.insert(0, {:?})\nimport jobvisor_worker as jv\n\n\
+             @jv.worker\ndef poll(payload):\n    if jv.snoozes() < 2:\n        raise jv.Snooze(0.05, 'not ready')\n\
+             \x20   run = jv.execution()\n\
+             \x20   return {{'snoozes': jv.snoozes(), 'env': os.environ['JOBVISOR_SNOOZES'], 'meta': run['meta'], 'tags': run['tags']}}\n\n\
+             if __name__ == '__main__':\n    poll()\n",
+            root().join("sdk/python").display().to_string()
+        ),
+    );
+    env.ok(&[
+        "handler",
+        "add",
+        "poll",
+        "--exec",
+        &python(),
+        "--arg",
+        &poll,
+    ]);
+    let first = env.enqueue(&["poll", "--tag", "billing", "--meta", "customer=42"]);
+    let chain = eventually("the poll to succeed", || async {
+        let all = store
+            .executions(&jobvisor::store::ExecFilter {
+                tags: vec!["billing".into()],
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        all.iter()
+            .any(|e| e.status == Status::Succeeded)
+            .then_some(all)
+    })
+    .await;
+    assert_eq!(chain.len(), 3, "{chain:?}");
+    assert_eq!(
+        chain[0].output,
+        Some(json!({"snoozes": 2, "env": "2", "meta": {"customer": "42"}, "tags": ["billing"]}))
+    );
+    assert_eq!(chain[2].id, first);
+    assert_eq!(chain[0].origin, jobvisor::model::Origin::Snooze);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

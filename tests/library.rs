@@ -539,8 +539,16 @@ async fn a_handler_snoozes_without_using_its_retries_up_to_the_limit() {
     let (sup, stop, task) = start(&env, |b| {
         b.register(
             "later",
-            |_ctx: jobvisor::Context, _p: serde_json::Value| async move {
-                match CALLS.fetch_add(1, Ordering::SeqCst) {
+            |ctx: jobvisor::Context, _p: serde_json::Value| async move {
+                let call = CALLS.fetch_add(1, Ordering::SeqCst);
+                // Each attempt knows how often its chain snoozed before it.
+                if ctx.execution().snoozes != call {
+                    return Err(HandlerError::permanent(format!(
+                        "snoozes {} at call {call}",
+                        ctx.execution().snoozes
+                    )));
+                }
+                match call {
                     0 => Err(HandlerError::snooze(Duration::from_millis(200))),
                     1 | 2 => Err(HandlerError::snooze_because(
                         Duration::from_millis(50),

@@ -54,6 +54,7 @@ __all__ = [
     "wait_cancelled",
     "on_cancel",
     "execution",
+    "snoozes",
     "Retryable",
     "Permanent",
     "Cancelled",
@@ -239,9 +240,17 @@ def on_cancel(callback):
 
 def execution():
     """The running execution's `run` message as a dict: `execution_id`,
-    `job`, `handler`, `attempt`, `payload`, `timeout_ms` (if any) and
-    `inputs` (its parents' ends and outputs, if it has parents)."""
+    `job`, `handler`, `attempt`, `payload`, `timeout_ms` (if any),
+    `inputs` (its parents' ends and outputs, if it has parents), and
+    `snoozes`, `meta` and `tags` (if it has any)."""
     return dict(_now().run)
+
+
+def snoozes():
+    """How many times the running execution's chain has snoozed before it
+    (0 at first): a worker that polls until something is ready gives up
+    after N with it, e.g. `if jv.snoozes() >= 10: raise jv.Permanent(...)`."""
+    return int(_now().run.get("snoozes", 0))
 
 
 def _log_exception(what):

@@ -18,7 +18,9 @@
 #
 # The run's JSON (payload and all) is the first line of stdin:
 # `jv_read_run` puts it in $JV_RUN. Its ids are in the environment:
-# $JOBVISOR_EXECUTION_ID, $JOBVISOR_JOB, $JOBVISOR_HANDLER, $JOBVISOR_ATTEMPT.
+# $JOBVISOR_EXECUTION_ID, $JOBVISOR_JOB, $JOBVISOR_HANDLER, $JOBVISOR_ATTEMPT,
+# and $JOBVISOR_SNOOZES (how many times the run's chain snoozed before it:
+# `[ "$JOBVISOR_SNOOZES" -ge 10 ] && jv_fail --permanent "still not ready"`).
 #
 # The functions return 2, saying why on stderr, when given bad arguments.
 

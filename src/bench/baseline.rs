@@ -13,7 +13,7 @@ pub(super) async fn run_handler(h: Arc<dyn Handler>, i: usize, payload: Value) {
             job: "bench".into(),
             handler: "bench".into(),
             attempt: 1,
-            inputs: Vec::new(),
+            ..Default::default()
         },
         tokio_util::sync::CancellationToken::new(),
         tx,

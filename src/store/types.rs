@@ -55,6 +55,10 @@ pub(crate) struct Claimed {
     /// Snoozes in its chain before it (a snooze past
     /// [`crate::model::MAX_SNOOZES`] fails it).
     pub snoozes: u32,
+    /// Its meta, as the worker receives it.
+    pub meta: crate::model::Meta,
+    /// Its tags, as the worker receives them.
+    pub tags: Vec<String>,
 }
 
 /// What a claim took, and when a rate lets it take more.

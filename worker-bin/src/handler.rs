@@ -186,6 +186,12 @@ pub struct ExecutionInfo {
     pub attempt: u32,
     /// Its parents' ends and outputs, if it ran after others.
     pub inputs: Vec<crate::protocol::Input>,
+    /// How many times its chain snoozed before it.
+    pub snoozes: u32,
+    /// Its meta.
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// Its tags.
+    pub tags: Vec<String>,
 }
 
 struct ContextInner {

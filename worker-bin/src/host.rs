@@ -276,6 +276,9 @@ fn run_one(
                     handler: req.handler,
                     attempt: req.attempt,
                     inputs: req.inputs,
+                    snoozes: req.snoozes,
+                    meta: req.meta,
+                    tags: req.tags,
                 };
                 let ctx = Context::new(info, token, tx.clone());
                 let outcome = AssertUnwindSafe(handler.call(ctx, req.payload))

@@ -144,6 +144,20 @@ pub struct RunRequest {
     /// Absent when it has none; a worker may ignore it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<Input>,
+    /// How many times this run's chain has snoozed before it (absent when
+    /// none): "poll until ready, give up after N" reads it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub snoozes: u32,
+    /// The run's meta (absent when it has none).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// The run's tags (absent when it has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A parent's end, as its dependent receives it.

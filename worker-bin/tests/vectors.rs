@@ -161,8 +161,8 @@ fn the_protocol_doc_holds_the_shared_contract_when_it_is_present() {
 }
 
 /// What a worker must make of each `run` line (run-vectors.jsonl): the
-/// fields it reads, `inputs` when there are parents, and fields it does
-/// not know passed over.
+/// fields it reads, `inputs` when there are parents, `snoozes`, `meta` and
+/// `tags` when there are some, and fields it does not know passed over.
 #[test]
 fn every_run_vector_parses_as_documented() {
     use jobvisor_worker::protocol::SupervisorMessage;
@@ -183,6 +183,17 @@ fn every_run_vector_parses_as_documented() {
         assert_eq!(run.payload, expect["payload"], "{input}");
         let inputs = serde_json::to_value(&run.inputs).unwrap();
         assert_eq!(inputs, expect["inputs"], "{input}");
+        assert_eq!(run.snoozes, expect["snoozes"], "{input}");
+        assert_eq!(
+            serde_json::to_value(&run.meta).unwrap(),
+            expect["meta"],
+            "{input}"
+        );
+        assert_eq!(
+            serde_json::to_value(&run.tags).unwrap(),
+            expect["tags"],
+            "{input}"
+        );
         // Written back, a run without parents has no `inputs` field at
         // all: what workers that predate it read.
         let written = serde_json::to_value(SupervisorMessage::Run(run.clone())).unwrap();
@@ -191,7 +202,19 @@ fn every_run_vector_parses_as_documented() {
             !run.inputs.is_empty(),
             "{input}"
         );
+        // Nor `snoozes`, `meta` or `tags` when they are none.
+        assert_eq!(written.get("snoozes").is_some(), run.snoozes > 0, "{input}");
+        assert_eq!(
+            written.get("meta").is_some(),
+            !run.meta.is_empty(),
+            "{input}"
+        );
+        assert_eq!(
+            written.get("tags").is_some(),
+            !run.tags.is_empty(),
+            "{input}"
+        );
         checked += 1;
     }
-    assert_eq!(checked, 4, "every run vector was checked");
+    assert_eq!(checked, 5, "every run vector was checked");
 }

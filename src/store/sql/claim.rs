@@ -8,7 +8,7 @@ use super::*;
 pub(super) fn claim_returning<D: Dialect>() -> String {
     format!(
         " RETURNING id, payload, {}job, handler, mode, attempt, timeout_ms, enqueued_at, \
-         started_at, cancel_requested_at, after_policy, snoozes, \
+         started_at, cancel_requested_at, after_policy, snoozes, meta, tags, \
          (SELECT spec FROM handlers h WHERE h.name = executions.handler){} AS facts",
         D::JSON_ARRAY.0,
         D::JSON_ARRAY.1
@@ -29,6 +29,9 @@ pub(super) struct ClaimColumns {
     pub(super) cancel_requested_at: Option<Micros>,
     pub(super) after_policy: Option<String>,
     pub(super) snoozes: u32,
+    /// Its meta and tags, as their JSON text (`NULL`: none).
+    pub(super) meta: Option<String>,
+    pub(super) tags: Option<String>,
     /// Its stored handler's spec.
     pub(super) spec: Option<String>,
 }
@@ -52,8 +55,20 @@ pub(super) fn decode_claim<D: Dialect>(r: &Fields<'_, D>) -> Result<(Claimed, bo
         handler_spec: f.spec,
         inputs: Vec::new(),
         snoozes: f.snoozes,
+        meta: label(f.meta.as_deref(), "meta")?,
+        tags: label(f.tags.as_deref(), "tags")?,
     };
     Ok((claimed, f.after_policy.is_some()))
+}
+
+/// A label column's JSON text, decoded (none when `NULL`).
+fn label<T: serde::de::DeserializeOwned + Default>(
+    text: Option<&str>,
+    column: &str,
+) -> Result<T, StoreError> {
+    text.map(|t| serde_json::from_str(t).map_err(|e| corrupt("executions", column, e)))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 /// Starts each rate-limited queue has left in its window now (`$1`): its

@@ -582,7 +582,8 @@ fn worker_env(cmd: &mut tokio::process::Command, plan: &ProcessPlan, claimed: Op
     if let Some(c) = claimed {
         cmd.env("JOBVISOR_EXECUTION_ID", c.id.to_string())
             .env("JOBVISOR_JOB", &c.job)
-            .env("JOBVISOR_ATTEMPT", c.attempt.to_string());
+            .env("JOBVISOR_ATTEMPT", c.attempt.to_string())
+            .env("JOBVISOR_SNOOZES", c.snoozes.to_string());
     }
 }
 
@@ -604,6 +605,9 @@ fn run_request(claimed: &Claimed) -> SupervisorMessage {
         payload: claimed.payload.clone(),
         timeout_ms: claimed.timeout_ms,
         inputs: claimed.inputs.clone(),
+        snoozes: claimed.snoozes,
+        meta: claimed.meta.clone(),
+        tags: claimed.tags.clone(),
     })
 }
 
