@@ -1810,3 +1810,65 @@ async fn runs_carry_tags_meta_and_origin_and_are_found_by_them() {
         assert!(get(&addr, "/v1/jobs/j").status == 404);
     }
 }
+
+/// A progress message's `data`: kept (the last in place of the one
+/// before), shown by `exec show`, streamed over SSE; a value that is not
+/// an object, or one over 64 KiB, is dropped with a warning in the log and
+/// the rest of its message kept. Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_carries_free_form_data_up_to_64_kib() {
+    let mut envs = vec![Env::new()];
+    envs.extend(Env::postgres().await);
+    for env in envs {
+        env.sh_handler(
+            "stages",
+            "sleep 0.5; \
+             echo '{\"type\":\"progress\",\"percent\":10,\"data\":{\"stage\":\"download\"}}'; \
+             echo '{\"type\":\"progress\",\"percent\":50,\"data\":{\"stage\":\"upload\",\"files\":[1,2]}}'; \
+             echo '{\"type\":\"progress\",\"message\":\"odd\",\"data\":[1,2]}'; \
+             big=$(head -c 70000 /dev/zero | tr '\\0' x); \
+             printf '{\"type\":\"progress\",\"data\":{\"blob\":\"%s\"}}\\n' \"$big\"; \
+             sleep 0.5",
+            &[],
+        );
+        let serve = env.serve(&[]);
+        let addr = serve.http_addr();
+        let store = env.store().await;
+        let id = env.enqueue(&["stages"]);
+        let events = sse(&addr, &format!("/v1/executions/{id}/stream"), |event, _| {
+            event == "end"
+        });
+        assert!(
+            events.iter().any(|(e, d)| e == "progress"
+                && serde_json::from_str::<Value>(d).unwrap()["data"]["stage"] == "upload"),
+            "{events:?}"
+        );
+        let e = finished(store.as_ref(), id).await;
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        assert_eq!(
+            e.progress.data,
+            Some(json!({"stage": "upload", "files": [1, 2]}))
+        );
+        // The odd message's text still counts.
+        assert_eq!(
+            (e.progress.percent, e.progress.message.as_deref()),
+            (Some(50.0), Some("odd"))
+        );
+        let logs = store.logs(id, 0, None, 100).await.unwrap();
+        let dropped: Vec<&str> = logs
+            .iter()
+            .filter(|l| l.message.starts_with("progress data dropped"))
+            .map(|l| l.message.as_str())
+            .collect();
+        assert_eq!(dropped.len(), 2, "{logs:#?}");
+        assert!(dropped[0].contains("not a JSON object"), "{dropped:?}");
+        assert!(dropped[1].contains("at most 65536"), "{dropped:?}");
+        let shown = env.ok(&["exec", "show", &id.to_string()]);
+        assert!(
+            shown.contains(r#"progress data: {"files":[1,2],"stage":"upload"}"#),
+            "{shown}"
+        );
+        let r = get(&addr, &format!("/v1/executions/{id}"));
+        assert_eq!(r.json()["progress"]["data"]["stage"], "upload");
+    }
+}

@@ -126,15 +126,17 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
             prop::option::of(-50f64..150.0),
             prop::option::of(text()),
             any::<Option<u64>>(),
-            any::<Option<u64>>()
+            any::<Option<u64>>(),
+            prop::option::of(text().prop_map(|s| serde_json::json!({ "note": s, "n": [1, 2] })))
         )
-            .prop_map(|(percent, message, done, total)| {
+            .prop_map(|(percent, message, done, total, data)| {
                 WorkerMessage::Progress(
                     Progress {
                         percent,
                         message,
                         done,
                         total,
+                        data,
                     }
                     .normalized(),
                 )

@@ -459,6 +459,7 @@ async fn logs_progress_and_pids_land_together(store: Arc<dyn Store>) {
                     message: Some("half".into()),
                     done: Some(2),
                     total: Some(5),
+                    data: Some(json!({"stage": "copy"})),
                 },
             )],
             pids: vec![(e.id, 4242)],
@@ -485,6 +486,7 @@ async fn logs_progress_and_pids_land_together(store: Arc<dyn Store>) {
     assert_eq!(got.progress.percent, Some(40.0));
     assert_eq!(got.progress.message.as_deref(), Some("later"));
     assert_eq!((got.progress.done, got.progress.total), (Some(2), Some(5)));
+    assert_eq!(got.progress.data, Some(json!({"stage": "copy"})));
     let all = store.logs(e.id, 0, None, 10_000).await.unwrap();
     assert_eq!(all.len(), 2500);
     assert!(all.iter().enumerate().all(|(i, l)| l.seq == i as i64 + 1));

@@ -151,9 +151,11 @@ def _now():
     return _current
 
 
-def progress(value=None, total=None, message=None, percent=None, done=None):
+def progress(value=None, total=None, message=None, percent=None, done=None, data=None):
     """Reports progress: a percentage (0..100), or `done` of `total` units
-    (the supervisor derives the percentage), with an optional message.
+    (the supervisor derives the percentage), with an optional message, and
+    optional free-form `data` (a dict of at most 64 KiB as JSON, kept in
+    place of the last).
 
         jv.progress(42.5)                       # percent
         jv.progress(17, 40)                     # done of total
@@ -180,6 +182,10 @@ def progress(value=None, total=None, message=None, percent=None, done=None):
         m["done"] = int(done)
     if total is not None:
         m["total"] = int(total)
+    if data is not None:
+        if not isinstance(data, dict):
+            raise TypeError("progress() data must be a dict")
+        m["data"] = data
     _send(m)
 
 

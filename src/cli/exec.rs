@@ -363,6 +363,9 @@ fn show(e: &Execution, links: &jobvisor::store::Links) {
         }
         println!("progress:    {}", parts.join(" "));
     }
+    if let Some(d) = &p.data {
+        println!("progress data: {d}");
+    }
     if let Some(o) = &e.output {
         println!("output:      {o}");
     }

@@ -8,7 +8,9 @@
 
 use crate::model::{now_micros, ProgressState};
 use crate::store::{Batch, Completion, Finished, LogRow, Store};
+use jobvisor_worker::protocol::MAX_PROGRESS_DATA;
 use jobvisor_worker::Progress;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -595,7 +597,25 @@ impl LogSink {
     /// sink.progress(jobvisor_worker::Progress { percent: Some(50.0), ..Default::default() }).await;
     /// # }
     /// ```
-    pub async fn progress(&self, p: Progress) {
+    pub async fn progress(&self, mut p: Progress) {
+        if let Some(data) = &p.data {
+            let bytes = serde_json::to_string(data).map_or(usize::MAX, |j| j.len());
+            let why = match data {
+                Value::Object(_) if bytes <= MAX_PROGRESS_DATA => None,
+                Value::Object(_) => Some(format!(
+                    "{bytes} bytes: at most {MAX_PROGRESS_DATA} are kept"
+                )),
+                _ => Some("it is not a JSON object".to_string()),
+            };
+            if let Some(why) = why {
+                p.data = None;
+                self.note(
+                    jobvisor_worker::Level::Warn,
+                    format!("progress data dropped: {why}"),
+                )
+                .await;
+            }
+        }
         self.relay.send(RelayMsg::Progress(self.id, p)).await;
     }
 }

@@ -191,6 +191,10 @@ pub struct ProgressState {
     pub done: Option<i64>,
     /// Units in all.
     pub total: Option<i64>,
+    /// Free-form detail, the last JSON object reported (at most 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
 }
 
 impl ProgressState {
@@ -214,6 +218,9 @@ impl ProgressState {
         }
         if let Some(t) = p.total {
             self.total = Some(t.min(i64::MAX as u64) as i64);
+        }
+        if p.data.is_some() {
+            self.data.clone_from(&p.data);
         }
     }
 }

@@ -326,6 +326,29 @@ impl Context {
             message: Some(message.into()),
             done: Some(done),
             total: Some(total),
+            data: None,
+        })
+        .await;
+    }
+
+    /// Reports free-form progress detail: a JSON object of at most 64 KiB,
+    /// kept in place of the last, shown by `exec show`, the dashboard and
+    /// the execution's event stream.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// # let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx);
+    /// # rt.block_on(async {
+    /// ctx.progress_data(serde_json::json!({"stage": "upload", "bytes": 1024})).await;
+    /// # });
+    /// # let Ok(jobvisor_worker::WorkerMessage::Progress(p)) = rx.try_recv() else { panic!() };
+    /// # assert_eq!(p.data.unwrap()["stage"], "upload");
+    /// ```
+    pub async fn progress_data(&self, data: Value) {
+        self.progress(Progress {
+            data: Some(data),
+            ..Default::default()
         })
         .await;
     }

@@ -245,7 +245,15 @@ pub struct Progress {
     /// Units of work in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
+    /// Free-form detail: a JSON object of at most [`MAX_PROGRESS_DATA`]
+    /// bytes, kept (replacing the last one) and shown with the progress.
+    /// The supervisor drops any other value, and says so in the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
+
+/// The most bytes a progress report's `data` may take, as JSON.
+pub const MAX_PROGRESS_DATA: usize = 64 * 1024;
 
 impl Progress {
     /// The same report with `percent` clamped to 0..=100, or derived from

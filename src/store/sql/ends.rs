@@ -204,20 +204,22 @@ pub(super) async fn write_progress<D: Dialect>(
     progress: &[(Uuid, crate::model::ProgressState)],
     pids: &[(Uuid, i64)],
 ) -> Result<(), StoreError> {
-    for chunk in progress.chunks(rows_per_statement(5)) {
+    for chunk in progress.chunks(rows_per_statement(6)) {
         let mut q = Sql::<D>::new(
             "UPDATE executions SET \
              progress_percent = COALESCE(v.column2, progress_percent), \
              progress_message = COALESCE(v.column3, progress_message), \
              progress_done = COALESCE(v.column4, progress_done), \
-             progress_total = COALESCE(v.column5, progress_total) FROM (",
+             progress_total = COALESCE(v.column5, progress_total), \
+             progress_data = COALESCE(v.column6, progress_data) FROM (",
         );
         q.values(chunk, |t, (id, p)| {
             t.bind(*id)
                 .bind(p.percent)
                 .bind(p.message.as_deref().map(stored_text))
                 .bind(p.done)
-                .bind(p.total);
+                .bind(p.total)
+                .bind(p.data.as_ref().map(Value::to_string));
         });
         q.push(") AS v WHERE executions.id = v.column1 AND executions.status = 'running'");
         q.execute(conn).await?;

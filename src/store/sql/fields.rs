@@ -134,6 +134,7 @@ impl<'a, D: Dialect> Fields<'a, D> {
                 message: self.get("progress_message")?,
                 done: self.get("progress_done")?,
                 total: self.get("progress_total")?,
+                data: self.json("progress_data")?,
             },
             output,
             output_truncated,

@@ -11,7 +11,7 @@ pub(super) const LAST_LOGS: &str = "SELECT seq, ts, level, stream, message, fiel
 
 /// The columns an execution is read from, but its payload and output (for
 /// a query that cuts those).
-pub(super) const EXECUTION_COLUMNS: [&str; 41] = [
+pub(super) const EXECUTION_COLUMNS: [&str; 42] = [
     "id",
     "job",
     "handler",
@@ -47,6 +47,7 @@ pub(super) const EXECUTION_COLUMNS: [&str; 41] = [
     "progress_message",
     "progress_done",
     "progress_total",
+    "progress_data",
     "error",
     "timed_out",
     "interrupted",

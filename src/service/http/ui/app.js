@@ -420,6 +420,7 @@ const PAGE = 500, KEEP = 5000;
 async function execution(id) {
   const e = await api(`/v1/executions/${id}`);
   const bar = el("span", {}), barText = el("span", { class: "muted", id: "progress-text" });
+  const barData = el("pre", { id: "progress-data", hidden: true });
   const head = el("div", {});
   const drawHead = (x) => {
     put(head, el("h1", {}, `Execution ${short(x.id)} `, status(x.status)),
@@ -442,6 +443,8 @@ async function execution(id) {
     bar.style.width = `${pct ?? 0}%`;
     bar.parentElement?.setAttribute("aria-valuenow", String(Math.round(pct ?? 0)));
     barText.textContent = [pct !== null ? `${pct.toFixed(0)}%` : null, pr.done !== null && pr.total !== null ? `${pr.done}/${pr.total}` : null, pr.message].filter(Boolean).join(" · ");
+    barData.hidden = !pr.data;
+    barData.textContent = pr.data ? JSON.stringify(pr.data, null, 2) : "";
   };
   const progress = el("div", { class: "bar", role: "progressbar", id: "progress", "aria-valuemin": "0", "aria-valuemax": "100", "aria-label": "Progress" }, bar);
   const details = el("dl", { class: "kv" });
@@ -474,7 +477,7 @@ async function execution(id) {
   const older = el("button", { type: "button", id: "log-older" }, "Older lines");
   const count = el("span", { class: "muted", id: "log-count" });
   $main.replaceChildren(head,
-    card("Progress", progress, barText),
+    card("Progress", progress, barText, barData),
     el("div", { class: "grid" }, card("Details", details), card("Attempts and links", chain, links)),
     card("Log", el("div", { class: "actions" }, level, search, el("label", {}, followBox, " follow"), older, count), logBox),
     card(null, out));
