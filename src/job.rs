@@ -153,6 +153,11 @@ pub struct Definition {
     pub meta: crate::model::Meta,
     /// Tags given to each of its runs.
     pub tags: Vec<String>,
+    /// The handler that decides, before each occurrence, whether it runs.
+    pub condition: Option<String>,
+    /// Retention keeps this many of its newest ended executions, however
+    /// old.
+    pub keep_last: Option<u64>,
 }
 
 /// At most this many characters of a job's description.
@@ -184,6 +189,8 @@ impl Definition {
             description: None,
             meta: Default::default(),
             tags: Vec::new(),
+            condition: None,
+            keep_last: None,
         }
     }
 
@@ -230,6 +237,9 @@ impl Definition {
             description: self.description,
             meta: self.meta,
             tags: self.tags,
+            condition: self.condition,
+            condition_mode: None,
+            keep_last: self.keep_last,
         })
     }
 }
@@ -287,6 +297,11 @@ pub(crate) async fn validate(
             )));
         }
     }
+    if spec.keep_last == Some(0) || spec.keep_last.is_some_and(|n| n > i64::MAX as u64) {
+        return Err(Error::Invalid(
+            "--keep-last must be at least 1 (leave it out to keep by age only)".into(),
+        ));
+    }
     if spec.max_runs == Some(0) {
         return Err(Error::Invalid("--max-runs must be at least 1".into()));
     }
@@ -311,6 +326,26 @@ pub(crate) async fn validate(
         None => return Err(Error::UnknownHandler(spec.handler.clone())),
     };
     spec.mode = Some(mode);
+    spec.condition_mode = match &spec.condition {
+        None => None,
+        Some(_) if matches!(spec.schedule, ScheduleSpec::Daemon) => {
+            return Err(Error::Invalid(
+                "a daemon has no occurrences for a condition to decide (--condition)".into(),
+            ))
+        }
+        Some(c) => Some(match store.handler(c).await? {
+            Some(h) => match h.kind {
+                HandlerKind::Exec { .. } => Mode::Process,
+                HandlerKind::Rust => h.mode,
+            },
+            None if local(c) => Mode::Inproc,
+            None => {
+                return Err(Error::Invalid(format!(
+                    "unknown condition handler {c:?} (`jobvisor handler list` shows the registered ones)"
+                )))
+            }
+        }),
+    };
     Ok(())
 }
 

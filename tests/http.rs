@@ -1040,6 +1040,16 @@ async fn jobs_are_created_replaced_removed_and_previewed_over_http() {
                 "not_found",
             ),
             (
+                r#"{"name":"x","handler":"noop","every":"1h","condition":"nope"}"#,
+                422,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","daemon":true,"condition":"echo"}"#,
+                422,
+                "invalid",
+            ),
+            (
                 r#"{"name":"x","handler":"noop","cron":"61 * * * *"}"#,
                 422,
                 "invalid",

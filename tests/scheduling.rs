@@ -358,3 +358,207 @@ async fn overlap_queue_runs_every_occurrence_one_at_a_time() {
     assert_eq!(job.runs, 5);
     assert!(job.completed_at.is_some());
 }
+
+/// A job's condition runs before each occurrence, in its own mode, with
+/// the occurrence's payload: `true` (or a plain program's exit 0) runs the
+/// occurrence, `false` records it as `skipped` with the reason, a failure
+/// fails it with the condition's error. Condition runs are no runs of the
+/// job, and carry `condition_for`. Bad definitions write nothing. Both
+/// backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_decides_each_occurrence() {
+    let mut envs = vec![Env::new()];
+    envs.extend(Env::postgres().await);
+    for env in envs {
+        let flag = env.path("ready");
+        // The README's condition, from examples/.
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ready_condition.sh");
+        env.ok(&[
+            "handler",
+            "add",
+            "gate",
+            "--exec",
+            script.to_str().unwrap(),
+            "--arg",
+            flag.to_str().unwrap(),
+        ]);
+        env.sh_handler("plain-yes", "exit 0", &[]);
+        env.sh_handler("broken", "echo 'disk full' >&2; exit 3", &[]);
+        env.sh_handler(
+            "chatty",
+            "echo '{\"type\":\"result\",\"status\":\"succeeded\",\"output\":\"maybe\"}'",
+            &[],
+        );
+        let _serve = env.serve(&[]);
+        let store = env.store().await;
+        let of = |job: &'static str, status: Status| {
+            let store = store.clone();
+            async move {
+                store
+                    .executions(&jobvisor::store::ExecFilter {
+                        job: Some(job.into()),
+                        statuses: vec![status],
+                        limit: 100,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        env.ok(&[
+            "job",
+            "add",
+            "gated",
+            "--handler",
+            "noop",
+            "--every",
+            "1s",
+            "--condition",
+            "gate",
+            "--payload",
+            r#"{"region":"eu"}"#,
+        ]);
+        let shown = env.ok(&["job", "show", "gated"]);
+        assert!(shown.contains("condition:   gate"), "{shown}");
+        let skipped = eventually("a skipped occurrence", || async {
+            of("gated", Status::Skipped).await.into_iter().next()
+        })
+        .await;
+        assert_eq!(
+            skipped.error.as_deref(),
+            Some("condition gate answered false")
+        );
+        assert!(skipped.started_at.is_none(), "{skipped:?}");
+        // The condition ran with the occurrence's payload.
+        let gates = env.ok(&["exec", "list", "--meta", "condition_for=gated", "--json"]);
+        let gates: serde_json::Value = serde_json::from_str(&gates).unwrap();
+        assert_eq!(gates[0]["payload"], serde_json::json!({"region": "eu"}));
+        std::fs::write(&flag, "").unwrap();
+        let ran = eventually("an occurrence that ran", || async {
+            of("gated", Status::Succeeded).await.into_iter().next()
+        })
+        .await;
+        assert_eq!(ran.origin, jobvisor::model::Origin::Scheduled);
+        // The job's own runs are its occurrences; the conditions are found
+        // by their meta.
+        let listed = env.ok(&["exec", "list", "--job", "gated", "--json"]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["handler"] == "noop"),
+            "{listed}"
+        );
+        let gates = env.ok(&["exec", "list", "--meta", "condition_for=gated", "--json"]);
+        let gates: serde_json::Value = serde_json::from_str(&gates).unwrap();
+        assert!(
+            gates
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["handler"] == "gate"),
+            "{gates}"
+        );
+        assert!(gates.as_array().unwrap().len() >= 2, "{gates}");
+        env.ok(&["job", "pause", "gated"]);
+
+        // A plain program's exit 0 runs it; a failure fails it; an answer
+        // that is neither true nor false fails it too.
+        for (job, cond) in [("yes", "plain-yes"), ("no", "broken"), ("odd", "chatty")] {
+            env.ok(&[
+                "job",
+                "add",
+                job,
+                "--handler",
+                "noop",
+                "--every",
+                "1h",
+                "--start",
+                "now",
+                "--condition",
+                cond,
+            ]);
+        }
+        eventually("the plain condition's occurrence ran", || async {
+            of("yes", Status::Succeeded).await.into_iter().next()
+        })
+        .await;
+        let failed = eventually("the failed condition's occurrence", || async {
+            of("no", Status::Failed).await.into_iter().next()
+        })
+        .await;
+        let error = failed.error.unwrap();
+        assert!(error.starts_with("condition broken failed: "), "{error}");
+        let odd = eventually("the odd answer's occurrence", || async {
+            of("odd", Status::Failed).await.into_iter().next()
+        })
+        .await;
+        assert_eq!(
+            odd.error.as_deref(),
+            Some("condition chatty answered \"maybe\": expected true or false")
+        );
+
+        // Refused, one line, nothing written.
+        for bad in [
+            vec![
+                "job",
+                "add",
+                "x",
+                "--handler",
+                "noop",
+                "--every",
+                "1m",
+                "--condition",
+                "nope",
+            ],
+            vec![
+                "job",
+                "add",
+                "x",
+                "--handler",
+                "noop",
+                "--daemon",
+                "--condition",
+                "gate",
+            ],
+        ] {
+            let out = env.cli(&bad);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+        }
+        assert!(store.job("x").await.unwrap().is_none());
+
+        // The policy on its own: after a run that answered false (already
+        // ended when the child is enqueued), and one that will answer true.
+        let no = env.enqueue(&["echo", "--payload", "false"]);
+        finished(store.as_ref(), no).await;
+        let skipped = env.enqueue(&[
+            "noop",
+            "--after",
+            &no.to_string(),
+            "--after-policy",
+            "condition",
+        ]);
+        let e = store.execution(skipped).await.unwrap().unwrap();
+        assert_eq!(
+            (e.status, e.error.as_deref()),
+            (Status::Skipped, Some("condition echo answered false"))
+        );
+        let yes = env.enqueue(&["echo", "--payload", "true", "--in", "1s"]);
+        let runs = env.enqueue(&[
+            "noop",
+            "--after",
+            &yes.to_string(),
+            "--after-policy",
+            "condition",
+        ]);
+        assert_eq!(
+            finished(store.as_ref(), runs).await.status,
+            Status::Succeeded
+        );
+    }
+}

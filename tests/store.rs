@@ -92,7 +92,60 @@ both!(
     ids_are_found_by_a_prefix_or_a_suffix_of_their_hex_digits,
     text_with_a_nul_from_a_worker_is_stored,
     labels_find_every_attempt_and_go_with_their_runs,
+    retention_keeps_a_jobs_newest_ended_runs_by_count,
 );
+
+async fn retention_keeps_a_jobs_newest_ended_runs_by_count(store: Arc<dyn Store>) {
+    let kept = JobSpec {
+        keep_last: Some(2),
+        ..JobSpec::new("kept", "noop", ScheduleSpec::Daemon)
+    };
+    assert!(store.insert_job(&kept, None, now_micros()).await.unwrap());
+    let mut ids = Vec::new();
+    for job in ["kept", "kept", "kept", "kept", "kept", "other", "other"] {
+        let e = exec(job, 0, DEFAULT_QUEUE);
+        store
+            .enqueue(std::slice::from_ref(&e), now_micros())
+            .await
+            .unwrap();
+        let started = now_micros();
+        assert_eq!(
+            store
+                .claim("n1", 1, started)
+                .await
+                .unwrap()
+                .executions
+                .len(),
+            1
+        );
+        finish_after(&store, e.id, started, 1, Outcome::Succeeded).await;
+        ids.push(e.id);
+    }
+    // One still pending is no ended run: the two newest ended stay.
+    let pending = exec("kept", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(std::slice::from_ref(&pending), now_micros())
+        .await
+        .unwrap();
+    let later = now_micros() + 60_000_000;
+    assert_eq!(store.prune(later, None, &[], 100).await.unwrap().0, 5);
+    let left: Vec<Uuid> = store
+        .executions(&ExecFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(left, [pending.id, ids[4], ids[3]]);
+    // Per job too; and a job with fewer than N keeps them all.
+    assert_eq!(
+        store.prune(later, Some("kept"), &[], 100).await.unwrap().0,
+        0
+    );
+}
 
 async fn labels_find_every_attempt_and_go_with_their_runs(store: Arc<dyn Store>) {
     use jobvisor::model::Origin;
@@ -681,6 +734,7 @@ async fn job_advances_apply_once_however_many_passes_try(store: Arc<dyn Store>) 
             expected_runs: 0,
             next: Some(due + 1_000_000),
             run: Some(e),
+            condition: None,
             missed: 0,
             complete: false,
             daemon_streak: None,

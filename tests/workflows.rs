@@ -94,7 +94,7 @@ fn workflow_files_that_cannot_run_are_refused_whole_with_exit_2() {
             "bad policy",
             "name = \"w\"\n[[step]]\nname = \"a\"\nhandler = \"noop\"\n\
              [[step]]\nname = \"b\"\nhandler = \"noop\"\nafter = [\"a\"]\nafter_policy = \"maybe\"\n",
-            "at line 9: unknown variant `maybe`, expected `success` or `finished`",
+            "at line 9: unknown variant `maybe`, expected one of `success`, `finished`, `condition`",
         ),
         (
             "bad timeout",

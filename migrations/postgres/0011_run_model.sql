@@ -49,9 +49,11 @@ CREATE INDEX execution_meta_execution ON execution_meta (execution_id);
 
 -- A job's description, the meta and tags each of its runs is given, the
 -- handler that decides whether an occurrence runs, and how many of its
--- ended runs retention keeps whatever their age.
+-- ended runs retention keeps whatever their age. A condition's mode is
+-- resolved when the job is added, as the job's own is.
 ALTER TABLE jobs ADD COLUMN description TEXT;
 ALTER TABLE jobs ADD COLUMN meta TEXT;
 ALTER TABLE jobs ADD COLUMN tags TEXT;
 ALTER TABLE jobs ADD COLUMN condition TEXT;
+ALTER TABLE jobs ADD COLUMN condition_mode TEXT;
 ALTER TABLE jobs ADD COLUMN keep_last BIGINT;

@@ -292,6 +292,16 @@ pub struct JobAddArgs {
     /// dashboard; at most 1,024 characters).
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
+    /// Before each occurrence, run HANDLER (in its own mode, with the
+    /// occurrence's payload): output `true` (or a plain program's exit 0)
+    /// runs the occurrence, `false` records it as `skipped`, a failure
+    /// fails it with the condition's error.
+    #[arg(long, value_name = "HANDLER")]
+    pub condition: Option<String>,
+    /// Retention keeps the job's N newest ended executions however old,
+    /// besides those its age rule keeps.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u64>,
     #[command(flatten)]
     pub labels: LabelArgs,
 }
@@ -650,7 +660,8 @@ pub struct RunArgs {
     pub after: Vec<String>,
     /// With --after: `success` runs it only if every parent succeeded (else
     /// it is cancelled, and so are its own dependents); `finished` runs it
-    /// however they ended.
+    /// however they ended; `condition` runs it only if they succeeded
+    /// answering `true` (`false` ends it as `skipped`).
     #[arg(
         long,
         value_name = "POLICY",

@@ -180,6 +180,9 @@ async fn show(store: &dyn jobvisor::store::Reads, n: super::args::JobName) -> Re
         s.mode.map_or("-".into(), |m| m.to_string())
     );
     println!("schedule:    {}", describe(&s.schedule));
+    if let Some(c) = &s.condition {
+        println!("condition:   {c} (runs before each occurrence; false skips it)");
+    }
     println!("state:       {}", state(&job));
     for c in &s.then {
         println!("then:        {} (on {})", c.job, c.on.as_str());
@@ -217,6 +220,9 @@ async fn show(store: &dyn jobvisor::store::Reads, n: super::args::JobName) -> Re
     }
     if let Some(m) = s.max_runs {
         println!("max runs:    {m}");
+    }
+    if let Some(n) = s.keep_last {
+        println!("keep last:   {n} ended executions, however old");
     }
     if s.start_at.is_some() || s.end_at.is_some() {
         println!(
@@ -361,6 +367,8 @@ pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
         then: a.then,
         then_on: a.then_on,
         description: a.description,
+        condition: a.condition,
+        keep_last: a.keep_last,
         meta: a.labels.meta(),
         tags: a.labels.tag,
         ..Definition::new(a.name, a.handler)

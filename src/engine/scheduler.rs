@@ -40,12 +40,20 @@ pub struct PassOutcome {
 /// A step for `job` as this pass read it: the job completes when no next
 /// occurrence is left.
 fn step(job: &Job, next: Option<Micros>, run: Option<NewExecution>, missed: u64) -> JobAdvance {
+    let (run, condition) = match run {
+        Some(run) => {
+            let (run, condition) = job.conditioned(run);
+            (Some(run), condition)
+        }
+        None => (None, None),
+    };
     JobAdvance {
         name: job.spec.name.clone(),
         expected_next: job.next_run_at,
         expected_runs: job.runs,
         next,
         run,
+        condition,
         missed,
         complete: next.is_none(),
         daemon_streak: None,

@@ -104,6 +104,62 @@ pub(crate) enum ChildStep {
     /// It is cancelled, with this reason: it runs only after success, and
     /// a parent did not succeed.
     Cancel(String),
+    /// It ends `skipped` without running, with this reason: a condition
+    /// answered `false`.
+    Skip(String),
+    /// It ends `failed` without running, with this error: a condition
+    /// failed, or answered neither `true` nor `false`.
+    Fail(String),
+}
+
+/// A condition that ended, as its dependent weighs it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ConditionEnd {
+    /// The condition's handler.
+    pub handler: String,
+    pub status: Status,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+/// Decides `ChildStep` for a child of policy [`AfterPolicy::Condition`]
+/// whose conditions `ended` just ended for good: the first that did not
+/// answer `true` decides.
+pub(crate) fn settle_condition(ended: &[ConditionEnd]) -> ChildStep {
+    use serde_json::Value;
+    for c in ended {
+        let h = &c.handler;
+        match (c.status, &c.output) {
+            (Status::Succeeded, None | Some(Value::Null) | Some(Value::Bool(true))) => {}
+            (Status::Succeeded, Some(Value::Bool(false))) => {
+                return ChildStep::Skip(format!("condition {h} answered false"))
+            }
+            (Status::Succeeded, Some(other)) => {
+                let mut text = other.to_string();
+                if text.len() > 200 {
+                    let cut = (0..=200)
+                        .rev()
+                        .find(|i| text.is_char_boundary(*i))
+                        .unwrap_or(0);
+                    text.truncate(cut);
+                    text.push('…');
+                }
+                return ChildStep::Fail(format!(
+                    "condition {h} answered {text}: expected true or false"
+                ));
+            }
+            (Status::Cancelled, _) => {
+                return ChildStep::Cancel(format!("condition {h} was cancelled"))
+            }
+            (_, _) => {
+                return ChildStep::Fail(format!(
+                    "condition {h} failed: {}",
+                    c.error.as_deref().unwrap_or("no error given")
+                ))
+            }
+        }
+    }
+    ChildStep::CountDown(ended.len() as i64)
 }
 
 /// Decides `ChildStep` for a child whose parents `ended` (each with its
@@ -202,6 +258,45 @@ mod tests {
         );
         let no_key = after_end(&facts(), &Outcome::Succeeded, 0);
         assert_eq!(no_key.key, None);
+    }
+
+    #[test]
+    fn a_condition_runs_skips_fails_or_cancels_its_occurrence() {
+        use serde_json::json;
+        let end = |status, output: Option<serde_json::Value>, error: Option<&str>| ConditionEnd {
+            handler: "check".into(),
+            status,
+            output,
+            error: error.map(str::to_string),
+        };
+        let ok = Status::Succeeded;
+        for yes in [None, Some(json!(null)), Some(json!(true))] {
+            assert_eq!(
+                settle_condition(&[end(ok, yes, None)]),
+                ChildStep::CountDown(1)
+            );
+        }
+        assert_eq!(
+            settle_condition(&[end(ok, Some(json!(false)), None)]),
+            ChildStep::Skip("condition check answered false".into())
+        );
+        assert_eq!(
+            settle_condition(&[end(ok, Some(json!("false")), None)]),
+            ChildStep::Fail("condition check answered \"false\": expected true or false".into())
+        );
+        assert_eq!(
+            settle_condition(&[end(Status::Failed, None, Some("disk full"))]),
+            ChildStep::Fail("condition check failed: disk full".into())
+        );
+        assert_eq!(
+            settle_condition(&[end(Status::Cancelled, None, None)]),
+            ChildStep::Cancel("condition check was cancelled".into())
+        );
+        let long = json!("é".repeat(300));
+        let ChildStep::Fail(why) = settle_condition(&[end(ok, Some(long), None)]) else {
+            panic!()
+        };
+        assert!(why.len() < 300 && why.contains('…'), "{why}");
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub enum AfterPolicy {
     Success,
     /// Once every parent has ended, however.
     Finished,
+    /// Only if every parent, a condition, succeeded answering `true` (or
+    /// nothing, as a plain program that exits 0 does). One that answered
+    /// `false` skips it (status `skipped`); one that failed fails it with
+    /// its error; one cancelled cancels it. A job's `--condition` runs
+    /// before each occurrence this way.
+    Condition,
 }
 
 impl AfterPolicy {
@@ -103,6 +109,7 @@ impl AfterPolicy {
         match self {
             AfterPolicy::Success => "success",
             AfterPolicy::Finished => "finished",
+            AfterPolicy::Condition => "condition",
         }
     }
 }
@@ -116,8 +123,13 @@ impl fmt::Display for AfterPolicy {
 impl FromStr for AfterPolicy {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        let names = [AfterPolicy::Success, AfterPolicy::Finished].map(|p| (p.as_str(), p));
-        parse_name("after policy", "success or finished", &names, s)
+        let names = [
+            AfterPolicy::Success,
+            AfterPolicy::Finished,
+            AfterPolicy::Condition,
+        ]
+        .map(|p| (p.as_str(), p));
+        parse_name("after policy", "success, finished or condition", &names, s)
     }
 }
 

@@ -286,6 +286,17 @@ pub struct JobSpec {
     /// Tags given to each of its runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The handler that decides, before each occurrence, whether it runs
+    /// (`--condition`): it answers `true` to run it, `false` to skip it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The condition's mode (resolved when the job is added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition_mode: Option<Mode>,
+    /// Retention keeps this many of its newest ended executions, however
+    /// old (`--keep-last`), besides those its age rule keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u64>,
 }
 
 impl JobSpec {
@@ -331,9 +342,15 @@ impl JobSpec {
             description: None,
             meta: Meta::new(),
             tags: Vec::new(),
+            condition: None,
+            condition_mode: None,
+            keep_last: None,
         }
     }
 }
+
+/// The meta key that names the job whose condition a run is.
+pub const CONDITION_FOR: &str = "condition_for";
 
 /// A stored job: its definition and its scheduling state.
 ///
@@ -367,6 +384,42 @@ pub struct Job {
 }
 
 impl Job {
+    /// An occurrence `run` of this job and, if the job has a condition, the
+    /// condition's run, which goes first: `run` waits on it, with policy
+    /// [`AfterPolicy::Condition`](super::AfterPolicy::Condition). The
+    /// condition runs with the occurrence's payload and tags, in the job's
+    /// queue, once (no retries). It is no run of the job (the job's counts
+    /// and history leave it out): its meta says whose condition it is,
+    /// `condition_for=JOB`.
+    pub(crate) fn conditioned(
+        &self,
+        mut run: NewExecution,
+    ) -> (NewExecution, Option<NewExecution>) {
+        let Some(handler) = &self.spec.condition else {
+            return (run, None);
+        };
+        let mut meta = run.meta.clone();
+        meta.insert(CONDITION_FOR.into(), self.spec.name.clone());
+        let condition = NewExecution {
+            id: uuid::Uuid::now_v7(),
+            job: None,
+            meta,
+            handler: handler.clone(),
+            mode: self.spec.condition_mode.unwrap_or(Mode::Inproc),
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            timeout_ms: None,
+            occurrence: None,
+            concurrency_key: None,
+            ..run.clone()
+        };
+        run.after = vec![condition.id];
+        run.after_policy = super::AfterPolicy::Condition;
+        (run, Some(condition))
+    }
+
     /// What an occurrence of this job runs as (`None`: a run that is no
     /// scheduled occurrence, chained unless its caller says otherwise).
     pub(crate) fn execution(&self, occurrence: Option<Micros>, run_at: Micros) -> NewExecution {

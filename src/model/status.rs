@@ -93,6 +93,9 @@ pub enum Status {
     /// Ended by its handler's request to run again later (`snooze`): a new
     /// attempt follows at the time it asked for, without using a retry.
     Snoozed,
+    /// Ended without running: its condition answered `false` (a job's
+    /// `--condition`, or the `condition` policy of `--after`).
+    Skipped,
 }
 
 impl Status {
@@ -112,6 +115,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
             Status::Snoozed => "snoozed",
+            Status::Skipped => "skipped",
         }
     }
 
@@ -125,7 +129,11 @@ impl Status {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Status::Succeeded | Status::Failed | Status::Cancelled | Status::Snoozed
+            Status::Succeeded
+                | Status::Failed
+                | Status::Cancelled
+                | Status::Snoozed
+                | Status::Skipped
         )
     }
 }
@@ -148,9 +156,11 @@ impl FromStr for Status {
             Status::Failed,
             Status::Cancelled,
             Status::Snoozed,
+            Status::Skipped,
         ];
         let names = all.map(|st| (st.as_str(), st));
-        let expected = "waiting, pending, held, running, succeeded, failed, cancelled or snoozed";
+        let expected =
+            "waiting, pending, held, running, succeeded, failed, cancelled, snoozed or skipped";
         parse_name("status", expected, &names, s)
     }
 }

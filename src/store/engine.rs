@@ -91,7 +91,8 @@ pub trait Engine: Send + Sync + 'static {
     /// The earliest `next_run_at` of unpaused jobs.
     async fn next_due(&self) -> Result<Option<Micros>, StoreError>;
 
-    /// Which of `names` have a pending or running execution.
+    /// Which of `names` have an execution yet to end (waiting, as on its
+    /// condition, pending, held or running).
     async fn active_jobs(
         &self,
         names: &[String],

@@ -441,6 +441,9 @@ pub(crate) struct JobAdvance {
     /// The execution to insert for this step (its occurrence key makes a
     /// second insert of the same occurrence a no-op).
     pub run: Option<crate::model::NewExecution>,
+    /// The job's condition, run first: `run` waits on it (inserted only if
+    /// `run` is).
+    pub condition: Option<crate::model::NewExecution>,
     /// Occurrences passed over in this step.
     pub missed: u64,
     /// The job has no occurrences left.

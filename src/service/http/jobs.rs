@@ -240,6 +240,15 @@ pub(super) struct JobBody {
     /// What it is for, for people.
     #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     description: Option<String>,
+    /// The handler that decides, before each occurrence, whether it runs:
+    /// output `true` runs it, `false` records it as `skipped`, a failure
+    /// fails it. It must exist.
+    #[schema(value_type = Option<Name>)]
+    condition: Option<String>,
+    /// Retention keeps its this many newest ended executions however old,
+    /// besides those its age rule keeps.
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    keep_last: Option<u64>,
     /// Meta given to each of its runs.
     #[schema(value_type = Option<contract::MetaObject>)]
     meta: Option<crate::model::Meta>,
@@ -289,6 +298,8 @@ impl JobBody {
             then: b.then,
             then_on: b.then_on,
             description: b.description,
+            condition: b.condition,
+            keep_last: b.keep_last,
             meta: b.meta.unwrap_or_default(),
             tags: b.tags.unwrap_or_default(),
             ..defaults

@@ -50,21 +50,94 @@ pub(super) async fn cancel_unstarted<D: Dialect>(
                 reason: row.get::<Option<String>>("reason")?.unwrap_or_default(),
             });
             if let Some(key) = row.get::<Option<String>>("unique_key")? {
-                // A follower gives up its place; a holder hands the key on.
-                Sql::<D>::new(
-                    "UPDATE unique_keys SET next_id = NULL WHERE key = $1 AND next_id = $2",
-                )
-                .bind(key.as_str())
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-                let next = key_next(false, row.get("hold")?, now);
-                release_key::<D>(conn, &key, id, next, None).await?;
+                give_up_key::<D>(conn, &key, id, row.get("hold")?, now).await?;
             }
             cancelled.push(id);
         }
     }
     Ok(cancelled)
+}
+
+/// The unique key `key` of execution `id`, which ended without running:
+/// a follower gives up its place; a holder hands the key on (or holds it
+/// `hold` ms).
+async fn give_up_key<D: Dialect>(
+    conn: &mut Conn<D>,
+    key: &str,
+    id: Uuid,
+    hold: Option<i64>,
+    now: Micros,
+) -> Result<(), StoreError> {
+    Sql::<D>::new("UPDATE unique_keys SET next_id = NULL WHERE key = $1 AND next_id = $2")
+        .bind(key)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let next = key_next(false, hold, now);
+    release_key::<D>(conn, key, id, next, None).await?;
+    Ok(())
+}
+
+/// Ends executions waiting on their conditions without running them, as
+/// `status` (`skipped` or `failed`), each with its reason as its error;
+/// returns those it ended. Their unique keys are handed on or given up;
+/// their dependents are left to [`settle`].
+pub(super) async fn end_unstarted<D: Dialect>(
+    conn: &mut Conn<D>,
+    ends: &mut EndTally,
+    status: Status,
+    items: &[(Uuid, String)],
+    now: Micros,
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut ended = Vec::with_capacity(items.len());
+    for chunk in items.chunks(rows_per_statement(2)) {
+        let mut q = Sql::<D>::new(format!(
+            "UPDATE executions SET status = '{}', finished_at = ",
+            status.as_str()
+        ));
+        q.push_bind(now).push(", error = v.column2 FROM (");
+        q.values(chunk, |t, (id, error)| {
+            t.bind(*id).bind(error.as_str());
+        });
+        q.push(
+            ") AS v WHERE executions.id = v.column1 AND executions.status IN ('waiting', 'held') \
+             RETURNING executions.id AS id, executions.unique_key AS unique_key, \
+             executions.unique_for_ms AS hold, executions.handler AS handler",
+        );
+        for row in q.fetch_all(&mut *conn).await? {
+            let row = Fields::<D>::new(&row, "executions");
+            let id: Uuid = row.get("id")?;
+            ends.add(row.get("handler")?, status, None, now);
+            if let Some(key) = row.get::<Option<String>>("unique_key")? {
+                give_up_key::<D>(conn, &key, id, row.get("hold")?, now).await?;
+            }
+            ended.push(id);
+        }
+    }
+    Ok(ended)
+}
+
+/// What the conditions among `parents` said: each one's handler, output
+/// and error (`parents` with their statuses as they ended).
+pub(super) async fn condition_ends<D: Dialect>(
+    conn: &mut Conn<D>,
+    parents: &BTreeSet<Uuid>,
+) -> Result<HashMap<Uuid, (String, Option<Value>, Option<String>)>, StoreError> {
+    let ids: Vec<Uuid> = parents.iter().copied().collect();
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(rows_per_statement(1)) {
+        let mut q =
+            Sql::<D>::new("SELECT id, handler, output, error FROM executions WHERE id IN (");
+        q.push_list(chunk.iter().copied()).push(")");
+        for row in q.fetch_all(&mut *conn).await? {
+            let row = Fields::<D>::new(&row, "executions");
+            out.insert(
+                row.get("id")?,
+                (row.get("handler")?, row.json("output")?, row.get("error")?),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Cancels `ids` that have not ended: pending and waiting ones at once
@@ -153,11 +226,43 @@ pub(super) async fn settle<D: Dialect>(
         if children.is_empty() {
             break;
         }
+        // A condition's dependents weigh what it answered.
+        let conditions: BTreeSet<Uuid> = children
+            .values()
+            .filter(|(_, policy)| *policy == AfterPolicy::Condition)
+            .flat_map(|(parents, _)| parents.iter().map(|(p, _)| *p))
+            .collect();
+        let said = match conditions.is_empty() {
+            true => HashMap::new(),
+            false => condition_ends::<D>(conn, &conditions).await?,
+        };
         let (mut cancel, mut count) = (Vec::new(), Vec::new());
+        let (mut skip, mut fail) = (Vec::new(), Vec::new());
         for (child, (parents, policy)) in children {
-            match settle_child(&parents, policy) {
+            let step = match policy {
+                AfterPolicy::Condition => {
+                    let ends: Vec<ConditionEnd> = parents
+                        .iter()
+                        .map(|(p, status)| {
+                            let (handler, output, error) =
+                                said.get(p).cloned().unwrap_or((p.to_string(), None, None));
+                            ConditionEnd {
+                                handler,
+                                status: *status,
+                                output,
+                                error,
+                            }
+                        })
+                        .collect();
+                    settle_condition(&ends)
+                }
+                _ => settle_child(&parents, policy),
+            };
+            match step {
                 ChildStep::Cancel(reason) => cancel.push((child, reason)),
                 ChildStep::CountDown(n) => count.push((child, n)),
+                ChildStep::Skip(reason) => skip.push((child, reason)),
+                ChildStep::Fail(error) => fail.push((child, error)),
             }
         }
         for chunk in count.chunks(rows_per_statement(2)) {
@@ -183,6 +288,10 @@ pub(super) async fn settle<D: Dialect>(
             .into_iter()
             .map(|id| (id, Status::Cancelled))
             .collect();
+        for (status, items) in [(Status::Skipped, &skip), (Status::Failed, &fail)] {
+            let done = end_unstarted::<D>(conn, ends, status, items, now).await?;
+            ended.extend(done.into_iter().map(|id| (id, status)));
+        }
     }
     if woke {
         D::notify(conn, "work").await?;

@@ -229,9 +229,10 @@ impl<D: Dialect> Commands for SqlStore<D> {
             "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
              queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
              start_at, end_at, paused, chain, concurrency_key, description, meta, tags, \
-             next_run_at, created_at, updated_at) \
+             condition, condition_mode, keep_last, next_run_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                     $18, $19, $20, $21, $22, $23, $24, $25, $25) ON CONFLICT DO NOTHING",
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $28) \
+             ON CONFLICT DO NOTHING",
             spec,
             next_run_at,
             now,
@@ -253,8 +254,9 @@ impl<D: Dialect> Commands for SqlStore<D> {
              priority = $7, queue = $8, retries = $9, backoff_ms = $10, timeout_ms = $11, \
              overlap = $12, misfire = $13, max_parallel = $14, max_runs = $15, start_at = $16, \
              end_at = $17, paused = $18, chain = $19, concurrency_key = $20, \
-             description = $21, meta = $22, tags = $23, \
-             next_run_at = $24, updated_at = $25, completed_at = NULL, daemon_streak = 0 \
+             description = $21, meta = $22, tags = $23, condition = $24, condition_mode = $25, \
+             keep_last = $26, next_run_at = $27, updated_at = $28, completed_at = NULL, \
+             daemon_streak = 0 \
              WHERE name = $1",
             spec,
             next_run_at,
@@ -347,7 +349,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
 }
 
 /// Writes job `spec` with `statement` (its columns bound as
-/// [`job_columns`] does, then its next run as `$24` and `now` as `$25`),
+/// [`job_columns`] does, then its next run as `$27` and `now` as `$28`),
 /// and tells the claims that jobs changed; whether a row was written.
 async fn write_job<D: Dialect>(
     store: &SqlStore<D>,
@@ -364,7 +366,7 @@ async fn write_job<D: Dialect>(
     Ok(written)
 }
 
-/// Binds a job's definition as `$1` (name) to `$23` (tags), in
+/// Binds a job's definition as `$1` (name) to `$26` (keep last), in
 /// the jobs table's column order.
 pub(super) fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> Sql<'a, D> {
     q.bind(spec.name.as_str())
@@ -393,6 +395,9 @@ pub(super) fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> S
         .bind(spec.description.as_deref())
         .bind((!spec.meta.is_empty()).then(|| json_text(&spec.meta)))
         .bind((!spec.tags.is_empty()).then(|| json_text(&spec.tags)))
+        .bind(spec.condition.as_deref())
+        .bind(spec.condition_mode.map(|m| m.as_str()))
+        .bind(spec.keep_last.map(|n| n as i64))
 }
 
 /// Inserts `execs` (and first `workflow`, whose steps they are) in one

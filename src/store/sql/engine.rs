@@ -1,4 +1,5 @@
 use super::ends::apply;
+use super::enqueue::insert_edges;
 use super::enqueue::insert_executions;
 use super::enqueue::Initial;
 use super::enqueue::EXECUTION_BINDS;
@@ -171,7 +172,8 @@ impl<D: Dialect> Engine for SqlStore<D> {
         let mut out = HashSet::new();
         for chunk in names.chunks(rows_per_statement(1)) {
             let mut q = Sql::new(
-                "SELECT DISTINCT job FROM executions WHERE status IN ('pending', 'held', 'running') \
+                "SELECT DISTINCT job FROM executions \
+                 WHERE status IN ('waiting', 'pending', 'held', 'running') \
                  AND job IN (",
             );
             q.push_list(chunk.iter().map(String::as_str)).push(")");
@@ -257,8 +259,32 @@ impl<D: Dialect> Engine for SqlStore<D> {
                 .filter(|s| owned.contains(&s.name))
                 .filter_map(|s| s.run.as_ref())
                 .collect();
-            let ids = insert_executions::<D>(&mut tx, &runs, now, |_| Initial::PENDING).await?;
+            // A run with a condition waits on it.
+            let ids = insert_executions::<D>(&mut tx, &runs, now, |e| match e.after.len() {
+                0 => Initial::PENDING,
+                n => Initial::new(Status::Waiting, n as i64),
+            })
+            .await?;
             inserted += ids.len();
+            // 3. The conditions of those inserted, which run first.
+            let conditions: Vec<&NewExecution> = chunk
+                .iter()
+                .filter(|s| s.run.as_ref().is_some_and(|r| ids.contains(&r.id)))
+                .filter_map(|s| s.condition.as_ref())
+                .collect();
+            if !conditions.is_empty() {
+                insert_executions::<D>(&mut tx, &conditions, now, |_| Initial {
+                    has_children: true,
+                    ..Initial::PENDING
+                })
+                .await?;
+                let edges: Vec<(Uuid, Uuid)> = chunk
+                    .iter()
+                    .filter_map(|s| Some((s.run.as_ref()?.id, s.condition.as_ref()?.id)))
+                    .filter(|(run, _)| ids.contains(run))
+                    .collect();
+                insert_edges::<D>(&mut tx, &edges).await?;
+            }
             for e in runs.iter().filter(|e| !ids.contains(&e.id)) {
                 Sql::<D>::new("UPDATE jobs SET runs = runs - 1 WHERE name = $1")
                     .bind(e.job.as_deref().unwrap_or(""))
@@ -293,6 +319,31 @@ impl<D: Dialect> Engine for SqlStore<D> {
                 .execute(&mut tx)
                 .await?;
         }
+        // A job's `keep_last` newest ended executions stay, however old:
+        // each such job's oldest kept id bounds what may go.
+        let mut kept: Vec<(String, Uuid)> = Vec::new();
+        let mut q = Sql::<D>::new("SELECT name, keep_last FROM jobs WHERE keep_last IS NOT NULL");
+        if let Some(j) = job {
+            q.push(" AND name = ").push_bind(j);
+        }
+        for row in q.fetch_all(&mut tx).await? {
+            let name: String = D::get(&row, 0)?;
+            let n: i64 = D::get(&row, 1)?;
+            let oldest = Sql::<D>::new(
+                "SELECT id FROM executions WHERE job = $1 \
+                 AND status IN ('succeeded', 'failed', 'cancelled', 'snoozed', 'skipped') \
+                 ORDER BY id DESC LIMIT 1 OFFSET $2",
+            )
+            .bind(name.as_str())
+            .bind(n.max(1) - 1)
+            .fetch_optional(&mut tx)
+            .await?;
+            match oldest {
+                Some(row) => kept.push((name, D::get(&row, 0)?)),
+                // Fewer than N: all of them stay.
+                None => kept.push((name, Uuid::nil())),
+            }
+        }
         // Never a parent whose child has yet to run: it reads its output.
         let mut q = Sql::<D>::new(
             "SELECT id FROM executions \
@@ -312,6 +363,13 @@ impl<D: Dialect> Engine for SqlStore<D> {
                     .push(")");
             }
             None => {}
+        }
+        for (name, oldest) in &kept {
+            q.push(" AND NOT (job = ")
+                .push_bind(name.as_str())
+                .push(" AND id >= ")
+                .push_bind(*oldest)
+                .push(")");
         }
         q.push(" LIMIT ")
             .push_bind(limit.clamp(1, MAX_BINDS) as i64);

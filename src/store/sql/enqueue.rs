@@ -1,4 +1,4 @@
-use super::cancel::cancel_unstarted;
+use super::cancel::{cancel_unstarted, condition_ends, end_unstarted, settle};
 use super::fields::Fields;
 use super::keys::take_key;
 use super::tally::EndTally;
@@ -267,6 +267,8 @@ pub(super) async fn enqueue_in<D: Dialect>(
     let mut starts: HashMap<Uuid, Initial> = HashMap::new();
     let mut edges = Vec::new();
     let mut upstream = Vec::new();
+    // Runs whose conditions had already ended and turned them down.
+    let mut decided: Vec<(Status, Uuid, String)> = Vec::new();
     if insert.iter().any(|e| !e.after.is_empty()) {
         let named: HashMap<Uuid, Uuid> =
             execs.iter().zip(&out).map(|(e, o)| (e.id, o.id)).collect();
@@ -282,6 +284,7 @@ pub(super) async fn enqueue_in<D: Dialect>(
             }
             let mut parents = BTreeSet::new();
             let (mut waiting, mut failed) = (0, None);
+            let mut over = Vec::new();
             for p in &e.after {
                 let p = named.get(p).copied().unwrap_or(*p);
                 let (p, status) = match starts.get_mut(&p) {
@@ -300,11 +303,51 @@ pub(super) async fn enqueue_in<D: Dialect>(
                 }
                 if !status.is_terminal() {
                     waiting += 1;
-                } else if status != Status::Succeeded && failed.is_none() {
-                    failed = Some(p);
+                } else {
+                    over.push((p, status));
+                    if status != Status::Succeeded && failed.is_none() {
+                        failed = Some(p);
+                    }
                 }
             }
             edges.extend(parents.iter().map(|p| (e.id, *p)));
+            if e.after_policy == AfterPolicy::Condition && !over.is_empty() {
+                let said = condition_ends::<D>(tx, &over.iter().map(|(p, _)| *p).collect()).await?;
+                let ends: Vec<ConditionEnd> = over
+                    .iter()
+                    .map(|(p, status)| {
+                        let (handler, output, error) =
+                            said.get(p).cloned().unwrap_or((p.to_string(), None, None));
+                        ConditionEnd {
+                            handler,
+                            status: *status,
+                            output,
+                            error,
+                        }
+                    })
+                    .collect();
+                let step = settle_condition(&ends);
+                let start = match step {
+                    ChildStep::CountDown(_) if waiting > 0 => {
+                        Initial::new(Status::Waiting, waiting)
+                    }
+                    ChildStep::CountDown(_) => Initial::PENDING,
+                    ChildStep::Cancel(reason) => {
+                        upstream.push((e.id, reason));
+                        Initial::new(Status::Cancelled, 0)
+                    }
+                    ChildStep::Skip(reason) => {
+                        decided.push((Status::Skipped, e.id, reason));
+                        Initial::new(Status::Waiting, 0)
+                    }
+                    ChildStep::Fail(error) => {
+                        decided.push((Status::Failed, e.id, error));
+                        Initial::new(Status::Waiting, 0)
+                    }
+                };
+                starts.insert(e.id, start);
+                continue;
+            }
             let start = match failed {
                 Some(p) if e.after_policy == AfterPolicy::Success => {
                     upstream.push((e.id, format!("upstream {p} failed")));
@@ -333,6 +376,12 @@ pub(super) async fn enqueue_in<D: Dialect>(
     let told = ends.unstarted.len();
     cancel_unstarted::<D>(tx, ends, &upstream, None, now).await?;
     ends.unstarted.truncate(told);
+    // Their own dependents in this batch wait on them: settled now.
+    for (status, id, why) in decided {
+        let done = end_unstarted::<D>(tx, ends, status, &[(id, why)], now).await?;
+        let done = done.into_iter().map(|id| (id, status)).collect();
+        settle::<D>(tx, ends, done, now).await?;
+    }
     D::notify(tx, "work").await?;
     Ok(out)
 }

@@ -49,9 +49,9 @@ use self::tally::EndTally;
 
 use crate::model::Level;
 use crate::model::{
-    after_end, key_next, now_micros, settle_child, AfterPolicy, ChildStep, EndFacts, Enqueued,
-    Execution, HandlerSpec, Job, JobSpec, KeyNext, LogEntry, Micros, Mode, NewExecution,
-    ProgressState, RetryPolicy, Status, Timestamp,
+    after_end, key_next, now_micros, settle_child, settle_condition, AfterPolicy, ChildStep,
+    ConditionEnd, EndFacts, Enqueued, Execution, HandlerSpec, Job, JobSpec, KeyNext, LogEntry,
+    Micros, Mode, NewExecution, ProgressState, RetryPolicy, Status, Timestamp,
 };
 use crate::schedule::ScheduleSpec;
 use async_trait::async_trait;

@@ -331,7 +331,7 @@ function chartsOf(rows, handler) {
 
 // ---------- executions ----------
 
-const STATUSES = ["waiting", "pending", "held", "running", "succeeded", "failed", "cancelled", "snoozed"];
+const STATUSES = ["waiting", "pending", "held", "running", "succeeded", "failed", "cancelled", "snoozed", "skipped"];
 const FILTERS = ["job", "handler", "queue", "node", "unique_key", "concurrency_key", "since", "until", "tag", "meta", "origin"];
 const HINTS = { since: "1h or a time", until: "now or a time", tag: "a,b", meta: "key:value", origin: "manual, scheduled, retry…" };
 
@@ -425,7 +425,7 @@ async function execution(id) {
   const drawHead = (x) => {
     put(head, el("h1", {}, `Execution ${short(x.id)} `, status(x.status)),
       el("div", { class: "actions" },
-        el("button", { type: "button", id: "cancel", class: "danger", disabled: ["succeeded", "failed", "cancelled", "snoozed"].includes(x.status),
+        el("button", { type: "button", id: "cancel", class: "danger", disabled: ["succeeded", "failed", "cancelled", "snoozed", "skipped"].includes(x.status),
           onclick: () => act("Cancel", () => api(`/v1/executions/${x.id}/cancel`, { method: "POST", body: { reason: "cancelled from the dashboard" } })) }, "Cancel"),
         el("button", { type: "button", id: "retry", disabled: !["failed", "cancelled"].includes(x.status) && !x.interrupted,
           onclick: () => act("Retry", () => api(`/v1/executions/${x.id}/retry`, { method: "POST" })).then((r) => { if (r) location.hash = `#/executions/${r.id}`; }) }, "Retry"),
