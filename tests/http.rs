@@ -1882,3 +1882,89 @@ async fn progress_carries_free_form_data_up_to_64_kib() {
         assert_eq!(r.json()["progress"]["data"]["stage"], "upload");
     }
 }
+
+/// A node's concurrency changes while it runs: `PUT /v1/node` and a SIGHUP
+/// reload of the config's `concurrency` apply at once; an increase starts
+/// more, a decrease interrupts nothing; `GET /v1/nodes` shows it. Both
+/// backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_concurrency_changes_without_a_restart() {
+    let mut envs = vec![Env::new()];
+    envs.extend(Env::postgres().await);
+    for env in envs {
+        let config = env.path("jobvisor.toml");
+        std::fs::write(&config, "concurrency = 1\n").unwrap();
+        let serve = env.serve(&["--config", config.to_str().unwrap()]);
+        let addr = serve.http_addr();
+        let store = env.store().await;
+        let ours = |addr: &str| -> Value {
+            let nodes = get(addr, "/v1/nodes").json();
+            nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["live"] == true)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(ours(&addr)["concurrency"], 1);
+        let running = || async {
+            store
+                .executions(&jobvisor::store::ExecFilter {
+                    statuses: vec![Status::Running],
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .len()
+        };
+        // One at a time, then three at once.
+        let ids: Vec<uuid::Uuid> = (0..3)
+            .map(|_| env.enqueue(&["sleep", "--payload", r#"{"ms":3000}"#]))
+            .collect();
+        eventually("one running", || async {
+            (running().await == 1).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(running().await, 1);
+        let r = send(&addr, "PUT", "/v1/node", r#"{"concurrency":3}"#);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["concurrency"], 3);
+        assert_eq!(ours(&addr)["concurrency"], 3);
+        eventually("three running", || async {
+            (running().await == 3).then_some(())
+        })
+        .await;
+        // Down to one: all three go on to succeed, none is stopped.
+        let r = send(&addr, "PUT", "/v1/node", r#"{"concurrency":1}"#);
+        assert_eq!(r.status, 200, "{}", r.body);
+        for id in &ids {
+            let e = finished(store.as_ref(), *id).await;
+            assert_eq!(
+                (e.status, e.interrupted),
+                (Status::Succeeded, false),
+                "{e:?}"
+            );
+        }
+        // Refused: 400, nothing changed.
+        for bad in [
+            r#"{"concurrency":0}"#,
+            "{}",
+            r#"{"concurrency":"2"}"#,
+            r#"{"workers":2}"#,
+        ] {
+            let r = send(&addr, "PUT", "/v1/node", bad);
+            assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        }
+        assert_eq!(ours(&addr)["concurrency"], 1);
+        // A reload of the file applies its concurrency.
+        std::fs::write(&config, "concurrency = 4\n").unwrap();
+        serve.signal(nix::sys::signal::Signal::SIGHUP);
+        eventually("the reloaded concurrency", || async {
+            (ours(&addr)["concurrency"] == 4).then_some(())
+        })
+        .await;
+    }
+}

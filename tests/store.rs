@@ -834,9 +834,15 @@ async fn handlers_nodes_queues_and_stats_round_trip(store: Arc<dyn Store>) {
         started_at: now,
         heartbeat_at: now,
         stopped_at: None,
+        concurrency: Some(8),
     };
     store.register_node(&node).await.unwrap();
     store.heartbeat_node("node-a", now + 5).await.unwrap();
+    store.set_node_concurrency("node-a", 3).await.unwrap();
+    assert_eq!(
+        store.live_nodes(now).await.unwrap()[0].concurrency,
+        Some(3)
+    );
     assert_eq!(
         store.live_nodes(now).await.unwrap()[0].heartbeat_at,
         now + 5

@@ -57,3 +57,7 @@ ALTER TABLE jobs ADD COLUMN tags TEXT;
 ALTER TABLE jobs ADD COLUMN condition TEXT;
 ALTER TABLE jobs ADD COLUMN condition_mode TEXT;
 ALTER TABLE jobs ADD COLUMN keep_last BIGINT;
+
+-- How many executions a node runs at once, as it last said (it may change
+-- while it runs: a reload, `PUT /v1/node`).
+ALTER TABLE nodes ADD COLUMN concurrency BIGINT;

@@ -68,10 +68,11 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
     {
         let reloader = service.reloader();
         let running = std::sync::Mutex::new(file);
+        let flag = a.concurrency;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 match &path {
-                    Some(path) => reload(&reloader, path, &running).await,
+                    Some(path) => reload(&reloader, path, &running, flag).await,
                     None => tracing::warn!(
                         "SIGHUP: no config file to reload (none at {} and no --config)",
                         config::DEFAULT_PATH
@@ -205,11 +206,13 @@ fn test_builtins(on: bool) -> Result<Option<jobvisor_worker::builtins::TestBuilt
 }
 
 /// SIGHUP: reads the file again; a valid one is applied and becomes the
-/// running config, an invalid one is rejected whole.
+/// running config, an invalid one is rejected whole. Its `concurrency`
+/// applies at once, unless `--concurrency` (`flag`) set it.
 async fn reload(
     reloader: &Reloader,
     path: &std::path::Path,
     running: &std::sync::Mutex<Option<config::ServiceFile>>,
+    flag: Option<u32>,
 ) {
     tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
     let file = match config::load(path) {
@@ -221,10 +224,30 @@ async fn reload(
     };
     match reloader.apply(file.declared.clone()).await {
         Ok(n) => {
+            let wanted = match (flag, file.settings.concurrency) {
+                (Some(_), Some(_)) => {
+                    tracing::warn!("config: concurrency is set by --concurrency, which the file does not change");
+                    None
+                }
+                (Some(_), None) => None,
+                (None, n) => Some(n.map_or(Config::service().concurrency, |n| n as usize)),
+            };
+            if let Some(n) = wanted {
+                if let Err(e) = reloader.set_concurrency(n).await {
+                    tracing::error!(
+                        "config: concurrency not changed: {}",
+                        jobvisor::error_chain(&e)
+                    );
+                }
+            }
             let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(old) = running.as_ref() {
-                if old.settings != file.settings {
-                    tracing::warn!("config: service settings (database, listen, token, concurrency, intervals, log format) take effect at the next start");
+                let rest = config::Settings {
+                    concurrency: old.settings.concurrency,
+                    ..file.settings.clone()
+                };
+                if old.settings != rest {
+                    tracing::warn!("config: service settings (database, listen, token, intervals, log format) take effect at the next start");
                 }
             }
             *running = Some(file);

@@ -78,7 +78,10 @@ enum Woken {
 pub(crate) struct Dispatcher {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) node: String,
-    pub(crate) concurrency: usize,
+    /// How many executions run at once; changed while it runs
+    /// (`Supervisor::set_concurrency`): a decrease stops nothing, it only
+    /// claims less until enough have ended.
+    pub(crate) concurrency: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) claim_batch: usize,
     pub(crate) poll_interval: Duration,
     pub(crate) drain_timeout: Duration,
@@ -111,7 +114,8 @@ impl Dispatcher {
                 p.active_at = tokio::time::Instant::now();
                 p.next = p.next.min(p.active_at + p.every);
             }
-            let free = self.concurrency.saturating_sub(self.tasks.len());
+            let concurrency = self.concurrency.load(std::sync::atomic::Ordering::Relaxed);
+            let free = concurrency.saturating_sub(self.tasks.len());
             if p.backlog && free > 0 && p.claim_retry.is_none() {
                 let want = free.min(self.claim_batch);
                 // A claim is raced with the shutdown, so that a database
@@ -145,7 +149,7 @@ impl Dispatcher {
                         if stopping {
                             break;
                         }
-                        if p.backlog && self.tasks.len() < self.concurrency {
+                        if p.backlog && self.tasks.len() < concurrency {
                             continue;
                         }
                     }

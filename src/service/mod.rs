@@ -114,6 +114,15 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// Changes how many executions this node runs at once (see
+    /// [`Supervisor::set_concurrency`]).
+    pub async fn set_concurrency(&self, concurrency: usize) -> Result<(), crate::Error> {
+        if self.sup.concurrency() == concurrency {
+            return Ok(());
+        }
+        self.sup.set_concurrency(concurrency).await
+    }
+
     /// Brings the database in line with `d`, which then governs retention.
     /// Refused declarations change nothing. Returns the number of changes.
     ///

@@ -79,6 +79,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Renews a node's heartbeat.
     async fn heartbeat_node(&self, node: &str, now: Micros) -> Result<(), StoreError>;
 
+    /// Records that `node` now runs `concurrency` executions at once.
+    async fn set_node_concurrency(&self, node: &str, concurrency: u32) -> Result<(), StoreError>;
+
     /// Marks a node stopped.
     async fn stop_node(&self, node: &str, now: Micros) -> Result<(), StoreError>;
 

@@ -408,6 +408,9 @@ pub struct NodeInfo {
     pub heartbeat_at: Micros,
     /// When it stopped cleanly.
     pub stopped_at: Option<Micros>,
+    /// How many executions it runs at once (`None`: a node from before
+    /// nodes said).
+    pub concurrency: Option<u32>,
 }
 
 /// A running execution of another node, for rescue.

@@ -67,6 +67,8 @@ struct Shared {
     maintenance: mpsc::Sender<ToMaintenance>,
     /// Taken by the one `run_until`.
     actors: Mutex<Option<Actors>>,
+    /// How many executions this node runs at once (its dispatcher reads it).
+    concurrency: Arc<std::sync::atomic::AtomicUsize>,
     /// The commands, with this node's actors told.
     client: Client,
 }
@@ -105,6 +107,9 @@ impl std::ops::Deref for Supervisor {
         &self.shared.client
     }
 }
+
+/// The most executions a node may run at once.
+pub const MAX_CONCURRENCY: usize = 100_000;
 
 /// What this node's commands tell its actors.
 struct NodeNudge {
@@ -212,11 +217,12 @@ impl Supervisor {
         let vitals = Arc::new(Vitals::new(now));
         let (to_scheduler, scheduler_inbox) = mpsc::channel(MAILBOX);
         let (to_maintenance, maintenance_inbox) = mpsc::channel(MAILBOX);
+        let concurrency = Arc::new(std::sync::atomic::AtomicUsize::new(config.concurrency));
         let actors = Actors {
             dispatcher: Dispatcher {
                 store: store.clone(),
                 node: node.id.clone(),
-                concurrency: config.concurrency,
+                concurrency: concurrency.clone(),
                 claim_batch: config.claim_batch,
                 poll_interval: config.poll_interval,
                 drain_timeout: config.drain_timeout,
@@ -275,6 +281,7 @@ impl Supervisor {
                 scheduler: to_scheduler,
                 maintenance: to_maintenance,
                 actors: Mutex::new(Some(actors)),
+                concurrency,
             }),
         })
     }
@@ -324,6 +331,55 @@ impl Supervisor {
     /// ```
     pub fn node_lease(&self) -> Duration {
         self.shared.node_lease
+    }
+
+    /// How many executions this node runs at once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// let sup = jobvisor::Supervisor::builder().database(&db).configure(|c| c.concurrency = 4).build().await?;
+    /// assert_eq!(sup.concurrency(), 4);
+    /// sup.set_concurrency(8).await?;
+    /// assert_eq!(sup.concurrency(), 8);
+    /// # Ok(()) }
+    /// ```
+    pub fn concurrency(&self) -> usize {
+        self.shared
+            .concurrency
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes how many executions this node runs at once, until it stops
+    /// (the config file's `concurrency` is read again at the next start, or
+    /// on a reload). An increase claims more at once; a decrease interrupts
+    /// nothing: the node claims less until enough of what runs has ended.
+    /// The node's row says the new figure (`GET /v1/nodes`). At least 1, at
+    /// most [`MAX_CONCURRENCY`].
+    pub async fn set_concurrency(&self, concurrency: usize) -> Result<(), Error> {
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(Error::Invalid(format!(
+                "concurrency {concurrency}: give 1 to {MAX_CONCURRENCY}"
+            )));
+        }
+        self.shared
+            .db
+            .store()
+            .set_node_concurrency(&self.shared.node.id, concurrency as u32)
+            .await?;
+        let before = self
+            .shared
+            .concurrency
+            .swap(concurrency, std::sync::atomic::Ordering::Relaxed);
+        if before != concurrency {
+            tracing::info!(from = before, to = concurrency, "concurrency changed");
+        }
+        if concurrency > before {
+            tell_or_drop(&self.shared.dispatcher, ToDispatcher::Wake);
+        }
+        Ok(())
     }
 
     /// Announces every execution that ends (after its row is written).
@@ -721,6 +777,7 @@ fn node_info(config: &Config, now: Micros) -> NodeInfo {
         started_at: now,
         heartbeat_at: now,
         stopped_at: None,
+        concurrency: Some(config.concurrency.min(u32::MAX as usize) as u32),
     }
 }
 

@@ -186,6 +186,7 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(jobs::resume))
         .routes(routes!(jobs::next))
         .routes(routes!(overview::nodes))
+        .routes(routes!(overview::change_node))
         .routes(routes!(overview::timeline))
         .routes(routes!(overview::attention))
         .routes(routes!(executions::list, executions::enqueue))

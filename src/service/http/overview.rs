@@ -24,6 +24,9 @@ pub(super) struct Node {
     stopped_at: Option<Timestamp>,
     /// Whether it heartbeat within the node lease and has not stopped.
     live: bool,
+    /// How many executions it runs at once (absent for a node from before
+    /// nodes said).
+    concurrency: Option<u32>,
 }
 
 /// Nodes seen in the last day, newest first, with their last heartbeat.
@@ -47,8 +50,50 @@ pub(super) async fn nodes(State(api): ApiState) -> ApiResult {
             started_at: Timestamp(n.started_at),
             heartbeat_at: Timestamp(n.heartbeat_at),
             stopped_at: n.stopped_at.map(Timestamp),
+            concurrency: n.concurrency,
         })
         .collect::<Vec<_>>())
+}
+
+/// A change to the node that answers.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NodeChange {
+    /// How many executions it runs at once, until it stops (the config's
+    /// is read again at the next start). A decrease interrupts nothing.
+    #[schema(value_type = usize, required = true, minimum = 1, maximum = 100_000)]
+    concurrency: Option<usize>,
+}
+
+/// This node's settings that change while it runs.
+#[derive(Serialize, ToSchema)]
+pub(super) struct NodeSettings {
+    /// The node that answered.
+    id: String,
+    /// How many executions it runs at once.
+    concurrency: usize,
+}
+
+/// Change the node that answers: how many executions it runs at once,
+/// until its next restart. Running work is never interrupted by a
+/// decrease. With several nodes behind a balancer, each is changed on its
+/// own address.
+#[utoipa::path(put, path = "/v1/node", operation_id = "changeNode", tag = "system",
+    request_body = NodeChange,
+    responses(
+        (status = 200, description = "The node's settings now", body = NodeSettings),
+        (status = 400, description = "Not a concurrency from 1 to 100,000", body = super::ErrorBody),
+    ))]
+pub(super) async fn change_node(State(api): ApiState, b: axum::body::Bytes) -> ApiResult {
+    let change = super::error::body::<NodeChange>(&b)?;
+    let n = change
+        .concurrency
+        .ok_or_else(|| ApiError::invalid("give concurrency"))?;
+    api.sup.set_concurrency(n).await?;
+    ok(NodeSettings {
+        id: api.sup.node_id().to_string(),
+        concurrency: api.sup.concurrency(),
+    })
 }
 
 /// The window of a timeline.

@@ -108,14 +108,15 @@ impl<D: Dialect> Engine for SqlStore<D> {
     async fn register_node(&self, node: &NodeInfo) -> Result<(), StoreError> {
         self.write(
             Sql::new(
-                "INSERT INTO nodes (id, hostname, pid, started_at, heartbeat_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO nodes (id, hostname, pid, started_at, heartbeat_at, concurrency) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(node.id.as_str())
             .bind(node.hostname.as_str())
             .bind(node.pid)
             .bind(node.started_at)
-            .bind(node.heartbeat_at),
+            .bind(node.heartbeat_at)
+            .bind(node.concurrency.map(i64::from)),
         )
         .await?;
         Ok(())
@@ -124,6 +125,13 @@ impl<D: Dialect> Engine for SqlStore<D> {
     async fn heartbeat_node(&self, node: &str, now: Micros) -> Result<(), StoreError> {
         let q = Sql::new("UPDATE nodes SET heartbeat_at = $2 WHERE id = $1");
         self.write(q.bind(node).bind(now)).await?;
+        Ok(())
+    }
+
+    async fn set_node_concurrency(&self, node: &str, concurrency: u32) -> Result<(), StoreError> {
+        let q = Sql::new("UPDATE nodes SET concurrency = $2 WHERE id = $1");
+        self.write(q.bind(node).bind(i64::from(concurrency)))
+            .await?;
         Ok(())
     }
 
@@ -137,7 +145,8 @@ impl<D: Dialect> Engine for SqlStore<D> {
         let q = Sql::new(
             "SELECT e.id, e.pid AS exec_pid, n.id AS n_id, n.hostname AS n_hostname, \
                     n.pid AS n_pid, n.started_at AS n_started_at, \
-                    n.heartbeat_at AS n_heartbeat_at, n.stopped_at AS n_stopped_at \
+                    n.heartbeat_at AS n_heartbeat_at, n.stopped_at AS n_stopped_at, \
+                    n.concurrency AS n_concurrency \
              FROM executions e LEFT JOIN nodes n ON n.id = e.node \
              WHERE e.status = 'running' AND (e.node IS NULL OR e.node != $1)",
         )

@@ -166,6 +166,9 @@ impl<'a, D: Dialect> Fields<'a, D> {
             started_at: self.get(&col("started_at"))?,
             heartbeat_at: self.get(&col("heartbeat_at"))?,
             stopped_at: self.get(&col("stopped_at"))?,
+            concurrency: self
+                .get::<Option<i64>>(&col("concurrency"))?
+                .map(|n| n.clamp(0, u32::MAX as i64) as u32),
         }))
     }
 

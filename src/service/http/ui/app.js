@@ -247,9 +247,12 @@ async function overview() {
   let handler = "";
   const draw = async () => {
     const [n, q, a, t] = await Promise.all([api("/v1/nodes"), api("/v1/queues"), api("/v1/attention"), api("/v1/timeline?since=1h")]);
-    nodes.replaceChildren(table(["Node", "Host", "PID", "Started", "Last heartbeat", ""], n.map((x) => el("tr", {},
-      el("td", { class: "mono" }, x.id), el("td", {}, x.hostname), el("td", {}, x.pid), el("td", {}, when(x.started_at)),
-      el("td", { title: x.heartbeat_at }, ago(x.heartbeat_at)),
+    // A node id is its host and 32 hex digits: the host has its column, the
+    // id its last 8 digits (whole on hover), so that the row fits.
+    nodes.replaceChildren(table(["Node", "Host", "PID", "Runs at once", "Started", "Last heartbeat", ""], n.map((x) => el("tr", { "data-node": x.id },
+      el("td", { class: "mono", title: x.id }, `…${x.id.slice(-8)}`), el("td", {}, x.hostname), el("td", {}, x.pid),
+      el("td", { class: "concurrency" }, x.concurrency ?? "—"), el("td", {}, when(x.started_at)),
+      el("td", { title: x.heartbeat_at, class: "heartbeat" }, ago(x.heartbeat_at)),
       el("td", {}, x.stopped_at ? el("span", { class: "muted" }, "stopped") : x.live ? el("span", { class: "s-succeeded" }, "live") : el("span", { class: "s-failed" }, "silent")))), "No node has run in the last day."));
     queues.replaceChildren(table(["Queue", "Pending", "Running", "Limit", "Key limit", "Rate", ""], q.map((x) => el("tr", { "data-queue": x.name },
       el("td", {}, link(`#/executions?queue=${encodeURIComponent(x.name)}`, x.name)), el("td", {}, x.pending), el("td", {}, x.running),
