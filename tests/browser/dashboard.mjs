@@ -170,6 +170,49 @@ try {
     });
   });
 
+  await step("a cron job is created with a live preview, edited, triggered and deleted", async () => {
+    await page.goto(base + "/#/jobs");
+    await page.locator("#new-job").click();
+    await page.locator("#job-form").waitFor();
+    await page.locator("#j-name").fill("browser-job");
+    await page.locator("#j-handler").selectOption("echo");
+    await page.locator("#j-kind").selectOption("cron");
+    await page.locator("#j-tz").fill("Europe/Berlin");
+    // A bad schedule: the preview's error, inline.
+    await page.locator("#j-cron").fill("61 * * * *");
+    await until("the preview's error", async () => (await page.locator("#preview-error").textContent()).length > 0);
+    await page.locator("#j-cron").fill("30 9 * * 1-5");
+    await until("five runs previewed", async () => (await page.locator("#preview li").count()) === 5 && (await page.locator("#preview-error").textContent()) === "");
+    const first = await page.locator("#preview li").first().textContent();
+    assert.match(first, /9:30|09:30/, "in the job's zone");
+    assert.match(first, /T0[78]:30:00Z/, "and in UTC");
+    await shot(page, "job-form");
+    await page.locator("#j-description").fill("made in a browser");
+    await page.locator("#j-tags").fill("ui,test");
+    await page.locator("#job-save").click();
+    await page.waitForURL(/#\/jobs\/browser-job$/);
+    await page.locator("#job-details", { hasText: "made in a browser" }).waitFor();
+    let j = (await api("/v1/jobs/browser-job")).body;
+    assert.deepEqual([j.schedule.expr, j.schedule.tz, j.tags], ["30 9 * * 1-5", "Europe/Berlin", ["ui", "test"]]);
+    await page.locator("#job-edit").click();
+    await page.locator("#j-cron").fill("0 18 * * *");
+    await until("the edited preview", async () => /T17:00:00Z/.test(await page.locator("#preview li").first().textContent()));
+    await page.locator("#job-save").click();
+    await page.waitForURL(/#\/jobs\/browser-job$/);
+    j = (await api("/v1/jobs/browser-job")).body;
+    assert.equal(j.schedule.expr, "0 18 * * *");
+    assert.equal(j.description, "made in a browser", "what the form does not change stays");
+    await page.locator("#job-trigger").click();
+    await page.waitForURL(/#\/executions\/[0-9a-f-]{36}$/);
+    const ran = page.url().split("/").pop();
+    await until("the triggered run ends", async () => (await api(`/v1/executions/${ran}`)).body.status === "succeeded");
+    await page.goto(`${base}/#/jobs/browser-job`);
+    await page.locator("#job-delete").click();
+    await page.waitForURL(/#\/jobs$/);
+    assert.equal((await api("/v1/jobs/browser-job")).status, 404);
+    assert.equal((await api(`/v1/executions/${ran}`)).status, 200, "its history stays");
+  });
+
   await step("a workflow's graph shows its steps' statuses", async () => {
     await page.goto(base + "/#/workflows");
     await shot(page, "workflows");

@@ -204,6 +204,9 @@ const routes = [
   [/^#\/executions$/, executions],
   [/^#\/executions\/([0-9a-f-]{36})$/, execution],
   [/^#\/jobs$/, jobs],
+  [/^#\/jobs\/new$/, (q) => jobForm(null, q)],
+  [/^#\/jobs\/([^/]+)\/edit$/, (name, q) => jobForm(decodeURIComponent(name), q)],
+  [/^#\/jobs\/([^/]+)$/, (name) => jobPage(decodeURIComponent(name))],
   [/^#\/workflows$/, workflows],
   [/^#\/workflows\/([0-9a-f-]{36})$/, workflow],
   [/^#\/handlers$/, handlers],
@@ -588,13 +591,15 @@ function sparkline(execs) {
 async function jobs() {
   const all = await api("/v1/jobs");
   const tbody = el("tbody", {});
-  $main.replaceChildren(el("h1", {}, "Jobs"), card(null, all.length ? el("div", { class: "scroll" }, el("table", {},
+  $main.replaceChildren(el("h1", {}, "Jobs"),
+    el("div", { class: "actions" }, link("#/jobs/new", "New job", { class: "button primary", id: "new-job" })),
+    card(null, all.length ? el("div", { class: "scroll" }, el("table", {},
     el("thead", {}, el("tr", {}, ["Job", "Schedule", "Next runs", "Last outcome", "History", ""].map((h) => el("th", { scope: "col" }, h)))), tbody))
     : el("p", { class: "muted" }, "No job yet: add one with `jobvisor job add`.")));
   for (const j of all.slice(0, 200)) {
     const next = el("td", {}, "…"), lastOut = el("td", {}, "…"), hist = el("td", {}, "…");
     const tr = el("tr", { "data-job": j.name },
-      el("td", {}, link(`#/executions?job=${encodeURIComponent(j.name)}`, j.name), j.paused ? el("span", { class: "badge" }, " paused") : null,
+      el("td", {}, link(`#/jobs/${encodeURIComponent(j.name)}`, j.name), j.paused ? el("span", { class: "badge" }, " paused") : null,
         j.description ? el("div", { class: "muted" }, j.description) : null),
       el("td", {}, schedule(j.schedule)), next, lastOut, hist,
       el("td", {}, el("div", { class: "actions" },
@@ -608,6 +613,178 @@ async function jobs() {
       hist.replaceChildren(sparkline(h));
     }).catch(() => {});
   }
+}
+
+// A duration in milliseconds as the API writes one: a number of at most six
+// digits and the largest unit that holds it exactly.
+function durationText(msv) {
+  for (const [unit, size] of [["w", 604800000], ["d", 86400000], ["h", 3600000], ["m", 60000], ["s", 1000], ["ms", 1]]) {
+    if (msv % size === 0 && msv / size <= 999999) return `${msv / size}${unit}`;
+  }
+  return `${Math.round(msv / 1000)}s`;
+}
+
+const iso = (micros) => (micros === null || micros === undefined ? undefined : new Date(micros / 1000).toISOString());
+
+// What PUT /v1/jobs/{name} takes to leave job `j` as it is: the form
+// changes only the fields it shows.
+function bodyOf(j) {
+  const b = { name: j.name, handler: j.handler, payload: j.payload, mode: j.mode ?? undefined, priority: j.priority,
+    queue: j.queue, retries: j.retries, paused: j.paused, overlap: j.overlap, misfire: j.misfire,
+    max_parallel: j.max_parallel ?? undefined, max_runs: j.max_runs ?? undefined, concurrency_key: j.concurrency_key ?? undefined,
+    description: j.description ?? undefined, meta: j.meta ?? undefined, tags: j.tags ?? undefined,
+    condition: j.condition ?? undefined, keep_last: j.keep_last ?? undefined,
+    backoff: durationText(j.backoff_ms), timeout: j.timeout_ms ? durationText(j.timeout_ms) : undefined,
+    start: iso(j.start_at), end: iso(j.end_at) };
+  if (j.then?.length) { b.then = j.then.map((c) => c.job); b.then_on = j.then.map((c) => c.on); }
+  const s = j.schedule;
+  if (s.kind === "cron") { b.cron = s.expr; b.tz = s.tz; }
+  else if (s.kind === "interval") b.every = durationText(s.every_ms);
+  else if (s.kind === "once") b.at = iso(s.at);
+  else if (s.kind === "daemon") b.daemon = true;
+  return b;
+}
+
+async function jobPage(name) {
+  const j = await api(`/v1/jobs/${encodeURIComponent(name)}`);
+  const path = `/v1/jobs/${encodeURIComponent(name)}`;
+  const owned = j.declared ? el("p", { class: "muted", id: "declared" }, "Declared in the configuration file, which owns it: change it there.") : null;
+  put($main, el("h1", {}, `Job ${j.name} `, j.paused ? el("span", { class: "badge" }, "paused") : null),
+    el("div", { class: "actions" },
+      el("button", { type: "button", id: "job-trigger", onclick: () => act("Trigger", () => api(`${path}/trigger`, { method: "POST" })).then((r) => { if (r) location.hash = `#/executions/${r.id}`; }) }, "Trigger"),
+      el("button", { type: "button", id: "job-pause", onclick: () => act(j.paused ? "Resume" : "Pause", () => api(`${path}/${j.paused ? "resume" : "pause"}`, { method: "POST" })).then(() => jobPage(name)) }, j.paused ? "Resume" : "Pause"),
+      el("button", { type: "button", id: "job-edit", disabled: j.declared, onclick: () => { location.hash = `#/jobs/${encodeURIComponent(name)}/edit`; } }, "Edit"),
+      el("button", { type: "button", id: "job-delete", class: "danger", disabled: j.declared, onclick: () => {
+        if (confirm(`Delete job ${name}? Its history stays.`))
+          act("Delete", () => api(path, { method: "DELETE" })).then((r) => { if (r !== null) location.hash = "#/jobs"; });
+      } }, "Delete"),
+      link(`#/executions?job=${encodeURIComponent(name)}`, "Its executions")),
+    owned,
+    card("Definition", el("dl", { class: "kv", id: "job-details" }, [
+      ["Description", j.description ?? "—"], ["Handler", `${j.handler} (${j.mode ?? "its default"})`], ["Schedule", schedule(j.schedule)],
+      ["Condition", j.condition ?? "—"], ["Queue", j.queue], ["Retries", j.retries], ["Payload", JSON.stringify(j.payload)],
+      ["Tags", j.tags?.length ? j.tags.join(", ") : "—"], ["Meta", j.meta ? Object.entries(j.meta).map(([k, v]) => `${k}=${v}`).join(", ") : "—"],
+      ["Runs", `${j.runs} (missed ${j.missed})`]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
+    card("Next runs", j.next_runs.length ? el("ol", { class: "mono", id: "job-next" }, j.next_runs.map((t) => el("li", {}, zoned(t, j.schedule.tz)))) : el("p", { class: "muted" }, "None.")));
+}
+
+// A time in zone `tz` (if given) and in UTC.
+function zoned(t, tz) {
+  const d = new Date(t);
+  const local = tz ? d.toLocaleString(undefined, { timeZone: tz, timeZoneName: "short" }) : null;
+  return local ? `${local} · ${t}` : t;
+}
+
+const KINDS = [["cron", "Cron"], ["every", "Every"], ["at", "Once at"], ["daemon", "Daemon"]];
+
+async function jobForm(name, _q) {
+  const [handlers, job] = await Promise.all([api("/v1/handlers"), name ? api(`/v1/jobs/${encodeURIComponent(name)}`) : null]);
+  const base = job ? bodyOf(job) : {};
+  const kind0 = base.cron !== undefined ? "cron" : base.every ? "every" : base.at ? "at" : base.daemon ? "daemon" : "cron";
+  const field = (id, label, input, hint) => el("div", { class: `field f-${id}` }, el("label", { for: `j-${id}` }, label), input, hint ? el("small", { class: "muted" }, hint) : null);
+  const input = (id, value, attrs = {}) => el("input", { id: `j-${id}`, name: id, value: value ?? "", ...attrs });
+  const names = handlers.map((h) => h.name);
+  const f = {
+    name: input("name", base.name, { required: true, readonly: !!job, autocomplete: "off" }),
+    handler: el("select", { id: "j-handler", name: "handler" }, names.map((n) => el("option", { value: n, selected: n === base.handler }, n))),
+    kind: el("select", { id: "j-kind", name: "kind" }, KINDS.map(([v, t]) => el("option", { value: v, selected: v === kind0 }, t))),
+    cron: input("cron", base.cron, { placeholder: "0 9 * * 1-5", autocomplete: "off" }),
+    tz: input("tz", base.tz ?? (Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"), { placeholder: "Europe/Berlin" }),
+    every: input("every", base.every, { placeholder: "15m" }),
+    at: input("at", base.at, { placeholder: "2026-12-24T18:00:00Z" }),
+    payload: el("textarea", { id: "j-payload", name: "payload", rows: 3 }, JSON.stringify(base.payload ?? null)),
+    queue: input("queue", base.queue ?? "default"),
+    retries: input("retries", base.retries ?? 0, { type: "number", min: 0 }),
+    timeout: input("timeout", base.timeout, { placeholder: "30s" }),
+    description: input("description", base.description),
+    tags: input("tags", (base.tags ?? []).join(","), { placeholder: "billing,eu" }),
+    condition: el("select", { id: "j-condition", name: "condition" }, el("option", { value: "" }, "none"), names.map((n) => el("option", { value: n, selected: n === base.condition }, n))),
+    paused: el("input", { id: "j-paused", name: "paused", type: "checkbox", checked: !!base.paused }),
+  };
+  const preview = el("ol", { class: "mono", id: "preview" });
+  const previewError = el("p", { class: "error", id: "preview-error", role: "alert" });
+  const formError = el("p", { class: "error", id: "form-error", role: "alert" });
+  const show = () => {
+    const k = f.kind.value;
+    for (const [id, kinds] of [["cron", ["cron"]], ["tz", ["cron"]], ["every", ["every"]], ["at", ["at"]]])
+      f[id].closest(".field").hidden = !kinds.includes(k);
+  };
+  // The next 5 runs as they are typed: in the job's zone and in UTC.
+  let pending = null, asked = 0;
+  const refresh = () => {
+    clearTimeout(pending);
+    pending = setTimeout(async () => {
+      const k = f.kind.value, n = ++asked;
+      const q = new URLSearchParams({ count: "5" });
+      if (k === "cron") { q.set("cron", f.cron.value.trim()); if (f.tz.value.trim()) q.set("tz", f.tz.value.trim()); }
+      else if (k === "every") q.set("every", f.every.value.trim());
+      else if (k === "at") q.set("at", f.at.value.trim());
+      else { put(preview, el("li", { class: "muted" }, "A daemon runs all the time.")); previewError.textContent = ""; return; }
+      try {
+        const times = await api(`/v1/preview?${q}`);
+        if (n !== asked) return;
+        previewError.textContent = "";
+        put(preview, times.map((t) => el("li", {}, zoned(t, k === "cron" ? f.tz.value.trim() || "UTC" : null))));
+      } catch (e) {
+        if (n !== asked) return;
+        put(preview);
+        previewError.textContent = e.message;
+      }
+    }, 250);
+  };
+  for (const id of ["kind", "cron", "tz", "every", "at"]) f[id].addEventListener("input", () => { show(); refresh(); });
+  const submit = async (e) => {
+    e.preventDefault();
+    formError.textContent = "";
+    const b = { ...base };
+    for (const k of ["cron", "tz", "every", "at", "daemon", "start"]) delete b[k];
+    b.name = f.name.value.trim();
+    b.handler = f.handler.value;
+    const k = f.kind.value;
+    if (k === "cron") { b.cron = f.cron.value.trim(); b.tz = f.tz.value.trim() || "UTC"; }
+    else if (k === "every") { b.every = f.every.value.trim(); if (job && base.start) b.start = base.start; }
+    else if (k === "at") b.at = f.at.value.trim();
+    else b.daemon = true;
+    try { b.payload = JSON.parse(f.payload.value || "null"); } catch (err) { formError.textContent = `payload: ${err.message}`; return; }
+    b.queue = f.queue.value.trim() || "default";
+    b.retries = Number(f.retries.value || 0);
+    b.timeout = f.timeout.value.trim() || undefined;
+    b.description = f.description.value.trim() || undefined;
+    const tags = f.tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+    b.tags = tags.length ? tags : undefined;
+    b.condition = f.condition.value || undefined;
+    b.paused = f.paused.checked;
+    try {
+      if (job) await api(`/v1/jobs/${encodeURIComponent(name)}`, { method: "PUT", body: b });
+      else await api("/v1/jobs", { method: "POST", body: b });
+      toast(`${job ? "Saved" : "Created"} ${b.name}`);
+      location.hash = `#/jobs/${encodeURIComponent(b.name)}`;
+    } catch (err) {
+      formError.textContent = err.message;
+    }
+  };
+  const form = el("form", { class: "job-form", id: "job-form", onsubmit: submit },
+    field("name", "Name", f.name, job ? "A job keeps its name." : "Letters, digits, -, _, . and :"),
+    field("handler", "Handler", f.handler),
+    field("kind", "Runs", f.kind),
+    field("cron", "Cron", f.cron, "Five fields (six with seconds), or @daily…"),
+    field("tz", "Time zone", f.tz),
+    field("every", "Every", f.every, "A number and a unit: 30s, 15m, 2h"),
+    field("at", "At", f.at, "RFC 3339"),
+    field("payload", "Payload (JSON)", f.payload),
+    field("queue", "Queue", f.queue),
+    field("retries", "Retries", f.retries),
+    field("timeout", "Timeout", f.timeout),
+    field("condition", "Condition", f.condition, "Runs before each occurrence: false skips it"),
+    field("description", "Description", f.description),
+    field("tags", "Tags", f.tags, "Comma-separated"),
+    el("div", { class: "field" }, el("label", {}, f.paused, " paused")),
+    el("div", { class: "field" }, el("button", { class: "primary", type: "submit", id: "job-save" }, job ? "Save" : "Create")),
+    formError);
+  put($main, el("h1", {}, job ? `Edit job ${name}` : "New job"),
+    el("div", { class: "grid" }, card(null, form), card("Next 5 runs", preview, previewError)));
+  show();
+  refresh();
 }
 
 // ---------- workflows ----------
