@@ -159,7 +159,7 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
     );
     assert_runtime_failure(
         cli_at("/nonexistent/dir/x.db", &["run", "echo"]),
-        "cannot open database",
+        "no database at /nonexistent/dir/x.db",
     );
     let junk = env.dir.path().join("junk.db");
     std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
@@ -454,8 +454,9 @@ async fn exec_logs_follow_streams_until_the_execution_ends() {
 
 #[test]
 fn exit_codes_are_0_ok_1_job_failed_2_bad_input_3_runtime_failure() {
-    let env = Env::new();
-    // 3: a command that only reads never creates a database.
+    let env = Env::bare();
+    // 3: no command but `serve` and `migrate` creates a database, and the
+    // error says where the service's is.
     for args in [
         vec!["job", "list"],
         vec!["exec", "list"],
@@ -463,17 +464,23 @@ fn exit_codes_are_0_ok_1_job_failed_2_bad_input_3_runtime_failure() {
         vec!["stats"],
         vec!["handler", "list"],
         vec!["queue", "list"],
+        vec!["run", "echo"],
+        vec!["job", "add", "j", "--handler", "echo", "--every", "1h"],
+        vec!["handler", "add", "h", "--exec", "/bin/true"],
+        vec!["queue", "pause", "q"],
     ] {
         let out = env.cli(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
         assert!(stderr.contains("no database at"), "{stderr}");
+        assert!(stderr.contains("/etc/jobvisor/jobvisor.toml"), "{stderr}");
         assert!(
             !env.path("jobvisor.db").exists(),
             "{args:?} created a database"
         );
     }
+    env.ok(&["migrate"]);
     // 2: bad input, database or not.
     assert_bad_input(
         env.cli(&[
@@ -500,6 +507,46 @@ fn exit_codes_are_0_ok_1_job_failed_2_bad_input_3_runtime_failure() {
     // --help says all of this.
     let help = env.ok(&["--help"]);
     assert!(help.contains("3 runtime failure"), "{help}");
+}
+
+/// Without --database, the CLI uses the service's database: `database` in
+/// the config file that $JOBVISOR_CONFIG names, whatever the directory it
+/// runs in; it creates nothing there.
+#[test]
+fn the_cli_uses_the_database_of_the_services_config_file() {
+    let env = Env::new();
+    let config = env.path("jobvisor.toml");
+    std::fs::write(
+        &config,
+        format!("database = {:?}\nconcurrency = 2\n", env.db),
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(jobvisor_bin())
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env_remove("JOBVISOR_DATABASE")
+            .env("JOBVISOR_CONFIG", &config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["run", "echo", "--payload", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(env.ok(&["exec", "list"]).contains(&id[id.len() - 8..]));
+    assert!(!elsewhere.path().join("jobvisor.db").exists());
+    // --help names where it looks.
+    let help = String::from_utf8_lossy(&cli(&["--help"]).stdout).to_string();
+    assert!(
+        help.contains("JOBVISOR_CONFIG") && help.contains("postgres://"),
+        "{help}"
+    );
 }
 
 #[test]

@@ -839,10 +839,7 @@ async fn handlers_nodes_queues_and_stats_round_trip(store: Arc<dyn Store>) {
     store.register_node(&node).await.unwrap();
     store.heartbeat_node("node-a", now + 5).await.unwrap();
     store.set_node_concurrency("node-a", 3).await.unwrap();
-    assert_eq!(
-        store.live_nodes(now).await.unwrap()[0].concurrency,
-        Some(3)
-    );
+    assert_eq!(store.live_nodes(now).await.unwrap()[0].concurrency, Some(3));
     assert_eq!(
         store.live_nodes(now).await.unwrap()[0].heartbeat_at,
         now + 5

@@ -621,7 +621,9 @@ impl Cell<'_> {
             .map(|s| s.to_string())
             .collect();
         noop.extend(mode_flags.iter().map(|s| s.to_string()));
-        for args in [bad, noop] {
+        // The cell's database is made first: only `migrate` and `serve`
+        // create one.
+        for args in [vec!["migrate".to_string()], bad, noop] {
             let out = Command::new(&self.place.exe)
                 .arg("--database")
                 .arg(db)

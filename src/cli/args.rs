@@ -8,22 +8,16 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "jobvisor", version, propagate_version = true, after_help = super::EXIT_CODES)]
 pub struct Cli {
-    /// Database: an sqlite:// URL or a file path [default: ./jobvisor.db,
-    /// or $STATE_DIRECTORY/jobvisor.db under systemd]
+    /// Database: a postgres:// URL, an sqlite:// URL or a file path
+    /// [default: the service's, `database` in its config file
+    /// ($JOBVISOR_CONFIG or /etc/jobvisor/jobvisor.toml); else
+    /// ./jobvisor.db, or $STATE_DIRECTORY/jobvisor.db under systemd]
     #[arg(long, global = true, env = "JOBVISOR_DATABASE")]
     pub database: Option<String>,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-impl Cli {
-    pub(crate) fn database(&self) -> String {
-        self.database
-            .clone()
-            .unwrap_or_else(jobvisor::default_database)
-    }
 }
 
 /// Subcommands.

@@ -197,11 +197,32 @@ pub enum ListenError {
     SameTokens,
 }
 
-/// The file to read: `--config`, else the default path if it exists.
+/// The variable that names the service's config file.
+pub const CONFIG_ENV: &str = "JOBVISOR_CONFIG";
+
+/// The file to read: `--config`, else $JOBVISOR_CONFIG, else the default
+/// path if it exists.
 pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
     match flag {
         Some(p) => Some(p.to_path_buf()),
-        None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()),
+        None => match std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+            Some(p) => Some(PathBuf::from(p)),
+            None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()),
+        },
+    }
+}
+
+/// The `database` the service's config file names, for the commands that
+/// act on the service's database: read leniently (only that key; a file
+/// that cannot be read or parsed names none, and `check-config` is the
+/// place to hear why).
+pub fn database_of_service() -> Option<String> {
+    let path = locate(None)?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: Table = text.parse().ok()?;
+    match table.get("database") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
     }
 }
 

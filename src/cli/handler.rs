@@ -8,12 +8,8 @@ use jobvisor_worker::builtins;
 use std::path::{Path, PathBuf};
 
 pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
-    // Only `add` may create the database; the rest read or change handlers.
-    let store = if matches!(cmd, HandlerCmd::Add(_)) {
-        jobvisor::store::open(db).await?
-    } else {
-        jobvisor::store::open_existing(db).await?
-    };
+    // Only `serve` and `migrate` create a database.
+    let store = jobvisor::store::open_existing(db).await?;
     match cmd {
         HandlerCmd::Add(a) => {
             let spec = spec_from_args(a.name.clone(), &a)?;

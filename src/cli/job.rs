@@ -14,12 +14,8 @@ pub(crate) async fn job(db: &str, cmd: JobCmd) -> Result<(), CliError> {
         // Needs no database: it only computes.
         return preview(p);
     }
-    // Only `add` may create the database; the rest need jobs.
-    let store = if matches!(cmd, JobCmd::Add(_)) {
-        jobvisor::store::open(db).await?
-    } else {
-        jobvisor::store::open_existing(db).await?
-    };
+    // Only `serve` and `migrate` create a database.
+    let store = jobvisor::store::open_existing(db).await?;
     // Reads need no client (on PostgreSQL, connecting one asks whether a
     // node hears events).
     let cmd = match cmd {

@@ -93,7 +93,14 @@ pub fn main() -> ExitCode {
 
 /// Runs the command `cli` names.
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
-    let db = cli.database();
+    // The database a command other than `serve` uses: --database (or
+    // JOBVISOR_DATABASE), else the one the service's config file names,
+    // else the default.
+    let db = cli
+        .database
+        .clone()
+        .or_else(config::database_of_service)
+        .unwrap_or_else(jobvisor::default_database);
     match cli.command {
         Command::Serve(a) => serve::serve(cli.database.clone(), a).await,
         Command::Migrate => {
@@ -148,7 +155,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::CheckConfig { path } => {
-            let path = path.unwrap_or_else(|| config::DEFAULT_PATH.into());
+            let path =
+                config::locate(path.as_deref()).unwrap_or_else(|| config::DEFAULT_PATH.into());
             let f = config::load(&path).map_err(|e| input(e.to_string()))?;
             // The database `serve` would use, for the handlers registered
             // there; none yet is fine (serve would create it).

@@ -60,11 +60,8 @@ pub(crate) async fn queue(db: &str, cmd: QueueCmd) -> Result<(), CliError> {
     if !matches!(cmd, QueueCmd::List(_)) && name.is_empty() {
         return Err(input("a queue name cannot be empty"));
     }
-    let store = if matches!(cmd, QueueCmd::List(_)) {
-        jobvisor::store::open_existing(db).await?
-    } else {
-        jobvisor::store::open(db).await?
-    };
+    // Only `serve` and `migrate` create a database.
+    let store = jobvisor::store::open_existing(db).await?;
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     if !matches!(cmd, QueueCmd::List(_)) {
         jobvisor::Client::connect(store.clone())

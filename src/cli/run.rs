@@ -16,7 +16,7 @@ const SERVING_WINDOW: Duration = Duration::from_secs(5);
 pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
     let payload: serde_json::Value = serde_json::from_str(&a.payload)
         .map_err(|e| input(format!("invalid --payload JSON: {e}")))?;
-    let store = jobvisor::store::open(db).await?;
+    let store = jobvisor::store::open_existing(db).await?;
     let unique = a.unique_key.map(|key| jobvisor::model::UniqueKey {
         key,
         hold_ms: a

@@ -28,7 +28,7 @@ pub(crate) async fn workflow(db: &str, cmd: WorkflowCmd) -> Result<(), CliError>
     if let WorkflowCmd::Run { file, json } = cmd {
         // Checked before the database is touched: a bad file writes nothing.
         let spec = WorkflowSpec::parse(&read(&file)?)?;
-        let store = jobvisor::store::open(db).await?;
+        let store = jobvisor::store::open_existing(db).await?;
         let done = jobvisor::Client::connect(store)
             .await
             .workflow(&spec)

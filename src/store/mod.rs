@@ -71,7 +71,7 @@ pub enum StoreError {
     },
     /// A command that only reads found no database where it was pointed
     /// (it never creates one).
-    #[error("no database at {0} (`jobvisor serve` or `jobvisor migrate` creates one; --database or JOBVISOR_DATABASE names another)")]
+    #[error("no database at {0}: only `jobvisor serve` and `jobvisor migrate` create one; the service's is `database` in its config file (read from $JOBVISOR_CONFIG or /etc/jobvisor/jobvisor.toml), and --database or JOBVISOR_DATABASE names another")]
     Missing(String),
     /// An execution to run after does not exist (or, within one enqueue,
     /// comes after its dependent).

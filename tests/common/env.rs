@@ -12,7 +12,17 @@ pub struct Env {
 }
 
 impl Env {
+    /// A directory with a database created in it (`jobvisor migrate`): no
+    /// command but `serve` and `migrate` creates one.
     pub fn new() -> Self {
+        let env = Self::bare();
+        env.migrate();
+        env
+    }
+
+    /// A directory with no database in it yet.
+    #[allow(dead_code)]
+    pub fn bare() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("jobvisor.db").display().to_string();
         Self {
@@ -22,16 +32,34 @@ impl Env {
         }
     }
 
+    /// Creates (or brings up to date) the database.
+    fn migrate(&self) {
+        let out = Command::new(jobvisor_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .arg("migrate")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "jobvisor migrate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// An [`Env`] on a fresh PostgreSQL database of its own, if a server
     /// is there (under CI one must be).
     #[allow(dead_code)]
     pub async fn postgres() -> Option<Self> {
         let db = super::pg_database().await?;
-        Some(Self {
+        let env = Self {
             dir: tempfile::tempdir().unwrap(),
             db,
             test_builtins: false,
-        })
+        };
+        env.migrate();
+        Some(env)
     }
 
     /// An [`Env`] whose commands (`serve` included) have the test built-ins.
