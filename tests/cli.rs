@@ -1706,3 +1706,89 @@ async fn every_acting_command_takes_json() {
         "{r}"
     );
 }
+
+/// A program handler starts where `handler add` ran (`--workdir` says
+/// otherwise), stored absolute and shown, so its relative paths hold
+/// whatever directory `serve` runs in; a handler that takes a built-in's
+/// name says that it overrides it for every job and run, there and in
+/// `handler list`.
+#[test]
+fn handlers_keep_their_working_directory_and_overrides_say_so() {
+    let env = Env::new();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("data.txt"), "from the project\n").unwrap();
+    let add = |args: &[&str]| {
+        Command::new(jobvisor_bin())
+            .arg("--database")
+            .arg(&env.db)
+            .args(args)
+            .current_dir(project.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = add(&[
+        "handler",
+        "add",
+        "reader",
+        "--exec",
+        "/bin/sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "cat data.txt",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = std::fs::canonicalize(project.path()).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("working directory: {}", dir.display())),
+        "{stdout}"
+    );
+    let listed = env.ok(&["handler", "list"]);
+    assert!(
+        listed.contains(&format!("(in {})", dir.display())),
+        "{listed}"
+    );
+    // `serve` runs elsewhere (the test's directory).
+    let serve = env.serve(&[]);
+    let id = env.enqueue(&["reader"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = env.store().await;
+        let e = finished(store.as_ref(), id).await;
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        let logs = store.logs(id, 0, None, 10).await.unwrap();
+        assert!(
+            logs.iter().any(|l| l.message == "from the project"),
+            "{logs:?}"
+        );
+    });
+    drop(serve);
+    // A directory that is not there is refused.
+    let out = env.cli(&[
+        "handler",
+        "add",
+        "lost",
+        "--exec",
+        "/bin/true",
+        "--workdir",
+        "/no/such/dir",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    // Overriding a built-in says so.
+    let out = env.cli(&["handler", "add", "echo", "--builtin", "--mode", "process"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("overrides the built-in echo for every job and run"),
+        "{err}"
+    );
+    let listed = env.ok(&["handler", "list"]);
+    let line = listed.lines().find(|l| l.starts_with("echo")).unwrap();
+    assert!(line.contains("overridden"), "{listed}");
+}

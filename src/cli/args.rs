@@ -534,9 +534,12 @@ pub struct HandlerAddArgs {
     /// Pass a variable of the supervisor's environment through (repeat).
     #[arg(long)]
     pub allow_env: Vec<String>,
-    /// Working directory of the child.
-    #[arg(long)]
-    pub cwd: Option<String>,
+    /// Working directory of the child, where its relative paths start
+    /// [default: the directory `handler add` runs in, for a program that
+    /// does not --run-as another user (who may not enter it); a config
+    /// file's handler: the file's directory]
+    #[arg(long = "workdir", alias = "cwd", value_name = "DIR")]
+    pub workdir: Option<String>,
     /// Memory limit (e.g. 512M): cgroup memory.max, else an address-space
     /// rlimit.
     #[arg(long, value_parser = parse_size)]

@@ -261,6 +261,11 @@ fn retention_word(what: &str, w: &str) -> Result<Option<Duration>, String> {
 
 /// Checks a configuration file's text.
 pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
+    // Where its programs start unless they say: the file's directory.
+    let dir = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/"));
     let at = |line: usize, reason: String| ConfigError::At {
         path: path.to_path_buf(),
         line,
@@ -316,7 +321,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
     let mut handlers = Vec::new();
     for t in &raw.handlers {
         let line = line_of(text, t.span().start);
-        let spec = handler(t.get_ref()).map_err(|e| at(line, e))?;
+        let spec = handler(t.get_ref(), &dir).map_err(|e| at(line, e))?;
         if handlers.iter().any(|h: &HandlerSpec| h.name == spec.name) {
             return Err(at(
                 line,
@@ -482,12 +487,16 @@ struct JobLine {
     a: JobAddArgs,
 }
 
-fn handler(t: &Table) -> Result<HandlerSpec, String> {
+fn handler(t: &Table, dir: &Path) -> Result<HandlerSpec, String> {
     use clap::Parser;
     let line = command_line("handler", t)?;
     let name = line[1].clone();
-    let parsed = HandlerLine::try_parse_from(&line)
+    let mut parsed = HandlerLine::try_parse_from(&line)
         .map_err(|e| format!("handler {name:?}: {}", clap_message(e)))?;
+    // A declared program starts in the file's directory, unless it says.
+    if parsed.a.workdir.is_none() && parsed.a.exec.is_some() && parsed.a.run_as.is_none() {
+        parsed.a.workdir = Some(dir.display().to_string());
+    }
     super::handler::spec_from_args(name.clone(), &parsed.a)
         .map_err(|e| format!("handler {name:?}: {e}"))
 }

@@ -25,9 +25,19 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
                 .await?;
             match &spec.kind {
                 HandlerKind::Exec { program, .. } => {
-                    println!("handler {} registered: {program}", spec.name)
+                    println!("handler {} registered: {program}", spec.name);
+                    if let Some(dir) = &spec.limits.cwd {
+                        println!("working directory: {dir}");
+                    }
                 }
                 HandlerKind::Rust => println!("handler {} registered (built-in)", spec.name),
+            }
+            if builtins::known(&spec.name) {
+                eprintln!(
+                    "jobvisor: note: handler {0} overrides the built-in {0} for every job and run \
+                     (`handler remove {0}` restores it)",
+                    spec.name
+                );
             }
             for note in enforcement_notes(&spec) {
                 eprintln!("jobvisor: note: {note}");
@@ -35,6 +45,12 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
             Ok(())
         }
         HandlerCmd::List(j) => {
+            let registered: std::collections::HashSet<String> = store
+                .handlers()
+                .await?
+                .into_iter()
+                .map(|h| h.name)
+                .collect();
             let all: Vec<_> = jobvisor::store::all_handlers(store.as_ref())
                 .await?
                 .into_iter()
@@ -50,12 +66,28 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
                             h.name.clone(),
                             h.mode.to_string(),
                             match &h.kind {
+                                HandlerKind::Rust
+                                    if builtins::known(&h.name) && registered.contains(&h.name) =>
+                                {
+                                    format!(
+                                        "built-in, overridden ({} mode for every job and run)",
+                                        h.mode
+                                    )
+                                }
                                 HandlerKind::Rust => "built-in / Rust".into(),
                                 HandlerKind::Exec { program, args } => {
-                                    std::iter::once(program.clone())
+                                    let line = std::iter::once(program.clone())
                                         .chain(args.iter().map(|a| format!("{a:?}")))
                                         .collect::<Vec<_>>()
-                                        .join(" ")
+                                        .join(" ");
+                                    let over = match builtins::known(&h.name) {
+                                        true => " (overrides the built-in)",
+                                        false => "",
+                                    };
+                                    match &h.limits.cwd {
+                                        Some(dir) => format!("{line} (in {dir}){over}"),
+                                        None => format!("{line}{over}"),
+                                    }
                                 }
                             },
                         ]
@@ -149,11 +181,20 @@ pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<Handler
             )))
         }
     };
-    if let Some(dir) = &a.cwd {
-        if !Path::new(dir).is_dir() {
-            return Err(input(format!("working directory {dir:?} does not exist")));
+    // Stored absolute, so that it means the same whoever starts `serve`
+    // from wherever.
+    let workdir = match &a.workdir {
+        Some(dir) if !Path::new(dir).is_dir() => {
+            return Err(input(format!("working directory {dir:?} does not exist")))
         }
-    }
+        Some(dir) => {
+            Some(std::path::absolute(dir).map_err(|e| input(format!("--workdir {dir:?}: {e}")))?)
+        }
+        None if matches!(kind, HandlerKind::Exec { .. }) && a.run_as.is_none() => Some(
+            std::env::current_dir().map_err(|e| input(format!("the current directory: {e}")))?,
+        ),
+        None => None,
+    };
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     if a.timeout.is_some_and(|t| t.is_zero()) {
         return Err(input("--timeout must be longer than 0"));
@@ -213,7 +254,7 @@ pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<Handler
             heartbeat_timeout_ms: a.heartbeat_timeout.map(ms),
             env: a.env.clone(),
             allow_env: a.allow_env.clone(),
-            cwd: a.cwd.clone(),
+            cwd: workdir.map(|d| d.display().to_string()),
             memory_max: a.memory,
             pids_max: a.pids,
             cpu_max: a.cpus,
