@@ -61,6 +61,82 @@ pub async fn matching(
     }
 }
 
+/// What a bulk action would do, acting on nothing: how many executions
+/// the filter matches, and those it would act on, with what it would do to
+/// each in the counts of [`Bulk`] (a dry run says exactly this).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// What the action would answer.
+    #[serde(flatten)]
+    pub bulk: Bulk,
+    /// The executions it would act on, newest first.
+    pub executions: Vec<Execution>,
+}
+
+/// What cancelling by `filter` would do: the matches that have not ended,
+/// those not started cancelled, the running ones asked to stop.
+pub async fn plan_cancel(store: &dyn Reads, filter: &ExecFilter) -> Result<Plan, StoreError> {
+    let found = matching(store, filter).await?;
+    let matched = found.len() as u64;
+    let open: Vec<Execution> = found
+        .into_iter()
+        .filter(|e| !e.status.is_terminal())
+        .collect();
+    let running = open
+        .iter()
+        .filter(|e| e.status == crate::model::Status::Running)
+        .count() as u64;
+    Ok(Plan {
+        bulk: Bulk {
+            matched,
+            cancelled: Some(open.len() as u64 - running),
+            requested: Some(running),
+            retried: None,
+        },
+        executions: open,
+    })
+}
+
+/// What retrying by `filter` would do: the matches that failed or were
+/// cancelled, are the last attempt of their chain, and whose unique key no
+/// other execution holds (what [`crate::store::Commands::retry`] takes).
+pub async fn plan_retry(store: &dyn Reads, filter: &ExecFilter) -> Result<Plan, StoreError> {
+    use crate::model::Status;
+    let found = matching(store, filter).await?;
+    let matched = found.len() as u64;
+    let mut would = Vec::new();
+    for e in found {
+        if !matches!(e.status, Status::Failed | Status::Cancelled) || e.next_id.is_some() {
+            continue;
+        }
+        if let Some(key) = &e.unique_key {
+            let holders = ExecFilter {
+                unique_key: Some(key.clone()),
+                statuses: vec![
+                    Status::Waiting,
+                    Status::Pending,
+                    Status::Held,
+                    Status::Running,
+                ],
+                limit: 1,
+                ..Default::default()
+            };
+            if !store.executions(&holders).await?.is_empty() {
+                continue;
+            }
+        }
+        would.push(e);
+    }
+    Ok(Plan {
+        bulk: Bulk {
+            matched,
+            retried: Some(would.len() as u64),
+            ..Default::default()
+        },
+        executions: would,
+    })
+}
+
 /// Cancels every execution `filter` matches that has not ended.
 #[cfg_attr(feature = "testing", visibility::make(pub))]
 pub(crate) async fn cancel(

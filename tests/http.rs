@@ -1751,7 +1751,10 @@ async fn runs_carry_tags_meta_and_origin_and_are_found_by_them() {
             "pending",
             "--dry-run",
         ]);
-        assert!(dry.contains("0 executions match"), "{dry}");
+        assert!(
+            dry.contains("matched 0 executions: 0 would be cancelled"),
+            "{dry}"
+        );
 
         // Limits: one line, exit 2 or 4xx, nothing written.
         let count = || async {
@@ -1966,5 +1969,111 @@ async fn a_nodes_concurrency_changes_without_a_restart() {
             (ours(&addr)["concurrency"] == 4).then_some(())
         })
         .await;
+    }
+}
+
+/// A run retried twice is one failure: `exec list --final` (`?final=true`)
+/// shows its last attempt only, a dry run says exactly what the action then
+/// does, and "needs attention" lists runs that failed for good, once.
+/// Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_count_once_per_run_and_dry_runs_say_what_the_action_does() {
+    let mut envs = vec![Env::new()];
+    envs.extend(Env::postgres().await);
+    for env in envs {
+        let serve = env.serve(&[]);
+        let addr = serve.http_addr();
+        let store = env.store().await;
+        let flaky = env.enqueue(&["fail", "--retries", "2", "--backoff", "10ms", "--tag", "f"]);
+        let last = eventually("three attempts", || async {
+            let all = store
+                .executions(&jobvisor::store::ExecFilter {
+                    tags: vec!["f".into()],
+                    statuses: vec![Status::Failed],
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            (all.len() == 3 && all[0].next_id.is_none()).then(|| all[0].id)
+        })
+        .await;
+        let ok = env.enqueue(&["noop", "--tag", "f"]);
+        finished(store.as_ref(), ok).await;
+        let ids = |v: Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let listed = |args: &[&str]| -> Value {
+            let mut all = vec!["exec", "list", "--json"];
+            all.extend_from_slice(args);
+            serde_json::from_str(&env.ok(&all)).unwrap()
+        };
+        assert_eq!(ids(listed(&["--tag", "f", "--status", "failed"])).len(), 3);
+        assert_eq!(
+            ids(listed(&["--tag", "f", "--status", "failed", "--final"])),
+            [last.to_string()]
+        );
+        assert_eq!(
+            ids(get(&addr, "/v1/executions?tag=f&status=failed&final=true").json()),
+            [last.to_string()]
+        );
+        assert_eq!(ids(listed(&["--tag", "f", "--final"])).len(), 2);
+        // The dry run says what the retry then does.
+        let dry: Value =
+            serde_json::from_str(&env.ok(&["exec", "retry", "--tag", "f", "--dry-run", "--json"]))
+                .unwrap();
+        assert_eq!(
+            (dry["matched"].clone(), dry["retried"].clone()),
+            (json!(4), json!(1)),
+            "{dry}"
+        );
+        assert_eq!(ids(dry["executions"].clone()), [last.to_string()]);
+        let text = env.ok(&["exec", "retry", "--tag", "f", "--dry-run"]);
+        assert!(
+            text.contains("matched 4 executions: 1 would be retried"),
+            "{text}"
+        );
+        let done: Value =
+            serde_json::from_str(&env.ok(&["exec", "retry", "--tag", "f", "--json"])).unwrap();
+        assert_eq!(
+            (done["matched"].clone(), done["retried"].clone()),
+            (json!(4), json!(1)),
+            "{done}"
+        );
+        // Cancel's dry run: one not started, none running.
+        let later = env.enqueue(&["noop", "--in", "1h", "--tag", "g"]);
+        let dry: Value =
+            serde_json::from_str(&env.ok(&["exec", "cancel", "--tag", "g", "--dry-run", "--json"]))
+                .unwrap();
+        assert_eq!(
+            (
+                dry["matched"].clone(),
+                dry["cancelled"].clone(),
+                dry["requested"].clone(),
+                dry["dry_run"].clone()
+            ),
+            (json!(1), json!(1), json!(0), json!(true)),
+            "{dry}"
+        );
+        assert_eq!(
+            store.execution(later).await.unwrap().unwrap().status,
+            Status::Pending
+        );
+        // Needs attention: the run that failed for good (its retry, now
+        // over too), once.
+        let fourth = eventually("the retried attempt fails", || async {
+            let e = store.execution(last).await.unwrap().unwrap();
+            let next = store.execution(e.next_id?).await.unwrap()?;
+            (next.status == Status::Failed).then_some(next.id)
+        })
+        .await;
+        let attention = get(&addr, "/v1/attention").json();
+        let failed = ids(attention["failed"].clone());
+        assert_eq!(failed, [fourth.to_string()], "{attention}");
+        assert!(!failed.contains(&flaky.to_string()));
     }
 }

@@ -776,6 +776,9 @@ pub struct FilterArgs {
     /// chained, workflow, retry, snooze or daemon.
     #[arg(long)]
     pub origin: Option<jobvisor::model::Origin>,
+    /// Only the last attempt of each run (a run retried twice counts once).
+    #[arg(long = "final")]
+    pub last_attempt: bool,
 }
 
 /// A tag, as `--tag` takes it.
@@ -802,6 +805,7 @@ impl FilterArgs {
             tags: self.tag.clone(),
             meta: self.meta.iter().cloned().collect(),
             origin: self.origin,
+            last_attempt: self.last_attempt,
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::args::{ActArgs, ExecCmd, ExecListArgs, HoldArgs};
 use super::{input, output, CliError};
 use jobvisor::model::{Execution, LogEntry};
-use jobvisor::store::{CancelRequest, ExecFilter, HoldRequest, Reads, RetryRequest};
+use jobvisor::store::{CancelRequest, HoldRequest, Reads, RetryRequest};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -115,7 +115,7 @@ async fn cancel(client: &jobvisor::Client, db: &str, a: ActArgs) -> Result<(), C
     let Some(id) = target(store, &a).await? else {
         let filter = a.filter.filter();
         if a.dry_run {
-            return dry_run(store, &filter, a.json).await;
+            return dry_run(jobvisor::bulk::plan_cancel(store, &filter).await?, a.json);
         }
         let done = client.cancel_matching(&filter, &a.reason).await?;
         if a.json {
@@ -166,19 +166,27 @@ fn executions(n: u64) -> String {
 }
 
 /// Lists what `filter` matches, changing nothing.
-async fn dry_run(store: &dyn Reads, filter: &ExecFilter, json: bool) -> Result<(), CliError> {
-    let found = jobvisor::bulk::matching(store, filter).await?;
+/// Says what a bulk action would do, `plan`, changing nothing: the
+/// executions it would act on, and the counts the action would answer.
+fn dry_run(plan: jobvisor::bulk::Plan, json: bool) -> Result<(), CliError> {
     if json {
-        return output::json(&serde_json::json!({
-            "dry_run": true,
-            "matched": found.len(),
-            "executions": found,
-        }));
+        let mut v = serde_json::to_value(&plan).expect("plans serialize");
+        v["dry_run"] = serde_json::Value::Bool(true);
+        return output::json(&v);
     }
-    print_list(&found);
+    print_list(&plan.executions);
+    let b = plan.bulk;
+    let would = match (b.retried, b.cancelled, b.requested) {
+        (Some(r), _, _) => format!("{r} would be retried"),
+        (_, c, r) => format!(
+            "{} would be cancelled before they start, {} running asked to stop",
+            c.unwrap_or(0),
+            r.unwrap_or(0)
+        ),
+    };
     println!(
-        "{} executions match (dry run: nothing changed)",
-        found.len()
+        "matched {}: {would} (dry run: nothing changed)",
+        executions(b.matched)
     );
     Ok(())
 }
@@ -188,7 +196,7 @@ async fn retry(client: &jobvisor::Client, a: ActArgs) -> Result<(), CliError> {
     let Some(id) = target(store, &a).await? else {
         let filter = a.filter.filter();
         if a.dry_run {
-            return dry_run(store, &filter, a.json).await;
+            return dry_run(jobvisor::bulk::plan_retry(store, &filter).await?, a.json);
         }
         let done = client.retry_matching(&filter).await?;
         if a.json {

@@ -377,8 +377,8 @@ pub trait Reads: Send + Sync + 'static {
     /// heartbeat is older than `stale`.
     async fn stuck(&self, now: Micros, stale: Micros) -> Result<Vec<Execution>, StoreError>;
 
-    /// Up to `limit` executions that failed at or after `since`, the newest
-    /// first.
+    /// Up to `limit` executions that failed for good at or after `since`
+    /// (the last attempt of their chain), the newest first.
     async fn failed_since(&self, since: Micros, limit: usize)
         -> Result<Vec<Execution>, StoreError>;
     /// Jobs not paused whose next occurrence was due before `before`.

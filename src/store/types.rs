@@ -272,6 +272,10 @@ pub struct ExecFilter {
     /// Only those that came to be this way.
     #[serde(default)]
     pub origin: Option<crate::model::Origin>,
+    /// Only the last attempt of each chain (none retried it): a run that
+    /// failed three times counts once.
+    #[serde(default, rename = "final")]
+    pub last_attempt: bool,
     /// At most this many (newest first).
     pub limit: usize,
     /// Cut each payload and output at this many characters (a list for
@@ -312,6 +316,7 @@ impl ExecFilter {
             || !self.tags.is_empty()
             || !self.meta.is_empty()
             || self.origin.is_some()
+            || self.last_attempt
     }
 }
 

@@ -60,6 +60,9 @@ pub(super) struct ListQuery {
     meta: Option<String>,
     /// Only those that came to be this way.
     origin: Option<Origin>,
+    /// Only the last attempt of each run (a run retried twice counts once).
+    #[serde(default, rename = "final")]
+    last_attempt: bool,
     /// At most this many, newest first.
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
@@ -107,6 +110,7 @@ impl ListQuery {
             tags,
             meta,
             origin: self.origin,
+            last_attempt: self.last_attempt,
             statuses,
             job: self.job,
             handler: self.handler,
@@ -555,6 +559,9 @@ pub(super) struct BulkBody {
     meta: Option<Meta>,
     /// Only those that came to be this way.
     origin: Option<Origin>,
+    /// Only the last attempt of each run.
+    #[serde(default, rename = "final")]
+    last_attempt: bool,
     /// Why (cancels only).
     #[schema(value_type = Option<Text>)]
     reason: Option<String>,
@@ -573,6 +580,7 @@ impl BulkBody {
             tags: self.tags.unwrap_or_default(),
             meta: self.meta.unwrap_or_default(),
             origin: self.origin,
+            last_attempt: self.last_attempt,
             statuses,
             job: self.job,
             handler: self.handler,
@@ -620,7 +628,7 @@ pub(super) async fn retry_matching(State(api): ApiState, b: Bytes) -> ApiResult 
 }
 
 /// The filters a bulk action may narrow by.
-const FILTERS: [&str; 12] = [
+const FILTERS: [&str; 13] = [
     "status",
     "job",
     "handler",
@@ -633,6 +641,7 @@ const FILTERS: [&str; 12] = [
     "tags",
     "meta",
     "origin",
+    "final",
 ];
 
 /// Writes the rules between fields that a type cannot say into `doc`:
@@ -652,6 +661,7 @@ pub(super) fn declare(doc: &mut Value) {
         {"type": "string"}, {"type": "array", "minItems": 1}]});
     narrows[9]["properties"]["tags"] = json!({"type": "array", "minItems": 1});
     narrows[10]["properties"]["meta"] = json!({"type": "object", "minProperties": 1});
+    narrows[12]["properties"]["final"] = json!({"const": true});
     doc["components"]["schemas"]["BulkBody"]["anyOf"] = Value::Array(narrows);
     let retry = &mut doc["paths"]["/v1/executions/retry"]["post"]["requestBody"]["content"]
         ["application/json"]["schema"];

@@ -169,6 +169,9 @@ pub(super) fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFi
     if let Some(o) = filter.origin {
         q.push(" AND origin = ").push_bind(o.as_str());
     }
+    if filter.last_attempt {
+        q.push(" AND next_id IS NULL");
+    }
     // Each label is looked up on its own table's primary key.
     for tag in &filter.tags {
         q.push(" AND id IN (SELECT execution_id FROM execution_tags WHERE tag = ")
@@ -655,8 +658,11 @@ impl<D: Dialect> Reads for SqlStore<D> {
             // Newest first by id (time-ordered): the partial index of failed
             // rows yields them in that order, where sorting by finish time
             // would read every failure ever kept.
+            // Only those failed for good: the last attempt of their
+            // chain (a run an orderly stop interrupted runs again, and is
+            // no failure).
             "SELECT * FROM executions WHERE status = 'failed' AND finished_at >= $1 \
-               ORDER BY id DESC LIMIT $2",
+               AND next_id IS NULL ORDER BY id DESC LIMIT $2",
         )
         .bind(since)
         .bind(limit as i64);
