@@ -99,7 +99,7 @@ pub async fn plan_cancel(store: &dyn Reads, filter: &ExecFilter) -> Result<Plan,
 
 /// What retrying by `filter` would do: the matches that failed or were
 /// cancelled, are the last attempt of their chain, and whose unique key no
-/// other execution holds (what [`crate::store::Commands::retry`] takes).
+/// other execution holds (what a retry takes).
 pub async fn plan_retry(store: &dyn Reads, filter: &ExecFilter) -> Result<Plan, StoreError> {
     use crate::model::Status;
     let found = matching(store, filter).await?;
