@@ -1793,3 +1793,25 @@ fn handlers_keep_their_working_directory_and_overrides_say_so() {
     let line = listed.lines().find(|l| l.starts_with("echo")).unwrap();
     assert!(line.contains("overridden"), "{listed}");
 }
+
+/// A second `serve` on a port in use stops at once, exit 2, before it
+/// registers a node, makes a cgroup or says it serves; the first says where
+/// its dashboard is.
+#[test]
+fn a_second_serve_on_a_busy_port_leaves_nothing_behind() {
+    let env = Env::new();
+    let first = env.serve(&[]);
+    let addr = first.http_addr();
+    let log = first.log();
+    assert!(
+        log.contains(&format!("dashboard=\"http://{addr}/\"")),
+        "{log}"
+    );
+    let out = env.cli(&["serve", "--listen", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&addr) && !err.contains("serving"), "{err}");
+    assert!(!err.contains("cgroup"), "{err}");
+    let nodes = get(&addr, "/v1/nodes").json();
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+}

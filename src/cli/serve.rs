@@ -42,29 +42,49 @@ pub(crate) async fn serve(database: Option<String>, a: ServeArgs) -> Result<(), 
         Signals::new().map_err(|e| super::input(format!("cannot handle signals: {e}")))?;
     let mut hup = signal(SignalKind::hangup())
         .map_err(|e| super::input(format!("cannot handle SIGHUP: {e}")))?;
+    // The port is taken before anything is registered: a second `serve` on
+    // a busy port leaves no node, cgroup or log line behind.
+    let listener = match addr {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| {
+                    super::input(jobvisor::error_chain(&ServiceError::Listen {
+                        addr,
+                        source,
+                    }))
+                })?,
+        ),
+    };
     let sup = Supervisor::builder().config(config).build().await?;
+    let declared = file.as_ref().map(|f| f.declared.clone());
+    let started = Service::start_on(sup.clone(), declared, listener, http).await;
+    let service = match started {
+        Ok(service) => service,
+        Err(e) => {
+            return Err(match e {
+                ServiceError::Declarations(e) => {
+                    let f = file.as_ref().expect("only a file declares");
+                    let e = config::ConfigError::declarations(f, e);
+                    super::input(jobvisor::error_chain(&e))
+                }
+                e => super::input(jobvisor::error_chain(&e)),
+            });
+        }
+    };
     // Started now rather than at the first process-mode execution, so that
     // a missing guardian is said at start.
     let guardian = jobvisor::runner::guardian::pid();
+    let url = service.url();
     tracing::info!(
         database = %jobvisor::store::redact(db),
         node = sup.node_id(),
         concurrency,
         guardian = ?guardian,
+        dashboard = url.as_deref().unwrap_or("none (no listener)"),
         "serving"
     );
-    let declared = file.as_ref().map(|f| f.declared.clone());
-    let service = match Service::start(sup, declared, addr, http).await {
-        Ok(service) => service,
-        Err(ServiceError::Declarations(e)) => {
-            let f = file.as_ref().expect("only a file declares");
-            let e = config::ConfigError::declarations(f, e);
-            return Err(super::input(jobvisor::error_chain(&e)));
-        }
-        Err(e @ (ServiceError::Listen { .. } | ServiceError::Notify(_))) => {
-            return Err(super::input(jobvisor::error_chain(&e)))
-        }
-    };
     {
         let reloader = service.reloader();
         let running = std::sync::Mutex::new(file);

@@ -171,25 +171,55 @@ impl Service {
         listen: Option<SocketAddr>,
         http: impl Into<crate::http::Options>,
     ) -> Result<Service, ServiceError> {
+        let listener = match listen {
+            None => None,
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServiceError::Listen { addr, source })?,
+            ),
+        };
+        Self::start_on(sup, declared, listener, http).await
+    }
+
+    /// [`Service::start`] on a listener bound already: a caller binds it
+    /// before it builds the supervisor, so that a busy port stops the start
+    /// before anything is registered.
+    pub async fn start_on(
+        sup: Supervisor,
+        declared: Option<Declarations>,
+        listener: Option<tokio::net::TcpListener>,
+        http: impl Into<crate::http::Options>,
+    ) -> Result<Service, ServiceError> {
         let mut opts = http.into();
-        let notifier = Arc::new(Notifier::from_env().map_err(ServiceError::Notify)?);
+        // A start that fails here ran nothing: its node is marked stopped,
+        // not left to look silent, and its cgroup goes.
+        let notifier = match Notifier::from_env() {
+            Ok(n) => Arc::new(n),
+            Err(e) => {
+                sup.abandon().await;
+                return Err(ServiceError::Notify(e));
+            }
+        };
         let reloader = Reloader {
             sup: sup.clone(),
             declared: Arc::new(Mutex::new(Declarations::default())),
         };
         if let Some(d) = declared {
-            let n = reloader.apply(d).await?;
-            tracing::info!(changes = n, "config applied");
+            match reloader.apply(d).await {
+                Ok(n) => tracing::info!(changes = n, "config applied"),
+                Err(e) => {
+                    sup.abandon().await;
+                    return Err(e.into());
+                }
+            }
         }
-        let http = match listen {
+        let http = match listener {
             None => None,
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServiceError::Listen { addr, source })?;
+            Some(listener) => {
                 // The Host check takes the port really bound (port 0 asks
                 // for any).
-                opts.listen = Some(listener.local_addr().unwrap_or(addr));
+                opts.listen = listener.local_addr().ok();
                 Some((listener, opts))
             }
         };
@@ -199,6 +229,15 @@ impl Service {
             http,
             notifier,
         })
+    }
+
+    /// Where its dashboard and API answer (`http://127.0.0.1:7180/`), if it
+    /// listens.
+    pub fn url(&self) -> Option<String> {
+        let (listener, opts) = self.http.as_ref()?;
+        let addr = listener.local_addr().ok()?;
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        Some(format!("{scheme}://{addr}/"))
     }
 
     /// A handle that applies new declarations while the service runs.

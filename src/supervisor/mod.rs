@@ -333,6 +333,16 @@ impl Supervisor {
         self.shared.node_lease
     }
 
+    /// Gives up a node that never ran (its start failed): marks it stopped,
+    /// so that it does not look silent, and removes its cgroup.
+    pub(crate) async fn abandon(&self) {
+        let store = self.shared.db.store();
+        if let Err(e) = store.stop_node(&self.shared.node.id, now_micros()).await {
+            tracing::warn!(error = %crate::error_chain(&e), "could not mark the node stopped");
+        }
+        crate::engine::runner::cgroup::release();
+    }
+
     /// How many executions this node runs at once.
     ///
     /// ```
