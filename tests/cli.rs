@@ -1815,3 +1815,49 @@ fn a_second_serve_on_a_busy_port_leaves_nothing_behind() {
     let nodes = get(&addr, "/v1/nodes").json();
     assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
 }
+
+/// What a new user tripped on: a typo'd handler gets a suggestion;
+/// `--until` takes what `--since` takes (and `+DUR`, `now`), `--since` in
+/// the future is refused rather than matching nothing; `run --wait` shows
+/// what a plain program printed; an attempt retried by hand counts.
+#[test]
+fn a_new_users_small_stumbles_are_answered() {
+    let env = Env::new();
+    let out = env.cli(&["run", "ehco"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(r#"did you mean "echo"?"#), "{err}");
+    let out = env.cli(&["job", "add", "j", "--handler", "nopo", "--every", "1h"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(r#"did you mean "noop"?"#));
+    let out = env.cli(&["run", "zzzzzz"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("did you mean"));
+
+    let old = env.enqueue(&["noop", "--in", "1h"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let listed = env.ok(&["exec", "list", "--until", "1s"]);
+    assert!(listed.contains(&old.simple().to_string()[24..]), "{listed}");
+    let listed = env.ok(&["exec", "list", "--until", "+1m", "--since", "1h"]);
+    assert!(listed.contains(&old.simple().to_string()[24..]), "{listed}");
+    let out = env.cli(&["exec", "list", "--since", "+5m"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("+5m is after now"), "{err}");
+
+    env.sh_handler("hello", "echo 'hello there'", &[]);
+    let _serve = env.serve(&[]);
+    let out = env.ok(&["run", "hello", "--wait"]);
+    assert!(
+        out.contains("succeeded") && out.contains("hello there"),
+        "{out}"
+    );
+    // Retried by hand: attempt 1 of 2, not of 1.
+    let failed = env.enqueue(&["fail", "--payload", r#"{"retry": false}"#]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = env.store().await;
+        finished(store.as_ref(), failed).await;
+    });
+    env.ok(&["exec", "retry", &failed.to_string()]);
+    let shown = env.ok(&["exec", "show", &failed.to_string()]);
+    assert!(shown.contains("attempt:     1 of 2"), "{shown}");
+}

@@ -52,7 +52,9 @@ pub enum Command {
     /// Run a DAG of steps (a workflow file) and follow it.
     #[command(subcommand)]
     Workflow(WorkflowCmd),
-    /// Compare the two modes' cost against bare baselines.
+    /// Compare the two modes' cost against bare baselines. Without
+    /// --database (or JOBVISOR_DATABASE) it measures on fresh SQLite files in
+    /// a temporary directory, never the service's database.
     Bench(crate::bench::BenchArgs),
     /// Check a config file without applying it (exit 0 if valid, 2 with
     /// the line and reason if not), e.g. before `systemctl reload`.
@@ -763,8 +765,9 @@ pub struct FilterArgs {
     /// Only those enqueued since: a duration ago (`1h`) or a time (RFC 3339).
     #[arg(long, value_name = "DUR|TIME", value_parser = parse_since)]
     pub since: Option<i64>,
-    /// Only those enqueued before TIME (RFC 3339).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    /// Only those enqueued before: a duration ago (`1h`), `now`, `+DUR`,
+    /// or a time (RFC 3339).
+    #[arg(long, value_name = "DUR|TIME", value_parser = parse_until)]
     pub until: Option<i64>,
     /// Only those with this tag (repeat: with every one of them).
     #[arg(long, value_name = "TAG", value_parser = parse_tag)]
@@ -859,6 +862,11 @@ pub fn parse_time(s: &str) -> Result<i64, ValueError> {
 /// Parses a point in the past: a duration ago (`1h`) or a time.
 pub fn parse_since(s: &str) -> Result<i64, ValueError> {
     jobvisor::model::parse_since(s, jobvisor::model::now_micros())
+}
+
+/// Parses an upper bound: a duration ago (`1h`), `now`, `+DUR` or a time.
+pub fn parse_until(s: &str) -> Result<i64, ValueError> {
+    jobvisor::model::parse_until(s, jobvisor::model::now_micros())
 }
 
 /// Parses a human duration (`30s`, `5m`, `250ms`).

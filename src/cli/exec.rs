@@ -261,7 +261,12 @@ fn print_list(execs: &[Execution]) {
                 e.handler.clone(),
                 e.queue.clone(),
                 e.mode.to_string(),
-                format!("{}/{}", e.attempt, e.max_attempts),
+                format!(
+                    "{}/{}",
+                    e.attempt,
+                    e.max_attempts
+                        .max(e.attempt + u32::from(e.next_id.is_some()))
+                ),
                 e.origin.to_string(),
                 e.started_at.map_or_else(|| "-".into(), |t| t.to_string()),
                 e.duration_ms
@@ -299,7 +304,11 @@ fn show(e: &Execution, links: &jobvisor::store::Links) {
     } else {
         println!("status:      {}", e.status);
     }
-    println!("attempt:     {} of {}", e.attempt, e.max_attempts);
+    // A run retried by hand has more attempts than it was allowed.
+    let of = e
+        .max_attempts
+        .max(e.attempt + u32::from(e.next_id.is_some()));
+    println!("attempt:     {} of {of}", e.attempt);
     println!("origin:      {}", e.origin);
     if !e.tags.is_empty() {
         println!("tags:        {}", e.tags.join(", "));

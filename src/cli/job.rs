@@ -78,11 +78,19 @@ async fn add(client: &jobvisor::Client, a: JobAddArgs) -> Result<(), CliError> {
                     "no job named {name:?} to replace (add it without --replace)"
                 )))
             }
+            Err(jobvisor::Error::UnknownHandler(h)) => {
+                return Err(super::unknown_handler(client.store().as_ref(), &h).await)
+            }
             next => next?,
         };
         (next, ("replaced", "next"))
     } else {
-        (client.add_job(spec).await?, ("added", "first"))
+        match client.add_job(spec).await {
+            Err(jobvisor::Error::UnknownHandler(h)) => {
+                return Err(super::unknown_handler(client.store().as_ref(), &h).await)
+            }
+            added => (added?, ("added", "first")),
+        }
     };
     match first {
         Some(t) => println!("job {name} {}; {} run {}", done.0, done.1, format_micros(t)),

@@ -179,3 +179,22 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
     }
 }
+
+/// "unknown handler", with the closest known name when one is near
+/// enough to be a typo (`ehco`: did you mean `echo`?).
+pub(crate) async fn unknown_handler(store: &dyn jobvisor::store::Reads, name: &str) -> CliError {
+    let known = jobvisor::store::all_handlers(store)
+        .await
+        .unwrap_or_default();
+    let near = known
+        .iter()
+        .map(|h| (strsim::damerau_levenshtein(name, &h.name), &h.name))
+        .filter(|(d, n)| *d <= 2.max(name.len() / 4) && *d < n.len())
+        .min();
+    match near {
+        Some((_, n)) => input(format!(
+            "unknown handler {name:?}: did you mean {n:?}? (`jobvisor handler list` shows them all)"
+        )),
+        None => input(jobvisor::Error::UnknownHandler(name.to_string()).to_string()),
+    }
+}

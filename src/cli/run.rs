@@ -54,7 +54,13 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         spec = spec.after(id);
     }
     let client = jobvisor::Client::connect(store.clone()).await;
-    let enqueued = client.submit_many(vec![spec]).await?[0];
+    let enqueued = match client.submit_many(vec![spec]).await {
+        Ok(done) => done[0],
+        Err(jobvisor::Error::UnknownHandler(name)) => {
+            return Err(super::unknown_handler(store.as_ref(), &name).await)
+        }
+        Err(e) => return Err(e.into()),
+    };
     if enqueued.replaced {
         eprintln!("replaced the payload of {}", enqueued.id);
     } else if enqueued.duplicate {
@@ -72,7 +78,10 @@ pub(crate) async fn run(db: &str, a: RunArgs) -> Result<(), CliError> {
         output::json(&e)?;
     } else {
         print_outcome(&e);
-        if e.status != Status::Succeeded {
+        // A plain program's output is what it printed: shown when it gave
+        // no result, as a failure's last lines are.
+        let quiet = e.output.as_ref().is_none_or(serde_json::Value::is_null);
+        if e.status != Status::Succeeded || quiet {
             print_last_logs(store.as_ref(), &e).await?;
         }
     }

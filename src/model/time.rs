@@ -125,8 +125,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
 /// let now = 1_800_000_000_000_000;
 /// assert_eq!(parse_since("1h", now).unwrap(), now - 3_600_000_000);
 /// assert_eq!(parse_since("2027-01-15T08:00:00Z", now).unwrap(), now);
+/// assert!(parse_since("+5m", now).is_err(), "after now: nothing could match");
 /// ```
 pub fn parse_since(s: &str, now: Micros) -> Result<Micros, ValueError> {
+    if s.starts_with('+') {
+        return Err(ValueError::Future(s.to_string()));
+    }
+    parse_until(s, now)
+}
+
+/// Parses an upper time bound: a duration before `now` (`1h`), or a time
+/// as [`parse_time`] reads it (`now`, `+DUR`, RFC 3339).
+///
+/// ```
+/// use jobvisor::model::*;
+/// let now = 1_800_000_000_000_000;
+/// assert_eq!(parse_until("1h", now).unwrap(), now - 3_600_000_000);
+/// assert_eq!(parse_until("+10m", now).unwrap(), now + 600_000_000);
+/// assert_eq!(parse_until("now", now).unwrap(), now);
+/// ```
+pub fn parse_until(s: &str, now: Micros) -> Result<Micros, ValueError> {
     match parse_duration(s) {
         Ok(d) => Ok(now.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))),
         Err(_) => parse_time(s, now),

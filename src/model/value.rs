@@ -61,6 +61,9 @@ pub enum ValueError {
     /// A time before the epoch.
     #[error("times before 1970 are not supported")]
     BeforeEpoch,
+    /// A lower bound after now, which nothing could match.
+    #[error("{0} is after now: give a duration ago (1h) or a time")]
+    Future(String),
     /// Not a rate (`N/DUR`).
     #[error("invalid rate {text:?}: {why} (expected N/DUR, e.g. 5/1s or 100/1m)")]
     Rate {

@@ -95,7 +95,7 @@ try {
     await page.locator("text=live").first().waitFor();
     await page.locator("#chart-throughput svg").waitFor();
     await page.locator("text=Needs attention").waitFor();
-    await page.locator(`td >> text=${seed.failed[0].slice(0, 8)}`).first().waitFor();
+    await page.locator(`td >> text=${seed.failed[0].replace(/-/g, "").slice(-8)}`).first().waitFor();
     await shot(page, "overview");
   });
 

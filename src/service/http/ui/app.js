@@ -44,8 +44,10 @@ function link(href, text, attrs = {}) {
   return el("a", { ...attrs, href }, text);
 }
 
+// An id as the CLI writes it and takes it: its last 8 hex digits (ids
+// made together share their first ones). The whole id is its title.
 function short(id) {
-  return id ? id.slice(0, 8) + "…" + id.slice(-4) : "—";
+  return id ? id.replace(/-/g, "").slice(-8) : "—";
 }
 
 function when(t) {
@@ -393,7 +395,7 @@ async function executions(params) {
   for (const f of FILTERS) if (params.get(f)) base[f] = params.get(f);
   const row = (e) => el("tr", { "data-id": e.id },
     el("td", { class: "mono" }, link(`#/executions/${e.id}`, short(e.id))), el("td", {}, status(e.status)),
-    el("td", {}, e.job ?? e.handler), el("td", {}, e.queue), el("td", {}, `${e.attempt}/${e.max_attempts}`),
+    el("td", {}, e.job ?? e.handler), el("td", {}, e.queue), el("td", {}, `${e.attempt}/${Math.max(e.max_attempts, e.attempt + (e.next_id ? 1 : 0))}`),
     el("td", {}, e.origin), el("td", {}, when(e.enqueued_at)), el("td", {}, ms(e.duration_ms)), el("td", { class: "mono" }, e.node ?? "—"));
   const load = async (reset = false) => {
     if (reset) { tbody.replaceChildren(); last = null; fresh.textContent = ""; }
@@ -429,7 +431,7 @@ async function execution(id) {
   const barData = el("pre", { id: "progress-data", hidden: true });
   const head = el("div", {});
   const drawHead = (x) => {
-    put(head, el("h1", {}, `Execution ${short(x.id)} `, status(x.status)),
+    put(head, el("h1", { title: x.id }, `Execution ${short(x.id)} `, status(x.status)),
       el("div", { class: "actions" },
         el("button", { type: "button", id: "cancel", class: "danger", disabled: ["succeeded", "failed", "cancelled", "snoozed", "skipped"].includes(x.status),
           onclick: () => act("Cancel", () => api(`/v1/executions/${x.id}/cancel`, { method: "POST", body: { reason: "cancelled from the dashboard" } })) }, "Cancel"),
@@ -456,7 +458,7 @@ async function execution(id) {
   const details = el("dl", { class: "kv" });
   const fill = (x) => {
     const rows = [["Job", x.job ?? "— (ad hoc)"], ["Handler", x.handler], ["Mode", x.mode], ["Queue", x.queue],
-      ["Attempt", `${x.attempt} of ${x.max_attempts}`], ["Enqueued", when(x.enqueued_at)],
+      ["Attempt", `${x.attempt} of ${Math.max(x.max_attempts, x.attempt + (x.next_id ? 1 : 0))}`], ["Enqueued", when(x.enqueued_at)],
       ...(["pending", "waiting", "held"].includes(x.status) ? [["Due at", when(x.run_at)]] : []), ["Started", when(x.started_at)],
       ["Finished", when(x.finished_at)], ["Duration", ms(x.duration_ms)], ["Node", x.node ?? "—"], ["PID", x.pid ?? "—"],
       ["Exit", x.exit_code ?? x.signal ?? "—"], ["Unique key", x.unique_key ?? "—"], ["Concurrency key", x.concurrency_key ?? "—"],
