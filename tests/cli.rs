@@ -1861,3 +1861,57 @@ fn a_new_users_small_stumbles_are_answered() {
     let shown = env.ok(&["exec", "show", &failed.to_string()]);
     assert!(shown.contains("attempt:     1 of 2"), "{shown}");
 }
+
+/// Durations are written one way (humantime's: `1s 500ms`, `0.25ms`) by
+/// `exec show`, `job show` and `run --wait`.
+#[test]
+fn durations_are_written_one_way() {
+    let env = Env::new();
+    let _serve = env.serve(&[]);
+    env.ok(&[
+        "job",
+        "add",
+        "nap",
+        "--handler",
+        "sleep",
+        "--payload",
+        r#"{"ms":1200}"#,
+        "--every",
+        "1h",
+        "--paused",
+    ]);
+    env.ok(&["job", "trigger", "nap"]);
+    let waited = env.ok(&["run", "sleep", "--payload", r#"{"ms":1200}"#, "--wait"]);
+    let took = regex_free_duration(&waited);
+    assert!(took.starts_with("1s "), "{waited}");
+    let id = waited.split_whitespace().next().unwrap().to_string();
+    let shown = env.ok(&["exec", "show", &id]);
+    assert!(
+        shown.contains(&format!("took:        {took}")),
+        "{shown}\n{took}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = env.store().await;
+        eventually("the job's run", || async {
+            let runs = attempts(store.as_ref(), "nap").await;
+            runs.iter()
+                .any(|e| e.status == Status::Succeeded)
+                .then_some(())
+        })
+        .await;
+    });
+    let job = env.ok(&["job", "show", "nap"]);
+    let line = job.lines().find(|l| l.starts_with("duration:")).unwrap();
+    assert!(
+        line.contains("avg 1s ") && line.contains("p95 1s "),
+        "{job}"
+    );
+}
+
+/// The duration `run --wait` printed: "ID succeeded in DUR (attempt 1)".
+fn regex_free_duration(out: &str) -> String {
+    let first = out.lines().next().unwrap();
+    let after = first.split(" in ").nth(1).unwrap();
+    after.split(" (attempt").next().unwrap().to_string()
+}

@@ -352,7 +352,7 @@ fn show(e: &Execution, links: &jobvisor::store::Links) {
     println!("started:     {}", opt(&e.started_at));
     println!("finished:    {}", opt(&e.finished_at));
     if let Some(d) = e.duration_ms {
-        println!("took:        {d:.3} ms");
+        println!("took:        {}", output::elapsed_ms(d));
     }
     if let Some(n) = &e.node {
         println!("node:        {n}");

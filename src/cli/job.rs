@@ -242,7 +242,11 @@ async fn show(store: &dyn jobvisor::store::Reads, n: super::args::JobName) -> Re
             st.runs, st.attempts, st.succeeded, st.failed, st.cancelled
         );
         if let (Some(avg), Some(p95)) = (st.avg_ms, st.p95_ms) {
-            println!("duration:    avg {avg:.1} ms, p95 {p95:.1} ms");
+            println!(
+                "duration:    avg {}, p95 {}",
+                output::elapsed_ms(avg),
+                output::elapsed_ms(p95)
+            );
         }
         if let Some(t) = &st.last_failure {
             println!(

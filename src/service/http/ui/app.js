@@ -70,10 +70,17 @@ function fmtSecs(s) {
   return `${Math.floor(s / 86400)}d`;
 }
 
+// A duration written as the CLI writes one (humantime): "0.25ms",
+// "420ms", "1s 500ms", "2m 3s".
 function ms(v) {
   if (v === null || v === undefined) return "—";
-  if (v < 1000) return `${v.toFixed(v < 10 ? 2 : 0)} ms`;
-  return `${(v / 1000).toFixed(2)} s`;
+  if (v < 1) return `${v.toFixed(2)}ms`;
+  let left = Math.round(v);
+  const parts = [];
+  for (const [unit, size] of [["d", 86400000], ["h", 3600000], ["m", 60000], ["s", 1000], ["ms", 1]]) {
+    if (left >= size) { parts.push(`${Math.floor(left / size)}${unit}`); left %= size; }
+  }
+  return parts.join(" ") || "0ms";
 }
 
 function table(headers, rows, empty = "Nothing here.") {
