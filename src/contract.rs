@@ -127,6 +127,15 @@ named_schema!(
 );
 
 named_schema!(
+    /// An IANA time zone, as the schedules read one: exactly the names the
+    /// time zone database has (aliases included; case matters).
+    TimeZone,
+    json!({"type": "string",
+           "enum": chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect::<Vec<_>>(),
+           "examples": ["Europe/Berlin", "UTC"]})
+);
+
+named_schema!(
     /// A duration.
     Duration,
     json!({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "10m"],

@@ -1056,7 +1056,7 @@ async fn jobs_are_created_replaced_removed_and_previewed_over_http() {
             ),
             (
                 r#"{"name":"x","handler":"noop","cron":"0 7 * * *","tz":"Mars/Olympus"}"#,
-                422,
+                400,
                 "invalid",
             ),
             (

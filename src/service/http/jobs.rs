@@ -171,7 +171,7 @@ pub(super) struct JobBody {
     #[schema(value_type = Option<Text>)]
     cron: Option<String>,
     /// The cron expression's IANA time zone (UTC if absent; needs `cron`).
-    #[schema(value_type = Option<Name>)]
+    #[schema(value_type = Option<contract::TimeZone>)]
     tz: Option<String>,
     /// Run every this long, from now or from `start`.
     #[schema(value_type = Option<contract::Duration>)]
@@ -442,7 +442,7 @@ pub(super) struct PreviewQuery {
     #[param(value_type = Option<Text>)]
     cron: Option<String>,
     /// The cron expression's IANA time zone (UTC if absent; needs `cron`).
-    #[param(value_type = Option<Name>)]
+    #[param(value_type = Option<contract::TimeZone>)]
     tz: Option<String>,
     /// An interval.
     #[param(value_type = Option<contract::Duration>)]

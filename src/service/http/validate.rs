@@ -252,6 +252,14 @@ fn first_error(place: &str, validator: &Validator, value: &Value) -> Result<(), 
     };
     let at = e.instance_path().to_string();
     let mut text = e.to_string();
+    // A zone that is not one of the ~600 names: said plainly.
+    if at.ends_with("/tz") {
+        if let Some(Value::String(tz)) = value.pointer(&at) {
+            if tz.parse::<chrono_tz::Tz>().is_err() {
+                text = format!("unknown time zone {tz:?} (an IANA name such as Europe/Berlin)");
+            }
+        }
+    }
     if text.len() > 300 {
         let cut = (0..=300)
             .rev()
