@@ -1247,16 +1247,7 @@ async fn runs_are_delayed_given_their_id_and_enqueued_in_batches() {
         let addr = serve.http_addr();
         let store = env.store().await;
         let id_of = |r: &Reply| -> uuid::Uuid { r.json()["id"].as_str().unwrap().parse().unwrap() };
-        let count = || async {
-            store
-                .executions(&jobvisor::store::ExecFilter {
-                    limit: 100_000,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .len()
-        };
+        let count = || count_executions(store.as_ref());
 
         // Delayed: pending until its time, then run.
         let t0 = jobvisor::model::now_micros();
@@ -1757,16 +1748,7 @@ async fn runs_carry_tags_meta_and_origin_and_are_found_by_them() {
         );
 
         // Limits: one line, exit 2 or 4xx, nothing written.
-        let count = || async {
-            store
-                .executions(&jobvisor::store::ExecFilter {
-                    limit: 100_000,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .len()
-        };
+        let count = || count_executions(store.as_ref());
         let before = count().await;
         let many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
         let mut args = vec!["run", "noop"];

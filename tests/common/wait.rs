@@ -143,3 +143,16 @@ pub async fn run_one_second_cron(env: &Env, secs: u64) -> Vec<Execution> {
     }
     execs
 }
+
+/// How many executions the database holds (up to 100,000).
+#[allow(dead_code)]
+pub async fn count_executions(store: &dyn Reads) -> usize {
+    store
+        .executions(&ExecFilter {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}

@@ -117,6 +117,28 @@ pub(super) async fn end_unstarted<D: Dialect>(
     Ok(ended)
 }
 
+/// What a child of policy condition makes of its conditions `ended` (each
+/// with its status), from what they said (`condition_ends`).
+pub(super) fn weigh_conditions(
+    said: &HashMap<Uuid, (String, Option<Value>, Option<String>)>,
+    ended: &[(Uuid, Status)],
+) -> ChildStep {
+    let ends: Vec<ConditionEnd> = ended
+        .iter()
+        .map(|(p, status)| {
+            let (handler, output, error) =
+                said.get(p).cloned().unwrap_or((p.to_string(), None, None));
+            ConditionEnd {
+                handler,
+                status: *status,
+                output,
+                error,
+            }
+        })
+        .collect();
+    settle_condition(&ends)
+}
+
 /// What the conditions among `parents` said: each one's handler, output
 /// and error (`parents` with their statuses as they ended).
 pub(super) async fn condition_ends<D: Dialect>(
@@ -240,22 +262,7 @@ pub(super) async fn settle<D: Dialect>(
         let (mut skip, mut fail) = (Vec::new(), Vec::new());
         for (child, (parents, policy)) in children {
             let step = match policy {
-                AfterPolicy::Condition => {
-                    let ends: Vec<ConditionEnd> = parents
-                        .iter()
-                        .map(|(p, status)| {
-                            let (handler, output, error) =
-                                said.get(p).cloned().unwrap_or((p.to_string(), None, None));
-                            ConditionEnd {
-                                handler,
-                                status: *status,
-                                output,
-                                error,
-                            }
-                        })
-                        .collect();
-                    settle_condition(&ends)
-                }
+                AfterPolicy::Condition => weigh_conditions(&said, &parents),
                 _ => settle_child(&parents, policy),
             };
             match step {

@@ -1,4 +1,4 @@
-use super::cancel::{cancel_unstarted, condition_ends, end_unstarted, settle};
+use super::cancel::{cancel_unstarted, condition_ends, end_unstarted, settle, weigh_conditions};
 use super::fields::Fields;
 use super::keys::take_key;
 use super::tally::EndTally;
@@ -313,20 +313,7 @@ pub(super) async fn enqueue_in<D: Dialect>(
             edges.extend(parents.iter().map(|p| (e.id, *p)));
             if e.after_policy == AfterPolicy::Condition && !over.is_empty() {
                 let said = condition_ends::<D>(tx, &over.iter().map(|(p, _)| *p).collect()).await?;
-                let ends: Vec<ConditionEnd> = over
-                    .iter()
-                    .map(|(p, status)| {
-                        let (handler, output, error) =
-                            said.get(p).cloned().unwrap_or((p.to_string(), None, None));
-                        ConditionEnd {
-                            handler,
-                            status: *status,
-                            output,
-                            error,
-                        }
-                    })
-                    .collect();
-                let step = settle_condition(&ends);
+                let step = weigh_conditions(&said, &over);
                 let start = match step {
                     ChildStep::CountDown(_) if waiting > 0 => {
                         Initial::new(Status::Waiting, waiting)
