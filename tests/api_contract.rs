@@ -309,6 +309,11 @@ parameters = {{ "path.name" = {{ dictionary = "queues", probability = 0.6 }} }}
                 .is_some_and(|n| n.to_string_lossy().starts_with("har-"))
         })
         .expect("a HAR report");
+    // JOBVISOR_SCHEMATHESIS_HAR=FILE keeps every call and answer, to see
+    // why an operation is answered as it is.
+    if let Ok(keep) = std::env::var("JOBVISOR_SCHEMATHESIS_HAR") {
+        std::fs::copy(&har, keep).unwrap();
+    }
     let har: Value = serde_json::from_str(&std::fs::read_to_string(har).unwrap()).unwrap();
     for entry in har["log"]["entries"].as_array().unwrap() {
         let method = entry["request"]["method"].as_str().unwrap().to_string();
