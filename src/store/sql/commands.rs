@@ -436,7 +436,7 @@ impl<D: Dialect> SqlStore<D> {
             return Ok(HoldRequest::NotFound);
         };
         let status: Status = Fields::<D>::new(&row, "executions").parse("status")?;
-        let now = match (status, hold) {
+        let stands = match (status, hold) {
             (Status::Running, _) => return Ok(HoldRequest::Refused(status)),
             (s, _) if s.is_terminal() => return Ok(HoldRequest::Refused(status)),
             (Status::Held, true) | (Status::Pending | Status::Waiting, false) => {
@@ -461,14 +461,14 @@ impl<D: Dialect> SqlStore<D> {
                 .fetch_optional(&mut tx)
                 .await?
                 .ok_or(sqlx::Error::RowNotFound)?;
-                let now: Status = Fields::<D>::new(&row, "executions").parse("status")?;
-                if now == Status::Pending {
+                let stands: Status = Fields::<D>::new(&row, "executions").parse("status")?;
+                if stands == Status::Pending {
                     D::notify(&mut tx, "work").await?;
                 }
-                now
+                stands
             }
         };
         tx.commit().await?;
-        Ok(HoldRequest::Done(now))
+        Ok(HoldRequest::Done(stands))
     }
 }
