@@ -126,6 +126,83 @@ named_schema!(
            "description": "KEY:VALUE"})
 );
 
+/// The cron grammar `CronExpr::parse` reads, as an ECMAScript pattern: 5
+/// fields, 6 with seconds first or 7 with a year last, each a list of `*`,
+/// `?` (day fields), a value or a range with an optional step, the day
+/// fields' `L`, `LW`, `NW`, `NL` and `N#K`, names of months and days in any
+/// case, leading zeros; or a macro. Every value within its field's range.
+/// What it cannot say (a range that runs backwards, a schedule that never
+/// fires) the parser refuses with a 422.
+pub fn cron_pattern() -> String {
+    // A word in any case, as the parser upper-cases it.
+    let ci = |w: &str| -> String {
+        w.chars()
+            .map(|c| match c.is_ascii_alphabetic() {
+                true => format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase()),
+                false => c.to_string(),
+            })
+            .collect()
+    };
+    let words = |ws: &str| ws.split(' ').map(ci).collect::<Vec<_>>().join("|");
+    let z = "0*";
+    let sec = format!("{z}(?:[1-5]?[0-9])");
+    let hour = format!("{z}(?:1?[0-9]|2[0-3])");
+    let dom = format!("{z}(?:[1-9]|[12][0-9]|3[01])");
+    let month = format!(
+        "{z}(?:[1-9]|1[0-2])|{}",
+        words("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC")
+    );
+    let dow = format!("{z}[0-7]|{}", words("SUN MON TUE WED THU FRI SAT"));
+    let year = format!("{z}(?:19[7-9][0-9]|2[01][0-9][0-9])");
+    let step = format!("(?:/{z}[1-9][0-9]*)");
+    let field = |v: &str, day: bool, extras: &[String]| {
+        let base = if day { "\\*|\\?" } else { "\\*" };
+        let mut item = format!("(?:(?:{base}|(?:{v})(?:-(?:{v}))?){step}?");
+        for e in extras {
+            item.push('|');
+            item.push_str(e);
+        }
+        item.push(')');
+        format!("{item}(?:,{item})*")
+    };
+    let minute = field(&sec, false, &[]);
+    let fields5 = [
+        minute.clone(),
+        field(&hour, false, &[]),
+        field(
+            &dom,
+            true,
+            &[ci("L"), ci("LW"), format!("(?:{dom}){}", ci("W"))],
+        ),
+        field(&month, false, &[]),
+        field(
+            &dow,
+            true,
+            &[
+                format!("(?:{dow}){}", ci("L")),
+                format!("(?:{dow})#{z}[1-5]"),
+            ],
+        ),
+    ];
+    let s = "\\s+";
+    let five = fields5.join(s);
+    let six = format!("{minute}{s}{five}");
+    let seven = format!("{six}{s}{}", field(&year, false, &[]));
+    let macros = format!(
+        "@(?:{})",
+        words("yearly annually monthly weekly daily midnight hourly")
+    );
+    format!("^\\s*(?:{macros}|{five}|{six}|{seven})\\s*$")
+}
+
+named_schema!(
+    /// A cron expression.
+    CronText,
+    json!({"type": "string", "pattern": cron_pattern(), "maxLength": 1000,
+           "examples": ["30 9 * * 1-5", "@daily", "0 0 12 * * MON-FRI"],
+           "description": "A cron expression as in crontab(5): 5 fields, 6 with seconds first, 7 with a year last, or @hourly, @daily ..."})
+);
+
 named_schema!(
     /// An IANA time zone, as the schedules read one: exactly the names the
     /// time zone database has (aliases included; case matters).
@@ -203,6 +280,41 @@ pub fn time_bound(s: &str, now: Micros, since: bool) -> Result<Micros, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cron_pattern_takes_what_the_parser_takes() {
+        let schema = serde_json::json!({"type": "string", "pattern": cron_pattern()});
+        let v = jsonschema::validator_for(&schema).unwrap();
+        if let Ok(out) = std::env::var("JOBVISOR_CRON_PATTERN_OUT") {
+            std::fs::write(out, cron_pattern()).unwrap();
+        }
+        for ok in [
+            "30 9 * * 1-5",
+            "@daily",
+            "@Hourly",
+            "0 0 12 * * MON-FRI",
+            "0 0 0 1 1 * 2030",
+            "*/15 0-5,22 L * fri#2",
+            "0 0 15W jan-Mar 5L",
+            "007 07 ? * ?",
+        ] {
+            assert!(v.is_valid(&serde_json::json!(ok)), "{ok}");
+            assert!(
+                crate::schedule::CronSchedule::parse(ok, "UTC").is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "61 * * * *",
+            "* * *",
+            "@reboot",
+            "* * * 13 *",
+            "* * * * 8",
+            "0 0 32 * *",
+        ] {
+            assert!(!v.is_valid(&serde_json::json!(bad)), "{bad}");
+        }
+    }
 
     #[test]
     fn time_bounds_read_rfc_3339_with_any_offset_and_relative_forms() {

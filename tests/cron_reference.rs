@@ -214,3 +214,32 @@ fn cronsim_agrees_with_every_hand_worked_case() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// The HTTP API's cron pattern (the OpenAPI document's `CronText`) refuses
+/// no expression the parser accepts: over the same random crontab lines,
+/// with no reference needed.
+#[test]
+fn the_apis_cron_pattern_refuses_nothing_the_parser_takes() {
+    let schema =
+        serde_json::json!({"type": "string", "pattern": jobvisor::contract::cron_pattern()});
+    let pattern = jsonschema::validator_for(&schema).unwrap();
+    let mut rng = fastrand::Rng::with_seed(0x6372_6f6e);
+    let mut taken = 0;
+    for _ in 0..CASES * 5 {
+        let expr = expression(&mut rng);
+        if jobvisor::schedule::CronSchedule::parse(&expr, "UTC").is_ok() {
+            taken += 1;
+            assert!(
+                pattern.is_valid(&serde_json::json!(expr)),
+                "the pattern refuses {expr:?}"
+            );
+        }
+    }
+    for (expr, _, _, _) in cron_cases::CASES {
+        assert!(
+            pattern.is_valid(&serde_json::json!(expr)),
+            "the pattern refuses {expr:?}"
+        );
+    }
+    assert!(taken > CASES, "only {taken} expressions parsed");
+}

@@ -1051,6 +1051,11 @@ async fn jobs_are_created_replaced_removed_and_previewed_over_http() {
             ),
             (
                 r#"{"name":"x","handler":"noop","cron":"61 * * * *"}"#,
+                400,
+                "invalid",
+            ),
+            (
+                r#"{"name":"x","handler":"noop","cron":"5-1 * * * *"}"#,
                 422,
                 "invalid",
             ),

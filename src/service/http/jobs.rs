@@ -3,7 +3,7 @@
 
 use super::error::{body, ok, with_status, ApiError, ApiResult};
 use super::{ApiState, ErrorBody};
-use crate::contract::{self, Name, Text};
+use crate::contract::{self, Name};
 use crate::job::{Definition, When};
 use crate::model::{ChainOn, Job, Mode, Overlap};
 use crate::schedule::Misfire;
@@ -168,7 +168,7 @@ pub(super) struct JobBody {
     /// A cron expression as in crontab(5), 6 fields with seconds first,
     /// or `@hourly`, `@daily` ... At most one of `cron`, `every`, `at`
     /// and `daemon`; with none, the job runs once, now.
-    #[schema(value_type = Option<Text>)]
+    #[schema(value_type = Option<contract::CronText>)]
     cron: Option<String>,
     /// The cron expression's IANA time zone (UTC if absent; needs `cron`).
     #[schema(value_type = Option<contract::TimeZone>)]
@@ -439,7 +439,7 @@ pub(super) async fn remove(State(api): ApiState, Path(name): Path<String>) -> Ap
 #[into_params(parameter_in = Query)]
 pub(super) struct PreviewQuery {
     /// A cron expression (one of `cron`, `every` and `at`).
-    #[param(value_type = Option<Text>)]
+    #[param(value_type = Option<contract::CronText>)]
     cron: Option<String>,
     /// The cron expression's IANA time zone (UTC if absent; needs `cron`).
     #[param(value_type = Option<contract::TimeZone>)]

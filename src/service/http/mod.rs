@@ -157,7 +157,7 @@ type ApiState = axum::extract::State<Arc<Api>>;
         description = "Run jobs as in-process tasks or isolated worker processes; everything they do is relayed into SQLite or PostgreSQL.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
-    components(schemas(ErrorBody, streams::Ready, streams::StateEvent, crate::model::LogEntry, crate::model::ProgressState, crate::contract::TagList, crate::contract::MetaPair, crate::contract::TimeZone)),
+    components(schemas(ErrorBody, streams::Ready, streams::StateEvent, crate::model::LogEntry, crate::model::ProgressState, crate::contract::TagList, crate::contract::MetaPair, crate::contract::TimeZone, crate::contract::CronText)),
     tags(
         (name = "system", description = "Health, metrics and this document"),
         (name = "handlers", description = "What can run"),

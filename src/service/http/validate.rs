@@ -252,13 +252,18 @@ fn first_error(place: &str, validator: &Validator, value: &Value) -> Result<(), 
     };
     let at = e.instance_path().to_string();
     let mut text = e.to_string();
-    // A zone that is not one of the ~600 names: said plainly.
-    if at.ends_with("/tz") {
-        if let Some(Value::String(tz)) = value.pointer(&at) {
-            if tz.parse::<chrono_tz::Tz>().is_err() {
-                text = format!("unknown time zone {tz:?} (an IANA name such as Europe/Berlin)");
+    // A zone that is not one of the ~600 names, or a cron expression that
+    // does not fit the grammar's long pattern: said as the parser says it.
+    match (at.rsplit('/').next(), value.pointer(&at)) {
+        (Some("tz"), Some(Value::String(tz))) if tz.parse::<chrono_tz::Tz>().is_err() => {
+            text = format!("unknown time zone {tz:?} (an IANA name such as Europe/Berlin)");
+        }
+        (Some("cron"), Some(Value::String(expr))) => {
+            if let Err(e) = crate::schedule::CronSchedule::parse(expr, "UTC") {
+                text = e.to_string();
             }
         }
+        _ => {}
     }
     if text.len() > 300 {
         let cut = (0..=300)
