@@ -1949,7 +1949,16 @@ async fn a_nodes_concurrency_changes_without_a_restart() {
             assert_eq!(r.status, 400, "{bad}: {}", r.body);
         }
         assert_eq!(ours(&addr)["concurrency"], 1);
-        // A reload of the file applies its concurrency.
+        // A reload that does not change the file's concurrency leaves what
+        // PUT set; one that changes it applies it.
+        let r = send(&addr, "PUT", "/v1/node", r#"{"concurrency":2}"#);
+        assert_eq!(r.status, 200, "{}", r.body);
+        serve.signal(nix::sys::signal::Signal::SIGHUP);
+        eventually("the reload", || async {
+            serve.log().contains("config reloaded").then_some(())
+        })
+        .await;
+        assert_eq!(ours(&addr)["concurrency"], 2);
         std::fs::write(&config, "concurrency = 4\n").unwrap();
         serve.signal(nix::sys::signal::Signal::SIGHUP);
         eventually("the reloaded concurrency", || async {

@@ -226,8 +226,8 @@ fn test_builtins(on: bool) -> Result<Option<jobvisor_worker::builtins::TestBuilt
 }
 
 /// SIGHUP: reads the file again; a valid one is applied and becomes the
-/// running config, an invalid one is rejected whole. Its `concurrency`
-/// applies at once, unless `--concurrency` (`flag`) set it.
+/// running config, an invalid one is rejected whole. A changed
+/// `concurrency` applies at once, unless `--concurrency` (`flag`) set it.
 async fn reload(
     reloader: &Reloader,
     path: &std::path::Path,
@@ -244,7 +244,15 @@ async fn reload(
     };
     match reloader.apply(file.declared.clone()).await {
         Ok(n) => {
+            // Only a changed figure applies: a reload for anything else
+            // leaves what `PUT /v1/node` set.
+            let before = running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|f| f.settings.concurrency);
             let wanted = match (flag, file.settings.concurrency) {
+                (_, n) if n == before => None,
                 (Some(_), Some(_)) => {
                     tracing::warn!("config: concurrency is set by --concurrency, which the file does not change");
                     None
