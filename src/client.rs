@@ -610,7 +610,57 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn add_handler(&self, spec: &HandlerSpec) -> Result<(), Error> {
+        crate::model::refuse_webhook_handler(&spec.name).map_err(Error::Invalid)?;
         Ok(self.db.store().put_handler(spec, now_micros()).await?)
+    }
+
+    /// Adds webhook `spec`; with `replace`, one of the same name is
+    /// changed (without, it is refused: [`Error::WebhookExists`]). A
+    /// webhook the configuration file declares is changed there only.
+    /// From the next change of any execution, events it hears are
+    /// delivered.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// # let sup = jobvisor::Supervisor::builder().database(&db).build().await?;
+    /// use jobvisor::model::WebhookSpec;
+    /// let hook = WebhookSpec::new("oncall", "https://alerts.example.com/hook", &["failed"]);
+    /// sup.add_webhook(&hook, false).await?;
+    /// assert!(matches!(sup.add_webhook(&hook, false).await, Err(jobvisor::Error::WebhookExists(_))));
+    /// assert_eq!(sup.store().webhooks().await?, [hook]);
+    /// assert!(sup.remove_webhook("oncall").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_webhook(
+        &self,
+        spec: &crate::model::WebhookSpec,
+        replace: bool,
+    ) -> Result<(), Error> {
+        spec.check().map_err(Error::Invalid)?;
+        let store = self.db.store();
+        refuse_declared_webhook(store.as_ref(), &spec.name).await?;
+        if !replace && store.webhook(&spec.name).await?.is_some() {
+            return Err(Error::WebhookExists(spec.name.clone()));
+        }
+        match store.put_webhook(spec, now_micros()).await? {
+            crate::store::WebhookPut::Full => Err(Error::Invalid(format!(
+                "there are {} webhooks already: remove one first",
+                crate::model::MAX_WEBHOOKS
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes webhook `name`; `false` if there was none. Deliveries it
+    /// made already stay, and fail when they run (there is nowhere to
+    /// deliver to).
+    pub async fn remove_webhook(&self, name: &str) -> Result<bool, Error> {
+        let store = self.db.store();
+        refuse_declared_webhook(store.as_ref(), name).await?;
+        Ok(store.remove_webhook(name).await?)
     }
 
     /// Removes the handler registered as `name`; `false` if none was.
@@ -701,4 +751,16 @@ fn retried(e: &crate::model::Execution, again: Uuid, run_at: Micros) -> Announce
         run_at,
         ..e.into()
     }
+}
+
+/// Refuses to change webhook `name` if the configuration file declares it.
+async fn refuse_declared_webhook(store: &dyn crate::store::Store, name: &str) -> Result<(), Error> {
+    if !store.declared("webhook").await?.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    let file = store.declared(crate::job::DECLARING_FILE).await?.pop();
+    Err(Error::Invalid(format!(
+        "webhook {name:?} is declared in the configuration file{}: change it there and reload the service",
+        file.map(|f| format!(" {f}")).unwrap_or_default()
+    )))
 }

@@ -314,6 +314,10 @@ pub(crate) async fn validate(
     if spec.queue.is_empty() {
         return Err(Error::Invalid("a queue name cannot be empty".into()));
     }
+    crate::model::refuse_webhook_handler(&spec.handler).map_err(Error::Invalid)?;
+    if let Some(c) = &spec.condition {
+        crate::model::refuse_webhook_handler(c).map_err(Error::Invalid)?;
+    }
     let mode = match store.handler(&spec.handler).await? {
         Some(h) => match (&h.kind, spec.mode) {
             (HandlerKind::Exec { .. }, Some(Mode::Inproc)) => {

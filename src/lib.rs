@@ -87,6 +87,9 @@ pub enum Error {
     /// A job of that name exists already.
     #[error("a job named {0:?} already exists (`job add --replace` or PUT changes it in place)")]
     JobExists(String),
+    /// A webhook of that name exists already.
+    #[error("a webhook named {0:?} already exists (`webhook add --replace` changes it)")]
+    WebhookExists(String),
     /// The job is declared in the service's configuration file, which owns
     /// it: it is changed or removed there (and the service reloaded).
     #[error(

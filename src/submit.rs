@@ -343,6 +343,7 @@ fn resolve(
     local: &(dyn Fn(&str) -> bool + Sync),
     spec: RunSpec,
 ) -> Result<NewExecution, Error> {
+    crate::model::refuse_webhook_handler(&spec.handler).map_err(Error::Invalid)?;
     let (mode, default_timeout) = match registered {
         Some(h) => match (&h.kind, spec.mode) {
             (HandlerKind::Exec { .. }, Some(Mode::Inproc)) => {

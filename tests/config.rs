@@ -59,7 +59,7 @@ async fn declared_handlers_and_jobs_sync_at_start_and_on_sighup() {
     let path = config(&env, BASE);
     let checked = env.ok(&["check-config", &path]);
     assert!(
-        checked.contains("valid (1 handlers, 2 jobs, 1 queues)"),
+        checked.contains("valid (1 handlers, 2 jobs, 1 queues, 0 webhooks)"),
         "{checked}"
     );
     // A job added by hand is never touched by the file.

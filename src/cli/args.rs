@@ -52,6 +52,11 @@ pub enum Command {
     /// Run a DAG of steps (a workflow file) and follow it.
     #[command(subcommand)]
     Workflow(WorkflowCmd),
+    /// Post events (a run failed, a job is late...) to URLs. Each
+    /// delivery is a run of the built-in handler `webhook` in queue
+    /// `webhooks`: retried, logged and listed like any run.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
     /// Compare the two modes' cost against bare baselines. Without
     /// --database (or JOBVISOR_DATABASE) it measures on fresh SQLite files in
     /// a temporary directory, never the service's database.
@@ -473,6 +478,68 @@ pub enum HandlerCmd {
     },
 }
 
+/// `webhook` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WebhookCmd {
+    /// Add a webhook: from the next change of any run, the events it hears
+    /// are posted to its URL (docs/WEBHOOKS.md).
+    Add(Box<WebhookAddArgs>),
+    /// List webhooks (their URLs' paths hidden: they often hold secrets).
+    List(JsonFlag),
+    /// Show one webhook.
+    Show {
+        /// Webhook name.
+        name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Show the whole URL (without this its path and query are
+        /// `<redacted>`).
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Remove a webhook (deliveries it made already stay, and fail when
+    /// they run).
+    Remove {
+        /// Webhook name.
+        name: String,
+    },
+}
+
+/// `webhook add` options (the config file's `[[webhook]]` takes the same,
+/// as keys).
+#[derive(Debug, Args)]
+pub struct WebhookAddArgs {
+    /// Webhook name: letters, digits, '-', '_' and '.'.
+    pub name: String,
+    /// Where events are posted (http:// or https://).
+    #[arg(long)]
+    pub url: String,
+    /// The events it hears, comma-separated: enqueued, started, succeeded,
+    /// failed, retrying, cancelled, snoozed, skipped, or all of those
+    /// (`all`); and the alerts job.failing, job.late, job.silent,
+    /// execution.stuck, each with its `.recovered`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub events: Vec<String>,
+    /// Only events of this job (repeat for more; none: every job, and
+    /// ad-hoc runs).
+    #[arg(long = "job", alias = "jobs", value_name = "JOB")]
+    pub jobs: Vec<String>,
+    /// Only events of runs in this queue (repeat for more).
+    #[arg(long = "queue", alias = "queues", value_name = "QUEUE")]
+    pub queues: Vec<String>,
+    /// Sign each delivery with the secret in this environment variable of
+    /// the service (X-Jobvisor-Signature: t=UNIX,v1=HMAC-SHA256 of "t.body").
+    #[arg(long, value_name = "VAR")]
+    pub secret_env: Option<String>,
+    /// The body: `json` (the event) or `slack` (a Slack message).
+    #[arg(long, default_value = "json")]
+    pub format: jobvisor::model::WebhookFormat,
+    /// Replace a webhook of the same name.
+    #[arg(long)]
+    pub replace: bool,
+}
+
 /// `--json` alone.
 #[derive(Debug, Args)]
 pub struct JsonFlag {
@@ -776,7 +843,7 @@ pub struct FilterArgs {
     #[arg(long, value_name = "KEY=VALUE", value_parser = jobvisor::model::parse_meta_pair)]
     pub meta: Vec<(String, String)>,
     /// Only those that came to be this way: manual, scheduled, triggered,
-    /// chained, workflow, retry, snooze or daemon.
+    /// chained, workflow, retry, snooze, daemon or event (a webhook's delivery).
     #[arg(long)]
     pub origin: Option<jobvisor::model::Origin>,
     /// Only the last attempt of each run (a run retried twice counts once).

@@ -9,7 +9,7 @@
 //! reject the same things. The whole file is checked before anything is
 //! applied: one bad table rejects the file, with its line and the reason.
 
-use super::args::{HandlerAddArgs, JobAddArgs};
+use super::args::{HandlerAddArgs, JobAddArgs, WebhookAddArgs};
 use jobvisor::model::{HandlerKind, HandlerSpec, JobSpec, Mode};
 use jobvisor::service::declare::{
     check_handlers, Declarations, JobDecl, QueueDecl, SyncError, DEFAULT_RETENTION,
@@ -53,6 +53,8 @@ struct RawFile {
     handlers: Vec<Spanned<Table>>,
     #[serde(default, rename = "job")]
     jobs: Vec<Spanned<Table>>,
+    #[serde(default, rename = "webhook")]
+    webhooks: Vec<Spanned<Table>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -355,6 +357,18 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
             line,
         });
     }
+    let mut webhooks: Vec<jobvisor::model::WebhookSpec> = Vec::new();
+    for t in &raw.webhooks {
+        let line = line_of(text, t.span().start);
+        let spec = webhook(t.get_ref()).map_err(|e| at(line, e))?;
+        if webhooks.iter().any(|w| w.name == spec.name) {
+            return Err(at(
+                line,
+                format!("webhook {:?} is declared twice", spec.name),
+            ));
+        }
+        webhooks.push(spec);
+    }
     Ok(ServiceFile {
         path: path.to_path_buf(),
         settings,
@@ -365,6 +379,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
             job_retention,
             handlers,
             jobs,
+            webhooks,
             file: Some(
                 std::fs::canonicalize(path)
                     .unwrap_or_else(|_| path.to_path_buf())
@@ -485,6 +500,22 @@ struct HandlerLine {
 struct JobLine {
     #[command(flatten)]
     a: JobAddArgs,
+}
+
+#[derive(clap::Parser)]
+#[command(no_binary_name = false)]
+struct WebhookLine {
+    #[command(flatten)]
+    a: WebhookAddArgs,
+}
+
+fn webhook(t: &Table) -> Result<jobvisor::model::WebhookSpec, String> {
+    use clap::Parser;
+    let line = command_line("webhook", t)?;
+    let name = line[1].clone();
+    let parsed = WebhookLine::try_parse_from(&line)
+        .map_err(|e| format!("webhook {name:?}: {}", clap_message(e)))?;
+    super::webhook::spec_from_args(&parsed.a).map_err(|e| format!("webhook {name:?}: {e}"))
 }
 
 fn handler(t: &Table, dir: &Path) -> Result<HandlerSpec, String> {

@@ -155,6 +155,7 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
 }
 
 pub(crate) fn spec_from_args(name: String, a: &HandlerAddArgs) -> Result<HandlerSpec, CliError> {
+    jobvisor::model::refuse_webhook_handler(&name).map_err(input)?;
     if name.is_empty()
         || !name
             .chars()

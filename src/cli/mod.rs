@@ -12,6 +12,7 @@ mod queue;
 mod run;
 mod serve;
 mod stats;
+mod webhook;
 mod workflow;
 
 pub(crate) use crate::failure::{input, CliError, EXIT_CODES};
@@ -115,6 +116,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Queue(cmd) => queue::queue(&db, cmd).await,
         Command::Stats { job, json } => stats::stats(&db, job, json).await,
         Command::Workflow(cmd) => workflow::workflow(&db, cmd).await,
+        Command::Webhook(cmd) => webhook::webhook(&db, cmd).await,
         Command::Bench(a) => crate::bench::bench(cli.database.clone(), a).await,
         Command::Man { dir } => {
             use clap::CommandFactory;
@@ -169,11 +171,12 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             // A database failure is exit 3, a refused file exit 2.
             config::validate(&f, store.as_deref()).await?;
             println!(
-                "{}: valid ({} handlers, {} jobs, {} queues)",
+                "{}: valid ({} handlers, {} jobs, {} queues, {} webhooks)",
                 path.display(),
                 f.declared.handlers.len(),
                 f.declared.jobs.len(),
-                f.declared.queues.len()
+                f.declared.queues.len(),
+                f.declared.webhooks.len()
             );
             Ok(())
         }

@@ -8,7 +8,9 @@
 //!   other processes' notices;
 //! - [`relay`] writes what executions produce (logs, progress, ends) in
 //!   batches;
-//! - [`events`] announces lifecycle events.
+//! - [`events`] announces lifecycle events;
+//! - `webhooks` turns the changes the store recorded into deliveries,
+//!   and posts them (the built-in handler `webhook`).
 //!
 //! They talk through the messages in `shared`, the leaf they all import;
 //! none imports the layers above (client, supervisor, service).
@@ -20,5 +22,6 @@ pub mod relay;
 pub mod runner;
 pub mod scheduler;
 mod shared;
+pub(crate) mod webhooks;
 
 pub(crate) use shared::*;

@@ -221,6 +221,6 @@ impl HandlerSpec {
     /// assert!(jobvisor::model::HandlerSpec::is_builtin("echo"));
     /// ```
     pub fn is_builtin(name: &str) -> bool {
-        jobvisor_worker::builtins::known(name)
+        jobvisor_worker::builtins::known(name) || name == super::WEBHOOK_HANDLER
     }
 }

@@ -136,11 +136,13 @@ pub enum Origin {
     Snooze,
     /// A daemon's run (its first, or a restart).
     Daemon,
+    /// A webhook's delivery of an event (handler `webhook`).
+    Event,
 }
 
 impl Origin {
     /// Every origin.
-    pub const ALL: [Origin; 8] = [
+    pub const ALL: [Origin; 9] = [
         Origin::Manual,
         Origin::Scheduled,
         Origin::Triggered,
@@ -149,6 +151,7 @@ impl Origin {
         Origin::Retry,
         Origin::Snooze,
         Origin::Daemon,
+        Origin::Event,
     ];
 
     /// The name stored in the database.
@@ -162,6 +165,7 @@ impl Origin {
             Origin::Retry => "retry",
             Origin::Snooze => "snooze",
             Origin::Daemon => "daemon",
+            Origin::Event => "event",
         }
     }
 }
@@ -178,7 +182,7 @@ impl FromStr for Origin {
         let names = Origin::ALL.map(|o| (o.as_str(), o));
         parse_name(
             "origin",
-            "manual, scheduled, triggered, chained, workflow, retry, snooze or daemon",
+            "manual, scheduled, triggered, chained, workflow, retry, snooze, daemon or event",
             &names,
             s,
         )

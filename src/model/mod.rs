@@ -1,7 +1,7 @@
 //! Domain types shared by the store, the runners and the interfaces.
 //!
 //! One file a concept: [`time`], [`value`], [`status`], [`execution`], [`handler`],
-//! [`outcome`], [`rate`], [`job`], [`labels`] (and `schema`, the OpenAPI pieces); each is
+//! [`outcome`], [`rate`], [`job`], [`labels`], [`webhook`] (and `schema`, the OpenAPI pieces); each is
 //! re-exported here, so that `model::Execution` names it wherever it lives.
 
 mod ending;
@@ -15,6 +15,7 @@ mod schema;
 pub mod status;
 pub mod time;
 pub mod value;
+pub mod webhook;
 
 pub(crate) use ending::*;
 pub use execution::*;
@@ -30,6 +31,7 @@ pub(crate) use schema::*;
 pub use status::*;
 pub use time::*;
 pub use value::*;
+pub use webhook::*;
 
 #[cfg(test)]
 mod tests {

@@ -92,6 +92,8 @@ pub struct Declarations {
     pub handlers: Vec<HandlerSpec>,
     /// Declared jobs.
     pub jobs: Vec<JobDecl>,
+    /// Declared webhooks.
+    pub webhooks: Vec<crate::model::WebhookSpec>,
     /// The file that declares them, named when a command would change one.
     pub file: Option<String>,
 }
@@ -105,6 +107,7 @@ impl Default for Declarations {
             job_retention: HashMap::new(),
             handlers: Vec::new(),
             jobs: Vec::new(),
+            webhooks: Vec::new(),
             file: None,
         }
     }
@@ -145,6 +148,14 @@ pub enum SyncError {
         job: String,
         /// Why.
         source: crate::Error,
+    },
+    /// A webhook was refused.
+    #[error("webhook {webhook:?}: {reason}")]
+    Webhook {
+        /// The webhook.
+        webhook: String,
+        /// Why.
+        reason: String,
     },
     /// The database failed.
     #[error("database")]
@@ -241,6 +252,7 @@ pub(crate) async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, S
         }
     }
     store.set_declared("handler", &handlers).await?;
+    changes += sync_webhooks(store, &d.webhooks).await?;
     let file: Vec<String> = d.file.iter().cloned().collect();
     store
         .set_declared(crate::job::DECLARING_FILE, &file)
@@ -266,5 +278,44 @@ pub(crate) async fn sync(store: &dyn Store, d: &Declarations) -> Result<usize, S
             changes += 1;
         }
     }
+    Ok(changes)
+}
+
+/// Brings the webhooks in line with the declared ones; returns the number
+/// of changes.
+async fn sync_webhooks(
+    store: &dyn Store,
+    declared: &[crate::model::WebhookSpec],
+) -> Result<usize, SyncError> {
+    let mut changes = 0;
+    let now = crate::model::now_micros();
+    for spec in declared {
+        let refused = |reason: String| SyncError::Webhook {
+            webhook: spec.name.clone(),
+            reason,
+        };
+        spec.check().map_err(refused)?;
+        let old = store.webhook(&spec.name).await?;
+        if old.as_ref() == Some(spec) {
+            continue;
+        }
+        if store.put_webhook(spec, now).await? == crate::store::WebhookPut::Full {
+            return Err(refused(format!(
+                "there are {} webhooks already",
+                crate::model::MAX_WEBHOOKS
+            )));
+        }
+        let what = if old.is_some() { "changed" } else { "added" };
+        tracing::info!(webhook = %spec.name, "config: webhook {what}");
+        changes += 1;
+    }
+    let names: Vec<String> = declared.iter().map(|w| w.name.clone()).collect();
+    for name in store.declared("webhook").await? {
+        if !names.contains(&name) && store.remove_webhook(&name).await? {
+            tracing::info!(webhook = %name, "config: webhook removed");
+            changes += 1;
+        }
+    }
+    store.set_declared("webhook", &names).await?;
     Ok(changes)
 }

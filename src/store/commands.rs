@@ -13,6 +13,17 @@ pub trait Commands: Send + Sync + 'static {
     /// Removes a handler; whether it existed.
     async fn remove_handler(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// Adds or replaces a webhook (checked: [`crate::model::WebhookSpec::check`]).
+    async fn put_webhook(
+        &self,
+        spec: &crate::model::WebhookSpec,
+        now: Micros,
+    ) -> Result<WebhookPut, StoreError>;
+
+    /// Removes a webhook; whether it existed. Its deliveries already made
+    /// stay, and still run.
+    async fn remove_webhook(&self, name: &str) -> Result<bool, StoreError>;
+
     /// Inserts executions (one transaction). One with a unique key that is
     /// held is not inserted: its entry names the holder. One with parents
     /// (`after`, which must come before it if they are in `execs`) waits

@@ -83,6 +83,11 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// length of a transaction. Limits are counts over running rows: nodes
     /// claiming at once would each see the same free slots.
     const CLAIM_LOCK: Option<&'static str>;
+    /// A statement that lets one node at a time turn recorded changes into
+    /// webhook deliveries, for the length of a transaction: each delivery
+    /// is chained after the last one about its subject, which a node
+    /// delivering at the same time could not see yet.
+    const DELIVER_LOCK: Option<&'static str>;
 
     /// The pool for reads.
     fn reader(&self) -> &Pool<Self::Db>;

@@ -122,4 +122,19 @@ pub trait Engine: Send + Sync + 'static {
         except: &[String],
         limit: usize,
     ) -> Result<(u64, u64), StoreError>;
+
+    /// Whether the outbox holds changes to deliver (a cheap read).
+    async fn changes_waiting(&self) -> Result<bool, StoreError>;
+
+    /// Takes up to `limit` recorded changes, oldest first, and inserts
+    /// the deliveries `deliver` makes of them, in one transaction (one
+    /// node at a time). Each delivery runs after the last one of its
+    /// webhook and subject that has yet to end. Returns how many changes
+    /// were taken and the deliveries inserted.
+    async fn deliver_changes(
+        &self,
+        limit: usize,
+        now: Micros,
+        deliver: &Deliver,
+    ) -> Result<(usize, Vec<Uuid>), StoreError>;
 }

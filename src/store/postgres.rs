@@ -94,6 +94,7 @@ impl Dialect for Pg {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const BEGIN: &'static str = "BEGIN";
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7305150916)");
+    const DELIVER_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7305150917)");
     const ARRAYS: bool = true;
     const PARTITIONED: bool = true;
 

@@ -53,6 +53,12 @@ pub trait Reads: Send + Sync + 'static {
     /// ```
     async fn handlers(&self) -> Result<Vec<HandlerSpec>, StoreError>;
 
+    /// Webhook `name`.
+    async fn webhook(&self, name: &str) -> Result<Option<crate::model::WebhookSpec>, StoreError>;
+
+    /// Every webhook, by name.
+    async fn webhooks(&self) -> Result<Vec<crate::model::WebhookSpec>, StoreError>;
+
     /// Workflows, newest first.
     ///
     /// ```

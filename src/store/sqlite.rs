@@ -274,6 +274,7 @@ impl Dialect for Lite {
     const FOR_UPDATE: &'static str = "";
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const CLAIM_LOCK: Option<&'static str> = None;
+    const DELIVER_LOCK: Option<&'static str> = None;
 
     fn reader(&self) -> &Pool<Sqlite> {
         &self.reader

@@ -576,3 +576,48 @@ pub struct LogPage {
     /// however long): what one answer or stream event carries at once.
     pub max_bytes: Option<usize>,
 }
+
+/// A change of an execution the outbox recorded (the store records one
+/// where a webhook may hear it), with the execution as it stands when the
+/// change is read.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct Change {
+    /// The status it reached.
+    pub status: Status,
+    /// The execution, as it stands now; `None` once it was pruned.
+    pub execution: Option<crate::model::Execution>,
+    /// Its id (kept when the row is gone).
+    pub execution_id: Uuid,
+}
+
+/// A delivery to insert: the run of handler `webhook`, and the chain it
+/// keeps its order in (a webhook's deliveries about one subject run one
+/// after the other).
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct Delivery {
+    /// The run (its meta names the webhook and the subject).
+    pub run: crate::model::NewExecution,
+    /// The webhook's name.
+    pub webhook: String,
+    /// What the event is about: an execution's id, or a job's name.
+    pub subject: String,
+}
+
+/// Turns recorded changes into deliveries (given every webhook): called
+/// by [`super::Engine::deliver_changes`] within its transaction.
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) type Deliver =
+    dyn Fn(&[Change], &[crate::model::WebhookSpec]) -> Vec<Delivery> + Send + Sync;
+
+/// What [`super::Commands::put_webhook`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookPut {
+    /// A new webhook.
+    Added,
+    /// One of that name was replaced.
+    Replaced,
+    /// Refused: there are [`crate::model::MAX_WEBHOOKS`] already.
+    Full,
+}

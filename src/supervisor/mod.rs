@@ -50,6 +50,8 @@ pub enum Actor {
     Scheduler,
     /// Heartbeats, cancels, rescue.
     Maintenance,
+    /// Turns the changes the store recorded into webhook deliveries.
+    Webhooks,
 }
 
 struct Shared {
@@ -197,7 +199,16 @@ impl Supervisor {
         hooks: Vec<Hook>,
     ) -> Result<Supervisor, Error> {
         let store = db.store().clone();
-        let registry = with_test_builtins(registry, &config);
+        let mut registry = with_test_builtins(registry, &config);
+        {
+            let (store, client) = (store.clone(), crate::engine::webhooks::post::client());
+            registry.register(
+                crate::model::WEBHOOK_HANDLER,
+                move |ctx, payload: serde_json::Value| {
+                    crate::engine::webhooks::post::post(store.clone(), client.clone(), ctx, payload)
+                },
+            );
+        }
         let now = now_micros();
         let node = node_info(&config, now);
         store.register_node(&node).await?;
@@ -488,6 +499,14 @@ impl Supervisor {
         // even while clones of the supervisor live on.
         let mut scheduler = AbortOnDropHandle::new(tokio::spawn(scheduler.run()));
         let mut maintenance = AbortOnDropHandle::new(tokio::spawn(maintenance.run(notices)));
+        let outbox_stop = tokio_util::sync::CancellationToken::new();
+        let mut outbox = {
+            let dispatcher = self.shared.dispatcher.clone();
+            let wake = move || tell_or_drop(&dispatcher, ToDispatcher::Wake);
+            let store = self.shared.db.store().clone();
+            let run = crate::engine::webhooks::outbox::run(store, wake, outbox_stop.clone());
+            AbortOnDropHandle::new(tokio::spawn(run))
+        };
         self.shared.ready.send_replace(true);
         // The dispatcher runs in this task (`shutdown` and `force` need not
         // be 'static); it stops at `shutdown` or when another actor ends,
@@ -508,6 +527,7 @@ impl Supervisor {
                 _ = shutdown => return,
                 r = &mut scheduler => (Actor::Scheduler, r),
                 r = &mut maintenance => (Actor::Maintenance, r),
+                r = &mut outbox => (Actor::Webhooks, r),
             };
             *ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(actor);
             if let Err(Some(p)) = joined(r) {
@@ -524,9 +544,11 @@ impl Supervisor {
             self.interrupt_own().await;
         }
         let ended = ended.into_inner().unwrap_or_else(|e| e.into_inner());
+        outbox_stop.cancel();
         let actors = [
             (Actor::Scheduler, scheduler),
             (Actor::Maintenance, maintenance),
+            (Actor::Webhooks, outbox),
         ];
         for (actor, panic) in self.stop_actors(actors, ended).await {
             fail(actor, panic);
@@ -541,14 +563,14 @@ impl Supervisor {
     }
 
     /// Tells the scheduler and maintenance to stop (but for `ended`, which
-    /// has) and joins them; returns the panics they ended with. A stop,
+    /// has; the webhooks' task was cancelled) and joins them all; returns the panics they ended with. A stop,
     /// unlike a wake, must arrive: it waits for room in the mailbox (an
     /// actor that ended has dropped its mailbox, and the send returns at
     /// once). An actor stuck on a database that does not answer is not
     /// waited for past STOP_WAIT: it is aborted where it is.
     async fn stop_actors(
         &self,
-        actors: [(Actor, AbortOnDropHandle<()>); 2],
+        actors: [(Actor, AbortOnDropHandle<()>); 3],
         ended: Option<Actor>,
     ) -> Vec<(Actor, Box<dyn std::any::Any + Send>)> {
         let _ =
@@ -629,13 +651,16 @@ impl Supervisor {
     }
 
     /// Makes `actor` panic, to test that a failing actor stops the
-    /// supervisor cleanly.
+    /// supervisor cleanly (but for [`Actor::Webhooks`]).
     #[cfg(feature = "testing")]
     pub fn inject_panic(&self, actor: Actor) {
         match actor {
             Actor::Dispatcher => tell_or_drop(&self.shared.dispatcher, ToDispatcher::Panic),
             Actor::Scheduler => tell_or_drop(&self.shared.scheduler, ToScheduler::Panic),
             Actor::Maintenance => tell_or_drop(&self.shared.maintenance, ToMaintenance::Panic),
+            // It has no mailbox: a loop over the outbox, with nothing to
+            // tell it but to stop.
+            Actor::Webhooks => {}
         }
     }
 

@@ -148,6 +148,7 @@ impl From<Error> for ApiError {
             Error::UnknownHandler(h) => ApiError::not_found(format!("unknown handler {h:?}")),
             e @ Error::UnknownJob(_) => ApiError::not_found(e.to_string()),
             e @ Error::JobExists(_) => ApiError::conflict("job_exists", e.to_string()),
+            e @ Error::WebhookExists(_) => ApiError::conflict("webhook_exists", e.to_string()),
             e @ Error::IdTaken(_) => ApiError::conflict("id_taken", e.to_string()),
             e @ Error::Declared { .. } => ApiError::conflict("declared_in_config", e.to_string()),
             // Faults of the server, not of the request.

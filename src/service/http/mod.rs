@@ -30,6 +30,7 @@ mod streams;
 mod system;
 mod ui;
 mod validate;
+mod webhooks;
 mod workflows;
 
 pub use auth::{check_listen, Auth, NeedsToken, DEFAULT_MAX_AUTH_FAILURES, MIN_TOKEN_LEN};
@@ -165,6 +166,7 @@ type ApiState = axum::extract::State<Arc<Api>>;
         (name = "executions", description = "Runs, their logs and their streams"),
         (name = "queues", description = "Queues and their limits"),
         (name = "workflows", description = "Graphs of steps"),
+        (name = "webhooks", description = "Where events are posted"),
     )
 )]
 struct ApiDoc;
@@ -208,6 +210,8 @@ fn routes() -> OpenApiRouter<Arc<Api>> {
         .routes(routes!(workflows::list, workflows::run))
         .routes(routes!(workflows::show))
         .routes(routes!(workflows::cancel))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::show, webhooks::replace, webhooks::remove))
 }
 
 /// The OpenAPI 3.1 document of the API, with the security `auth` really

@@ -30,6 +30,19 @@ impl<D: Dialect> Commands for SqlStore<D> {
         Ok(self.write(q).await? > 0)
     }
 
+    async fn put_webhook(
+        &self,
+        spec: &crate::model::WebhookSpec,
+        now: Micros,
+    ) -> Result<WebhookPut, StoreError> {
+        self.put_webhook_once(spec, now).await
+    }
+
+    async fn remove_webhook(&self, name: &str) -> Result<bool, StoreError> {
+        let q = Sql::new("DELETE FROM webhooks WHERE name = $1").bind(name);
+        Ok(self.write(q).await? > 0)
+    }
+
     async fn enqueue(
         &self,
         execs: &[NewExecution],

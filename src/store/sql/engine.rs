@@ -9,6 +9,20 @@ use super::*;
 
 #[async_trait]
 impl<D: Dialect> Engine for SqlStore<D> {
+    async fn changes_waiting(&self) -> Result<bool, StoreError> {
+        let q = Sql::new("SELECT seq FROM event_outbox LIMIT 1");
+        Ok(self.read_one(q).await?.is_some())
+    }
+
+    async fn deliver_changes(
+        &self,
+        limit: usize,
+        now: Micros,
+        deliver: &Deliver,
+    ) -> Result<(usize, Vec<Uuid>), StoreError> {
+        retry_moved(|| self.deliver_once(limit, now, deliver)).await
+    }
+
     async fn listen(&self) -> Result<Option<UnboundedReceiver<Notice>>, StoreError> {
         let Some(mut notices) = self.db.listen().await? else {
             return Ok(None);

@@ -29,6 +29,7 @@ mod keys;
 mod limits;
 mod reads;
 mod tally;
+mod webhooks;
 
 use self::claim::claim_limited;
 use self::claim::claim_simple;
@@ -37,10 +38,10 @@ use self::limits::CachedLimits;
 use self::limits::Kinds;
 use super::dialect::{Col, Column, Conn, DbRow, Dialect, Sql};
 use super::{
-    Batch, CancelRequest, Claimed, Claims, Completion, ExecFilter, Finished, ForeignRunning,
-    HoldRequest, IdTable, IdleDaemon, JobAdvance, JobStats, Links, LogPage, NewWorkflow, NodeInfo,
-    Notice, QueueChange, QueueInfo, RetryRequest, StoreError, TimelineRow, UnstartedCancel,
-    UnstartedSink, WorkflowCancel, WorkflowInfo,
+    Batch, CancelRequest, Change, Claimed, Claims, Completion, Deliver, ExecFilter, Finished,
+    ForeignRunning, HoldRequest, IdTable, IdleDaemon, JobAdvance, JobStats, Links, LogPage,
+    NewWorkflow, NodeInfo, Notice, QueueChange, QueueInfo, RetryRequest, StoreError, TimelineRow,
+    UnstartedCancel, UnstartedSink, WebhookPut, WorkflowCancel, WorkflowInfo,
 };
 use super::{Commands, Engine, Reads};
 

@@ -220,6 +220,27 @@ impl<D: Dialect> Reads for SqlStore<D> {
         })
     }
 
+    async fn webhook(&self, name: &str) -> Result<Option<crate::model::WebhookSpec>, StoreError> {
+        let q = Sql::new("SELECT spec FROM webhooks WHERE name = $1").bind(name);
+        let Some(row) = self.read_one(q).await? else {
+            return Ok(None);
+        };
+        Fields::<D>::new(&row, "webhooks")
+            .json("spec")?
+            .ok_or_else(|| corrupt("webhooks", "spec", "null"))
+            .map(Some)
+    }
+
+    async fn webhooks(&self) -> Result<Vec<crate::model::WebhookSpec>, StoreError> {
+        let rows = self
+            .read_all(Sql::new("SELECT spec FROM webhooks ORDER BY name"))
+            .await?;
+        Self::decode(&rows, "webhooks", |r| {
+            r.json("spec")?
+                .ok_or_else(|| corrupt("webhooks", "spec", "null"))
+        })
+    }
+
     async fn workflows(&self, limit: usize) -> Result<Vec<WorkflowInfo>, StoreError> {
         let q = Sql::new(
             "SELECT w.id, w.name, w.created_at, w.cancelled_at, e.status, COUNT(e.id) AS n \

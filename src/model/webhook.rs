@@ -1,0 +1,407 @@
+//! Webhooks: where events are posted, and which events.
+//!
+//! A webhook names a URL and the events it hears, optionally narrowed to
+//! some jobs and queues. Each event it hears becomes one execution of the
+//! built-in handler [`WEBHOOK_HANDLER`] (in queue [`WEBHOOK_QUEUE`]), so a
+//! delivery is retried, logged and shown like any run, and never holds up
+//! the run it reports.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The built-in handler that posts an event: its executions are the
+/// deliveries.
+pub const WEBHOOK_HANDLER: &str = "webhook";
+
+/// The queue deliveries wait in (pause it, or limit it, like any queue).
+pub const WEBHOOK_QUEUE: &str = "webhooks";
+
+/// The lifecycle events of an execution a webhook can hear.
+pub const LIFECYCLE_EVENTS: [&str; 8] = [
+    "enqueued",
+    "started",
+    "succeeded",
+    "failed",
+    "retrying",
+    "cancelled",
+    "snoozed",
+    "skipped",
+];
+
+/// The alerts a webhook can hear, each with its `.recovered` event.
+pub const ALERT_EVENTS: [&str; 8] = [
+    "job.failing",
+    "job.failing.recovered",
+    "job.late",
+    "job.late.recovered",
+    "job.silent",
+    "job.silent.recovered",
+    "execution.stuck",
+    "execution.stuck.recovered",
+];
+
+/// Refuses handler `name` where a caller names it (a run, a job, a
+/// handler to register) if it is [`WEBHOOK_HANDLER`]: its runs are made by
+/// jobvisor alone, so that what it signs is what happened.
+///
+/// ```
+/// assert!(jobvisor::model::refuse_webhook_handler("webhook").is_err());
+/// assert!(jobvisor::model::refuse_webhook_handler("echo").is_ok());
+/// ```
+pub fn refuse_webhook_handler(name: &str) -> Result<(), String> {
+    if name == WEBHOOK_HANDLER {
+        return Err(format!(
+            "handler {WEBHOOK_HANDLER:?} is jobvisor's own: it posts the deliveries of webhooks, \
+             which jobvisor makes itself (add one with `jobvisor webhook add`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Webhooks at most (each one is read for every event).
+pub const MAX_WEBHOOKS: usize = 100;
+/// Jobs, or queues, one webhook may be narrowed to at most.
+pub const MAX_WEBHOOK_FILTERS: usize = 100;
+/// A webhook's URL is at most this long.
+pub const MAX_URL_CHARS: usize = 2048;
+
+/// What a delivery's body looks like.
+///
+/// ```
+/// use jobvisor::model::WebhookFormat;
+/// assert_eq!("slack".parse::<WebhookFormat>().unwrap(), WebhookFormat::Slack);
+/// assert_eq!(WebhookFormat::default().to_string(), "json");
+/// ```
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The event as JSON (docs/WEBHOOKS.md).
+    #[default]
+    Json,
+    /// A Slack incoming-webhook message: `{"text": ...}`, one line that
+    /// says what happened.
+    Slack,
+}
+
+impl fmt::Display for WebhookFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WebhookFormat::Json => "json",
+            WebhookFormat::Slack => "slack",
+        })
+    }
+}
+
+impl std::str::FromStr for WebhookFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(WebhookFormat::Json),
+            "slack" => Ok(WebhookFormat::Slack),
+            _ => Err(format!("unknown webhook format {s:?}: use json or slack")),
+        }
+    }
+}
+
+/// A webhook.
+///
+/// ```
+/// use jobvisor::model::WebhookSpec;
+/// let mut hook = WebhookSpec::new("oncall", "https://alerts.example.com/jobvisor", &["failed"]);
+/// hook.jobs = vec!["nightly".into()];
+/// assert!(hook.check().is_ok());
+/// assert!(hook.wants("failed", Some("nightly"), "default"));
+/// assert!(!hook.wants("failed", Some("hourly"), "default"));
+/// assert!(!hook.wants("succeeded", Some("nightly"), "default"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// Unique name: letters, digits, `-`, `_` and `.`.
+    pub name: String,
+    /// Where events are posted (`http` or `https`).
+    pub url: String,
+    /// The events it hears: any of [`LIFECYCLE_EVENTS`] and
+    /// [`ALERT_EVENTS`], or `all` for every lifecycle event.
+    pub events: Vec<String>,
+    /// Only events of these jobs (none: any job, and ad-hoc runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
+    /// Only events of runs in these queues (none: any queue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
+    /// The environment variable of the supervisor that holds the signing
+    /// secret (none: deliveries are not signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// What a delivery's body looks like.
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+impl WebhookSpec {
+    /// A webhook for `events` of every job and queue, unsigned, as JSON.
+    pub fn new(name: &str, url: &str, events: &[&str]) -> WebhookSpec {
+        WebhookSpec {
+            name: name.to_string(),
+            url: url.to_string(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            jobs: Vec::new(),
+            queues: Vec::new(),
+            secret_env: None,
+            format: WebhookFormat::Json,
+        }
+    }
+
+    /// Checks every field; the error is one line.
+    ///
+    /// ```
+    /// use jobvisor::model::WebhookSpec;
+    /// let bad = WebhookSpec::new("x", "ftp://example.com", &["failed"]);
+    /// assert!(bad.check().unwrap_err().contains("http"));
+    /// let bad = WebhookSpec::new("x", "https://example.com", &["exploded"]);
+    /// assert!(bad.check().unwrap_err().contains("exploded"));
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || self.name.chars().count() > super::MAX_LABEL_CHARS
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "invalid webhook name {:?}: use 1 to {} letters, digits, '-', '_' and '.'",
+                self.name,
+                super::MAX_LABEL_CHARS
+            ));
+        }
+        check_url(&self.url)?;
+        if self.events.is_empty() {
+            return Err("a webhook needs at least one event (--events)".into());
+        }
+        for (i, e) in self.events.iter().enumerate() {
+            if e != "all"
+                && !LIFECYCLE_EVENTS.contains(&e.as_str())
+                && !ALERT_EVENTS.contains(&e.as_str())
+            {
+                return Err(format!(
+                    "unknown event {e:?}: use all, {} or {}",
+                    LIFECYCLE_EVENTS.join(", "),
+                    ALERT_EVENTS.join(", ")
+                ));
+            }
+            if self.events[..i].contains(e) {
+                return Err(format!("event {e:?} is given twice"));
+            }
+        }
+        for (what, names) in [("job", &self.jobs), ("queue", &self.queues)] {
+            if names.len() > MAX_WEBHOOK_FILTERS {
+                return Err(format!(
+                    "{} {what}s: a webhook is narrowed to at most {MAX_WEBHOOK_FILTERS}",
+                    names.len()
+                ));
+            }
+            if let Some(n) = names
+                .iter()
+                .find(|n| n.is_empty() || n.len() > 256 || n.chars().any(char::is_control))
+            {
+                return Err(format!("invalid {what} name {n:?}"));
+            }
+        }
+        if let Some(var) = &self.secret_env {
+            let mut chars = var.chars();
+            let first_ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || var.len() > 128
+            {
+                return Err(format!(
+                    "invalid --secret-env {var:?}: name an environment variable \
+                     (letters, digits and '_', not starting with a digit)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether it hears event `event` of a run of `job` in `queue`.
+    pub fn wants(&self, event: &str, job: Option<&str>, queue: &str) -> bool {
+        let heard = self
+            .events
+            .iter()
+            .any(|e| e == event || (e == "all" && LIFECYCLE_EVENTS.contains(&event)));
+        heard
+            && (self.jobs.is_empty() || job.is_some_and(|j| self.jobs.iter().any(|n| n == j)))
+            && (self.queues.is_empty() || self.queues.iter().any(|q| q == queue))
+    }
+
+    /// The execution statuses whose changes it may hear, each between
+    /// spaces (` failed cancelled `): the store records a change only where
+    /// some webhook's statuses hold the new one.
+    pub fn statuses(&self) -> String {
+        let mut out: Vec<&str> = Vec::new();
+        for e in &self.events {
+            let of: &[&str] = match e.as_str() {
+                "all" => &[
+                    "pending",
+                    "waiting",
+                    "held",
+                    "running",
+                    "succeeded",
+                    "failed",
+                    "cancelled",
+                    "snoozed",
+                    "skipped",
+                ],
+                "enqueued" => &["pending", "waiting", "held"],
+                "started" => &["running"],
+                // An attempt that fails, or is interrupted, and is tried
+                // again: the row says which once the change is read.
+                "retrying" => &["failed", "cancelled"],
+                "succeeded" => &["succeeded"],
+                "failed" => &["failed"],
+                "cancelled" => &["cancelled"],
+                "snoozed" => &["snoozed"],
+                "skipped" => &["skipped"],
+                _ => &[],
+            };
+            for s in of {
+                if !out.contains(s) {
+                    out.push(s);
+                }
+            }
+        }
+        if out.is_empty() {
+            return String::new();
+        }
+        format!(" {} ", out.join(" "))
+    }
+
+    /// The spec as the API and listings show it: the URL's path, query and
+    /// password hidden (a Slack or Teams URL is its own secret).
+    ///
+    /// ```
+    /// use jobvisor::model::WebhookSpec;
+    /// let hook = WebhookSpec::new("chat", "https://hooks.slack.com/services/T0/B0/s3cret", &["failed"]);
+    /// assert_eq!(hook.redacted().url, "https://hooks.slack.com/<redacted>");
+    /// ```
+    pub fn redacted(mut self) -> WebhookSpec {
+        self.url = redact_url(&self.url);
+        self
+    }
+}
+
+/// `url` with only its scheme, host and port.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let host = u.host_str().unwrap_or_default();
+            let rest = if u.path() == "/" && u.query().is_none() && u.password().is_none() {
+                ""
+            } else {
+                super::REDACTED
+            };
+            format!("{}://{host}{port}/{rest}", u.scheme())
+        }
+        Err(_) => super::REDACTED.to_string(),
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.chars().count() > MAX_URL_CHARS {
+        return Err(format!(
+            "the webhook URL is {} characters: at most {MAX_URL_CHARS} are allowed",
+            url.chars().count()
+        ));
+    }
+    let u = reqwest::Url::parse(url).map_err(|e| format!("invalid webhook URL {url:?}: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "invalid webhook URL {url:?}: use an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_cover_every_event_a_webhook_hears() {
+        let hook = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["started", "retrying"]);
+        assert_eq!(hook.statuses(), " running failed cancelled ");
+        let all = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["all"]);
+        let every = "pending waiting held running succeeded failed cancelled snoozed skipped";
+        for s in every.split(' ') {
+            let status: crate::model::Status = s.parse().unwrap();
+            assert!(
+                all.statuses().contains(&format!(" {} ", status.as_str())),
+                "{s}"
+            );
+        }
+        // Alerts come from the supervisor, not from a row's change.
+        let alerts = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["job.failing"]);
+        assert_eq!(alerts.statuses(), "");
+    }
+
+    #[test]
+    fn all_is_every_lifecycle_event_but_no_alert() {
+        let hook = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["all"]);
+        assert!(LIFECYCLE_EVENTS.iter().all(|e| hook.wants(e, None, "q")));
+        assert!(!hook.wants("job.failing", Some("j"), "q"));
+    }
+
+    #[test]
+    fn a_webhook_narrowed_to_jobs_does_not_hear_ad_hoc_runs() {
+        let mut hook = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["failed"]);
+        hook.jobs = vec!["a".into()];
+        hook.queues = vec!["fast".into()];
+        assert!(hook.wants("failed", Some("a"), "fast"));
+        assert!(!hook.wants("failed", None, "fast"));
+        assert!(!hook.wants("failed", Some("a"), "slow"));
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_a_reason() {
+        let ok = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["failed"]);
+        assert_eq!(ok.check(), Ok(()));
+        type Change = fn(&mut WebhookSpec);
+        let cases: [(&str, Change); 7] = [
+            ("invalid webhook name", |h| h.name = "a b".into()),
+            ("http:// or https://", |h| {
+                h.url = "file:///etc/passwd".into()
+            }),
+            ("invalid webhook URL", |h| h.url = "not a url".into()),
+            ("at least one event", |h| h.events.clear()),
+            ("given twice", |h| h.events.push("failed".into())),
+            ("--secret-env", |h| h.secret_env = Some("1X".into())),
+            ("at most 2048", |h| {
+                h.url = format!("http://h/{}", "a".repeat(3000))
+            }),
+        ];
+        for (want, change) in cases {
+            let mut h = ok.clone();
+            change(&mut h);
+            let e = h.check().unwrap_err();
+            assert!(e.contains(want), "{e} lacks {want}");
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn redaction_keeps_only_where_it_goes() {
+        let h = WebhookSpec::new(
+            "h",
+            "https://user:pw@example.com:8443/hook?token=x",
+            &["failed"],
+        );
+        assert_eq!(h.redacted().url, "https://example.com:8443/<redacted>");
+        let h = WebhookSpec::new("h", "http://example.com", &["failed"]);
+        assert_eq!(h.redacted().url, "http://example.com/");
+    }
+}

@@ -1,0 +1,534 @@
+//! Webhooks against a real receiver: Python's HTTP server, checking each
+//! delivery's signature with Python's own HMAC (tests/reference/
+//! webhook_receiver.py), on SQLite and PostgreSQL.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running receiver: its port and the log of what it received.
+struct Receiver {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    /// Starts one that answers 503 to its first `fail` requests, checking
+    /// signatures with `secret`.
+    fn start(env: &Env, fail: usize, secret: Option<&str>, port: u16) -> Receiver {
+        let log = env
+            .dir
+            .path()
+            .join(format!("received-{}.jsonl", uuid::Uuid::now_v7()));
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/reference/webhook_receiver.py"
+        );
+        let mut cmd = Command::new(python());
+        cmd.arg(script)
+            .arg(&log)
+            .args(["--fail", &fail.to_string(), "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null());
+        match secret {
+            Some(s) => cmd.env("WEBHOOK_SECRET", s),
+            None => cmd.env_remove("WEBHOOK_SECRET"),
+        };
+        let mut child = cmd.spawn().expect("python3 runs the receiver");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let port = first.trim().parse().expect("the receiver prints its port");
+        Receiver { child, port, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Every request received so far.
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The requests answered 2xx.
+    fn delivered(&self) -> Vec<Value> {
+        self.received()
+            .into_iter()
+            .filter(|r| r["status"].as_u64().is_some_and(|s| s < 300))
+            .collect()
+    }
+
+    /// Waits until `until` holds of the delivered requests.
+    async fn until(&self, what: &str, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        eventually(what, || async {
+            let got = self.delivered();
+            until(&got).then_some(got)
+        })
+        .await
+    }
+}
+
+/// The events delivered about execution `id`, in the order received.
+fn events_of(got: &[Value], id: &str) -> Vec<String> {
+    got.iter()
+        .filter(|r| r["body"]["execution"]["id"] == id)
+        .map(|r| r["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn delivers_signed_events_in_order(env: &Env) {
+    let receiver = Receiver::start(env, 0, Some("s3cret"), 0);
+    env.ok(&[
+        "webhook",
+        "add",
+        "all-events",
+        "--url",
+        &receiver.url("hook"),
+        "--events",
+        "all",
+        "--secret-env",
+        "HOOK_SECRET",
+    ]);
+    let _serve = env.serve_env(&[], &[("HOOK_SECRET", "s3cret")]);
+    let ok = env
+        .enqueue(&["echo", "--payload", r#"{"n": 1}"#])
+        .to_string();
+    let failed = env
+        .enqueue(&[
+            "fail",
+            "--retries",
+            "1",
+            "--payload",
+            r#"{"message": "boom"}"#,
+        ])
+        .to_string();
+    let got = receiver
+        .until("every event of both runs", |got| {
+            events_of(got, &ok).len() >= 3 && events_of(got, &failed).len() >= 3
+        })
+        .await;
+    assert_eq!(events_of(&got, &ok), ["enqueued", "started", "succeeded"]);
+    // The first attempt's end is a retry; the second attempt (its own
+    // execution) fails for good.
+    assert_eq!(
+        events_of(&got, &failed),
+        ["enqueued", "started", "retrying"]
+    );
+    let retry = got
+        .iter()
+        .find(|r| r["event"] == "retrying")
+        .map(|r| {
+            r["body"]["execution"]["next_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap();
+    let got = receiver
+        .until("the retry's events", |got| {
+            events_of(got, &retry).len() >= 2
+        })
+        .await;
+    assert_eq!(events_of(&got, &retry), ["started", "failed"]);
+    let last = got.iter().find(|r| r["event"] == "failed").unwrap();
+    assert_eq!(last["body"]["execution"]["error"], "boom");
+    assert_eq!(last["body"]["execution"]["attempt"], 2);
+    for r in &got {
+        assert_eq!(
+            r["signed"], true,
+            "a signature Python's hmac does not verify: {r}"
+        );
+        assert_eq!(r["path"], "/hook");
+        assert_eq!(r["content_type"], "application/json");
+        assert!(r["user_agent"].as_str().unwrap().starts_with("jobvisor/"));
+        assert_eq!(r["event"], r["body"]["event"], "{r}");
+        assert_eq!(r["delivery"], r["body"]["delivery"], "{r}");
+        assert_eq!(r["body"]["webhook"], "all-events");
+        assert!(
+            r["body"]["execution"].get("payload").is_none(),
+            "the payload stays home"
+        );
+    }
+    // Each delivery is a run of handler `webhook`, and none is itself
+    // announced: every delivery received is about a run of echo or fail.
+    assert!(got
+        .iter()
+        .all(|r| r["body"]["execution"]["handler"] != "webhook"));
+    let listed = env.ok(&[
+        "exec", "list", "--origin", "event", "--json", "--limit", "1000",
+    ]);
+    let runs: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    assert!(
+        runs.len() >= got.len(),
+        "{} runs for {} deliveries",
+        runs.len(),
+        got.len()
+    );
+    assert!(runs.iter().all(|r| r["handler"] == "webhook"
+        && r["queue"] == "webhooks"
+        && r["meta"]["webhook"] == "all-events"));
+}
+
+#[tokio::test]
+async fn events_reach_a_real_receiver_signed_once_each_and_in_order_on_sqlite() {
+    delivers_signed_events_in_order(&Env::new()).await;
+}
+
+#[tokio::test]
+async fn events_reach_a_real_receiver_signed_once_each_and_in_order_on_postgres() {
+    let Some(env) = Env::postgres().await else {
+        return;
+    };
+    delivers_signed_events_in_order(&env).await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_refuses_gets_every_event_later_in_order_under_one_delivery_id() {
+    let env = Env::new();
+    // The first six posts are answered 503.
+    let receiver = Receiver::start(&env, 6, None, 0);
+    env.ok(&[
+        "webhook",
+        "add",
+        "flaky",
+        "--url",
+        &receiver.url("in"),
+        "--events",
+        "enqueued,started,succeeded",
+    ]);
+    let _serve = env.serve(&[]);
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            env.enqueue(&["echo", "--payload", &i.to_string()])
+                .to_string()
+        })
+        .collect();
+    let got = receiver
+        .until("three events of each run", |got| {
+            ids.iter().all(|id| events_of(got, id).len() == 3)
+        })
+        .await;
+    for id in &ids {
+        assert_eq!(
+            events_of(&got, id),
+            ["enqueued", "started", "succeeded"],
+            "{id}"
+        );
+    }
+    // A delivery refused and sent again is the same delivery, with the
+    // same body; and no event was delivered under two ids.
+    let all = receiver.received();
+    assert!(all.iter().filter(|r| r["status"] == 503).count() == 6);
+    let mut bodies: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &all {
+        bodies
+            .entry(r["delivery"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(r["raw"].as_str().unwrap().to_string());
+    }
+    assert!(
+        bodies.values().all(|b| b.len() == 1),
+        "one body per delivery id"
+    );
+    assert_eq!(bodies.len(), 9, "one delivery per event: {bodies:?}");
+    let accepted: BTreeSet<&str> = got
+        .iter()
+        .map(|r| r["delivery"].as_str().unwrap())
+        .collect();
+    assert_eq!(accepted.len(), 9, "each delivered once");
+    // The refused attempts are on record as failed attempts of their
+    // delivery, with the receiver's answer.
+    let listed = env.ok(&[
+        "exec", "list", "--origin", "retry", "--json", "--limit", "1000",
+    ]);
+    let retries: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    assert!(retries.iter().filter(|r| r["handler"] == "webhook").count() >= 6);
+    let failed = env.ok(&[
+        "exec", "list", "--status", "failed", "--json", "--limit", "1000",
+    ]);
+    assert!(failed.contains("answered 503"), "{failed}");
+}
+
+#[tokio::test]
+async fn a_webhook_hears_only_its_events_jobs_and_queues() {
+    let env = Env::new();
+    let receiver = Receiver::start(&env, 0, None, 0);
+    env.ok(&[
+        "webhook",
+        "add",
+        "failures",
+        "--url",
+        &receiver.url("f"),
+        "--events",
+        "failed",
+        "--job",
+        "nightly",
+        "--format",
+        "slack",
+    ]);
+    env.ok(&[
+        "job",
+        "add",
+        "nightly",
+        "--handler",
+        "fail",
+        "--cron",
+        "0 3 * * *",
+        "--payload",
+        r#"{"message": "disk full", "retry": false}"#,
+    ]);
+    env.ok(&[
+        "job",
+        "add",
+        "other",
+        "--handler",
+        "fail",
+        "--cron",
+        "0 3 * * *",
+    ]);
+    let _serve = env.serve(&[]);
+    env.ok(&["job", "trigger", "other"]);
+    env.ok(&["run", "fail"]);
+    env.ok(&["run", "echo"]);
+    env.ok(&["job", "trigger", "nightly"]);
+    let got = receiver
+        .until("the nightly failure", |got| !got.is_empty())
+        .await;
+    // Give the others every chance to be delivered wrongly.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_all = receiver.received();
+    assert_eq!(got_all.len(), 1, "only nightly's failure: {got_all:?}");
+    assert_eq!(got[0]["event"], "failed");
+    assert_eq!(
+        got[0]["body"]["text"], ":x: job `nightly` failed: disk full",
+        "a Slack message"
+    );
+}
+
+#[tokio::test]
+async fn no_change_is_recorded_while_there_is_no_webhook() {
+    let env = Env::new();
+    let _serve = env.serve(&[]);
+    let id = env.enqueue(&["echo"]);
+    let store = env.store().await;
+    finished(store.as_ref(), id).await;
+    assert!(!store.changes_waiting().await.unwrap());
+    let listed = env.ok(&["exec", "list", "--origin", "event", "--json"]);
+    assert_eq!(listed.trim(), "[]");
+}
+
+#[test]
+fn the_cli_adds_lists_shows_and_removes_webhooks_and_refuses_bad_ones() {
+    let env = Env::new();
+    env.ok(&[
+        "webhook",
+        "add",
+        "chat",
+        "--url",
+        "https://hooks.example.com/services/T0/B0/s3cret",
+        "--events",
+        "failed,job.failing",
+        "--queue",
+        "critical",
+        "--format",
+        "slack",
+    ]);
+    let list = env.ok(&["webhook", "list"]);
+    assert!(
+        list.contains("chat") && list.contains("failed,job.failing"),
+        "{list}"
+    );
+    assert!(
+        !list.contains("s3cret"),
+        "the URL's secret path is hidden: {list}"
+    );
+    let shown: Value =
+        serde_json::from_str(&env.ok(&["webhook", "show", "chat", "--json"])).unwrap();
+    assert_eq!(shown["url"], "https://hooks.example.com/<redacted>");
+    assert_eq!(shown["queues"], serde_json::json!(["critical"]));
+    let revealed = env.ok(&["webhook", "show", "chat", "--json", "--reveal"]);
+    assert!(revealed.contains("s3cret"));
+    // Twice: refused without --replace.
+    let again = env.cli(&[
+        "webhook",
+        "add",
+        "chat",
+        "--url",
+        "https://x.example.com",
+        "--events",
+        "failed",
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    env.ok(&[
+        "webhook",
+        "add",
+        "chat",
+        "--url",
+        "https://x.example.com",
+        "--events",
+        "failed",
+        "--replace",
+    ]);
+    for (args, says) in [
+        (
+            &[
+                "webhook", "add", "w", "--url", "ftp://x", "--events", "failed",
+            ][..],
+            "http:// or https://",
+        ),
+        (
+            &[
+                "webhook", "add", "w", "--url", "http://x", "--events", "exploded",
+            ][..],
+            "unknown event",
+        ),
+        (
+            &[
+                "webhook", "add", "w w", "--url", "http://x", "--events", "failed",
+            ][..],
+            "invalid webhook name",
+        ),
+        (
+            &[
+                "webhook",
+                "add",
+                "w",
+                "--url",
+                "http://x",
+                "--events",
+                "failed",
+                "--secret-env",
+                "A-B",
+            ][..],
+            "--secret-env",
+        ),
+        (&["run", "webhook"][..], "jobvisor's own"),
+        (
+            &["handler", "add", "webhook", "--exec", "/bin/true"][..],
+            "jobvisor's own",
+        ),
+        (&["webhook", "remove", "nope"][..], "no webhook named"),
+    ] {
+        let out = env.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    assert!(env.ok(&["webhook", "remove", "chat"]).contains("removed"));
+    assert_eq!(env.ok(&["webhook", "list", "--json"]).trim(), "[]");
+}
+
+#[tokio::test]
+async fn the_config_file_declares_webhooks_and_owns_them() {
+    let env = Env::new();
+    let config = env.path("jobvisor.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[webhook]]
+name = "ops"
+url = "https://ops.example.com/jobvisor"
+events = ["failed", "retrying"]
+job = ["nightly"]
+secret_env = "OPS_SECRET"
+"#,
+    )
+    .unwrap();
+    let checked = env.ok(&["check-config", config.to_str().unwrap()]);
+    assert!(checked.contains("1 webhooks"), "{checked}");
+    let mut serve = env.serve(&["--config", config.to_str().unwrap()]);
+    let listed = eventually("the declared webhook", || async {
+        let l = env.ok(&["webhook", "list", "--json"]);
+        l.contains("ops").then_some(l)
+    })
+    .await;
+    let hooks: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        hooks[0]["events"],
+        serde_json::json!(["failed", "retrying"])
+    );
+    assert_eq!(hooks[0]["jobs"], serde_json::json!(["nightly"]));
+    assert_eq!(hooks[0]["secret_env"], "OPS_SECRET");
+    let out = env.cli(&["webhook", "remove", "ops"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configuration file"));
+    serve.stop();
+    // A bad one is refused with its line.
+    std::fs::write(
+        &config,
+        "\n[[webhook]]\nname = \"x\"\nurl = \"gopher://x\"\nevents = [\"failed\"]\n",
+    )
+    .unwrap();
+    let out = env.cli(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":2:") && err.contains("http:// or https://"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_http_api_creates_lists_replaces_and_deletes_webhooks() {
+    let env = Env::new();
+    let serve = env.serve(&[]);
+    let addr = serve.http_addr();
+    let body = r#"{"name": "h", "url": "https://example.com/secret-path", "events": ["failed"]}"#;
+    let r = post(&addr, "/v1/webhooks", body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["url"], "https://example.com/<redacted>");
+    assert_eq!(post(&addr, "/v1/webhooks", body).status, 409);
+    let bad = post(
+        &addr,
+        "/v1/webhooks",
+        r#"{"name": "b", "url": "file:///etc/passwd", "events": ["failed"]}"#,
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    let list = get(&addr, "/v1/webhooks");
+    assert_eq!(list.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        get(&addr, "/v1/webhooks/h").json()["events"],
+        serde_json::json!(["failed"])
+    );
+    let put = request(
+        &addr,
+        "PUT",
+        "/v1/webhooks/h",
+        Some(r#"{"name": "h", "url": "https://example.com/", "events": ["all"]}"#),
+        None,
+    );
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_eq!(
+        get(&addr, "/v1/webhooks/h").json()["events"],
+        serde_json::json!(["all"])
+    );
+    let del = request(&addr, "DELETE", "/v1/webhooks/h", None, None);
+    assert_eq!(del.status, 200);
+    assert_eq!(get(&addr, "/v1/webhooks/h").status, 404);
+    assert_eq!(
+        request(&addr, "DELETE", "/v1/webhooks/h", None, None).status,
+        404
+    );
+}
