@@ -1,9 +1,10 @@
 """A chaos run against a real deployment: three `jobvisor serve` nodes on
 one PostgreSQL database, a stream of process, pooled and inproc
 executions with side effects, diamond workflows (a -> b, c -> d), a
-one-second cron and a daemon; faults at
+one-second cron and a daemon, and a webhook on every end; faults at
 random (SIGKILL and restart of a node, SIGSTOP/SIGCONT, SIGKILL of a
-worker, a node cut from the database for 15 s); then the invariants.
+worker, a node cut from the database for 15 s, the webhook's receiver gone
+for a while); then the invariants.
 
 Run it through `scripts/chaos`, which builds the binaries and starts a
 throwaway PostgreSQL. Exit status 0 means no violation.
@@ -28,8 +29,12 @@ import tempfile
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LEASE_S = 10
+# The ends the webhook hears (every end of every run but its own
+# deliveries').
+WEBHOOK_EVENTS = "succeeded,failed,retrying,cancelled,skipped,snoozed"
 CUT_S = 15
 
 
@@ -164,6 +169,50 @@ def cmdline(pid):
         return ""
 
 
+class Receiver:
+    """The webhook's receiver: records every delivery; it can go away (its
+    port refuses connections) and come back on the same port."""
+
+    def __init__(self):
+        self.received = []
+        self.lock = threading.Lock()
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.server = None
+        self.start()
+
+    def start(self):
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.received.append((self.headers.get("X-Jobvisor-Delivery"),
+                                              self.headers.get("X-Jobvisor-Event"), body))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    @property
+    def up(self):
+        return self.server is not None
+
+
 class Node:
     def __init__(self, n, bin_dir, url, workdir):
         self.n = n
@@ -218,6 +267,7 @@ class Chaos:
         self.lock = threading.Lock()
         self.stop_load = threading.Event()
         self.daemon_samples = 0
+        self.receiver = Receiver()
 
     def cli(self, *args, check=True, stdin=None):
         out = subprocess.run([self.bin, "--database", self.url, *args],
@@ -249,6 +299,8 @@ class Chaos:
         daemon = json.dumps({"path": self.effects, "lines": 2, "ms": 3000})
         self.cli("job", "add", "keeper", "--handler", "append", "--mode", "inproc",
                  "--daemon", "--payload", daemon, "--backoff", "200ms")
+        self.cli("webhook", "add", "chaos", "--url", f"http://127.0.0.1:{self.receiver.port}/hook",
+                 "--events", WEBHOOK_EVENTS)
         self.nodes = [Node(i + 1, self.args.bin_dir, self.node_urls[i], self.workdir)
                       for i in range(self.args.nodes)]
 
@@ -310,8 +362,15 @@ class Chaos:
         if len(healthy) < 2:
             return
         node = self.rng.choice(healthy)
-        kind = self.rng.choice(["kill", "kill", "stop", "worker", "worker", "cut"])
-        if kind == "kill":
+        kind = self.rng.choice(["kill", "kill", "stop", "worker", "worker", "cut", "receiver"])
+        if kind == "receiver":
+            if not self.receiver.up:
+                return
+            secs = self.rng.uniform(3, 20)
+            self.receiver.stop()
+            log(f"the webhook's receiver is gone for {secs:.1f} s")
+            self.after(secs, self.receiver_back)
+        elif kind == "kill":
             procs = descendants(node.pid)
             node.proc.send_signal(signal.SIGKILL)
             node.proc.wait()
@@ -348,6 +407,11 @@ class Chaos:
         t = threading.Timer(secs, f)
         t.daemon = True
         t.start()
+
+    def receiver_back(self):
+        if not self.receiver.up:
+            self.receiver.start()
+            log("the webhook's receiver is back")
 
     def restart(self, node):
         if node.state == "killed":
@@ -399,6 +463,7 @@ class Chaos:
             self.cont(node)
             self.heal(node)
             self.restart(node)
+        self.receiver_back()
         self.check_orphans(final=True)
         self.cli("job", "pause", "tick")
         self.cli("job", "pause", "keeper")
@@ -421,7 +486,10 @@ class Chaos:
     def drain(self):
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            rows = psql(self.url, "SELECT count(*) FROM executions WHERE status IN ('pending', 'running')")
+            # Webhook deliveries too, and the changes yet to be taken for
+            # them.
+            rows = psql(self.url, "SELECT (SELECT count(*) FROM executions WHERE status IN "
+                        "('pending', 'running', 'waiting')) + (SELECT count(*) FROM event_outbox)")
             if int(rows[0][0]) == 0:
                 return
             time.sleep(1)
@@ -503,6 +571,50 @@ class Chaos:
             if int(got) != expected:
                 self.violation(f"execution {ex} ({handler}) stored {got} of its {expected} log lines")
 
+        self.verify_webhook()
+
+    def verify_webhook(self):
+        """Every end of every run (but the webhook's own deliveries) was
+        delivered at least once; a delivery id always came with the same
+        body; no end was delivered under two delivery ids."""
+        rows = psql(self.url, """
+            SELECT id::text, status, next_id IS NOT NULL FROM executions
+            WHERE handler <> 'webhook' AND status IN
+                ('succeeded', 'failed', 'cancelled', 'skipped', 'snoozed')""")
+        expected = {}
+        for ex, status, retried in rows:
+            if status in ("failed", "cancelled") and retried == "t":
+                expected[ex] = "retrying"
+            else:
+                expected[ex] = status
+        bodies = collections.defaultdict(set)
+        delivered = collections.defaultdict(set)
+        with self.receiver.lock:
+            received = list(self.receiver.received)
+        for delivery, event, body in received:
+            bodies[delivery].add(body)
+            try:
+                ex = json.loads(body)["execution"]["id"]
+            except (ValueError, KeyError, TypeError):
+                self.violation(f"delivery {delivery}: a body that is not an execution's event")
+                continue
+            delivered[(ex, event)].add(delivery)
+        for delivery, b in bodies.items():
+            if len(b) > 1:
+                self.violation(f"delivery {delivery} came with {len(b)} different bodies")
+        for key, ids in delivered.items():
+            if len(ids) > 1:
+                self.violation(f"{key[1]} of {key[0]} was delivered under {len(ids)} delivery ids")
+        missing = [(ex, ev) for ex, ev in expected.items() if (ex, ev) not in delivered]
+        for ex, ev in missing[:20]:
+            self.violation(f"{ev} of execution {ex} was never delivered")
+        if len(missing) > 20:
+            self.violation(f"... and {len(missing) - 20} more ends never delivered")
+        extra = [k for k in delivered if expected.get(k[0]) != k[1]]
+        for ex, ev in extra[:20]:
+            self.violation(f"{ev} of execution {ex} was delivered, but it ended {expected.get(ex)}")
+        self.deliveries = (len(expected), len(received), len(bodies))
+
     def show_attempts(self, *ids):
         """Log each row's whole attempt chain (its first attempt to its
         last), so that an ordering violation explains itself."""
@@ -528,7 +640,8 @@ class Chaos:
         log(f"summary: {len(self.enqueued)} executions enqueued, {len(self.workflows)} workflows "
             f"({self.workflow_steps} steps), {self.attempts} attempts in all, "
             f"{self.occurrences} cron occurrences, {self.effects_count} side effects, "
-            f"{self.checked_logs} succeeded executions' logs checked, {self.daemon_samples} daemon samples")
+            f"{self.checked_logs} succeeded executions' logs checked, {self.daemon_samples} daemon samples, "
+            f"{self.deliveries[0]} ends to deliver: {self.deliveries[1]} posts of {self.deliveries[2]} deliveries received")
         log(f"faults injected: {sum(self.faults.values())} ({faults})")
         log(f"violations: {len(self.violations)}")
         for v in self.violations[:50]:

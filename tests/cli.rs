@@ -1293,6 +1293,37 @@ fn the_wakeup_bench_times_a_real_serve_against_an_in_process_wake() {
     }
 }
 
+/// `bench --scenario webhooks` drains no-ops with and without a webhook,
+/// posting nothing for a webhook on `failed`, and delivers every success
+/// to its receiver.
+#[test]
+fn the_webhooks_bench_measures_the_cost_and_every_delivery_arrives() {
+    let r = bench_json(&[
+        "--scenario",
+        "webhooks",
+        "--count",
+        "300",
+        "--process-count",
+        "200",
+        "--repeat",
+        "2",
+    ]);
+    assert_eq!(r["backend"], "sqlite");
+    assert_eq!(r["cost_ratios"].as_array().unwrap().len(), 2, "{r}");
+    for v in r["with_jobs_per_sec"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(r["without_jobs_per_sec"].as_array().unwrap())
+    {
+        assert!(v.as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(r["deliveries"], 200);
+    assert!(r["deliveries_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["bare_posts_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["end_to_post_p50_ms"].as_f64().unwrap() > 0.0, "{r}");
+}
+
 /// `bench --scenario abuse` drives a real `serve` with each abusive load
 /// and measures it from outside; the service survives all three, and what
 /// it holds stays bounded (loose bounds: a debug build on a shared

@@ -35,6 +35,7 @@ mod relay;
 mod rescue;
 mod spawn;
 mod wakeup;
+mod webhooks;
 mod workflow;
 use clap::Args;
 use jobvisor::{RunSpec, Supervisor};
@@ -95,6 +96,11 @@ pub enum Scenario {
     /// installs graphile-worker into a temporary directory. Give it a
     /// database of its own.
     Peers,
+    /// What webhooks cost the runs they report (no-op throughput with a
+    /// webhook on `failed` against none, `--repeat` rounds), and how fast
+    /// deliveries reach a receiver in this process (`--process-count` of
+    /// them) against bare POSTs to it.
+    Webhooks,
 }
 
 /// A way of running executions that `bench` measures.
@@ -457,6 +463,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Idle => return idle::bench_idle(database, &a).await,
         Scenario::Abuse => return abuse::bench_abuse(database, &a).await,
         Scenario::Peers => return peers::bench_peers(database, &a).await,
+        Scenario::Webhooks => return webhooks::bench_webhooks(database, &a).await,
         Scenario::Isolation | Scenario::Modes | Scenario::Comparison => {}
     }
     if a.scenario == Scenario::Isolation {

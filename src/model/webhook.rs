@@ -6,6 +6,7 @@
 //! delivery is retried, logged and shown like any run, and never holds up
 //! the run it reports.
 
+use super::Status;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -120,21 +121,27 @@ impl std::str::FromStr for WebhookFormat {
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     /// Unique name: letters, digits, `-`, `_` and `.`.
+    #[schema(schema_with = name_schema)]
     pub name: String,
     /// Where events are posted (`http` or `https`).
+    #[schema(schema_with = url_schema)]
     pub url: String,
     /// The events it hears: any of [`LIFECYCLE_EVENTS`] and
     /// [`ALERT_EVENTS`], or `all` for every lifecycle event.
+    #[schema(schema_with = events_schema)]
     pub events: Vec<String>,
     /// Only events of these jobs (none: any job, and ad-hoc runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = filter_schema)]
     pub jobs: Vec<String>,
     /// Only events of runs in these queues (none: any queue).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = filter_schema)]
     pub queues: Vec<String>,
     /// The environment variable of the supervisor that holds the signing
     /// secret (none: deliveries are not signed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = env_var_schema)]
     pub secret_env: Option<String>,
     /// What a delivery's body looks like.
     #[serde(default)]
@@ -204,10 +211,9 @@ impl WebhookSpec {
                     names.len()
                 ));
             }
-            if let Some(n) = names
-                .iter()
-                .find(|n| n.is_empty() || n.len() > 256 || n.chars().any(char::is_control))
-            {
+            if let Some(n) = names.iter().find(|n| {
+                n.is_empty() || n.chars().count() > 256 || n.chars().any(char::is_control)
+            }) {
                 return Err(format!("invalid {what} name {n:?}"));
             }
         }
@@ -238,46 +244,49 @@ impl WebhookSpec {
             && (self.queues.is_empty() || self.queues.iter().any(|q| q == queue))
     }
 
-    /// The execution statuses whose changes it may hear, each between
-    /// spaces (` failed cancelled `): the store records a change only where
-    /// some webhook's statuses hold the new one.
-    pub fn statuses(&self) -> String {
-        let mut out: Vec<&str> = Vec::new();
+    /// The execution statuses whose changes it may hear: the store
+    /// records a change of a run only to a status some webhook's statuses
+    /// hold (and records none while no webhook has any).
+    ///
+    /// ```
+    /// use jobvisor::model::{Status, WebhookSpec};
+    /// let hook = WebhookSpec::new("h", "http://127.0.0.1:9/", &["failed"]);
+    /// assert_eq!(hook.statuses(), [Status::Failed]);
+    /// ```
+    pub fn statuses(&self) -> Vec<Status> {
+        let mut out: Vec<Status> = Vec::new();
         for e in &self.events {
-            let of: &[&str] = match e.as_str() {
+            let of: &[Status] = match e.as_str() {
                 "all" => &[
-                    "pending",
-                    "waiting",
-                    "held",
-                    "running",
-                    "succeeded",
-                    "failed",
-                    "cancelled",
-                    "snoozed",
-                    "skipped",
+                    Status::Pending,
+                    Status::Waiting,
+                    Status::Held,
+                    Status::Running,
+                    Status::Succeeded,
+                    Status::Failed,
+                    Status::Cancelled,
+                    Status::Snoozed,
+                    Status::Skipped,
                 ],
-                "enqueued" => &["pending", "waiting", "held"],
-                "started" => &["running"],
+                "enqueued" => &[Status::Pending, Status::Waiting, Status::Held],
+                "started" => &[Status::Running],
                 // An attempt that fails, or is interrupted, and is tried
                 // again: the row says which once the change is read.
-                "retrying" => &["failed", "cancelled"],
-                "succeeded" => &["succeeded"],
-                "failed" => &["failed"],
-                "cancelled" => &["cancelled"],
-                "snoozed" => &["snoozed"],
-                "skipped" => &["skipped"],
+                "retrying" => &[Status::Failed, Status::Cancelled],
+                "succeeded" => &[Status::Succeeded],
+                "failed" => &[Status::Failed],
+                "cancelled" => &[Status::Cancelled],
+                "snoozed" => &[Status::Snoozed],
+                "skipped" => &[Status::Skipped],
                 _ => &[],
             };
             for s in of {
                 if !out.contains(s) {
-                    out.push(s);
+                    out.push(*s);
                 }
             }
         }
-        if out.is_empty() {
-            return String::new();
-        }
-        format!(" {} ", out.join(" "))
+        out
     }
 
     /// The spec as the API and listings show it: the URL's path, query and
@@ -292,6 +301,47 @@ impl WebhookSpec {
         self.url = redact_url(&self.url);
         self
     }
+}
+
+type Schema = utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>;
+
+fn name_schema() -> Schema {
+    super::schema(
+        serde_json::json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$",
+        "description": "1 to 64 letters, digits, '-', '_' and '.'"}),
+    )
+}
+
+fn url_schema() -> Schema {
+    super::schema(
+        serde_json::json!({"type": "string", "maxLength": MAX_URL_CHARS,
+        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9][A-Za-z0-9.-]{0,252}(:[1-9][0-9]{0,3})?(/[!-~]*)?$",
+        "examples": ["https://alerts.example.com/jobvisor"],
+        "description": "An http:// or https:// URL; shown with its path, query and password redacted"}),
+    )
+}
+
+fn events_schema() -> Schema {
+    let names: Vec<&str> = std::iter::once("all")
+        .chain(LIFECYCLE_EVENTS)
+        .chain(ALERT_EVENTS)
+        .collect();
+    super::schema(
+        serde_json::json!({"type": "array", "minItems": 1, "maxItems": names.len(),
+        "uniqueItems": true, "items": {"type": "string", "enum": names}}),
+    )
+}
+
+fn filter_schema() -> Schema {
+    super::schema(
+        serde_json::json!({"type": "array", "maxItems": MAX_WEBHOOK_FILTERS,
+        "items": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}}),
+    )
+}
+
+fn env_var_schema() -> Schema {
+    super::schema(serde_json::json!({"type": ["string", "null"],
+        "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"}))
 }
 
 /// `url` with only its scheme, host and port.
@@ -334,19 +384,19 @@ mod tests {
     #[test]
     fn statuses_cover_every_event_a_webhook_hears() {
         let hook = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["started", "retrying"]);
-        assert_eq!(hook.statuses(), " running failed cancelled ");
+        assert_eq!(
+            hook.statuses(),
+            [Status::Running, Status::Failed, Status::Cancelled]
+        );
         let all = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["all"]);
         let every = "pending waiting held running succeeded failed cancelled snoozed skipped";
         for s in every.split(' ') {
-            let status: crate::model::Status = s.parse().unwrap();
-            assert!(
-                all.statuses().contains(&format!(" {} ", status.as_str())),
-                "{s}"
-            );
+            let status: Status = s.parse().unwrap();
+            assert!(all.statuses().contains(&status), "{s}");
         }
         // Alerts come from the supervisor, not from a row's change.
         let alerts = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["job.failing"]);
-        assert_eq!(alerts.statuses(), "");
+        assert_eq!(alerts.statuses(), []);
     }
 
     #[test]

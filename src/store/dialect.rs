@@ -89,6 +89,12 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// delivering at the same time could not see yet.
     const DELIVER_LOCK: Option<&'static str>;
 
+    /// The statements that make the triggers on `executions` record, in
+    /// `event_outbox`, an insert of a run of any handler but `webhook` in
+    /// one of `inserted` (a quoted SQL list), and a change of status to
+    /// one of `updated`; `None`: no such trigger.
+    fn record_triggers(inserted: Option<&str>, updated: Option<&str>) -> Vec<String>;
+
     /// The pool for reads.
     fn reader(&self) -> &Pool<Self::Db>;
     /// The pool for writes.

@@ -126,6 +126,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether the outbox holds changes to deliver (a cheap read).
     async fn changes_waiting(&self) -> Result<bool, StoreError>;
 
+    /// Whether there is a webhook, or changes left to take.
+    async fn webhooks_or_changes(&self) -> Result<bool, StoreError>;
+
     /// Takes up to `limit` recorded changes, oldest first, and inserts
     /// the deliveries `deliver` makes of them, in one transaction (one
     /// node at a time). Each delivery runs after the last one of its

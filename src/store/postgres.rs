@@ -95,6 +95,35 @@ impl Dialect for Pg {
     const BEGIN: &'static str = "BEGIN";
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7305150916)");
     const DELIVER_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7305150917)");
+
+    /// A trigger's statement locks `executions` against writes (dropping
+    /// one, against reads too) until the transaction ends: it waits at
+    /// most 10 s for the writes under way, rather than hold every other
+    /// one up behind it for as long as the slowest takes.
+    fn record_triggers(inserted: Option<&str>, updated: Option<&str>) -> Vec<String> {
+        let mut out = vec!["SET LOCAL lock_timeout = '10s'".to_string()];
+        let run = "EXECUTE FUNCTION jobvisor_record_event()";
+        match inserted {
+            Some(list) => out.push(format!(
+                "CREATE OR REPLACE TRIGGER executions_record_insert AFTER INSERT ON executions \
+                 FOR EACH ROW WHEN (NEW.status IN ({list}) AND NEW.handler <> 'webhook') {run}"
+            )),
+            None => {
+                out.push("DROP TRIGGER IF EXISTS executions_record_insert ON executions".into())
+            }
+        }
+        match updated {
+            Some(list) => out.push(format!(
+                "CREATE OR REPLACE TRIGGER executions_record_update AFTER UPDATE OF status \
+                 ON executions FOR EACH ROW WHEN (NEW.status IN ({list}) \
+                 AND OLD.status IS DISTINCT FROM NEW.status AND NEW.handler <> 'webhook') {run}"
+            )),
+            None => {
+                out.push("DROP TRIGGER IF EXISTS executions_record_update ON executions".into())
+            }
+        }
+        out
+    }
     const ARRAYS: bool = true;
     const PARTITIONED: bool = true;
 

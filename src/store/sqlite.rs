@@ -276,6 +276,29 @@ impl Dialect for Lite {
     const CLAIM_LOCK: Option<&'static str> = None;
     const DELIVER_LOCK: Option<&'static str> = None;
 
+    fn record_triggers(inserted: Option<&str>, updated: Option<&str>) -> Vec<String> {
+        let record = "BEGIN INSERT INTO event_outbox (execution_id, status) \
+                      VALUES (NEW.id, NEW.status); END";
+        let mut out = vec![
+            "DROP TRIGGER IF EXISTS executions_record_insert".to_string(),
+            "DROP TRIGGER IF EXISTS executions_record_update".to_string(),
+        ];
+        if let Some(list) = inserted {
+            out.push(format!(
+                "CREATE TRIGGER executions_record_insert AFTER INSERT ON executions \
+                 WHEN NEW.status IN ({list}) AND NEW.handler <> 'webhook' {record}"
+            ));
+        }
+        if let Some(list) = updated {
+            out.push(format!(
+                "CREATE TRIGGER executions_record_update AFTER UPDATE OF status ON executions \
+                 WHEN NEW.status IN ({list}) AND OLD.status IS NOT NEW.status \
+                 AND NEW.handler <> 'webhook' {record}"
+            ));
+        }
+        out
+    }
+
     fn reader(&self) -> &Pool<Sqlite> {
         &self.reader
     }

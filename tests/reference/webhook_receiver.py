@@ -66,6 +66,7 @@ def main():
                     "content_type": self.headers.get("Content-Type"),
                     "user_agent": self.headers.get("User-Agent"),
                     "signed": signed,
+                    "signature": self.headers.get("X-Jobvisor-Signature"),
                     "status": status,
                     "raw": body.decode("utf-8", "replace"),
                     "body": parsed,

@@ -17,9 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// How often a node looks for recorded changes (a read of one row of an
-/// empty table when there are none).
+/// How often a node looks for recorded changes while there is a webhook
+/// (a read of one row of an empty table when there are none).
 pub(crate) const POLL: Duration = Duration::from_millis(250);
+/// How often a node looks whether there is a webhook: with none, that is
+/// all it does.
+const LOOK: Duration = Duration::from_secs(5);
 /// Changes taken in one transaction.
 const BATCH: usize = 500;
 /// A delivery's attempts: backed off from a second up to an hour, about
@@ -41,10 +44,28 @@ pub(crate) async fn run(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut failing = false;
+    // Whether there was a webhook (or changes left to take) at the last
+    // look, and when to look again.
+    let (mut armed, mut look) = (false, tokio::time::Instant::now());
+    let mut first = true;
     loop {
+        let pause = match (first, armed) {
+            (true, _) => Duration::ZERO,
+            (false, true) => POLL,
+            (false, false) => LOOK,
+        };
+        first = false;
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+        if tokio::time::Instant::now() >= look {
+            look = tokio::time::Instant::now() + LOOK;
+            // A failed look arms it: the drain says what failed.
+            armed = store.webhooks_or_changes().await.unwrap_or(true);
+        }
+        if !armed {
+            continue;
         }
         match drain(store.as_ref()).await {
             Ok(inserted) => {
@@ -72,7 +93,14 @@ pub(crate) async fn drain(store: &dyn Store) -> Result<usize, crate::store::Stor
         let now = crate::model::now_micros();
         let deliver =
             move |changes: &[Change], hooks: &[WebhookSpec]| deliveries(changes, hooks, now);
+        let t0 = std::time::Instant::now();
         let (taken, runs) = store.deliver_changes(BATCH, now, &deliver).await?;
+        tracing::debug!(
+            changes = taken,
+            deliveries = runs.len(),
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "took recorded changes for webhooks"
+        );
         inserted += runs.len();
         if taken < BATCH {
             return Ok(inserted);

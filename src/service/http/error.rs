@@ -39,7 +39,7 @@ struct ErrorDetail {
 }
 
 /// Every error code.
-const CODES: [&str; 20] = [
+const CODES: [&str; 21] = [
     "invalid",
     "unauthorized",
     "forbidden",
@@ -55,6 +55,7 @@ const CODES: [&str; 20] = [
     "not_retryable",
     "not_holdable",
     "job_exists",
+    "webhook_exists",
     "id_taken",
     "declared_in_config",
     "unsupported_media_type",

@@ -263,6 +263,17 @@ fn first_error(place: &str, validator: &Validator, value: &Value) -> Result<(), 
                 text = e.to_string();
             }
         }
+        // A webhook's URL: said as the webhook's own check says it.
+        (Some("url"), Some(Value::String(url))) => {
+            let probe = crate::model::WebhookSpec::new("probe", url, &["failed"]);
+            if let Err(e) = probe.check() {
+                text = e;
+            } else {
+                text = format!(
+                    "the URL {url:?} must be http:// or https:// with a plain host name or address"
+                );
+            }
+        }
         _ => {}
     }
     if text.len() > 300 {

@@ -39,8 +39,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
     }
 
     async fn remove_webhook(&self, name: &str) -> Result<bool, StoreError> {
-        let q = Sql::new("DELETE FROM webhooks WHERE name = $1").bind(name);
-        Ok(self.write(q).await? > 0)
+        self.remove_webhook_once(name).await
     }
 
     async fn enqueue(

@@ -14,6 +14,13 @@ impl<D: Dialect> Engine for SqlStore<D> {
         Ok(self.read_one(q).await?.is_some())
     }
 
+    async fn webhooks_or_changes(&self) -> Result<bool, StoreError> {
+        let q = Sql::new(
+            "SELECT 1 AS found FROM webhooks UNION ALL SELECT 1 FROM event_outbox LIMIT 1",
+        );
+        Ok(self.read_one(q).await?.is_some())
+    }
+
     async fn deliver_changes(
         &self,
         limit: usize,

@@ -26,22 +26,37 @@ impl<D: Dialect> SqlStore<D> {
             return Ok(WebhookPut::Full);
         }
         Sql::<D>::new(
-            "INSERT INTO webhooks (name, spec, statuses, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO UPDATE SET \
-             spec = excluded.spec, statuses = excluded.statuses, updated_at = excluded.updated_at",
+            "INSERT INTO webhooks (name, spec, created_at, updated_at) \
+             VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO UPDATE SET \
+             spec = excluded.spec, updated_at = excluded.updated_at",
         )
         .bind(spec.name.as_str())
         .bind(json_text(spec))
-        .bind(spec.statuses())
         .bind(now)
         .execute(&mut tx)
         .await?;
+        record_changes::<D>(&mut tx).await?;
         tx.commit().await?;
         Ok(if same == 0 {
             WebhookPut::Added
         } else {
             WebhookPut::Replaced
         })
+    }
+
+    /// [`Commands::remove_webhook`], as one transaction.
+    pub(super) async fn remove_webhook_once(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let removed = Sql::<D>::new("DELETE FROM webhooks WHERE name = $1")
+            .bind(name)
+            .execute(&mut tx)
+            .await?
+            > 0;
+        if removed {
+            record_changes::<D>(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
     }
 
     /// [`Engine::deliver_changes`], as one transaction.
@@ -120,6 +135,51 @@ impl<D: Dialect> SqlStore<D> {
         self.commit(tx, ends).await?;
         Ok((seqs.len(), runs.iter().map(|r| r.id).collect()))
     }
+}
+
+/// Makes the triggers on `executions` record the changes to the statuses
+/// the webhooks hear now, and no others; with none, there are no triggers.
+/// A change to a status no webhook hears runs no trigger at all: the
+/// statuses are in each trigger's own condition.
+async fn record_changes<D: Dialect>(tx: &mut Conn<D>) -> Result<(), StoreError> {
+    let specs = Sql::<D>::new("SELECT spec FROM webhooks")
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Fields::<D>::new(r, "webhooks")
+                .json::<WebhookSpec>("spec")?
+                .ok_or_else(|| fields::corrupt("webhooks", "spec", "null"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut heard: Vec<Status> = Vec::new();
+    for s in specs.iter().flat_map(WebhookSpec::statuses) {
+        if !heard.contains(&s) {
+            heard.push(s);
+        }
+    }
+    heard.sort();
+    // An insert enqueues a run (or, on PostgreSQL, moves one into the
+    // partition of ended rows); an update claims or ends one. A release or
+    // a parent's end (to pending) is no event.
+    let list = |of: &[Status]| {
+        of.iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let updated: Vec<Status> = heard
+        .iter()
+        .copied()
+        .filter(|s| !matches!(s, Status::Pending | Status::Waiting | Status::Held))
+        .collect();
+    for statement in D::record_triggers(
+        (!heard.is_empty()).then(|| list(&heard)).as_deref(),
+        (!updated.is_empty()).then(|| list(&updated)).as_deref(),
+    ) {
+        Sql::<D>::new(statement).execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 /// The newest delivery of `webhook` about `subject` that has yet to end.
