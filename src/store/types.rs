@@ -611,7 +611,7 @@ pub(crate) struct Delivery {
 pub(crate) type Deliver =
     dyn Fn(&[Change], &[crate::model::WebhookSpec]) -> Vec<Delivery> + Send + Sync;
 
-/// What [`super::Commands::put_webhook`] did.
+/// What the store did with a webhook put (added, replaced, or refused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WebhookPut {
     /// A new webhook.
