@@ -158,6 +158,8 @@ pub struct Definition {
     /// Retention keeps this many of its newest ended executions, however
     /// old.
     pub keep_last: Option<u64>,
+    /// When it needs attention.
+    pub alerts: crate::model::JobAlerts,
 }
 
 /// At most this many characters of a job's description.
@@ -191,6 +193,7 @@ impl Definition {
             tags: Vec::new(),
             condition: None,
             keep_last: None,
+            alerts: Default::default(),
         }
     }
 
@@ -212,6 +215,7 @@ impl Definition {
                 )));
             }
         }
+        self.alerts.check().map_err(Error::Invalid)?;
         let then = chains(&self.name, self.then, &self.then_on)?;
         let millis = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         Ok(JobSpec {
@@ -240,6 +244,7 @@ impl Definition {
             condition: self.condition,
             condition_mode: None,
             keep_last: self.keep_last,
+            alerts: self.alerts,
         })
     }
 }

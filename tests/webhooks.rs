@@ -600,3 +600,142 @@ async fn the_http_api_creates_lists_replaces_and_deletes_webhooks() {
         404
     );
 }
+
+/// The events of an alert kind received, with their subjects.
+fn alerts_of(got: &[Value], prefix: &str) -> Vec<(String, String)> {
+    got.iter()
+        .filter(|r| r["event"].as_str().unwrap().starts_with(prefix))
+        .map(|r| {
+            (
+                r["event"].as_str().unwrap().to_string(),
+                r["body"]["alert"]["subject"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn alerts_fire_once_per_incident_and_say_when_they_recover() {
+    let env = Env::new();
+    let receiver = Receiver::start(&env, 0, Some("k"), 0);
+    env.ok(&[
+        "webhook",
+        "add",
+        "ops",
+        "--url",
+        &receiver.url("alerts"),
+        "--secret-env",
+        "OPS_KEY",
+        "--events",
+        "job.failing,job.failing.recovered,job.silent,job.silent.recovered",
+    ]);
+    env.ok(&[
+        "job",
+        "add",
+        "flaky",
+        "--handler",
+        "fail",
+        "--cron",
+        "0 3 * * *",
+        "--payload",
+        r#"{"retry": false}"#,
+        "--alert-after",
+        "2",
+    ]);
+    // Longer than the 5 s between alert passes: a success is seen by the
+    // next pass before the job is silent again.
+    env.ok(&[
+        "job",
+        "add",
+        "quiet",
+        "--handler",
+        "echo",
+        "--cron",
+        "0 3 * * *",
+        "--expect-every",
+        "8s",
+    ]);
+    let shown = env.ok(&["job", "show", "flaky"]);
+    assert!(shown.contains("job.failing after 2 failed runs"), "{shown}");
+    let serve = env.serve_env(&[], &[("OPS_KEY", "k")]);
+    let store = env.store().await;
+    // Two failures in a row: job.failing, once.
+    for _ in 0..2 {
+        let id: uuid::Uuid = env.ok(&["job", "trigger", "flaky"]).trim().parse().unwrap();
+        finished(store.as_ref(), id).await;
+    }
+    let got = receiver
+        .until("job.failing", |got| {
+            !alerts_of(got, "job.failing").is_empty()
+        })
+        .await;
+    assert_eq!(
+        alerts_of(&got, "job.failing"),
+        [("job.failing".to_string(), "flaky".to_string())]
+    );
+    let failing = got.iter().find(|r| r["event"] == "job.failing").unwrap();
+    assert_eq!(failing["signed"], true);
+    assert_eq!(failing["body"]["job"], "flaky");
+    assert!(failing["body"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("last 2 run(s) failed"));
+    // The dashboard's panel shows it while it is open.
+    let attention = get(&serve.http_addr(), "/v1/attention").json();
+    assert!(
+        attention["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "job.failing" && a["subject"] == "flaky"),
+        "{attention}"
+    );
+    // A third failure: the incident is open already.
+    let id: uuid::Uuid = env.ok(&["job", "trigger", "flaky"]).trim().parse().unwrap();
+    finished(store.as_ref(), id).await;
+    // The quiet job has not succeeded for 8 s since it was added.
+    let got = receiver
+        .until("job.silent", |got| !alerts_of(got, "job.silent").is_empty())
+        .await;
+    assert_eq!(alerts_of(&got, "job.silent")[0].1, "quiet");
+    // Both recover: a success of each.
+    env.ok(&[
+        "job",
+        "add",
+        "flaky",
+        "--handler",
+        "echo",
+        "--cron",
+        "0 3 * * *",
+        "--alert-after",
+        "2",
+        "--replace",
+    ]);
+    for job in ["flaky", "quiet"] {
+        let id: uuid::Uuid = env.ok(&["job", "trigger", job]).trim().parse().unwrap();
+        finished(store.as_ref(), id).await;
+    }
+    let got = receiver
+        .until("both recoveries", |got| {
+            got.iter().any(|r| r["event"] == "job.failing.recovered")
+                && got.iter().any(|r| r["event"] == "job.silent.recovered")
+        })
+        .await;
+    assert_eq!(
+        alerts_of(&got, "job.failing"),
+        [
+            ("job.failing".to_string(), "flaky".to_string()),
+            ("job.failing.recovered".to_string(), "flaky".to_string())
+        ],
+        "one incident, told once, and its recovery"
+    );
+    let attention = get(&serve.http_addr(), "/v1/attention").json();
+    assert!(
+        !attention["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "job.failing"),
+        "{attention}"
+    );
+}

@@ -32,3 +32,20 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- Alerts (issue 31): when a job needs attention (`job add --alert-after,
+-- --alert-late, --expect-every`, as JSON), and the incidents open now.
+-- An alert fires when its incident opens (a row here) and says it
+-- recovered when it closes (the row goes); both in the transaction that
+-- inserts their deliveries, one node at a time.
+ALTER TABLE jobs ADD COLUMN alerts TEXT;
+CREATE INDEX jobs_alerting ON jobs (name) WHERE alerts IS NOT NULL;
+CREATE TABLE alerts (
+    kind      TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    opened_at BIGINT NOT NULL,
+    message   TEXT NOT NULL,
+    job       TEXT,
+    queue     TEXT,
+    PRIMARY KEY (kind, subject)
+);

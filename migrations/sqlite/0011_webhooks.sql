@@ -21,3 +21,20 @@ CREATE TABLE event_outbox (
     execution_id BLOB NOT NULL,
     status       TEXT NOT NULL
 );
+
+-- Alerts (issue 31): when a job needs attention (`job add --alert-after,
+-- --alert-late, --expect-every`, as JSON), and the incidents open now.
+-- An alert fires when its incident opens (a row here) and says it
+-- recovered when it closes (the row goes); both in the transaction that
+-- inserts their deliveries.
+ALTER TABLE jobs ADD COLUMN alerts TEXT;
+CREATE INDEX jobs_alerting ON jobs (name) WHERE alerts IS NOT NULL;
+CREATE TABLE alerts (
+    kind      TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    opened_at INTEGER NOT NULL,
+    message   TEXT NOT NULL,
+    job       TEXT,
+    queue     TEXT,
+    PRIMARY KEY (kind, subject)
+);

@@ -303,6 +303,19 @@ pub struct JobAddArgs {
     /// besides those its age rule keeps.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<u64>,
+    /// Alert `job.failing` once its last N runs have failed (and
+    /// `job.failing.recovered` when one succeeds): webhooks hear it, the
+    /// dashboard shows it.
+    #[arg(long, value_name = "N")]
+    pub alert_after: Option<u32>,
+    /// Alert `job.late` when a scheduled occurrence has not started DUR
+    /// after it was due.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub alert_late: Option<Duration>,
+    /// Alert `job.silent` when the job has not succeeded for DUR (a
+    /// dead-man switch).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub expect_every: Option<Duration>,
     #[command(flatten)]
     pub labels: LabelArgs,
 }

@@ -228,6 +228,21 @@ async fn show(store: &dyn jobvisor::store::Reads, n: super::args::JobName) -> Re
     if let Some(n) = s.keep_last {
         println!("keep last:   {n} ended executions, however old");
     }
+    if let Some(n) = s.alerts.after_failures {
+        println!("alert:       job.failing after {n} failed runs in a row");
+    }
+    if let Some(ms) = s.alerts.late_ms {
+        println!(
+            "alert:       job.late {} after an occurrence is due",
+            jobvisor::model::format_ms(ms)
+        );
+    }
+    if let Some(ms) = s.alerts.expect_every_ms {
+        println!(
+            "alert:       job.silent after {} without a success",
+            jobvisor::model::format_ms(ms)
+        );
+    }
     if s.start_at.is_some() || s.end_at.is_some() {
         println!(
             "window:      {} .. {}",
@@ -377,6 +392,15 @@ pub(crate) fn spec_from_args(a: JobAddArgs) -> Result<JobSpec, CliError> {
         description: a.description,
         condition: a.condition,
         keep_last: a.keep_last,
+        alerts: jobvisor::model::JobAlerts {
+            after_failures: a.alert_after,
+            late_ms: a
+                .alert_late
+                .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+            expect_every_ms: a
+                .expect_every
+                .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+        },
         meta: a.labels.meta(),
         tags: a.labels.tag,
         ..Definition::new(a.name, a.handler)

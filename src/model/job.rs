@@ -297,6 +297,71 @@ pub struct JobSpec {
     /// old (`--keep-last`), besides those its age rule keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<u64>,
+    /// When it needs attention (`--alert-after`, `--alert-late`,
+    /// `--expect-every`): alerts, which webhooks hear and the dashboard
+    /// shows.
+    #[serde(default, skip_serializing_if = "JobAlerts::is_empty")]
+    pub alerts: JobAlerts,
+}
+
+/// When a job needs attention. Each alert fires once when its condition
+/// starts to hold, and once more (`….recovered`) when it stops.
+///
+/// ```
+/// use jobvisor::model::JobAlerts;
+/// let a = JobAlerts { after_failures: Some(3), ..Default::default() };
+/// assert!(!a.is_empty());
+/// assert!(JobAlerts::default().is_empty());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobAlerts {
+    /// `job.failing` once its last this many runs have failed (each run
+    /// counted by its last attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_failures: Option<u32>,
+    /// `job.late` once a scheduled occurrence has not started this long
+    /// (ms) after it was due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_ms: Option<u64>,
+    /// `job.silent` once it has not succeeded for this long (ms): a
+    /// dead-man switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_every_ms: Option<u64>,
+}
+
+/// Most consecutive failures an alert may wait for.
+pub const MAX_ALERT_AFTER: u32 = 1000;
+
+impl JobAlerts {
+    /// Checks the settings: at least 1 failure (at most
+    /// [`MAX_ALERT_AFTER`]), durations of at least a second and at most a
+    /// year.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(n) = self.after_failures {
+            if !(1..=MAX_ALERT_AFTER).contains(&n) {
+                return Err(format!(
+                    "--alert-after {n}: give 1 to {MAX_ALERT_AFTER} failed runs"
+                ));
+            }
+        }
+        for (flag, ms) in [
+            ("--alert-late", self.late_ms),
+            ("--expect-every", self.expect_every_ms),
+        ] {
+            if let Some(ms) = ms {
+                if !(1_000..=366 * 86_400_000).contains(&ms) {
+                    return Err(format!("{flag}: give a duration of 1s to 366d"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether it sets no alert.
+    pub fn is_empty(&self) -> bool {
+        self.after_failures.is_none() && self.late_ms.is_none() && self.expect_every_ms.is_none()
+    }
 }
 
 impl JobSpec {
@@ -345,6 +410,7 @@ impl JobSpec {
             condition: None,
             condition_mode: None,
             keep_last: None,
+            alerts: JobAlerts::default(),
         }
     }
 }

@@ -126,7 +126,8 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether the outbox holds changes to deliver (a cheap read).
     async fn changes_waiting(&self) -> Result<bool, StoreError>;
 
-    /// Whether there is a webhook, or changes left to take.
+    /// Whether there is a webhook, a job that sets alerts, or changes left
+    /// to take.
     async fn webhooks_or_changes(&self) -> Result<bool, StoreError>;
 
     /// Takes up to `limit` recorded changes, oldest first, and inserts
@@ -140,4 +141,15 @@ pub trait Engine: Send + Sync + 'static {
         now: Micros,
         deliver: &Deliver,
     ) -> Result<(usize, Vec<Uuid>), StoreError>;
+
+    /// An alert pass, in one transaction (one node at a time, with the
+    /// deliveries): reads the facts (`stale`: a node whose heartbeat is
+    /// older has stopped), applies what `decide` makes of them. Returns
+    /// how many incidents opened and closed.
+    async fn alert_pass(
+        &self,
+        now: Micros,
+        stale: Micros,
+        decide: &DecideAlerts,
+    ) -> Result<(usize, usize), StoreError>;
 }

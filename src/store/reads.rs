@@ -53,6 +53,9 @@ pub trait Reads: Send + Sync + 'static {
     /// ```
     async fn handlers(&self) -> Result<Vec<HandlerSpec>, StoreError>;
 
+    /// The alerts' incidents open now, oldest first.
+    async fn incidents(&self) -> Result<Vec<Incident>, StoreError>;
+
     /// Webhook `name`.
     async fn webhook(&self, name: &str) -> Result<Option<crate::model::WebhookSpec>, StoreError>;
 

@@ -621,3 +621,71 @@ pub enum WebhookPut {
     /// Refused: there are [`crate::model::MAX_WEBHOOKS`] already.
     Full,
 }
+
+/// An alert's incident, open now: it fired, and has yet to recover.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Incident {
+    /// `job.failing`, `job.late`, `job.silent` or `execution.stuck`.
+    pub kind: String,
+    /// What it is about: a job's name, or an execution's id.
+    pub subject: String,
+    /// When it opened.
+    pub opened_at: crate::model::Timestamp,
+    /// What is wrong, in a sentence.
+    pub message: String,
+    /// The job it concerns, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The queue of the runs it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+/// What an alert pass reads: the jobs that set alerts, with what their
+/// alerts look at; the runs that look stuck; the incidents open now.
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct AlertFacts {
+    /// The jobs that set alerts.
+    pub jobs: Vec<JobFacts>,
+    /// Running executions past their timeout, or whose node has stopped
+    /// heartbeating.
+    pub stuck: Vec<crate::model::Execution>,
+    /// Incidents open now.
+    pub open: Vec<Incident>,
+}
+
+/// A job that sets alerts, and what they look at.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct JobFacts {
+    /// The job.
+    pub job: crate::model::Job,
+    /// When it was added.
+    pub created_at: Micros,
+    /// Its last runs' ends (each run's last attempt), newest first, as
+    /// many as `after_failures` asks for.
+    pub last_ends: Vec<Status>,
+    /// When its oldest scheduled occurrence that has yet to start was due.
+    pub oldest_unstarted: Option<Micros>,
+    /// When it last succeeded.
+    pub last_success: Option<Micros>,
+}
+
+/// What an alert pass decided: incidents to open and close, and their
+/// deliveries.
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct AlertChanges {
+    /// Incidents that open.
+    pub open: Vec<Incident>,
+    /// Incidents that close: (kind, subject).
+    pub close: Vec<(String, String)>,
+    /// The deliveries of both.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Decides an alert pass from its facts (given every webhook).
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) type DecideAlerts =
+    dyn Fn(&AlertFacts, &[crate::model::WebhookSpec]) -> AlertChanges + Send + Sync;

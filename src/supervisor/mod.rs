@@ -504,7 +504,8 @@ impl Supervisor {
             let dispatcher = self.shared.dispatcher.clone();
             let wake = move || tell_or_drop(&dispatcher, ToDispatcher::Wake);
             let store = self.shared.db.store().clone();
-            let run = crate::engine::webhooks::outbox::run(store, wake, outbox_stop.clone());
+            let lease = self.shared.node_lease;
+            let run = crate::engine::webhooks::task::run(store, lease, wake, outbox_stop.clone());
             AbortOnDropHandle::new(tokio::spawn(run))
         };
         self.shared.ready.send_replace(true);

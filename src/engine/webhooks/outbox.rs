@@ -13,16 +13,8 @@ use crate::model::{
 };
 use crate::store::{Change, Delivery, Store};
 use serde_json::json;
-use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 
-/// How often a node looks for recorded changes while there is a webhook
-/// (a read of one row of an empty table when there are none).
-pub(crate) const POLL: Duration = Duration::from_millis(250);
-/// How often a node looks whether there is a webhook: with none, that is
-/// all it does.
-const LOOK: Duration = Duration::from_secs(5);
 /// Changes taken in one transaction.
 const BATCH: usize = 500;
 /// A delivery's attempts: backed off from a second up to an hour, about
@@ -34,54 +26,6 @@ pub(crate) const RETRY: RetryPolicy = RetryPolicy {
 };
 /// An attempt's budget (the request's own timeout is shorter).
 const TIMEOUT_MS: u64 = 60_000;
-
-/// Takes the recorded changes and inserts their deliveries until `stop`;
-/// `wake` is called when deliveries were inserted (this node's dispatcher
-/// claims them without waiting for its poll).
-pub(crate) async fn run(
-    store: Arc<dyn Store>,
-    wake: impl Fn() + Send + 'static,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut failing = false;
-    // Whether there was a webhook (or changes left to take) at the last
-    // look, and when to look again.
-    let (mut armed, mut look) = (false, tokio::time::Instant::now());
-    let mut first = true;
-    loop {
-        let pause = match (first, armed) {
-            (true, _) => Duration::ZERO,
-            (false, true) => POLL,
-            (false, false) => LOOK,
-        };
-        first = false;
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
-        if tokio::time::Instant::now() >= look {
-            look = tokio::time::Instant::now() + LOOK;
-            // A failed look arms it: the drain says what failed.
-            armed = store.webhooks_or_changes().await.unwrap_or(true);
-        }
-        if !armed {
-            continue;
-        }
-        match drain(store.as_ref()).await {
-            Ok(inserted) => {
-                if inserted > 0 {
-                    wake();
-                }
-                failing = false;
-            }
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %crate::error_chain(&e), "cannot take recorded events for webhooks; trying again");
-            }
-            Err(_) => {}
-        }
-    }
-}
 
 /// Takes every recorded change now; returns the deliveries inserted.
 pub(crate) async fn drain(store: &dyn Store) -> Result<usize, crate::store::StoreError> {

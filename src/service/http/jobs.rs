@@ -249,6 +249,17 @@ pub(super) struct JobBody {
     /// besides those its age rule keeps.
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     keep_last: Option<u64>,
+    /// Alert `job.failing` once its last this many runs have failed.
+    #[schema(minimum = 1, maximum = 1000)]
+    alert_after: Option<u32>,
+    /// Alert `job.late` when a scheduled occurrence has not started this
+    /// long after it was due (at least 1s).
+    #[schema(value_type = Option<contract::Duration>)]
+    alert_late: Option<String>,
+    /// Alert `job.silent` when it has not succeeded for this long (at
+    /// least 1s).
+    #[schema(value_type = Option<contract::Duration>)]
+    expect_every: Option<String>,
     /// Meta given to each of its runs.
     #[schema(value_type = Option<contract::MetaObject>)]
     meta: Option<crate::model::Meta>,
@@ -300,6 +311,12 @@ impl JobBody {
             description: b.description,
             condition: b.condition,
             keep_last: b.keep_last,
+            alerts: crate::model::JobAlerts {
+                after_failures: b.alert_after,
+                late_ms: duration("alert_late", b.alert_late)?.map(|d| d.as_millis() as u64),
+                expect_every_ms: duration("expect_every", b.expect_every)?
+                    .map(|d| d.as_millis() as u64),
+            },
             meta: b.meta.unwrap_or_default(),
             tags: b.tags.unwrap_or_default(),
             ..defaults

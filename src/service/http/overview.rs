@@ -140,14 +140,17 @@ pub(super) struct Attention {
     failed: Vec<Execution>,
     /// Jobs not paused whose next occurrence is more than a minute overdue.
     late: Vec<LateJob>,
+    /// The alerts open now (`job.failing`, `job.late`, `job.silent`,
+    /// `execution.stuck`), oldest first.
+    alerts: Vec<crate::store::Incident>,
 }
 
 /// How late a job may be before it needs attention (the scheduler runs
 /// due occurrences within a poll interval).
 const LATE_US: i64 = 60 * 1_000_000;
 
-/// What needs attention: stuck executions, the last hour's failures, late
-/// jobs.
+/// What needs attention: the alerts open now, stuck executions, the last
+/// hour's failures, late jobs.
 #[utoipa::path(get, path = "/v1/attention", operation_id = "listAttention", tag = "executions",
     responses((status = 200, description = "Stuck, failed and late", body = Attention)))]
 pub(super) async fn attention(State(api): ApiState) -> ApiResult {
@@ -169,9 +172,11 @@ pub(super) async fn attention(State(api): ApiState) -> ApiResult {
             })
         })
         .collect();
+    let alerts = store.incidents().await?;
     ok(Attention {
         stuck,
         failed,
         late,
+        alerts,
     })
 }

@@ -241,9 +241,9 @@ impl<D: Dialect> Commands for SqlStore<D> {
             "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
              queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
              start_at, end_at, paused, chain, concurrency_key, description, meta, tags, \
-             condition, condition_mode, keep_last, next_run_at, created_at, updated_at) \
+             condition, condition_mode, keep_last, alerts, next_run_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $28) \
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $29) \
              ON CONFLICT DO NOTHING",
             spec,
             next_run_at,
@@ -267,7 +267,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
              overlap = $12, misfire = $13, max_parallel = $14, max_runs = $15, start_at = $16, \
              end_at = $17, paused = $18, chain = $19, concurrency_key = $20, \
              description = $21, meta = $22, tags = $23, condition = $24, condition_mode = $25, \
-             keep_last = $26, next_run_at = $27, updated_at = $28, completed_at = NULL, \
+             keep_last = $26, alerts = $27, next_run_at = $28, updated_at = $29, completed_at = NULL, \
              daemon_streak = 0 \
              WHERE name = $1",
             spec,
@@ -361,7 +361,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
 }
 
 /// Writes job `spec` with `statement` (its columns bound as
-/// [`job_columns`] does, then its next run as `$27` and `now` as `$28`),
+/// [`job_columns`] does, then its next run as `$28` and `now` as `$29`),
 /// and tells the claims that jobs changed; whether a row was written.
 async fn write_job<D: Dialect>(
     store: &SqlStore<D>,
@@ -378,7 +378,7 @@ async fn write_job<D: Dialect>(
     Ok(written)
 }
 
-/// Binds a job's definition as `$1` (name) to `$26` (keep last), in
+/// Binds a job's definition as `$1` (name) to `$27` (alerts), in
 /// the jobs table's column order.
 pub(super) fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> Sql<'a, D> {
     q.bind(spec.name.as_str())
@@ -410,6 +410,7 @@ pub(super) fn job_columns<'a, D: Dialect>(q: Sql<'a, D>, spec: &'a JobSpec) -> S
         .bind(spec.condition.as_deref())
         .bind(spec.condition_mode.map(|m| m.as_str()))
         .bind(spec.keep_last.map(|n| n as i64))
+        .bind((!spec.alerts.is_empty()).then(|| json_text(&spec.alerts)))
 }
 
 /// Inserts `execs` (and first `workflow`, whose steps they are) in one

@@ -16,9 +16,19 @@ impl<D: Dialect> Engine for SqlStore<D> {
 
     async fn webhooks_or_changes(&self) -> Result<bool, StoreError> {
         let q = Sql::new(
-            "SELECT 1 AS found FROM webhooks UNION ALL SELECT 1 FROM event_outbox LIMIT 1",
+            "SELECT 1 AS found FROM webhooks UNION ALL SELECT 1 FROM event_outbox \
+             UNION ALL SELECT 1 FROM jobs WHERE alerts IS NOT NULL LIMIT 1",
         );
         Ok(self.read_one(q).await?.is_some())
+    }
+
+    async fn alert_pass(
+        &self,
+        now: Micros,
+        stale: Micros,
+        decide: &DecideAlerts,
+    ) -> Result<(usize, usize), StoreError> {
+        retry_moved(|| self.alert_once(now, stale, decide)).await
     }
 
     async fn deliver_changes(

@@ -202,12 +202,24 @@ impl<'a, D: Dialect> Fields<'a, D> {
                 condition: self.get("condition")?,
                 condition_mode: self.opt_parse("condition_mode")?,
                 keep_last: self.opt_u64("keep_last")?,
+                alerts: self.json("alerts")?.unwrap_or_default(),
             },
             runs: self.int("runs")? as u64,
             missed: self.int("missed")? as u64,
             next_run_at: self.get("next_run_at")?,
             completed_at: self.get("completed_at")?,
             daemon_streak: self.int("daemon_streak")? as u32,
+        })
+    }
+
+    pub(super) fn incident(&self) -> Result<Incident, StoreError> {
+        Ok(Incident {
+            kind: self.get("kind")?,
+            subject: self.get("subject")?,
+            opened_at: Timestamp(self.int("opened_at")?),
+            message: self.get("message")?,
+            job: self.get("job")?,
+            queue: self.get("queue")?,
         })
     }
 

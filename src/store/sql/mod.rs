@@ -38,10 +38,11 @@ use self::limits::CachedLimits;
 use self::limits::Kinds;
 use super::dialect::{Col, Column, Conn, DbRow, Dialect, Sql};
 use super::{
-    Batch, CancelRequest, Change, Claimed, Claims, Completion, Deliver, ExecFilter, Finished,
-    ForeignRunning, HoldRequest, IdTable, IdleDaemon, JobAdvance, JobStats, Links, LogPage,
-    NewWorkflow, NodeInfo, Notice, QueueChange, QueueInfo, RetryRequest, StoreError, TimelineRow,
-    UnstartedCancel, UnstartedSink, WebhookPut, WorkflowCancel, WorkflowInfo,
+    AlertFacts, Batch, CancelRequest, Change, Claimed, Claims, Completion, DecideAlerts, Deliver,
+    Delivery, ExecFilter, Finished, ForeignRunning, HoldRequest, IdTable, IdleDaemon, Incident,
+    JobAdvance, JobFacts, JobStats, Links, LogPage, NewWorkflow, NodeInfo, Notice, QueueChange,
+    QueueInfo, RetryRequest, StoreError, TimelineRow, UnstartedCancel, UnstartedSink, WebhookPut,
+    WorkflowCancel, WorkflowInfo,
 };
 use super::{Commands, Engine, Reads};
 

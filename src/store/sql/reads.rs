@@ -220,6 +220,15 @@ impl<D: Dialect> Reads for SqlStore<D> {
         })
     }
 
+    async fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        let rows = self
+            .read_all(Sql::new(
+                "SELECT * FROM alerts ORDER BY opened_at, kind, subject",
+            ))
+            .await?;
+        Self::decode(&rows, "alerts", |r| r.incident())
+    }
+
     async fn webhook(&self, name: &str) -> Result<Option<crate::model::WebhookSpec>, StoreError> {
         let q = Sql::new("SELECT spec FROM webhooks WHERE name = $1").bind(name);
         let Some(row) = self.read_one(q).await? else {

@@ -98,43 +98,183 @@ impl<D: Dialect> SqlStore<D> {
                 execution_id,
             });
         }
-        let hooks = Sql::<D>::new("SELECT spec FROM webhooks ORDER BY name")
-            .fetch_all(&mut tx)
-            .await?
-            .iter()
-            .map(|r| {
-                Fields::<D>::new(r, "webhooks")
-                    .json::<WebhookSpec>("spec")?
-                    .ok_or_else(|| fields::corrupt("webhooks", "spec", "null"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut deliveries = deliver(&changes, &hooks);
-        // Each after the last delivery of its webhook and subject that has
-        // yet to end: in this batch, or stored.
-        let mut last: HashMap<(String, String), Uuid> = HashMap::new();
-        for d in &mut deliveries {
-            let key = (d.webhook.clone(), d.subject.clone());
-            let parent = match last.get(&key) {
-                Some(p) => Some(*p),
-                None => last_delivery::<D>(&mut tx, &d.webhook, &d.subject).await?,
-            };
-            if let Some(p) = parent {
-                d.run.after = vec![p];
-                d.run.after_policy = AfterPolicy::Finished;
-            }
-            last.insert(key, d.run.id);
-        }
-        let runs: Vec<NewExecution> = deliveries.into_iter().map(|d| d.run).collect();
+        let hooks = read_webhooks::<D>(&mut tx).await?;
+        let deliveries = deliver(&changes, &hooks);
         let mut ends = EndTally::default();
-        if !runs.is_empty() {
-            enqueue_in::<D>(&mut tx, &mut ends, &runs, now).await?;
-        }
+        let runs = insert_deliveries::<D>(&mut tx, &mut ends, deliveries, now).await?;
         let mut q = Sql::<D>::new("DELETE FROM event_outbox WHERE seq IN (");
         q.push_list(seqs.iter().copied()).push(")");
         q.execute(&mut tx).await?;
         self.commit(tx, ends).await?;
-        Ok((seqs.len(), runs.iter().map(|r| r.id).collect()))
+        Ok((seqs.len(), runs))
     }
+
+    /// [`Engine::alert_pass`], as one transaction.
+    pub(super) async fn alert_once(
+        &self,
+        now: Micros,
+        stale: Micros,
+        decide: &DecideAlerts,
+    ) -> Result<(usize, usize), StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(lock) = D::DELIVER_LOCK {
+            Sql::<D>::new(lock).execute(&mut tx).await?;
+        }
+        let facts = alert_facts::<D>(&mut tx, now, stale).await?;
+        let hooks = read_webhooks::<D>(&mut tx).await?;
+        let changes = decide(&facts, &hooks);
+        for i in &changes.open {
+            Sql::<D>::new(
+                "INSERT INTO alerts (kind, subject, opened_at, message, job, queue) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, subject) DO NOTHING",
+            )
+            .bind(i.kind.as_str())
+            .bind(i.subject.as_str())
+            .bind(i.opened_at.0)
+            .bind(i.message.as_str())
+            .bind(i.job.as_deref())
+            .bind(i.queue.as_deref())
+            .execute(&mut tx)
+            .await?;
+        }
+        for (kind, subject) in &changes.close {
+            Sql::<D>::new("DELETE FROM alerts WHERE kind = $1 AND subject = $2")
+                .bind(kind.as_str())
+                .bind(subject.as_str())
+                .execute(&mut tx)
+                .await?;
+        }
+        let mut ends = EndTally::default();
+        insert_deliveries::<D>(&mut tx, &mut ends, changes.deliveries, now).await?;
+        self.commit(tx, ends).await?;
+        Ok((changes.open.len(), changes.close.len()))
+    }
+}
+
+/// Every webhook, within `tx`.
+async fn read_webhooks<D: Dialect>(tx: &mut Conn<D>) -> Result<Vec<WebhookSpec>, StoreError> {
+    Sql::<D>::new("SELECT spec FROM webhooks ORDER BY name")
+        .fetch_all(tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Fields::<D>::new(r, "webhooks")
+                .json::<WebhookSpec>("spec")?
+                .ok_or_else(|| fields::corrupt("webhooks", "spec", "null"))
+        })
+        .collect()
+}
+
+/// Inserts `deliveries`, each after the last delivery of its webhook and
+/// subject that has yet to end (in this batch, or stored); their ids.
+async fn insert_deliveries<D: Dialect>(
+    tx: &mut Conn<D>,
+    ends: &mut EndTally,
+    mut deliveries: Vec<Delivery>,
+    now: Micros,
+) -> Result<Vec<Uuid>, StoreError> {
+    if deliveries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut last: HashMap<(String, String), Uuid> = HashMap::new();
+    for d in &mut deliveries {
+        let key = (d.webhook.clone(), d.subject.clone());
+        let parent = match last.get(&key) {
+            Some(p) => Some(*p),
+            None => last_delivery::<D>(tx, &d.webhook, &d.subject).await?,
+        };
+        if let Some(p) = parent {
+            d.run.after = vec![p];
+            d.run.after_policy = AfterPolicy::Finished;
+        }
+        last.insert(key, d.run.id);
+    }
+    let runs: Vec<NewExecution> = deliveries.into_iter().map(|d| d.run).collect();
+    enqueue_in::<D>(tx, ends, &runs, now).await?;
+    Ok(runs.iter().map(|r| r.id).collect())
+}
+
+/// What an alert pass looks at, read within `tx`.
+async fn alert_facts<D: Dialect>(
+    tx: &mut Conn<D>,
+    now: Micros,
+    stale: Micros,
+) -> Result<AlertFacts, StoreError> {
+    let mut facts = AlertFacts::default();
+    let rows = Sql::<D>::new("SELECT * FROM jobs WHERE alerts IS NOT NULL ORDER BY name")
+        .fetch_all(&mut *tx)
+        .await?;
+    for row in &rows {
+        let f = Fields::<D>::new(row, "jobs");
+        let job = f.job()?;
+        let created_at = f.int("created_at")?;
+        let a = job.spec.alerts.clone();
+        let mut last_ends = Vec::new();
+        if let Some(n) = a.after_failures {
+            let q = Sql::<D>::new(
+                "SELECT status FROM executions WHERE job = $1 AND next_id IS NULL \
+                 AND status IN ('succeeded', 'failed', 'cancelled', 'skipped') \
+                 ORDER BY id DESC LIMIT $2",
+            )
+            .bind(job.spec.name.as_str())
+            .bind(i64::from(n));
+            for r in q.fetch_all(&mut *tx).await? {
+                last_ends.push(Fields::<D>::new(&r, "executions").parse("status")?);
+            }
+        }
+        let mut oldest_unstarted = None;
+        if a.late_ms.is_some() {
+            let q = Sql::<D>::new(
+                "SELECT MIN(run_at) AS due FROM executions WHERE job = $1 \
+                 AND status IN ('waiting', 'pending', 'held') AND occurrence IS NOT NULL",
+            )
+            .bind(job.spec.name.as_str());
+            if let Some(r) = q.fetch_optional(&mut *tx).await? {
+                oldest_unstarted = Fields::<D>::new(&r, "executions").get("due")?;
+            }
+        }
+        let mut last_success = None;
+        if a.expect_every_ms.is_some() {
+            let q = Sql::<D>::new(
+                "SELECT finished_at FROM executions WHERE job = $1 AND status = 'succeeded' \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(job.spec.name.as_str());
+            if let Some(r) = q.fetch_optional(&mut *tx).await? {
+                last_success = Fields::<D>::new(&r, "executions").get("finished_at")?;
+            }
+        }
+        facts.jobs.push(JobFacts {
+            job,
+            created_at,
+            last_ends,
+            oldest_unstarted,
+            last_success,
+        });
+    }
+    let q = Sql::<D>::new(
+        // Driven by the running rows' partial index.
+        "SELECT e.* FROM executions e LEFT JOIN nodes n ON n.id = e.node \
+         WHERE e.id IN (SELECT id FROM executions WHERE status = 'running') \
+         AND e.status = 'running' AND e.handler <> 'webhook' AND ( \
+           (e.timeout_ms IS NOT NULL AND e.started_at + e.timeout_ms * 1000 < $1) \
+           OR n.id IS NULL OR n.heartbeat_at < $2 OR n.stopped_at IS NOT NULL) \
+         ORDER BY e.id LIMIT 1000",
+    )
+    .bind(now)
+    .bind(stale);
+    for r in q.fetch_all(&mut *tx).await? {
+        facts
+            .stuck
+            .push(Fields::<D>::new(&r, "executions").execution()?);
+    }
+    for r in Sql::<D>::new("SELECT * FROM alerts ORDER BY opened_at")
+        .fetch_all(&mut *tx)
+        .await?
+    {
+        facts.open.push(Fields::<D>::new(&r, "alerts").incident()?);
+    }
+    Ok(facts)
 }
 
 /// Makes the triggers on `executions` record the changes to the statuses

@@ -288,13 +288,16 @@ async function overview() {
 
 function attentionPanel(a) {
   const rows = [];
+  for (const i of a.alerts ?? []) rows.push(el("tr", { class: "alert" }, el("td", {}, el("span", { class: "status s-failed" }, i.kind)),
+    el("td", {}, i.kind === "execution.stuck" ? link(`#/executions/${i.subject}`, short(i.subject)) : link(`#/jobs/${encodeURIComponent(i.subject)}`, i.subject)),
+    el("td", {}, i.job ?? ""), el("td", { class: "wrap" }, `${i.message} (since ${ago(i.opened_at)})`)));
   for (const e of a.stuck) rows.push(el("tr", {}, el("td", {}, el("span", { class: "status s-failed" }, "stuck")),
     el("td", {}, link(`#/executions/${e.id}`, short(e.id))), el("td", {}, e.job ?? e.handler), el("td", { class: "wrap" }, `running since ${new Date(e.started_at).toLocaleString()} on ${e.node ?? "?"}`)));
   for (const e of a.failed) rows.push(el("tr", {}, el("td", {}, status("failed")),
     el("td", {}, link(`#/executions/${e.id}`, short(e.id))), el("td", {}, e.job ?? e.handler), el("td", { class: "wrap" }, e.error ?? "")));
   for (const j of a.late) rows.push(el("tr", {}, el("td", {}, el("span", { class: "status s-pending" }, "late")),
     el("td", {}, j.name), el("td", {}, "job"), el("td", {}, `due ${ago(j.next_run_at)} (${fmtSecs(Math.round(j.late_ms / 1000))} late)`)));
-  return table(["", "What", "Job or handler", "Why"], rows, "Nothing stuck, failed in the last hour, or late.");
+  return table(["", "What", "Job or handler", "Why"], rows, "No alert open, and nothing stuck, failed in the last hour, or late.");
 }
 
 /** Throughput (stacked bars per minute) and mean duration (a line). */
