@@ -361,6 +361,25 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// Whether a webhook may post to `ip`: not a link-local address (where
+/// clouds serve their metadata and credentials), not an unspecified one.
+///
+/// ```
+/// use jobvisor::model::webhook_may_reach;
+/// assert!(!webhook_may_reach("169.254.169.254".parse().unwrap()));
+/// assert!(!webhook_may_reach("::ffff:169.254.169.254".parse().unwrap()));
+/// assert!(webhook_may_reach("127.0.0.1".parse().unwrap()));
+/// assert!(webhook_may_reach("10.1.2.3".parse().unwrap()));
+/// ```
+pub fn webhook_may_reach(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            !(v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast())
+        }
+        std::net::IpAddr::V6(v6) => !(v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80),
+    }
+}
+
 fn check_url(url: &str) -> Result<(), String> {
     if url.chars().count() > MAX_URL_CHARS {
         return Err(format!(
@@ -372,6 +391,19 @@ fn check_url(url: &str) -> Result<(), String> {
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
         return Err(format!(
             "invalid webhook URL {url:?}: use an http:// or https:// URL with a host"
+        ));
+    }
+    // An address given as the host (in any form the URL parser reads:
+    // it writes it back in the usual one).
+    let host = u.host_str().unwrap_or_default();
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .ok();
+    if let Some(ip) = ip.filter(|ip| !webhook_may_reach(*ip)) {
+        return Err(format!(
+            "invalid webhook URL {url:?}: {ip} is a link-local address, where no webhook may post"
         ));
     }
     Ok(())
@@ -421,7 +453,7 @@ mod tests {
         let ok = WebhookSpec::new("h", "http://127.0.0.1:9/x", &["failed"]);
         assert_eq!(ok.check(), Ok(()));
         type Change = fn(&mut WebhookSpec);
-        let cases: [(&str, Change); 7] = [
+        let cases: [(&str, Change); 10] = [
             ("invalid webhook name", |h| h.name = "a b".into()),
             ("http:// or https://", |h| {
                 h.url = "file:///etc/passwd".into()
@@ -433,6 +465,11 @@ mod tests {
             ("at most 2048", |h| {
                 h.url = format!("http://h/{}", "a".repeat(3000))
             }),
+            ("link-local", |h| {
+                h.url = "http://169.254.169.254/latest".into()
+            }),
+            ("link-local", |h| h.url = "http://2852039166/".into()),
+            ("link-local", |h| h.url = "http://[fe80::1]/".into()),
         ];
         for (want, change) in cases {
             let mut h = ok.clone();

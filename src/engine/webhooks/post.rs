@@ -16,7 +16,7 @@ use uuid::Uuid;
 /// How long a receiver has to answer.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a receiver's answer is kept (in the attempt's error or log).
-const ANSWER_BYTES: usize = 1024;
+const ANSWER_BYTES: usize = 256;
 
 /// A delivery run's payload.
 #[derive(Deserialize)]
@@ -29,10 +29,34 @@ struct Post {
     body: Value,
 }
 
+/// Resolves a webhook's host name to its addresses but the link-local
+/// ones (169.254.0.0/16, fe80::/10: a cloud's metadata service, which a
+/// webhook must not be made to reach) and the unspecified ones.
+struct Resolver;
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| crate::model::webhook_may_reach(a.ip()))
+                .collect();
+            if found.is_empty() {
+                return Err(format!("{host} has no address a webhook may reach").into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 /// The HTTP client deliveries share: no redirect followed (a 3xx is an
-/// answer, and not a success), no proxy from the environment.
+/// answer, and not a success), no proxy from the environment, no
+/// link-local address.
 pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .dns_resolver(Arc::new(Resolver))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
