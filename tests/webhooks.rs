@@ -739,3 +739,64 @@ async fn alerts_fire_once_per_incident_and_say_when_they_recover() {
         "{attention}"
     );
 }
+
+/// Webhooks added at once, by separate processes, each remake the
+/// triggers: none of them may be left out of what is recorded.
+async fn concurrent_adds_are_all_heard(env: &Env) {
+    let events = ["enqueued", "started", "succeeded", "failed"];
+    let adds: Vec<std::process::Child> = events
+        .iter()
+        .map(|e| {
+            Command::new(jobvisor_bin())
+                .args([
+                    "--database",
+                    &env.db,
+                    "webhook",
+                    "add",
+                    e,
+                    "--url",
+                    "http://127.0.0.1:9/",
+                    "--events",
+                    e,
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut a in adds {
+        assert!(a.wait().unwrap().success());
+    }
+    let _serve = env.serve(&[]);
+    env.ok(&["run", "echo"]);
+    env.ok(&["run", "fail", "--payload", r#"{"retry": false}"#]);
+    for e in events {
+        eventually(&format!("a delivery of webhook {e}"), || async {
+            let l = env.ok(&[
+                "exec",
+                "list",
+                "--origin",
+                "event",
+                "--meta",
+                &format!("webhook={e}"),
+                "--json",
+            ]);
+            let runs: Vec<Value> = serde_json::from_str(&l).unwrap();
+            (!runs.is_empty()).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn webhooks_added_at_once_are_all_heard_on_sqlite() {
+    concurrent_adds_are_all_heard(&Env::new()).await;
+}
+
+#[tokio::test]
+async fn webhooks_added_at_once_are_all_heard_on_postgres() {
+    let Some(env) = Env::postgres().await else {
+        return;
+    };
+    concurrent_adds_are_all_heard(&env).await;
+}

@@ -88,6 +88,9 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// is chained after the last one about its subject, which a node
     /// delivering at the same time could not see yet.
     const DELIVER_LOCK: Option<&'static str>;
+    /// A statement that lets one transaction at a time change webhooks
+    /// (they remake the triggers from every webhook they see).
+    const WEBHOOKS_LOCK: Option<&'static str>;
 
     /// The statements that make the triggers on `executions` record, in
     /// `event_outbox`, an insert of a run of any handler but `webhook` in

@@ -95,6 +95,7 @@ impl Dialect for Pg {
     const BEGIN: &'static str = "BEGIN";
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7305150916)");
     const DELIVER_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7305150917)");
+    const WEBHOOKS_LOCK: Option<&'static str> = Some("LOCK TABLE webhooks IN EXCLUSIVE MODE");
 
     /// A trigger's statement locks `executions` against writes (dropping
     /// one, against reads too) until the transaction ends: it waits at

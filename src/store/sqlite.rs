@@ -275,6 +275,7 @@ impl Dialect for Lite {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const CLAIM_LOCK: Option<&'static str> = None;
     const DELIVER_LOCK: Option<&'static str> = None;
+    const WEBHOOKS_LOCK: Option<&'static str> = None;
 
     fn record_triggers(inserted: Option<&str>, updated: Option<&str>) -> Vec<String> {
         let record = "BEGIN INSERT INTO event_outbox (execution_id, status) \

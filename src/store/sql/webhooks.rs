@@ -13,6 +13,7 @@ impl<D: Dialect> SqlStore<D> {
         now: Micros,
     ) -> Result<WebhookPut, StoreError> {
         let mut tx = self.begin().await?;
+        lock_webhooks::<D>(&mut tx).await?;
         let row = Sql::<D>::new(
             "SELECT COUNT(*) AS n, SUM(CASE WHEN name = $1 THEN 1 ELSE 0 END) AS same FROM webhooks",
         )
@@ -47,6 +48,7 @@ impl<D: Dialect> SqlStore<D> {
     /// [`Commands::remove_webhook`], as one transaction.
     pub(super) async fn remove_webhook_once(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
+        lock_webhooks::<D>(&mut tx).await?;
         let removed = Sql::<D>::new("DELETE FROM webhooks WHERE name = $1")
             .bind(name)
             .execute(&mut tx)
@@ -149,6 +151,17 @@ impl<D: Dialect> SqlStore<D> {
         self.commit(tx, ends).await?;
         Ok((changes.open.len(), changes.close.len()))
     }
+}
+
+/// Lets one transaction at a time change webhooks: each remakes the
+/// triggers from every webhook it sees, and one that did not see another's
+/// change would make them without it (nor count it against the limit).
+/// SQLite's write transactions are one at a time already.
+async fn lock_webhooks<D: Dialect>(tx: &mut Conn<D>) -> Result<(), StoreError> {
+    if let Some(lock) = D::WEBHOOKS_LOCK {
+        Sql::<D>::new(lock).execute(tx).await?;
+    }
+    Ok(())
 }
 
 /// Every webhook, within `tx`.
