@@ -144,21 +144,30 @@ impl fmt::Display for Status {
     }
 }
 
+impl Status {
+    /// Every status, those yet to end first.
+    ///
+    /// ```
+    /// use jobvisor::Status;
+    /// assert!(Status::ALL.iter().all(|s| s.as_str().parse::<Status>() == Ok(*s)));
+    /// ```
+    pub const ALL: [Status; 9] = [
+        Status::Waiting,
+        Status::Pending,
+        Status::Held,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+        Status::Snoozed,
+        Status::Skipped,
+    ];
+}
+
 impl FromStr for Status {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        let all = [
-            Status::Waiting,
-            Status::Pending,
-            Status::Held,
-            Status::Running,
-            Status::Succeeded,
-            Status::Failed,
-            Status::Cancelled,
-            Status::Snoozed,
-            Status::Skipped,
-        ];
-        let names = all.map(|st| (st.as_str(), st));
+        let names = Status::ALL.map(|st| (st.as_str(), st));
         let expected =
             "waiting, pending, held, running, succeeded, failed, cancelled, snoozed or skipped";
         parse_name("status", expected, &names, s)
