@@ -372,6 +372,22 @@ async fn records_only_what_a_webhook_hears(env: &Env) {
         (runs.len() == 1 && runs[0]["meta"]["event"] == "failed").then_some(())
     })
     .await;
+    // Its first attempt fails (nothing listens): the error names where it
+    // posted without the URL's path, which may be its secret.
+    let error = eventually("the delivery's failed attempt", || async {
+        let l = env.ok(&[
+            "exec", "list", "--origin", "event", "--status", "failed", "--json",
+        ]);
+        let runs: Vec<Value> = serde_json::from_str(&l).unwrap();
+        runs.first()
+            .map(|r| r["error"].as_str().unwrap_or_default().to_string())
+    })
+    .await;
+    assert!(
+        error.contains("cannot post to http://127.0.0.1:9/"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret"), "{error}");
     env.ok(&["webhook", "remove", "f"]);
     env.ok(&["run", "fail", "--payload", r#"{"retry": false}"#]);
     let id = env.enqueue(&["echo"]);

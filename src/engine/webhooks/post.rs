@@ -95,12 +95,16 @@ pub(crate) async fn post(
         .header("X-Jobvisor-Event", &p.event)
         .header("X-Jobvisor-Delivery", p.delivery.to_string());
     if let Some(var) = &hook.secret_env {
-        let secret = std::env::var(var).map_err(|_| {
-            HandlerError::retryable(format!(
-                "webhook {:?} is signed with ${var}, which the supervisor's environment does not hold",
-                hook.name
-            ))
-        })?;
+        let secret = std::env::var(var)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                HandlerError::retryable(format!(
+                    "webhook {:?} is signed with ${var}, which the supervisor's environment \
+                     does not hold (or holds empty)",
+                    hook.name
+                ))
+            })?;
         let t = chrono::Utc::now().timestamp();
         request = request.header(
             "X-Jobvisor-Signature",
@@ -112,10 +116,12 @@ pub(crate) async fn post(
         r = request.body(bytes).send() => r,
         _ = ctx.cancelled() => return Err(HandlerError::cancelled()),
     };
+    // Without the URL: reqwest's errors name it whole, and its path may
+    // be the webhook's secret.
     let response = sent.map_err(|e| {
         HandlerError::retryable(format!(
             "cannot post to {where_to}: {}",
-            crate::error_chain(&e)
+            crate::error_chain(&e.without_url())
         ))
     })?;
     let status = response.status();

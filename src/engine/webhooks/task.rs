@@ -25,8 +25,8 @@ pub(crate) async fn run(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut failing = false;
-    // Whether there was a webhook (or changes left to take) at the last
-    // look, and when to look again.
+    // Whether there was a webhook, a job that sets an alert, or changes
+    // left to take, at the last look; and when to look again.
     let (mut armed, mut look) = (false, tokio::time::Instant::now());
     let mut first = true;
     loop {
