@@ -103,15 +103,8 @@ pub(crate) async fn handler(db: &str, cmd: HandlerCmd) -> Result<(), CliError> {
                 Some(s) => s.redacted(),
                 None => return Err(jobvisor::Error::UnknownHandler(n.name).into()),
             };
-            if n.json {
-                output::json(&spec)
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&spec).expect("serializes")
-                );
-                Ok(())
-            }
+            // Pretty JSON either way: --json says it will stay so.
+            output::json(&spec)
         }
         HandlerCmd::Remove { name, force } => {
             if store.handler(&name).await?.is_none() {

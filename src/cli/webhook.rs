@@ -91,21 +91,18 @@ pub(crate) async fn webhook(db: &str, cmd: WebhookCmd) -> Result<(), CliError> {
             output::table(&["NAME", "EVENTS", "ONLY", "FORMAT", "SIGNED", "URL"], rows);
             Ok(())
         }
-        WebhookCmd::Show { name, json, reveal } => {
+        WebhookCmd::Show {
+            name,
+            json: _,
+            reveal,
+        } => {
             let spec = store
                 .webhook(&name)
                 .await?
                 .ok_or_else(|| input(format!("no webhook named {name:?}")))?;
             let spec = if reveal { spec } else { spec.redacted() };
-            if json {
-                output::json(&spec)
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&spec).expect("serializes")
-                );
-                Ok(())
-            }
+            // Pretty JSON either way: --json says it will stay so.
+            output::json(&spec)
         }
         WebhookCmd::Remove { name } => {
             let client = jobvisor::Client::connect(store.clone()).await;

@@ -212,6 +212,12 @@ impl<'a, D: Dialect> Fields<'a, D> {
         })
     }
 
+    /// A webhook's row: its spec, as JSON.
+    pub(super) fn webhook(&self) -> Result<crate::model::WebhookSpec, StoreError> {
+        self.json("spec")?
+            .ok_or_else(|| corrupt(self.table, "spec", "null"))
+    }
+
     pub(super) fn incident(&self) -> Result<Incident, StoreError> {
         Ok(Incident {
             kind: self.get("kind")?,

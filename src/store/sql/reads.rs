@@ -234,20 +234,14 @@ impl<D: Dialect> Reads for SqlStore<D> {
         let Some(row) = self.read_one(q).await? else {
             return Ok(None);
         };
-        Fields::<D>::new(&row, "webhooks")
-            .json("spec")?
-            .ok_or_else(|| corrupt("webhooks", "spec", "null"))
-            .map(Some)
+        Fields::<D>::new(&row, "webhooks").webhook().map(Some)
     }
 
     async fn webhooks(&self) -> Result<Vec<crate::model::WebhookSpec>, StoreError> {
         let rows = self
             .read_all(Sql::new("SELECT spec FROM webhooks ORDER BY name"))
             .await?;
-        Self::decode(&rows, "webhooks", |r| {
-            r.json("spec")?
-                .ok_or_else(|| corrupt("webhooks", "spec", "null"))
-        })
+        Self::decode(&rows, "webhooks", |r| r.webhook())
     }
 
     async fn workflows(&self, limit: usize) -> Result<Vec<WorkflowInfo>, StoreError> {

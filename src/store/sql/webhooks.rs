@@ -170,11 +170,7 @@ async fn read_webhooks<D: Dialect>(tx: &mut Conn<D>) -> Result<Vec<WebhookSpec>,
         .fetch_all(tx)
         .await?
         .iter()
-        .map(|r| {
-            Fields::<D>::new(r, "webhooks")
-                .json::<WebhookSpec>("spec")?
-                .ok_or_else(|| fields::corrupt("webhooks", "spec", "null"))
-        })
+        .map(|r| Fields::<D>::new(r, "webhooks").webhook())
         .collect()
 }
 
@@ -295,16 +291,7 @@ async fn alert_facts<D: Dialect>(
 /// A change to a status no webhook hears runs no trigger at all: the
 /// statuses are in each trigger's own condition.
 async fn record_changes<D: Dialect>(tx: &mut Conn<D>) -> Result<(), StoreError> {
-    let specs = Sql::<D>::new("SELECT spec FROM webhooks")
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Fields::<D>::new(r, "webhooks")
-                .json::<WebhookSpec>("spec")?
-                .ok_or_else(|| fields::corrupt("webhooks", "spec", "null"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let specs = read_webhooks::<D>(tx).await?;
     let mut heard: Vec<Status> = Vec::new();
     for s in specs.iter().flat_map(WebhookSpec::statuses) {
         if !heard.contains(&s) {
