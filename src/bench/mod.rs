@@ -30,6 +30,7 @@ mod flow;
 mod idle;
 mod isolation;
 mod list;
+mod mqtt;
 mod peers;
 mod relay;
 mod rescue;
@@ -101,6 +102,10 @@ pub enum Scenario {
     /// deliveries reach a receiver in this process (`--process-count` of
     /// them) against bare POSTs to it.
     Webhooks,
+    /// How soon a message published to an MQTT broker (`--broker`) starts
+    /// its run (`--latency-samples` messages, one every 2 ms), against a
+    /// bare subscriber's receiving them.
+    Mqtt,
 }
 
 /// A way of running executions that `bench` measures.
@@ -227,6 +232,9 @@ pub struct BenchArgs {
     /// Idle scenario: seconds measured (after a settling time).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_seconds: u64,
+    /// MQTT scenario: the broker, mqtt://HOST[:PORT].
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -464,6 +472,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Abuse => return abuse::bench_abuse(database, &a).await,
         Scenario::Peers => return peers::bench_peers(database, &a).await,
         Scenario::Webhooks => return webhooks::bench_webhooks(database, &a).await,
+        Scenario::Mqtt => return mqtt::bench_mqtt(database, &a).await,
         Scenario::Isolation | Scenario::Modes | Scenario::Comparison => {}
     }
     if a.scenario == Scenario::Isolation {

@@ -525,9 +525,14 @@ pub enum WebhookCmd {
 pub struct WebhookAddArgs {
     /// Webhook name: letters, digits, '-', '_' and '.'.
     pub name: String,
-    /// Where events are posted (http:// or https://).
+    /// Where events are posted (http:// or https://), or the MQTT broker
+    /// they are published to (mqtt://[USER@]HOST[:PORT], or mqtts://).
     #[arg(long)]
     pub url: String,
+    /// For an MQTT broker: the topic, where {event}, {job} and {handler}
+    /// are filled in [default: jobvisor/{event}].
+    #[arg(long)]
+    pub topic: Option<String>,
     /// The events it hears, comma-separated: enqueued, started, succeeded,
     /// failed, retrying, cancelled, snoozed, skipped, or all of those
     /// (`all`); and the alerts job.failing, job.late, job.silent,
@@ -542,7 +547,8 @@ pub struct WebhookAddArgs {
     #[arg(long = "queue", alias = "queues", value_name = "QUEUE")]
     pub queues: Vec<String>,
     /// Sign each delivery with the secret in this environment variable of
-    /// the service (X-Jobvisor-Signature: t=UNIX,v1=HMAC-SHA256 of "t.body").
+    /// the service (X-Jobvisor-Signature: t=UNIX,v1=HMAC-SHA256 of "t.body");
+    /// for an MQTT broker, the variable holds the user's password.
     #[arg(long, value_name = "VAR")]
     pub secret_env: Option<String>,
     /// The body: `json` (the event) or `slack` (a Slack message).

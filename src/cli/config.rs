@@ -15,6 +15,7 @@ use jobvisor::service::declare::{
     check_handlers, Declarations, JobDecl, QueueDecl, SyncError, DEFAULT_RETENTION,
 };
 use jobvisor::service::logging::LogFormat;
+use jobvisor::service::mqtt::MqttSubscription;
 use jobvisor::store::Reads;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -55,6 +56,48 @@ struct RawFile {
     jobs: Vec<Spanned<Table>>,
     #[serde(default, rename = "webhook")]
     webhooks: Vec<Spanned<Table>>,
+    #[serde(default)]
+    mqtt: RawMqtt,
+}
+
+/// `[[mqtt.subscribe]]` and `[[mqtt.publish]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    #[serde(default)]
+    subscribe: Vec<Spanned<RawSubscribe>>,
+    #[serde(default)]
+    publish: Vec<Spanned<RawPublish>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubscribe {
+    broker: String,
+    password_env: Option<String>,
+    topic: String,
+    handler: String,
+    queue: Option<String>,
+    unique_key_from: Option<String>,
+    unique_for: Option<String>,
+    #[serde(default, alias = "tag")]
+    tags: Vec<String>,
+    shared: Option<bool>,
+    client_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    name: Option<String>,
+    broker: String,
+    password_env: Option<String>,
+    topic: Option<String>,
+    events: Vec<String>,
+    #[serde(default, alias = "job")]
+    jobs: Vec<String>,
+    #[serde(default, alias = "queue")]
+    queues: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,6 +412,75 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
         }
         webhooks.push(spec);
     }
+    // A publication is a webhook to a broker: the same durable deliveries.
+    for (i, p) in raw.mqtt.publish.iter().enumerate() {
+        let line = line_of(text, p.span().start);
+        let p = p.get_ref();
+        let spec = jobvisor::model::WebhookSpec {
+            name: p
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("mqtt-publish-{}", i + 1)),
+            url: p.broker.clone(),
+            topic: p.topic.clone(),
+            events: p.events.clone(),
+            jobs: p.jobs.clone(),
+            queues: p.queues.clone(),
+            secret_env: p.password_env.clone(),
+            format: jobvisor::model::WebhookFormat::Json,
+        };
+        if !spec.is_mqtt() {
+            return Err(at(
+                line,
+                format!(
+                    "mqtt.publish: broker {:?} is not an mqtt:// or mqtts:// URL",
+                    p.broker
+                ),
+            ));
+        }
+        spec.check()
+            .map_err(|e| at(line, format!("mqtt.publish {:?}: {e}", spec.name)))?;
+        if webhooks.iter().any(|w| w.name == spec.name) {
+            return Err(at(
+                line,
+                format!(
+                    "webhook {:?} is declared twice (an mqtt.publish is a webhook)",
+                    spec.name
+                ),
+            ));
+        }
+        webhooks.push(spec);
+    }
+    let mut mqtt = Vec::new();
+    for s in &raw.mqtt.subscribe {
+        let line = line_of(text, s.span().start);
+        let s = s.get_ref();
+        let mut sub = MqttSubscription::new(&s.broker, &s.topic, &s.handler);
+        sub.password_env = s.password_env.clone();
+        if let Some(q) = &s.queue {
+            sub.queue = q.clone();
+        }
+        sub.unique_key_from = s.unique_key_from.clone();
+        if let Some(d) =
+            duration("mqtt.subscribe.unique_for", &s.unique_for).map_err(|e| at(line, e))?
+        {
+            sub.unique_for = d;
+        }
+        sub.tags = s.tags.clone();
+        sub.shared = s.shared.unwrap_or(false);
+        sub.client_id = s.client_id.clone();
+        sub.check()
+            .map_err(|e| at(line, format!("mqtt.subscribe {:?}: {e}", s.topic)))?;
+        if mqtt.iter().any(|m: &MqttSubscription| {
+            m.broker == sub.broker && m.topic == sub.topic && m.handler == sub.handler
+        }) {
+            return Err(at(
+                line,
+                format!("mqtt.subscribe {:?} is declared twice", s.topic),
+            ));
+        }
+        mqtt.push(sub);
+    }
     Ok(ServiceFile {
         path: path.to_path_buf(),
         settings,
@@ -380,6 +492,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServiceFile, ConfigError> {
             handlers,
             jobs,
             webhooks,
+            mqtt,
             file: Some(
                 std::fs::canonicalize(path)
                     .unwrap_or_else(|_| path.to_path_buf())

@@ -9,6 +9,7 @@ pub(crate) fn spec_from_args(a: &WebhookAddArgs) -> Result<WebhookSpec, CliError
     let spec = WebhookSpec {
         name: a.name.clone(),
         url: a.url.clone(),
+        topic: a.topic.clone(),
         events: a
             .events
             .iter()
@@ -45,8 +46,13 @@ pub(crate) async fn webhook(db: &str, cmd: WebhookCmd) -> Result<(), CliError> {
             );
             if let Some(var) = &spec.secret_env {
                 if std::env::var_os(var).is_none() {
+                    let what = if spec.is_mqtt() {
+                        "reads the broker's password from"
+                    } else {
+                        "signs with"
+                    };
                     eprintln!(
-                        "jobvisor: note: the service signs with ${var}: set it in the service's \
+                        "jobvisor: note: the service {what} ${var}: set it in the service's \
                          environment (this shell has none)"
                     );
                 }
@@ -84,7 +90,11 @@ pub(crate) async fn webhook(db: &str, cmd: WebhookCmd) -> Result<(), CliError> {
                         },
                         w.format.to_string(),
                         w.secret_env.clone().map_or("-".into(), |v| format!("${v}")),
-                        w.url.clone(),
+                        if w.is_mqtt() {
+                            format!("{} topic {}", w.url, w.topic_template())
+                        } else {
+                            w.url.clone()
+                        },
                     ]
                 })
                 .collect();

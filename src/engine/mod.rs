@@ -18,6 +18,7 @@
 pub(crate) mod dispatch;
 pub mod events;
 pub(crate) mod maintenance;
+pub(crate) mod mqtt;
 pub mod relay;
 pub mod runner;
 pub mod scheduler;

@@ -59,6 +59,11 @@ pub fn refuse_webhook_handler(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The topic an MQTT webhook publishes to when it names none.
+pub const DEFAULT_MQTT_TOPIC: &str = "jobvisor/{event}";
+/// An MQTT webhook's topic is at most this long.
+pub const MAX_TOPIC_CHARS: usize = 1024;
+
 /// Webhooks at most (each one is read for every event).
 pub const MAX_WEBHOOKS: usize = 100;
 /// Jobs, or queues, one webhook may be narrowed to at most.
@@ -123,9 +128,16 @@ pub struct WebhookSpec {
     /// Unique name: letters, digits, `-`, `_` and `.`.
     #[schema(schema_with = name_schema)]
     pub name: String,
-    /// Where events are posted (`http` or `https`).
+    /// Where events are posted (`http` or `https`), or the MQTT broker
+    /// they are published to (`mqtt` or `mqtts`, with [`Self::topic`]).
     #[schema(schema_with = url_schema)]
     pub url: String,
+    /// For an MQTT broker: the topic each event is published to, in which
+    /// `{event}`, `{job}` and `{handler}` stand for the event's
+    /// ([`DEFAULT_MQTT_TOPIC`] if none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = topic_schema)]
+    pub topic: Option<String>,
     /// The events it hears: any of [`LIFECYCLE_EVENTS`] and
     /// [`ALERT_EVENTS`], or `all` for every lifecycle event.
     #[schema(schema_with = events_schema)]
@@ -139,7 +151,8 @@ pub struct WebhookSpec {
     #[schema(schema_with = filter_schema)]
     pub queues: Vec<String>,
     /// The environment variable of the supervisor that holds the signing
-    /// secret (none: deliveries are not signed).
+    /// secret (none: deliveries are not signed); for an MQTT broker, the
+    /// password of the URL's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = env_var_schema)]
     pub secret_env: Option<String>,
@@ -154,6 +167,7 @@ impl WebhookSpec {
         WebhookSpec {
             name: name.to_string(),
             url: url.to_string(),
+            topic: None,
             events: events.iter().map(|e| e.to_string()).collect(),
             jobs: Vec::new(),
             queues: Vec::new(),
@@ -186,6 +200,22 @@ impl WebhookSpec {
             ));
         }
         check_url(&self.url)?;
+        match (&self.topic, self.is_mqtt()) {
+            (Some(_), false) => {
+                return Err(
+                    "a topic is for an MQTT broker (an mqtt:// or mqtts:// URL), not an HTTP URL"
+                        .into(),
+                )
+            }
+            (Some(t), true) => check_topic(t)?,
+            (None, _) => {}
+        }
+        if self.is_mqtt() && self.format != WebhookFormat::Json {
+            return Err(format!(
+                "format {} is for HTTP receivers: an MQTT broker is sent the event as JSON",
+                self.format
+            ));
+        }
         if self.events.is_empty() {
             return Err("a webhook needs at least one event (--events)".into());
         }
@@ -231,6 +261,19 @@ impl WebhookSpec {
             }
         }
         Ok(())
+    }
+
+    /// Whether its events are published to an MQTT broker (rather than
+    /// posted over HTTP).
+    pub fn is_mqtt(&self) -> bool {
+        let scheme = self.url.split(':').next().unwrap_or_default();
+        scheme.eq_ignore_ascii_case("mqtt") || scheme.eq_ignore_ascii_case("mqtts")
+    }
+
+    /// The topic an MQTT webhook publishes to, before `{event}`, `{job}`
+    /// and `{handler}` are filled in.
+    pub fn topic_template(&self) -> &str {
+        self.topic.as_deref().unwrap_or(DEFAULT_MQTT_TOPIC)
     }
 
     /// Whether it hears event `event` of a run of `job` in `queue`.
@@ -305,9 +348,18 @@ fn name_schema() -> Schema {
 fn url_schema() -> Schema {
     super::schema(
         serde_json::json!({"type": "string", "maxLength": MAX_URL_CHARS,
-        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9][A-Za-z0-9.-]{0,252}(:[1-9][0-9]{0,3})?(/[!-~]*)?$",
-        "examples": ["https://alerts.example.com/jobvisor"],
-        "description": "An http:// or https:// URL; shown with its path, query and password redacted"}),
+        "pattern": "^([Hh][Tt][Tt][Pp][Ss]?|[Mm][Qq][Tt][Tt][Ss]?)://[A-Za-z0-9][A-Za-z0-9.-]{0,252}(:[1-9][0-9]{0,3})?(/[!-~]*)?$",
+        "examples": ["https://alerts.example.com/jobvisor", "mqtts://broker.example.com:8883"],
+        "description": "An http:// or https:// URL, or an mqtt:// or mqtts:// broker (with no path); shown with its path, query and password redacted"}),
+    )
+}
+
+fn topic_schema() -> Schema {
+    super::schema(
+        serde_json::json!({"type": ["string", "null"], "minLength": 1,
+        "maxLength": MAX_TOPIC_CHARS, "pattern": "^[^+#\\x00]+$",
+        "examples": ["jobvisor/{event}/{job}"],
+        "description": "For an mqtt:// or mqtts:// URL: the topic, without wildcards; {event}, {job} and {handler} are filled in"}),
     )
 }
 
@@ -340,7 +392,8 @@ fn redact_url(url: &str) -> String {
         Ok(u) => {
             let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
             let host = u.host_str().unwrap_or_default();
-            let rest = if u.path() == "/" && u.query().is_none() && u.password().is_none() {
+            let bare = matches!(u.path(), "" | "/");
+            let rest = if bare && u.query().is_none() && u.password().is_none() {
                 ""
             } else {
                 super::REDACTED
@@ -349,6 +402,22 @@ fn redact_url(url: &str) -> String {
         }
         Err(_) => super::REDACTED.to_string(),
     }
+}
+
+/// Checks an MQTT webhook's topic (a template: `{event}`, `{job}` and
+/// `{handler}` are filled in when it publishes).
+fn check_topic(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.chars().count() > MAX_TOPIC_CHARS {
+        return Err(format!(
+            "an MQTT topic has 1 to {MAX_TOPIC_CHARS} characters"
+        ));
+    }
+    if t.contains(['+', '#', '\0']) {
+        return Err(format!(
+            "invalid MQTT topic {t:?}: an event is published to one topic, with no wildcard (+ or #)"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a webhook may post to `ip`: not a link-local address (where
@@ -378,9 +447,20 @@ fn check_url(url: &str) -> Result<(), String> {
         ));
     }
     let u = reqwest::Url::parse(url).map_err(|e| format!("invalid webhook URL {url:?}: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
+    if !matches!(u.scheme(), "http" | "https" | "mqtt" | "mqtts")
+        || u.host_str().is_none_or(str::is_empty)
+    {
         return Err(format!(
-            "invalid webhook URL {url:?}: use an http:// or https:// URL with a host"
+            "invalid webhook URL {url:?}: use an http:// or https:// URL with a host, \
+             or an mqtt:// or mqtts:// broker"
+        ));
+    }
+    if u.scheme().starts_with("mqtt")
+        && (!matches!(u.path(), "" | "/") || u.query().is_some() || u.fragment().is_some())
+    {
+        return Err(format!(
+            "invalid webhook URL {url:?}: an MQTT broker's URL is mqtt://[USER@]HOST[:PORT] \
+             (give the topic as the topic)"
         ));
     }
     // An address given as the host (in any form the URL parser reads:

@@ -92,8 +92,11 @@ pub struct Declarations {
     pub handlers: Vec<HandlerSpec>,
     /// Declared jobs.
     pub jobs: Vec<JobDecl>,
-    /// Declared webhooks.
+    /// Declared webhooks (and MQTT publications, which are webhooks to a
+    /// broker).
     pub webhooks: Vec<crate::model::WebhookSpec>,
+    /// MQTT subscriptions, whose messages become runs.
+    pub mqtt: Vec<super::mqtt::MqttSubscription>,
     /// The file that declares them, named when a command would change one.
     pub file: Option<String>,
 }
@@ -108,6 +111,7 @@ impl Default for Declarations {
             handlers: Vec::new(),
             jobs: Vec::new(),
             webhooks: Vec::new(),
+            mqtt: Vec::new(),
             file: None,
         }
     }

@@ -12,6 +12,7 @@ pub mod http;
 // The binary's log set-up and sd_notify: machinery, not API.
 #[doc(hidden)]
 pub mod logging;
+pub mod mqtt;
 #[doc(hidden)]
 pub mod notify;
 
@@ -310,6 +311,18 @@ impl Service {
                 }
             })
         });
+        let mqtt_stop = tokio_util::sync::CancellationToken::new();
+        let subscriptions = {
+            let declared = declared.clone();
+            move || {
+                declared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .mqtt
+                    .clone()
+            }
+        };
+        let mqtt = tokio::spawn(mqtt::run(sup.clone(), subscriptions, mqtt_stop.clone()));
         let pruner = tokio::spawn(retention(sup.clone(), declared));
         let reporter = tokio::spawn(report(sup.clone(), notifier.clone(), stopping));
         // Migrations, recovery and the node's registration were done when
@@ -326,6 +339,10 @@ impl Service {
             shutdown.await;
             notifier.notify("STOPPING=1");
             let _ = stopping_tx.send(true);
+            // No message is taken once draining starts: the broker keeps
+            // what is not acknowledged.
+            mqtt_stop.cancel();
+            let _ = mqtt.await;
         };
         let result = sup.run_until(shutdown, force).await;
         ready.abort();

@@ -1,6 +1,6 @@
 //! The built-in handler `webhook`: posts one delivery's body to its
 //! webhook's URL, as the webhook stands when the attempt runs, signed with
-//! its secret. A 2xx answer delivers it; anything else (or no answer in
+//! its secret (or publishes it to an MQTT broker: [`super::publish`]). A 2xx answer delivers it; anything else (or no answer in
 //! [`REQUEST_TIMEOUT`]) fails the attempt, and the run's retries try again.
 
 use super::body;
@@ -89,6 +89,9 @@ pub(crate) async fn post(
         WebhookFormat::Slack => serde_json::to_vec(&body::slack(&p.body)),
     }
     .expect("JSON values serialize");
+    if hook.is_mqtt() {
+        return super::publish::publish(&hook, &p.body, bytes, &ctx, REQUEST_TIMEOUT).await;
+    }
     let mut request = client
         .post(&hook.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
