@@ -68,6 +68,10 @@ pub struct RunSpec {
     /// Its tags, found by (`exec list --tag T`): at most 32, each of at
     /// most 64 characters.
     pub tags: Vec<String>,
+    /// The W3C `traceparent` of the caller's span, which its trace
+    /// continues (`None`: the ambient OpenTelemetry context's span, if
+    /// there is one).
+    pub traceparent: Option<String>,
 }
 
 impl RunSpec {
@@ -98,6 +102,7 @@ impl RunSpec {
             id: None,
             meta: Default::default(),
             tags: Vec::new(),
+            traceparent: None,
         }
     }
 
@@ -366,8 +371,15 @@ fn resolve(
     }
     crate::model::check_tags(&spec.tags).map_err(Error::Invalid)?;
     crate::model::check_meta(&spec.meta).map_err(Error::Invalid)?;
+    let caller = match &spec.traceparent {
+        Some(t) => Some(crate::model::RemoteSpan::parse(t).map_err(Error::Invalid)?),
+        None => ambient_span(),
+    };
+    let id = spec.id.unwrap_or_else(Uuid::now_v7);
+    let trace = (caller.is_some() || crate::model::trace::exporting())
+        .then(|| crate::model::TraceContext::for_run(id, caller, now_micros()));
     Ok(NewExecution {
-        id: spec.id.unwrap_or_else(Uuid::now_v7),
+        id,
         job: spec.job,
         handler: spec.handler,
         mode,
@@ -395,6 +407,21 @@ fn resolve(
         origin: crate::model::Origin::Manual,
         meta: spec.meta,
         tags: spec.tags,
+        trace,
+    })
+}
+
+/// The span of the ambient OpenTelemetry context (the caller's, when a
+/// library enqueue runs inside one), if it is valid.
+fn ambient_span() -> Option<crate::model::RemoteSpan> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = opentelemetry::Context::current();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| crate::model::RemoteSpan {
+        trace_id: sc.trace_id().to_bytes(),
+        span_id: sc.span_id().to_bytes(),
+        sampled: sc.is_sampled(),
     })
 }
 

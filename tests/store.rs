@@ -312,6 +312,7 @@ fn exec(handler: &str, priority: i32, queue: &str) -> NewExecution {
         origin: Default::default(),
         meta: Default::default(),
         tags: Vec::new(),
+        trace: None,
     }
 }
 

@@ -248,8 +248,17 @@ def execution():
     """The running execution's `run` message as a dict: `execution_id`,
     `job`, `handler`, `attempt`, `payload`, `timeout_ms` (if any),
     `inputs` (its parents' ends and outputs, if it has parents), and
-    `snoozes`, `meta` and `tags` (if it has any)."""
+    `snoozes`, `meta`, `tags` and `traceparent` (if it has any)."""
     return dict(_now().run)
+
+
+def traceparent():
+    """The W3C `traceparent` of the running attempt's span, when its run is
+    traced (else None): give it to your tracer as the parent of your own
+    spans, e.g. with OpenTelemetry's
+    `TraceContextTextMapPropagator().extract({"traceparent": jv.traceparent()})`.
+    A one-shot worker also finds it in $TRACEPARENT."""
+    return _now().run.get("traceparent") or os.environ.get("TRACEPARENT") or None
 
 
 def snoozes():

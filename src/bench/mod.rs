@@ -35,6 +35,7 @@ mod peers;
 mod relay;
 mod rescue;
 mod spawn;
+mod traces;
 mod wakeup;
 mod webhooks;
 mod workflow;
@@ -106,6 +107,10 @@ pub enum Scenario {
     /// its run (`--latency-samples` messages, one every 2 ms), against a
     /// bare subscriber's receiving them.
     Mqtt,
+    /// What exporting traces costs: no-op throughput with traces exported
+    /// over OTLP/HTTP to a collector in this process against none,
+    /// `--repeat` rounds.
+    Traces,
 }
 
 /// A way of running executions that `bench` measures.
@@ -473,6 +478,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Peers => return peers::bench_peers(database, &a).await,
         Scenario::Webhooks => return webhooks::bench_webhooks(database, &a).await,
         Scenario::Mqtt => return mqtt::bench_mqtt(database, &a).await,
+        Scenario::Traces => return traces::bench_traces(database, &a).await,
         Scenario::Isolation | Scenario::Modes | Scenario::Comparison => {}
     }
     if a.scenario == Scenario::Isolation {
@@ -574,6 +580,46 @@ async fn bench_modes(database: Option<String>, a: &BenchArgs) -> Result<ModesBen
 }
 
 /// Runs `sup` on a task until the returned sender fires (or drops).
+/// Enqueues `n` no-ops, 1,000 to a transaction.
+async fn enqueue_noops(sup: &Supervisor, n: usize) -> Result<(), CliError> {
+    let mut remaining = n;
+    while remaining > 0 {
+        let k = remaining.min(1000);
+        sup.enqueue_many(
+            (0..k)
+                .map(|_| jobvisor::RunSpec::new("noop", serde_json::Value::Null))
+                .collect(),
+        )
+        .await?;
+        remaining -= k;
+    }
+    Ok(())
+}
+
+/// Runs `sup`, enqueues `n` no-ops and waits for their ends; jobs/s from
+/// the first enqueue to the last end.
+async fn drain_noops(sup: &Supervisor, n: usize) -> Result<f64, CliError> {
+    let mut ended = sup.subscribe();
+    let (stop_tx, runner) = run_in_background(sup);
+    let started = std::time::Instant::now();
+    let counting = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < n {
+            match ended.recv().await {
+                Ok(_) => seen += 1,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => seen += k as usize,
+                Err(_) => break,
+            }
+        }
+    });
+    enqueue_noops(sup, n).await?;
+    let _ = counting.await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    runner.await.expect("supervisor task")?;
+    Ok(rate)
+}
+
 fn run_in_background(
     sup: &Supervisor,
 ) -> (

@@ -15,7 +15,7 @@
 use super::{percentile, run_in_background, CaseDatabases};
 use crate::failure::CliError;
 use jobvisor::model::WebhookSpec;
-use jobvisor::{RunSpec, Supervisor};
+use jobvisor::Supervisor;
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,7 +152,7 @@ pub(super) async fn bench_webhooks(
     sup.add_webhook(&hook, true).await?;
     let (stop_tx, runner) = run_in_background(&sup);
     let started = Instant::now();
-    enqueue_noops(&sup, n).await?;
+    super::enqueue_noops(&sup, n).await?;
     let deadline = Instant::now() + std::time::Duration::from_secs(600);
     while receiver.count.load(Ordering::Relaxed) < n {
         if Instant::now() > deadline {
@@ -244,21 +244,6 @@ pub(super) async fn bench_webhooks(
     Ok(())
 }
 
-async fn enqueue_noops(sup: &Supervisor, n: usize) -> Result<(), CliError> {
-    let mut remaining = n;
-    while remaining > 0 {
-        let k = remaining.min(1000);
-        sup.enqueue_many(
-            (0..k)
-                .map(|_| RunSpec::new("noop", serde_json::Value::Null))
-                .collect(),
-        )
-        .await?;
-        remaining -= k;
-    }
-    Ok(())
-}
-
 /// Drains `a.count` no-ops on `db` (with `webhook` added first); jobs/s.
 async fn drain(
     db: &str,
@@ -276,24 +261,5 @@ async fn drain(
     if let Some(w) = webhook {
         sup.add_webhook(w, true).await?;
     }
-    let mut ended = sup.subscribe();
-    let (stop_tx, runner) = run_in_background(&sup);
-    let started = Instant::now();
-    let n = a.count;
-    let counting = tokio::spawn(async move {
-        let mut seen = 0;
-        while seen < n {
-            match ended.recv().await {
-                Ok(_) => seen += 1,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => seen += k as usize,
-                Err(_) => break,
-            }
-        }
-    });
-    enqueue_noops(&sup, n).await?;
-    let _ = counting.await;
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    let _ = stop_tx.send(());
-    runner.await.expect("supervisor task")?;
-    Ok(rate)
+    super::drain_noops(&sup, a.count).await
 }

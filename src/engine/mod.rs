@@ -23,6 +23,7 @@ pub mod relay;
 pub mod runner;
 pub mod scheduler;
 mod shared;
+pub(crate) mod traces;
 pub(crate) mod webhooks;
 
 pub(crate) use shared::*;

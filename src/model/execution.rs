@@ -71,6 +71,9 @@ pub struct NewExecution {
     pub meta: Meta,
     /// Its tags (checked: [`super::check_tags`]).
     pub tags: Vec<String>,
+    /// Its trace: the caller's, carried on (`None`: none given; one is
+    /// started when the store inserts it, if traces are exported).
+    pub trace: Option<super::TraceContext>,
 }
 
 /// When an execution with parents runs.

@@ -479,6 +479,8 @@ impl Job {
             timeout_ms: None,
             occurrence: None,
             concurrency_key: None,
+            // A trace of its own (its run's span would be named twice).
+            trace: None,
             ..run.clone()
         };
         run.after = vec![condition.id];
@@ -527,6 +529,7 @@ impl Job {
             after_policy: Default::default(),
             step: None,
             origin,
+            trace: None,
             meta: spec.meta.clone(),
             tags: spec.tags.clone(),
         }

@@ -14,6 +14,7 @@ pub mod rate;
 mod schema;
 pub mod status;
 pub mod time;
+pub mod trace;
 pub mod value;
 pub mod webhook;
 
@@ -30,6 +31,7 @@ pub use rate::*;
 pub(crate) use schema::*;
 pub use status::*;
 pub use time::*;
+pub use trace::{RemoteSpan, SpanOf, TraceContext};
 pub use value::*;
 pub use webhook::*;
 

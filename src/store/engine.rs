@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{Job, Micros};
+use crate::model::{Execution, Job, Micros};
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -122,6 +122,13 @@ pub trait Engine: Send + Sync + 'static {
         except: &[String],
         limit: usize,
     ) -> Result<(u64, u64), StoreError>;
+
+    /// Executions `ids` with their trace contexts (those of them that
+    /// still exist), for their spans.
+    async fn traced(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Execution, Option<crate::model::TraceContext>)>, StoreError>;
 
     /// Whether the outbox holds changes to deliver (a cheap read).
     async fn changes_waiting(&self) -> Result<bool, StoreError>;

@@ -59,6 +59,9 @@ pub(crate) struct Claimed {
     pub meta: crate::model::Meta,
     /// Its tags, as the worker receives them.
     pub tags: Vec<String>,
+    /// Its trace, if it has one (the worker gets its attempt's span as
+    /// `traceparent`).
+    pub trace: Option<crate::model::TraceContext>,
 }
 
 /// What a claim took, and when a rate lets it take more.

@@ -508,6 +508,27 @@ impl Supervisor {
             let run = crate::engine::webhooks::task::run(store, lease, wake, outbox_stop.clone());
             AbortOnDropHandle::new(tokio::spawn(run))
         };
+        // Traces, only when the environment asks for them.
+        let traces_stop = tokio_util::sync::CancellationToken::new();
+        let traces = match crate::engine::traces::from_env() {
+            Ok(Some(exporter)) => {
+                crate::model::trace::set_exporting(true);
+                tracing::info!("exporting traces over OTLP/HTTP");
+                let run = crate::engine::traces::run(
+                    self.shared.db.store().clone(),
+                    exporter,
+                    self.shared.finished.subscribe(),
+                    self.node_id().to_string(),
+                    traces_stop.clone(),
+                );
+                Some(AbortOnDropHandle::new(tokio::spawn(run)))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "traces are not exported");
+                None
+            }
+        };
         self.shared.ready.send_replace(true);
         // The dispatcher runs in this task (`shutdown` and `force` need not
         // be 'static); it stops at `shutdown` or when another actor ends,
@@ -556,6 +577,11 @@ impl Supervisor {
         }
         self.shared.exec.pools.sweep(true).await;
         let unwritten = self.last_writes().await;
+        // The last ends' spans go out before the exporter closes.
+        if let Some(traces) = traces {
+            traces_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(15), traces).await;
+        }
         match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
             Some(e) => Err(e),
             None if !unwritten.is_empty() => Err(Error::Unwritten(unwritten.join("; "))),

@@ -154,6 +154,10 @@ pub struct RunRequest {
     /// The run's tags (absent when it has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The W3C `traceparent` of this attempt's span, when its run is
+    /// traced (absent otherwise): a worker's own spans are its children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -189,6 +193,9 @@ pub struct Input {
 /// let cancel: SupervisorMessage = serde_json::from_str(r#"{"type":"cancel","reason":"operator"}"#).unwrap();
 /// assert_eq!(cancel, SupervisorMessage::Cancel { reason: Some("operator".into()) });
 /// ```
+// One message a run, read once: a box would save nothing worth its
+// indirection, and would change the variant every worker matches on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SupervisorMessage {

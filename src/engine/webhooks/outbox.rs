@@ -147,6 +147,7 @@ pub(crate) fn delivery(
         origin: Origin::Event,
         meta,
         tags: Vec::new(),
+        trace: None,
     };
     Delivery {
         run,

@@ -9,7 +9,7 @@ use crate::store::{CancelRequest, ExecFilter, HoldRequest, RetryRequest};
 use crate::RunSpec;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use jobvisor_worker::Level;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -279,14 +279,16 @@ impl EnqueueBody {
 
 /// Enqueue a run of a handler.
 #[utoipa::path(post, path = "/v1/executions", operation_id = "enqueueExecution", tag = "executions", request_body = EnqueueBody,
+    params(("traceparent" = Option<String>, Header, description = "The W3C trace context of the caller's span: the run's trace continues it (one that does not parse is ignored, as the recommendation says)")),
     responses(
         (status = 201, description = "Inserted", body = Enqueued),
         (status = 200, description = "A duplicate: its unique key is held by execution `id` (`replaced` when `replace` changed it)", body = Enqueued),
         (status = 404, description = "No such handler", body = ErrorBody),
         (status = 422, description = "A parent that does not exist, or an executable handler asked to run inproc", body = ErrorBody),
     ))]
-pub(super) async fn enqueue(State(api): ApiState, b: Bytes) -> ApiResult {
-    let spec = body::<EnqueueBody>(&b)?.spec()?;
+pub(super) async fn enqueue(State(api): ApiState, headers: HeaderMap, b: Bytes) -> ApiResult {
+    let mut spec = body::<EnqueueBody>(&b)?.spec()?;
+    spec.traceparent = traceparent(&headers);
     let e = api.sup.submit_many(vec![spec]).await?[0];
     let status = if e.duplicate {
         StatusCode::OK
@@ -294,6 +296,14 @@ pub(super) async fn enqueue(State(api): ApiState, b: Bytes) -> ApiResult {
         StatusCode::CREATED
     };
     with_status(status, e)
+}
+
+/// The request's `traceparent` header, if it parses (W3C: one that does
+/// not is ignored, and the trace starts afresh).
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    crate::model::RemoteSpan::parse(v).ok()?;
+    Some(v.trim().to_string())
 }
 
 /// Runs to enqueue in one transaction.
@@ -316,17 +326,21 @@ pub(super) struct BatchEnqueued {
 /// Enqueue up to 10,000 runs in one transaction: all of them, or, if one
 /// is refused, none (the error names its index).
 #[utoipa::path(post, path = "/v1/executions/batch", operation_id = "enqueueExecutions", tag = "executions", request_body = BatchBody,
+    params(("traceparent" = Option<String>, Header, description = "The W3C trace context of the caller's span: each run's trace continues it")),
     responses(
         (status = 201, description = "Inserted (each duplicate says so)", body = BatchEnqueued),
         (status = 404, description = "A run names no such handler", body = ErrorBody),
         (status = 409, description = "A run's id names an execution already (`id_taken`)", body = ErrorBody),
         (status = 422, description = "A run that cannot be carried out as given", body = ErrorBody),
     ))]
-pub(super) async fn enqueue_batch(State(api): ApiState, b: Bytes) -> ApiResult {
+pub(super) async fn enqueue_batch(State(api): ApiState, headers: HeaderMap, b: Bytes) -> ApiResult {
     let batch = body::<BatchBody>(&b)?;
+    let caller = traceparent(&headers);
     let mut specs = Vec::with_capacity(batch.runs.len());
     for (i, run) in batch.runs.into_iter().enumerate() {
-        specs.push(run.spec().map_err(|e| e.context(&format!("runs[{i}]")))?);
+        let mut spec = run.spec().map_err(|e| e.context(&format!("runs[{i}]")))?;
+        spec.traceparent = caller.clone();
+        specs.push(spec);
     }
     match api.sup.submit_many(specs.clone()).await {
         Ok(runs) => with_status(StatusCode::CREATED, BatchEnqueued { runs }),

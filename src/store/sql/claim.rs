@@ -8,7 +8,7 @@ use super::*;
 pub(super) fn claim_returning<D: Dialect>() -> String {
     format!(
         " RETURNING id, payload, {}job, handler, mode, attempt, timeout_ms, enqueued_at, \
-         started_at, cancel_requested_at, after_policy, snoozes, meta, tags, \
+         started_at, cancel_requested_at, after_policy, snoozes, meta, tags, trace_context, \
          (SELECT spec FROM handlers h WHERE h.name = executions.handler){} AS facts",
         D::JSON_ARRAY.0,
         D::JSON_ARRAY.1
@@ -32,6 +32,8 @@ pub(super) struct ClaimColumns {
     /// Its meta and tags, as their JSON text (`NULL`: none).
     pub(super) meta: Option<String>,
     pub(super) tags: Option<String>,
+    /// Its trace context, as stored.
+    pub(super) trace_context: Option<String>,
     /// Its stored handler's spec.
     pub(super) spec: Option<String>,
 }
@@ -57,6 +59,10 @@ pub(super) fn decode_claim<D: Dialect>(r: &Fields<'_, D>) -> Result<(Claimed, bo
         snoozes: f.snoozes,
         meta: label(f.meta.as_deref(), "meta")?,
         tags: label(f.tags.as_deref(), "tags")?,
+        trace: f
+            .trace_context
+            .as_deref()
+            .and_then(crate::model::TraceContext::from_column),
     };
     Ok((claimed, f.after_policy.is_some()))
 }

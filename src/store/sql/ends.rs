@@ -402,11 +402,11 @@ pub(super) async fn schedule_retry<D: Dialect>(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
          enqueued_at, run_at, queue, unique_key, unique_for_ms, after_policy, workflow_id, \
-         step, has_children, concurrency_key, snoozes, origin, meta, tags) \
+         step, has_children, concurrency_key, snoozes, origin, meta, tags, trace_context) \
          SELECT $1, job, handler, mode, payload, 'pending', $2, $3, backoff_base_ms, \
          backoff_cap_ms, id, timeout_ms, priority, $4, $5, queue, unique_key, unique_for_ms, \
          after_policy, workflow_id, step, has_children, concurrency_key, snoozes + $7, $8, \
-         meta, tags FROM executions WHERE id = $6",
+         meta, tags, trace_context FROM executions WHERE id = $6",
     )
     .bind(new_id)
     .bind(next.attempt as i64)

@@ -9,6 +9,26 @@ use super::*;
 
 #[async_trait]
 impl<D: Dialect> Engine for SqlStore<D> {
+    async fn traced(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Execution, Option<crate::model::TraceContext>)>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(rows_per_statement(1)) {
+            let mut q = Sql::<D>::new("SELECT * FROM executions WHERE id IN (");
+            q.push_list(chunk.iter().copied()).push(")");
+            for row in self.read_all(q).await? {
+                let f = Fields::<D>::new(&row, "executions");
+                let trace = f
+                    .get::<Option<String>>("trace_context")?
+                    .as_deref()
+                    .and_then(crate::model::TraceContext::from_column);
+                out.push((f.execution()?, trace));
+            }
+        }
+        Ok(out)
+    }
+
     async fn changes_waiting(&self) -> Result<bool, StoreError> {
         let q = Sql::new("SELECT seq FROM event_outbox LIMIT 1");
         Ok(self.read_one(q).await?.is_some())

@@ -41,7 +41,8 @@ pub(super) fn execution_insert<'a, D: Dialect>(
         "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
          enqueued_at, run_at, queue, occurrence, unique_key, unique_for_ms, waiting_on, \
-         after_policy, workflow_id, step, has_children, concurrency_key, origin, meta, tags) ",
+         after_policy, workflow_id, step, has_children, concurrency_key, origin, meta, tags, \
+         trace_context) ",
     );
     q.values(execs, |t, e| {
         let Initial {
@@ -81,7 +82,17 @@ pub(super) fn execution_insert<'a, D: Dialect>(
             .bind(e.concurrency_key.as_deref())
             .bind(e.origin.as_str())
             .bind((!e.meta.is_empty()).then(|| json_text(&e.meta)))
-            .bind((!e.tags.is_empty()).then(|| json_text(&e.tags)));
+            .bind((!e.tags.is_empty()).then(|| json_text(&e.tags)))
+            // A run that came with no trace starts one while traces are
+            // exported.
+            .bind(
+                e.trace
+                    .or_else(|| {
+                        crate::model::trace::exporting()
+                            .then(|| crate::model::TraceContext::for_run(e.id, None, now))
+                    })
+                    .map(|t| t.to_column()),
+            );
     });
     q.push(" ON CONFLICT DO NOTHING");
     q

@@ -584,7 +584,20 @@ fn worker_env(cmd: &mut tokio::process::Command, plan: &ProcessPlan, claimed: Op
             .env("JOBVISOR_JOB", &c.job)
             .env("JOBVISOR_ATTEMPT", c.attempt.to_string())
             .env("JOBVISOR_SNOOZES", c.snoozes.to_string());
+        if let Some(tp) = traceparent(c) {
+            cmd.env("TRACEPARENT", tp);
+        }
     }
+}
+
+/// The W3C `traceparent` of `c`'s attempt span, if its run has a trace:
+/// what the worker's own spans are children of.
+fn traceparent(c: &Claimed) -> Option<String> {
+    let t = c.trace?;
+    Some(t.traceparent(crate::model::trace::span_id(
+        c.id,
+        crate::model::SpanOf::Attempt,
+    )))
 }
 
 /// The `cancel` message, saying why.
@@ -608,6 +621,7 @@ fn run_request(claimed: &Claimed) -> SupervisorMessage {
         snoozes: claimed.snoozes,
         meta: claimed.meta.clone(),
         tags: claimed.tags.clone(),
+        traceparent: traceparent(claimed),
     })
 }
 
