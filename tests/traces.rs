@@ -252,3 +252,46 @@ async fn without_an_endpoint_a_worker_gets_no_trace_unless_the_caller_sent_one()
     let e = finished(store.as_ref(), id).await;
     assert_eq!(e.output.unwrap()["tp"], "");
 }
+
+/// A library enqueue inside an OpenTelemetry context continues its span:
+/// the worker's `TRACEPARENT` is in the caller's trace.
+#[tokio::test]
+async fn a_library_enqueue_continues_the_ambient_context() {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let env = Env::new();
+    env.sh_handler(
+        "env",
+        "printf '{\"type\":\"result\",\"status\":\"succeeded\",\"output\":{\"tp\":\"%s\"}}\\n' \"$TRACEPARENT\"",
+        &[],
+    );
+    let sup = jobvisor::Supervisor::builder()
+        .database(&env.db)
+        .build()
+        .await
+        .unwrap();
+    let caller = SpanContext::new(
+        TraceId::from_hex(CALLER_TRACE).unwrap(),
+        SpanId::from_hex(CALLER_SPAN).unwrap(),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    let id = {
+        let _in_span = opentelemetry::Context::new()
+            .with_remote_span_context(caller)
+            .attach();
+        sup.enqueue(jobvisor::RunSpec::new("env", Value::Null))
+            .await
+            .unwrap()
+    };
+    let running = tokio::spawn({
+        let sup = sup.clone();
+        async move { sup.run(std::future::pending()).await }
+    });
+    let e = finished(sup.store().as_ref(), id).await;
+    running.abort();
+    let tp = e.output.unwrap()["tp"].as_str().unwrap().to_string();
+    assert!(tp.starts_with(&format!("00-{CALLER_TRACE}-")), "{tp}");
+}
