@@ -73,8 +73,37 @@ impl Receiver {
     }
 }
 
+/// POSTs `body` to `/v1/executions` with curl (a real client), with a
+/// `traceparent` header if given; the new execution's id.
+fn post_run(addr: &str, body: &str, traceparent: Option<&str>) -> uuid::Uuid {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-X", "POST", "-H", "Content-Type: application/json"]);
+    if let Some(tp) = traceparent {
+        cmd.arg("-H").arg(format!("traceparent: {tp}"));
+    }
+    let out = cmd
+        .args(["--data", body])
+        .arg(format!("http://{addr}/v1/executions"))
+        .output()
+        .expect("curl runs");
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    reply["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an id: {reply}"))
+        .parse()
+        .unwrap()
+}
+
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// A worker (`/bin/sh -c`) whose output is its `$TRACEPARENT`.
+const SAYS_TRACEPARENT: &str = "printf '{\"type\":\"result\",\"status\":\"succeeded\",\"output\":{\"tp\":\"%s\"}}\\n' \"$TRACEPARENT\"";
+
+/// The caller's `traceparent`.
+fn caller() -> String {
+    format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+}
 
 /// A run posted with a `traceparent` is one trace from the caller's span
 /// through the run, its claim waits and attempts, into the Python worker's
@@ -119,19 +148,7 @@ async fn a_trace_goes_from_the_http_caller_through_jobvisor_into_a_python_worker
         "queue": "traced",
     })
     .to_string();
-    let out = Command::new("curl")
-        .args(["-sS", "-X", "POST", "-H", "Content-Type: application/json"])
-        .arg("-H")
-        .arg(format!("traceparent: 00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
-        .args(["--data", &body])
-        .arg(format!("http://{addr}/v1/executions"))
-        .output()
-        .expect("curl runs");
-    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let first = reply["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("an id: {reply}"))
-        .to_string();
+    let first = post_run(&addr, &body, Some(&caller())).to_string();
     // An ad-hoc run with no caller's trace: one of its own.
     let own = env.enqueue(&["echo", "--payload", "{}"]).to_string();
 
@@ -210,27 +227,14 @@ async fn a_trace_goes_from_the_http_caller_through_jobvisor_into_a_python_worker
 #[tokio::test]
 async fn without_an_endpoint_a_worker_gets_no_trace_unless_the_caller_sent_one() {
     let env = Env::new();
-    env.sh_handler(
-        "env",
-        "printf '{\"type\":\"result\",\"status\":\"succeeded\",\"output\":{\"tp\":\"%s\"}}\\n' \"$TRACEPARENT\"",
-        &[],
-    );
+    env.sh_handler("env", SAYS_TRACEPARENT, &[]);
     let serve = env.serve(&[]);
     let addr = serve.http_addr();
     let store = env.store().await;
     let plain = env.enqueue(&["env"]);
     let e = finished(store.as_ref(), plain).await;
     assert_eq!(e.output.unwrap()["tp"], "", "{:?}", e.error);
-    let out = Command::new("curl")
-        .args(["-sS", "-X", "POST", "-H", "Content-Type: application/json"])
-        .arg("-H")
-        .arg(format!("traceparent: 00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
-        .args(["--data", r#"{"handler": "env"}"#])
-        .arg(format!("http://{addr}/v1/executions"))
-        .output()
-        .unwrap();
-    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id: uuid::Uuid = reply["id"].as_str().unwrap().parse().unwrap();
+    let id = post_run(&addr, r#"{"handler": "env"}"#, Some(&caller()));
     let e = finished(store.as_ref(), id).await;
     let tp = e.output.unwrap()["tp"].as_str().unwrap().to_string();
     assert!(
@@ -240,15 +244,7 @@ async fn without_an_endpoint_a_worker_gets_no_trace_unless_the_caller_sent_one()
         "the worker's parent is its attempt's span, in the caller's trace: {tp}"
     );
     // A traceparent that does not parse is ignored, as W3C says.
-    let out = Command::new("curl")
-        .args(["-sS", "-X", "POST", "-H", "Content-Type: application/json"])
-        .args(["-H", "traceparent: garbage"])
-        .args(["--data", r#"{"handler": "env"}"#])
-        .arg(format!("http://{addr}/v1/executions"))
-        .output()
-        .unwrap();
-    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id: uuid::Uuid = reply["id"].as_str().unwrap().parse().unwrap();
+    let id = post_run(&addr, r#"{"handler": "env"}"#, Some("garbage"));
     let e = finished(store.as_ref(), id).await;
     assert_eq!(e.output.unwrap()["tp"], "");
 }
@@ -261,11 +257,7 @@ async fn a_library_enqueue_continues_the_ambient_context() {
         SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
     };
     let env = Env::new();
-    env.sh_handler(
-        "env",
-        "printf '{\"type\":\"result\",\"status\":\"succeeded\",\"output\":{\"tp\":\"%s\"}}\\n' \"$TRACEPARENT\"",
-        &[],
-    );
+    env.sh_handler("env", SAYS_TRACEPARENT, &[]);
     let sup = jobvisor::Supervisor::builder()
         .database(&env.db)
         .build()

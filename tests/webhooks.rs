@@ -287,6 +287,36 @@ async fn a_receiver_that_refuses_gets_every_event_later_in_order_under_one_deliv
     assert!(failed.contains("answered 503"), "{failed}");
 }
 
+/// A delivery that fails is retried as a new execution, newer than the
+/// deliveries already waiting on it: one added later goes after the last
+/// of the chain, not after that retry, or it would race the others.
+#[tokio::test]
+async fn a_delivery_added_while_an_earlier_one_is_retried_keeps_its_place() {
+    let env = Env::new();
+    // enqueued's first two posts fail: it is retried twice (1 s, then 2 s
+    // or so), and the run's end, 1.5 s in, is taken meanwhile.
+    let receiver = Receiver::start(&env, 2, None, 0);
+    env.ok(&[
+        "webhook",
+        "add",
+        "flaky",
+        "--url",
+        &receiver.url("in"),
+        "--events",
+        "enqueued,started,succeeded",
+    ]);
+    let _serve = env.serve(&[]);
+    let id = env
+        .enqueue(&["sleep", "--payload", r#"{"ms": 1500}"#])
+        .to_string();
+    let got = receiver
+        .until("the run's three events", |got| {
+            events_of(got, &id).len() == 3
+        })
+        .await;
+    assert_eq!(events_of(&got, &id), ["enqueued", "started", "succeeded"]);
+}
+
 #[tokio::test]
 async fn a_webhook_hears_only_its_events_jobs_and_queues() {
     let env = Env::new();

@@ -580,6 +580,14 @@ async fn bench_modes(database: Option<String>, a: &BenchArgs) -> Result<ModesBen
 }
 
 /// Runs `sup` on a task until the returned sender fires (or drops).
+/// Figures `v` with `p` decimals, space-separated (one per round).
+fn figures(v: &[f64], p: usize) -> String {
+    v.iter()
+        .map(|x| format!("{x:.p$}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Enqueues `n` no-ops, 1,000 to a transaction.
 async fn enqueue_noops(sup: &Supervisor, n: usize) -> Result<(), CliError> {
     let mut remaining = n;

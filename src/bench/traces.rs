@@ -124,19 +124,19 @@ pub(super) async fn bench_traces(
         println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
         return Ok(());
     }
-    let list = |v: &[f64], p: usize| {
-        v.iter()
-            .map(|x| format!("{x:.p$}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     println!(
         "{} cores | {} | {} no-ops a round at concurrency {}, {} round(s)",
         r.cores, r.backend, r.count, a.concurrency, a.repeat
     );
-    println!("traces off      jobs/s  {}", list(&r.off_jobs_per_sec, 0));
-    println!("traces exported jobs/s  {}", list(&r.on_jobs_per_sec, 0));
-    println!("ratio (on / off)        {}", list(&r.ratios, 2));
+    println!(
+        "traces off      jobs/s  {}",
+        super::figures(&r.off_jobs_per_sec, 0)
+    );
+    println!(
+        "traces exported jobs/s  {}",
+        super::figures(&r.on_jobs_per_sec, 0)
+    );
+    println!("ratio (on / off)        {}", super::figures(&r.ratios, 2));
     println!(
         "collector: {} OTLP requests, {} bytes",
         r.exports, r.exported_bytes

@@ -219,23 +219,17 @@ pub(super) async fn bench_webhooks(
         "{} cores | {} | {} no-ops a round at concurrency {}, {} round(s) | {n} deliveries",
         r.cores, r.backend, r.count, a.concurrency, a.repeat
     );
-    let list = |v: &[f64], p: usize| {
-        v.iter()
-            .map(|x| format!("{x:.p$}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     println!(
         "no webhook                  jobs/s  {}",
-        list(&r.without_jobs_per_sec, 0)
+        super::figures(&r.without_jobs_per_sec, 0)
     );
     println!(
         "a webhook on failed         jobs/s  {}",
-        list(&r.with_jobs_per_sec, 0)
+        super::figures(&r.with_jobs_per_sec, 0)
     );
     println!(
         "ratio (with / without)              {}",
-        list(&r.cost_ratios, 2)
+        super::figures(&r.cost_ratios, 2)
     );
     println!(
         "deliveries to a local receiver: {:.0}/s; bare POSTs {:.0}/s; ratio {:.2}; end -> post p50 {:.1} ms, p99 {:.1} ms",

@@ -322,9 +322,11 @@ async fn record_changes<D: Dialect>(tx: &mut Conn<D>) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// The newest delivery of `webhook` about `subject` that has yet to end.
-/// Looked up from the subject's meta rows (a handful), not the webhook's
-/// (every delivery it ever made).
+/// The last delivery of `webhook` about `subject` that has yet to end:
+/// the one no other waits on. Not the newest by id: a retry is a new
+/// execution, newer than the deliveries already waiting on it, and a
+/// delivery put after it would race them. Looked up from the subject's
+/// meta rows (a handful), not the webhook's (every delivery it ever made).
 async fn last_delivery<D: Dialect>(
     tx: &mut Conn<D>,
     webhook: &str,
@@ -336,6 +338,7 @@ async fn last_delivery<D: Dialect>(
          WHERE s.key = 'subject' AND s.value = $2 \
            AND w.key = 'webhook' AND w.value = $1 AND w.execution_id = s.execution_id \
            AND x.id = s.execution_id AND x.status IN ('waiting', 'pending', 'held', 'running') \
+           AND NOT EXISTS (SELECT 1 FROM dependencies d WHERE d.parent_id = x.id) \
          ORDER BY s.execution_id DESC LIMIT 1",
     )
     .bind(webhook)
