@@ -548,3 +548,110 @@ fn the_mqtt_bench_measures_message_to_run_against_a_bare_subscriber() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--broker"));
 }
+
+/// `mqtts://` checks the broker's certificate against the CAs of
+/// `SSL_CERT_FILE`: a broker whose CA it holds is trusted, as the README
+/// says; without it, the connection is refused and nothing is taken.
+#[tokio::test]
+async fn an_mqtts_broker_is_checked_against_ssl_cert_file() {
+    if !have_mosquitto() {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.path("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = |script: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{script}");
+    };
+    // A CA of the test's own, and the broker's certificate for localhost.
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=jobvisor-test-ca");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=localhost");
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    sh("openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.pem -days 1 -extfile san.ext");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("mosquitto.conf"),
+        format!("listener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/broker.pem\nkeyfile {d}/broker.key\nallow_anonymous true\nuser root\n"),
+    )
+    .unwrap();
+    let mut broker = Broker {
+        child: Some(
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(dir.join("mosquitto.conf"))
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ),
+        port,
+        dir: dir.clone(),
+    };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "mosquitto listens"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cfg = config(
+        &env,
+        &format!("[[mqtt.subscribe]]\nbroker = \"mqtts://localhost:{port}\"\ntopic = \"secure/#\"\nhandler = \"echo\"\n"),
+    );
+    let publish = || {
+        let ok = Command::new("mosquitto_pub")
+            .args(["-h", "localhost", "-p", &port.to_string(), "--cafile"])
+            .arg(dir.join("ca.pem"))
+            .args([
+                "-q",
+                "1",
+                "-t",
+                "secure/in",
+                "-m",
+                r#"{"id": 1, "tls": true}"#,
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mosquitto_pub over TLS");
+    };
+    // Without the CA: the broker is not trusted.
+    let mut untrusted = env.serve_env(&["--config", &cfg], &[("SSL_CERT_FILE", "/dev/null")]);
+    eventually("the refusal in the log", || async {
+        untrusted.log().contains("MQTT subscription").then_some(())
+    })
+    .await;
+    assert!(
+        !untrusted.log().contains("MQTT subscription connected"),
+        "{}",
+        untrusted.log()
+    );
+    untrusted.stop();
+    // With it: messages run.
+    let ca = dir.join("ca.pem").display().to_string();
+    let _serve = env.serve_env(&["--config", &cfg], &[("SSL_CERT_FILE", ca.as_str())]);
+    eventually("a message over TLS, run", || async {
+        publish();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let store = env.store().await;
+        runs_of(store.as_ref(), "echo")
+            .await
+            .iter()
+            .any(|e| e.payload["tls"] == true)
+            .then_some(())
+    })
+    .await;
+    broker.stop();
+}

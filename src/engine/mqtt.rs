@@ -153,8 +153,15 @@ impl Broker {
 }
 
 /// TLS with ring's crypto and the system's CA certificates (or
-/// `SSL_CERT_FILE`'s and `SSL_CERT_DIR`'s).
+/// `SSL_CERT_FILE`'s and `SSL_CERT_DIR`'s), read once: each delivery
+/// connects anew.
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG.get_or_init(read_tls_config).clone()
+}
+
+fn read_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for cert in found.certs {

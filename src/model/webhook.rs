@@ -248,17 +248,7 @@ impl WebhookSpec {
             }
         }
         if let Some(var) = &self.secret_env {
-            let mut chars = var.chars();
-            let first_ok = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-            if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || var.len() > 128
-            {
-                return Err(format!(
-                    "invalid --secret-env {var:?}: name an environment variable \
-                     (letters, digits and '_', not starting with a digit)"
-                ));
-            }
+            check_env_name("--secret-env", var)?;
         }
         Ok(())
     }
@@ -402,6 +392,27 @@ fn redact_url(url: &str) -> String {
         }
         Err(_) => super::REDACTED.to_string(),
     }
+}
+
+/// Checks that `var` (given as `what`) names an environment variable:
+/// letters, digits and `_`, not starting with a digit, at most 128.
+///
+/// ```
+/// assert!(jobvisor::model::check_env_name("password_env", "MQTT_PASSWORD").is_ok());
+/// assert!(jobvisor::model::check_env_name("password_env", "1X").is_err());
+/// ```
+pub fn check_env_name(what: &str, var: &str) -> Result<(), String> {
+    let mut chars = var.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || var.len() > 128 {
+        return Err(format!(
+            "invalid {what} {var:?}: name an environment variable \
+             (letters, digits and '_', not starting with a digit)"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks an MQTT webhook's topic (a template: `{event}`, `{job}` and

@@ -99,12 +99,7 @@ impl MqttSubscription {
         // The password variable is read when it connects, where it runs.
         Broker::parse(&self.broker, None)?;
         if let Some(var) = &self.password_env {
-            crate::model::WebhookSpec {
-                secret_env: Some(var.clone()),
-                ..crate::model::WebhookSpec::new("x", "http://localhost/", &["failed"])
-            }
-            .check()
-            .map_err(|_| format!("invalid password_env {var:?}: name an environment variable"))?;
+            crate::model::check_env_name("password_env", var)?;
         }
         check_filter(&self.topic)?;
         crate::model::refuse_webhook_handler(&self.handler)?;
