@@ -323,6 +323,9 @@ impl Service {
             }
         };
         let mqtt = tokio::spawn(mqtt::run(sup.clone(), subscriptions, mqtt_stop.clone()));
+        // Cancelled at the drain, or else (an actor's panic ends the run
+        // first) once the run has ended.
+        let mqtt_stopped = mqtt_stop.clone();
         let pruner = tokio::spawn(retention(sup.clone(), declared));
         let reporter = tokio::spawn(report(sup.clone(), notifier.clone(), stopping));
         // Migrations, recovery and the node's registration were done when
@@ -345,6 +348,7 @@ impl Service {
             let _ = mqtt.await;
         };
         let result = sup.run_until(shutdown, force).await;
+        mqtt_stopped.cancel();
         ready.abort();
         reporter.abort();
         pruner.abort();
