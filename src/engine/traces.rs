@@ -269,6 +269,11 @@ pub(crate) fn spans_of(
     let due = e.enqueued_at.micros().max(e.run_at.micros());
     let end = e.finished_at.map_or(due, |f| f.micros());
     if let Some(started) = e.started_at.map(|s| s.micros()) {
+        // Its parent, the attempt beside it, says the rest.
+        let wait_attributes = vec![
+            KeyValue::new("jobvisor.execution_id", e.id.to_string()),
+            KeyValue::new("jobvisor.attempt", i64::from(e.attempt)),
+        ];
         out.push(span(
             "claim wait".into(),
             span_id(e.id, SpanOf::Wait),
@@ -277,7 +282,7 @@ pub(crate) fn spans_of(
             SpanKind::Internal,
             due.min(started),
             started,
-            common.clone(),
+            wait_attributes,
             SpanStatus::Unset,
         ));
         let mut attributes = common.clone();
