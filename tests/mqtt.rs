@@ -52,6 +52,18 @@ fn have_mosquitto() -> bool {
     found
 }
 
+/// Waits until a broker listens on `port`.
+fn listening(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "mosquitto listens"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Broker {
     fn start(env: &Env) -> Broker {
         let dir = env.path(&format!("broker-{}", uuid::Uuid::now_v7()));
@@ -105,14 +117,7 @@ impl Broker {
             .spawn()
             .expect("mosquitto starts");
         self.child = Some(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "mosquitto listens"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        listening(self.port);
     }
 
     /// Stops it with SIGTERM, when it saves its state to disk.
@@ -516,14 +521,7 @@ fn the_mqtt_bench_measures_message_to_run_against_a_bare_subscriber() {
         .spawn()
         .unwrap();
     broker.child = Some(child);
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", broker.port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "mosquitto listens"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    listening(broker.port);
     let out = env.ok(&[
         "bench",
         "--scenario",
@@ -599,14 +597,7 @@ async fn an_mqtts_broker_is_checked_against_ssl_cert_file() {
         port,
         dir: dir.clone(),
     };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "mosquitto listens"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    listening(port);
     let cfg = config(
         &env,
         &format!("[[mqtt.subscribe]]\nbroker = \"mqtts://localhost:{port}\"\ntopic = \"secure/#\"\nhandler = \"echo\"\n"),
