@@ -646,3 +646,99 @@ async fn an_mqtts_broker_is_checked_against_ssl_cert_file() {
     .await;
     broker.stop();
 }
+
+/// The peak resident memory of process `pid`, in MiB.
+fn peak_mib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    kb / 1024
+}
+
+/// A broker that sends without limit (no in-flight window) while runs
+/// cannot be enqueued (the handler is not registered, so the first
+/// message is held) does not make the service hold every message: at most
+/// 64 are in hand, and the rest wait in the broker's session.
+#[tokio::test]
+async fn a_broker_with_no_inflight_limit_cannot_fill_the_services_memory() {
+    if !have_mosquitto() {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.path("flood");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.join("mosquitto.conf"),
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
+             max_inflight_messages 0\nmax_queued_messages 0\nmax_queued_bytes 0\n\
+             message_size_limit 0\n"
+        ),
+    )
+    .unwrap();
+    let mut broker = Broker {
+        child: Some(
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(dir.join("mosquitto.conf"))
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ),
+        port,
+        dir: dir.clone(),
+    };
+    listening(port);
+    let cfg = config(
+        &env,
+        &format!("[[mqtt.subscribe]]\nbroker = \"mqtt://127.0.0.1:{port}\"\ntopic = \"flood/#\"\nhandler = \"not-registered\"\nclient_id = \"flood-test\"\n"),
+    );
+    let serve = env.serve(&["--config", &cfg]);
+    eventually("the subscription", || async {
+        serve
+            .log()
+            .contains("MQTT subscription connected")
+            .then_some(())
+    })
+    .await;
+    let before = peak_mib(serve.pid());
+    // 600 messages of 1 MiB: 600 MiB, were they all taken in.
+    let big = "x".repeat(1024 * 1024 - 64);
+    let messages: Vec<String> = (0..600)
+        .map(|i| format!("{{\"n\": {i}, \"pad\": \"{big}\"}}"))
+        .collect();
+    let (b, m) = (
+        Broker {
+            child: None,
+            port,
+            dir: PathBuf::new(),
+        },
+        messages,
+    );
+    let publisher = std::thread::spawn(move || b.publish("flood/in", &m));
+    publisher.join().unwrap();
+    eventually("the held message in the log", || async {
+        serve
+            .log()
+            .contains("its handler is not registered")
+            .then_some(())
+    })
+    .await;
+    // Time for whatever the service would take in.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let peak = peak_mib(serve.pid());
+    assert!(
+        peak < before + 200,
+        "the service's peak memory grew from {before} MiB to {peak} MiB"
+    );
+    broker.stop();
+}

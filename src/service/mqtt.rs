@@ -32,9 +32,14 @@ pub const SHARE_GROUP: &str = "jobvisor";
 pub const DEFAULT_UNIQUE_FOR: Duration = Duration::from_secs(3600);
 /// How much of a topic a run's meta `topic` keeps.
 const TOPIC_META_CHARS: usize = 512;
-/// Requests (acknowledgements) queued for the connection, and messages
-/// for the taker, at most: far more than a broker's in-flight window.
+/// Requests (acknowledgements) queued for the connection at most: far
+/// more than the messages in hand, so that an acknowledgement never waits.
 const REQUESTS: usize = 4096;
+/// Messages received and not yet enqueued, at most ([`MAX_MESSAGE_BYTES`]
+/// each). A broker with no in-flight limit would otherwise pour its whole
+/// queue into memory while the database is slow; once this many wait,
+/// the connection is not read, and the rest stay with the broker.
+pub const MAX_IN_HAND: usize = 64;
 /// The longest wait before a failed connection or enqueue is tried again.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
@@ -273,8 +278,9 @@ pub(crate) async fn run(
 /// and send what is queued), and a taker turns each message into a run,
 /// in order, and acknowledges it once committed. Neither waits on the
 /// other: a database that is down holds the messages unacknowledged (the
-/// broker sends no more than its in-flight window meanwhile), and the
-/// connection stays up.
+/// broker sends no more than its in-flight window, and this task takes no
+/// more than [`MAX_IN_HAND`]), and the connection stays up while the
+/// broker's window is the smaller.
 async fn subscription(sup: Supervisor, sub: MqttSubscription, stop: CancellationToken) {
     let filter = sub.filter();
     let mut pause = Duration::from_secs(1);
@@ -300,7 +306,7 @@ async fn subscription(sup: Supervisor, sub: MqttSubscription, stop: Cancellation
         }
     };
     let (client, mut events) = rumqttc::AsyncClient::new(options, REQUESTS);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Publish>(REQUESTS);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Publish>(MAX_IN_HAND);
     let taker = {
         let (sup, sub, stop, client) = (sup.clone(), sub.clone(), stop.clone(), client.clone());
         tokio::spawn(async move {
