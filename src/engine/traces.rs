@@ -179,6 +179,11 @@ async fn spans(
     node: &str,
 ) -> Result<Vec<SpanData>, crate::store::StoreError> {
     let ids: Vec<uuid::Uuid> = ends.iter().map(|f| f.id).collect();
+    let retried: std::collections::HashSet<uuid::Uuid> = ends
+        .iter()
+        .filter(|f| f.retry.is_some())
+        .map(|f| f.id)
+        .collect();
     let rows = store.traced(&ids).await?;
     let mut out = Vec::with_capacity(rows.len() * 3);
     for (e, trace) in rows {
@@ -190,8 +195,7 @@ async fn spans(
         let Some(t) = trace.filter(|t| t.sampled) else {
             continue;
         };
-        let retried = ends.iter().any(|f| f.id == e.id && f.retry.is_some());
-        out.extend(spans_of(&e, &t, retried, node));
+        out.extend(spans_of(&e, &t, retried.contains(&e.id), node));
     }
     Ok(out)
 }
