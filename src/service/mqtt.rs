@@ -154,13 +154,11 @@ impl MqttSubscription {
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in [host.as_str(), &self.broker, &self.filter(), &self.handler]
-            .join("\n")
-            .bytes()
-        {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        let hash = crate::model::trace::fnv1a(
+            [host.as_str(), &self.broker, &self.filter(), &self.handler]
+                .join("\n")
+                .bytes(),
+        );
         format!("jv{hash:016x}")
     }
 
