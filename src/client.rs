@@ -14,8 +14,8 @@ use crate::bulk::Bulk;
 use crate::engine::events::{Announce, Enqueued as Announced};
 use crate::model::{now_micros, Enqueued, HandlerSpec, JobSpec, Micros, Status};
 use crate::store::{
-    CancelRequest, Database, ExecFilter, HoldRequest, QueueChange, RetryRequest, Store,
-    UnstartedCancel,
+    AppTransaction, CancelRequest, Database, ExecFilter, HoldRequest, QueueChange, RetryRequest,
+    Store, StoreError, UnstartedCancel,
 };
 use crate::submit::RunSpec;
 use crate::workflow::{Submitted, WorkflowSpec};
@@ -234,6 +234,92 @@ impl Client {
         }
         self.announce.flush().await;
         Ok(out)
+    }
+
+    /// Enqueues one run in the application's open transaction `tx`, on the
+    /// database this client is on: the run exists only if `tx` commits. A
+    /// rollback leaves no trace (no row, no webhook event, no unique key
+    /// held), and supervisors hear of the run when `tx` commits
+    /// (PostgreSQL's NOTIFY is sent on commit; SQLite's commit changes the
+    /// file that they watch).
+    ///
+    /// `tx` is an sqlx transaction on the client's database, with its
+    /// schema (the same URL). On SQLite begin it with `BEGIN IMMEDIATE`
+    /// (`conn.begin_with("BEGIN IMMEDIATE")`): a transaction that reads
+    /// before it writes cannot take the write lock later if a supervisor
+    /// wrote in between. Under PostgreSQL's default READ COMMITTED, a
+    /// transaction that fails with a serialization failure (SQLSTATE
+    /// 40001, a parent moved between the live and ended partitions) is to
+    /// be run again whole, as any other.
+    ///
+    /// The event stream does not carry these runs' `enqueued` (whether
+    /// they will exist is `tx`'s to say); their starts and ends are sent
+    /// as any run's, and webhooks record them on commit.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = dir.path().join("jobs.db").to_str().unwrap().to_string();
+    /// let client = jobvisor::Client::connect(jobvisor::store::open(&db).await?).await;
+    /// // The application's own connection to the same database.
+    /// let pool = sqlx::SqlitePool::connect_with(jobvisor::store::sqlite_options(&db)?).await?;
+    /// let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    /// sqlx::query("CREATE TABLE orders (id INTEGER PRIMARY KEY)").execute(&mut *tx).await?;
+    /// sqlx::query("INSERT INTO orders (id) VALUES (7)").execute(&mut *tx).await?;
+    /// let id = client
+    ///     .enqueue_in(&mut tx, &jobvisor::RunSpec::new("noop", serde_json::json!({"order": 7})))
+    ///     .await?;
+    /// tx.rollback().await?;
+    /// assert!(client.store().execution(id).await?.is_none()); // never existed
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_in<T: AppTransaction>(
+        &self,
+        tx: &mut T,
+        spec: &RunSpec,
+    ) -> Result<Uuid, Error> {
+        Ok(self.enqueue_many_in(tx, std::slice::from_ref(spec)).await?[0])
+    }
+
+    /// Enqueues several runs in the application's open transaction `tx`
+    /// (see [`Client::enqueue_in`]); returns their ids. For a run whose
+    /// unique key is held, nothing is inserted and the id is the
+    /// holder's.
+    pub async fn enqueue_many_in<T: AppTransaction>(
+        &self,
+        tx: &mut T,
+        specs: &[RunSpec],
+    ) -> Result<Vec<Uuid>, Error> {
+        let store = self.db.store().as_ref();
+        if T::BACKEND != store.backend() {
+            return Err(Error::Invalid(format!(
+                "a transaction on {} cannot enqueue into this client's {} database",
+                T::BACKEND,
+                store.backend()
+            )));
+        }
+        let chosen: Vec<Uuid> = specs.iter().filter_map(|s| s.id).collect();
+        let mut seen = std::collections::HashSet::with_capacity(chosen.len());
+        if let Some(twice) = chosen.iter().find(|id| !seen.insert(**id)) {
+            return Err(Error::Invalid(format!("id {twice} is given to two runs")));
+        }
+        // Looked for first: a failed insert would abort `tx` (PostgreSQL).
+        if let Some(taken) = store.existing_ids(&chosen).await?.first() {
+            return Err(Error::IdTaken(*taken));
+        }
+        let execs = crate::submit::prepare_many(store, &*self.local, specs.to_vec()).await?;
+        let out = tx
+            .enqueue_execs(execs, crate::model::now_micros())
+            .await
+            .map_err(|e| match (e, chosen.is_empty()) {
+                // The primary key: an id the caller chose is taken.
+                (StoreError::Query(sqlx::Error::Database(d)), false) if d.is_unique_violation() => {
+                    Error::Invalid(format!("an id given to a run is taken: {}", d.message()))
+                }
+                (e, _) => e.into(),
+            })?;
+        Ok(out.into_iter().map(|e| e.id).collect())
     }
 
     /// Inserts a workflow: every step's execution in one transaction, each

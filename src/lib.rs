@@ -43,9 +43,13 @@ pub mod supervisor;
 pub mod workflow;
 
 pub use client::Client;
+pub use engine::runner::transaction::{ContextExt, HandlerTx, TxError};
 pub use jobvisor_worker::{Context, Handler, HandlerError, HandlerResult, Level, Registry};
 pub use model::{Execution, Mode, Status};
 pub use service::http;
+/// The sqlx whose transactions [`Client::enqueue_in`] and
+/// [`ContextExt::transaction`] take and give.
+pub use sqlx;
 pub use submit::RunSpec;
 pub use supervisor::{Config, Supervisor, SupervisorBuilder};
 

@@ -445,3 +445,37 @@ fn the_python_helper_and_example_need_no_python_newer_than_3_8() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The program that ties jobs to its own transactions: the order that
+/// commits is shipped by its second attempt (the first one's write rolled
+/// back with it), the order rolled back has no run, and the condition,
+/// reading the orders in its own transaction, skips the reminder.
+#[test]
+fn the_transactional_example_ships_once_and_rolls_back_with_the_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let out = Command::new(example("transactional"))
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let shipped = lines[0]
+        .strip_prefix("order 1 shipped by attempt 2 (")
+        .unwrap_or_else(|| panic!("{text}"));
+    let run = &shipped[..36];
+    assert!(
+        shipped.ends_with(&format!("orders: [(1, Some(\"{run}\"))]")),
+        "{text}"
+    );
+    assert_eq!(lines[1], "order 2 rolled back; its run exists: false");
+    assert_eq!(
+        lines[2],
+        "reminder skipped: condition orders_waiting answered false"
+    );
+}

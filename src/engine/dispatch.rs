@@ -26,6 +26,8 @@ use uuid::Uuid;
 
 /// What an execution's owner task needs to run it.
 pub(crate) struct Executor {
+    /// For in-process handlers' transactions.
+    pub(crate) store: Arc<dyn crate::store::Store>,
     pub(crate) relay: Relay,
     pub(crate) registry: Registry,
     pub(crate) pools: Arc<Pools>,
@@ -476,9 +478,15 @@ async fn execute(exec: Arc<Executor>, claimed: Claimed, stop: Arc<Stop>) {
         claimed.mode,
     );
     let began = std::time::Instant::now();
+    let mut handler_tx = None;
     let mut completion = match claimed.mode {
         crate::model::Mode::Inproc => match exec.registry.get(&claimed.handler) {
-            Some(h) => inproc::run(h, &claimed, &stop, &sink, exec.inproc_grace).await,
+            Some(h) => {
+                let (c, tx) =
+                    inproc::run(h, &claimed, &stop, &sink, exec.inproc_grace, &exec.store).await;
+                handler_tx = tx;
+                c
+            }
             None => failed(
                 &claimed,
                 format!(
@@ -510,6 +518,31 @@ async fn execute(exec: Arc<Executor>, claimed: Claimed, stop: Arc<Stop>) {
             completion.outcome.status(),
             began.elapsed(),
         );
+    if let Some(tx) = handler_tx {
+        // The success row commits with the handler's own writes.
+        match exec.store.complete_in(tx, &completion).await {
+            Ok(Some(finished)) => {
+                exec.relay
+                    .send(RelayMsg::Written(completion, finished))
+                    .await;
+                return;
+            }
+            // No longer running (cancelled to its end, rescued): the
+            // handler's writes rolled back, and so is this end refused.
+            Ok(None) => {}
+            Err(e) => {
+                // Rolled back, or, if the commit's answer was lost after
+                // it was made, ended already: then this end is refused.
+                tracing::warn!(execution = %completion.id, error = %crate::error_chain(&e), "a handler's transaction did not commit");
+                completion.outcome = Outcome::Failed { retryable: true };
+                completion.output = None;
+                completion.error = Some(format!(
+                    "the handler's transaction did not commit: {}",
+                    crate::error_chain(&e)
+                ));
+            }
+        }
+    }
     exec.relay.send(RelayMsg::Complete(completion)).await;
 }
 

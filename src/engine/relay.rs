@@ -36,6 +36,10 @@ pub enum RelayMsg {
     Pid(Uuid, i64),
     /// The end of an execution.
     Complete(Completion),
+    /// The end of an execution, written already (in its handler's
+    /// transaction), with what it finished: announced in order with the
+    /// rest.
+    Written(Completion, Vec<Finished>),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -319,6 +323,7 @@ async fn write_loop(
     let mut flushes = Vec::new();
     let mut permits = Vec::new();
     let mut batch = Batch::default();
+    let (mut written, mut written_done) = (Vec::new(), Vec::new());
     while let Some(first) = rx.recv().await {
         // Every transaction costs several round trips to SQLite's thread: a
         // short yield lets messages that are being produced right now (a
@@ -339,6 +344,10 @@ async fn write_loop(
                 RelayMsg::Progress(id, p) => progress.entry(id).or_default().merge(&p),
                 RelayMsg::Pid(id, pid) => batch.pids.push((id, pid)),
                 RelayMsg::Complete(c) => batch.completions.push(c),
+                RelayMsg::Written(c, f) => {
+                    written.push(c);
+                    written_done.extend(f);
+                }
                 RelayMsg::Flush(done) => flushes.push(done),
             }
             taken += 1;
@@ -374,6 +383,11 @@ async fn write_loop(
                 }
             }
         };
+        let mut done = done;
+        if !written.is_empty() {
+            done.append(&mut written_done);
+            batch.completions.append(&mut written);
+        }
         let ends = crate::engine::events::Ends {
             finished: &done,
             completions: &batch.completions,

@@ -102,6 +102,8 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     fn reader(&self) -> &Pool<Self::Db>;
     /// The pool for writes.
     fn writer(&self) -> &Pool<Self::Db>;
+    /// The pool of in-process handlers' transactions.
+    fn handlers(&self) -> &Pool<Self::Db>;
     /// Brings the schema up to date.
     fn migrate(&self) -> impl Future<Output = std::result::Result<(), StoreError>> + Send;
     /// Wake-ups from other nodes, if the backend has them.

@@ -70,6 +70,23 @@ pub trait Engine: Send + Sync + 'static {
     /// transaction; returns what finished, with any retry it scheduled.
     async fn apply(&self, batch: &Batch) -> Result<Vec<Finished>, StoreError>;
 
+    /// sqlx's name of the database (`"SQLite"`, `"PostgreSQL"`).
+    fn backend(&self) -> &'static str;
+
+    /// Begins an in-process handler's transaction (an sqlx
+    /// `Transaction<'static, _>` of the store's database, boxed), on a
+    /// connection apart from the engine's.
+    async fn begin_handler(&self) -> Result<Box<dyn std::any::Any + Send>, StoreError>;
+
+    /// Writes completion `c` in handler transaction `tx` and commits both.
+    /// `None`: the execution was no longer running (cancelled to its end,
+    /// rescued), and both rolled back.
+    async fn complete_in(
+        &self,
+        tx: Box<dyn std::any::Any + Send>,
+        c: &Completion,
+    ) -> Result<Option<Vec<Finished>>, StoreError>;
+
     /// Running executions of `node` whose cancel was requested.
     async fn cancel_requests(&self, node: &str) -> Result<Vec<(Uuid, String)>, StoreError>;
 

@@ -6,6 +6,7 @@
 //! serves all three over the SQLite (embedded) and PostgreSQL (multi-node)
 //! dialects.
 
+mod app;
 mod commands;
 mod dialect;
 mod engine;
@@ -15,6 +16,7 @@ mod sql;
 mod sqlite;
 mod types;
 
+pub use app::AppTransaction;
 pub use reads::Reads;
 pub use sqlite::sqlite_options;
 pub use types::*;

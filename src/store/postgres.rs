@@ -16,7 +16,15 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// Several supervisors on several machines share one database.
 pub struct Pg {
     pool: Pool<Postgres>,
+    /// In-process handlers' transactions, apart from the pool the engine
+    /// writes through (a handler that holds its transaction long never
+    /// starves the relay or the claims): connected when first asked for.
+    handlers: Pool<Postgres>,
 }
+
+/// In-process handlers' transactions open at once on a node, at most (more
+/// wait for one to end).
+const HANDLER_TRANSACTIONS: u32 = 8;
 
 /// How long opening the database may wait for the server's answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +44,7 @@ const HEARING: (i32, i32) = (7305, 150917);
 impl Drop for Pg {
     fn drop(&mut self) {
         drop(self.pool.close());
+        drop(self.handlers.close());
     }
 }
 
@@ -59,6 +68,13 @@ impl Pg {
                 let _ = sqlx::Connection::close(conn).await;
             }
         }
+        let handlers = PgPoolOptions::new()
+            .max_connections(HANDLER_TRANSACTIONS)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(60))
+            .idle_timeout(crate::idle::connection_idle())
+            .max_lifetime(crate::idle::connection_lifetime())
+            .connect_lazy_with(opts.clone());
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(60))
@@ -68,7 +84,7 @@ impl Pg {
             .connect_with(opts)
             .await
             .map_err(open_error(url))?;
-        Ok(Self { pool })
+        Ok(Self { pool, handlers })
     }
 }
 
@@ -145,6 +161,10 @@ impl Dialect for Pg {
 
     fn writer(&self) -> &Pool<Postgres> {
         &self.pool
+    }
+
+    fn handlers(&self) -> &Pool<Postgres> {
+        &self.handlers
     }
 
     async fn migrate(&self) -> std::result::Result<(), StoreError> {

@@ -21,6 +21,9 @@ type Result<T> = std::result::Result<T, sqlx::Error>;
 pub struct Lite {
     writer: Pool<Sqlite>,
     reader: Pool<Sqlite>,
+    /// In-process handlers' transactions: connected when one is first
+    /// asked for.
+    handlers: Pool<Sqlite>,
     path: Option<std::path::PathBuf>,
 }
 
@@ -32,6 +35,7 @@ impl Drop for Lite {
         // Marks the pool closed; the connections go with the pool.
         drop(self.writer.close());
         drop(self.reader.close());
+        drop(self.handlers.close());
     }
 }
 
@@ -70,16 +74,24 @@ impl Lite {
             .connect_with(opts.clone().create_if_missing(false))
             .await
             .map_err(open_error(url))?;
+        let handlers = pool(HANDLER_TRANSACTIONS)
+            .min_connections(0)
+            .connect_lazy_with(opts.clone().create_if_missing(false));
         let path = Some(opts.get_filename().to_path_buf())
             .filter(|p| p.is_file())
             .map(|p| std::path::absolute(&p).unwrap_or(p));
         Ok(Self {
             writer,
             reader,
+            handlers,
             path,
         })
     }
 }
+
+/// In-process handlers' transactions open at once, at most (more wait for
+/// one to end). SQLite runs one write transaction at a time anyway.
+const HANDLER_TRANSACTIONS: u32 = 4;
 
 /// Watches the WAL of the database at `db` (through its directory, so
 /// that a WAL created anew is still seen): each burst of writes by another
@@ -306,6 +318,10 @@ impl Dialect for Lite {
 
     fn writer(&self) -> &Pool<Sqlite> {
         &self.writer
+    }
+
+    fn handlers(&self) -> &Pool<Sqlite> {
+        &self.handlers
     }
 
     async fn migrate(&self) -> std::result::Result<(), StoreError> {

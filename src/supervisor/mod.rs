@@ -224,7 +224,7 @@ impl Supervisor {
         let relay = start_relay(&store, &config, &finished, &to_dispatcher, &events);
         maintenance::rescue(store.as_ref(), &node, config.node_lease, &relay).await?;
         let pools = Arc::new(Pools::default());
-        let exec = Arc::new(executor(&config, &relay, registry, &pools, &events));
+        let exec = Arc::new(executor(&config, &store, &relay, registry, &pools, &events));
         let vitals = Arc::new(Vitals::new(now));
         let (to_scheduler, scheduler_inbox) = mpsc::channel(MAILBOX);
         let (to_maintenance, maintenance_inbox) = mpsc::channel(MAILBOX);
@@ -877,6 +877,7 @@ fn start_relay(
 /// What this node's execution owners run with.
 fn executor(
     config: &Config,
+    store: &Arc<dyn Store>,
     relay: &Relay,
     registry: Registry,
     pools: &Arc<Pools>,
@@ -887,6 +888,7 @@ fn executor(
         .clone()
         .unwrap_or_else(crate::worker_program);
     Executor {
+        store: store.clone(),
         relay: relay.clone(),
         registry,
         pools: pools.clone(),

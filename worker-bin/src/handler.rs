@@ -198,6 +198,9 @@ struct ContextInner {
     info: ExecutionInfo,
     cancel: CancellationToken,
     events: mpsc::Sender<WorkerMessage>,
+    /// What the runner attached for the handler (see
+    /// [`Context::extension`]).
+    extension: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// A handler's line back to its supervisor: progress, logs, heartbeats, and
@@ -248,8 +251,40 @@ impl Context {
                 info,
                 cancel,
                 events,
+                extension: None,
             }),
         }
+    }
+
+    /// This context with `value` attached, for the handler to find with
+    /// [`Context::extension`]: how a runner gives its handlers what only it
+    /// has (the in-process runner of `jobvisor` attaches the handler's
+    /// database transaction). One value at a time; a second replaces the
+    /// first.
+    ///
+    /// ```
+    /// # let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    /// let ctx = jobvisor_worker::Context::new(Default::default(), Default::default(), tx)
+    ///     .with_extension(42u32);
+    /// assert_eq!(ctx.extension::<u32>(), Some(&42));
+    /// assert_eq!(ctx.extension::<String>(), None);
+    /// ```
+    pub fn with_extension<T: std::any::Any + Send + Sync>(self, value: T) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(ContextInner {
+                info: inner.info.clone(),
+                cancel: inner.cancel.clone(),
+                events: inner.events.clone(),
+                extension: Some(Arc::new(value)),
+            }),
+        }
+    }
+
+    /// The value the runner attached with [`Context::with_extension`], if
+    /// it is a `T`.
+    pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<&T> {
+        self.inner.extension.as_deref()?.downcast_ref()
     }
 
     /// The execution this context serves.

@@ -5,11 +5,12 @@
 //! grace period (its stored handler's cancel grace, else the supervisor's)
 //! is dropped (aborted) at its next await point.
 
+use super::transaction::TxSlot;
 use super::{Ending, Stop};
 use crate::engine::relay::LogSink;
 use crate::model::Outcome;
 use crate::model::{now_micros, stream};
-use crate::store::{Claimed, Completion};
+use crate::store::{Claimed, Completion, Store};
 use futures_util::FutureExt;
 use jobvisor_worker::handler::{panic_message, ErrorKind, ExecutionInfo, HandlerError};
 use jobvisor_worker::protocol::WorkerMessage;
@@ -21,14 +22,18 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Runs one execution of `handler` to its end.
-pub async fn run(
+/// Runs one execution of `handler` to its end. With the completion comes
+/// the transaction the handler opened (see [`super::transaction`]) when it
+/// succeeded, to commit with its success; a failed run's is rolled back
+/// here.
+pub(crate) async fn run(
     handler: Arc<dyn Handler>,
     claimed: &Claimed,
     stop: &Stop,
     sink: &LogSink,
     default_grace: Duration,
-) -> Completion {
+    store: &Arc<dyn Store>,
+) -> (Completion, Option<Box<dyn std::any::Any + Send>>) {
     // Read only when a stop begins: most executions never need it.
     let grace = || match claimed.handler_spec() {
         Ok(Some(spec)) => Duration::from_millis(spec.limits.cancel_grace_ms),
@@ -50,6 +55,8 @@ pub async fn run(
         token.clone(),
         tx,
     );
+    let slot = TxSlot::new(store.clone());
+    let ctx = ctx.with_extension(slot.clone());
     let mut work = AssertUnwindSafe(handler.call(ctx, claimed.payload.clone())).catch_unwind();
     let deadline = claimed
         .timeout_ms
@@ -138,7 +145,23 @@ pub async fn run(
         },
     }
     c.finished_at = now_micros();
-    c
+    let tx = match slot.take() {
+        Ok(tx) => tx,
+        Err(()) => {
+            if c.outcome == Outcome::Succeeded {
+                c.outcome = Outcome::Failed { retryable: true };
+                c.output = None;
+                c.error = Some(
+                    "the handler returned while a task of its own still held its transaction"
+                        .into(),
+                );
+            }
+            None
+        }
+    };
+    // Dropped (rolled back) unless the run succeeded.
+    let tx = tx.filter(|_| c.outcome == Outcome::Succeeded);
+    (c, tx)
 }
 
 async fn forward(sink: &LogSink, msg: WorkerMessage) {

@@ -9,6 +9,7 @@ pub mod isolate;
 pub mod os;
 pub mod pool;
 pub mod process;
+pub mod transaction;
 
 use std::sync::OnceLock;
 use tokio_util::sync::CancellationToken;

@@ -49,14 +49,26 @@ pub(super) async fn apply<D: Dialect>(
         return Ok(Vec::new());
     }
     let mut tx = store.begin().await?;
-    insert_lines::<D>(&mut tx, &batch.logs).await?;
-    write_progress::<D>(&mut tx, &batch.progress, &batch.pids).await?;
+    let (finished, tally) = apply_in(store, &mut tx, batch).await?;
+    store.commit(tx, tally).await?;
+    Ok(finished)
+}
+
+/// Writes `batch` in transaction `tx`; returns what ended, and what the
+/// commit adds to the timeline.
+pub(super) async fn apply_in<D: Dialect>(
+    store: &SqlStore<D>,
+    tx: &mut Conn<D>,
+    batch: &Batch,
+) -> Result<(Vec<Finished>, EndTally), StoreError> {
+    insert_lines::<D>(tx, &batch.logs).await?;
+    write_progress::<D>(tx, &batch.progress, &batch.pids).await?;
     let mut follow = Follow::default();
     for chunk in batch.completions.chunks(rows_per_statement(10)) {
-        let ended = end_rows::<D>(&mut tx, chunk).await?;
+        let ended = end_rows::<D>(tx, chunk).await?;
         for c in chunk {
             if let Some(e) = ended.get(&c.id) {
-                follow_end::<D>(&mut tx, &mut follow, c, e).await?;
+                follow_end::<D>(tx, &mut follow, c, e).await?;
             }
         }
     }
@@ -67,8 +79,8 @@ pub(super) async fn apply<D: Dialect>(
         chained,
         promoted,
     } = follow;
-    let mut released = settle::<D>(&mut tx, &mut tally, to_settle, now_micros()).await?;
-    released |= enqueue_chained::<D>(&mut tx, &chained).await?;
+    let mut released = settle::<D>(tx, &mut tally, to_settle, now_micros()).await?;
+    released |= enqueue_chained::<D>(tx, &chained).await?;
     released |= promoted;
     // Under a limit, an end frees a slot that held executions wait for:
     // this node claims again now rather than at its next poll (which slows
@@ -80,10 +92,9 @@ pub(super) async fn apply<D: Dialect>(
         }
         // Other nodes hear of it too (PostgreSQL): their held executions
         // may be claimable now, which their polls no longer wait for.
-        D::notify(&mut tx, "work").await?;
+        D::notify(tx, "work").await?;
     }
-    store.commit(tx, tally).await?;
-    Ok(finished)
+    Ok((finished, tally))
 }
 
 /// What a batch's ends add up to, to carry out once they are all written.

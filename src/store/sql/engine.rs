@@ -145,6 +145,22 @@ impl<D: Dialect> Engine for SqlStore<D> {
         retry_moved(|| apply(self, batch)).await
     }
 
+    fn backend(&self) -> &'static str {
+        <D::Db as sqlx::Database>::NAME
+    }
+
+    async fn begin_handler(&self) -> Result<Box<dyn std::any::Any + Send>, StoreError> {
+        self.begin_handler_tx().await
+    }
+
+    async fn complete_in(
+        &self,
+        tx: Box<dyn std::any::Any + Send>,
+        c: &Completion,
+    ) -> Result<Option<Vec<Finished>>, StoreError> {
+        self.complete_in_tx(tx, c).await
+    }
+
     async fn cancel_requests(&self, node: &str) -> Result<Vec<(Uuid, String)>, StoreError> {
         let q = Sql::new(
             "SELECT id, COALESCE(cancel_reason, '') AS reason FROM executions \

@@ -18,6 +18,7 @@ macro_rules! job_capped {
     };
 }
 
+mod app;
 mod cancel;
 mod claim;
 mod commands;
@@ -31,6 +32,7 @@ mod reads;
 mod tally;
 mod webhooks;
 
+pub(super) use self::app::enqueue_app;
 use self::claim::claim_limited;
 use self::claim::claim_simple;
 use self::fields::Fields;
