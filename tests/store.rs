@@ -2736,3 +2736,51 @@ async fn text_with_a_nul_from_a_worker_is_stored(store: Arc<dyn Store>) {
     let logs = store.logs(e.id, 0, None, 10).await.unwrap();
     assert_eq!(logs[0].message, "a\u{FFFD}b");
 }
+
+/// The migrations are numbered alike on every backend; an SQLite database
+/// made before that (its `run model`, `webhooks` and `traces` recorded as
+/// 10 to 12) opens, its history renumbered once, its rows kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_database_with_the_old_migration_numbers_opens_renumbered() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db").display().to_string();
+    let store = sqlite_store_at(&path).await;
+    let id = store
+        .enqueue(&[exec("noop", 0, DEFAULT_QUEUE)], now_micros())
+        .await
+        .unwrap()[0]
+        .id;
+    drop(store);
+    let url = format!("sqlite://{path}");
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let today = history(&mut conn).await.unwrap();
+    assert_eq!(today.len(), 13);
+    assert_eq!(today[9], (10, "live and ended".to_string()));
+    // The history as the old numbering left it.
+    for stmt in [
+        "DELETE FROM _sqlx_migrations WHERE version = 10",
+        "UPDATE _sqlx_migrations SET version = 10 WHERE version = 11",
+        "UPDATE _sqlx_migrations SET version = 11 WHERE version = 12",
+        "UPDATE _sqlx_migrations SET version = 12 WHERE version = 13",
+    ] {
+        sqlx::query(stmt).execute(&mut conn).await.unwrap();
+    }
+    assert_eq!(history(&mut conn).await.unwrap()[9].1, "run model");
+    conn.close().await.unwrap();
+    let store = sqlite_store_at(&path).await;
+    assert!(store.execution(id).await.unwrap().is_some());
+    drop(store);
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    assert_eq!(history(&mut conn).await.unwrap(), today);
+}
+
+async fn history(conn: &mut sqlx::SqliteConnection) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(conn)
+        .await
+}
+
+async fn sqlite_store_at(path: &str) -> Arc<dyn Store> {
+    jobvisor::store::open(path).await.unwrap().store().clone()
+}

@@ -242,6 +242,55 @@ fn create_private(path: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Brings the migration history of a database made before the backends'
+/// migrations were numbered alike to the numbers of today: SQLite's `run
+/// model`, `webhooks` and `traces` were 10 to 12, and are 11 to 13 beside
+/// PostgreSQL's (10 is PostgreSQL's live and ended tables, nothing on
+/// SQLite). Their scripts did not change, and neither do their checksums;
+/// 10 is recorded as applied, as it changes nothing. Once, in one
+/// transaction, and never again: afterwards version 10 is `live and ended`.
+async fn renumber(
+    writer: &Pool<Sqlite>,
+    migrator: &sqlx::migrate::Migrator,
+) -> std::result::Result<(), StoreError> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let old: Option<String> =
+        match sqlx::query_scalar("SELECT description FROM _sqlx_migrations WHERE version = 10")
+            .fetch_optional(&mut *tx)
+            .await
+        {
+            Ok(d) => d,
+            // No history yet (a new file): nothing to renumber.
+            Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+    if old.as_deref() != Some("run model") {
+        return Ok(());
+    }
+    let placeholder = migrator
+        .iter()
+        .find(|m| m.version == 10)
+        .expect("migration 10 is built in");
+    for v in [12, 11, 10] {
+        sqlx::query("UPDATE _sqlx_migrations SET version = ?1 WHERE version = ?2")
+            .bind(v + 1)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (10, ?1, 1, ?2, 0)",
+    )
+    .bind(placeholder.description.as_ref())
+    .bind(placeholder.checksum.as_ref())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!("renumbered the migration history: SQLite's migrations 10 to 12 are 11 to 13, as on PostgreSQL");
+    Ok(())
+}
+
 /// Rows a connection's thread may get ahead of the task reading them.
 /// sqlx's default, 50, makes a claim's or a scheduler pass's hundreds of
 /// rows a hand-off between threads each: the connection thread blocks on
@@ -334,9 +383,9 @@ impl Dialect for Lite {
             Some(dir) => Some(lock_dir(dir).await?),
             None => None,
         };
-        Ok(sqlx::migrate!("./migrations/sqlite")
-            .run(&self.writer)
-            .await?)
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        renumber(&self.writer, &migrator).await?;
+        Ok(migrator.run(&self.writer).await?)
     }
 
     fn listen(&self) -> impl Future<Output = Result<Option<UnboundedReceiver<Notice>>>> + Send {
