@@ -1,7 +1,7 @@
 //! The application's own transactions, which runs can be enqueued in
 //! ([`crate::Client::enqueue_in`]).
 
-use super::{Lite, Pg, StoreError};
+use super::{Lite, My, Pg, StoreError};
 use crate::model::{Enqueued, Micros, NewExecution};
 
 mod sealed {
@@ -58,3 +58,4 @@ macro_rules! app_transaction {
 
 app_transaction!(sqlx::Sqlite, Lite);
 app_transaction!(sqlx::Postgres, Pg);
+app_transaction!(sqlx::MySql, My);

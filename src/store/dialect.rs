@@ -9,35 +9,66 @@
 
 use super::{Notice, StoreError};
 use sqlx::error::BoxDynError;
+use sqlx::mysql::MySqlRow;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Arguments, ColumnIndex, Database, Decode, Encode, Pool, Postgres, Sqlite, Type};
+use sqlx::{Arguments, ColumnIndex, Database, Decode, Encode, MySql, Pool, Postgres, Sqlite, Type};
 use std::future::Future;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// A value both backends can bind.
+/// A value every backend can bind. It is `Clone`: a backend with only
+/// positional placeholders (MySQL) binds a value once for each place its
+/// `$N` is written.
 pub trait Bind<'q>:
-    'q + Send + Encode<'q, Sqlite> + Type<Sqlite> + Encode<'q, Postgres> + Type<Postgres>
+    'q
+    + Send
+    + Sync
+    + Clone
+    + Encode<'q, Sqlite>
+    + Type<Sqlite>
+    + Encode<'q, Postgres>
+    + Type<Postgres>
+    + Encode<'q, MySql>
+    + Type<MySql>
 {
 }
 impl<'q, T> Bind<'q> for T where
-    T: 'q + Send + Encode<'q, Sqlite> + Type<Sqlite> + Encode<'q, Postgres> + Type<Postgres>
+    T: 'q
+        + Send
+        + Sync
+        + Clone
+        + Encode<'q, Sqlite>
+        + Type<Sqlite>
+        + Encode<'q, Postgres>
+        + Type<Postgres>
+        + Encode<'q, MySql>
+        + Type<MySql>
 {
 }
 
-/// A column type both backends can decode.
+/// A column type every backend can decode.
 pub trait Col:
-    for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+    for<'r> Decode<'r, Sqlite>
+    + Type<Sqlite>
+    + for<'r> Decode<'r, Postgres>
+    + Type<Postgres>
+    + for<'r> Decode<'r, MySql>
+    + Type<MySql>
 {
 }
 impl<T> Col for T where
-    T: for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+    T: for<'r> Decode<'r, Sqlite>
+        + Type<Sqlite>
+        + for<'r> Decode<'r, Postgres>
+        + Type<Postgres>
+        + for<'r> Decode<'r, MySql>
+        + Type<MySql>
 {
 }
 
-/// A column by name or position, on either backend.
-pub trait Idx: ColumnIndex<SqliteRow> + ColumnIndex<PgRow> + Copy {}
-impl<T: ColumnIndex<SqliteRow> + ColumnIndex<PgRow> + Copy> Idx for T {}
+/// A column by name or position, on any backend.
+pub trait Idx: ColumnIndex<SqliteRow> + ColumnIndex<PgRow> + ColumnIndex<MySqlRow> + Copy {}
+impl<T: ColumnIndex<SqliteRow> + ColumnIndex<PgRow> + ColumnIndex<MySqlRow> + Copy> Idx for T {}
 
 pub(super) type Args<'q, D> = <<D as Dialect>::Db as Database>::Arguments<'q>;
 pub(super) type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
@@ -138,6 +169,31 @@ pub trait Dialect: Send + Sync + Sized + 'static {
         std::future::ready(Ok(()))
     }
 
+    /// Ends an `INSERT` whose rows may be there already (by any unique
+    /// key): those are left as they are. `column` is one the insert sets,
+    /// for MySQL's no-op update.
+    fn or_nothing(column: &str) -> String {
+        let _ = column;
+        " ON CONFLICT DO NOTHING".to_string()
+    }
+
+    /// Begins the assignments of an upsert on a conflict over `target`
+    /// (`ON CONFLICT (target) DO UPDATE SET`; MySQL's `ON DUPLICATE KEY
+    /// UPDATE` names no target).
+    fn upsert(target: &str) -> String {
+        format!(" ON CONFLICT ({target}) DO UPDATE SET ")
+    }
+
+    /// In an upsert's assignments: the value the insert gave `column`.
+    fn excluded(column: &str) -> String {
+        format!("excluded.{column}")
+    }
+
+    /// Whether the backend numbers its placeholders (`$N`: SQLite and
+    /// PostgreSQL). MySQL's are positional (`?`): a statement written with
+    /// `$N` is rewritten there, each value bound once per place it is used.
+    const NUMBERED: bool = true;
+
     /// Adds a bind value.
     fn add<'q>(
         args: &mut Args<'q, Self>,
@@ -210,10 +266,6 @@ macro_rules! queries {
                     .rows_affected())
             }
         }
-
-        fn get<T: Col>(row: &$row, column: impl Idx) -> Result<T> {
-            row.try_get(column)
-        }
     };
 }
 
@@ -229,7 +281,60 @@ pub(super) use queries;
 pub(super) struct Sql<'q, D: Dialect> {
     text: std::borrow::Cow<'q, str>,
     args: Args<'q, D>,
+    /// Where the backend's placeholders are positional: the value of each
+    /// `$N`, bound once the text is read (see [`Dialect::NUMBERED`]).
+    numbered: Vec<Deferred<'q, D>>,
     error: Option<BoxDynError>,
+}
+
+/// Binds one `$N`'s value, as many times as it is called.
+type Deferred<'q, D> =
+    Box<dyn Fn(&mut Args<'q, D>) -> std::result::Result<(), BoxDynError> + Send + Sync + 'q>;
+
+/// `text` with each `$N` outside quotes turned into `?`, and `args` with
+/// `values[N - 1]` bound for each, in the order they are written: how a
+/// statement written for numbered placeholders runs where they are
+/// positional.
+fn positional<'q, D: Dialect>(
+    text: &str,
+    values: &[Deferred<'q, D>],
+    args: &mut Args<'q, D>,
+) -> std::result::Result<String, BoxDynError> {
+    let mut out = String::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'\'' || b == b'"' || b == b'`' => quote = Some(b),
+            None if b == b'$'
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+                && !(i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_')) =>
+            {
+                let end = (i + 1..bytes.len())
+                    .find(|&j| !bytes[j].is_ascii_digit())
+                    .unwrap_or(bytes.len());
+                let n: usize = text[i + 1..end].parse()?;
+                let bind = n
+                    .checked_sub(1)
+                    .and_then(|k| values.get(k))
+                    .ok_or_else(|| format!("no value bound for ${n}"))?;
+                bind(args)?;
+                out.push('?');
+                i = end;
+                continue;
+            }
+            None => {}
+        }
+        // Multi-byte characters are copied whole: only ASCII is looked at.
+        let len = text[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&text[i..i + len]);
+        i += len;
+    }
+    Ok(out)
 }
 
 impl<'q, D: Dialect> Sql<'q, D> {
@@ -237,14 +342,34 @@ impl<'q, D: Dialect> Sql<'q, D> {
         Self {
             text: text.into(),
             args: Default::default(),
+            numbered: Vec::new(),
             error: None,
         }
     }
 
     /// Binds the value of the next `$N` written in the text.
     pub fn bind(mut self, value: impl Bind<'q>) -> Self {
-        self.add(value);
+        if D::NUMBERED {
+            self.add(value);
+        } else {
+            self.numbered
+                .push(Box::new(move |args| D::add(args, value.clone())));
+        }
         self
+    }
+
+    /// The text to run and its arguments.
+    fn finish(self) -> std::result::Result<(std::borrow::Cow<'q, str>, Args<'q, D>), sqlx::Error> {
+        if let Some(e) = self.error {
+            return Err(sqlx::Error::Encode(e));
+        }
+        if self.numbered.is_empty() {
+            return Ok((self.text, self.args));
+        }
+        let mut args = self.args;
+        let text =
+            positional::<D>(&self.text, &self.numbered, &mut args).map_err(sqlx::Error::Encode)?;
+        Ok((text.into(), args))
     }
 
     fn add(&mut self, value: impl Bind<'q>) {
@@ -332,10 +457,8 @@ impl<'q, D: Dialect> Sql<'q, D> {
         self,
         conn: &mut Conn<D>,
     ) -> std::result::Result<Vec<DbRow<D>>, StoreError> {
-        match self.error {
-            Some(e) => Err(sqlx::Error::Encode(e).into()),
-            None => Ok(D::fetch_all(conn, &self.text, self.args).await?),
-        }
+        let (text, args) = self.finish()?;
+        Ok(D::fetch_all(conn, &text, args).await?)
     }
 
     pub async fn fetch_optional(
@@ -346,10 +469,8 @@ impl<'q, D: Dialect> Sql<'q, D> {
     }
 
     pub async fn execute(self, conn: &mut Conn<D>) -> std::result::Result<u64, StoreError> {
-        match self.error {
-            Some(e) => Err(sqlx::Error::Encode(e).into()),
-            None => Ok(D::execute(conn, &self.text, self.args).await?),
-        }
+        let (text, args) = self.finish()?;
+        Ok(D::execute(conn, &text, args).await?)
     }
 }
 
@@ -420,5 +541,36 @@ impl Cells {
             Cells::Text(v) => t.bind(v.next().flatten()),
             Cells::Int(v) => t.bind(v.next().flatten()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::My;
+
+    /// `$N` becomes `?`, each value bound where it is used, in the order
+    /// written; quoted text is left alone.
+    #[test]
+    fn numbered_placeholders_become_positional_ones() {
+        let values: Vec<Deferred<'static, My>> = vec![
+            Box::new(|a| My::add(a, 10_i64)),
+            Box::new(|a| My::add(a, "two")),
+        ];
+        let mut args = Args::<My>::default();
+        let text = positional::<My>(
+            "SELECT $2, $1 FROM t WHERE a = $1 AND b = '$1' AND \"c$2\" = $2 AND d$1 = 0",
+            &values,
+            &mut args,
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            "SELECT ?, ? FROM t WHERE a = ? AND b = '$1' AND \"c$2\" = ? AND d$1 = 0"
+        );
+        assert_eq!(args.len(), 4);
+        let mut args = Args::<My>::default();
+        let e = positional::<My>("SELECT $3", &values, &mut args).unwrap_err();
+        assert_eq!(e.to_string(), "no value bound for $3");
     }
 }

@@ -285,4 +285,8 @@ impl Dialect for Pg {
     }
 
     queries!(PgConnection, PgRow);
+
+    fn get<T: Col>(row: &PgRow, column: impl Idx) -> Result<T> {
+        row.try_get(column)
+    }
 }

@@ -406,4 +406,8 @@ impl Dialect for Lite {
     }
 
     queries!(SqliteConnection, SqliteRow);
+
+    fn get<T: Col>(row: &SqliteRow, column: impl Idx) -> Result<T> {
+        row.try_get(column)
+    }
 }

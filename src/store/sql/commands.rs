@@ -13,10 +13,13 @@ impl<D: Dialect> Commands for SqlStore<D> {
     async fn put_handler(&self, spec: &HandlerSpec, now: Micros) -> Result<(), StoreError> {
         let json = serde_json::to_string(spec).expect("handler specs serialize");
         self.write(
-            Sql::new(
-                "INSERT INTO handlers (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $3) \
-                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
-            )
+            Sql::new(format!(
+                "INSERT INTO handlers (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $3){}\
+                 spec = {}, updated_at = {}",
+                D::upsert("name"),
+                D::excluded("spec"),
+                D::excluded("updated_at")
+            ))
             .bind(spec.name.as_str())
             .bind(json)
             .bind(now),
@@ -238,13 +241,15 @@ impl<D: Dialect> Commands for SqlStore<D> {
         // A job may bring a per-job cap: claims look at once.
         write_job(
             self,
-            "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
+            format!(
+                "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
              queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
              start_at, end_at, paused, chain, concurrency_key, description, meta, tags, \
              condition, condition_mode, keep_last, alerts, next_run_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $29) \
-             ON CONFLICT DO NOTHING",
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $29){}",
+                D::or_nothing("name")
+            ),
             spec,
             next_run_at,
             now,
@@ -269,7 +274,8 @@ impl<D: Dialect> Commands for SqlStore<D> {
              description = $21, meta = $22, tags = $23, condition = $24, condition_mode = $25, \
              keep_last = $26, alerts = $27, next_run_at = $28, updated_at = $29, completed_at = NULL, \
              daemon_streak = 0 \
-             WHERE name = $1",
+             WHERE name = $1"
+                .to_string(),
             spec,
             next_run_at,
             now,
@@ -306,10 +312,13 @@ impl<D: Dialect> Commands for SqlStore<D> {
         if let Some(lock) = D::CLAIM_LOCK {
             Sql::<D>::new(lock).execute(&mut tx).await?;
         }
-        Sql::<D>::new("INSERT INTO queues (name) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(name)
-            .execute(&mut tx)
-            .await?;
+        Sql::<D>::new(format!(
+            "INSERT INTO queues (name) VALUES ($1){}",
+            D::or_nothing("name")
+        ))
+        .bind(name)
+        .execute(&mut tx)
+        .await?;
         // Starts recorded under an earlier rate still count in the window
         // of a new one: they did happen.
         let rate = change
@@ -365,7 +374,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
 /// and tells the claims that jobs changed; whether a row was written.
 async fn write_job<D: Dialect>(
     store: &SqlStore<D>,
-    statement: &'static str,
+    statement: String,
     spec: &JobSpec,
     next_run_at: Option<Micros>,
     now: Micros,

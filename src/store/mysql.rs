@@ -1,0 +1,301 @@
+//! The MySQL dialect (MySQL 8.0+, MariaDB 10.6+): several supervisors share
+//! one database, as on PostgreSQL. What MySQL lacks, and how it is done
+//! instead:
+//! - numbered placeholders: statements written with `$N` are rewritten to
+//!   `?`, each value bound where it is used ([`Dialect::NUMBERED`]);
+//! - LISTEN/NOTIFY: a notice is a row of `notices`, inserted in the
+//!   transaction that caused it, and every node reads the new rows on a
+//!   short poll ([`NOTICE_POLL`]);
+//! - advisory transaction locks: a row of `locks`, read `FOR UPDATE`;
+//! - standard quoting: every connection sets `ANSI_QUOTES` (and
+//!   `PIPES_AS_CONCAT`), so `"key"` names a column and `||` joins text, as
+//!   on the other backends. Transactions run at READ COMMITTED, as on
+//!   PostgreSQL: a locking read sees what committed since the transaction
+//!   began.
+
+use super::dialect::{queries, Args, Bind, Col, Dialect, Idx};
+use super::{open_error, Notice, StoreError};
+use sqlx::error::BoxDynError;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPoolOptions, MySqlRow};
+use sqlx::{Arguments, Executor, MySql, Pool, Row};
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+type Result<T> = std::result::Result<T, sqlx::Error>;
+
+/// Several supervisors on several machines share one MySQL or MariaDB
+/// database.
+pub struct My {
+    pool: Pool<MySql>,
+    /// In-process handlers' transactions (see `Pg::handlers`).
+    handlers: Pool<MySql>,
+}
+
+/// In-process handlers' transactions open at once on a node, at most.
+const HANDLER_TRANSACTIONS: u32 = 8;
+
+/// How long opening the database may wait for the server's answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a node reads the notices other nodes wrote: the cross-node
+/// wake-up's latency, where PostgreSQL's NOTIFY is pushed.
+pub(crate) const NOTICE_POLL: Duration = Duration::from_millis(50);
+
+/// How far back each poll reads notices, and how long they are kept: a
+/// notice's sequence number is taken at its insert, and a transaction that
+/// took a lower one can commit after a higher one was read.
+const NOTICE_WINDOW_US: i64 = 10_000_000;
+
+/// The session every connection starts: standard quoting and
+/// concatenation, strict inserts, READ COMMITTED.
+const SESSION: [&str; 2] = [
+    "SET SESSION sql_mode = CONCAT(@@sql_mode, \
+     ',ANSI_QUOTES,PIPES_AS_CONCAT,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION')",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+];
+
+impl Drop for My {
+    fn drop(&mut self) {
+        drop(self.pool.close());
+        drop(self.handlers.close());
+    }
+}
+
+impl My {
+    /// Connects to `mysql://...` (or `mariadb://...`).
+    pub async fn open(url: &str) -> std::result::Result<Self, StoreError> {
+        let url_mysql = match url.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => url.to_string(),
+        };
+        let opts = MySqlConnectOptions::from_str(&url_mysql)
+            .map_err(open_error(url))?
+            .charset("utf8mb4")
+            .collation("utf8mb4_bin")
+            .timezone(Some("+00:00".into()));
+        let probe = <MySqlConnection as sqlx::Connection>::connect_with(&opts);
+        match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+            Err(_) => {
+                return Err(open_error(url)(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                ))))
+            }
+            Ok(Err(e)) => return Err(open_error(url)(e)),
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+        }
+        let options = |n: u32| {
+            MySqlPoolOptions::new()
+                .max_connections(n)
+                .acquire_timeout(Duration::from_secs(60))
+                .test_before_acquire(false)
+                .idle_timeout(crate::idle::connection_idle())
+                .max_lifetime(crate::idle::connection_lifetime())
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        for statement in SESSION {
+                            conn.execute(statement).await?;
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        let handlers = options(HANDLER_TRANSACTIONS)
+            .min_connections(0)
+            .connect_lazy_with(opts.clone());
+        let pool = options(16)
+            .connect_with(opts)
+            .await
+            .map_err(open_error(url))?;
+        Ok(Self { pool, handlers })
+    }
+}
+
+impl Dialect for My {
+    type Db = MySql;
+    const LEAST: &'static str = "LEAST";
+    const JSON_ARRAY: (&'static str, &'static str) = ("CAST(JSON_ARRAY(", ") AS CHAR)");
+    const GREATEST: &'static str = "GREATEST";
+    const START_STAMP: &'static str =
+        "GREATEST($1, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED))";
+    const POSITION: &'static str = "INSTR";
+    const UUID_HEX: &'static str = "HEX({})";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const BEGIN: &'static str = "BEGIN";
+    const CLAIM_LOCK: Option<&'static str> =
+        Some("SELECT name FROM locks WHERE name = 'claim' FOR UPDATE");
+    const DELIVER_LOCK: Option<&'static str> =
+        Some("SELECT name FROM locks WHERE name = 'deliver' FOR UPDATE");
+    const WEBHOOKS_LOCK: Option<&'static str> =
+        Some("SELECT name FROM locks WHERE name = 'webhooks' FOR UPDATE");
+    const NUMBERED: bool = false;
+
+    fn or_nothing(column: &str) -> String {
+        format!(" ON DUPLICATE KEY UPDATE {column} = {column}")
+    }
+
+    fn upsert(target: &str) -> String {
+        let _ = target;
+        " ON DUPLICATE KEY UPDATE ".to_string()
+    }
+
+    fn excluded(column: &str) -> String {
+        format!("VALUES({column})")
+    }
+
+    fn record_triggers(inserted: Option<&str>, updated: Option<&str>) -> Vec<String> {
+        let record = "INSERT INTO event_outbox (execution_id, status) VALUES (NEW.id, NEW.status)";
+        let mut out = vec![
+            "DROP TRIGGER IF EXISTS executions_record_insert".to_string(),
+            "DROP TRIGGER IF EXISTS executions_record_update".to_string(),
+        ];
+        if let Some(list) = inserted {
+            out.push(format!(
+                "CREATE TRIGGER executions_record_insert AFTER INSERT ON executions \
+                 FOR EACH ROW BEGIN IF NEW.status IN ({list}) AND NEW.handler <> 'webhook' \
+                 THEN {record}; END IF; END"
+            ));
+        }
+        if let Some(list) = updated {
+            out.push(format!(
+                "CREATE TRIGGER executions_record_update AFTER UPDATE ON executions \
+                 FOR EACH ROW BEGIN IF NEW.status IN ({list}) \
+                 AND NOT (OLD.status <=> NEW.status) AND NEW.handler <> 'webhook' \
+                 THEN {record}; END IF; END"
+            ));
+        }
+        out
+    }
+
+    fn reader(&self) -> &Pool<MySql> {
+        &self.pool
+    }
+
+    fn writer(&self) -> &Pool<MySql> {
+        &self.pool
+    }
+
+    fn handlers(&self) -> &Pool<MySql> {
+        &self.handlers
+    }
+
+    async fn migrate(&self) -> std::result::Result<(), StoreError> {
+        // Concurrent nodes migrate one at a time, under a named lock held
+        // by the connection that migrates. (sqlx's own MySQL lock asks
+        // GET_LOCK for a negative timeout, which MariaDB answers at once
+        // without the lock, and sqlx does not look at the answer: two
+        // nodes then both record migration 1, and one fails.)
+        let mut conn = self.pool.acquire().await?;
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('jobvisor_migrate', 300)")
+            .fetch_one(&mut *conn)
+            .await?;
+        if locked != Some(1) {
+            return Err(sqlx::Error::Protocol(
+                "another node held the migration lock for 5 minutes".into(),
+            )
+            .into());
+        }
+        let mut migrator = sqlx::migrate!("./migrations/mysql");
+        migrator.set_locking(false);
+        let migrated = migrator.run_direct(&mut *conn).await;
+        let _ = sqlx::query("SELECT RELEASE_LOCK('jobvisor_migrate')")
+            .execute(&mut *conn)
+            .await;
+        Ok(migrated?)
+    }
+
+    async fn listen(&self) -> Result<Option<UnboundedReceiver<Notice>>> {
+        let pool = self.pool.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            // Notices seen in the window, by sequence number.
+            let mut seen = std::collections::BTreeMap::<i64, i64>::new();
+            let mut first = true;
+            loop {
+                let since = crate::model::now_micros() - NOTICE_WINDOW_US;
+                let rows = sqlx::query("SELECT seq, what, at FROM notices WHERE at > ?")
+                    .bind(since)
+                    .fetch_all(&pool);
+                let rows = tokio::select! {
+                    r = rows => r,
+                    _ = tx.closed() => return,
+                };
+                match rows {
+                    Ok(rows) => {
+                        seen.retain(|_, at| *at > since);
+                        for row in rows {
+                            let (seq, what, at): (i64, String, i64) =
+                                match (get(&row, 0), get(&row, 1), get(&row, 2)) {
+                                    (Ok(s), Ok(w), Ok(a)) => (s, w, a),
+                                    _ => continue,
+                                };
+                            if seen.insert(seq, at).is_some() || first {
+                                continue;
+                            }
+                            let notice = match what.as_str() {
+                                "work" => Notice::Work,
+                                "cancel" => Notice::Cancel,
+                                "jobs" => Notice::Jobs,
+                                "limits" => Notice::Limits,
+                                _ => continue,
+                            };
+                            if tx.send(notice).is_err() {
+                                return;
+                            }
+                        }
+                        first = false;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading notices failed; polling meanwhile");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(NOTICE_POLL) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
+    async fn notify(conn: &mut MySqlConnection, what: &'static str) -> Result<()> {
+        sqlx::query("INSERT INTO notices (what, at) VALUES (?, ?)")
+            .bind(what)
+            .bind(crate::model::now_micros())
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    queries!(MySqlConnection, MySqlRow);
+
+    fn get<T: Col>(row: &MySqlRow, column: impl Idx) -> Result<T> {
+        get(row, column)
+    }
+}
+
+/// A column of `row`. Text in a `_bin` collation (every text column here:
+/// comparisons are exact, as on the other backends) comes from the server
+/// flagged binary, and sqlx's MySQL driver then calls it `VARBINARY` and
+/// refuses to decode it as text. Such a column is decoded as the text it
+/// is when text is asked for; every other mismatch is refused as before.
+fn get<T: Col>(row: &MySqlRow, column: impl Idx) -> Result<T> {
+    use sqlx::{TypeInfo, ValueRef};
+    match row.try_get(column) {
+        Err(sqlx::Error::ColumnDecode { .. })
+            if <T as sqlx::Type<MySql>>::type_info().name() == "VARCHAR"
+                && row.try_get_raw(column).is_ok_and(|v| {
+                    matches!(v.type_info().name(), "VARBINARY" | "BINARY" | "BLOB")
+                }) =>
+        {
+            row.try_get_unchecked(column)
+        }
+        r => r,
+    }
+}
