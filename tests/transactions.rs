@@ -468,6 +468,37 @@ macro_rules! suite {
             task.await.unwrap();
         }
 
+        /// A task the handler left behind gets no transaction once the run
+        /// is over: one would hold its connection (on SQLite the write
+        /// lock) with nobody to end it.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_task_left_behind_gets_no_transaction_after_the_run() {
+            let Some((url, _dir)) = fresh().await else {
+                return;
+            };
+            let (said, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let (sup, stop, task) = start(&url, move |b| {
+                b.register("leaves", move |ctx: jobvisor::Context, _p: serde_json::Value| {
+                    let said = said.clone();
+                    async move {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            let r = ctx.transaction::<Db>().await.map(drop);
+                            let _ = said.send(format!("{r:?}"));
+                        });
+                        Ok(json!(null))
+                    }
+                })
+            })
+            .await;
+            let id = sup.enqueue(RunSpec::new("leaves", json!(null))).await.unwrap();
+            assert_eq!(finished(sup.store().as_ref(), id).await.status, Status::Succeeded);
+            let r = tokio::time::timeout(Duration::from_secs(30), heard.recv()).await.unwrap().unwrap();
+            assert_eq!(r, "Err(Over)");
+            stop.send(()).unwrap();
+            task.await.unwrap();
+        }
+
         /// A process worker has no transaction to share: asking says so.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_context_without_a_supervisor_has_no_transaction() {

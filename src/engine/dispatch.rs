@@ -510,6 +510,11 @@ async fn execute(exec: Arc<Executor>, claimed: Claimed, stop: Arc<Stop>) {
             "snoozed {MAX_SNOOZES} times already: giving up (the limit per execution chain)"
         ));
     }
+    // The success row commits with the handler's own writes.
+    let written = match handler_tx {
+        Some(tx) => commit_handler_tx(&exec, tx, &mut completion).await,
+        None => None,
+    };
     exec.durations
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -518,32 +523,38 @@ async fn execute(exec: Arc<Executor>, claimed: Claimed, stop: Arc<Stop>) {
             completion.outcome.status(),
             began.elapsed(),
         );
-    if let Some(tx) = handler_tx {
-        // The success row commits with the handler's own writes.
-        match exec.store.complete_in(tx, &completion).await {
-            Ok(Some(finished)) => {
-                exec.relay
-                    .send(RelayMsg::Written(completion, finished))
-                    .await;
-                return;
-            }
-            // No longer running (cancelled to its end, rescued): the
-            // handler's writes rolled back, and so is this end refused.
-            Ok(None) => {}
-            Err(e) => {
-                // Rolled back, or, if the commit's answer was lost after
-                // it was made, ended already: then this end is refused.
-                tracing::warn!(execution = %completion.id, error = %crate::error_chain(&e), "a handler's transaction did not commit");
-                completion.outcome = Outcome::Failed { retryable: true };
-                completion.output = None;
-                completion.error = Some(format!(
-                    "the handler's transaction did not commit: {}",
-                    crate::error_chain(&e)
-                ));
-            }
-        }
+    if let Some(finished) = written {
+        exec.relay
+            .send(RelayMsg::Written(completion, finished))
+            .await;
+        return;
     }
     exec.relay.send(RelayMsg::Complete(completion)).await;
+}
+
+/// Writes succeeded `completion` in its handler's transaction `tx` and
+/// commits both; returns what it finished. `None`: nothing was committed,
+/// and `completion` is to go the usual way. Either the execution was no
+/// longer running (cancelled to its end, rescued), so that the end is
+/// refused there too, or the commit failed, which fails the attempt. (If a
+/// commit's answer was lost after it was made, the run has ended, and the
+/// failure is refused.)
+async fn commit_handler_tx(
+    exec: &Executor,
+    tx: Box<dyn std::any::Any + Send>,
+    completion: &mut Completion,
+) -> Option<Vec<crate::store::Finished>> {
+    match exec.store.complete_in(tx, completion).await {
+        Ok(finished) => finished,
+        Err(e) => {
+            let error = crate::error_chain(&e);
+            tracing::warn!(execution = %completion.id, %error, "a handler's transaction did not commit");
+            completion.outcome = Outcome::Failed { retryable: true };
+            completion.output = None;
+            completion.error = Some(format!("the handler's transaction did not commit: {error}"));
+            None
+        }
+    }
 }
 
 /// Why an execution cannot be planned (its completion's error).

@@ -20,6 +20,9 @@ use tokio::sync::{Mutex, OwnedMappedMutexGuard};
 pub(crate) struct TxSlot {
     store: Arc<dyn Store>,
     tx: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
+    /// The run is over: a task the handler left behind gets no new
+    /// transaction (which nobody would end).
+    over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TxSlot {
@@ -27,6 +30,7 @@ impl TxSlot {
         Self {
             store,
             tx: Arc::default(),
+            over: Arc::default(),
         }
     }
 
@@ -34,6 +38,7 @@ impl TxSlot {
     /// handler left its transaction in use (a task of its own still holds
     /// it), which then rolls back when that task lets it go.
     pub(crate) fn take(&self) -> Result<Option<Box<dyn Any + Send>>, ()> {
+        self.over.store(true, std::sync::atomic::Ordering::SeqCst);
         match self.tx.try_lock() {
             Ok(mut slot) => Ok(slot.take()),
             Err(_) => Err(()),
@@ -57,6 +62,9 @@ pub enum TxError {
         /// The store's.
         store: &'static str,
     },
+    /// The handler's run is over (a task it left behind asked).
+    #[error("the run is over: its transaction has been committed or rolled back")]
+    Over,
     /// The transaction could not begin.
     #[error("cannot begin the handler's transaction: {0}")]
     Store(#[from] StoreError),
@@ -141,6 +149,9 @@ impl ContextExt for Context {
             });
         }
         let mut open = slot.tx.clone().lock_owned().await;
+        if slot.over.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(TxError::Over);
+        }
         if open.is_none() {
             *open = Some(slot.store.begin_handler().await?);
         }
