@@ -169,13 +169,12 @@ pub trait Dialect: Send + Sync + Sized + 'static {
         std::future::ready(Ok(()))
     }
 
-    /// Ends an `INSERT` whose rows may be there already (by any unique
-    /// key): those are left as they are. `column` is one the insert sets,
-    /// for MySQL's no-op update.
-    fn or_nothing(column: &str) -> String {
-        let _ = column;
-        " ON CONFLICT DO NOTHING".to_string()
-    }
+    /// How an `INSERT` begins and ends whose rows may be there already (by
+    /// any unique key): those are left as they are, and not counted as
+    /// inserted (`INSERT ... ON CONFLICT DO NOTHING`; MySQL's `INSERT
+    /// IGNORE`, since its no-op `ON DUPLICATE KEY UPDATE` counts the rows it
+    /// leaves as found).
+    const OR_NOTHING: (&'static str, &'static str) = ("INSERT", " ON CONFLICT DO NOTHING");
 
     /// Begins the assignments of an upsert on a conflict over `target`
     /// (`ON CONFLICT (target) DO UPDATE SET`; MySQL's `ON DUPLICATE KEY

@@ -135,9 +135,7 @@ impl Dialect for My {
         Some("SELECT name FROM locks WHERE name = 'webhooks' FOR UPDATE");
     const NUMBERED: bool = false;
 
-    fn or_nothing(column: &str) -> String {
-        format!(" ON DUPLICATE KEY UPDATE {column} = {column}")
-    }
+    const OR_NOTHING: (&'static str, &'static str) = ("INSERT IGNORE", "");
 
     fn upsert(target: &str) -> String {
         let _ = target;

@@ -68,7 +68,7 @@ async fn give_up_key<D: Dialect>(
     hold: Option<i64>,
     now: Micros,
 ) -> Result<(), StoreError> {
-    Sql::<D>::new("UPDATE unique_keys SET next_id = NULL WHERE key = $1 AND next_id = $2")
+    Sql::<D>::new("UPDATE unique_keys SET next_id = NULL WHERE \"key\" = $1 AND next_id = $2")
         .bind(key)
         .bind(id)
         .execute(&mut *conn)

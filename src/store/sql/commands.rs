@@ -153,7 +153,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
                     Some(holder) if holder == id => {
                         Sql::<D>::new(
                             "UPDATE unique_keys SET execution_id = $2, held_until = NULL \
-                             WHERE key = $1 AND execution_id = $3",
+                             WHERE \"key\" = $1 AND execution_id = $3",
                         )
                         .bind(key.as_str())
                         .bind(new_id)
@@ -242,13 +242,14 @@ impl<D: Dialect> Commands for SqlStore<D> {
         write_job(
             self,
             format!(
-                "INSERT INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
+                "{} INTO jobs (name, handler, mode, payload, kind, schedule, priority, \
              queue, retries, backoff_ms, timeout_ms, overlap, misfire, max_parallel, max_runs, \
              start_at, end_at, paused, chain, concurrency_key, description, meta, tags, \
-             condition, condition_mode, keep_last, alerts, next_run_at, created_at, updated_at) \
+             \"condition\", condition_mode, keep_last, alerts, next_run_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
                      $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $29){}",
-                D::or_nothing("name")
+                D::OR_NOTHING.0,
+                D::OR_NOTHING.1
             ),
             spec,
             next_run_at,
@@ -271,7 +272,7 @@ impl<D: Dialect> Commands for SqlStore<D> {
              priority = $7, queue = $8, retries = $9, backoff_ms = $10, timeout_ms = $11, \
              overlap = $12, misfire = $13, max_parallel = $14, max_runs = $15, start_at = $16, \
              end_at = $17, paused = $18, chain = $19, concurrency_key = $20, \
-             description = $21, meta = $22, tags = $23, condition = $24, condition_mode = $25, \
+             description = $21, meta = $22, tags = $23, \"condition\" = $24, condition_mode = $25, \
              keep_last = $26, alerts = $27, next_run_at = $28, updated_at = $29, completed_at = NULL, \
              daemon_streak = 0 \
              WHERE name = $1"
@@ -313,8 +314,9 @@ impl<D: Dialect> Commands for SqlStore<D> {
             Sql::<D>::new(lock).execute(&mut tx).await?;
         }
         Sql::<D>::new(format!(
-            "INSERT INTO queues (name) VALUES ($1){}",
-            D::or_nothing("name")
+            "{} INTO queues (name) VALUES ($1){}",
+            D::OR_NOTHING.0,
+            D::OR_NOTHING.1
         ))
         .bind(name)
         .execute(&mut tx)

@@ -190,9 +190,10 @@ pub(super) async fn insert_lines<D: Dialect>(
         .filter(|l| running.contains(&l.execution_id))
         .collect();
     for chunk in lines.chunks(rows_per_statement(7)) {
-        let mut q = Sql::<D>::new(
-            "INSERT INTO logs (execution_id, seq, ts, level, stream, message, fields) ",
-        );
+        let mut q = Sql::<D>::new(format!(
+            "{} INTO logs (execution_id, seq, ts, level, stream, message, fields) ",
+            D::OR_NOTHING.0
+        ));
         q.values(chunk, |t, l| {
             t.bind(l.execution_id)
                 .bind(l.seq)
@@ -202,7 +203,7 @@ pub(super) async fn insert_lines<D: Dialect>(
                 .bind(stored_text(&l.message))
                 .bind(l.fields.as_deref());
         });
-        q.push(" ON CONFLICT DO NOTHING");
+        q.push(D::OR_NOTHING.1);
         q.execute(conn).await?;
     }
     Ok(())
@@ -256,7 +257,7 @@ pub(super) async fn end_rows<D: Dialect>(
     let mut q = Sql::<D>::new(
         "UPDATE executions SET status = v.column2, finished_at = v.column3, \
          output = v.column4, error = v.column5, exit_code = v.column6, \
-         signal = v.column7, timed_out = v.column8, interrupted = v.column9, \
+         \"signal\" = v.column7, timed_out = v.column8, interrupted = v.column9, \
          cancel_outcome = v.column10 FROM (",
     );
     // Bound a column at a time: on PostgreSQL as arrays, one statement
@@ -439,8 +440,8 @@ pub(super) async fn schedule_retry<D: Dialect>(
     for statement in [
         "INSERT INTO execution_tags (tag, execution_id) \
          SELECT tag, $1 FROM execution_tags WHERE execution_id = $2",
-        "INSERT INTO execution_meta (key, value, execution_id) \
-         SELECT key, value, $1 FROM execution_meta WHERE execution_id = $2",
+        "INSERT INTO execution_meta (\"key\", value, execution_id) \
+         SELECT \"key\", value, $1 FROM execution_meta WHERE execution_id = $2",
     ] {
         Sql::<D>::new(statement)
             .bind(new_id)

@@ -37,13 +37,14 @@ pub(super) fn execution_insert<'a, D: Dialect>(
     now: Micros,
     start: &impl Fn(&NewExecution) -> Initial,
 ) -> Sql<'a, D> {
-    let mut q = Sql::new(
-        "INSERT INTO executions (id, job, handler, mode, payload, status, attempt, \
+    let mut q = Sql::new(format!(
+        "{} INTO executions (id, job, handler, mode, payload, status, attempt, \
          max_attempts, backoff_base_ms, backoff_cap_ms, previous_id, timeout_ms, priority, \
          enqueued_at, run_at, queue, occurrence, unique_key, unique_for_ms, waiting_on, \
          after_policy, workflow_id, step, has_children, concurrency_key, origin, meta, tags, \
          trace_context) ",
-    );
+        D::OR_NOTHING.0
+    ));
     q.values(execs, |t, e| {
         let Initial {
             status,
@@ -94,7 +95,7 @@ pub(super) fn execution_insert<'a, D: Dialect>(
                     .map(|t| t.to_column()),
             );
     });
-    q.push(" ON CONFLICT DO NOTHING");
+    q.push(D::OR_NOTHING.1);
     q
 }
 
@@ -152,19 +153,25 @@ async fn insert_labels<'a, D: Dialect>(
         meta.extend(e.meta.iter().map(|(k, v)| (k.as_str(), v.as_str(), e.id)));
     }
     for chunk in tags.chunks(rows_per_statement(2)) {
-        let mut q = Sql::<D>::new("INSERT INTO execution_tags (tag, execution_id) ");
+        let mut q = Sql::<D>::new(format!(
+            "{} INTO execution_tags (tag, execution_id) ",
+            D::OR_NOTHING.0
+        ));
         q.values(chunk, |t, (tag, id)| {
             t.bind(*tag).bind(*id);
         });
-        q.push(" ON CONFLICT DO NOTHING");
+        q.push(D::OR_NOTHING.1);
         q.execute(&mut *conn).await?;
     }
     for chunk in meta.chunks(rows_per_statement(3)) {
-        let mut q = Sql::<D>::new("INSERT INTO execution_meta (key, value, execution_id) ");
+        let mut q = Sql::<D>::new(format!(
+            "{} INTO execution_meta (\"key\", value, execution_id) ",
+            D::OR_NOTHING.0
+        ));
         q.values(chunk, |t, (k, v, id)| {
             t.bind(*k).bind(*v).bind(*id);
         });
-        q.push(" ON CONFLICT DO NOTHING");
+        q.push(D::OR_NOTHING.1);
         q.execute(&mut *conn).await?;
     }
     Ok(())
@@ -210,11 +217,14 @@ pub(super) async fn insert_edges<D: Dialect>(
     edges: &[(Uuid, Uuid)],
 ) -> Result<(), StoreError> {
     for chunk in edges.chunks(rows_per_statement(2)) {
-        let mut q = Sql::<D>::new("INSERT INTO dependencies (child_id, parent_id) ");
+        let mut q = Sql::<D>::new(format!(
+            "{} INTO dependencies (child_id, parent_id) ",
+            D::OR_NOTHING.0
+        ));
         q.values(chunk, |t, (child, parent)| {
             t.bind(*child).bind(*parent);
         });
-        q.push(" ON CONFLICT DO NOTHING");
+        q.push(D::OR_NOTHING.1);
         q.execute(&mut *conn).await?;
     }
     Ok(())
@@ -462,7 +472,7 @@ pub(super) async fn replace<D: Dialect>(
     if update("pending", holder).execute(&mut *conn).await? == 1 {
         return Ok(Replaced::Execution(holder));
     }
-    let row = Sql::<D>::new("SELECT next_id, held_until FROM unique_keys WHERE key = $1")
+    let row = Sql::<D>::new("SELECT next_id, held_until FROM unique_keys WHERE \"key\" = $1")
         .bind(key)
         .fetch_optional(&mut *conn)
         .await?
@@ -477,7 +487,7 @@ pub(super) async fn replace<D: Dialect>(
         // Ended, and on hold: nothing to replace and nothing to follow.
         None if held_until.is_some() => Ok(Replaced::Nothing),
         None => {
-            Sql::<D>::new("UPDATE unique_keys SET next_id = $2 WHERE key = $1")
+            Sql::<D>::new("UPDATE unique_keys SET next_id = $2 WHERE \"key\" = $1")
                 .bind(key)
                 .bind(e.id)
                 .execute(conn)

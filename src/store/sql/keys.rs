@@ -17,8 +17,8 @@ pub(super) async fn take_key<D: Dialect>(
     // a key freed between the two all the same.
     loop {
         let taken = Sql::<D>::new(
-            "INSERT INTO unique_keys (key, execution_id, held_until) VALUES ($1, $2, NULL) \
-             ON CONFLICT (key) DO UPDATE SET execution_id = excluded.execution_id, \
+            "INSERT INTO unique_keys (\"key\", execution_id, held_until) VALUES ($1, $2, NULL) \
+             ON CONFLICT (\"key\") DO UPDATE SET execution_id = excluded.execution_id, \
              held_until = NULL \
              WHERE unique_keys.held_until IS NOT NULL AND unique_keys.held_until <= $3 \
              RETURNING execution_id",
@@ -31,7 +31,7 @@ pub(super) async fn take_key<D: Dialect>(
         if taken.is_some() {
             return Ok(None);
         }
-        let holder = Sql::<D>::new("SELECT execution_id FROM unique_keys WHERE key = $1")
+        let holder = Sql::<D>::new("SELECT execution_id FROM unique_keys WHERE \"key\" = $1")
             .bind(key)
             .fetch_optional(&mut *conn)
             .await?;
@@ -54,7 +54,7 @@ pub(super) async fn release_key<D: Dialect>(
     if next != KeyNext::ToRetry {
         let promoted = Sql::<D>::new(
             "UPDATE unique_keys SET execution_id = next_id, next_id = NULL, held_until = NULL \
-             WHERE key = $1 AND execution_id = $2 AND next_id IS NOT NULL RETURNING execution_id",
+             WHERE \"key\" = $1 AND execution_id = $2 AND next_id IS NOT NULL RETURNING execution_id",
         )
         .bind(key)
         .bind(id)
@@ -74,12 +74,12 @@ pub(super) async fn release_key<D: Dialect>(
     }
     let q = Sql::<D>::new(match next {
         KeyNext::ToRetry => {
-            "UPDATE unique_keys SET execution_id = $3 WHERE key = $1 AND execution_id = $2"
+            "UPDATE unique_keys SET execution_id = $3 WHERE \"key\" = $1 AND execution_id = $2"
         }
         KeyNext::Hold(_) => {
-            "UPDATE unique_keys SET held_until = $3 WHERE key = $1 AND execution_id = $2"
+            "UPDATE unique_keys SET held_until = $3 WHERE \"key\" = $1 AND execution_id = $2"
         }
-        KeyNext::Free => "DELETE FROM unique_keys WHERE key = $1 AND execution_id = $2",
+        KeyNext::Free => "DELETE FROM unique_keys WHERE \"key\" = $1 AND execution_id = $2",
     })
     .bind(key)
     .bind(id);

@@ -179,7 +179,7 @@ pub(super) fn push_filter<'a, D: Dialect>(q: &mut Sql<'a, D>, filter: &'a ExecFi
             .push(")");
     }
     for (key, value) in &filter.meta {
-        q.push(" AND id IN (SELECT execution_id FROM execution_meta WHERE key = ")
+        q.push(" AND id IN (SELECT execution_id FROM execution_meta WHERE \"key\" = ")
             .push_bind(key.as_str())
             .push(" AND value = ")
             .push_bind(value.as_str())

@@ -71,13 +71,17 @@ impl EndTally {
                     .bind(m.max_us);
             });
             // `WHERE true`: SQLite would read `ON` as a join's otherwise.
-            q.push(
-                ") AS v WHERE true ON CONFLICT (minute, handler, status, shard) DO UPDATE SET \
-                 n = timeline.n + excluded.n, timed = timeline.timed + excluded.timed, \
-                 sum_us = timeline.sum_us + excluded.sum_us, max_us = ",
-            )
-            .push(D::GREATEST)
-            .push("(timeline.max_us, excluded.max_us)");
+            q.push(") AS v WHERE true")
+                .push(&D::upsert("minute, handler, status, shard"))
+                .push(&format!(
+                    "n = timeline.n + {}, timed = timeline.timed + {}, \
+                     sum_us = timeline.sum_us + {}, max_us = {}(timeline.max_us, {})",
+                    D::excluded("n"),
+                    D::excluded("timed"),
+                    D::excluded("sum_us"),
+                    D::GREATEST,
+                    D::excluded("max_us")
+                ));
             q.execute(&mut *conn).await?;
         }
         Ok(())

@@ -26,11 +26,13 @@ impl<D: Dialect> SqlStore<D> {
         if same == 0 && n >= MAX_WEBHOOKS as i64 {
             return Ok(WebhookPut::Full);
         }
-        Sql::<D>::new(
+        Sql::<D>::new(format!(
             "INSERT INTO webhooks (name, spec, created_at, updated_at) \
-             VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO UPDATE SET \
-             spec = excluded.spec, updated_at = excluded.updated_at",
-        )
+             VALUES ($1, $2, $3, $3){}spec = {}, updated_at = {}",
+            D::upsert("name"),
+            D::excluded("spec"),
+            D::excluded("updated_at")
+        ))
         .bind(spec.name.as_str())
         .bind(json_text(spec))
         .bind(now)
@@ -126,10 +128,12 @@ impl<D: Dialect> SqlStore<D> {
         let hooks = read_webhooks::<D>(&mut tx).await?;
         let changes = decide(&facts, &hooks);
         for i in &changes.open {
-            Sql::<D>::new(
-                "INSERT INTO alerts (kind, subject, opened_at, message, job, queue) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, subject) DO NOTHING",
-            )
+            Sql::<D>::new(format!(
+                "{} INTO alerts (kind, subject, opened_at, message, job, queue) \
+                 VALUES ($1, $2, $3, $4, $5, $6){}",
+                D::OR_NOTHING.0,
+                D::OR_NOTHING.1
+            ))
             .bind(i.kind.as_str())
             .bind(i.subject.as_str())
             .bind(i.opened_at.0)
@@ -335,8 +339,8 @@ async fn last_delivery<D: Dialect>(
     let row = Sql::<D>::new(
         "SELECT s.execution_id AS id FROM execution_meta s \
          CROSS JOIN execution_meta w CROSS JOIN executions x \
-         WHERE s.key = 'subject' AND s.value = $2 \
-           AND w.key = 'webhook' AND w.value = $1 AND w.execution_id = s.execution_id \
+         WHERE s.\"key\" = 'subject' AND s.value = $2 \
+           AND w.\"key\" = 'webhook' AND w.value = $1 AND w.execution_id = s.execution_id \
            AND x.id = s.execution_id AND x.status IN ('waiting', 'pending', 'held', 'running') \
            AND NOT EXISTS (SELECT 1 FROM dependencies d WHERE d.parent_id = x.id) \
          ORDER BY s.execution_id DESC LIMIT 1",
