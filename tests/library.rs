@@ -16,22 +16,7 @@ async fn start(
     env: &Env,
     build: impl FnOnce(jobvisor::SupervisorBuilder) -> jobvisor::SupervisorBuilder,
 ) -> (Supervisor, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let builder = Supervisor::builder().database(&env.db).configure(|c| {
-        c.worker_program = Some(worker_bin());
-        c.poll_interval = Duration::from_millis(20);
-        c.inproc_grace = Duration::from_millis(300);
-    });
-    let sup = build(builder).build().await.unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let s = sup.clone();
-    let task = tokio::spawn(async move {
-        s.run(async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (sup, tx, task)
+    start_supervisor(&env.db, build).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,16 +75,7 @@ where
         .register(
             "ship",
             |ctx: jobvisor::Context, _p: serde_json::Value| async move {
-                let mut tx = ctx.transaction::<DB>().await?;
-                let sql = format!(
-                    "INSERT INTO shipped (run, attempt) VALUES ('{}', {})",
-                    ctx.execution().execution_id,
-                    ctx.execution().attempt
-                );
-                sqlx::query(&sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| HandlerError::retryable(e.to_string()))?;
+                insert_shipped::<DB>(&ctx).await?;
                 println!("inserted {}", ctx.execution().execution_id);
                 tokio::time::sleep(Duration::from_secs(600)).await;
                 Ok(json!(null))
@@ -98,6 +89,26 @@ where
     spec.backoff = Duration::from_millis(10);
     sup.enqueue(spec).await.unwrap();
     sup.run(std::future::pending()).await.unwrap();
+}
+
+/// Inserts this attempt's row of `shipped` in the handler's transaction.
+async fn insert_shipped<DB>(ctx: &jobvisor::Context) -> Result<(), HandlerError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    let mut tx = ctx.transaction::<DB>().await?;
+    let sql = format!(
+        "INSERT INTO shipped (run, attempt) VALUES ('{}', {})",
+        ctx.execution().execution_id,
+        ctx.execution().attempt
+    );
+    sqlx::query(&sql)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| HandlerError::retryable(e.to_string()))?;
+    Ok(())
 }
 
 /// The URL sqlx connects to for the application's own connections.
@@ -153,6 +164,7 @@ fn kill(mut child: std::process::Child) {
     child.wait().unwrap();
 }
 
+/// A supervisor on `url` that rescues a dead node's runs within seconds.
 async fn start(
     url: &str,
     build: impl FnOnce(jobvisor::SupervisorBuilder) -> jobvisor::SupervisorBuilder,
@@ -161,23 +173,13 @@ async fn start(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let builder = Supervisor::builder().database(url).configure(|c| {
-        c.worker_program = Some(worker_bin());
-        c.poll_interval = Duration::from_millis(20);
-        c.heartbeat_interval = Duration::from_millis(200);
-        c.node_lease = Duration::from_secs(2);
-    });
-    let sup = build(builder).build().await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let s = sup.clone();
-    let task = tokio::spawn(async move {
-        s.run(async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (sup, tx, task)
+    start_supervisor(url, |b| {
+        build(b.configure(|c| {
+            c.heartbeat_interval = Duration::from_millis(200);
+            c.node_lease = Duration::from_secs(2);
+        }))
+    })
+    .await
 }
 
 /// The test bodies, once per backend: `Db`, `BEGIN` and `fresh()` come
@@ -363,17 +365,7 @@ macro_rules! suite {
             let pool = app(&url).await;
             let (sup, stop, task) = start(&url, |b| {
                 b.register("ship", |ctx: jobvisor::Context, p: serde_json::Value| async move {
-                    let mut tx = ctx.transaction::<Db>().await?;
-                    let sql = format!(
-                        "INSERT INTO shipped (run, attempt) VALUES ('{}', {})",
-                        ctx.execution().execution_id,
-                        ctx.execution().attempt
-                    );
-                    sqlx::query(&sql)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| HandlerError::retryable(e.to_string()))?;
-                    drop(tx);
+                    insert_shipped::<Db>(&ctx).await?;
                     // The same transaction again.
                     let mut tx = ctx.transaction::<Db>().await?;
                     let sql = format!(
@@ -445,16 +437,7 @@ macro_rules! suite {
             assert!(shipped(&pool).await.is_empty(), "the killed attempt's row");
             let (sup, stop, task) = start(&url, |b| {
                 b.register("ship", |ctx: jobvisor::Context, _p: serde_json::Value| async move {
-                    let mut tx = ctx.transaction::<Db>().await?;
-                    let sql = format!(
-                        "INSERT INTO shipped (run, attempt) VALUES ('{}', {})",
-                        ctx.execution().execution_id,
-                        ctx.execution().attempt
-                    );
-                    sqlx::query(&sql)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| HandlerError::retryable(e.to_string()))?;
+                    insert_shipped::<Db>(&ctx).await?;
                     Ok(json!(null))
                 })
             })

@@ -251,6 +251,29 @@ pub async fn handler_or_builtin(
     })
 }
 
+/// How long opening a server's database may wait for its answer.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connects once to a server, bounded by [`CONNECT_TIMEOUT`]: its error
+/// names the cause (refused, authentication, no such database), where a
+/// pool only says that it timed out, after a minute.
+async fn probe<C: sqlx::Connection>(
+    opts: &<C as sqlx::Connection>::Options,
+    url: &str,
+) -> Result<(), StoreError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, C::connect_with(opts)).await {
+        Err(_) => Err(open_error(url)(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        )))),
+        Ok(Err(e)) => Err(open_error(url)(e)),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+    }
+}
+
 pub(super) fn open_error(url: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |source| StoreError::Open {
         url: redact(url),

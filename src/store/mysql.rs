@@ -36,9 +36,6 @@ pub struct My {
 /// In-process handlers' transactions open at once on a node, at most.
 const HANDLER_TRANSACTIONS: u32 = 8;
 
-/// How long opening the database may wait for the server's answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How often a node reads the notices other nodes wrote: the cross-node
 /// wake-up's latency, where PostgreSQL's NOTIFY is pushed.
 pub(crate) const NOTICE_POLL: Duration = Duration::from_millis(50);
@@ -75,19 +72,7 @@ impl My {
             .charset("utf8mb4")
             .collation("utf8mb4_bin")
             .timezone(Some("+00:00".into()));
-        let probe = <MySqlConnection as sqlx::Connection>::connect_with(&opts);
-        match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
-            Err(_) => {
-                return Err(open_error(url)(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-                ))))
-            }
-            Ok(Err(e)) => return Err(open_error(url)(e)),
-            Ok(Ok(conn)) => {
-                let _ = sqlx::Connection::close(conn).await;
-            }
-        }
+        super::probe::<MySqlConnection>(&opts, url).await?;
         let options = |n: u32| {
             MySqlPoolOptions::new()
                 .max_connections(n)

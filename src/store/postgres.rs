@@ -26,9 +26,6 @@ pub struct Pg {
 /// wait for one to end).
 const HANDLER_TRANSACTIONS: u32 = 8;
 
-/// How long opening the database may wait for the server's answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The channel on which nodes wake each other up.
 const CHANNEL: &str = "jobvisor";
 /// The channel of lifecycle events (`crate::engine::events`), apart from the
@@ -52,22 +49,7 @@ impl Pg {
     /// Connects to `postgres://...`.
     pub async fn open(url: &str) -> std::result::Result<Self, StoreError> {
         let opts = PgConnectOptions::from_str(url).map_err(open_error(url))?;
-        // One connection first, bounded: its error names the cause (refused,
-        // authentication, no such database), where a pool only says that it
-        // timed out, after a minute.
-        let probe = <PgConnection as sqlx::Connection>::connect_with(&opts);
-        match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
-            Err(_) => {
-                return Err(open_error(url)(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-                ))))
-            }
-            Ok(Err(e)) => return Err(open_error(url)(e)),
-            Ok(Ok(conn)) => {
-                let _ = sqlx::Connection::close(conn).await;
-            }
-        }
+        super::probe::<PgConnection>(&opts, url).await?;
         let handlers = PgPoolOptions::new()
             .max_connections(HANDLER_TRANSACTIONS)
             .min_connections(0)

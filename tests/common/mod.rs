@@ -12,6 +12,7 @@ mod mysql;
 mod pg;
 mod procs;
 mod serve;
+mod sup;
 mod wait;
 
 pub use bins::*;
@@ -22,6 +23,7 @@ pub use mysql::*;
 pub use pg::*;
 pub use procs::*;
 pub use serve::*;
+pub use sup::*;
 pub use wait::*;
 
 use jobvisor::model::Execution;
