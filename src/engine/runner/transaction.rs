@@ -17,29 +17,31 @@ use tokio::sync::{Mutex, OwnedMappedMutexGuard};
 
 /// The transaction an execution's handler may open, as the runner keeps it.
 #[derive(Clone)]
-pub(crate) struct TxSlot {
+pub(crate) struct TxSlot(Arc<Slot>);
+
+struct Slot {
     store: Arc<dyn Store>,
     tx: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
     /// The run is over: a task the handler left behind gets no new
     /// transaction (which nobody would end).
-    over: Arc<std::sync::atomic::AtomicBool>,
+    over: std::sync::atomic::AtomicBool,
 }
 
 impl TxSlot {
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
-        Self {
+        Self(Arc::new(Slot {
             store,
             tx: Arc::default(),
-            over: Arc::default(),
-        }
+            over: Default::default(),
+        }))
     }
 
     /// The open transaction, once the handler has returned. `Err`: the
     /// handler left its transaction in use (a task of its own still holds
     /// it), which then rolls back when that task lets it go.
     pub(crate) fn take(&self) -> Result<Option<Box<dyn Any + Send>>, ()> {
-        self.over.store(true, std::sync::atomic::Ordering::SeqCst);
-        match self.tx.try_lock() {
+        self.0.over.store(true, std::sync::atomic::Ordering::SeqCst);
+        match self.0.tx.try_lock() {
             Ok(mut slot) => Ok(slot.take()),
             Err(_) => Err(()),
         }
@@ -140,7 +142,7 @@ pub trait ContextExt {
 
 impl ContextExt for Context {
     async fn transaction<DB: sqlx::Database>(&self) -> Result<HandlerTx<DB>, TxError> {
-        let slot = self.extension::<TxSlot>().ok_or(TxError::NotInproc)?;
+        let slot = &self.extension::<TxSlot>().ok_or(TxError::NotInproc)?.0;
         let store = slot.store.backend();
         if DB::NAME != store {
             return Err(TxError::OtherDatabase {
