@@ -1293,6 +1293,34 @@ fn the_wakeup_bench_times_a_real_serve_against_an_in_process_wake() {
     }
 }
 
+/// `bench --scenario transactions` drains runs that insert a row apart
+/// from their success and in its commit, against no-ops; each case's rows
+/// are all there (the bench checks them and fails otherwise).
+#[test]
+fn the_transactions_bench_measures_effects_in_and_apart_from_the_runs_commit() {
+    let r = bench_json(&[
+        "--scenario",
+        "transactions",
+        "--count",
+        "60",
+        "--repeat",
+        "2",
+    ]);
+    assert_eq!(r["backend"], "sqlite");
+    assert_eq!(r["count"], 60);
+    for field in [
+        "noop_per_sec",
+        "separate_per_sec",
+        "transaction_per_sec",
+        "separate_ratios",
+        "transaction_ratios",
+    ] {
+        let v = r[field].as_array().unwrap();
+        assert_eq!(v.len(), 2, "{field}: {r}");
+        assert!(v.iter().all(|x| x.as_f64().unwrap() > 0.0), "{field}: {r}");
+    }
+}
+
 /// `bench --scenario webhooks` drains no-ops with and without a webhook,
 /// posting nothing for a webhook on `failed`, and delivers every success
 /// to its receiver.

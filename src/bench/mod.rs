@@ -36,6 +36,7 @@ mod relay;
 mod rescue;
 mod spawn;
 mod traces;
+mod transactions;
 mod wakeup;
 mod webhooks;
 mod workflow;
@@ -111,6 +112,10 @@ pub enum Scenario {
     /// over OTLP/HTTP to a collector in this process against none,
     /// `--repeat` rounds.
     Traces,
+    /// What committing a handler's effect with its run's success costs:
+    /// in-process runs that insert a row in their own transaction, against
+    /// runs that insert it apart and against no-ops, `--repeat` rounds.
+    Transactions,
 }
 
 /// A way of running executions that `bench` measures.
@@ -479,6 +484,7 @@ pub async fn bench(database: Option<String>, a: BenchArgs) -> Result<(), CliErro
         Scenario::Webhooks => return webhooks::bench_webhooks(database, &a).await,
         Scenario::Mqtt => return mqtt::bench_mqtt(database, &a).await,
         Scenario::Traces => return traces::bench_traces(database, &a).await,
+        Scenario::Transactions => return transactions::bench_transactions(database, &a).await,
         Scenario::Isolation | Scenario::Modes | Scenario::Comparison => {}
     }
     if a.scenario == Scenario::Isolation {
@@ -590,12 +596,17 @@ fn figures(v: &[f64], p: usize) -> String {
 
 /// Enqueues `n` no-ops, 1,000 to a transaction.
 async fn enqueue_noops(sup: &Supervisor, n: usize) -> Result<(), CliError> {
+    enqueue_runs(sup, "noop", n).await
+}
+
+/// Enqueues `n` runs of `handler`, 1,000 to a transaction.
+async fn enqueue_runs(sup: &Supervisor, handler: &str, n: usize) -> Result<(), CliError> {
     let mut remaining = n;
     while remaining > 0 {
         let k = remaining.min(1000);
         sup.enqueue_many(
             (0..k)
-                .map(|_| jobvisor::RunSpec::new("noop", serde_json::Value::Null))
+                .map(|_| jobvisor::RunSpec::new(handler, serde_json::Value::Null))
                 .collect(),
         )
         .await?;
@@ -607,6 +618,12 @@ async fn enqueue_noops(sup: &Supervisor, n: usize) -> Result<(), CliError> {
 /// Runs `sup`, enqueues `n` no-ops and waits for their ends; jobs/s from
 /// the first enqueue to the last end.
 async fn drain_noops(sup: &Supervisor, n: usize) -> Result<f64, CliError> {
+    drain(sup, "noop", n).await
+}
+
+/// Runs `sup`, enqueues `n` runs of `handler` and waits for their ends;
+/// runs/s from the first enqueue to the last end.
+async fn drain(sup: &Supervisor, handler: &str, n: usize) -> Result<f64, CliError> {
     let mut ended = sup.subscribe();
     let (stop_tx, runner) = run_in_background(sup);
     let started = std::time::Instant::now();
@@ -620,7 +637,7 @@ async fn drain_noops(sup: &Supervisor, n: usize) -> Result<f64, CliError> {
             }
         }
     });
-    enqueue_noops(sup, n).await?;
+    enqueue_runs(sup, handler, n).await?;
     let _ = counting.await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
