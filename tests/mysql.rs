@@ -1,9 +1,8 @@
 //! The MySQL/MariaDB dialect's foundations, on a real server (a throwaway
 //! MariaDB from `scripts/mariadb-virtualenv`, which `scripts/test` starts):
-//! its migrations, its placeholders and its notices. The store's statements
-//! are being ported to it one by one (issue 32); `tests/store.rs` runs its
-//! whole suite on it once they all are, and only then does
-//! `store::open` accept a `mysql://` URL.
+//! its migrations, its placeholders and its notices. The store's whole
+//! suite runs on it in `tests/store.rs`, and the application's
+//! transactions in `tests/transactions.rs`.
 
 mod common;
 

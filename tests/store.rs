@@ -1,10 +1,12 @@
-//! One store contract, two backends: every test body here runs against
-//! SQLite and against a real PostgreSQL (a fresh database per test).
+//! One store contract, three backends: every test body here runs against
+//! SQLite, a real PostgreSQL and a real MariaDB (a fresh database per test).
 //!
 //! PostgreSQL comes from `JOBVISOR_TEST_POSTGRES` (an admin URL) or the
 //! libpq variables (`PGHOST`, `PGUSER`, ...) that `pg_virtualenv` sets;
 //! `scripts/test` provides one. Without a server the PostgreSQL half says so
-//! loudly, and under CI (`CI=true`) it fails.
+//! loudly, and under CI (`CI=true`) it fails. MariaDB comes from
+//! `JOBVISOR_TEST_MYSQL`, which `scripts/test` sets as it starts one
+//! (`scripts/mariadb-virtualenv`).
 
 mod common;
 
@@ -37,6 +39,13 @@ async fn pg_store() -> Option<Arc<dyn Store>> {
     Some(jobvisor::store::open(&url).await.unwrap().store().clone())
 }
 
+/// A store on a fresh MySQL/MariaDB database, or `None` (said loudly) when
+/// no server is configured outside CI.
+async fn mysql_store() -> Option<Arc<dyn Store>> {
+    let url = common::mysql_database().await?;
+    Some(jobvisor::store::open(&url).await.unwrap().store().clone())
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -53,6 +62,16 @@ macro_rules! both {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     if let Some(store) = super::pg_store().await {
+                        super::$name(store).await;
+                    }
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = super::mysql_store().await {
                         super::$name(store).await;
                     }
                 }

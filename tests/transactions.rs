@@ -26,11 +26,14 @@ fn child() {
     let url = std::env::var("JV_TX_URL").unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        match (role.as_str(), url.starts_with("postgres")) {
-            ("enqueue", false) => child_enqueue::<sqlx::Sqlite>(&url, "BEGIN IMMEDIATE").await,
-            ("enqueue", true) => child_enqueue::<sqlx::Postgres>(&url, "BEGIN").await,
-            ("node", false) => child_node::<sqlx::Sqlite>(&url).await,
-            ("node", true) => child_node::<sqlx::Postgres>(&url).await,
+        let scheme = url.split_once("://").map_or("sqlite", |(s, _)| s);
+        match (role.as_str(), scheme) {
+            ("enqueue", "postgres") => child_enqueue::<sqlx::Postgres>(&url, "BEGIN").await,
+            ("enqueue", "mysql") => child_enqueue::<sqlx::MySql>(&url, "BEGIN").await,
+            ("enqueue", _) => child_enqueue::<sqlx::Sqlite>(&url, "BEGIN IMMEDIATE").await,
+            ("node", "postgres") => child_node::<sqlx::Postgres>(&url).await,
+            ("node", "mysql") => child_node::<sqlx::MySql>(&url).await,
+            ("node", _) => child_node::<sqlx::Sqlite>(&url).await,
             _ => unreachable!("{role}"),
         }
     });
@@ -113,7 +116,7 @@ where
 
 /// The URL sqlx connects to for the application's own connections.
 fn app_url(url: &str) -> String {
-    if url.starts_with("postgres") {
+    if url.contains("://") {
         url.to_string()
     } else {
         format!("sqlite://{url}")
@@ -513,6 +516,17 @@ mod postgres {
 
     async fn fresh() -> Option<(String, Option<tempfile::TempDir>)> {
         Some((super::common::pg_database().await?, None))
+    }
+
+    suite!();
+}
+
+mod mysql {
+    type Db = sqlx::MySql;
+    const BEGIN: &str = "BEGIN";
+
+    async fn fresh() -> Option<(String, Option<tempfile::TempDir>)> {
+        Some((super::common::mysql_database().await?, None))
     }
 
     suite!();

@@ -13,6 +13,7 @@ use sqlx::mysql::MySqlRow;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Arguments, ColumnIndex, Database, Decode, Encode, MySql, Pool, Postgres, Sqlite, Type};
+use std::fmt::Write as _;
 use std::future::Future;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -129,6 +130,12 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// one of `updated`; `None`: no such trigger.
     fn record_triggers(inserted: Option<&str>, updated: Option<&str>) -> Vec<String>;
 
+    /// Statements run on an application's connection before and after
+    /// the store's own statements in its transaction: MySQL's store needs
+    /// its session's SQL mode (see `mysql.rs`), and gives the application
+    /// its own back.
+    const APP_SESSION: Option<(&'static str, &'static str)> = None;
+
     /// The pool for reads.
     fn reader(&self) -> &Pool<Self::Db>;
     /// The pool for writes.
@@ -183,6 +190,20 @@ pub trait Dialect: Send + Sync + Sized + 'static {
         format!(" ON CONFLICT ({target}) DO UPDATE SET ")
     }
 
+    /// Ends an `INSERT` whose row, if one is there already by `target`, is
+    /// updated by `assignments` (column, value) only where `when` holds of
+    /// it (`ON CONFLICT (target) DO UPDATE SET ... WHERE when`). MySQL has
+    /// no such condition: each assignment there is `IF(when, value,
+    /// column)`, and since it assigns from left to right, `when` must read
+    /// no column but the last assigned.
+    fn upsert_when(target: &str, assignments: &[(&str, &str)], when: &str) -> String {
+        let set: Vec<String> = assignments
+            .iter()
+            .map(|(c, v)| format!("{c} = {v}"))
+            .collect();
+        format!("{}{} WHERE {when}", Self::upsert(target), set.join(", "))
+    }
+
     /// In an upsert's assignments: the value the insert gave `column`.
     fn excluded(column: &str) -> String {
         format!("excluded.{column}")
@@ -192,6 +213,34 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// PostgreSQL). MySQL's are positional (`?`): a statement written with
     /// `$N` is rewritten there, each value bound once per place it is used.
     const NUMBERED: bool = true;
+
+    /// Runs a statement for its rows where placeholders are positional:
+    /// `text` has `$N`s, and `values[N - 1]` binds each. The dialect may
+    /// run it as other statements that do the same (MySQL's have no
+    /// `RETURNING`, say).
+    fn fetch_numbered<'c, 'q: 'c>(
+        conn: &'c mut Conn<Self>,
+        text: &'c str,
+        values: &'c [Deferred<'q, Self>],
+    ) -> impl Future<Output = Result<Vec<DbRow<Self>>>> + Send + 'c {
+        let _ = (conn, text, values);
+        std::future::ready(Err(sqlx::Error::Protocol(
+            "this backend numbers its placeholders".into(),
+        )))
+    }
+
+    /// Runs a statement for the number of rows it changed where
+    /// placeholders are positional (see [`Dialect::fetch_numbered`]).
+    fn execute_numbered<'c, 'q: 'c>(
+        conn: &'c mut Conn<Self>,
+        text: &'c str,
+        values: &'c [Deferred<'q, Self>],
+    ) -> impl Future<Output = Result<u64>> + Send + 'c {
+        let _ = (conn, text, values);
+        std::future::ready(Err(sqlx::Error::Protocol(
+            "this backend numbers its placeholders".into(),
+        )))
+    }
 
     /// Adds a bind value.
     fn add<'q>(
@@ -287,14 +336,14 @@ pub(super) struct Sql<'q, D: Dialect> {
 }
 
 /// Binds one `$N`'s value, as many times as it is called.
-type Deferred<'q, D> =
+pub(super) type Deferred<'q, D> =
     Box<dyn Fn(&mut Args<'q, D>) -> std::result::Result<(), BoxDynError> + Send + Sync + 'q>;
 
 /// `text` with each `$N` outside quotes turned into `?`, and `args` with
 /// `values[N - 1]` bound for each, in the order they are written: how a
 /// statement written for numbered placeholders runs where they are
 /// positional.
-fn positional<'q, D: Dialect>(
+pub(super) fn positional<'q, D: Dialect>(
     text: &str,
     values: &[Deferred<'q, D>],
     args: &mut Args<'q, D>,
@@ -351,10 +400,17 @@ impl<'q, D: Dialect> Sql<'q, D> {
         if D::NUMBERED {
             self.add(value);
         } else {
-            self.numbered
-                .push(Box::new(move |args| D::add(args, value.clone())));
+            self.bind_deferred(value);
         }
         self
+    }
+
+    /// The error met while binding, if any.
+    fn failed(&self) -> std::result::Result<(), sqlx::Error> {
+        match &self.error {
+            Some(e) => Err(sqlx::Error::Encode(e.to_string().into())),
+            None => Ok(()),
+        }
     }
 
     /// The text to run and its arguments.
@@ -382,10 +438,23 @@ impl<'q, D: Dialect> Sql<'q, D> {
         self
     }
 
-    /// Writes a placeholder and binds its value.
+    /// Writes a placeholder and binds its value. Where placeholders are
+    /// positional, it writes the next `$N`, bound when the statement runs.
     pub fn push_bind(&mut self, value: impl Bind<'q>) -> &mut Self {
+        if !D::NUMBERED {
+            self.bind_deferred(value);
+            let n = self.numbered.len();
+            let _ = write!(self.text.to_mut(), "${n}");
+            return self;
+        }
         self.add(value);
         let _ = self.args.format_placeholder(self.text.to_mut());
+        self
+    }
+
+    fn bind_deferred(&mut self, value: impl Bind<'q>) -> &mut Self {
+        self.numbered
+            .push(Box::new(move |args| D::add(args, value.clone())));
         self
     }
 
@@ -456,6 +525,10 @@ impl<'q, D: Dialect> Sql<'q, D> {
         self,
         conn: &mut Conn<D>,
     ) -> std::result::Result<Vec<DbRow<D>>, StoreError> {
+        if !D::NUMBERED {
+            self.failed()?;
+            return Ok(D::fetch_numbered(conn, &self.text, &self.numbered).await?);
+        }
         let (text, args) = self.finish()?;
         Ok(D::fetch_all(conn, &text, args).await?)
     }
@@ -468,6 +541,10 @@ impl<'q, D: Dialect> Sql<'q, D> {
     }
 
     pub async fn execute(self, conn: &mut Conn<D>) -> std::result::Result<u64, StoreError> {
+        if !D::NUMBERED {
+            self.failed()?;
+            return Ok(D::execute_numbered(conn, &self.text, &self.numbered).await?);
+        }
         let (text, args) = self.finish()?;
         Ok(D::execute(conn, &text, args).await?)
     }

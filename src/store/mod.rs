@@ -85,7 +85,7 @@ pub enum StoreError {
     NoParent(Uuid),
     /// The URL names no supported database.
     #[error(
-        "unsupported database URL {0:?} (expected sqlite://PATH, a file path, or postgres://...)"
+        "unsupported database URL {0:?} (expected sqlite://PATH, a file path, postgres://... or mysql://...)"
     )]
     Unsupported(String),
 }
@@ -281,8 +281,9 @@ pub(super) fn open_error(url: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     }
 }
 
-/// Opens the database at `url` (`postgres://...`, an `sqlite://` URL or a
-/// file path), creating an SQLite file if needed, and migrates it.
+/// Opens the database at `url` (`postgres://...`, `mysql://...` or
+/// `mariadb://...`, an `sqlite://` URL or a file path), creating an SQLite
+/// file if needed, and migrates it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -298,10 +299,7 @@ pub async fn open(url: &str) -> Result<Database, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Arc::new(SqlStore::new(Pg::open(url).await?))
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            // The dialect is being ported statement by statement (issue
-            // 32); until the store's whole suite passes on it, it is not
-            // offered.
-            return Err(StoreError::Unsupported(url.to_string()));
+            Arc::new(SqlStore::new(My::open(url).await?))
         } else if url.starts_with("sqlite:") || !url.contains("://") {
             Arc::new(SqlStore::new(Lite::open(url).await?))
         } else {

@@ -16,8 +16,23 @@ pub(crate) async fn enqueue_app<D: Dialect>(
     now: Micros,
 ) -> Result<Vec<Enqueued>, StoreError> {
     let conn: &mut Conn<D> = tx;
+    if let Some((enter, _)) = D::APP_SESSION {
+        Sql::<D>::new(enter).execute(conn).await?;
+    }
+    let out = enqueue_app_rows::<D>(conn, &execs, now).await;
+    if let Some((_, leave)) = D::APP_SESSION {
+        Sql::<D>::new(leave).execute(conn).await?;
+    }
+    out
+}
+
+async fn enqueue_app_rows<D: Dialect>(
+    conn: &mut Conn<D>,
+    execs: &[NewExecution],
+    now: Micros,
+) -> Result<Vec<Enqueued>, StoreError> {
     let mut ends = EndTally::default();
-    let out = enqueue_in::<D>(conn, &mut ends, &execs, now).await?;
+    let out = enqueue_in::<D>(conn, &mut ends, execs, now).await?;
     // A run whose upstream had already failed ends as it is inserted: on
     // the timeline too, in the same transaction. (Who hears of it is not
     // told: whether it is ever committed is the application's to say.)

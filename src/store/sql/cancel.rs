@@ -273,10 +273,12 @@ pub(super) async fn settle<D: Dialect>(
             }
         }
         for chunk in count.chunks(rows_per_statement(2)) {
+            // The status first: MySQL assigns from left to right, each
+            // assignment reading those before it.
             let mut q = Sql::<D>::new(
-                "UPDATE executions SET waiting_on = waiting_on - v.column2, \
+                "UPDATE executions SET \
                  status = CASE WHEN status = 'waiting' AND waiting_on - v.column2 <= 0 THEN 'pending' \
-                 ELSE status END \
+                 ELSE status END, waiting_on = waiting_on - v.column2 \
                  FROM (",
             );
             q.values(chunk, |t, (id, n)| {

@@ -240,12 +240,11 @@ pub(super) fn claim_simple<D: Dialect>() -> String {
            WHERE status = 'pending' AND run_at <= $1 \
              AND NOT EXISTS (SELECT 1 FROM queues WHERE {}) \
              AND NOT EXISTS (SELECT 1 FROM jobs WHERE {}) \
-           ORDER BY priority DESC, run_at, id LIMIT {}($3, $4){}) \
+           ORDER BY priority DESC, run_at, id LIMIT $3{}) \
          UPDATE executions SET status = 'running', started_at = {}, node = $2 \
          WHERE status = 'pending' AND id IN (SELECT id FROM picked){}",
         queue_limited!(),
         job_capped!(),
-        D::LEAST,
         D::SKIP_LOCKED,
         D::START_STAMP,
         claim_returning::<D>()
@@ -292,13 +291,21 @@ pub(super) async fn claim<D: Dialect>(
     limit: usize,
     now: Micros,
 ) -> Result<Claims, StoreError> {
-    // The statements are borrowed, never copied, per claim.
-    fn claim<'a, D: Dialect>(sql: &'a str, now: Micros, node: &'a str, limit: usize) -> Sql<'a, D> {
-        Sql::new(sql)
-            .bind(now)
-            .bind(node)
-            .bind(limit as i64)
-            .bind((limit * 2).max(64) as i64)
+    // The statements are borrowed, never copied, per claim. The limited
+    // claim's candidates are a window ($4) larger than the claim.
+    fn claim<'a, D: Dialect>(
+        sql: &'a str,
+        now: Micros,
+        node: &'a str,
+        limit: usize,
+        limited: bool,
+    ) -> Sql<'a, D> {
+        let q = Sql::new(sql).bind(now).bind(node).bind(limit as i64);
+        if limited {
+            q.bind((limit * 2).max(64) as i64)
+        } else {
+            q
+        }
     }
     let mut now = now;
     let mut next_token_at = None;
@@ -312,7 +319,7 @@ pub(super) async fn claim<D: Dialect>(
         // Stamped once the connection is ours: a wait for it (SQLite's
         // one writer) may have let parents end that this claim sees.
         now = now.max(crate::model::now_micros());
-        rows = claim::<D>(&store.claim_simple, now, node, limit)
+        rows = claim::<D>(&store.claim_simple, now, node, limit, false)
             .fetch_all(&mut *conn)
             .await?;
         if rows.is_empty() {
@@ -341,7 +348,9 @@ pub(super) async fn claim<D: Dialect>(
         // Its turn may have come after ends that it now sees: its
         // starts are stamped from then, not from before the wait.
         now = now.max(crate::model::now_micros());
-        rows = claim::<D>(sql, now, node, limit).fetch_all(&mut tx).await?;
+        rows = claim::<D>(sql, now, node, limit, limits.any)
+            .fetch_all(&mut tx)
+            .await?;
         claimed = SqlStore::<D>::decode(&rows, "executions", decode_claim)?;
         // The starts are counted at their stamps (the server's clock
         // may be later than `now` on PostgreSQL).

@@ -472,11 +472,16 @@ pub(super) async fn replace<D: Dialect>(
     if update("pending", holder).execute(&mut *conn).await? == 1 {
         return Ok(Replaced::Execution(holder));
     }
-    let row = Sql::<D>::new("SELECT next_id, held_until FROM unique_keys WHERE \"key\" = $1")
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)?;
+    // A locking read: it sees the latest row at any isolation level (an
+    // application's transaction may be at REPEATABLE READ).
+    let row = Sql::<D>::new(format!(
+        "SELECT next_id, held_until FROM unique_keys WHERE \"key\" = $1{}",
+        D::FOR_UPDATE
+    ))
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(sqlx::Error::RowNotFound)?;
     let next: Option<Uuid> = D::get(&row, 0)?;
     let held_until: Option<Micros> = D::get(&row, 1)?;
     match next {

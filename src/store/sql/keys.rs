@@ -12,31 +12,40 @@ pub(super) async fn take_key<D: Dialect>(
     id: Uuid,
     now: Micros,
 ) -> Result<Option<Uuid>, StoreError> {
-    // The upsert locks the key's row even when it changes nothing, so the
-    // holder read next cannot have let go of it meanwhile; the loop is for
-    // a key freed between the two all the same.
-    loop {
-        let taken = Sql::<D>::new(
-            "INSERT INTO unique_keys (\"key\", execution_id, held_until) VALUES ($1, $2, NULL) \
-             ON CONFLICT (\"key\") DO UPDATE SET execution_id = excluded.execution_id, \
-             held_until = NULL \
-             WHERE unique_keys.held_until IS NOT NULL AND unique_keys.held_until <= $3 \
-             RETURNING execution_id",
+    // The upsert takes a key that is free, or held past its hold, and
+    // locks the key's row either way, so the holder read next cannot have
+    // let go of it meanwhile; the loop is for a key freed between the two
+    // all the same.
+    let upsert = format!(
+        "INSERT INTO unique_keys (\"key\", execution_id, held_until) VALUES ($1, $2, NULL){}",
+        D::upsert_when(
+            "\"key\"",
+            &[
+                ("execution_id", &D::excluded("execution_id")),
+                ("held_until", "NULL"),
+            ],
+            "unique_keys.held_until IS NOT NULL AND unique_keys.held_until <= $3",
         )
+    );
+    loop {
+        Sql::<D>::new(upsert.as_str())
+            .bind(key)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        // A locking read, which sees the latest row at any isolation level
+        // (an application's transaction may be at REPEATABLE READ).
+        let holder = Sql::<D>::new(format!(
+            "SELECT execution_id FROM unique_keys WHERE \"key\" = $1{}",
+            D::FOR_UPDATE
+        ))
         .bind(key)
-        .bind(id)
-        .bind(now)
         .fetch_optional(&mut *conn)
         .await?;
-        if taken.is_some() {
-            return Ok(None);
-        }
-        let holder = Sql::<D>::new("SELECT execution_id FROM unique_keys WHERE \"key\" = $1")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
         if let Some(row) = holder {
-            return Ok(Some(D::get(&row, 0)?));
+            let holder: Uuid = D::get(&row, 0)?;
+            return Ok((holder != id).then_some(holder));
         }
     }
 }

@@ -247,8 +247,8 @@ impl<D: Dialect> Reads for SqlStore<D> {
     async fn workflows(&self, limit: usize) -> Result<Vec<WorkflowInfo>, StoreError> {
         let q = Sql::new(
             "SELECT w.id, w.name, w.created_at, w.cancelled_at, e.status, COUNT(e.id) AS n \
-             FROM workflows w LEFT JOIN executions e ON e.workflow_id = w.id AND e.next_id IS NULL \
-             WHERE w.id IN (SELECT id FROM workflows ORDER BY id DESC LIMIT $1) \
+             FROM (SELECT * FROM workflows ORDER BY id DESC LIMIT $1) AS w \
+             LEFT JOIN executions e ON e.workflow_id = w.id AND e.next_id IS NULL \
              GROUP BY w.id, w.name, w.created_at, w.cancelled_at, e.status ORDER BY w.id DESC",
         )
         .bind(limit.max(1) as i64);
@@ -572,7 +572,9 @@ impl<D: Dialect> Reads for SqlStore<D> {
     }
 
     async fn stats(&self, job: Option<&str>) -> Result<Vec<JobStats>, StoreError> {
-        // p95 by nearest rank: the ceil(0.95 n)-th shortest duration.
+        // p95 by nearest rank: the ceil(0.95 n)-th shortest duration, the
+        // rank r with 100 (r - 1) < 95 n <= 100 r (in integers: MySQL's
+        // `/` divides exactly).
         let q = Sql::new(
             "WITH d AS (SELECT job, finished_at - started_at AS us, \
                ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_at - started_at) AS rn, \
@@ -588,7 +590,7 @@ impl<D: Dialect> Reads for SqlStore<D> {
                (SELECT CAST(AVG(us) AS DOUBLE PRECISION) FROM d WHERE d.job = e.job) AS avg_us, \
                (SELECT CAST(MAX(us) AS DOUBLE PRECISION) FROM d WHERE d.job = e.job) AS max_us, \
                (SELECT CAST(us AS DOUBLE PRECISION) FROM d WHERE d.job = e.job \
-                  AND d.rn = (d.n * 95 + 99) / 100) AS p95_us, \
+                  AND d.rn * 100 >= d.n * 95 AND (d.rn - 1) * 100 < d.n * 95) AS p95_us, \
                MAX(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success, \
                MAX(CASE WHEN status = 'failed' THEN finished_at END) AS last_failure, \
                (SELECT f.error FROM executions f WHERE f.job = e.job AND f.status = 'failed' \

@@ -13,11 +13,16 @@
 //!   PostgreSQL: a locking read sees what committed since the transaction
 //!   began.
 
-use super::dialect::{queries, Args, Bind, Col, Dialect, Idx};
+mod rewrite;
+
+use super::dialect::{positional, queries, Args, Bind, Col, Deferred, Dialect, Idx};
 use super::{open_error, Notice, StoreError};
+use rewrite::Update;
 use sqlx::error::BoxDynError;
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPoolOptions, MySqlRow};
-use sqlx::{Arguments, Executor, MySql, Pool, Row};
+use sqlx::mysql::{
+    MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPoolOptions, MySqlRow,
+};
+use sqlx::{Arguments, Connection, Executor, MySql, Pool, Row};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -45,11 +50,19 @@ pub(crate) const NOTICE_POLL: Duration = Duration::from_millis(50);
 /// took a lower one can commit after a higher one was read.
 const NOTICE_WINDOW_US: i64 = 10_000_000;
 
+/// The SQL mode the store's statements are written for.
+macro_rules! sql_mode {
+    () => {
+        "CONCAT(@@SESSION.sql_mode, \
+         ',ANSI_QUOTES,PIPES_AS_CONCAT,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION')"
+    };
+}
+use sql_mode;
+
 /// The session every connection starts: standard quoting and
 /// concatenation, strict inserts, READ COMMITTED.
 const SESSION: [&str; 2] = [
-    "SET SESSION sql_mode = CONCAT(@@sql_mode, \
-     ',ANSI_QUOTES,PIPES_AS_CONCAT,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION')",
+    concat!("SET SESSION sql_mode = ", sql_mode!()),
     "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
 ];
 
@@ -120,11 +133,30 @@ impl Dialect for My {
         Some("SELECT name FROM locks WHERE name = 'webhooks' FOR UPDATE");
     const NUMBERED: bool = false;
 
+    // An application's session keeps its own SQL mode (and isolation
+    // level: the store's reads in its transaction lock what they decide
+    // on, so they see the latest rows at any level).
+    const APP_SESSION: Option<(&'static str, &'static str)> = Some((
+        concat!(
+            "SET @jobvisor_sql_mode = @@SESSION.sql_mode, SESSION sql_mode = ",
+            sql_mode!()
+        ),
+        "SET SESSION sql_mode = @jobvisor_sql_mode",
+    ));
+
     const OR_NOTHING: (&'static str, &'static str) = ("INSERT IGNORE", "");
 
     fn upsert(target: &str) -> String {
         let _ = target;
         " ON DUPLICATE KEY UPDATE ".to_string()
+    }
+
+    fn upsert_when(target: &str, assignments: &[(&str, &str)], when: &str) -> String {
+        let set: Vec<String> = assignments
+            .iter()
+            .map(|(c, v)| format!("{c} = IF({when}, {v}, {c})"))
+            .collect();
+        format!("{}{}", Self::upsert(target), set.join(", "))
     }
 
     fn excluded(column: &str) -> String {
@@ -256,6 +288,34 @@ impl Dialect for My {
         Ok(())
     }
 
+    async fn fetch_numbered<'c, 'q: 'c>(
+        conn: &'c mut MySqlConnection,
+        text: &'c str,
+        values: &'c [Deferred<'q, Self>],
+    ) -> Result<Vec<MySqlRow>> {
+        let text = rewrite::translate(text);
+        let update = Update::parse(&text);
+        if let Some(u) = update.as_ref().filter(|u| u.returning.is_some()) {
+            return returning(conn, u, values).await;
+        }
+        let (sql, args) = bound(&one_statement(&text, update.as_ref()), values, None, "")?;
+        My::fetch_all(conn, &sql, args).await
+    }
+
+    async fn execute_numbered<'c, 'q: 'c>(
+        conn: &'c mut MySqlConnection,
+        text: &'c str,
+        values: &'c [Deferred<'q, Self>],
+    ) -> Result<u64> {
+        let text = rewrite::translate(text);
+        let update = Update::parse(&text);
+        if let Some(u) = update.as_ref().filter(|u| u.returning.is_some()) {
+            return Ok(returning(conn, u, values).await?.len() as u64);
+        }
+        let (sql, args) = bound(&one_statement(&text, update.as_ref()), values, None, "")?;
+        My::execute(conn, &sql, args).await
+    }
+
     queries!(MySqlConnection, MySqlRow);
 
     fn get<T: Col>(row: &MySqlRow, column: impl Idx) -> Result<T> {
@@ -274,11 +334,136 @@ fn get<T: Col>(row: &MySqlRow, column: impl Idx) -> Result<T> {
         Err(sqlx::Error::ColumnDecode { .. })
             if <T as sqlx::Type<MySql>>::type_info().name() == "VARCHAR"
                 && row.try_get_raw(column).is_ok_and(|v| {
-                    matches!(v.type_info().name(), "VARBINARY" | "BINARY" | "BLOB")
+                    matches!(
+                        v.type_info().name(),
+                        "VARBINARY" | "BINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB"
+                    )
                 }) =>
         {
             row.try_get_unchecked(column)
         }
         r => r,
     }
+}
+
+/// A statement with no `RETURNING` as MySQL runs it: an update from a row
+/// source joins it.
+fn one_statement<'t>(text: &'t str, update: Option<&Update<'_>>) -> std::borrow::Cow<'t, str> {
+    match update {
+        Some(u) if u.source.is_some() => u.joined().into(),
+        _ => text.into(),
+    }
+}
+
+/// The key column of a table that an `UPDATE ... RETURNING` changes, and
+/// whether its values are UUIDs (else text).
+fn key_of(table: &str) -> Option<(&'static str, bool)> {
+    match table {
+        "executions" => Some(("id", true)),
+        "jobs" => Some(("name", false)),
+        "unique_keys" => Some(("\"key\"", false)),
+        _ => None,
+    }
+}
+
+/// Some rows' keys (see [`key_of`]).
+enum Keys {
+    Uuid(Vec<uuid::Uuid>),
+    Text(Vec<String>),
+}
+
+impl Keys {
+    fn read(rows: &[MySqlRow], uuid: bool) -> Result<Self> {
+        Ok(if uuid {
+            Keys::Uuid(rows.iter().map(|r| get(r, 0)).collect::<Result<_>>()?)
+        } else {
+            Keys::Text(rows.iter().map(|r| get(r, 0)).collect::<Result<_>>()?)
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Keys::Uuid(k) => k.is_empty(),
+            Keys::Text(k) => k.is_empty(),
+        }
+    }
+}
+
+/// `text` with `?` for each `$N` and the values bound, then a `?` and a
+/// value for each of `keys` (a list, comma-separated), then `tail`.
+fn bound<'q>(
+    text: &str,
+    values: &[Deferred<'q, My>],
+    keys: Option<&'q Keys>,
+    tail: &str,
+) -> Result<(String, MySqlArguments)> {
+    let mut args = MySqlArguments::default();
+    let mut sql = positional::<My>(text, values, &mut args).map_err(sqlx::Error::Encode)?;
+    let mut list = |n: usize| {
+        sql.push_str(&vec!["?"; n].join(", "));
+    };
+    match keys {
+        Some(Keys::Uuid(k)) => {
+            list(k.len());
+            for k in k {
+                args.add(k).map_err(sqlx::Error::Encode)?;
+            }
+        }
+        Some(Keys::Text(k)) => {
+            list(k.len());
+            for k in k {
+                args.add(k.as_str()).map_err(sqlx::Error::Encode)?;
+            }
+        }
+        None => {}
+    }
+    sql.push_str(tail);
+    Ok((sql, args))
+}
+
+/// An `UPDATE ... RETURNING`, which MySQL lacks: in one transaction (a
+/// savepoint within the caller's), the rows are locked by a `SELECT ...
+/// FOR UPDATE` (those a `picked` CTE picked, skipping any another
+/// transaction holds), updated by key, and read back by key. What is read
+/// back is what the update wrote, as `RETURNING` gives it.
+async fn returning(
+    conn: &mut MySqlConnection,
+    u: &Update<'_>,
+    values: &[Deferred<'_, My>],
+) -> Result<Vec<MySqlRow>> {
+    let (key, uuid) = key_of(u.table).ok_or_else(|| {
+        sqlx::Error::Protocol(format!("no key known for an update of {}", u.table))
+    })?;
+    let mut tx = conn.begin().await?;
+    let locked = match u.pick() {
+        Some(pick) => {
+            let (sql, args) = bound(&pick, values, None, "")?;
+            let picked = Keys::read(&My::fetch_all(&mut tx, &sql, args).await?, uuid)?;
+            if picked.is_empty() {
+                tx.commit().await?;
+                return Ok(Vec::new());
+            }
+            let (sql, args) = bound(
+                &u.lock_picked(key),
+                values,
+                Some(&picked),
+                rewrite::LOCK_PICKED_END,
+            )?;
+            Keys::read(&My::fetch_all(&mut tx, &sql, args).await?, uuid)?
+        }
+        None => {
+            let (sql, args) = bound(&u.lock_all(key), values, None, "")?;
+            Keys::read(&My::fetch_all(&mut tx, &sql, args).await?, uuid)?
+        }
+    };
+    if locked.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let (sql, args) = bound(&u.update(key), values, Some(&locked), ")")?;
+    My::execute(&mut tx, &sql, args).await?;
+    let (sql, args) = bound(&u.read_back(key), values, Some(&locked), ")")?;
+    let rows = My::fetch_all(&mut tx, &sql, args).await?;
+    tx.commit().await?;
+    Ok(rows)
 }
