@@ -1,6 +1,7 @@
-//! Several `jobvisor serve` processes on one PostgreSQL database behave as
-//! one supervisor. PostgreSQL only: needs a server (see tests/store.rs);
-//! without one these say so loudly, and under CI they fail.
+//! Several `jobvisor serve` processes on one database behave as one
+//! supervisor: every test runs on PostgreSQL and on MariaDB. Each needs a
+//! server (see tests/store.rs); without one these say so loudly, and under
+//! CI they fail.
 
 mod common;
 
@@ -36,18 +37,14 @@ fn marks(log: &std::path::Path) -> Vec<String> {
     lines
 }
 
-fn pg_env(url: &str) -> Env {
+fn db_env(url: &str) -> Env {
     let mut env = Env::new();
     env.db = url.to_string();
     env
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_run_every_execution_exactly_once() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn three_nodes_run_every_execution_exactly_once(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     // A side effect outside the database: each run appends its id.
     let log = add_mark_handler(&env, "");
@@ -100,12 +97,8 @@ async fn three_nodes_run_every_execution_exactly_once() {
     drop(nodes);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_issued_anywhere_reaches_the_node_running_the_execution() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn a_cancel_issued_anywhere_reaches_the_node_running_the_execution(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     let _a = env.serve(&[]);
     let _b = env.serve(&[]);
@@ -130,24 +123,16 @@ async fn a_cancel_issued_anywhere_reaches_the_node_running_the_execution() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_second_cron_on_three_nodes_runs_each_occurrence_once() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn a_one_second_cron_on_three_nodes_runs_each_occurrence_once(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     let _nodes: Vec<Serve> = (0..3).map(|_| env.serve(&[])).collect();
     // Which node ran each occurrence is a race: only "once" is promised.
     run_one_second_cron(&env, 20).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_is_rescued_and_a_stale_node_cannot_complete_what_was_rescued() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn a_killed_node_is_rescued_and_a_stale_node_cannot_complete_what_was_rescued(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     let lease = ["--node-lease", "3s"];
     let store = env.store().await;
@@ -221,18 +206,10 @@ async fn a_killed_node_is_rescued_and_a_stale_node_cannot_complete_what_was_resc
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_supervisors_record_twenty_thousand_side_effects_exactly_once() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query("CREATE TABLE side_effects (execution_id TEXT PRIMARY KEY, node INT NOT NULL)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+async fn three_supervisors_record_twenty_thousand_side_effects_exactly_once(url: String) {
+    let pool = AppPool::connect(&url).await;
+    pool.run("CREATE TABLE side_effects (execution_id VARCHAR(36) PRIMARY KEY, node INT NOT NULL)")
+        .await;
     // Three supervisors, each with its own connections and node id, run a
     // handler whose side effect is a row under a unique constraint: running
     // any execution twice would fail that insert.
@@ -247,12 +224,13 @@ async fn three_supervisors_record_twenty_thousand_side_effects_exactly_once() {
                 move |ctx: jobvisor::Context, _p: serde_json::Value| {
                     let pool = pool.clone();
                     async move {
-                        sqlx::query("INSERT INTO side_effects VALUES ($1, $2)")
-                            .bind(&ctx.execution().execution_id)
-                            .bind(n)
-                            .execute(&pool)
-                            .await
-                            .map_err(|e| jobvisor::HandlerError::permanent(e.to_string()))?;
+                        pool.execute(
+                            "INSERT INTO side_effects VALUES ($1, $2)",
+                            &ctx.execution().execution_id,
+                            n,
+                        )
+                        .await
+                        .map_err(|e| jobvisor::HandlerError::permanent(e.to_string()))?;
                         Ok(serde_json::Value::Null)
                     }
                 },
@@ -280,33 +258,24 @@ async fn three_supervisors_record_twenty_thousand_side_effects_exactly_once() {
     }
     let store = nodes[0].0.store().clone();
     eventually("all 20,000 to finish", || async {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM executions WHERE status IN ('pending', 'running')",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let pending = pool
+            .integer("SELECT COUNT(*) FROM executions WHERE status IN ('pending', 'running')")
+            .await;
         (pending == 0).then_some(())
     })
     .await;
-    let failed: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE status <> 'succeeded'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let failed = pool
+        .integer("SELECT COUNT(*) FROM executions WHERE status <> 'succeeded'")
+        .await;
     assert_eq!(
         failed, 0,
         "a failed execution means a duplicate side effect"
     );
-    let effects: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM side_effects")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let effects = pool.integer("SELECT COUNT(*) FROM side_effects").await;
     assert_eq!(effects, 20_000);
-    let per_node: Vec<i64> = sqlx::query_scalar("SELECT COUNT(*) FROM side_effects GROUP BY node")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let per_node = pool
+        .integers("SELECT COUNT(*) FROM side_effects GROUP BY node")
+        .await;
     assert_eq!(
         per_node.len(),
         3,
@@ -320,12 +289,8 @@ async fn three_supervisors_record_twenty_thousand_side_effects_exactly_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     let log = add_mark_handler(&env, "sleep 0.05; ");
     let lease = ["--node-lease", "3s", "--concurrency", "6"];
@@ -338,19 +303,14 @@ async fn a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice() {
     let mut spec = jobvisor::RunSpec::new("mark", serde_json::Value::Null);
     spec.retries = 3;
     spec.backoff = Duration::from_millis(50);
-    let roots = sup.enqueue_many(vec![spec; 1500]).await.unwrap();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let roots = sup.enqueue_many(vec![spec; 3000]).await.unwrap();
+    let pool = AppPool::connect(&url).await;
     let count = |sql: &'static str| {
         let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
+        async move { pool.integer(sql).await }
     };
     eventually("half of the work done", || async {
-        (count("SELECT COUNT(*) FROM executions WHERE status = 'succeeded'").await >= 600)
+        (count("SELECT COUNT(*) FROM executions WHERE status = 'succeeded'").await >= 1200)
             .then_some(())
     })
     .await;
@@ -377,7 +337,7 @@ async fn a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice() {
     // Each attempt's side effect at most once; every success recorded.
     let lines = marks(&log);
     let succeeded = count("SELECT COUNT(*) FROM executions WHERE status = 'succeeded'").await;
-    assert_eq!(succeeded, 1500);
+    assert_eq!(succeeded, 3000);
     let interrupted = count("SELECT COUNT(*) FROM executions WHERE interrupted = 1").await;
     assert!(interrupted >= 1, "the killed node had work in flight");
     assert!(lines.len() as i64 >= succeeded);
@@ -386,12 +346,8 @@ async fn a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice() {
 /// 50 enqueues of one unique key at once, spread over the HTTP APIs of
 /// three nodes, create exactly one execution: one answer is 201, the other
 /// 49 are 200 and name it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_enqueues_of_one_key_through_three_nodes_make_one_execution() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn fifty_enqueues_of_one_key_through_three_nodes_make_one_execution(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     let nodes: Vec<Serve> = (0..3).map(|_| env.serve(&[])).collect();
     let addrs: Vec<String> = nodes.iter().map(Serve::http_addr).collect();
@@ -432,12 +388,8 @@ async fn fifty_enqueues_of_one_key_through_three_nodes_make_one_execution() {
 /// killed while it runs steps: every step ends in exactly one succeeded
 /// attempt, each attempt's side effect happens at most once, and no step
 /// starts before all of its parents have ended.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workflow_survives_a_node_killed_mid_run_with_no_step_lost_or_run_twice() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn a_workflow_survives_a_node_killed_mid_run_with_no_step_lost_or_run_twice(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     let log = add_mark_handler(&env, "sleep 0.1; ");
     let step = |name: String, after: Vec<String>| {
@@ -529,12 +481,8 @@ async fn a_workflow_survives_a_node_killed_mid_run_with_no_step_lost_or_run_twic
 /// A workflow cancelled through one node's HTTP API stops its steps running
 /// on every node and cancels the rest; nothing pending or running is left,
 /// and no step is retried.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workflow_cancel_through_one_node_stops_its_steps_on_every_node() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn a_workflow_cancel_through_one_node_stops_its_steps_on_every_node(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     let nodes: Vec<Serve> = (0..3).map(|_| env.serve(&["--concurrency", "2"])).collect();
     let mut steps: Vec<serde_json::Value> = (0..6)
@@ -625,12 +573,8 @@ async fn spans(
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_hold_a_key_limit_and_run_other_keys_at_once() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn three_nodes_hold_a_key_limit_and_run_other_keys_at_once(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     env.ok(&["queue", "set-key-limit", "keyed", "1"]);
     // Two slots a node: three keys at once take at least two nodes.
@@ -731,12 +675,8 @@ async fn three_nodes_hold_a_key_limit_and_run_other_keys_at_once() {
     drop(nodes);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_hold_a_rate_and_a_change_applies_without_a_restart() {
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+async fn three_nodes_hold_a_rate_and_a_change_applies_without_a_restart(url: String) {
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     env.ok(&["queue", "set-rate", "rated", "5/1s"]);
     // Two at once per node and 300 ms each: a window's five starts need
@@ -811,14 +751,12 @@ async fn three_nodes_hold_a_rate_and_a_change_applies_without_a_restart() {
     drop(nodes);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_own_node() {
+async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_own_node(
+    url: String,
+) {
     use jobvisor::events::{Event, EventKind};
     use std::sync::{Arc, Mutex};
-    let Some(url) = pg_database().await else {
-        return;
-    };
-    let env = pg_env(&url);
+    let env = db_env(&url);
     env.ok(&["migrate"]);
     // Node A embeds the supervisor and subscribes; it does not run, so
     // node B (a `jobvisor serve`) runs everything.
@@ -961,3 +899,44 @@ async fn events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_o
         }
     );
 }
+
+/// Each test on a fresh PostgreSQL database and on a fresh MariaDB one.
+macro_rules! nodes {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(url) = super::pg_database().await {
+                        super::$name(url).await;
+                    }
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(url) = super::mysql_database().await {
+                        super::$name(url).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+nodes!(
+    three_nodes_run_every_execution_exactly_once,
+    a_cancel_issued_anywhere_reaches_the_node_running_the_execution,
+    a_one_second_cron_on_three_nodes_runs_each_occurrence_once,
+    a_killed_node_is_rescued_and_a_stale_node_cannot_complete_what_was_rescued,
+    three_supervisors_record_twenty_thousand_side_effects_exactly_once,
+    a_node_killed_halfway_loses_nothing_and_no_attempt_runs_twice,
+    fifty_enqueues_of_one_key_through_three_nodes_make_one_execution,
+    a_workflow_survives_a_node_killed_mid_run_with_no_step_lost_or_run_twice,
+    a_workflow_cancel_through_one_node_stops_its_steps_on_every_node,
+    three_nodes_hold_a_key_limit_and_run_other_keys_at_once,
+    three_nodes_hold_a_rate_and_a_change_applies_without_a_restart,
+    events_from_another_node_reach_a_subscriber_and_hooks_hear_only_their_own_node,
+);

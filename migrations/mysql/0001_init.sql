@@ -249,13 +249,22 @@ CREATE TABLE alerts (
 
 -- Wake-ups between nodes (PostgreSQL's NOTIFY): a row per notice, written
 -- in the transaction that caused it and read by every node's short poll.
--- Rows older than a minute are deleted by maintenance.
+-- Rows older than a minute are deleted by the nodes' polls.
+-- `what` = 'events' carries a batch of lifecycle events (JSON) in `payload`.
 CREATE TABLE notices (
-    seq  BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-    what VARCHAR(16) NOT NULL,
-    at   BIGINT NOT NULL,
+    seq     BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    what    VARCHAR(16) NOT NULL,
+    at      BIGINT NOT NULL,
+    payload LONGTEXT,
     INDEX notices_at (at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- The nodes that hear lifecycle events, each until its lease runs out
+-- (renewed while it listens): with none, nobody publishes them.
+CREATE TABLE hearers (
+    id    BINARY(16) NOT NULL PRIMARY KEY,
+    until BIGINT NOT NULL
+) ENGINE = InnoDB;
 
 -- The rows that stand for PostgreSQL's transaction-scoped advisory locks:
 -- `SELECT ... FOR UPDATE` on one holds it until the transaction ends.

@@ -4,6 +4,7 @@
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code, unused_imports)]
 
+mod app;
 mod bins;
 mod env;
 mod events;
@@ -15,6 +16,7 @@ mod serve;
 mod sup;
 mod wait;
 
+pub use app::*;
 pub use bins::*;
 pub use env::*;
 pub use events::*;

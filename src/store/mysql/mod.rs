@@ -57,7 +57,13 @@ macro_rules! sql_mode {
          ',ANSI_QUOTES,PIPES_AS_CONCAT,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION')"
     };
 }
-use sql_mode;
+
+/// How long a node hears events after it last said so (see
+/// `Dialect::events_heard`).
+const HEARER_LEASE: Duration = Duration::from_secs(30);
+
+/// How long notices are kept: well past the window that polls read.
+const NOTICE_KEPT_US: i64 = 60_000_000;
 
 /// The session every connection starts: standard quoting and
 /// concatenation, strict inserts, READ COMMITTED.
@@ -225,58 +231,70 @@ impl Dialect for My {
     }
 
     async fn listen(&self) -> Result<Option<UnboundedReceiver<Notice>>> {
+        Ok(Some(poll_notices(
+            self.pool.clone(),
+            false,
+            |what, _| match what {
+                "work" => Some(Notice::Work),
+                "cancel" => Some(Notice::Cancel),
+                "jobs" => Some(Notice::Jobs),
+                "limits" => Some(Notice::Limits),
+                _ => None,
+            },
+        )))
+    }
+
+    const PUBLISHES_EVENTS: bool = true;
+
+    async fn publish_events(&self, payload: &str) -> Result<()> {
+        sqlx::query("INSERT INTO notices (what, at, payload) VALUES ('events', ?, ?)")
+            .bind(crate::model::now_micros())
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn events_heard(&self) -> Result<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM hearers WHERE until > ?)")
+            .bind(crate::model::now_micros())
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    async fn listen_events(&self) -> Result<Option<UnboundedReceiver<String>>> {
+        // Heard from now on, for as long as the receiver lives: the lease
+        // is renewed on each poll, and its row deleted when it ends.
+        let hearer = uuid::Uuid::now_v7();
+        hear(&self.pool, hearer).await?;
+        let rx = poll_notices(self.pool.clone(), true, |_, payload| payload);
+        let (tx, out) = tokio::sync::mpsc::unbounded_channel();
         let pool = self.pool.clone();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
-            // Notices seen in the window, by sequence number.
-            let mut seen = std::collections::BTreeMap::<i64, i64>::new();
-            let mut first = true;
+            let mut rx = rx;
+            let mut renew = tokio::time::interval(HEARER_LEASE / 3);
             loop {
-                let since = crate::model::now_micros() - NOTICE_WINDOW_US;
-                let rows = sqlx::query("SELECT seq, what, at FROM notices WHERE at > ?")
-                    .bind(since)
-                    .fetch_all(&pool);
-                let rows = tokio::select! {
-                    r = rows => r,
-                    _ = tx.closed() => return,
-                };
-                match rows {
-                    Ok(rows) => {
-                        seen.retain(|_, at| *at > since);
-                        for row in rows {
-                            let (seq, what, at): (i64, String, i64) =
-                                match (get(&row, 0), get(&row, 1), get(&row, 2)) {
-                                    (Ok(s), Ok(w), Ok(a)) => (s, w, a),
-                                    _ => continue,
-                                };
-                            if seen.insert(seq, at).is_some() || first {
-                                continue;
-                            }
-                            let notice = match what.as_str() {
-                                "work" => Notice::Work,
-                                "cancel" => Notice::Cancel,
-                                "jobs" => Notice::Jobs,
-                                "limits" => Notice::Limits,
-                                _ => continue,
-                            };
-                            if tx.send(notice).is_err() {
-                                return;
-                            }
-                        }
-                        first = false;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading notices failed; polling meanwhile");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
                 tokio::select! {
-                    _ = tokio::time::sleep(NOTICE_POLL) => {}
-                    _ = tx.closed() => return,
+                    got = rx.recv() => {
+                        let Some(p) = got else { break };
+                        if tx.send(p).is_err() {
+                            break;
+                        }
+                    }
+                    _ = renew.tick() => {
+                        if let Err(e) = hear(&pool, hearer).await {
+                            tracing::warn!(error = %e, "cannot renew the lease on hearing events");
+                        }
+                    }
+                    _ = tx.closed() => break,
                 }
             }
+            let _ = sqlx::query("DELETE FROM hearers WHERE id = ?")
+                .bind(hearer)
+                .execute(&pool)
+                .await;
         });
-        Ok(Some(rx))
+        Ok(Some(out))
     }
 
     async fn notify(conn: &mut MySqlConnection, what: &'static str) -> Result<()> {
@@ -466,4 +484,92 @@ async fn returning(
     let rows = My::fetch_all(&mut tx, &sql, args).await?;
     tx.commit().await?;
     Ok(rows)
+}
+
+/// Says that `hearer` hears events for the next [`HEARER_LEASE`].
+async fn hear(pool: &Pool<MySql>, hearer: uuid::Uuid) -> Result<()> {
+    let until = crate::model::now_micros() + HEARER_LEASE.as_micros() as i64;
+    sqlx::query("INSERT INTO hearers (id, until) VALUES (?, ?) ON DUPLICATE KEY UPDATE until = ?")
+        .bind(hearer)
+        .bind(until)
+        .bind(until)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The notices other nodes write, read on a short poll ([`NOTICE_POLL`]):
+/// each new row's `what` and `payload`, made a `T` by `read` (`None`: not
+/// one of these). `events` reads only the batches of events, else only
+/// the rest. The wake-ups' poll also deletes the notices no poll reads
+/// any more. It ends when the receiver is dropped.
+fn poll_notices<T: Send + 'static>(
+    pool: Pool<MySql>,
+    events: bool,
+    read: fn(&str, Option<String>) -> Option<T>,
+) -> UnboundedReceiver<T> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let sql = if events {
+        "SELECT seq, what, at, payload FROM notices WHERE at > ? AND what = 'events'"
+    } else {
+        "SELECT seq, what, at, NULL FROM notices WHERE at > ? AND what <> 'events'"
+    };
+    tokio::spawn(async move {
+        // Notices seen in the window, by sequence number.
+        let mut seen = std::collections::BTreeMap::<i64, i64>::new();
+        let mut first = true;
+        let mut pruned = 0;
+        loop {
+            let now = crate::model::now_micros();
+            let since = now - NOTICE_WINDOW_US;
+            if !events && now - pruned > NOTICE_WINDOW_US {
+                pruned = now;
+                let old = sqlx::query("DELETE FROM notices WHERE at < ?")
+                    .bind(now - NOTICE_KEPT_US)
+                    .execute(&pool);
+                if let Err(e) = old.await {
+                    tracing::warn!(error = %e, "cannot delete old notices");
+                }
+            }
+            let rows = sqlx::query(sql).bind(since).fetch_all(&pool);
+            let rows = tokio::select! {
+                r = rows => r,
+                _ = tx.closed() => return,
+            };
+            match rows {
+                Ok(rows) => {
+                    seen.retain(|_, at| *at > since);
+                    for row in rows {
+                        let (Ok(seq), Ok(what), Ok(at), Ok(payload)) = (
+                            get::<i64>(&row, 0),
+                            get::<String>(&row, 1),
+                            get::<i64>(&row, 2),
+                            get::<Option<String>>(&row, 3),
+                        ) else {
+                            continue;
+                        };
+                        if seen.insert(seq, at).is_some() || first {
+                            continue;
+                        }
+                        let Some(item) = read(&what, payload) else {
+                            continue;
+                        };
+                        if tx.send(item).is_err() {
+                            return;
+                        }
+                    }
+                    first = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading notices failed; polling meanwhile");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(NOTICE_POLL) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    rx
 }
