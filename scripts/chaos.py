@@ -1,5 +1,5 @@
 """A chaos run against a real deployment: three `jobvisor serve` nodes on
-one PostgreSQL database, a stream of process, pooled and inproc
+one PostgreSQL or MySQL/MariaDB database, a stream of process, pooled and inproc
 executions with side effects, diamond workflows (a -> b, c -> d), a
 one-second cron and a daemon, and a webhook on every end; faults at
 random (SIGKILL and restart of a node, SIGSTOP/SIGCONT, SIGKILL of a
@@ -7,7 +7,8 @@ worker, a node cut from the database for 15 s, the webhook's receiver gone
 for a while); then the invariants.
 
 Run it through `scripts/chaos`, which builds the binaries and starts a
-throwaway PostgreSQL. Exit status 0 means no violation.
+throwaway PostgreSQL, or a throwaway MariaDB with `--database mysql`.
+Exit status 0 means no violation.
 
 Each node reaches the database through its own TCP relay on loopback, so
 that one node can be cut off: during a cut its relay stops moving bytes
@@ -42,7 +43,9 @@ def log(msg):
     print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def admin_url():
+def admin_url(args):
+    if args.database:
+        return args.database
     if os.environ.get("JOBVISOR_TEST_POSTGRES"):
         return os.environ["JOBVISOR_TEST_POSTGRES"]
     if not os.environ.get("PGHOST"):
@@ -57,23 +60,48 @@ def admin_url():
 
 
 def split_url(url):
-    # postgres://user:pass@host:port/db
+    # postgres://user:pass@host:port/db (the database may be absent)
     rest = url.split("://", 1)[1]
     cred, hostpart = rest.rsplit("@", 1)
-    hostport, db = hostpart.split("/", 1)
+    hostport, _, db = hostpart.partition("/")
     host, port = hostport.rsplit(":", 1)
     return cred, host, int(port), db
 
 
-def psql(url, sql):
-    out = subprocess.run(
-        ["psql", url, "-X", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
-        capture_output=True,
-        text=True,
-    )
+def is_mysql(url):
+    return url.startswith(("mysql://", "mariadb://"))
+
+
+def sql(url, text):
+    """Rows of a query, as lists of text, through the backend's own client
+    (psql, or mariadb for a mysql:// URL)."""
+    if is_mysql(url):
+        cred, host, port, db = split_url(url)
+        user, _, password = cred.partition(":")
+        cmd = ["mariadb", "--no-defaults", "-h", host, "-P", str(port), "-u", user,
+               f"--password={password}", "-N", "-B", "-e", text]
+        if db:
+            cmd += ["-D", db]
+    else:
+        cmd = ["psql", url, "-X", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", text]
+    out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+        raise RuntimeError(f"{cmd[0]} failed: {out.stderr.strip()}")
     return [line.split("\t") for line in out.stdout.splitlines() if line]
+
+
+def uid(url, column):
+    """A UUID column as its hyphenated lower-case text, on either backend
+    (MySQL keeps it as 16 bytes)."""
+    if is_mysql(url):
+        return (f"LOWER(INSERT(INSERT(INSERT(INSERT(HEX({column}), 9, 0, '-'), "
+                f"14, 0, '-'), 19, 0, '-'), 24, 0, '-'))")
+    return f"{column}::text"
+
+
+def text(url, column):
+    """A column as text, on either backend."""
+    return f"CAST({column} AS CHAR)" if is_mysql(url) else f"{column}::text"
 
 
 class Relay:
@@ -251,14 +279,15 @@ class Chaos:
         os.environ["JOBVISOR_TEST_BUILTINS"] = "1"
         os.environ["JOBVISOR_APPEND_DIR"] = self.workdir
         self.bin = os.path.join(args.bin_dir, "jobvisor")
-        admin = admin_url()
+        admin = admin_url(args)
         self.db = f"jv_chaos_{uuid.uuid4().hex[:12]}"
-        psql(admin, f"CREATE DATABASE {self.db}")
+        sql(admin, f"CREATE DATABASE {self.db}")
         self.admin = admin
         cred, host, port, _ = split_url(admin)
-        self.url = f"postgres://{cred}@{host}:{port}/{self.db}"
+        scheme = "mysql" if is_mysql(admin) else "postgres"
+        self.url = f"{scheme}://{cred}@{host}:{port}/{self.db}"
         self.relays = [Relay(host, port) for _ in range(args.nodes)]
-        self.node_urls = [f"postgres://{cred}@127.0.0.1:{r.port}/{self.db}" for r in self.relays]
+        self.node_urls = [f"{scheme}://{cred}@127.0.0.1:{r.port}/{self.db}" for r in self.relays]
         self.enqueued = []
         self.workflows = []
         self.faults = collections.Counter()
@@ -348,7 +377,7 @@ class Chaos:
 
     def sample_daemon(self):
         while not self.stop_load.is_set():
-            rows = psql(self.url, "SELECT count(*) FROM executions WHERE job = 'keeper' AND status = 'running'")
+            rows = sql(self.url, "SELECT count(*) FROM executions WHERE job = 'keeper' AND status = 'running'")
             if int(rows[0][0]) > 1:
                 self.violation(f"{rows[0][0]} executions of the daemon run at once")
             self.daemon_samples += 1
@@ -478,7 +507,8 @@ class Chaos:
                 node.proc.kill()
                 self.violation(f"node {node.n} did not stop within 60 s of SIGTERM")
         try:
-            psql(self.admin, f"DROP DATABASE {self.db} WITH (FORCE)")
+            force = "" if is_mysql(self.admin) else " WITH (FORCE)"
+            sql(self.admin, f"DROP DATABASE {self.db}{force}")
         except RuntimeError as e:
             log(f"cannot drop {self.db}: {e}")
         return self.summary()
@@ -488,7 +518,7 @@ class Chaos:
         while time.monotonic() < deadline:
             # Webhook deliveries too, and the changes yet to be taken for
             # them.
-            rows = psql(self.url, "SELECT (SELECT count(*) FROM executions WHERE status IN "
+            rows = sql(self.url, "SELECT (SELECT count(*) FROM executions WHERE status IN "
                         "('pending', 'running', 'waiting')) + (SELECT count(*) FROM event_outbox)")
             if int(rows[0][0]) == 0:
                 return
@@ -496,7 +526,9 @@ class Chaos:
         self.violation("executions still pending or running 300 s after the faults ended")
 
     def verify(self):
-        rows = psql(self.url, "SELECT id, status, coalesce(next_id::text, ''), job, coalesce(occurrence::text, ''), attempt FROM executions")
+        u = self.url
+        rows = sql(u, f"SELECT {uid(u, 'id')}, status, coalesce({uid(u, 'next_id')}, ''), job, "
+                   f"coalesce({text(u, 'occurrence')}, ''), attempt FROM executions")
         by_id = {r[0]: r for r in rows}
         self.attempts = len(rows)
         final = {"succeeded", "failed", "cancelled"}
@@ -514,8 +546,8 @@ class Chaos:
                 self.violation(f"execution {first} ended {cur[1]} after {hops + 1} attempts")
         # Workflows: every step's last attempt succeeded, and no attempt of a
         # step started before each of its parents' last attempt ended.
-        steps = psql(self.url, """
-            SELECT e.workflow_id::text, e.step, e.status, count(*) OVER (PARTITION BY e.workflow_id)
+        steps = sql(u, f"""
+            SELECT {uid(u, 'e.workflow_id')}, e.step, e.status, count(*) OVER (PARTITION BY e.workflow_id)
             FROM executions e WHERE e.workflow_id IS NOT NULL AND e.next_id IS NULL""")
         per_wf = collections.defaultdict(dict)
         for wf, step, status, _ in steps:
@@ -527,8 +559,8 @@ class Chaos:
             for step, status in got.items():
                 if status != "succeeded":
                     self.violation(f"workflow {wf} step {step} ended {status}")
-        early = psql(self.url, """
-            SELECT c.id, p.id FROM dependencies d
+        early = sql(u, f"""
+            SELECT {uid(u, 'c.id')}, {uid(u, 'p.id')} FROM dependencies d
             JOIN executions c ON c.id = d.child_id JOIN executions p ON p.id = d.parent_id
             WHERE c.started_at IS NOT NULL AND (p.finished_at IS NULL OR c.started_at < p.finished_at)""")
         for child, parent in early:
@@ -556,11 +588,12 @@ class Chaos:
             if firsts > 1 or wins > 1:
                 self.violation(f"cron occurrence {o}: {firsts} first attempts, {wins} successes")
         # Logs: a succeeded execution has every line its worker wrote.
-        lines = psql(self.url, """
-            SELECT e.id, e.handler, e.payload::text,
-                   count(l.seq) FILTER (WHERE l.message LIKE 'sh line %' OR l.message LIKE 'append line %')
+        lines = sql(u, f"""
+            SELECT {uid(u, 'e.id')}, e.handler, {text(u, 'e.payload')},
+                   SUM(CASE WHEN l.message LIKE 'sh line %' OR l.message LIKE 'append line %'
+                       THEN 1 ELSE 0 END)
             FROM executions e LEFT JOIN logs l ON l.execution_id = e.id
-            WHERE e.status = 'succeeded' GROUP BY e.id, e.handler, e.payload::text""")
+            WHERE e.status = 'succeeded' GROUP BY e.id, e.handler, {text(u, 'e.payload')}""")
         self.checked_logs = 0
         for ex, handler, payload, got in lines:
             if handler == "effect-sh":
@@ -577,8 +610,10 @@ class Chaos:
         """Every end of every run (but the webhook's own deliveries) was
         delivered at least once; a delivery id always came with the same
         body; no end was delivered under two delivery ids."""
-        rows = psql(self.url, """
-            SELECT id::text, status, next_id IS NOT NULL FROM executions
+        u = self.url
+        rows = sql(u, f"""
+            SELECT {uid(u, 'id')}, status, CASE WHEN next_id IS NOT NULL THEN 't' ELSE 'f' END
+            FROM executions
             WHERE handler <> 'webhook' AND status IN
                 ('succeeded', 'failed', 'cancelled', 'skipped', 'snoozed')""")
         expected = {}
@@ -619,9 +654,12 @@ class Chaos:
         """Log each row's whole attempt chain (its first attempt to its
         last), so that an ordering violation explains itself."""
         for first in ids:
-            rows = psql(self.url, f"""
+            u = self.url
+            first_id = (f"UNHEX(REPLACE('{first}', '-', ''))" if is_mysql(u)
+                        else f"'{first}'::uuid")
+            rows = sql(u, f"""
                 WITH RECURSIVE back(id) AS (
-                    SELECT '{first}'::uuid
+                    SELECT {first_id}
                     UNION SELECT e.id FROM executions e JOIN back b ON e.next_id = b.id),
                 start AS (SELECT id FROM back b WHERE NOT EXISTS
                     (SELECT 1 FROM executions e WHERE e.next_id = b.id)),
@@ -629,8 +667,9 @@ class Chaos:
                     SELECT id FROM start
                     UNION SELECT e.next_id FROM executions e JOIN chain c ON e.id = c.id
                     WHERE e.next_id IS NOT NULL)
-                SELECT e.id, e.step, e.attempt, e.status, e.node, e.started_at, e.finished_at,
-                       e.waiting_on, coalesce(e.error, '')
+                SELECT {uid(u, 'e.id')}, coalesce(e.step, ''), e.attempt, e.status,
+                       coalesce(e.node, ''), coalesce({text(u, 'e.started_at')}, ''),
+                       coalesce({text(u, 'e.finished_at')}, ''), e.waiting_on, coalesce(e.error, '')
                 FROM chain c JOIN executions e ON e.id = c.id ORDER BY e.attempt""")
             for r in rows:
                 log("    " + " | ".join(r))
@@ -654,6 +693,9 @@ def main():
     p.add_argument("--minutes", type=float, default=2.0)
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--database", default=None,
+                   help="the server's admin URL, postgres://... or mysql://... "
+                        "(a database is made for the run); default: PostgreSQL from the environment")
     p.add_argument("--bin-dir", default=os.path.join(os.path.dirname(__file__), "..", "target", "debug"))
     args = p.parse_args()
     if args.seed is None:

@@ -697,6 +697,7 @@ impl Client {
     /// ```
     pub async fn add_handler(&self, spec: &HandlerSpec) -> Result<(), Error> {
         crate::model::refuse_webhook_handler(&spec.name).map_err(Error::Invalid)?;
+        crate::model::check_name("handler name", &spec.name).map_err(Error::Invalid)?;
         Ok(self.db.store().put_handler(spec, now_micros()).await?)
     }
 
@@ -813,6 +814,7 @@ impl Client {
         if name.is_empty() {
             return Err(Error::Invalid("a queue name cannot be empty".into()));
         }
+        crate::model::check_name("queue name", name).map_err(Error::Invalid)?;
         for (what, limit) in [("limit", change.limit), ("key limit", change.key_limit)] {
             if limit == Some(Some(0)) {
                 return Err(Error::Invalid(format!(

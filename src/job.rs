@@ -323,6 +323,20 @@ pub(crate) async fn validate(
     if let Some(c) = &spec.condition {
         crate::model::refuse_webhook_handler(c).map_err(Error::Invalid)?;
     }
+    {
+        use crate::model::check_name;
+        check_name("job name", &spec.name).map_err(Error::Invalid)?;
+        check_name("handler name", &spec.handler).map_err(Error::Invalid)?;
+        check_name("queue name", &spec.queue).map_err(Error::Invalid)?;
+        for (what, name) in [
+            ("condition handler name", &spec.condition),
+            ("concurrency key", &spec.concurrency_key),
+        ] {
+            if let Some(name) = name {
+                check_name(what, name).map_err(Error::Invalid)?;
+            }
+        }
+    }
     let mode = match store.handler(&spec.handler).await? {
         Some(h) => match (&h.kind, spec.mode) {
             (HandlerKind::Exec { .. }, Some(Mode::Inproc)) => {

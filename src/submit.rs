@@ -343,12 +343,30 @@ async fn prepare_each(
     Ok(out)
 }
 
+/// Checks the lengths of a run's names and unique key.
+fn check_names(spec: &RunSpec) -> Result<(), String> {
+    use crate::model::{check_chars, check_name, MAX_UNIQUE_KEY_CHARS};
+    check_name("handler name", &spec.handler)?;
+    check_name("queue name", &spec.queue)?;
+    if let Some(job) = &spec.job {
+        check_name("job name", job)?;
+    }
+    if let Some(k) = &spec.concurrency_key {
+        check_name("concurrency key", k)?;
+    }
+    if let Some(u) = &spec.unique {
+        check_chars("unique key", &u.key, MAX_UNIQUE_KEY_CHARS)?;
+    }
+    Ok(())
+}
+
 fn resolve(
     registered: Option<&HandlerSpec>,
     local: &(dyn Fn(&str) -> bool + Sync),
     spec: RunSpec,
 ) -> Result<NewExecution, Error> {
     crate::model::refuse_webhook_handler(&spec.handler).map_err(Error::Invalid)?;
+    check_names(&spec).map_err(Error::Invalid)?;
     let (mode, default_timeout) = match registered {
         Some(h) => match (&h.kind, spec.mode) {
             (HandlerKind::Exec { .. }, Some(Mode::Inproc)) => {

@@ -228,6 +228,7 @@ impl WorkflowSpec {
         if self.name.trim().is_empty() {
             return Err(invalid("a workflow needs a name"));
         }
+        crate::model::check_name("workflow name", &self.name).map_err(invalid)?;
         if self.steps.is_empty() {
             return Err(invalid(format!("workflow {:?} has no steps", self.name)));
         }
@@ -236,6 +237,7 @@ impl WorkflowSpec {
             if s.name.is_empty() {
                 return Err(invalid(format!("step {} has an empty name", i + 1)));
             }
+            crate::model::check_name("step name", &s.name).map_err(invalid)?;
             if index.insert(s.name.as_str(), i).is_some() {
                 return Err(invalid(format!("duplicate step name {:?}", s.name)));
             }

@@ -142,6 +142,25 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
         "invalid handler name",
     );
     assert_bad_input(env.cli(&["handler", "remove", "nosuch"]), "unknown handler");
+    // Names and keys are bounded alike on every backend (what MySQL's
+    // indexed columns hold), never cut short.
+    let (name, key) = ("q".repeat(256), "k".repeat(701));
+    assert_bad_input(
+        env.cli(&["run", "echo", "--queue", &name]),
+        "is 256 characters: at most 255 are allowed",
+    );
+    assert_bad_input(
+        env.cli(&["run", "echo", "--unique-key", &key]),
+        "unique key \"kkkkkkkkkkkkkkkk\"… is 701 characters: at most 700 are allowed",
+    );
+    env.ok(&[
+        "run",
+        "echo",
+        "--queue",
+        &name[1..],
+        "--unique-key",
+        &key[1..],
+    ]);
     env.ok(&["handler", "add", "t", "--exec", "true"]);
     assert_bad_input(
         env.cli(&["handler", "add", "t", "--exec", "true"]),

@@ -82,6 +82,7 @@ macro_rules! both {
 
 both!(
     claims_take_the_best_first_and_never_the_same_row_twice,
+    a_long_meta_value_is_kept_whole_and_found_by_all_of_it,
     completions_are_fenced_and_failures_schedule_linked_retries,
     logs_progress_and_pids_land_together,
     queue_limits_and_paused_queues_bound_claims,
@@ -164,6 +165,30 @@ async fn retention_keeps_a_jobs_newest_ended_runs_by_count(store: Arc<dyn Store>
         store.prune(later, Some("kept"), &[], 100).await.unwrap().0,
         0
     );
+}
+
+/// A meta value as long as a run's meta allows is kept whole, and found by
+/// the whole of it (MySQL indexes its first 690 characters only).
+async fn a_long_meta_value_is_kept_whole_and_found_by_all_of_it(store: Arc<dyn Store>) {
+    let long = "é".repeat(1500);
+    let mut l = exec("labelled", 0, DEFAULT_QUEUE);
+    l.meta.insert("long".into(), long.clone());
+    let mut near = exec("labelled", 0, DEFAULT_QUEUE);
+    near.meta
+        .insert("long".into(), format!("{}x", &long[..long.len() - 2]));
+    store
+        .enqueue(&[l.clone(), near.clone()], now_micros())
+        .await
+        .unwrap();
+    let filter = ExecFilter {
+        meta: [("long".to_string(), long.clone())].into(),
+        limit: 100,
+        ..Default::default()
+    };
+    let found = store.executions(&filter).await.unwrap();
+    assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), [l.id]);
+    let back = store.execution(l.id).await.unwrap().unwrap();
+    assert_eq!(back.meta.get("long"), Some(&long));
 }
 
 async fn labels_find_every_attempt_and_go_with_their_runs(store: Arc<dyn Store>) {

@@ -197,12 +197,14 @@ CREATE TABLE workflows (
     cancelled_at BIGINT
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 
+-- A value may be as long as a run's meta (4 KiB): it is TEXT, found by
+-- an index on its first 690 characters (the rest is compared on the row).
 CREATE TABLE execution_meta (
     `key`        VARCHAR(64) NOT NULL,
-    value        VARCHAR(690) NOT NULL,
+    value        TEXT NOT NULL,
     execution_id BINARY(16) NOT NULL,
-    PRIMARY KEY (`key`, value, execution_id),
-    INDEX execution_meta_execution (execution_id)
+    PRIMARY KEY (execution_id, `key`),
+    INDEX execution_meta_value (`key`, value(690))
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 
 CREATE TABLE execution_tags (

@@ -8,7 +8,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "jobvisor", version, propagate_version = true, after_help = super::EXIT_CODES)]
 pub struct Cli {
-    /// Database: a postgres:// URL, an sqlite:// URL or a file path
+    /// Database: a postgres:// or mysql:// URL, an sqlite:// URL or a file path
     /// [default: the service's, `database` in its config file
     /// ($JOBVISOR_CONFIG or /etc/jobvisor/jobvisor.toml); else
     /// ./jobvisor.db, or $STATE_DIRECTORY/jobvisor.db under systemd]

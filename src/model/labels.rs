@@ -17,6 +17,31 @@ pub const MAX_LABEL_CHARS: usize = 64;
 /// At most this many bytes of meta, written as a JSON object.
 pub const META_BYTES: usize = 4096;
 
+/// At most this many characters a name: of a job, handler, queue,
+/// concurrency key or workflow step. Every backend indexes them, and
+/// MySQL's indexed columns hold 255 characters.
+pub(crate) const MAX_NAME_CHARS: usize = 255;
+/// At most this many characters a unique key (MySQL's key column holds
+/// 700).
+pub(crate) const MAX_UNIQUE_KEY_CHARS: usize = 700;
+
+/// Checks that `text`, a `what`, has at most `max` characters.
+pub(crate) fn check_chars(what: &str, text: &str, max: usize) -> Result<(), String> {
+    let chars = text.chars().count();
+    if chars > max {
+        let head: String = text.chars().take(16).collect();
+        return Err(format!(
+            "{what} {head:?}… is {chars} characters: at most {max} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a name (see [`MAX_NAME_CHARS`]).
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
+    check_chars(what, name, MAX_NAME_CHARS)
+}
+
 /// Checks `tags`: at most [`MAX_TAGS`], each of 1 to [`MAX_LABEL_CHARS`]
 /// characters with no white space, comma, control character or byte-order
 /// mark (a filter writes several as `a,b`), and none twice: what the HTTP
