@@ -40,7 +40,7 @@ const IDLE_STREAMS: usize = 500;
 pub struct AbuseBench {
     /// CPU cores this process may use.
     pub cores: usize,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
     /// The service at rest, before each load: RSS MiB.
     pub rest_rss_mib: f64,

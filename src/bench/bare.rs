@@ -22,19 +22,22 @@ use std::time::{Duration, Instant};
 /// The loop itself, written once for both pools (the statements are the
 /// same text on both backends).
 macro_rules! run_loop {
-    ($pool:expr, $table:expr, $handler:expr, $payload:expr, $n:expr, $batch:expr, $failed:expr) => {{
+    ($pool:expr, $table:expr, $handler:expr, $payload:expr, $n:expr, $batch:expr, $failed:expr, $mysql:expr) => {{
         let (pool, table) = (&$pool, &$table);
         sqlx::query(&format!(
-            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, status TEXT NOT NULL, \
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, status VARCHAR(16) NOT NULL, \
              payload TEXT NOT NULL, enqueued_at BIGINT NOT NULL, started_at BIGINT, \
              finished_at BIGINT)"
         ))
         .execute(pool)
         .await
         .map_err($failed)?;
-        sqlx::query(&format!(
-            "CREATE INDEX {table}_pending ON {table} (id) WHERE status = 'pending'"
-        ))
+        // MySQL has no partial index: one led by the status.
+        sqlx::query(&if $mysql {
+            format!("CREATE INDEX {table}_pending ON {table} (status, id)")
+        } else {
+            format!("CREATE INDEX {table}_pending ON {table} (id) WHERE status = 'pending'")
+        })
         .execute(pool)
         .await
         .map_err($failed)?;
@@ -61,14 +64,43 @@ macro_rules! run_loop {
              (SELECT id FROM {table} WHERE status = 'pending' ORDER BY id LIMIT $2) \
              RETURNING id, payload, enqueued_at"
         );
+        // MySQL has no RETURNING: the rows are locked, then updated, in
+        // one transaction.
+        let pick = format!(
+            "SELECT id, payload, enqueued_at FROM {table} WHERE status = 'pending' \
+             ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED"
+        );
         let (mut starts, mut totals) = (Vec::with_capacity($n), Vec::with_capacity($n));
         loop {
-            let rows: Vec<(i64, String, i64)> = sqlx::query_as(&claim)
-                .bind(micros())
-                .bind($batch as i64)
-                .fetch_all(pool)
-                .await
-                .map_err($failed)?;
+            let rows: Vec<(i64, String, i64)> = if $mysql {
+                let mut tx = pool.begin().await.map_err($failed)?;
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as(&pick)
+                    .bind($batch as i64)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err($failed)?;
+                if !rows.is_empty() {
+                    let mut q = sqlx::QueryBuilder::new(format!(
+                        "UPDATE {table} SET status = 'running', started_at = "
+                    ));
+                    q.push_bind(micros()).push(" WHERE id IN (");
+                    let mut ids = q.separated(", ");
+                    for (id, _, _) in &rows {
+                        ids.push_bind(*id);
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await.map_err($failed)?;
+                }
+                tx.commit().await.map_err($failed)?;
+                rows
+            } else {
+                sqlx::query_as(&claim)
+                    .bind(micros())
+                    .bind($batch as i64)
+                    .fetch_all(pool)
+                    .await
+                    .map_err($failed)?
+            };
             if rows.is_empty() {
                 break;
             }
@@ -82,9 +114,6 @@ macro_rules! run_loop {
                     (id, enqueued, started, t0.elapsed())
                 }));
             }
-            let mut q = sqlx::QueryBuilder::new(format!(
-                "UPDATE {table} SET status = 'succeeded', finished_at = v.column2 FROM ("
-            ));
             let mut ends = Vec::with_capacity(tasks.len());
             for t in tasks {
                 let (id, enqueued, started, ended) = t.await.expect("bare loop task");
@@ -93,11 +122,35 @@ macro_rules! run_loop {
                 totals.push(ms(ended.saturating_sub(enqueued)));
                 ends.push((id, ended.as_micros() as i64));
             }
-            q.push_values(ends, |mut b, (id, at)| {
-                b.push_bind(id).push_bind(at);
-            });
-            q.push(format!(") AS v WHERE {table}.id = v.column1"));
-            q.build().execute(pool).await.map_err($failed)?;
+            if $mysql {
+                // MySQL joins its row source, written as SELECTs.
+                let mut q = sqlx::QueryBuilder::new(format!("UPDATE {table} JOIN ("));
+                for (i, (id, at)) in ends.into_iter().enumerate() {
+                    q.push(if i == 0 {
+                        "SELECT "
+                    } else {
+                        " UNION ALL SELECT "
+                    });
+                    q.push_bind(id)
+                        .push(" AS column1, ")
+                        .push_bind(at)
+                        .push(" AS column2");
+                }
+                q.push(format!(
+                    ") AS v ON {table}.id = v.column1 \
+                     SET status = 'succeeded', finished_at = v.column2"
+                ));
+                q.build().execute(pool).await.map_err($failed)?;
+            } else {
+                let mut q = sqlx::QueryBuilder::new(format!(
+                    "UPDATE {table} SET status = 'succeeded', finished_at = v.column2 FROM ("
+                ));
+                q.push_values(ends, |mut b, (id, at)| {
+                    b.push_bind(id).push_bind(at);
+                });
+                q.push(format!(") AS v WHERE {table}.id = v.column1"));
+                q.build().execute(pool).await.map_err($failed)?;
+            }
         }
         let elapsed = t0.elapsed();
         let done: i64 = sqlx::query_scalar(&format!(
@@ -123,8 +176,8 @@ macro_rules! run_loop {
 /// Rows inserted per statement.
 const INSERT_BATCH: usize = 1_000;
 
-/// Runs the loop on `db` (a PostgreSQL URL: the same database; a SQLite
-/// path or URL: a fresh file beside it) over `n` executions of `handler`,
+/// Runs the loop on `db` (a PostgreSQL or MySQL URL: the same database; a
+/// SQLite path or URL: a fresh file beside it) over `n` executions of `handler`,
 /// claiming `batch` at a time.
 pub(super) async fn bare_sql_loop(
     db: &str,
@@ -144,7 +197,16 @@ pub(super) async fn bare_sql_loop(
             .connect_with(opts)
             .await
             .map_err(failed)?;
-        run_loop!(pool, table, handler, payload, n, batch, failed)
+        run_loop!(pool, table, handler, payload, n, batch, failed, false)
+    } else if db.starts_with("mysql") || db.starts_with("mariadb") {
+        let url = db.replacen("mariadb://", "mysql://", 1);
+        let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url).map_err(failed)?;
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(failed)?;
+        run_loop!(pool, table, handler, payload, n, batch, failed, true)
     } else {
         // The store's own settings, on a file of its own beside `db`.
         let opts = jobvisor::store::sqlite_options(db).map_err(failed)?;
@@ -155,7 +217,7 @@ pub(super) async fn bare_sql_loop(
             .connect_with(opts)
             .await
             .map_err(failed)?;
-        run_loop!(pool, table, handler, payload, n, batch, failed)
+        run_loop!(pool, table, handler, payload, n, batch, failed, false)
     };
     Ok(baseline_row(
         "baseline: bare batched SQL loop",

@@ -41,7 +41,7 @@ pub struct CallRow {
 /// Result of the dashboard scenario.
 #[derive(Debug, Serialize)]
 pub struct DashboardBench {
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
     /// Executions in the database.
     pub executions: usize,

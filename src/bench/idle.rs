@@ -28,7 +28,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 pub struct IdleBench {
     /// CPU cores this process may use.
     pub cores: usize,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
     /// Seconds measured.
     pub seconds: f64,

@@ -319,7 +319,7 @@ pub struct ModesSettings {
     pub latency_samples: usize,
     /// Supervisors sharing the database.
     pub nodes: u32,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
 }
 
@@ -411,10 +411,12 @@ async fn measure_mode(
     Ok(rows)
 }
 
-/// `sqlite` or `postgresql`, from a database's address.
+/// `sqlite`, `postgresql` or `mysql`, from a database's address.
 fn backend_of(db: &str) -> &'static str {
     if db.starts_with("postgres") {
         "postgresql"
+    } else if db.starts_with("mysql") || db.starts_with("mariadb") {
+        "mysql"
     } else {
         "sqlite"
     }
@@ -725,7 +727,7 @@ impl CaseDatabases {
             .unwrap_or_else(|| self.dir.join(format!("{case}.db")).display().to_string())
     }
 
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     fn kind(&self) -> &'static str {
         backend_of(&self.of("x"))
     }

@@ -27,7 +27,7 @@ const EVERY: Duration = Duration::from_millis(2);
 pub struct MqttBench {
     /// CPU cores this process may use.
     pub cores: usize,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
     /// Messages measured in each case.
     pub messages: usize,

@@ -42,7 +42,7 @@ pub struct RelayRow {
 pub struct RelayBench {
     /// CPU cores this process may use.
     pub cores: usize,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
     /// One row per case.
     pub rows: Vec<RelayRow>,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub struct TracesBench {
     /// CPU cores this process may use.
     pub cores: usize,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
     /// No-ops per round.
     pub count: usize,

@@ -23,7 +23,7 @@ use serde_json::Value;
 pub struct TransactionsBench {
     /// CPU cores this process may use.
     pub cores: usize,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
     /// Runs per case and round.
     pub count: usize,

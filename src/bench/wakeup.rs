@@ -37,7 +37,7 @@ pub struct WakeupRow {
 pub struct WakeupBench {
     /// CPU cores this process may use.
     pub cores: usize,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
     /// The service's poll interval, the fallback a wake-up beats, ms.
     pub poll_interval_ms: u64,

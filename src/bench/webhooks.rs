@@ -26,7 +26,7 @@ use std::time::Instant;
 pub struct WebhooksBench {
     /// CPU cores this process may use.
     pub cores: usize,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub backend: &'static str,
     /// No-ops per throughput round.
     pub count: usize,
