@@ -1462,6 +1462,62 @@ async fn the_peers_bench_drains_the_same_work_with_jobvisor_and_graphile_worker_
     assert!(ratio > 0.0 && (ratio - expected).abs() < 1e-9, "{r}");
 }
 
+/// On MariaDB, `bench --modes inproc` runs jobvisor against a bare loop in
+/// MySQL's own SQL on the same database, and the wake-up scenario times a
+/// `serve` woken by the notices poll; both say `mysql`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_modes_and_wakeup_benches_run_on_mysql() {
+    let Some(url) = mysql_database().await else {
+        return;
+    };
+    let r = tokio::task::spawn_blocking(move || {
+        let modes = bench_json(&[
+            "--modes",
+            "inproc",
+            "--count",
+            "300",
+            "--latency-samples",
+            "3",
+            "--database",
+            &url,
+        ]);
+        let wakeup = bench_json(&[
+            "--scenario",
+            "wakeup",
+            "--latency-samples",
+            "5",
+            "--database",
+            &url,
+        ]);
+        (modes, wakeup)
+    })
+    .await
+    .unwrap();
+    let (modes, wakeup) = r;
+    let rows = modes["rows"].as_array().unwrap();
+    assert_eq!(
+        rows[0]["name"], "baseline: bare batched SQL loop",
+        "{modes}"
+    );
+    for row in rows {
+        // The tokio::spawn reference touches no database.
+        let db = if row["kind"] == "reference" {
+            "none"
+        } else {
+            "mysql"
+        };
+        assert_eq!(row["backend"], db, "{row}");
+        assert_eq!(row["executions"], 300, "{row}");
+        assert!(row["jobs_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert!(rows.iter().any(|r| r["kind"] == "supervised"), "{modes}");
+    assert_eq!(wakeup["backend"], "mysql", "{wakeup}");
+    for row in wakeup["rows"].as_array().unwrap() {
+        assert_eq!(row["samples"], 5, "{row}");
+        assert!(row["start_p50_ms"].as_f64().unwrap() > 0.0, "{row}");
+    }
+}
+
 /// `bench --scenario idle` measures a real idle `serve` from outside: its
 /// CPU, wake-ups and memory, the parts adding up.
 #[test]
