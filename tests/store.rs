@@ -83,6 +83,7 @@ macro_rules! both {
 both!(
     claims_take_the_best_first_and_never_the_same_row_twice,
     a_long_meta_value_is_kept_whole_and_found_by_all_of_it,
+    a_clipped_list_cuts_large_payloads_and_says_so,
     completions_are_fenced_and_failures_schedule_linked_retries,
     logs_progress_and_pids_land_together,
     queue_limits_and_paused_queues_bound_claims,
@@ -189,6 +190,36 @@ async fn a_long_meta_value_is_kept_whole_and_found_by_all_of_it(store: Arc<dyn S
     assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), [l.id]);
     let back = store.execution(l.id).await.unwrap().unwrap();
     assert_eq!(back.meta.get("long"), Some(&long));
+}
+
+/// A clipped list (the dashboard's) cuts a large payload in the database
+/// and says so, and leaves a small one whole.
+async fn a_clipped_list_cuts_large_payloads_and_says_so(store: Arc<dyn Store>) {
+    let mut big = exec("clipped", 0, DEFAULT_QUEUE);
+    big.payload = json!({ "text": "x".repeat(10_000) });
+    let mut small = exec("clipped", 0, DEFAULT_QUEUE);
+    small.payload = json!({ "n": 1 });
+    store
+        .enqueue(&[big.clone(), small.clone()], now_micros())
+        .await
+        .unwrap();
+    let listed = store
+        .executions(&ExecFilter {
+            clip: Some(100),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let of = |id: Uuid| listed.iter().find(|e| e.id == id).unwrap();
+    assert!(of(big.id).payload_truncated);
+    let cut = of(big.id).payload.as_str().unwrap().to_string();
+    assert!(
+        cut.starts_with("{\"text\":\"xxx") && cut.len() == 100,
+        "{cut}"
+    );
+    assert!(!of(small.id).payload_truncated);
+    assert_eq!(of(small.id).payload, small.payload);
 }
 
 async fn labels_find_every_attempt_and_go_with_their_runs(store: Arc<dyn Store>) {

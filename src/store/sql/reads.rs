@@ -42,7 +42,7 @@ pub(super) const EXECUTION_COLUMNS: [&str; 42] = [
     "node",
     "pid",
     "exit_code",
-    "signal",
+    "\"signal\"",
     "progress_percent",
     "progress_message",
     "progress_done",
