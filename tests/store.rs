@@ -652,6 +652,42 @@ async fn logs_progress_and_pids_land_together(store: Arc<dyn Store>) {
     assert_eq!(seqs(last), (2490..=2500).collect::<Vec<_>>());
     let first = store.log_page(e.id, &page(false)).await.unwrap();
     assert_eq!(seqs(first), (1..=14).collect::<Vec<_>>());
+    // A search finds a text as written: wildcards of any backend's own
+    // (MySQL's LIKE) match only themselves.
+    let searched = exec("logs", 0, DEFAULT_QUEUE);
+    store
+        .enqueue(std::slice::from_ref(&searched), now_micros())
+        .await
+        .unwrap();
+    store.claim("n1", 1, now_micros()).await.unwrap();
+    let odd = |seq: i64, message: &str| LogRow {
+        execution_id: searched.id,
+        seq,
+        ts: now_micros(),
+        level: "info",
+        stream: "log",
+        message: message.into(),
+        fields: None,
+    };
+    store
+        .apply(&Batch {
+            logs: vec![odd(1, "50%_x!y"), odd(2, "50ab_x!y")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let search = |text: &str| LogPage {
+        contains: Some(text.into()),
+        limit: 500,
+        ..Default::default()
+    };
+    let found = store.log_page(e.id, &search("line 25")).await.unwrap();
+    let mut expect = vec![25];
+    expect.extend(250..=259);
+    expect.push(2500);
+    assert_eq!(seqs(found), expect);
+    let found = store.log_page(searched.id, &search("0%_x!")).await;
+    assert_eq!(seqs(found.unwrap()), [1]);
     assert!(store
         .last_logs(Uuid::now_v7(), 10)
         .await

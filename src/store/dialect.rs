@@ -136,6 +136,17 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// its own back.
     const APP_SESSION: Option<(&'static str, &'static str)> = None;
 
+    /// A condition that `column` holds `text`: what is written before the
+    /// placeholder of the value bound, that value, and what is written
+    /// after (by [`Dialect::POSITION`]).
+    fn contains(column: &str, text: &str) -> (String, String, &'static str) {
+        (
+            format!("{}({column}, ", Self::POSITION),
+            text.to_string(),
+            ") > 0",
+        )
+    }
+
     /// The pool for reads.
     fn reader(&self) -> &Pool<Self::Db>;
     /// The pool for writes.

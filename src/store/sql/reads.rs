@@ -77,11 +77,8 @@ impl<D: Dialect> SqlStore<D> {
                 .push(")");
         }
         if let Some(text) = &page.contains {
-            q.push(" AND ")
-                .push(D::POSITION)
-                .push("(message, ")
-                .push_bind(text.clone())
-                .push(") > 0");
+            let (before, value, after) = D::contains("message", text);
+            q.push(" AND ").push(&before).push_bind(value).push(after);
         }
         let order = if page.from_end { "DESC" } else { "ASC" };
         q.push(" ORDER BY seq ")
