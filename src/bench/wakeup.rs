@@ -139,8 +139,13 @@ async fn time_starts(sup: &Supervisor, n: usize, who: &str) -> Result<Vec<f64>, 
     let store = sup.store().clone();
     let mut out = Vec::with_capacity(n);
     // The first readies the supervisor (connections, caches) and is not
-    // counted.
+    // counted. Each is enqueued after a pause of random length (0-100 ms,
+    // seeded): a node that hears by a poll (MySQL's notices) would else
+    // be asked at one phase of its poll every time, just after the poll
+    // that started the run before.
+    let mut rng = fastrand::Rng::with_seed(32);
     for i in 0..=n {
+        tokio::time::sleep(Duration::from_micros(rng.u64(0..100_000))).await;
         let id = sup
             .enqueue(RunSpec::new("noop", serde_json::Value::Null))
             .await?;
