@@ -138,6 +138,7 @@ impl Dialect for My {
     const WEBHOOKS_LOCK: Option<&'static str> =
         Some("SELECT name FROM locks WHERE name = 'webhooks' FOR UPDATE");
     const NUMBERED: bool = false;
+    const PENDING_BY_ID: &'static str = "executions FORCE INDEX (executions_status)";
 
     // An application's session keeps its own SQL mode (and isolation
     // level: the store's reads in its transaction lock what they decide

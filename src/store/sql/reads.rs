@@ -385,8 +385,13 @@ impl<D: Dialect> Reads for SqlStore<D> {
     }
 
     async fn executions(&self, filter: &ExecFilter) -> Result<Vec<Execution>, StoreError> {
+        let from = if pending_by_queue(filter) {
+            D::PENDING_BY_ID
+        } else {
+            "executions"
+        };
         let mut q = match filter.clip {
-            None => Sql::new("SELECT * FROM executions WHERE 1 = 1"),
+            None => Sql::new(format!("SELECT * FROM {from} WHERE 1 = 1")),
             Some(n) => {
                 // The database cuts the two large columns, so that a page of
                 // big payloads is never read whole.
@@ -397,7 +402,7 @@ impl<D: Dialect> Reads for SqlStore<D> {
                     )
                 };
                 Sql::new(format!(
-                    "SELECT {}, {}, {} FROM executions WHERE 1 = 1",
+                    "SELECT {}, {}, {} FROM {from} WHERE 1 = 1",
                     EXECUTION_COLUMNS.join(", "),
                     cut("payload"),
                     cut("output")
