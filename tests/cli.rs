@@ -514,7 +514,7 @@ fn exit_codes_are_0_ok_1_job_failed_2_bad_input_3_runtime_failure() {
         "day of week",
     );
     assert_bad_input(
-        cli_at("mysql://db/x", &["exec", "list"]),
+        cli_at("redis://db/x", &["exec", "list"]),
         "unsupported database URL",
     );
     // 0: once a database exists, reading it succeeds.
