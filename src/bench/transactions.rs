@@ -56,17 +56,20 @@ pub(super) async fn bench_transactions(
         ));
     }
     let dbs = CaseDatabases::new(database)?;
-    let postgres = dbs.kind() == "postgresql";
+    let kind = dbs.kind();
     let (mut noop, mut separate, mut transaction) = (Vec::new(), Vec::new(), Vec::new());
     let cases = [Case::Noop, Case::Separate, Case::Transaction];
     for r in 0..a.repeat {
         for k in 0..cases.len() {
             let case = cases[(k + r) % cases.len()];
             let db = dbs.of(&format!("case{}-{r}", (k + r) % cases.len()));
-            let rate = if postgres {
-                round::<sqlx::Postgres>(&db, db.clone(), case, a).await?
-            } else {
-                round::<sqlx::Sqlite>(&db, format!("sqlite://{db}"), case, a).await?
+            let rate = match kind {
+                "postgresql" => round::<sqlx::Postgres>(&db, db.clone(), case, a).await?,
+                "mysql" => {
+                    let app = db.replacen("mariadb://", "mysql://", 1);
+                    round::<sqlx::MySql>(&db, app, case, a).await?
+                }
+                _ => round::<sqlx::Sqlite>(&db, format!("sqlite://{db}"), case, a).await?,
             };
             match case {
                 Case::Noop => noop.push(rate),
