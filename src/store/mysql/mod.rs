@@ -11,7 +11,10 @@
 //!   `PIPES_AS_CONCAT`), so `"key"` names a column and `||` joins text, as
 //!   on the other backends. Transactions run at READ COMMITTED, as on
 //!   PostgreSQL: a locking read sees what committed since the transaction
-//!   began.
+//!   began;
+//! - `RETURNING`, `UPDATE ... FROM`, `VALUES` row sources and a few words:
+//!   see `rewrite.rs`, which runs on MySQL the statements that the store
+//!   writes once for every backend.
 
 mod rewrite;
 
@@ -45,9 +48,9 @@ const HANDLER_TRANSACTIONS: u32 = 8;
 /// wake-up's latency, where PostgreSQL's NOTIFY is pushed.
 pub(crate) const NOTICE_POLL: Duration = Duration::from_millis(50);
 
-/// How far back each poll reads notices, and how long they are kept: a
-/// notice's sequence number is taken at its insert, and a transaction that
-/// took a lower one can commit after a higher one was read.
+/// How far back each poll reads notices: a notice's sequence number is
+/// taken at its insert, and a transaction that took a lower one can commit
+/// after a higher one was read.
 const NOTICE_WINDOW_US: i64 = 10_000_000;
 
 /// The SQL mode the store's statements are written for.
