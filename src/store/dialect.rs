@@ -357,6 +357,9 @@ pub(super) struct Sql<'q, D: Dialect> {
 pub(super) type Deferred<'q, D> =
     Box<dyn Fn(&mut Args<'q, D>) -> std::result::Result<(), BoxDynError> + Send + Sync + 'q>;
 
+/// A statement ready to run: see [`Sql::finish`].
+type Finished<'q, D> = (std::borrow::Cow<'q, str>, Args<'q, D>, Vec<Deferred<'q, D>>);
+
 /// `text` with each `$N` outside quotes turned into `?`, and `args` with
 /// `values[N - 1]` bound for each, in the order they are written: how a
 /// statement written for numbered placeholders runs where they are
@@ -423,26 +426,13 @@ impl<'q, D: Dialect> Sql<'q, D> {
         self
     }
 
-    /// The error met while binding, if any.
-    fn failed(&self) -> std::result::Result<(), sqlx::Error> {
-        match &self.error {
-            Some(e) => Err(sqlx::Error::Encode(e.to_string().into())),
-            None => Ok(()),
+    /// The statement's text, arguments and values bound by number (only
+    /// where placeholders are positional), or the error met binding.
+    fn finish(self) -> std::result::Result<Finished<'q, D>, sqlx::Error> {
+        match self.error {
+            Some(e) => Err(sqlx::Error::Encode(e)),
+            None => Ok((self.text, self.args, self.numbered)),
         }
-    }
-
-    /// The text to run and its arguments.
-    fn finish(self) -> std::result::Result<(std::borrow::Cow<'q, str>, Args<'q, D>), sqlx::Error> {
-        if let Some(e) = self.error {
-            return Err(sqlx::Error::Encode(e));
-        }
-        if self.numbered.is_empty() {
-            return Ok((self.text, self.args));
-        }
-        let mut args = self.args;
-        let text =
-            positional::<D>(&self.text, &self.numbered, &mut args).map_err(sqlx::Error::Encode)?;
-        Ok((text.into(), args))
     }
 
     fn add(&mut self, value: impl Bind<'q>) {
@@ -543,12 +533,12 @@ impl<'q, D: Dialect> Sql<'q, D> {
         self,
         conn: &mut Conn<D>,
     ) -> std::result::Result<Vec<DbRow<D>>, StoreError> {
-        if !D::NUMBERED {
-            self.failed()?;
-            return Ok(D::fetch_numbered(conn, &self.text, &self.numbered).await?);
-        }
-        let (text, args) = self.finish()?;
-        Ok(D::fetch_all(conn, &text, args).await?)
+        let (text, args, numbered) = self.finish()?;
+        Ok(if D::NUMBERED {
+            D::fetch_all(conn, &text, args).await?
+        } else {
+            D::fetch_numbered(conn, &text, &numbered).await?
+        })
     }
 
     pub async fn fetch_optional(
@@ -559,12 +549,12 @@ impl<'q, D: Dialect> Sql<'q, D> {
     }
 
     pub async fn execute(self, conn: &mut Conn<D>) -> std::result::Result<u64, StoreError> {
-        if !D::NUMBERED {
-            self.failed()?;
-            return Ok(D::execute_numbered(conn, &self.text, &self.numbered).await?);
-        }
-        let (text, args) = self.finish()?;
-        Ok(D::execute(conn, &text, args).await?)
+        let (text, args, numbered) = self.finish()?;
+        Ok(if D::NUMBERED {
+            D::execute(conn, &text, args).await?
+        } else {
+            D::execute_numbered(conn, &text, &numbered).await?
+        })
     }
 }
 

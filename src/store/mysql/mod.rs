@@ -284,7 +284,7 @@ impl Dialect for My {
 
     async fn listen_events(&self) -> Result<Option<UnboundedReceiver<String>>> {
         // Heard from now on, for as long as the receiver lives: the lease
-        // is renewed on each poll, and its row deleted when it ends.
+        // is renewed three times a lease, and its row deleted when it ends.
         let hearer = uuid::Uuid::now_v7();
         hear(&self.pool, hearer).await?;
         let rx = poll_notices(self.pool.clone(), true, |_, payload| payload);
@@ -509,10 +509,11 @@ async fn returning(
 /// Says that `hearer` hears events for the next [`HEARER_LEASE`].
 async fn hear(pool: &Pool<MySql>, hearer: uuid::Uuid) -> Result<()> {
     let until = crate::model::now_micros() + HEARER_LEASE.as_micros() as i64;
-    sqlx::query("INSERT INTO hearers (id, until) VALUES (?, ?) ON DUPLICATE KEY UPDATE until = ?")
-        .bind(hearer)
-        .bind(until)
-        .bind(until)
+    sqlx::query(
+        "INSERT INTO hearers (id, until) VALUES (?, ?) ON DUPLICATE KEY UPDATE until = VALUES(until)",
+    )
+    .bind(hearer)
+    .bind(until)
         .execute(pool)
         .await?;
     Ok(())
